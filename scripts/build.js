@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// Compiles TypeScript into dist/ and places each node's .html, locales/ and icons/ beside its .js,
+// where the Node-RED loader looks for them.
+"use strict";
+const { spawnSync } = require("node:child_process");
+const fs = require("node:fs");
+const path = require("node:path");
+
+const root = path.resolve(__dirname, "..");
+const outDir = process.env.DOTS_BUILD_OUT ? path.resolve(process.env.DOTS_BUILD_OUT) : path.join(root, "dist");
+const tsc = require.resolve("typescript/bin/tsc");
+const result = spawnSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.json"), "--outDir", outDir], { stdio: "inherit" });
+if (result.status !== 0) process.exit(result.status ?? 1);
+
+const nodesSrc = path.join(root, "nodes");
+const iconsSrc = path.join(root, "icons");
+if (fs.existsSync(nodesSrc)) {
+  for (const type of fs.readdirSync(nodesSrc)) {
+    const from = path.join(nodesSrc, type);
+    if (!fs.statSync(from).isDirectory()) continue;
+    const to = path.join(outDir, "nodes", type);
+    fs.mkdirSync(to, { recursive: true });
+    for (const entry of fs.readdirSync(from)) {
+      if (entry.endsWith(".html")) fs.copyFileSync(path.join(from, entry), path.join(to, entry));
+      if (entry === "locales") fs.cpSync(path.join(from, entry), path.join(to, entry), { recursive: true });
+    }
+    if (fs.existsSync(iconsSrc)) fs.cpSync(iconsSrc, path.join(to, "icons"), { recursive: true });
+  }
+}
+const cli = path.join(outDir, "src", "cli", "main.js");
+if (fs.existsSync(cli)) fs.chmodSync(cli, 0o755);
