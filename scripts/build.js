@@ -10,7 +10,8 @@ const root = path.resolve(__dirname, "..");
 const outDir = process.env.DOTS_BUILD_OUT ? path.resolve(process.env.DOTS_BUILD_OUT) : path.join(root, "dist");
 const tsc = require.resolve("typescript/bin/tsc");
 const result = spawnSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.json"), "--outDir", outDir], { stdio: "inherit" });
-if (result.status !== 0) process.exit(result.status ?? 1);
+// DOTS_BUILD_LENIENT=1 keeps going past type errors (tsc still emits), for work in progress.
+if (result.status !== 0 && process.env.DOTS_BUILD_LENIENT !== "1") process.exit(result.status ?? 1);
 
 const nodesSrc = path.join(root, "nodes");
 const iconsSrc = path.join(root, "icons");

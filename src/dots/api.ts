@@ -1,0 +1,161 @@
+// The public contract of the two call-home engines. The Node-RED nodes and the CLI are thin
+// adapters over these shapes; the engines (home-engine.ts, isp-engine.ts) implement them.
+// JSON views use the YANG names of the RFC figures (src/cbor does the CBOR mapping).
+
+/** A DOTS JSON view, e.g. { "ietf-dots-signal-channel:mitigation-scope": { scope: [ ... ] } }. */
+export type DotsJson = Record<string, unknown>;
+
+export type TransportChoice = "auto" | "udp" | "tcp";
+
+/** PSK credentials: identity and raw key bytes. */
+export interface PskCredential {
+  identity: string;
+  key: Buffer;
+}
+
+/** Certificate credentials, PEM text (as a Node-RED tls-config node provides them). */
+export interface CertificateCredential {
+  cert: string | Buffer;
+  key: string | Buffer;
+  ca?: string | Buffer | Array<string | Buffer>;
+  passphrase?: string;
+  /** Name the peer certificate must carry (home side: the ISP client's FQDN). */
+  servername?: string;
+}
+
+// ---------------------------------------------------------------- ISP side (listener)
+
+export interface ListenerOptions {
+  port: number; // default 4647
+  host?: string; // bind address, default "::" (dual stack)
+  transports: { dtls: boolean; tls: boolean };
+  /** identity -> key (and a home name for routing). */
+  psk?: Array<PskCredential & { home?: string }>;
+  certificate?: CertificateCredential;
+  dropList?: { maxFailures: number; windowMs: number; banMs: number };
+  /** Home domain prefixes per home name, used to validate source-prefix before sending. */
+  homePrefixes?: Record<string, string[]>;
+}
+
+export interface SessionInfo {
+  /** Stable per authenticated peer identity. */
+  id: string;
+  /** Friendly name from configuration (PSK entry or certificate subject). */
+  home: string;
+  transport: "dtls" | "tls";
+  remoteAddress: string;
+  remotePort: number;
+  peer: { method: "psk" | "certificate"; identity: string };
+  cipher: string;
+  since: number; // epoch ms
+  /** Negotiated session configuration in JSON view, once GET /config succeeded. */
+  config?: DotsJson;
+}
+
+export interface RequestOutcome {
+  /** CoAP response code, e.g. "2.01", "4.00", "4.09". */
+  code: string;
+  /** Decoded body (JSON view) or diagnostic text for 4.xx/5.xx. */
+  body?: DotsJson | string;
+  mid?: number;
+  cuid: string;
+  sessionId: string;
+}
+
+export interface StatusNotification {
+  sessionId: string;
+  cuid: string;
+  mid: number;
+  /** Status label, e.g. "attack-successfully-mitigated". */
+  status?: string;
+  conflictCause?: string;
+  body: DotsJson;
+}
+
+export interface CallHomeListenerEvents {
+  listening: [{ port: number; host: string; transports: Array<"dtls" | "tls"> }];
+  "session-up": [SessionInfo];
+  "session-down": [SessionInfo, string /* reason */];
+  status: [StatusNotification];
+  error: [Error];
+}
+
+export interface CallHomeListenerApi {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  sessions(): SessionInfo[];
+  /** Resolves a session by id or home name; undefined when not connected. */
+  findSession(idOrHome: string): SessionInfo | undefined;
+  mitigate(session: string, request: DotsJson, opts?: { mid?: number }): Promise<RequestOutcome>;
+  withdraw(session: string, mid: number): Promise<RequestOutcome>;
+  get(session: string, mid?: number): Promise<RequestOutcome>;
+  efficacy(session: string, mid: number, attackStatus: "under-attack" | "attack-successfully-mitigated"): Promise<RequestOutcome>;
+  redirect(session: string, target: { altClient: string; records?: string[]; ttl?: number }): Promise<RequestOutcome>;
+}
+
+// ---------------------------------------------------------------- home side (dialer)
+
+export interface DialerOptions {
+  /** ISP Call Home DOTS client address(es): hostnames or IP literals. */
+  hosts: string[];
+  port: number; // default 4647
+  transport: TransportChoice;
+  psk?: PskCredential;
+  certificate?: CertificateCredential;
+  /** Prefixes of the home domain; source-prefix must lie inside (RFC 9066 section 5.3.1). */
+  homePrefixes: string[];
+  /** heartbeat-interval offered in /config, seconds. */
+  heartbeatInterval?: number;
+  /** How long a PUT waits for the outside decision before answering 2.01 status 1, ms. */
+  decisionWaitMs?: number;
+  /** Reconnect back-off bounds, ms (defaults honour RFC 9132: >= 60 s). */
+  reconnect?: { minMs: number; maxMs: number };
+  allowIndefiniteLifetime?: boolean;
+}
+
+/** One accepted mitigation handed to the outside world for a decision. */
+export interface MitigationEvent {
+  cuid: string;
+  mid: number;
+  /** The validated scope entry (JSON view). */
+  scope: DotsJson;
+  lifetime: number; // seconds, -1 indefinite
+  /** "new" | "refresh" | "efficacy". */
+  kind: "new" | "refresh" | "efficacy";
+}
+
+export interface MitigationEnded {
+  cuid: string;
+  mid: number;
+  reason: "withdrawn" | "expired" | "replaced" | "session-reset";
+  scope: DotsJson;
+}
+
+export type DecisionOutcome = "enforced" | "pending" | "legitimate" | "failed";
+
+export interface Decision {
+  cuid?: string;
+  mid: number;
+  outcome: DecisionOutcome;
+  /** Free text shown to operators (what was blocked, why it failed). */
+  detail?: string;
+}
+
+export interface CallHomeDialerEvents {
+  connecting: [{ host: string; port: number; transport: "dtls" | "tls" }];
+  connected: [{ remoteAddress: string; remotePort: number; transport: "dtls" | "tls"; cipher: string }];
+  disconnected: [{ reason: string; retryInMs?: number }];
+  mitigation: [MitigationEvent];
+  ended: [MitigationEnded];
+  redirected: [{ altClient: string; records: string[]; ttl?: number }];
+  error: [Error];
+}
+
+export interface CallHomeDialerApi {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Hand back the outcome for a mitigation; throws if the mid is unknown. */
+  decide(decision: Decision): void;
+  /** Active mitigations with their status labels and remaining lifetimes. */
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }>;
+}
