@@ -1,0 +1,777 @@
+// One Call Home session on the ISP side (Call Home DOTS client, RFC 9066): the CoAP client for
+// /mitigate, /config and /redirect over a connection the home opened to us, and the CoAP server
+// for the home's PUT /hb. Also the pure request builders and response readers used by it.
+import { EventEmitter } from "node:events";
+import { isIP } from "node:net";
+import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
+import { HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
+import type { MidAllocator } from "./ids";
+import { type ConfigSet, type ConfigSetName, DEFAULT_CONFIG_SET, type TransmissionParameters, negotiatedSetsFromJson, toTransmissionParameters } from "./session-config";
+
+// ------------------------------------------------------------------------------------ constants
+
+export const MITIGATION_SCOPE_KEY = "ietf-dots-signal-channel:mitigation-scope";
+export const REDIRECT_KEY = "ietf-dots-signal-channel:redirected-signal";
+export const WELL_KNOWN_DOTS = [".well-known", "dots"] as const;
+
+/** status (key 16) labels by code, RFC 9132 section 4.4.2. */
+export const STATUS_LABELS: Readonly<Record<number, string>> = {
+  1: "attack-mitigation-in-progress",
+  2: "attack-successfully-mitigated",
+  3: "attack-stopped",
+  4: "attack-exceeded-capability",
+  5: "dots-client-withdrawn-mitigation",
+  6: "attack-mitigation-terminated",
+  7: "attack-mitigation-withdrawn",
+  8: "attack-mitigation-signal-loss",
+};
+
+/** conflict-cause (key 19) labels, RFC 9132 plus RFC 9066 (4) and RFC 9244 (5). */
+export const CONFLICT_CAUSE_LABELS: Readonly<Record<number, string>> = {
+  1: "overlapping-targets",
+  2: "conflict-with-acceptlist",
+  3: "cuid-collision",
+  4: "request-rejected-legitimate-traffic",
+  5: "overlapping-pipes",
+};
+
+/** Status labels after which the home no longer mitigates: the ISP forgets the request. */
+export const FINAL_STATUSES: ReadonlySet<string> = new Set([
+  "attack-mitigation-terminated",
+  "attack-mitigation-withdrawn",
+  "attack-mitigation-signal-loss",
+]);
+
+export type AttackStatus = "under-attack" | "attack-successfully-mitigated";
+
+// ------------------------------------------------------------------------------------ errors
+
+export type IspErrorCode =
+  | "SESSION_DOWN" // the named session is not connected
+  | "UNKNOWN_SESSION" // no session by that id or home name
+  | "INVALID_REQUEST" // the request failed validation before sending
+  | "UNKNOWN_MITIGATION" // efficacy/withdraw for a mid we never sent on this identity
+  | "TIMEOUT" // no answer within the request timeout
+  | "STOPPED"; // the listener was stopped
+
+/** Every failure the ISP engine reports to callers carries a machine-readable code. */
+export class IspRequestError extends Error {
+  constructor(
+    readonly code: IspErrorCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "IspRequestError";
+  }
+}
+
+// ------------------------------------------------------------------------------------ paths
+
+export function mitigatePath(cuid: string, mid?: number): string[] {
+  const p: string[] = [...WELL_KNOWN_DOTS, "mitigate", `cuid=${cuid}`];
+  if (mid !== undefined) p.push(`mid=${mid}`);
+  return p;
+}
+
+export function configPath(sid?: number): string[] {
+  const p: string[] = [...WELL_KNOWN_DOTS, "config"];
+  if (sid !== undefined) p.push(`sid=${sid}`);
+  return p;
+}
+
+export function heartbeatPath(): string[] {
+  return [...WELL_KNOWN_DOTS, "hb"];
+}
+
+/** RFC 9066 section 5.2.2 example: /redirect/cuid=.../mid=... */
+export function redirectPath(cuid: string, mid: number): string[] {
+  return [...WELL_KNOWN_DOTS, "redirect", `cuid=${cuid}`, `mid=${mid}`];
+}
+
+export function isHeartbeatPath(segments: readonly string[]): boolean {
+  return segments.length === 3 && segments[0] === ".well-known" && segments[1] === "dots" && segments[2] === "hb";
+}
+
+// ------------------------------------------------------------------------------------ bodies
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Accepts either the full JSON view or a bare scope entry (convenient for the CLI) and returns the
+ * full view with exactly the caller's scope. lifetime defaults to the RECOMMENDED 3600 when absent.
+ */
+export function normalizeMitigationRequest(input: unknown): DotsJson {
+  if (!isRecord(input)) throw new IspRequestError("INVALID_REQUEST", "mitigation request must be a JSON object");
+  let view: Record<string, unknown>;
+  if (MITIGATION_SCOPE_KEY in input) view = structuredClone(input);
+  else if ("target-prefix" in input || "ietf-dots-call-home:source-prefix" in input) view = { [MITIGATION_SCOPE_KEY]: { scope: [structuredClone(input)] } };
+  else throw new IspRequestError("INVALID_REQUEST", `mitigation request needs "${MITIGATION_SCOPE_KEY}" (or a bare scope with target-prefix)`);
+  const ms = view[MITIGATION_SCOPE_KEY];
+  if (isRecord(ms) && Array.isArray(ms.scope)) {
+    for (const s of ms.scope) if (isRecord(s) && s.lifetime === undefined) s.lifetime = 3600;
+  }
+  return view;
+}
+
+/** The single scope entry of a (normalized) request, or undefined. */
+export function scopeOf(request: DotsJson): Record<string, unknown> | undefined {
+  const ms = request[MITIGATION_SCOPE_KEY];
+  if (!isRecord(ms) || !Array.isArray(ms.scope) || ms.scope.length !== 1 || !isRecord(ms.scope[0])) return undefined;
+  return ms.scope[0];
+}
+
+/** Efficacy update body (RFC 9132 section 4.4.3): the original parameters plus attack-status. */
+export function efficacyBody(original: DotsJson, attackStatus: AttackStatus): DotsJson {
+  const copy = structuredClone(original);
+  const scope = scopeOf(copy);
+  if (!scope) throw new IspRequestError("INVALID_REQUEST", "original request has no single scope entry");
+  scope["attack-status"] = attackStatus;
+  return copy;
+}
+
+const FQDN = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
+
+export interface RedirectTarget {
+  altClient: string;
+  records?: string[];
+  ttl?: number;
+}
+
+/** Call Home redirect body (RFC 9066 section 5.2.2); throws INVALID_REQUEST naming the field. */
+export function redirectBody(target: RedirectTarget): DotsJson {
+  if (typeof target?.altClient !== "string" || !FQDN.test(target.altClient) || isIP(target.altClient) !== 0) {
+    throw new IspRequestError("INVALID_REQUEST", "alt-ch-client must be a domain name (it is also the name the home authenticates)");
+  }
+  const body: Record<string, unknown> = { "ietf-dots-call-home:alt-ch-client": target.altClient };
+  if (target.records !== undefined) {
+    if (!Array.isArray(target.records) || target.records.some((r) => typeof r !== "string" || isIP(r) === 0)) {
+      throw new IspRequestError("INVALID_REQUEST", "alt-ch-client-record must be a list of IP addresses");
+    }
+    if (target.records.length > 0) body["ietf-dots-call-home:alt-ch-client-record"] = [...target.records];
+  }
+  if (target.ttl !== undefined) {
+    if (!Number.isInteger(target.ttl) || target.ttl < 0 || target.ttl > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "ttl must be a uint32 (seconds)");
+    body["ietf-dots-call-home:ttl"] = target.ttl;
+  }
+  return { [REDIRECT_KEY]: body };
+}
+
+/** Base RFC 9132 redirect (5.03 carrying redirected-signal with alt-server): discarded in Call Home. */
+export function isBaseRedirect(code: string, body: unknown): boolean {
+  if (code !== "5.03" || !isRecord(body)) return false;
+  const r = body[REDIRECT_KEY];
+  return isRecord(r) && ("alt-server" in r || "alt-server-record" in r);
+}
+
+function label(v: unknown, table: Readonly<Record<number, string>>): string | undefined {
+  if (typeof v === "string") return v;
+  if (typeof v === "number") return table[v] ?? String(v);
+  return undefined;
+}
+
+export interface ScopeStatus {
+  mid?: number;
+  status?: string;
+  conflictCause?: string;
+  lifetime?: number;
+}
+
+/** Reads the per-mid status entries of a mitigate response or notification. */
+export function readScopeStatuses(body: unknown): ScopeStatus[] {
+  if (!isRecord(body)) return [];
+  const ms = body[MITIGATION_SCOPE_KEY];
+  if (!isRecord(ms) || !Array.isArray(ms.scope)) return [];
+  const out: ScopeStatus[] = [];
+  for (const s of ms.scope) {
+    if (!isRecord(s)) continue;
+    const entry: ScopeStatus = {};
+    if (typeof s.mid === "number") entry.mid = s.mid;
+    const st = label(s.status, STATUS_LABELS);
+    if (st !== undefined) entry.status = st;
+    if (typeof s.lifetime === "number") entry.lifetime = s.lifetime;
+    const ci = s["conflict-information"];
+    if (isRecord(ci)) {
+      const cc = label(ci["conflict-cause"], CONFLICT_CAUSE_LABELS);
+      if (cc !== undefined) entry.conflictCause = cc;
+    }
+    out.push(entry);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ state
+
+/** What the ISP remembers about one mitigation it asked for, per home identity (survives reconnects). */
+export interface MitigationRecord {
+  mid: number;
+  cuid: string;
+  request: DotsJson;
+  /** Granted lifetime (s) from the last 2.01/2.04, -1 indefinite. */
+  lifetime: number;
+  /** Epoch ms when the granted lifetime runs out (Infinity for -1). */
+  expiresAt: number;
+  status?: string;
+  withdrawn: boolean;
+}
+
+/** Per-identity state that outlives a single connection (mitigations, mid counter is in MidAllocator). */
+export class HomeState {
+  readonly mitigations = new Map<number, MitigationRecord>();
+
+  constructor(
+    readonly sessionId: string,
+    public home: string,
+  ) {}
+
+  activeMids(): Set<number> {
+    return new Set(this.mitigations.keys());
+  }
+
+  /** R48: an attack was reported and the home has not ended it. */
+  attackInProgress(now = Date.now()): boolean {
+    for (const m of this.mitigations.values()) if (!m.withdrawn && m.expiresAt > now) return true;
+    return false;
+  }
+
+  /** Drops records whose granted lifetime has run out. Returns the dropped mids. */
+  sweepExpired(now = Date.now()): number[] {
+    const gone: number[] = [];
+    for (const [mid, m] of this.mitigations) if (m.expiresAt <= now) gone.push(mid);
+    for (const mid of gone) this.mitigations.delete(mid);
+    return gone;
+  }
+}
+
+export function outcome(code: string, body: DotsJson | string | undefined, cuid: string, sessionId: string, mid?: number): RequestOutcome {
+  const o: RequestOutcome = { code, cuid, sessionId };
+  if (body !== undefined) o.body = body;
+  if (mid !== undefined) o.mid = mid;
+  return o;
+}
+
+// ------------------------------------------------------------------------------------ endpoint seam
+
+/** A request as the session asks for it; the engine's adapter maps it onto the CoAP endpoint. */
+export interface SessionRequest {
+  method: "GET" | "PUT" | "DELETE";
+  path: string[];
+  confirmable: boolean;
+  /** JSON view; the adapter encodes it as application/dots+cbor. */
+  body?: DotsJson;
+  /** Empty If-Match (efficacy update). */
+  ifMatchEmpty?: boolean;
+  /** NON repeat interval until answered (RFC 9132: at most one per 3 s without RTT estimate). */
+  repeatMs?: number;
+  timeoutMs: number;
+}
+
+/** A response with its body already decoded (JSON view for CBOR, text for diagnostics). */
+export interface SessionResponse {
+  code: string;
+  body?: DotsJson | string;
+  maxAge?: number;
+}
+
+export interface SessionIncoming {
+  method: string;
+  path: string[];
+  /** Decoded JSON view, or undefined when the payload was empty. */
+  body?: unknown;
+  /** Set when the payload could not be decoded; the text says why. */
+  bodyError?: string;
+  respond(code: string, body?: DotsJson | string): void;
+}
+
+export interface SessionEndpoint {
+  request(req: SessionRequest): Promise<SessionResponse>;
+  observe(req: SessionRequest, onNotification: (res: SessionResponse) => void): { first: Promise<SessionResponse>; cancel(): void };
+  onRequest(handler: (req: SessionIncoming) => void): void;
+  setTransmissionParameters(p: TransmissionParameters): void;
+  /** Called for every message from the peer (liveness). */
+  onActivity(listener: () => void): void;
+  onClose(listener: (reason: string) => void): void;
+  close(): void;
+}
+
+// ------------------------------------------------------------------------------------ session
+
+export interface IspTuning {
+  /** NON repeat interval for mitigation requests, ms. Default 3000 (RFC 9132 section 4.4.1). */
+  nonRepeatMs: number;
+  /** How long a mitigation request keeps being repeated before failing, ms. Default 60000. */
+  requestTimeoutMs: number;
+  /** GET /config wait, ms. Default 30000 (CON retransmissions cover loss). */
+  configTimeoutMs: number;
+  /** Milliseconds per heartbeat second (labs compress time). Default 1000. */
+  msPerSecond: number;
+  /** R47: send our heartbeat right after each one from the home. Default false. */
+  answerHeartbeatsImmediately: boolean;
+  /** Re-GET /config before Max-Age runs out while idle (RFC 9132 section 4.5). Default true. */
+  refreshConfig: boolean;
+}
+
+export const DEFAULT_TUNING: Readonly<IspTuning> = Object.freeze({
+  nonRepeatMs: 3000,
+  requestTimeoutMs: 60000,
+  configTimeoutMs: 30000,
+  msPerSecond: 1000,
+  answerHeartbeatsImmediately: false,
+  refreshConfig: true,
+});
+
+export type Validator = (request: DotsJson, homePrefixes: string[]) => { ok: true } | { ok: false; errors: string[] };
+
+export interface IspSessionOptions {
+  info: SessionInfo;
+  cuid: string;
+  state: HomeState;
+  mids: MidAllocator;
+  homePrefixes: string[];
+  validate: Validator;
+  tuning: IspTuning;
+}
+
+export interface IspSessionEvents {
+  up: [SessionInfo];
+  down: [string];
+  status: [StatusNotification];
+  heartbeat: [{ sessionId: string; direction: "in" | "out"; peerHbStatus: boolean }];
+  config: [{ sessionId: string; config: DotsJson }];
+  discarded: [{ sessionId: string; reason: string }];
+  error: [Error];
+}
+
+/** One live connection from a home. Per-identity state (mitigations, mids) lives in HomeState. */
+export class IspSession extends EventEmitter {
+  readonly id: string;
+  readonly cuid: string;
+  readonly info: SessionInfo;
+  private readonly state: HomeState;
+  private readonly mids: MidAllocator;
+  private readonly homePrefixes: string[];
+  private readonly validate: Validator;
+  private readonly tuning: IspTuning;
+  private sets: Record<ConfigSetName, ConfigSet> = { idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } };
+  private heartbeat: HeartbeatScheduler;
+  private readonly observations = new Map<number, () => void>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly pending = new Set<(err: Error) => void>();
+  private closedReason: string | undefined;
+  private upEmitted = false;
+
+  constructor(
+    private readonly endpoint: SessionEndpoint,
+    opts: IspSessionOptions,
+  ) {
+    super();
+    this.id = opts.info.id;
+    this.cuid = opts.cuid;
+    this.info = opts.info;
+    this.state = opts.state;
+    this.mids = opts.mids;
+    this.homePrefixes = opts.homePrefixes;
+    this.validate = opts.validate;
+    this.tuning = opts.tuning;
+    this.heartbeat = this.makeHeartbeat(this.activeSet());
+    endpoint.onActivity(() => this.heartbeat.traffic());
+    endpoint.onClose((reason) => this.down(reason));
+    endpoint.onRequest((req) => this.handleIncoming(req));
+  }
+
+  get isUp(): boolean {
+    return this.closedReason === undefined;
+  }
+
+  get negotiated(): Record<ConfigSetName, ConfigSet> {
+    return { idle: { ...this.sets.idle }, mitigating: { ...this.sets.mitigating } };
+  }
+
+  /** The set in force: mitigating-config while an attack is in progress (R46). */
+  private activeSet(): ConfigSet {
+    return this.sets[this.state.attackInProgress() ? "mitigating" : "idle"];
+  }
+
+  private makeHeartbeat(set: ConfigSet): HeartbeatScheduler {
+    const hb = new HeartbeatScheduler({
+      intervalSeconds: set.heartbeatInterval,
+      missingHbAllowed: Math.max(1, set.missingHbAllowed),
+      msPerSecond: this.tuning.msPerSecond,
+      send: (body) => this.sendHeartbeat(body),
+    });
+    hb.on("lost", ({ silentMs }) => {
+      // R48: after reporting an attack the ISP keeps using the session even if nothing arrives.
+      if (this.state.attackInProgress()) {
+        hb.start();
+        return;
+      }
+      this.close(`heartbeat loss: nothing from the home for ${silentMs} ms`);
+    });
+    return hb;
+  }
+
+  /** Session set-up: GET /config (CON), use the negotiated values, start heartbeats (R42, R45). */
+  async start(): Promise<void> {
+    await this.fetchConfig();
+    if (!this.isUp) return;
+    this.heartbeat.start();
+    this.upEmitted = true;
+    this.emit("up", this.info);
+    // Re-observe mitigations this identity had before a reconnect: the home keeps them (lifetimes).
+    for (const rec of this.state.mitigations.values()) this.startObserve(rec.mid);
+  }
+
+  private async fetchConfig(): Promise<void> {
+    try {
+      const res = await this.track(this.endpoint.request({ method: "GET", path: configPath(), confirmable: true, timeoutMs: this.tuning.configTimeoutMs }));
+      if (res.code !== "2.05" || typeof res.body !== "object") {
+        this.emit("error", new Error(`GET /config answered ${res.code}; using RFC 9132 defaults`));
+        this.applySets({ idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } });
+        return;
+      }
+      this.applySets(negotiatedSetsFromJson(res.body));
+      this.info.config = res.body;
+      this.emit("config", { sessionId: this.id, config: res.body });
+      this.scheduleConfigRefresh(res.maxAge);
+    } catch (e) {
+      if (!this.isUp) return;
+      this.emit("error", new Error(`GET /config failed (${(e as Error).message}); using RFC 9132 defaults`));
+      this.applySets({ idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } });
+    }
+  }
+
+  private scheduleConfigRefresh(maxAge: number | undefined): void {
+    if (!this.tuning.refreshConfig) return;
+    // Refresh before Max-Age runs out, or every 60 s without one; 2^32-1 means never (RFC 9132 4.5).
+    if (maxAge === 0xffffffff) return;
+    const seconds = maxAge === undefined ? 60 : Math.max(1, maxAge - Math.min(5, maxAge / 10));
+    this.later(seconds * this.tuning.msPerSecond, () => {
+      // No config refresh during an attack (R46); try again later.
+      if (this.state.attackInProgress()) return this.scheduleConfigRefresh(maxAge);
+      void this.fetchConfig();
+    });
+  }
+
+  private applySets(sets: Record<ConfigSetName, ConfigSet>): void {
+    this.sets = sets;
+    this.reapply();
+  }
+
+  /** Switches transmission parameters and heartbeat timing to the set now in force (R46). */
+  private reapply(): void {
+    const set = this.activeSet();
+    this.endpoint.setTransmissionParameters(toTransmissionParameters(set));
+    this.heartbeat.reconfigure(set.heartbeatInterval, Math.max(1, set.missingHbAllowed));
+  }
+
+  private async sendHeartbeat(body: DotsJson): Promise<boolean> {
+    if (!this.isUp) return false;
+    const peer = (body as Record<string, Record<string, unknown>>)["ietf-dots-signal-channel:heartbeat"]?.["peer-hb-status"] === true;
+    this.emit("heartbeat", { sessionId: this.id, direction: "out", peerHbStatus: peer });
+    try {
+      const res = await this.endpoint.request({ method: "PUT", path: heartbeatPath(), confirmable: false, body, timeoutMs: Math.max(1000, this.heartbeat.intervalMs) });
+      return res.code === "2.04";
+    } catch {
+      return false;
+    }
+  }
+
+  private handleIncoming(req: SessionIncoming): void {
+    try {
+      if (!isHeartbeatPath(req.path)) {
+        // The ISP side serves only /hb (R14); everything else is for the home side.
+        req.respond("4.04", `no resource /${req.path.join("/")} on the Call Home DOTS client`);
+        return;
+      }
+      if (req.method !== "PUT") {
+        req.respond("4.05", "only PUT is allowed on /.well-known/dots/hb");
+        return;
+      }
+      if (req.bodyError !== undefined) {
+        req.respond("4.00", `heartbeat body: ${req.bodyError}`);
+        return;
+      }
+      let parsed: { peerHbStatus: boolean };
+      try {
+        parsed = parseHeartbeatJson(req.body);
+      } catch (e) {
+        req.respond("4.00", (e as Error).message);
+        return;
+      }
+      this.heartbeat.peerHeartbeat();
+      req.respond("2.04");
+      this.emit("heartbeat", { sessionId: this.id, direction: "in", peerHbStatus: parsed.peerHbStatus });
+      // R47: MAY answer with our own heartbeat; do so when asked, or when the home says ours are not arriving.
+      if (this.tuning.answerHeartbeatsImmediately || !parsed.peerHbStatus) {
+        void this.sendHeartbeat({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } });
+      }
+    } catch (e) {
+      this.emit("error", e as Error);
+    }
+  }
+
+  // -------------------------------------------------------------------------------- requests
+
+  private ensureUp(): void {
+    if (!this.isUp) throw new IspRequestError("SESSION_DOWN", `session ${this.id} (${this.info.home}) is down: ${this.closedReason}`);
+  }
+
+  /** Rejects with SESSION_DOWN if the session goes away while the promise is pending. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const fail = (err: Error): void => reject(err);
+      this.pending.add(fail);
+      p.then(
+        (v) => {
+          this.pending.delete(fail);
+          resolve(v);
+        },
+        (e) => {
+          this.pending.delete(fail);
+          reject(this.isUp ? e : new IspRequestError("SESSION_DOWN", `session ${this.id} went down: ${this.closedReason}`));
+        },
+      );
+    });
+  }
+
+  /**
+   * Sends a mitigation-family request; base 5.03 redirects are discarded silently and the request
+   * keeps being repeated until the deadline (R51).
+   */
+  private async exchange(req: Omit<SessionRequest, "timeoutMs">): Promise<SessionResponse> {
+    const deadline = Date.now() + this.tuning.requestTimeoutMs;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new IspRequestError("TIMEOUT", `no answer to ${req.method} /${req.path.join("/")} within ${this.tuning.requestTimeoutMs} ms`);
+      let res: SessionResponse;
+      try {
+        res = await this.track(this.endpoint.request({ ...req, timeoutMs: left }));
+      } catch (e) {
+        if (e instanceof IspRequestError) throw e;
+        throw new IspRequestError("TIMEOUT", `${req.method} /${req.path.join("/")}: ${(e as Error).message}`);
+      }
+      if (isBaseRedirect(res.code, res.body)) {
+        this.emit("discarded", { sessionId: this.id, reason: "base 5.03 redirect (RFC 9066 section 5.2.2)" });
+        continue;
+      }
+      return res;
+    }
+  }
+
+  async mitigate(input: unknown, opts: { mid?: number; observe?: boolean } = {}): Promise<RequestOutcome> {
+    this.ensureUp();
+    const request = normalizeMitigationRequest(input);
+    const check = this.validate(request, this.homePrefixes);
+    if (!check.ok) throw new IspRequestError("INVALID_REQUEST", `invalid mitigation request: ${check.errors.join("; ")}`, check.errors);
+    let mid: number;
+    if (opts.mid !== undefined) {
+      if (!Number.isInteger(opts.mid) || opts.mid < 0 || opts.mid > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "mid must be a uint32");
+      mid = opts.mid;
+      this.mids.note(this.id, this.cuid, mid);
+    } else mid = this.mids.next(this.id, this.cuid, this.state.activeMids());
+    return this.putMitigation(mid, request, opts.observe ?? true);
+  }
+
+  /**
+   * Sends a PUT without client-side validation (tests and interop probes use it to check how the
+   * home rejects bad fields). The body is sent as given.
+   */
+  async mitigateRaw(mid: number, body: DotsJson, opts: { ifMatchEmpty?: boolean; path?: string[] } = {}): Promise<RequestOutcome> {
+    this.ensureUp();
+    const res = await this.exchange({ method: "PUT", path: opts.path ?? mitigatePath(this.cuid, mid), confirmable: false, body, ifMatchEmpty: opts.ifMatchEmpty, repeatMs: this.tuning.nonRepeatMs });
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  private async putMitigation(mid: number, request: DotsJson, observe: boolean): Promise<RequestOutcome> {
+    const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: request, repeatMs: this.tuning.nonRepeatMs });
+    if (res.code === "2.01" || res.code === "2.04") {
+      const granted = readScopeStatuses(res.body).find((s) => s.mid === mid || s.mid === undefined);
+      const lifetime = granted?.lifetime ?? (scopeOf(request)?.lifetime as number) ?? 3600;
+      const wasIdle = !this.state.attackInProgress();
+      const prev = this.state.mitigations.get(mid);
+      this.state.mitigations.set(mid, {
+        mid,
+        cuid: this.cuid,
+        request,
+        lifetime,
+        expiresAt: lifetime < 0 ? Infinity : Date.now() + lifetime * 1000,
+        status: granted?.status ?? prev?.status,
+        withdrawn: false,
+      });
+      this.armExpiry(mid);
+      if (wasIdle) this.reapply();
+      if (observe && !this.observations.has(mid)) this.startObserve(mid);
+    }
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  /** Forgets a record once its granted lifetime has passed without refresh (R31 mirror). */
+  private armExpiry(mid: number): void {
+    const rec = this.state.mitigations.get(mid);
+    if (!rec || rec.expiresAt === Infinity) return;
+    const wait = Math.max(0, rec.expiresAt - Date.now()) + 50;
+    if (wait > 0x7fffffff) return;
+    this.later(wait, () => {
+      const now = this.state.mitigations.get(mid);
+      if (now && now.expiresAt <= Date.now()) this.forget(mid);
+    });
+  }
+
+  private forget(mid: number): void {
+    const wasActive = this.state.attackInProgress();
+    this.state.mitigations.delete(mid);
+    const cancel = this.observations.get(mid);
+    if (cancel) {
+      this.observations.delete(mid);
+      cancel();
+    }
+    if (wasActive && !this.state.attackInProgress()) this.reapply();
+  }
+
+  /** Observe one mitigation's status (GET with Observe 0); every notification becomes a 'status' event. */
+  private startObserve(mid: number): void {
+    if (!this.isUp || this.observations.has(mid)) return;
+    const req: SessionRequest = { method: "GET", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs, timeoutMs: this.tuning.requestTimeoutMs };
+    let handle: { first: Promise<SessionResponse>; cancel(): void };
+    try {
+      handle = this.endpoint.observe(req, (res) => this.notification(mid, res));
+    } catch (e) {
+      this.emit("error", e as Error);
+      return;
+    }
+    this.observations.set(mid, () => handle.cancel());
+    handle.first.then(
+      (res) => this.notification(mid, res),
+      (e) => {
+        this.observations.delete(mid);
+        if (this.isUp) this.emit("error", new Error(`observe mid ${mid}: ${(e as Error).message}`));
+      },
+    );
+  }
+
+  private notification(mid: number, res: SessionResponse): void {
+    try {
+      if (isBaseRedirect(res.code, res.body)) {
+        this.emit("discarded", { sessionId: this.id, reason: "base 5.03 redirect in a notification (RFC 9066 section 5.2.2)" });
+        return;
+      }
+      const body: DotsJson = typeof res.body === "object" && res.body !== null ? res.body : { code: res.code, diagnostic: res.body ?? "" };
+      const entries = res.code === "2.05" ? readScopeStatuses(res.body) : [];
+      const entry = entries.find((e) => e.mid === mid) ?? entries[0];
+      const n: StatusNotification = { sessionId: this.id, cuid: this.cuid, mid, body };
+      if (entry?.status !== undefined) n.status = entry.status;
+      if (entry?.conflictCause !== undefined) n.conflictCause = entry.conflictCause;
+      const rec = this.state.mitigations.get(mid);
+      if (rec && entry) {
+        if (entry.status !== undefined) rec.status = entry.status;
+        if (typeof entry.lifetime === "number") rec.expiresAt = entry.lifetime < 0 ? Infinity : Date.now() + entry.lifetime * 1000;
+      }
+      this.emit("status", n);
+      // The home ended it (4.04 once gone, or a final status): stop observing and forget it.
+      if (res.code !== "2.05" || (entry?.status !== undefined && FINAL_STATUSES.has(entry.status))) this.forget(mid);
+    } catch (e) {
+      this.emit("error", e as Error);
+    }
+  }
+
+  async withdraw(mid: number): Promise<RequestOutcome> {
+    this.ensureUp();
+    const res = await this.exchange({ method: "DELETE", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    const rec = this.state.mitigations.get(mid);
+    if (res.code === "2.02" && rec) {
+      // Keep observing: the home may report status 5 (active-but-terminating) before it is gone.
+      rec.withdrawn = true;
+      if (!this.observations.has(mid)) this.forget(mid);
+      else if (!this.state.attackInProgress()) this.reapply();
+    }
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  async get(mid?: number): Promise<RequestOutcome> {
+    this.ensureUp();
+    const res = await this.exchange({ method: "GET", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    if (mid !== undefined && res.code === "4.04" && this.state.mitigations.has(mid)) this.forget(mid);
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  async efficacy(mid: number, attackStatus: AttackStatus): Promise<RequestOutcome> {
+    this.ensureUp();
+    if (attackStatus !== "under-attack" && attackStatus !== "attack-successfully-mitigated") {
+      throw new IspRequestError("INVALID_REQUEST", `attack-status must be "under-attack" or "attack-successfully-mitigated"`);
+    }
+    const rec = this.state.mitigations.get(mid);
+    if (!rec) throw new IspRequestError("UNKNOWN_MITIGATION", `no active mitigation mid ${mid} on session ${this.id}`);
+    const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: efficacyBody(rec.request, attackStatus), ifMatchEmpty: true, repeatMs: this.tuning.nonRepeatMs });
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  async redirect(target: RedirectTarget): Promise<RequestOutcome> {
+    this.ensureUp();
+    const body = redirectBody(target);
+    const mid = this.mids.next(this.id, this.cuid, this.state.activeMids());
+    const res = await this.exchange({ method: "PUT", path: redirectPath(this.cuid, mid), confirmable: false, body, repeatMs: this.tuning.nonRepeatMs });
+    return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  // -------------------------------------------------------------------------------- lifecycle
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.isUp) fn();
+    }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+
+  /** Ends the session: stops timers and observations, closes the connection, emits 'down' once. */
+  close(reason = "closed"): void {
+    if (!this.isUp) return;
+    this.closedReason = reason;
+    this.teardown();
+    try {
+      this.endpoint.close();
+    } catch {
+      // closing an already-dead connection is fine
+    }
+    this.finish(reason);
+  }
+
+  private down(reason: string): void {
+    if (!this.isUp) return;
+    this.closedReason = reason;
+    this.teardown();
+    this.finish(reason);
+  }
+
+  private teardown(): void {
+    this.heartbeat.stop();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const cancel of this.observations.values()) {
+      try {
+        cancel();
+      } catch {
+        // the connection is going away anyway
+      }
+    }
+    this.observations.clear();
+    const err = new IspRequestError("SESSION_DOWN", `session ${this.id} went down: ${this.closedReason}`);
+    for (const fail of this.pending) fail(err);
+    this.pending.clear();
+  }
+
+  private finish(reason: string): void {
+    this.emit("down", reason);
+  }
+
+  get wasUp(): boolean {
+    return this.upEmitted;
+  }
+
+  override on<E extends keyof IspSessionEvents>(event: E, listener: (...args: IspSessionEvents[E]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+}
