@@ -1,0 +1,470 @@
+// Command-line and JSON-file configuration of `dots-call-home listen|dial`. Pure parsing: no
+// sockets, so every rule is testable and a bad flag fails before anything starts.
+import * as fs from "node:fs";
+import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
+
+export class CliUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliUsageError";
+  }
+}
+
+export const DEFAULT_PORT = 4647;
+
+export const HELP = `dots-call-home: DOTS Signal Channel Call Home (RFC 9066 over RFC 9132) without Node-RED
+
+Usage:
+  dots-call-home listen [options]     ISP side: Call Home DOTS client, (D)TLS server
+  dots-call-home dial [options] HOST  home side: Call Home DOTS server, (D)TLS client
+  dots-call-home --help
+
+Both commands print one JSON object per line on stdout for every event
+({"event":"...","time":"<ISO 8601>",...}) and read one JSON command per line on stdin.
+A malformed command line gives {"event":"error",...}; the process keeps running.
+SIGINT / SIGTERM stop cleanly (sessions closed, sockets freed), then the process exits 0.
+
+Common options:
+  --config FILE            JSON file with the same settings (see below); flags override it
+  --port N                 UDP/TCP port (default 4647; no IANA port exists for Call Home)
+  --host ADDR              listen: bind address (default "::"); dial: same as a HOST argument
+  --psk-identity ID        PSK identity
+  --psk-key KEY            PSK key: "hex:..." or "text:...", else an even-length hex string
+                           is read as hex and anything else as UTF-8 text. Prefer --psk-file.
+  --psk-file FILE          read the PSK key from FILE (same rules, surrounding whitespace ignored)
+  --cert FILE --key FILE   PEM certificate and private key (TLS; listen: our server certificate)
+  --ca FILE                PEM CA bundle used to verify the peer's certificate
+  --passphrase TEXT        passphrase of --key
+  --home-prefix PREFIX     home domain prefix; repeatable. listen: NAME=PREFIX binds it to one
+                           home (by home name), a bare PREFIX applies to the --home name
+  --heartbeat-interval S   dial: heartbeat-interval offered in /config (seconds, default 30)
+  --help                   this text
+
+listen options:
+  --dtls                   accept DTLS over UDP (PSK)
+  --tls                    accept TLS over TCP (certificates and/or PSK)
+                           (neither flag: both, as far as the credentials allow)
+  --home NAME              home name for the --psk-identity entry (default: the identity)
+  --cuid-identity ID       derive our cuid from this identity instead of the home's PSK identity
+  --drop-after N           drop-list a source address after N failed handshakes (default 5)
+  --drop-window-ms MS      ... within this window (default 60000)
+  --drop-ban-ms MS         ... for this long (default 300000)
+  --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
+  --request-timeout-ms MS  give up on an unanswered request after MS (default 60000)
+
+  stdin commands (listen):
+    {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
+    {"cmd":"withdraw","session":"...","mid":N}
+    {"cmd":"get","session":"...","mid":N?}
+    {"cmd":"efficacy","session":"...","mid":N,"attackStatus":"under-attack"|"attack-successfully-mitigated"}
+    {"cmd":"redirect","session":"...","altClient":"fqdn","records":["ip",...]?,"ttl":S?}
+    {"cmd":"sessions"}
+  Add "id":<anything> to a command to get it echoed in its response or error line.
+  Events: listening, session-up, session-down, heartbeat, status, response, sessions, error.
+
+dial options:
+  HOST (positional, repeatable) or --connect HOST: the ISP's Call Home DOTS client
+  --transport auto|udp|tcp happy eyeballs (auto, default), DTLS only, or TLS only
+  --servername NAME        name the ISP certificate must carry (default: HOST)
+  --decision-wait MS       how long a PUT waits for a decision before 2.01 status 1 (default 2000)
+  --auto-decide OUTCOME    answer every request with enforced|pending|legitimate|failed (demos)
+  --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
+  --reconnect-max MS       reconnect back-off ceiling (default 300000)
+  --allow-indefinite-lifetime   accept lifetime -1
+  Enforcement flags (--nat, --enforce, --action, --consent) are reserved for the enforcement layer.
+
+  stdin commands (dial):
+    {"cmd":"decide","mid":N,"cuid":"..."?,"outcome":"enforced"|"pending"|"legitimate"|"failed","detail":"..."?}
+    {"cmd":"mitigations"}
+  Events: connecting, connected, disconnected, mitigation, ended, redirected, decision, mitigations,
+  response, error.
+
+JSON config file (--config): keys as below; file paths are relative to the file.
+  listen: {"port":4647,"host":"::","dtls":true,"tls":true,
+           "psk":[{"identity":"home-1","key":"hex:00112233...","home":"home-1"}],
+           "cert":"isp.crt","key":"isp.key","ca":"ca.crt","passphrase":"...",
+           "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
+           "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
+           "requestRepeatMs":3000,"requestTimeoutMs":60000}
+  dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
+           "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
+           "ca":"ca.crt","servername":"isp.example","homePrefixes":["203.0.113.0/24"],
+           "heartbeatInterval":30,"decisionWaitMs":2000,"autoDecide":"enforced",
+           "reconnect":{"minMs":60000,"maxMs":300000},"allowIndefiniteLifetime":false}
+`;
+
+/** Reads a PSK key: "hex:..." / "text:..." prefixes win; otherwise even-length hex is hex. */
+export function parsePskKey(raw: string): Buffer {
+  if (typeof raw !== "string" || raw.length === 0) throw new CliUsageError("PSK key is empty");
+  if (raw.startsWith("hex:")) {
+    const hex = raw.slice(4);
+    if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new CliUsageError("PSK key after hex: is not an even-length hex string");
+    return Buffer.from(hex, "hex");
+  }
+  if (raw.startsWith("text:")) {
+    if (raw.length === 5) throw new CliUsageError("PSK key is empty");
+    return Buffer.from(raw.slice(5), "utf8");
+  }
+  const hex = raw.startsWith("0x") ? raw.slice(2) : raw;
+  if (/^([0-9a-fA-F]{2})+$/.test(hex)) return Buffer.from(hex, "hex");
+  return Buffer.from(raw, "utf8");
+}
+
+type FlagKind = "string" | "number" | "boolean" | "list";
+
+const COMMON_FLAGS: Record<string, FlagKind> = {
+  config: "string",
+  port: "number",
+  host: "string",
+  "psk-identity": "string",
+  "psk-key": "string",
+  "psk-file": "string",
+  cert: "string",
+  key: "string",
+  ca: "string",
+  passphrase: "string",
+  "home-prefix": "list",
+  "heartbeat-interval": "number",
+  help: "boolean",
+};
+
+const LISTEN_FLAGS: Record<string, FlagKind> = {
+  ...COMMON_FLAGS,
+  dtls: "boolean",
+  tls: "boolean",
+  home: "string",
+  "cuid-identity": "string",
+  "drop-after": "number",
+  "drop-window-ms": "number",
+  "drop-ban-ms": "number",
+  "request-repeat-ms": "number",
+  "request-timeout-ms": "number",
+};
+
+const DIAL_FLAGS: Record<string, FlagKind> = {
+  ...COMMON_FLAGS,
+  connect: "list",
+  transport: "string",
+  servername: "string",
+  "decision-wait": "number",
+  "auto-decide": "string",
+  "reconnect-min": "number",
+  "reconnect-max": "number",
+  "allow-indefinite-lifetime": "boolean",
+};
+
+/** Flags the enforcement issue will define; named here so they fail clearly until then. */
+const RESERVED_FLAGS = new Set(["nat", "enforce", "action", "consent"]);
+
+export interface ParsedFlags {
+  values: Record<string, string | number | boolean | string[]>;
+  positional: string[];
+}
+
+export function parseFlags(argv: readonly string[], spec: Record<string, FlagKind>): ParsedFlags {
+  const values: ParsedFlags["values"] = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith("--")) {
+      positional.push(arg);
+      continue;
+    }
+    let name = arg.slice(2);
+    let inline: string | undefined;
+    const eq = name.indexOf("=");
+    if (eq >= 0) {
+      inline = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    }
+    if (RESERVED_FLAGS.has(name)) throw new CliUsageError(`--${name} belongs to the enforcement layer, which this build does not include yet`);
+    const kind = spec[name];
+    if (!kind) throw new CliUsageError(`unknown option --${name} (see --help)`);
+    if (kind === "boolean") {
+      if (inline !== undefined && !/^(true|false)$/.test(inline)) throw new CliUsageError(`--${name} takes no value`);
+      values[name] = inline === undefined ? true : inline === "true";
+      continue;
+    }
+    const raw = inline ?? argv[++i];
+    if (raw === undefined) throw new CliUsageError(`--${name} needs a value`);
+    if (kind === "number") {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n)) throw new CliUsageError(`--${name} needs a number, got "${raw}"`);
+      values[name] = n;
+    } else if (kind === "list") {
+      const prev = values[name];
+      values[name] = [...(Array.isArray(prev) ? prev : []), raw];
+    } else values[name] = raw;
+  }
+  return { values, positional };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function readJsonFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new CliUsageError(`cannot read --config ${file}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new CliUsageError(`--config ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isRecord(json)) throw new CliUsageError(`--config ${file} must hold a JSON object`);
+  return json;
+}
+
+export interface FileReader {
+  (file: string): Buffer;
+}
+
+const defaultReader: FileReader = (file) => {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new CliUsageError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+};
+
+function resolveFrom(base: string | undefined, p: string): string {
+  if (!base || p.startsWith("/")) return p;
+  return `${base}/${p}`;
+}
+
+function num(v: unknown, name: string, min: number, max: number, integer = true): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min || v > max) {
+    throw new CliUsageError(`${name} must be ${integer ? "an integer" : "a number"} in ${min}..${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function str(v: unknown, name: string): string {
+  if (typeof v !== "string" || v.length === 0) throw new CliUsageError(`${name} must be a non-empty string`);
+  return v;
+}
+
+function certificateFrom(src: Record<string, unknown>, base: string | undefined, read: FileReader): CertificateCredential | undefined {
+  const cert = src.cert;
+  const key = src.key;
+  if (cert === undefined && key === undefined) {
+    if (src.ca !== undefined) throw new CliUsageError("--ca needs --cert and --key as well");
+    return undefined;
+  }
+  if (cert === undefined || key === undefined) throw new CliUsageError("--cert and --key go together");
+  const out: CertificateCredential = { cert: read(resolveFrom(base, str(cert, "cert"))), key: read(resolveFrom(base, str(key, "key"))) };
+  if (src.ca !== undefined) out.ca = read(resolveFrom(base, str(src.ca, "ca")));
+  if (src.passphrase !== undefined) out.passphrase = str(src.passphrase, "passphrase");
+  if (src.servername !== undefined) out.servername = str(src.servername, "servername");
+  return out;
+}
+
+function pskKeyFrom(entry: Record<string, unknown>, base: string | undefined, read: FileReader, where: string): Buffer {
+  if (entry.key !== undefined && entry.keyFile !== undefined) throw new CliUsageError(`${where}: give the PSK key or a key file, not both`);
+  if (entry.keyFile !== undefined) return parsePskKey(read(resolveFrom(base, str(entry.keyFile, `${where} key file`))).toString("utf8").trim());
+  return parsePskKey(str(entry.key, `${where} key`));
+}
+
+/** Merges --config and flags into one settings object (flags win), in file-key spelling. */
+function merged(argv: readonly string[], spec: Record<string, FlagKind>): { settings: Record<string, unknown>; base?: string; positional: string[]; help: boolean } {
+  const { values, positional } = parseFlags(argv, spec);
+  const settings: Record<string, unknown> = {};
+  let base: string | undefined;
+  if (typeof values.config === "string") {
+    Object.assign(settings, readJsonFile(values.config));
+    base = values.config.includes("/") ? values.config.slice(0, values.config.lastIndexOf("/")) : ".";
+  }
+  return { settings: { ...settings, __flags: values }, base, positional, help: values.help === true };
+}
+
+// ------------------------------------------------------------------------------------ listen
+
+export interface ListenConfig {
+  options: ListenerOptions;
+  /** Our cuid identity override (PSK), see CallHomeListener. */
+  cuidIdentity?: string;
+  requestRepeatMs?: number;
+  requestTimeoutMs?: number;
+}
+
+export function parseListenArgs(argv: readonly string[], read: FileReader = defaultReader): ListenConfig | "help" {
+  const { settings, base, positional, help } = merged(argv, LISTEN_FLAGS);
+  if (help) return "help";
+  if (positional.length > 0) throw new CliUsageError(`unexpected argument "${positional[0]}" for listen`);
+  const f = settings.__flags as ParsedFlags["values"];
+  const fileBase = base;
+
+  const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", 0, 65535);
+  const host = (f.host ?? settings.host ?? "::") as string;
+
+  // PSK entries: file list plus the flag entry.
+  const psk: Array<PskCredential & { home?: string }> = [];
+  if (settings.psk !== undefined) {
+    if (!Array.isArray(settings.psk)) throw new CliUsageError(`"psk" in --config must be a list of {identity, key|keyFile, home?}`);
+    settings.psk.forEach((e, i) => {
+      if (!isRecord(e)) throw new CliUsageError(`psk[${i}] must be an object`);
+      const entry: PskCredential & { home?: string } = { identity: str(e.identity, `psk[${i}].identity`), key: pskKeyFrom(e, fileBase, read, `psk[${i}]`) };
+      if (e.home !== undefined) entry.home = str(e.home, `psk[${i}].home`);
+      psk.push(entry);
+    });
+  }
+  if (f["psk-identity"] !== undefined || f["psk-key"] !== undefined || f["psk-file"] !== undefined) {
+    const identity = str(f["psk-identity"], "--psk-identity");
+    const key = pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file");
+    const entry: PskCredential & { home?: string } = { identity, key };
+    if (f.home !== undefined) entry.home = str(f.home, "--home");
+    psk.push(entry);
+  }
+  const identities = new Set<string>();
+  for (const p of psk) {
+    if (identities.has(p.identity)) throw new CliUsageError(`PSK identity "${p.identity}" is configured twice`);
+    identities.add(p.identity);
+  }
+
+  const certificate = certificateFrom(
+    {
+      cert: f.cert ?? settings.cert,
+      key: f.key ?? settings.key,
+      ca: f.ca ?? settings.ca,
+      passphrase: f.passphrase ?? settings.passphrase,
+    },
+    f.cert !== undefined ? undefined : fileBase,
+    read,
+  );
+
+  let dtls = (f.dtls ?? settings.dtls) as boolean | undefined;
+  let tls = (f.tls ?? settings.tls) as boolean | undefined;
+  if (f.dtls === true && f.tls === undefined) tls = false;
+  if (f.tls === true && f.dtls === undefined) dtls = false;
+  if (dtls === undefined && tls === undefined) {
+    dtls = psk.length > 0;
+    tls = psk.length > 0 || certificate !== undefined;
+  }
+  dtls = dtls === true;
+  tls = tls === true;
+  if (!dtls && !tls) throw new CliUsageError("nothing to listen on: give PSK credentials (DTLS, TLS) or a certificate (TLS)");
+  if (dtls && psk.length === 0) throw new CliUsageError("--dtls needs at least one PSK (this build's DTLS server is PSK only)");
+  if (tls && psk.length === 0 && !certificate) throw new CliUsageError("--tls needs a certificate (--cert/--key) or a PSK");
+
+  // Home prefixes: file map plus NAME=PREFIX or bare PREFIX flags.
+  const homePrefixes: Record<string, string[]> = {};
+  if (settings.homePrefixes !== undefined) {
+    if (!isRecord(settings.homePrefixes)) throw new CliUsageError(`"homePrefixes" must map home names to prefix lists`);
+    for (const [name, list] of Object.entries(settings.homePrefixes)) {
+      if (!Array.isArray(list) || list.some((p) => typeof p !== "string")) throw new CliUsageError(`homePrefixes.${name} must be a list of prefixes`);
+      homePrefixes[name] = [...(list as string[])];
+    }
+  }
+  const defaultHome = (f.home as string | undefined) ?? (f["psk-identity"] as string | undefined) ?? (psk.length === 1 ? psk[0].home ?? psk[0].identity : undefined);
+  for (const raw of (f["home-prefix"] as string[] | undefined) ?? []) {
+    const eq = raw.indexOf("=");
+    const name = eq >= 0 ? raw.slice(0, eq) : defaultHome;
+    const prefix = eq >= 0 ? raw.slice(eq + 1) : raw;
+    if (!name) throw new CliUsageError(`--home-prefix ${raw}: say which home it belongs to (NAME=PREFIX) or give --home`);
+    if (!prefix.includes("/")) throw new CliUsageError(`--home-prefix ${raw}: expected a CIDR prefix such as 203.0.113.0/24`);
+    (homePrefixes[name] ??= []).push(prefix);
+  }
+
+  const fileDrop = isRecord(settings.dropList) ? settings.dropList : {};
+  const dropList = {
+    maxFailures: num(f["drop-after"] ?? fileDrop.maxFailures ?? 5, "drop-after", 1, 1_000_000),
+    windowMs: num(f["drop-window-ms"] ?? fileDrop.windowMs ?? 60_000, "drop-window-ms", 1, 86_400_000),
+    banMs: num(f["drop-ban-ms"] ?? fileDrop.banMs ?? 300_000, "drop-ban-ms", 1, 86_400_000),
+  };
+
+  const options: ListenerOptions = { port, host, transports: { dtls, tls }, dropList, homePrefixes };
+  if (psk.length > 0) options.psk = psk;
+  if (certificate) options.certificate = certificate;
+  const out: ListenConfig = { options };
+  const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
+  if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");
+  const repeat = f["request-repeat-ms"] ?? settings.requestRepeatMs;
+  if (repeat !== undefined) out.requestRepeatMs = num(repeat, "request-repeat-ms", 1, 600_000);
+  const timeout = f["request-timeout-ms"] ?? settings.requestTimeoutMs;
+  if (timeout !== undefined) out.requestTimeoutMs = num(timeout, "request-timeout-ms", 1, 3_600_000);
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ dial
+
+export interface DialConfig {
+  options: DialerOptions;
+  autoDecide?: DecisionOutcome;
+}
+
+const OUTCOMES: readonly DecisionOutcome[] = ["enforced", "pending", "legitimate", "failed"];
+
+export function parseDialArgs(argv: readonly string[], read: FileReader = defaultReader): DialConfig | "help" {
+  const { settings, base, positional, help } = merged(argv, DIAL_FLAGS);
+  if (help) return "help";
+  const f = settings.__flags as ParsedFlags["values"];
+
+  const hosts = [...positional, ...((f.connect as string[] | undefined) ?? [])];
+  if (typeof f.host === "string") hosts.push(f.host);
+  if (hosts.length === 0 && settings.hosts !== undefined) {
+    if (!Array.isArray(settings.hosts) || settings.hosts.some((h) => typeof h !== "string" || h.length === 0)) throw new CliUsageError(`"hosts" must be a list of host names or addresses`);
+    hosts.push(...(settings.hosts as string[]));
+  }
+  if (hosts.length === 0) throw new CliUsageError("dial needs the ISP's address: dots-call-home dial [options] HOST");
+
+  const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", 1, 65535);
+  const transport = (f.transport ?? settings.transport ?? "auto") as string;
+  if (transport !== "auto" && transport !== "udp" && transport !== "tcp") throw new CliUsageError(`--transport must be auto, udp or tcp, got "${transport}"`);
+
+  let psk: PskCredential | undefined;
+  if (f["psk-identity"] !== undefined || f["psk-key"] !== undefined || f["psk-file"] !== undefined) {
+    psk = { identity: str(f["psk-identity"], "--psk-identity"), key: pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file") };
+  } else if (settings.psk !== undefined) {
+    if (!isRecord(settings.psk)) throw new CliUsageError(`"psk" in a dial --config is one {identity, key|keyFile}`);
+    psk = { identity: str(settings.psk.identity, "psk.identity"), key: pskKeyFrom(settings.psk, base, read, "psk") };
+  }
+  const certificate = certificateFrom(
+    {
+      cert: f.cert ?? settings.cert,
+      key: f.key ?? settings.key,
+      ca: f.ca ?? settings.ca,
+      passphrase: f.passphrase ?? settings.passphrase,
+      servername: f.servername ?? settings.servername,
+    },
+    f.cert !== undefined ? undefined : base,
+    read,
+  );
+  if (!psk && !certificate) throw new CliUsageError("dial needs credentials: --psk-identity with --psk-key/--psk-file, or --cert/--key/--ca");
+  if (transport === "udp" && !psk) throw new CliUsageError("--transport udp (DTLS) needs a PSK in this build");
+
+  const prefixes = [...((settings.homePrefixes as unknown[] | undefined) ?? []), ...((f["home-prefix"] as string[] | undefined) ?? [])];
+  if (prefixes.some((p) => typeof p !== "string" || !p.includes("/"))) throw new CliUsageError("home prefixes must be CIDR prefixes such as 203.0.113.0/24");
+  if (prefixes.length === 0) throw new CliUsageError("dial needs --home-prefix: source-prefix of every request must lie inside the home's prefixes");
+
+  const options: DialerOptions = { hosts, port, transport: transport as TransportChoice, homePrefixes: prefixes as string[] };
+  if (psk) options.psk = psk;
+  if (certificate) options.certificate = certificate;
+  const hb = f["heartbeat-interval"] ?? settings.heartbeatInterval;
+  if (hb !== undefined) options.heartbeatInterval = num(hb, "heartbeat-interval", 1, 65535);
+  const wait = f["decision-wait"] ?? settings.decisionWaitMs;
+  if (wait !== undefined) options.decisionWaitMs = num(wait, "decision-wait", 0, 3_600_000);
+  const rec = isRecord(settings.reconnect) ? settings.reconnect : {};
+  const rmin = f["reconnect-min"] ?? rec.minMs;
+  const rmax = f["reconnect-max"] ?? rec.maxMs;
+  if (rmin !== undefined || rmax !== undefined) {
+    const minMs = num(rmin ?? 60_000, "reconnect-min", 0, 86_400_000);
+    const maxMs = num(rmax ?? Math.max(300_000, minMs), "reconnect-max", 0, 86_400_000);
+    if (maxMs < minMs) throw new CliUsageError("--reconnect-max must not be below --reconnect-min");
+    options.reconnect = { minMs, maxMs };
+  }
+  const indefinite = f["allow-indefinite-lifetime"] ?? settings.allowIndefiniteLifetime;
+  if (indefinite !== undefined) options.allowIndefiniteLifetime = indefinite === true;
+
+  const out: DialConfig = { options };
+  const auto = f["auto-decide"] ?? settings.autoDecide;
+  if (auto !== undefined) {
+    if (!OUTCOMES.includes(auto as DecisionOutcome)) throw new CliUsageError(`--auto-decide must be one of ${OUTCOMES.join(", ")}`);
+    out.autoDecide = auto as DecisionOutcome;
+  }
+  return out;
+}
