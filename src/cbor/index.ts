@@ -1,0 +1,37 @@
+// Public face of the DOTS CBOR layer (RFC 9132 section 6, RFC 9066 section 6).
+import { DecodeOptions, decodeDots } from "./decode";
+import { encodeDots } from "./encode";
+
+export { DotsCborError, DotsCborErrorCode } from "./errors";
+export { DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH } from "./decode";
+export {
+  TABLE as DOTS_KEY_TABLE,
+  DotsKeyRow,
+  DotsValueType,
+  ENUMS as DOTS_ENUMS,
+  ROOT as DOTS_ROOT,
+  isComprehensionRequired,
+  membersOf,
+  nameOfKey,
+} from "./schema";
+
+/** CoAP Content-Format of DOTS payloads (application/dots+cbor). */
+export const DOTS_CONTENT_FORMAT = 271;
+
+/**
+ * JSON view (YANG names as in the RFC 9132/9066 figures) -> CBOR payload. Throws DotsCborError
+ * (UNKNOWN_NAME, WRONG_TYPE, OUT_OF_RANGE) for anything the schema does not allow.
+ * The returned Buffer may share its ArrayBuffer with later results; copy it to keep it mutable.
+ */
+export function encodeDotsCbor(json: Record<string, unknown>): Buffer {
+  return encodeDots(json);
+}
+
+/**
+ * CBOR payload -> JSON view. Throws only DotsCborError. Unknown comprehension-optional keys are
+ * skipped (reported through opts.onSkippedKey); unknown comprehension-required keys are collected
+ * and thrown together as UNKNOWN_REQUIRED_KEYS after the whole payload was checked.
+ */
+export function decodeDotsCbor(bytes: Uint8Array, opts?: DecodeOptions): Record<string, unknown> {
+  return decodeDots(bytes, opts);
+}
