@@ -1,0 +1,638 @@
+// The CoAP resources the home side serves as Call Home DOTS server (RFC 9132 sections 4.4, 4.5,
+// 4.7; RFC 9066 section 5): /mitigate, /config, /hb and /redirect, plus the decision hand-off
+// to the outside world. It works on a small request seam (ResourceRequest) that the engine maps
+// onto the CoAP endpoint, so every answer path is testable without sockets.
+import { EventEmitter } from "node:events";
+import { isIP } from "node:net";
+import * as ipaddr from "ipaddr.js";
+import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
+import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
+import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
+import { ATTACK_STATUS_CODES, Mitigation, MitigationStatus, MitigationStore, RemovalReason, STATUS_LABELS } from "./mitigation-store";
+import { SessionConfig } from "./session-config";
+
+export const MITIGATION_SCOPE_KEY = "ietf-dots-signal-channel:mitigation-scope";
+export const REDIRECTED_SIGNAL_KEY = "ietf-dots-signal-channel:redirected-signal";
+const SOURCE_PREFIX = "ietf-dots-call-home:source-prefix";
+
+/** What the engine's adapter hands in for one incoming CoAP request. */
+export interface ResourceRequest {
+  /** Method code byte (Code.GET, Code.PUT, ...). */
+  method: number;
+  /** Uri-Path segments. */
+  path: string[];
+  contentFormat?: number;
+  payload: Buffer;
+  /** Values of every If-Match option (an efficacy update carries one empty value). */
+  ifMatch?: Buffer[];
+  /** Observe option value, if present (0 register, 1 deregister). */
+  observe?: number;
+  respond(res: ResourceResponse): void;
+  /** Present when the transport can keep an observation for this request. */
+  acceptObserve?(): ResourceObserver;
+}
+
+export interface ResourceResponse {
+  code: number;
+  payload?: Buffer;
+  contentFormat?: number;
+  maxAge?: number;
+}
+
+export interface ResourceObserver {
+  notify(res: ResourceResponse): void;
+  readonly active: boolean;
+  onCancel(listener: () => void): void;
+  cancel(): void;
+}
+
+export interface DotsCodec {
+  encode(json: DotsJson): Buffer;
+  /** Throws an Error whose message is a fit diagnostic (DotsCborError). */
+  decode(bytes: Buffer): DotsJson;
+}
+
+/** One validation failure, naming the field and the rule it broke. */
+export interface FieldError {
+  field: string;
+  rule: string;
+  message: string;
+}
+
+/** Mitigation request validator (src/dots/validation.ts has the full one). */
+export type MitigationValidator = (request: DotsJson) => { ok: true } | { ok: false; errors: FieldError[] };
+
+export interface RedirectTarget {
+  altClient: string;
+  records: string[];
+  ttl?: number;
+}
+
+export interface HomeResourcesOptions {
+  store: MitigationStore;
+  config: SessionConfig;
+  codec: DotsCodec;
+  /** Home domain prefixes: every source-prefix must lie inside one (RFC 9066 section 5.3.1). */
+  homePrefixes: string[];
+  allowIndefiniteLifetime?: boolean;
+  /** How long a new request waits for decide() before 2.01 with status 1, ms. Default 1000. */
+  decisionWaitMs?: number;
+  /** Extra validation (field rules) run before the home-side checks. */
+  validate?: MitigationValidator;
+  /**
+   * Asked whether a redirect can be honoured; resolve undefined to accept (2.01, then the engine
+   * closes and reconnects on 'redirect'), or a reason text for 4.00. Without it, redirects get 4.00.
+   */
+  canRedirect?: (target: RedirectTarget) => Promise<string | undefined>;
+}
+
+export interface HomeResourcesEvents {
+  mitigation: [MitigationEvent];
+  ended: [MitigationEnded];
+  heartbeat: [{ peerHbStatus: boolean }];
+  /** Emitted after the 2.01 to an accepted redirect was sent. */
+  redirect: [RedirectTarget];
+  /** A response or notification could not be built (never for peer input). */
+  error: [Error];
+}
+
+interface PendingAnswer {
+  requests: ResourceRequest[];
+  timer?: NodeJS.Timeout;
+}
+
+interface ObserverEntry {
+  cuid: string;
+  mid?: number;
+  handle: ResourceObserver;
+}
+
+const FQDN = /^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
+const MAX_OBSERVERS = 64;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function text(code: number, diagnostic: string): ResourceResponse {
+  return { code, payload: Buffer.from(diagnostic, "utf8"), contentFormat: CONTENT_FORMAT_TEXT };
+}
+
+class BadRequest extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** Parses the Uri-Path segments after /mitigate: [cdid=...] cuid=... [mid=...]. */
+export function parseMitigatePath(segments: readonly string[]): { cuid: string; mid?: number } {
+  let i = 0;
+  const take = (name: string): string | undefined => {
+    const s = segments[i];
+    if (s === undefined || !s.startsWith(`${name}=`)) return undefined;
+    i++;
+    const v = s.slice(name.length + 1);
+    if (v.length === 0) throw new BadRequest(Code.BadRequest, `empty ${name} in Uri-Path`);
+    return v;
+  };
+  take("cdid"); // inserted by server-domain gateways; a client's cdid is ignored (RFC 9132 4.4.1)
+  const cuid = take("cuid");
+  if (cuid === undefined) throw new BadRequest(Code.BadRequest, "missing cuid Uri-Path segment (cuid=...), it must come before mid");
+  const midText = take("mid");
+  if (i < segments.length) throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${segments[i]}" (expected [cdid=]/cuid=/mid= in that order)`);
+  if (midText === undefined) return { cuid };
+  if (!/^\d{1,10}$/.test(midText) || Number(midText) > 0xffffffff) throw new BadRequest(Code.BadRequest, `mid "${midText}" is not a uint32`);
+  return { cuid, mid: Number(midText) };
+}
+
+function prefixInside(inner: [ipaddr.IPv4 | ipaddr.IPv6, number], outer: [ipaddr.IPv4 | ipaddr.IPv6, number]): boolean {
+  const [ia, il] = inner;
+  const [oa, ol] = outer;
+  if (ia.kind() !== oa.kind()) return false;
+  return il >= ol && ia.match(oa, ol);
+}
+
+function parsePrefix(p: unknown): [ipaddr.IPv4 | ipaddr.IPv6, number] | undefined {
+  if (typeof p !== "string") return undefined;
+  const [addr, len] = p.split("/");
+  if (len === undefined || !/^\d{1,3}$/.test(len) || isIP(addr) === 0) return undefined;
+  try {
+    return ipaddr.parseCIDR(p);
+  } catch {
+    return undefined;
+  }
+}
+
+export class HomeResources extends EventEmitter {
+  private readonly store: MitigationStore;
+  private readonly config: SessionConfig;
+  private readonly codec: DotsCodec;
+  private readonly homePrefixes: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
+  private readonly allowIndefinite: boolean;
+  private readonly decisionWaitMs: number;
+  private readonly validate?: MitigationValidator;
+  private readonly canRedirect?: (target: RedirectTarget) => Promise<string | undefined>;
+  private readonly pending = new Map<string, PendingAnswer>();
+  private readonly mitigateObservers = new Set<ObserverEntry>();
+  private readonly configObservers = new Set<ResourceObserver>();
+
+  constructor(opts: HomeResourcesOptions) {
+    super();
+    this.store = opts.store;
+    this.config = opts.config;
+    this.codec = opts.codec;
+    this.allowIndefinite = opts.allowIndefiniteLifetime ?? false;
+    this.decisionWaitMs = opts.decisionWaitMs ?? 1000;
+    this.validate = opts.validate;
+    this.canRedirect = opts.canRedirect;
+    this.homePrefixes = opts.homePrefixes.map((p) => {
+      const parsed = parsePrefix(p);
+      if (!parsed) throw new RangeError(`home prefix "${p}" is not an IP prefix (address/length)`);
+      return parsed;
+    });
+    this.store.on("change", (m) => this.notifyMitigation(m));
+    this.store.on("removed", (m, reason) => this.onRemoved(m, reason));
+    this.config.on("change", () => this.notifyConfig());
+  }
+
+  /** Handles one request; never throws (a peer's bad input becomes a 4.xx). */
+  handle(req: ResourceRequest): void {
+    try {
+      this.dispatch(req);
+    } catch (e) {
+      if (e instanceof BadRequest) this.safeRespond(req, text(e.code, e.message));
+      else {
+        this.safeRespond(req, text(Code.InternalServerError, "internal error while handling the request"));
+        this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+  }
+
+  private safeRespond(req: ResourceRequest, res: ResourceResponse): void {
+    try {
+      req.respond(res);
+    } catch (e) {
+      this.emit("error", e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  private dispatch(req: ResourceRequest): void {
+    const p = req.path;
+    if (p[0] !== ".well-known" || p[1] !== "dots" || p.length < 3) {
+      throw new BadRequest(Code.NotFound, `no resource /${p.join("/")}; DOTS resources live under /.well-known/dots`);
+    }
+    const rest = p.slice(3);
+    switch (p[2]) {
+      case "mitigate":
+        return this.mitigate(req, rest);
+      case "config":
+        return this.configResource(req, rest);
+      case "hb":
+        return this.heartbeat(req, rest);
+      case "redirect":
+        return this.redirect(req);
+      default:
+        throw new BadRequest(Code.NotFound, `no resource /.well-known/dots/${p[2]} on the Call Home DOTS server`);
+    }
+  }
+
+  private decodeBody(req: ResourceRequest): DotsJson {
+    if (req.contentFormat !== CONTENT_FORMAT_DOTS_CBOR) {
+      throw new BadRequest(Code.UnsupportedContentFormat, `Content-Format must be ${CONTENT_FORMAT_DOTS_CBOR} (application/dots+cbor), got ${req.contentFormat ?? "none"}`);
+    }
+    try {
+      return this.codec.decode(req.payload);
+    } catch (e) {
+      throw new BadRequest(Code.BadRequest, `CBOR body: ${(e as Error).message}`);
+    }
+  }
+
+  private cbor(code: number, json: DotsJson, maxAge?: number): ResourceResponse {
+    const res: ResourceResponse = { code, payload: this.codec.encode(json), contentFormat: CONTENT_FORMAT_DOTS_CBOR };
+    if (maxAge !== undefined) res.maxAge = maxAge;
+    return res;
+  }
+
+  // ------------------------------------------------------------------------------ /mitigate
+
+  private mitigate(req: ResourceRequest, rest: string[]): void {
+    const { cuid, mid } = parseMitigatePath(rest);
+    switch (req.method) {
+      case Code.PUT:
+        if (mid === undefined) throw new BadRequest(Code.BadRequest, "PUT /mitigate needs a mid Uri-Path segment (mid=...)");
+        return this.putMitigation(req, cuid, mid);
+      case Code.GET:
+        return this.getMitigations(req, cuid, mid);
+      case Code.DELETE:
+        if (mid === undefined) throw new BadRequest(Code.BadRequest, "DELETE /mitigate needs a mid Uri-Path segment (mid=...)");
+        this.flushPending(cuid, mid);
+        this.store.withdraw(cuid, mid);
+        // 2.02 even when the mid is unknown (RFC 9132 section 4.4.4).
+        return this.safeRespond(req, { code: Code.Deleted });
+      default:
+        throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /mitigate (GET, PUT, DELETE)`);
+    }
+  }
+
+  /** Home-side checks of the single scope entry; returns it or throws 4.00 naming the field. */
+  private checkRequest(body: DotsJson): { scope: DotsJson; lifetime: number; attackStatus?: number } {
+    const fail = (field: string, rule: string, message: string): never => {
+      throw new BadRequest(Code.BadRequest, `${field}: ${message} (${rule})`);
+    };
+    for (const k of Object.keys(body)) if (k !== MITIGATION_SCOPE_KEY) fail(k, "unexpected-member", "only ietf-dots-signal-channel:mitigation-scope is allowed here");
+    const ms = body[MITIGATION_SCOPE_KEY];
+    if (!isRecord(ms) || !Array.isArray(ms.scope)) return fail(MITIGATION_SCOPE_KEY, "mandatory", "mitigation-scope with a scope list is mandatory");
+    if (ms.scope.length !== 1) fail("scope", "single-scope", `exactly one scope entry is allowed, got ${ms.scope.length}`);
+    const scope = ms.scope[0];
+    if (!isRecord(scope)) return fail("scope", "type", "scope entry must be an object");
+    if (this.validate) {
+      const v = this.validate(body);
+      if (!v.ok) {
+        const first = v.errors[0];
+        const all = v.errors.map((e) => `${e.field}: ${e.message} (${e.rule})`).join("; ");
+        throw new BadRequest(Code.BadRequest, all || `${first?.field ?? "request"}: invalid`);
+      }
+    }
+    for (const k of ["cuid", "cdid", "mid"]) if (k in scope) fail(k, "uri-path-only", `${k} belongs in the Uri-Path, never in the body`);
+    const lifetime = scope.lifetime;
+    if (lifetime === undefined) fail("lifetime", "mandatory", "lifetime is mandatory");
+    if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime < -1 || lifetime > 0xffffffff) fail("lifetime", "range", "lifetime must be a uint32 or -1");
+    if (lifetime === 0) fail("lifetime", "non-zero", "lifetime 0 is invalid");
+    if (lifetime === -1 && !this.allowIndefinite) fail("lifetime", "indefinite-not-allowed", "lifetime -1 (indefinite) is not accepted by this home");
+    if (scope["trigger-mitigation"] === false) fail("trigger-mitigation", "call-home-immediate-only", "trigger-mitigation false is not allowed in Call Home (RFC 9066 section 5.3.1)");
+    const targets = scope["target-prefix"];
+    if (!Array.isArray(targets) || targets.length === 0) fail("target-prefix", "mandatory", "target-prefix is mandatory in Call Home requests");
+    for (const t of targets as unknown[]) if (!parsePrefix(t)) fail("target-prefix", "ip-prefix", `"${String(t)}" is not an IP prefix`);
+    const sources = scope[SOURCE_PREFIX];
+    if (!Array.isArray(sources) || sources.length === 0) fail(SOURCE_PREFIX, "mandatory", "source-prefix is mandatory in Call Home requests");
+    for (const s of sources as unknown[]) {
+      const parsed = parsePrefix(s);
+      if (!parsed) return fail(SOURCE_PREFIX, "ip-prefix", `"${String(s)}" is not an IP prefix`);
+      const range = parsed[0].range();
+      if (range === "loopback" || range === "multicast" || range === "broadcast" || range === "unspecified") {
+        fail(SOURCE_PREFIX, "address-type", `"${String(s)}" is ${range}; broadcast, loopback and multicast sources are invalid`);
+      }
+      if (!this.homePrefixes.some((h) => prefixInside(parsed, h))) {
+        fail(SOURCE_PREFIX, "home-domain", `"${String(s)}" is outside this home's prefixes`);
+      }
+    }
+    let attackStatus: number | undefined;
+    if (scope["attack-status"] !== undefined) {
+      attackStatus = typeof scope["attack-status"] === "number" ? scope["attack-status"] : ATTACK_STATUS_CODES[String(scope["attack-status"])];
+      if (attackStatus !== 1 && attackStatus !== 2) fail("attack-status", "enum", "attack-status must be under-attack or attack-successfully-mitigated");
+    }
+    return { scope, lifetime: lifetime as number, attackStatus };
+  }
+
+  private putMitigation(req: ResourceRequest, cuid: string, mid: number): void {
+    const body = this.decodeBody(req);
+    const efficacy = req.ifMatch !== undefined && req.ifMatch.length === 1 && req.ifMatch[0].length === 0;
+    const key = `${cuid}/${mid}`;
+    const waiting = this.pending.get(key);
+    if (waiting && !efficacy) {
+      // A repeat of a NON PUT still waiting for its decision: answer it together with the first.
+      this.checkRequest(body);
+      waiting.requests.push(req);
+      return;
+    }
+    const { scope, lifetime, attackStatus } = this.checkRequest(body);
+    if (efficacy && attackStatus === undefined) throw new BadRequest(Code.BadRequest, "attack-status: mandatory in an efficacy update (mandatory)");
+    const r = this.store.put(cuid, mid, scope, lifetime, { efficacy, attackStatus });
+    switch (r.kind) {
+      case "ignored":
+        return; // RFC 9132 section 4.4.3: efficacy update for an unknown mid is silently ignored
+      case "bad":
+        throw new BadRequest(Code.BadRequest, r.diagnostic);
+      case "full":
+        throw new BadRequest(Code.TooManyRequests, r.diagnostic);
+      case "conflict":
+        return this.safeRespond(
+          req,
+          this.cbor(Code.Conflict, {
+            [MITIGATION_SCOPE_KEY]: {
+              scope: [
+                {
+                  mid,
+                  "conflict-information": {
+                    "conflict-status": "request-inactive-other-active",
+                    "conflict-cause": "overlapping-targets",
+                    "conflict-scope": r.conflictScope,
+                  },
+                },
+              ],
+            },
+          }),
+        );
+      case "refreshed":
+      case "efficacy":
+        this.safeRespond(req, this.cbor(Code.Changed, this.answerBody(r.mitigation)));
+        this.emit("mitigation", this.event(r.mitigation, r.kind === "refreshed" ? "refresh" : "efficacy"));
+        return;
+      case "created": {
+        const entry: PendingAnswer = { requests: [req] };
+        this.pending.set(key, entry);
+        if (this.decisionWaitMs > 0) {
+          entry.timer = setTimeout(() => this.flushPending(cuid, mid), this.decisionWaitMs);
+          entry.timer.unref();
+        }
+        this.emit("mitigation", this.event(r.mitigation, "new"));
+        if (this.decisionWaitMs <= 0) this.flushPending(cuid, mid);
+        return;
+      }
+    }
+  }
+
+  private event(m: Mitigation, kind: MitigationEvent["kind"]): MitigationEvent {
+    return { cuid: m.cuid, mid: m.mid, scope: { ...m.scope }, lifetime: m.lifetime, kind };
+  }
+
+  /** mid, granted lifetime and status: the body of 2.01/2.04 (RFC 9132 4.4.1, RFC 9066 5.3.1). */
+  private answerBody(m: Mitigation): DotsJson {
+    return { [MITIGATION_SCOPE_KEY]: { scope: [{ mid: m.mid, lifetime: m.lifetime, status: STATUS_LABELS[m.status] }] } };
+  }
+
+  /** Answers a new request that is still waiting, with whatever status it has now. */
+  private flushPending(cuid: string, mid: number, gone?: Mitigation): void {
+    const key = `${cuid}/${mid}`;
+    const entry = this.pending.get(key);
+    if (!entry) return;
+    this.pending.delete(key);
+    if (entry.timer) clearTimeout(entry.timer);
+    // A request that left the table before its answer (expired, replaced) is still answered 2.01:
+    // it was created; its final status follows as a notification.
+    const m = this.store.get(cuid, mid) ?? gone;
+    if (!m) return;
+    const res = this.cbor(Code.Created, this.answerBody(m));
+    for (const r of entry.requests) this.safeRespond(r, res);
+  }
+
+  private getMitigations(req: ResourceRequest, cuid: string, mid?: number): void {
+    const list = mid === undefined ? this.store.list(cuid) : [this.store.get(cuid, mid)].filter((m): m is Mitigation => m !== undefined);
+    if (list.length === 0) {
+      throw new BadRequest(Code.NotFound, mid === undefined ? `no mitigations for cuid ${cuid}` : `no mitigation with mid ${mid} for cuid ${cuid}`);
+    }
+    const body = { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.store.toScopeJson(m)) } };
+    if (req.observe === 1) this.cancelObserver(req, cuid, mid);
+    if (req.observe === 0 && req.acceptObserve && this.mitigateObservers.size < MAX_OBSERVERS) {
+      const handle = req.acceptObserve();
+      const entry: ObserverEntry = { cuid, mid, handle };
+      this.mitigateObservers.add(entry);
+      handle.onCancel(() => this.mitigateObservers.delete(entry));
+    }
+    this.safeRespond(req, this.cbor(Code.Content, body));
+  }
+
+  private cancelObserver(_req: ResourceRequest, cuid: string, mid?: number): void {
+    for (const o of this.mitigateObservers) {
+      if (o.cuid === cuid && o.mid === mid) {
+        this.mitigateObservers.delete(o);
+        o.handle.cancel();
+      }
+    }
+  }
+
+  private notifyMitigation(m: Mitigation): void {
+    if (this.pending.has(`${m.cuid}/${m.mid}`)) return; // the pending answer will carry it
+    if (this.mitigateObservers.size === 0) return;
+    let res: ResourceResponse;
+    try {
+      res = this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: [this.store.toScopeJson(m)] } });
+    } catch (e) {
+      this.emit("error", e as Error);
+      return;
+    }
+    for (const o of [...this.mitigateObservers]) {
+      if (!o.handle.active) {
+        this.mitigateObservers.delete(o);
+        continue;
+      }
+      if (o.cuid !== m.cuid || (o.mid !== undefined && o.mid !== m.mid)) continue;
+      try {
+        o.handle.notify(res);
+      } catch (e) {
+        this.emit("error", e as Error);
+      }
+    }
+  }
+
+  private onRemoved(m: Mitigation, reason: RemovalReason): void {
+    this.flushPending(m.cuid, m.mid, m);
+    if (reason !== "rejected") {
+      // Observers learn that it is over (status 6, lifetime 0).
+      this.notifyMitigation(m);
+      const mapped: MitigationEnded["reason"] = reason === "cleared" ? "session-reset" : reason;
+      this.emit("ended", { cuid: m.cuid, mid: m.mid, reason: mapped, scope: { ...m.scope } });
+    }
+  }
+
+  /**
+   * The outside world's verdict for a mitigation (RFC 9066 section 5.3.1):
+   * enforced -> status 2; pending -> status 1; failed -> status 4 (attack-exceeded-capability);
+   * legitimate -> 4.09 conflict-cause 4 while the PUT is unanswered, else a notification with
+   * conflict-cause 4 and the mitigation deactivated. Throws if the mid is unknown.
+   */
+  decide(d: Decision): void {
+    const candidates = this.store.list().filter((m) => m.mid === d.mid && (d.cuid === undefined || m.cuid === d.cuid) && m.active);
+    if (candidates.length === 0) throw new Error(`no active mitigation with mid ${d.mid}${d.cuid ? ` for cuid ${d.cuid}` : ""}`);
+    if (candidates.length > 1) throw new Error(`mid ${d.mid} exists for several clients; name the cuid`);
+    const m = candidates[0];
+    const key = `${m.cuid}/${m.mid}`;
+    switch (d.outcome) {
+      case "enforced":
+        this.store.setStatus(m.cuid, m.mid, MitigationStatus.Mitigated, d.detail);
+        break;
+      case "pending":
+        this.store.setStatus(m.cuid, m.mid, MitigationStatus.InProgress, d.detail);
+        break;
+      case "failed":
+        this.store.setStatus(m.cuid, m.mid, MitigationStatus.ExceededCapability, d.detail);
+        break;
+      case "legitimate": {
+        const waiting = this.pending.get(key);
+        if (waiting) {
+          this.pending.delete(key);
+          if (waiting.timer) clearTimeout(waiting.timer);
+          const res = this.cbor(Code.Conflict, {
+            [MITIGATION_SCOPE_KEY]: { scope: [{ mid: m.mid, "conflict-information": { "conflict-cause": "request-rejected-legitimate-traffic" } }] },
+          });
+          this.store.discard(m.cuid, m.mid);
+          for (const r of waiting.requests) this.safeRespond(r, res);
+        } else {
+          this.store.deactivate(m.cuid, m.mid, 4, d.detail);
+        }
+        return;
+      }
+      default:
+        throw new Error(`unknown decision outcome ${String(d.outcome)}`);
+    }
+    this.flushPending(m.cuid, m.mid);
+  }
+
+  // ------------------------------------------------------------------------------ /config
+
+  private configResource(req: ResourceRequest, rest: string[]): void {
+    let sid: number | undefined;
+    if (rest.length > 1) throw new BadRequest(Code.BadRequest, "/config takes at most one Uri-Path segment (sid=...)");
+    if (rest.length === 1) {
+      const m = /^sid=(.*)$/.exec(rest[0]);
+      if (!m) throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${rest[0]}" on /config (only sid=... is allowed; no cuid)`);
+      if (!/^\d{1,10}$/.test(m[1]) || Number(m[1]) > 0xffffffff) throw new BadRequest(Code.BadRequest, `sid "${m[1]}" is not a uint32`);
+      sid = Number(m[1]);
+    }
+    switch (req.method) {
+      case Code.GET: {
+        if (req.observe === 1) {
+          for (const o of this.configObservers) o.cancel();
+          this.configObservers.clear();
+        }
+        if (req.observe === 0 && req.acceptObserve && this.configObservers.size < MAX_OBSERVERS) {
+          const h = req.acceptObserve();
+          this.configObservers.add(h);
+          h.onCancel(() => this.configObservers.delete(h));
+        }
+        return this.safeRespond(req, this.cbor(Code.Content, this.config.toJson(), this.config.maxAgeSeconds));
+      }
+      case Code.PUT: {
+        if (sid === undefined) throw new BadRequest(Code.BadRequest, "PUT /config needs a sid Uri-Path segment (sid=...)");
+        const body = this.decodeBody(req);
+        const r = this.config.put(sid, body);
+        if (r.code === Code.Created || r.code === Code.Changed) return this.safeRespond(req, { code: r.code });
+        throw new BadRequest(r.code, r.diagnostic ?? "invalid configuration");
+      }
+      case Code.DELETE:
+        this.config.reset();
+        return this.safeRespond(req, { code: Code.Deleted });
+      default:
+        throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /config (GET, PUT, DELETE)`);
+    }
+  }
+
+  private notifyConfig(): void {
+    if (this.configObservers.size === 0) return;
+    const res = this.cbor(Code.Content, this.config.toJson(), this.config.maxAgeSeconds);
+    for (const h of [...this.configObservers]) {
+      if (!h.active) this.configObservers.delete(h);
+      else h.notify(res);
+    }
+  }
+
+  // ------------------------------------------------------------------------------ /hb
+
+  private heartbeat(req: ResourceRequest, rest: string[]): void {
+    if (req.method !== Code.PUT) throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /hb (PUT only)`);
+    if (rest.length > 0) throw new BadRequest(Code.BadRequest, "a heartbeat must not carry cuid, cdid, mid or any other Uri-Path segment");
+    const body = this.decodeBody(req);
+    let parsed: { peerHbStatus: boolean };
+    try {
+      parsed = parseHeartbeatJson(body);
+    } catch (e) {
+      throw new BadRequest(Code.BadRequest, `${HEARTBEAT_KEY}: ${(e as Error).message}`);
+    }
+    this.safeRespond(req, { code: Code.Changed });
+    this.emit("heartbeat", parsed);
+  }
+
+  // ------------------------------------------------------------------------------ /redirect
+
+  private redirect(req: ResourceRequest): void {
+    if (req.method !== Code.PUT) throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /redirect (PUT only)`);
+    const body = this.decodeBody(req);
+    const rs = body[REDIRECTED_SIGNAL_KEY];
+    if (!isRecord(rs)) throw new BadRequest(Code.BadRequest, `${REDIRECTED_SIGNAL_KEY}: mandatory`);
+    if ("alt-server" in rs || "alt-server-record" in rs) throw new BadRequest(Code.BadRequest, "alt-server/alt-server-record are base-channel redirect attributes, not Call Home ones");
+    const alt = rs["ietf-dots-call-home:alt-ch-client"];
+    if (typeof alt !== "string" || !FQDN.test(alt) || isIP(alt) !== 0) throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client: mandatory domain name");
+    const recordsRaw = rs["ietf-dots-call-home:alt-ch-client-record"];
+    let records: string[] = [];
+    if (recordsRaw !== undefined) {
+      if (!Array.isArray(recordsRaw) || recordsRaw.some((r) => typeof r !== "string" || isIP(r) === 0)) {
+        throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client-record: must be a list of IP addresses");
+      }
+      records = recordsRaw as string[];
+    }
+    const ttlRaw = rs["ietf-dots-call-home:ttl"];
+    if (ttlRaw !== undefined && (typeof ttlRaw !== "number" || !Number.isInteger(ttlRaw) || ttlRaw < 0 || ttlRaw > 0xffffffff)) {
+      throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:ttl: must be a uint32");
+    }
+    const target: RedirectTarget = { altClient: alt, records, ...(ttlRaw !== undefined ? { ttl: ttlRaw as number } : {}) };
+    if (!this.canRedirect) throw new BadRequest(Code.BadRequest, "this home cannot follow redirects");
+    this.canRedirect(target).then(
+      (reason) => {
+        if (reason !== undefined) return this.safeRespond(req, text(Code.BadRequest, `redirect cannot be honoured: ${reason}`));
+        this.safeRespond(req, { code: Code.Created });
+        this.emit("redirect", target);
+      },
+      (e) => this.safeRespond(req, text(Code.BadRequest, `redirect cannot be honoured: ${(e as Error).message}`)),
+    );
+  }
+
+  // ------------------------------------------------------------------------------ lifecycle
+
+  /** The connection went away: observers and unanswered requests belong to it. */
+  dropConnectionState(): void {
+    for (const o of this.mitigateObservers) if (o.handle.active) o.handle.cancel();
+    this.mitigateObservers.clear();
+    for (const h of this.configObservers) if (h.active) h.cancel();
+    this.configObservers.clear();
+    for (const e of this.pending.values()) if (e.timer) clearTimeout(e.timer);
+    this.pending.clear();
+  }
+
+  observerCount(): number {
+    return this.mitigateObservers.size + this.configObservers.size;
+  }
+
+  override on<E extends keyof HomeResourcesEvents>(event: E, listener: (...args: HomeResourcesEvents[E]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  override once<E extends keyof HomeResourcesEvents>(event: E, listener: (...args: HomeResourcesEvents[E]) => void): this {
+    return super.once(event, listener as (...args: unknown[]) => void);
+  }
+}
+
+/** A short label for logs: "4.00 lifetime: ...". */
+export function describeResponse(res: ResourceResponse): string {
+  const diag = res.contentFormat === CONTENT_FORMAT_TEXT && res.payload ? ` ${res.payload.toString("utf8")}` : "";
+  return `${codeToString(res.code)}${diag}`;
+}
