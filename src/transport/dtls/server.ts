@@ -1,0 +1,720 @@
+// DTLS 1.2 PSK server (RFC 6347, RFC 4279) for many peers on one UDP socket.
+// No per-peer state exists before a ClientHello returns with a valid stateless cookie; every
+// datagram is handled inside a guard so peer input can never throw out of the socket handler.
+import * as dgram from "node:dgram";
+import { EventEmitter } from "node:events";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import {
+  AlertDescription,
+  AlertLevel,
+  CIPHER_SUITES,
+  ContentType,
+  DTLS_1_0,
+  DTLS_1_2,
+  HandshakeType,
+  type CipherSuiteInfo,
+  type DtlsCipherSuiteName,
+} from "./constants";
+import { AeadState } from "./cipher";
+import { CookieJar } from "./cookie";
+import {
+  DtlsDecodeError,
+  HandshakeReassembler,
+  buildHelloVerifyRequest,
+  buildPskServerKeyExchange,
+  buildServerHello,
+  encodeHandshake,
+  parseClientHello,
+  parseHandshakeFragments,
+  parsePskClientKeyExchange,
+  type ClientHello,
+  type CompleteMessage,
+  type HandshakeFragment,
+} from "./handshake";
+import { aeadKeyBlock, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
+import { ReplayWindow } from "./replay";
+import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
+
+export type { DtlsCipherSuiteName } from "./constants";
+
+export interface DtlsServerOptions {
+  /** identity -> key; undefined = unknown identity (alert 115). May be async. */
+  pskLookup(identity: string, remote: { address: string; port: number }): Buffer | undefined | Promise<Buffer | undefined>;
+  pskHint?: string;
+  /** Preference order; default CCM_8, GCM. */
+  cipherSuites?: DtlsCipherSuiteName[];
+  /** Established + handshaking peers; default 10000. */
+  maxPeers?: number;
+  /** Concurrent handshakes after a valid cookie; default 1000. */
+  maxHandshaking?: number;
+  /** Default 30000. */
+  handshakeTimeoutMs?: number;
+  /** Established session without any authenticated record; default 600000. */
+  idleTimeoutMs?: number;
+  /** Default 60000. */
+  cookieSecretRotationMs?: number;
+  /** Default 16384; datagrams above this plus record overhead are dropped unread. */
+  maxRecordPlaintext?: number;
+  /** Checked before any processing of a datagram: true = silently ignore (drop-list). */
+  isDropped?(address: string): boolean;
+  /** First retransmission delay (RFC 6347 4.2.4: 1 s), doubled up to maxRetransmitMs (60 s). */
+  initialRetransmitMs?: number;
+  maxRetransmitMs?: number;
+}
+
+export type HandshakeFailureReason =
+  | "bad-finished"
+  | "unknown-identity"
+  | "no-shared-cipher"
+  | "timeout"
+  | "decode-error"
+  | "unexpected-message"
+  | "peer-alert"
+  | "lookup-error"
+  | "capacity";
+
+export interface HandshakeFailure {
+  address: string;
+  port: number;
+  reason: HandshakeFailureReason;
+}
+
+/** Counters for diagnostics and tests; none of them grows without peer state behind it. */
+export interface DtlsServerStats {
+  datagrams: number;
+  droppedDatagrams: number;
+  helloVerifyRequests: number;
+  badRecords: number;
+  handshakesCompleted: number;
+  handshakesFailed: number;
+  internalErrors: number;
+}
+
+type PeerState = "awaiting-key-exchange" | "looking-up" | "awaiting-finished" | "established" | "closed";
+
+interface Peer {
+  key: string;
+  /** Address as the socket reports it (used for sending). */
+  socketAddress: string;
+  /** Address as reported to the application (v4-mapped shown as IPv4). */
+  address: string;
+  port: number;
+  state: PeerState;
+  createdAt: number;
+  lastRecordAt: number;
+  clientRandom: Buffer;
+  serverRandom: Buffer;
+  suite: CipherSuiteInfo;
+  extendedMasterSecret: boolean;
+  transcript: Buffer[] | undefined;
+  reassembler: HandshakeReassembler | undefined;
+  /** Next handshake message_seq the server sends. */
+  serverMessageSeq: number;
+  writeSeq0: number;
+  writeSeq1: number;
+  writeEpoch: 0 | 1;
+  readCipher: AeadState | undefined;
+  writeCipher: AeadState | undefined;
+  replay: ReplayWindow | undefined;
+  master: Buffer | undefined;
+  identity: string | undefined;
+  /** Last flight sent, as datagrams, for retransmission. */
+  lastFlight: Buffer[];
+  retransmitTimer: NodeJS.Timeout | undefined;
+  retransmitDelay: number;
+  /** Records that arrived while an async PSK lookup was pending. */
+  pending: DtlsRecord[] | undefined;
+  connection: DtlsServerConnection | undefined;
+}
+
+const MAX_PENDING_RECORDS = 16;
+/** Handshake header (12) + verify_data (12). */
+const FINISHED_RECORD_BODY = 24;
+
+function normalizeAddress(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
+  private socket: dgram.Socket | undefined;
+  private readonly peers = new Map<string, Peer>();
+  private readonly peerOfConnection = new WeakMap<DtlsServerConnection, Peer>();
+  private handshaking = 0;
+  private readonly cookies: CookieJar;
+  private readonly suites: CipherSuiteInfo[];
+  private readonly hint: Buffer | undefined;
+  private readonly maxPeers: number;
+  private readonly maxHandshaking: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  readonly maxRecordPlaintext: number;
+  private readonly maxDatagram: number;
+  private readonly initialRetransmitMs: number;
+  private readonly maxRetransmitMs: number;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private localAddress = "";
+  private localPort = 0;
+  private closing = false;
+  readonly stats: DtlsServerStats = {
+    datagrams: 0,
+    droppedDatagrams: 0,
+    helloVerifyRequests: 0,
+    badRecords: 0,
+    handshakesCompleted: 0,
+    handshakesFailed: 0,
+    internalErrors: 0,
+  };
+
+  constructor(private readonly options: DtlsServerOptions) {
+    super();
+    const names = options.cipherSuites ?? ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"];
+    this.suites = names.map((n) => {
+      const s = CIPHER_SUITES[n];
+      if (!s) throw new TypeError(`unsupported DTLS cipher suite ${String(n)}`);
+      return s;
+    });
+    if (this.suites.length === 0) throw new TypeError("at least one cipher suite is needed");
+    this.hint = options.pskHint !== undefined ? Buffer.from(options.pskHint, "utf8") : undefined;
+    this.maxPeers = options.maxPeers ?? 10000;
+    this.maxHandshaking = options.maxHandshaking ?? 1000;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 600000;
+    this.maxRecordPlaintext = options.maxRecordPlaintext ?? 16384;
+    // Room for a few records' headers and AEAD overhead around one full plaintext record.
+    this.maxDatagram = this.maxRecordPlaintext + 1024;
+    this.initialRetransmitMs = options.initialRetransmitMs ?? 1000;
+    this.maxRetransmitMs = options.maxRetransmitMs ?? 60000;
+    this.cookies = new CookieJar(options.cookieSecretRotationMs ?? 60000);
+  }
+
+  /** Established plus handshaking peers. */
+  get sessionCount(): number {
+    return this.peers.size;
+  }
+
+  get handshakingCount(): number {
+    return this.handshaking;
+  }
+
+  listen(port: number, host?: string): Promise<{ address: string; port: number }> {
+    if (this.socket) return Promise.reject(new Error("DtlsServer is already listening"));
+    const dualStack = host === undefined || host === "::" || host.includes(":");
+    const sock = dgram.createSocket({ type: dualStack ? "udp6" : "udp4", ipv6Only: false });
+    this.socket = sock;
+    return new Promise((resolve, reject) => {
+      const onListenError = (err: Error): void => {
+        this.socket = undefined;
+        reject(err);
+      };
+      sock.once("error", onListenError);
+      sock.bind(port, host ?? "::", () => {
+        sock.off("error", onListenError);
+        sock.on("error", (err) => this.emit("error", err));
+        sock.on("message", (msg, rinfo) => this.handleDatagram(msg, rinfo.address, rinfo.port));
+        const a = sock.address();
+        this.localAddress = normalizeAddress(a.address);
+        this.localPort = a.port;
+        const sweepEvery = Math.max(10, Math.min(1000, this.handshakeTimeoutMs / 4, this.idleTimeoutMs / 4));
+        this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
+        this.sweepTimer.unref();
+        resolve({ address: this.localAddress, port: this.localPort });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const peer of [...this.peers.values()]) {
+      if (peer.state === "established") this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
+      this.removePeer(peer);
+    }
+    const sock = this.socket;
+    this.socket = undefined;
+    if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
+  }
+
+  /**
+   * Entry point for one received datagram. Public for tests that drive the server without a
+   * client socket; replies still go out through the server's socket.
+   */
+  handleDatagram(datagram: Buffer, socketAddress: string, port: number): void {
+    try {
+      this.stats.datagrams++;
+      const address = normalizeAddress(socketAddress);
+      if (this.options.isDropped?.(address) || datagram.length > this.maxDatagram || this.closing) {
+        this.stats.droppedDatagrams++;
+        return;
+      }
+      const parsed = parseDatagram(datagram, this.maxRecordPlaintext + 2048);
+      if (parsed.malformed) this.stats.badRecords++;
+      const key = `${socketAddress}|${port}`;
+      for (const record of parsed.records) {
+        const peer = this.peers.get(key);
+        if (peer?.pending) {
+          if (peer.pending.length < MAX_PENDING_RECORDS) peer.pending.push(copyRecord(record));
+          continue;
+        }
+        this.handleRecord(record, peer, key, socketAddress, address, port);
+      }
+    } catch (err) {
+      // A defect, not peer input we failed to anticipate gracefully: count it, never throw.
+      this.stats.internalErrors++;
+      this.emit("internal-error", err);
+    }
+  }
+
+  private handleRecord(record: DtlsRecord, peer: Peer | undefined, key: string, socketAddress: string, address: string, port: number): void {
+    if (record.epoch === 0) {
+      if (record.type === ContentType.Handshake) {
+        this.handlePlainHandshake(record, peer, key, socketAddress, address, port);
+      } else if (record.type === ContentType.Alert && peer && peer.state !== "established") {
+        // Plaintext alerts are only believed during the handshake.
+        if (record.fragment.length === 2 && record.fragment[0] === AlertLevel.Fatal) this.failHandshake(peer, "peer-alert");
+      }
+      // ChangeCipherSpec is implied by the epoch of the next record; epoch-0 application data is invalid.
+      return;
+    }
+    if (!peer || record.epoch !== 1 || !peer.readCipher || !peer.replay) {
+      this.stats.badRecords++;
+      return;
+    }
+    if (!peer.replay.isFresh(record.sequence)) return;
+    const plaintext = peer.readCipher.decrypt(record.type, record.version, record.epoch, record.sequence, record.fragment);
+    if (plaintext === undefined || plaintext.length > this.maxRecordPlaintext) {
+      this.stats.badRecords++;
+      // A Finished-sized handshake record that does not authenticate while we wait for Finished
+      // means the client derived other keys: a PSK mismatch. Fail now (decrypt_error) instead of
+      // letting the client wait for a timeout; any other record is silently discarded (4.1.2.7).
+      if (peer.state === "awaiting-finished" && record.type === ContentType.Handshake && record.fragment.length === FINISHED_RECORD_BODY + peer.readCipher.overhead) {
+        this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
+      }
+      return;
+    }
+    peer.replay.mark(record.sequence);
+    peer.lastRecordAt = Date.now();
+    switch (record.type) {
+      case ContentType.ApplicationData:
+        if (peer.state === "established" && peer.connection) peer.connection.emit("message", plaintext);
+        return;
+      case ContentType.Alert:
+        this.handleProtectedAlert(peer, plaintext);
+        return;
+      case ContentType.Handshake:
+        this.handleProtectedHandshake(peer, plaintext);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---- epoch 0: ClientHello (stateless until the cookie verifies) and the key exchange ----
+
+  private handlePlainHandshake(record: DtlsRecord, peer: Peer | undefined, key: string, socketAddress: string, address: string, port: number): void {
+    let fragments: HandshakeFragment[];
+    try {
+      fragments = parseHandshakeFragments(record.fragment);
+    } catch {
+      this.stats.badRecords++;
+      if (peer && peer.state === "awaiting-key-exchange") this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+      return;
+    }
+    for (const f of fragments) {
+      const current = this.peers.get(key);
+      if (f.msgType === HandshakeType.ClientHello) {
+        this.handleClientHello(record, f, current, key, socketAddress, address, port);
+        continue;
+      }
+      if (!current) continue;
+      if (current.state === "established") {
+        // The client did not get our final flight and resent flight 5.
+        this.resendLastFlight(current);
+        continue;
+      }
+      if (current.state !== "awaiting-key-exchange" && current.state !== "awaiting-finished") continue;
+      this.feedHandshake(current, f, false);
+    }
+  }
+
+  private handleClientHello(
+    record: DtlsRecord,
+    f: HandshakeFragment,
+    peer: Peer | undefined,
+    key: string,
+    socketAddress: string,
+    address: string,
+    port: number,
+  ): void {
+    // Without state we cannot reassemble: a ClientHello must arrive whole (as OpenSSL also requires).
+    if (f.fragmentOffset !== 0 || f.fragmentLength !== f.length) return;
+    let hello: ClientHello;
+    try {
+      hello = parseClientHello(f.body);
+    } catch {
+      this.stats.badRecords++;
+      return;
+    }
+    // DTLS 1.2 only: a lower version (numerically higher) cannot be served.
+    if (hello.clientVersion > DTLS_1_2 || hello.clientVersion < 0xfe00) return;
+    const cookieInput = { address: socketAddress, port, clientVersion: hello.clientVersion, random: hello.random, sessionId: hello.sessionId, suitesRaw: hello.suitesRaw };
+    if (!this.cookies.verify(hello.cookie, cookieInput)) {
+      // HelloVerifyRequest echoes the ClientHello's record sequence number (4.2.1) and message_seq.
+      const hvr = encodeHandshake(HandshakeType.HelloVerifyRequest, f.messageSeq, buildHelloVerifyRequest(this.cookies.issue(cookieInput)));
+      this.stats.helloVerifyRequests++;
+      this.transmit(socketAddress, port, [encodeRecord(ContentType.Handshake, DTLS_1_0, 0, record.sequence, hvr)]);
+      return;
+    }
+    if (peer) {
+      if (peer.clientRandom.equals(hello.random)) {
+        // Retransmitted ClientHello of the handshake in progress: our flight 4 got lost.
+        if (peer.state === "awaiting-key-exchange") this.resendLastFlight(peer);
+        return;
+      }
+      // Return-routable new handshake from the same address and port: the client restarted.
+      this.removePeer(peer, new Error("peer started a new handshake"));
+    }
+    if (this.peers.size >= this.maxPeers || this.handshaking >= this.maxHandshaking) {
+      this.stats.handshakesFailed++;
+      this.emit("handshake-failed", { address, port, reason: "capacity" } satisfies HandshakeFailure);
+      return;
+    }
+    const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id));
+    const nullCompression = hello.compressionMethods.includes(0);
+    if (!suite || !nullCompression) {
+      this.transmit(socketAddress, port, [encodeRecord(ContentType.Alert, DTLS_1_2, 0, record.sequence, Buffer.from([AlertLevel.Fatal, AlertDescription.HandshakeFailure]))]);
+      this.stats.handshakesFailed++;
+      this.emit("handshake-failed", { address, port, reason: "no-shared-cipher" } satisfies HandshakeFailure);
+      return;
+    }
+    const now = Date.now();
+    const serverRandom = randomBytes(32);
+    serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
+    const newPeer: Peer = {
+      key,
+      socketAddress,
+      address,
+      port,
+      state: "awaiting-key-exchange",
+      createdAt: now,
+      lastRecordAt: now,
+      clientRandom: Buffer.from(hello.random),
+      serverRandom,
+      suite,
+      extendedMasterSecret: hello.extendedMasterSecret,
+      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
+      reassembler: new HandshakeReassembler(f.messageSeq + 1, { maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 }),
+      // Stateless server: its message_seq continues from the ClientHello it answers (ServerHello = CH2's).
+      serverMessageSeq: f.messageSeq,
+      // Continue after the ClientHello's record sequence so no epoch-0 sequence repeats the HelloVerifyRequest's.
+      writeSeq0: record.sequence + 1,
+      writeSeq1: 0,
+      writeEpoch: 0,
+      readCipher: undefined,
+      writeCipher: undefined,
+      replay: undefined,
+      master: undefined,
+      identity: undefined,
+      lastFlight: [],
+      retransmitTimer: undefined,
+      retransmitDelay: this.initialRetransmitMs,
+      pending: undefined,
+      connection: undefined,
+    };
+    this.peers.set(key, newPeer);
+    this.handshaking++;
+
+    const messages = [
+      encodeHandshake(HandshakeType.ServerHello, newPeer.serverMessageSeq++, buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret)),
+    ];
+    if (this.hint) messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, newPeer.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
+    messages.push(encodeHandshake(HandshakeType.ServerHelloDone, newPeer.serverMessageSeq++, Buffer.alloc(0)));
+    newPeer.transcript!.push(...messages);
+    const datagram = Buffer.concat(messages.map((m) => encodeRecord(ContentType.Handshake, DTLS_1_2, 0, newPeer.writeSeq0++, m)));
+    newPeer.lastFlight = [datagram];
+    this.transmit(socketAddress, port, newPeer.lastFlight);
+    this.armRetransmit(newPeer);
+  }
+
+  private feedHandshake(peer: Peer, f: HandshakeFragment, protectedRecord: boolean): void {
+    const reassembler = peer.reassembler;
+    if (!reassembler) return;
+    let result;
+    try {
+      result = reassembler.feed(f);
+    } catch (err) {
+      if (err instanceof DtlsDecodeError) return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+      throw err;
+    }
+    if (result === "old") {
+      if (peer.state === "awaiting-key-exchange") this.resendLastFlight(peer);
+      return;
+    }
+    for (let msg = reassembler.take(); msg; msg = peer.reassembler ? reassembler.take() : undefined) {
+      this.handleHandshakeMessage(peer, msg, protectedRecord);
+      if (peer.state === "closed" || peer.state === "looking-up") return;
+    }
+  }
+
+  private handleHandshakeMessage(peer: Peer, msg: CompleteMessage, protectedRecord: boolean): void {
+    if (peer.state === "awaiting-key-exchange" && msg.msgType === HandshakeType.ClientKeyExchange && !protectedRecord) {
+      this.handleClientKeyExchange(peer, msg);
+      return;
+    }
+    if (peer.state === "awaiting-finished" && msg.msgType === HandshakeType.Finished && protectedRecord) {
+      this.handleFinished(peer, msg);
+      return;
+    }
+    this.failHandshake(peer, "unexpected-message", AlertDescription.UnexpectedMessage);
+  }
+
+  private handleClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
+    let identityBytes: Buffer;
+    try {
+      identityBytes = parsePskClientKeyExchange(msg.body);
+    } catch {
+      return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+    }
+    // Flight 5 has started: our flight 4 arrived, stop retransmitting it.
+    this.disarmRetransmit(peer);
+    peer.transcript!.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const identity = identityBytes.toString("utf8");
+    peer.identity = identity;
+    let result: Buffer | undefined | Promise<Buffer | undefined>;
+    try {
+      result = this.options.pskLookup(identity, { address: peer.address, port: peer.port });
+    } catch {
+      return this.failHandshake(peer, "lookup-error", AlertDescription.InternalError);
+    }
+    if (result instanceof Promise) {
+      peer.state = "looking-up";
+      peer.pending = [];
+      result.then(
+        (psk) => this.resumeAfterLookup(peer, psk, undefined),
+        (err: unknown) => this.resumeAfterLookup(peer, undefined, err ?? new Error("lookup failed")),
+      );
+      return;
+    }
+    this.completeKeyExchange(peer, result);
+  }
+
+  private resumeAfterLookup(peer: Peer, psk: Buffer | undefined, error: unknown): void {
+    try {
+      if (this.peers.get(peer.key) !== peer || peer.state !== "looking-up") return;
+      const queued = peer.pending ?? [];
+      peer.pending = undefined;
+      if (error !== undefined) return this.failHandshake(peer, "lookup-error", AlertDescription.InternalError);
+      this.completeKeyExchange(peer, psk);
+      if ((peer.state as PeerState) !== "awaiting-finished") return;
+      for (const record of queued) {
+        const current = this.peers.get(peer.key);
+        if (current?.pending) {
+          current.pending.push(record);
+          continue;
+        }
+        this.handleRecord(record, current, peer.key, peer.socketAddress, peer.address, peer.port);
+      }
+    } catch (err) {
+      this.stats.internalErrors++;
+      this.emit("internal-error", err);
+    }
+  }
+
+  private completeKeyExchange(peer: Peer, psk: Buffer | undefined): void {
+    if (!psk || psk.length === 0 || psk.length > 0xffff) {
+      return this.failHandshake(peer, "unknown-identity", AlertDescription.UnknownPskIdentity);
+    }
+    const transcript = peer.transcript!;
+    const sessionHash = peer.extendedMasterSecret ? sha256(transcript) : undefined;
+    peer.master = masterSecret(pskPremasterSecret(psk), peer.clientRandom, peer.serverRandom, sessionHash);
+    const keys = aeadKeyBlock(peer.master, peer.clientRandom, peer.serverRandom);
+    peer.readCipher = new AeadState(peer.suite, keys.clientKey, keys.clientSalt);
+    peer.writeCipher = new AeadState(peer.suite, keys.serverKey, keys.serverSalt);
+    peer.replay = new ReplayWindow();
+    peer.state = "awaiting-finished";
+  }
+
+  private handleFinished(peer: Peer, msg: CompleteMessage): void {
+    const transcript = peer.transcript!;
+    const expected = finishedVerifyData(peer.master!, "client finished", sha256(transcript));
+    if (msg.body.length !== expected.length || !timingSafeEqual(msg.body, expected)) {
+      return this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
+    }
+    transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const serverVerify = finishedVerifyData(peer.master!, "server finished", sha256(transcript));
+    const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, Buffer.from([1]));
+    peer.writeEpoch = 1;
+    const finished = this.protect(peer, ContentType.Handshake, encodeHandshake(HandshakeType.Finished, peer.serverMessageSeq++, serverVerify));
+    peer.lastFlight = [Buffer.concat([ccs, finished])];
+    // Free everything the established session no longer needs.
+    peer.transcript = undefined;
+    peer.master = undefined;
+    peer.state = "established";
+    this.handshaking--;
+    this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
+    this.stats.handshakesCompleted++;
+    const conn = new DtlsServerConnection(
+      this,
+      peer.identity ?? "",
+      peer.address,
+      peer.port,
+      this.localAddress,
+      this.localPort,
+      `DTLSv1.2 ${peer.suite.name}`,
+    );
+    peer.connection = conn;
+    this.peerOfConnection.set(conn, peer);
+    this.emit("connection", conn);
+  }
+
+  // ---- epoch 1 ----
+
+  private handleProtectedHandshake(peer: Peer, plaintext: Buffer): void {
+    let fragments: HandshakeFragment[];
+    try {
+      fragments = parseHandshakeFragments(plaintext);
+    } catch {
+      if (peer.state === "awaiting-finished") this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+      return;
+    }
+    for (const f of fragments) {
+      if (peer.state === "established") {
+        if (f.msgType === HandshakeType.ClientHello) {
+          // Renegotiation is refused (RFC 5246 7.2.2 warning, the session continues).
+          this.sendAlert(peer, AlertLevel.Warning, AlertDescription.NoRenegotiation);
+        } else if (f.msgType === HandshakeType.Finished) {
+          this.resendLastFlight(peer); // client lost our Finished and resent its flight
+        }
+        continue;
+      }
+      if (peer.state !== "awaiting-finished") return;
+      this.feedHandshake(peer, f, true);
+      if (this.peers.get(peer.key) !== peer) return;
+    }
+  }
+
+  private handleProtectedAlert(peer: Peer, plaintext: Buffer): void {
+    if (plaintext.length !== 2) return;
+    const [level, description] = [plaintext[0], plaintext[1]];
+    if (description === AlertDescription.CloseNotify) {
+      if (peer.state === "established") this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
+      if (peer.state !== "established") this.failHandshake(peer, "peer-alert");
+      else this.removePeer(peer);
+      return;
+    }
+    if (level === AlertLevel.Fatal) {
+      if (peer.state === "established") this.removePeer(peer, new Error(`peer sent fatal alert ${description}`));
+      else this.failHandshake(peer, "peer-alert");
+    }
+  }
+
+  // ---- sending ----
+
+  private protect(peer: Peer, type: number, plaintext: Buffer): Buffer {
+    const seq = peer.writeSeq1++;
+    return encodeRecord(type, DTLS_1_2, 1, seq, peer.writeCipher!.encrypt(type, DTLS_1_2, 1, seq, plaintext));
+  }
+
+  private sendAlert(peer: Peer, level: number, description: number): void {
+    const body = Buffer.from([level, description]);
+    const record = peer.writeEpoch === 1 ? this.protect(peer, ContentType.Alert, body) : encodeRecord(ContentType.Alert, DTLS_1_2, 0, peer.writeSeq0++, body);
+    this.transmit(peer.socketAddress, peer.port, [record]);
+  }
+
+  sendApplicationData(conn: DtlsServerConnection, data: Buffer): boolean {
+    const peer = this.peerOfConnection.get(conn);
+    if (!peer || peer.connection !== conn || peer.state !== "established") return false;
+    if (peer.writeSeq1 >= 0xffffffffffff) {
+      this.removePeer(peer, new Error("sequence numbers exhausted"));
+      return false;
+    }
+    this.transmit(peer.socketAddress, peer.port, [this.protect(peer, ContentType.ApplicationData, data)]);
+    return true;
+  }
+
+  closeByApplication(conn: DtlsServerConnection): void {
+    const peer = this.peerOfConnection.get(conn);
+    if (peer && peer.connection === conn && peer.state === "established") {
+      this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
+      this.removePeer(peer);
+    } else {
+      conn.markClosed();
+    }
+  }
+
+  private transmit(address: string, port: number, datagrams: Buffer[]): void {
+    const sock = this.socket;
+    if (!sock) return;
+    for (const d of datagrams) {
+      sock.send(d, port, address, (err) => {
+        // Send failures (e.g. unreachable peer) are not socket failures; the peer times out.
+        if (err) this.stats.droppedDatagrams++;
+      });
+    }
+  }
+
+  private resendLastFlight(peer: Peer): void {
+    this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
+  }
+
+  private armRetransmit(peer: Peer): void {
+    peer.retransmitTimer = setTimeout(() => {
+      peer.retransmitTimer = undefined;
+      if (this.peers.get(peer.key) !== peer || peer.state !== "awaiting-key-exchange") return;
+      this.resendLastFlight(peer);
+      peer.retransmitDelay = Math.min(peer.retransmitDelay * 2, this.maxRetransmitMs);
+      this.armRetransmit(peer);
+    }, peer.retransmitDelay);
+    peer.retransmitTimer.unref();
+  }
+
+  private disarmRetransmit(peer: Peer): void {
+    if (peer.retransmitTimer) clearTimeout(peer.retransmitTimer);
+    peer.retransmitTimer = undefined;
+  }
+
+  // ---- ending ----
+
+  private failHandshake(peer: Peer, reason: HandshakeFailureReason, alert?: number): void {
+    if (alert !== undefined) this.sendAlert(peer, AlertLevel.Fatal, alert);
+    this.removePeer(peer);
+    this.stats.handshakesFailed++;
+    this.emit("handshake-failed", { address: peer.address, port: peer.port, reason } satisfies HandshakeFailure);
+  }
+
+  private removePeer(peer: Peer, error?: Error): void {
+    if (peer.state === "closed") return;
+    const wasHandshaking = peer.state !== "established";
+    peer.state = "closed";
+    this.disarmRetransmit(peer);
+    if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
+    if (wasHandshaking) this.handshaking--;
+    peer.transcript = undefined;
+    peer.reassembler = undefined;
+    peer.master = undefined;
+    peer.pending = undefined;
+    peer.lastFlight = [];
+    peer.connection?.markClosed(error);
+  }
+
+  private sweep(): void {
+    try {
+      const now = Date.now();
+      for (const peer of [...this.peers.values()]) {
+        if (peer.state === "established") {
+          if (now - peer.lastRecordAt >= this.idleTimeoutMs) this.removePeer(peer, new Error("idle timeout"));
+        } else if (now - peer.createdAt >= this.handshakeTimeoutMs) {
+          this.failHandshake(peer, "timeout");
+        }
+      }
+    } catch (err) {
+      this.stats.internalErrors++;
+      this.emit("internal-error", err);
+    }
+  }
+}
+
+function copyRecord(r: DtlsRecord): DtlsRecord {
+  return { ...r, fragment: Buffer.from(r.fragment) };
+}
