@@ -1,0 +1,154 @@
+// Helpers shared by the DOTS Node-RED nodes: parsing of form/msg values into DOTS JSON pieces,
+// typed-input evaluation, and loading of library modules. Kept free of protocol logic: the
+// library in src/ decides what is valid DOTS; this file only turns editor text into data.
+import * as ipaddr from "ipaddr.js";
+import type { Node, NodeAPI, NodeMessage } from "node-red";
+
+/** An error that names the form field (or msg property) it is about, for Catch nodes. */
+export class FieldError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+    this.name = "FieldError";
+  }
+}
+
+export function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+/** Splits "a, b c" or ["a","b"] or a number into trimmed, non-empty strings. */
+export function listOf(value: unknown): string[] {
+  if (value === undefined || value === null || value === "") return [];
+  if (Array.isArray(value)) return value.flatMap((v) => listOf(v));
+  if (typeof value === "number") return [String(value)];
+  if (typeof value === "string") return value.split(/[\s,;]+/).filter((s) => s.length > 0);
+  throw new Error(`expected text or a list, got ${typeof value}`);
+}
+
+/** Normalises a prefix or bare address to CIDR text; throws with a readable reason. */
+export function normalisePrefix(text: string): string {
+  const slash = text.indexOf("/");
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  if (!ipaddr.isValid(addrText)) throw new Error(`"${text}" is not an IP address or prefix`);
+  const addr = ipaddr.parse(addrText);
+  const max = addr.kind() === "ipv4" ? 32 : 128;
+  let len = max;
+  if (slash >= 0) {
+    const lenText = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > max) throw new Error(`"${text}" has an invalid prefix length (0..${max})`);
+    len = Number(lenText);
+  }
+  return `${addr.toString()}/${len}`;
+}
+
+export function parsePrefixes(field: string, value: unknown): string[] {
+  try {
+    return listOf(value).map(normalisePrefix);
+  } catch (e) {
+    throw new FieldError(field, toError(e).message);
+  }
+}
+
+/** "80, 1000-2000" -> [{lower, upper?}] within 0..max. */
+export function parseRanges(field: string, value: unknown, max: number, lowerKey: string, upperKey: string): Array<Record<string, number>> {
+  let items: string[];
+  try {
+    items = listOf(value);
+  } catch (e) {
+    throw new FieldError(field, toError(e).message);
+  }
+  return items.map((item) => {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item);
+    if (!m) throw new FieldError(field, `"${item}" is not a number or a range like 10-20`);
+    const lower = Number(m[1]);
+    const upper = m[2] === undefined ? undefined : Number(m[2]);
+    if (lower > max || (upper !== undefined && upper > max)) throw new FieldError(field, `"${item}" is outside 0..${max}`);
+    if (upper !== undefined && upper < lower) throw new FieldError(field, `"${item}": upper bound is below lower bound`);
+    const range: Record<string, number> = { [lowerKey]: lower };
+    if (upper !== undefined && upper !== lower) range[upperKey] = upper;
+    return range;
+  });
+}
+
+const protocolNames: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, gre: 47, esp: 50, icmpv6: 58, "ipv6-icmp": 58, sctp: 132 };
+
+export function parseProtocols(field: string, value: unknown): number[] {
+  let items: string[];
+  try {
+    items = listOf(value);
+  } catch (e) {
+    throw new FieldError(field, toError(e).message);
+  }
+  return items.map((item) => {
+    const named = protocolNames[item.toLowerCase()];
+    if (named !== undefined) return named;
+    if (!/^\d{1,3}$/.test(item) || Number(item) > 255) throw new FieldError(field, `"${item}" is not a protocol number (0..255) or name (tcp, udp, icmp, icmpv6)`);
+    return Number(item);
+  });
+}
+
+export function parseInteger(field: string, value: unknown, min: number, max: number): number | undefined {
+  if (value === undefined || value === null || value === "") return undefined;
+  const n = typeof value === "number" ? value : typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) throw new FieldError(field, `"${String(value)}" is not a whole number in ${min}..${max}`);
+  return n;
+}
+
+/** Evaluates a TypedInput property (str/num/msg/flow/global/env/json/jsonata) as a promise. */
+export function evaluate(RED: NodeAPI, node: Node, value: string, type: string | undefined, msg: NodeMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    RED.util.evaluateNodeProperty(value, type || "str", node, msg, (err: Error | null, result: unknown) => {
+      if (err) reject(err);
+      else resolve(result);
+    });
+  });
+}
+
+/** Converts a PSK given as hex ("0x..." allowed) or as text to bytes. */
+export function pskBytes(key: string, format: string): Buffer {
+  if (format === "hex") {
+    const hex = key.replace(/^0x/i, "").replace(/[\s:]/g, "");
+    if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) throw new Error("the key is not valid hexadecimal (even number of 0-9/a-f digits)");
+    return Buffer.from(hex, "hex");
+  }
+  if (key.length === 0) throw new Error("the key is empty");
+  return Buffer.from(key, "utf8");
+}
+
+/**
+ * Loads a library module that may not exist yet in a partial build; returns undefined only when
+ * the module itself is missing (any other load error is real and thrown).
+ */
+export function tryRequire<T>(spec: string): T | undefined {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(spec) as T;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err && err.code === "MODULE_NOT_FOUND" && String(err.message).includes(spec.replace(/^(\.\.\/)+/, ""))) return undefined;
+    throw e;
+  }
+}
+
+/** Runs close steps with a deadline so Node-RED never reports "Close timed out". */
+export function closeWithin(ms: number, work: Promise<unknown>, done: () => void, onError: (e: Error) => void): void {
+  let finished = false;
+  const timer = setTimeout(() => {
+    if (finished) return;
+    finished = true;
+    onError(new Error(`close took longer than ${ms} ms`));
+    done();
+  }, ms);
+  work.then(
+    () => undefined,
+    (e) => onError(toError(e)),
+  ).finally(() => {
+    clearTimeout(timer);
+    if (finished) return;
+    finished = true;
+    done();
+  });
+}

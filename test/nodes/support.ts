@@ -1,0 +1,72 @@
+// Paths and helpers for the node tests: the compiled nodes live beside the compiled tests
+// (<out>/nodes/<type>/<type>.js), wherever the build put them.
+import * as path from "node:path";
+import * as net from "node:net";
+import * as dgram from "node:dgram";
+
+export const outRoot = path.resolve(__dirname, "../..");
+
+export function nodeModule(type: string): unknown {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(path.join(outRoot, "nodes", type, `${type}.js`));
+}
+
+/** The repository root (where package.json and examples/ are), found by walking up. */
+export function repoRoot(): string {
+  let dir = outRoot;
+  for (;;) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const fs = require("node:fs") as typeof import("node:fs");
+    const pkg = path.join(dir, "package.json");
+    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, "utf8")).name === "@dots-call-home/node-red") return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error("package root not found above " + outRoot);
+    dir = up;
+  }
+}
+
+/** A port that is free on 127.0.0.1 for both UDP and TCP right now. */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const udpFree = await new Promise<boolean>((resolve) => {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => resolve(false));
+      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+  throw new Error("no free port found");
+}
+
+/** Waits until `check` returns a value (not undefined), polling; rejects after `ms`. */
+export async function waitFor<T>(what: string, check: () => T | undefined, ms = 10000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = check();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export const helper: {
+  init(runtimePath: string, settings?: Record<string, unknown>): void;
+  load(nodes: unknown, flow: unknown[], credentials?: Record<string, unknown>): Promise<void>;
+  unload(): Promise<void>;
+  getNode(id: string): any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  startServer(): Promise<void>;
+  stopServer(): Promise<void>;
+  setFlows(flow: unknown[], type?: string, credentials?: Record<string, unknown>): Promise<void>;
+  request(): any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  settings(s: Record<string, unknown>): void;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+} = require("node-red-node-test-helper");
+helper.init(require.resolve("node-red"));
