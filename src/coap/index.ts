@@ -5,3 +5,4 @@ export * from "./options";
 export * from "./udp-codec";
 export * from "./tcp-codec";
 export * from "./signalling";
+export * from "./endpoint";
