@@ -1,0 +1,613 @@
+// The home side's answer to a mitigation request (RFC 9066 sections 5.3.1 and 5.3.2): find the
+// device behind the NAT, ask for consent if configured, block it (or quarantine it) with kernel
+// timeouts equal to the lifetime, and remove exactly what a mitigation added when it ends.
+// Outcomes use the dialer's DecisionOutcome names (src/dots/api.ts).
+import { EventEmitter } from "node:events";
+import type { DecisionOutcome } from "../dots/api";
+import { ConsentGate, type ConsentPolicy } from "./consent";
+import { HomeError, TooManyElementsError, NftError } from "./errors";
+import { DryRunBackend, NftablesBackend, type FilterBackend } from "./filter-backend";
+import { NatLookup, type Device } from "./nat-lookup";
+import type { NatSource } from "./nat-source";
+import {
+  addElementsScript,
+  blockElements,
+  deleteElementsScript,
+  elementId,
+  mitigationTag,
+  quarantineElements,
+  setupScript,
+  DEFAULT_TABLE,
+  type ElementRef,
+  type TableElement,
+} from "./nft-script";
+import { CommandRunner } from "./runner";
+import { checkLifetime, scopeToQuery, type NatQuery } from "./scope";
+
+export type EnforcementAction = "block" | "quarantine";
+
+export interface HomeEnforcerOptions {
+  /** A NAT source, or a ready NatLookup (to share neighbour tables or set local addresses). */
+  nat: NatSource | NatLookup;
+  backend: "nftables" | "dry-run" | FilterBackend;
+  action: EnforcementAction;
+  /** Default { mode: "auto" }. */
+  consent?: ConsentPolicy;
+  /** Runs nft and ip (e.g. netnsRunner("router")); default: this host. */
+  runner?: CommandRunner;
+  /** nft table (family inet); default "dots_call_home". */
+  table?: string;
+  maxElementsPerMitigation?: number;
+  /** Mitigations held (active + pending) at most. */
+  maxMitigations?: number;
+}
+
+/** What the dialer hands over (MitigationEvent in src/dots/api.ts). */
+export interface MitigationInput {
+  cuid: string;
+  mid: number;
+  /** One scope entry in the DOTS JSON view (or a mitigation-scope body with one entry). */
+  scope: unknown;
+  /** Seconds; -1 = indefinite. */
+  lifetime: number;
+  kind?: "new" | "refresh" | "efficacy";
+}
+
+export type FailureReason =
+  | "no-device"
+  | "invalid-scope"
+  | "lookup-failed"
+  | "nft-error"
+  | "too-many-elements"
+  | "unknown-mitigation"
+  | "limit"
+  | "closed";
+
+export interface HandleResult {
+  cuid: string;
+  mid: number;
+  outcome: DecisionOutcome;
+  /** Operator text: what was blocked, or why not. */
+  detail: string;
+  devices: Device[];
+  action: EnforcementAction;
+  /** The nft script applied (nftables) or that would be applied (dry-run / pending consent). */
+  script?: string;
+  /** Set when outcome is "failed" or "legitimate". */
+  reason?: FailureReason | "consent-rejected" | "consent-timeout";
+  /** Seconds the block lasts; -1 indefinite. */
+  lifetime?: number;
+}
+
+export interface ConsentRequest {
+  cuid: string;
+  mid: number;
+  action: EnforcementAction;
+  devices: Device[];
+  scope: unknown;
+  lifetime: number;
+  /** The nft script an approval would apply. */
+  script: string;
+  /** Epoch ms when the timeout answers for the admin. */
+  deadline: number;
+  onTimeout: "reject" | "approve";
+}
+
+export interface EnforcementChange {
+  change: "added" | "refreshed" | "removed" | "expired" | "reconciled";
+  cuid: string;
+  mid: number;
+  elements: number;
+  script?: string;
+}
+
+export interface ReconcileReport {
+  /** Mitigations whose elements are in the table and are believed active. */
+  kept: Array<{ cuid: string; mid: number }>;
+  /** Believed active but nothing of them is in the table (expired or flushed): handle them again. */
+  missing: Array<{ cuid: string; mid: number }>;
+  /** Elements found that no believed mitigation owns, deleted (or adopted with adoptUnknown). */
+  removed: TableElement[];
+  adopted: string[];
+  script?: string;
+}
+
+export interface HomeEnforcerEvents {
+  "consent-request": [ConsentRequest];
+  /** Exactly one per handle() that resolved "pending": the final outcome after consent. */
+  decision: [HandleResult];
+  enforcement: [EnforcementChange];
+  error: [Error];
+}
+
+interface ActiveMitigation {
+  cuid: string;
+  mid: number;
+  tag: string;
+  action: EnforcementAction;
+  devices: Device[];
+  elements: ElementRef[];
+  lifetime: number;
+  /** Epoch ms; undefined = indefinite. */
+  expiresAt?: number;
+  timer?: NodeJS.Timeout;
+}
+
+interface PendingMitigation {
+  input: MitigationInput;
+  lifetime: number;
+  devices: Device[];
+  elements: ElementRef[];
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const REJECTED_MEMORY = 1024;
+
+function keyOf(cuid: string, mid: number): string {
+  return `${cuid}\u0000${mid}`;
+}
+
+export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
+  readonly action: EnforcementAction;
+  readonly backend: FilterBackend;
+  readonly lookup: NatLookup;
+  readonly consent: ConsentGate;
+  private readonly table: string;
+  private readonly maxElements: number;
+  private readonly maxMitigations: number;
+  private readonly active = new Map<string, ActiveMitigation>();
+  private readonly pendingMap = new Map<string, PendingMitigation>();
+  /** Mitigations judged legitimate, so a refresh gets the same answer without asking again. */
+  private readonly rejected = new Map<string, number>();
+  /** elementId -> keys of the mitigations holding it. */
+  private readonly holders = new Map<string, Set<string>>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private setupDone = false;
+  private closed = false;
+
+  constructor(opts: HomeEnforcerOptions) {
+    super();
+    const runner = opts.runner ?? new CommandRunner();
+    this.table = opts.table ?? DEFAULT_TABLE;
+    this.action = opts.action;
+    if (opts.action !== "block" && opts.action !== "quarantine") throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
+    this.backend =
+      opts.backend === "nftables" ? new NftablesBackend(runner, this.table) : opts.backend === "dry-run" ? new DryRunBackend(this.table) : opts.backend;
+    this.table = this.backend.table;
+    this.lookup = opts.nat instanceof NatLookup ? opts.nat : new NatLookup({ source: opts.nat, runner });
+    this.consent = new ConsentGate(opts.consent ?? { mode: "auto" });
+    this.maxElements = opts.maxElementsPerMitigation ?? 4096;
+    this.maxMitigations = opts.maxMitigations ?? 4096;
+  }
+
+  /** Creates the table if absent (idempotent). Called on first use; call early to fail fast. */
+  async start(): Promise<void> {
+    await this.serial(() => this.ensureSetup());
+  }
+
+  /**
+   * Decides one mitigation. Resolves with the outcome now; when that is "pending" (manual
+   * consent), exactly one "decision" event follows with the final outcome.
+   */
+  async handle(m: MitigationInput): Promise<HandleResult> {
+    if (this.closed) return this.result(m, "failed", "the enforcer is closed", [], { reason: "closed" });
+    const key = keyOf(m.cuid, m.mid);
+    let query: NatQuery;
+    let lifetime: number;
+    try {
+      lifetime = checkLifetime(m.lifetime);
+      query = scopeToQuery(m.scope);
+    } catch (err) {
+      return this.result(m, "failed", (err as Error).message, [], { reason: "invalid-scope" });
+    }
+    const kind = m.kind ?? "new";
+    const act = this.active.get(key);
+    const pend = this.pendingMap.get(key);
+    if (kind === "efficacy") {
+      if (act) return this.result(m, "enforced", this.describe(act), act.devices, { lifetime: act.lifetime });
+      if (pend) return this.result(m, "pending", "waiting for the administrator's consent", pend.devices);
+      return this.result(m, "failed", `no active mitigation ${m.cuid}/${m.mid}`, [], { reason: "unknown-mitigation" });
+    }
+    const rejectedUntil = this.rejected.get(key);
+    if (rejectedUntil !== undefined && rejectedUntil > Date.now()) {
+      return this.result(m, "legitimate", "judged legitimate traffic earlier", [], { reason: "consent-rejected" });
+    }
+    if (pend) {
+      pend.lifetime = lifetime;
+      pend.input = m;
+      return this.result(m, "pending", "waiting for the administrator's consent", pend.devices);
+    }
+    if (act) return this.refresh(m, act, query, lifetime);
+    if (this.active.size + this.pendingMap.size >= this.maxMitigations) {
+      return this.result(m, "failed", `more than ${this.maxMitigations} mitigations held`, [], { reason: "limit" });
+    }
+
+    let devices: Device[];
+    try {
+      const found = await this.lookup.lookup(query);
+      if (!found.found) return this.result(m, "failed", found.detail, [], { reason: "no-device" });
+      devices = found.devices;
+    } catch (err) {
+      return this.result(m, "failed", `NAT lookup failed: ${(err as Error).message}`, [], { reason: "lookup-failed" });
+    }
+    let elements: ElementRef[];
+    try {
+      elements = this.elementsFor(devices, query);
+    } catch (err) {
+      return this.result(m, "failed", (err as Error).message, devices, { reason: "too-many-elements" });
+    }
+
+    if (this.consent.policy.mode === "auto") return this.enforce(m, lifetime, devices, elements);
+
+    const policy = this.consent.policy;
+    const script = addElementsScript(this.table, elements.map((e) => ({ element: e, opts: { timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) } })));
+    const pending: PendingMitigation = { input: m, lifetime, devices, elements };
+    this.pendingMap.set(key, pending);
+    let answer;
+    try {
+      answer = this.consent.request(key);
+    } catch (err) {
+      this.pendingMap.delete(key);
+      return this.result(m, "failed", (err as Error).message, devices, { reason: "limit" });
+    }
+    answer.then(
+      async (a) => {
+        if (this.pendingMap.get(key) !== pending) return;
+        this.pendingMap.delete(key);
+        if (a.answer === "cancelled") return;
+        let final: HandleResult;
+        if (a.answer === "approved") {
+          final = await this.enforce(pending.input, pending.lifetime, pending.devices, pending.elements);
+        } else {
+          this.remember(key, pending.lifetime);
+          final = this.result(pending.input, "legitimate", a.by === "timeout" ? "consent timed out; treated as legitimate traffic" : "the administrator judged the traffic legitimate", pending.devices, {
+            reason: a.by === "timeout" ? "consent-timeout" : "consent-rejected",
+          });
+        }
+        this.emit("decision", final);
+      },
+      (err) => this.emit("error", err instanceof Error ? err : new Error(String(err))),
+    );
+    const request: ConsentRequest = {
+      cuid: m.cuid,
+      mid: m.mid,
+      action: this.action,
+      devices,
+      scope: m.scope,
+      lifetime,
+      script,
+      deadline: this.consent.deadline(key) ?? Date.now() + policy.timeoutMs,
+      onTimeout: policy.onTimeout,
+    };
+    this.emit("consent-request", request);
+    return this.result(m, "pending", `waiting for the administrator's consent to ${this.action} ${devices.map((d) => d.address).join(", ")}`, devices, { script });
+  }
+
+  /** The administrator approves a pending mitigation; false when nothing is pending. */
+  approve(mid: number, cuid?: string): boolean {
+    return this.answer(mid, cuid, true);
+  }
+
+  /** The administrator judges the traffic legitimate (the dialer reports conflict-cause 4). */
+  reject(mid: number, cuid?: string): boolean {
+    return this.answer(mid, cuid, false);
+  }
+
+  private answer(mid: number, cuid: string | undefined, approve: boolean): boolean {
+    const keys = [...this.pendingMap.keys()].filter((k) => {
+      const p = this.pendingMap.get(k)!.input;
+      return p.mid === mid && (cuid === undefined || p.cuid === cuid);
+    });
+    if (keys.length > 1) throw new HomeError("UNKNOWN_MITIGATION", `mid ${mid} is pending for several clients; name the cuid`);
+    if (keys.length === 0) return false;
+    return approve ? this.consent.approve(keys[0]) : this.consent.reject(keys[0]);
+  }
+
+  /** Withdrawal, expiry or replacement: removes exactly what this mitigation added. */
+  async end(m: { cuid: string; mid: number }): Promise<{ removed: number; script?: string }> {
+    const key = keyOf(m.cuid, m.mid);
+    if (this.pendingMap.delete(key)) {
+      this.consent.cancel(key);
+      return { removed: 0 };
+    }
+    this.rejected.delete(key);
+    return this.serial(async () => {
+      const act = this.active.get(key);
+      if (!act) return { removed: 0 };
+      const script = await this.removeElements(act);
+      this.forget(key, act);
+      this.emit("enforcement", { change: "removed", cuid: act.cuid, mid: act.mid, elements: act.elements.length, script });
+      return { removed: act.elements.length, script };
+    });
+  }
+
+  /** Active mitigations with their devices and remaining lifetime (seconds, -1 indefinite). */
+  activeMitigations(): Array<{ cuid: string; mid: number; action: EnforcementAction; devices: Device[]; elements: ElementRef[]; remaining: number }> {
+    const now = Date.now();
+    return [...this.active.values()].map((a) => ({
+      cuid: a.cuid,
+      mid: a.mid,
+      action: a.action,
+      devices: a.devices,
+      elements: a.elements,
+      remaining: a.expiresAt === undefined ? -1 : Math.max(0, Math.ceil((a.expiresAt - now) / 1000)),
+    }));
+  }
+
+  pending(): Array<{ cuid: string; mid: number; devices: Device[] }> {
+    return [...this.pendingMap.values()].map((p) => ({ cuid: p.input.cuid, mid: p.input.mid, devices: p.devices }));
+  }
+
+  /**
+   * Compares the table with what the caller believes is active (e.g. the dialer's mitigations()
+   * after a restart). Elements of unknown mitigations are deleted, or adopted with adoptUnknown.
+   */
+  async reconcile(believed: Array<{ cuid: string; mid: number }>, opts: { adoptUnknown?: boolean } = {}): Promise<ReconcileReport> {
+    return this.serial(async () => {
+      await this.ensureSetup();
+      const report: ReconcileReport = { kept: [], missing: [], removed: [], adopted: [] };
+      const believedByTag = new Map(believed.map((b) => [mitigationTag(b.cuid, b.mid), b]));
+      const table = await this.backend.listElements();
+      // drop in-memory mitigations nobody believes in any more
+      for (const [key, act] of [...this.active]) {
+        if (!believedByTag.has(act.tag)) {
+          this.forget(key, act);
+          if (table === undefined) report.removed.push(...act.elements);
+        }
+      }
+      if (table === undefined) {
+        for (const b of believed) (this.active.has(keyOf(b.cuid, b.mid)) ? report.kept : report.missing).push(b);
+        return report;
+      }
+      const byTag = new Map<string, TableElement[]>();
+      for (const e of table) {
+        const tag = e.comment ?? "";
+        let l = byTag.get(tag);
+        if (!l) byTag.set(tag, (l = []));
+        l.push(e);
+      }
+      const toDelete: TableElement[] = [];
+      for (const [tag, els] of byTag) {
+        const b = believedByTag.get(tag);
+        const parsed = /^dots:(.+)\/(\d+)$/.exec(tag);
+        if (b || (opts.adoptUnknown && parsed)) {
+          const cuid = b ? b.cuid : parsed![1];
+          const mid = b ? b.mid : Number(parsed![2]);
+          const key = keyOf(cuid, mid);
+          if (!this.active.has(key)) {
+            const expires = els.reduce<number | undefined>((mx, e) => (e.expiresSec === undefined || mx === undefined ? undefined : Math.max(mx, e.expiresSec)), 0);
+            this.track({ cuid, mid, tag, action: els[0].set.startsWith("quarantine") ? "quarantine" : "block", devices: [], elements: els.map((e) => ({ set: e.set, key: e.key })), lifetime: expires ?? -1, expiresAt: expires === undefined ? undefined : Date.now() + expires * 1000 });
+          }
+          if (!b) report.adopted.push(tag);
+        } else {
+          toDelete.push(...els);
+        }
+      }
+      for (const b of believed) {
+        const has = (byTag.get(mitigationTag(b.cuid, b.mid)) ?? []).length > 0;
+        if (has) report.kept.push(b);
+        else {
+          report.missing.push(b);
+          const act = this.active.get(keyOf(b.cuid, b.mid));
+          if (act) this.forget(keyOf(b.cuid, b.mid), act);
+        }
+      }
+      if (toDelete.length > 0) {
+        report.script = deleteElementsScript(this.table, toDelete);
+        await this.backend.apply(report.script);
+        report.removed = toDelete;
+      }
+      return report;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.consent.close();
+    this.pendingMap.clear();
+    for (const a of this.active.values()) if (a.timer) clearTimeout(a.timer);
+    await this.queue.catch(() => undefined);
+    await this.lookup.close();
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private elementsFor(devices: Device[], q: NatQuery): ElementRef[] {
+    const els =
+      this.action === "block"
+        ? blockElements(devices, { targetPrefixes: q.targetPrefixes, targetProtocols: q.targetProtocols, targetPorts: q.targetPorts })
+        : quarantineElements(devices);
+    if (els.length > this.maxElements) throw new TooManyElementsError(els.length, this.maxElements);
+    if (els.length === 0) throw new TooManyElementsError(0, this.maxElements);
+    return els;
+  }
+
+  private async enforce(m: MitigationInput, lifetime: number, devices: Device[], elements: ElementRef[]): Promise<HandleResult> {
+    if (this.closed) return this.result(m, "failed", "the enforcer is closed", devices, { reason: "closed" });
+    const key = keyOf(m.cuid, m.mid);
+    try {
+      return await this.serial(async () => {
+        await this.ensureSetup();
+        const tag = mitigationTag(m.cuid, m.mid);
+        const script = this.addScript(key, elements, lifetime, tag);
+        await this.backend.apply(script);
+        const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: this.action, devices, elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
+        this.track(act);
+        this.emit("enforcement", { change: "added", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+      });
+    } catch (err) {
+      const reason: FailureReason = err instanceof NftError ? "nft-error" : "lookup-failed";
+      return this.result(m, "failed", (err as Error).message, devices, { reason });
+    }
+  }
+
+  private async refresh(m: MitigationInput, act: ActiveMitigation, q: NatQuery, lifetime: number): Promise<HandleResult> {
+    // Devices may have opened new NAT mappings; a lookup that finds none keeps the block as it is.
+    let devices = act.devices;
+    try {
+      const found = await this.lookup.lookup(q);
+      if (found.found) {
+        const known = new Set(act.devices.map((d) => d.address));
+        devices = [...act.devices, ...found.devices.filter((d) => !known.has(d.address))];
+      }
+    } catch {
+      // keep the current devices
+    }
+    let elements: ElementRef[];
+    try {
+      elements = this.elementsFor(devices, q);
+    } catch (err) {
+      return this.result(m, "failed", (err as Error).message, devices, { reason: "too-many-elements" });
+    }
+    const key = keyOf(m.cuid, m.mid);
+    try {
+      return await this.serial(async () => {
+        const merged = new Map(act.elements.map((e) => [elementId(e), e]));
+        for (const e of elements) merged.set(elementId(e), e);
+        const all = [...merged.values()];
+        // the refreshed lifetime must apply to this mitigation's own elements before computing timeouts
+        act.lifetime = lifetime;
+        act.expiresAt = lifetime === -1 ? undefined : Date.now() + lifetime * 1000;
+        const script = this.addScript(key, all, lifetime, act.tag);
+        await this.backend.apply(script);
+        for (const e of all) this.hold(key, e);
+        act.elements = all;
+        act.devices = devices;
+        this.arm(key, act);
+        this.emit("enforcement", { change: "refreshed", cuid: act.cuid, mid: act.mid, elements: all.length, script });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+      });
+    } catch (err) {
+      return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "lookup-failed" });
+    }
+  }
+
+  /** add-element script; an element another mitigation holds keeps the longer of the two timeouts. */
+  private addScript(key: string, elements: ElementRef[], lifetime: number, tag: string): string {
+    return addElementsScript(
+      this.table,
+      elements.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag } })),
+    );
+  }
+
+  private effectiveTimeout(e: ElementRef, ownKey: string | undefined, ownLifetime: number | undefined): number | undefined {
+    let best = ownLifetime === undefined ? 0 : ownLifetime;
+    if (best === -1) return undefined;
+    const now = Date.now();
+    for (const k of this.holders.get(elementId(e)) ?? []) {
+      if (k === ownKey) continue;
+      const other = this.active.get(k);
+      if (!other) continue;
+      if (other.expiresAt === undefined) return undefined;
+      best = Math.max(best, Math.ceil((other.expiresAt - now) / 1000));
+    }
+    return best > 0 ? best : 1;
+  }
+
+  private async removeElements(act: ActiveMitigation): Promise<string | undefined> {
+    const key = keyOf(act.cuid, act.mid);
+    const sole: ElementRef[] = [];
+    const shared: ElementRef[] = [];
+    for (const e of act.elements) {
+      const h = this.holders.get(elementId(e));
+      if (h && [...h].some((k) => k !== key && this.active.has(k))) shared.push(e);
+      else sole.push(e);
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // delete only what the kernel still holds: an expired element would fail the transaction
+      const table = await this.backend.listElements();
+      const present = table ? new Set(table.map((t) => elementId(t))) : undefined;
+      const del = present ? sole.filter((e) => present.has(elementId(e))) : sole;
+      let script = del.length > 0 ? deleteElementsScript(this.table, del) : "";
+      const keep = shared.filter((e) => !present || present.has(elementId(e)));
+      if (keep.length > 0) {
+        // the remaining holders' timeouts now decide
+        script += addElementsScript(this.table, keep.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, undefined) } })));
+      }
+      if (!script) return undefined;
+      try {
+        await this.backend.apply(script);
+        return script;
+      } catch (err) {
+        if (attempt === 0 && err instanceof NftError && /No such file or directory/.test(err.nftMessage)) continue;
+        throw err;
+      }
+    }
+    return undefined;
+  }
+
+  private async ensureSetup(): Promise<void> {
+    if (this.setupDone) return;
+    await this.backend.apply(setupScript(this.table));
+    this.setupDone = true;
+  }
+
+  private track(act: ActiveMitigation): void {
+    const key = keyOf(act.cuid, act.mid);
+    this.active.set(key, act);
+    for (const e of act.elements) this.hold(key, e);
+    this.arm(key, act);
+  }
+
+  private hold(key: string, e: ElementRef): void {
+    const id = elementId(e);
+    let h = this.holders.get(id);
+    if (!h) this.holders.set(id, (h = new Set()));
+    h.add(key);
+  }
+
+  /** A timer mirrors the kernel's timeout so the record goes when the kernel drops the elements. */
+  private arm(key: string, act: ActiveMitigation): void {
+    if (act.timer) clearTimeout(act.timer);
+    act.timer = undefined;
+    if (act.expiresAt === undefined) return;
+    const wait = Math.min(MAX_TIMER_MS, Math.max(0, act.expiresAt - Date.now()));
+    act.timer = setTimeout(() => {
+      act.timer = undefined;
+      if (this.active.get(key) !== act) return;
+      if (act.expiresAt! > Date.now() + 50) return this.arm(key, act);
+      this.forget(key, act);
+      this.emit("enforcement", { change: "expired", cuid: act.cuid, mid: act.mid, elements: act.elements.length });
+    }, wait);
+    act.timer.unref();
+  }
+
+  private forget(key: string, act: ActiveMitigation): void {
+    if (act.timer) clearTimeout(act.timer);
+    this.active.delete(key);
+    for (const e of act.elements) {
+      const h = this.holders.get(elementId(e));
+      if (!h) continue;
+      h.delete(key);
+      if (h.size === 0) this.holders.delete(elementId(e));
+    }
+  }
+
+  private remember(key: string, lifetime: number): void {
+    this.rejected.set(key, lifetime === -1 ? Number.MAX_SAFE_INTEGER : Date.now() + lifetime * 1000);
+    while (this.rejected.size > REJECTED_MEMORY) this.rejected.delete(this.rejected.keys().next().value as string);
+  }
+
+  private describe(act: ActiveMitigation): string {
+    const who = act.devices.length > 0 ? act.devices.map((d) => `${d.address}${d.mac ? ` (${d.mac})` : ""}`).join(", ") : `${act.elements.length} element(s)`;
+    const life = act.lifetime === -1 ? "until withdrawn" : `for ${act.lifetime} s`;
+    return `${act.action === "block" ? "blocked" : "quarantined"} ${who} ${life} (${act.elements.length} nft element(s) in inet ${this.table})`;
+  }
+
+  private result(m: { cuid: string; mid: number }, outcome: DecisionOutcome, detail: string, devices: Device[], extra: Partial<HandleResult> = {}): HandleResult {
+    return { cuid: m.cuid, mid: m.mid, outcome, detail, devices, action: this.action, ...extra };
+  }
+
+  /** Runs nft work one change at a time, so holder counts and transactions never interleave. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}
+
+export function createHomeEnforcer(opts: HomeEnforcerOptions): HomeEnforcer {
+  return new HomeEnforcer(opts);
+}

@@ -1,0 +1,244 @@
+// nft scripts for the enforcement table. Everything lives in one table of our own
+// (`inet dots_call_home` by default): named sets whose elements carry the mitigation's lifetime as
+// their timeout, so the kernel lifts a block by itself even if this process is gone.
+import type { Family } from "./address";
+import { canonicalAddress, canonicalMac, type ParsedPrefix } from "./address";
+import { InvalidScopeError } from "./errors";
+import type { NumberRange } from "./scope";
+
+export const DEFAULT_TABLE = "dots_call_home";
+
+export type SetName = "block4" | "block6" | "blockmac4" | "blockmac6" | "quarantine4" | "quarantine6" | "quarantinemac";
+
+const SET_TYPES: Record<SetName, { type: string; interval: boolean }> = {
+  block4: { type: "ipv4_addr . inet_proto . ipv4_addr . inet_service", interval: true },
+  block6: { type: "ipv6_addr . inet_proto . ipv6_addr . inet_service", interval: true },
+  blockmac4: { type: "ether_addr . inet_proto . ipv4_addr . inet_service", interval: true },
+  blockmac6: { type: "ether_addr . inet_proto . ipv6_addr . inet_service", interval: true },
+  quarantine4: { type: "ipv4_addr", interval: false },
+  quarantine6: { type: "ipv6_addr", interval: false },
+  quarantinemac: { type: "ether_addr", interval: false },
+};
+
+export const SET_NAMES = Object.keys(SET_TYPES) as SetName[];
+
+// One rule per set; forward hook only: the router itself stays reachable for remediation.
+const RULES: Array<[SetName, string]> = [
+  ["block4", "ip saddr . meta l4proto . ip daddr . th dport @block4 counter drop"],
+  ["block6", "ip6 saddr . meta l4proto . ip6 daddr . th dport @block6 counter drop"],
+  ["blockmac4", "ether saddr . meta l4proto . ip daddr . th dport @blockmac4 counter drop"],
+  ["blockmac6", "ether saddr . meta l4proto . ip6 daddr . th dport @blockmac6 counter drop"],
+  ["quarantine4", "ip saddr @quarantine4 counter drop"],
+  ["quarantine6", "ip6 saddr @quarantine6 counter drop"],
+  ["quarantinemac", "ether saddr @quarantinemac counter drop"],
+];
+
+export function checkTableName(name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(name)) throw new InvalidScopeError("table", `not a safe nft table name: ${JSON.stringify(name)}`);
+  return name;
+}
+
+/**
+ * Creates the table, sets and chain when absent and (re)writes the chain's rules, in one
+ * transaction. Existing set elements survive: `add set` on an existing set is a no-op.
+ */
+export function setupScript(table = DEFAULT_TABLE): string {
+  checkTableName(table);
+  const lines = [`add table inet ${table}`];
+  for (const name of SET_NAMES) {
+    const s = SET_TYPES[name];
+    lines.push(`add set inet ${table} ${name} { type ${s.type}; flags ${s.interval ? "interval,timeout" : "timeout"}; }`);
+  }
+  lines.push(`add chain inet ${table} forward { type filter hook forward priority filter - 10; policy accept; }`);
+  lines.push(`flush chain inet ${table} forward`);
+  for (const [, rule] of RULES) lines.push(`add rule inet ${table} forward ${rule}`);
+  return lines.join("\n") + "\n";
+}
+
+/** One set element: which set and its key in canonical nft text. */
+export interface ElementRef {
+  set: SetName;
+  key: string;
+}
+
+export function elementId(e: ElementRef): string {
+  return `${e.set} ${e.key}`;
+}
+
+function rangeText(r: NumberRange): string {
+  return r.lower === r.upper ? String(r.lower) : `${r.lower}-${r.upper}`;
+}
+
+function prefixText(p: ParsedPrefix): string {
+  return p.length === (p.family === 4 ? 32 : 128) ? p.network : p.text;
+}
+
+export interface BlockTarget {
+  targetPrefixes: ParsedPrefix[];
+  /** Empty = every protocol. */
+  targetProtocols: number[];
+  /** Empty = every port. */
+  targetPorts: NumberRange[];
+}
+
+export interface EnforcedDevice {
+  address: string;
+  family: Family;
+  mac?: string;
+  /** Further addresses of the same device (IPv6 privacy addresses). */
+  otherAddresses?: string[];
+}
+
+const PORTLESS = new Set([1, 58]);
+
+/** Elements that block each device's traffic to the target (address, protocol, ports). */
+export function blockElements(devices: EnforcedDevice[], t: BlockTarget): ElementRef[] {
+  const out = new Map<string, ElementRef>();
+  const protos = t.targetProtocols.length > 0 ? t.targetProtocols.map(String) : ["0-255"];
+  for (const d of devices) {
+    const addresses = [d.address, ...(d.otherAddresses ?? [])].map((a) => canonicalAddress(a)).filter((a) => a !== undefined);
+    const mac = d.mac !== undefined ? canonicalMac(d.mac) : undefined;
+    for (const target of t.targetPrefixes) {
+      for (const proto of protos) {
+        const ports = t.targetPorts.length > 0 && !PORTLESS.has(Number(proto)) ? t.targetPorts.map(rangeText) : ["0-65535"];
+        for (const port of ports) {
+          const tail = `${proto} . ${prefixText(target)} . ${port}`;
+          for (const a of addresses) {
+            if (a.family !== target.family) continue;
+            const e: ElementRef = { set: target.family === 4 ? "block4" : "block6", key: `${a.address} . ${tail}` };
+            out.set(elementId(e), e);
+          }
+          if (mac) {
+            const e: ElementRef = { set: target.family === 4 ? "blockmac4" : "blockmac6", key: `${mac} . ${tail}` };
+            out.set(elementId(e), e);
+          }
+        }
+      }
+    }
+  }
+  return [...out.values()];
+}
+
+/** Elements that quarantine each device: everything it sends through the router. */
+export function quarantineElements(devices: EnforcedDevice[]): ElementRef[] {
+  const out = new Map<string, ElementRef>();
+  for (const d of devices) {
+    for (const text of [d.address, ...(d.otherAddresses ?? [])]) {
+      const a = canonicalAddress(text);
+      if (!a) continue;
+      const e: ElementRef = { set: a.family === 4 ? "quarantine4" : "quarantine6", key: a.address };
+      out.set(elementId(e), e);
+    }
+    const mac = d.mac !== undefined ? canonicalMac(d.mac) : undefined;
+    if (mac) out.set(`quarantinemac ${mac}`, { set: "quarantinemac", key: mac });
+  }
+  return [...out.values()];
+}
+
+/** Comment tag naming the mitigation that added an element (read back by reconcile). */
+export function mitigationTag(cuid: string, mid: number): string {
+  const safe = String(cuid).replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64);
+  return `dots:${safe}/${mid}`;
+}
+
+export interface AddOptions {
+  /** Seconds; -1 or undefined = no timeout (indefinite lifetime). */
+  timeoutSec?: number;
+  comment?: string;
+}
+
+function groupBySet(elements: ElementRef[]): Map<SetName, ElementRef[]> {
+  const m = new Map<SetName, ElementRef[]>();
+  for (const e of elements) {
+    let l = m.get(e.set);
+    if (!l) m.set(e.set, (l = []));
+    l.push(e);
+  }
+  return m;
+}
+
+/**
+ * `add element` for each set. Adding an element that exists is not an error; on kernels >= 6.10 it
+ * updates the element's timeout, which is how a refresh extends a block.
+ */
+export function addElementsScript(table: string, items: Array<{ element: ElementRef; opts: AddOptions }>): string {
+  checkTableName(table);
+  const bySet = new Map<SetName, string[]>();
+  for (const { element, opts } of items) {
+    let text = element.key;
+    if (opts.timeoutSec !== undefined && opts.timeoutSec > 0) text += ` timeout ${opts.timeoutSec}s`;
+    if (opts.comment) text += ` comment "${opts.comment.replace(/["\\]/g, "_")}"`;
+    let l = bySet.get(element.set);
+    if (!l) bySet.set(element.set, (l = []));
+    l.push(text);
+  }
+  return [...bySet].map(([set, texts]) => `add element inet ${table} ${set} { ${texts.join(", ")} }\n`).join("");
+}
+
+export function deleteElementsScript(table: string, elements: ElementRef[]): string {
+  checkTableName(table);
+  return [...groupBySet(elements)].map(([set, els]) => `delete element inet ${table} ${set} { ${els.map((e) => e.key).join(", ")} }\n`).join("");
+}
+
+// ------------------------------------------------------------ reading the table back (nft -j)
+
+/** An element as the kernel holds it. */
+export interface TableElement extends ElementRef {
+  comment?: string;
+  /** Seconds until the kernel removes it; undefined = no timeout. */
+  expiresSec?: number;
+  timeoutSec?: number;
+}
+
+const PROTO_NUMBERS: Record<string, number> = {
+  icmp: 1, igmp: 2, tcp: 6, udp: 17, dccp: 33, gre: 47, esp: 50, ah: 51, "ipv6-icmp": 58, icmpv6: 58, sctp: 132, udplite: 136,
+};
+
+function jsonComponent(v: unknown, index: number, setName: SetName): string {
+  if (typeof v === "number") return String(v);
+  if (typeof v === "string") {
+    if (SET_TYPES[setName].interval && index === 1 && v in PROTO_NUMBERS) return String(PROTO_NUMBERS[v]);
+    const a = canonicalAddress(v);
+    if (a) return a.address;
+    return canonicalMac(v) ?? v;
+  }
+  if (typeof v === "object" && v !== null) {
+    const o = v as Record<string, unknown>;
+    if (o.prefix && typeof o.prefix === "object") {
+      const p = o.prefix as { addr: string; len: number };
+      const a = canonicalAddress(p.addr);
+      return `${a ? a.address : p.addr}/${p.len}`;
+    }
+    if (Array.isArray(o.range) && o.range.length === 2) {
+      const [lo, hi] = o.range.map((x, i) => jsonComponent(x, index, setName));
+      return lo === hi ? lo : `${lo}-${hi}`;
+    }
+  }
+  return JSON.stringify(v);
+}
+
+/** Reads the elements of our sets from `nft -j list table inet <table>` output. */
+export function parseTableJson(json: string): TableElement[] {
+  const doc = JSON.parse(json) as { nftables?: Array<Record<string, unknown>> };
+  const out: TableElement[] = [];
+  for (const item of doc.nftables ?? []) {
+    const set = item.set as { name?: string; elem?: unknown[] } | undefined;
+    if (!set || !set.name || !(set.name in SET_TYPES)) continue;
+    const name = set.name as SetName;
+    for (const raw of set.elem ?? []) {
+      let val: unknown = raw;
+      let meta: Record<string, unknown> = {};
+      if (typeof raw === "object" && raw !== null && "elem" in raw) {
+        meta = (raw as { elem: Record<string, unknown> }).elem;
+        val = meta.val;
+      }
+      const comps = typeof val === "object" && val !== null && Array.isArray((val as { concat?: unknown[] }).concat) ? (val as { concat: unknown[] }).concat : [val];
+      const e: TableElement = { set: name, key: comps.map((c, i) => jsonComponent(c, i, name)).join(" . ") };
+      if (typeof meta.comment === "string") e.comment = meta.comment;
+      if (typeof meta.expires === "number") e.expiresSec = meta.expires;
+      if (typeof meta.timeout === "number") e.timeoutSec = meta.timeout;
+      out.push(e);
+    }
+  }
+  return out;
+}
