@@ -52,6 +52,7 @@ export type IspErrorCode =
   | "INVALID_REQUEST" // the request failed validation before sending
   | "UNKNOWN_MITIGATION" // efficacy/withdraw for a mid we never sent on this identity
   | "TIMEOUT" // no answer within the request timeout
+  | "COAP_ERROR" // the CoAP layer refused the request (limits, message too large)
   | "STOPPED"; // the listener was stopped
 
 /** Every failure the ISP engine reports to callers carries a machine-readable code. */
@@ -259,8 +260,8 @@ export interface SessionRequest {
   method: "GET" | "PUT" | "DELETE";
   path: string[];
   confirmable: boolean;
-  /** JSON view; the adapter encodes it as application/dots+cbor. */
-  body?: DotsJson;
+  /** JSON view (the adapter encodes it as application/dots+cbor), or raw CBOR bytes sent as they are. */
+  body?: DotsJson | Buffer;
   /** Empty If-Match (efficacy update). */
   ifMatchEmpty?: boolean;
   /** NON repeat interval until answered (RFC 9132: at most one per 3 s without RTT estimate). */
@@ -322,14 +323,15 @@ export const DEFAULT_TUNING: Readonly<IspTuning> = Object.freeze({
   refreshConfig: true,
 });
 
-export type Validator = (request: DotsJson, homePrefixes: string[]) => { ok: true } | { ok: false; errors: string[] };
+export type Validator = (request: DotsJson, homePrefixes: string[] | undefined) => { ok: true } | { ok: false; errors: string[] };
 
 export interface IspSessionOptions {
   info: SessionInfo;
   cuid: string;
   state: HomeState;
   mids: MidAllocator;
-  homePrefixes: string[];
+  /** The home's domain prefixes (undefined when none are configured for it). */
+  homePrefixes: string[] | undefined;
   validate: Validator;
   tuning: IspTuning;
 }
@@ -351,7 +353,7 @@ export class IspSession extends EventEmitter {
   readonly info: SessionInfo;
   private readonly state: HomeState;
   private readonly mids: MidAllocator;
-  private readonly homePrefixes: string[];
+  private readonly homePrefixes: string[] | undefined;
   private readonly validate: Validator;
   private readonly tuning: IspTuning;
   private sets: Record<ConfigSetName, ConfigSet> = { idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } };
@@ -550,7 +552,10 @@ export class IspSession extends EventEmitter {
         res = await this.track(this.endpoint.request({ ...req, timeoutMs: left }));
       } catch (e) {
         if (e instanceof IspRequestError) throw e;
-        throw new IspRequestError("TIMEOUT", `${req.method} /${req.path.join("/")}: ${(e as Error).message}`);
+        const c = (e as { code?: string }).code;
+        if (c !== "TIMEOUT" && !this.isUp) throw new IspRequestError("SESSION_DOWN", `session ${this.id} went down: ${this.closedReason}`);
+        const mapped: IspErrorCode = c === "TIMEOUT" ? "TIMEOUT" : c === "CLOSED" || c === "RELEASED" || c === "ABORTED" ? "SESSION_DOWN" : "COAP_ERROR";
+        throw new IspRequestError(mapped, `${req.method} /${req.path.join("/")}: ${(e as Error).message}`);
       }
       if (isBaseRedirect(res.code, res.body)) {
         this.emit("discarded", { sessionId: this.id, reason: "base 5.03 redirect (RFC 9066 section 5.2.2)" });
@@ -578,7 +583,7 @@ export class IspSession extends EventEmitter {
    * Sends a PUT without client-side validation (tests and interop probes use it to check how the
    * home rejects bad fields). The body is sent as given.
    */
-  async mitigateRaw(mid: number, body: DotsJson, opts: { ifMatchEmpty?: boolean; path?: string[] } = {}): Promise<RequestOutcome> {
+  async mitigateRaw(mid: number, body: DotsJson | Buffer, opts: { ifMatchEmpty?: boolean; path?: string[] } = {}): Promise<RequestOutcome> {
     this.ensureUp();
     const res = await this.exchange({ method: "PUT", path: opts.path ?? mitigatePath(this.cuid, mid), confirmable: false, body, ifMatchEmpty: opts.ifMatchEmpty, repeatMs: this.tuning.nonRepeatMs });
     return outcome(res.code, res.body, this.cuid, this.id, mid);

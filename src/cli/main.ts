@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Entry of the `dots-call-home` command (package.json bin).
+import { CliUsageError, HELP, parseDialArgs, parseListenArgs } from "./args";
+import { makeDialRunner } from "./dial";
+import { makeEventWriter, readCommands } from "./jsonl";
+import { makeListenRunner } from "./listen";
+
+interface Runner {
+  start(): Promise<void>;
+  command(cmd: Record<string, unknown>): void;
+  stop(): Promise<void>;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {
+    process.stdout.write(HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  const emit = makeEventWriter(process.stdout);
+  let runner: Runner;
+  try {
+    if (sub === "listen") {
+      const cfg = parseListenArgs(rest);
+      if (cfg === "help") {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      runner = makeListenRunner(cfg, emit);
+    } else if (sub === "dial") {
+      const cfg = parseDialArgs(rest);
+      if (cfg === "help") {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      runner = makeDialRunner(cfg, emit);
+    } else {
+      throw new CliUsageError(`unknown command "${sub}": use listen or dial (see --help)`);
+    }
+  } catch (e) {
+    const usage = e instanceof CliUsageError;
+    emit("error", { code: usage ? "USAGE" : "CONFIG", message: (e as Error).message });
+    process.stderr.write(`dots-call-home: ${(e as Error).message}\n`);
+    return 2;
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      detach();
+      try {
+        await runner.stop();
+      } catch (e) {
+        emit("error", { code: "STOP", message: (e as Error).message });
+      }
+      emit("stopped", { reason: why });
+    })();
+    return stopping;
+  };
+
+  const detach = readCommands(process.stdin, {
+    command: (cmd) => {
+      try {
+        runner.command(cmd);
+      } catch (e) {
+        emit("error", { ...(cmd.id !== undefined ? { id: cmd.id } : {}), cmd: cmd.cmd, code: "BAD_COMMAND", message: (e as Error).message });
+      }
+    },
+    error: (code, message, line) => emit("error", { code, message, ...(line !== undefined ? { line } : {}) }),
+    end: () => {
+      // stdin closed: keep serving (a daemon may run with </dev/null); signals stop us.
+    },
+  });
+
+  return new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      void stop(sig).then(() => resolve(0));
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    runner.start().catch((e: Error) => {
+      emit("error", { code: (e as { code?: string }).code ?? "START", message: e.message });
+      void stop("start failed").then(() => resolve(1));
+    });
+  });
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.stdout.write("", () => process.exit(code)),
+    (e: Error) => {
+      process.stderr.write(`dots-call-home: ${e.stack ?? e.message}\n`);
+      process.exit(1);
+    },
+  );
+}

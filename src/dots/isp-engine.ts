@@ -1,0 +1,540 @@
+// The ISP side of DOTS Signal Channel Call Home (RFC 9066): the Call Home DOTS client. It listens
+// as the (D)TLS server, keeps a registry of authenticated home sessions, and sends mitigation
+// requests, withdrawals, efficacy updates and redirects over the session a home opened to it.
+import { EventEmitter } from "node:events";
+import type {
+  CallHomeListenerApi,
+  CallHomeListenerEvents,
+  DotsJson,
+  ListenerOptions,
+  RequestOutcome,
+  SessionInfo,
+  StatusNotification,
+} from "./api";
+import { decodeDotsCbor, DotsCborError, encodeDotsCbor, DOTS_CONTENT_FORMAT } from "../cbor";
+import { CoapEndpoint, type CoapResponse, type IncomingRequest, type OutgoingRequest } from "../coap/endpoint";
+import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
+import { ifMatchOption } from "../coap/options";
+import type { Connection } from "../transport/connection";
+import { DtlsServer } from "../transport/dtls/server";
+import { TlsServer } from "../transport/tls";
+import * as net from "node:net";
+import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
+import { validateMitigationRequest } from "./validation";
+import {
+  DEFAULT_TUNING,
+  HomeState,
+  IspRequestError,
+  IspSession,
+  type IspTuning,
+  type RedirectTarget,
+  type SessionEndpoint,
+  type SessionIncoming,
+  type SessionRequest,
+  type SessionResponse,
+} from "./isp-session";
+
+export interface IspEngineTuning extends IspTuning {
+  /** Derive our cuid from this PSK identity instead of the one the home authenticated with. */
+  cuidIdentity?: string;
+  /** Most sessions held at once; further connections are closed. Default 20000. */
+  maxSessions: number;
+  /**
+   * Send requests to homes that have no configured prefixes, skipping the source-prefix domain
+   * check (R24 wants it). Default false: such requests fail with INVALID_REQUEST.
+   */
+  allowUnscopedHomes: boolean;
+}
+
+/** Extra events beyond the shared contract (the CLI prints them; nodes may ignore them). */
+export interface IspExtraEvents {
+  heartbeat: [{ sessionId: string; direction: "in" | "out"; peerHbStatus: boolean }];
+  discarded: [{ sessionId: string; reason: string }];
+  "auth-failure": [{ remoteAddress: string; remotePort?: number; reason: string }];
+  drop: [{ remoteAddress: string; untilMs?: number }];
+  config: [{ sessionId: string; config: DotsJson }];
+}
+
+type AllEvents = CallHomeListenerEvents & IspExtraEvents;
+
+/** Common name of an RFC 2253-ish subject such as "CN=home-1.example,O=x", else the whole subject. */
+function commonName(subject: string | undefined): string | undefined {
+  if (!subject) return undefined;
+  const m = /(?:^|[,/\n]\s*)CN=([^,/\n]+)/.exec(subject);
+  return m ? m[1].trim() : subject;
+}
+
+export class CallHomeListener extends EventEmitter implements CallHomeListenerApi {
+  private readonly options: ListenerOptions;
+  private readonly tuning: IspEngineTuning;
+  private transport: IspTransport | undefined;
+  private readonly live = new Map<string, IspSession>();
+  private readonly homes = new Map<string, HomeState>();
+  private readonly mids = new MidAllocator();
+  private readonly pskByIdentity = new Map<string, { key: Buffer; home?: string }>();
+  /** Session ids and home names seen since start (bounded), to tell "down" from "unknown". */
+  private readonly seen = new Set<string>();
+  private stopped = false;
+  private boundPort: number | undefined;
+
+  constructor(options: ListenerOptions, tuning: Partial<IspEngineTuning> = {}) {
+    super();
+    if (!options || typeof options !== "object") throw new TypeError("CallHomeListener: options are required");
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`port must be 0..65535, got ${options.port}`);
+    if (!options.transports?.dtls && !options.transports?.tls) throw new TypeError("CallHomeListener: enable DTLS, TLS or both");
+    this.options = options;
+    this.tuning = { ...DEFAULT_TUNING, maxSessions: 20000, allowUnscopedHomes: false, ...stripUndefined(tuning) };
+    for (const p of options.psk ?? []) {
+      if (this.pskByIdentity.has(p.identity)) throw new TypeError(`PSK identity "${p.identity}" configured twice`);
+      this.pskByIdentity.set(p.identity, { key: Buffer.from(p.key), home: p.home });
+    }
+  }
+
+  /** The bound port (useful with port 0). */
+  get port(): number | undefined {
+    return this.boundPort;
+  }
+
+  async start(): Promise<void> {
+    if (this.transport) return;
+    this.stopped = false;
+    const t = new IspTransport(this.options, (identity) => this.pskByIdentity.get(identity)?.key);
+    t.on("connection", (conn: Connection) => this.accept(conn));
+    t.on("auth-failure", (info: IspExtraEvents["auth-failure"][0]) => this.emit("auth-failure", info));
+    t.on("drop", (info: IspExtraEvents["drop"][0]) => this.emit("drop", info));
+    t.on("error", (e: Error) => this.emit("error", e));
+    this.transport = t;
+    let bound: { port: number };
+    try {
+      bound = await t.listen();
+    } catch (e) {
+      this.transport = undefined;
+      await t.close();
+      throw e;
+    }
+    this.boundPort = bound.port;
+    const transports: Array<"dtls" | "tls"> = [];
+    if (this.options.transports.dtls) transports.push("dtls");
+    if (this.options.transports.tls) transports.push("tls");
+    this.emit("listening", { port: bound.port, host: this.options.host ?? "::", transports });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const s of [...this.live.values()]) s.close("listener stopped");
+    this.live.clear();
+    const t = this.transport;
+    this.transport = undefined;
+    if (t) await t.close();
+    this.homes.clear();
+  }
+
+  sessions(): SessionInfo[] {
+    return [...this.live.values()].filter((s) => s.wasUp).map((s) => ({ ...s.info }));
+  }
+
+  findSession(idOrHome: string): SessionInfo | undefined {
+    const s = this.lookup(idOrHome);
+    return s && s.wasUp ? { ...s.info } : undefined;
+  }
+
+  /** The live session object (tests and tools send raw requests through it). */
+  session(idOrHome: string): IspSession {
+    return this.require(idOrHome);
+  }
+
+  private lookup(idOrHome: string): IspSession | undefined {
+    const byId = this.live.get(idOrHome);
+    if (byId) return byId;
+    for (const s of this.live.values()) if (s.info.home === idOrHome) return s;
+    return undefined;
+  }
+
+  /** Live session or a clear SESSION_DOWN / UNKNOWN_SESSION error. */
+  private require(idOrHome: string): IspSession {
+    if (this.stopped) throw new IspRequestError("STOPPED", "the listener is stopped");
+    if (typeof idOrHome !== "string" || idOrHome.length === 0) throw new IspRequestError("UNKNOWN_SESSION", "no session named");
+    const s = this.lookup(idOrHome);
+    if (s && s.isUp && s.wasUp) return s;
+    const known = this.seen.has(idOrHome) || [...this.pskByIdentity.values()].some((p) => p.home === idOrHome) || this.pskByIdentity.has(idOrHome);
+    if (s || known) throw new IspRequestError("SESSION_DOWN", `session "${idOrHome}" is not connected`);
+    throw new IspRequestError("UNKNOWN_SESSION", `no session "${idOrHome}" (known: ${[...this.live.values()].map((x) => `${x.id} (${x.info.home})`).join(", ") || "none"})`);
+  }
+
+  private async call<T>(idOrHome: string, fn: (s: IspSession) => Promise<T>): Promise<T> {
+    return fn(this.require(idOrHome));
+  }
+
+  mitigate(session: string, request: DotsJson, opts?: { mid?: number }): Promise<RequestOutcome> {
+    return this.call(session, (s) => s.mitigate(request, opts ?? {}));
+  }
+
+  withdraw(session: string, mid: number): Promise<RequestOutcome> {
+    return this.call(session, (s) => s.withdraw(mid));
+  }
+
+  get(session: string, mid?: number): Promise<RequestOutcome> {
+    return this.call(session, (s) => s.get(mid));
+  }
+
+  efficacy(session: string, mid: number, attackStatus: "under-attack" | "attack-successfully-mitigated"): Promise<RequestOutcome> {
+    return this.call(session, (s) => s.efficacy(mid, attackStatus));
+  }
+
+  redirect(session: string, target: RedirectTarget): Promise<RequestOutcome> {
+    return this.call(session, (s) => s.redirect(target));
+  }
+
+  // ---------------------------------------------------------------------------- connections
+
+  private homeName(conn: Connection): string {
+    if (conn.peer.method === "psk" && conn.peer.pskIdentity !== undefined) return this.pskByIdentity.get(conn.peer.pskIdentity)?.home ?? conn.peer.pskIdentity;
+    return commonName(conn.peer.subject) ?? "unknown";
+  }
+
+  private accept(conn: Connection): void {
+    try {
+      if (this.stopped) {
+        conn.close();
+        return;
+      }
+      const id = sessionIdForPeer(conn.peer);
+      const old = this.live.get(id);
+      if (old) old.close("replaced by a new connection from the same identity");
+      if (this.live.size >= this.tuning.maxSessions) {
+        this.emit("error", new Error(`session limit ${this.tuning.maxSessions} reached; closing connection from ${conn.remoteAddress}`));
+        conn.close();
+        return;
+      }
+      const home = this.homeName(conn);
+      if (this.seen.size > 100_000) this.seen.clear();
+      this.seen.add(id);
+      this.seen.add(home);
+      let state = this.homes.get(id);
+      if (!state) {
+        state = new HomeState(id, home);
+        this.homes.set(id, state);
+      }
+      state.home = home;
+      const cuid = cuidForSession(conn.local, conn.peer, this.tuning.cuidIdentity);
+      const info: SessionInfo = {
+        id,
+        home,
+        transport: conn.transport,
+        remoteAddress: conn.remoteAddress,
+        remotePort: conn.remotePort,
+        peer: { method: conn.peer.method, identity: conn.peer.method === "psk" ? conn.peer.pskIdentity ?? "" : conn.peer.subject ?? "" },
+        cipher: conn.cipher,
+        since: Date.now(),
+      };
+      const coap = new CoapEndpoint(conn, { transmission: undefined });
+      coap.on("protocol-error", (e: Error) => this.emit("error", new Error(`${id}: CoAP protocol error: ${e.message}`)));
+      const endpoint = adaptEndpoint(coap);
+      const session = new IspSession(endpoint, {
+        info,
+        cuid,
+        state,
+        mids: this.mids,
+        homePrefixes: this.options.homePrefixes?.[home],
+        validate: (request, prefixes) => this.validate(home, request, prefixes),
+        tuning: this.tuning,
+      });
+      this.live.set(id, session);
+      session.on("up", (i) => this.emit("session-up", { ...i }));
+      session.on("down", (reason) => {
+        if (this.live.get(id) === session) this.live.delete(id);
+        const st = this.homes.get(id);
+        if (st && st.mitigations.size === 0 && !this.live.has(id)) this.homes.delete(id);
+        if (session.wasUp) this.emit("session-down", { ...session.info }, reason);
+      });
+      session.on("status", (n: StatusNotification) => this.emit("status", n));
+      session.on("heartbeat", (h) => this.emit("heartbeat", h));
+      session.on("discarded", (d) => this.emit("discarded", d));
+      session.on("config", (c) => this.emit("config", c));
+      session.on("error", (e) => this.emit("error", e));
+      session.start().catch((e: Error) => this.emit("error", e));
+    } catch (e) {
+      this.emit("error", e as Error);
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** R24/R25 before sending: the shared validation with the home's prefixes. */
+  private validate(home: string, request: DotsJson, prefixes: string[] | undefined): { ok: true } | { ok: false; errors: string[] } {
+    if (prefixes === undefined && !this.tuning.allowUnscopedHomes) {
+      return { ok: false, errors: [`no home prefixes configured for "${home}": cannot check that source-prefix lies in the home's domain (RFC 9066 section 5.3.1)`] };
+    }
+    const r = validateMitigationRequest(request, { side: "isp", homePrefixes: prefixes, allowIndefiniteLifetime: true });
+    if (r.ok) return { ok: true };
+    return { ok: false, errors: r.errors.map((e) => `${e.field}: ${e.message}`) };
+  }
+
+  // Typed events ------------------------------------------------------------------------------
+  override on<E extends keyof AllEvents>(event: E, listener: (...args: AllEvents[E]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  override once<E extends keyof AllEvents>(event: E, listener: (...args: AllEvents[E]) => void): this {
+    return super.once(event, listener as (...args: unknown[]) => void);
+  }
+
+  override emit<E extends keyof AllEvents>(event: E, ...args: AllEvents[E]): boolean {
+    // An 'error' without listeners must not crash the process (a malformed peer is not our bug).
+    if (event === "error" && this.listenerCount("error") === 0) return false;
+    return super.emit(event, ...args);
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+export { IspRequestError };
+
+// ------------------------------------------------------------------------------ CoAP adapter
+
+/** "4.00" -> 0x80. */
+function codeFromString(c: string): number {
+  const m = /^([0-7])\.(\d{2})$/.exec(c);
+  if (!m) throw new RangeError(`bad CoAP code "${c}"`);
+  return (Number(m[1]) << 5) | Number(m[2]);
+}
+
+/** Decodes a response payload: CBOR for 2.xx/4.09/5.03 with Content-Format 271, text otherwise. */
+function decodeBody(code: number, contentFormat: number | undefined, payload: Buffer): DotsJson | string | undefined {
+  if (payload.length === 0) return undefined;
+  if (contentFormat === DOTS_CONTENT_FORMAT) {
+    try {
+      return decodeDotsCbor(payload);
+    } catch (e) {
+      return `undecodable application/dots+cbor body (${(e as Error).message})`;
+    }
+  }
+  return payload.toString("utf8");
+}
+
+function toSessionResponse(res: CoapResponse): SessionResponse {
+  const out: SessionResponse = { code: codeToString(res.code) };
+  const body = decodeBody(res.code, res.contentFormat, res.payload);
+  if (body !== undefined) out.body = body;
+  if (res.maxAge !== undefined) out.maxAge = res.maxAge;
+  return out;
+}
+
+function encodeRequestBody(body: DotsJson | Buffer): Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  try {
+    return Buffer.from(encodeDotsCbor(body));
+  } catch (e) {
+    if (e instanceof DotsCborError) throw new IspRequestError("INVALID_REQUEST", `cannot encode the request: ${e.message}`, { path: e.path, code: e.code });
+    throw e;
+  }
+}
+
+function toOutgoing(req: SessionRequest): OutgoingRequest {
+  const out: OutgoingRequest = { method: req.method, path: req.path, confirmable: req.confirmable, timeoutMs: req.timeoutMs };
+  if (req.body !== undefined) {
+    out.payload = encodeRequestBody(req.body);
+    out.contentFormat = DOTS_CONTENT_FORMAT;
+  }
+  if (req.ifMatchEmpty) out.options = [ifMatchOption()];
+  if (req.repeatMs !== undefined && !req.confirmable) out.repeatMs = req.repeatMs;
+  return out;
+}
+
+/** Maps the CoAP endpoint onto the narrow seam the session uses (CBOR in, CBOR out). */
+export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
+  return {
+    request: async (req) => toSessionResponse(await ep.request(toOutgoing(req))),
+    observe(req, onNotification) {
+      let cancelled = false;
+      let cancelNow: (() => Promise<void>) | undefined;
+      const first = ep.observe(toOutgoing(req), (res) => onNotification(toSessionResponse(res))).then((h) => {
+        cancelNow = h.cancel;
+        if (cancelled) void h.cancel();
+        return toSessionResponse(h.first);
+      });
+      return {
+        first,
+        cancel() {
+          cancelled = true;
+          if (cancelNow) void cancelNow().catch(() => undefined);
+        },
+      };
+    },
+    onRequest(handler) {
+      ep.onRequest((req: IncomingRequest) => {
+        const incoming: SessionIncoming = {
+          method: req.method,
+          path: req.path,
+          respond(code, body) {
+            const c = codeFromString(code);
+            if (body === undefined) req.respond({ code: c });
+            else if (typeof body === "string") req.respond({ code: c, payload: Buffer.from(body, "utf8"), contentFormat: CONTENT_FORMAT_TEXT });
+            else req.respond({ code: c, payload: Buffer.from(encodeDotsCbor(body)), contentFormat: DOTS_CONTENT_FORMAT });
+          },
+        };
+        if (req.payload.length > 0) {
+          if (req.contentFormat !== DOTS_CONTENT_FORMAT) {
+            req.respond({ code: 0x8f, payload: Buffer.from("payload must be application/dots+cbor (271)"), contentFormat: CONTENT_FORMAT_TEXT });
+            return;
+          }
+          try {
+            incoming.body = decodeDotsCbor(req.payload);
+          } catch (e) {
+            incoming.bodyError = (e as Error).message;
+          }
+        }
+        handler(incoming);
+      });
+    },
+    setTransmissionParameters: (p) => ep.setTransmissionParameters(p),
+    onActivity: (l) => void ep.on("activity", l),
+    onClose: (l) => void ep.once("close", (err?: Error) => l(err?.message ?? "closed")),
+    close: () => ep.close(),
+  };
+}
+
+// ------------------------------------------------------------------------------ transports
+
+/**
+ * Temporary drop-list for sources that keep failing authentication (RFC 9066 section 8, R54).
+ * Bounded: at most `maxEntries` addresses are tracked; the oldest are forgotten first.
+ */
+export class DropList {
+  private readonly failures = new Map<string, number[]>();
+  private readonly banned = new Map<string, number>();
+
+  constructor(
+    private readonly policy: { maxFailures: number; windowMs: number; banMs: number },
+    private readonly maxEntries = 10000,
+  ) {}
+
+  isDropped(address: string, now = Date.now()): boolean {
+    const until = this.banned.get(address);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.banned.delete(address);
+    return false;
+  }
+
+  /** Records one failed handshake; returns the ban end when this failure triggers a ban. */
+  failure(address: string, now = Date.now()): number | undefined {
+    const list = (this.failures.get(address) ?? []).filter((t) => now - t < this.policy.windowMs);
+    list.push(now);
+    this.failures.delete(address);
+    this.failures.set(address, list);
+    if (this.failures.size > this.maxEntries) this.failures.delete(this.failures.keys().next().value as string);
+    if (list.length < this.policy.maxFailures) return undefined;
+    this.failures.delete(address);
+    const until = now + this.policy.banMs;
+    this.banned.set(address, until);
+    if (this.banned.size > this.maxEntries) this.banned.delete(this.banned.keys().next().value as string);
+    return until;
+  }
+}
+
+const DEFAULT_DROP_POLICY = { maxFailures: 5, windowMs: 60_000, banMs: 300_000 };
+
+function normalizeAddress(a: string): string {
+  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
+}
+
+/**
+ * The listening side of the transports: TLS over TCP (certificates and/or PSK, via TlsServer)
+ * and DTLS over UDP (PSK, via the in-project DtlsServer) on one port number, with the drop-list
+ * applied before any handshake work.
+ */
+class IspTransport extends EventEmitter {
+  private tls: TlsServer | undefined;
+  private tcp: net.Server | undefined;
+  private dtls: DtlsServer | undefined;
+  private readonly drop: DropList;
+  private closed = false;
+
+  constructor(
+    private readonly options: ListenerOptions,
+    private readonly pskLookup: (identity: string) => Buffer | undefined,
+  ) {
+    super();
+    this.drop = new DropList(options.dropList ?? DEFAULT_DROP_POLICY);
+  }
+
+  private failed(address: string, port: number, reason: string): void {
+    const a = normalizeAddress(address);
+    this.emit("auth-failure", { remoteAddress: a, remotePort: port, reason });
+    const until = this.drop.failure(a);
+    if (until !== undefined) this.emit("drop", { remoteAddress: a, untilMs: until });
+  }
+
+  async listen(): Promise<{ port: number }> {
+    const host = this.options.host ?? "::";
+    let port = this.options.port;
+    const hasPsk = (this.options.psk?.length ?? 0) > 0;
+    if (this.options.transports.tls) {
+      const cert = this.options.certificate;
+      if (!cert && !hasPsk) throw new TypeError("TLS needs a certificate or PSK entries");
+      if (cert && !cert.ca) throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
+      this.tls = new TlsServer({
+        certificate: cert ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase } : undefined,
+        psk: hasPsk ? { lookup: (identity) => this.pskLookup(identity) } : undefined,
+      });
+      this.tls.on("connection", (c: Connection) => this.emit("connection", c));
+      this.tls.on("handshake-failed", (f: { address: string; port: number; reason: string }) => this.failed(f.address, f.port, f.reason));
+      const server = net.createServer((socket) => {
+        if (this.closed || this.drop.isDropped(normalizeAddress(socket.remoteAddress ?? ""))) {
+          socket.destroy();
+          return;
+        }
+        this.tls?.acceptSocket(socket);
+      });
+      server.on("error", (e) => this.emit("error", e));
+      this.tcp = server;
+      port = await new Promise<number>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ port, host, ipv6Only: false }, () => {
+          server.off("error", reject);
+          resolve((server.address() as net.AddressInfo).port);
+        });
+      });
+    }
+    if (this.options.transports.dtls) {
+      if (!hasPsk) throw new TypeError("DTLS needs PSK entries (this build's DTLS server is PSK only)");
+      this.dtls = new DtlsServer({
+        pskLookup: (identity) => this.pskLookup(identity),
+        isDropped: (address) => this.drop.isDropped(normalizeAddress(address)),
+      });
+      this.dtls.on("connection", (c: Connection) => this.emit("connection", c));
+      this.dtls.on("handshake-failed", (f: { address: string; port: number; reason: string }) => {
+        // Capacity and timeouts are not authentication failures.
+        if (f.reason === "unknown-identity" || f.reason === "bad-finished") this.failed(f.address, f.port, f.reason);
+      });
+      this.dtls.on("error", (e: Error) => this.emit("error", e));
+      this.dtls.on("internal-error", (e: Error) => this.emit("error", e));
+      const bound = await this.dtls.listen(port, host);
+      port = bound.port;
+    }
+    return { port };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const waits: Array<Promise<void>> = [];
+    if (this.tls) waits.push(this.tls.close());
+    if (this.tcp) {
+      const tcp = this.tcp;
+      waits.push(new Promise<void>((r) => tcp.close(() => r())));
+    }
+    if (this.dtls) waits.push(this.dtls.close());
+    this.tls = undefined;
+    this.tcp = undefined;
+    this.dtls = undefined;
+    await Promise.all(waits);
+  }
+}
