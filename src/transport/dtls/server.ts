@@ -156,6 +156,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private localAddress = "";
   private localPort = 0;
   private closing = false;
+  private sendsInFlight = 0;
   readonly stats: DtlsServerStats = {
     datagrams: 0,
     droppedDatagrams: 0,
@@ -232,6 +233,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.removePeer(peer);
     }
     const sock = this.socket;
+    // Let the close_notify alerts leave before the socket goes (bounded wait).
+    for (let i = 0; i < 100 && this.sendsInFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
     this.socket = undefined;
     if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
   }
@@ -647,7 +650,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const sock = this.socket;
     if (!sock) return;
     for (const d of datagrams) {
+      this.sendsInFlight++;
       sock.send(d, port, address, (err) => {
+        this.sendsInFlight--;
         // Send failures (e.g. unreachable peer) are not socket failures; the peer times out.
         if (err) this.stats.droppedDatagrams++;
       });
