@@ -802,10 +802,13 @@ export class CoapEndpoint extends EventEmitter {
         this.sendMessage(pongMessage(msg.token, signal.custody));
         return;
       case "pong": {
-        const p = this.tcpPings.get(hexKey(msg.token));
+        // libcoap 4.3 answers with an empty token; TCP keeps order, so fall back to the oldest Ping.
+        let key = hexKey(msg.token);
+        if (!this.tcpPings.has(key)) key = this.tcpPings.keys().next().value ?? "";
+        const p = this.tcpPings.get(key);
         if (p) {
           clearTimeout(p.timer);
-          this.tcpPings.delete(hexKey(msg.token));
+          this.tcpPings.delete(key);
           p.resolve();
         }
         return;

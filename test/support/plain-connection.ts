@@ -26,8 +26,28 @@ abstract class PlainConnection extends EventEmitter implements Connection {
   ) {
     super();
   }
+  private held: Buffer[] = [];
   abstract send(data: Buffer): boolean;
   abstract close(): void;
+  /** Messages that arrive before anyone listens are held (bounded), like a socket's receive buffer. */
+  protected emitMessage(data: Buffer): void {
+    if (this.closed) return;
+    if (this.listenerCount("message") > 0) {
+      this.emit("message", data);
+      return;
+    }
+    if (this.held.length === 0) {
+      const flush = (event: string | symbol) => {
+        if (event !== "message") return;
+        this.off("newListener", flush);
+        setImmediate(() => {
+          for (const m of this.held.splice(0)) if (!this.closed) this.emit("message", m);
+        });
+      };
+      this.on("newListener", flush);
+    }
+    if (this.held.length < 100) this.held.push(data);
+  }
   protected finish(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
@@ -57,7 +77,7 @@ export class PlainUdpConnection extends PlainConnection {
   }
   /** Delivers one datagram from the peer. */
   deliver(data: Buffer): void {
-    if (!this.closed) this.emit("message", data);
+    this.emitMessage(data);
   }
   close(): void {
     if (this.closed) return;
@@ -139,7 +159,7 @@ export class PlainTcpConnection extends PlainConnection {
           if (len === undefined || this.buffered.length < len) break;
           const frame = this.buffered.subarray(0, len);
           this.buffered = this.buffered.subarray(len);
-          if (!this.closed) this.emit("message", Buffer.from(frame));
+          this.emitMessage(Buffer.from(frame));
         }
       } catch (e) {
         // The stream can no longer be cut into frames: nothing after this point is trustworthy.
