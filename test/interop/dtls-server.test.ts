@@ -1,0 +1,173 @@
+// Our DTLS 1.2 PSK server against real peers on loopback: openssl s_client, libcoap's
+// coap-client-openssl and node-dtls-client 2.0.3.
+import { strict as assert } from "node:assert";
+import { spawn, type ChildProcess } from "node:child_process";
+import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../src/transport/dtls";
+import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
+import { hasCommand, requireOrSkip } from "../support/env";
+
+const IDENTITY = "dots-client-1";
+const KEY = "secretPSK-0123456789";
+const PSK = Buffer.from(KEY);
+
+interface NdcSocket {
+  on(event: "connected" | "close", cb: () => void): NdcSocket;
+  on(event: "message", cb: (msg: Buffer) => void): NdcSocket;
+  on(event: "error", cb: (err: Error) => void): NdcSocket;
+  send(data: Buffer): void;
+  close(): void;
+}
+interface NdcModule {
+  dtls: { createSocket(opts: Record<string, unknown>): NdcSocket };
+}
+// node-dtls-client 2.x is ESM; Node 20.20 loads it through require(esm).
+const ndc = (): NdcModule => require("node-dtls-client") as NdcModule;
+
+interface Run {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<number | null>;
+}
+
+const children: ChildProcess[] = [];
+
+function run(cmd: string, args: string[]): Run {
+  const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+  children.push(child);
+  let text = "";
+  child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (text += d.toString()));
+  child.stdin!.on("error", () => undefined);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, out: () => text, exited };
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("interop: our DTLS server with real peers", function () {
+  let server: DtlsServer;
+  let port: number;
+  const failures: HandshakeFailure[] = [];
+  const connections: DtlsServerConnection[] = [];
+  let onConnection: (c: DtlsServerConnection) => void = () => undefined;
+
+  before(function () {
+    requireOrSkip(this, "openssl", hasCommand("openssl"));
+  });
+
+  beforeEach(async () => {
+    failures.length = 0;
+    connections.length = 0;
+    onConnection = (c) => c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
+    server = new DtlsServer({
+      pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined),
+      cipherSuites: ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", "TLS_PSK_WITH_AES_128_CCM"],
+    });
+    server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+    server.on("connection", (c: DtlsServerConnection) => {
+      connections.push(c);
+      onConnection(c);
+    });
+    port = (await server.listen(0, "127.0.0.1")).port;
+  });
+
+  afterEach(async () => {
+    for (const c of children.splice(0)) {
+      if (c.exitCode === null && c.signalCode === null) {
+        c.kill("SIGKILL");
+        await new Promise((r) => c.once("exit", r));
+      }
+    }
+    await server.close();
+  });
+
+  const sClient = (cipher: string, keyHex: string, identity: string): Run =>
+    run("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-psk", keyHex, "-psk_identity", identity, "-cipher", cipher]);
+
+  for (const [cipher, suite] of [
+    ["PSK-AES128-CCM8", "TLS_PSK_WITH_AES_128_CCM_8"],
+    ["PSK-AES128-GCM-SHA256", "TLS_PSK_WITH_AES_128_GCM_SHA256"],
+  ]) {
+    it(`openssl s_client ${cipher}: handshake with EMS and secure renegotiation, data both ways`, async () => {
+      onConnection = (c) => {
+        c.send(Buffer.from("hello-from-our-server\n"));
+        c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
+      };
+      const s = sClient(cipher, PSK.toString("hex"), IDENTITY);
+      await waitFor(() => s.out().includes("hello-from-our-server"), "server data at s_client");
+      assert.match(s.out(), new RegExp(`Cipher is ${cipher}`));
+      assert.match(s.out(), /Extended master secret: yes/);
+      assert.match(s.out(), /Secure Renegotiation IS supported/);
+      const received: string[] = [];
+      connections[0].on("message", (m) => received.push(m.toString()));
+      s.child.stdin!.write("hello-from-openssl\n");
+      await waitFor(() => s.out().includes("echo:hello-from-openssl"), "echo at s_client");
+      assert.deepEqual(received, ["hello-from-openssl\n"]);
+      assert.equal(connections[0].cipher, `DTLSv1.2 ${suite}`);
+      assert.equal(connections[0].peer.pskIdentity, IDENTITY);
+    });
+  }
+
+  it("openssl s_client with the wrong key gets decrypt_error (51)", async () => {
+    const s = sClient("PSK-AES128-CCM8", Buffer.from("wrong-key-0123456789").toString("hex"), IDENTITY);
+    await s.exited;
+    assert.match(s.out(), /alert decrypt error|alert number 51/);
+    assert.equal(connections.length, 0);
+    assert.deepEqual(failures.map((f) => f.reason), ["bad-finished"]);
+    assert.equal(server.sessionCount, 0);
+  });
+
+  it("openssl s_client with an unknown identity gets unknown_psk_identity (115)", async () => {
+    const s = sClient("PSK-AES128-CCM8", PSK.toString("hex"), "intruder");
+    await s.exited;
+    assert.match(s.out(), /unknown psk identity|alert number 115/);
+    assert.deepEqual(failures.map((f) => f.reason), ["unknown-identity"]);
+    assert.equal(connections.length, 0);
+  });
+
+  it("coap-client-openssl GET over DTLS-PSK is answered by our server through the CoAP codec", async function () {
+    requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl"));
+    const paths: string[] = [];
+    onConnection = (c) =>
+      c.on("message", (m) => {
+        const req = decodeUdp(m);
+        paths.push(req.options.filter((o) => o.number === 11).map((o) => o.value.toString()).join("/"));
+        c.send(encodeUdp({ type: "ACK", code: 0x45, messageId: req.messageId, token: req.token, options: [{ number: 12, value: Buffer.alloc(0) }], payload: Buffer.from("answer from our DTLS server") }));
+      });
+    const c = run("coap-client-openssl", ["-m", "get", "-k", KEY, "-u", IDENTITY, `coaps://127.0.0.1:${port}/test`]);
+    const code = await c.exited;
+    assert.equal(code, 0, c.out());
+    assert.match(c.out(), /answer from our DTLS server/);
+    assert.deepEqual(paths, ["test"]);
+  });
+
+  for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"]) {
+    it(`node-dtls-client 2.0.3 (${suite}) connects, echoes, and sees our close_notify`, async () => {
+      const events: string[] = [];
+      const sock = ndc().dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [IDENTITY]: PSK }, timeout: 3000, ciphers: [suite] });
+      try {
+        sock.on("connected", () => {
+          events.push("connected");
+          sock.send(Buffer.from("ndc-ping"));
+        });
+        sock.on("message", (m) => events.push(`message:${m.toString()}`));
+        sock.on("error", (e) => events.push(`error:${e.message}`));
+        sock.on("close", () => events.push("close"));
+        await waitFor(() => events.includes("message:echo:ndc-ping"), "echo at node-dtls-client");
+        assert.equal(connections[0].cipher, `DTLSv1.2 ${suite}`);
+        await server.close();
+        await waitFor(() => events.includes("close"), "client close after close_notify");
+        assert.deepEqual(events.filter((e) => e.startsWith("error")), []);
+        assert.equal(connections[0].closed, true);
+      } finally {
+        if (!events.includes("close")) sock.close();
+      }
+    });
+  }
+});
