@@ -66,6 +66,7 @@ export class TransportError extends Error {
       | "AUTH_FAILED"
       | "ALPN_MISMATCH"
       | "FRAME_TOO_LARGE"
+      | "FRAME_MALFORMED"
       | "CONNECT_FAILED"
       | "CLOSED"
       | "CONFIG",

@@ -1,0 +1,351 @@
+// DTLS 1.2 PSK client (home side) over node-dtls-client 2.0.3, pinned. That library does not
+// retransmit handshake flights and lets some parse errors escape its UDP handler, so this wrapper
+// runs each handshake attempt with its own timeout on a fresh socket, retries with back-off,
+// guards the library's datagram handler, and turns everything it throws or emits into
+// TransportErrors and one 'close'.
+
+import * as dns from "node:dns";
+import type * as dgram from "node:dgram";
+import { EventEmitter } from "node:events";
+import * as net from "node:net";
+import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
+import { TransportError } from "./connection";
+import { pskLocalIdentity, pskPeerIdentity } from "./identity";
+
+/** AEAD suites only, CCM_8 first (RFC 7925 profile), then GCM. */
+export const DTLS_CLIENT_CIPHERS = ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"] as const;
+export type DtlsClientCipher = "TLS_PSK_WITH_AES_128_CCM_8" | "TLS_PSK_WITH_AES_128_GCM_SHA256" | "TLS_PSK_WITH_AES_128_CCM";
+
+/** Datagrams held while nobody listens for 'message'; more are dropped (UDP semantics). */
+const MAX_QUEUED_DATAGRAMS = 64;
+
+const SUITE_NAMES: Record<number, string> = {
+  0xc0a8: "TLS_PSK_WITH_AES_128_CCM_8",
+  0x00a8: "TLS_PSK_WITH_AES_128_GCM_SHA256",
+  0xc0a4: "TLS_PSK_WITH_AES_128_CCM",
+};
+
+export interface DtlsConnectOptions {
+  host: string;
+  port: number;
+  family?: 4 | 6;
+  psk: { identity: string; key: Buffer };
+  /** Timeout of the first handshake attempt (default 1000 ms); later attempts back off. */
+  handshakeTimeoutMs?: number;
+  /** Handshake attempts before giving up (default 5). */
+  attempts?: number;
+  /** Multiplier applied to the timeout after each failed attempt (default 2). */
+  backoff?: number;
+  /** Upper bound of one attempt's timeout (default 16 s). */
+  maxHandshakeTimeoutMs?: number;
+  /** Suites to offer, in order (default DTLS_CLIENT_CIPHERS). */
+  ciphers?: DtlsClientCipher[];
+  /** Largest datagram payload accepted by send() (default 1152, below the 1280-byte IPv6 MTU). */
+  maxMessageSize?: number;
+  /** Called after each failed attempt that will be retried. */
+  onAttemptFailed?(attempt: number, error: TransportError): void;
+  /** Abort the whole connect (rejects with TransportError CLOSED). */
+  signal?: AbortSignal;
+}
+
+// Shape of node-dtls-client's Socket that this wrapper relies on (2.0.3; private fields marked).
+interface LibSocket extends EventEmitter {
+  send(data: Buffer, callback?: (err: Error | null, bytes: number) => void): void;
+  close(callback?: () => void): void;
+  /** private in the library: the plain UDP socket */
+  udp?: dgram.Socket;
+  /** private in the library */
+  recordLayer?: { currentWriteEpoch?: { connectionState?: { cipherSuite?: { id?: number } } } };
+  /** private in the library: closes the UDP socket, clears its timers, emits 'error' if err is set */
+  killConnection?(err?: Error): void;
+}
+
+interface LibModule {
+  dtls: { createSocket(options: Record<string, unknown>): LibSocket };
+}
+
+let libModule: LibModule | undefined;
+function lib(): LibModule {
+  // node-dtls-client 2.x is ESM; Node 20.20 loads it through require(esm).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  libModule ??= require("node-dtls-client") as LibModule;
+  return libModule;
+}
+
+/** A Connection over one established node-dtls-client socket: one 'message' per datagram. */
+export class DtlsClientConnection extends EventEmitter implements Connection {
+  readonly transport = "dtls" as const;
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly cipher: string;
+  private closing = false;
+  private finished = false;
+  private forceTimer: NodeJS.Timeout | undefined;
+  private readonly queue: Buffer[] = [];
+
+  constructor(
+    private readonly socket: LibSocket,
+    readonly peer: PeerIdentity,
+    readonly local: LocalIdentity,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    private readonly maxMessageSize: number,
+  ) {
+    super();
+    let bound: { address: string; port: number } = { address: "", port: 0 };
+    try {
+      bound = socket.udp?.address() ?? bound;
+    } catch {
+      // not bound any more: the 'close' below follows
+    }
+    this.localAddress = bound.address;
+    this.localPort = bound.port;
+    const suiteId = socket.recordLayer?.currentWriteEpoch?.connectionState?.cipherSuite?.id;
+    this.cipher = `DTLSv1.2 ${suiteId !== undefined ? (SUITE_NAMES[suiteId] ?? `0x${suiteId.toString(16)}`) : "unknown"}`;
+    socket.on("message", (msg: Buffer) => {
+      if (this.finished) return;
+      // Datagrams that arrive before anyone listens (e.g. right after the handshake) wait a little.
+      if (this.queue.length < MAX_QUEUED_DATAGRAMS) this.queue.push(msg);
+      this.flush();
+    });
+    this.on("newListener", (event: string | symbol) => {
+      if (event === "message") setImmediate(() => this.flush());
+    });
+    socket.on("error", (err: Error) => this.finish(new TransportError("CLOSED", `DTLS connection failed: ${err.message}`)));
+    socket.on("close", () => this.finish());
+  }
+
+  get closed(): boolean {
+    return this.closing || this.finished;
+  }
+
+  send(data: Buffer): boolean {
+    if (this.closed) return false;
+    if (data.length > this.maxMessageSize) return false;
+    try {
+      this.socket.send(data, () => undefined);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    if (this.closing || this.finished) return;
+    this.closing = true;
+    try {
+      this.socket.close(); // close_notify, then the UDP socket closes and the library emits 'close'
+    } catch {
+      this.kill();
+    }
+    // If the alert send callback never comes, do not wait forever.
+    this.forceTimer = setTimeout(() => this.kill(), 1000);
+    this.forceTimer.unref();
+  }
+
+  private flush(): void {
+    while (this.queue.length > 0 && !this.finished && this.listenerCount("message") > 0) {
+      const msg = this.queue.shift() as Buffer;
+      try {
+        this.emit("message", msg);
+      } catch (e) {
+        // A consumer bug must not escape into the UDP handler; end this connection instead.
+        this.finish(e as Error);
+      }
+    }
+  }
+
+  private kill(): void {
+    try {
+      this.socket.killConnection?.();
+    } catch {
+      // already closed
+    }
+    this.finish();
+  }
+
+  private finish(err?: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.closing = true;
+    if (this.forceTimer) clearTimeout(this.forceTimer);
+    if (err) {
+      try {
+        this.socket.killConnection?.();
+      } catch {
+        // already closed
+      }
+    }
+    this.emit("close", err);
+  }
+}
+
+async function resolveAddress(host: string, family?: 4 | 6): Promise<{ address: string; family: 4 | 6 }> {
+  const literal = net.isIP(host);
+  if (literal) return { address: host, family: literal as 4 | 6 };
+  try {
+    const r = await dns.promises.lookup(host, { family: family ?? 0 });
+    return { address: r.address, family: r.family as 4 | 6 };
+  } catch (e) {
+    throw new TransportError("CONNECT_FAILED", `cannot resolve ${host}: ${(e as Error).message}`);
+  }
+}
+
+function classify(err: Error): TransportError {
+  if (err instanceof TransportError) return err;
+  const m = err.message;
+  if (/timed out/i.test(m)) return new TransportError("HANDSHAKE_TIMEOUT", m);
+  if (/fatal alert: (unknown_psk_identity|decrypt_error|bad_record_mac|handshake_failure|access_denied|illegal_parameter)/.test(m)) {
+    return new TransportError("AUTH_FAILED", m);
+  }
+  if (/DTLS handshake failed/.test(m)) return new TransportError("AUTH_FAILED", `${m} (server Finished did not verify: wrong PSK?)`);
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ECONNREFUSED" || code === "EHOSTUNREACH" || code === "ENETUNREACH" || code === "EADDRNOTAVAIL") {
+    return new TransportError("CONNECT_FAILED", m);
+  }
+  return new TransportError("HANDSHAKE_FAILED", m);
+}
+
+/** One handshake attempt on a fresh socket. */
+function attempt(
+  opts: DtlsConnectOptions,
+  target: { address: string; family: 4 | 6 },
+  timeoutMs: number,
+): Promise<DtlsClientConnection> {
+  return new Promise((resolve, reject) => {
+    let socket: LibSocket;
+    let settled = false;
+    const abandon = () => {
+      try {
+        socket?.removeAllListeners("connected");
+        socket?.killConnection?.();
+      } catch {
+        // nothing left to close
+      }
+    };
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      abandon();
+      reject(classify(err));
+    };
+    const timer = setTimeout(
+      () => fail(new TransportError("HANDSHAKE_TIMEOUT", `DTLS handshake with ${target.address}:${opts.port} timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    try {
+      socket = lib().dtls.createSocket({
+        type: target.family === 6 ? "udp6" : "udp4",
+        address: target.address,
+        port: opts.port,
+        psk: { [opts.psk.identity]: opts.psk.key },
+        // Our own timer decides; the library's must not fire first.
+        timeout: timeoutMs + 1000,
+        ciphers: [...(opts.ciphers ?? DTLS_CLIENT_CIPHERS)],
+      });
+    } catch (e) {
+      fail(e as Error);
+      return;
+    }
+    guardDatagrams(socket, target.address, opts.port);
+    socket.on("error", (err: Error) => fail(err));
+    socket.on("close", () => fail(new TransportError("HANDSHAKE_FAILED", "DTLS socket closed during the handshake")));
+    socket.once("connected", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      socket.removeAllListeners("close");
+      const conn = new DtlsClientConnection(
+        socket,
+        pskPeerIdentity(opts.psk.identity),
+        pskLocalIdentity(opts.psk.identity),
+        target.address,
+        opts.port,
+        opts.maxMessageSize ?? 1152,
+      );
+      resolve(conn);
+    });
+  });
+}
+
+/**
+ * The library's UDP handler parses whatever arrives and may throw on garbage; wrap it so nothing
+ * escapes, and drop datagrams that do not come from the server we dialled (the socket is unconnected).
+ */
+function guardDatagrams(socket: LibSocket, address: string, port: number): void {
+  const udp = socket.udp;
+  if (!udp) return;
+  const handlers = udp.listeners("message") as Array<(msg: Buffer, rinfo: dgram.RemoteInfo) => void>;
+  udp.removeAllListeners("message");
+  udp.on("message", (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+    if (rinfo.port !== port || !sameAddress(rinfo.address, address)) return;
+    for (const h of handlers) {
+      try {
+        h.call(udp, msg, rinfo);
+      } catch {
+        // malformed or unexpected record: dropped (RFC 6347 section 4.1.2.7)
+      }
+    }
+  });
+}
+
+function sameAddress(a: string, b: string): boolean {
+  const strip = (s: string) => (s.startsWith("::ffff:") ? s.slice(7) : s);
+  return strip(a) === strip(b);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Dials a DTLS 1.2 PSK server. Each attempt gets a fresh socket and its own timeout, growing by
+ * `backoff` up to maxHandshakeTimeoutMs; authentication failures (fatal alerts, bad server
+ * Finished) are not retried.
+ */
+export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientConnection> {
+  if (!opts.psk || typeof opts.psk.identity !== "string" || opts.psk.identity.length === 0 || !Buffer.isBuffer(opts.psk.key) || opts.psk.key.length === 0) {
+    throw new TransportError("CONFIG", "connectDtls: psk needs a non-empty identity and key Buffer");
+  }
+  if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) throw new TransportError("CONFIG", `invalid port ${opts.port}`);
+  const attempts = opts.attempts ?? 5;
+  const backoff = opts.backoff ?? 2;
+  const maxTimeout = opts.maxHandshakeTimeoutMs ?? 16_000;
+  let timeoutMs = opts.handshakeTimeoutMs ?? 1000;
+  if (!Number.isInteger(attempts) || attempts < 1) throw new TransportError("CONFIG", `attempts must be >= 1, got ${attempts}`);
+  if (!(timeoutMs >= 100)) throw new TransportError("CONFIG", `handshakeTimeoutMs must be >= 100, got ${timeoutMs}`);
+  const target = await resolveAddress(opts.host, opts.family);
+  let last: TransportError | undefined;
+  for (let i = 1; i <= attempts; i++) {
+    if (opts.signal?.aborted) throw new TransportError("CLOSED", "DTLS connect aborted");
+    const started = Date.now();
+    try {
+      return await attempt(opts, target, timeoutMs);
+    } catch (e) {
+      last = classify(e as Error);
+      if (last.code === "AUTH_FAILED" || last.code === "CONFIG") throw last;
+      if (i < attempts) {
+        try {
+          opts.onAttemptFailed?.(i, last);
+        } catch {
+          // observer errors do not change the outcome
+        }
+        // Pace attempts on the back-off schedule even when one failed fast (e.g. ICMP refused).
+        const rest = timeoutMs - (Date.now() - started);
+        if (rest > 0) await sleep(rest, opts.signal);
+      }
+    }
+    timeoutMs = Math.min(Math.round(timeoutMs * backoff), maxTimeout);
+  }
+  throw new TransportError(last?.code ?? "HANDSHAKE_FAILED", `DTLS handshake failed after ${attempts} attempts: ${last?.message ?? "unknown"}`);
+}
