@@ -1,0 +1,222 @@
+// How the home side reaches the ISP: candidate addresses in the RFC 9132 section 4.3 Happy
+// Eyeballs order (UDP/IPv6, UDP/IPv4, TCP/IPv6, TCP/IPv4), staggered attempts where the first
+// success wins, a ~10 minute cache of the winning transport, and the reconnect pacing of
+// RFC 9132 section 4.7 (MUST NOT retry more often than every 60 s, SHOULD NOT more than every 300 s).
+import { lookup as dnsLookup } from "node:dns";
+import { isIP } from "node:net";
+import type { Connection, TransportKind } from "../transport/connection";
+import type { TransportChoice } from "./api";
+
+export interface Candidate {
+  transport: TransportKind;
+  /** IP literal to connect to. */
+  address: string;
+  family: 4 | 6;
+  /** The configured name (FQDN or literal): SNI and the certificate name to check. */
+  host: string;
+}
+
+export type LookupAll = (host: string) => Promise<Array<{ address: string; family: number }>>;
+
+export const defaultLookup: LookupAll = (host) =>
+  new Promise((resolve, reject) => {
+    dnsLookup(host, { all: true, verbatim: true }, (err, addresses) => (err ? reject(err) : resolve(addresses)));
+  });
+
+/** Resolves every host and orders the candidates: UDP before TCP, IPv6 before IPv4 within each. */
+export async function resolveCandidates(hosts: string[], transports: TransportKind[], lookup: LookupAll = defaultLookup): Promise<Candidate[]> {
+  const addrs: Array<{ address: string; family: 4 | 6; host: string }> = [];
+  const errors: string[] = [];
+  for (const host of hosts) {
+    const fam = isIP(host);
+    if (fam !== 0) {
+      addrs.push({ address: host, family: fam as 4 | 6, host });
+      continue;
+    }
+    try {
+      for (const a of await lookup(host)) {
+        if (a.family === 4 || a.family === 6) addrs.push({ address: a.address, family: a.family, host });
+      }
+    } catch (e) {
+      errors.push(`${host}: ${(e as Error).message}`);
+    }
+  }
+  if (addrs.length === 0) throw new Error(`no address for ${hosts.join(", ")}${errors.length ? ` (${errors.join("; ")})` : ""}`);
+  const seen = new Set<string>();
+  const out: Candidate[] = [];
+  for (const transport of transports) {
+    for (const family of [6, 4] as const) {
+      for (const a of addrs) {
+        if (a.family !== family) continue;
+        const key = `${transport}|${a.address}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        out.push({ transport, address: a.address, family, host: a.host });
+      }
+    }
+  }
+  return out;
+}
+
+/** Which transports a choice allows, given the credentials (DTLS here is PSK only). */
+export function transportsFor(choice: TransportChoice, havePsk: boolean): TransportKind[] {
+  if (choice === "udp") return ["dtls"];
+  if (choice === "tcp") return ["tls"];
+  return havePsk ? ["dtls", "tls"] : ["tls"];
+}
+
+export type AttemptFn = (candidate: Candidate, signal: AbortSignal) => Promise<Connection>;
+
+export interface HappyEyeballsOptions {
+  /** Delay before starting the next candidate while earlier ones are still trying. Default 250 ms. */
+  attemptDelayMs?: number;
+  /** Told about every attempt as it starts. */
+  onAttempt?: (c: Candidate) => void;
+  /** Abort everything (stop()). */
+  signal?: AbortSignal;
+}
+
+export class HappyEyeballsError extends Error {
+  constructor(readonly failures: Array<{ candidate: Candidate; error: Error }>) {
+    super(`all connection attempts failed: ${failures.map((f) => `${f.candidate.transport}/${f.candidate.address}: ${f.error.message}`).join("; ") || "no candidates"}`);
+    this.name = "HappyEyeballsError";
+  }
+}
+
+/**
+ * Starts candidates one after another, `attemptDelayMs` apart (sooner when one fails); the first
+ * connection wins, the rest are aborted and any late success is closed.
+ */
+export function happyEyeballs(candidates: Candidate[], attempt: AttemptFn, opts: HappyEyeballsOptions = {}): Promise<{ connection: Connection; candidate: Candidate }> {
+  const delay = opts.attemptDelayMs ?? 250;
+  return new Promise((resolve, reject) => {
+    if (candidates.length === 0) return reject(new HappyEyeballsError([]));
+    const controller = new AbortController();
+    const failures: Array<{ candidate: Candidate; error: Error }> = [];
+    let next = 0;
+    let running = 0;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const onOuterAbort = () => finish(undefined, new Error("connect aborted"));
+    opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+    const finish = (win: { connection: Connection; candidate: Candidate } | undefined, err?: Error) => {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
+      controller.abort();
+      opts.signal?.removeEventListener("abort", onOuterAbort);
+      if (win) resolve(win);
+      else reject(err ?? new HappyEyeballsError(failures));
+    };
+    const launch = () => {
+      if (done || next >= candidates.length) return;
+      const c = candidates[next++];
+      running++;
+      try {
+        opts.onAttempt?.(c);
+      } catch {
+        // an observer's error never changes the race
+      }
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(launch, delay);
+      timer.unref();
+      let p: Promise<Connection>;
+      try {
+        p = attempt(c, controller.signal);
+      } catch (e) {
+        p = Promise.reject(e);
+      }
+      p.then(
+        (conn) => {
+          running--;
+          if (done) conn.close();
+          else finish({ connection: conn, candidate: c });
+        },
+        (e: unknown) => {
+          running--;
+          failures.push({ candidate: c, error: e instanceof Error ? e : new Error(String(e)) });
+          if (done) return;
+          if (next < candidates.length) launch();
+          else if (running === 0) finish(undefined);
+        },
+      );
+    };
+    if (opts.signal?.aborted) return finish(undefined, new Error("connect aborted"));
+    launch();
+  });
+}
+
+/** Remembers which transport won for a target, for about 10 minutes (RFC 9132 section 4.3). */
+export class TransportCache {
+  private readonly entries = new Map<string, { transport: TransportKind; until: number }>();
+  constructor(
+    private readonly ttlMs = 10 * 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  remember(key: string, transport: TransportKind): void {
+    this.entries.set(key, { transport, until: this.now() + this.ttlMs });
+    if (this.entries.size > 64) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  preferred(key: string): TransportKind | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (e.until <= this.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return e.transport;
+  }
+
+  /** Candidates with the cached winner's transport first. */
+  order(key: string, candidates: Candidate[]): Candidate[] {
+    const t = this.preferred(key);
+    if (!t) return candidates;
+    return [...candidates.filter((c) => c.transport === t), ...candidates.filter((c) => c.transport !== t)];
+  }
+}
+
+export interface ReconnectPolicy {
+  /** Minimum spacing between connection attempts, ms. Default 60 000 (RFC 9132 MUST). */
+  minMs: number;
+  /** Spacing grows (doubling) up to this, ms. Default 300 000 (RFC 9132 SHOULD). */
+  maxMs: number;
+}
+
+export const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = Object.freeze({ minMs: 60_000, maxMs: 300_000 });
+
+/**
+ * Paces connection attempts: consecutive failures are spaced minMs, 2*minMs, ... up to maxMs; after
+ * a session that was up, the next attempt may start at once if the last one is older than minMs.
+ */
+export class ReconnectPacer {
+  private failures = 0;
+  private lastAttempt = -Infinity;
+
+  constructor(
+    private readonly policy: ReconnectPolicy = DEFAULT_RECONNECT,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (!(policy.minMs >= 0) || !(policy.maxMs >= policy.minMs)) throw new RangeError(`reconnect bounds must satisfy 0 <= minMs <= maxMs (got ${policy.minMs}, ${policy.maxMs})`);
+  }
+
+  /** Record that an attempt starts now. */
+  attempted(): void {
+    this.lastAttempt = this.now();
+  }
+
+  failed(): void {
+    this.failures++;
+  }
+
+  succeeded(): void {
+    this.failures = 0;
+  }
+
+  /** Milliseconds to wait before the next attempt may start. */
+  delayMs(): number {
+    const spacing = this.failures === 0 ? this.policy.minMs : Math.min(this.policy.maxMs, this.policy.minMs * 2 ** (this.failures - 1));
+    return Math.max(0, this.lastAttempt + spacing - this.now());
+  }
+}

@@ -1,0 +1,450 @@
+// The home side of DOTS Signal Channel Call Home (RFC 9066): the Call Home DOTS server. It dials
+// the ISP as (D)TLS client, serves /mitigate, /config, /hb and /redirect as CoAP server on that
+// connection, sends its own heartbeats to keep the NAT binding alive, detects session loss and
+// reconnects. Mitigations live in a store that outlasts connections, so lifetimes keep running
+// across reconnects.
+import { EventEmitter } from "node:events";
+import { isIP } from "node:net";
+import { encodeDotsCbor, decodeDotsCbor } from "../cbor";
+import { CoapEndpoint, type IncomingRequest } from "../coap/endpoint";
+import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
+import type { Connection } from "../transport/connection";
+import { connectTls } from "../transport/tls";
+import { connectDtls } from "../transport/dtls-client";
+import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
+import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy } from "./dialer-connect";
+import { HeartbeatScheduler } from "./heartbeat";
+import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
+import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
+import { SessionConfig, toTransmissionParameters, type ConfigSet } from "./session-config";
+
+/** Knobs beyond the shared DialerOptions, mostly for labs and tests. */
+export interface HomeEngineTuning {
+  /** Milliseconds per protocol second for heartbeats (labs compress time). Default 1000. */
+  msPerSecond?: number;
+  /** Happy Eyeballs stagger, ms. Default 250 (RFC 9132: 100 ms during an attack). */
+  attemptDelayMs?: number;
+  /** TLS connect + handshake budget, ms. Default 10 000. */
+  tlsTimeoutMs?: number;
+  /** First DTLS handshake attempt timeout, ms, and number of attempts. Defaults 1000 and 4. */
+  dtlsHandshakeTimeoutMs?: number;
+  dtlsAttempts?: number;
+  /** Parameter overrides for the session configuration (missing-hb-allowed, ack-timeout, ...). */
+  idleConfig?: Partial<ConfigSet>;
+  mitigatingConfig?: Partial<ConfigSet>;
+  /** Max-Age of GET /config, s. */
+  configMaxAgeSeconds?: number;
+  /** Active-but-terminating period after DELETE, ms. Default 120 000. */
+  terminatingPeriodMs?: number;
+  /** Mitigation lifetime seconds compression (tests). Default 1000 ms per second. */
+  lifetimeMsPerSecond?: number;
+  maxMitigationsPerClient?: number;
+  /** Extra mitigation validator (src/dots/validation.ts) run before the home checks. */
+  validate?: MitigationValidator;
+  /** Name resolution (default dns.lookup with all:true). */
+  lookup?: LookupAll;
+  /** How long the transport winner is cached, ms. Default 10 min. */
+  transportCacheMs?: number;
+}
+
+export interface HomeEngineOptions extends DialerOptions {
+  tuning?: HomeEngineTuning;
+}
+
+interface ActiveRedirect {
+  target: RedirectTarget;
+  /** Epoch ms; Infinity without ttl. */
+  until: number;
+}
+
+interface Session {
+  connection: Connection;
+  endpoint: CoapEndpoint;
+  heartbeat: HeartbeatScheduler;
+  candidate: Candidate;
+  redirected: boolean;
+  closing?: string;
+  /** Any message from the ISP arrived on this connection. */
+  heard: boolean;
+}
+
+const HB_PATH = [".well-known", "dots", "hb"];
+
+export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
+  readonly store: MitigationStore;
+  readonly config: SessionConfig;
+  readonly resources: HomeResources;
+  private readonly opts: HomeEngineOptions;
+  private readonly tuning: HomeEngineTuning;
+  private readonly pacer: ReconnectPacer;
+  private readonly transportCache: TransportCache;
+  private readonly tickets = new Map<string, Buffer>();
+  private running = false;
+  private session: Session | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private redirectTimer: NodeJS.Timeout | undefined;
+  private connectAbort: AbortController | undefined;
+  private redirect: ActiveRedirect | undefined;
+  private connecting = false;
+  private stopped: Promise<void> | undefined;
+
+  constructor(options: HomeEngineOptions) {
+    super();
+    if (!options || !Array.isArray(options.hosts) || options.hosts.length === 0) throw new TypeError("CallHomeDialer: hosts must name at least one ISP address");
+    if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) throw new RangeError(`CallHomeDialer: invalid port ${options.port}`);
+    if (!options.psk && !options.certificate) throw new TypeError("CallHomeDialer: give psk or certificate credentials (mutual authentication is mandatory)");
+    if (options.certificate && !options.psk && !options.certificate.ca) throw new TypeError("CallHomeDialer: certificate.ca is needed to verify the ISP's certificate");
+    if (options.transport === "udp" && !options.psk) throw new TypeError("CallHomeDialer: DTLS needs PSK credentials (certificates are served over TLS)");
+    this.opts = options;
+    this.tuning = options.tuning ?? {};
+    const reconnect: ReconnectPolicy = options.reconnect ?? DEFAULT_RECONNECT;
+    this.pacer = new ReconnectPacer(reconnect);
+    this.transportCache = new TransportCache(this.tuning.transportCacheMs);
+    this.config = new SessionConfig({
+      heartbeatInterval: options.heartbeatInterval ?? 30,
+      idle: this.tuning.idleConfig,
+      mitigating: this.tuning.mitigatingConfig,
+      maxAgeSeconds: this.tuning.configMaxAgeSeconds,
+    });
+    this.store = new MitigationStore({
+      allowIndefiniteLifetime: options.allowIndefiniteLifetime,
+      terminatingPeriodMs: this.tuning.terminatingPeriodMs,
+      msPerSecond: this.tuning.lifetimeMsPerSecond,
+      maxPerClient: this.tuning.maxMitigationsPerClient,
+    });
+    this.resources = new HomeResources({
+      store: this.store,
+      config: this.config,
+      codec: { encode: (j) => encodeDotsCbor(j), decode: (b) => decodeDotsCbor(b) },
+      homePrefixes: options.homePrefixes,
+      allowIndefiniteLifetime: options.allowIndefiniteLifetime,
+      decisionWaitMs: options.decisionWaitMs ?? 1000,
+      validate: this.tuning.validate,
+      canRedirect: (t) => this.checkRedirect(t),
+    });
+    this.resources.on("mitigation", (e) => this.emit("mitigation", e));
+    this.resources.on("ended", (e) => this.emit("ended", e));
+    this.resources.on("error", (e) => this.emit("error", e));
+    this.resources.on("heartbeat", () => this.session?.heartbeat.peerHeartbeat());
+    this.resources.on("redirect", (t) => this.followRedirect(t));
+    this.store.on("activity", (on) => this.config.setMitigating(on));
+    this.config.on("change", (set) => this.applyConfig(set));
+  }
+
+  // ------------------------------------------------------------------------------ public API
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    if (this.stopped) throw new Error("CallHomeDialer: stopped; create a new one");
+    this.running = true;
+    this.scheduleConnect(0);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return this.stopped;
+    this.running = false;
+    this.stopped = (async () => {
+      if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+      if (this.redirectTimer) clearTimeout(this.redirectTimer);
+      this.reconnectTimer = this.redirectTimer = undefined;
+      this.connectAbort?.abort();
+      const s = this.session;
+      if (s) await this.closeSession(s, "stopped");
+      this.resources.dropConnectionState();
+      this.store.clear();
+    })();
+    return this.stopped;
+  }
+
+  decide(decision: Decision): void {
+    this.resources.decide(decision);
+  }
+
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }> {
+    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope } }));
+  }
+
+  /** True while a session with the ISP is up. */
+  get connected(): boolean {
+    return this.session !== undefined && !this.session.closing;
+  }
+
+  /** The connection in use (for diagnostics and tests). */
+  get connection(): Connection | undefined {
+    return this.session?.connection;
+  }
+
+  // ------------------------------------------------------------------------------ connecting
+
+  private scheduleConnect(delayMs: number): void {
+    if (!this.running || this.reconnectTimer || this.connecting) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.connectOnce();
+    }, delayMs);
+  }
+
+  private async connectOnce(): Promise<void> {
+    if (!this.running || this.session || this.connecting) return;
+    this.connecting = true;
+    this.pacer.attempted();
+    const controller = new AbortController();
+    this.connectAbort = controller;
+    let useRedirect = this.redirect !== undefined && this.redirect.until > Date.now();
+    if (!useRedirect) this.redirect = undefined;
+    try {
+      let won: { connection: Connection; candidate: Candidate } | undefined;
+      if (useRedirect) {
+        try {
+          won = await this.dial(this.redirect!.target.records.length ? this.redirect!.target.records : [this.redirect!.target.altClient], this.redirect!.target.altClient, controller.signal);
+        } catch (e) {
+          if (!this.running) throw e;
+          // The alternate is unreachable: fall back to the provisioned client (RFC 9132 section 4.6).
+          this.emit("error", new Error(`redirect target ${this.redirect!.target.altClient} unreachable, falling back: ${(e as Error).message}`));
+          this.redirect = undefined;
+          useRedirect = false;
+        }
+      }
+      won ??= await this.dial(this.opts.hosts, this.opts.certificate?.servername, controller.signal);
+      if (!this.running) {
+        won.connection.close();
+        return;
+      }
+      this.pacer.succeeded();
+      this.attach(won.connection, won.candidate, useRedirect);
+    } catch (e) {
+      if (!this.running) return;
+      this.pacer.failed();
+      const retryInMs = this.pacer.delayMs();
+      this.emit("disconnected", { reason: `connect failed: ${(e as Error).message}`, retryInMs });
+      this.connecting = false;
+      this.scheduleConnect(retryInMs);
+      return;
+    } finally {
+      this.connecting = false;
+      if (this.connectAbort === controller) this.connectAbort = undefined;
+    }
+  }
+
+  private async dial(hosts: string[], servername: string | undefined, signal: AbortSignal): Promise<{ connection: Connection; candidate: Candidate }> {
+    const transports = transportsFor(this.opts.transport, this.opts.psk !== undefined);
+    const key = `${hosts.join(",")}:${this.opts.port}`;
+    const candidates = this.transportCache.order(key, await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup));
+    const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
+      attemptDelayMs: this.tuning.attemptDelayMs,
+      signal,
+      onAttempt: (c) => this.emit("connecting", { host: c.address, port: this.opts.port, transport: c.transport }),
+    });
+    this.transportCache.remember(key, won.candidate.transport);
+    return won;
+  }
+
+  private attempt(c: Candidate, servername: string | undefined, signal: AbortSignal): Promise<Connection> {
+    const port = this.opts.port;
+    if (c.transport === "dtls") {
+      if (!this.opts.psk) return Promise.reject(new Error("DTLS needs PSK credentials"));
+      return connectDtls({
+        host: c.address,
+        port,
+        family: c.family,
+        psk: this.opts.psk,
+        signal,
+        handshakeTimeoutMs: this.tuning.dtlsHandshakeTimeoutMs,
+        attempts: this.tuning.dtlsAttempts ?? 4,
+      });
+    }
+    // The name to check on the ISP's certificate: the configured servername, else a host name.
+    const name = servername ?? (isIP(c.host) === 0 ? c.host : undefined);
+    const ticketKey = `${c.address}|${port}|${name ?? ""}`;
+    // Resumption (RFC 9132 section 7.1) with certificates only: a TLS server resuming a PSK
+    // session never re-runs its PSK callback, so it cannot tell who the peer is.
+    const useTickets = !this.opts.psk;
+    const p = connectTls({
+      host: c.address,
+      port,
+      family: c.family,
+      psk: this.opts.psk,
+      certificate: this.opts.psk || !this.opts.certificate ? undefined : { cert: this.opts.certificate.cert, key: this.opts.certificate.key, ca: this.opts.certificate.ca as NonNullable<typeof this.opts.certificate.ca>, passphrase: this.opts.certificate.passphrase },
+      servername: name,
+      session: useTickets ? this.tickets.get(ticketKey) : undefined,
+      onSession: (t) => {
+        if (!useTickets) return;
+        this.tickets.set(ticketKey, t);
+        if (this.tickets.size > 16) this.tickets.delete(this.tickets.keys().next().value as string);
+      },
+      timeoutMs: this.tuning.tlsTimeoutMs,
+    });
+    // connectTls has no abort hook: a loser that connects later is closed.
+    return new Promise<Connection>((resolve, reject) => {
+      const onAbort = () => reject(new Error("aborted"));
+      signal.addEventListener("abort", onAbort, { once: true });
+      p.then(
+        (conn) => {
+          signal.removeEventListener("abort", onAbort);
+          if (signal.aborted) conn.close();
+          resolve(conn);
+        },
+        (e) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  // ------------------------------------------------------------------------------ session
+
+  private attach(connection: Connection, candidate: Candidate, redirected: boolean): void {
+    const set = this.config.active();
+    const endpoint = new CoapEndpoint(connection, { transmission: toTransmissionParameters(set) });
+    const heartbeat = new HeartbeatScheduler({
+      intervalSeconds: set.heartbeatInterval,
+      missingHbAllowed: Math.max(1, set.missingHbAllowed),
+      msPerSecond: this.tuning.msPerSecond,
+      send: (body) => this.sendHeartbeat(endpoint, body),
+    });
+    const session: Session = { connection, endpoint, heartbeat, candidate, redirected, heard: false };
+    this.session = session;
+    endpoint.onRequest((req) => this.resources.handle(adaptRequest(req)));
+    endpoint.on("activity", () => {
+      session.heard = true;
+      heartbeat.traffic();
+    });
+    endpoint.on("protocol-error", (e: Error) => this.emit("error", e));
+    endpoint.on("handler-error", (e: Error) => this.emit("error", e));
+    endpoint.once("close", (err?: Error) => this.onSessionClosed(session, err?.message ?? "connection closed"));
+    heartbeat.on("lost", ({ silentMs }) => {
+      void this.closeSession(session, `session lost: no traffic from the ISP for ${silentMs} ms`);
+    });
+    heartbeat.start();
+    this.emit("connected", { remoteAddress: connection.remoteAddress, remotePort: connection.remotePort, transport: connection.transport, cipher: connection.cipher });
+    if (redirected && this.redirect && this.redirect.until !== Infinity) this.armRedirectExpiry();
+  }
+
+  private async sendHeartbeat(endpoint: CoapEndpoint, body: DotsJson): Promise<boolean> {
+    const interval = this.session?.heartbeat.intervalMs ?? 30_000;
+    const res = await endpoint.request({
+      method: "PUT",
+      path: HB_PATH,
+      confirmable: false,
+      payload: encodeDotsCbor(body),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      timeoutMs: Math.max(200, interval),
+    });
+    return res.code === Code.Changed;
+  }
+
+  private applyConfig(set: ConfigSet): void {
+    const s = this.session;
+    if (!s) return;
+    s.endpoint.setTransmissionParameters(toTransmissionParameters(set));
+    s.heartbeat.reconfigure(set.heartbeatInterval, Math.max(1, set.missingHbAllowed));
+  }
+
+  private closeSession(s: Session, reason: string): Promise<void> {
+    if (!s.closing) s.closing = reason;
+    s.heartbeat.stop();
+    return new Promise<void>((resolve) => {
+      if (s.connection.closed) return resolve();
+      s.connection.once("close", () => resolve());
+      s.endpoint.close();
+      s.connection.close();
+      // A transport that never reports close must not hang stop().
+      const t = setTimeout(resolve, 2000);
+      t.unref();
+    });
+  }
+
+  private onSessionClosed(s: Session, why: string): void {
+    s.heartbeat.stop();
+    if (this.session !== s) return;
+    this.session = undefined;
+    this.resources.dropConnectionState();
+    // A connection that ended before the ISP said anything may have been refused on a stale
+    // ticket; the next attempt does a full handshake.
+    if (!s.heard) this.tickets.clear();
+    const reason = s.closing ?? why;
+    if (!this.running) {
+      this.emit("disconnected", { reason });
+      return;
+    }
+    // A redirect reconnects at once; otherwise honour the minimum spacing between attempts.
+    const retryInMs = this.redirectPending ? 0 : this.pacer.delayMs();
+    this.redirectPending = false;
+    this.emit("disconnected", { reason, retryInMs });
+    this.scheduleConnect(retryInMs);
+  }
+
+  // ------------------------------------------------------------------------------ redirect
+
+  private redirectPending = false;
+
+  private async checkRedirect(t: RedirectTarget): Promise<string | undefined> {
+    if (t.records.length > 0) return undefined;
+    try {
+      const addrs = await (this.tuning.lookup ?? defaultLookup)(t.altClient);
+      return addrs.length > 0 ? undefined : `${t.altClient} has no address`;
+    } catch (e) {
+      return `cannot resolve ${t.altClient}: ${(e as Error).message}`;
+    }
+  }
+
+  /** After the 2.01: close this connection and dial the alternate client (RFC 9066 section 5.2.2). */
+  private followRedirect(t: RedirectTarget): void {
+    this.redirect = { target: t, until: t.ttl === undefined ? Infinity : Date.now() + t.ttl * 1000 };
+    this.emit("redirected", { altClient: t.altClient, records: [...t.records], ttl: t.ttl });
+    const s = this.session;
+    if (!s) return;
+    this.redirectPending = true;
+    // Let the 2.01 leave before the close_notify.
+    setTimeout(() => void this.closeSession(s, `redirected to ${t.altClient}`), 20).unref();
+  }
+
+  private armRedirectExpiry(): void {
+    if (this.redirectTimer) clearTimeout(this.redirectTimer);
+    const r = this.redirect;
+    if (!r) return;
+    const ms = Math.max(0, Math.min(r.until - Date.now(), 0x7fffffff));
+    this.redirectTimer = setTimeout(() => {
+      this.redirectTimer = undefined;
+      this.redirect = undefined;
+      const s = this.session;
+      // Back to the provisioned client, but not in the middle of a mitigation.
+      if (s && s.redirected && this.store.activeCount() === 0) {
+        this.redirectPending = true;
+        void this.closeSession(s, "redirect ttl expired; back to the provisioned ISP client");
+      }
+    }, ms);
+    this.redirectTimer.unref();
+  }
+
+  // ------------------------------------------------------------------------------ typing
+
+  override on<E extends keyof CallHomeDialerEvents>(event: E, listener: (...args: CallHomeDialerEvents[E]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  override once<E extends keyof CallHomeDialerEvents>(event: E, listener: (...args: CallHomeDialerEvents[E]) => void): this {
+    return super.once(event, listener as (...args: unknown[]) => void);
+  }
+
+  override emit<E extends keyof CallHomeDialerEvents>(event: E, ...args: CallHomeDialerEvents[E]): boolean {
+    // 'error' without a listener would throw out of a socket handler; report only when listened to.
+    if (event === "error" && this.listenerCount("error") === 0) return false;
+    return super.emit(event, ...args);
+  }
+}
+
+/** Maps the endpoint's request onto the resource seam. */
+function adaptRequest(req: IncomingRequest): ResourceRequest {
+  return {
+    method: req.code,
+    path: req.path,
+    contentFormat: req.contentFormat,
+    payload: req.payload,
+    ifMatch: req.options.filter((o) => o.number === OptionNumber.IfMatch).map((o) => o.value),
+    observe: req.observe,
+    respond: (r) => req.respond({ code: r.code, payload: r.payload, contentFormat: r.contentFormat, maxAge: r.maxAge }),
+    acceptObserve: () => req.acceptObserve(),
+  };
+}
