@@ -165,7 +165,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     return fn(this.require(idOrHome));
   }
 
-  mitigate(session: string, request: DotsJson, opts?: { mid?: number }): Promise<RequestOutcome> {
+  /** opts.observe (default true): register an Observe on the new mitigation's status. */
+  mitigate(session: string, request: DotsJson, opts?: { mid?: number; observe?: boolean }): Promise<RequestOutcome> {
     return this.call(session, (s) => s.mitigate(request, opts ?? {}));
   }
 
@@ -397,6 +398,7 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
     setTransmissionParameters: (p) => ep.setTransmissionParameters(p),
     onActivity: (l) => void ep.on("activity", l),
     onClose: (l) => void ep.once("close", (err?: Error) => l(err?.message ?? "closed")),
+    ping: () => ep.ping(),
     close: () => ep.close(),
   };
 }

@@ -294,6 +294,8 @@ export interface SessionEndpoint {
   /** Called for every message from the peer (liveness). */
   onActivity(listener: () => void): void;
   onClose(listener: (reason: string) => void): void;
+  /** CoAP ping (empty CON over DTLS, 7.02 over TLS); resolves with the round trip in ms. */
+  ping(): Promise<number>;
   close(): void;
 }
 
@@ -710,6 +712,12 @@ export class IspSession extends EventEmitter {
     if (!rec) throw new IspRequestError("UNKNOWN_MITIGATION", `no active mitigation mid ${mid} on session ${this.id}`);
     const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: efficacyBody(rec.request, attackStatus), ifMatchEmpty: true, repeatMs: this.tuning.nonRepeatMs });
     return outcome(res.code, res.body, this.cuid, this.id, mid);
+  }
+
+  /** CoAP-level round trip over this session's connection, ms (a transport reference for benches). */
+  async ping(): Promise<number> {
+    this.ensureUp();
+    return this.track(this.endpoint.ping());
   }
 
   async redirect(target: RedirectTarget): Promise<RequestOutcome> {

@@ -1,0 +1,32 @@
+// The DOTS layer's public surface: the two call-home engines, their shared contract, identifiers,
+// validation and session configuration. Nodes and the CLI import from here.
+export * from "./api";
+export { CallHomeListener, DropList, type IspEngineTuning, type IspExtraEvents } from "./isp-engine";
+export {
+  IspRequestError,
+  type IspErrorCode,
+  type IspTuning,
+  DEFAULT_TUNING as DEFAULT_ISP_TUNING,
+  type AttackStatus,
+  type RedirectTarget as IspRedirectTarget,
+  normalizeMitigationRequest,
+  efficacyBody,
+  redirectBody,
+  readScopeStatuses,
+  mitigatePath,
+  MITIGATION_SCOPE_KEY,
+  STATUS_LABELS as ISP_STATUS_LABELS,
+  CONFLICT_CAUSE_LABELS,
+} from "./isp-session";
+export { CallHomeDialer, type HomeEngineTuning, type HomeEngineOptions } from "./home-engine";
+export { MID_ROLLOVER, MidAllocator, MidExhaustedError, cuidFromPskIdentity, cuidFromSpki, cuidForSession, sessionIdForPeer } from "./ids";
+export {
+  validateMitigationRequest,
+  assertValidMitigationRequest,
+  MitigationValidationError,
+  type MitigationValidationContext,
+  type MitigationValidationFailure,
+  type MitigationValidationResult,
+} from "./validation";
+export { SessionConfig, DEFAULT_CONFIG_SET, DEFAULT_CONFIG_LIMITS, type ConfigSet, type SessionConfigOptions } from "./session-config";
+export { buildHeartbeatJson, parseHeartbeatJson, HEARTBEAT_KEY } from "./heartbeat";

@@ -1,0 +1,149 @@
+// Drives two real `dots-call-home` processes (listen and dial) through their stdin/stdout over
+// loopback DTLS-PSK: JSON commands in, one JSON event per line out.
+import { strict as assert } from "node:assert";
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import * as path from "node:path";
+
+// Works from .build/<name>/test/cli and from dist/test/cli alike.
+const MAIN = path.resolve(__dirname, "../../src/cli/main.js");
+
+type Line = Record<string, unknown> & { event: string };
+
+class JsonProc {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly lines: Line[] = [];
+  private waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
+  private buf = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+
+  constructor(args: string[]) {
+    this.child = spawn(process.execPath, [MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    this.child.stdout.on("data", (c: Buffer) => {
+      this.buf += c.toString();
+      let nl: number;
+      while ((nl = this.buf.indexOf("\n")) >= 0) {
+        const text = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        let line: Line;
+        try {
+          line = JSON.parse(text) as Line;
+        } catch {
+          line = { event: "__not-json__", text };
+        }
+        this.lines.push(line);
+        this.waiters = this.waiters.filter((w) => {
+          if (!w.pred(line)) return true;
+          w.resolve(line);
+          return false;
+        });
+      }
+    });
+    this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
+    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
+  }
+
+  waitFor(pred: (l: Line) => boolean, ms = 10000, what = "line"): Promise<Line> {
+    const seen = this.lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Line>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got: ${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`)), ms);
+      this.waiters.push({
+        pred,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+  }
+
+  send(obj: unknown): void {
+    this.child.stdin.write((typeof obj === "string" ? obj : JSON.stringify(obj)) + "\n");
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+const PSK = ["--psk-identity", "home-1", "--psk-key", "text:secretPSK-0123456789"];
+
+describe("dots-call-home command (two processes over stdin/stdout)", function () {
+  this.timeout(30000);
+  const procs: JsonProc[] = [];
+  afterEach(async () => {
+    for (const p of procs.splice(0)) await p.stop();
+  });
+
+  it("--help documents both commands and exits 0", () => {
+    const r = spawnSync(process.execPath, [MAIN, "--help"], { encoding: "utf8" });
+    assert.equal(r.status, 0);
+    assert.match(r.stdout, /dots-call-home listen/);
+    assert.match(r.stdout, /dots-call-home dial/);
+    assert.match(r.stdout, /--auto-decide/);
+  });
+
+  it("refuses a bad flag with an error line and exit code 2", () => {
+    const r = spawnSync(process.execPath, [MAIN, "listen", "--bogus"], { encoding: "utf8" });
+    assert.equal(r.status, 2);
+    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as Line;
+    assert.equal(line.event, "error");
+    assert.match(String(line.message), /--bogus/);
+  });
+
+  it("listen + dial: session up, mitigate -> auto decision -> 2.01, status, withdraw, bad input survives, clean stop", async () => {
+    const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
+    procs.push(isp);
+    const listening = await isp.waitFor((l) => l.event === "listening", 10000, "listening");
+    const port = listening.port as number;
+    assert.ok(port > 0);
+
+    const home = new JsonProc(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500"]);
+    procs.push(home);
+    const up = await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
+    assert.equal((up.session as Record<string, unknown>).home, "home-1");
+    await home.waitFor((l) => l.event === "connected", 5000, "connected");
+
+    // A bare scope is accepted by the CLI and wrapped into the JSON view.
+    isp.send({ cmd: "mitigate", id: "m1", session: "home-1", request: { "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 } });
+    const res = await isp.waitFor((l) => l.event === "response" && l.id === "m1", 10000, "mitigate response");
+    const outcome = res.outcome as Record<string, unknown>;
+    assert.equal(outcome.code, "2.01");
+    const mid = outcome.mid as number;
+    const got = await home.waitFor((l) => l.event === "mitigation" && l.mid === mid, 5000, "mitigation at the home");
+    assert.equal(got.kind, "new");
+    await home.waitFor((l) => l.event === "decision" && l.mid === mid && l.outcome === "enforced", 5000, "decision");
+    await isp.waitFor((l) => l.event === "status" && l.mid === mid, 5000, "status notification");
+
+    // Bad lines become error events; the process carries on.
+    isp.send("{this is not json");
+    await isp.waitFor((l) => l.event === "error" && l.code === "BAD_JSON", 5000, "BAD_JSON");
+    isp.send({ cmd: "mitigate", id: "bad", session: "nobody", request: {} });
+    await isp.waitFor((l) => l.event === "error" && l.id === "bad", 5000, "error for bad command");
+    isp.send({ cmd: "sessions", id: "s" });
+    const sessions = await isp.waitFor((l) => l.event === "sessions" && l.id === "s", 5000, "sessions");
+    assert.equal((sessions.sessions as unknown[]).length, 1);
+    home.send({ cmd: "decide", mid: 424242, outcome: "enforced" });
+    await home.waitFor((l) => l.event === "error" && l.cmd === "decide", 5000, "decide error");
+    home.send({ cmd: "mitigations", id: "list" });
+    const list = await home.waitFor((l) => l.event === "mitigations" && l.id === "list", 5000, "mitigations");
+    assert.ok((list.mitigations as Array<{ mid: number }>).some((m) => m.mid === mid));
+
+    isp.send({ cmd: "withdraw", id: "w", session: "home-1", mid });
+    const w = await isp.waitFor((l) => l.event === "response" && l.id === "w", 10000, "withdraw response");
+    assert.equal((w.outcome as Record<string, unknown>).code, "2.02");
+
+    // SIGTERM: clean stop, a final "stopped" line, exit 0.
+    assert.equal(await home.stop(), 0);
+    assert.ok(home.lines.some((l) => l.event === "stopped"));
+    await isp.waitFor((l) => l.event === "session-down", 15000, "session-down");
+    assert.equal(await isp.stop(), 0);
+    assert.ok(isp.lines.some((l) => l.event === "stopped"));
+    assert.ok(isp.lines.every((l) => l.event !== "__not-json__"), "every stdout line is JSON");
+  });
+});
