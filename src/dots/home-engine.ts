@@ -39,7 +39,7 @@ export interface HomeEngineTuning {
   /** Mitigation lifetime seconds compression (tests). Default 1000 ms per second. */
   lifetimeMsPerSecond?: number;
   maxMitigationsPerClient?: number;
-  /** Extra mitigation validator (src/dots/validation.ts) run before the home checks. */
+  /** Replaces the default mitigation validator (validateMitigationRequest, side "home"). */
   validate?: MitigationValidator;
   /** Name resolution (default dns.lookup with all:true). */
   lookup?: LookupAll;

@@ -10,6 +10,7 @@ import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
 import { ATTACK_STATUS_CODES, Mitigation, MitigationStatus, MitigationStore, RemovalReason, STATUS_LABELS } from "./mitigation-store";
 import { SessionConfig } from "./session-config";
+import { validateMitigationRequest } from "./validation";
 
 export const MITIGATION_SCOPE_KEY = "ietf-dots-signal-channel:mitigation-scope";
 export const REDIRECTED_SIGNAL_KEY = "ietf-dots-signal-channel:redirected-signal";
@@ -60,7 +61,7 @@ export interface FieldError {
 }
 
 /** Mitigation request validator (src/dots/validation.ts has the full one). */
-export type MitigationValidator = (request: DotsJson) => { ok: true } | { ok: false; errors: FieldError[] };
+export type MitigationValidator = (request: DotsJson) => { ok: true; scope?: DotsJson } | { ok: false; errors: FieldError[] };
 
 export interface RedirectTarget {
   altClient: string;
@@ -77,7 +78,7 @@ export interface HomeResourcesOptions {
   allowIndefiniteLifetime?: boolean;
   /** How long a new request waits for decide() before 2.01 with status 1, ms. Default 1000. */
   decisionWaitMs?: number;
-  /** Extra validation (field rules) run before the home-side checks. */
+  /** Field-rule validation run before the home-side checks. Default: validateMitigationRequest (side "home"). */
   validate?: MitigationValidator;
   /**
    * Asked whether a redirect can be honoured; resolve undefined to accept (2.01, then the engine
@@ -183,7 +184,8 @@ export class HomeResources extends EventEmitter {
     this.codec = opts.codec;
     this.allowIndefinite = opts.allowIndefiniteLifetime ?? false;
     this.decisionWaitMs = opts.decisionWaitMs ?? 1000;
-    this.validate = opts.validate;
+    const homePrefixes = [...opts.homePrefixes];
+    this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: this.allowIndefinite }));
     this.canRedirect = opts.canRedirect;
     this.homePrefixes = opts.homePrefixes.map((p) => {
       const parsed = parsePrefix(p);
@@ -283,15 +285,16 @@ export class HomeResources extends EventEmitter {
     const ms = body[MITIGATION_SCOPE_KEY];
     if (!isRecord(ms) || !Array.isArray(ms.scope)) return fail(MITIGATION_SCOPE_KEY, "mandatory", "mitigation-scope with a scope list is mandatory");
     if (ms.scope.length !== 1) fail("scope", "single-scope", `exactly one scope entry is allowed, got ${ms.scope.length}`);
-    const scope = ms.scope[0];
+    let scope = ms.scope[0];
     if (!isRecord(scope)) return fail("scope", "type", "scope entry must be an object");
     if (this.validate) {
       const v = this.validate(body);
       if (!v.ok) {
-        const first = v.errors[0];
         const all = v.errors.map((e) => `${e.field}: ${e.message} (${e.rule})`).join("; ");
-        throw new BadRequest(Code.BadRequest, all || `${first?.field ?? "request"}: invalid`);
+        throw new BadRequest(Code.BadRequest, all || "invalid mitigation request");
       }
+      // Canonical prefix spelling, so a refresh compares equal however the peer wrote addresses.
+      if (v.scope) scope = v.scope;
     }
     for (const k of ["cuid", "cdid", "mid"]) if (k in scope) fail(k, "uri-path-only", `${k} belongs in the Uri-Path, never in the body`);
     const lifetime = scope.lifetime;

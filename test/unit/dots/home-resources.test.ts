@@ -170,7 +170,7 @@ describe("dots/home-resources", () => {
 
     const badCases: Array<[string, Record<string, unknown> | Buffer, RegExp]> = [
       ["trigger-mitigation false", good({ "trigger-mitigation": false }), /trigger-mitigation/],
-      ["source outside home prefixes", good({ [SP]: ["192.0.2.1/32"] }), /source-prefix.*outside this home/],
+      ["source outside home prefixes", good({ [SP]: ["192.0.2.1/32"] }), /source-prefix.*(outside|not inside) this home/],
       ["loopback source", good({ [SP]: ["127.0.0.1/32"] }), /loopback/],
       ["missing source-prefix", request({ "target-prefix": ["198.51.100.7/32"], lifetime: 3600 }), /source-prefix is mandatory/],
       ["missing target-prefix", request({ [SP]: ["203.0.113.5/32"], lifetime: 3600 }), /target-prefix is mandatory/],
@@ -178,7 +178,7 @@ describe("dots/home-resources", () => {
       ["lifetime 0", good({ lifetime: 0 }), /lifetime 0/],
       ["lifetime -1 not allowed", good({ lifetime: -1 }), /indefinite/],
       ["two scopes", { [MS]: { scope: [good()[MS].scope[0], good()[MS].scope[0]] } }, /exactly one scope/],
-      ["cuid in body", good({ cuid: "abc" }), /cuid belongs in the Uri-Path/],
+      ["cuid in body", good({ cuid: "abc" }), /cuid.*Uri-Path/],
       ["unknown comprehension-required key", Buffer.from("a101a10281a1186301", "hex"), /99/],
       ["not CBOR", Buffer.from("ff", "hex"), /CBOR body/],
     ];
