@@ -3,6 +3,7 @@
 // library in src/ decides what is valid DOTS; this file only turns editor text into data.
 import * as ipaddr from "ipaddr.js";
 import type { Node, NodeAPI, NodeMessage } from "node-red";
+import type { CertificateCredential } from "../../src/dots/api";
 
 /** An error that names the form field (or msg property) it is about, for Catch nodes. */
 export class FieldError extends Error {
@@ -152,3 +153,40 @@ export function closeWithin(ms: number, work: Promise<unknown>, done: () => void
     done();
   });
 }
+
+/** "home-a: 198.51.100.0/24, 2001:db8::/48" per line -> { "home-a": [...] }. */
+export function parseHomePrefixes(text: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  (text || "").split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.replace(/#.*/, "").trim();
+    if (!line) return;
+    const m = /^([^\s:]+)\s*:\s*(.+)$/.exec(line);
+    if (!m) throw new Error(`home prefixes line ${i + 1}: expected "home-name: prefix, prefix"`);
+    try {
+      out[m[1]] = [...(out[m[1]] ?? []), ...listOf(m[2]).map(normalisePrefix)];
+    } catch (e) {
+      throw new Error(`home prefixes line ${i + 1}: ${toError(e).message}`);
+    }
+  });
+  return out;
+}
+
+
+/** What a core tls-config node offers (npm:@node-red/nodes core/network/05-tls.js). */
+export interface TlsConfigNode extends Node {
+  valid?: boolean;
+  addTLSOptions(opts: Record<string, unknown>): Record<string, unknown>;
+}
+
+
+/** Certificate credentials from a core tls-config node (PEM text it loaded). */
+export function certificateFrom(tlsNode: TlsConfigNode): CertificateCredential {
+  const o = tlsNode.addTLSOptions({}) as { cert?: string | Buffer; key?: string | Buffer; ca?: string | Buffer; passphrase?: string; servername?: string };
+  if (!o.cert || !o.key) throw new Error("the TLS configuration has no certificate and key");
+  const c: CertificateCredential = { cert: o.cert, key: o.key };
+  if (o.ca) c.ca = o.ca;
+  if (o.passphrase) c.passphrase = o.passphrase;
+  if (o.servername) c.servername = o.servername;
+  return c;
+}
+
