@@ -1,0 +1,226 @@
+// The ISP engine against a hand-built home: a real DTLS client connection and a real CoAP
+// endpoint whose handlers the test writes, so it can do what our home engine never does (send a
+// base 5.03 redirect, go silent, serve odd configurations) and inspect what the ISP sends.
+import { strict as assert } from "node:assert";
+import { decodeDotsCbor, encodeDotsCbor } from "../../src/cbor";
+import { CoapEndpoint, type IncomingRequest } from "../../src/coap/endpoint";
+import { CONTENT_FORMAT_DOTS_CBOR, Code, OptionNumber } from "../../src/coap/message";
+import type { SessionInfo, StatusNotification } from "../../src/dots/api";
+import { cuidFromPskIdentity } from "../../src/dots/ids";
+import { CallHomeListener } from "../../src/dots/isp-engine";
+import { IspRequestError } from "../../src/dots/isp-session";
+import { buildConfigJson, DEFAULT_CONFIG_LIMITS, DEFAULT_CONFIG_SET } from "../../src/dots/session-config";
+import { connectDtls, type DtlsClientConnection } from "../../src/transport/dtls-client";
+import { delay, waitFor } from "./harness";
+
+const PSK = { identity: "peer-home", key: Buffer.from("peer-home-key-0123") };
+const MS = "ietf-dots-signal-channel:mitigation-scope";
+const scope = { "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 };
+
+interface Seen {
+  method: string;
+  path: string[];
+  confirmable: boolean;
+  body?: Record<string, unknown>;
+  ifMatch?: Buffer;
+  observe?: number;
+}
+
+/** A home made of parts: DTLS client + CoAP endpoint + handlers chosen per test. */
+class HandHome {
+  conn!: DtlsClientConnection;
+  ep!: CoapEndpoint;
+  readonly seen: Seen[] = [];
+  onMitigate: (req: IncomingRequest, n: number) => void = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+  private puts = 0;
+  silent = false;
+
+  constructor(private readonly heartbeatInterval: number, private readonly missingHbAllowed: number) {}
+
+  async connect(port: number): Promise<void> {
+    this.conn = await connectDtls({ host: "127.0.0.1", port, psk: PSK, handshakeTimeoutMs: 500 });
+    this.ep = new CoapEndpoint(this.conn);
+    this.ep.on("protocol-error", () => undefined);
+    this.ep.onRequest((req) => {
+      if (this.silent) return; // a saturated uplink: nothing gets through
+      const s: Seen = { method: req.method, path: req.path, confirmable: req.confirmable, observe: req.observe };
+      if (req.payload.length > 0) s.body = decodeDotsCbor(req.payload);
+      const im = req.options.find((o) => o.number === OptionNumber.IfMatch);
+      if (im) s.ifMatch = im.value;
+      this.seen.push(s);
+      const p = req.path.join("/");
+      if (p === ".well-known/dots/config") {
+        const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed };
+        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating: set }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: 3600 });
+      } else if (p === ".well-known/dots/hb") {
+        req.respond({ code: Code.Changed });
+      } else if (req.path[2] === "mitigate" && req.method === "PUT") {
+        this.onMitigate(req, this.puts++);
+      } else if (req.path[2] === "mitigate" && req.method === "GET") {
+        req.respond({ code: Code.Content, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 500, status: "attack-successfully-mitigated", "mitigation-start": 1 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+      } else req.respond({ code: Code.NotFound, payload: Buffer.from("no") });
+    });
+  }
+
+  /** Sends a PUT /hb as the home does, returning the response code byte. */
+  async heartbeat(body: Buffer = encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } })): Promise<number> {
+    const res = await this.ep.request({ method: "PUT", path: [".well-known", "dots", "hb"], confirmable: false, payload: body, contentFormat: CONTENT_FORMAT_DOTS_CBOR, timeoutMs: 3000 });
+    return res.code;
+  }
+
+  close(): void {
+    this.ep?.close();
+  }
+}
+
+describe("ISP engine against a hand-built home over DTLS-PSK", function () {
+  this.timeout(20000);
+  let listener: CallHomeListener | undefined;
+  let home: HandHome | undefined;
+
+  async function start(hb: number, missing: number, tuning: Record<string, unknown> = {}): Promise<[CallHomeListener, HandHome, SessionInfo]> {
+    listener = new CallHomeListener(
+      { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ ...PSK, home: "peer" }], homePrefixes: { peer: ["203.0.113.0/24"] } },
+      { nonRepeatMs: 100, requestTimeoutMs: 4000, ...tuning },
+    );
+    listener.on("error", () => undefined);
+    await listener.start();
+    home = new HandHome(hb, missing);
+    const up = waitFor<[SessionInfo]>(listener, "session-up");
+    await home.connect(listener.port as number);
+    const [s] = await up;
+    return [listener, home, s];
+  }
+
+  afterEach(async () => {
+    home?.close();
+    await listener?.stop();
+    home = undefined;
+    listener = undefined;
+  });
+
+  it("GETs /config as CON first and sends NON PUTs with cuid then mid, cuid from the PSK identity (R20, R21, R42)", async () => {
+    const [l, h, s] = await start(30, 15);
+    assert.deepEqual(h.seen[0], { method: "GET", path: [".well-known", "dots", "config"], confirmable: true, observe: undefined });
+    const a = await l.mitigate(s.id, { [MS]: { scope: [scope] } });
+    const b = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.8/32"] }] } }, { observe: false });
+    const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
+    const cuid = cuidFromPskIdentity(PSK.identity);
+    assert.deepEqual(puts[0].path, [".well-known", "dots", "mitigate", `cuid=${cuid}`, `mid=${a.mid}`]);
+    assert.equal(puts[0].confirmable, false);
+    assert.ok((b.mid as number) > (a.mid as number), "mid increases");
+    assert.equal(a.cuid, cuid);
+    // The status Observe: GET with Observe 0 on the new mid after 2.01.
+    const obs = await (async () => {
+      for (let i = 0; i < 50; i++) {
+        const g = h.seen.find((x) => x.method === "GET" && x.observe === 0);
+        if (g) return g;
+        await delay(20);
+      }
+      return undefined;
+    })();
+    assert.ok(obs, "observe registered");
+    assert.deepEqual(obs.path, [".well-known", "dots", "mitigate", `cuid=${cuid}`, `mid=${a.mid}`]);
+  });
+
+  it("sends the efficacy update with an empty If-Match and the original parameters plus attack-status (R40)", async () => {
+    const [l, h, s] = await start(30, 15);
+    h.onMitigate = (req, n) => req.respond({ code: n === 0 ? Code.Created : Code.Changed, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    const a = await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
+    const e = await l.efficacy(s.id, a.mid as number, "attack-successfully-mitigated");
+    assert.equal(e.code, "2.04");
+    const upd = h.seen.filter((x) => x.method === "PUT").pop() as Seen;
+    assert.deepEqual(upd.ifMatch, Buffer.alloc(0));
+    assert.deepEqual(upd.body, { [MS]: { scope: [{ ...scope, "attack-status": "attack-successfully-mitigated" }] } });
+    await assert.rejects(l.efficacy(s.id, 987654, "under-attack"), (err: unknown) => err instanceof IspRequestError && err.code === "UNKNOWN_MITIGATION");
+  });
+
+  it("silently discards a base 5.03 redirect and keeps repeating until a real answer (R51)", async () => {
+    const [l, h, s] = await start(30, 15);
+    h.onMitigate = (req, n) => {
+      if (n === 0) {
+        req.respond({ code: Code.ServiceUnavailable, payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+      } else {
+        req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+      }
+    };
+    const discarded = waitFor(l, "discarded");
+    const res = await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
+    await discarded;
+    assert.equal(res.code, "2.01");
+    assert.equal(h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").length, 2);
+  });
+
+  it("answers the home's heartbeat 2.04, a malformed one 4.00, and serves nothing else (R14, R45)", async () => {
+    const [, h] = await start(30, 15);
+    assert.equal(await h.heartbeat(), Code.Changed);
+    assert.equal(await h.heartbeat(encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": {} } as never)), Code.BadRequest);
+    const res = await h.ep.request({ method: "GET", path: [".well-known", "dots", "mitigate", "cuid=x"], confirmable: true, timeoutMs: 3000 });
+    assert.equal(res.code, Code.NotFound);
+    assert.ok(res.payload.length > 0, "diagnostic payload");
+  });
+
+  it("heartbeats at the negotiated interval and tells the home whether its heartbeats arrive (R45, R47)", async () => {
+    // heartbeat-interval 1 negotiated; the ISP compresses 1 s to 100 ms.
+    const [l, h] = await start(1, 15, { msPerSecond: 100 });
+    const first = await waitFor<[{ direction: string; peerHbStatus: boolean }]>(l, "heartbeat", (x) => x.direction === "out", 2000);
+    assert.equal(first[0].peerHbStatus, false, "no heartbeat from the home yet");
+    await h.heartbeat();
+    await waitFor<[{ direction: string; peerHbStatus: boolean }]>(l, "heartbeat", (x) => x.direction === "out" && x.peerHbStatus, 2000);
+    await delay(250);
+    const hbs = h.seen.filter((x) => x.path[2] === "hb");
+    assert.ok(hbs.length >= 2, `${hbs.length} heartbeats arrived`);
+    assert.ok(hbs.every((x) => !x.confirmable && x.path.length === 3), "NON, no cuid/mid on /hb");
+  });
+
+  it("declares a silent idle session lost, but keeps it while an attack it reported is active (R48)", async () => {
+    // Idle: silence for missing-hb-allowed (2) x interval (1 s = 50 ms) ends the session.
+    const [l, h, s] = await start(1, 2, { msPerSecond: 50 });
+    h.silent = true;
+    const [, reason] = await waitFor<[SessionInfo, string]>(l, "session-down", () => true, 3000);
+    assert.match(reason, /heartbeat loss/);
+    assert.equal(l.findSession(s.id), undefined);
+    home?.close();
+    await l.stop();
+
+    // With an active mitigation the same silence does not end it.
+    const [l2, h2, s2] = await start(1, 2, { msPerSecond: 50 });
+    const res = await l2.mitigate(s2.id, { [MS]: { scope: [scope] } }, { observe: false });
+    assert.equal(res.code, "2.01");
+    h2.silent = true;
+    let down = false;
+    l2.on("session-down", () => (down = true));
+    await delay(600); // 6 heartbeat intervals, three times the loss threshold
+    assert.equal(down, false);
+    assert.ok(l2.findSession(s2.id));
+  });
+
+  it("reports every Observe notification as a status event", async () => {
+    const [l, h, s] = await start(30, 15);
+    let observer: ((status: string) => void) | undefined;
+    // Serve the observe GET with a handle we can notify through.
+    h.ep.onRequest((req) => {
+      const p = req.path.join("/");
+      if (p === ".well-known/dots/hb") return req.respond({ code: Code.Changed });
+      if (req.method === "PUT") return req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 7, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+      if (req.method === "GET" && req.observe === 0) {
+        const handle = req.acceptObserve();
+        const body = (st: string) => encodeDotsCbor({ [MS]: { scope: [{ mid: 7, lifetime: 600, status: st, "mitigation-start": 1 }] } });
+        req.respond({ code: Code.Content, payload: body("attack-mitigation-in-progress"), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        observer = (st) => handle.notify({ code: Code.Content, payload: body(st), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        return;
+      }
+      req.respond({ code: Code.NotFound, payload: Buffer.from("no") });
+    });
+    const statuses: string[] = [];
+    l.on("status", (n: StatusNotification) => statuses.push(n.status ?? "?"));
+    await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { mid: 7 });
+    for (let i = 0; i < 50 && !observer; i++) await delay(20);
+    assert.ok(observer, "observation registered");
+    observer("attack-successfully-mitigated");
+    await waitFor<[StatusNotification]>(l, "status", (n) => n.status === "attack-successfully-mitigated", 3000);
+    observer("attack-mitigation-terminated");
+    await waitFor<[StatusNotification]>(l, "status", (n) => n.status === "attack-mitigation-terminated", 3000);
+    assert.deepEqual(statuses, ["attack-mitigation-in-progress", "attack-successfully-mitigated", "attack-mitigation-terminated"]);
+  });
+});
