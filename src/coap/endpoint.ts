@@ -207,6 +207,8 @@ interface PendingExchange {
   repeatTimer?: NodeJS.Timeout;
   /** UDP NON request message IDs, so a RST can find us. */
   nonMids: number[];
+  /** UDP CON request message ID, to stop retransmitting once any response arrives. */
+  conMid?: number;
   observation?: ClientObservation;
 }
 
@@ -228,6 +230,8 @@ interface InProgress {
   /** Block2 the client asked for (in its request), if any. */
   requestedBlock?: BlockValue;
   cacheKey: string;
+  /** UDP NON: identity of the request (token, code, options, payload) for the repeat cache. */
+  nonKey?: string;
 }
 
 interface ServerObserver {
@@ -250,6 +254,22 @@ interface BlockCacheEntry {
 
 function hexKey(token: Buffer): string {
   return token.toString("hex");
+}
+
+/** Everything that makes two NON requests the same request, except the message ID. */
+function nonRequestKey(msg: CoapMessage): string {
+  const h = createHash("sha256");
+  h.update(Buffer.from([msg.code, msg.token.length]));
+  h.update(msg.token);
+  for (const o of msg.options) {
+    const head = Buffer.alloc(6);
+    head.writeUInt16BE(o.number, 0);
+    head.writeUInt32BE(o.value.length, 2);
+    h.update(head);
+    h.update(o.value);
+  }
+  h.update(msg.payload);
+  return h.digest("base64");
 }
 
 function diagnostic(text: string): Buffer {
@@ -286,6 +306,8 @@ export class CoapEndpoint extends EventEmitter {
   private readonly observers = new Map<string, ServerObserver>();
   private readonly notificationMids = new Map<number, string>();
   private readonly blockCache = new Map<string, BlockCacheEntry>();
+  /** UDP: answers to recent NON requests, by request identity, for repeats with fresh message IDs. */
+  private readonly nonAnswers = new Map<string, { expires: number; response: CoapMessage }>();
   private readonly rate: { perMs: number; burst: number; tokens: number; last: number };
 
   // TCP
@@ -497,7 +519,7 @@ export class CoapEndpoint extends EventEmitter {
       if (this.isTcp) {
         this.sendMessage(message);
       } else if (confirmable) {
-        this.sendConfirmable(message, {
+        entry.conMid = this.sendConfirmable(message, {
           onAck: (ack) => {
             if (ack.code !== Code.Empty) this.handleResponse(ack, "ACK");
           },
@@ -521,11 +543,20 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   private finishPending(entry: PendingExchange): void {
+    this.stopRequestTransmission(entry);
     clearTimeout(entry.timeout);
     clearInterval(entry.repeatTimer);
     entry.repeatTimer = undefined;
     for (const mid of entry.nonMids) this.nonRequestMids.delete(mid);
     if (this.pending.get(entry.key) === entry) this.pending.delete(entry.key);
+  }
+
+  /** A separate response can overtake a lost empty ACK: stop retransmitting the request then. */
+  private stopRequestTransmission(entry: PendingExchange): void {
+    if (entry.conMid === undefined) return;
+    const t = this.transmissions.get(entry.conMid);
+    if (t && t.bytes.subarray(4, 4 + entry.token.length).equals(entry.token)) this.stopTransmission(entry.conMid);
+    entry.conMid = undefined;
   }
 
   private failPending(entry: PendingExchange, err: Error): void {
@@ -563,6 +594,7 @@ export class CoapEndpoint extends EventEmitter {
     const obs = entry.observation;
     if (!entry.settled) {
       entry.settled = true;
+      this.stopRequestTransmission(entry);
       clearTimeout(entry.timeout);
       clearInterval(entry.repeatTimer);
       entry.repeatTimer = undefined;
@@ -643,6 +675,10 @@ export class CoapEndpoint extends EventEmitter {
           this.tcpPings.delete(key);
           reject(new CoapEndpointError("TIMEOUT", "no Pong"));
         }, maxTransmitWaitMs(this.params));
+        if (this.tcpPings.size >= 16) {
+          clearTimeout(timer);
+          return reject(new CoapEndpointError("LIMIT", "too many outstanding pings"));
+        }
         this.tcpPings.set(key, { resolve: done, reject, timer });
         this.sendMessage(pingMessage(token));
         return;
@@ -876,6 +912,15 @@ export class CoapEndpoint extends EventEmitter {
       if (confirmable && mid !== undefined) this.reply(mid, "ACK");
       return;
     }
+    if (!this.isTcp && msg.type === "NON") {
+      // A repeat (RFC 9132 NON requests are resent until answered) of one we answered: same answer.
+      ip.nonKey = nonRequestKey(msg);
+      const answered = this.nonAnswers.get(ip.nonKey);
+      if (answered && answered.expires > Date.now() && msg.code !== Code.GET) {
+        this.sendMessage({ ...answered.response, type: "NON", messageId: this.allocMid() });
+        return;
+      }
+    }
     const quick = (code: number, text: string, extra: CoapOption[] = []) => this.sendResponse(ip, msg, { code, payload: diagnostic(text), contentFormat: CONTENT_FORMAT_TEXT, options: extra });
 
     const method = METHOD_NAMES[msg.code];
@@ -947,7 +992,12 @@ export class CoapEndpoint extends EventEmitter {
       confirmable,
       token: msg.token,
       respond: (res) => {
-        if (ip.responded) throw new Error("this request was already answered");
+        if (this.closed) return; // the peer is gone; nothing to answer
+        if (ip.responded) {
+          // Usually the handler answered after the endpoint's 5.00 timeout: report, do not throw.
+          this.emit("handler-error", new Error(`${method} /${path.join("/")} answered twice (or after the ${this.handlerTimeoutMs} ms timeout); second answer dropped`));
+          return;
+        }
         this.sendResponse(ip, msg, res);
       },
       acceptObserve: () => this.acceptObserve(ip, msg, observe),
@@ -1075,6 +1125,16 @@ export class CoapEndpoint extends EventEmitter {
     return { ...msg, options, payload: msg.payload.subarray(0, size) };
   }
 
+  private rememberNonAnswer(key: string, response: CoapMessage): void {
+    const now = Date.now();
+    this.nonAnswers.delete(key);
+    for (const [k, v] of this.nonAnswers) {
+      if (v.expires > now && this.nonAnswers.size < this.limits.dedupEntries / 4) break;
+      this.nonAnswers.delete(k);
+    }
+    this.nonAnswers.set(key, { expires: now + this.nonLifetimeMs, response });
+  }
+
   private cacheRepresentation(msg: CoapMessage, cacheKey: string): BlockCacheEntry {
     // A content hash as ETag: a regenerated identical representation keeps its tag.
     const etag = createHash("sha256").update(msg.payload).digest().subarray(0, 8);
@@ -1152,6 +1212,7 @@ export class CoapEndpoint extends EventEmitter {
         });
       } else {
         this.sendMessage({ ...msg, type: "NON", messageId: this.allocMid() });
+        if (ip.nonKey !== undefined && req.code !== Code.GET) this.rememberNonAnswer(ip.nonKey, msg);
       }
     } catch (e) {
       // E.g. an option value the codec refuses: tell the peer rather than leave it waiting.
@@ -1196,6 +1257,7 @@ export class CoapEndpoint extends EventEmitter {
     for (const obs of [...this.observers.values()]) this.endObserver(obs);
     this.dedup.clear();
     this.blockCache.clear();
+    this.nonAnswers.clear();
     this.notificationMids.clear();
     this.nonRequestMids.clear();
     this.emit("close", err);

@@ -436,3 +436,146 @@ describe("CoAP endpoint over TCP: signalling", function () {
     assert.equal(client.isClosed, true);
   });
 });
+
+describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", function () {
+  this.timeout(10000);
+
+  /** Our endpoint as client, talking to a raw socket that plays the server. */
+  async function clientAgainstRaw(opts: EndpointOptions = {}) {
+    const raw = await rawUdp();
+    const port = (raw.socket.address() as { port: number }).port;
+    const client = new CoapEndpoint(await connectPlainUdp(port), { transmission: FAST, ...opts });
+    cleanups.push(() => client.close());
+    const clientPort = () => (client.connection.localPort as number);
+    const reply = (m: CoapMessage) => raw.socket.send(encodeUdp(m), clientPort(), "127.0.0.1");
+    return { raw, client, reply };
+  }
+
+  it("drops a stale notification (RFC 7641 section 3.4) and resets a notification for an unknown token", async () => {
+    const { raw, client, reply } = await clientAgainstRaw();
+    const seen: string[] = [];
+    const obsP = client.observe({ method: "GET", path: ["s"] }, (r) => seen.push(r.payload.toString()));
+    const req = await raw.next();
+    const note = (seq: number, text: string, token = req.token, mid = seq & 0xffff) =>
+      reply({ type: "NON", code: Code.Content, messageId: mid, token, options: [observeOption(seq)], payload: Buffer.from(text) });
+    reply({ type: "ACK", code: Code.Content, messageId: req.messageId, token: req.token, options: [observeOption(10)], payload: Buffer.from("first") });
+    const obs = await obsP;
+    assert.equal(obs.first.payload.toString(), "first");
+    note(12, "newer");
+    await sleep(30);
+    note(11, "stale");
+    note(13, "newest");
+    note(0x800000 + 20, "too far ahead is older"); // 2^23 away: counts as older
+    await sleep(100);
+    assert.deepEqual(seen, ["newer", "newest"]);
+    note(14, "nobody", Buffer.from("0badc0de", "hex"), 777);
+    const rst = await raw.next();
+    assert.deepEqual([rst.type, rst.messageId], ["RST", 777]);
+  });
+
+  it("stops retransmitting a CON request once a separate response overtakes the lost empty ACK", async () => {
+    const { raw, client, reply } = await clientAgainstRaw();
+    const resP = client.request({ method: "GET", path: ["x"] });
+    const req = await raw.next();
+    reply({ type: "CON", code: Code.Content, messageId: 4242, token: req.token, options: [], payload: Buffer.from("separate") });
+    const res = await resP;
+    assert.equal(res.payload.toString(), "separate");
+    const ack = await raw.next();
+    assert.deepEqual([ack.type, ack.messageId], ["ACK", 4242]);
+    // With ACK_TIMEOUT 100 ms a retransmission would come within 150 ms; none may.
+    await assert.rejects(raw.next(600), /no datagram/);
+  });
+
+  it("rejects a Block2 transfer whose ETag changes between blocks", async () => {
+    const { raw, client, reply } = await clientAgainstRaw();
+    const resP = client.request({ method: "GET", path: ["all"] });
+    const r0 = await raw.next();
+    reply({ type: "ACK", code: Code.Content, messageId: r0.messageId, token: r0.token, options: [{ number: 4, value: Buffer.from([1]) }, { number: 23, value: Buffer.from([0x0a]) }], payload: Buffer.alloc(64, 1) });
+    const r1 = await raw.next();
+    assert.deepEqual(getBlock2(r1.options), { num: 1, more: false, szx: 2 });
+    reply({ type: "ACK", code: Code.Content, messageId: r1.messageId, token: r1.token, options: [{ number: 4, value: Buffer.from([2]) }, { number: 23, value: Buffer.from([0x12]) }], payload: Buffer.alloc(10, 2) });
+    await assert.rejects(resP, (e: unknown) => e instanceof CoapEndpointError && e.code === "BLOCK" && /ETag/.test(e.message));
+  });
+
+  it("bounds outstanding requests", async () => {
+    const { client } = await clientAgainstRaw({ limits: { pendingRequests: 2 } });
+    const a = client.request({ method: "GET", path: ["a"], timeoutMs: 5000 });
+    const b = client.request({ method: "GET", path: ["b"], timeoutMs: 5000 });
+    await assert.rejects(client.request({ method: "GET", path: ["c"] }), (e: unknown) => e instanceof CoapEndpointError && e.code === "LIMIT");
+    client.close();
+    await assert.rejects(a, /closed/);
+    await assert.rejects(b, /closed/);
+  });
+});
+
+describe("CoAP endpoint: server-side rules", function () {
+  this.timeout(10000);
+
+  it("answers a repeated NON request whose answer was lost with the same answer; the handler runs once", async () => {
+    let relay!: UdpRelay;
+    // up: 0 ping, 1 PUT; down: 0 ping RST, 1 the first 2.01 (dropped)
+    const { client, server } = await pair("udp", {}, {}, async (port) => {
+      relay = await startLossyUdpRelay(port, (dir, _d, i) => dir === "down" && i === 1);
+      cleanups.push(() => relay.close());
+      return relay.port;
+    });
+    let calls = 0;
+    server.onRequest((req) => {
+      calls++;
+      req.respond({ code: calls === 1 ? Code.Created : Code.Changed, payload: Buffer.from(`answer ${calls}`) });
+    });
+    const res = await client.request({ method: "PUT", path: ["m"], payload: Buffer.from("p"), confirmable: false, repeatMs: 60, timeoutMs: 3000 });
+    assert.deepEqual([res.code, res.payload.toString(), calls, relay.stats.droppedDown], [Code.Created, "answer 1", 1, 1]);
+  });
+
+  it("turns a throwing handler into 5.00 with a diagnostic and a handler-error event", async () => {
+    for (const kind of ["udp", "tcp"] as const) {
+      const { client, server } = await pair(kind);
+      const errors: Error[] = [];
+      server.on("handler-error", (e: Error) => errors.push(e));
+      server.onRequest(async () => {
+        throw new Error("database on fire");
+      });
+      const res = await client.request({ method: "GET", path: ["x"] });
+      assert.equal(res.code, Code.InternalServerError, kind);
+      assert.match(res.payload.toString(), /database on fire/);
+      assert.equal(errors.length, 1);
+    }
+  });
+
+  it("ends an observation on both sides with a non-2.xx notification, and caps observers", async () => {
+    const { client, server } = await pair("udp", { limits: { observers: 1 } });
+    const handles: ObserverHandle[] = [];
+    server.onRequest((req) => {
+      handles.push(req.acceptObserve());
+      req.respond({ code: Code.Content, payload: Buffer.from("x") });
+    });
+    const seen: number[] = [];
+    const first = await client.observe({ method: "GET", path: ["a"] }, (r) => seen.push(r.code));
+    assert.ok(first.first.observe !== undefined);
+    const second = await client.observe({ method: "GET", path: ["b"] }, () => undefined);
+    assert.equal(second.first.observe, undefined, "second observer refused: plain response");
+    assert.equal(handles[1].active, false);
+    handles[0].notify({ code: Code.NotFound, payload: Buffer.from("gone") });
+    assert.equal(handles[0].active, false);
+    while (seen.length < 1) await sleep(10);
+    assert.deepEqual(seen, [Code.NotFound]);
+    handles[0].notify({ code: Code.Content, payload: Buffer.from("after end") });
+    await sleep(100);
+    assert.deepEqual(seen, [Code.NotFound]);
+  });
+
+  it("closes with ABORTED when the TCP peer sends Abort", async () => {
+    const { client, server } = await pair("tcp");
+    const aborts: unknown[] = [];
+    client.on("peer-abort", (s: unknown) => aborts.push(s));
+    const closed = once(client, "close");
+    const pending = client.request({ method: "GET", path: ["x"], timeoutMs: 5000 });
+    server.connection.send(encodeTcp({ code: Code.Abort, token: empty, options: [], payload: Buffer.from("shutting down") }));
+    const [err] = (await closed) as [CoapEndpointError];
+    assert.equal(err.code, "ABORTED");
+    assert.match(err.message, /shutting down/);
+    assert.deepEqual(aborts, [{ kind: "abort", diagnostic: "shutting down" }]);
+    await assert.rejects(pending, (e: unknown) => e instanceof CoapEndpointError && e.code === "ABORTED");
+  });
+});
