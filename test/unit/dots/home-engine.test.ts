@@ -257,6 +257,50 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(cfg.code, Code.Content);
   });
 
+  const redirectTo = (ep: CoapEndpoint, alt: string, records: string[], ttl?: number) =>
+    ep.request({
+      method: "PUT",
+      path: [".well-known", "dots", "redirect"],
+      confirmable: false,
+      payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": alt, "ietf-dots-call-home:alt-ch-client-record": records, ...(ttl === undefined ? {} : { "ietf-dots-call-home:ttl": ttl }) } }),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      timeoutMs: 5000,
+    });
+
+  it("redirect ttl: after it lapses the home returns to the provisioned client", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
+    const d = dial({ port: first.port });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"], 1)).code, Code.Created);
+    await second.waitSession();
+    const back = await first.waitSession(2);
+    assert.equal(back.conn.closed, false);
+    assert.equal(d.connection?.remoteAddress, "127.0.0.1");
+  });
+
+  it("redirect with certificates: alt-ch-client is the name checked on the alternate's certificate", async () => {
+    const first = await isp("127.0.0.1").startTls({ pki });
+    const second = await isp("127.0.0.2").startTls({ pki, port: first.port });
+    const d = dial({ port: first.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert } });
+    const errors: string[] = [];
+    d.on("error", (e) => errors.push(e.message));
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    // The alternate's certificate does not name alt.example: the home refuses it and falls back.
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"])).code, Code.Created);
+    const fallback = await first.waitSession(2);
+    assert.equal(second.sessions.length, 0);
+    assert.ok(errors.some((m) => /alt\.example unreachable, falling back/.test(m)), errors.join("; "));
+    // It does name isp.example: that redirect succeeds.
+    assert.equal((await redirectTo(fallback.ep, "isp.example", ["127.0.0.2"])).code, Code.Created);
+    const s2 = await second.waitSession();
+    assert.equal(s2.conn.peer.method, "certificate");
+  });
+
   it("reconnects after the ISP side disappears; mitigations keep their lifetimes", async () => {
     const i = await isp().startTls({ psk: true });
     const port = i.port;
