@@ -2,8 +2,8 @@
 // mitigation requests into messages; decisions (the filter action's outcome) come back on the
 // input. A thin adapter over src/dots/home-engine.ts.
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
-import type { Decision, DecisionOutcome, DialerOptions, MitigationEnded, MitigationEvent, TransportChoice } from "../../src/dots/api";
-import { CallHomeDialer } from "../../src/dots/home-engine";
+import type { Decision, DecisionOutcome, MitigationEnded, MitigationEvent, TransportChoice } from "../../src/dots/api";
+import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
 import { certificateFrom, closeWithin, listOf, normalisePrefix, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
@@ -17,6 +17,7 @@ interface DialerDef extends NodeDef {
   heartbeatInterval: string | number;
   decisionWait: string | number;
   allowIndefinite: boolean;
+  terminatingPeriod: string | number;
   version: number;
 }
 
@@ -51,7 +52,7 @@ export = function (RED: NodeAPI): void {
       if (hosts.length === 0) throw new Error(RED._("dots-call-home-dialer.errors.no-hosts"));
       const transport = (config.transport || "auto") as TransportChoice;
       if (!["auto", "udp", "tcp"].includes(transport)) throw new Error(RED._("dots-call-home-dialer.errors.transport", { transport }));
-      const options: DialerOptions = {
+      const options: HomeEngineOptions = {
         hosts,
         port: int(config.port === "" || config.port === undefined ? 4647 : config.port, "port", 1, 65535),
         transport,
@@ -59,6 +60,8 @@ export = function (RED: NodeAPI): void {
         heartbeatInterval: int(config.heartbeatInterval ?? 30, "heartbeat interval", 15, 240),
         decisionWaitMs: int(config.decisionWait ?? 1000, "decision wait", 0, 60000),
         allowIndefiniteLifetime: config.allowIndefinite === true,
+        // RFC 9132 4.4.3: after a withdrawal the home may keep mitigating for a while (status 5).
+        tuning: { terminatingPeriodMs: int(config.terminatingPeriod ?? 120, "terminating period", 0, 3600) * 1000 },
       };
       if (options.homePrefixes.length === 0) throw new Error(RED._("dots-call-home-dialer.errors.no-prefixes"));
       if (config.psk) {

@@ -1,0 +1,61 @@
+// Flow fixtures shared by the node tests: the whole call-home loop in one runtime.
+export const PSK_HEX = "6b2f0c1e9a5d4b3c8f7e6d5c4b3a2918";
+
+export const natTable = [
+  { protocol: "tcp", device: "192.168.1.20", devicePort: 51000, public: "198.51.100.7", publicPort: 40001, target: "203.0.113.5", targetPort: 443, mac: "02:00:00:00:00:20" },
+];
+
+export interface LoopOptions {
+  port: number;
+  consent?: "auto" | "manual";
+  transport?: "udp" | "tcp" | "auto";
+  listenerTls?: boolean;
+}
+
+/** ISP listener + home dialer, NAT lookup (static) and filter action (dry run), all wired. */
+export function loopFlow(o: LoopOptions): unknown[] {
+  return [
+    { id: "t", type: "tab" },
+    { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" },
+    { id: "req", type: "dots-mitigation-request", z: "t", home: "home-1", targetPrefix: "203.0.113.5", sourcePrefix: "198.51.100.7", sourcePort: "40001", targetPort: "443", protocol: "tcp", lifetime: "600", wires: [["lis"]] },
+    {
+      id: "lis",
+      type: "dots-call-home-listener",
+      z: "t",
+      port: o.port,
+      host: "127.0.0.1",
+      dtls: true,
+      tls: o.listenerTls === true,
+      psk: "k",
+      homePrefixes: "home-1: 198.51.100.0/24",
+      wires: [["ispEvents"], ["ispResp"]],
+    },
+    { id: "ispEvents", type: "helper", z: "t" },
+    { id: "ispResp", type: "helper", z: "t" },
+    {
+      id: "dia",
+      type: "dots-call-home-dialer",
+      z: "t",
+      hosts: "127.0.0.1",
+      port: o.port,
+      transport: o.transport ?? "udp",
+      psk: "k",
+      homePrefixes: "198.51.100.0/24",
+      heartbeatInterval: 30,
+      decisionWait: 2000,
+      terminatingPeriod: 0,
+      wires: [["nat", "homeMit"], ["filter", "homeEnded"], ["homeEvents"]],
+    },
+    { id: "homeMit", type: "helper", z: "t" },
+    { id: "homeEnded", type: "helper", z: "t" },
+    { id: "homeEvents", type: "helper", z: "t" },
+    { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: JSON.stringify(natTable), wires: [["filter"]] },
+    { id: "filter", type: "dots-filter-action", z: "t", backend: "dry-run", action: "block", consent: o.consent ?? "auto", consentTimeout: 60, onTimeout: "reject", wires: [["dia", "decisions"], ["notices"]] },
+    { id: "decisions", type: "helper", z: "t" },
+    { id: "notices", type: "helper", z: "t" },
+    { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
+    { id: "caught", type: "helper", z: "t" },
+  ];
+}
+
+export const loopCredentials = { k: { identity: "home-1", key: PSK_HEX } };
