@@ -1,0 +1,182 @@
+// How many call-home sessions one listener process holds with heartbeats running. The dialers
+// run in child processes so their CPU and memory do not count against the listener; the listener
+// process measures its own RSS per session and CPU per heartbeat (sent + received), and reports
+// them beside the same process's idle figures measured in the same run.
+//   node .build/<name>/bench/capacity.js [--sessions 5000] [--transport udp|tcp] [--hb 15]
+//        [--window 30] [--children 2] [--concurrency 40]
+import { fork } from "node:child_process";
+import type { SessionInfo } from "../src/dots/api";
+import { CallHomeListener } from "../src/dots/isp-engine";
+import { CallHomeDialer } from "../src/dots/home-engine";
+
+const args = process.argv.slice(2);
+const arg = (name: string, def: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : def;
+};
+const KEY = Buffer.from("capacity-bench-key-0123");
+const PREFIX = "203.0.113.0/24";
+const identity = (i: number): string => `cap-home-${i}`;
+
+// ------------------------------------------------------------------------------ child: dialers
+
+interface ChildJob {
+  from: number;
+  to: number;
+  port: number;
+  transport: "udp" | "tcp";
+  hb: number;
+  concurrency: number;
+}
+
+async function child(job: ChildJob): Promise<void> {
+  const dialers: CallHomeDialer[] = [];
+  let connected = 0;
+  let failed = 0;
+  const report = (): void => void process.send?.({ type: "progress", connected, failed });
+  const timer = setInterval(report, 1000);
+  let next = job.from;
+  const startOne = async (i: number): Promise<void> => {
+    const d = new CallHomeDialer({
+      hosts: ["127.0.0.1"],
+      port: job.port,
+      transport: job.transport,
+      psk: { identity: identity(i), key: KEY },
+      homePrefixes: [PREFIX],
+      heartbeatInterval: job.hb,
+      reconnect: { minMs: 60_000, maxMs: 300_000 },
+    });
+    d.on("error", () => undefined);
+    dialers.push(d);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        failed++;
+        resolve();
+      }, 60_000);
+      d.once("connected", () => {
+        clearTimeout(t);
+        connected++;
+        resolve();
+      });
+      void d.start();
+    });
+  };
+  const worker = async (): Promise<void> => {
+    while (next < job.to) await startOne(next++);
+  };
+  await Promise.all(Array.from({ length: job.concurrency }, worker));
+  report();
+  process.on("message", (m: { type: string }) => {
+    if (m.type !== "stop") return;
+    clearInterval(timer);
+    void Promise.all(dialers.map((d) => d.stop())).then(() => process.exit(0));
+  });
+}
+
+// ------------------------------------------------------------------------------ parent: listener
+
+function gc(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g) {
+    g();
+    g();
+  }
+}
+
+const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MB`;
+
+async function parent(): Promise<void> {
+  const N = Number(arg("sessions", "5000"));
+  const transport = arg("transport", "udp") as "udp" | "tcp";
+  const hb = Number(arg("hb", "15"));
+  const windowS = Number(arg("window", "30"));
+  const children = Number(arg("children", "2"));
+  const concurrency = Number(arg("concurrency", "40"));
+
+  const psk = Array.from({ length: N }, (_, i) => ({ identity: identity(i), key: KEY, home: identity(i) }));
+  const homePrefixes: Record<string, string[]> = {};
+  for (let i = 0; i < N; i++) homePrefixes[identity(i)] = [PREFIX];
+  const listener = new CallHomeListener(
+    { port: 0, host: "127.0.0.1", transports: { dtls: transport === "udp", tls: transport === "tcp" }, psk, homePrefixes },
+    { maxSessions: N + 100 },
+  );
+  let errors = 0;
+  listener.on("error", () => errors++);
+  let up = 0;
+  let down = 0;
+  let hbIn = 0;
+  let hbOut = 0;
+  listener.on("session-up", (_s: SessionInfo) => up++);
+  listener.on("session-down", () => down++);
+  listener.on("heartbeat", (h: { direction: string }) => (h.direction === "in" ? hbIn++ : hbOut++));
+  await listener.start();
+  gc();
+  const rss0 = process.memoryUsage().rss;
+  const heap0 = process.memoryUsage().heapUsed;
+
+  // Idle reference: the listener's own CPU with no sessions, same duration as one second.
+  const idleCpu0 = process.cpuUsage();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idleCpu = process.cpuUsage(idleCpu0);
+
+  console.log(`capacity bench: ${N} ${transport === "udp" ? "DTLS-PSK" : "TLS-PSK"} sessions, heartbeat-interval ${hb} s, ${children} dialer processes, node ${process.version}`);
+  const t0 = Date.now();
+  const per = Math.ceil(N / children);
+  const kids = Array.from({ length: children }, (_, k) => {
+    const job: ChildJob = { from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, transport, hb, concurrency };
+    const c = fork(__filename, ["--child", JSON.stringify(job)], { execArgv: ["--max-old-space-size=8192"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    c.on("message", () => undefined);
+    return c;
+  });
+  const deadline = Date.now() + Number(arg("setup-timeout", "600")) * 1000;
+  let lastPrint = 0;
+  while (up - down < N && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    if (Date.now() - lastPrint > 10_000) {
+      lastPrint = Date.now();
+      console.log(`  ... ${up - down} sessions up after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    }
+  }
+  const setupS = (Date.now() - t0) / 1000;
+  const live = listener.sessions().length;
+  console.log(`  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s incl. handshakes and GET /config)`);
+
+  gc();
+  const mem = process.memoryUsage();
+  const rssPer = (mem.rss - rss0) / Math.max(1, live);
+  const heapPer = (mem.heapUsed - heap0) / Math.max(1, live);
+
+  // Steady state: CPU per heartbeat over the window.
+  hbIn = 0;
+  hbOut = 0;
+  const downBefore = down;
+  const cpu0 = process.cpuUsage();
+  const w0 = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, windowS * 1000));
+  const cpu = process.cpuUsage(cpu0);
+  const wallS = Number(process.hrtime.bigint() - w0) / 1e9;
+  const cpuMs = (cpu.user + cpu.system) / 1000;
+  const beats = hbIn + hbOut;
+
+  console.log(`  listener RSS: ${mb(rss0)} idle -> ${mb(mem.rss)} with ${live} sessions: ${(rssPer / 1024).toFixed(1)} KB RSS and ${(heapPer / 1024).toFixed(1)} KB heap per session`);
+  console.log(`  heartbeats in ${wallS.toFixed(1)} s: ${hbIn} received + ${hbOut} sent = ${(beats / wallS).toFixed(0)}/s; sessions lost meanwhile: ${down - downBefore}`);
+  console.log(`  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us CPU per heartbeat`);
+  console.log(`  reference (same process, no sessions): ${((idleCpu.user + idleCpu.system) / 1000).toFixed(1)} ms CPU per second idle; engine errors seen: ${errors}`);
+  console.log(`  target >= 5000 sessions: ${live >= 5000 ? "met" : "NOT met"}`);
+
+  for (const c of kids) c.send({ type: "stop" });
+  await Promise.all(kids.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once("exit", r)))));
+  await listener.stop();
+}
+
+if (args[0] === "--child") {
+  void child(JSON.parse(args[1]) as ChildJob);
+} else {
+  parent().then(
+    () => process.exit(0),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}
