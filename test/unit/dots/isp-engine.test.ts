@@ -1,0 +1,79 @@
+import { strict as assert } from "node:assert";
+import * as net from "node:net";
+import { CallHomeListener, DropList } from "../../../src/dots/isp-engine";
+import { IspRequestError } from "../../../src/dots/isp-session";
+
+const psk = [{ identity: "home-1", key: Buffer.from("k"), home: "h1" }];
+
+describe("dots/isp-engine", () => {
+  describe("DropList (R54)", () => {
+    it("drops an address after maxFailures inside the window, for banMs", () => {
+      const d = new DropList({ maxFailures: 3, windowMs: 1000, banMs: 5000 });
+      assert.equal(d.failure("192.0.2.1", 0), undefined);
+      assert.equal(d.failure("192.0.2.1", 100), undefined);
+      assert.equal(d.isDropped("192.0.2.1", 150), false);
+      assert.equal(d.failure("192.0.2.1", 200), 5200);
+      assert.equal(d.isDropped("192.0.2.1", 300), true);
+      assert.equal(d.isDropped("192.0.2.2", 300), false, "other addresses unaffected");
+      assert.equal(d.isDropped("192.0.2.1", 5200), false, "ban ends");
+    });
+
+    it("forgets failures older than the window", () => {
+      const d = new DropList({ maxFailures: 2, windowMs: 1000, banMs: 5000 });
+      d.failure("a", 0);
+      assert.equal(d.failure("a", 1500), undefined);
+      assert.equal(d.isDropped("a", 1600), false);
+    });
+
+    it("tracks a bounded number of addresses", () => {
+      const d = new DropList({ maxFailures: 2, windowMs: 60000, banMs: 60000 }, 10);
+      for (let i = 0; i < 100; i++) d.failure(`10.0.0.${i}`, 0);
+      // The oldest were forgotten, so one more failure of an early address does not ban it.
+      assert.equal(d.failure("10.0.0.0", 1), undefined);
+      assert.equal(d.failure("10.0.0.99", 1) !== undefined, true);
+    });
+  });
+
+  describe("CallHomeListener configuration and session lookup", () => {
+    it("rejects impossible configurations before opening anything", () => {
+      assert.throws(() => new CallHomeListener({ port: 70000, transports: { dtls: true, tls: false }, psk }), RangeError);
+      assert.throws(() => new CallHomeListener({ port: 0, transports: { dtls: false, tls: false }, psk }), /DTLS, TLS or both/);
+      assert.throws(() => new CallHomeListener({ port: 0, transports: { dtls: true, tls: false }, psk: [...psk, ...psk] }), /twice/);
+    });
+
+    it("fails start() clearly for DTLS without PSK or certificates without a CA", async () => {
+      const a = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false } });
+      await assert.rejects(a.start(), /PSK/);
+      const b = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: false, tls: true }, certificate: { cert: "x", key: "y" } });
+      await assert.rejects(b.start(), /certificate\.ca/);
+      await a.stop();
+      await b.stop();
+    });
+
+    it("fails start() when the port is taken, and frees what it opened", async () => {
+      const blocker = net.createServer();
+      await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
+      const port = (blocker.address() as net.AddressInfo).port;
+      try {
+        const l = new CallHomeListener({ port, host: "127.0.0.1", transports: { dtls: false, tls: true }, psk });
+        await assert.rejects(l.start());
+        await l.stop();
+      } finally {
+        await new Promise<void>((r) => blocker.close(() => r()));
+      }
+    });
+
+    it("names unknown sessions, and refuses everything once stopped", async () => {
+      const l = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk, homePrefixes: { h1: ["203.0.113.0/24"] } });
+      await l.start();
+      assert.ok((l.port as number) > 0);
+      assert.deepEqual(l.sessions(), []);
+      assert.equal(l.findSession("h1"), undefined);
+      // A configured home that is not connected is "down"; a name nobody configured is "unknown".
+      await assert.rejects(l.mitigate("h1", {}), (e: unknown) => e instanceof IspRequestError && e.code === "SESSION_DOWN");
+      await assert.rejects(l.get("nobody"), (e: unknown) => e instanceof IspRequestError && e.code === "UNKNOWN_SESSION");
+      await l.stop();
+      await assert.rejects(l.withdraw("h1", 1), (e: unknown) => e instanceof IspRequestError && e.code === "STOPPED");
+    });
+  });
+});
