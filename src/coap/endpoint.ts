@@ -135,7 +135,7 @@ export interface ObserverHandle {
   cancel(): void;
 }
 
-export type CoapEndpointErrorCode = "TIMEOUT" | "RESET" | "CLOSED" | "TOO_LARGE" | "LIMIT" | "RELEASED" | "BLOCK" | "ABORTED";
+export type CoapEndpointErrorCode = "TIMEOUT" | "RESET" | "CLOSED" | "TOO_LARGE" | "LIMIT" | "RELEASED" | "BLOCK" | "ABORTED" | "BAD_RESPONSE";
 
 /** Why an outgoing request, ping or observation failed. */
 export class CoapEndpointError extends Error {
@@ -276,6 +276,17 @@ function diagnostic(text: string): Buffer {
   return Buffer.from(text, "utf8");
 }
 
+/**
+ * Events:
+ * - 'activity' (): any valid message from the peer (liveness for heartbeats / session loss).
+ * - 'protocol-error' (Error): malformed input dropped (UDP) or answered with Abort (TCP).
+ * - 'handler-error' (Error): the request handler threw, rejected, or answered twice.
+ * - 'csm' ({maxMessageSize, blockWiseTransfer}): TCP, the peer's CSM arrived.
+ * - 'release' (Signal): TCP, the peer sent Release; we finish pending requests, then close.
+ * - 'peer-abort' (Signal): TCP, the peer sent Abort; 'close' follows.
+ * - 'close' (CoapEndpointError): once, when the endpoint or its connection ended.
+ * close() also closes the connection; pending requests reject with code CLOSED.
+ */
 export class CoapEndpoint extends EventEmitter {
   readonly isTcp: boolean;
   private params: TransmissionParameters;
@@ -456,7 +467,15 @@ export class CoapEndpoint extends EventEmitter {
       },
     };
     const first = await this.exchange({ ...req, observe: 0 }, observation, (t) => (token = t));
-    const full = await this.completeBlocks(req, first);
+    let full: CoapResponse;
+    try {
+      full = await this.completeBlocks(req, first);
+    } catch (e) {
+      // Without its first representation the observation is useless: drop it locally.
+      const entry = token && this.pending.get(hexKey(token));
+      if (entry && entry.observation === observation) this.finishPending(entry);
+      throw e;
+    }
     const registered = first.observe !== undefined && first.code >> 5 === 2 && token !== undefined && this.pending.has(hexKey(token));
     return {
       first: full,
@@ -583,6 +602,15 @@ export class CoapEndpoint extends EventEmitter {
   private handleResponse(msg: CoapMessage, via: CoapType | "TCP"): boolean {
     const entry = this.pending.get(hexKey(msg.token));
     if (!entry) return false;
+    // RFC 7252 section 5.4.1: a response with an unrecognized critical option is rejected.
+    const unknown = msg.options.find((o) => isCritical(o.number) && !this.knownCritical.has(o.number));
+    if (unknown) {
+      if (via === "CON") this.reply(msg.messageId ?? 0, "RST");
+      const err = new CoapEndpointError("BAD_RESPONSE", `response carries unrecognized critical option ${unknown.number}`);
+      this.emit("protocol-error", err);
+      this.failPending(entry, err);
+      return true;
+    }
     let res: CoapResponse;
     try {
       res = this.toResponse(msg);

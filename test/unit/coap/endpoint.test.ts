@@ -579,3 +579,20 @@ describe("CoAP endpoint: server-side rules", function () {
     await assert.rejects(pending, (e: unknown) => e instanceof CoapEndpointError && e.code === "ABORTED");
   });
 });
+
+describe("CoAP endpoint: responses with unrecognized critical options", function () {
+  this.timeout(5000);
+  it("rejects the response (RST for a CON response) and fails the request with BAD_RESPONSE", async () => {
+    const raw = await rawUdp();
+    const port = (raw.socket.address() as { port: number }).port;
+    const client = new CoapEndpoint(await connectPlainUdp(port), { transmission: FAST });
+    cleanups.push(() => client.close());
+    const resP = client.request({ method: "GET", path: ["x"] });
+    const req = await raw.next();
+    raw.socket.send(encodeUdp({ type: "ACK", code: 0, messageId: req.messageId, token: empty, options: [], payload: empty }), client.connection.localPort, "127.0.0.1");
+    raw.socket.send(encodeUdp({ type: "CON", code: Code.Content, messageId: 99, token: req.token, options: [{ number: 2049, value: empty }], payload: empty }), client.connection.localPort, "127.0.0.1");
+    await assert.rejects(resP, (e: unknown) => e instanceof CoapEndpointError && e.code === "BAD_RESPONSE" && /2049/.test(e.message));
+    const rst = await raw.next();
+    assert.deepEqual([rst.type, rst.messageId], ["RST", 99]);
+  });
+});
