@@ -151,6 +151,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       const s = this.session;
       if (s) await this.closeSession(s, "stopped");
       this.resources.dropConnectionState();
+      // The outside world lifts its enforcement: nothing will expire or withdraw these any more.
+      for (const m of this.store.list()) {
+        if (m.active) this.emit("ended", { cuid: m.cuid, mid: m.mid, reason: "session-reset", scope: { ...m.scope } });
+      }
       this.store.clear();
     })();
     return this.stopped;

@@ -8,7 +8,7 @@ import * as ipaddr from "ipaddr.js";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
-import { ATTACK_STATUS_CODES, Mitigation, MitigationStatus, MitigationStore, RemovalReason, STATUS_LABELS } from "./mitigation-store";
+import { ATTACK_STATUS_CODES, Mitigation, MitigationStatus, MitigationStore, RemovalReason, STATUS_LABELS, sameScope } from "./mitigation-store";
 import { SessionConfig } from "./session-config";
 import { validateMitigationRequest } from "./validation";
 
@@ -110,6 +110,8 @@ interface ObserverEntry {
 
 const FQDN = /^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
 const MAX_OBSERVERS = 64;
+/** Repeats of one unanswered PUT held for the decision; later ones are answered at once. */
+const MAX_WAITING_REPEATS = 8;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -334,7 +336,13 @@ export class HomeResources extends EventEmitter {
     const waiting = this.pending.get(key);
     if (waiting && !efficacy) {
       // A repeat of a NON PUT still waiting for its decision: answer it together with the first.
-      this.checkRequest(body);
+      const repeat = this.checkRequest(body);
+      const m = this.store.get(cuid, mid);
+      if (m && !sameScope(m.scope, repeat.scope)) throw new BadRequest(Code.BadRequest, `refresh of mid ${mid} must repeat every parameter unchanged except lifetime`);
+      if (waiting.requests.length >= MAX_WAITING_REPEATS) {
+        if (m) this.safeRespond(req, this.cbor(Code.Created, this.answerBody(m)));
+        return;
+      }
       waiting.requests.push(req);
       return;
     }

@@ -350,15 +350,20 @@ describe("dots/home-engine (loopback)", function () {
     assert.ok((await talking.waitSession()).hb.length >= 5);
   });
 
-  it("stop() closes the connection and frees timers; a stopped dialer cannot be restarted", async () => {
+  it("stop() closes the connection, frees timers and hands back active mitigations as 'session-reset'", async () => {
     const i = await isp().startTls({ psk: true });
-    const d = dial({ port: i.port });
+    const d = dial({ port: i.port, decisionWaitMs: 0 });
     await d.start();
     await once(d, "connected");
     const s = await i.waitSession();
+    assert.equal((await put(s.ep, 4)).code, Code.Created);
+    const ended: Array<[number, string]> = [];
+    d.on("ended", (e) => ended.push([e.mid, e.reason]));
     const closed = once(s.conn, "close");
     await d.stop();
     await closed;
+    assert.deepEqual(ended, [[4, "session-reset"]]);
+    assert.deepEqual(d.mitigations(), []);
     assert.equal(d.connected, false);
     await assert.rejects(d.start(), /stopped/);
   });

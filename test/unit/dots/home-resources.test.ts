@@ -219,6 +219,11 @@ describe("dots/home-resources", () => {
       assert.equal(rb.code, Code.Created);
       assert.equal(json(rb)[MS].scope[0].status, "attack-successfully-mitigated");
       assert.equal(events.length, 1);
+      const c = send(h, { method: Code.PUT, path: `${P}/mid=31`, body: good() });
+      const changed = await send(h, { method: Code.PUT, path: `${P}/mid=31`, body: good({ "target-prefix": ["198.51.100.99/32"] }) }).res;
+      assert.equal(changed.code, Code.BadRequest, "a repeat that changes the parameters is no repeat");
+      h.decide({ mid: 31, outcome: "pending" });
+      assert.equal((await c.res).code, Code.Created);
     });
   });
 
