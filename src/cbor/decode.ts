@@ -6,8 +6,8 @@
 // checked against the bytes left, nesting is capped, and only the DOTS types are understood, so any
 // input ends in a JSON view or a DotsCborError, in time linear in its length.
 import { isUtf8 } from "node:buffer";
-import { DotsCborError } from "./errors";
-import { DotsKeyRow, ENUMS, ROOT, SCOPES, isComprehensionRequired } from "./schema";
+import { DotsCborError, DotsCborErrorCode } from "./errors";
+import { CompiledRow, DotsKeyRow, DotsScope, ROOT, SCOPES, isComprehensionRequired } from "./schema";
 
 export interface DecodeOptions {
   /** Larger inputs are refused with TOO_LARGE before any parsing. Default 65536. */
@@ -25,6 +25,10 @@ const TAG_DECIMAL_FRACTION = 4;
 const TAG_DOTS = 271; // RFC 9132 section 10.4: may prefix a DOTS object
 const BREAK = 0xff;
 const TWO_POW_32 = 0x100000000;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+const TYPE_NAMES = ["unsigned integer", "negative integer", "byte string", "text string", "array", "map", "tag", "simple/float"];
 
 class Reader {
   pos = 0;
@@ -35,31 +39,42 @@ class Reader {
   arg = 0;
   big = 0n;
   indefinite = false;
+  /** JSON-view path segments of the item being read; joined only when an error needs them. */
+  readonly segments: Array<string | number> = [];
   readonly unknownRequired: number[] = [];
+  readonly end: number;
 
   constructor(
     readonly bytes: Buffer,
     readonly maxDepth: number,
     readonly onSkippedKey: ((key: number, path: string) => void) | undefined,
-  ) {}
-
-  fail(code: "MALFORMED" | "WRONG_TYPE" | "OUT_OF_RANGE", message: string, path: string): never {
-    throw new DotsCborError(code, message, path);
+  ) {
+    this.end = bytes.length;
   }
 
-  need(n: number, path: string): void {
-    if (this.pos + n > this.bytes.length) throw new DotsCborError("TRUNCATED", "truncated CBOR", path);
+  path(): string {
+    return this.segments.length === 0 ? "" : `/${this.segments.join("/")}`;
   }
 
-  enter(depth: number, path: string): void {
-    if (depth > this.maxDepth) {
-      throw new DotsCborError("TOO_DEEP", `CBOR nesting deeper than ${this.maxDepth} levels`, path);
-    }
+  fail(code: DotsCborErrorCode, message: string): never {
+    throw new DotsCborError(code, message, this.path());
+  }
+
+  need(n: number): void {
+    if (this.pos + n > this.end) this.fail("TRUNCATED", "truncated CBOR");
+  }
+
+  enter(depth: number): void {
+    if (depth > this.maxDepth) this.fail("TOO_DEEP", `CBOR nesting deeper than ${this.maxDepth} levels`);
+  }
+
+  argText(): string {
+    return this.arg === Infinity ? this.big.toString() : String(this.arg);
   }
 
   /** Reads one item head; a break byte where an item must start is malformed. */
-  head(path: string): void {
-    this.need(1, path);
+  head(): number {
+    if (this.pos >= this.end) this.fail("TRUNCATED", "truncated CBOR");
     const b = this.bytes;
     const initial = b[this.pos++];
     const major = initial >> 5;
@@ -70,19 +85,19 @@ class Reader {
     if (ai < 24) {
       this.arg = ai;
     } else if (ai === 24) {
-      this.need(1, path);
+      this.need(1);
       this.arg = b[this.pos++];
-      if (major === 7 && this.arg < 32) this.fail("MALFORMED", "invalid 1-byte simple value", path);
+      if (major === 7 && this.arg < 32) this.fail("MALFORMED", "invalid 1-byte simple value");
     } else if (ai === 25) {
-      this.need(2, path);
+      this.need(2);
       this.arg = (b[this.pos] << 8) | b[this.pos + 1];
       this.pos += 2;
     } else if (ai === 26) {
-      this.need(4, path);
+      this.need(4);
       this.arg = b.readUInt32BE(this.pos);
       this.pos += 4;
     } else if (ai === 27) {
-      this.need(8, path);
+      this.need(8);
       const hi = b.readUInt32BE(this.pos);
       const lo = b.readUInt32BE(this.pos + 4);
       this.pos += 8;
@@ -93,268 +108,254 @@ class Reader {
         this.big = (BigInt(hi) << 32n) | BigInt(lo);
       }
     } else if (ai === 31) {
-      if (major === 7) this.fail("MALFORMED", "unexpected CBOR break", path);
-      if (major < 2 || major === 6) this.fail("MALFORMED", `CBOR major type ${major} cannot be indefinite`, path);
+      if (major === 7) this.fail("MALFORMED", "unexpected CBOR break");
+      if (major < 2 || major === 6) this.fail("MALFORMED", `CBOR major type ${major} cannot be indefinite`);
       this.indefinite = true;
       this.arg = 0;
     } else {
-      this.fail("MALFORMED", `reserved CBOR additional information ${ai}`, path);
+      this.fail("MALFORMED", `reserved CBOR additional information ${ai}`);
     }
+    return major;
   }
 
-  atBreak(path: string): boolean {
-    this.need(1, path);
+  atBreak(): boolean {
+    if (this.pos >= this.end) this.fail("TRUNCATED", "truncated CBOR");
     if (this.bytes[this.pos] !== BREAK) return false;
     this.pos++;
     return true;
   }
 
   /** A definite count must leave at least one byte per item: refuses absurd counts up front. */
-  checkCount(count: number, bytesPerEntry: number, path: string): void {
-    if (count * bytesPerEntry > this.bytes.length - this.pos) throw new DotsCborError("TRUNCATED", "truncated CBOR", path);
+  checkCount(count: number, bytesPerEntry: number): void {
+    if (count * bytesPerEntry > this.end - this.pos) this.fail("TRUNCATED", "truncated CBOR");
   }
 
   /** Text string after its head was read. */
-  text(path: string): string {
-    if (!this.indefinite) return this.textChunk(this.arg, path);
+  text(): string {
+    if (!this.indefinite) return this.textChunk(this.arg);
     let out = "";
-    while (!this.atBreak(path)) {
-      this.head(path);
-      if (this.major !== 3 || this.indefinite) this.fail("MALFORMED", "bad chunk in indefinite-length text", path);
-      out += this.textChunk(this.arg, path);
+    while (!this.atBreak()) {
+      if (this.head() !== 3 || this.indefinite) this.fail("MALFORMED", "bad chunk in indefinite-length text");
+      out += this.textChunk(this.arg);
     }
     return out;
   }
 
-  textChunk(length: number, path: string): string {
-    this.need(length, path);
+  textChunk(length: number): string {
+    this.need(length);
+    const b = this.bytes;
     const start = this.pos;
-    this.pos += length;
-    const slice = this.bytes.subarray(start, this.pos);
-    if (!isUtf8(slice)) this.fail("MALFORMED", "text string is not valid UTF-8", path);
+    const stop = start + length;
+    this.pos = stop;
+    // DOTS text is prefixes, names and numbers: plain ASCII needs no UTF-8 validation.
+    let i = start;
+    while (i < stop && b[i] < 0x80) i++;
+    if (i === stop) return b.toString("latin1", start, stop);
+    const slice = b.subarray(start, stop);
+    if (!isUtf8(slice)) this.fail("MALFORMED", "text string is not valid UTF-8");
     return slice.toString("utf8");
   }
 
-  /** Skips one complete item (head not yet read), checking it is well formed. */
-  skip(depth: number, path: string): void {
-    this.head(path);
-    this.skipRest(depth, path);
-  }
-
-  skipRest(depth: number, path: string): void {
-    switch (this.major) {
-      case 0:
-      case 1:
-        return;
+  /** Skips one complete item, checking it is well formed. */
+  skip(depth: number): void {
+    const major = this.head();
+    switch (major) {
       case 2:
       case 3: {
         if (!this.indefinite) {
-          this.need(this.arg, path);
+          this.need(this.arg);
           this.pos += this.arg;
           return;
         }
-        const major = this.major;
-        while (!this.atBreak(path)) {
-          this.head(path);
-          if (this.major !== major || this.indefinite) this.fail("MALFORMED", "bad chunk in indefinite-length string", path);
-          this.need(this.arg, path);
+        while (!this.atBreak()) {
+          if (this.head() !== major || this.indefinite) this.fail("MALFORMED", "bad chunk in indefinite-length string");
+          this.need(this.arg);
           this.pos += this.arg;
         }
         return;
       }
       case 4:
       case 5: {
-        this.enter(depth + 1, path);
-        const per = this.major === 5 ? 2 : 1;
+        this.enter(depth + 1);
+        const per = major === 5 ? 2 : 1;
         if (this.indefinite) {
-          while (!this.atBreak(path)) for (let i = 0; i < per; i++) this.skip(depth + 1, path);
+          while (!this.atBreak()) for (let i = 0; i < per; i++) this.skip(depth + 1);
           return;
         }
         const count = this.arg;
-        this.checkCount(count, per, path);
-        for (let i = 0; i < count * per; i++) this.skip(depth + 1, path);
+        this.checkCount(count, per);
+        for (let i = 0; i < count * per; i++) this.skip(depth + 1);
         return;
       }
       case 6:
-        this.enter(depth + 1, path);
-        this.skip(depth + 1, path);
+        this.enter(depth + 1);
+        this.skip(depth + 1);
         return;
       default:
-        return; // major 7: head() already consumed simple values and floats
+        return; // integers, simple values and floats: head() consumed them
     }
   }
-}
 
-function typeName(major: number): string {
-  return ["unsigned integer", "negative integer", "byte string", "text string", "array", "map", "tag", "simple/float"][major];
-}
-
-function wrongType(r: Reader, row: DotsKeyRow, expected: string, path: string): never {
-  return r.fail("WRONG_TYPE", `${row.name}: expected ${expected}, got CBOR ${typeName(r.major)}`, path);
-}
-
-/** Reads a map body (head already read, major 5) whose members belong to `parent`. */
-function readMembers(r: Reader, parent: number, depth: number, path: string): Record<string, unknown> {
-  r.enter(depth, path);
-  const scope = SCOPES.get(parent)!;
-  const out: Record<string, unknown> = {};
-  const indefinite = r.indefinite;
-  let remaining = r.arg;
-  if (!indefinite) r.checkCount(remaining, 2, path);
-  for (;;) {
-    if (indefinite) {
-      if (r.atBreak(path)) break;
-    } else if (remaining-- === 0) {
-      break;
-    }
-    r.head(path);
-    if (r.major !== 0) {
-      r.fail("WRONG_TYPE", `map key must be an unsigned integer, got CBOR ${typeName(r.major)}`, path);
-    }
-    const key = r.arg;
-    if (key < 1 || key > 65535) r.fail("OUT_OF_RANGE", `CBOR key ${key === Infinity ? r.big : key} outside 1..65535`, path);
-    const row = scope.byKey.get(key);
-    if (row === undefined) {
-      const where = `${path}/${key}`;
-      if (isComprehensionRequired(key)) r.unknownRequired.push(key);
-      else r.onSkippedKey?.(key, where);
-      r.skip(depth, where);
-      continue;
-    }
-    const where = `${path}/${row.name}`;
-    if (out[row.name] !== undefined) r.fail("MALFORMED", `duplicate CBOR key ${key} (${row.name})`, path);
-    out[row.name] = readValue(r, row, depth, where);
+  wrongType(row: DotsKeyRow, expected: string): never {
+    return this.fail("WRONG_TYPE", `${row.name}: expected ${expected}, got CBOR ${TYPE_NAMES[this.major]}`);
   }
-  return out;
-}
 
-function readArrayHead(r: Reader, row: DotsKeyRow, depth: number, path: string): number {
-  r.head(path);
-  if (r.major !== 4) wrongType(r, row, "an array", path);
-  r.enter(depth + 1, path);
-  if (r.indefinite) return -1;
-  r.checkCount(r.arg, 1, path);
-  return r.arg;
-}
-
-/** Calls `each` per array element (head not yet read); handles definite and indefinite arrays. */
-function forEachElement(r: Reader, row: DotsKeyRow, depth: number, path: string, each: (index: number, path: string) => void): void {
-  const count = readArrayHead(r, row, depth, path);
-  if (count >= 0) {
-    for (let i = 0; i < count; i++) each(i, `${path}/${i}`);
-    return;
+  /** Reads a map body (head already read, major 5) whose members belong to `parent`. */
+  members(scope: DotsScope, depth: number): Record<string, unknown> {
+    this.enter(depth);
+    const byKey = scope.byKey;
+    const out: Record<string, unknown> = {};
+    const indefinite = this.indefinite;
+    let remaining = this.arg;
+    if (!indefinite) this.checkCount(remaining, 2);
+    const segments = this.segments;
+    for (;;) {
+      if (indefinite) {
+        if (this.atBreak()) break;
+      } else if (remaining-- === 0) {
+        break;
+      }
+      if (this.head() !== 0) this.fail("WRONG_TYPE", `map key must be an unsigned integer, got CBOR ${TYPE_NAMES[this.major]}`);
+      const key = this.arg;
+      if (key < 1 || key > 65535) this.fail("OUT_OF_RANGE", `CBOR key ${this.argText()} outside 1..65535`);
+      const row = byKey.get(key);
+      if (row === undefined) {
+        segments.push(key);
+        if (isComprehensionRequired(key)) this.unknownRequired.push(key);
+        else if (this.onSkippedKey) this.onSkippedKey(key, this.path());
+        this.skip(depth);
+        segments.pop();
+        continue;
+      }
+      if (out[row.name] !== undefined) this.fail("MALFORMED", `duplicate CBOR key ${key} (${row.name})`);
+      segments.push(row.name);
+      out[row.name] = this.value(row, depth);
+      segments.pop();
+    }
+    return out;
   }
-  for (let i = 0; !r.atBreak(path); i++) each(i, `${path}/${i}`);
-}
 
-function readUint(r: Reader, row: DotsKeyRow, max: number, path: string): number {
-  r.head(path);
-  if (r.major !== 0) wrongType(r, row, "an unsigned integer", path);
-  if (r.arg > max) r.fail("OUT_OF_RANGE", `${row.name}: ${r.arg === Infinity ? r.big : r.arg} exceeds ${max}`, path);
-  return r.arg;
-}
+  /** Array head for a list/leaf-list; returns the count, or -1 for indefinite length. */
+  arrayHead(row: DotsKeyRow, depth: number): number {
+    if (this.head() !== 4) this.wrongType(row, "an array");
+    this.enter(depth + 1);
+    if (this.indefinite) return -1;
+    this.checkCount(this.arg, 1);
+    return this.arg;
+  }
 
-function readValue(r: Reader, row: DotsKeyRow, depth: number, path: string): unknown {
-  const type = row.type;
-  switch (type.kind) {
-    case "container":
-      r.head(path);
-      if (r.major !== 5) wrongType(r, row, "a map", path);
-      return readMembers(r, row.key, depth + 1, path);
-    case "list": {
-      const items: Record<string, unknown>[] = [];
-      forEachElement(r, row, depth, path, (_i, p) => {
-        r.head(p);
-        if (r.major !== 5) wrongType(r, row, "a map as list entry", p);
-        items.push(readMembers(r, row.key, depth + 2, p));
-      });
-      return items;
-    }
-    case "string-list": {
-      const items: string[] = [];
-      forEachElement(r, row, depth, path, (_i, p) => {
-        r.head(p);
-        if (r.major !== 3) wrongType(r, row, "text strings", p);
-        items.push(r.text(p));
-      });
-      return items;
-    }
-    case "uint-list": {
-      const items: number[] = [];
-      forEachElement(r, row, depth, path, (_i, p) => items.push(readUint(r, row, type.max, p)));
-      return items;
-    }
-    case "uint":
-      return readUint(r, row, type.max, path);
-    case "uint-string": {
-      r.head(path);
-      if (r.major !== 0) wrongType(r, row, "an unsigned integer", path);
-      const value = r.arg === Infinity ? r.big : BigInt(r.arg);
-      if (value > type.max) r.fail("OUT_OF_RANGE", `${row.name}: ${value} exceeds ${type.max}`, path);
-      return r.arg === Infinity ? r.big.toString() : String(r.arg);
-    }
-    case "string":
-      r.head(path);
-      if (r.major !== 3) wrongType(r, row, "a text string", path);
-      return r.text(path);
-    case "boolean": {
-      r.head(path);
-      if (r.major === 7 && r.ai === 20) return false;
-      if (r.major === 7 && r.ai === 21) return true;
-      return wrongType(r, row, "true or false", path);
-    }
-    case "enum": {
-      r.head(path);
-      if (r.major !== 0) wrongType(r, row, "an unsigned integer (enumeration)", path);
-      const label = ENUMS.get(row.key)!.labelByCode.get(r.arg);
-      if (label === undefined) r.fail("OUT_OF_RANGE", `${row.name}: unknown enumeration value ${r.arg === Infinity ? r.big : r.arg}`, path);
-      return label;
-    }
-    case "decimal64":
-      return readDecimal(r, row, depth, path);
-    case "lifetime": {
-      r.head(path);
-      if (r.major === 0 && r.arg <= 0xffffffff) return r.arg;
-      if (r.major === 1 && r.arg === 0) return -1;
-      if (r.major === 0 || r.major === 1) r.fail("OUT_OF_RANGE", `${row.name}: must be -1 or 0..4294967295`, path);
-      return wrongType(r, row, "an integer", path);
+  more(count: number, i: number): boolean {
+    return count >= 0 ? i < count : !this.atBreak();
+  }
+
+  uint(row: DotsKeyRow, max: number): number {
+    if (this.head() !== 0) this.wrongType(row, "an unsigned integer");
+    if (this.arg > max) this.fail("OUT_OF_RANGE", `${row.name}: ${this.argText()} exceeds ${max}`);
+    return this.arg;
+  }
+
+  value(row: CompiledRow, depth: number): unknown {
+    const type = row.type;
+    const segments = this.segments;
+    switch (type.kind) {
+      case "container":
+        if (this.head() !== 5) this.wrongType(row, "a map");
+        return this.members(row.children!, depth + 1);
+      case "list": {
+        const items: Record<string, unknown>[] = [];
+        const count = this.arrayHead(row, depth);
+        for (let i = 0; this.more(count, i); i++) {
+          segments.push(i);
+          if (this.head() !== 5) this.wrongType(row, "a map as list entry");
+          items.push(this.members(row.children!, depth + 2));
+          segments.pop();
+        }
+        return items;
+      }
+      case "string-list": {
+        const items: string[] = [];
+        const count = this.arrayHead(row, depth);
+        for (let i = 0; this.more(count, i); i++) {
+          segments.push(i);
+          if (this.head() !== 3) this.wrongType(row, "text strings");
+          items.push(this.text());
+          segments.pop();
+        }
+        return items;
+      }
+      case "uint-list": {
+        const items: number[] = [];
+        const count = this.arrayHead(row, depth);
+        for (let i = 0; this.more(count, i); i++) {
+          segments.push(i);
+          items.push(this.uint(row, type.max));
+          segments.pop();
+        }
+        return items;
+      }
+      case "uint":
+        return this.uint(row, type.max);
+      case "uint-string": {
+        if (this.head() !== 0) this.wrongType(row, "an unsigned integer");
+        if (this.arg === Infinity ? this.big > type.max : BigInt(this.arg) > type.max) {
+          this.fail("OUT_OF_RANGE", `${row.name}: ${this.argText()} exceeds ${type.max}`);
+        }
+        return this.argText();
+      }
+      case "string":
+        if (this.head() !== 3) this.wrongType(row, "a text string");
+        return this.text();
+      case "boolean":
+        if (this.head() === 7 && this.ai === 20) return false;
+        if (this.major === 7 && this.ai === 21) return true;
+        return this.wrongType(row, "true or false");
+      case "enum": {
+        if (this.head() !== 0) this.wrongType(row, "an unsigned integer (enumeration)");
+        const label = row.enumTable!.labelByCode.get(this.arg);
+        if (label === undefined) this.fail("OUT_OF_RANGE", `${row.name}: unknown enumeration value ${this.argText()}`);
+        return label;
+      }
+      case "decimal64":
+        return this.decimal(row, depth);
+      case "lifetime": {
+        const major = this.head();
+        if (major === 0 && this.arg <= 0xffffffff) return this.arg;
+        if (major === 1 && this.arg === 0) return -1;
+        if (major === 0 || major === 1) this.fail("OUT_OF_RANGE", `${row.name}: must be -1 or 0..4294967295`);
+        return this.wrongType(row, "an integer");
+      }
     }
   }
-}
 
-/** Signed integer item as BigInt (exponents and mantissas of decimal fractions). */
-function readInteger(r: Reader, row: DotsKeyRow, path: string): bigint {
-  r.head(path);
-  if (r.major !== 0 && r.major !== 1) wrongType(r, row, "an integer inside the decimal fraction", path);
-  const magnitude = r.arg === Infinity ? r.big : BigInt(r.arg);
-  return r.major === 0 ? magnitude : -1n - magnitude;
-}
-
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
-
-/** Tag 4 [exponent, mantissa] -> "d.dd". Any exponent is accepted if the value has at most 2 fraction digits. */
-function readDecimal(r: Reader, row: DotsKeyRow, depth: number, path: string): string {
-  r.head(path);
-  if (r.major !== 6 || r.arg !== TAG_DECIMAL_FRACTION) wrongType(r, row, "a decimal fraction (tag 4)", path);
-  r.enter(depth + 1, path);
-  r.head(path);
-  if ((r.major as number) !== 4 || r.indefinite || (r.arg as number) !== 2) wrongType(r, row, "a 2-element array inside tag 4", path);
-  r.enter(depth + 2, path);
-  const exponent = readInteger(r, row, path);
-  const mantissa = readInteger(r, row, path);
-  if (exponent < -18n || exponent > 18n) r.fail("OUT_OF_RANGE", `${row.name}: decimal exponent ${exponent} out of range`, path);
-  // Scale to exponent -2 (YANG fraction-digits 2).
-  let hundredths: bigint;
-  if (exponent >= -2n) {
-    hundredths = mantissa * 10n ** (exponent + 2n);
-  } else {
-    const divisor = 10n ** (-2n - exponent);
-    if (mantissa % divisor !== 0n) r.fail("OUT_OF_RANGE", `${row.name}: more than 2 fraction digits`, path);
-    hundredths = mantissa / divisor;
+  /** Signed integer item as BigInt (exponents and mantissas of decimal fractions). */
+  integer(row: DotsKeyRow): bigint {
+    const major = this.head();
+    if (major !== 0 && major !== 1) this.wrongType(row, "an integer inside the decimal fraction");
+    const magnitude = this.arg === Infinity ? this.big : BigInt(this.arg);
+    return major === 0 ? magnitude : -1n - magnitude;
   }
-  if (hundredths < INT64_MIN || hundredths > INT64_MAX) r.fail("OUT_OF_RANGE", `${row.name}: outside decimal64`, path);
-  return formatHundredths(hundredths);
+
+  /** Tag 4 [exponent, mantissa] -> "d.dd". Any exponent is accepted if the value has at most 2 fraction digits. */
+  decimal(row: DotsKeyRow, depth: number): string {
+    if (this.head() !== 6 || this.arg !== TAG_DECIMAL_FRACTION) this.wrongType(row, "a decimal fraction (tag 4)");
+    this.enter(depth + 1);
+    if (this.head() !== 4 || this.indefinite || (this.arg as number) !== 2) this.wrongType(row, "a 2-element array inside tag 4");
+    this.enter(depth + 2);
+    const exponent = this.integer(row);
+    const mantissa = this.integer(row);
+    if (exponent < -18n || exponent > 18n) this.fail("OUT_OF_RANGE", `${row.name}: decimal exponent ${exponent} out of range`);
+    // Scale to exponent -2 (YANG fraction-digits 2).
+    let hundredths: bigint;
+    if (exponent >= -2n) {
+      hundredths = mantissa * 10n ** (exponent + 2n);
+    } else {
+      const divisor = 10n ** (-2n - exponent);
+      if (mantissa % divisor !== 0n) this.fail("OUT_OF_RANGE", `${row.name}: more than 2 fraction digits`);
+      hundredths = mantissa / divisor;
+    }
+    if (hundredths < INT64_MIN || hundredths > INT64_MAX) this.fail("OUT_OF_RANGE", `${row.name}: outside decimal64`);
+    return formatHundredths(hundredths);
+  }
 }
 
 export function formatHundredths(hundredths: bigint): string {
@@ -370,14 +371,13 @@ export function decodeDots(bytes: Uint8Array, opts: DecodeOptions = {}): Record<
   if (bytes.length === 0) throw new DotsCborError("TRUNCATED", "empty CBOR payload");
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new Reader(buf, opts.maxDepth ?? DEFAULT_MAX_DEPTH, opts.onSkippedKey);
-  r.head("");
   let depth = 1;
-  if (r.major === 6 && r.arg === TAG_DOTS) {
+  if (r.head() === 6 && r.arg === TAG_DOTS) {
     depth = 2;
-    r.head("");
+    r.head();
   }
-  if (r.major !== 5) throw new DotsCborError("WRONG_TYPE", `a DOTS message must be a CBOR map, got ${typeName(r.major)}`);
-  const json = readMembers(r, ROOT, depth, "");
+  if (r.major !== 5) throw new DotsCborError("WRONG_TYPE", `a DOTS message must be a CBOR map, got ${TYPE_NAMES[r.major]}`);
+  const json = r.members(SCOPES.get(ROOT)!, depth);
   if (r.pos !== buf.length) throw new DotsCborError("MALFORMED", `${buf.length - r.pos} trailing bytes after the CBOR item`);
   if (r.unknownRequired.length > 0) {
     const keys = [...new Set(r.unknownRequired)];

@@ -12,7 +12,7 @@ export type DotsCborErrorCode =
   | "MALFORMED"
   /** The bytes end in the middle of an item. */
   | "TRUNCATED"
-  /** More bytes than the decoder's maxBytes. */
+  /** More bytes than the decoder's maxBytes (or, encoding, more than MAX_ENCODED_BYTES). */
   | "TOO_LARGE"
   /** Nesting deeper than the decoder's maxDepth. */
   | "TOO_DEEP"

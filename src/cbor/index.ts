@@ -4,6 +4,7 @@ import { encodeDots } from "./encode";
 
 export { DotsCborError, DotsCborErrorCode } from "./errors";
 export { DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH } from "./decode";
+export { MAX_ENCODED_BYTES } from "./encode";
 export {
   TABLE as DOTS_KEY_TABLE,
   DotsKeyRow,
@@ -20,8 +21,8 @@ export const DOTS_CONTENT_FORMAT = 271;
 
 /**
  * JSON view (YANG names as in the RFC 9132/9066 figures) -> CBOR payload. Throws DotsCborError
- * (UNKNOWN_NAME, WRONG_TYPE, OUT_OF_RANGE) for anything the schema does not allow.
- * The returned Buffer may share its ArrayBuffer with later results; copy it to keep it mutable.
+ * (UNKNOWN_NAME, WRONG_TYPE, OUT_OF_RANGE, TOO_LARGE) for anything the schema does not allow.
+ * Integers always go out as CBOR integers in their shortest form; the Buffer is the caller's own.
  */
 export function encodeDotsCbor(json: Record<string, unknown>): Buffer {
   return encodeDots(json);

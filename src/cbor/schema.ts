@@ -231,18 +231,43 @@ export function isComprehensionRequired(key: number): boolean {
   return (key >= 1 && key <= 127) || (key >= 256 && key <= 16383);
 }
 
+/** A row plus what derives from it, resolved once so the codecs need no lookups per item. */
+export interface CompiledRow extends DotsKeyRow {
+  /** For containers and lists: the members allowed inside. */
+  readonly children: DotsScope | undefined;
+  /** For enumerations: label <-> code. */
+  readonly enumTable: EnumTable | undefined;
+}
+
 /** Members allowed inside one container/list (or at ROOT), by key and by JSON name. */
 export interface DotsScope {
-  readonly byKey: ReadonlyMap<number, DotsKeyRow>;
-  readonly byName: ReadonlyMap<string, DotsKeyRow>;
+  readonly byKey: ReadonlyMap<number, CompiledRow>;
+  readonly byName: ReadonlyMap<string, CompiledRow>;
+}
+
+/** Enumeration tables derived from the rows: label -> code and code -> label per enum key. */
+export interface EnumTable {
+  readonly codeByLabel: ReadonlyMap<string, number>;
+  readonly labelByCode: ReadonlyMap<number, string>;
+}
+
+function enumTableOf(row: DotsKeyRow): EnumTable | undefined {
+  if (row.type.kind !== "enum") return undefined;
+  return {
+    codeByLabel: new Map(row.type.labels.map(([code, label]) => [label, code])),
+    labelByCode: new Map(row.type.labels.map(([code, label]) => [code, label])),
+  };
 }
 
 function buildScopes(): ReadonlyMap<number, DotsScope> {
-  const scopes = new Map<number, { byKey: Map<number, DotsKeyRow>; byName: Map<string, DotsKeyRow> }>();
+  const scopes = new Map<number, { byKey: Map<number, CompiledRow>; byName: Map<string, CompiledRow> }>();
   const seenKeys = new Set<number>();
-  for (const row of TABLE) {
+  const compiled = TABLE.map((row) => {
     if (seenKeys.has(row.key)) throw new Error(`DOTS key table: key ${row.key} listed twice`);
     seenKeys.add(row.key);
+    return { ...row, children: undefined as DotsScope | undefined, enumTable: enumTableOf(row) };
+  });
+  for (const row of compiled) {
     for (const parent of row.parents) {
       let scope = scopes.get(parent);
       if (!scope) scopes.set(parent, (scope = { byKey: new Map(), byName: new Map() }));
@@ -251,9 +276,11 @@ function buildScopes(): ReadonlyMap<number, DotsScope> {
       scope.byName.set(row.name, row);
     }
   }
-  for (const row of TABLE) {
+  for (const row of compiled) {
     const nested = row.type.kind === "container" || row.type.kind === "list";
-    if (nested && !scopes.has(row.key)) throw new Error(`DOTS key table: ${row.name} has no members`);
+    row.children = scopes.get(row.key);
+    if (nested && !row.children) throw new Error(`DOTS key table: ${row.name} has no members`);
+    if (!nested && row.children) throw new Error(`DOTS key table: ${row.name} is a leaf but has members`);
   }
   return scopes;
 }
@@ -264,26 +291,12 @@ export const SCOPES: ReadonlyMap<number, DotsScope> = buildScopes();
 /** Key -> row, whatever the context (every key has one name). */
 export const ROW_BY_KEY: ReadonlyMap<number, DotsKeyRow> = new Map(TABLE.map((r) => [r.key, r]));
 
-/** Enumeration tables derived from the rows: label -> code and code -> label per enum key. */
-export interface EnumTable {
-  readonly codeByLabel: ReadonlyMap<string, number>;
-  readonly labelByCode: ReadonlyMap<number, string>;
-}
-
+/** Enum key -> its label table. */
 export const ENUMS: ReadonlyMap<number, EnumTable> = new Map(
-  TABLE.flatMap((row) =>
-    row.type.kind === "enum"
-      ? [
-          [
-            row.key,
-            {
-              codeByLabel: new Map(row.type.labels.map(([code, label]) => [label, code])),
-              labelByCode: new Map(row.type.labels.map(([code, label]) => [code, label])),
-            },
-          ] as const,
-        ]
-      : [],
-  ),
+  TABLE.flatMap((row) => {
+    const table = enumTableOf(row);
+    return table ? [[row.key, table] as const] : [];
+  }),
 );
 
 /** The members allowed under `parent` (a container/list key, or ROOT). */

@@ -338,4 +338,16 @@ describe("DOTS CBOR: malformed input gives typed errors", () => {
     assert.equal(encodeError(null).code, "WRONG_TYPE");
     assert.equal(encodeError({ [MS]: { scope: [{ "trigger-mitigation": "false" }] } }).code, "WRONG_TYPE");
   });
+
+  it("large messages grow the output; results are independent buffers; over 1 MiB is TOO_LARGE", () => {
+    const many = Array.from({ length: 4000 }, (_, i) => `2001:db8:${(i >> 8).toString(16)}:${(i & 255).toString(16)}::/64`);
+    const big = encodeDotsCbor({ [MS]: { scope: [{ "target-prefix": many, lifetime: 60 }] } });
+    assert.ok(big.length > 60000);
+    assert.deepEqual(decodeDotsCbor(big, { maxBytes: 1 << 20 }), { [MS]: { scope: [{ "target-prefix": many, lifetime: 60 }] } });
+    const a = encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } });
+    encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": false } });
+    assert.equal(hex(a), "a11831a11833f5");
+    const huge = Array.from({ length: 60000 }, () => "x".repeat(20));
+    assert.equal(encodeError({ [MS]: { scope: [{ "target-fqdn": huge }] } }).code, "TOO_LARGE");
+  });
 });
