@@ -125,10 +125,16 @@ interface Peer {
   retransmitDelay: number;
   /** Records that arrived while an async PSK lookup was pending. */
   pending: DtlsRecord[] | undefined;
+  pendingBytes: number;
+  /** When the last flight was re-sent because the client repeated its own (rate limit). */
+  lastOnDemandResendAt: number;
   connection: DtlsServerConnection | undefined;
 }
 
 const MAX_PENDING_RECORDS = 16;
+const MAX_PENDING_BYTES = 16384;
+/** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
+const ON_DEMAND_RESEND_INTERVAL_MS = 100;
 /** Handshake header (12) + verify_data (12). */
 const FINISHED_RECORD_BODY = 24;
 
@@ -257,7 +263,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       for (const record of parsed.records) {
         const peer = this.peers.get(key);
         if (peer?.pending) {
-          if (peer.pending.length < MAX_PENDING_RECORDS) peer.pending.push(copyRecord(record));
+          if (peer.pending.length < MAX_PENDING_RECORDS && peer.pendingBytes + record.fragment.length <= MAX_PENDING_BYTES) {
+            peer.pending.push(copyRecord(record));
+            peer.pendingBytes += record.fragment.length;
+          }
           continue;
         }
         this.handleRecord(record, peer, key, socketAddress, address, port);
@@ -300,7 +309,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.lastRecordAt = Date.now();
     switch (record.type) {
       case ContentType.ApplicationData:
-        if (peer.state === "established" && peer.connection) peer.connection.emit("message", plaintext);
+        if (peer.state === "established" && peer.connection) {
+          // Data at epoch 1 proves the client has our Finished: the final flight is no longer needed.
+          if (peer.lastFlight.length > 0) peer.lastFlight = [];
+          peer.connection.emit("message", plaintext);
+        }
         return;
       case ContentType.Alert:
         this.handleProtectedAlert(peer, plaintext);
@@ -423,6 +436,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       retransmitTimer: undefined,
       retransmitDelay: this.initialRetransmitMs,
       pending: undefined,
+      pendingBytes: 0,
+      lastOnDemandResendAt: 0,
       connection: undefined,
     };
     this.peers.set(key, newPeer);
@@ -490,10 +505,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     } catch {
       return this.failHandshake(peer, "lookup-error", AlertDescription.InternalError);
     }
-    if (result instanceof Promise) {
+    if (isThenable(result)) {
       peer.state = "looking-up";
       peer.pending = [];
-      result.then(
+      peer.pendingBytes = 0;
+      Promise.resolve(result).then(
         (psk) => this.resumeAfterLookup(peer, psk, undefined),
         (err: unknown) => this.resumeAfterLookup(peer, undefined, err ?? new Error("lookup failed")),
       );
@@ -659,7 +675,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
   }
 
+  /** Answer to a repeated client flight; rate-limited because epoch-0 records are unauthenticated. */
   private resendLastFlight(peer: Peer): void {
+    const now = Date.now();
+    if (now - peer.lastOnDemandResendAt < ON_DEMAND_RESEND_INTERVAL_MS) return;
+    peer.lastOnDemandResendAt = now;
     this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
   }
 
@@ -667,7 +687,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.retransmitTimer = setTimeout(() => {
       peer.retransmitTimer = undefined;
       if (this.peers.get(peer.key) !== peer || peer.state !== "awaiting-key-exchange") return;
-      this.resendLastFlight(peer);
+      this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
       peer.retransmitDelay = Math.min(peer.retransmitDelay * 2, this.maxRetransmitMs);
       this.armRetransmit(peer);
     }, peer.retransmitDelay);
@@ -708,7 +728,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       const now = Date.now();
       for (const peer of [...this.peers.values()]) {
         if (peer.state === "established") {
-          if (now - peer.lastRecordAt >= this.idleTimeoutMs) this.removePeer(peer, new Error("idle timeout"));
+          if (now - peer.lastRecordAt >= this.idleTimeoutMs) {
+            this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
+            this.removePeer(peer, new Error("idle timeout"));
+          }
         } else if (now - peer.createdAt >= this.handshakeTimeoutMs) {
           this.failHandshake(peer, "timeout");
         }
@@ -718,6 +741,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.emit("internal-error", err);
     }
   }
+}
+
+function isThenable(v: unknown): v is PromiseLike<Buffer | undefined> {
+  return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
 }
 
 function copyRecord(r: DtlsRecord): DtlsRecord {

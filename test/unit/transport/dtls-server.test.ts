@@ -370,6 +370,27 @@ describe("DtlsServer with a scripted client on loopback", () => {
     assert.equal(server.handshakingCount, 0);
   });
 
+  it("re-sends the final flight when the client repeats flight 5, rate-limited, and not after data", async () => {
+    await start();
+    const c = await client();
+    await c.connect();
+    const flight5 = c.sent[2];
+    const before = c.received.length;
+    c.sendRaw(flight5);
+    c.sendRaw(flight5);
+    c.sendRaw(flight5); // three repeats at once: one answer (anti-amplification)
+    await waitFor(() => c.received.length === before + 1);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(c.received.length, before + 1);
+    c.send(Buffer.from("data")); // proves the client has our Finished
+    assert.equal((await c.nextMessage()).toString(), "echo:data");
+    const afterData = c.received.length;
+    c.sendRaw(flight5);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(c.received.length, afterData);
+    assert.equal(server.sessionCount, 1);
+  });
+
   it("a fragmented, out-of-order ClientKeyExchange is reassembled", async () => {
     await start();
     const r = await raw();
