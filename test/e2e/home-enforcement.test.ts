@@ -7,16 +7,18 @@ import { createLab, sleep, waitFor, type Lab, type Sender } from "../support/net
 import { ConntrackEventSource } from "../../src/home/nat-source";
 import { createHomeEnforcer, type HomeEnforcer, type HandleResult, type ConsentRequest } from "../../src/home/enforcer";
 import { NftablesBackend } from "../../src/home/filter-backend";
-import { mitigationTag } from "../../src/home/nft-script";
+import { addElementsScript, mitigationTag } from "../../src/home/nft-script";
+import { NftError } from "../../src/home/errors";
+import { scopeToQuery } from "../../src/home/scope";
 
 const CUID = "dz6pHjaADkaFTbjr0JGBpw";
 
 /** Packets the victim counted from each sender over a window. */
-async function rise(lab: Lab, ms: number): Promise<{ dev: number; other: number }> {
+async function rise(lab: Lab, ms: number): Promise<{ dev: number; other: number; dev6: number }> {
   const a = await lab.counters();
   await sleep(ms);
   const b = await lab.counters();
-  return { dev: b.dev - a.dev, other: b.other - a.other };
+  return { dev: b.dev - a.dev, other: b.other - a.other, dev6: b.dev6 - a.dev6 };
 }
 
 describe("home enforcement end to end (netns, conntrack, nftables)", function () {
@@ -137,5 +139,119 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     await expired;
     await sleep(200);
     assert.ok((await rise(lab!, 1000)).dev > 50, "traffic flows again after expiry");
+  });
+  it("the conntrack event index follows the kernel (NEW and DESTROY) and answers from memory", async () => {
+    const src = new ConntrackEventSource(lab!.router);
+    try {
+      await src.start();
+      assert.equal(src.inSync, true);
+      const hits = src.index.lookup(scopeToQuery(scope(3600)));
+      assert.deepEqual(hits.map((f) => f.orig.src), ["192.168.1.10"]);
+      const probe = scopeToQuery({ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 5556 }], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] });
+      assert.equal(src.index.lookup(probe).length, 0);
+      lab!.exec("lan2", ["bash", "-c", "echo h2x > /dev/udp/203.0.113.5/5556"]);
+      const added = await waitFor("a NEW event for the new flow", async () => {
+        const h = src.index.lookup(probe);
+        return h.length > 0 ? h : undefined;
+      });
+      assert.equal(added[0].orig.src, "192.168.1.11");
+      lab!.exec("router", ["conntrack", "-D", "-p", "udp", "--orig-src", "192.168.1.11", "--orig-port-dst", "5556"]);
+      await waitFor("the DESTROY event", async () => src.index.lookup(probe).length === 0);
+    } finally {
+      await src.close();
+    }
+  });
+
+  it("IPv6 without NAT: matches the device directly and its MAC keeps it blocked after a privacy-address change", async () => {
+    const first = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40011, sourceAddress: "2001:db8:1::10" });
+    senders.push(first);
+    await waitFor("IPv6 flood at the victim", async () => (await rise(lab!, 300)).dev6 > 10);
+    const e = enforcer();
+    const r = await e.handle({
+      cuid: CUID,
+      mid: 20,
+      scope: {
+        "target-prefix": ["2001:db8:c000::5/128"],
+        "target-protocol": [17],
+        "target-port-range": [{ "lower-port": 5555 }],
+        "ietf-dots-call-home:source-prefix": ["2001:db8:1::10/128"],
+        "ietf-dots-call-home:source-port-range": [{ "lower-port": 40011 }],
+      },
+      lifetime: 600,
+    });
+    assert.equal(r.outcome, "enforced", r.detail);
+    assert.deepEqual(r.devices.map((d) => [d.address, d.mac]), [["2001:db8:1::10", lab!.deviceMac]]);
+    assert.ok(r.script!.includes(`add element inet dots_call_home blockmac6 { ${lab!.deviceMac} . 17 . 2001:db8:c000::5 . 5555`), r.script);
+    await sleep(200);
+    assert.equal((await rise(lab!, 800)).dev6, 0, "blocked");
+    // the device moves to a new privacy address and carries on
+    lab!.exec("lan", ["ip", "addr", "add", "2001:db8:1::beef/64", "dev", "eth0", "nodad"]);
+    await first.stop();
+    const second = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40012, sourceAddress: "2001:db8:1::beef" });
+    senders.push(second);
+    await sleep(300);
+    assert.equal((await rise(lab!, 1000)).dev6, 0, "still blocked by its MAC from the new address");
+    await e.end({ cuid: CUID, mid: 20 });
+    await sleep(200);
+    assert.ok((await rise(lab!, 800)).dev6 > 50, "withdrawal lifts it");
+    await second.stop();
+  });
+
+  it("a refresh extends the kernel timeout", async () => {
+    const e = enforcer();
+    assert.equal((await e.handle({ cuid: CUID, mid: 40, scope: scope(5), lifetime: 5 })).outcome, "enforced");
+    const r = await e.handle({ cuid: CUID, mid: 40, scope: scope(3600), lifetime: 3600, kind: "refresh" });
+    assert.equal(r.outcome, "enforced");
+    const els = (await new NftablesBackend(lab!.router).listElements()).filter((x) => x.comment === mitigationTag(CUID, 40));
+    assert.ok(els.length > 0);
+    assert.ok(els.every((x) => x.expiresSec! > 3000), JSON.stringify(els));
+    await e.end({ cuid: CUID, mid: 40 });
+    assert.deepEqual(await tableTags(), []);
+  });
+
+  it("the block survives a restart; reconcile adopts what is believed active and removes the rest", async () => {
+    const e1 = enforcer();
+    assert.equal((await e1.handle({ cuid: CUID, mid: 30, scope: scope(3600), lifetime: 3600 })).outcome, "enforced");
+    await e1.close(); // the process goes away without withdrawing
+    await sleep(200);
+    assert.equal((await rise(lab!, 800)).dev, 0, "the kernel keeps blocking without us");
+    const e2 = enforcer();
+    const rep = await e2.reconcile([{ cuid: CUID, mid: 30 }]);
+    assert.deepEqual(rep.kept, [{ cuid: CUID, mid: 30 }]);
+    assert.deepEqual(rep.removed, []);
+    assert.deepEqual(e2.activeMitigations().map((a) => a.mid), [30]);
+    const ended = await e2.end({ cuid: CUID, mid: 30 });
+    assert.ok(ended.removed > 0);
+    await sleep(200);
+    assert.ok((await rise(lab!, 800)).dev > 50);
+
+    const e3 = enforcer();
+    await e3.handle({ cuid: CUID, mid: 31, scope: scope(3600), lifetime: 3600 });
+    await e3.close();
+    const e4 = enforcer();
+    const rep4 = await e4.reconcile([]);
+    assert.ok(rep4.removed.length > 0 && rep4.removed.every((x) => x.comment === mitigationTag(CUID, 31)));
+    assert.deepEqual(await tableTags(), []);
+  });
+
+  it("an nft error is typed, carries nft's message, and applies nothing (one transaction)", async () => {
+    const b = new NftablesBackend(lab!.router);
+    const good = addElementsScript("dots_call_home", [{ element: { set: "quarantine4", key: "192.168.1.10" }, opts: { comment: "dots:atomic/1" } }]);
+    const script = good + "add element inet dots_call_home quarantine4 { 2001:db8::1 }\n";
+    await assert.rejects(b.apply(script), (err: unknown) => err instanceof NftError && /Error/.test(err.nftMessage) && err.script === script);
+    assert.ok(!(await tableTags()).includes("dots:atomic/1"), "the valid half was not applied");
+    assert.ok((await rise(lab!, 500)).dev > 20, "the device is not quarantined");
+  });
+
+  it("dry-run returns exactly the script the nftables backend applies", async () => {
+    const dry = enforcer({ backend: "dry-run" });
+    const real = enforcer();
+    const input = { cuid: CUID, mid: 50, scope: scope(600), lifetime: 600 };
+    const a = await dry.handle(input);
+    const b = await real.handle(input);
+    assert.equal(a.outcome, "enforced");
+    assert.equal(b.outcome, "enforced");
+    assert.equal(a.script, b.script);
+    await real.end(input);
   });
 });

@@ -16,12 +16,14 @@ export interface Lab {
   router: CommandRunner;
   isp: CommandRunner;
   deviceMac: string;
-  /** Packets counted at the victim from the device ("dev") and from the other host ("other"). */
-  counters(): Promise<{ dev: number; other: number }>;
+  /** Packets counted at the victim from the device ("dev", IPv6: "dev6") and from the other host ("other"). */
+  counters(): Promise<{ dev: number; other: number; dev6: number }>;
   /** Source address and port the device's flood arrives from at the ISP (after NAT). */
   seenDeviceSources(): Promise<Array<{ address: string; port: number }>>;
   /** Starts a bounded UDP flood from a LAN namespace; stop() ends it. */
   startSender(opts: SenderOptions): Sender;
+  /** Runs a command in one of the lab's namespaces. */
+  exec(where: keyof Lab["ns"], argv: string[]): string;
   destroy(): Promise<void>;
 }
 
@@ -32,6 +34,8 @@ export interface SenderOptions {
   /** Three-letter payload tag: "dev" or "h2x" are counted by the victim. */
   tag: string;
   sourcePort: number;
+  /** Source address to send from (e.g. a new IPv6 privacy address); default: the kernel's choice. */
+  sourceAddress?: string;
   packetsPerSecond?: number;
   maxSeconds?: number;
 }
@@ -53,10 +57,10 @@ function nsSh(ns: string, argv: string[], input?: string): string {
 
 const SENDER_CODE = `
 const dgram = require("node:dgram");
-const [target, port, tag, pps, sport, maxSeconds] = process.argv.slice(1);
+const [target, port, tag, pps, sport, maxSeconds, saddr] = process.argv.slice(1);
 const s = dgram.createSocket(target.includes(":") ? "udp6" : "udp4");
 s.on("error", () => {});
-s.bind(Number(sport), () => {
+s.bind(Number(sport), saddr || undefined, () => {
   const buf = Buffer.from(tag + "-flood-packet");
   const iv = setInterval(() => s.send(buf, Number(port), target, () => {}), Math.max(1, Math.round(1000 / Number(pps))));
   setTimeout(() => { clearInterval(iv); s.close(); }, Number(maxSeconds) * 1000);
@@ -124,11 +128,13 @@ export async function createLab(): Promise<Lab> {
       "table inet victim {",
       "  counter dev { }",
       "  counter other { }",
+      "  counter dev6 { }",
       "  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 120s; }",
       "  chain input {",
       "    type filter hook input priority filter; policy accept;",
       // payload tags right after the UDP header: "dev" from the device, "h2x" from the other host
-      "    udp dport 5555 @th,64,24 0x646576 counter name \"dev\" update @seen { ip saddr . udp sport }",
+      "    meta nfproto ipv4 udp dport 5555 @th,64,24 0x646576 counter name \"dev\" update @seen { ip saddr . udp sport }",
+      "    meta nfproto ipv6 udp dport 5555 @th,64,24 0x646576 counter name \"dev6\"",
       "    udp dport 5555 @th,64,24 0x683278 counter name \"other\"",
       "  }",
       "}",
@@ -149,7 +155,7 @@ export async function createLab(): Promise<Lab> {
     router: netnsRunner(ns.router),
     isp,
     deviceMac,
-    counters: async () => ({ dev: await counter("dev"), other: await counter("other") }),
+    counters: async () => ({ dev: await counter("dev"), other: await counter("other"), dev6: await counter("dev6") }),
     seenDeviceSources: async () => {
       const { stdout } = await isp.run(["nft", "-j", "list", "set", "inet", "victim", "seen"]);
       const doc = JSON.parse(stdout) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: [string, number] } } }> } }> };
@@ -157,7 +163,7 @@ export async function createLab(): Promise<Lab> {
       return (set?.elem ?? []).map((e) => ({ address: e.elem.val.concat[0], port: e.elem.val.concat[1] }));
     },
     startSender: (o) => {
-      const child = spawn("ip", ["netns", "exec", ns[o.from], process.execPath, "-e", SENDER_CODE, o.target, String(o.port), o.tag, String(o.packetsPerSecond ?? 200), String(o.sourcePort), String(o.maxSeconds ?? 60)], { stdio: "ignore" });
+      const child = spawn("ip", ["netns", "exec", ns[o.from], process.execPath, "-e", SENDER_CODE, o.target, String(o.port), o.tag, String(o.packetsPerSecond ?? 200), String(o.sourcePort), String(o.maxSeconds ?? 60), o.sourceAddress ?? ""], { stdio: "ignore" });
       senders.add(child);
       const exited = new Promise<void>((res) => child.once("exit", () => res()));
       return {
@@ -168,6 +174,7 @@ export async function createLab(): Promise<Lab> {
         },
       };
     },
+    exec: (where, argv) => nsSh(ns[where], argv),
     destroy,
   };
 }
