@@ -469,6 +469,7 @@ export class TlsServer extends EventEmitter {
   private readonly live = new Set<net.Socket>();
   private readonly connections = new Set<TlsConnection>();
   private readonly pskIdentities = new WeakMap<tls.TLSSocket, string>();
+  private readonly endpoints = new WeakMap<net.Socket, RemoteEndpoint>();
   private readonly settings: TlsConnectionSettings;
   private readonly local: LocalIdentity;
   private readonly maxConnections: number;
@@ -502,7 +503,9 @@ export class TlsServer extends EventEmitter {
     }
     if (opts.psk) {
       const psk = opts.psk;
-      serverOptions.ciphers = opts.certificate ? `${tls.DEFAULT_CIPHERS}:${PSK_CIPHERS}` : PSK_CIPHERS;
+      // node's default list ends in "!PSK", which would delete the PSK suites for good.
+      const certCiphers = tls.DEFAULT_CIPHERS.split(":").filter((c) => c !== "!PSK").join(":");
+      serverOptions.ciphers = opts.certificate ? `${PSK_CIPHERS}:${certCiphers}` : PSK_CIPHERS;
       if (psk.hint !== undefined) serverOptions.pskIdentityHint = psk.hint;
       serverOptions.pskCallback = (socket: tls.TLSSocket, identity: string) => {
         let key: Buffer | undefined;
@@ -546,6 +549,8 @@ export class TlsServer extends EventEmitter {
       return;
     }
     this.live.add(socket);
+    // Read the peer's address now: once node destroys a refused socket it is gone.
+    this.endpoints.set(socket, { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0 });
     socket.on("error", () => undefined); // reported through tlsClientError or close
     socket.once("close", () => this.live.delete(socket));
     this.tlsServer.emit("connection", socket);
@@ -607,9 +612,12 @@ export class TlsServer extends EventEmitter {
   }
 
   private reportFailure(socket: tls.TLSSocket, error: TransportError): void {
+    // node keeps the accepted TCP socket as _parent of the TLS socket it wraps around it.
+    const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+    const endpoint = (raw && this.endpoints.get(raw)) ?? { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0 };
     const failure: HandshakeFailure = {
-      address: normalizeAddress(socket.remoteAddress ?? ""),
-      port: socket.remotePort ?? 0,
+      address: endpoint.address,
+      port: endpoint.port,
       reason: error.message,
       error,
     };
