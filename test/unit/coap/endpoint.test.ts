@@ -596,3 +596,68 @@ describe("CoAP endpoint: responses with unrecognized critical options", function
     assert.deepEqual([rst.type, rst.messageId], ["RST", 99]);
   });
 });
+
+describe("CoAP endpoint: robustness", function () {
+  this.timeout(20000);
+
+  it("drops every observer (onCancel fires) when the connection closes", async () => {
+    const { client, server } = await pair("tcp");
+    let cancelled = 0;
+    let handle: ObserverHandle | undefined;
+    server.onRequest((req) => {
+      handle = req.acceptObserve();
+      handle.onCancel(() => cancelled++);
+      req.respond({ code: Code.Content });
+    });
+    await client.observe({ method: "GET", path: ["o"] }, () => undefined);
+    const closed = once(server, "close");
+    client.close();
+    await closed;
+    assert.equal(cancelled, 1);
+    assert.equal(handle?.active, false);
+  });
+
+  it("survives 5,000 mutated datagrams of every kind over a real socket and still serves", async () => {
+    const errors: Error[] = [];
+    let endpoint!: CoapEndpoint;
+    const srv = await udpServer({ rateLimit: { requestsPerSecond: 1e6, burst: 1e6 } }, (ep) => {
+      endpoint ??= ep;
+      ep.on("protocol-error", (e: Error) => errors.push(e));
+      ep.onRequest((req) => {
+        if (req.observe === 0) req.acceptObserve();
+        req.respond({ code: Code.Content, payload: Buffer.alloc(req.path.length * 700, 1) });
+      });
+    });
+    const raw = await rawUdp();
+    const seeds = [
+      getMsg(1, "0102", ["a", "b"], "CON", [observeOption(0)]),
+      getMsg(2, "03", ["x"], "NON", [{ number: 23, value: Buffer.from([0x16]) }]),
+      encodeUdp({ type: "ACK", code: Code.Content, messageId: 3, token: Buffer.from("05", "hex"), options: [observeOption(9)], payload: Buffer.from("hi") }),
+      encodeUdp({ type: "RST", code: 0, messageId: 4, token: empty, options: [], payload: empty }),
+      encodeUdp({ type: "CON", code: Code.PUT, messageId: 5, token: Buffer.from("0607", "hex"), options: [{ number: 12, value: Buffer.from("010f", "hex") }, { number: 2049, value: empty }], payload: Buffer.alloc(40, 7) }),
+    ];
+    let state = 12345;
+    const rnd = (n: number) => {
+      state = (state * 1103515245 + 12345) & 0x7fffffff;
+      return state % n;
+    };
+    for (let i = 0; i < 5000; i++) {
+      const b = Buffer.from(seeds[rnd(seeds.length)]);
+      for (let k = rnd(4); k >= 0; k--) b[rnd(b.length)] = rnd(256);
+      raw.send(srv.port, b.subarray(0, rnd(5) === 0 ? rnd(b.length + 1) : b.length));
+      if (i % 200 === 0) await sleep(1); // let the receive buffer drain
+    }
+    await sleep(300);
+    assert.ok(errors.length > 100, `malformed ones reported: ${errors.length}`);
+    assert.equal(endpoint.isClosed, false);
+    assert.equal(srv.connections.size, 1, "all from one peer, one endpoint");
+    // The same endpoint still answers a clean request from the same peer.
+    raw.send(srv.port, getMsg(60000, "c1ea", ["ok"]));
+    for (;;) {
+      const m = await raw.next();
+      if (m.token.toString("hex") !== "c1ea") continue;
+      assert.deepEqual([m.type, m.code, m.payload.length], ["ACK", Code.Content, 700]);
+      break;
+    }
+  });
+});
