@@ -37,7 +37,6 @@ Common options:
   --passphrase TEXT        passphrase of --key
   --home-prefix PREFIX     home domain prefix; repeatable. listen: NAME=PREFIX binds it to one
                            home (by home name), a bare PREFIX applies to the --home name
-  --heartbeat-interval S   dial: heartbeat-interval offered in /config (seconds, default 30)
   --help                   this text
 
 listen options:
@@ -66,6 +65,8 @@ dial options:
   HOST (positional, repeatable) or --connect HOST: the ISP's Call Home DOTS client
   --transport auto|udp|tcp happy eyeballs (auto, default), DTLS only, or TLS only
   --servername NAME        name the ISP certificate must carry (default: HOST)
+  --heartbeat-interval S   heartbeat-interval offered in /config, seconds (default 30); the home
+                           sets it to suit its NAT (RFC 9066 section 5.2.1); the ISP follows it
   --decision-wait MS       how long a PUT waits for a decision before 2.01 status 1 (default 2000)
   --auto-decide OUTCOME    answer every request with enforced|pending|legitimate|failed (demos)
   --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
@@ -124,7 +125,6 @@ const COMMON_FLAGS: Record<string, FlagKind> = {
   ca: "string",
   passphrase: "string",
   "home-prefix": "list",
-  "heartbeat-interval": "number",
   help: "boolean",
 };
 
@@ -143,6 +143,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
   ...COMMON_FLAGS,
+  "heartbeat-interval": "number",
   connect: "list",
   transport: "string",
   servername: "string",

@@ -281,27 +281,41 @@ describe("call-home redirect and drop-list", function () {
     }
   });
 
-  it("drop-lists a source after repeated failed handshakes (R54)", async () => {
-    const v = VARIANTS[2]; // TLS-PSK: failures are immediate
-    const { makeTestPki } = await import("../support/certs");
-    const pki = await makeTestPki();
-    const listener = new CallHomeListener(listenerOptions(v, pki, { dropList: { maxFailures: 2, windowMs: 60000, banMs: 60000 } }), FAST_ISP);
-    listener.on("error", () => undefined);
-    await listener.start();
-    const { CallHomeDialer } = await import("../../src/dots/home-engine");
-    const { dialerOptions } = await import("./harness");
-    const bad = new CallHomeDialer(dialerOptions(v, pki, listener.port as number, { psk: { identity: "home-1", key: Buffer.from("wrong key") } }));
-    bad.on("error", () => undefined);
-    try {
-      const dropped = waitFor(listener, "drop", () => true, 10000);
-      await bad.start();
-      await dropped;
-    } finally {
-      await bad.stop();
-      await listener.stop();
-    }
-  });
+  for (const v of [VARIANTS[0], VARIANTS[2]]) {
+    it(`drop-lists a source after repeated failed handshakes, then refuses even good credentials from it, over ${v.name} (R54)`, async () => {
+      const { makeTestPki } = await import("../support/certs");
+      const pki = await makeTestPki();
+      const listener = new CallHomeListener(listenerOptions(v, pki, { dropList: { maxFailures: 2, windowMs: 60000, banMs: 60000 } }), FAST_ISP);
+      listener.on("error", () => undefined);
+      const failures: unknown[] = [];
+      listener.on("auth-failure", (f) => failures.push(f));
+      await listener.start();
+      const { CallHomeDialer } = await import("../../src/dots/home-engine");
+      const { dialerOptions } = await import("./harness");
+      const tuning = { dtlsHandshakeTimeoutMs: 300, dtlsAttempts: 1 };
+      const bad = new CallHomeDialer({ ...dialerOptions(v, pki, listener.port as number, { psk: { identity: "home-1", key: Buffer.from("wrong key") }, reconnect: { minMs: 50, maxMs: 100 } }), tuning });
+      bad.on("error", () => undefined);
+      const good = new CallHomeDialer({ ...dialerOptions(v, pki, listener.port as number), tuning });
+      good.on("error", () => undefined);
+      try {
+        const dropped = waitFor<[{ remoteAddress: string }]>(listener, "drop", () => true, 15000);
+        await bad.start();
+        const [d] = await dropped;
+        assert.equal(d.remoteAddress, "127.0.0.1");
+        assert.ok(failures.length >= 2);
+        await bad.stop();
+        let up = false;
+        listener.on("session-up", () => (up = true));
+        await good.start();
+        await delay(1500);
+        assert.equal(up, false, "a dropped source gets no session, whatever its credentials");
+      } finally {
+        await bad.stop();
+        await good.stop();
+        await listener.stop();
+      }
+    });
+  }
 });
 
 void HOME_PREFIX;
-void delay;
