@@ -52,3 +52,40 @@ const json = rate("reference: JSON stringify+parse of the model", () => {
 console.log(`ratio UDP codec / copy: ${(copy / udp).toFixed(1)}x slower; UDP codec vs JSON: ${(udp / json).toFixed(2)}x`);
 console.log(`ratio TCP codec / copy: ${(copy / tcp).toFixed(1)}x slower; TCP codec vs JSON: ${(tcp / json).toFixed(2)}x`);
 if (sink === -1) console.log("unreachable");
+
+// Endpoint round trips on loopback: CON request -> piggybacked response through two CoapEndpoints
+// over plain UDP, next to a bare dgram echo of the same bytes (the socket floor) in the same run.
+async function endpointRoundTrips(): Promise<void> {
+  const dgram = await import("node:dgram");
+  const { CoapEndpoint } = await import("../src/coap/endpoint");
+  const { listenPlainUdp, connectPlainUdp } = await import("../test/support/plain-connection");
+  const n = 5000;
+  const echo = dgram.createSocket("udp4");
+  echo.on("message", (m, r) => echo.send(m, r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, "127.0.0.1", () => r()));
+  const cli = dgram.createSocket("udp4");
+  await new Promise<void>((r) => cli.bind(0, "127.0.0.1", () => r()));
+  const echoPort = echo.address().port;
+  let t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) {
+    await new Promise<void>((r) => {
+      cli.once("message", () => r());
+      cli.send(udpBytes, echoPort, "127.0.0.1");
+    });
+  }
+  const rawUs = Number(process.hrtime.bigint() - t) / 1000 / n;
+  const server = await listenPlainUdp();
+  server.on("connection", (c) => new CoapEndpoint(c).onRequest((req) => req.respond({ code: Code.Changed, payload: req.payload })));
+  const client = new CoapEndpoint(await connectPlainUdp(server.port));
+  const put = { method: "PUT" as const, path: splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123"), payload: msg.payload, contentFormat: CONTENT_FORMAT_DOTS_CBOR };
+  await client.request(put);
+  t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await client.request(put);
+  const epUs = Number(process.hrtime.bigint() - t) / 1000 / n;
+  console.log(`sequential round trip, ${n} each: raw dgram echo ${rawUs.toFixed(1)} us, CoAP endpoint CON PUT -> 2.04 ${epUs.toFixed(1)} us (ratio ${(epUs / rawUs).toFixed(2)}x)`);
+  client.close();
+  await server.close();
+  cli.close();
+  echo.close();
+}
+void endpointRoundTrips();
