@@ -39,6 +39,10 @@ export interface HomeEngineTuning {
   /** Mitigation lifetime seconds compression (tests). Default 1000 ms per second. */
   lifetimeMsPerSecond?: number;
   maxMitigationsPerClient?: number;
+  /** Periodic status notifications to observers, ms (0 off). Default 60 000. */
+  statusPeriodMs?: number;
+  /** Minimum spacing of notifications per observer, ms (RFC 9132: 3000 without RTT estimate). Default 0. */
+  notifyMinIntervalMs?: number;
   /** Replaces the default mitigation validator (validateMitigationRequest, side "home"). */
   validate?: MitigationValidator;
   /** Name resolution (default dns.lookup with all:true). */
@@ -120,6 +124,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       allowIndefiniteLifetime: options.allowIndefiniteLifetime,
       decisionWaitMs: options.decisionWaitMs ?? 1000,
       validate: this.tuning.validate,
+      statusPeriodMs: this.tuning.statusPeriodMs,
+      notifyMinIntervalMs: this.tuning.notifyMinIntervalMs,
       canRedirect: (t) => this.checkRedirect(t),
     });
     this.resources.on("mitigation", (e) => this.emit("mitigation", e));

@@ -78,6 +78,13 @@ export interface HomeResourcesOptions {
   allowIndefiniteLifetime?: boolean;
   /** How long a new request waits for decide() before 2.01 with status 1, ms. Default 1000. */
   decisionWaitMs?: number;
+  /** Periodic status notifications to observers, ms; 0 turns them off. Default 60 000. */
+  statusPeriodMs?: number;
+  /**
+   * Minimum spacing of notifications to one observer, ms; changes in between are merged (latest
+   * state of each mid). RFC 9132 asks for 3000 without an RTT estimate. Default 0 (immediate).
+   */
+  notifyMinIntervalMs?: number;
   /** Field-rule validation run before the home-side checks. Default: validateMitigationRequest (side "home"). */
   validate?: MitigationValidator;
   /**
@@ -106,6 +113,10 @@ interface ObserverEntry {
   cuid: string;
   mid?: number;
   handle: ResourceObserver;
+  /** Mitigations changed since the last notification (latest state wins). */
+  queued: Map<number, Mitigation>;
+  lastSent: number;
+  timer?: NodeJS.Timeout;
 }
 
 const FQDN = /^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
@@ -178,6 +189,9 @@ export class HomeResources extends EventEmitter {
   private readonly pending = new Map<string, PendingAnswer>();
   private readonly mitigateObservers = new Set<ObserverEntry>();
   private readonly configObservers = new Set<ResourceObserver>();
+  private readonly statusPeriodMs: number;
+  private readonly notifyMinIntervalMs: number;
+  private periodicTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: HomeResourcesOptions) {
     super();
@@ -186,6 +200,8 @@ export class HomeResources extends EventEmitter {
     this.codec = opts.codec;
     this.allowIndefinite = opts.allowIndefiniteLifetime ?? false;
     this.decisionWaitMs = opts.decisionWaitMs ?? 1000;
+    this.statusPeriodMs = opts.statusPeriodMs ?? 60_000;
+    this.notifyMinIntervalMs = opts.notifyMinIntervalMs ?? 0;
     const homePrefixes = [...opts.homePrefixes];
     this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: this.allowIndefinite }));
     this.canRedirect = opts.canRedirect;
@@ -426,17 +442,23 @@ export class HomeResources extends EventEmitter {
     if (req.observe === 1) this.cancelObserver(req, cuid, mid);
     if (req.observe === 0 && req.acceptObserve && this.mitigateObservers.size < MAX_OBSERVERS) {
       const handle = req.acceptObserve();
-      const entry: ObserverEntry = { cuid, mid, handle };
-      this.mitigateObservers.add(entry);
-      handle.onCancel(() => this.mitigateObservers.delete(entry));
+      if (handle.active) {
+        const entry: ObserverEntry = { cuid, mid, handle, queued: new Map(), lastSent: Date.now() };
+        this.mitigateObservers.add(entry);
+        handle.onCancel(() => this.dropObserver(entry));
+        if (this.statusPeriodMs > 0 && !this.periodicTimer) {
+          this.periodicTimer = setInterval(() => this.periodicStatus(), this.statusPeriodMs);
+          this.periodicTimer.unref();
+        }
+      }
     }
     this.safeRespond(req, this.cbor(Code.Content, body));
   }
 
   private cancelObserver(_req: ResourceRequest, cuid: string, mid?: number): void {
-    for (const o of this.mitigateObservers) {
+    for (const o of [...this.mitigateObservers]) {
       if (o.cuid === cuid && o.mid === mid) {
-        this.mitigateObservers.delete(o);
+        this.dropObserver(o);
         o.handle.cancel();
       }
     }
@@ -444,25 +466,61 @@ export class HomeResources extends EventEmitter {
 
   private notifyMitigation(m: Mitigation): void {
     if (this.pending.has(`${m.cuid}/${m.mid}`)) return; // the pending answer will carry it
-    if (this.mitigateObservers.size === 0) return;
-    let res: ResourceResponse;
-    try {
-      res = this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: [this.store.toScopeJson(m)] } });
-    } catch (e) {
-      this.emit("error", e as Error);
-      return;
-    }
     for (const o of [...this.mitigateObservers]) {
       if (!o.handle.active) {
-        this.mitigateObservers.delete(o);
+        this.dropObserver(o);
         continue;
       }
       if (o.cuid !== m.cuid || (o.mid !== undefined && o.mid !== m.mid)) continue;
-      try {
-        o.handle.notify(res);
-      } catch (e) {
-        this.emit("error", e as Error);
+      o.queued.set(m.mid, m);
+      this.flushObserver(o);
+    }
+  }
+
+  /** Sends what is queued for one observer, no sooner than notifyMinIntervalMs after the last. */
+  private flushObserver(o: ObserverEntry): void {
+    if (o.queued.size === 0 || o.timer) return;
+    const wait = o.lastSent + this.notifyMinIntervalMs - Date.now();
+    if (wait > 0) {
+      o.timer = setTimeout(() => {
+        o.timer = undefined;
+        this.flushObserver(o);
+      }, wait);
+      o.timer.unref();
+      return;
+    }
+    const list = [...o.queued.values()].sort((a, b) => a.mid - b.mid);
+    o.queued.clear();
+    if (!o.handle.active) return this.dropObserver(o);
+    try {
+      o.handle.notify(this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.store.toScopeJson(m)) } }));
+      o.lastSent = Date.now();
+    } catch (e) {
+      this.emit("error", e as Error);
+    }
+  }
+
+  private dropObserver(o: ObserverEntry): void {
+    if (o.timer) clearTimeout(o.timer);
+    o.timer = undefined;
+    o.queued.clear();
+    this.mitigateObservers.delete(o);
+    if (this.mitigateObservers.size === 0 && this.periodicTimer) {
+      clearInterval(this.periodicTimer);
+      this.periodicTimer = undefined;
+    }
+  }
+
+  /** RFC 9132 section 4.4.2.1: status is also sent periodically, not only on change. */
+  private periodicStatus(): void {
+    for (const o of [...this.mitigateObservers]) {
+      if (!o.handle.active) {
+        this.dropObserver(o);
+        continue;
       }
+      const list = this.store.list(o.cuid).filter((m) => o.mid === undefined || m.mid === o.mid);
+      for (const m of list) if (!this.pending.has(`${m.cuid}/${m.mid}`)) o.queued.set(m.mid, m);
+      this.flushObserver(o);
     }
   }
 
@@ -621,8 +679,10 @@ export class HomeResources extends EventEmitter {
 
   /** The connection went away: observers and unanswered requests belong to it. */
   dropConnectionState(): void {
-    for (const o of this.mitigateObservers) if (o.handle.active) o.handle.cancel();
-    this.mitigateObservers.clear();
+    for (const o of [...this.mitigateObservers]) {
+      this.dropObserver(o);
+      if (o.handle.active) o.handle.cancel();
+    }
     for (const h of this.configObservers) if (h.active) h.cancel();
     this.configObservers.clear();
     for (const e of this.pending.values()) if (e.timer) clearTimeout(e.timer);

@@ -272,6 +272,35 @@ describe("dots/home-resources", () => {
       assert.equal((await send(h, { method: Code.GET, path: "/other" }).res).code, Code.NotFound);
     });
 
+    it("notifications to one observer are spaced by notifyMinIntervalMs, merging changes (latest state per mid)", async () => {
+      make({ notifyMinIntervalMs: 40 });
+      await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good() }).res;
+      await send(h, { method: Code.PUT, path: `${P}/mid=2`, body: good({ "target-prefix": ["198.51.100.9/32"] }) }).res;
+      const obs = send(h, { method: Code.GET, path: P, observe: 0 });
+      await obs.res;
+      h.decide({ mid: 1, outcome: "pending" });
+      h.decide({ mid: 1, outcome: "enforced" });
+      h.decide({ mid: 2, outcome: "failed" });
+      assert.equal(obs.observer!.notes.length, 0, "too soon after the registration answer");
+      while (obs.observer!.notes.length === 0) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(obs.observer!.notes.length, 1);
+      assert.deepEqual(json(obs.observer!.notes[0])[MS].scope.map((x: any) => [x.mid, x.status]), [[1, "attack-successfully-mitigated"], [2, "attack-exceeded-capability"]]);
+    });
+
+    it("observers also get the status periodically", async () => {
+      make({ statusPeriodMs: 20 });
+      await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good() }).res;
+      const obs = send(h, { method: Code.GET, path: `${P}/mid=1`, observe: 0 });
+      await obs.res;
+      while (obs.observer!.notes.length < 2) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(json(obs.observer!.notes[1])[MS].scope[0].mid, 1);
+      h.dropConnectionState();
+      const n = obs.observer!.notes.length;
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(obs.observer!.notes.length, n, "nothing after the connection state is dropped");
+    });
+
     it("expiry ends the mitigation and notifies observers", async () => {
       store.clear();
       store = new MitigationStore({ msPerSecond: 5 });
