@@ -39,6 +39,8 @@ export interface HomeEngineTuning {
   /** Mitigation lifetime seconds compression (tests). Default 1000 ms per second. */
   lifetimeMsPerSecond?: number;
   maxMitigationsPerClient?: number;
+  /** A redirect to a client followed within this window is refused (loop), ms. Default 300 000. */
+  redirectLoopWindowMs?: number;
   /** Periodic status notifications to observers, ms (0 off). Default 60 000. */
   statusPeriodMs?: number;
   /** Minimum spacing of notifications per observer, ms (RFC 9132: 3000 without RTT estimate). Default 0. */
@@ -388,8 +390,14 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   // ------------------------------------------------------------------------------ redirect
 
   private redirectPending = false;
+  /** alt-ch-client names followed, with when (loop protection). */
+  private readonly followed = new Map<string, number>();
 
   private async checkRedirect(t: RedirectTarget): Promise<string | undefined> {
+    // Loop protection (RFC 9132 section 4.6): a client we were sent to moments ago is refused.
+    const window = this.tuning.redirectLoopWindowMs ?? 300_000;
+    const last = this.followed.get(t.altClient.toLowerCase());
+    if (last !== undefined && Date.now() - last < window) return `already redirected to ${t.altClient} within the last ${Math.round(window / 1000)} s (loop)`;
     if (t.records.length > 0) return undefined;
     try {
       const addrs = await (this.tuning.lookup ?? defaultLookup)(t.altClient);
@@ -401,6 +409,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
 
   /** After the 2.01: close this connection and dial the alternate client (RFC 9066 section 5.2.2). */
   private followRedirect(t: RedirectTarget): void {
+    this.followed.set(t.altClient.toLowerCase(), Date.now());
+    if (this.followed.size > 32) this.followed.delete(this.followed.keys().next().value as string);
     this.redirect = { target: t, until: t.ttl === undefined ? Infinity : Date.now() + t.ttl * 1000 };
     this.emit("redirected", { altClient: t.altClient, records: [...t.records], ttl: t.ttl });
     const s = this.session;

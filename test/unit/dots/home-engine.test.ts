@@ -231,6 +231,16 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(info2.transport, "tls");
   });
 
+  const redirectTo = (ep: CoapEndpoint, alt: string, records: string[], ttl?: number) =>
+    ep.request({
+      method: "PUT",
+      path: [".well-known", "dots", "redirect"],
+      confirmable: false,
+      payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": alt, "ietf-dots-call-home:alt-ch-client-record": records, ...(ttl === undefined ? {} : { "ietf-dots-call-home:ttl": ttl }) } }),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      timeoutMs: 5000,
+    });
+
   it("redirect: 2.01, the old connection closes, the home dials the alternate client", async () => {
     const first = await isp("127.0.0.1").startTls({ psk: true });
     const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
@@ -255,17 +265,13 @@ describe("dots/home-engine (loopback)", function () {
     if (!s.conn.closed) await once(s.conn, "close");
     const cfg = await s2.ep.request({ method: "GET", path: [".well-known", "dots", "config"], confirmable: true, timeoutMs: 5000 });
     assert.equal(cfg.code, Code.Content);
+    // Sent back to the first client, then again to alt.example within 5 min: a loop, refused.
+    assert.equal((await redirectTo(s2.ep, "isp-a.example", ["127.0.0.1"])).code, Code.Created);
+    const s3 = await first.waitSession(2);
+    const loop = await redirectTo(s3.ep, "alt.example", ["127.0.0.2"]);
+    assert.equal(loop.code, Code.BadRequest);
+    assert.match(loop.payload.toString(), /loop/);
   });
-
-  const redirectTo = (ep: CoapEndpoint, alt: string, records: string[], ttl?: number) =>
-    ep.request({
-      method: "PUT",
-      path: [".well-known", "dots", "redirect"],
-      confirmable: false,
-      payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": alt, "ietf-dots-call-home:alt-ch-client-record": records, ...(ttl === undefined ? {} : { "ietf-dots-call-home:ttl": ttl }) } }),
-      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
-      timeoutMs: 5000,
-    });
 
   it("redirect ttl: after it lapses the home returns to the provisioned client", async () => {
     const first = await isp("127.0.0.1").startTls({ psk: true });
