@@ -52,6 +52,7 @@ export type IspErrorCode =
   | "INVALID_REQUEST" // the request failed validation before sending
   | "UNKNOWN_MITIGATION" // efficacy/withdraw for a mid we never sent on this identity
   | "TIMEOUT" // no answer within the request timeout
+  | "RETRY_TIMER" // the home deactivated this request; its retry-timer has not run out (R39)
   | "COAP_ERROR" // the CoAP layer refused the request (limits, message too large)
   | "STOPPED"; // the listener was stopped
 
@@ -177,6 +178,8 @@ export interface ScopeStatus {
   mid?: number;
   status?: string;
   conflictCause?: string;
+  /** Seconds before a deactivated request may be sent again (RFC 9132 section 4.4.2.2). */
+  retryTimer?: number;
   lifetime?: number;
 }
 
@@ -197,6 +200,9 @@ export function readScopeStatuses(body: unknown): ScopeStatus[] {
     if (isRecord(ci)) {
       const cc = label(ci["conflict-cause"], CONFLICT_CAUSE_LABELS);
       if (cc !== undefined) entry.conflictCause = cc;
+      const rt = ci["retry-timer"];
+      const n = typeof rt === "number" ? rt : typeof rt === "string" && /^\d+$/.test(rt) ? Number(rt) : undefined;
+      if (n !== undefined && n > 0) entry.retryTimer = n;
     }
     out.push(entry);
   }
@@ -218,9 +224,38 @@ export interface MitigationRecord {
   withdrawn: boolean;
 }
 
+/** The scope without lifetime and attack-status: what makes two requests "the same request". */
+export function scopeKey(request: DotsJson): string {
+  const scope = { ...(scopeOf(request) ?? {}) };
+  delete scope.lifetime;
+  delete scope["attack-status"];
+  const sort = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(sort) : isRecord(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort(v[k])])) : v;
+  return JSON.stringify(sort(scope));
+}
+
 /** Per-identity state that outlives a single connection (mitigations, mid counter is in MidAllocator). */
 export class HomeState {
   readonly mitigations = new Map<number, MitigationRecord>();
+  /** Deactivated scopes (by scopeKey) and when they may be requested again (retry-timer, R39). */
+  readonly retryAfter = new Map<string, number>();
+
+  /** Epoch ms until which this request must not be sent again, if it is held back. */
+  heldUntil(request: DotsJson, now = Date.now()): number | undefined {
+    const k = scopeKey(request);
+    const until = this.retryAfter.get(k);
+    if (until === undefined) return undefined;
+    if (until <= now) {
+      this.retryAfter.delete(k);
+      return undefined;
+    }
+    return until;
+  }
+
+  holdBack(request: DotsJson, seconds: number, now = Date.now()): void {
+    if (this.retryAfter.size >= 1024) this.retryAfter.delete(this.retryAfter.keys().next().value as string);
+    this.retryAfter.set(scopeKey(request), now + seconds * 1000);
+  }
 
   constructor(
     readonly sessionId: string,
@@ -572,6 +607,10 @@ export class IspSession extends EventEmitter {
     const request = normalizeMitigationRequest(input);
     const check = this.validate(request, this.homePrefixes);
     if (!check.ok) throw new IspRequestError("INVALID_REQUEST", `invalid mitigation request: ${check.errors.join("; ")}`, check.errors);
+    const held = this.state.heldUntil(request);
+    if (held !== undefined) {
+      throw new IspRequestError("RETRY_TIMER", `the home deactivated this request; it may be sent again in ${Math.ceil((held - Date.now()) / 1000)} s (retry-timer, RFC 9132 section 4.4.2.2)`);
+    }
     let mid: number;
     if (opts.mid !== undefined) {
       if (!Number.isInteger(opts.mid) || opts.mid < 0 || opts.mid > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "mid must be a uint32");
@@ -593,6 +632,8 @@ export class IspSession extends EventEmitter {
 
   private async putMitigation(mid: number, request: DotsJson, observe: boolean): Promise<RequestOutcome> {
     const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: request, repeatMs: this.tuning.nonRepeatMs });
+    const conflict = readScopeStatuses(res.body).find((e) => e.retryTimer !== undefined);
+    if (conflict?.retryTimer !== undefined) this.state.holdBack(request, conflict.retryTimer);
     if (res.code === "2.01" || res.code === "2.04") {
       const granted = readScopeStatuses(res.body).find((s) => s.mid === mid || s.mid === undefined);
       const lifetime = granted?.lifetime ?? (scopeOf(request)?.lifetime as number) ?? 3600;
@@ -671,6 +712,7 @@ export class IspSession extends EventEmitter {
       if (entry?.status !== undefined) n.status = entry.status;
       if (entry?.conflictCause !== undefined) n.conflictCause = entry.conflictCause;
       const rec = this.state.mitigations.get(mid);
+      if (rec && entry?.retryTimer !== undefined) this.state.holdBack(rec.request, entry.retryTimer);
       if (rec && entry) {
         if (entry.status !== undefined) rec.status = entry.status;
         if (typeof entry.lifetime === "number") rec.expiresAt = entry.lifetime < 0 ? Infinity : Date.now() + entry.lifetime * 1000;

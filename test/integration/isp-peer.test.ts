@@ -151,6 +151,23 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.equal(h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").length, 2);
   });
 
+  it("does not resend a request the home deactivated before its retry-timer runs out (R39)", async () => {
+    const [l, h, s] = await start(30, 15);
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.Conflict,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ "conflict-information": { "conflict-status": "request-inactive-other-active", "conflict-cause": "overlapping-targets", "retry-timer": 600 } }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
+    const first = await l.mitigate(s.id, { [MS]: { scope: [scope] } });
+    assert.equal(first.code, "4.09");
+    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...scope, lifetime: 60 }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "RETRY_TIMER");
+    // Another scope is not held back.
+    const other = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.99/32"] }] } });
+    assert.equal(other.code, "4.09");
+    assert.equal(h.seen.filter((x) => x.method === "PUT").length, 2);
+  });
+
   it("answers the home's heartbeat 2.04, a malformed one 4.00, and serves nothing else (R14, R45)", async () => {
     const [, h] = await start(30, 15);
     assert.equal(await h.heartbeat(), Code.Changed);
