@@ -103,7 +103,7 @@ export interface TlsServerOptions {
   requireAlpn?: boolean;
 }
 
-export interface HandshakeFailure {
+export interface TlsHandshakeFailure {
   address: string;
   port: number;
   reason: string;
@@ -615,7 +615,7 @@ export class TlsServer extends EventEmitter {
     // node keeps the accepted TCP socket as _parent of the TLS socket it wraps around it.
     const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
     const endpoint = (raw && this.endpoints.get(raw)) ?? { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0 };
-    const failure: HandshakeFailure = {
+    const failure: TlsHandshakeFailure = {
       address: endpoint.address,
       port: endpoint.port,
       reason: error.message,

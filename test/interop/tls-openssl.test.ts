@@ -2,7 +2,7 @@
 // 1.3, certificates (good and bad) and PSK, ALPN coap. All on loopback.
 import { strict as assert } from "node:assert";
 import { TransportError, type Connection } from "../../src/transport/connection";
-import { connectTls, createTlsServer, type HandshakeFailure, type TlsServer } from "../../src/transport/tls";
+import { connectTls, createTlsServer, type TlsHandshakeFailure, type TlsServer } from "../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../support/certs";
 import { hasCommand, requireOrSkip } from "../support/env";
 import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers } from "./transport-peers";
@@ -143,9 +143,9 @@ describe("interop: TLS with openssl s_server / s_client", function () {
         psk: { lookup: (id) => (id === "home-1" ? PSK_KEY : undefined) },
       });
       servers.push(server);
-      const failures: HandshakeFailure[] = [];
+      const failures: TlsHandshakeFailure[] = [];
       let accepted = 0;
-      server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+      server.on("handshake-failed", (f: TlsHandshakeFailure) => failures.push(f));
       server.on("connection", (c: Connection) => (accepted++, c.close()));
       const { port } = await server.listen(0, "127.0.0.1");
       const attempts: Array<[string[], string]> = [

@@ -5,7 +5,7 @@ import { once } from "node:events";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { TransportError, type Connection } from "../../../src/transport/connection";
-import { connectTls, createTlsServer, type HandshakeFailure, type TlsServer, type TlsServerOptions, type TlsConnectOptions } from "../../../src/transport/tls";
+import { connectTls, createTlsServer, type TlsHandshakeFailure, type TlsServer, type TlsServerOptions, type TlsConnectOptions } from "../../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../../support/certs";
 
 const spki = (pem: string) => new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
@@ -31,16 +31,16 @@ describe("transport/tls", function () {
     for (const s of raw.splice(0)) await new Promise((r) => s.close(r));
   });
 
-  async function server(opts: TlsServerOptions): Promise<{ server: TlsServer; port: number; accepted: Connection[]; failures: HandshakeFailure[] }> {
+  async function server(opts: TlsServerOptions): Promise<{ server: TlsServer; port: number; accepted: Connection[]; failures: TlsHandshakeFailure[] }> {
     const s = createTlsServer(opts);
     servers.push(s);
     const accepted: Connection[] = [];
-    const failures: HandshakeFailure[] = [];
+    const failures: TlsHandshakeFailure[] = [];
     s.on("connection", (c: Connection) => {
       accepted.push(c);
       conns.push(c);
     });
-    s.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+    s.on("handshake-failed", (f: TlsHandshakeFailure) => failures.push(f));
     const { port } = await s.listen(0, "127.0.0.1");
     return { server: s, port, accepted, failures };
   }
