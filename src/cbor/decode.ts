@@ -7,7 +7,7 @@
 // input ends in a JSON view or a DotsCborError, in time linear in its length.
 import { isUtf8 } from "node:buffer";
 import { DotsCborError, DotsCborErrorCode } from "./errors";
-import { CompiledRow, DotsKeyRow, DotsScope, ROOT, SCOPES, isComprehensionRequired } from "./schema";
+import { CompiledRow, DotsKeyRow, DotsScope, Kind, ROOT, SCOPES, isComprehensionRequired } from "./schema";
 
 export interface DecodeOptions {
   /** Larger inputs are refused with TOO_LARGE before any parsing. Default 65536. */
@@ -255,13 +255,12 @@ class Reader {
   }
 
   value(row: CompiledRow, depth: number): unknown {
-    const type = row.type;
     const segments = this.segments;
-    switch (type.kind) {
-      case "container":
+    switch (row.kind) {
+      case Kind.Container:
         if (this.head() !== 5) this.wrongType(row, "a map");
         return this.members(row.children!, depth + 1);
-      case "list": {
+      case Kind.List: {
         const items: Record<string, unknown>[] = [];
         const count = this.arrayHead(row, depth);
         for (let i = 0; this.more(count, i); i++) {
@@ -272,7 +271,7 @@ class Reader {
         }
         return items;
       }
-      case "string-list": {
+      case Kind.StringList: {
         const items: string[] = [];
         const count = this.arrayHead(row, depth);
         for (let i = 0; this.more(count, i); i++) {
@@ -283,41 +282,41 @@ class Reader {
         }
         return items;
       }
-      case "uint-list": {
+      case Kind.UintList: {
         const items: number[] = [];
         const count = this.arrayHead(row, depth);
         for (let i = 0; this.more(count, i); i++) {
           segments.push(i);
-          items.push(this.uint(row, type.max));
+          items.push(this.uint(row, row.max));
           segments.pop();
         }
         return items;
       }
-      case "uint":
-        return this.uint(row, type.max);
-      case "uint-string": {
+      case Kind.Uint:
+        return this.uint(row, row.max);
+      case Kind.UintString: {
         if (this.head() !== 0) this.wrongType(row, "an unsigned integer");
-        if (this.arg === Infinity ? this.big > type.max : BigInt(this.arg) > type.max) {
-          this.fail("OUT_OF_RANGE", `${row.name}: ${this.argText()} exceeds ${type.max}`);
+        if (this.arg === Infinity ? this.big > row.maxBig : BigInt(this.arg) > row.maxBig) {
+          this.fail("OUT_OF_RANGE", `${row.name}: ${this.argText()} exceeds ${row.maxBig}`);
         }
         return this.argText();
       }
-      case "string":
+      case Kind.String:
         if (this.head() !== 3) this.wrongType(row, "a text string");
         return this.text();
-      case "boolean":
+      case Kind.Boolean:
         if (this.head() === 7 && this.ai === 20) return false;
         if (this.major === 7 && this.ai === 21) return true;
         return this.wrongType(row, "true or false");
-      case "enum": {
+      case Kind.Enum: {
         if (this.head() !== 0) this.wrongType(row, "an unsigned integer (enumeration)");
         const label = row.enumTable!.labelByCode.get(this.arg);
         if (label === undefined) this.fail("OUT_OF_RANGE", `${row.name}: unknown enumeration value ${this.argText()}`);
         return label;
       }
-      case "decimal64":
+      case Kind.Decimal64:
         return this.decimal(row, depth);
-      case "lifetime": {
+      case Kind.Lifetime: {
         const major = this.head();
         if (major === 0 && this.arg <= 0xffffffff) return this.arg;
         if (major === 1 && this.arg === 0) return -1;

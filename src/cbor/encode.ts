@@ -7,7 +7,7 @@
 // building the intermediate Map, which was most of the cost, and the float64 trap cbor-x has for
 // numbers >= 2^32.
 import { DotsCborError, DotsCborErrorCode } from "./errors";
-import { CompiledRow, DotsKeyRow, DotsScope, ROOT, SCOPES } from "./schema";
+import { CompiledRow, DotsKeyRow, DotsScope, Kind, ROOT, SCOPES } from "./schema";
 
 /** Encoded messages larger than this are refused (RFC 9132 messages fit a 1280-byte datagram). */
 export const MAX_ENCODED_BYTES = 1 << 20;
@@ -196,13 +196,12 @@ class Writer {
   }
 
   value(row: CompiledRow, value: unknown): void {
-    const type = row.type;
     const segments = this.segments;
-    switch (type.kind) {
-      case "container":
+    switch (row.kind) {
+      case Kind.Container:
         if (!isPlainObject(value)) this.wrongType(row, "an object", value);
         return this.members(row.children!, value);
-      case "list":
+      case Kind.List:
         if (!Array.isArray(value)) this.wrongType(row, "an array of objects", value);
         this.head(4, value.length);
         for (let i = 0; i < value.length; i++) {
@@ -213,7 +212,7 @@ class Writer {
           segments.pop();
         }
         return;
-      case "string-list":
+      case Kind.StringList:
         if (!Array.isArray(value)) this.wrongType(row, "an array of strings", value);
         this.head(4, value.length);
         for (let i = 0; i < value.length; i++) {
@@ -225,28 +224,28 @@ class Writer {
           this.text(item);
         }
         return;
-      case "uint-list":
+      case Kind.UintList:
         if (!Array.isArray(value)) this.wrongType(row, "an array of integers", value);
         this.head(4, value.length);
         for (let i = 0; i < value.length; i++) {
           segments.push(i);
-          this.uint(row, value[i], type.max);
+          this.uint(row, value[i], row.max);
           segments.pop();
         }
         return;
-      case "uint":
-        return this.uint(row, value, type.max);
-      case "uint-string":
-        return this.bigUint(row, value, type.max);
-      case "string":
+      case Kind.Uint:
+        return this.uint(row, value, row.max);
+      case Kind.UintString:
+        return this.bigUint(row, value, row.maxBig);
+      case Kind.String:
         if (typeof value !== "string") this.wrongType(row, "a string", value);
         return this.text(value);
-      case "boolean":
+      case Kind.Boolean:
         if (typeof value !== "boolean") this.wrongType(row, "true or false", value);
         this.room(1);
         this.buf[this.pos++] = value ? 0xf5 : 0xf4;
         return;
-      case "enum": {
+      case Kind.Enum: {
         const table = row.enumTable!;
         if (typeof value === "string") {
           const code = table.codeByLabel.get(value);
@@ -256,9 +255,9 @@ class Writer {
         if (typeof value === "number" && table.labelByCode.has(value)) return this.head(0, value);
         return this.wrongType(row, `one of ${[...table.codeByLabel.keys()].join(", ")}`, value);
       }
-      case "decimal64":
+      case Kind.Decimal64:
         return this.decimal(row, value);
-      case "lifetime":
+      case Kind.Lifetime:
         if (typeof value !== "number" || !Number.isInteger(value)) this.wrongType(row, "an integer", value);
         if (value === -1) return this.head(1, 0);
         if (value < 0 || value > 0xffffffff) this.fail("OUT_OF_RANGE", `${row.name}: ${value} must be -1 or 0..4294967295`);

@@ -231,8 +231,42 @@ export function isComprehensionRequired(key: number): boolean {
   return (key >= 1 && key <= 127) || (key >= 256 && key <= 16383);
 }
 
+/** Numeric form of DotsValueType["kind"], for the codecs' switch (one object shape, no string compares). */
+export const enum Kind {
+  Container,
+  List,
+  StringList,
+  UintList,
+  Uint,
+  UintString,
+  String,
+  Boolean,
+  Enum,
+  Decimal64,
+  Lifetime,
+}
+
+const KIND_OF: Record<DotsValueType["kind"], Kind> = {
+  container: Kind.Container,
+  list: Kind.List,
+  "string-list": Kind.StringList,
+  "uint-list": Kind.UintList,
+  uint: Kind.Uint,
+  "uint-string": Kind.UintString,
+  string: Kind.String,
+  boolean: Kind.Boolean,
+  enum: Kind.Enum,
+  decimal64: Kind.Decimal64,
+  lifetime: Kind.Lifetime,
+};
+
 /** A row plus what derives from it, resolved once so the codecs need no lookups per item. */
 export interface CompiledRow extends DotsKeyRow {
+  readonly kind: Kind;
+  /** Largest value for uint, uint-list (0 otherwise). */
+  readonly max: number;
+  /** Largest value for uint-string (0n otherwise). */
+  readonly maxBig: bigint;
   /** For containers and lists: the members allowed inside. */
   readonly children: DotsScope | undefined;
   /** For enumerations: label <-> code. */
@@ -265,7 +299,15 @@ function buildScopes(): ReadonlyMap<number, DotsScope> {
   const compiled = TABLE.map((row) => {
     if (seenKeys.has(row.key)) throw new Error(`DOTS key table: key ${row.key} listed twice`);
     seenKeys.add(row.key);
-    return { ...row, children: undefined as DotsScope | undefined, enumTable: enumTableOf(row) };
+    const t = row.type;
+    return {
+      ...row,
+      kind: KIND_OF[t.kind],
+      max: t.kind === "uint" || t.kind === "uint-list" ? t.max : 0,
+      maxBig: t.kind === "uint-string" ? t.max : 0n,
+      children: undefined as DotsScope | undefined,
+      enumTable: enumTableOf(row),
+    };
   });
   for (const row of compiled) {
     for (const parent of row.parents) {
