@@ -123,6 +123,18 @@ for (const v of VARIANTS) {
       assert.equal(n.cuid, created.cuid);
     });
 
+    it("notifies conflict-cause 4 when traffic is judged legitimate after the 2.01 (R34)", async () => {
+      pair = await startPair(v, { dialer: { decisionWaitMs: 50 } });
+      const { listener, dialer } = pair;
+      const pending = waitFor<[MitigationEvent]>(dialer, "mitigation", (m) => m.kind === "new");
+      const created = await listener.mitigate(sid(), request());
+      assert.equal(created.code, "2.01");
+      const [m] = await pending;
+      const notified = waitFor<[StatusNotification]>(listener, "status", (n) => n.mid === created.mid && n.conflictCause === "request-rejected-legitimate-traffic");
+      dialer.decide({ cuid: m.cuid, mid: m.mid, outcome: "legitimate" });
+      await notified;
+    });
+
     it("DELETE -> 2.02, status 5 while terminating, then gone (R41)", async () => {
       pair = await startPair(v, { autoDecide: "enforced", home: { terminatingPeriodMs: 400 } });
       const { listener, dialer } = pair;
