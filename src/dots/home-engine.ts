@@ -361,9 +361,13 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       s.connection.once("close", () => resolve());
       s.endpoint.close();
       s.connection.close();
-      // A transport that never reports close must not hang stop().
-      const t = setTimeout(resolve, 2000);
+      // A transport that never reports close must neither hang stop() nor wedge reconnection.
+      const t = setTimeout(() => {
+        this.onSessionClosed(s, reason);
+        resolve();
+      }, 2000);
       t.unref();
+      s.connection.once("close", () => clearTimeout(t));
     });
   }
 
