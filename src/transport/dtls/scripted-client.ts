@@ -216,7 +216,8 @@ export class ScriptedDtlsClient {
         if (f.msgType !== HandshakeType.Finished || f.body.length !== 12 || !timingSafeEqual(f.body, expected)) throw new Error("bad server Finished");
         return;
       }
-      reply = await this.next(deadline);
+      // Not the final flight (e.g. a late copy of flight 4): keep repeating flight 5 until it comes.
+      reply = await this.exchange(flight5, deadline);
     }
   }
 
