@@ -1,7 +1,7 @@
 // The DOTS layer's public surface: the two call-home engines, their shared contract, identifiers,
 // validation and session configuration. Nodes and the CLI import from here.
 export * from "./api";
-export { CallHomeListener, DropList, type IspEngineTuning, type IspExtraEvents } from "./isp-engine";
+export { CallHomeListener, type IspEngineTuning, type IspExtraEvents } from "./isp-engine";
 export {
   IspRequestError,
   type IspErrorCode,

@@ -16,9 +16,7 @@ import { CoapEndpoint, type CoapResponse, type IncomingRequest, type OutgoingReq
 import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
-import { DtlsServer } from "../transport/dtls/server";
-import { TlsServer } from "../transport/tls";
-import * as net from "node:net";
+import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../transport/listener";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { validateMitigationRequest } from "./validation";
 import {
@@ -67,7 +65,7 @@ function commonName(subject: string | undefined): string | undefined {
 export class CallHomeListener extends EventEmitter implements CallHomeListenerApi {
   private readonly options: ListenerOptions;
   private readonly tuning: IspEngineTuning;
-  private transport: IspTransport | undefined;
+  private transport: CallHomeTransportListener | undefined;
   private readonly live = new Map<string, IspSession>();
   private readonly homes = new Map<string, HomeState>();
   private readonly mids = new MidAllocator();
@@ -98,10 +96,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   async start(): Promise<void> {
     if (this.transport) return;
     this.stopped = false;
-    const t = new IspTransport(this.options, (identity) => this.pskByIdentity.get(identity)?.key);
+    const t = this.makeTransport();
     t.on("connection", (conn: Connection) => this.accept(conn));
-    t.on("auth-failure", (info: IspExtraEvents["auth-failure"][0]) => this.emit("auth-failure", info));
-    t.on("drop", (info: IspExtraEvents["drop"][0]) => this.emit("drop", info));
+    t.on("auth-failure", (f: AuthFailure) => this.emit("auth-failure", { remoteAddress: f.address, remotePort: f.port, reason: `${f.transport}: ${f.reason}` }));
+    t.on("drop", (d: DropEvent) => this.emit("drop", { remoteAddress: d.address, untilMs: d.until }));
     t.on("error", (e: Error) => this.emit("error", e));
     this.transport = t;
     let bound: { port: number };
@@ -117,6 +115,29 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (this.options.transports.dtls) transports.push("dtls");
     if (this.options.transports.tls) transports.push("tls");
     this.emit("listening", { port: bound.port, host: this.options.host ?? "::", transports });
+  }
+
+  /** DTLS (PSK) and/or TLS (certificates and/or PSK) on one port, with the RFC 9066 drop-list. */
+  private makeTransport(): CallHomeTransportListener {
+    const o = this.options;
+    const hasPsk = this.pskByIdentity.size > 0;
+    const lookup = (identity: string): Buffer | undefined => this.pskByIdentity.get(identity)?.key;
+    if (o.transports.dtls && !hasPsk) throw new TypeError("DTLS needs PSK entries (this build's DTLS server is PSK only)");
+    if (o.transports.tls && !hasPsk && !o.certificate) throw new TypeError("TLS needs a certificate or PSK entries");
+    const cert = o.certificate;
+    if (o.transports.tls && cert && !cert.ca) throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
+    return new CallHomeTransportListener({
+      port: o.port,
+      host: o.host ?? "::",
+      dtls: o.transports.dtls ? { pskLookup: lookup } : undefined,
+      tls: o.transports.tls
+        ? {
+            certificate: cert ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase } : undefined,
+            pskLookup: hasPsk ? lookup : undefined,
+          }
+        : undefined,
+      dropList: o.dropList ?? {},
+    });
   }
 
   async stop(): Promise<void> {
@@ -401,142 +422,4 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
     ping: () => ep.ping(),
     close: () => ep.close(),
   };
-}
-
-// ------------------------------------------------------------------------------ transports
-
-/**
- * Temporary drop-list for sources that keep failing authentication (RFC 9066 section 8, R54).
- * Bounded: at most `maxEntries` addresses are tracked; the oldest are forgotten first.
- */
-export class DropList {
-  private readonly failures = new Map<string, number[]>();
-  private readonly banned = new Map<string, number>();
-
-  constructor(
-    private readonly policy: { maxFailures: number; windowMs: number; banMs: number },
-    private readonly maxEntries = 10000,
-  ) {}
-
-  isDropped(address: string, now = Date.now()): boolean {
-    const until = this.banned.get(address);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.banned.delete(address);
-    return false;
-  }
-
-  /** Records one failed handshake; returns the ban end when this failure triggers a ban. */
-  failure(address: string, now = Date.now()): number | undefined {
-    const list = (this.failures.get(address) ?? []).filter((t) => now - t < this.policy.windowMs);
-    list.push(now);
-    this.failures.delete(address);
-    this.failures.set(address, list);
-    if (this.failures.size > this.maxEntries) this.failures.delete(this.failures.keys().next().value as string);
-    if (list.length < this.policy.maxFailures) return undefined;
-    this.failures.delete(address);
-    const until = now + this.policy.banMs;
-    this.banned.set(address, until);
-    if (this.banned.size > this.maxEntries) this.banned.delete(this.banned.keys().next().value as string);
-    return until;
-  }
-}
-
-const DEFAULT_DROP_POLICY = { maxFailures: 5, windowMs: 60_000, banMs: 300_000 };
-
-function normalizeAddress(a: string): string {
-  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
-}
-
-/**
- * The listening side of the transports: TLS over TCP (certificates and/or PSK, via TlsServer)
- * and DTLS over UDP (PSK, via the in-project DtlsServer) on one port number, with the drop-list
- * applied before any handshake work.
- */
-class IspTransport extends EventEmitter {
-  private tls: TlsServer | undefined;
-  private tcp: net.Server | undefined;
-  private dtls: DtlsServer | undefined;
-  private readonly drop: DropList;
-  private closed = false;
-
-  constructor(
-    private readonly options: ListenerOptions,
-    private readonly pskLookup: (identity: string) => Buffer | undefined,
-  ) {
-    super();
-    this.drop = new DropList(options.dropList ?? DEFAULT_DROP_POLICY);
-  }
-
-  private failed(address: string, port: number, reason: string): void {
-    const a = normalizeAddress(address);
-    this.emit("auth-failure", { remoteAddress: a, remotePort: port, reason });
-    const until = this.drop.failure(a);
-    if (until !== undefined) this.emit("drop", { remoteAddress: a, untilMs: until });
-  }
-
-  async listen(): Promise<{ port: number }> {
-    const host = this.options.host ?? "::";
-    let port = this.options.port;
-    const hasPsk = (this.options.psk?.length ?? 0) > 0;
-    if (this.options.transports.tls) {
-      const cert = this.options.certificate;
-      if (!cert && !hasPsk) throw new TypeError("TLS needs a certificate or PSK entries");
-      if (cert && !cert.ca) throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
-      this.tls = new TlsServer({
-        certificate: cert ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase } : undefined,
-        psk: hasPsk ? { lookup: (identity) => this.pskLookup(identity) } : undefined,
-      });
-      this.tls.on("connection", (c: Connection) => this.emit("connection", c));
-      this.tls.on("handshake-failed", (f: { address: string; port: number; reason: string }) => this.failed(f.address, f.port, f.reason));
-      const server = net.createServer((socket) => {
-        if (this.closed || this.drop.isDropped(normalizeAddress(socket.remoteAddress ?? ""))) {
-          socket.destroy();
-          return;
-        }
-        this.tls?.acceptSocket(socket);
-      });
-      server.on("error", (e) => this.emit("error", e));
-      this.tcp = server;
-      port = await new Promise<number>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen({ port, host, ipv6Only: false }, () => {
-          server.off("error", reject);
-          resolve((server.address() as net.AddressInfo).port);
-        });
-      });
-    }
-    if (this.options.transports.dtls) {
-      if (!hasPsk) throw new TypeError("DTLS needs PSK entries (this build's DTLS server is PSK only)");
-      this.dtls = new DtlsServer({
-        pskLookup: (identity) => this.pskLookup(identity),
-        isDropped: (address) => this.drop.isDropped(normalizeAddress(address)),
-      });
-      this.dtls.on("connection", (c: Connection) => this.emit("connection", c));
-      this.dtls.on("handshake-failed", (f: { address: string; port: number; reason: string }) => {
-        // Capacity and timeouts are not authentication failures.
-        if (f.reason === "unknown-identity" || f.reason === "bad-finished") this.failed(f.address, f.port, f.reason);
-      });
-      this.dtls.on("error", (e: Error) => this.emit("error", e));
-      this.dtls.on("internal-error", (e: Error) => this.emit("error", e));
-      const bound = await this.dtls.listen(port, host);
-      port = bound.port;
-    }
-    return { port };
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const waits: Array<Promise<void>> = [];
-    if (this.tls) waits.push(this.tls.close());
-    if (this.tcp) {
-      const tcp = this.tcp;
-      waits.push(new Promise<void>((r) => tcp.close(() => r())));
-    }
-    if (this.dtls) waits.push(this.dtls.close());
-    this.tls = undefined;
-    this.tcp = undefined;
-    this.dtls = undefined;
-    await Promise.all(waits);
-  }
 }

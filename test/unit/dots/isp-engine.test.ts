@@ -1,39 +1,11 @@
 import { strict as assert } from "node:assert";
 import * as net from "node:net";
-import { CallHomeListener, DropList } from "../../../src/dots/isp-engine";
+import { CallHomeListener } from "../../../src/dots/isp-engine";
 import { IspRequestError } from "../../../src/dots/isp-session";
 
 const psk = [{ identity: "home-1", key: Buffer.from("k"), home: "h1" }];
 
 describe("dots/isp-engine", () => {
-  describe("DropList (R54)", () => {
-    it("drops an address after maxFailures inside the window, for banMs", () => {
-      const d = new DropList({ maxFailures: 3, windowMs: 1000, banMs: 5000 });
-      assert.equal(d.failure("192.0.2.1", 0), undefined);
-      assert.equal(d.failure("192.0.2.1", 100), undefined);
-      assert.equal(d.isDropped("192.0.2.1", 150), false);
-      assert.equal(d.failure("192.0.2.1", 200), 5200);
-      assert.equal(d.isDropped("192.0.2.1", 300), true);
-      assert.equal(d.isDropped("192.0.2.2", 300), false, "other addresses unaffected");
-      assert.equal(d.isDropped("192.0.2.1", 5200), false, "ban ends");
-    });
-
-    it("forgets failures older than the window", () => {
-      const d = new DropList({ maxFailures: 2, windowMs: 1000, banMs: 5000 });
-      d.failure("a", 0);
-      assert.equal(d.failure("a", 1500), undefined);
-      assert.equal(d.isDropped("a", 1600), false);
-    });
-
-    it("tracks a bounded number of addresses", () => {
-      const d = new DropList({ maxFailures: 2, windowMs: 60000, banMs: 60000 }, 10);
-      for (let i = 0; i < 100; i++) d.failure(`10.0.0.${i}`, 0);
-      // The oldest were forgotten, so one more failure of an early address does not ban it.
-      assert.equal(d.failure("10.0.0.0", 1), undefined);
-      assert.equal(d.failure("10.0.0.99", 1) !== undefined, true);
-    });
-  });
-
   describe("CallHomeListener configuration and session lookup", () => {
     it("rejects impossible configurations before opening anything", () => {
       assert.throws(() => new CallHomeListener({ port: 70000, transports: { dtls: true, tls: false }, psk }), RangeError);
