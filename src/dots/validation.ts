@@ -198,7 +198,7 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
     homes = [];
     for (const [i, text] of (Array.isArray(ctx.homePrefixes) ? ctx.homePrefixes : []).entries()) {
       try {
-        homes.push(parsePrefix(text, { allowBareAddress: true }));
+        homes.push(parsePrefix(text, { allowBareAddress: true, allowHostBits: true })); // config may name an interface address "192.168.1.1/24"
       } catch (e) {
         if (!(e instanceof PrefixSyntaxError)) throw e;
         c.add(`context.homePrefixes[${i}]`, "prefix-syntax", e.message);

@@ -109,6 +109,8 @@ describe("mitigation request validation", () => {
       assert.deepEqual(rules(request({ [SRC]: ["203.0.112.0/23"] }), ctx), [`scope[0].${SRC}[0] source-outside-home`]); // wider than home
     }
     accepts(request({ [SRC]: ["198.51.100.9/32"] }), { side: "home" }); // no homePrefixes: not checked
+    accepts(request(), { side: "home", homePrefixes: ["203.0.113.1/24"] }); // interface-style config is the subnet
+    accepts(request(), { side: "home", homePrefixes: ["203.0.113.5"] }); // a bare address is a /32
     assert.deepEqual(rules(request(), { side: "isp", homePrefixes: ["010.0.0.0/8"] }), ["context.homePrefixes[0] prefix-syntax", `scope[0].${SRC}[0] source-outside-home`]);
   });
 
