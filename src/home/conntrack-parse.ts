@@ -55,9 +55,25 @@ export const PROTOCOL_NAMES: Record<number, string> = {
 export const PORT_PROTOCOLS = new Set([6, 17, 33, 132, 136]);
 export const ICMP_PROTOCOLS = new Set([1, 58]);
 
+// Listings repeat the same few addresses (the WAN address, the devices, the targets): a bounded
+// cache spares re-validating them on every line.
+const addrCache = new Map<string, string>();
+const ADDR_CACHE_MAX = 8192;
+
 function normAddr(text: string): string | undefined {
-  if (IPV4_RE.test(text)) return canonicalAddress(text)?.address;
-  return canonicalAddress(text)?.address;
+  const hit = addrCache.get(text);
+  if (hit !== undefined) return hit;
+  let out: string | undefined;
+  if (IPV4_RE.test(text)) {
+    // canonical dotted quad: no leading zeros, each octet <= 255
+    out = text.split(".").every((o) => (o.length === 1 || o[0] !== "0") && Number(o) <= 255) ? text : canonicalAddress(text)?.address;
+  } else {
+    out = canonicalAddress(text)?.address;
+  }
+  if (out === undefined) return undefined;
+  if (addrCache.size >= ADDR_CACHE_MAX) addrCache.clear();
+  addrCache.set(text, out);
+  return out;
 }
 
 function u16(text: string): number | undefined {

@@ -44,9 +44,13 @@ export interface FlowIndexStats {
 
 export class FlowIndex {
   private readonly flows = new Map<string, ConntrackFlow>();
-  private readonly byReplyPort = new Map<string, Set<string>>();
-  private readonly byOrigDst = new Map<string, Set<string>>();
-  private readonly byReplyDst = new Map<string, Set<string>>();
+  private readonly byReplyPort = new Map<string, Bucket>();
+  private readonly byOrigDst = new Map<string, Bucket>();
+  private readonly byReplyDst = new Map<string, Bucket>();
+  /** (protocol, public port or ICMP type, target address): one device port spraying many targets stays selective. */
+  private readonly byPortTarget = new Map<string, Bucket>();
+  /** (target address, protocol, target port). */
+  private readonly byTargetPort = new Map<string, Bucket>();
   private readonly protocols = new Set<number>();
   private refused = 0;
 
@@ -88,6 +92,8 @@ export class FlowIndex {
     this.byReplyPort.clear();
     this.byOrigDst.clear();
     this.byReplyDst.clear();
+    this.byPortTarget.clear();
+    this.byTargetPort.clear();
     this.protocols.clear();
     this.refused = 0;
   }
@@ -112,10 +118,20 @@ export class FlowIndex {
 
   /** The smallest candidate set any selector offers; undefined = scan everything. */
   private candidates(q: NatQuery): Iterable<string> | undefined {
-    const options: Array<Set<string>[]> = [];
-    const portSets = this.portCandidates(q);
-    if (portSets) options.push(portSets);
-    if (q.targetPrefixes.every(isHostPrefix)) options.push(setsFor(this.byOrigDst, q.targetPrefixes.map((p) => p.network)));
+    const options: Bucket[][] = [];
+    const targetHosts = q.targetPrefixes.every(isHostPrefix) ? [...new Set(q.targetPrefixes.map((p) => p.network))] : undefined;
+    const portKeys = this.portKeys(q);
+    if (portKeys) {
+      options.push(setsFor(this.byReplyPort, portKeys));
+      if (targetHosts && portKeys.length * targetHosts.length <= MAX_PORT_PROBES) {
+        options.push(setsFor(this.byPortTarget, portKeys.flatMap((k) => targetHosts.map((t) => `${k}|${t}`))));
+      }
+    }
+    if (targetHosts) {
+      options.push(setsFor(this.byOrigDst, targetHosts));
+      const tk = this.targetPortKeys(q, targetHosts);
+      if (tk) options.push(setsFor(this.byTargetPort, tk));
+    }
     if (q.sourcePrefixes.every(isHostPrefix)) options.push(setsFor(this.byReplyDst, q.sourcePrefixes.map((p) => p.network)));
     if (options.length === 0) return undefined;
     let best = options[0];
@@ -127,38 +143,44 @@ export class FlowIndex {
         bestSize = s;
       }
     }
-    if (best.length === 1) return best[0];
+    if (best.length === 1) return typeof best[0] === "string" ? [best[0]] : best[0];
     const union = new Set<string>();
-    for (const s of best) for (const k of s) union.add(k);
+    for (const b of best) {
+      if (typeof b === "string") union.add(b);
+      else for (const k of b) union.add(k);
+    }
     return union;
   }
 
-  private portCandidates(q: NatQuery): Set<string>[] | undefined {
+  /** Keys of byReplyPort the query can hit; undefined when too many to probe. */
+  private portKeys(q: NatQuery): string[] | undefined {
     if (q.sourcePorts.length === 0 && q.sourceIcmpTypes.length === 0) return undefined;
     const protos = q.targetProtocols.length > 0 ? q.targetProtocols : [...this.protocols];
     let probes = 0;
     for (const r of q.sourcePorts) probes += (r.upper - r.lower + 1) * protos.length;
     for (const r of q.sourceIcmpTypes) probes += (r.upper - r.lower + 1) * 2;
     if (probes > MAX_PORT_PROBES) return undefined;
-    const sets: Set<string>[] = [];
+    const keys: string[] = [];
     for (const proto of protos) {
       if (!PORT_PROTOCOLS.has(proto)) continue;
-      for (const r of q.sourcePorts) {
-        for (let p = r.lower; p <= r.upper; p++) {
-          const s = this.byReplyPort.get(`${proto}|${p}`);
-          if (s) sets.push(s);
-        }
-      }
+      for (const r of q.sourcePorts) for (let p = r.lower; p <= r.upper; p++) keys.push(`${proto}|${p}`);
     }
     for (const proto of ICMP_PROTOCOLS) {
-      for (const r of q.sourceIcmpTypes) {
-        for (let t = r.lower; t <= r.upper; t++) {
-          const s = this.byReplyPort.get(`${proto}|t${t}`);
-          if (s) sets.push(s);
-        }
-      }
+      for (const r of q.sourceIcmpTypes) for (let t = r.lower; t <= r.upper; t++) keys.push(`${proto}|t${t}`);
     }
-    return sets;
+    return keys;
+  }
+
+  /** Keys of byTargetPort when the query names protocols and target ports. */
+  private targetPortKeys(q: NatQuery, hosts: string[]): string[] | undefined {
+    if (q.targetProtocols.length === 0 || q.targetPorts.length === 0) return undefined;
+    if (!q.targetProtocols.every((p) => PORT_PROTOCOLS.has(p))) return undefined;
+    let probes = 0;
+    for (const r of q.targetPorts) probes += (r.upper - r.lower + 1) * q.targetProtocols.length * hosts.length;
+    if (probes > MAX_PORT_PROBES) return undefined;
+    const keys: string[] = [];
+    for (const h of hosts) for (const proto of q.targetProtocols) for (const r of q.targetPorts) for (let p = r.lower; p <= r.upper; p++) keys.push(`${h}|${proto}|${p}`);
+    return keys;
   }
 
   private portKey(f: ConntrackFlow): string | undefined {
@@ -170,43 +192,60 @@ export class FlowIndex {
   private link(key: string, f: ConntrackFlow): void {
     this.protocols.add(f.protocol);
     const pk = this.portKey(f);
-    if (pk) addTo(this.byReplyPort, pk, key);
+    if (pk) {
+      addTo(this.byReplyPort, pk, key);
+      addTo(this.byPortTarget, `${pk}|${f.orig.dst}`, key);
+    }
     addTo(this.byOrigDst, f.orig.dst, key);
     addTo(this.byReplyDst, f.reply.dst, key);
+    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined) addTo(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
   }
 
   private unlink(key: string, f: ConntrackFlow): void {
     const pk = this.portKey(f);
-    if (pk) removeFrom(this.byReplyPort, pk, key);
+    if (pk) {
+      removeFrom(this.byReplyPort, pk, key);
+      removeFrom(this.byPortTarget, `${pk}|${f.orig.dst}`, key);
+    }
     removeFrom(this.byOrigDst, f.orig.dst, key);
     removeFrom(this.byReplyDst, f.reply.dst, key);
+    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined) removeFrom(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
   }
 }
 
-function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
+/** Most keys point at one flow: a bare key then, a Set only when shared (saves memory at 100k flows). */
+type Bucket = string | Set<string>;
+
+function addTo(m: Map<string, Bucket>, k: string, v: string): void {
+  const b = m.get(k);
+  if (b === undefined) m.set(k, v);
+  else if (typeof b === "string") {
+    if (b !== v) m.set(k, new Set([b, v]));
+  } else b.add(v);
 }
 
-function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
-  const s = m.get(k);
-  if (!s) return;
-  s.delete(v);
-  if (s.size === 0) m.delete(k);
+function removeFrom(m: Map<string, Bucket>, k: string, v: string): void {
+  const b = m.get(k);
+  if (b === undefined) return;
+  if (typeof b === "string") {
+    if (b === v) m.delete(k);
+    return;
+  }
+  b.delete(v);
+  if (b.size === 1) m.set(k, b.values().next().value as string);
 }
 
-function setsFor(m: Map<string, Set<string>>, keys: string[]): Set<string>[] {
-  const out: Set<string>[] = [];
-  for (const k of new Set(keys)) {
-    const s = m.get(k);
-    if (s) out.push(s);
+function setsFor(m: Map<string, Bucket>, keys: string[]): Bucket[] {
+  const out: Bucket[] = [];
+  for (const k of keys) {
+    const b = m.get(k);
+    if (b !== undefined) out.push(b);
   }
   return out;
 }
 
-function sizeOf(sets: Set<string>[]): number {
+function sizeOf(buckets: Bucket[]): number {
   let n = 0;
-  for (const s of sets) n += s.size;
+  for (const b of buckets) n += typeof b === "string" ? 1 : b.size;
   return n;
 }
