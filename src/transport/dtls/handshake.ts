@@ -178,6 +178,8 @@ export interface CompleteMessage {
   readonly msgType: number;
   readonly messageSeq: number;
   readonly body: Buffer;
+  /** How many fragments (including duplicates) made it up. */
+  readonly fragments: number;
 }
 
 interface Partial {
@@ -185,6 +187,7 @@ interface Partial {
   body: Buffer;
   /** Sorted, non-overlapping received byte ranges [start, end). */
   ranges: Array<[number, number]>;
+  fragments: number;
 }
 
 export type FeedResult = "accepted" | "old" | "dropped";
@@ -207,13 +210,14 @@ export class HandshakeReassembler {
     let p = this.partial.get(f.messageSeq);
     if (!p) {
       if (this.buffered + f.length > this.limits.maxBufferedBytes) return "dropped";
-      p = { msgType: f.msgType, body: Buffer.alloc(f.length), ranges: [] };
+      p = { msgType: f.msgType, body: Buffer.alloc(f.length), ranges: [], fragments: 0 };
       this.partial.set(f.messageSeq, p);
       this.buffered += f.length;
     } else if (p.msgType !== f.msgType || p.body.length !== f.length) {
       throw new DtlsDecodeError("fragments of one message disagree on type or length");
     }
     f.body.copy(p.body, f.fragmentOffset);
+    p.fragments++;
     addRange(p.ranges, f.fragmentOffset, f.fragmentOffset + f.fragmentLength);
     return "accepted";
   }
@@ -226,7 +230,7 @@ export class HandshakeReassembler {
     if (!complete) return undefined;
     this.partial.delete(this.nextSeq);
     this.buffered -= p.body.length;
-    return { msgType: p.msgType, messageSeq: this.nextSeq++, body: p.body };
+    return { msgType: p.msgType, messageSeq: this.nextSeq++, body: p.body, fragments: p.fragments };
   }
 
   get bufferedBytes(): number {

@@ -88,6 +88,8 @@ export interface DtlsServerStats {
   badRecords: number;
   handshakesCompleted: number;
   handshakesFailed: number;
+  /** Handshake messages that arrived in more than one fragment and were reassembled. */
+  reassembledMessages: number;
   internalErrors: number;
 }
 
@@ -170,6 +172,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     badRecords: 0,
     handshakesCompleted: 0,
     handshakesFailed: 0,
+    reassembledMessages: 0,
     internalErrors: 0,
   };
 
@@ -476,6 +479,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   private handleHandshakeMessage(peer: Peer, msg: CompleteMessage, protectedRecord: boolean): void {
+    if (msg.fragments > 1) this.stats.reassembledMessages++;
     if (peer.state === "awaiting-key-exchange" && msg.msgType === HandshakeType.ClientKeyExchange && !protectedRecord) {
       this.handleClientKeyExchange(peer, msg);
       return;

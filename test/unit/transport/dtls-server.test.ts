@@ -418,6 +418,7 @@ describe("DtlsServer with a scripted client on loopback", () => {
     await r.send(port, frag(100, 100, 4));
     await waitFor(() => failures.length === 1);
     assert.equal(failures[0].reason, "unknown-identity");
+    assert.equal(server.stats.reassembledMessages, 1);
     const alert = parseDatagram(r.received[r.received.length - 1], 100).records[0];
     assert.deepEqual([...alert.fragment], [2, 115]);
   });
