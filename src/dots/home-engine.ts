@@ -22,7 +22,7 @@ import { SessionConfig, toTransmissionParameters, type ConfigSet } from "./sessi
 export interface HomeEngineTuning {
   /** Milliseconds per protocol second for heartbeats (labs compress time). Default 1000. */
   msPerSecond?: number;
-  /** Happy Eyeballs stagger, ms. Default 250 (RFC 9132: 100 ms during an attack). */
+  /** Happy Eyeballs stagger, ms. Default 250, and 100 while mitigations are active (RFC 9132 4.3). */
   attemptDelayMs?: number;
   /** TLS connect + handshake budget, ms. Default 10 000. */
   tlsTimeoutMs?: number;
@@ -243,7 +243,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     const key = `${hosts.join(",")}:${this.opts.port}`;
     const candidates = this.transportCache.order(key, await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup));
     const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
-      attemptDelayMs: this.tuning.attemptDelayMs,
+      // RFC 9132 section 4.3: 100 ms between attempts while under attack.
+      attemptDelayMs: this.tuning.attemptDelayMs ?? (this.store.activeCount() > 0 ? 100 : 250),
       signal,
       onAttempt: (c) => this.emit("connecting", { host: c.address, port: this.opts.port, transport: c.transport }),
     });

@@ -167,6 +167,20 @@ describe("dots/home-engine (loopback)", function () {
     assert.match(bad.payload.toString(), /source-prefix.*(outside|not inside) this home/);
   });
 
+  it("resolves a host name to all its addresses and checks that name on the ISP certificate", async () => {
+    const i = await isp("::").startTls({ pki });
+    const d = dial({ hosts: ["localhost"], port: i.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert } });
+    await d.start();
+    const [info] = await once(d, "connected");
+    assert.ok(["::1", "127.0.0.1", "::ffff:127.0.0.1"].includes(info.remoteAddress), info.remoteAddress);
+    await d.stop();
+    // The same ISP reached under a name its certificate does not carry is refused.
+    const wrong = dial({ hosts: ["127.0.0.1"], port: i.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "other.example" } });
+    await wrong.start();
+    const [ev] = await once(wrong, "disconnected");
+    assert.match(ev.reason, /connect failed/);
+  });
+
   it("TLS with certificates: a reconnect resumes the TLS session from its ticket", async () => {
     const i = await isp().startTls({ pki });
     const d = dial({ port: i.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert } });
@@ -327,6 +341,25 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(g.code, Code.Content);
     const lifetime = body(g)[MS].scope[0].lifetime;
     assert.ok(lifetime <= 3600 && lifetime > 3500, `remaining lifetime ${lifetime}`);
+  });
+
+  it("DTLS: when the ISP side goes away and comes back on the same port, the home redials over UDP", async () => {
+    const i = await isp().startDtls(0);
+    const port = i.port;
+    const d = dial({ port, transport: "udp", decisionWaitMs: 0, tuning: { dtlsAttempts: 2, msPerSecond: 50, idleConfig: { missingHbAllowed: 3 }, mitigatingConfig: { missingHbAllowed: 3 } } });
+    await d.start();
+    await once(d, "connected");
+    const s = await i.waitSession();
+    assert.equal((await put(s.ep, 9)).code, Code.Created);
+    await i.close();
+    isps = isps.filter((x) => x !== i);
+    await once(d, "disconnected");
+    const back = await isp().startDtls(port);
+    const [info] = await once(d, "connected");
+    assert.equal(info.transport, "dtls");
+    const s2 = await back.waitSession();
+    const g = await s2.ep.request({ method: "GET", path: mitigatePath(9), confirmable: true, timeoutMs: 5000 });
+    assert.equal(g.code, Code.Content, "the mitigation outlived the DTLS session");
   });
 
   it("session loss: silence for missing-hb-allowed intervals closes and redials; answered traffic keeps it", async () => {
