@@ -146,7 +146,8 @@ async function parent(): Promise<void> {
   const rssPer = (mem.rss - rss0) / Math.max(1, live);
   const heapPer = (mem.heapUsed - heap0) / Math.max(1, live);
 
-  // Steady state: CPU per heartbeat over the window.
+  // Steady state: let one heartbeat interval pass so start-up replies are over, then measure.
+  await new Promise((r) => setTimeout(r, hb * 1000));
   hbIn = 0;
   hbOut = 0;
   const downBefore = down;
