@@ -162,6 +162,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   /** elementId -> keys of the mitigations holding it. */
   private readonly holders = new Map<string, Set<string>>();
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly inflight = new Map<string, Promise<HandleResult>>();
   private setupDone = false;
   private closed = false;
 
@@ -189,7 +190,11 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
    * Decides one mitigation. Resolves with the outcome now; when that is "pending" (manual
    * consent), exactly one "decision" event follows with the final outcome.
    */
-  async handle(m: MitigationInput): Promise<HandleResult> {
+  handle(m: MitigationInput): Promise<HandleResult> {
+    return this.trackInflight(keyOf(String(m.cuid), m.mid), this.handleNow(m));
+  }
+
+  private async handleNow(m: MitigationInput): Promise<HandleResult> {
     if (this.closed) return this.result(m, "failed", "the enforcer is closed", [], { reason: "closed" });
     const key = keyOf(m.cuid, m.mid);
     let query: NatQuery;
@@ -257,7 +262,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         if (a.answer === "cancelled") return;
         let final: HandleResult;
         if (a.answer === "approved") {
-          final = await this.enforce(pending.input, pending.lifetime, pending.devices, pending.elements);
+          final = await this.trackInflight(key, this.enforce(pending.input, pending.lifetime, pending.devices, pending.elements));
         } else {
           this.remember(key, pending.lifetime);
           final = this.result(pending.input, "legitimate", a.by === "timeout" ? "consent timed out; treated as legitimate traffic" : "the administrator judged the traffic legitimate", pending.devices, {
@@ -306,6 +311,8 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   /** Withdrawal, expiry or replacement: removes exactly what this mitigation added. */
   async end(m: { cuid: string; mid: number }): Promise<{ removed: number; script?: string }> {
     const key = keyOf(m.cuid, m.mid);
+    // a withdrawal racing a lookup or an nft transaction waits for it, then removes what it added
+    for (let p = this.inflight.get(key); p; p = this.inflight.get(key)) await p.catch(() => undefined);
     if (this.pendingMap.delete(key)) {
       this.consent.cancel(key);
       return { removed: 0 };
@@ -598,6 +605,15 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
 
   private result(m: { cuid: string; mid: number }, outcome: DecisionOutcome, detail: string, devices: Device[], extra: Partial<HandleResult> = {}): HandleResult {
     return { cuid: m.cuid, mid: m.mid, outcome, detail, devices, action: this.action, ...extra };
+  }
+
+  private trackInflight(key: string, p: Promise<HandleResult>): Promise<HandleResult> {
+    this.inflight.set(key, p);
+    const clear = () => {
+      if (this.inflight.get(key) === p) this.inflight.delete(key);
+    };
+    p.then(clear, clear);
+    return p;
   }
 
   /** Runs nft work one change at a time, so holder counts and transactions never interleave. */

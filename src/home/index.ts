@@ -13,3 +13,4 @@ export * from "./nft-script";
 export * from "./filter-backend";
 export * from "./consent";
 export * from "./enforcer";
+export * from "./wiring";
