@@ -99,32 +99,5 @@ describe("interop: our DTLS server through 30% datagram loss", function () {
     assert.ok(relay.dropped > 0);
     assert.equal(server.sessionCount, 5);
   });
-
-  it("node-dtls-client 2.0.3 (no retransmission of its own) gets through with retries", async () => {
-    const ndc = require("node-dtls-client") as { dtls: { createSocket(o: Record<string, unknown>): { on(e: string, cb: (a?: unknown) => void): unknown; send(b: Buffer): void; close(): void } } };
-    let successes = 0;
-    let attempts = 0;
-    while (successes < 1 && attempts < 80) {
-      attempts++;
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = ndc.dtls.createSocket({ type: "udp4", address: "127.0.0.1", port: relayPort, psk: { [ID]: PSK }, timeout: 1000, ciphers: ["TLS_PSK_WITH_AES_128_CCM_8"] });
-        let settled = false;
-        const done = (v: boolean): void => {
-          if (settled) return;
-          settled = true;
-          try {
-            s.close();
-          } catch {
-            /* closed by the library after its timeout */
-          }
-          resolve(v);
-        };
-        s.on("connected", () => done(true));
-        s.on("error", () => done(false));
-        setTimeout(() => done(false), 1500);
-      });
-      if (ok) successes++;
-    }
-    assert.equal(successes, 1, `after ${attempts} attempts`);
-  });
+  // node-dtls-client through the same kind of path: test/interop/lossy-dtls.test.ts (transport helper).
 });
