@@ -2,7 +2,10 @@
 // loopback DTLS-PSK: JSON commands in, one JSON event per line out.
 import { strict as assert } from "node:assert";
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
+import { makeTestPki } from "../support/certs";
 
 // Works from .build/<name>/test/cli and from dist/test/cli alike.
 const MAIN = path.resolve(__dirname, "../../src/cli/main.js");
@@ -145,5 +148,31 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     assert.equal(await isp.stop(), 0);
     assert.ok(isp.lines.some((l) => l.event === "stopped"));
     assert.ok(isp.lines.every((l) => l.event !== "__not-json__"), "every stdout line is JSON");
+  });
+
+  it("listen from a JSON --config with certificates, dial with --cert/--key/--ca over TLS", async () => {
+    const pki = await makeTestPki();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-cfg-"));
+    try {
+      const cfg = path.join(dir, "listen.json");
+      fs.writeFileSync(cfg, JSON.stringify({ port: 0, host: "127.0.0.1", tls: true, dtls: false, cert: pki.isp.certPath, key: pki.isp.keyPath, ca: pki.ca.certPath, homePrefixes: { "home-1.example": ["203.0.113.0/24"] }, requestRepeatMs: 200 }));
+      const isp = new JsonProc(["listen", "--config", cfg]);
+      procs.push(isp);
+      const listening = await isp.waitFor((l) => l.event === "listening", 10000, "listening");
+      assert.deepEqual(listening.transports, ["tls"]);
+      const home = new JsonProc(["dial", "127.0.0.1", "--port", String(listening.port), "--transport", "tcp", "--cert", pki.home1.certPath, "--key", pki.home1.keyPath, "--ca", pki.ca.certPath, "--servername", "localhost", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"]);
+      procs.push(home);
+      const up = await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
+      const session = up.session as Record<string, unknown>;
+      assert.equal(session.home, "home-1.example");
+      assert.equal(session.transport, "tls");
+      isp.send({ cmd: "mitigate", id: 1, session: session.id, request: { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 60 }] } } });
+      const res = await isp.waitFor((l) => l.event === "response" && l.id === 1, 10000, "response");
+      assert.equal((res.outcome as Record<string, unknown>).code, "2.01");
+      assert.equal(await home.stop(), 0);
+      assert.equal(await isp.stop(), 0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
