@@ -124,6 +124,11 @@ export interface IncomingRequest {
   confirmable: boolean;
   token: Buffer;
   respond(res: ResponseSpec): void;
+  /**
+   * Ends the exchange without a response (e.g. RFC 9132 4.4.3: an efficacy update for an unknown
+   * mid is silently ignored). A CON still gets its empty ACK so the peer stops retransmitting.
+   */
+  ignore(): void;
   /** When observe===0: register; returns a handle to send notifications (NON 2.05 with increasing Observe numbers). */
   acceptObserve(): ObserverHandle;
 }
@@ -1028,6 +1033,7 @@ export class CoapEndpoint extends EventEmitter {
         }
         this.sendResponse(ip, msg, res);
       },
+      ignore: () => this.ignoreRequest(ip),
       acceptObserve: () => this.acceptObserve(ip, msg, observe),
     };
     let result: void | Promise<void>;
@@ -1040,6 +1046,18 @@ export class CoapEndpoint extends EventEmitter {
     if (result && typeof (result as Promise<void>).then === "function") {
       (result as Promise<void>).then(undefined, (e: unknown) => this.handlerFailed(ip, msg, e));
     }
+  }
+
+  private ignoreRequest(ip: InProgress): void {
+    if (ip.responded) return;
+    ip.responded = true;
+    clearTimeout(ip.separateTimer);
+    clearTimeout(ip.handlerTimer);
+    if (this.inProgress.get(ip.key) === ip) this.inProgress.delete(ip.key);
+    if (ip.mid !== undefined && this.inProgressByMid.get(ip.mid) === ip) this.inProgressByMid.delete(ip.mid);
+    if (this.closed || !ip.confirmable || ip.ackSent || ip.mid === undefined) return;
+    ip.ackSent = true;
+    this.reply(ip.mid, "ACK");
   }
 
   private handlerFailed(ip: InProgress, msg: CoapMessage, e: unknown): void {

@@ -470,6 +470,7 @@ function adaptRequest(req: IncomingRequest): ResourceRequest {
     ifMatch: req.options.filter((o) => o.number === OptionNumber.IfMatch).map((o) => o.value),
     observe: req.observe,
     respond: (r) => req.respond({ code: r.code, payload: r.payload, contentFormat: r.contentFormat, maxAge: r.maxAge }),
+    ignore: () => req.ignore(),
     acceptObserve: () => req.acceptObserve(),
   };
 }

@@ -29,6 +29,8 @@ export interface ResourceRequest {
   /** Observe option value, if present (0 register, 1 deregister). */
   observe?: number;
   respond(res: ResourceResponse): void;
+  /** Ends the exchange with no response at all (silently ignored requests). */
+  ignore?(): void;
   /** Present when the transport can keep an observation for this request. */
   acceptObserve?(): ResourceObserver;
 }
@@ -367,7 +369,8 @@ export class HomeResources extends EventEmitter {
     const r = this.store.put(cuid, mid, scope, lifetime, { efficacy, attackStatus });
     switch (r.kind) {
       case "ignored":
-        return; // RFC 9132 section 4.4.3: efficacy update for an unknown mid is silently ignored
+        req.ignore?.(); // RFC 9132 section 4.4.3: efficacy update for an unknown mid is silently ignored
+        return;
       case "bad":
         throw new BadRequest(Code.BadRequest, r.diagnostic);
       case "full":

@@ -291,6 +291,15 @@ describe("CoAP endpoint over UDP: reliability and dedup", function () {
     assert.equal(calls, 2);
   });
 
+  it("ignore(): a CON gets only its empty ACK, and no 5.00 follows after the handler timeout", async () => {
+    const srv = await udpServer({ handlerTimeoutMs: 150 }, (ep) => ep.onRequest((req) => req.ignore()));
+    const raw = await rawUdp();
+    raw.send(srv.port, getMsg(0x4444, "dd", ["unknown-mid"]));
+    const ack = await raw.next();
+    assert.deepEqual([ack.type, ack.code, ack.messageId, ack.payload.length], ["ACK", Code.Empty, 0x4444, 0]);
+    await assert.rejects(raw.next(600), /no datagram/);
+  });
+
   it("sends an empty ACK and then a separate CON response when the handler is slow", async () => {
     const srv = await udpServer({}, (ep) => ep.onRequest((req) => void setTimeout(() => req.respond({ code: Code.Content, payload: Buffer.from("late") }), 300)));
     const raw = await rawUdp();

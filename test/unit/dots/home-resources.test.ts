@@ -12,6 +12,7 @@ const SP = "ietf-dots-call-home:source-prefix";
 const codec = { encode: (j: Record<string, unknown>) => encodeDotsCbor(j), decode: (b: Buffer) => decodeDotsCbor(b) };
 
 interface Sent {
+  ignored?: boolean;
   res: Promise<ResourceResponse>;
   notes: ResourceResponse[];
   observer?: FakeObserver;
@@ -38,6 +39,7 @@ function send(h: HomeResources, r: { method: number; path: string; body?: Record
     ifMatch: r.ifMatch,
     observe: r.observe,
     respond: (x) => resolve(x),
+    ignore: () => (out.ignored = true),
     acceptObserve: () => (out.observer = new FakeObserver()),
   };
   h.handle(req);
@@ -148,9 +150,11 @@ describe("dots/home-resources", () => {
       assert.equal(r.code, Code.Changed);
       assert.equal(events.at(-1)!.kind, "efficacy");
       let answered = false;
-      send(h, { method: Code.PUT, path: `${P}/mid=99`, body: good({ "attack-status": "under-attack" }), ifMatch: [Buffer.alloc(0)] }).res.then(() => (answered = true));
+      const unknown = send(h, { method: Code.PUT, path: `${P}/mid=99`, body: good({ "attack-status": "under-attack" }), ifMatch: [Buffer.alloc(0)] });
+      unknown.res.then(() => (answered = true));
       await new Promise((res) => setImmediate(res));
       assert.equal(answered, false);
+      assert.equal(unknown.ignored, true, "the exchange is ended without a response");
       assert.equal(store.get("abc", 99), undefined);
       const noStatus = await send(h, { method: Code.PUT, path: `${P}/mid=7`, body: good(), ifMatch: [Buffer.alloc(0)] }).res;
       assert.equal(noStatus.code, Code.BadRequest);
