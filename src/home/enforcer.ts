@@ -18,6 +18,7 @@ import {
   quarantineElements,
   setupScript,
   DEFAULT_TABLE,
+  MAX_NFT_TIMEOUT_SEC,
   type ElementRef,
   type TableElement,
 } from "./nft-script";
@@ -477,8 +478,9 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         // the refreshed lifetime must apply to this mitigation's own elements before computing timeouts
         act.lifetime = lifetime;
         act.expiresAt = lifetime === -1 ? undefined : Date.now() + lifetime * 1000;
-        const script = this.addScript(key, all, lifetime, act.tag);
+        let script = this.addScript(key, all, lifetime, act.tag);
         await this.backend.apply(script);
+        script += await this.ensureExtended(key, all, lifetime, act.tag);
         for (const e of all) this.hold(key, e);
         act.elements = all;
         act.devices = devices;
@@ -489,6 +491,43 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     } catch (err) {
       return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "lookup-failed" });
     }
+  }
+
+  /**
+   * Kernels before 6.10 keep an existing element's timeout on `add`, and no kernel drops a timeout
+   * that way (refresh to an indefinite lifetime). Elements whose expiry did not follow are re-added:
+   * for plain sets in one transaction (add, delete, add); interval sets refuse that, so there it is
+   * a delete then an add (a gap of one nft run).
+   */
+  private async ensureExtended(key: string, elements: ElementRef[], lifetime: number, tag: string): Promise<string> {
+    const table = await this.backend.listElements();
+    if (!table) return "";
+    const want = new Set(elements.map(elementId));
+    const stale: ElementRef[] = [];
+    for (const t of table) {
+      if (!want.has(elementId(t))) continue;
+      const timeout = this.effectiveTimeout(t, key, lifetime);
+      const lagging = timeout === undefined ? t.expiresSec !== undefined : t.expiresSec !== undefined && t.expiresSec < Math.min(timeout, MAX_NFT_TIMEOUT_SEC) - 5;
+      if (lagging) stale.push({ set: t.set, key: t.key });
+    }
+    if (stale.length === 0) return "";
+    const items = (els: ElementRef[]) => els.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag } }));
+    const plain = stale.filter((e) => e.set.startsWith("quarantine"));
+    const interval = stale.filter((e) => !e.set.startsWith("quarantine"));
+    let script = "";
+    if (plain.length > 0) {
+      const s = addElementsScript(this.table, plain.map((e) => ({ element: e, opts: {} }))) + deleteElementsScript(this.table, plain) + addElementsScript(this.table, items(plain));
+      await this.backend.apply(s);
+      script += s;
+    }
+    if (interval.length > 0) {
+      const del = deleteElementsScript(this.table, interval);
+      await this.backend.apply(del);
+      const add = addElementsScript(this.table, items(interval));
+      await this.backend.apply(add);
+      script += del + add;
+    }
+    return script;
   }
 
   /** add-element script; an element another mitigation holds keeps the longer of the two timeouts. */

@@ -4,7 +4,7 @@
 import { promises as fs } from "node:fs";
 import { canonicalAddress, canonicalMac, isHostPrefix } from "./address";
 import { parseConntrackLine, type ConntrackFlow, type FlowEnd } from "./conntrack-parse";
-import { HomeError, InvalidTableError, ToolMissingError, CommandFailedError, ClosedError } from "./errors";
+import { HomeError, InvalidTableError, ToolMissingError, CommandFailedError, ClosedError, PermissionDeniedError } from "./errors";
 import { FlowIndex, matchFlow } from "./flow-index";
 import { CommandRunner, type StreamHandle } from "./runner";
 import type { NatQuery } from "./scope";
@@ -91,6 +91,7 @@ export class ConntrackEventSource implements NatSource {
   private closed = false;
   private synced = false;
   private restartTimer: NodeJS.Timeout | undefined;
+  private restarts = 0;
   /** Last failure of the event listener, for diagnostics. */
   lastError: HomeError | undefined;
   /** Event lines applied since start. */
@@ -158,13 +159,16 @@ export class ConntrackEventSource implements NatSource {
     this.events = undefined;
     this.synced = false;
     if (err instanceof HomeError) this.lastError = err;
-    if (this.closed) return;
-    // the listener died (conntrack killed, buffer overflow exit): rebuild after a pause
     this.starting = undefined;
+    if (this.closed) return;
+    // A missing tool or permission will not heal by itself: the next lookup tries again.
+    if (err instanceof ToolMissingError || err instanceof PermissionDeniedError) return;
+    // the listener died (conntrack killed, buffer overflow exit): rebuild after a growing pause
+    const delay = Math.min(60_000, (this.opts.restartDelayMs ?? 1000) * 2 ** Math.min(6, this.restarts++));
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.closed) this.start().catch((e) => (this.lastError = e instanceof HomeError ? e : this.lastError));
-    }, this.opts.restartDelayMs ?? 1000);
+      if (!this.closed) this.start().then(() => (this.restarts = 0), (e) => (this.lastError = e instanceof HomeError ? e : this.lastError));
+    }, delay);
   }
 
   /** True while the index mirrors the kernel (listener up, nothing refused or lost). */

@@ -8,6 +8,9 @@ import type { NumberRange } from "./scope";
 
 export const DEFAULT_TABLE = "dots_call_home";
 
+/** nft 1.0.6 refuses element timeouts much above this ("value too large"); longer lifetimes are capped (365 days). */
+export const MAX_NFT_TIMEOUT_SEC = 365 * 24 * 3600;
+
 export type SetName = "block4" | "block6" | "blockmac4" | "blockmac6" | "quarantine4" | "quarantine6" | "quarantinemac";
 
 const SET_TYPES: Record<SetName, { type: string; interval: boolean }> = {
@@ -166,7 +169,7 @@ export function addElementsScript(table: string, items: Array<{ element: Element
   const bySet = new Map<SetName, string[]>();
   for (const { element, opts } of items) {
     let text = element.key;
-    if (opts.timeoutSec !== undefined && opts.timeoutSec > 0) text += ` timeout ${opts.timeoutSec}s`;
+    if (opts.timeoutSec !== undefined && opts.timeoutSec > 0) text += ` timeout ${Math.min(opts.timeoutSec, MAX_NFT_TIMEOUT_SEC)}s`;
     if (opts.comment) text += ` comment "${opts.comment.replace(/["\\]/g, "_")}"`;
     let l = bySet.get(element.set);
     if (!l) bySet.set(element.set, (l = []));

@@ -2,7 +2,8 @@
 // over a static NAT table and the dry-run backend (the real kernel path is in test/e2e).
 import { strict as assert } from "node:assert";
 import { createHomeEnforcer, type HomeEnforcer, type HandleResult, type HomeEnforcerOptions } from "../../../src/home/enforcer";
-import { DryRunBackend } from "../../../src/home/filter-backend";
+import { DryRunBackend, type FilterBackend } from "../../../src/home/filter-backend";
+import type { TableElement } from "../../../src/home/nft-script";
 import { NatLookup } from "../../../src/home/nat-lookup";
 import { StaticTableSource } from "../../../src/home/nat-source";
 
@@ -188,5 +189,36 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     const { e } = make();
     await e.close();
     assert.equal((await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 })).outcome, "failed");
+  });
+
+  it("re-adds elements whose timeout a pre-6.10 kernel did not extend on refresh", async () => {
+    // Stand-in for an old kernel (a fault this machine's 6.x kernel cannot produce): it lists the
+    // elements with their first expiry, as if `add` had left the timeout alone.
+    const scripts: string[] = [];
+    const oldKernel: FilterBackend = {
+      kind: "nftables",
+      table: "dots_call_home",
+      apply: async (s) => void scripts.push(s),
+      listElements: async (): Promise<TableElement[]> => [
+        { set: "block4", key: "192.168.1.10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
+        { set: "blockmac4", key: "02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
+      ],
+    };
+    const e = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }), backend: oldKernel, action: "block" });
+    enforcers.push(e);
+    await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 });
+    scripts.length = 0;
+    const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 7200, kind: "refresh" });
+    assert.equal(r.outcome, "enforced");
+    assert.equal(scripts.length, 3, "add, then delete and add again (interval sets refuse both in one transaction)");
+    assert.match(scripts[1], /^delete element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 \}/);
+    assert.match(scripts[2], /block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 7200s/);
+  });
+
+  it("caps element timeouts at what nft accepts", async () => {
+    const { e } = make();
+    const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 4294967295 });
+    assert.equal(r.outcome, "enforced");
+    assert.ok(r.script!.includes("timeout 31536000s"), r.script);
   });
 });

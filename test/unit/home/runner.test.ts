@@ -4,7 +4,7 @@ import { strict as assert } from "node:assert";
 import { CommandRunner } from "../../../src/home/runner";
 import { CommandTimeoutError, OutputTooLargeError, PermissionDeniedError, ToolMissingError, CommandFailedError } from "../../../src/home/errors";
 import { hasCommand, isRoot, requireOrSkip } from "../../support/env";
-import { ConntrackListSource, ProcConntrackSource } from "../../../src/home/nat-source";
+import { ConntrackEventSource, ConntrackListSource, ProcConntrackSource } from "../../../src/home/nat-source";
 import { scopeToQuery } from "../../../src/home/scope";
 
 const q = scopeToQuery({ "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] });
@@ -21,6 +21,10 @@ describe("command runner", () => {
   it("a NAT source without conntrack reports the missing tool by name", async () => {
     const src = new ConntrackListSource(new CommandRunner({ prefix: ["env", "PATH=/nonexistent"] }));
     await assert.rejects(src.lookup(q), (e: unknown) => e instanceof ToolMissingError && e.tool === "conntrack");
+    const events = new ConntrackEventSource(new CommandRunner({ prefix: ["env", "PATH=/nonexistent"] }), { subscribeDelayMs: 50 });
+    await assert.rejects(events.lookup(q), (e: unknown) => e instanceof ToolMissingError && e.tool === "conntrack");
+    assert.equal(events.inSync, false);
+    await events.close();
     const proc = new ProcConntrackSource(runner, "/nonexistent/nf_conntrack");
     await assert.rejects(proc.lookup(q), (e: unknown) => e instanceof ToolMissingError && e.tool === "/nonexistent/nf_conntrack");
   });
