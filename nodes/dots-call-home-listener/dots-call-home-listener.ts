@@ -154,8 +154,12 @@ export = function (RED: NodeAPI): void {
             break;
           }
         }
-        const reply = { ...m, topic: action, payload: outcome.body, dots: { ...dots, side: "isp", action, session: outcome.sessionId, cuid: outcome.cuid, mid: outcome.mid ?? mid, code: outcome.code } };
-        send([null, reply]);
+        // The same msg goes on (msg.req/res of an HTTP trigger stay with it); a Catch node then sees
+        // msg.dots.code and knows an answer was already sent.
+        m.topic = action;
+        m.payload = outcome.body;
+        m.dots = { ...dots, side: "isp", action, session: outcome.sessionId, cuid: outcome.cuid, mid: outcome.mid ?? mid, code: outcome.code };
+        send([null, m]);
         showStatus();
         if (!/^2\./.test(outcome.code)) {
           const text = typeof outcome.body === "string" ? outcome.body : JSON.stringify(outcome.body ?? "");

@@ -32,7 +32,7 @@ export = function (RED: NodeAPI): void {
           const verdict = validation.validateMitigationRequest(json, { side: "isp", allowIndefiniteLifetime: allowIndefinite });
           if (!verdict.ok) {
             const first = verdict.errors[0];
-            const err = new FieldError(first ? first.field : "request", verdict.errors.map((x) => `${x.field}: ${x.message}`).join("; "));
+            const err = new FieldError(first ? first.field : "request", verdict.errors.map((x) => `${x.field}: ${x.message}`).join("; "), false);
             (err as FieldError & { errors?: unknown }).errors = verdict.errors;
             throw err;
           }

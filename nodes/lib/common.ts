@@ -10,8 +10,10 @@ export class FieldError extends Error {
   constructor(
     readonly field: string,
     message: string,
+    /** False when the message already names the field(s). */
+    prefix = true,
   ) {
-    super(`${field}: ${message}`);
+    super(prefix ? `${field}: ${message}` : message);
     this.name = "FieldError";
   }
 }

@@ -29,6 +29,7 @@ export interface ValidationModule {
 
 export const MITIGATION_SCOPE = "ietf-dots-signal-channel:mitigation-scope";
 export const CH = "ietf-dots-call-home:";
+export const DEFAULT_LIFETIME = 3600;
 
 /** Field label (as shown in the form) -> the DOTS attribute name it fills, for error messages. */
 export const attributeOf: Record<FieldName, string> = {
@@ -59,8 +60,9 @@ export function buildScope(values: Partial<Record<FieldName, unknown>>, allowInd
   if (protocols.length) scope["target-protocol"] = protocols;
   const icmp = parseRanges(attributeOf.icmpType, values.icmpType, 255, "lower-type", "upper-type");
   if (icmp.length) scope[`${CH}source-icmp-type-range`] = icmp;
-  const lifetime = parseInteger(attributeOf.lifetime, values.lifetime, -1, 0xffffffff);
-  if (lifetime !== undefined) {
+  // Lifetime is mandatory in a request; an empty field means RFC 9132's recommended 3600 s.
+  const lifetime = parseInteger(attributeOf.lifetime, values.lifetime, -1, 0xffffffff) ?? DEFAULT_LIFETIME;
+  {
     if (lifetime === 0) throw new FieldError("lifetime", "0 is not a valid lifetime (use a positive number of seconds)");
     if (lifetime === -1 && !allowIndefinite) throw new FieldError("lifetime", "-1 (indefinite) is not enabled on this node");
     scope.lifetime = lifetime;
