@@ -1,6 +1,14 @@
 // DTLS 1.2 PSK server (RFC 6347, RFC 4279) for many peers on one UDP socket.
 // No per-peer state exists before a ClientHello returns with a valid stateless cookie; every
 // datagram is handled inside a guard so peer input can never throw out of the socket handler.
+// Choices worth knowing:
+// - Records that fail authentication are dropped without any state change, except a Finished-sized
+//   handshake record while we wait for Finished: that is a PSK mismatch and ends the handshake with
+//   decrypt_error (51), so the listener can count failed authentications.
+// - A ClientHello with a valid cookie (return-routable) and a new random from the address and port
+//   of an existing session replaces it: the client restarted (RFC 6347 4.2.8).
+// - Renegotiation (a ClientHello inside the session) gets a no_renegotiation warning.
+// - Plaintext alerts are believed only during the handshake; afterwards only protected ones.
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
 import { randomBytes, timingSafeEqual } from "node:crypto";
@@ -336,8 +344,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     try {
       fragments = parseHandshakeFragments(record.fragment);
     } catch {
+      // Unauthenticated and badly framed: discard (4.1.2.7) so a spoofed record cannot end a handshake.
       this.stats.badRecords++;
-      if (peer && peer.state === "awaiting-key-exchange") this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
       return;
     }
     for (const f of fragments) {
