@@ -5,7 +5,6 @@ import { freePort, helper, nodeModule } from "./support";
 import { natTable } from "./flows";
 
 const nodes = ["dots-psk", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-const catchNode = require("@node-red/nodes/core/common/25-catch.js"); // eslint-disable-line @typescript-eslint/no-require-imports
 
 type Msg = { topic?: string; payload: any; dots: any; error?: any; nat?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -25,7 +24,7 @@ function withCatch(node: Record<string, unknown>): unknown[] {
 }
 
 async function expectConfigError(node: Record<string, unknown>, input: Record<string, unknown>, pattern: RegExp): Promise<void> {
-  await helper.load([...nodes, catchNode], withCatch(node), creds);
+  await helper.load(nodes, withCatch(node), creds);
   const n = helper.getNode("n");
   // The helper spies on Node.prototype.status; the constructor already set it.
   const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>).filter((c) => c.thisValue === n).map((c) => c.args[0]);
@@ -78,7 +77,7 @@ describe("node configuration errors", function () {
   describe("bad messages", () => {
     it("listener: unknown action, missing session, missing mid are catchable errors", async () => {
       const port = await freePort();
-      await helper.load([...nodes, catchNode], withCatch(listener({ port })), creds);
+      await helper.load(nodes, withCatch(listener({ port })), creds);
       const caught: Msg[] = [];
       helper.getNode("caught").on("input", (m: Msg) => caught.push(m));
       const n = helper.getNode("n");
@@ -98,7 +97,7 @@ describe("node configuration errors", function () {
     });
 
     it("dialer: bad outcome and missing mid are catchable errors", async () => {
-      await helper.load([...nodes, catchNode], withCatch(dialer({ port: await freePort() })), creds);
+      await helper.load(nodes, withCatch(dialer({ port: await freePort() })), creds);
       const caught: Msg[] = [];
       helper.getNode("caught").on("input", (m: Msg) => caught.push(m));
       const n = helper.getNode("n");
@@ -112,14 +111,14 @@ describe("node configuration errors", function () {
     });
 
     it("NAT lookup: a scope without source-prefix is a catchable error naming the field", async () => {
-      await helper.load([...nodes, catchNode], withCatch({ type: "dots-nat-lookup", source: "static", table: JSON.stringify(natTable) }), creds);
+      await helper.load(nodes, withCatch({ type: "dots-nat-lookup", source: "static", table: JSON.stringify(natTable) }), creds);
       const caught = new Promise<Msg>((resolve) => helper.getNode("caught").on("input", resolve));
       helper.getNode("n").receive({ payload: { "target-prefix": ["203.0.113.5/32"] } });
       assert.match((await caught).error.message, /source-prefix/);
     });
 
     it("NAT lookup: finds the device behind the public address, or says none", async () => {
-      await helper.load([...nodes, catchNode], withCatch({ type: "dots-nat-lookup", source: "static", table: JSON.stringify(natTable) }), creds);
+      await helper.load(nodes, withCatch({ type: "dots-nat-lookup", source: "static", table: JSON.stringify(natTable) }), creds);
       const out: Msg[] = [];
       helper.getNode("out").on("input", (m: Msg) => out.push(m));
       const n = helper.getNode("n");
@@ -133,7 +132,7 @@ describe("node configuration errors", function () {
     });
 
     it("filter action: a mitigation without msg.nat or cuid is a catchable error", async () => {
-      await helper.load([...nodes, catchNode], withCatch({ type: "dots-filter-action", backend: "dry-run" }), creds);
+      await helper.load(nodes, withCatch({ type: "dots-filter-action", backend: "dry-run" }), creds);
       const caught: Msg[] = [];
       helper.getNode("caught").on("input", (m: Msg) => caught.push(m));
       const n = helper.getNode("n");

@@ -2,7 +2,6 @@ import { strict as assert } from "node:assert";
 import { helper, nodeModule } from "./support";
 
 const requestNode = nodeModule("dots-mitigation-request");
-const catchNode = require("@node-red/nodes/core/common/25-catch.js"); // eslint-disable-line @typescript-eslint/no-require-imports
 
 const scopeOf = (payload: any) => payload["ietf-dots-signal-channel:mitigation-scope"].scope[0]; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -37,7 +36,7 @@ describe("dots-mitigation-request node", function () {
   });
 
   it("builds the DOTS JSON view from the form and routes it to the home", async () => {
-    await helper.load([requestNode, catchNode], flow({}));
+    await helper.load([requestNode], flow({}));
     const out = helper.getNode("out");
     const got = new Promise<any>((resolve) => out.on("input", resolve)); // eslint-disable-line @typescript-eslint/no-explicit-any
     helper.getNode("req").receive({ payload: "go" });
@@ -55,7 +54,7 @@ describe("dots-mitigation-request node", function () {
   });
 
   it("reads fields from msg through TypedInput", async () => {
-    await helper.load([requestNode, catchNode], flow({ sourcePrefix: "payload.src", sourcePrefixType: "msg", home: "dots.session", homeType: "msg", icmpType: "payload.icmp", icmpTypeType: "msg", protocol: "icmp" }));
+    await helper.load([requestNode], flow({ sourcePrefix: "payload.src", sourcePrefixType: "msg", home: "dots.session", homeType: "msg", icmpType: "payload.icmp", icmpTypeType: "msg", protocol: "icmp" }));
     const out = helper.getNode("out");
     const got = new Promise<any>((resolve) => out.on("input", resolve)); // eslint-disable-line @typescript-eslint/no-explicit-any
     helper.getNode("req").receive({ payload: { src: ["2001:db8:123::1"], icmp: "8" }, dots: { session: "home-9" } });
@@ -79,7 +78,7 @@ describe("dots-mitigation-request node", function () {
   ];
   for (const [what, overrides, field] of invalid) {
     it(`rejects ${what}: Catch gets an error naming the field and status turns red`, async () => {
-      await helper.load([requestNode, catchNode], flow(overrides));
+      await helper.load([requestNode], flow(overrides));
       const req = helper.getNode("req");
       const statuses: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
       req.on("call:status", (call: { args: unknown[] }) => statuses.push(call.args[0]));
@@ -96,7 +95,7 @@ describe("dots-mitigation-request node", function () {
   }
 
   it("accepts -1 when indefinite lifetimes are allowed", async () => {
-    await helper.load([requestNode, catchNode], flow({ lifetime: "-1", allowIndefinite: true }));
+    await helper.load([requestNode], flow({ lifetime: "-1", allowIndefinite: true }));
     const got = new Promise<any>((resolve) => helper.getNode("out").on("input", resolve)); // eslint-disable-line @typescript-eslint/no-explicit-any
     helper.getNode("req").receive({ payload: "go" });
     assert.equal(scopeOf((await got).payload).lifetime, -1);

@@ -16,17 +16,6 @@ const core = ["common/20-inject", "common/21-debug", "common/90-comment", "funct
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
 
-// The helper preloads the Catch node once per Catch node in the flow, which fails with two of them
-// ("catch already registered"): register it once per load instead.
-const helperInternals = helper as unknown as { _nodeModules: Record<string, (red: unknown) => unknown> };
-const realCatch = helperInternals._nodeModules.catch;
-let catchRegisteredFor: unknown;
-helperInternals._nodeModules.catch = (red: unknown) => {
-  if (catchRegisteredFor === red) return undefined;
-  catchRegisteredFor = red;
-  return realCatch(red);
-};
-
 // HTTP-in routes live on RED.httpNode; a probe "module" captures it so requests go to that app.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 let httpNodeApp: any;

@@ -6,7 +6,6 @@ import { freePort, helper, nodeModule } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 
 const nodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-const catchNode = require("@node-red/nodes/core/common/25-catch.js"); // eslint-disable-line @typescript-eslint/no-require-imports
 
 type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -44,7 +43,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
   for (const answer of ["approve", "reject"] as const) {
     it(`consent required: pending first, then ${answer} reaches the ISP as ${answer === "approve" ? "mitigated" : "legitimate traffic"}`, async () => {
       const port = await freePort();
-      await helper.load([...nodes, catchNode], loopFlow({ port, consent: "manual" }), loopCredentials);
+      await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
       const ispEvents = collect("ispEvents");
       const ispResp = collect("ispResp");
       const decisions = collect("decisions");
@@ -72,7 +71,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
 
   it("approve for a mid that is not pending is an error for Catch", async () => {
     const port = await freePort();
-    await helper.load([...nodes, catchNode], loopFlow({ port, consent: "manual" }), loopCredentials);
+    await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
     const caught = collect("caught");
     helper.getNode("filter").receive({ topic: "approve", dots: { mid: 999 } });
     const err = await until("catch", () => caught[0]);
@@ -83,7 +82,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
   it("full and partial redeploys rebind the same port without EADDRINUSE, and unload frees it", async () => {
     const port = await freePort();
     const flow = loopFlow({ port });
-    await helper.load([...nodes, catchNode], flow, loopCredentials);
+    await helper.load(nodes, flow, loopCredentials);
     let events = collect("ispEvents");
     await until("first session-up", () => events.find((m) => m.topic === "session-up"));
     for (const type of ["full", "nodes", "flows"]) {
@@ -136,7 +135,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
         { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
         { id: "caught", type: "helper", z: "t" },
       ];
-      await helper.load([...nodes, catchNode], flow, loopCredentials);
+      await helper.load(nodes, flow, loopCredentials);
       const statuses: Array<{ fill?: string }> = [];
       helper.getNode("lis").on("call:status", (c: { args: Array<{ fill?: string }> }) => statuses.push(c.args[0]));
       const caught = collect("caught");
@@ -152,7 +151,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
     const port = await freePort();
     await helper.startServer();
     try {
-      await helper.load([...nodes, catchNode], loopFlow({ port }), loopCredentials);
+      await helper.load(nodes, loopFlow({ port }), loopCredentials);
       // What the runtime stores as the flow configuration has no key; the editor's export (checked
       // in test/editor) works from the same data.
       // eslint-disable-next-line @typescript-eslint/no-require-imports

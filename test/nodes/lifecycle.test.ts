@@ -6,7 +6,6 @@ import { freePort, helper, nodeModule } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 
 const nodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-const catchNode = require("@node-red/nodes/core/common/25-catch.js"); // eslint-disable-line @typescript-eslint/no-require-imports
 
 type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -35,7 +34,7 @@ describe("call-home lifecycle through the nodes (one runtime, DTLS-PSK on loopba
 
   it("session up, mitigation enforced in dry run, status back to the ISP, withdrawal removes the filter", async () => {
     const port = await freePort();
-    await helper.load([...nodes, catchNode], loopFlow({ port }), loopCredentials);
+    await helper.load(nodes, loopFlow({ port }), loopCredentials);
     const ispEvents = collect("ispEvents");
     const ispResp = collect("ispResp");
     const homeMit = collect("homeMit");

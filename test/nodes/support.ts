@@ -70,3 +70,16 @@ export const helper: {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
 } = require("node-red-node-test-helper");
 helper.init(require.resolve("node-red"));
+
+// The helper loads the Catch node itself (do not pass it), but once per Catch node in the flow, which fails with two of them
+// ("catch already registered"): register it once per load instead.
+const helperInternals = helper as unknown as { _nodeModules: Record<string, (red: unknown) => unknown> };
+const realCatch = helperInternals._nodeModules.catch;
+let catchRegisteredFor: unknown;
+helperInternals._nodeModules.catch = (red: unknown) => {
+  if (catchRegisteredFor === red) return undefined;
+  catchRegisteredFor = red;
+  return realCatch(red);
+};
+
+
