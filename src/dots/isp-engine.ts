@@ -74,6 +74,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   private readonly seen = new Set<string>();
   private stopped = false;
   private boundPort: number | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ListenerOptions, tuning: Partial<IspEngineTuning> = {}) {
     super();
@@ -111,6 +112,9 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       throw e;
     }
     this.boundPort = bound.port;
+    // Forget what homes that never came back asked for once its lifetime has run out.
+    this.sweepTimer = setInterval(() => this.sweepHomes(), 60_000);
+    this.sweepTimer.unref();
     const transports: Array<"dtls" | "tls"> = [];
     if (this.options.transports.dtls) transports.push("dtls");
     if (this.options.transports.tls) transports.push("tls");
@@ -140,8 +144,18 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     });
   }
 
+  private sweepHomes(): void {
+    for (const [id, st] of this.homes) {
+      if (this.live.has(id)) continue;
+      st.sweepExpired();
+      if (st.mitigations.size === 0) this.homes.delete(id);
+    }
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
     for (const s of [...this.live.values()]) s.close("listener stopped");
     this.live.clear();
     const t = this.transport;

@@ -453,7 +453,7 @@ export class IspSession extends EventEmitter {
 
   /** Session set-up: GET /config (CON), use the negotiated values, start heartbeats (R42, R45). */
   async start(): Promise<void> {
-    await this.fetchConfig();
+    await this.fetchConfig(true);
     if (!this.isUp) return;
     this.heartbeat.start();
     this.upEmitted = true;
@@ -462,22 +462,36 @@ export class IspSession extends EventEmitter {
     for (const rec of this.state.mitigations.values()) this.startObserve(rec.mid);
   }
 
-  private async fetchConfig(): Promise<void> {
+  /**
+   * GET /config. The first time, a failure falls back to the RFC 9132 defaults; a failed refresh
+   * keeps the values in force and tries again later.
+   */
+  private async fetchConfig(initial: boolean): Promise<void> {
+    const fallback = (why: string): void => {
+      if (initial) {
+        this.emit("error", new Error(`${why}; using RFC 9132 defaults`));
+        this.applySets({ idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } });
+      } else {
+        this.emit("error", new Error(`${why}; keeping the negotiated values`));
+        this.scheduleConfigRefresh(undefined);
+      }
+    };
     try {
       const res = await this.track(this.endpoint.request({ method: "GET", path: configPath(), confirmable: true, timeoutMs: this.tuning.configTimeoutMs }));
-      if (res.code !== "2.05" || typeof res.body !== "object") {
-        this.emit("error", new Error(`GET /config answered ${res.code}; using RFC 9132 defaults`));
-        this.applySets({ idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } });
-        return;
+      if (res.code !== "2.05" || typeof res.body !== "object") return fallback(`GET /config answered ${res.code}`);
+      let sets: Record<ConfigSetName, ConfigSet>;
+      try {
+        sets = negotiatedSetsFromJson(res.body);
+      } catch (e) {
+        return fallback(`GET /config body unusable (${(e as Error).message})`);
       }
-      this.applySets(negotiatedSetsFromJson(res.body));
+      this.applySets(sets);
       this.info.config = res.body;
       this.emit("config", { sessionId: this.id, config: res.body });
       this.scheduleConfigRefresh(res.maxAge);
     } catch (e) {
       if (!this.isUp) return;
-      this.emit("error", new Error(`GET /config failed (${(e as Error).message}); using RFC 9132 defaults`));
-      this.applySets({ idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } });
+      fallback(`GET /config failed (${(e as Error).message})`);
     }
   }
 
@@ -489,7 +503,7 @@ export class IspSession extends EventEmitter {
     this.later(seconds * this.tuning.msPerSecond, () => {
       // No config refresh during an attack (R46); try again later.
       if (this.state.attackInProgress()) return this.scheduleConfigRefresh(maxAge);
-      void this.fetchConfig();
+      void this.fetchConfig(false);
     });
   }
 

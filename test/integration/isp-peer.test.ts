@@ -34,6 +34,7 @@ class HandHome {
   onMitigate: (req: IncomingRequest, n: number) => void = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
   private puts = 0;
   silent = false;
+  configMaxAge = 3600;
 
   constructor(private readonly heartbeatInterval: number, private readonly missingHbAllowed: number) {}
 
@@ -51,7 +52,7 @@ class HandHome {
       const p = req.path.join("/");
       if (p === ".well-known/dots/config") {
         const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed };
-        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating: set }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: 3600 });
+        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating: set }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
       } else if (p === ".well-known/dots/hb") {
         req.respond({ code: Code.Changed });
       } else if (req.path[2] === "mitigate" && req.method === "PUT") {
@@ -166,6 +167,30 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const other = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.99/32"] }] } });
     assert.equal(other.code, "4.09");
     assert.equal(h.seen.filter((x) => x.method === "PUT").length, 2);
+  });
+
+  it("refreshes /config before Max-Age runs out while idle, and not while an attack is active (R46)", async () => {
+    // Max-Age 2 s compressed to 2 x 100 ms by msPerSecond.
+    listener = new CallHomeListener(
+      { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ ...PSK, home: "peer" }], homePrefixes: { peer: ["203.0.113.0/24"] } },
+      { nonRepeatMs: 100, requestTimeoutMs: 4000, msPerSecond: 100 },
+    );
+    listener.on("error", () => undefined);
+    await listener.start();
+    home = new HandHome(30, 15);
+    home.configMaxAge = 2;
+    const up = waitFor<[SessionInfo]>(listener, "session-up");
+    await home.connect(listener.port as number);
+    const [s] = await up;
+    const configGets = (): number => (home as HandHome).seen.filter((x) => x.path[2] === "config").length;
+    await delay(700);
+    assert.ok(configGets() >= 3, `idle: ${configGets()} GET /config in 700 ms`);
+    const res = await listener.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
+    assert.equal(res.code, "2.01");
+    await delay(150);
+    const during = configGets();
+    await delay(700);
+    assert.equal(configGets(), during, "no refresh during an attack");
   });
 
   it("answers the home's heartbeat 2.04, a malformed one 4.00, and serves nothing else (R14, R45)", async () => {
