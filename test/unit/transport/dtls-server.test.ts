@@ -272,6 +272,33 @@ describe("DtlsServer with a scripted client on loopback", () => {
     assert.equal(server.sessionCount, 1);
   });
 
+  it("PSK lookup sees the remote endpoint; a failing lookup is internal_error (80); a hung one times out", async () => {
+    const seen: Array<{ address: string; port: number }> = [];
+    let mode: "throw" | "reject" | "hang" = "throw";
+    await start({
+      handshakeTimeoutMs: 300,
+      pskLookup: (_id, remote) => {
+        seen.push(remote);
+        if (mode === "throw") throw new Error("store unavailable");
+        if (mode === "reject") return Promise.reject(new Error("store unavailable"));
+        return new Promise<Buffer | undefined>(() => undefined);
+      },
+    });
+    const a = await client();
+    await assert.rejects(a.connect(), (e: unknown) => e instanceof DtlsAlertError && e.description === 80);
+    assert.deepEqual(seen[0], { address: "127.0.0.1", port: a.localPort });
+    mode = "reject";
+    const b = await client();
+    await assert.rejects(b.connect(), (e: unknown) => e instanceof DtlsAlertError && e.description === 80);
+    mode = "hang";
+    const c = await client();
+    await assert.rejects(c.connect(1000));
+    await waitFor(() => failures.some((f) => f.reason === "timeout"));
+    assert.deepEqual(failures.map((f) => f.reason), ["lookup-error", "lookup-error", "timeout"]);
+    assert.equal(server.sessionCount, 0);
+    assert.equal(server.handshakingCount, 0);
+  });
+
   it("no shared cipher suite: alert 40 handshake_failure", async () => {
     await start({ cipherSuites: ["TLS_PSK_WITH_AES_128_GCM_SHA256"] });
     const c = await client({ suites: ["TLS_PSK_WITH_AES_128_CCM_8"] });
