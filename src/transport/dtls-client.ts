@@ -40,7 +40,7 @@ export interface DtlsConnectOptions {
   maxHandshakeTimeoutMs?: number;
   /** Suites to offer, in order (default DTLS_CLIENT_CIPHERS). */
   ciphers?: DtlsClientCipher[];
-  /** Largest datagram payload accepted by send() (default 1152, below the 1280-byte IPv6 MTU). */
+  /** Largest message accepted by send() (default 16384, the DTLS record limit; keeping under the path MTU is the CoAP layer's job). */
   maxMessageSize?: number;
   /** Called after each failed attempt that will be retried. */
   onAttemptFailed?(attempt: number, error: TransportError): void;
@@ -119,9 +119,12 @@ export class DtlsClientConnection extends EventEmitter implements Connection {
     return this.closing || this.finished;
   }
 
+  /** One datagram per call. Throws TransportError FRAME_TOO_LARGE above maxMessageSize. */
   send(data: Buffer): boolean {
     if (this.closed) return false;
-    if (data.length > this.maxMessageSize) return false;
+    if (data.length > this.maxMessageSize) {
+      throw new TransportError("FRAME_TOO_LARGE", `${data.length} bytes exceed the DTLS message limit of ${this.maxMessageSize}`);
+    }
     try {
       this.socket.send(data, () => undefined);
       return true;
@@ -263,7 +266,7 @@ function attempt(
         pskLocalIdentity(opts.psk.identity),
         target.address,
         opts.port,
-        opts.maxMessageSize ?? 1152,
+        opts.maxMessageSize ?? 16384,
       );
       resolve(conn);
     });

@@ -71,6 +71,7 @@ describe("transport/dtls-client", () => {
     assert.equal(client.transport, "dtls");
     assert.equal(client.cipher, "DTLSv1.2 TLS_PSK_WITH_AES_128_CCM_8");
     assert.deepEqual(client.local, { method: "psk", pskIdentity: "home-1" });
+    assert.throws(() => client.send(Buffer.alloc(16385)), isCode("FRAME_TOO_LARGE"));
     assert.equal(client.remotePort, port);
     const [srv] = (await accepted) as [Connection];
     assert.equal(srv.peer.pskIdentity, "home-1");

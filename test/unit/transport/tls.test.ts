@@ -240,6 +240,49 @@ describe("transport/tls", function () {
     for (const s of sockets) s.destroy();
   });
 
+  it("a server with both a certificate and PSKs accepts either kind of client", async () => {
+    const key = Buffer.from("secretPSK-0123456789");
+    const { port, accepted } = await certServer({ psk: { lookup: (id) => (id === "home-2" ? key : undefined) } });
+    for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+      const viaPsk = await dial({ host: "127.0.0.1", port, psk: { identity: "home-2", key }, maxVersion: version });
+      assert.deepEqual(viaPsk.peer, { method: "psk", pskIdentity: "home-2" });
+      const viaCert = await dial({ host: "127.0.0.1", port, certificate: homeCert(), maxVersion: version });
+      assert.equal(viaCert.peer.subject, "CN=isp.example");
+    }
+    while (accepted.length < 4) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(accepted.map((c) => c.peer.pskIdentity ?? c.peer.subject), ["home-2", "CN=home-1.example", "home-2", "CN=home-1.example"]);
+  });
+
+  it("holds frames that arrive before anyone listens and delivers all of them in order", async () => {
+    const { port, accepted } = await certServer();
+    const client = await dial({ host: "127.0.0.1", port, certificate: homeCert() });
+    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
+    const frames = Array.from({ length: 500 }, (_, i) => Buffer.from([0x20, 0x45, i >> 8, i & 0xff])); // Len 2 body = counter
+    for (const f of frames) accepted[0].send(f);
+    await new Promise((r) => setTimeout(r, 100)); // all of it is here (or paused in TCP) before the listener
+    const got: Buffer[] = [];
+    await new Promise<void>((resolve) => client.on("message", (m: Buffer) => (got.push(m), got.length === frames.length && resolve())));
+    assert.deepEqual(got, frames);
+  });
+
+  it("closes a connection whose peer stops reading once the send buffer limit is hit", async () => {
+    const { port, accepted } = await certServer({ maxWriteBuffer: 64 * 1024 });
+    const client = await dial({ host: "127.0.0.1", port, certificate: homeCert() });
+    (client as unknown as { socket: tls.TLSSocket }).socket.pause(); // a peer that never reads
+    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
+    const srv = accepted[0];
+    const closed = once(srv, "close");
+    const frame = Buffer.concat([Buffer.from([0xe0, 0x0e, 0xef, 0x45]), Buffer.alloc(4096 - 4)]); // one 4096-byte frame
+    let refusedAt = -1;
+    for (let i = 0; i < 20000 && refusedAt < 0; i++) {
+      if (!srv.send(frame)) refusedAt = i;
+      if (i % 64 === 0) await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(refusedAt > 0, "send eventually refuses");
+    const [err] = await closed;
+    assert.ok(isCode("CLOSED")(err) && /not reading/.test((err as Error).message));
+  });
+
   it("rejects bad options with CONFIG", async () => {
     await assert.rejects(connectTls({ host: "127.0.0.1", port: 1 }), isCode("CONFIG"));
     await assert.rejects(connectTls({ host: "127.0.0.1", port: 0, psk: { identity: "a", key: Buffer.from("k") } }), isCode("CONFIG"));
