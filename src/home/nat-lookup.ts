@@ -46,6 +46,7 @@ export class NatLookup {
   readonly neighbours: NeighbourTable | undefined;
   private readonly runner: CommandRunner | undefined;
   private local: Set<string> | undefined;
+  private localAt = 0;
   private readonly localSpec: "auto" | string[];
   private readonly maxFlows: number;
 
@@ -106,13 +107,15 @@ export class NatLookup {
   }
 
   private async localAddresses(): Promise<Set<string>> {
-    if (this.local) return this.local;
+    // the WAN address can change (DHCP, PPP): asked again after a minute
+    if (this.local && (this.localSpec !== "auto" || Date.now() - this.localAt < 60_000)) return this.local;
     if (!this.runner) return (this.local = new Set());
     try {
       const { stdout } = await this.runner.run(["ip", "-o", "addr", "show"]);
       this.local = new Set(parseIpAddr(stdout));
+      this.localAt = Date.now();
     } catch {
-      return new Set(); // retried on the next lookup
+      return this.local ?? new Set(); // retried on the next lookup
     }
     return this.local;
   }

@@ -76,6 +76,8 @@ export interface EventSourceOptions extends ListingOptions {
   subscribeDelayMs?: number;
   /** Back-off before restarting a dead event listener. */
   restartDelayMs?: number;
+  /** Netlink receive buffer for `conntrack -E` (-b); 0 keeps the tool's default. Default 8 MiB. */
+  eventBufferBytes?: number;
 }
 
 /**
@@ -120,7 +122,9 @@ export class ConntrackEventSource implements NatSource {
     this.index.clear();
     const buffered: string[] = [];
     let listing = true;
-    const handle = this.runner.stream(["conntrack", "-E", "-o", "extended", "-e", "NEW,DESTROY"], (line) => {
+    // a large socket buffer rides out bursts of new flows (an attack is one) without losing events
+    const bufferArgs = this.opts.eventBufferBytes === 0 ? [] : ["-b", String(this.opts.eventBufferBytes ?? 8 * 1024 * 1024)];
+    const handle = this.runner.stream(["conntrack", "-E", "-o", "extended", "-e", "NEW,DESTROY", ...bufferArgs], (line) => {
       if (listing) {
         if (buffered.length < 1_000_000) buffered.push(line);
         return;

@@ -260,4 +260,27 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     assert.equal(a.script, b.script);
     await real.end(input);
   });
+
+  it("quarantine stops everything the device forwards, by address and MAC, and spares the other host", async () => {
+    const e = enforcer({ action: "quarantine" });
+    const r = await e.handle({ cuid: CUID, mid: 60, scope: scope(600), lifetime: 600 });
+    assert.equal(r.outcome, "enforced", r.detail);
+    assert.ok(r.script!.includes("add element inet dots_call_home quarantine4 { 192.168.1.10 timeout 600s"), r.script);
+    assert.ok(r.script!.includes(`add element inet dots_call_home quarantinemac { ${lab!.deviceMac} timeout 600s`), r.script);
+    await sleep(200);
+    const during = await rise(lab!, 1000);
+    assert.equal(during.dev, 0);
+    assert.ok(during.other > 50);
+    // any other destination too: the block covered port 5555 only, quarantine covers everything
+    const probe = () => lab!.exec("lan", ["bash", "-c", "for i in 1 2 3 4 5; do echo x > /dev/udp/203.0.113.5/7777; done"]);
+    const p0 = (await lab!.counters()).probe;
+    probe();
+    await sleep(300);
+    assert.equal((await lab!.counters()).probe, p0, "a new flow to another port is dropped too");
+    await e.end({ cuid: CUID, mid: 60 });
+    await sleep(200);
+    assert.ok((await rise(lab!, 800)).dev > 50);
+    probe();
+    await waitFor("the probe to arrive after the quarantine ends", async () => (await lab!.counters()).probe >= p0 + 5, 3000);
+  });
 });

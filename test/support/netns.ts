@@ -16,8 +16,8 @@ export interface Lab {
   router: CommandRunner;
   isp: CommandRunner;
   deviceMac: string;
-  /** Packets counted at the victim from the device ("dev", IPv6: "dev6") and from the other host ("other"). */
-  counters(): Promise<{ dev: number; other: number; dev6: number }>;
+  /** Packets counted at the victim from the device ("dev", IPv6: "dev6"), the other host ("other"), and to port 7777 ("probe"). */
+  counters(): Promise<{ dev: number; other: number; dev6: number; probe: number }>;
   /** Source address and port the device's flood arrives from at the ISP (after NAT). */
   seenDeviceSources(): Promise<Array<{ address: string; port: number }>>;
   /** Starts a bounded UDP flood from a LAN namespace; stop() ends it. */
@@ -129,12 +129,14 @@ export async function createLab(): Promise<Lab> {
       "  counter dev { }",
       "  counter other { }",
       "  counter dev6 { }",
+      "  counter probe { }",
       "  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 120s; }",
       "  chain input {",
       "    type filter hook input priority filter; policy accept;",
       // payload tags right after the UDP header: "dev" from the device, "h2x" from the other host
       "    meta nfproto ipv4 udp dport 5555 @th,64,24 0x646576 counter name \"dev\" update @seen { ip saddr . udp sport }",
       "    meta nfproto ipv6 udp dport 5555 @th,64,24 0x646576 counter name \"dev6\"",
+      "    udp dport 7777 counter name \"probe\"",
       "    udp dport 5555 @th,64,24 0x683278 counter name \"other\"",
       "  }",
       "}",
@@ -155,7 +157,7 @@ export async function createLab(): Promise<Lab> {
     router: netnsRunner(ns.router),
     isp,
     deviceMac,
-    counters: async () => ({ dev: await counter("dev"), other: await counter("other"), dev6: await counter("dev6") }),
+    counters: async () => ({ dev: await counter("dev"), other: await counter("other"), dev6: await counter("dev6"), probe: await counter("probe") }),
     seenDeviceSources: async () => {
       const { stdout } = await isp.run(["nft", "-j", "list", "set", "inet", "victim", "seen"]);
       const doc = JSON.parse(stdout) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: [string, number] } } }> } }> };
