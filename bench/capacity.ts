@@ -71,6 +71,8 @@ async function child(job: ChildJob): Promise<void> {
     clearInterval(timer);
     void Promise.all(dialers.map((d) => d.stop())).then(() => process.exit(0));
   });
+  // The parent gone (killed, crashed): do not linger.
+  process.on("disconnect", () => process.exit(0));
 }
 
 // ------------------------------------------------------------------------------ parent: listener
@@ -130,14 +132,22 @@ async function parent(): Promise<void> {
   });
   const deadline = Date.now() + Number(arg("setup-timeout", "600")) * 1000;
   let lastPrint = 0;
-  while (up - down < N && Date.now() < deadline) {
+  // Stop waiting when set-up stalls: the rest wait out the RFC reconnect back-off (>= 60 s).
+  const stallMs = Number(arg("stall", "20")) * 1000;
+  let lastCount = -1;
+  let lastChange = Date.now();
+  while (up - down < N && Date.now() < deadline && Date.now() - lastChange < stallMs) {
     await new Promise((r) => setTimeout(r, 500));
+    if (up - down !== lastCount) {
+      lastCount = up - down;
+      lastChange = Date.now();
+    }
     if (Date.now() - lastPrint > 10_000) {
       lastPrint = Date.now();
       console.log(`  ... ${up - down} sessions up after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     }
   }
-  const setupS = (Date.now() - t0) / 1000;
+  const setupS = (Math.min(Date.now(), lastChange) - t0) / 1000;
   const live = listener.sessions().length;
   console.log(`  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s incl. handshakes and GET /config)`);
 
