@@ -96,6 +96,11 @@ function haveTools(): boolean {
 async function kernel(): Promise<void> {
   const ns = `dch-bench-${process.pid}`;
   execFileSync("ip", ["netns", "add", ns]);
+  // also when the run dies early (a closed stdout pipe, Ctrl-C)
+  const cleanup = () => spawnSync("ip", ["netns", "del", ns]);
+  process.once("exit", cleanup);
+  process.once("SIGINT", () => process.exit(130));
+  process.stdout.on("error", () => process.exit(1));
   try {
     const run = (...a: string[]) => execFileSync("ip", ["netns", "exec", ns, ...a], { stdio: ["pipe", "pipe", "pipe"] });
     run("ip", "link", "set", "lo", "up");
