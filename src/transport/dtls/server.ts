@@ -143,6 +143,7 @@ interface Peer {
 
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
+const MAX_CLIENT_HELLO = 2048;
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
 const ON_DEMAND_RESEND_INTERVAL_MS = 100;
 /** Handshake header (12) + verify_data (12). */
@@ -375,7 +376,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     port: number,
   ): void {
     // Without state we cannot reassemble: a ClientHello must arrive whole (as OpenSSL also requires).
-    if (f.fragmentOffset !== 0 || f.fragmentLength !== f.length) return;
+    // Real hellos are a few hundred bytes; the cap bounds the transcript a handshaking peer holds.
+    if (f.fragmentOffset !== 0 || f.fragmentLength !== f.length || f.length > MAX_CLIENT_HELLO) return;
     let hello: ClientHello;
     try {
       hello = parseClientHello(f.body);

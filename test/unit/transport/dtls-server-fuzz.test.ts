@@ -126,6 +126,7 @@ describe("DTLS server under bad input", function () {
       clientHello(3, random, Buffer.alloc(0), Buffer.from([0x00, 0x17, 0, 0, 0x00, 0x17, 0, 0])), // duplicate extension
       clientHello(4, random, Buffer.alloc(0), Buffer.from([0xff, 0x01, 0, 1, 7])), // non-empty renegotiation_info
       clientHello(5, random, Buffer.alloc(0), undefined, []).subarray(0, 30),
+      clientHello(6, random, Buffer.alloc(0), Buffer.concat([Buffer.from([0x12, 0x34, 0x0b, 0xb8]), Buffer.alloc(3000)])), // 3 KB hello: over the cap
       encodeRecord(23, 0xfefd, 1, 0, randomBytes(40)), // epoch 1 without a session
       encodeRecord(23, 0xfefd, 0xffff, 0xffffffffffff, randomBytes(40)),
       encodeRecord(21, 0xfefd, 0, 9, Buffer.from([2, 40])), // plaintext alert without a session
@@ -133,8 +134,12 @@ describe("DTLS server under bad input", function () {
       Buffer.concat(Array.from({ length: 40 }, (_, i) => encodeRecord(21, 0xfefd, 0, i, Buffer.from([1, 0])))), // many records
       randomBytes(20000), // over the datagram bound
     ];
+    const answered = sink.count;
     for (const d of corpus) feed(d);
+    await new Promise((r) => setTimeout(r, 100));
     assert.equal(server.sessionCount, 0);
+    assert.equal(server.stats.helloVerifyRequests, 0, "none of these hellos deserved a cookie");
+    assert.equal(sink.count, answered);
 
     // With a handshake in progress: a 16 MB ClientKeyExchange is refused with decode_error.
     const cookie = await cookieFor(sink, random);
