@@ -30,6 +30,8 @@ interface ChildJob {
 }
 
 async function child(job: ChildJob): Promise<void> {
+  // The parent gone (killed, crashed): do not linger.
+  process.on("disconnect", () => process.exit(0));
   const dialers: CallHomeDialer[] = [];
   let connected = 0;
   let failed = 0;
@@ -71,8 +73,7 @@ async function child(job: ChildJob): Promise<void> {
     clearInterval(timer);
     void Promise.all(dialers.map((d) => d.stop())).then(() => process.exit(0));
   });
-  // The parent gone (killed, crashed): do not linger.
-  process.on("disconnect", () => process.exit(0));
+
 }
 
 // ------------------------------------------------------------------------------ parent: listener
