@@ -73,12 +73,16 @@ export async function createLab(): Promise<Lab> {
   const ns = { lan: `${base}-lan`, lan2: `${base}-lan2`, router: `${base}-rtr`, isp: `${base}-isp` };
   const created: string[] = [];
   const senders = new Set<ChildProcess>();
-  const destroy = async (): Promise<void> => {
+  const destroySync = (): void => {
     for (const c of senders) c.kill("SIGKILL");
     senders.clear();
     for (const n of created.reverse()) spawnSync("ip", ["netns", "del", n]);
     created.length = 0;
+    process.off("exit", destroySync);
   };
+  // a run that dies before after() (mocha --exit, a crash) still removes the namespaces
+  process.once("exit", destroySync);
+  const destroy = async (): Promise<void> => destroySync();
   try {
     for (const n of Object.values(ns)) {
       sh(["ip", "netns", "add", n]);
