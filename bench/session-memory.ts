@@ -2,7 +2,8 @@
 // RSS delta over N sessions (default 1,000) for TLS-PSK (our TlsServer; TLS 1.3, and TLS 1.2 for
 // comparison) and DTLS-PSK (our
 // DtlsServer, clients through our node-dtls-client wrapper), against a reference measured in the
-// same run: N plain TCP connections on a bare net.Server. Each server runs in a fresh process
+// same run: N plain TCP connections on a bare net.Server (and, to show our layer's own cost,
+// N bare node:tls PSK sessions). Each server runs in a fresh process
 // (its RSS is the one measured); its clients run in another process.
 // Usage: node .build/<out>/bench/session-memory.js [sessions=1000]
 import { fork, type ChildProcess } from "node:child_process";
@@ -10,10 +11,11 @@ import * as net from "node:net";
 import type { Connection } from "../src/transport/connection";
 import { connectDtls } from "../src/transport/dtls-client";
 import { DtlsServer } from "../src/transport/dtls/server";
-import { connectTls, createTlsServer } from "../src/transport/tls";
+import * as tls from "node:tls";
+import { PSK_CIPHERS, connectTls, createTlsServer } from "../src/transport/tls";
 
-type Scenario = "tcp" | "tls-psk" | "tls12-psk" | "dtls-psk";
-const SCENARIOS: Scenario[] = ["tcp", "tls-psk", "tls12-psk", "dtls-psk"];
+type Scenario = "tcp" | "node-tls-psk" | "tls-psk" | "tls12-psk" | "dtls-psk";
+const SCENARIOS: Scenario[] = ["tcp", "node-tls-psk", "tls-psk", "tls12-psk", "dtls-psk"];
 const KEY = Buffer.from("secretPSK-0123456789");
 const WARMUP = 20;
 const PARALLEL = 50;
@@ -72,6 +74,16 @@ async function serverMain(scenario: Scenario, n: number): Promise<void> {
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     port = (server.address() as net.AddressInfo).port;
+  } else if (scenario === "node-tls-psk") {
+    // Bare node:tls with the same suites, to show what our Connection layer adds on top.
+    const server = tls.createServer({ pskCallback: () => KEY, ciphers: PSK_CIPHERS, ALPNProtocols: ["coap"] }, (s) => {
+      s.on("error", () => undefined);
+      s.on("data", () => undefined);
+      keep.push(s);
+      established++;
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    port = (server.address() as net.AddressInfo).port;
   } else if (scenario === "tls-psk" || scenario === "tls12-psk") {
     const server = createTlsServer({ psk: { lookup: () => KEY } });
     server.on("connection", (c: Connection) => (keep.push(c), established++));
@@ -118,7 +130,7 @@ async function clientMain(scenario: Scenario, port: number): Promise<void> {
         s.on("error", () => undefined);
         await new Promise((r, j) => (s.once("connect", r), s.once("error", j)));
         held.push(s);
-      } else if (scenario === "tls-psk" || scenario === "tls12-psk") {
+      } else if (scenario === "tls-psk" || scenario === "tls12-psk" || scenario === "node-tls-psk") {
         const maxVersion = scenario === "tls12-psk" ? "TLSv1.2" : undefined;
         held.push(await connectTls({ host: "127.0.0.1", port, maxVersion, psk: { identity: `home-${held.length}`, key: KEY } }));
       } else {
@@ -164,11 +176,11 @@ async function main(): Promise<void> {
   const ref = results.find((r) => r.scenario === "tcp") as Result;
   const kb = (bytes: number, count: number) => (bytes / count / 1024).toFixed(2);
   console.log(`Idle established sessions held by one server process (node ${process.version}), RSS delta after GC:`);
-  console.log("scenario   sessions  RSS total MB  RSS/session KB  heap/session KB  external/session KB  setup s  x TCP ref");
+  console.log("scenario     sessions  RSS total MB  RSS/session KB  heap/session KB  external/session KB  setup s  x TCP ref");
   for (const r of results) {
     const ratio = r.rssDelta / r.sessions / (ref.rssDelta / ref.sessions);
     console.log(
-      `${r.scenario.padEnd(10)} ${String(r.sessions).padStart(8)}  ${(r.rssDelta / 1048576).toFixed(1).padStart(12)}  ${kb(r.rssDelta, r.sessions).padStart(14)}  ${kb(r.heapDelta, r.sessions).padStart(15)}  ${kb(r.externalDelta, r.sessions).padStart(19)}  ${r.setupSeconds.toFixed(2).padStart(7)}  ${ratio.toFixed(1).padStart(9)}`,
+      `${r.scenario.padEnd(12)} ${String(r.sessions).padStart(8)}  ${(r.rssDelta / 1048576).toFixed(1).padStart(12)}  ${kb(r.rssDelta, r.sessions).padStart(14)}  ${kb(r.heapDelta, r.sessions).padStart(15)}  ${kb(r.externalDelta, r.sessions).padStart(19)}  ${r.setupSeconds.toFixed(2).padStart(7)}  ${ratio.toFixed(1).padStart(9)}`,
     );
   }
 }

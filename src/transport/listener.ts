@@ -33,6 +33,12 @@ export interface CallHomeTransportListenerOptions {
   } & Omit<TlsServerOptions, "certificate" | "psk">;
   /** Drop-list settings; false turns it off (not recommended). */
   dropList?: DropListOptions | false;
+  /**
+   * Cap on simultaneous TCP connections (handshaking or established) from one source address, so
+   * one source cannot fill the server while its stalled handshakes wait to time out (default 256;
+   * generous because many homes may share one address behind carrier-grade NAT).
+   */
+  maxTcpPerAddress?: number;
   /** How often port-0 binding is retried when UDP finds the TCP port taken (default 20). */
   bindAttempts?: number;
 }
@@ -60,6 +66,7 @@ export class CallHomeTransportListener extends EventEmitter {
   private tlsServer: TlsServer | undefined;
   private dtlsServer: DtlsServer | undefined;
   private readonly live = new Set<Connection>();
+  private readonly tcpPerAddress = new Map<string, number>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private boundPort: number | undefined;
   private boundHost: string | undefined;
@@ -187,11 +194,18 @@ export class CallHomeTransportListener extends EventEmitter {
 
   private onTcpSocket(socket: net.Socket): void {
     const address = normalizeAddress(socket.remoteAddress ?? "");
-    if (this.state !== "listening" || !this.tlsServer || this.dropList?.isDropped(address)) {
+    const count = this.tcpPerAddress.get(address) ?? 0;
+    if (this.state !== "listening" || !this.tlsServer || this.dropList?.isDropped(address) || count >= (this.opts.maxTcpPerAddress ?? 256)) {
       socket.on("error", () => undefined);
       socket.destroy();
       return;
     }
+    this.tcpPerAddress.set(address, count + 1);
+    socket.once("close", () => {
+      const left = (this.tcpPerAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.tcpPerAddress.set(address, left);
+      else this.tcpPerAddress.delete(address);
+    });
     this.tlsServer.acceptSocket(socket);
   }
 

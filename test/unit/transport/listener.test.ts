@@ -2,6 +2,7 @@
 // drop-list per source address, and close() freeing the port.
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
+import * as net from "node:net";
 import { once } from "node:events";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { connectDtls } from "../../../src/transport/dtls-client";
@@ -140,6 +141,31 @@ describe("transport/listener", function () {
     conns.push(good);
     await until(() => accepted.length === 1);
     assert.equal(accepted[0].remoteAddress, "127.0.0.2");
+  });
+
+  it("caps simultaneous TCP connections per source address; other sources are unaffected", async () => {
+    const { l, accepted } = make({ maxTcpPerAddress: 3 });
+    const { port } = await l.listen();
+    const stalled: net.Socket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
+      s.on("error", () => undefined);
+      stalled.push(s);
+      await once(s, "connect");
+    }
+    try {
+      await assert.rejects(connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1", timeoutMs: 3000 }), TransportError);
+      const other = await connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.2" });
+      conns.push(other);
+      await until(() => accepted.length === 1);
+      stalled.pop()?.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      const again = await connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1" });
+      conns.push(again);
+      await until(() => accepted.length === 2);
+    } finally {
+      for (const s of stalled) s.destroy();
+    }
   });
 
   it("feeds failures reported from above into the same drop-list", async () => {
