@@ -59,7 +59,10 @@ listen options:
     {"cmd":"redirect","session":"...","altClient":"fqdn","records":["ip",...]?,"ttl":S?}
     {"cmd":"sessions"}
   Add "id":<anything> to a command to get it echoed in its response or error line.
-  Events: listening, session-up, session-down, heartbeat, status, response, sessions, error.
+  Events: listening, session-up (with the negotiated /config), session-down (with the reason),
+  heartbeat (direction in/out, peer-hb-status), status (every Observe notification), response,
+  sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), auth-failure, drop, error,
+  stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
 
 dial options:
   HOST (positional, repeatable) or --connect HOST: the ISP's Call Home DOTS client
@@ -77,8 +80,8 @@ dial options:
   stdin commands (dial):
     {"cmd":"decide","mid":N,"cuid":"..."?,"outcome":"enforced"|"pending"|"legitimate"|"failed","detail":"..."?}
     {"cmd":"mitigations"}
-  Events: connecting, connected, disconnected, mitigation, ended, redirected, decision, mitigations,
-  response, error.
+  Events: connecting, connected, disconnected, mitigation (a request received: new, refresh or
+  efficacy), ended, redirected, decision, mitigations, error, stopped.
 
 JSON config file (--config): keys as below; file paths are relative to the file.
   listen: {"port":4647,"host":"::","dtls":true,"tls":true,
