@@ -44,7 +44,9 @@ listen options:
   --tls                    accept TLS over TCP (certificates and/or PSK)
                            (neither flag: both, as far as the credentials allow)
   --home NAME              home name for the --psk-identity entry (default: the identity)
-  --cuid-identity ID       derive our cuid from this identity instead of the home's PSK identity
+  --cuid-identity ID       derive our cuid (RFC 9132 4.4.1.1) from this identity. Default: the
+                           SPKI of our certificate; under PSK, where the (D)TLS server presents
+                           no identity, the PSK identity the home authenticated with
   --drop-after N           drop-list a source address after N failed handshakes (default 5)
   --drop-window-ms MS      ... within this window (default 60000)
   --drop-ban-ms MS         ... for this long (default 300000)
