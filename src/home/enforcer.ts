@@ -5,7 +5,8 @@
 import { EventEmitter } from "node:events";
 import type { DecisionOutcome } from "../dots/api";
 import { ConsentGate, type ConsentPolicy } from "./consent";
-import { HomeError, TooManyElementsError, NftError } from "./errors";
+import { HomeError, TooManyElementsError, NftError, InvalidScopeError } from "./errors";
+import { canonicalAddress, canonicalMac } from "./address";
 import { DryRunBackend, NftablesBackend, type FilterBackend } from "./filter-backend";
 import { NatLookup, type Device } from "./nat-lookup";
 import type { NatSource } from "./nat-source";
@@ -52,12 +53,18 @@ export interface MitigationInput {
   /** Seconds; -1 = indefinite. */
   lifetime: number;
   kind?: "new" | "refresh" | "efficacy";
+  /**
+   * Devices already found (e.g. by a separate NAT lookup step, as NatLookup returns them); the
+   * enforcer then skips its own lookup. Addresses and MACs are checked again here.
+   */
+  devices?: Array<{ address: string; mac?: string; otherAddresses?: string[] }>;
 }
 
 export type FailureReason =
   | "no-device"
   | "invalid-scope"
   | "lookup-failed"
+  | "backend-error"
   | "nft-error"
   | "too-many-elements"
   | "unknown-mitigation"
@@ -229,12 +236,22 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     }
 
     let devices: Device[];
-    try {
-      const found = await this.lookup.lookup(query);
-      if (!found.found) return this.result(m, "failed", found.detail, [], { reason: "no-device" });
-      devices = found.devices;
-    } catch (err) {
-      return this.result(m, "failed", `NAT lookup failed: ${(err as Error).message}`, [], { reason: "lookup-failed" });
+    if (m.devices !== undefined) {
+      // found earlier (the Node-RED nat-lookup node): enforce on exactly these
+      try {
+        devices = givenDevices(m.devices);
+      } catch (err) {
+        return this.result(m, "failed", (err as Error).message, [], { reason: "invalid-scope" });
+      }
+      if (devices.length === 0) return this.result(m, "failed", "no device given", [], { reason: "no-device" });
+    } else {
+      try {
+        const found = await this.lookup.lookup(query);
+        if (!found.found) return this.result(m, "failed", found.detail, [], { reason: "no-device" });
+        devices = found.devices;
+      } catch (err) {
+        return this.result(m, "failed", `NAT lookup failed: ${(err as Error).message}`, [], { reason: "lookup-failed" });
+      }
     }
     let elements: ElementRef[];
     try {
@@ -446,7 +463,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
       });
     } catch (err) {
-      const reason: FailureReason = err instanceof NftError ? "nft-error" : "lookup-failed";
+      const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
       return this.result(m, "failed", (err as Error).message, devices, { reason });
     }
   }
@@ -489,7 +506,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
       });
     } catch (err) {
-      return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "lookup-failed" });
+      return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "backend-error" });
     }
   }
 
@@ -661,6 +678,31 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     this.queue = next.catch(() => undefined);
     return next;
   }
+}
+
+/** Validates caller-supplied devices into Device records (no flows). */
+function givenDevices(list: unknown): Device[] {
+  if (!Array.isArray(list) || list.length > 256) throw new InvalidScopeError("devices", "must be a list of at most 256 devices");
+  return list.map((d, i) => {
+    const o = (typeof d === "object" && d !== null ? d : {}) as Record<string, unknown>;
+    const a = typeof o.address === "string" ? canonicalAddress(o.address) : undefined;
+    if (!a) throw new InvalidScopeError(`devices[${i}].address`, "not an IP address");
+    const dev: Device = { address: a.address, family: a.family, otherAddresses: [], ports: [], publicPorts: [], protocols: [], flows: [] };
+    if (o.mac !== undefined) {
+      const mac = typeof o.mac === "string" ? canonicalMac(o.mac) : undefined;
+      if (!mac) throw new InvalidScopeError(`devices[${i}].mac`, "not a MAC address");
+      dev.mac = mac;
+    }
+    if (o.otherAddresses !== undefined) {
+      if (!Array.isArray(o.otherAddresses) || o.otherAddresses.length > 64) throw new InvalidScopeError(`devices[${i}].otherAddresses`, "must be a list of at most 64 addresses");
+      dev.otherAddresses = o.otherAddresses.map((x, j) => {
+        const c = typeof x === "string" ? canonicalAddress(x) : undefined;
+        if (!c) throw new InvalidScopeError(`devices[${i}].otherAddresses[${j}]`, "not an IP address");
+        return c.address;
+      });
+    }
+    return dev;
+  });
 }
 
 export function createHomeEnforcer(opts: HomeEnforcerOptions): HomeEnforcer {

@@ -221,4 +221,14 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     assert.equal(r.outcome, "enforced");
     assert.ok(r.script!.includes("timeout 31536000s"), r.script);
   });
+
+  it("enforces on devices found by an earlier lookup step, validating them again", async () => {
+    const { e } = make();
+    const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61999), lifetime: 60, devices: [{ address: "192.168.1.20", mac: "02:00:00:00:00:20" }] });
+    assert.equal(r.outcome, "enforced", "no own lookup: port 61999 is in no table");
+    assert.ok(r.script!.includes("block4 { 192.168.1.20 . 17 . 203.0.113.5 . 5555 timeout 60s"));
+    const bad = await e.handle({ cuid: "c1", mid: 2, scope: scope(61001), lifetime: 60, devices: [{ address: "192.168.1.20; flush ruleset" }] });
+    assert.deepEqual([bad.outcome, bad.reason], ["failed", "invalid-scope"]);
+    assert.match(bad.detail, /devices\[0\]\.address/);
+  });
 });
