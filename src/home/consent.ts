@@ -29,13 +29,16 @@ export class ConsentGate {
     }
   }
 
-  /** Resolves when answered; with mode "auto" at once. A second request for the same id replaces the first (cancelled). */
+  /**
+   * Resolves when answered (never rejects); with mode "auto" at once. A second request for the
+   * same id replaces the first (cancelled). Throws when maxPending requests already wait.
+   */
   request(id: string): Promise<ConsentAnswer> {
     if (this.policy.mode === "auto") return Promise.resolve({ answer: "approved", by: "auto" });
     const policy = this.policy;
     this.settle(id, { answer: "cancelled", by: "cancel" });
     if (this.waiting.size >= this.maxPending) {
-      return Promise.reject(new HomeError("COMMAND_FAILED", `more than ${this.maxPending} consent requests are pending`));
+      throw new HomeError("COMMAND_FAILED", `more than ${this.maxPending} consent requests are pending`);
     }
     return new Promise<ConsentAnswer>((resolve) => {
       const timer = setTimeout(() => {

@@ -42,6 +42,8 @@ export interface HomeEnforcerOptions {
   maxElementsPerMitigation?: number;
   /** Mitigations held (active + pending) at most. */
   maxMitigations?: number;
+  /** Consent requests waiting at most (default 1024). */
+  maxPendingConsent?: number;
 }
 
 /** What the dialer hands over (MitigationEvent in src/dots/api.ts). */
@@ -184,7 +186,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       opts.backend === "nftables" ? new NftablesBackend(runner, this.table) : opts.backend === "dry-run" ? new DryRunBackend(this.table) : opts.backend;
     this.table = this.backend.table;
     this.lookup = opts.nat instanceof NatLookup ? opts.nat : new NatLookup({ source: opts.nat, runner });
-    this.consent = new ConsentGate(opts.consent ?? { mode: "auto" });
+    this.consent = new ConsentGate(opts.consent ?? { mode: "auto" }, opts.maxPendingConsent ?? 1024);
     this.maxElements = opts.maxElementsPerMitigation ?? 4096;
     this.maxMitigations = opts.maxMitigations ?? 4096;
   }
@@ -208,6 +210,8 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     let query: NatQuery;
     let lifetime: number;
     try {
+      if (typeof m.cuid !== "string" || m.cuid.length === 0 || m.cuid.length > 256) throw new InvalidScopeError("cuid", "must be a non-empty string");
+      if (!Number.isInteger(m.mid) || m.mid < 0 || m.mid > 0xffffffff) throw new InvalidScopeError("mid", "must be an integer 0..4294967295");
       lifetime = checkLifetime(m.lifetime);
       query = scopeToQuery(m.scope);
     } catch (err) {
@@ -289,7 +293,9 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         }
         this.emit("decision", final);
       },
-      (err) => this.emit("error", err instanceof Error ? err : new Error(String(err))),
+      (err) => {
+        if (this.listenerCount("error") > 0) this.emit("error", err instanceof Error ? err : new Error(String(err)));
+      },
     );
     const request: ConsentRequest = {
       cuid: m.cuid,

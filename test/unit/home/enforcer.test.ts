@@ -231,4 +231,20 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     assert.deepEqual([bad.outcome, bad.reason], ["failed", "invalid-scope"]);
     assert.match(bad.detail, /devices\[0\]\.address/);
   });
+
+  it("answers failed, not pending, when too many consent requests wait", async () => {
+    const { e } = make({ consent: { mode: "manual", timeoutMs: 60_000, onTimeout: "reject" }, maxPendingConsent: 1 });
+    assert.equal((await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 })).outcome, "pending");
+    const second = await e.handle({ cuid: "c1", mid: 2, scope: scope(61002), lifetime: 60 });
+    assert.deepEqual([second.outcome, second.reason], ["failed", "limit"]);
+    assert.deepEqual(e.pending().map((p) => p.mid), [1]);
+  });
+
+  it("refuses a missing cuid or a mid out of range", async () => {
+    const { e } = make();
+    for (const bad of [{ cuid: "", mid: 1 }, { cuid: "c1", mid: -1 }, { cuid: "c1", mid: 2 ** 32 }]) {
+      const r = await e.handle({ ...bad, scope: scope(61001), lifetime: 60 });
+      assert.deepEqual([r.outcome, r.reason], ["failed", "invalid-scope"], JSON.stringify(bad));
+    }
+  });
 });
