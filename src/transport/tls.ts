@@ -594,7 +594,26 @@ export class TlsServer extends EventEmitter {
       return;
     }
     let peer: PeerIdentity;
-    const identity = this.pskIdentities.get(socket);
+    let identity = this.pskIdentities.get(socket);
+    if (identity === undefined && this.opts.psk && socket.isSessionReused()) {
+      // A resumed TLS 1.2 PSK session skips the PSK callback; the identity travels inside the
+      // session (sealed in our own ticket). Check it is still a known identity before trusting it.
+      const resumed = pskIdentityFromSession(socket.getSession());
+      if (resumed !== undefined) {
+        let key: Buffer | undefined;
+        try {
+          key = this.opts.psk.lookup(resumed, { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0 });
+        } catch {
+          key = undefined;
+        }
+        if (!key || key.length === 0) {
+          this.reportFailure(socket, new TransportError("AUTH_FAILED", `resumed session for PSK identity no longer known`));
+          socket.destroy();
+          return;
+        }
+        identity = resumed;
+      }
+    }
     if (identity !== undefined) peer = pskPeerIdentity(identity);
     else {
       const cert = socket.getPeerX509Certificate();
@@ -623,6 +642,41 @@ export class TlsServer extends EventEmitter {
     };
     this.emit("handshake-failed", failure);
   }
+}
+
+/**
+ * The psk_identity field ([8] OCTET STRING) of an OpenSSL SSL_SESSION in DER, if present.
+ * Minimal DER walk over the top-level SEQUENCE; anything unexpected yields undefined.
+ */
+export function pskIdentityFromSession(der: Buffer | undefined): string | undefined {
+  if (!der || der.length < 2 || der[0] !== 0x30) return undefined;
+  const header = (at: number): { tag: number; start: number; end: number } | undefined => {
+    if (at + 2 > der.length) return undefined;
+    const tag = der[at];
+    let len = der[at + 1];
+    let start = at + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      if (n === 0 || n > 3 || start + n > der.length) return undefined;
+      len = 0;
+      for (let i = 0; i < n; i++) len = (len << 8) | der[start + i];
+      start += n;
+    }
+    const end = start + len;
+    return end <= der.length ? { tag, start, end } : undefined;
+  };
+  const outer = header(0);
+  if (!outer) return undefined;
+  for (let at = outer.start; at < outer.end; ) {
+    const el = header(at);
+    if (!el) return undefined;
+    if (el.tag === 0xa8) {
+      const inner = header(el.start);
+      return inner && inner.tag === 0x04 && inner.end <= el.end ? der.subarray(inner.start, inner.end).toString("utf8") : undefined;
+    }
+    at = el.end;
+  }
+  return undefined;
 }
 
 export function createTlsServer(opts: TlsServerOptions): TlsServer {

@@ -5,7 +5,7 @@ import { once } from "node:events";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { TransportError, type Connection } from "../../../src/transport/connection";
-import { connectTls, createTlsServer, type TlsHandshakeFailure, type TlsServer, type TlsServerOptions, type TlsConnectOptions } from "../../../src/transport/tls";
+import { connectTls, createTlsServer, pskIdentityFromSession, type TlsHandshakeFailure, type TlsServer, type TlsServerOptions, type TlsConnectOptions } from "../../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../../support/certs";
 
 const spki = (pem: string) => new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
@@ -176,6 +176,43 @@ describe("transport/tls", function () {
     conns.push(second);
     assert.equal((second as unknown as { sessionReused: boolean }).sessionReused, true);
     assert.equal(second.peer.subject, "CN=isp.example");
+  });
+
+  it("a resumed TLS 1.2 PSK session keeps its identity on the server, and loses it once the identity is revoked", async () => {
+    const key = Buffer.from("secretPSK-0123456789");
+    const known = new Set(["home-1"]);
+    const { port, accepted, failures } = await server({ psk: { lookup: (id) => (known.has(id) ? key : undefined) } });
+    const tickets: Buffer[] = [];
+    const opts: TlsConnectOptions = { host: "127.0.0.1", port, psk: { identity: "home-1", key }, maxVersion: "TLSv1.2", onSession: (t) => tickets.push(t) };
+    const first = await dial(opts);
+    while (tickets.length === 0) await new Promise((r) => setTimeout(r, 5));
+    first.close();
+    const resumed = await dial({ ...opts, session: tickets[0] });
+    assert.equal((resumed as unknown as { sessionReused: boolean }).sessionReused, true);
+    while (accepted.length < 2) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(accepted[1].peer, { method: "psk", pskIdentity: "home-1" });
+    known.delete("home-1");
+    const closed = connectTls({ ...opts, session: tickets[0] }).then((c) => once(c, "close"), () => undefined);
+    await closed;
+    while (failures.length === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(failures[0].error.code, "AUTH_FAILED");
+    assert.equal(accepted.length, 2);
+  });
+
+  it("reading a PSK identity from session bytes never throws on garbage", () => {
+    const valid = Buffer.from("300f020101a80a0408686f6d652d313233", "hex"); // SEQUENCE { INTEGER 1, [8] OCTET STRING "home-123" }
+    assert.equal(pskIdentityFromSession(valid), "home-123");
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed & 0xff);
+    for (let i = 0; i < 20000; i++) {
+      const b = Buffer.from(valid);
+      for (let k = 0; k < 3; k++) b[rnd() % b.length] = rnd();
+      const cut = b.subarray(0, rnd() % (b.length + 1));
+      const out = pskIdentityFromSession(cut);
+      assert.ok(out === undefined || typeof out === "string");
+    }
+    assert.equal(pskIdentityFromSession(undefined), undefined);
+    assert.equal(pskIdentityFromSession(Buffer.from("3084ffffffff", "hex")), undefined);
   });
 
   it("closes the receiving side with FRAME_TOO_LARGE when a peer announces an oversized frame", async () => {
