@@ -4,7 +4,8 @@
 import { strict as assert } from "node:assert";
 import { hasCommand, isRoot, requireOrSkip } from "../support/env";
 import { createLab, sleep, waitFor, type Lab, type Sender } from "../support/netns";
-import { ConntrackEventSource } from "../../src/home/nat-source";
+import { ConntrackEventSource, ConntrackListSource, ProcConntrackSource, createNatSource } from "../../src/home/nat-source";
+import { NatLookup } from "../../src/home/nat-lookup";
 import { createHomeEnforcer, type HomeEnforcer, type HandleResult, type ConsentRequest } from "../../src/home/enforcer";
 import { NftablesBackend } from "../../src/home/filter-backend";
 import { addElementsScript, mitigationTag } from "../../src/home/nft-script";
@@ -79,6 +80,20 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
 
   it("the ISP sees the device only as the router's public address", () => {
     assert.equal(seen.address, "198.51.100.2");
+  });
+
+  it("every kernel source maps the NATed source to the device: conntrack listing, event index, /proc, auto", async () => {
+    const sources = [new ConntrackListSource(lab!.router), new ConntrackEventSource(lab!.router), new ProcConntrackSource(lab!.router), await createNatSource("auto", { runner: lab!.router })];
+    for (const source of sources) {
+      const lookup = new NatLookup({ source, runner: lab!.router });
+      try {
+        const r = await lookup.lookup(scope(3600));
+        assert.equal(r.found, true, source.kind);
+        assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]], source.kind);
+      } finally {
+        await lookup.close();
+      }
+    }
   });
 
   it("maps the NATed source to 192.168.1.10, blocks it, spares the other host, and withdrawal lifts the block", async () => {
