@@ -47,12 +47,15 @@ export interface AeadKeyBlock {
 
 /** AEAD key block: no MAC keys; 16-byte keys and 4-byte implicit nonces. */
 export function aeadKeyBlock(master: Buffer, clientRandom: Buffer, serverRandom: Buffer): AeadKeyBlock {
-  const kb = prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), 40);
+  // One unpooled allocation for everything a session keeps: a slice of Node's shared 8 KB buffer
+  // pool would pin the whole slab for the life of the session.
+  const kb = Buffer.allocUnsafeSlow(40);
+  prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), 40).copy(kb);
   return {
-    clientKey: Buffer.from(kb.subarray(0, 16)),
-    serverKey: Buffer.from(kb.subarray(16, 32)),
-    clientSalt: Buffer.from(kb.subarray(32, 36)),
-    serverSalt: Buffer.from(kb.subarray(36, 40)),
+    clientKey: kb.subarray(0, 16),
+    serverKey: kb.subarray(16, 32),
+    clientSalt: kb.subarray(32, 36),
+    serverSalt: kb.subarray(36, 40),
   };
 }
 

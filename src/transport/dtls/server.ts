@@ -144,6 +144,7 @@ interface Peer {
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
 const MAX_CLIENT_HELLO = 2048;
+const NO_BYTES = Buffer.alloc(0);
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
 const ON_DEMAND_RESEND_INTERVAL_MS = 100;
 /** Handshake header (12) + verify_data (12). */
@@ -428,7 +429,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       state: "awaiting-key-exchange",
       createdAt: now,
       lastRecordAt: now,
-      clientRandom: Buffer.from(hello.random),
+      clientRandom: unpooledCopy(hello.random),
       serverRandom,
       suite,
       extendedMasterSecret: hello.extendedMasterSecret,
@@ -579,10 +580,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, Buffer.from([1]));
     peer.writeEpoch = 1;
     const finished = this.protect(peer, ContentType.Handshake, encodeHandshake(HandshakeType.Finished, peer.serverMessageSeq++, serverVerify));
-    peer.lastFlight = [Buffer.concat([ccs, finished])];
+    peer.lastFlight = [unpooledCopy(Buffer.concat([ccs, finished]))];
     // Free everything the established session no longer needs.
     peer.transcript = undefined;
     peer.master = undefined;
+    peer.serverRandom = NO_BYTES;
     peer.state = "established";
     this.handshaking--;
     this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
@@ -755,6 +757,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.emit("internal-error", err);
     }
   }
+}
+
+/** Long-lived small buffers must not be slices of the shared pool (they would pin 8 KB each). */
+function unpooledCopy(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
 }
 
 function isThenable(v: unknown): v is PromiseLike<Buffer | undefined> {
