@@ -35,7 +35,10 @@ async function child(job: ChildJob): Promise<void> {
   const dialers: CallHomeDialer[] = [];
   let connected = 0;
   let failed = 0;
-  const report = (): void => void process.send?.({ type: "progress", connected, failed });
+  const report = (): void => {
+    const c = process.cpuUsage();
+    process.send?.({ type: "progress", connected, failed, cpuMs: (c.user + c.system) / 1000 });
+  };
   const timer = setInterval(report, 1000);
   let next = job.from;
   const startOne = async (i: number): Promise<void> => {
@@ -125,10 +128,13 @@ async function parent(): Promise<void> {
   console.log(`capacity bench: ${N} ${transport === "udp" ? "DTLS-PSK" : "TLS-PSK"} sessions, heartbeat-interval ${hb} s, ${children} dialer processes, node ${process.version}`);
   const t0 = Date.now();
   const per = Math.ceil(N / children);
+  const childStats: Array<{ cpuMs: number; connected: number; failed: number }> = [];
   const kids = Array.from({ length: children }, (_, k) => {
     const job: ChildJob = { from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, transport, hb, concurrency };
     const c = fork(__filename, ["--child", JSON.stringify(job)], { execArgv: ["--max-old-space-size=8192"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    c.on("message", () => undefined);
+    c.on("message", (m: { type: string; cpuMs?: number; connected?: number; failed?: number }) => {
+      if (m.type === "progress") childStats[k] = { cpuMs: m.cpuMs ?? 0, connected: m.connected ?? 0, failed: m.failed ?? 0 };
+    });
     return c;
   });
   const deadline = Date.now() + Number(arg("setup-timeout", "600")) * 1000;
@@ -159,6 +165,7 @@ async function parent(): Promise<void> {
 
   // Steady state: let one heartbeat interval pass so start-up replies are over, then measure.
   await new Promise((r) => setTimeout(r, hb * 1000));
+  const kidCpu0 = childStats.map((c) => c.cpuMs);
   hbIn = 0;
   hbOut = 0;
   const downBefore = down;
@@ -174,6 +181,7 @@ async function parent(): Promise<void> {
   console.log(`  heartbeats in ${wallS.toFixed(1)} s: ${hbIn} received + ${hbOut} sent = ${(beats / wallS).toFixed(0)}/s; sessions lost meanwhile: ${down - downBefore}`);
   console.log(`  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us CPU per heartbeat`);
   console.log(`  reference (same process, no sessions): ${((idleCpu.user + idleCpu.system) / 1000).toFixed(1)} ms CPU per second idle; engine errors seen: ${errors}`);
+  console.log(`  dialer processes (not counted above): ${childStats.map((c, i) => `#${i} ${(((c.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${c.failed} set-ups timed out`).join("; ")}`);
   console.log(`  target >= 5000 sessions: ${live >= 5000 ? "met" : "NOT met"}`);
 
   for (const c of kids) c.send({ type: "stop" });

@@ -1,6 +1,6 @@
 // NAT lookup and enforcement figures (issue 5):
 //  1. synthetic conntrack listings of 1k/10k/100k flows: index build time (parse + index), index
-//     memory, lookup time through the index beside a full scan of the same table (ratio);
+//     memory (heap growth: parsed flows plus index), lookup time through the index beside a full scan of the same table (ratio);
 //  2. the real kernel in a throw-away namespace: a full `conntrack -L` listing into the index, and a
 //     lookup from the event index beside a lookup by listing (ratio);
 //  3. applying a block with nft: backend.apply and the whole enforcer.handle() beside a bare
@@ -56,7 +56,7 @@ function median(xs: number[]): number {
 
 function synthetic(): void {
   console.log("\n1) synthetic conntrack listings (index vs full scan, same table, same queries)");
-  console.log("flows    | build ms (parse+index) | index MB | lookup µs (index) | lookup µs (full scan) | scan/index");
+  console.log("flows    | build ms (parse+index) | heap MB  | lookup µs (index) | lookup µs (full scan) | scan/index");
   for (const n of [1_000, 10_000, 100_000]) {
     const text = Array.from({ length: n }, (_, i) => syntheticLine(i)).join("\n");
     gc();
