@@ -75,6 +75,8 @@ export interface TlsConnectOptions {
   maxWriteBuffer?: number;
   /** Close unless the server selects ALPN "coap" (default true; RFC 8323 section 4.3). */
   requireAlpn?: boolean;
+  /** Abort the connect: the socket is destroyed and the promise rejects with TransportError CLOSED. */
+  signal?: AbortSignal;
 }
 
 export interface RemoteEndpoint {
@@ -345,10 +347,12 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
     let settled = false;
     let confirming = false; // handshake done, waiting for the TLS 1.3 server's verdict
     let socket: tls.TLSSocket;
+    const onAbort = () => fail(new TransportError("CLOSED", "TLS connect aborted"));
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
       socket?.destroy();
       if (confirming && !(err instanceof TransportError)) {
         err = new TransportError("AUTH_FAILED", `server refused the connection right after the handshake: ${err.message}`);
@@ -360,6 +364,11 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
       fail(new TransportError(connected ? "HANDSHAKE_TIMEOUT" : "CONNECT_FAILED", `TLS connect to ${opts.host}:${opts.port} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
 
+    if (opts.signal?.aborted) {
+      onAbort();
+      return;
+    }
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     try {
       socket = tls.connect(tlsOptions);
     } catch (e) {
@@ -421,6 +430,7 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
           }
           settled = true;
           clearTimeout(timer);
+          opts.signal?.removeEventListener("abort", onAbort);
           resolve(conn);
         });
       // In TLS 1.3 the server checks our certificate after our handshake completes; its verdict

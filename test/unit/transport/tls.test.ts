@@ -320,6 +320,23 @@ describe("transport/tls", function () {
     assert.ok(isCode("CLOSED")(err) && /not reading/.test((err as Error).message));
   });
 
+  it("an aborted connect rejects with CLOSED and leaves nothing open", async () => {
+    const silent = net.createServer(() => undefined);
+    raw.push(silent);
+    const sockets: net.Socket[] = [];
+    silent.on("connection", (s) => (sockets.push(s), s.on("error", () => undefined), s.resume()));
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const port = (silent.address() as net.AddressInfo).port;
+    const ac = new AbortController();
+    const p = connectTls({ host: "127.0.0.1", port, certificate: homeCert(), signal: ac.signal });
+    while (sockets.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const serverSide = once(sockets[0], "close");
+    ac.abort();
+    await assert.rejects(p, isCode("CLOSED"));
+    await serverSide;
+    await assert.rejects(connectTls({ host: "127.0.0.1", port, certificate: homeCert(), signal: AbortSignal.abort() }), isCode("CLOSED"));
+  });
+
   it("rejects bad options with CONFIG", async () => {
     await assert.rejects(connectTls({ host: "127.0.0.1", port: 1 }), isCode("CONFIG"));
     await assert.rejects(connectTls({ host: "127.0.0.1", port: 0, psk: { identity: "a", key: Buffer.from("k") } }), isCode("CONFIG"));
