@@ -226,10 +226,12 @@ function attempt(
         // nothing left to close
       }
     };
+    const onAbort = () => fail(new TransportError("CLOSED", "DTLS connect aborted"));
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
       abandon();
       reject(classify(err));
     };
@@ -237,6 +239,7 @@ function attempt(
       () => fail(new TransportError("HANDSHAKE_TIMEOUT", `DTLS handshake with ${target.address}:${opts.port} timed out after ${timeoutMs} ms`)),
       timeoutMs,
     );
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     try {
       socket = lib().dtls.createSocket({
         type: target.family === 6 ? "udp6" : "udp4",
@@ -258,6 +261,7 @@ function attempt(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
       socket.removeAllListeners("error");
       socket.removeAllListeners("close");
       const conn = new DtlsClientConnection(
@@ -336,7 +340,7 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
       return await attempt(opts, target, timeoutMs);
     } catch (e) {
       last = classify(e as Error);
-      if (last.code === "AUTH_FAILED" || last.code === "CONFIG") throw last;
+      if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;
       if (i < attempts) {
         try {
           opts.onAttemptFailed?.(i, last);

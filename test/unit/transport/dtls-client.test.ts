@@ -127,6 +127,14 @@ describe("transport/dtls-client", () => {
     assert.equal(client.remoteAddress, "::1");
   });
 
+  it("an abort ends an attempt in flight with CLOSED", async () => {
+    const port = await udpServer(() => undefined);
+    const ac = new AbortController();
+    const p = connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 5000, attempts: 3, signal: ac.signal });
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(p, isCode("CLOSED"));
+  });
+
   it("rejects bad options with CONFIG", async () => {
     await assert.rejects(connectDtls({ host: "127.0.0.1", port: 5684, psk: { identity: "", key: KEY } }), isCode("CONFIG"));
     await assert.rejects(connectDtls({ host: "127.0.0.1", port: 0, psk: { identity: "a", key: KEY } }), isCode("CONFIG"));
