@@ -11,7 +11,7 @@ import {
   isCuidShaped,
   sessionIdForPeer,
 } from "../../../src/dots/ids";
-import { hasCommand } from "../../support/env";
+import { hasCommand, requireOrSkip } from "../../support/env";
 
 // The reference digest comes from the openssl CLI, not from the code under test.
 function opensslSha256(data: Buffer): Buffer {
@@ -23,7 +23,7 @@ function opensslSha256(data: Buffer): Buffer {
 describe("dots/ids", () => {
   describe("cuid (RFC 9132 section 4.4.1.1)", () => {
     it("is base64url of the first 16 bytes of SHA-256 over the DER SPKI, 22 characters, no padding", function () {
-      if (!hasCommand("openssl")) this.skip();
+      requireOrSkip(this, "openssl CLI (reference SHA-256)", hasCommand("openssl"));
       const { publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
       const spki = publicKey.export({ type: "spki", format: "der" });
       const expected = opensslSha256(spki).subarray(0, 16).toString("base64url");
@@ -35,7 +35,7 @@ describe("dots/ids", () => {
     });
 
     it("derives from a PSK identity's bytes", function () {
-      if (!hasCommand("openssl")) this.skip();
+      requireOrSkip(this, "openssl CLI (reference SHA-256)", hasCommand("openssl"));
       const expected = opensslSha256(Buffer.from("dots-client-1")).subarray(0, 16).toString("base64url");
       assert.equal(cuidFromPskIdentity("dots-client-1"), expected);
       assert.equal(cuidFromPskIdentity(Buffer.from("dots-client-1")), expected);
