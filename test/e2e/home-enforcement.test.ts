@@ -298,4 +298,47 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     probe();
     await waitFor("the probe to arrive after the quarantine ends", async () => (await lab!.counters()).probe >= p0 + 5, 3000);
   });
+
+  it("IPv6: a mitigation naming the device's old privacy address finds it at its new one through the MAC", async () => {
+    const e = enforcer();
+    const old = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40021, sourceAddress: "2001:db8:1::10" });
+    senders.push(old);
+    await waitFor("IPv6 flood from the old address", async () => (await rise(lab!, 300)).dev6 > 10);
+    await e.lookup.neighbours!.refresh(); // the periodic neighbour read that builds the history
+    // the device moves on: new address, the old one, its neighbour entry and its flows are gone
+    lab!.exec("lan", ["ip", "addr", "add", "2001:db8:1::cafe/64", "dev", "eth0", "nodad"]);
+    await old.stop();
+    lab!.exec("lan", ["ip", "addr", "del", "2001:db8:1::10/64", "dev", "eth0"]);
+    const now = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40022, sourceAddress: "2001:db8:1::cafe" });
+    senders.push(now);
+    await waitFor("IPv6 flood from the new address", async () => (await rise(lab!, 300)).dev6 > 10);
+    lab!.exec("router", ["ip", "-6", "neigh", "flush", "2001:db8:1::10"]);
+    spawnQuiet(lab!, ["conntrack", "-D", "-f", "ipv6", "--orig-src", "2001:db8:1::10"]);
+    const r = await e.handle({
+      cuid: CUID,
+      mid: 70,
+      scope: { "target-prefix": ["2001:db8:c000::5/128"], "target-protocol": [17], "ietf-dots-call-home:source-prefix": ["2001:db8:1::10/128"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40021 }] },
+      lifetime: 600,
+    });
+    assert.equal(r.outcome, "enforced", r.detail);
+    const dev = r.devices.find((d) => d.address === "2001:db8:1::cafe");
+    assert.ok(dev && dev.flows.length > 0, JSON.stringify(r.devices.map((d) => d.address)));
+    assert.equal(dev.mac, lab!.deviceMac);
+    assert.ok(dev.otherAddresses.includes("2001:db8:1::10"));
+    await sleep(200);
+    assert.equal((await rise(lab!, 800)).dev6, 0, "the device is blocked at its new address");
+    await e.end({ cuid: CUID, mid: 70 });
+    await sleep(200);
+    assert.ok((await rise(lab!, 800)).dev6 > 50);
+    await now.stop();
+  });
 });
+
+/** conntrack -D exits 1 when nothing matched; that is fine here. */
+function spawnQuiet(lab: Lab, argv: string[]): void {
+  try {
+    lab.exec("router", argv);
+  } catch {
+    // nothing to delete
+  }
+}

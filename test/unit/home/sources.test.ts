@@ -100,3 +100,19 @@ describe("neighbour table", () => {
     assert.deepEqual(parseIpAddr(text), ["127.0.0.1", "198.51.100.2", "2001:db8:ff::2"]);
   });
 });
+
+describe("IPv6 privacy address change", () => {
+  it("finds the device by the MAC its old address had, at its new address", async () => {
+    const neighbours = new NeighbourTable(new CommandRunner());
+    neighbours.load([{ address: "2001:db8:1::10", family: 6, mac: "02:00:00:00:00:10" }]);
+    neighbours.load([{ address: "2001:db8:1::beef", family: 6, mac: "02:00:00:00:00:10" }]); // ::10 aged out
+    const source = new StaticTableSource({ entries: [{ protocol: "udp", device: "2001:db8:1::beef", devicePort: 40022, target: "2001:db8:c000::5", targetPort: 5555 }] });
+    const lookup = new NatLookup({ source, neighbours });
+    const r = await lookup.lookup({ "target-prefix": ["2001:db8:c000::5/128"], [`${CH}source-prefix`]: ["2001:db8:1::10/128"], "target-protocol": [17] });
+    assert.equal(r.found, true);
+    assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.otherAddresses, d.flows.length]), [["2001:db8:1::beef", "02:00:00:00:00:10", ["2001:db8:1::10"], 1]]);
+    assert.match(r.detail, /found by its MAC/);
+    const unknown = await lookup.lookup({ "target-prefix": ["2001:db8:c000::5/128"], [`${CH}source-prefix`]: ["2001:db8:1::99/128"] });
+    assert.equal(unknown.found, false, "an address never seen stays not found");
+  });
+});
