@@ -268,30 +268,78 @@ for (const v of VARIANTS) {
   });
 }
 
+describe("call-home: several homes, pending requests on a lost session", function () {
+  this.timeout(30000);
+
+  it("serves two homes at once, each addressed by name, with their own mids (R58)", async () => {
+    const v = VARIANTS[0];
+    const pair = await startPair(v, { autoDecide: "enforced", listener: { psk: [{ identity: "home-1", key: Buffer.from("secretPSK-0123456789"), home: "home-1" }, { identity: "home-2", key: Buffer.from("second-home-key"), home: "home-2" }], homePrefixes: { "home-1": [HOME_PREFIX], "home-2": ["198.51.100.0/24"] } } });
+    const { CallHomeDialer } = await import("../../src/dots/home-engine");
+    const { dialerOptions } = await import("./harness");
+    const second = new CallHomeDialer({ ...dialerOptions(v, pair.pki, pair.port, { psk: { identity: "home-2", key: Buffer.from("second-home-key") }, homePrefixes: ["198.51.100.0/24"] }), tuning: { dtlsHandshakeTimeoutMs: 500 } });
+    second.on("error", () => undefined);
+    second.on("mitigation", (m: MitigationEvent) => m.kind === "new" && second.decide({ cuid: m.cuid, mid: m.mid, outcome: "enforced" }));
+    try {
+      const up = waitFor<[SessionInfo]>(pair.listener, "session-up", (s) => s.home === "home-2");
+      await second.start();
+      const [s2] = await up;
+      assert.notEqual(s2.id, pair.session.id);
+      assert.deepEqual(pair.listener.sessions().map((s) => s.home).sort(), ["home-1", "home-2"]);
+      const a = await pair.listener.mitigate("home-1", request());
+      const b = await pair.listener.mitigate("home-2", request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"], "target-prefix": ["192.0.2.7/32"] }));
+      assert.equal(a.code, "2.01");
+      assert.equal(b.code, "2.01");
+      assert.notEqual(a.cuid, b.cuid, "cuid per home identity under PSK");
+      // home-1's prefixes do not cover home-2's sources: refused before sending.
+      await assert.rejects(pair.listener.mitigate("home-1", request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"] })), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST");
+      assert.equal(second.mitigations().length, 1);
+      assert.equal(pair.dialer.mitigations().length, 1);
+    } finally {
+      await second.stop();
+      await pair.close();
+    }
+  });
+
+  it("rejects a request still waiting for its answer when the session goes down, never silently", async () => {
+    const v = VARIANTS[2];
+    // The home holds the answer for up to 5 s waiting for a decision nobody gives.
+    const pair = await startPair(v, { dialer: { decisionWaitMs: 5000 } });
+    try {
+      const pending = pair.listener.mitigate(pair.session.id, request());
+      await waitFor(pair.dialer, "mitigation", () => true, 5000);
+      await pair.dialer.stop();
+      await assert.rejects(pending, (e: unknown) => e instanceof IspRequestError && e.code === "SESSION_DOWN");
+    } finally {
+      await pair.close();
+    }
+  });
+});
+
 describe("call-home redirect and drop-list", function () {
   this.timeout(30000);
 
-  it("redirects a home to another Call Home client (R52, R53)", async () => {
-    const v = VARIANTS[0];
-    const pair = await startPair(v, { autoDecide: "enforced" });
-    const other = new CallHomeListener(listenerOptions(v, pair.pki, { host: "127.0.0.2", port: pair.port }), FAST_ISP);
-    other.on("error", () => undefined);
-    try {
-      await other.start();
-      const arrived = waitFor<[SessionInfo]>(other, "session-up", () => true, 10000);
-      const left = waitFor<[SessionInfo, string]>(pair.listener, "session-down", () => true, 10000);
-      const res = await pair.listener.redirect(pair.session.id, { altClient: "localhost", records: ["127.0.0.2"], ttl: 60 });
-      assert.equal(res.code, "2.01");
-      const [s] = await arrived;
-      assert.equal(s.home, "home-1");
-      assert.equal(s.remoteAddress, "127.0.0.1");
-      await left;
-      assert.equal(pair.listener.sessions().length, 0);
-    } finally {
-      await pair.close();
-      await other.stop();
-    }
-  });
+  for (const v of VARIANTS) {
+    it(`redirects a home to another Call Home client over ${v.name} (R52, R53)`, async () => {
+      const pair = await startPair(v, { autoDecide: "enforced" });
+      const other = new CallHomeListener(listenerOptions(v, pair.pki, { host: "127.0.0.2", port: pair.port }), FAST_ISP);
+      other.on("error", () => undefined);
+      try {
+        await other.start();
+        const arrived = waitFor<[SessionInfo]>(other, "session-up", () => true, 10000);
+        const left = waitFor<[SessionInfo, string]>(pair.listener, "session-down", () => true, 10000);
+        // "localhost" is the name the ISP certificate carries: the home checks it against alt-ch-client.
+        const res = await pair.listener.redirect(pair.session.id, { altClient: "localhost", records: ["127.0.0.2"], ttl: 60 });
+        assert.equal(res.code, "2.01");
+        const [s] = await arrived;
+        assert.equal(s.id, pair.session.id, "the same home identity arrives at the other client");
+        await left;
+        assert.equal(pair.listener.sessions().length, 0);
+      } finally {
+        await pair.close();
+        await other.stop();
+      }
+    });
+  }
 
   for (const v of [VARIANTS[0], VARIANTS[2]]) {
     it(`drop-lists a source after repeated failed handshakes, then refuses even good credentials from it, over ${v.name} (R54)`, async () => {
