@@ -373,11 +373,30 @@ function encodeRequestBody(body: DotsJson | Buffer): Buffer {
   }
 }
 
-function toOutgoing(req: SessionRequest): OutgoingRequest {
+/**
+ * Largest CoAP message we send over DTLS: it must fit one record in a 1280-byte path (RFC 9132
+ * section 7.3): 1280 - 40 (IPv6) - 8 (UDP) - 13 (DTLS header) - 16 (nonce + CCM_8 tag) = 1203,
+ * rounded down to the 1152 CoAP's own default uses.
+ */
+export const MAX_DTLS_COAP_MESSAGE = 1152;
+
+function estimatedSize(req: SessionRequest, payload: Buffer | undefined): number {
+  // 4 header + 8 token + options (each segment: up to 3 bytes of delta/length + value) + marker.
+  let n = 4 + 8 + 3 + 3 + 4;
+  for (const seg of req.path) n += 3 + Buffer.byteLength(seg);
+  if (payload) n += 1 + payload.length;
+  return n;
+}
+
+function toOutgoing(req: SessionRequest, datagram: boolean): OutgoingRequest {
   const out: OutgoingRequest = { method: req.method, path: req.path, confirmable: req.confirmable, timeoutMs: req.timeoutMs };
   if (req.body !== undefined) {
     out.payload = encodeRequestBody(req.body);
     out.contentFormat = DOTS_CONTENT_FORMAT;
+  }
+  if (datagram && estimatedSize(req, out.payload) > MAX_DTLS_COAP_MESSAGE) {
+    // R13: the client must split such a request; which split makes sense is the caller's choice.
+    throw new IspRequestError("INVALID_REQUEST", `request of about ${estimatedSize(req, out.payload)} bytes does not fit one DTLS datagram (${MAX_DTLS_COAP_MESSAGE} bytes, RFC 9132 section 7.3): split it into several requests, e.g. shorter target-prefix lists`);
   }
   if (req.ifMatchEmpty) out.options = [ifMatchOption()];
   if (req.repeatMs !== undefined && !req.confirmable) out.repeatMs = req.repeatMs;
@@ -386,12 +405,13 @@ function toOutgoing(req: SessionRequest): OutgoingRequest {
 
 /** Maps the CoAP endpoint onto the narrow seam the session uses (CBOR in, CBOR out). */
 export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
+  const datagram = !ep.isTcp;
   return {
-    request: async (req) => toSessionResponse(await ep.request(toOutgoing(req))),
+    request: async (req) => toSessionResponse(await ep.request(toOutgoing(req, datagram))),
     observe(req, onNotification) {
       let cancelled = false;
       let cancelNow: (() => Promise<void>) | undefined;
-      const first = ep.observe(toOutgoing(req), (res) => onNotification(toSessionResponse(res))).then((h) => {
+      const first = ep.observe(toOutgoing(req, datagram), (res) => onNotification(toSessionResponse(res))).then((h) => {
         cancelNow = h.cancel;
         if (cancelled) void h.cancel();
         return toSessionResponse(h.first);

@@ -193,6 +193,15 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.equal(configGets(), during, "no refresh during an attack");
   });
 
+  it("refuses a request that would not fit one DTLS datagram instead of sending it (R13)", async () => {
+    const [l, h, s] = await start(30, 15);
+    const many = Array.from({ length: 100 }, (_, i) => `198.51.100.${i}/32`);
+    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": many }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /datagram/.test(e.message));
+    assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0);
+    const fits = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": many.slice(0, 20) }] } }, { observe: false });
+    assert.equal(fits.code, "2.01");
+  });
+
   it("answers the home's heartbeat 2.04, a malformed one 4.00, and serves nothing else (R14, R45)", async () => {
     const [, h] = await start(30, 15);
     assert.equal(await h.heartbeat(), Code.Changed);
