@@ -507,9 +507,17 @@ export class IspSession extends EventEmitter {
     });
   }
 
+  /** Takes a new configuration; values the endpoint or scheduler refuse leave the old one in force. */
   private applySets(sets: Record<ConfigSetName, ConfigSet>): void {
+    const before = this.sets;
     this.sets = sets;
-    this.reapply();
+    try {
+      this.reapply();
+    } catch (e) {
+      this.sets = before;
+      this.reapply();
+      throw e;
+    }
   }
 
   /** Switches transmission parameters and heartbeat timing to the set now in force (R46). */
