@@ -189,6 +189,8 @@ interface Transmission {
   bytes: Buffer;
   retransmissions: number;
   timeoutMs: number;
+  /** performance.now() of the first send, for RTT samples. */
+  sentAt: number;
   timer?: NodeJS.Timeout;
   onAck(msg: CoapMessage): void;
   onReset(): void;
@@ -308,6 +310,7 @@ export class CoapEndpoint extends EventEmitter {
   private released = false;
   private releaseTimer?: NodeJS.Timeout;
   private nextMid = randomInt(0, 0x10000);
+  private srttMs: number | undefined;
 
   // Client side
   private readonly pending = new Map<string, PendingExchange>();
@@ -373,6 +376,20 @@ export class CoapEndpoint extends EventEmitter {
     return this.closed;
   }
 
+  /**
+   * Smoothed round-trip time in ms from unretransmitted CON exchanges and pings (RFC 6298
+   * weights), or undefined before the first sample. RFC 9132 section 4.4.2.1 lets a server pace
+   * NON notifications by it instead of one per 3 s.
+   */
+  get rttEstimateMs(): number | undefined {
+    return this.srttMs;
+  }
+
+  private sampleRtt(ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) return;
+    this.srttMs = this.srttMs === undefined ? ms : 0.875 * this.srttMs + 0.125 * ms;
+  }
+
   setTransmissionParameters(p: TransmissionParameters): void {
     if (!(p.ackTimeoutMs > 0) || !(p.ackRandomFactor >= 1) || !Number.isInteger(p.maxRetransmit) || p.maxRetransmit < 0 || p.maxRetransmit > 15) {
       throw new RangeError(`invalid transmission parameters ${JSON.stringify(p)}`);
@@ -424,7 +441,7 @@ export class CoapEndpoint extends EventEmitter {
     const mid = this.allocMid();
     const bytes = encodeUdp({ ...msg, type: "CON", messageId: mid });
     const initial = this.params.ackTimeoutMs * (1 + Math.random() * (this.params.ackRandomFactor - 1));
-    const t: Transmission = { mid, bytes, retransmissions: 0, timeoutMs: initial, ...handlers };
+    const t: Transmission = { mid, bytes, retransmissions: 0, timeoutMs: initial, sentAt: performance.now(), ...handlers };
     const arm = () => {
       t.timer = setTimeout(() => {
         if (this.closed) return;
@@ -712,7 +729,11 @@ export class CoapEndpoint extends EventEmitter {
           clearTimeout(timer);
           return reject(new CoapEndpointError("LIMIT", "too many outstanding pings"));
         }
-        this.tcpPings.set(key, { resolve: done, reject, timer });
+        const pong = () => {
+          this.sampleRtt(performance.now() - start);
+          done();
+        };
+        this.tcpPings.set(key, { resolve: pong, reject, timer });
         this.sendMessage(pingMessage(token));
         return;
       }
@@ -752,6 +773,8 @@ export class CoapEndpoint extends EventEmitter {
     const mid = msg.messageId ?? 0;
     if (msg.type === "ACK" || msg.type === "RST") {
       const t = this.stopTransmission(mid);
+      // Karn's rule: only a message sent once gives an unambiguous round-trip sample.
+      if (t && t.retransmissions === 0) this.sampleRtt(performance.now() - t.sentAt);
       if (msg.type === "RST") {
         if (t) t.onReset();
         else this.handleReset(mid);

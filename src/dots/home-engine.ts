@@ -8,7 +8,7 @@ import { isIP } from "node:net";
 import { encodeDotsCbor, decodeDotsCbor } from "../cbor";
 import { CoapEndpoint, type IncomingRequest } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
-import type { Connection } from "../transport/connection";
+import type { Connection, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
@@ -43,7 +43,7 @@ export interface HomeEngineTuning {
   redirectLoopWindowMs?: number;
   /** Periodic status notifications to observers, ms (0 off). Default 60 000. */
   statusPeriodMs?: number;
-  /** Minimum spacing of notifications per observer, ms (RFC 9132: 3000 without RTT estimate). Default 0. */
+  /** Minimum spacing of notifications per observer, ms. Default: notificationSpacingMs (per transport and RTT). */
   notifyMinIntervalMs?: number;
   /** Replaces the default mitigation validator (validateMitigationRequest, side "home"). */
   validate?: MitigationValidator;
@@ -51,6 +51,20 @@ export interface HomeEngineTuning {
   lookup?: LookupAll;
   /** How long the transport winner is cached, ms. Default 10 min. */
   transportCacheMs?: number;
+}
+
+/** Spacing of notifications without an RTT estimate (RFC 9132 section 4.4.2.1), ms. */
+export const NOTIFY_SPACING_NO_RTT_MS = 3000;
+
+/**
+ * Minimum spacing of NON notifications to one observer (RFC 9132 sections 3, 4.4.2.1): over UDP
+ * one datagram per RTT when an estimate exists, else one per 3 s; TCP has its own congestion
+ * control, so no spacing there.
+ */
+export function notificationSpacingMs(transport: TransportKind | undefined, rttEstimateMs: number | undefined): number {
+  if (transport === "tls") return 0;
+  if (transport === "dtls" && rttEstimateMs !== undefined) return Math.ceil(rttEstimateMs);
+  return NOTIFY_SPACING_NO_RTT_MS;
 }
 
 export interface HomeEngineOptions extends DialerOptions {
@@ -127,7 +141,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       decisionWaitMs: options.decisionWaitMs ?? 1000,
       validate: this.tuning.validate,
       statusPeriodMs: this.tuning.statusPeriodMs,
-      notifyMinIntervalMs: this.tuning.notifyMinIntervalMs,
+      notifyMinIntervalMs: this.tuning.notifyMinIntervalMs ?? (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),
       canRedirect: (t) => this.checkRedirect(t),
     });
     this.resources.on("mitigation", (e) => this.emit("mitigation", e));
@@ -330,6 +344,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       void this.closeSession(session, `session lost: no traffic from the ISP for ${silentMs} ms`);
     });
     heartbeat.start();
+    // Over UDP one CoAP ping gives the RTT estimate that paces notifications (else 1 per 3 s).
+    if (!endpoint.isTcp) endpoint.ping().catch(() => undefined);
     this.emit("connected", { remoteAddress: connection.remoteAddress, remotePort: connection.remotePort, transport: connection.transport, cipher: connection.cipher });
     if (redirected && this.redirect && this.redirect.until !== Infinity) this.armRedirectExpiry();
   }

@@ -83,10 +83,11 @@ export interface HomeResourcesOptions {
   /** Periodic status notifications to observers, ms; 0 turns them off. Default 60 000. */
   statusPeriodMs?: number;
   /**
-   * Minimum spacing of notifications to one observer, ms; changes in between are merged (latest
-   * state of each mid). RFC 9132 asks for 3000 without an RTT estimate. Default 0 (immediate).
+   * Minimum spacing of notifications to one observer, ms, or a function asked each time (the
+   * engine's transport-aware policy, notificationSpacingMs); changes in between are merged
+   * (latest state of each mid). Default 0 (immediate).
    */
-  notifyMinIntervalMs?: number;
+  notifyMinIntervalMs?: number | (() => number);
   /** Field-rule validation run before the home-side checks. Default: validateMitigationRequest (side "home"). */
   validate?: MitigationValidator;
   /**
@@ -192,7 +193,7 @@ export class HomeResources extends EventEmitter {
   private readonly mitigateObservers = new Set<ObserverEntry>();
   private readonly configObservers = new Set<ResourceObserver>();
   private readonly statusPeriodMs: number;
-  private readonly notifyMinIntervalMs: number;
+  private readonly notifyMinIntervalMs: () => number;
   private periodicTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: HomeResourcesOptions) {
@@ -203,7 +204,8 @@ export class HomeResources extends EventEmitter {
     this.allowIndefinite = opts.allowIndefiniteLifetime ?? false;
     this.decisionWaitMs = opts.decisionWaitMs ?? 1000;
     this.statusPeriodMs = opts.statusPeriodMs ?? 60_000;
-    this.notifyMinIntervalMs = opts.notifyMinIntervalMs ?? 0;
+    const spacing = opts.notifyMinIntervalMs ?? 0;
+    this.notifyMinIntervalMs = typeof spacing === "function" ? spacing : () => spacing;
     const homePrefixes = [...opts.homePrefixes];
     this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: this.allowIndefinite }));
     this.canRedirect = opts.canRedirect;
@@ -483,7 +485,7 @@ export class HomeResources extends EventEmitter {
   /** Sends what is queued for one observer, no sooner than notifyMinIntervalMs after the last. */
   private flushObserver(o: ObserverEntry): void {
     if (o.queued.size === 0 || o.timer) return;
-    const wait = o.lastSent + this.notifyMinIntervalMs - Date.now();
+    const wait = o.lastSent + this.notifyMinIntervalMs() - Date.now();
     if (wait > 0) {
       o.timer = setTimeout(() => {
         o.timer = undefined;

@@ -207,6 +207,23 @@ for (const kind of ["udp", "tcp"] as const) {
       await assert.rejects(pending, (e: unknown) => e instanceof CoapEndpointError && e.code === "CLOSED");
       await assert.rejects(client.request({ method: "GET", path: ["x"] }), /closed/);
     });
+
+    it("keeps an RTT estimate from pings and, over UDP, from CON requests answered first time", async () => {
+      const { client, server } = await pair(kind);
+      client.onRequest((req) => req.respond({ code: Code.Content, payload: Buffer.from("ok") }));
+      // The server side has not asked anything yet.
+      assert.equal(server.rttEstimateMs, undefined, "no estimate before any exchange");
+      if (kind === "udp") {
+        // A NON exchange gives none: its answer may include the peer's processing time.
+        await server.request({ method: "GET", path: ["a"], confirmable: false });
+        assert.equal(server.rttEstimateMs, undefined);
+        await server.request({ method: "GET", path: ["a"], confirmable: true });
+        assert.ok(server.rttEstimateMs !== undefined && server.rttEstimateMs >= 0, "CON exchange gave a sample");
+      } else {
+        await server.ping();
+        assert.ok(server.rttEstimateMs !== undefined && server.rttEstimateMs >= 0, "Pong gave a sample");
+      }
+    });
   });
 }
 

@@ -1,0 +1,197 @@
+// Compliance points of the home side (Call Home DOTS server) that only show on the wire: Block2
+// for a GET-all that does not fit one datagram (R37), Observe notifications as NON and their
+// cancellation (R38), the idle-config / mitigating-config switch (R46). A bare CoapEndpoint over
+// the project's DTLS server plays the ISP; the raw datagrams it receives are decoded to look at
+// what the home actually sent.
+import { strict as assert } from "node:assert";
+import { once } from "node:events";
+import { CallHomeDialer, HomeEngineOptions, notificationSpacingMs, NOTIFY_SPACING_NO_RTT_MS } from "../../../src/dots/home-engine";
+import { CoapEndpoint, IncomingRequest } from "../../../src/coap/endpoint";
+import { Code, CONTENT_FORMAT_DOTS_CBOR, CoapMessage } from "../../../src/coap/message";
+import { decodeUdp } from "../../../src/coap/udp-codec";
+import { getBlock2, getETag, getObserve, getSize2, getUriPath } from "../../../src/coap/options";
+import { encodeDotsCbor, decodeDotsCbor } from "../../../src/cbor";
+import { DtlsServer } from "../../../src/transport/dtls";
+import type { Connection } from "../../../src/transport/connection";
+
+const PSK = { identity: "home-c", key: Buffer.from("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "hex") };
+const MS = "ietf-dots-signal-channel:mitigation-scope";
+const SP = "ietf-dots-call-home:source-prefix";
+const CUID = "dz6pHjaADkaFTbjr0JGBpw";
+const mitigatePath = (mid?: number) => [".well-known", "dots", "mitigate", `cuid=${CUID}`, ...(mid === undefined ? [] : [`mid=${mid}`])];
+const request = (source: string, targets = ["198.51.100.7/32"]) => ({ [MS]: { scope: [{ "target-prefix": targets, [SP]: [source], lifetime: 3600 }] } });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface IspSession {
+  conn: Connection;
+  ep: CoapEndpoint;
+  /** Every CoAP message the home sent, decoded, in arrival order. */
+  wire: CoapMessage[];
+  heartbeats: number;
+}
+
+describe("dots/home compliance on the wire (DTLS loopback)", function () {
+  this.timeout(30_000);
+  let server: DtlsServer | undefined;
+  let dialer: CallHomeDialer | undefined;
+  const sessions: IspSession[] = [];
+
+  async function setup(opts: Partial<HomeEngineOptions> = {}): Promise<IspSession> {
+    server = new DtlsServer({ pskLookup: (id) => (id === PSK.identity ? PSK.key : undefined) });
+    server.on("handshake-failed", () => undefined);
+    server.on("connection", (conn: Connection) => {
+      const s: IspSession = { conn, ep: new CoapEndpoint(conn), wire: [], heartbeats: 0 };
+      conn.on("message", (data) => {
+        try {
+          s.wire.push(decodeUdp(data));
+        } catch {
+          // not ours to judge here; the endpoint reports it
+        }
+      });
+      s.ep.on("protocol-error", () => undefined);
+      s.ep.onRequest((req: IncomingRequest) => {
+        if (req.path.join("/") === ".well-known/dots/hb") {
+          s.heartbeats++;
+          req.respond({ code: Code.Changed });
+        } else req.respond({ code: Code.NotFound, payload: Buffer.from("no such resource") });
+      });
+      sessions.push(s);
+    });
+    const { port } = await server.listen(0, "127.0.0.1");
+    dialer = new CallHomeDialer({
+      hosts: ["127.0.0.1"],
+      port,
+      transport: "udp",
+      psk: PSK,
+      homePrefixes: ["203.0.113.0/24"],
+      heartbeatInterval: 30,
+      decisionWaitMs: 0,
+      reconnect: { minMs: 50, maxMs: 200 },
+      ...opts,
+      tuning: { attemptDelayMs: 50, dtlsHandshakeTimeoutMs: 500, ...(opts.tuning ?? {}) },
+    });
+    dialer.on("error", () => undefined);
+    await dialer.start();
+    await once(dialer, "connected");
+    while (sessions.length === 0) await sleep(10);
+    return sessions[0];
+  }
+
+  afterEach(async () => {
+    await dialer?.stop();
+    dialer = undefined;
+    for (const s of sessions.splice(0)) s.conn.close();
+    await server?.close();
+    server = undefined;
+  });
+
+  const put = (s: IspSession, mid: number, body: Record<string, unknown>) =>
+    s.ep.request({ method: "PUT", path: mitigatePath(mid), confirmable: false, payload: encodeDotsCbor(body), contentFormat: CONTENT_FORMAT_DOTS_CBOR, repeatMs: 3000, timeoutMs: 10_000 });
+
+  it("R37: a GET-all too big for one datagram goes out as Block2 NUM=0 with ETag and Size2, and reassembles to every mitigation", async () => {
+    const s = await setup({ tuning: { maxMitigationsPerClient: 64 } });
+    const mids = Array.from({ length: 24 }, (_, i) => 100 + i);
+    // Distinct sources, so no request overlaps another and all stay active.
+    for (const [i, mid] of mids.entries()) assert.equal((await put(s, mid, request(`203.0.113.${i + 1}/32`, ["198.51.100.0/28", "2001:db8:6401::/64"]))).code, Code.Created);
+    const before = s.wire.length;
+    const all = await s.ep.request({ method: "GET", path: mitigatePath(), confirmable: true, timeoutMs: 5000 });
+    assert.equal(all.code, Code.Content);
+    assert.deepEqual((decodeDotsCbor(all.payload) as any)[MS].scope.map((e: any) => e.mid), mids);
+
+    const responses = s.wire.slice(before).filter((m) => m.code === Code.Content);
+    assert.ok(responses.length >= 2, `expected several blocks, got ${responses.length}`);
+    const first = responses[0];
+    const b0 = getBlock2(first.options);
+    assert.ok(b0, "first response carries Block2");
+    assert.equal(b0.num, 0);
+    assert.equal(b0.more, true);
+    assert.ok(first.payload.length <= 1024, "each block fits a 1280-byte PMTU");
+    assert.ok(getETag(first.options), "dynamic resource: ETag on the first block");
+    assert.equal(getSize2(first.options), all.payload.length);
+    for (const r of responses) assert.ok(getETag(r.options)?.equals(getETag(first.options)!), "the same ETag on every block");
+  });
+
+  it("R38: notifications are NON; a GET with Observe=1 ends them, and later changes send nothing to that token", async () => {
+    const s = await setup();
+    assert.equal((await put(s, 7, request("203.0.113.9/32"))).code, Code.Created);
+    const notes: any[] = [];
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(7), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(decodeDotsCbor(n.payload)));
+    dialer!.decide({ mid: 7, outcome: "enforced" });
+    while (notes.length < 1) await sleep(10);
+    assert.equal(notes[0][MS].scope[0].status, "attack-successfully-mitigated");
+    const note = s.wire.find((m) => m.code === Code.Content && m.type === "NON" && getObserve(m.options) !== undefined && m.messageId !== undefined);
+    assert.ok(note, "the notification arrived as NON with an Observe value");
+    const token = note.token;
+
+    await obs.cancel();
+    const cancelGet = s.wire.length;
+    dialer!.decide({ mid: 7, outcome: "failed" });
+    await sleep(300);
+    const later = s.wire.slice(cancelGet).filter((m) => m.token.equals(token) && getObserve(m.options) !== undefined);
+    assert.deepEqual(later, [], "no notification after the cancel");
+    assert.equal(notes.length, 1);
+    // The observed request itself still answers a plain GET with its new status.
+    const now = await s.ep.request({ method: "GET", path: mitigatePath(7), confirmable: true, timeoutMs: 5000 });
+    assert.equal((decodeDotsCbor(now.payload) as any)[MS].scope[0].status, "attack-exceeded-capability");
+  });
+
+  it("R38: an RST to a notification ends the observation at the home side", async () => {
+    const s = await setup();
+    assert.equal((await put(s, 8, request("203.0.113.10/32"))).code, Code.Created);
+    const notes: unknown[] = [];
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(8), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(n));
+    // Forget the observation only on the ISP side (no GET Observe=1): its endpoint answers the
+    // next notification with RST, as a client that lost state would.
+    const firstToken = s.wire.find((m) => m.code === Code.Content && getObserve(m.options) !== undefined)!.token;
+    const internal = s.ep as unknown as { pending: Map<string, unknown> };
+    internal.pending.delete(firstToken.toString("hex"));
+    dialer!.decide({ mid: 8, outcome: "enforced" });
+    while (!s.wire.some((m) => m.token.equals(firstToken) && m.type === "NON")) await sleep(10);
+    await sleep(100); // the RST goes back
+    const mark = s.wire.length;
+    dialer!.decide({ mid: 8, outcome: "failed" });
+    await sleep(300);
+    const after = s.wire.slice(mark).filter((m) => m.token.equals(firstToken));
+    assert.deepEqual(after, [], "the home stopped notifying after the RST");
+    assert.equal(notes.length, 0);
+    void obs;
+  });
+
+  it("R46: heartbeats follow mitigating-config while a mitigation is active and idle-config once none is", async () => {
+    // 1 "second" = 50 ms: idle heartbeats every 100 s (none during the test), mitigating every 2 s.
+    const s = await setup({ tuning: { msPerSecond: 50, idleConfig: { heartbeatInterval: 100 }, mitigatingConfig: { heartbeatInterval: 2 } } });
+    await sleep(400);
+    assert.equal(s.heartbeats, 0, "idle: no heartbeat within 8 of the 100 idle-config seconds");
+    assert.equal((await put(s, 3, request("203.0.113.20/32"))).code, Code.Created);
+    while (s.heartbeats < 3) await sleep(10);
+    // Withdraw (nothing enforced yet, so it ends at once): back to the idle set.
+    assert.equal((await s.ep.request({ method: "DELETE", path: mitigatePath(3), confirmable: false, repeatMs: 3000, timeoutMs: 5000 })).code, Code.Deleted);
+    await sleep(150);
+    const n = s.heartbeats;
+    await sleep(500);
+    assert.equal(s.heartbeats, n, "idle again: heartbeats stop at the idle interval");
+    // The heartbeat path never carries cuid/mid (R45).
+    const hb = s.wire.filter((m) => getUriPath(m.options).join("/") === ".well-known/dots/hb");
+    assert.ok(hb.length >= 3);
+    for (const m of hb) assert.equal(m.type, "NON");
+  });
+
+  it("R38 pacing: over UDP the home pings at once for an RTT estimate; notifications are spaced one per RTT, else one per 3 s", async () => {
+    assert.equal(notificationSpacingMs("dtls", undefined), NOTIFY_SPACING_NO_RTT_MS);
+    assert.equal(NOTIFY_SPACING_NO_RTT_MS, 3000);
+    assert.equal(notificationSpacingMs("dtls", 0.4), 1);
+    assert.equal(notificationSpacingMs("dtls", 80.2), 81);
+    assert.equal(notificationSpacingMs("tls", undefined), 0, "TCP has its own congestion control");
+    const s = await setup();
+    while (!s.wire.some((m) => m.code === Code.Empty && m.type === "CON")) await sleep(10);
+    // With the estimate in place a change is notified without the 3 s wait.
+    assert.equal((await put(s, 11, request("203.0.113.30/32"))).code, Code.Created);
+    const notes: any[] = [];
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(11), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(decodeDotsCbor(n.payload)));
+    dialer!.decide({ mid: 11, outcome: "enforced" });
+    const deadline = Date.now() + 2500;
+    while (notes.length < 1 && Date.now() < deadline) await sleep(10);
+    assert.equal(notes.length, 1, "notified well before the no-RTT spacing of 3 s");
+    await obs.cancel();
+  });
+});
