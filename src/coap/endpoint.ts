@@ -279,8 +279,20 @@ function nonRequestKey(msg: CoapMessage): string {
   return h.digest("base64");
 }
 
+/** Diagnostic payloads stay far below one 1280-byte datagram (RFC 9132 section 7.3). */
+export const MAX_DIAGNOSTIC_BYTES = 512;
+
+/** UTF-8 diagnostic text cut to maxBytes on a character boundary, marked with "..." when cut. */
+export function diagnosticPayload(text: string, maxBytes = MAX_DIAGNOSTIC_BYTES): Buffer {
+  const full = Buffer.from(text, "utf8");
+  if (full.length <= maxBytes) return full;
+  let end = Math.max(0, maxBytes - 3);
+  while (end > 0 && (full[end] & 0xc0) === 0x80) end--; // never split a multi-byte character
+  return Buffer.concat([full.subarray(0, end), Buffer.from("...")]);
+}
+
 function diagnostic(text: string): Buffer {
-  return Buffer.from(text, "utf8");
+  return diagnosticPayload(text);
 }
 
 /**

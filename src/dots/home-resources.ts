@@ -5,6 +5,7 @@
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import * as ipaddr from "ipaddr.js";
+import { diagnosticPayload } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
@@ -132,7 +133,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 function text(code: number, diagnostic: string): ResourceResponse {
-  return { code, payload: Buffer.from(diagnostic, "utf8"), contentFormat: CONTENT_FORMAT_TEXT };
+  // Capped: a request listing many bad prefixes must not get an answer too big for one datagram.
+  return { code, payload: diagnosticPayload(diagnostic), contentFormat: CONTENT_FORMAT_TEXT };
 }
 
 class BadRequest extends Error {

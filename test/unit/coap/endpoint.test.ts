@@ -4,7 +4,7 @@ import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import * as net from "node:net";
 import { once } from "node:events";
-import { CoapEndpoint, CoapEndpointError, type EndpointOptions, type ObserverHandle, type CoapResponse } from "../../../src/coap/endpoint";
+import { CoapEndpoint, CoapEndpointError, type EndpointOptions, type ObserverHandle, type CoapResponse, diagnosticPayload, MAX_DIAGNOSTIC_BYTES } from "../../../src/coap/endpoint";
 import { Code, type CoapMessage } from "../../../src/coap/message";
 import { decodeUdp, encodeUdp } from "../../../src/coap/udp-codec";
 import { decodeTcp, encodeTcp, frameLength } from "../../../src/coap/tcp-codec";
@@ -620,6 +620,18 @@ describe("CoAP endpoint: responses with unrecognized critical options", function
     await assert.rejects(resP, (e: unknown) => e instanceof CoapEndpointError && e.code === "BAD_RESPONSE" && /2049/.test(e.message));
     const rst = await raw.next();
     assert.deepEqual([rst.type, rst.messageId], ["RST", 99]);
+  });
+});
+
+describe("CoAP endpoint: diagnostic payloads", () => {
+  it("are cut to 512 bytes on a UTF-8 character boundary and marked", () => {
+    assert.equal(diagnosticPayload("short").toString(), "short");
+    const cut = diagnosticPayload("é".repeat(400));
+    assert.ok(cut.length <= MAX_DIAGNOSTIC_BYTES);
+    const text = cut.toString("utf8");
+    assert.ok(text.endsWith("..."));
+    assert.ok(!text.includes("\ufffd"), "no broken character");
+    assert.equal(diagnosticPayload("x".repeat(512)).length, 512, "exactly the limit is kept whole");
   });
 });
 

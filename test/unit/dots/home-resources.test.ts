@@ -196,6 +196,15 @@ describe("dots/home-resources", () => {
       });
     }
 
+    it("a request with many bad fields gets a 4.00 whose diagnostic still fits one datagram (R13, R17)", async () => {
+      const targets = Array.from({ length: 60 }, (_, i) => `198.51.${i}.7/33`);
+      const r = await send(h, { method: Code.PUT, path: `${P}/mid=21`, body: good({ "target-prefix": targets }) }).res;
+      assert.equal(r.code, Code.BadRequest);
+      assert.ok(r.payload!.length <= 512, `diagnostic of ${r.payload!.length} bytes`);
+      assert.match(diag(r), /^scope\[0\]\.target-prefix\[0\]: .*prefix length 33/);
+      assert.match(diag(r), /\.\.\.$/, "marked as cut");
+    });
+
     it("4.00 for missing mid, empty cuid, mid out of uint32; 4.15 for a wrong Content-Format", async () => {
       assert.equal((await send(h, { method: Code.PUT, path: P, body: good() }).res).code, Code.BadRequest);
       assert.equal((await send(h, { method: Code.PUT, path: "/.well-known/dots/mitigate/cuid=/mid=1", body: good() }).res).code, Code.BadRequest);
@@ -313,6 +322,35 @@ describe("dots/home-resources", () => {
       await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good({ lifetime: 2 }) }).res;
       await new Promise<void>((res) => h.once("ended", () => res()));
       assert.deepEqual(ended.map((e) => [e.mid, e.reason]), [[1, "expired"]]);
+    });
+  });
+
+  describe("no base redirects (RFC 9066 section 5.2.2, R50)", () => {
+    it("a full table answers 4.29 with a diagnostic, never 5.03 or a redirected-signal body, whatever is asked", async () => {
+      store = new MitigationStore({ maxPerClient: 2, maxClients: 1 });
+      h = new HomeResources({ store, config, codec, homePrefixes: ["203.0.113.0/24"], decisionWaitMs: 0 });
+      const answers: ResourceResponse[] = [];
+      const ask = async (r: Parameters<typeof send>[1]) => {
+        const x = await send(h, r).res;
+        answers.push(x);
+        return x;
+      };
+      assert.equal((await ask({ method: Code.PUT, path: `${P}/mid=1`, body: good({ [SP]: ["203.0.113.1/32"] }) })).code, Code.Created);
+      assert.equal((await ask({ method: Code.PUT, path: `${P}/mid=2`, body: good({ [SP]: ["203.0.113.2/32"] }) })).code, Code.Created);
+      const full = await ask({ method: Code.PUT, path: `${P}/mid=3`, body: good({ [SP]: ["203.0.113.3/32"] }) });
+      assert.equal(full.code, Code.TooManyRequests);
+      assert.match(diag(full), /too many mitigations/);
+      const otherClient = await ask({ method: Code.PUT, path: "/.well-known/dots/mitigate/cuid=other/mid=1", body: good({ [SP]: ["203.0.113.4/32"] }) });
+      assert.equal(otherClient.code, Code.TooManyRequests);
+      await ask({ method: Code.GET, path: P });
+      await ask({ method: Code.GET, path: "/.well-known/dots/config" });
+      await ask({ method: Code.PUT, path: "/.well-known/dots/redirect", body: { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example" } } });
+      await ask({ method: Code.POST, path: P });
+      await ask({ method: Code.GET, path: "/.well-known/dots/nothing" });
+      for (const a of answers) {
+        assert.notEqual(a.code, Code.ServiceUnavailable, `never 5.03 (got it for ${diag(a)})`);
+        if (a.contentFormat === CONTENT_FORMAT_DOTS_CBOR && a.payload) assert.equal("ietf-dots-signal-channel:redirected-signal" in json(a), false);
+      }
     });
   });
 
