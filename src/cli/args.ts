@@ -2,6 +2,9 @@
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
+import { parseNatSpec } from "../home/nat-source";
+import { checkTableName } from "../home/nft-script";
+import type { EnforcementFlags } from "../home/wiring";
 
 export class CliUsageError extends Error {
   constructor(message: string) {
@@ -67,7 +70,8 @@ listen options:
   stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
 
 dial options:
-  HOST (positional, repeatable) or --connect HOST: the ISP's Call Home DOTS client
+  HOST (positional, repeatable): the ISP's Call Home DOTS client
+  --connect HOST           the same as a HOST argument (repeatable)
   --transport auto|udp|tcp happy eyeballs (auto, default), DTLS only, or TLS only
   --servername NAME        name the ISP certificate must carry (default: HOST)
   --heartbeat-interval S   heartbeat-interval offered in /config, seconds (default 30); the home
@@ -77,13 +81,46 @@ dial options:
   --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
   --reconnect-max MS       reconnect back-off ceiling (default 300000)
   --allow-indefinite-lifetime   accept lifetime -1
-  Enforcement flags (--nat, --enforce, --action, --consent) are reserved for the enforcement layer.
+  --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
+                           mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
+
+  Enforcement (a headless router blocks by itself; needs root, nft and conntrack):
+  --enforce nftables|dry-run   each accepted mitigation goes through NAT lookup and the filter
+                           action; the outcome is the decision: enforced -> status 2, consent
+                           pending -> status 1, rejected -> conflict-cause 4 (legitimate
+                           traffic), no device / nft error -> status 4. Withdrawal and expiry
+                           remove exactly what that mitigation added. nftables: own table
+                           "inet dots_call_home" (created if absent, no other table touched),
+                           set elements with a kernel timeout equal to the lifetime, so blocks
+                           lapse by themselves if this process dies. dry-run: print the nft
+                           script only. At start, elements an earlier run left are removed
+                           (no withdrawal could reach them). Without --enforce, decisions come
+                           from stdin or --auto-decide (which --enforce excludes).
+  --nat SOURCE             where the NAT lookup reads flows: auto (default: conntrack if the
+                           tool works, else /proc/net/nf_conntrack), conntrack (listing + live
+                           conntrack -E index), conntrack-list (list per lookup), proc,
+                           proc:PATH, static:FILE (JSON table, for labs)
+  --action block|quarantine   block the device's traffic to the target (address, protocol,
+                           ports; default) or quarantine all it forwards (address and MAC)
+  --consent auto|manual    manual: hold each block until {"cmd":"approve"} or {"cmd":"reject"}
+                           arrives on stdin (default auto)
+  --consent-timeout MS     manual consent: how long to wait for an answer (default 300000)
+  --consent-on-timeout reject|approve   what an unanswered consent counts as (default reject)
+  --nft-table NAME         nft table (family inet) for the blocks (default dots_call_home)
 
   stdin commands (dial):
     {"cmd":"decide","mid":N,"cuid":"..."?,"outcome":"enforced"|"pending"|"legitimate"|"failed","detail":"..."?}
-    {"cmd":"mitigations"}
+                           (not with --enforce: the enforcer decides)
+    {"cmd":"approve","mid":N,"cuid":"..."?}   --consent manual: enforce the pending block
+    {"cmd":"reject","mid":N,"cuid":"..."?}    --consent manual: legitimate traffic, no block
+    {"cmd":"mitigations"}  the engine's mitigations (with --enforce also what is blocked and
+                           what waits for consent)
   Events: connecting, connected, disconnected, mitigation (a request received: new, refresh or
-  efficacy), ended, redirected, decision, mitigations, error, stopped.
+  efficacy), ended, redirected, decision, mitigations, error, stopped. With --enforce also:
+  enforcer-ready (backend, action, consent, table), reconciled (leftovers removed at start),
+  lookup (devices found behind the NAT, or found:false with the reason), consent-request
+  (devices, the nft script an approval applies, deadline), consent (the answer given),
+  enforcement (change added|refreshed|removed|expired with the nft script).
 
 JSON config file (--config): keys as below; file paths are relative to the file.
   listen: {"port":4647,"host":"::","dtls":true,"tls":true,
@@ -96,7 +133,10 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
            "ca":"ca.crt","servername":"isp.example","homePrefixes":["203.0.113.0/24"],
            "heartbeatInterval":30,"decisionWaitMs":2000,"autoDecide":"enforced",
-           "reconnect":{"minMs":60000,"maxMs":300000},"allowIndefiniteLifetime":false}
+           "reconnect":{"minMs":60000,"maxMs":300000},"allowIndefiniteLifetime":false,
+           "enforce":"nftables","nat":"conntrack","action":"block","consent":"manual",
+           "consentTimeoutMs":300000,"consentOnTimeout":"reject","nftTable":"dots_call_home",
+           "terminatingPeriodMs":120000}
 `;
 
 /** Reads a PSK key: "hex:..." / "text:..." prefixes win; otherwise even-length hex is hex. */
@@ -157,10 +197,21 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "reconnect-min": "number",
   "reconnect-max": "number",
   "allow-indefinite-lifetime": "boolean",
+  "terminating-period": "number",
+  enforce: "string",
+  nat: "string",
+  action: "string",
+  consent: "string",
+  "consent-timeout": "number",
+  "consent-on-timeout": "string",
+  "nft-table": "string",
 };
 
-/** Flags the enforcement issue will define; named here so they fail clearly until then. */
-const RESERVED_FLAGS = new Set(["nat", "enforce", "action", "consent"]);
+/** Every flag each command accepts (without "--"); the help test checks each is documented. */
+export const FLAG_NAMES: { listen: readonly string[]; dial: readonly string[] } = { listen: Object.keys(LISTEN_FLAGS), dial: Object.keys(DIAL_FLAGS) };
+
+/** Home-side enforcement flags: named so `listen` refuses them with a pointer to `dial`. */
+const DIAL_ONLY_ENFORCEMENT = new Set(["nat", "enforce", "action", "consent", "consent-timeout", "consent-on-timeout", "nft-table"]);
 
 export interface ParsedFlags {
   values: Record<string, string | number | boolean | string[]>;
@@ -183,8 +234,8 @@ export function parseFlags(argv: readonly string[], spec: Record<string, FlagKin
       inline = name.slice(eq + 1);
       name = name.slice(0, eq);
     }
-    if (RESERVED_FLAGS.has(name)) throw new CliUsageError(`--${name} belongs to the enforcement layer, which this build does not include yet`);
     const kind = spec[name];
+    if (!kind && DIAL_ONLY_ENFORCEMENT.has(name)) throw new CliUsageError(`--${name} belongs to the home side's enforcement layer: it is a dial option`);
     if (!kind) throw new CliUsageError(`unknown option --${name} (see --help)`);
     if (kind === "boolean") {
       if (inline !== undefined && !/^(true|false)$/.test(inline)) throw new CliUsageError(`--${name} takes no value`);
@@ -401,6 +452,10 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
 export interface DialConfig {
   options: DialerOptions;
   autoDecide?: DecisionOutcome;
+  /** Active-but-terminating period after DELETE, ms (engine default 120000). */
+  terminatingPeriodMs?: number;
+  /** Set by --enforce: the enforcer (NAT lookup + filter action) decides every mitigation. */
+  enforcement?: EnforcementFlags;
 }
 
 const OUTCOMES: readonly DecisionOutcome[] = ["enforced", "pending", "legitimate", "failed"];
@@ -467,10 +522,72 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   if (indefinite !== undefined) options.allowIndefiniteLifetime = indefinite === true;
 
   const out: DialConfig = { options };
+  const terminating = f["terminating-period"] ?? settings.terminatingPeriodMs;
+  if (terminating !== undefined) out.terminatingPeriodMs = num(terminating, "terminating-period", 0, 3_600_000);
   const auto = f["auto-decide"] ?? settings.autoDecide;
   if (auto !== undefined) {
     if (!OUTCOMES.includes(auto as DecisionOutcome)) throw new CliUsageError(`--auto-decide must be one of ${OUTCOMES.join(", ")}`);
     out.autoDecide = auto as DecisionOutcome;
+  }
+  const enforcement = enforcementFrom(f, settings, base);
+  if (enforcement) {
+    if (out.autoDecide !== undefined) throw new CliUsageError("--auto-decide and --enforce exclude each other: with --enforce the enforcer decides");
+    out.enforcement = enforcement;
+  }
+  return out;
+}
+
+function choice<T extends string>(v: unknown, name: string, allowed: readonly T[]): T {
+  if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) throw new CliUsageError(`--${name} must be ${allowed.join(" or ")}, got ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+/** The enforcement flags, checked here so a typo fails before any socket or nft runs. */
+function enforcementFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, base: string | undefined): EnforcementFlags | undefined {
+  const pick = (flag: string, key: string): unknown => f[flag] ?? settings[key];
+  const enforce = pick("enforce", "enforce");
+  const given = [
+    ["nat", "nat"],
+    ["action", "action"],
+    ["consent", "consent"],
+    ["consent-timeout", "consentTimeoutMs"],
+    ["consent-on-timeout", "consentOnTimeout"],
+    ["nft-table", "nftTable"],
+  ].filter(([flag, key]) => pick(flag, key) !== undefined);
+  if (enforce === undefined) {
+    if (given.length > 0) throw new CliUsageError(`--${given[0][0]} needs --enforce nftables|dry-run`);
+    return undefined;
+  }
+  const out: EnforcementFlags = { enforce: choice(enforce, "enforce", ["nftables", "dry-run"] as const) };
+  const nat = pick("nat", "nat");
+  if (nat !== undefined) {
+    const text = str(nat, "nat");
+    try {
+      const spec = parseNatSpec(text);
+      // a static table named in --config is relative to the file, like the other paths there
+      out.nat = typeof spec === "object" && spec.kind === "static" && f.nat === undefined ? `static:${resolveFrom(base, spec.file)}` : text;
+    } catch (e) {
+      throw new CliUsageError(`--nat: ${(e as Error).message}`);
+    }
+  }
+  const action = pick("action", "action");
+  if (action !== undefined) out.action = choice(action, "action", ["block", "quarantine"] as const);
+  const consent = pick("consent", "consent");
+  if (consent !== undefined) out.consent = choice(consent, "consent", ["auto", "manual"] as const);
+  const timeout = pick("consent-timeout", "consentTimeoutMs");
+  const onTimeout = pick("consent-on-timeout", "consentOnTimeout");
+  if ((timeout !== undefined || onTimeout !== undefined) && out.consent !== "manual") {
+    throw new CliUsageError(`--${timeout !== undefined ? "consent-timeout" : "consent-on-timeout"} needs --consent manual`);
+  }
+  if (timeout !== undefined) out.consentTimeoutMs = num(timeout, "consent-timeout", 1, 86_400_000);
+  if (onTimeout !== undefined) out.consentOnTimeout = choice(onTimeout, "consent-on-timeout", ["reject", "approve"] as const);
+  const table = pick("nft-table", "nftTable");
+  if (table !== undefined) {
+    try {
+      out.table = checkTableName(str(table, "nft-table"));
+    } catch (e) {
+      throw new CliUsageError(`--nft-table: ${(e as Error).message}`);
+    }
   }
   return out;
 }

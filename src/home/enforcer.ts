@@ -122,7 +122,18 @@ export interface ReconcileReport {
   script?: string;
 }
 
+/** The NAT lookup's answer for one mitigation, before consent or enforcement. */
+export interface LookupReport {
+  cuid: string;
+  mid: number;
+  found: boolean;
+  devices: Device[];
+  detail: string;
+}
+
 export interface HomeEnforcerEvents {
+  /** Each lookup a new mitigation causes (found or not); refreshes do not report. */
+  lookup: [LookupReport];
   "consent-request": [ConsentRequest];
   /** Exactly one per handle() that resolved "pending": the final outcome after consent. */
   decision: [HandleResult];
@@ -251,6 +262,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     } else {
       try {
         const found = await this.lookup.lookup(query);
+        this.emit("lookup", { cuid: m.cuid, mid: m.mid, found: found.found, devices: found.devices, detail: found.detail });
         if (!found.found) return this.result(m, "failed", found.detail, [], { reason: "no-device" });
         devices = found.devices;
       } catch (err) {

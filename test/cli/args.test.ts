@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CliUsageError, HELP, parseDialArgs, parseListenArgs, parsePskKey, type ListenConfig, type DialConfig } from "../../src/cli/args";
+import { CliUsageError, FLAG_NAMES, HELP, parseDialArgs, parseListenArgs, parsePskKey, type ListenConfig, type DialConfig } from "../../src/cli/args";
 
 const files: Record<string, string> = { "/x/isp.crt": "CERT", "/x/isp.key": "KEY", "/x/ca.crt": "CA", "/x/psk.txt": "  hex:0a0b0c\n" };
 const read = (f: string): Buffer => {
@@ -64,12 +64,13 @@ describe("cli/args", () => {
     assert.throws(() => listen("--port", "x", "--psk-identity", "a", "--psk-key", "b"), /--port needs a number/);
     assert.throws(() => listen("--port", "70000", "--psk-identity", "a", "--psk-key", "b"), /port must be/);
     assert.throws(() => listen(), /nothing to listen on/);
-    assert.throws(() => listen("--psk-identity", "a", "--psk-key", "b", "--nat"), /enforcement layer/);
+    assert.throws(() => listen("--psk-identity", "a", "--psk-key", "b", "--nat", "auto"), /--nat belongs to the home side's enforcement layer: it is a dial option/);
     assert.throws(() => parseListenArgs(["--config", "/nonexistent/x.json"]), /cannot read --config/);
   });
 
   it("dial: host, transport, credentials, decisions and lab reconnect timers", () => {
-    const c = dial("127.0.0.1", "--transport", "udp", "--psk-identity", "home-1", "--psk-key", "hex:0102", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--decision-wait", "100", "--reconnect-min", "200", "--reconnect-max", "1000", "--heartbeat-interval", "15");
+    const c = dial("127.0.0.1", "--transport", "udp", "--psk-identity", "home-1", "--psk-key", "hex:0102", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--decision-wait", "100", "--reconnect-min", "200", "--reconnect-max", "1000", "--heartbeat-interval", "15", "--terminating-period", "500");
+    assert.equal(c.terminatingPeriodMs, 500);
     assert.deepEqual(c.options.hosts, ["127.0.0.1"]);
     assert.equal(c.options.transport, "udp");
     assert.deepEqual(c.options.psk, { identity: "home-1", key: Buffer.from([1, 2]) });
@@ -91,8 +92,64 @@ describe("cli/args", () => {
   it("--help is recognised and the text documents every flag the parsers accept", () => {
     assert.equal(parseListenArgs(["--help"], read), "help");
     assert.equal(parseDialArgs(["--help"], read), "help");
-    for (const flag of ["--port", "--host", "--dtls", "--tls", "--psk-identity", "--psk-key", "--psk-file", "--cert", "--key", "--ca", "--home-prefix", "--decision-wait", "--auto-decide", "--heartbeat-interval", "--reconnect-min", "--reconnect-max", "--transport", "--config", "--drop-after", "--request-repeat-ms"]) {
-      assert.ok(HELP.includes(flag), `help mentions ${flag}`);
+    const all = new Set([...FLAG_NAMES.listen, ...FLAG_NAMES.dial]);
+    for (const flag of ["port", "dtls", "auto-decide", "enforce", "nat", "action", "consent", "consent-timeout", "consent-on-timeout", "nft-table"]) assert.ok(all.has(flag), flag);
+    for (const flag of all) {
+      // documented as a flag at the start of a help line, not just mentioned in passing
+      assert.match(HELP, new RegExp(`^ +(--[a-z-]+ [^\\n]*)?--${flag}(?![\\w-])`, "m"), `help documents --${flag}`);
     }
+    for (const cmd of ["decide", "approve", "reject", "mitigations"]) assert.ok(HELP.includes(`{"cmd":"${cmd}"`), `help shows the ${cmd} command`);
+    for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement"]) assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
+  });
+
+  const base = ["h", "--psk-identity", "a", "--psk-key", "b", "--home-prefix", "198.51.100.2/32"];
+
+  it("dial: no --enforce keeps decisions on stdin / --auto-decide", () => {
+    assert.equal(dial(...base).enforcement, undefined);
+    assert.equal(dial(...base, "--auto-decide", "enforced").enforcement, undefined);
+  });
+
+  it("dial: --enforce with its defaults, and every enforcement flag read through", () => {
+    assert.deepEqual(dial(...base, "--enforce", "nftables").enforcement, { enforce: "nftables" });
+    const c = dial(...base, "--enforce", "dry-run", "--nat", "static:/x/nat.json", "--action", "quarantine", "--consent", "manual", "--consent-timeout", "1500", "--consent-on-timeout", "approve", "--nft-table", "lab_dots");
+    assert.deepEqual(c.enforcement, { enforce: "dry-run", nat: "static:/x/nat.json", action: "quarantine", consent: "manual", consentTimeoutMs: 1500, consentOnTimeout: "approve", table: "lab_dots" });
+    for (const nat of ["auto", "conntrack", "conntrack-list", "proc", "proc:/x/nf_conntrack"]) assert.equal(dial(...base, "--enforce", "nftables", `--nat=${nat}`).enforcement?.nat, nat);
+    assert.equal(dial(...base, "--enforce", "nftables", "--consent", "auto").enforcement?.consent, "auto");
+  });
+
+  it("dial: enforcement settings from --config, a static table relative to the file, flags winning", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-enf-"));
+    try {
+      const cfg = path.join(dir, "dial.json");
+      fs.writeFileSync(cfg, JSON.stringify({ hosts: ["isp"], psk: { identity: "h", key: "text:k" }, homePrefixes: ["198.51.100.2/32"], enforce: "nftables", nat: "static:nat.json", consent: "manual", consentTimeoutMs: 9000, nftTable: "t1" }));
+      const c = parseDialArgs(["--config", cfg, "--consent-on-timeout", "approve"]) as DialConfig;
+      assert.deepEqual(c.enforcement, { enforce: "nftables", nat: `static:${dir}/nat.json`, consent: "manual", consentTimeoutMs: 9000, consentOnTimeout: "approve", table: "t1" });
+      const over = parseDialArgs(["--config", cfg, "--enforce", "dry-run", "--nat", "static:other.json"]) as DialConfig;
+      assert.equal(over.enforcement?.enforce, "dry-run");
+      assert.equal(over.enforcement?.nat, "static:other.json", "a flag's path stays as typed (relative to the working directory)");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("dial: refuses bad or orphaned enforcement flags by name before anything starts", () => {
+    const bad: Array<[string[], RegExp]> = [
+      [["--enforce", "iptables"], /--enforce must be nftables or dry-run/],
+      [["--enforce", "nftables", "--nat", "magic"], /--nat: unknown NAT source "magic"/],
+      [["--enforce", "nftables", "--nat", "static:"], /--nat/],
+      [["--enforce", "nftables", "--action", "nuke"], /--action must be block or quarantine/],
+      [["--enforce", "nftables", "--consent", "maybe"], /--consent must be auto or manual/],
+      [["--enforce", "nftables", "--consent", "manual", "--consent-on-timeout", "shrug"], /--consent-on-timeout must be reject or approve/],
+      [["--enforce", "nftables", "--consent", "manual", "--consent-timeout", "0"], /consent-timeout must be an integer/],
+      [["--enforce", "nftables", "--consent-timeout", "5000"], /--consent-timeout needs --consent manual/],
+      [["--enforce", "nftables", "--consent", "auto", "--consent-on-timeout", "approve"], /--consent-on-timeout needs --consent manual/],
+      [["--enforce", "nftables", "--nft-table", "x; flush ruleset"], /--nft-table: .*not a safe nft table name/],
+      [["--nat", "conntrack"], /--nat needs --enforce/],
+      [["--action", "block"], /--action needs --enforce/],
+      [["--consent", "manual"], /--consent needs --enforce/],
+      [["--enforce", "nftables", "--auto-decide", "enforced"], /--auto-decide and --enforce exclude each other/],
+      [["--enforce"], /--enforce needs a value/],
+    ];
+    for (const [extra, re] of bad) assert.throws(() => dial(...base, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
   });
 });

@@ -150,6 +150,92 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     assert.ok(isp.lines.every((l) => l.event !== "__not-json__"), "every stdout line is JSON");
   });
 
+  it("dial --enforce dry-run: lookup, consent on stdin, scripts printed, outcomes become the ISP's statuses, withdrawal removes the block", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-enf-"));
+    try {
+      const nat = path.join(dir, "nat.json");
+      fs.writeFileSync(nat, JSON.stringify([{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 61001, target: "203.0.113.5", targetPort: 5555, mac: "02:00:00:00:00:10" }]));
+      const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "198.51.100.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
+      procs.push(isp);
+      const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
+      const home = new JsonProc(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "198.51.100.0/24", "--reconnect-min", "100", "--reconnect-max", "500", "--terminating-period", "300",
+        "--enforce", "dry-run", "--nat", `static:${nat}`, "--consent", "manual", "--consent-timeout", "60000", "--nft-table", "cli_test"]);
+      procs.push(home);
+      const ready = await home.waitFor((l) => l.event === "enforcer-ready", 10000, "enforcer-ready");
+      assert.deepEqual([ready.backend, ready.table, ready.action, ready.nat], ["dry-run", "cli_test", "block", "static"]);
+      await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
+      const scope = (port: number, lifetime = 600) => ({ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 5555 }], "target-protocol": [17], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": port }], lifetime });
+      const body = (l: Line) => JSON.stringify(l.outcome ?? l.body);
+
+      // 1: consent asked, the PUT answered status 1, the admin rejects -> conflict-cause 4 at the ISP
+      isp.send({ cmd: "mitigate", id: "r", session: "home-1", request: scope(61001) });
+      const r1 = await isp.waitFor((l) => l.event === "response" && l.id === "r", 10000, "response to the first request");
+      const mid1 = (r1.outcome as { mid: number }).mid;
+      assert.equal((r1.outcome as { code: string }).code, "2.01");
+      assert.match(body(r1), /attack-mitigation-in-progress/);
+      const found = await home.waitFor((l) => l.event === "lookup" && l.mid === mid1, 5000, "lookup");
+      assert.equal(found.found, true);
+      assert.deepEqual((found.devices as Array<Record<string, unknown>>).map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", "02:00:00:00:00:10", [40001], [61001]]]);
+      const asked = await home.waitFor((l) => l.event === "consent-request" && l.mid === mid1, 5000, "consent-request");
+      assert.match(String(asked.script), /add element inet cli_test block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
+      assert.ok(!home.lines.some((l) => l.event === "enforcement"), "nothing applied before consent");
+      home.send({ cmd: "approve", mid: 999 });
+      await home.waitFor((l) => l.event === "error" && l.cmd === "approve" && /no mitigation with mid 999/.test(String(l.message)), 5000, "approve of an unknown mid refused");
+      home.send({ cmd: "decide", mid: mid1, outcome: "enforced" });
+      await home.waitFor((l) => l.event === "error" && l.cmd === "decide" && /enforcer decides/.test(String(l.message)), 5000, "decide refused under --enforce");
+      home.send({ cmd: "reject", mid: mid1 });
+      await home.waitFor((l) => l.event === "consent" && l.mid === mid1 && l.answer === "rejected", 5000, "consent echo");
+      const legit = await home.waitFor((l) => l.event === "decision" && l.mid === mid1 && l.outcome === "legitimate", 5000, "legitimate decision");
+      assert.equal(legit.reason, "consent-rejected");
+      const note = await isp.waitFor((l) => l.event === "status" && l.mid === mid1 && l.conflictCause !== undefined, 5000, "conflict notification");
+      assert.match(String(note.conflictCause), /legitimate/);
+      assert.ok(!home.lines.some((l) => l.event === "enforcement"), "a rejected mitigation applies nothing");
+
+      // 2: approved -> the script is applied (dry-run) -> status 2; withdrawal removes exactly it
+      isp.send({ cmd: "mitigate", id: "a", session: "home-1", request: scope(61001) });
+      const r2 = await isp.waitFor((l) => l.event === "response" && l.id === "a", 10000, "response to the second request");
+      const mid2 = (r2.outcome as { mid: number }).mid;
+      await home.waitFor((l) => l.event === "consent-request" && l.mid === mid2, 5000, "second consent-request");
+      home.send({ cmd: "approve", id: 7, mid: mid2 });
+      const added = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid2 && l.change === "added", 5000, "enforcement added");
+      assert.match(String(added.script), /192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
+      const enforced = await home.waitFor((l) => l.event === "decision" && l.mid === mid2 && l.outcome === "enforced", 5000, "enforced decision");
+      assert.equal(enforced.script, added.script);
+      await isp.waitFor((l) => l.event === "status" && l.mid === mid2 && l.status === "attack-successfully-mitigated", 5000, "status 2 at the ISP");
+      home.send({ cmd: "mitigations", id: "m" });
+      const list = await home.waitFor((l) => l.event === "mitigations" && l.id === "m", 5000, "mitigations");
+      assert.deepEqual((list.enforced as Array<{ mid: number }>).map((x) => x.mid), [mid2]);
+      isp.send({ cmd: "withdraw", id: "w", session: "home-1", mid: mid2 });
+      const removed = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid2 && l.change === "removed", 5000, "enforcement removed");
+      assert.match(String(removed.script), /delete element inet cli_test block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 \}/);
+
+      // 3: nothing behind the NAT matches -> failed, status 4 (attack-exceeded-capability)
+      isp.send({ cmd: "mitigate", id: "n", session: "home-1", request: scope(61999) });
+      const r3 = await isp.waitFor((l) => l.event === "response" && l.id === "n", 10000, "response to the third request");
+      const mid3 = (r3.outcome as { mid: number }).mid;
+      const miss = await home.waitFor((l) => l.event === "lookup" && l.mid === mid3, 5000, "lookup miss");
+      assert.equal(miss.found, false);
+      const failed = await home.waitFor((l) => l.event === "decision" && l.mid === mid3, 5000, "failed decision");
+      assert.deepEqual([failed.outcome, failed.reason], ["failed", "no-device"]);
+      assert.ok(body(r3).includes("attack-exceeded-capability") || (await isp.waitFor((l) => l.event === "status" && l.mid === mid3 && l.status === "attack-exceeded-capability", 5000, "status 4")));
+
+      assert.equal(await home.stop(), 0);
+      assert.equal(await isp.stop(), 0);
+      assert.ok([...home.lines, ...isp.lines].every((l) => l.event !== "__not-json__"));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("dial --enforce refuses to start when the NAT table is unusable, with an error line and exit 1", async () => {
+    const home = new JsonProc(["dial", "127.0.0.1", "--port", "9", ...PSK, "--home-prefix", "198.51.100.0/24", "--enforce", "dry-run", "--nat", "static:/nonexistent/nat.json"]);
+    procs.push(home);
+    const err = await home.waitFor((l) => l.event === "error", 10000, "error");
+    assert.match(String(err.message), /nonexistent\/nat\.json/);
+    assert.equal(await home.exited, 1);
+    assert.ok(!home.lines.some((l) => l.event === "connecting"), "no session attempt with a broken enforcer");
+  });
+
   it("listen from a JSON --config with certificates, dial with --cert/--key/--ca over TLS", async () => {
     const pki = await makeTestPki();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-cfg-"));
