@@ -1,6 +1,6 @@
 // DOTS identifiers on the ISP (Call Home DOTS client) side: cuid (RFC 9132 section 4.4.1.1),
 // mid allocation, and the stable session id the listener gives each authenticated home.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { LocalIdentity, PeerIdentity } from "../transport/connection";
 
 /** Highest mid before the client must roll over to 0 when no attack is in progress (3/4 of 2^32-1). */
@@ -39,6 +39,14 @@ export function cuidForSession(local: LocalIdentity, peer: PeerIdentity, configu
   if (peer.pskIdentity) return cuidFromPskIdentity(peer.pskIdentity);
   if (peer.spki && peer.spki.length > 0) return cuidFromSpki(peer.spki);
   throw new TypeError("cannot derive a cuid: no SPKI and no PSK identity on either side");
+}
+
+/**
+ * A replacement cuid after the home reported a cuid-collision (RFC 9132 section 4.4.1.3): 16
+ * random bytes, base64url, the same 22-character shape as a derived one.
+ */
+export function freshCuid(): string {
+  return randomBytes(16).toString("base64url");
 }
 
 /** Stable session id per authenticated peer identity: "psk-<hash>" or "cert-<hash of SPKI>". */

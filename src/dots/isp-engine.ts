@@ -51,6 +51,7 @@ export interface IspExtraEvents {
   "auth-failure": [{ remoteAddress: string; remotePort?: number; reason: string }];
   drop: [{ remoteAddress: string; untilMs?: number }];
   config: [{ sessionId: string; config: DotsJson }];
+  "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
 }
 
 type AllEvents = CallHomeListenerEvents & IspExtraEvents;
@@ -252,7 +253,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         this.homes.set(id, state);
       }
       state.home = home;
-      const cuid = cuidForSession(conn.local, conn.peer, this.tuning.cuidIdentity);
+      // A cuid replaced after a collision stays in use for this identity (R19).
+      const cuid = state.cuid ?? cuidForSession(conn.local, conn.peer, this.tuning.cuidIdentity);
       const info: SessionInfo = {
         id,
         home,
@@ -287,6 +289,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       session.on("heartbeat", (h) => this.emit("heartbeat", h));
       session.on("discarded", (d) => this.emit("discarded", d));
       session.on("config", (c) => this.emit("config", c));
+      session.on("cuid-changed", (c) => this.emit("cuid-changed", c));
       session.on("error", (e) => this.emit("error", e));
       session.start().catch((e: Error) => this.emit("error", e));
     } catch (e) {

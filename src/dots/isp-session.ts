@@ -5,7 +5,7 @@ import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
 import { HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
-import type { MidAllocator } from "./ids";
+import { freshCuid, type MidAllocator } from "./ids";
 import { type ConfigSet, type ConfigSetName, DEFAULT_CONFIG_SET, type TransmissionParameters, negotiatedSetsFromJson, toTransmissionParameters } from "./session-config";
 
 // ------------------------------------------------------------------------------------ constants
@@ -257,6 +257,9 @@ export class HomeState {
     this.retryAfter.set(scopeKey(request), now + seconds * 1000);
   }
 
+  /** Our cuid towards this home after a cuid-collision made us replace the derived one (R19). */
+  cuid: string | undefined;
+
   constructor(
     readonly sessionId: string,
     public home: string,
@@ -380,13 +383,14 @@ export interface IspSessionEvents {
   heartbeat: [{ sessionId: string; direction: "in" | "out"; peerHbStatus: boolean }];
   config: [{ sessionId: string; config: DotsJson }];
   discarded: [{ sessionId: string; reason: string }];
+  "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
   error: [Error];
 }
 
 /** One live connection from a home. Per-identity state (mitigations, mids) lives in HomeState. */
 export class IspSession extends EventEmitter {
   readonly id: string;
-  readonly cuid: string;
+  private currentCuid: string;
   readonly info: SessionInfo;
   private readonly state: HomeState;
   private readonly mids: MidAllocator;
@@ -400,6 +404,8 @@ export class IspSession extends EventEmitter {
   private readonly pending = new Set<(err: Error) => void>();
   private closedReason: string | undefined;
   private upEmitted = false;
+  /** The configuration set whose values are in force now. */
+  private activeSetName: ConfigSetName = "idle";
 
   constructor(
     private readonly endpoint: SessionEndpoint,
@@ -407,17 +413,23 @@ export class IspSession extends EventEmitter {
   ) {
     super();
     this.id = opts.info.id;
-    this.cuid = opts.cuid;
+    this.currentCuid = opts.cuid;
     this.info = opts.info;
     this.state = opts.state;
     this.mids = opts.mids;
     this.homePrefixes = opts.homePrefixes;
     this.validate = opts.validate;
     this.tuning = opts.tuning;
+    this.activeSetName = this.state.attackInProgress() ? "mitigating" : "idle";
     this.heartbeat = this.makeHeartbeat(this.activeSet());
     endpoint.onActivity(() => this.heartbeat.traffic());
     endpoint.onClose((reason) => this.down(reason));
     endpoint.onRequest((req) => this.handleIncoming(req));
+  }
+
+  /** The cuid new requests use; existing mitigations keep the cuid they were created with. */
+  get cuid(): string {
+    return this.currentCuid;
   }
 
   get isUp(): boolean {
@@ -522,7 +534,8 @@ export class IspSession extends EventEmitter {
 
   /** Switches transmission parameters and heartbeat timing to the set now in force (R46). */
   private reapply(): void {
-    const set = this.activeSet();
+    this.activeSetName = this.state.attackInProgress() ? "mitigating" : "idle";
+    const set = this.sets[this.activeSetName];
     this.endpoint.setTransmissionParameters(toTransmissionParameters(set));
     this.heartbeat.reconfigure(set.heartbeatInterval, Math.max(1, set.missingHbAllowed));
   }
@@ -603,10 +616,19 @@ export class IspSession extends EventEmitter {
    */
   private async exchange(req: Omit<SessionRequest, "timeoutMs">): Promise<SessionResponse> {
     const deadline = Date.now() + this.tuning.requestTimeoutMs;
+    let sentAt: number | undefined;
     for (;;) {
+      // A discarded answer counts as no answer: the next copy waits for the NON repeat slot, so a
+      // home that keeps sending 5.03 cannot make us send faster than one per repeat interval (R21).
+      if (sentAt !== undefined) {
+        const wait = Math.min(sentAt + (req.repeatMs ?? this.tuning.nonRepeatMs), deadline) - Date.now();
+        if (wait > 0) await this.track(new Promise<void>((resolve) => this.later(wait, resolve, resolve)));
+        this.ensureUp();
+      }
       const left = deadline - Date.now();
       if (left <= 0) throw new IspRequestError("TIMEOUT", `no answer to ${req.method} /${req.path.join("/")} within ${this.tuning.requestTimeoutMs} ms`);
       let res: SessionResponse;
+      sentAt = Date.now();
       try {
         res = await this.track(this.endpoint.request({ ...req, timeoutMs: left }));
       } catch (e) {
@@ -652,8 +674,15 @@ export class IspSession extends EventEmitter {
     return outcome(res.code, res.body, this.cuid, this.id, mid);
   }
 
-  private async putMitigation(mid: number, request: DotsJson, observe: boolean): Promise<RequestOutcome> {
-    const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: request, repeatMs: this.tuning.nonRepeatMs });
+  private async putMitigation(mid: number, request: DotsJson, observe: boolean, afterCollision = false): Promise<RequestOutcome> {
+    const cuid = this.cuid;
+    const res = await this.exchange({ method: "PUT", path: mitigatePath(cuid, mid), confirmable: false, body: request, repeatMs: this.tuning.nonRepeatMs });
+    if (res.code === "4.09" && !afterCollision && readScopeStatuses(res.body).some((e) => e.conflictCause === "cuid-collision")) {
+      // R19: another client uses our cuid at this home. Take a new one (kept for this identity
+      // across reconnects) and send the request once more under it; a second collision is returned.
+      this.replaceCuid(cuid);
+      return this.putMitigation(this.mids.next(this.id, this.cuid, this.state.activeMids()), request, observe, true);
+    }
     const conflict = readScopeStatuses(res.body).find((e) => e.retryTimer !== undefined);
     if (conflict?.retryTimer !== undefined) this.state.holdBack(request, conflict.retryTimer);
     if (res.code === "2.01" || res.code === "2.04") {
@@ -663,7 +692,7 @@ export class IspSession extends EventEmitter {
       const prev = this.state.mitigations.get(mid);
       this.state.mitigations.set(mid, {
         mid,
-        cuid: this.cuid,
+        cuid,
         request,
         lifetime,
         expiresAt: lifetime < 0 ? Infinity : Date.now() + lifetime * 1000,
@@ -674,7 +703,19 @@ export class IspSession extends EventEmitter {
       if (wasIdle) this.reapply();
       if (observe && !this.observations.has(mid)) this.startObserve(mid);
     }
-    return outcome(res.code, res.body, this.cuid, this.id, mid);
+    return outcome(res.code, res.body, cuid, this.id, mid);
+  }
+
+  private replaceCuid(previous: string): void {
+    if (this.currentCuid !== previous) return;
+    this.currentCuid = freshCuid();
+    this.state.cuid = this.currentCuid;
+    this.emit("cuid-changed", { sessionId: this.id, previous, cuid: this.currentCuid });
+  }
+
+  /** The cuid a mitigation was created under (the current one for mids we do not hold). */
+  private cuidOf(mid: number | undefined): string {
+    return (mid !== undefined ? this.state.mitigations.get(mid)?.cuid : undefined) ?? this.cuid;
   }
 
   /** Forgets a record once its granted lifetime has passed without refresh (R31 mirror). */
@@ -690,7 +731,9 @@ export class IspSession extends EventEmitter {
   }
 
   private forget(mid: number): void {
-    const wasActive = this.state.attackInProgress();
+    // Not attackInProgress() before the delete: an expired record no longer counts, yet the
+    // mitigating set is still in force and must be switched back (R46).
+    const wasActive = this.activeSetName === "mitigating";
     this.state.mitigations.delete(mid);
     const cancel = this.observations.get(mid);
     if (cancel) {
@@ -703,7 +746,7 @@ export class IspSession extends EventEmitter {
   /** Observe one mitigation's status (GET with Observe 0); every notification becomes a 'status' event. */
   private startObserve(mid: number): void {
     if (!this.isUp || this.observations.has(mid)) return;
-    const req: SessionRequest = { method: "GET", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs, timeoutMs: this.tuning.requestTimeoutMs };
+    const req: SessionRequest = { method: "GET", path: mitigatePath(this.cuidOf(mid), mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs, timeoutMs: this.tuning.requestTimeoutMs };
     let handle: { first: Promise<SessionResponse>; cancel(): void };
     try {
       handle = this.endpoint.observe(req, (res) => this.notification(mid, res));
@@ -730,7 +773,7 @@ export class IspSession extends EventEmitter {
       const body: DotsJson = typeof res.body === "object" && res.body !== null ? res.body : { code: res.code, diagnostic: res.body ?? "" };
       const entries = res.code === "2.05" ? readScopeStatuses(res.body) : [];
       const entry = entries.find((e) => e.mid === mid) ?? entries[0];
-      const n: StatusNotification = { sessionId: this.id, cuid: this.cuid, mid, body };
+      const n: StatusNotification = { sessionId: this.id, cuid: this.cuidOf(mid), mid, body };
       if (entry?.status !== undefined) n.status = entry.status;
       if (entry?.conflictCause !== undefined) n.conflictCause = entry.conflictCause;
       const rec = this.state.mitigations.get(mid);
@@ -749,7 +792,8 @@ export class IspSession extends EventEmitter {
 
   async withdraw(mid: number): Promise<RequestOutcome> {
     this.ensureUp();
-    const res = await this.exchange({ method: "DELETE", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    const cuid = this.cuidOf(mid);
+    const res = await this.exchange({ method: "DELETE", path: mitigatePath(cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
     const rec = this.state.mitigations.get(mid);
     if (res.code === "2.02" && rec) {
       // Keep observing: the home may report status 5 (active-but-terminating) before it is gone.
@@ -757,14 +801,15 @@ export class IspSession extends EventEmitter {
       if (!this.observations.has(mid)) this.forget(mid);
       else if (!this.state.attackInProgress()) this.reapply();
     }
-    return outcome(res.code, res.body, this.cuid, this.id, mid);
+    return outcome(res.code, res.body, cuid, this.id, mid);
   }
 
   async get(mid?: number): Promise<RequestOutcome> {
     this.ensureUp();
-    const res = await this.exchange({ method: "GET", path: mitigatePath(this.cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    const cuid = this.cuidOf(mid);
+    const res = await this.exchange({ method: "GET", path: mitigatePath(cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
     if (mid !== undefined && res.code === "4.04" && this.state.mitigations.has(mid)) this.forget(mid);
-    return outcome(res.code, res.body, this.cuid, this.id, mid);
+    return outcome(res.code, res.body, cuid, this.id, mid);
   }
 
   async efficacy(mid: number, attackStatus: AttackStatus): Promise<RequestOutcome> {
@@ -774,8 +819,8 @@ export class IspSession extends EventEmitter {
     }
     const rec = this.state.mitigations.get(mid);
     if (!rec) throw new IspRequestError("UNKNOWN_MITIGATION", `no active mitigation mid ${mid} on session ${this.id}`);
-    const res = await this.exchange({ method: "PUT", path: mitigatePath(this.cuid, mid), confirmable: false, body: efficacyBody(rec.request, attackStatus), ifMatchEmpty: true, repeatMs: this.tuning.nonRepeatMs });
-    return outcome(res.code, res.body, this.cuid, this.id, mid);
+    const res = await this.exchange({ method: "PUT", path: mitigatePath(rec.cuid, mid), confirmable: false, body: efficacyBody(rec.request, attackStatus), ifMatchEmpty: true, repeatMs: this.tuning.nonRepeatMs });
+    return outcome(res.code, res.body, rec.cuid, this.id, mid);
   }
 
   /** CoAP-level round trip over this session's connection, ms (a transport reference for benches). */
@@ -794,10 +839,12 @@ export class IspSession extends EventEmitter {
 
   // -------------------------------------------------------------------------------- lifecycle
 
-  private later(ms: number, fn: () => void): void {
+  /** Runs fn after ms while the session is up; onDown instead when it went down meanwhile. */
+  private later(ms: number, fn: () => void, onDown?: () => void): void {
     const t = setTimeout(() => {
       this.timers.delete(t);
       if (this.isUp) fn();
+      else onDown?.();
     }, ms);
     t.unref();
     this.timers.add(t);

@@ -35,6 +35,10 @@ class HandHome {
   private puts = 0;
   silent = false;
   configMaxAge = 3600;
+  /** Answer GET /config with this code and a diagnostic instead of the configuration. */
+  configFailure: number | undefined;
+  /** heartbeat-interval of mitigating-config when it differs from idle-config. */
+  mitigatingHeartbeatInterval: number | undefined;
 
   constructor(private readonly heartbeatInterval: number, private readonly missingHbAllowed: number) {}
 
@@ -51,8 +55,10 @@ class HandHome {
       this.seen.push(s);
       const p = req.path.join("/");
       if (p === ".well-known/dots/config") {
+        if (this.configFailure !== undefined) return req.respond({ code: this.configFailure, payload: Buffer.from("no configuration here") });
         const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed };
-        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating: set }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
+        const mitigating = { ...set, heartbeatInterval: this.mitigatingHeartbeatInterval ?? this.heartbeatInterval };
+        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
       } else if (p === ".well-known/dots/hb") {
         req.respond({ code: Code.Changed });
       } else if (req.path[2] === "mitigate" && req.method === "PUT") {
@@ -79,7 +85,7 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   let listener: CallHomeListener | undefined;
   let home: HandHome | undefined;
 
-  async function start(hb: number, missing: number, tuning: Record<string, unknown> = {}): Promise<[CallHomeListener, HandHome, SessionInfo]> {
+  async function start(hb: number, missing: number, tuning: Record<string, unknown> = {}, prepare?: (h: HandHome) => void): Promise<[CallHomeListener, HandHome, SessionInfo]> {
     listener = new CallHomeListener(
       { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ ...PSK, home: "peer" }], homePrefixes: { peer: ["203.0.113.0/24"] } },
       { nonRepeatMs: 100, requestTimeoutMs: 4000, ...tuning },
@@ -87,6 +93,7 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     listener.on("error", () => undefined);
     await listener.start();
     home = new HandHome(hb, missing);
+    prepare?.(home);
     const up = waitFor<[SessionInfo]>(listener, "session-up");
     await home.connect(listener.port as number);
     const [s] = await up;
@@ -273,5 +280,123 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     observer("attack-mitigation-terminated");
     await waitFor<[StatusNotification]>(l, "status", (n) => n.status === "attack-mitigation-terminated", 3000);
     assert.deepEqual(statuses, ["attack-mitigation-in-progress", "attack-successfully-mitigated", "attack-mitigation-terminated"]);
+  });
+  it("after a discarded base 5.03 waits for the next repeat slot, never resending at once (R21, R51)", async () => {
+    // Every answer is a base redirect: the ISP keeps treating it as no answer until its timeout.
+    const [l, h, s] = await start(30, 15, { nonRepeatMs: 100, requestTimeoutMs: 1000 });
+    h.onMitigate = (req) => req.respond({ code: Code.ServiceUnavailable, payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false }), (e: unknown) => e instanceof IspRequestError && e.code === "TIMEOUT");
+    const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").length;
+    // One copy per 100 ms repeat slot over 1 s (resending on every discard would send hundreds).
+    assert.ok(puts >= 3 && puts <= 12, `${puts} PUTs in 1 s with a 100 ms repeat interval`);
+  });
+
+  it("takes a new cuid after a 4.09 cuid-collision and sends the request again under it (R19)", async () => {
+    const [l, h, s] = await start(30, 15);
+    h.onMitigate = (req, n) =>
+      n === 0
+        ? req.respond({ code: Code.Conflict, payload: encodeDotsCbor({ [MS]: { scope: [{ "conflict-information": { "conflict-cause": "cuid-collision" } }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR })
+        : req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    const changed = waitFor<[{ sessionId: string; previous: string; cuid: string }]>(l, "cuid-changed");
+    const res = await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
+    const [c] = await changed;
+    const old = cuidFromPskIdentity(PSK.identity);
+    assert.equal(res.code, "2.01");
+    assert.equal(c.previous, old);
+    assert.match(c.cuid, /^[A-Za-z0-9_-]{22}$/);
+    assert.notEqual(c.cuid, old);
+    assert.equal(res.cuid, c.cuid);
+    const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
+    assert.deepEqual(puts.map((x) => x.path[3]), [`cuid=${old}`, `cuid=${c.cuid}`]);
+    // Later requests and lookups use the new cuid.
+    await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.8/32"] }] } }, { observe: false });
+    assert.equal(h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").pop()?.path[3], `cuid=${c.cuid}`);
+    assert.equal(l.session(s.id).cuid, c.cuid);
+  });
+
+  it("refuses each invalid request before anything is sent (R21, R22, R24, R25)", async () => {
+    const [l, h, s] = await start(30, 15);
+    const { "target-prefix": _t, ...noTarget } = scope;
+    const { "ietf-dots-call-home:source-prefix": _s, ...noSource } = scope;
+    void _t;
+    void _s;
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ["no target-prefix", { [MS]: { scope: [noTarget] } }, /target-prefix/],
+      ["no source-prefix", { [MS]: { scope: [noSource] } }, /source-prefix/],
+      ["lifetime 0", { [MS]: { scope: [{ ...scope, lifetime: 0 }] } }, /lifetime/],
+      ["trigger-mitigation false", { [MS]: { scope: [{ ...scope, "trigger-mitigation": false }] } }, /trigger-mitigation/],
+      ["two scopes", { [MS]: { scope: [scope, scope] } }, /scope/],
+      ["mid in the body", { [MS]: { scope: [{ ...scope, mid: 5 }] } }, /Uri-Path/],
+      ["multicast source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["224.0.0.1/32"] }] } }, /multicast/],
+      ["broadcast source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["255.255.255.255/32"] }] } }, /broadcast/],
+      ["loopback source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["::1/128"] }] } }, /loopback/],
+      ["IPv4 prefix longer than 32", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["203.0.113.9/33"] }] } }, /source-prefix/],
+      ["source outside the home's domain", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["192.0.2.9/32"] }] } }, /not inside/],
+    ];
+    for (const [name, body, why] of cases) {
+      await assert.rejects(l.mitigate(s.id, body), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && why.test(e.message), name);
+    }
+    assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0, "nothing reached the home");
+  });
+
+  it("answers a heartbeat in another Content-Format 4.15 with a diagnostic (R17)", async () => {
+    const [, h] = await start(30, 15);
+    const res = await h.ep.request({ method: "PUT", path: [".well-known", "dots", "hb"], confirmable: true, payload: Buffer.from('{"peer-hb-status":true}'), contentFormat: 50, timeoutMs: 3000 });
+    assert.equal(res.code, Code.UnsupportedContentFormat);
+    assert.match(res.payload.toString(), /dots\+cbor/);
+  });
+
+  it("sends its own heartbeat right after the home's when configured to, or when the home misses ours (R47)", async () => {
+    const hbsAtHome = (x: HandHome): number => x.seen.filter((m) => m.path[2] === "hb").length;
+    const until = async (pred: () => boolean): Promise<boolean> => {
+      for (let i = 0; i < 50 && !pred(); i++) await delay(20);
+      return pred();
+    };
+    // Default: a home that hears us gets no extra heartbeat; one that does not, gets one at once.
+    const [l, h] = await start(30, 15);
+    await h.heartbeat();
+    await delay(300);
+    assert.equal(hbsAtHome(h), 0, "interval 30 s: nothing sent yet");
+    await h.heartbeat(encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": false } }));
+    assert.ok(await until(() => hbsAtHome(h) === 1), "answered the home's 'not arriving'");
+    h.close();
+    await l.stop();
+    // answerHeartbeatsImmediately: every heartbeat from the home is answered with ours.
+    const [, h2] = await start(30, 15, { answerHeartbeatsImmediately: true });
+    await h2.heartbeat();
+    assert.ok(await until(() => hbsAtHome(h2) === 1), "answered at once");
+    const last = h2.seen.filter((m) => m.path[2] === "hb").pop();
+    assert.deepEqual(last?.body, { "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } });
+  });
+
+  it("uses the RFC 9132 defaults when GET /config fails, and still comes up (R42)", async () => {
+    const errors: string[] = [];
+    const [l, , s] = await start(5, 3, {}, (h) => {
+      h.configFailure = Code.NotFound;
+      (listener as CallHomeListener).on("error", (e: Error) => errors.push(e.message));
+    });
+    const session = l.session(s.id);
+    assert.deepEqual(session.negotiated.idle, { ...DEFAULT_CONFIG_SET });
+    assert.deepEqual(session.negotiated.mitigating, { ...DEFAULT_CONFIG_SET });
+    assert.equal(s.config, undefined);
+    assert.ok(errors.some((m) => /4\.04/.test(m) && /defaults/.test(m)), errors.join("; "));
+  });
+
+  it("switches to mitigating-config's heartbeat interval while an attack is active, and back (R46)", async () => {
+    // idle 30 s (3 s compressed), mitigating 1 s (100 ms compressed).
+    const [l, h, s] = await start(30, 15, { msPerSecond: 100 }, (x) => (x.mitigatingHeartbeatInterval = 1));
+    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 1 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    const hbs = (): number => h.seen.filter((m) => m.path[2] === "hb").length;
+    await delay(400);
+    assert.equal(hbs(), 0, "idle: no heartbeat within 400 ms");
+    const res = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, lifetime: 1 }] } }, { observe: false });
+    assert.equal(res.code, "2.01");
+    await delay(500);
+    assert.ok(hbs() >= 3, `mitigating: ${hbs()} heartbeats in 500 ms`);
+    // The granted lifetime (1 s) runs out: back to idle-config.
+    await delay(800);
+    const after = hbs();
+    await delay(500);
+    assert.ok(hbs() - after <= 1, `idle again: ${hbs() - after} heartbeats in 500 ms`);
   });
 });
