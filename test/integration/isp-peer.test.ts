@@ -399,4 +399,19 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     await delay(500);
     assert.ok(hbs() - after <= 1, `idle again: ${hbs() - after} heartbeats in 500 ms`);
   });
+  it("carries source-port-range, source-icmp-type-range and RFC 9244 attack-detail to the home as given (R23, R60)", async () => {
+    const [l, h, s] = await start(30, 15);
+    const full = {
+      ...scope,
+      "ietf-dots-call-home:source-port-range": [{ "lower-port": 40000, "upper-port": 40010 }],
+      "ietf-dots-call-home:source-icmp-type-range": [{ "lower-type": 8 }],
+      "ietf-dots-telemetry:attack-detail": [{ "vendor-id": 32473, "attack-id": 77, "attack-severity": "high", "top-talker": { talker: [{ "source-prefix": "203.0.113.9/32" }] } }],
+    };
+    const res = await l.mitigate(s.id, { [MS]: { scope: [full] } }, { observe: false });
+    assert.equal(res.code, "2.01");
+    const put = h.seen.find((x) => x.method === "PUT" && x.path[2] === "mitigate") as Seen;
+    assert.deepEqual(put.body, { [MS]: { scope: [full] } });
+    // A port range upside down is refused before sending.
+    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...full, "ietf-dots-call-home:source-port-range": [{ "lower-port": 50, "upper-port": 40 }] }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /source-port-range/.test(e.message));
+  });
 });
