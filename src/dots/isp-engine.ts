@@ -42,7 +42,15 @@ export interface IspEngineTuning extends IspTuning {
    * check (R24 wants it). Default false: such requests fail with INVALID_REQUEST.
    */
   allowUnscopedHomes: boolean;
+  /**
+   * Listen on 4646, the base DOTS signal channel port. Default false: RFC 9066 appendix B wants a
+   * port of its own for Call Home so the two channels stay apart (R3).
+   */
+  allowBaseChannelPort: boolean;
 }
+
+/** The base (non-call-home) DOTS signal channel port, RFC 9132. */
+export const BASE_DOTS_SIGNAL_PORT = 4646;
 
 /** Extra events beyond the shared contract (the CLI prints them; nodes may ignore them). */
 export interface IspExtraEvents {
@@ -83,7 +91,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`port must be 0..65535, got ${options.port}`);
     if (!options.transports?.dtls && !options.transports?.tls) throw new TypeError("CallHomeListener: enable DTLS, TLS or both");
     this.options = options;
-    this.tuning = { ...DEFAULT_TUNING, maxSessions: 20000, allowUnscopedHomes: false, ...stripUndefined(tuning) };
+    this.tuning = { ...DEFAULT_TUNING, maxSessions: 20000, allowUnscopedHomes: false, allowBaseChannelPort: false, ...stripUndefined(tuning) };
+    if (options.port === BASE_DOTS_SIGNAL_PORT && !this.tuning.allowBaseChannelPort) {
+      throw new RangeError(`port ${BASE_DOTS_SIGNAL_PORT} is the base DOTS signal channel's; Call Home needs a port of its own (RFC 9066 appendix B), e.g. 4647`);
+    }
     for (const p of options.psk ?? []) {
       if (this.pskByIdentity.has(p.identity)) throw new TypeError(`PSK identity "${p.identity}" configured twice`);
       this.pskByIdentity.set(p.identity, { key: Buffer.from(p.key), home: p.home });

@@ -13,6 +13,12 @@ describe("dots/isp-engine", () => {
       assert.throws(() => new CallHomeListener({ port: 0, transports: { dtls: true, tls: false }, psk: [...psk, ...psk] }), /twice/);
     });
 
+    it("keeps off the base channel's port 4646 unless told otherwise (R3, RFC 9066 appendix B)", () => {
+      assert.throws(() => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }), (e: unknown) => e instanceof RangeError && /4646/.test(e.message) && /4647/.test(e.message));
+      assert.doesNotThrow(() => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }, { allowBaseChannelPort: true }));
+      assert.doesNotThrow(() => new CallHomeListener({ port: 4647, transports: { dtls: true, tls: false }, psk }));
+    });
+
     it("fails start() clearly for DTLS without PSK or certificates without a CA", async () => {
       const a = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false } });
       await assert.rejects(a.start(), /PSK/);
