@@ -76,6 +76,18 @@ export async function createLab(): Promise<Lab> {
   const destroySync = (): void => {
     for (const c of senders) c.kill("SIGKILL");
     senders.clear();
+    for (const n of created) {
+      // whatever still runs inside the lab (an orphaned `conntrack -E` of a killed dialer) was started
+      // by this test; namespaces do not end their processes
+      const pids = spawnSync("ip", ["netns", "pids", n], { encoding: "utf8" }).stdout ?? "";
+      for (const pid of pids.split("\n").map(Number).filter((p) => Number.isInteger(p) && p > 1 && p !== process.pid)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    }
     for (const n of created.reverse()) spawnSync("ip", ["netns", "del", n]);
     created.length = 0;
     process.off("exit", destroySync);
