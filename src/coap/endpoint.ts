@@ -31,7 +31,7 @@ import {
   withoutOption,
   type BlockValue,
 } from "./options";
-import { BASE_MAX_MESSAGE_SIZE, abortMessage, csmMessage, isSignalCode, parseSignal, pingMessage, pongMessage, type Signal } from "./signalling";
+import { BASE_MAX_MESSAGE_SIZE, abortMessage, csmMessage, isSignalCode, parseSignal, pingMessage, pongMessage, releaseMessage, type Signal } from "./signalling";
 
 export interface TransmissionParameters {
   ackTimeoutMs: number;
@@ -1310,6 +1310,9 @@ export class CoapEndpoint extends EventEmitter {
 
   close(): void {
     if (this.closed) return;
+    // RFC 8323 section 5.5: tell the peer this is an orderly shutdown, not a failure (not needed
+    // when the peer released first, or when the connection is already gone).
+    if (this.isTcp && !this.released && !this.connection.closed) this.sendMessage(releaseMessage());
     this.shutdown(new CoapEndpointError("CLOSED", "CoAP endpoint closed"));
     this.connection.close();
   }

@@ -461,6 +461,14 @@ describe("CoAP endpoint over TCP: signalling", function () {
     await closedNow;
     assert.equal(client.isClosed, true);
   });
+
+  it("close() ends with a Release (7.04) after the CSM, so the peer sees an orderly shutdown", async () => {
+    const srv = await tcpServer((ep) => ep.close());
+    const c = await rawTcpTo(srv.port);
+    c.socket.write(encodeTcp(csmMessage()));
+    await c.closed;
+    assert.deepEqual(c.frames.map((f) => parseSignal(f).kind), ["csm", "release"]);
+  });
 });
 
 describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", function () {
