@@ -54,6 +54,24 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     assert.match(r.detail, /blocked 192\.168\.1\.10 \(02:00:00:00:00:10\) for 3600 s/);
   });
 
+  it("reports each new mitigation's lookup (found or not) before consent or enforcement", async () => {
+    const { e } = make({ consent: { mode: "manual", timeoutMs: 60_000, onTimeout: "reject" } });
+    const order: string[] = [];
+    const lookups: Array<{ mid: number; found: boolean; devices: string[] }> = [];
+    e.on("lookup", (l) => {
+      order.push(`lookup ${l.mid}`);
+      lookups.push({ mid: l.mid, found: l.found, devices: l.devices.map((d) => d.address) });
+    });
+    e.on("consent-request", (c) => order.push(`consent ${c.mid}`));
+    assert.equal((await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 })).outcome, "pending");
+    assert.equal((await e.handle({ cuid: "c1", mid: 2, scope: scope(61999), lifetime: 60 })).outcome, "failed");
+    assert.deepEqual(order, ["lookup 1", "consent 1", "lookup 2"]);
+    assert.deepEqual(lookups, [
+      { mid: 1, found: true, devices: ["192.168.1.10"] },
+      { mid: 2, found: false, devices: [] },
+    ]);
+  });
+
   it("reports no device as failed without touching the table", async () => {
     const { e, backend } = make();
     const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61999), lifetime: 3600 });
