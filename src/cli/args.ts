@@ -106,7 +106,8 @@ dial options:
                            arrives on stdin (default auto)
   --consent-timeout MS     manual consent: how long to wait for an answer (default 300000)
   --consent-on-timeout reject|approve   what an unanswered consent counts as (default reject)
-  --nft-table NAME         nft table (family inet) for the blocks (default dots_call_home)
+  --nft-table NAME         nft table (family inet) for the blocks (default dots_call_home);
+                           one dialer per table, as the start-up clean-up owns all of it
 
   stdin commands (dial):
     {"cmd":"decide","mid":N,"cuid":"..."?,"outcome":"enforced"|"pending"|"legitimate"|"failed","detail":"..."?}
