@@ -468,6 +468,8 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
     onActivity: (l) => void ep.on("activity", l),
     onClose: (l) => void ep.once("close", (err?: Error) => l(err?.message ?? "closed")),
     ping: () => ep.ping(),
+    datagram,
+    rttEstimateMs: () => ep.rttEstimateMs,
     close: () => ep.close(),
   };
 }

@@ -334,6 +334,10 @@ export interface SessionEndpoint {
   onClose(listener: (reason: string) => void): void;
   /** CoAP ping (empty CON over DTLS, 7.02 over TLS); resolves with the round trip in ms. */
   ping(): Promise<number>;
+  /** True over DTLS: datagrams must be paced by the client (RFC 9132 section 4.4.1). */
+  readonly datagram: boolean;
+  /** Smoothed round-trip estimate in ms, or undefined before the first sample. */
+  rttEstimateMs(): number | undefined;
   close(): void;
 }
 
@@ -404,6 +408,8 @@ export class IspSession extends EventEmitter {
   private readonly pending = new Set<(err: Error) => void>();
   private closedReason: string | undefined;
   private upEmitted = false;
+  /** Earliest time (epoch ms) the next new mitigation-family request may go out over DTLS. */
+  private nextRequestSlot = 0;
   /** The configuration set whose values are in force now. */
   private activeSetName: ConfigSetName = "idle";
 
@@ -617,6 +623,7 @@ export class IspSession extends EventEmitter {
   private async exchange(req: Omit<SessionRequest, "timeoutMs">): Promise<SessionResponse> {
     const deadline = Date.now() + this.tuning.requestTimeoutMs;
     let sentAt: number | undefined;
+    await this.paceNewRequest();
     for (;;) {
       // A discarded answer counts as no answer: the next copy waits for the NON repeat slot, so a
       // home that keeps sending 5.03 cannot make us send faster than one per repeat interval (R21).
@@ -643,6 +650,24 @@ export class IspSession extends EventEmitter {
         continue;
       }
       return res;
+    }
+  }
+
+  /**
+   * R21: over DTLS, new requests leave at most one per RTT (one per repeat interval, 3 s by
+   * default, without an estimate), however many the caller starts at once. Slots are taken in
+   * call order, so concurrent requests keep their order.
+   */
+  private async paceNewRequest(): Promise<void> {
+    if (!this.endpoint.datagram) return;
+    const now = Date.now();
+    const gap = this.endpoint.rttEstimateMs() ?? this.tuning.nonRepeatMs;
+    const at = Math.max(now, this.nextRequestSlot);
+    this.nextRequestSlot = at + gap;
+    const wait = Math.ceil(at - now);
+    if (wait > 0) {
+      await this.track(new Promise<void>((resolve) => this.later(wait, resolve, resolve)));
+      this.ensureUp();
     }
   }
 

@@ -24,6 +24,8 @@ interface Seen {
   body?: Record<string, unknown>;
   ifMatch?: Buffer;
   observe?: number;
+  /** Arrival time, epoch ms. */
+  at: number;
 }
 
 /** A home made of parts: DTLS client + CoAP endpoint + handlers chosen per test. */
@@ -37,6 +39,8 @@ class HandHome {
   configMaxAge = 3600;
   /** Answer GET /config with this code and a diagnostic instead of the configuration. */
   configFailure: number | undefined;
+  /** Hold the answer to GET /config this long (gives the ISP a long RTT estimate). */
+  configDelayMs = 0;
   /** heartbeat-interval of mitigating-config when it differs from idle-config. */
   mitigatingHeartbeatInterval: number | undefined;
 
@@ -48,7 +52,7 @@ class HandHome {
     this.ep.on("protocol-error", () => undefined);
     this.ep.onRequest((req) => {
       if (this.silent) return; // a saturated uplink: nothing gets through
-      const s: Seen = { method: req.method, path: req.path, confirmable: req.confirmable, observe: req.observe };
+      const s: Seen = { method: req.method, path: req.path, confirmable: req.confirmable, observe: req.observe, at: Date.now() };
       if (req.payload.length > 0) s.body = decodeDotsCbor(req.payload);
       const im = req.options.find((o) => o.number === OptionNumber.IfMatch);
       if (im) s.ifMatch = im.value;
@@ -58,7 +62,9 @@ class HandHome {
         if (this.configFailure !== undefined) return req.respond({ code: this.configFailure, payload: Buffer.from("no configuration here") });
         const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed };
         const mitigating = { ...set, heartbeatInterval: this.mitigatingHeartbeatInterval ?? this.heartbeatInterval };
-        req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
+        const answer = (): void => req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
+        if (this.configDelayMs > 0) setTimeout(answer, this.configDelayMs);
+        else answer();
       } else if (p === ".well-known/dots/hb") {
         req.respond({ code: Code.Changed });
       } else if (req.path[2] === "mitigate" && req.method === "PUT") {
@@ -109,7 +115,9 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
 
   it("GETs /config as CON first and sends NON PUTs with cuid then mid, cuid from the PSK identity (R20, R21, R42)", async () => {
     const [l, h, s] = await start(30, 15);
-    assert.deepEqual(h.seen[0], { method: "GET", path: [".well-known", "dots", "config"], confirmable: true, observe: undefined });
+    const { at: _at, ...first } = h.seen[0];
+    void _at;
+    assert.deepEqual(first, { method: "GET", path: [".well-known", "dots", "config"], confirmable: true, observe: undefined });
     const a = await l.mitigate(s.id, { [MS]: { scope: [scope] } });
     const b = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.8/32"] }] } }, { observe: false });
     const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
@@ -413,5 +421,17 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.deepEqual(put.body, { [MS]: { scope: [full] } });
     // A port range upside down is refused before sending.
     await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...full, "ietf-dots-call-home:source-port-range": [{ "lower-port": 50, "upper-port": 40 }] }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /source-port-range/.test(e.message));
+  });
+
+  it("spaces new requests over DTLS one RTT apart, however many the caller starts at once (R21)", async () => {
+    // The home holds its /config answer 300 ms: the ISP's RTT estimate is about 300 ms.
+    const [l, h, s] = await start(30, 15, {}, (x) => (x.configDelayMs = 300));
+    const targets = ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"];
+    const all = await Promise.all(targets.map((t) => l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": [t] }] } }, { observe: false })));
+    assert.deepEqual(all.map((r) => r.code), ["2.01", "2.01", "2.01"]);
+    const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
+    assert.deepEqual(puts.map((x) => (x.body as Record<string, { scope: Array<Record<string, string[]>> }>)[MS].scope[0]["target-prefix"][0]), targets, "sent in call order");
+    // Lower bounds only: load can stretch the gaps, never shrink them.
+    for (let i = 1; i < puts.length; i++) assert.ok(puts[i].at - puts[i - 1].at >= 200, `gap ${i}: ${puts[i].at - puts[i - 1].at} ms`);
   });
 });

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import {
+  DEFAULT_TUNING,
   HomeState,
   IspRequestError,
   efficacyBody,
@@ -92,5 +93,13 @@ describe("dots/isp-session request builders", () => {
     assert.equal(st.attackInProgress(10_000), false);
     assert.deepEqual(st.sweepExpired(10_000), [1]);
     assert.equal(st.mitigations.size, 0);
+  });
+
+  it("defaults pace NON repeats at one per 3 s and keep the RFC's 60 s config refresh on (R21, R46)", () => {
+    // Without an RTT estimate RFC 9132 section 4.4.1 allows at most one request copy per 3 s.
+    assert.ok(DEFAULT_TUNING.nonRepeatMs >= 3000);
+    assert.equal(DEFAULT_TUNING.msPerSecond, 1000);
+    assert.equal(DEFAULT_TUNING.refreshConfig, true);
+    assert.equal(DEFAULT_TUNING.answerHeartbeatsImmediately, false);
   });
 });
