@@ -146,16 +146,26 @@ export function happyEyeballs(candidates: Candidate[], attempt: AttemptFn, opts:
   });
 }
 
-/** Remembers which transport won for a target, for about 10 minutes (RFC 9132 section 4.3). */
+/**
+ * Remembers which transport won for a target (RFC 9132 section 4.3): about 10 minutes, but a TLS
+ * winner is kept first for 24 h, since UDP SHOULD NOT be re-probed more often than that (and MUST
+ * NOT more often than every 5 min; a shorter tlsTtlMs is clamped to that).
+ */
 export class TransportCache {
   private readonly entries = new Map<string, { transport: TransportKind; until: number }>();
+  private readonly tlsTtlMs: number;
   constructor(
     private readonly ttlMs = 10 * 60_000,
     private readonly now: () => number = Date.now,
-  ) {}
+    tlsTtlMs = 24 * 3600_000,
+    /** Lower bound of tlsTtlMs; labs may pass 0. */
+    minUdpReprobeMs = 5 * 60_000,
+  ) {
+    this.tlsTtlMs = Math.max(tlsTtlMs, minUdpReprobeMs);
+  }
 
   remember(key: string, transport: TransportKind): void {
-    this.entries.set(key, { transport, until: this.now() + this.ttlMs });
+    this.entries.set(key, { transport, until: this.now() + (transport === "tls" ? this.tlsTtlMs : this.ttlMs) });
     if (this.entries.size > 64) this.entries.delete(this.entries.keys().next().value as string);
   }
 

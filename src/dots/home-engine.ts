@@ -51,6 +51,8 @@ export interface HomeEngineTuning {
   lookup?: LookupAll;
   /** How long the transport winner is cached, ms. Default 10 min. */
   transportCacheMs?: number;
+  /** How long a TLS winner stays first before UDP is tried first again, ms. Default 24 h (RFC 9132 4.3). */
+  udpReprobeMs?: number;
 }
 
 /** Spacing of notifications without an RTT estimate (RFC 9132 section 4.4.2.1), ms. */
@@ -119,7 +121,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.tuning = options.tuning ?? {};
     const reconnect: ReconnectPolicy = options.reconnect ?? DEFAULT_RECONNECT;
     this.pacer = new ReconnectPacer(reconnect);
-    this.transportCache = new TransportCache(this.tuning.transportCacheMs);
+    this.transportCache = new TransportCache(this.tuning.transportCacheMs, Date.now, this.tuning.udpReprobeMs, this.tuning.udpReprobeMs === undefined ? undefined : 0);
     this.config = new SessionConfig({
       heartbeatInterval: options.heartbeatInterval ?? 30,
       idle: this.tuning.idleConfig,

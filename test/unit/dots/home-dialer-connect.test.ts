@@ -70,10 +70,31 @@ describe("dots/dialer-connect", () => {
     const cache = new TransportCache(600_000, () => now);
     const list = [c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")];
     assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["dtls", "tls"]);
-    cache.remember("k", "tls");
-    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["tls", "dtls"]);
+    cache.remember("k", "dtls");
+    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["dtls", "tls"]);
     now = 600_001;
     assert.equal(cache.preferred("k"), undefined);
+  });
+
+  it("a TLS winner stays first for 24 h: UDP is not re-probed sooner, and never sooner than 5 min", () => {
+    let now = 0;
+    const cache = new TransportCache(600_000, () => now);
+    const list = [c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")];
+    cache.remember("k", "tls");
+    now = 600_001;
+    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["tls", "dtls"], "still TLS after the 10-min cache");
+    now = 24 * 3600_000 - 1;
+    assert.equal(cache.preferred("k"), "tls");
+    now = 24 * 3600_000;
+    assert.equal(cache.preferred("k"), undefined, "UDP first again after 24 h");
+    // A configured re-probe below the 5-min MUST is clamped to 5 min.
+    now = 0;
+    const eager = new TransportCache(600_000, () => now, 1000);
+    eager.remember("k", "tls");
+    now = 299_999;
+    assert.equal(eager.preferred("k"), "tls");
+    now = 300_000;
+    assert.equal(eager.preferred("k"), undefined);
   });
 
   it("reconnect pacing: attempts at least minMs apart, doubling on failures up to maxMs", () => {
