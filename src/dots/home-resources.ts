@@ -78,6 +78,12 @@ export interface HomeResourcesOptions {
   codec: DotsCodec;
   /** Home domain prefixes: every source-prefix must lie inside one (RFC 9066 section 5.3.1). */
   homePrefixes: string[];
+  /**
+   * Whether lifetime -1 is granted as indefinite (the store must allow it too). When false, a -1
+   * request is still accepted but granted the store's finite fallback, returned in the answer
+   * (RFC 9132 section 4.4.1: the server MAY refuse an indefinite lifetime; the granted lifetime
+   * is returned, and clients must be prepared for that).
+   */
   allowIndefiniteLifetime?: boolean;
   /** How long a new request waits for decide() before 2.01 with status 1, ms. Default 1000. */
   decisionWaitMs?: number;
@@ -209,7 +215,8 @@ export class HomeResources extends EventEmitter {
     const spacing = opts.notifyMinIntervalMs ?? 0;
     this.notifyMinIntervalMs = typeof spacing === "function" ? spacing : () => spacing;
     const homePrefixes = [...opts.homePrefixes];
-    this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: this.allowIndefinite }));
+    // -1 always passes validation here: whether it is granted as indefinite is the store's call.
+    this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
     this.canRedirect = opts.canRedirect;
     this.homePrefixes = opts.homePrefixes.map((p) => {
       const parsed = parsePrefix(p);
@@ -325,7 +332,6 @@ export class HomeResources extends EventEmitter {
     if (lifetime === undefined) fail("lifetime", "mandatory", "lifetime is mandatory");
     if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime < -1 || lifetime > 0xffffffff) fail("lifetime", "range", "lifetime must be a uint32 or -1");
     if (lifetime === 0) fail("lifetime", "non-zero", "lifetime 0 is invalid");
-    if (lifetime === -1 && !this.allowIndefinite) fail("lifetime", "indefinite-not-allowed", "lifetime -1 (indefinite) is not accepted by this home");
     if (scope["trigger-mitigation"] === false) fail("trigger-mitigation", "call-home-immediate-only", "trigger-mitigation false is not allowed in Call Home (RFC 9066 section 5.3.1)");
     const targets = scope["target-prefix"];
     if (!Array.isArray(targets) || targets.length === 0) fail("target-prefix", "mandatory", "target-prefix is mandatory in Call Home requests");
@@ -348,7 +354,9 @@ export class HomeResources extends EventEmitter {
       attackStatus = typeof scope["attack-status"] === "number" ? scope["attack-status"] : ATTACK_STATUS_CODES[String(scope["attack-status"])];
       if (attackStatus !== 1 && attackStatus !== 2) fail("attack-status", "enum", "attack-status must be under-attack or attack-successfully-mitigated");
     }
-    return { scope, lifetime: lifetime as number, attackStatus };
+    // Indefinite refused by this home: grant the finite fallback instead (returned in the answer).
+    const granted = lifetime === -1 && !this.allowIndefinite ? this.store.finiteLifetime() : (lifetime as number);
+    return { scope, lifetime: granted, attackStatus };
   }
 
   private putMitigation(req: ResourceRequest, cuid: string, mid: number): void {

@@ -236,6 +236,11 @@ export class MitigationStore extends EventEmitter {
     return this.opts.maxLifetime === undefined ? requested : Math.min(requested, this.opts.maxLifetime);
   }
 
+  /** The finite lifetime granted instead of -1 when indefinite is refused (fallback, capped). */
+  finiteLifetime(): number {
+    return this.opts.maxLifetime === undefined ? this.opts.fallbackLifetime : Math.min(this.opts.fallbackLifetime, this.opts.maxLifetime);
+  }
+
   /** Remaining lifetime in seconds as reported in status (-1 indefinite, never below 0). */
   remainingLifetime(m: Mitigation): number {
     if (m.expiresAt === Infinity) return -1;

@@ -180,7 +180,6 @@ describe("dots/home-resources", () => {
       ["missing target-prefix", request({ [SP]: ["203.0.113.5/32"], lifetime: 3600 }), /target-prefix is mandatory/],
       ["missing lifetime", request({ "target-prefix": ["198.51.100.7/32"], [SP]: ["203.0.113.5/32"] }), /lifetime is mandatory/],
       ["lifetime 0", good({ lifetime: 0 }), /lifetime 0/],
-      ["lifetime -1 not allowed", good({ lifetime: -1 }), /indefinite/],
       ["two scopes", { [MS]: { scope: [good()[MS].scope[0], good()[MS].scope[0]] } }, /exactly one scope/],
       ["cuid in body", good({ cuid: "abc" }), /cuid.*Uri-Path/],
       ["unknown comprehension-required key", Buffer.from("a101a10281a1186301", "hex"), /99/],
@@ -203,6 +202,18 @@ describe("dots/home-resources", () => {
       assert.ok(r.payload!.length <= 512, `diagnostic of ${r.payload!.length} bytes`);
       assert.match(diag(r), /^scope\[0\]\.target-prefix\[0\]: .*prefix length 33/);
       assert.match(diag(r), /\.\.\.$/, "marked as cut");
+    });
+
+    it("-1 when indefinite is not allowed: 2.01 granting the finite fallback, also on refresh; remaining lifetime is finite", async () => {
+      const r = await send(h, { method: Code.PUT, path: `${P}/mid=22`, body: good({ lifetime: -1 }) }).res;
+      assert.equal(r.code, Code.Created, diag(r));
+      assert.equal(json(r)[MS].scope[0].lifetime, 3600, "granted lifetime in the answer");
+      const again = await send(h, { method: Code.PUT, path: `${P}/mid=22`, body: good({ lifetime: -1 }) }).res;
+      assert.equal(again.code, Code.Changed);
+      assert.equal(json(again)[MS].scope[0].lifetime, 3600);
+      const st = await send(h, { method: Code.GET, path: `${P}/mid=22` }).res;
+      const left = json(st)[MS].scope[0].lifetime;
+      assert.ok(left > 0 && left <= 3600, `remaining ${left}`);
     });
 
     it("4.00 for missing mid, empty cuid, mid out of uint32; 4.15 for a wrong Content-Format", async () => {
