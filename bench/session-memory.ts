@@ -1,31 +1,47 @@
-// Memory per established idle session on the ISP side (the listener holds one per home):
-// RSS delta over N sessions (default 1,000) for TLS-PSK (our TlsServer; TLS 1.3, and TLS 1.2 for
-// comparison) and DTLS-PSK (our
-// DtlsServer, clients through our node-dtls-client wrapper), against a reference measured in the
-// same run: N plain TCP connections on a bare net.Server (and, to show our layer's own cost,
-// N bare node:tls PSK sessions). Each server runs in a fresh process
-// (its RSS is the one measured); its clients run in another process.
-// Usage: node .build/<out>/bench/session-memory.js [sessions=1000]
-import { fork, type ChildProcess } from "node:child_process";
+// Memory per established idle session on the ISP side (the listener holds one per home): RSS delta
+// of the server process over N sessions (default 1,000), for DTLS-PSK (our DtlsServer) and TLS-PSK
+// (our TlsServer, TLS 1.3 and 1.2), against references measured in the same run: N plain TCP
+// connections on a bare net.Server, N bare node:tls PSK sessions (our TLS layer's own cost), and
+// libcoap's coap-server-openssl holding N DTLS and N TLS PSK sessions. Every server runs in a fresh
+// process (the one measured); its clients run in another process (our DTLS and TLS clients).
+//
+// Two figures per row, both against a baseline taken the same way:
+// - "after handshakes": GC right after the last handshake. This includes what V8 keeps from the
+//   burst itself (the young generation grows while 1,000 handshakes allocate and is not shrunk yet).
+// - "idle": the sessions then sit idle for IDLE_MS before the GC; V8 judges its allocation rate
+//   over about 5 s and only then gives the young generation back. This is what idle sessions cost.
+// Heap used and external (Buffer) bytes are per session too; for libcoap only RSS exists.
+// Usage: node .build/<out>/bench/session-memory.js [sessions=1000] [idleMs=6000]
+import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import * as dgram from "node:dgram";
+import * as fs from "node:fs";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import type { Connection } from "../src/transport/connection";
 import { connectDtls } from "../src/transport/dtls-client";
 import { DtlsServer } from "../src/transport/dtls/server";
-import * as tls from "node:tls";
 import { PSK_CIPHERS, connectTls, createTlsServer } from "../src/transport/tls";
 
-type Scenario = "tcp" | "node-tls-psk" | "tls-psk" | "tls12-psk" | "dtls-psk";
-const SCENARIOS: Scenario[] = ["tcp", "node-tls-psk", "tls-psk", "tls12-psk", "dtls-psk"];
-const KEY = Buffer.from("secretPSK-0123456789");
+export type Scenario = "tcp" | "node-tls-psk" | "tls-psk" | "tls12-psk" | "dtls-psk" | "libcoap-dtls-psk" | "libcoap-tls-psk";
+export const PSK_KEY_TEXT = "secretPSK-0123456789";
+const KEY = Buffer.from(PSK_KEY_TEXT);
 const WARMUP = 20;
 const PARALLEL = 50;
+export const DEFAULT_IDLE_MS = 6000;
 
-interface Result {
+interface Snapshot {
+  rss: number;
+  heapUsed: number;
+  /** external + arrayBuffers (Buffer contents); NaN for a non-Node server. */
+  external: number;
+}
+
+export interface MemoryResult {
   scenario: Scenario;
   sessions: number;
-  rssDelta: number;
-  heapDelta: number;
-  externalDelta: number;
+  failed: number;
+  afterHandshakes: Snapshot;
+  idle: Snapshot;
   setupSeconds: number;
 }
 
@@ -34,35 +50,47 @@ type Msg =
   | { kind: "warm" }
   | { kind: "go"; n: number }
   | { kind: "opened"; n: number; failed: number }
-  | { kind: "result"; result: Result };
+  | { kind: "result"; result: MemoryResult };
 
 function send(proc: NodeJS.Process | ChildProcess, msg: Msg): void {
   proc.send?.(msg);
 }
 
 function next(proc: NodeJS.Process | ChildProcess, kind: Msg["kind"]): Promise<Msg> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const on = (m: Msg) => {
       if (m.kind !== kind) return;
       proc.off("message", on);
+      proc.off("exit", onExit);
       resolve(m);
     };
+    const onExit = (code: number | null) => reject(new Error(`process exited (${code}) while waiting for '${kind}'`));
     proc.on("message", on);
+    if (proc !== process) proc.once("exit", onExit);
   });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function settledMemory(): Promise<NodeJS.MemoryUsage> {
+async function nodeSnapshot(idleMs: number): Promise<Snapshot> {
+  if (idleMs > 0) await sleep(idleMs);
   for (let i = 0; i < 3; i++) {
     global.gc?.();
     await sleep(200);
   }
-  return process.memoryUsage();
+  const m = process.memoryUsage();
+  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external + m.arrayBuffers };
 }
 
-/** Server process: owns the sessions whose memory is measured. */
-async function serverMain(scenario: Scenario, n: number): Promise<void> {
+function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+const minus = (a: Snapshot, b: Snapshot): Snapshot => ({ rss: a.rss - b.rss, heapUsed: a.heapUsed - b.heapUsed, external: a.external - b.external });
+
+/** Server process (Node scenarios): owns the sessions whose memory is measured. */
+async function serverMain(scenario: Scenario, n: number, idleMs: number): Promise<void> {
   let established = 0;
   let port: number;
   const keep: unknown[] = [];
@@ -96,23 +124,24 @@ async function serverMain(scenario: Scenario, n: number): Promise<void> {
   const client = fork(__filename, ["client", scenario, String(port)], { stdio: "inherit" });
   await next(client, "warm");
   while (established < WARMUP) await sleep(10);
-  const before = await settledMemory();
+  const beforeNow = await nodeSnapshot(0);
+  const beforeIdle = await nodeSnapshot(idleMs);
   const base = established;
   const t0 = process.hrtime.bigint();
   send(client, { kind: "go", n });
   const opened = (await next(client, "opened")) as Extract<Msg, { kind: "opened" }>;
   while (established - base < opened.n) await sleep(10);
   const setupSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const after = await settledMemory();
-  const count = established - base;
+  const afterNow = await nodeSnapshot(0);
+  const afterIdle = await nodeSnapshot(idleMs);
   send(process, {
     kind: "result",
     result: {
       scenario,
-      sessions: count,
-      rssDelta: after.rss - before.rss,
-      heapDelta: after.heapUsed - before.heapUsed,
-      externalDelta: after.external + after.arrayBuffers - before.external - before.arrayBuffers,
+      sessions: established - base,
+      failed: opened.failed,
+      afterHandshakes: minus(afterNow, beforeNow),
+      idle: minus(afterIdle, beforeIdle),
       setupSeconds,
     },
   });
@@ -123,6 +152,7 @@ async function serverMain(scenario: Scenario, n: number): Promise<void> {
 /** Client process: opens warm-up sessions, then n more, and holds them idle. */
 async function clientMain(scenario: Scenario, port: number): Promise<void> {
   const held: unknown[] = [];
+  const tlsScenario = scenario === "tls-psk" || scenario === "tls12-psk" || scenario === "node-tls-psk" || scenario === "libcoap-tls-psk";
   const open = async (): Promise<boolean> => {
     try {
       if (scenario === "tcp") {
@@ -130,9 +160,14 @@ async function clientMain(scenario: Scenario, port: number): Promise<void> {
         s.on("error", () => undefined);
         await new Promise((r, j) => (s.once("connect", r), s.once("error", j)));
         held.push(s);
-      } else if (scenario === "tls-psk" || scenario === "tls12-psk" || scenario === "node-tls-psk") {
+      } else if (tlsScenario) {
         const maxVersion = scenario === "tls12-psk" ? "TLSv1.2" : undefined;
-        held.push(await connectTls({ host: "127.0.0.1", port, maxVersion, psk: { identity: `home-${held.length}`, key: KEY } }));
+        // libcoap does not select ALPN on PSK sessions.
+        const requireAlpn = scenario !== "libcoap-tls-psk";
+        const conn = await connectTls({ host: "127.0.0.1", port, maxVersion, requireAlpn, psk: { identity: `home-${held.length}`, key: KEY } });
+        // libcoap expects a CSM (RFC 8323 5.3) first: an empty one is the frame 00 e1.
+        if (scenario === "libcoap-tls-psk") conn.send(Buffer.from([0x00, 0xe1]));
+        held.push(conn);
       } else {
         held.push(await connectDtls({ host: "127.0.0.1", port, psk: { identity: `home-${held.length}`, key: KEY }, attempts: 5 }));
       }
@@ -164,28 +199,119 @@ async function clientMain(scenario: Scenario, port: number): Promise<void> {
   await new Promise(() => undefined); // hold until killed
 }
 
-async function main(): Promise<void> {
-  const n = Number(process.argv[2] ?? 1000);
-  const results: Result[] = [];
-  for (const scenario of SCENARIOS) {
-    const server = fork(__filename, ["server", scenario, String(n)], { execArgv: ["--expose-gc"], stdio: "inherit" });
-    const msg = (await next(server, "result")) as Extract<Msg, { kind: "result" }>;
-    results.push(msg.result);
-    await new Promise((r) => server.once("exit", r));
+export function haveLibcoap(): boolean {
+  return spawnSync("sh", ["-c", "command -v coap-server-openssl"]).status === 0;
+}
+
+async function portFree(port: number): Promise<boolean> {
+  const udp = await new Promise<boolean>((resolve) => {
+    const s = dgram.createSocket("udp4");
+    s.once("error", () => resolve(false));
+    s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+  if (!udp) return false;
+  return new Promise<boolean>((resolve) => {
+    const t = net.createServer();
+    t.once("error", () => resolve(false));
+    t.listen(port, "127.0.0.1", () => t.close(() => resolve(true)));
+  });
+}
+
+/** coap-server-openssl -k listens on p (UDP/TCP) and p+1 (DTLS/TLS): find a pair that is free now. */
+export async function startLibcoap(): Promise<{ proc: ChildProcess; securePort: number }> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const p = 20000 + 2 * Math.floor(Math.random() * 15000);
+    if (!(await portFree(p)) || !(await portFree(p + 1))) continue;
+    const proc = spawn("coap-server-openssl", ["-k", PSK_KEY_TEXT, "-A", "127.0.0.1", "-p", String(p)], { stdio: "ignore" });
+    await sleep(300);
+    if (proc.exitCode === null) return { proc, securePort: p + 1 };
   }
-  const ref = results.find((r) => r.scenario === "tcp") as Result;
-  const kb = (bytes: number, count: number) => (bytes / count / 1024).toFixed(2);
-  console.log(`Idle established sessions held by one server process (node ${process.version}), RSS delta after GC:`);
-  console.log("scenario     sessions  RSS total MB  RSS/session KB  heap/session KB  external/session KB  setup s  x TCP ref");
+  throw new Error("could not start coap-server-openssl");
+}
+
+/** Reference: libcoap's server process holding the sessions (RSS only; it has no GC to wait for). */
+async function measureLibcoap(scenario: Scenario, n: number, idleMs: number): Promise<MemoryResult> {
+  const lib = await startLibcoap();
+  const pid = lib.proc.pid!;
+  const client = fork(__filename, ["client", scenario, String(lib.securePort)], { stdio: "inherit" });
+  try {
+    await next(client, "warm");
+    await sleep(300);
+    const beforeNow = rssOf(pid);
+    await sleep(idleMs);
+    const beforeIdle = rssOf(pid);
+    const t0 = process.hrtime.bigint();
+    send(client, { kind: "go", n });
+    const opened = (await next(client, "opened")) as Extract<Msg, { kind: "opened" }>;
+    const setupSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    await sleep(300);
+    const afterNow = rssOf(pid);
+    await sleep(idleMs);
+    const afterIdle = rssOf(pid);
+    const rssOnly = (rss: number): Snapshot => ({ rss, heapUsed: NaN, external: NaN });
+    return { scenario, sessions: opened.n, failed: opened.failed, afterHandshakes: rssOnly(afterNow - beforeNow), idle: rssOnly(afterIdle - beforeIdle), setupSeconds };
+  } finally {
+    client.kill("SIGKILL");
+    lib.proc.kill("SIGKILL");
+  }
+}
+
+/** Runs one scenario in fresh processes and returns its per-session figures. */
+export async function measureIdleSessions(scenario: Scenario, n: number, idleMs = DEFAULT_IDLE_MS): Promise<MemoryResult> {
+  if (scenario === "libcoap-dtls-psk" || scenario === "libcoap-tls-psk") return measureLibcoap(scenario, n, idleMs);
+  const server = fork(__filename, ["server", scenario, String(n), String(idleMs)], { execArgv: ["--expose-gc"], stdio: "inherit" });
+  const msg = (await next(server, "result")) as Extract<Msg, { kind: "result" }>;
+  await new Promise((r) => server.once("exit", r));
+  return msg.result;
+}
+
+const LABELS: Record<Scenario, string> = {
+  tcp: "plain TCP (reference)",
+  "node-tls-psk": "bare node:tls PSK (reference)",
+  "tls-psk": "TLS 1.3 PSK (our TlsServer)",
+  "tls12-psk": "TLS 1.2 PSK (our TlsServer)",
+  "dtls-psk": "DTLS 1.2 PSK (our DtlsServer)",
+  "libcoap-dtls-psk": "DTLS PSK coap-server-openssl (ref)",
+  "libcoap-tls-psk": "TLS PSK coap-server-openssl (ref)",
+};
+
+/** One line per result: KB per session, RSS right after the handshakes and once idle, heap, external. */
+export function printMemoryTable(results: MemoryResult[], idleMs: number): void {
+  const kb = (bytes: number, count: number) => (Number.isNaN(bytes) || count === 0 ? "-" : (bytes / count / 1024).toFixed(2));
+  console.log(
+    `${"server".padEnd(36)} ${"sessions".padStart(8)} ${"RSS KB/session".padStart(15)} ${"RSS KB/session".padStart(15)} ${"heap used KB".padStart(13)} ${"external KB".padStart(12)} ${"setup s".padStart(8)}`,
+  );
+  console.log(`${"".padEnd(36)} ${"".padStart(8)} ${"after handshakes".padStart(15)} ${`idle ${idleMs / 1000} s`.padStart(15)} ${"(idle)".padStart(13)} ${"(idle)".padStart(12)}`);
   for (const r of results) {
-    const ratio = r.rssDelta / r.sessions / (ref.rssDelta / ref.sessions);
+    const n = r.sessions;
     console.log(
-      `${r.scenario.padEnd(12)} ${String(r.sessions).padStart(8)}  ${(r.rssDelta / 1048576).toFixed(1).padStart(12)}  ${kb(r.rssDelta, r.sessions).padStart(14)}  ${kb(r.heapDelta, r.sessions).padStart(15)}  ${kb(r.externalDelta, r.sessions).padStart(19)}  ${r.setupSeconds.toFixed(2).padStart(7)}  ${ratio.toFixed(1).padStart(9)}`,
+      `${LABELS[r.scenario].padEnd(36)} ${String(r.sessions).padStart(8)} ${kb(r.afterHandshakes.rss, n).padStart(15)} ${kb(r.idle.rss, n).padStart(15)} ${kb(r.idle.heapUsed, n).padStart(13)} ${kb(r.idle.external, n).padStart(12)} ${r.setupSeconds.toFixed(2).padStart(8)}${r.failed ? `  (${r.failed} failed)` : ""}`,
     );
   }
 }
 
-const [role, scenario, arg] = process.argv.slice(2);
-if (role === "server") void serverMain(scenario as Scenario, Number(arg));
-else if (role === "client") void clientMain(scenario as Scenario, Number(arg));
-else void main();
+async function main(): Promise<void> {
+  const n = Number(process.argv[2] ?? 1000);
+  const idleMs = Number(process.argv[3] ?? DEFAULT_IDLE_MS);
+  const scenarios: Scenario[] = ["tcp", "node-tls-psk", "tls-psk", "tls12-psk", "dtls-psk"];
+  if (haveLibcoap()) scenarios.push("libcoap-dtls-psk", "libcoap-tls-psk");
+  else console.log("libcoap references skipped: coap-server-openssl not installed (apt-get install libcoap3-bin)");
+  const results: MemoryResult[] = [];
+  for (const scenario of scenarios) results.push(await measureIdleSessions(scenario, n, idleMs));
+  console.log(`Idle established sessions held by one server process (node ${process.version}), RSS delta per session, ${n} sessions:`);
+  printMemoryTable(results, idleMs);
+  const tcp = results.find((r) => r.scenario === "tcp")!;
+  const perSession = (r: MemoryResult) => r.idle.rss / Math.max(1, r.sessions);
+  console.log(`idle RSS per session relative to plain TCP: ${results.filter((r) => r !== tcp).map((r) => `${r.scenario} ${(perSession(r) / perSession(tcp)).toFixed(1)}x`).join(", ")}`);
+}
+
+if (require.main === module) {
+  const [role, scenario, arg, arg2] = process.argv.slice(2);
+  if (role === "server") void serverMain(scenario as Scenario, Number(arg), Number(arg2));
+  else if (role === "client") void clientMain(scenario as Scenario, Number(arg));
+  else
+    main().catch((err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    });
+}

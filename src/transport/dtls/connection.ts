@@ -1,23 +1,27 @@
 // The Connection a DtlsServer hands out per established peer (src/transport/connection.ts contract).
+// It holds an opaque handle to the server's session record, so the server needs no lookup table
+// from connections to sessions; everything shared by all connections is shared, not copied.
 import { EventEmitter } from "node:events";
 import type { Connection, LocalIdentity, PeerIdentity } from "../connection";
 import { TransportError } from "../connection";
 
-/** What the connection needs from the server that owns it. */
+/** What the connection needs from the server that owns it; `session` is the handle it was given. */
 export interface DtlsConnectionOwner {
-  sendApplicationData(conn: DtlsServerConnection, data: Buffer): boolean;
-  closeByApplication(conn: DtlsServerConnection): void;
+  sendApplicationData(session: object, conn: DtlsServerConnection, data: Buffer): boolean;
+  closeByApplication(session: object, conn: DtlsServerConnection): void;
   readonly maxRecordPlaintext: number;
 }
 
+/** The server side of a PSK handshake presents no identity of its own. */
+const PSK_SERVER_LOCAL: LocalIdentity = Object.freeze({ method: "psk", pskIdentity: undefined });
+
 export class DtlsServerConnection extends EventEmitter implements Connection {
-  readonly transport = "dtls" as const;
   readonly peer: PeerIdentity;
-  readonly local: LocalIdentity = { method: "psk", pskIdentity: undefined };
   private isClosed = false;
 
   constructor(
     private readonly owner: DtlsConnectionOwner,
+    private readonly session: object,
     pskIdentity: string,
     readonly remoteAddress: string,
     readonly remotePort: number,
@@ -27,6 +31,14 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
   ) {
     super();
     this.peer = { method: "psk", pskIdentity };
+  }
+
+  get transport(): "dtls" {
+    return "dtls";
+  }
+
+  get local(): LocalIdentity {
+    return PSK_SERVER_LOCAL;
   }
 
   get closed(): boolean {
@@ -39,12 +51,12 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
     if (data.length > this.owner.maxRecordPlaintext) {
       throw new TransportError("FRAME_TOO_LARGE", `${data.length} bytes exceed the DTLS record limit of ${this.owner.maxRecordPlaintext}`);
     }
-    return this.owner.sendApplicationData(this, data);
+    return this.owner.sendApplicationData(this.session, this, data);
   }
 
   close(): void {
     if (this.isClosed) return;
-    this.owner.closeByApplication(this);
+    this.owner.closeByApplication(this.session, this);
   }
 
   /** Called by the server exactly once when the association ends. */

@@ -45,12 +45,17 @@ export interface AeadKeyBlock {
   serverSalt: Buffer;
 }
 
+/** Key block length of the AEAD suites: client key, server key (16 each), client salt, server salt (4 each). */
+export const AEAD_KEY_BLOCK_LENGTH = 40;
+
+/** The raw AEAD key block (RFC 5246 6.3), for callers that place it themselves. */
+export function keyExpansion(master: Buffer, clientRandom: Buffer, serverRandom: Buffer): Buffer {
+  return prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), AEAD_KEY_BLOCK_LENGTH);
+}
+
 /** AEAD key block: no MAC keys; 16-byte keys and 4-byte implicit nonces. */
 export function aeadKeyBlock(master: Buffer, clientRandom: Buffer, serverRandom: Buffer): AeadKeyBlock {
-  // One unpooled allocation for everything a session keeps: a slice of Node's shared 8 KB buffer
-  // pool would pin the whole slab for the life of the session.
-  const kb = Buffer.allocUnsafeSlow(40);
-  prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), 40).copy(kb);
+  const kb = keyExpansion(master, clientRandom, serverRandom);
   return {
     clientKey: kb.subarray(0, 16),
     serverKey: kb.subarray(16, 32),

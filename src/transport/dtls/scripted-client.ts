@@ -51,6 +51,8 @@ export class ScriptedDtlsClient {
   private messageSeq = 0;
   suite: DtlsCipherSuiteName | undefined;
   extendedMasterSecretNegotiated = false;
+  /** The server's verify_data from the handshake (after connect()). */
+  serverVerifyData: Buffer | undefined;
   private closed = false;
 
   constructor(private readonly opts: ScriptedClientOptions) {
@@ -214,11 +216,22 @@ export class ScriptedDtlsClient {
         const [f] = parseHandshakeFragments(p);
         const expected = finishedVerifyData(master, "server finished", sha256(transcript));
         if (f.msgType !== HandshakeType.Finished || f.body.length !== 12 || !timingSafeEqual(f.body, expected)) throw new Error("bad server Finished");
+        this.serverVerifyData = Buffer.from(f.body);
         return;
       }
       // Not the final flight (e.g. a late copy of flight 4): keep repeating flight 5 until it comes.
       reply = await this.exchange(flight5, deadline);
     }
+  }
+
+  /** Records of a datagram as this client reads them: epoch-1 records decrypted (undefined when they do not authenticate). */
+  openRecords(datagram: Buffer): Array<{ type: number; epoch: number; sequence: number; plaintext: Buffer | undefined }> {
+    return parseDatagram(datagram, 18000).records.map((r) => ({
+      type: r.type,
+      epoch: r.epoch,
+      sequence: r.sequence,
+      plaintext: r.epoch === 1 ? this.read?.decrypt(r.type, r.version, r.epoch, r.sequence, r.fragment) : r.fragment,
+    }));
   }
 
   /** Plaintext handshake messages of a datagram; throws DtlsAlertError on an alert. */

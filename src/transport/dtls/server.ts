@@ -23,7 +23,8 @@ import {
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
 } from "./constants";
-import { AeadState } from "./cipher";
+import { aeadOverhead, openRecord, sealRecord } from "./cipher";
+import { SecretSlab } from "./secret-slab";
 import { CookieJar } from "./cookie";
 import {
   DtlsDecodeError,
@@ -39,7 +40,7 @@ import {
   type CompleteMessage,
   type HandshakeFragment,
 } from "./handshake";
-import { aeadKeyBlock, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { AEAD_KEY_BLOCK_LENGTH, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret, sha256 } from "./prf";
 import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
@@ -103,6 +104,29 @@ export interface DtlsServerStats {
 
 type PeerState = "awaiting-key-exchange" | "looking-up" | "awaiting-finished" | "established" | "closed";
 
+/** What only a handshake in progress needs; dropped as a whole once the session is established. */
+interface HandshakeState {
+  createdAt: number;
+  serverRandom: Buffer;
+  extendedMasterSecret: boolean;
+  transcript: Buffer[];
+  reassembler: HandshakeReassembler;
+  /** Next handshake message_seq the server sends. */
+  serverMessageSeq: number;
+  master: Buffer | undefined;
+  /** Flight 4 as datagrams, for retransmission. */
+  flight: Buffer[];
+  retransmitTimer: NodeJS.Timeout | undefined;
+  retransmitDelay: number;
+  /** Records that arrived while an async PSK lookup was pending. */
+  pending: DtlsRecord[] | undefined;
+  pendingBytes: number;
+}
+
+/**
+ * One peer (address and port). An established idle session keeps only this object, its map key,
+ * a replay window, its Connection and a 96-byte slot in the server's secret slab.
+ */
 interface Peer {
   key: string;
   /** Address as the socket reports it (used for sending). */
@@ -111,44 +135,41 @@ interface Peer {
   address: string;
   port: number;
   state: PeerState;
-  createdAt: number;
   lastRecordAt: number;
-  clientRandom: Buffer;
-  serverRandom: Buffer;
   suite: CipherSuiteInfo;
-  extendedMasterSecret: boolean;
-  transcript: Buffer[] | undefined;
-  reassembler: HandshakeReassembler | undefined;
-  /** Next handshake message_seq the server sends. */
-  serverMessageSeq: number;
+  /**
+   * Slot in the server's SecretSlab (-1 once released) for everything the session keeps: client
+   * random (to recognise a repeated ClientHello), the AEAD key block, and our encoded Finished (to
+   * rebuild the final flight if the client lost it). See the SECRETS_* offsets.
+   */
+  slot: number;
+  /** Keys derived (after ClientKeyExchange): epoch-1 records can be read and written. */
+  keysReady: boolean;
   writeSeq0: number;
   writeSeq1: number;
   writeEpoch: 0 | 1;
-  readCipher: AeadState | undefined;
-  writeCipher: AeadState | undefined;
   replay: ReplayWindow | undefined;
-  master: Buffer | undefined;
   identity: string | undefined;
-  /** Last flight sent, as datagrams, for retransmission. */
-  lastFlight: Buffer[];
-  retransmitTimer: NodeJS.Timeout | undefined;
-  retransmitDelay: number;
-  /** Records that arrived while an async PSK lookup was pending. */
-  pending: DtlsRecord[] | undefined;
-  pendingBytes: number;
+  /** Set once data at epoch 1 proved the client has our Finished: no final flight resends any more. */
+  finishedDelivered: boolean;
   /** When the last flight was re-sent because the client repeated its own (rate limit). */
   lastOnDemandResendAt: number;
   connection: DtlsServerConnection | undefined;
+  handshake: HandshakeState | undefined;
 }
+
+const SECRETS_CLIENT_RANDOM = 0;
+const SECRETS_KEY_BLOCK = 32;
+const SECRETS_FINISHED = SECRETS_KEY_BLOCK + AEAD_KEY_BLOCK_LENGTH;
+/** Handshake header (12) + verify_data (12). */
+const FINISHED_MESSAGE_LENGTH = 24;
+const SECRETS_LENGTH = SECRETS_FINISHED + FINISHED_MESSAGE_LENGTH;
 
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
 const MAX_CLIENT_HELLO = 2048;
-const NO_BYTES = Buffer.alloc(0);
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
 const ON_DEMAND_RESEND_INTERVAL_MS = 100;
-/** Handshake header (12) + verify_data (12). */
-const FINISHED_RECORD_BODY = 24;
 
 function normalizeAddress(address: string): string {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
@@ -157,9 +178,11 @@ function normalizeAddress(address: string): string {
 export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private socket: dgram.Socket | undefined;
   private readonly peers = new Map<string, Peer>();
-  private readonly peerOfConnection = new WeakMap<DtlsServerConnection, Peer>();
+  /** "DTLSv1.2 <suite>" per suite id, built once and shared by every connection. */
+  private readonly cipherLabels = new Map<number, string>();
   private handshaking = 0;
   private readonly cookies: CookieJar;
+  private readonly secrets = new SecretSlab(SECRETS_LENGTH);
   private readonly suites: CipherSuiteInfo[];
   private readonly hint: Buffer | undefined;
   private readonly maxPeers: number;
@@ -195,6 +218,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return s;
     });
     if (this.suites.length === 0) throw new TypeError("at least one cipher suite is needed");
+    for (const suite of this.suites) this.cipherLabels.set(suite.id, `DTLSv1.2 ${suite.name}`);
     this.hint = options.pskHint !== undefined ? Buffer.from(options.pskHint, "utf8") : undefined;
     this.maxPeers = options.maxPeers ?? 10000;
     this.maxHandshaking = options.maxHandshaking ?? 1000;
@@ -275,10 +299,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       const key = `${socketAddress}|${port}`;
       for (const record of parsed.records) {
         const peer = this.peers.get(key);
-        if (peer?.pending) {
-          if (peer.pending.length < MAX_PENDING_RECORDS && peer.pendingBytes + record.fragment.length <= MAX_PENDING_BYTES) {
-            peer.pending.push(copyRecord(record));
-            peer.pendingBytes += record.fragment.length;
+        const hs = peer?.handshake;
+        if (hs?.pending) {
+          if (hs.pending.length < MAX_PENDING_RECORDS && hs.pendingBytes + record.fragment.length <= MAX_PENDING_BYTES) {
+            hs.pending.push(copyRecord(record));
+            hs.pendingBytes += record.fragment.length;
           }
           continue;
         }
@@ -302,18 +327,18 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // ChangeCipherSpec is implied by the epoch of the next record; epoch-0 application data is invalid.
       return;
     }
-    if (!peer || record.epoch !== 1 || !peer.readCipher || !peer.replay) {
+    if (!peer || record.epoch !== 1 || !peer.keysReady || !peer.replay) {
       this.stats.badRecords++;
       return;
     }
     if (!peer.replay.isFresh(record.sequence)) return;
-    const plaintext = peer.readCipher.decrypt(record.type, record.version, record.epoch, record.sequence, record.fragment);
+    const plaintext = this.open(peer, record);
     if (plaintext === undefined || plaintext.length > this.maxRecordPlaintext) {
       this.stats.badRecords++;
       // A Finished-sized handshake record that does not authenticate while we wait for Finished
       // means the client derived other keys: a PSK mismatch. Fail now (decrypt_error) instead of
       // letting the client wait for a timeout; any other record is silently discarded (4.1.2.7).
-      if (peer.state === "awaiting-finished" && record.type === ContentType.Handshake && record.fragment.length === FINISHED_RECORD_BODY + peer.readCipher.overhead) {
+      if (peer.state === "awaiting-finished" && record.type === ContentType.Handshake && record.fragment.length === FINISHED_MESSAGE_LENGTH + aeadOverhead(peer.suite)) {
         this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
       }
       return;
@@ -324,7 +349,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       case ContentType.ApplicationData:
         if (peer.state === "established" && peer.connection) {
           // Data at epoch 1 proves the client has our Finished: the final flight is no longer needed.
-          if (peer.lastFlight.length > 0) peer.lastFlight = [];
+          peer.finishedDelivered = true;
           peer.connection.emit("message", plaintext);
         }
         return;
@@ -397,7 +422,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return;
     }
     if (peer) {
-      if (peer.clientRandom.equals(hello.random)) {
+      const at = this.secrets.offset(peer.slot) + SECRETS_CLIENT_RANDOM;
+      if (peer.slot >= 0 && this.secrets.buffer(peer.slot).compare(hello.random, 0, hello.random.length, at, at + 32) === 0) {
         // Retransmitted ClientHello of the handshake in progress: our flight 4 got lost.
         if (peer.state === "awaiting-key-exchange") this.resendLastFlight(peer);
         return;
@@ -421,56 +447,61 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const now = Date.now();
     const serverRandom = randomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
+    const slot = this.secrets.allocate();
+    hello.random.copy(this.secrets.buffer(slot), this.secrets.offset(slot) + SECRETS_CLIENT_RANDOM);
+    const handshake: HandshakeState = {
+      createdAt: now,
+      serverRandom,
+      extendedMasterSecret: hello.extendedMasterSecret,
+      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
+      reassembler: new HandshakeReassembler(f.messageSeq + 1, REASSEMBLY_LIMITS),
+      // Stateless server: its message_seq continues from the ClientHello it answers (ServerHello = CH2's).
+      serverMessageSeq: f.messageSeq,
+      master: undefined,
+      flight: [],
+      retransmitTimer: undefined,
+      retransmitDelay: this.initialRetransmitMs,
+      pending: undefined,
+      pendingBytes: 0,
+    };
     const newPeer: Peer = {
       key,
       socketAddress,
       address,
       port,
       state: "awaiting-key-exchange",
-      createdAt: now,
       lastRecordAt: now,
-      clientRandom: unpooledCopy(hello.random),
-      serverRandom,
       suite,
-      extendedMasterSecret: hello.extendedMasterSecret,
-      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
-      reassembler: new HandshakeReassembler(f.messageSeq + 1, { maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 }),
-      // Stateless server: its message_seq continues from the ClientHello it answers (ServerHello = CH2's).
-      serverMessageSeq: f.messageSeq,
+      slot,
+      keysReady: false,
       // Continue after the ClientHello's record sequence so no epoch-0 sequence repeats the HelloVerifyRequest's.
       writeSeq0: record.sequence + 1,
       writeSeq1: 0,
       writeEpoch: 0,
-      readCipher: undefined,
-      writeCipher: undefined,
       replay: undefined,
-      master: undefined,
       identity: undefined,
-      lastFlight: [],
-      retransmitTimer: undefined,
-      retransmitDelay: this.initialRetransmitMs,
-      pending: undefined,
-      pendingBytes: 0,
+      finishedDelivered: false,
       lastOnDemandResendAt: 0,
       connection: undefined,
+      handshake,
     };
     this.peers.set(key, newPeer);
     this.handshaking++;
 
     const messages = [
-      encodeHandshake(HandshakeType.ServerHello, newPeer.serverMessageSeq++, buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret)),
+      encodeHandshake(HandshakeType.ServerHello, handshake.serverMessageSeq++, buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret)),
     ];
-    if (this.hint) messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, newPeer.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
-    messages.push(encodeHandshake(HandshakeType.ServerHelloDone, newPeer.serverMessageSeq++, Buffer.alloc(0)));
-    newPeer.transcript!.push(...messages);
+    if (this.hint) messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
+    messages.push(encodeHandshake(HandshakeType.ServerHelloDone, handshake.serverMessageSeq++, Buffer.alloc(0)));
+    handshake.transcript.push(...messages);
     const datagram = Buffer.concat(messages.map((m) => encodeRecord(ContentType.Handshake, DTLS_1_2, 0, newPeer.writeSeq0++, m)));
-    newPeer.lastFlight = [datagram];
-    this.transmit(socketAddress, port, newPeer.lastFlight);
+    handshake.flight = [datagram];
+    this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
   }
 
   private feedHandshake(peer: Peer, f: HandshakeFragment, protectedRecord: boolean): void {
-    const reassembler = peer.reassembler;
+    const reassembler = peer.handshake?.reassembler;
     if (!reassembler) return;
     let result;
     try {
@@ -483,7 +514,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       if (peer.state === "awaiting-key-exchange") this.resendLastFlight(peer);
       return;
     }
-    for (let msg = reassembler.take(); msg; msg = peer.reassembler ? reassembler.take() : undefined) {
+    for (let msg = reassembler.take(); msg; msg = peer.handshake ? reassembler.take() : undefined) {
       this.handleHandshakeMessage(peer, msg, protectedRecord);
       if (peer.state === "closed" || peer.state === "looking-up") return;
     }
@@ -511,7 +542,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     // Flight 5 has started: our flight 4 arrived, stop retransmitting it.
     this.disarmRetransmit(peer);
-    peer.transcript!.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const handshake = peer.handshake!;
+    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const identity = identityBytes.toString("utf8");
     peer.identity = identity;
     let result: Buffer | undefined | Promise<Buffer | undefined>;
@@ -522,8 +554,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     if (isThenable(result)) {
       peer.state = "looking-up";
-      peer.pending = [];
-      peer.pendingBytes = 0;
+      handshake.pending = [];
+      handshake.pendingBytes = 0;
       Promise.resolve(result).then(
         (psk) => this.resumeAfterLookup(peer, psk, undefined),
         (err: unknown) => this.resumeAfterLookup(peer, undefined, err ?? new Error("lookup failed")),
@@ -536,15 +568,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private resumeAfterLookup(peer: Peer, psk: Buffer | undefined, error: unknown): void {
     try {
       if (this.peers.get(peer.key) !== peer || peer.state !== "looking-up") return;
-      const queued = peer.pending ?? [];
-      peer.pending = undefined;
+      const handshake = peer.handshake!;
+      const queued = handshake.pending ?? [];
+      handshake.pending = undefined;
       if (error !== undefined) return this.failHandshake(peer, "lookup-error", AlertDescription.InternalError);
       this.completeKeyExchange(peer, psk);
       if ((peer.state as PeerState) !== "awaiting-finished") return;
       for (const record of queued) {
         const current = this.peers.get(peer.key);
-        if (current?.pending) {
-          current.pending.push(record);
+        if (current?.handshake?.pending) {
+          current.handshake.pending.push(record);
           continue;
         }
         this.handleRecord(record, current, peer.key, peer.socketAddress, peer.address, peer.port);
@@ -559,48 +592,59 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (!psk || psk.length === 0 || psk.length > 0xffff) {
       return this.failHandshake(peer, "unknown-identity", AlertDescription.UnknownPskIdentity);
     }
-    const transcript = peer.transcript!;
-    const sessionHash = peer.extendedMasterSecret ? sha256(transcript) : undefined;
-    peer.master = masterSecret(pskPremasterSecret(psk), peer.clientRandom, peer.serverRandom, sessionHash);
-    const keys = aeadKeyBlock(peer.master, peer.clientRandom, peer.serverRandom);
-    peer.readCipher = new AeadState(peer.suite, keys.clientKey, keys.clientSalt);
-    peer.writeCipher = new AeadState(peer.suite, keys.serverKey, keys.serverSalt);
+    const handshake = peer.handshake!;
+    const slab = this.secrets.buffer(peer.slot);
+    const at = this.secrets.offset(peer.slot);
+    const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
+    const sessionHash = handshake.extendedMasterSecret ? sha256(handshake.transcript) : undefined;
+    handshake.master = masterSecret(pskPremasterSecret(psk), clientRandom, handshake.serverRandom, sessionHash);
+    keyExpansion(handshake.master, clientRandom, handshake.serverRandom).copy(slab, at + SECRETS_KEY_BLOCK);
+    peer.keysReady = true;
     peer.replay = new ReplayWindow();
     peer.state = "awaiting-finished";
   }
 
   private handleFinished(peer: Peer, msg: CompleteMessage): void {
-    const transcript = peer.transcript!;
-    const expected = finishedVerifyData(peer.master!, "client finished", sha256(transcript));
+    const handshake = peer.handshake!;
+    const transcript = handshake.transcript;
+    const expected = finishedVerifyData(handshake.master!, "client finished", sha256(transcript));
     if (msg.body.length !== expected.length || !timingSafeEqual(msg.body, expected)) {
       return this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    const serverVerify = finishedVerifyData(peer.master!, "server finished", sha256(transcript));
-    const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, Buffer.from([1]));
+    const serverVerify = finishedVerifyData(handshake.master!, "server finished", sha256(transcript));
+    encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(this.secrets.buffer(peer.slot), this.secrets.offset(peer.slot) + SECRETS_FINISHED);
     peer.writeEpoch = 1;
-    const finished = this.protect(peer, ContentType.Handshake, encodeHandshake(HandshakeType.Finished, peer.serverMessageSeq++, serverVerify));
-    peer.lastFlight = [unpooledCopy(Buffer.concat([ccs, finished]))];
-    // Free everything the established session no longer needs.
-    peer.transcript = undefined;
-    peer.master = undefined;
-    peer.serverRandom = NO_BYTES;
+    // Free everything the established session no longer needs (transcript, master secret, flight 4, reassembler).
+    this.disarmRetransmit(peer);
+    peer.handshake = undefined;
     peer.state = "established";
     this.handshaking--;
-    this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
+    this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
     this.stats.handshakesCompleted++;
     const conn = new DtlsServerConnection(
       this,
+      peer,
       peer.identity ?? "",
       peer.address,
       peer.port,
       this.localAddress,
       this.localPort,
-      `DTLSv1.2 ${peer.suite.name}`,
+      this.cipherLabels.get(peer.suite.id) ?? `DTLSv1.2 ${peer.suite.name}`,
     );
     peer.connection = conn;
-    this.peerOfConnection.set(conn, peer);
     this.emit("connection", conn);
+  }
+
+  /**
+   * ChangeCipherSpec + our Finished in one datagram, built afresh each time: a retransmission gets
+   * new record sequence numbers (RFC 6347 4.2.4), so nothing but the 24-byte message is stored.
+   */
+  private finalFlight(peer: Peer): Buffer {
+    const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, CHANGE_CIPHER_SPEC_BODY);
+    const at = this.secrets.offset(peer.slot) + SECRETS_FINISHED;
+    const finished = this.protect(peer, ContentType.Handshake, this.secrets.buffer(peer.slot).subarray(at, at + FINISHED_MESSAGE_LENGTH));
+    return Buffer.concat([ccs, finished], ccs.length + finished.length);
   }
 
   // ---- epoch 1 ----
@@ -646,9 +690,18 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   // ---- sending ----
 
+  // Key block layout (RFC 5246 6.3, AEAD suites): client key, server key (16 each), client salt, server salt (4 each).
+
   private protect(peer: Peer, type: number, plaintext: Buffer): Buffer {
+    if (!peer.keysReady || peer.slot < 0) throw new Error("no keys for this session"); // a defect: callers check the state
     const seq = peer.writeSeq1++;
-    return encodeRecord(type, DTLS_1_2, 1, seq, peer.writeCipher!.encrypt(type, DTLS_1_2, 1, seq, plaintext));
+    const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
+    return encodeRecord(type, DTLS_1_2, 1, seq, sealRecord(peer.suite, this.secrets.buffer(peer.slot), at + 16, at + 36, type, DTLS_1_2, 1, seq, plaintext));
+  }
+
+  private open(peer: Peer, record: DtlsRecord): Buffer | undefined {
+    const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
+    return openRecord(peer.suite, this.secrets.buffer(peer.slot), at, at + 32, record.type, record.version, record.epoch, record.sequence, record.fragment);
   }
 
   private sendAlert(peer: Peer, level: number, description: number): void {
@@ -657,9 +710,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.transmit(peer.socketAddress, peer.port, [record]);
   }
 
-  sendApplicationData(conn: DtlsServerConnection, data: Buffer): boolean {
-    const peer = this.peerOfConnection.get(conn);
-    if (!peer || peer.connection !== conn || peer.state !== "established") return false;
+  sendApplicationData(session: object, conn: DtlsServerConnection, data: Buffer): boolean {
+    const peer = session as Peer;
+    if (peer.connection !== conn || peer.state !== "established") return false;
     if (peer.writeSeq1 >= 0xffffffffffff) {
       this.removePeer(peer, new Error("sequence numbers exhausted"));
       return false;
@@ -668,9 +721,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     return true;
   }
 
-  closeByApplication(conn: DtlsServerConnection): void {
-    const peer = this.peerOfConnection.get(conn);
-    if (peer && peer.connection === conn && peer.state === "established") {
+  closeByApplication(session: object, conn: DtlsServerConnection): void {
+    const peer = session as Peer;
+    if (peer.connection === conn && peer.state === "established") {
       this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
       this.removePeer(peer);
     } else {
@@ -696,23 +749,27 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const now = Date.now();
     if (now - peer.lastOnDemandResendAt < ON_DEMAND_RESEND_INTERVAL_MS) return;
     peer.lastOnDemandResendAt = now;
-    this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
+    if (peer.handshake) this.transmit(peer.socketAddress, peer.port, peer.handshake.flight);
+    else if (peer.state === "established" && !peer.finishedDelivered) this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
   }
 
   private armRetransmit(peer: Peer): void {
-    peer.retransmitTimer = setTimeout(() => {
-      peer.retransmitTimer = undefined;
-      if (this.peers.get(peer.key) !== peer || peer.state !== "awaiting-key-exchange") return;
-      this.transmit(peer.socketAddress, peer.port, peer.lastFlight);
-      peer.retransmitDelay = Math.min(peer.retransmitDelay * 2, this.maxRetransmitMs);
+    const handshake = peer.handshake;
+    if (!handshake) return;
+    handshake.retransmitTimer = setTimeout(() => {
+      handshake.retransmitTimer = undefined;
+      if (this.peers.get(peer.key) !== peer || peer.state !== "awaiting-key-exchange" || peer.handshake !== handshake) return;
+      this.transmit(peer.socketAddress, peer.port, handshake.flight);
+      handshake.retransmitDelay = Math.min(handshake.retransmitDelay * 2, this.maxRetransmitMs);
       this.armRetransmit(peer);
-    }, peer.retransmitDelay);
-    peer.retransmitTimer.unref();
+    }, handshake.retransmitDelay);
+    handshake.retransmitTimer.unref();
   }
 
   private disarmRetransmit(peer: Peer): void {
-    if (peer.retransmitTimer) clearTimeout(peer.retransmitTimer);
-    peer.retransmitTimer = undefined;
+    const handshake = peer.handshake;
+    if (handshake?.retransmitTimer) clearTimeout(handshake.retransmitTimer);
+    if (handshake) handshake.retransmitTimer = undefined;
   }
 
   // ---- ending ----
@@ -731,24 +788,25 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
     if (wasHandshaking) this.handshaking--;
-    peer.transcript = undefined;
-    peer.reassembler = undefined;
-    peer.master = undefined;
-    peer.pending = undefined;
-    peer.lastFlight = [];
+    peer.handshake = undefined;
+    peer.finishedDelivered = true;
+    peer.keysReady = false;
+    if (peer.slot >= 0) this.secrets.release(peer.slot);
+    peer.slot = -1;
     peer.connection?.markClosed(error);
   }
 
   private sweep(): void {
     try {
       const now = Date.now();
-      for (const peer of [...this.peers.values()]) {
+      // Deleting the current entry while iterating a Map is safe; no copy of a large map every tick.
+      for (const peer of this.peers.values()) {
         if (peer.state === "established") {
           if (now - peer.lastRecordAt >= this.idleTimeoutMs) {
             this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
             this.removePeer(peer, new Error("idle timeout"));
           }
-        } else if (now - peer.createdAt >= this.handshakeTimeoutMs) {
+        } else if (peer.handshake && now - peer.handshake.createdAt >= this.handshakeTimeoutMs) {
           this.failHandshake(peer, "timeout");
         }
       }
@@ -759,12 +817,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 }
 
-/** Long-lived small buffers must not be slices of the shared pool (they would pin 8 KB each). */
-function unpooledCopy(b: Buffer): Buffer {
-  const out = Buffer.allocUnsafeSlow(b.length);
-  b.copy(out);
-  return out;
-}
+const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 });
+const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
 
 function isThenable(v: unknown): v is PromiseLike<Buffer | undefined> {
   return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";

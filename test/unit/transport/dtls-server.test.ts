@@ -10,6 +10,7 @@ import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record"
 import { DtlsDecodeError, HandshakeReassembler, encodeHandshake, parseClientHello, parseHandshakeFragments } from "../../../src/transport/dtls/handshake";
 import { CookieJar } from "../../../src/transport/dtls/cookie";
 import { AeadState } from "../../../src/transport/dtls/cipher";
+import { SecretSlab } from "../../../src/transport/dtls/secret-slab";
 import { CIPHER_SUITES } from "../../../src/transport/dtls/constants";
 import { DtlsAlertError, ScriptedDtlsClient } from "../../../src/transport/dtls/scripted-client";
 
@@ -120,6 +121,28 @@ describe("DTLS server primitives", () => {
     assert.equal(jar.verify(cookie, input), true);
     jar.rotate();
     assert.equal(jar.verify(cookie, input), false);
+  });
+
+  it("secret slab: distinct zeroed slots, wiped on release and reused, grows by whole chunks", () => {
+    const slab = new SecretSlab(8, 2);
+    const a = slab.allocate();
+    const b = slab.allocate();
+    assert.notEqual(a, b);
+    assert.equal(slab.bytesReserved, 16);
+    slab.buffer(a).fill(0xaa, slab.offset(a), slab.offset(a) + 8);
+    slab.buffer(b).fill(0xbb, slab.offset(b), slab.offset(b) + 8);
+    const c = slab.allocate(); // third slot: a second chunk
+    assert.equal(slab.bytesReserved, 32);
+    assert.deepEqual([...slab.buffer(c).subarray(slab.offset(c), slab.offset(c) + 8)], Array(8).fill(0));
+    slab.release(a);
+    assert.deepEqual([...slab.buffer(a).subarray(slab.offset(a), slab.offset(a) + 8)], Array(8).fill(0), "released secrets are wiped");
+    assert.deepEqual([...slab.buffer(b).subarray(slab.offset(b), slab.offset(b) + 8)], Array(8).fill(0xbb), "neighbours are untouched");
+    assert.equal(slab.slotsInUse, 2);
+    const d = slab.allocate();
+    const e = slab.allocate();
+    assert.ok([d, e].includes(a), "a released slot is handed out again");
+    assert.equal(new Set([b, c, d, e]).size, 4);
+    assert.throws(() => new SecretSlab(0), RangeError);
   });
 
   it("AEAD records: a flipped bit fails authentication without throwing", () => {
@@ -409,6 +432,16 @@ describe("DtlsServer with a scripted client on loopback", () => {
     await waitFor(() => c.received.length === before + 1);
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(c.received.length, before + 1);
+    // The answer is a usable final flight: ChangeCipherSpec, then our Finished under the session
+    // keys with the verify_data of the handshake, in records with new sequence numbers.
+    const originalFlight = c.received.slice(0, before).reverse().find((d) => c.openRecords(d).some((r) => r.epoch === 1));
+    const original = c.openRecords(originalFlight!);
+    const resent = c.openRecords(c.received[before]);
+    assert.deepEqual(resent.map((r) => [r.type, r.epoch]), [[20, 0], [22, 1]]);
+    const [finished] = parseHandshakeFragments(resent[1].plaintext!);
+    assert.equal(finished.msgType, 20);
+    assert.deepEqual(finished.body, c.serverVerifyData);
+    assert.ok(resent[1].sequence > original[1].sequence);
     c.send(Buffer.from("data")); // proves the client has our Finished
     assert.equal((await c.nextMessage()).toString(), "echo:data");
     const afterData = c.received.length;
