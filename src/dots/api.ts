@@ -96,8 +96,14 @@ export interface CallHomeListenerApi {
 // ---------------------------------------------------------------- home side (dialer)
 
 export interface DialerOptions {
-  /** ISP Call Home DOTS client address(es): hostnames or IP literals. */
+  /** ISP Call Home DOTS client address(es): hostnames or IP literals (may be empty with discover). */
   hosts: string[];
+  /**
+   * RFC 8973 discovery: look up SRV _dots-call-home._udp.<domain> and _dots-call-home._tcp.<domain>
+   * (optionally on the given DNS servers, "address[:port]") and dial what they name; `hosts` and
+   * `port` are the fallback when discovery finds nothing.
+   */
+  discover?: { domain: string; dnsServers?: string[] };
   port: number; // default 4647
   transport: TransportChoice;
   psk?: PskCredential;
@@ -142,6 +148,8 @@ export interface Decision {
 }
 
 export interface CallHomeDialerEvents {
+  /** RFC 8973 discovery found these candidates (only with DialerOptions.discover). */
+  discovered: [{ domain: string; candidates: Array<{ host: string; address: string; port: number; transport: "dtls" | "tls" }> }];
   connecting: [{ host: string; port: number; transport: "dtls" | "tls" }];
   connected: [{ remoteAddress: string; remotePort: number; transport: "dtls" | "tls"; cipher: string }];
   disconnected: [{ reason: string; retryInMs?: number }];

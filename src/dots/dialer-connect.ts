@@ -2,7 +2,7 @@
 // Eyeballs order (UDP/IPv6, UDP/IPv4, TCP/IPv6, TCP/IPv4), staggered attempts where the first
 // success wins, a ~10 minute cache of the winning transport, and the reconnect pacing of
 // RFC 9132 section 4.7 (MUST NOT retry more often than every 60 s, SHOULD NOT more than every 300 s).
-import { lookup as dnsLookup } from "node:dns";
+import { lookup as dnsLookup, promises as dnsPromises } from "node:dns";
 import { isIP } from "node:net";
 import type { Connection, TransportKind } from "../transport/connection";
 import type { TransportChoice } from "./api";
@@ -14,6 +14,77 @@ export interface Candidate {
   family: 4 | 6;
   /** The configured name (FQDN or literal): SNI and the certificate name to check. */
   host: string;
+  /** Port for this candidate (from an SRV record); absent: the configured port. */
+  port?: number;
+}
+
+/** The DNS queries RFC 8973 discovery needs (node:dns promises Resolver fits). */
+export interface SrvResolver {
+  resolveSrv(name: string): Promise<Array<{ name: string; port: number; priority: number; weight: number }>>;
+  resolve4(name: string): Promise<string[]>;
+  resolve6(name: string): Promise<string[]>;
+}
+
+/** A Resolver on the given servers ("127.0.0.1:5353" style), or the system's. */
+export function dnsResolver(servers?: string[]): SrvResolver {
+  const r = new dnsPromises.Resolver({ timeout: 2000, tries: 2 });
+  if (servers && servers.length > 0) r.setServers(servers);
+  return r;
+}
+
+/** RFC 8973 SRV owner names for Call Home (service name "dots-call-home"). */
+export function callHomeSrvName(transport: TransportKind, domain: string): string {
+  return `_dots-call-home.${transport === "dtls" ? "_udp" : "_tcp"}.${domain.replace(/\.$/, "")}`;
+}
+
+/**
+ * RFC 8973 discovery of the Call Home DOTS client: SRV records _dots-call-home._udp/_tcp.<domain>,
+ * targets resolved to addresses, ordered as Happy Eyeballs wants (UDP before TCP, IPv6 before
+ * IPv4) and by SRV priority within each. The SRV target name is the certificate name to check.
+ * Throws when nothing usable is found.
+ */
+export async function discoverCandidates(domain: string, transports: TransportKind[], resolver: SrvResolver): Promise<Candidate[]> {
+  const errors: string[] = [];
+  const found: Array<Candidate & { priority: number; weight: number }> = [];
+  for (const transport of transports) {
+    const owner = callHomeSrvName(transport, domain);
+    let records: Awaited<ReturnType<SrvResolver["resolveSrv"]>>;
+    try {
+      records = await resolver.resolveSrv(owner);
+    } catch (e) {
+      errors.push(`${owner}: ${(e as Error).message}`);
+      continue;
+    }
+    // RFC 2782: a single record with target "." means the service is not offered there.
+    records = records.filter((r) => r.name !== "" && r.name !== "." && r.port > 0 && r.port <= 65535).slice(0, 16);
+    for (const r of records) {
+      const target = r.name.replace(/\.$/, "");
+      for (const [family, query] of [[6, resolver.resolve6.bind(resolver)], [4, resolver.resolve4.bind(resolver)]] as const) {
+        let addresses: string[] = [];
+        if (isIP(target) === family) addresses = [target];
+        else if (isIP(target) === 0) {
+          try {
+            addresses = await query(target);
+          } catch {
+            // no address of this family
+          }
+        }
+        for (const address of addresses.slice(0, 8)) found.push({ transport, address, family, host: target, port: r.port, priority: r.priority, weight: r.weight });
+      }
+    }
+  }
+  if (found.length === 0) throw new Error(`RFC 8973 discovery found no Call Home client for ${domain}${errors.length ? ` (${errors.join("; ")})` : ""}`);
+  const order = (t: TransportKind) => transports.indexOf(t);
+  found.sort((a, b) => order(a.transport) - order(b.transport) || b.family - a.family || a.priority - b.priority || b.weight - a.weight);
+  const seen = new Set<string>();
+  const out: Candidate[] = [];
+  for (const { priority: _p, weight: _w, ...c } of found) {
+    const key = `${c.transport}|${c.address}|${c.port}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(c);
+  }
+  return out;
 }
 
 export type LookupAll = (host: string) => Promise<Array<{ address: string; family: number }>>;

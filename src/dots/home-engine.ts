@@ -12,7 +12,7 @@ import type { Connection, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
-import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy } from "./dialer-connect";
+import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
 import { HeartbeatScheduler } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
@@ -49,6 +49,8 @@ export interface HomeEngineTuning {
   validate?: MitigationValidator;
   /** Name resolution (default dns.lookup with all:true). */
   lookup?: LookupAll;
+  /** SRV/A/AAAA resolver for discover (default: node:dns Resolver on discover.dnsServers). */
+  srvResolver?: SrvResolver;
   /** How long the transport winner is cached, ms. Default 10 min. */
   transportCacheMs?: number;
   /** How long a TLS winner stays first before UDP is tried first again, ms. Default 24 h (RFC 9132 4.3). */
@@ -112,7 +114,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
 
   constructor(options: HomeEngineOptions) {
     super();
-    if (!options || !Array.isArray(options.hosts) || options.hosts.length === 0) throw new TypeError("CallHomeDialer: hosts must name at least one ISP address");
+    if (!options || !Array.isArray(options.hosts)) throw new TypeError("CallHomeDialer: hosts must be a list of ISP addresses");
+    if (options.hosts.length === 0 && !options.discover?.domain) throw new TypeError("CallHomeDialer: hosts must name at least one ISP address, or discover a domain");
     if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) throw new RangeError(`CallHomeDialer: invalid port ${options.port}`);
     if (!options.psk && !options.certificate) throw new TypeError("CallHomeDialer: give psk or certificate credentials (mutual authentication is mandatory)");
     if (options.certificate && !options.psk && !options.certificate.ca) throw new TypeError("CallHomeDialer: certificate.ca is needed to verify the ISP's certificate");
@@ -233,7 +236,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
           useRedirect = false;
         }
       }
-      won ??= await this.dial(this.opts.hosts, this.opts.certificate?.servername, controller.signal);
+      won ??= await this.dial(this.opts.hosts, this.opts.certificate?.servername, controller.signal, this.opts.discover);
       if (!this.running) {
         won.connection.close();
         return;
@@ -254,22 +257,33 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     }
   }
 
-  private async dial(hosts: string[], servername: string | undefined, signal: AbortSignal): Promise<{ connection: Connection; candidate: Candidate }> {
+  private async dial(hosts: string[], servername: string | undefined, signal: AbortSignal, discover?: DialerOptions["discover"]): Promise<{ connection: Connection; candidate: Candidate }> {
     const transports = transportsFor(this.opts.transport, this.opts.psk !== undefined);
-    const key = `${hosts.join(",")}:${this.opts.port}`;
-    const candidates = this.transportCache.order(key, await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup));
+    let key = `${hosts.join(",")}:${this.opts.port}`;
+    let found: Candidate[] | undefined;
+    if (discover?.domain) {
+      try {
+        found = await discoverCandidates(discover.domain, transports, this.tuning.srvResolver ?? dnsResolver(discover.dnsServers));
+        key = `srv:${discover.domain}`;
+        this.emit("discovered", { domain: discover.domain, candidates: found.map((c) => ({ host: c.host, address: c.address, port: c.port ?? this.opts.port, transport: c.transport })) });
+      } catch (e) {
+        if (hosts.length === 0) throw e;
+        this.emit("error", new Error(`${(e as Error).message}; using the configured hosts`));
+      }
+    }
+    const candidates = this.transportCache.order(key, found ?? (await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup)));
     const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
       // RFC 9132 section 4.3: 100 ms between attempts while under attack.
       attemptDelayMs: this.tuning.attemptDelayMs ?? (this.store.activeCount() > 0 ? 100 : 250),
       signal,
-      onAttempt: (c) => this.emit("connecting", { host: c.address, port: this.opts.port, transport: c.transport }),
+      onAttempt: (c) => this.emit("connecting", { host: c.address, port: c.port ?? this.opts.port, transport: c.transport }),
     });
     this.transportCache.remember(key, won.candidate.transport);
     return won;
   }
 
   private attempt(c: Candidate, servername: string | undefined, signal: AbortSignal): Promise<Connection> {
-    const port = this.opts.port;
+    const port = c.port ?? this.opts.port;
     if (c.transport === "dtls") {
       if (!this.opts.psk) return Promise.reject(new Error("DTLS needs PSK credentials"));
       return connectDtls({

@@ -12,6 +12,9 @@ import { decodeUdp } from "../../../src/coap/udp-codec";
 import { getBlock2, getETag, getObserve, getSize2, getUriPath } from "../../../src/coap/options";
 import { encodeDotsCbor, decodeDotsCbor } from "../../../src/cbor";
 import { DtlsServer } from "../../../src/transport/dtls";
+import { callHomeSrvName, discoverCandidates, dnsResolver } from "../../../src/dots/dialer-connect";
+import * as dgram from "node:dgram";
+import * as ipaddr from "ipaddr.js";
 import type { Connection } from "../../../src/transport/connection";
 
 const PSK = { identity: "home-c", key: Buffer.from("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "hex") };
@@ -193,5 +196,158 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
     while (notes.length < 1 && Date.now() < deadline) await sleep(10);
     assert.equal(notes.length, 1, "notified well before the no-RTT spacing of 3 s");
     await obs.cancel();
+  });
+});
+
+// A small authoritative DNS server on loopback (RFC 1035 wire format) answering SRV, A and AAAA
+// from a table, so node's own resolver does real queries in the discovery tests.
+interface Zone {
+  srv?: Record<string, Array<{ priority: number; weight: number; port: number; target: string }>>;
+  a?: Record<string, string[]>;
+  aaaa?: Record<string, string[]>;
+}
+async function startDns(zone: Zone): Promise<{ server: string; queries: string[]; close(): void }> {
+  const sock = dgram.createSocket("udp4");
+  const queries: string[] = [];
+  const nameBytes = (name: string) => Buffer.concat([...name.split(".").filter(Boolean).map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, "ascii")])), Buffer.from([0])]);
+  sock.on("message", (q, rinfo) => {
+    try {
+      let i = 12;
+      const labels: string[] = [];
+      while (q[i] !== 0) {
+        labels.push(q.subarray(i + 1, i + 1 + q[i]).toString("ascii"));
+        i += q[i] + 1;
+      }
+      const question = q.subarray(12, i + 5);
+      const qtype = q.readUInt16BE(i + 1);
+      const name = labels.join(".").toLowerCase();
+      queries.push(`${qtype === 33 ? "SRV" : qtype === 1 ? "A" : qtype === 28 ? "AAAA" : qtype} ${name}`);
+      const answers: Buffer[] = [];
+      const rr = (type: number, rdata: Buffer) => {
+        const h = Buffer.alloc(12);
+        h.writeUInt16BE(0xc00c, 0);
+        h.writeUInt16BE(type, 2);
+        h.writeUInt16BE(1, 4);
+        h.writeUInt32BE(60, 6);
+        h.writeUInt16BE(rdata.length, 10);
+        answers.push(Buffer.concat([h, rdata]));
+      };
+      if (qtype === 33) for (const r of zone.srv?.[name] ?? []) {
+        const d = Buffer.alloc(6);
+        d.writeUInt16BE(r.priority, 0);
+        d.writeUInt16BE(r.weight, 2);
+        d.writeUInt16BE(r.port, 4);
+        rr(33, Buffer.concat([d, nameBytes(r.target)]));
+      }
+      if (qtype === 1) for (const a of zone.a?.[name] ?? []) rr(1, Buffer.from(a.split(".").map(Number)));
+      if (qtype === 28) for (const a of zone.aaaa?.[name] ?? []) rr(28, Buffer.from(ipaddr.parse(a).toByteArray()));
+      const known = Boolean(zone.srv?.[name] || zone.a?.[name] || zone.aaaa?.[name]);
+      const h = Buffer.alloc(12);
+      q.copy(h, 0, 0, 2);
+      h.writeUInt16BE(0x8400 | (known ? 0 : 3), 2); // response, authoritative, NOERROR / NXDOMAIN
+      h.writeUInt16BE(1, 4);
+      h.writeUInt16BE(answers.length, 6);
+      sock.send(Buffer.concat([h, question, ...answers]), rinfo.port, rinfo.address);
+    } catch {
+      // a query we cannot parse gets no answer
+    }
+  });
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  return { server: `127.0.0.1:${sock.address().port}`, queries, close: () => sock.close() };
+}
+
+describe("dots/home RFC 8973 discovery (R3), real resolver against a loopback DNS server", function () {
+  this.timeout(30_000);
+  let dns: Awaited<ReturnType<typeof startDns>> | undefined;
+  let server: DtlsServer | undefined;
+  let dialer: CallHomeDialer | undefined;
+  afterEach(async () => {
+    await dialer?.stop();
+    dialer = undefined;
+    await server?.close();
+    server = undefined;
+    dns?.close();
+    dns = undefined;
+  });
+
+  it("SRV _dots-call-home._udp/_tcp: UDP before TCP, IPv6 before IPv4, then SRV priority; ports and names from the records", async () => {
+    assert.equal(callHomeSrvName("dtls", "isp.example."), "_dots-call-home._udp.isp.example");
+    assert.equal(callHomeSrvName("tls", "isp.example"), "_dots-call-home._tcp.isp.example");
+    dns = await startDns({
+      srv: {
+        "_dots-call-home._udp.isp.test": [
+          { priority: 20, weight: 0, port: 4700, target: "backup.isp.test" },
+          { priority: 10, weight: 0, port: 4647, target: "ch.isp.test" },
+        ],
+        "_dots-call-home._tcp.isp.test": [{ priority: 10, weight: 0, port: 4648, target: "ch.isp.test" }],
+      },
+      a: { "ch.isp.test": ["127.0.0.10"], "backup.isp.test": ["127.0.0.11"] },
+      aaaa: { "ch.isp.test": ["2001:db8::10"] },
+    });
+    const found = await discoverCandidates("isp.test", ["dtls", "tls"], dnsResolver([dns.server]));
+    assert.deepEqual(
+      found.map((c) => `${c.transport} ${c.address} ${c.port} ${c.host}`),
+      [
+        "dtls 2001:db8::10 4647 ch.isp.test",
+        "dtls 127.0.0.10 4647 ch.isp.test",
+        "dtls 127.0.0.11 4700 backup.isp.test",
+        "tls 2001:db8::10 4648 ch.isp.test",
+        "tls 127.0.0.10 4648 ch.isp.test",
+      ],
+    );
+    assert.ok(dns.queries.includes("SRV _dots-call-home._udp.isp.test"));
+    await assert.rejects(discoverCandidates("nothing.test", ["dtls", "tls"], dnsResolver([dns.server])), /RFC 8973 discovery found no Call Home client for nothing\.test/);
+  });
+
+  it("the dialer connects to the port and address an SRV record names, not its configured port", async () => {
+    server = new DtlsServer({ pskLookup: (id) => (id === PSK.identity ? PSK.key : undefined) });
+    server.on("handshake-failed", () => undefined);
+    const conns: Connection[] = [];
+    server.on("connection", (c: Connection) => {
+      conns.push(c);
+      new CoapEndpoint(c).on("protocol-error", () => undefined);
+    });
+    const { port } = await server.listen(0, "127.0.0.1");
+    dns = await startDns({
+      srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] },
+      a: { "ch.isp.test": ["127.0.0.1"] },
+    });
+    dialer = new CallHomeDialer({
+      hosts: [],
+      port: 9, // never used: discovery names the port
+      transport: "udp",
+      psk: PSK,
+      discover: { domain: "isp.test", dnsServers: [dns.server] },
+      homePrefixes: ["203.0.113.0/24"],
+      reconnect: { minMs: 50, maxMs: 200 },
+      tuning: { attemptDelayMs: 50, dtlsHandshakeTimeoutMs: 500 },
+    });
+    dialer.on("error", () => undefined);
+    const discovered = once(dialer, "discovered");
+    await dialer.start();
+    const [info] = await once(dialer, "connected");
+    assert.equal(info.remotePort, port);
+    assert.equal((await discovered)[0].candidates[0].port, port);
+    while (conns.length === 0) await sleep(10);
+    assert.equal(conns[0].peer.pskIdentity, PSK.identity);
+    for (const c of conns) c.close();
+  });
+
+  it("without any usable record and without hosts, connecting fails with a clear reason and keeps retrying", async () => {
+    dns = await startDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port: 0, target: "." }] } });
+    dialer = new CallHomeDialer({
+      hosts: [],
+      port: 4647,
+      transport: "udp",
+      psk: PSK,
+      discover: { domain: "isp.test", dnsServers: [dns.server] },
+      homePrefixes: ["203.0.113.0/24"],
+      reconnect: { minMs: 50, maxMs: 200 },
+    });
+    dialer.on("error", () => undefined);
+    await dialer.start();
+    const [d] = await once(dialer, "disconnected");
+    assert.match(d.reason, /RFC 8973 discovery found no Call Home client for isp\.test/);
+    assert.ok(d.retryInMs !== undefined);
   });
 });
