@@ -101,8 +101,12 @@ export interface TlsServerOptions {
   handshakeTimeoutMs?: number;
   /** Cap on simultaneous TCP connections, handshaking or established (default 10,000). */
   maxConnections?: number;
-  /** Refuse clients that do not select ALPN "coap" (default true). */
-  requireAlpn?: boolean;
+  /**
+   * Refuse clients that do not select ALPN "coap" (default true). Per authentication method if
+   * given as an object: libcoap's PSK clients offer no ALPN, so `{ psk: false }` admits them while
+   * certificate clients still must select it (an omitted method defaults to true).
+   */
+  requireAlpn?: boolean | { psk?: boolean; certificate?: boolean };
 }
 
 export interface TlsHandshakeFailure {
@@ -483,7 +487,8 @@ export class TlsServer extends EventEmitter {
   private readonly settings: TlsConnectionSettings;
   private readonly local: LocalIdentity;
   private readonly maxConnections: number;
-  private readonly requireAlpn: boolean;
+  private readonly requireAlpnPsk: boolean;
+  private readonly requireAlpnCertificate: boolean;
   private closed = false;
 
   constructor(private readonly opts: TlsServerOptions) {
@@ -494,7 +499,9 @@ export class TlsServer extends EventEmitter {
       maxWriteBuffer: opts.maxWriteBuffer ?? DEFAULT_MAX_WRITE_BUFFER,
     };
     this.maxConnections = opts.maxConnections ?? 10_000;
-    this.requireAlpn = opts.requireAlpn !== false;
+    const alpn = opts.requireAlpn;
+    this.requireAlpnPsk = typeof alpn === "object" ? alpn.psk !== false : alpn !== false;
+    this.requireAlpnCertificate = typeof alpn === "object" ? alpn.certificate !== false : alpn !== false;
     const requireCert = opts.certificate !== undefined && opts.requireClientCert !== false;
     const serverOptions: tls.TlsOptions = {
       ALPNProtocols: [COAP_ALPN],
@@ -598,11 +605,6 @@ export class TlsServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    if (this.requireAlpn && socket.alpnProtocol !== COAP_ALPN) {
-      this.reportFailure(socket, new TransportError("ALPN_MISMATCH", `client did not negotiate ALPN "${COAP_ALPN}"`));
-      socket.destroy();
-      return;
-    }
     let peer: PeerIdentity;
     let identity = this.pskIdentities.get(socket);
     if (identity === undefined && this.opts.psk && socket.isSessionReused()) {
@@ -623,6 +625,12 @@ export class TlsServer extends EventEmitter {
         }
         identity = resumed;
       }
+    }
+    const alpnRequired = identity !== undefined ? this.requireAlpnPsk : this.requireAlpnCertificate;
+    if (alpnRequired && socket.alpnProtocol !== COAP_ALPN) {
+      this.reportFailure(socket, new TransportError("ALPN_MISMATCH", `client did not negotiate ALPN "${COAP_ALPN}"`));
+      socket.destroy();
+      return;
     }
     if (identity !== undefined) peer = pskPeerIdentity(identity);
     else {

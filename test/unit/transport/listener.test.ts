@@ -7,7 +7,8 @@ import { once } from "node:events";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { connectDtls } from "../../../src/transport/dtls-client";
 import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../../../src/transport/listener";
-import { connectTls } from "../../../src/transport/tls";
+import * as tls from "node:tls";
+import { PSK_CIPHERS, connectTls } from "../../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../../support/certs";
 import { LossyRelay } from "../../support/lossy-relay";
 
@@ -21,6 +22,7 @@ describe("transport/listener", function () {
   const conns: Connection[] = [];
   const relays: LossyRelay[] = [];
   const sockets: dgram.Socket[] = [];
+  const raws: tls.TLSSocket[] = [];
 
   before(async function () {
     this.timeout(60000);
@@ -32,6 +34,7 @@ describe("transport/listener", function () {
     for (const r of relays.splice(0)) await r.close();
     for (const l of listeners.splice(0)) await l.close();
     for (const s of sockets.splice(0)) s.close();
+    for (const s of raws.splice(0)) s.destroy();
   });
 
   function make(extra: Partial<ConstructorParameters<typeof CallHomeTransportListener>[0]> = {}) {
@@ -71,6 +74,38 @@ describe("transport/listener", function () {
     assert.deepEqual(seen, ["dtls 127.0.0.1 home-1", "dtls ::1 home-1", "tls 127.0.0.1 CN=home-1.example", "tls ::1 home-1"]);
     assert.equal(l.connections.size, 4);
     assert.ok(accepted.every((c) => c.localPort === port));
+  });
+
+  it("ALPN per authentication method: { psk: false } admits PSK clients without ALPN (libcoap), certificate clients still need it", async () => {
+    // A bare node:tls client offering no ALPN, as libcoap's PSK client does.
+    const noAlpn = (port: number, kind: "psk" | "certificate"): void => {
+      const s = tls.connect(
+        kind === "psk"
+          ? { host: "127.0.0.1", port, ciphers: PSK_CIPHERS, checkServerIdentity: () => undefined, pskCallback: () => ({ identity: "home-1", psk: KEY }) }
+          : { host: "127.0.0.1", port, ...home(), servername: "localhost" },
+      );
+      s.on("error", () => undefined);
+      s.on("close", () => undefined);
+      raws.push(s);
+    };
+    const relaxed = make({ dtls: undefined, tls: { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert }, pskLookup: lookup, requireAlpn: { psk: false } } });
+    const relaxedPort = (await relaxed.l.listen()).port;
+    noAlpn(relaxedPort, "psk");
+    await until(() => relaxed.accepted.length === 1);
+    assert.equal(relaxed.accepted[0].peer.pskIdentity, "home-1");
+    noAlpn(relaxedPort, "certificate");
+    await until(() => relaxed.failures.length === 1);
+    assert.match(relaxed.failures[0].reason, /ALPN/);
+    assert.equal(relaxed.accepted.length, 1);
+    // The default requires ALPN "coap" of PSK clients too; clients offering it are unaffected.
+    const strict = make({ dtls: undefined });
+    const strictPort = (await strict.l.listen()).port;
+    noAlpn(strictPort, "psk");
+    await until(() => strict.failures.length === 1);
+    assert.match(strict.failures[0].reason, /ALPN/);
+    conns.push(await connectTls({ host: "127.0.0.1", port: strictPort, psk: { identity: "home-1", key: KEY } }));
+    await until(() => strict.accepted.length === 1);
+    assert.equal(strict.accepted[0].peer.pskIdentity, "home-1");
   });
 
   it("close() ends every connection and frees the port for a new listener", async () => {
