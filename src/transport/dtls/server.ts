@@ -637,8 +637,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   /**
-   * ChangeCipherSpec + our Finished in one datagram, built afresh each time: a retransmission gets
-   * new record sequence numbers (RFC 6347 4.2.4), so nothing but the 24-byte message is stored.
+   * ChangeCipherSpec + our Finished in one datagram, built afresh each time in new records with
+   * fresh sequence numbers, so nothing but the 24-byte Finished message is stored.
    */
   private finalFlight(peer: Peer): Buffer {
     const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, CHANGE_CIPHER_SPEC_BODY);
@@ -690,7 +690,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   // ---- sending ----
 
-  // Key block layout (RFC 5246 6.3, AEAD suites): client key, server key (16 each), client salt, server salt (4 each).
+  // The key block in the slot (RFC 5246 6.3, AEAD suites) is client key, server key (16 bytes each),
+  // client salt, server salt (4 each): records are written with the server's, read with the client's.
 
   private protect(peer: Peer, type: number, plaintext: Buffer): Buffer {
     if (!peer.keysReady || peer.slot < 0) throw new Error("no keys for this session"); // a defect: callers check the state
