@@ -4,7 +4,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { Decision, DecisionOutcome, MitigationEnded, MitigationEvent, TransportChoice } from "../../src/dots/api";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
-import { certificateFrom, closeWithin, listOf, normalisePrefix, toError, type TlsConfigNode } from "../lib/common";
+import { certificateFrom, checkConfigVersion, closeWithin, ErrorReporter, listOf, normalisePrefix, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface DialerDef extends NodeDef {
@@ -35,7 +35,10 @@ export = function (RED: NodeAPI): void {
     const node = this;
     let engine: CallHomeDialer | undefined;
     let connectedText = "";
-    const report = (e: unknown, msg: NodeMessage = {}): void => node.error(toError(e), msg);
+    // Errors outside a message reach Catch nodes through a synthetic msg, also early ones.
+    const reporter = new ErrorReporter(RED, node);
+    const report = (e: unknown, msg: NodeMessage = {}): void => reporter.report(e, msg);
+    checkConfigVersion(RED, node, config.version);
 
     const showConnected = (): void => {
       if (!engine) return;
@@ -153,6 +156,7 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
+      reporter.dispose();
       const e = engine;
       engine = undefined;
       const work = e ? e.stop().finally(() => {

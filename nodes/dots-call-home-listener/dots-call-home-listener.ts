@@ -4,7 +4,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { ListenerOptions, RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
 import { CallHomeListener } from "../../src/dots/isp-engine";
-import { certificateFrom, closeWithin, parseHomePrefixes, toError, type TlsConfigNode } from "../lib/common";
+import { certificateFrom, checkConfigVersion, closeWithin, ErrorReporter, parseHomePrefixes, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface ListenerDef extends NodeDef {
@@ -45,8 +45,11 @@ export = function (RED: NodeAPI): void {
       const n = engine.sessions().length;
       node.status({ fill: n > 0 ? "green" : "grey", shape: "dot", text: RED._("dots-call-home-listener.status.listening", { where: listeningText, count: n }) });
     };
-    // Errors outside a message still reach Catch nodes through a synthetic msg.
-    const report = (e: unknown, msg: NodeMessage = {}): void => node.error(toError(e), msg);
+    // Errors outside a message still reach Catch nodes through a synthetic msg, also those raised
+    // before the flows have started.
+    const reporter = new ErrorReporter(RED, node);
+    const report = (e: unknown, msg: NodeMessage = {}): void => reporter.report(e, msg);
+    checkConfigVersion(RED, node, config.version);
 
     try {
       const options: ListenerOptions = {
@@ -173,6 +176,7 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
+      reporter.dispose();
       const e = engine;
       engine = undefined;
       const work = e ? e.stop().finally(() => {

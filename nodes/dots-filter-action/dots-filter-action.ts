@@ -8,7 +8,7 @@ import { NatLookup, type Device } from "../../src/home/nat-lookup";
 import type { NatSource } from "../../src/home/nat-source";
 import type { ConntrackFlow } from "../../src/home/conntrack-parse";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
-import { closeWithin, toError } from "../lib/common";
+import { checkConfigVersion, closeWithin, ErrorReporter, toError } from "../lib/common";
 
 interface FilterDef extends NodeDef {
   backend: string; // nftables | dry-run
@@ -54,7 +54,10 @@ export = function (RED: NodeAPI): void {
     const node = this;
     const source = new MessageNatSource();
     let enforcer: HomeEnforcer | undefined;
-    const report = (e: unknown, msg: NodeMessage = {}): void => node.error(toError(e), msg);
+    // Errors outside a message reach Catch nodes through a synthetic msg, also early ones.
+    const reporter = new ErrorReporter(RED, node);
+    const report = (e: unknown, msg: NodeMessage = {}): void => reporter.report(e, msg);
+    checkConfigVersion(RED, node, config.version);
 
     const decisionMsg = (r: HandleResult, base?: Msg): NodeMessage => ({
       ...(base ?? {}),
@@ -174,6 +177,7 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
+      reporter.dispose();
       const e = enforcer;
       enforcer = undefined;
       const work = e ? e.close().finally(() => {

@@ -1,7 +1,7 @@
 // Builds a DOTS Call Home mitigation request (JSON view, RFC 9132 + RFC 9066 names) from the
 // form or from msg, checks it with the library's validator, and hands it on for the listener.
 import type { Node, NodeAPI, NodeMessageInFlow } from "node-red";
-import { FieldError, evaluate, listOf, toError, tryRequire } from "../lib/common";
+import { FieldError, checkConfigVersion, evaluate, listOf, toError, tryRequire } from "../lib/common";
 import { CH, MITIGATION_SCOPE, attributeOf, buildScope, requestFields } from "../lib/request";
 import type { FieldName, RequestDef, ValidationModule } from "../lib/request";
 import type { DotsJson } from "../../src/dots/api";
@@ -12,6 +12,7 @@ export = function (RED: NodeAPI): void {
   function DotsMitigationRequest(this: Node, config: RequestDef): void {
     RED.nodes.createNode(this, config);
     const node = this;
+    checkConfigVersion(RED, node, config.version);
     const allowIndefinite = config.allowIndefinite === true;
     node.status({});
 

@@ -4,7 +4,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from "node-red";
 import { NatLookup } from "../../src/home/nat-lookup";
 import { createNatSource, type NatSpec } from "../../src/home/nat-source";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
-import { closeWithin, toError } from "../lib/common";
+import { checkConfigVersion, closeWithin, ErrorReporter, toError } from "../lib/common";
 
 interface NatDef extends NodeDef {
   source: string; // auto | conntrack | proc | static
@@ -19,6 +19,9 @@ export = function (RED: NodeAPI): void {
     const node = this;
     let lookup: Promise<NatLookup> | undefined;
     let configError: Error | undefined;
+    // Errors outside a message reach Catch nodes through a synthetic msg, also early ones.
+    const reporter = new ErrorReporter(RED, node);
+    checkConfigVersion(RED, node, config.version);
 
     const netns = (config.netns || "").trim();
     const runner = netns ? netnsRunner(netns) : new CommandRunner();
@@ -45,13 +48,13 @@ export = function (RED: NodeAPI): void {
       // A failing source is reported per message (and here once), never as an unhandled rejection.
       lookup.catch((e) => {
         node.status({ fill: "red", shape: "ring", text: RED._("dots-nat-lookup.status.error") });
-        node.error(toError(e), {});
+        reporter.report(e);
       });
       node.status({ fill: "grey", shape: "dot", text: RED._("dots-nat-lookup.status.ready", { source: config.source || "auto" }) });
     } catch (e) {
       configError = toError(e);
       node.status({ fill: "red", shape: "ring", text: RED._("dots-nat-lookup.status.config") });
-      node.error(configError, {});
+      reporter.report(configError);
     }
 
     node.on("input", (msg: NodeMessageInFlow, send, done) => {
@@ -81,6 +84,7 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
+      reporter.dispose();
       const work = lookup ? lookup.then((l) => l.close(), () => undefined) : Promise.resolve();
       closeWithin(5000, work, () => {
         node.status({});

@@ -1,7 +1,7 @@
 // Config node holding one DTLS/TLS pre-shared key. The key is a `password` credential: it is
 // stored encrypted in flows_cred.json, never sent back to the editor and never exported.
 import type { Node, NodeAPI, NodeDef } from "node-red";
-import { pskBytes, toError } from "../lib/common";
+import { checkConfigVersion, pskBytes, toError } from "../lib/common";
 import type { PskCredential } from "../../src/dots/api";
 import type { DotsPskNode, PskCreds } from "../lib/types";
 
@@ -15,6 +15,7 @@ interface PskDef extends NodeDef {
 export = function (RED: NodeAPI): void {
   function DotsPsk(this: DotsPskNode, config: PskDef): void {
     RED.nodes.createNode(this, config);
+    checkConfigVersion(RED, this, config.version);
     const keyFormat = config.keyFormat === "text" ? "text" : "hex";
     this.home = (config.home || "").trim() || (this.credentials?.identity ?? "");
     this.credential = (): PskCredential => {

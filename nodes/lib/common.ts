@@ -192,3 +192,53 @@ export function certificateFrom(tlsNode: TlsConfigNode): CertificateCredential {
   return c;
 }
 
+
+/** The config version this release writes (the editor's `version` default). */
+export const CONFIG_VERSION = 1;
+
+/**
+ * Warns when a node was saved by a newer release: its settings may mean more than this release
+ * understands. Older or missing versions are this release's own shape (nothing to migrate yet).
+ */
+export function checkConfigVersion(RED: NodeAPI, node: Node, version: unknown): void {
+  const v = Number(version ?? CONFIG_VERSION);
+  if (Number.isFinite(v) && v > CONFIG_VERSION) node.warn(RED._(`${node.type}.errors.newer-version`, { version: v, supported: CONFIG_VERSION }));
+}
+
+/** At most this many errors wait for the flows to start; later ones are only logged. */
+const MAX_EARLY_ERRORS = 20;
+
+/**
+ * Sends errors to Catch nodes, holding those raised before the flows have started. Node-RED
+ * builds a flow's list of Catch nodes only after every node of the flow has been constructed,
+ * so an error raised in a constructor (bad configuration) or right after it would be logged but
+ * never caught. `dispose()` belongs in the node's close handler.
+ */
+export class ErrorReporter {
+  private started = false;
+  private readonly early: Array<[Error, NodeMessage]> = [];
+  private readonly onStarted = (): void => {
+    this.started = true;
+    this.RED.events.removeListener("flows:started", this.onStarted);
+    for (const [err, msg] of this.early.splice(0)) this.node.error(err, msg);
+  };
+
+  constructor(
+    private readonly RED: NodeAPI,
+    private readonly node: Node,
+  ) {
+    RED.events.on("flows:started", this.onStarted);
+  }
+
+  report(e: unknown, msg: NodeMessage = {}): void {
+    const err = toError(e);
+    if (this.started) this.node.error(err, msg);
+    else if (this.early.length < MAX_EARLY_ERRORS) this.early.push([err, msg]);
+    else this.node.log(err.message);
+  }
+
+  dispose(): void {
+    this.RED.events.removeListener("flows:started", this.onStarted);
+    this.early.length = 0;
+  }
+}
