@@ -137,6 +137,40 @@ function secretFile(file: string, bytes: number): { value: string; created: bool
   return { value, created: true };
 }
 
+/**
+ * One demo per user dir: two Node-RED runtimes on one flows file would overwrite each other's
+ * deploys. A pid file left by a killed demo is stale once that process is gone.
+ */
+function lockDemoDir(dir: string): void {
+  const file = path.join(dir, "demo.pid");
+  const other = fs.existsSync(file) ? Number(fs.readFileSync(file, "utf8").trim()) : NaN;
+  if (Number.isInteger(other) && other > 0 && other !== process.pid && isDemoProcess(other)) {
+    throw new UsageError(`another demo (pid ${other}) is already running with the user dir ${dir}; stop it first, or give this one its own --dir`);
+  }
+  fs.writeFileSync(file, `${process.pid}\n`, { mode: 0o600 });
+  process.on("exit", () => {
+    try {
+      if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.unlinkSync(file);
+    } catch {
+      // already gone
+    }
+  });
+}
+
+function isDemoProcess(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+  try {
+    // The pid may have been reused by an unrelated process since a demo was killed.
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo");
+  } catch {
+    return true; // no /proc: trust the live pid
+  }
+}
+
 function udpPortFree(port: number): Promise<number | undefined> {
   return new Promise((resolve) => {
     const s = dgram.createSocket("udp4");
@@ -289,6 +323,7 @@ async function main(): Promise<void> {
   const demoDir = path.resolve(options.dir ?? path.join(root, ".demo"));
   fs.mkdirSync(demoDir, { recursive: true, mode: 0o700 });
   fs.chmodSync(demoDir, 0o700); // flows_cred.json inside is written world-readable by Node-RED
+  lockDemoDir(demoDir);
 
   // Fail early, before Node-RED loads, when a port is taken.
   const server = http.createServer();

@@ -161,8 +161,15 @@ describe("npm run demo", function () {
     assert.equal(Number(flows.find((n) => n.type === "dots-call-home-dialer")?.port), dotsPort);
     const state = await mitigateAndWait(base);
     assert.equal(state.home.outcome, "enforced");
+
+    // A second demo on the same user dir would fight over flows.json: refused.
+    const twin = start(["--dir", dir, "--port", "0", "--dots-port", "0"]);
+    assert.equal(await twin.exited, 1);
+    assert.match(twin.stderr, new RegExp(`another demo \\(pid ${demo.child.pid}\\) is already running with the user dir`));
+
     demo.child.kill("SIGTERM");
     assert.equal(await demo.exited, 0, demo.stderr);
+    assert.ok(!fs.existsSync(path.join(dir, "demo.pid")), "the pid file goes with the demo");
   });
 
   it("a taken editor port is reported with how to choose another, and nothing starts", async () => {
