@@ -47,6 +47,10 @@ export interface IspEngineTuning extends IspTuning {
    * port of its own for Call Home so the two channels stay apart (R3).
    */
   allowBaseChannelPort: boolean;
+  /** Simultaneous TCP connections from one source address (transport default 256). */
+  maxTcpPerAddress?: number;
+  /** DTLS peers held at once (transport default 10000). */
+  maxDtlsPeers?: number;
 }
 
 /** The base (non-call-home) DOTS signal channel port, RFC 9132. */
@@ -145,7 +149,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     return new CallHomeTransportListener({
       port: o.port,
       host: o.host ?? "::",
-      dtls: o.transports.dtls ? { pskLookup: lookup } : undefined,
+      dtls: o.transports.dtls ? { pskLookup: lookup, ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}) } : undefined,
       tls: o.transports.tls
         ? {
             certificate: cert ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase } : undefined,
@@ -153,6 +157,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
           }
         : undefined,
       dropList: o.dropList ?? {},
+      maxTcpPerAddress: this.tuning.maxTcpPerAddress,
     });
   }
 
