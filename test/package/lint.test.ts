@@ -55,10 +55,19 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
     assert.match(pkg.name, /^@[a-z0-9-~][a-z0-9-._~]*\/[a-z0-9-._~]+$/);
   });
 
-  it("P05 the node-red keyword only once the package is stable (1.0.0 or later)", () => {
+  // The scorecard's rule is "add the keyword once the nodes are stable and documented": with the
+  // keyword present, the README must document every node and the examples, every node must have
+  // complete help (checked per node below), and the real-browser editor test must be in the suite.
+  it("P05 the node-red keyword only once the package is ready: nodes documented, examples, editor test", () => {
+    assert.ok(semver.valid(pkg.version), "a valid version");
     const listed = (pkg.keywords ?? []).includes("node-red");
-    if (listed) assert.ok(semver.major(pkg.version) >= 1, "keyword node-red present before 1.0.0");
-    else assert.ok(semver.valid(pkg.version));
+    if (!listed) return;
+    const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
+    const undocumented = types.filter((t) => !readme.includes(t));
+    assert.deepEqual(undocumented, [], "README names every node type");
+    assert.match(readme, /Import\s*>\s*Examples/i, "README points to Import > Examples");
+    assert.ok(fs.existsSync(path.join(outRoot, "test", "editor", "editor.test.js")), "the editor test is built with the suite");
+    assert.ok(fs.readdirSync(path.join(root, "examples")).some((f) => f.endsWith(".json")), "examples exist");
   });
 
   it("P06 node-red.version is declared and satisfied by current Node-RED releases", () => {
