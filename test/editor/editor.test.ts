@@ -135,7 +135,7 @@ describe("editor in a real browser (Chromium)", function () {
     // refused here and listed, so a node that pulls in an outside resource is noticed.
     await context.route("**/*", (route) => (route.request().url().startsWith(url) || route.request().url().startsWith("data:") ? route.continue() : (outside.push(route.request().url()), route.abort())));
     page = context.pages()[0] ?? (await context.newPage());
-    page.on("pageerror", (e) => pageErrors.push(e.message));
+    page.on("pageerror", (e) => pageErrors.push(e.stack ?? e.message));
     page.on("console", (m) => {
       if (m.type() === "error") consoleErrors.push(`${m.text()} (${m.location().url})`);
     });
@@ -306,6 +306,12 @@ describe("editor in a real browser (Chromium)", function () {
     assert.equal(await isFlagged("#node-input-homePrefixes"), true, "a prefix length over 32 is flagged");
     await enter("#node-input-hosts", "not a host!");
     assert.equal(await isFlagged("#node-input-hosts"), true, "a bad ISP address is flagged");
+    await closeDialog("cancel");
+
+    await openDialog("nat");
+    await enter("#node-input-table", "[{\"device\": ");
+    assert.equal(await isFlagged("#node-input-table"), true, "a static NAT table that is not JSON is flagged");
+    await page.screenshot({ path: path.join(artifacts, "validator-nat-table.png") });
     await closeDialog("cancel");
 
     await openDialog("fil");
