@@ -208,6 +208,30 @@ export function checkConfigVersion(RED: NodeAPI, node: Node, version: unknown): 
 /** At most this many errors wait for the flows to start; later ones are only logged. */
 const MAX_EARLY_ERRORS = 20;
 
+type RuntimeEvents = NodeAPI["events"];
+
+/**
+ * Reporters waiting for the flows to start, per runtime. One shared "flows:started" listener per
+ * runtime, not one per node: a deploy of many nodes must not trip MaxListenersExceededWarning.
+ */
+const waiting = new WeakMap<RuntimeEvents, Set<ErrorReporter>>();
+
+function waitForStart(events: RuntimeEvents, reporter: ErrorReporter): void {
+  let set = waiting.get(events);
+  if (!set) {
+    const pending = new Set<ErrorReporter>();
+    set = pending;
+    waiting.set(events, pending);
+    const onStarted = (): void => {
+      events.removeListener("flows:started", onStarted);
+      waiting.delete(events);
+      for (const r of pending) r.flowsStarted();
+    };
+    events.on("flows:started", onStarted);
+  }
+  set.add(reporter);
+}
+
 /**
  * Sends errors to Catch nodes, holding those raised before the flows have started. Node-RED
  * builds a flow's list of Catch nodes only after every node of the flow has been constructed,
@@ -217,17 +241,19 @@ const MAX_EARLY_ERRORS = 20;
 export class ErrorReporter {
   private started = false;
   private readonly early: Array<[Error, NodeMessage]> = [];
-  private readonly onStarted = (): void => {
-    this.started = true;
-    this.RED.events.removeListener("flows:started", this.onStarted);
-    for (const [err, msg] of this.early.splice(0)) this.node.error(err, msg);
-  };
 
   constructor(
     private readonly RED: NodeAPI,
     private readonly node: Node,
   ) {
-    RED.events.on("flows:started", this.onStarted);
+    waitForStart(RED.events, this);
+  }
+
+  /** Called once by the shared listener. */
+  flowsStarted(): void {
+    if (this.started) return;
+    this.started = true;
+    for (const [err, msg] of this.early.splice(0)) this.node.error(err, msg);
   }
 
   report(e: unknown, msg: NodeMessage = {}): void {
@@ -238,7 +264,8 @@ export class ErrorReporter {
   }
 
   dispose(): void {
-    this.RED.events.removeListener("flows:started", this.onStarted);
+    this.started = true; // nothing more to deliver
     this.early.length = 0;
+    waiting.get(this.RED.events)?.delete(this);
   }
 }

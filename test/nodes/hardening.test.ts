@@ -79,6 +79,25 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     });
   }
 
+  it("a flow of many of our nodes adds no MaxListenersExceededWarning (one shared start-up listener)", async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(`${w.name}: ${w.message}`);
+    };
+    process.on("warning", onWarning);
+    try {
+      const flow: unknown[] = [{ id: "t", type: "tab" }];
+      for (let i = 0; i < 25; i++) flow.push({ id: `nat${i}`, type: "dots-nat-lookup", z: "t", source: "static", table: "[]", wires: [[]] });
+      await helper.load(nodes, flow);
+      await helper.unload();
+      await helper.load(nodes, flow);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    } finally {
+      process.removeListener("warning", onWarning);
+    }
+    assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), []);
+  });
+
   it("a dialer whose PSK config is missing raises a catchable error at start-up", async () => {
     const flow = [
       { id: "t", type: "tab" },
