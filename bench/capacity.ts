@@ -35,9 +35,12 @@ async function child(job: ChildJob): Promise<void> {
   const dialers: CallHomeDialer[] = [];
   let connected = 0;
   let failed = 0;
+  // Sessions the home side saw end (loss detection, closes): they explain missing heartbeats.
+  let disconnects = 0;
+  const reasons = new Map<string, number>();
   const report = (): void => {
     const c = process.cpuUsage();
-    process.send?.({ type: "progress", connected, failed, cpuMs: (c.user + c.system) / 1000 });
+    process.send?.({ type: "progress", connected, failed, disconnects, reasons: [...reasons].slice(0, 3), cpuMs: (c.user + c.system) / 1000 });
   };
   const timer = setInterval(report, 1000);
   let stopping = false;
@@ -60,6 +63,11 @@ async function child(job: ChildJob): Promise<void> {
       reconnect: { minMs: 60_000, maxMs: 300_000 },
     });
     d.on("error", () => undefined);
+    d.on("disconnected", (e: { reason: string }) => {
+      disconnects++;
+      const k = e.reason.slice(0, 60);
+      if (reasons.size < 10 || reasons.has(k)) reasons.set(k, (reasons.get(k) ?? 0) + 1);
+    });
     dialers.push(d);
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
@@ -133,12 +141,12 @@ async function parent(): Promise<void> {
   console.log(`capacity bench: ${N} ${transport === "udp" ? "DTLS-PSK" : "TLS-PSK"} sessions, heartbeat-interval ${hb} s, ${children} dialer processes, node ${process.version}${transport === "tcp" ? `, per-source TCP cap ${perSource} (all dialers share 127.0.0.1)` : ""}`);
   const t0 = Date.now();
   const per = Math.ceil(N / children);
-  const childStats: Array<{ cpuMs: number; connected: number; failed: number }> = [];
+  const childStats: Array<{ cpuMs: number; connected: number; failed: number; disconnects: number; reasons: Array<[string, number]> }> = [];
   const kids = Array.from({ length: children }, (_, k) => {
     const job: ChildJob = { from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, transport, hb, concurrency };
     const c = fork(__filename, ["--child", JSON.stringify(job)], { execArgv: ["--max-old-space-size=8192"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    c.on("message", (m: { type: string; cpuMs?: number; connected?: number; failed?: number }) => {
-      if (m.type === "progress") childStats[k] = { cpuMs: m.cpuMs ?? 0, connected: m.connected ?? 0, failed: m.failed ?? 0 };
+    c.on("message", (m: { type: string; cpuMs?: number; connected?: number; failed?: number; disconnects?: number; reasons?: Array<[string, number]> }) => {
+      if (m.type === "progress") childStats[k] = { cpuMs: m.cpuMs ?? 0, connected: m.connected ?? 0, failed: m.failed ?? 0, disconnects: m.disconnects ?? 0, reasons: m.reasons ?? [] };
     });
     return c;
   });
@@ -187,7 +195,9 @@ async function parent(): Promise<void> {
   console.log(`  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us CPU per heartbeat`);
   const idleMsPerS = (idleCpu.user + idleCpu.system) / 1000;
   console.log(`  reference (same process, no sessions): ${idleMsPerS.toFixed(1)} ms CPU per second idle; with sessions ${(cpuMs / wallS).toFixed(1)} ms per second = ${(cpuMs / wallS / Math.max(0.1, idleMsPerS)).toFixed(0)}x idle; engine errors seen: ${errors}`);
-  console.log(`  dialer processes (not counted above): ${childStats.map((c, i) => `#${i} ${(((c.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${c.failed} set-ups timed out`).join("; ")}`);
+  console.log(`  dialer processes (not counted above): ${childStats.map((c, i) => `#${i} ${(((c.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${c.failed} set-ups timed out, ${c.disconnects} disconnects`).join("; ")}`);
+  const why = childStats.flatMap((c) => c.reasons);
+  if (why.length) console.log(`  home-side disconnect reasons: ${why.map(([r, n]) => `${n} x "${r}"`).join("; ")}`);
   console.log(`  target >= 5000 sessions: ${live >= 5000 ? "met" : "NOT met"}`);
 
   for (const c of kids) c.send({ type: "stop" });
