@@ -268,6 +268,10 @@ describe("editor in a real browser (Chromium)", function () {
     // A key that is not hexadecimal is flagged while the format is hex.
     await enter("#node-config-input-key", "not-hex!");
     assert.equal(await isFlagged("#node-config-input-key"), true, "a non-hex key is flagged");
+    await enter("#node-config-input-key", "00112233");
+    assert.equal(await isFlagged("#node-config-input-key"), true, "a key under 128 bits is flagged");
+    await enter("#node-config-input-key", "00112233445566778899aabbccddeeff");
+    assert.equal(await isFlagged("#node-config-input-key"), false, "a 128-bit hex key is accepted");
     await page.click("#node-config-dialog-cancel");
     await page.waitForSelector("#node-config-input-identity", { state: "detached" });
     await closeDialog("cancel");
