@@ -80,7 +80,7 @@ dial options:
   --auto-decide OUTCOME    answer every request with enforced|pending|legitimate|failed (demos)
   --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
   --reconnect-max MS       reconnect back-off ceiling (default 300000)
-  --allow-indefinite-lifetime   accept lifetime -1
+  --allow-indefinite-lifetime   grant lifetime -1 as indefinite (otherwise 3600 s is granted)
   --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
                            mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
 
