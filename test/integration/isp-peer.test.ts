@@ -39,6 +39,10 @@ class HandHome {
   configMaxAge = 3600;
   /** Answer GET /config with this code and a diagnostic instead of the configuration. */
   configFailure: number | undefined;
+  /** Leave GET /config unanswered (after the first one). */
+  configDeaf = false;
+  /** CoAP transmission parameters served in both configuration sets, when set. */
+  transmission: { ackTimeout: number; ackRandomFactor: number; maxRetransmit: number } | undefined;
   /** Hold the answer to GET /config this long (gives the ISP a long RTT estimate). */
   configDelayMs = 0;
   /** heartbeat-interval of mitigating-config when it differs from idle-config. */
@@ -60,9 +64,11 @@ class HandHome {
       const p = req.path.join("/");
       if (p === ".well-known/dots/config") {
         if (this.configFailure !== undefined) return req.respond({ code: this.configFailure, payload: Buffer.from("no configuration here") });
-        const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed };
+        if (this.configDeaf) return;
+        const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed, ...(this.transmission ?? {}) };
         const mitigating = { ...set, heartbeatInterval: this.mitigatingHeartbeatInterval ?? this.heartbeatInterval };
-        const answer = (): void => req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: { ...DEFAULT_CONFIG_LIMITS }, mitigating: { ...DEFAULT_CONFIG_LIMITS } })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
+        const limits = { ...DEFAULT_CONFIG_LIMITS, ackTimeout: { min: 0.1, max: 30 }, ackRandomFactor: { min: 1.0, max: 4 }, maxRetransmit: { min: 0, max: 15 } };
+        const answer = (): void => req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: limits, mitigating: limits })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
         if (this.configDelayMs > 0) setTimeout(answer, this.configDelayMs);
         else answer();
       } else if (p === ".well-known/dots/hb") {
@@ -441,5 +447,24 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.deepEqual(puts.map((x) => (x.body as Record<string, { scope: Array<Record<string, string[]>> }>)[MS].scope[0]["target-prefix"][0]), targets, "sent in call order");
     // Lower bounds only: load can stretch the gaps, never shrink them.
     for (let i = 1; i < puts.length; i++) assert.ok(puts[i].at - puts[i - 1].at >= 200, `gap ${i}: ${puts[i].at - puts[i - 1].at} ms`);
+  });
+
+  it("retransmits its CON GET /config on the ack-timeout the home negotiated (R12)", async () => {
+    // Negotiated ack-timeout 0.2 s: the first retransmission comes after 0.2-0.22 s. With the
+    // default 2 s it would take at least 2 s.
+    const [, h] = await start(30, 15, { msPerSecond: 100 }, (x) => {
+      x.transmission = { ackTimeout: 0.2, ackRandomFactor: 1.1, maxRetransmit: 2 };
+      x.configMaxAge = 2;
+    });
+    h.configDeaf = true; // the refresh (due after 180 ms here) goes unanswered
+    const copies = new Map<number, number[]>(); // message id -> arrival times of CON GET /config copies
+    h.conn.on("message", (m: Buffer) => {
+      const con = ((m[0] >> 4) & 3) === 0;
+      if (con && m[1] === 0x01 && m.includes("config")) copies.set(m.readUInt16BE(2), [...(copies.get(m.readUInt16BE(2)) ?? []), Date.now()]);
+    });
+    for (let i = 0; i < 60 && ![...copies.values()].some((t) => t.length >= 2); i++) await delay(50);
+    const first = [...copies.values()][0];
+    assert.ok(first && first.length >= 2, `a retransmission arrived: ${JSON.stringify([...copies])}`);
+    assert.ok(first[1] - first[0] < 1500, `retransmitted after ${first[1] - first[0]} ms`);
   });
 });
