@@ -474,6 +474,9 @@ export class IspSession extends EventEmitter {
     await this.fetchConfig(true);
     if (!this.isUp) return;
     this.heartbeat.start();
+    // No RTT sample yet (the GET /config needed a retransmission): one CoAP ping gives one, so new
+    // requests are paced per RTT rather than one per 3 s (R21).
+    if (this.endpoint.datagram && this.endpoint.rttEstimateMs() === undefined) void this.endpoint.ping().catch(() => undefined);
     this.upEmitted = true;
     this.emit("up", this.info);
     // Re-observe mitigations this identity had before a reconnect: the home keeps them (lifetimes).
