@@ -1,6 +1,7 @@
 // Public face of the DOTS CBOR layer (RFC 9132 section 6, RFC 9066 section 6).
 import { DecodeOptions, decodeDots } from "./decode";
 import { encodeDots } from "./encode";
+import { TABLE } from "./schema";
 
 export { DotsCborError, DotsCborErrorCode } from "./errors";
 export { DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH } from "./decode";
@@ -15,6 +16,13 @@ export {
   membersOf,
   nameOfKey,
 } from "./schema";
+
+/** Code -> label of the enumeration named `name` in the key table (e.g. "status", "conflict-cause"). */
+export function dotsEnumLabels(name: string): Readonly<Record<number, string>> {
+  const row = TABLE.find((r) => r.name === name);
+  if (!row || row.type.kind !== "enum") throw new Error(`DOTS key table: no enumeration named ${name}`);
+  return Object.freeze(Object.fromEntries(row.type.labels));
+}
 
 /** CoAP Content-Format of DOTS payloads (application/dots+cbor). */
 export const DOTS_CONTENT_FORMAT = 271;

@@ -3,6 +3,7 @@
 // for the home's PUT /hb. Also the pure request builders and response readers used by it.
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
+import { dotsEnumLabels } from "../cbor";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
 import { HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
 import { freshCuid, type MidAllocator } from "./ids";
@@ -15,25 +16,10 @@ export const REDIRECT_KEY = "ietf-dots-signal-channel:redirected-signal";
 export const WELL_KNOWN_DOTS = [".well-known", "dots"] as const;
 
 /** status (key 16) labels by code, RFC 9132 section 4.4.2. */
-export const STATUS_LABELS: Readonly<Record<number, string>> = {
-  1: "attack-mitigation-in-progress",
-  2: "attack-successfully-mitigated",
-  3: "attack-stopped",
-  4: "attack-exceeded-capability",
-  5: "dots-client-withdrawn-mitigation",
-  6: "attack-mitigation-terminated",
-  7: "attack-mitigation-withdrawn",
-  8: "attack-mitigation-signal-loss",
-};
+export const STATUS_LABELS = dotsEnumLabels("status");
 
 /** conflict-cause (key 19) labels, RFC 9132 plus RFC 9066 (4) and RFC 9244 (5). */
-export const CONFLICT_CAUSE_LABELS: Readonly<Record<number, string>> = {
-  1: "overlapping-targets",
-  2: "conflict-with-acceptlist",
-  3: "cuid-collision",
-  4: "request-rejected-legitimate-traffic",
-  5: "overlapping-pipes",
-};
+export const CONFLICT_CAUSE_LABELS = dotsEnumLabels("conflict-cause");
 
 /** Status labels after which the home no longer mitigates: the ISP forgets the request. */
 export const FINAL_STATUSES: ReadonlySet<string> = new Set([

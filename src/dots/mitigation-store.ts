@@ -5,6 +5,7 @@
 // CoAP answers and the decision hand-off live in home-resources.ts.
 import { EventEmitter } from "node:events";
 import * as ipaddr from "ipaddr.js";
+import { dotsEnumLabels } from "../cbor";
 import type { DotsJson } from "./api";
 
 /** RFC 9132 status registry (key 16). */
@@ -20,23 +21,9 @@ export const MitigationStatus = {
 } as const;
 export type MitigationStatusCode = (typeof MitigationStatus)[keyof typeof MitigationStatus];
 
-export const STATUS_LABELS: Readonly<Record<number, string>> = {
-  1: "attack-mitigation-in-progress",
-  2: "attack-successfully-mitigated",
-  3: "attack-stopped",
-  4: "attack-exceeded-capability",
-  5: "dots-client-withdrawn-mitigation",
-  6: "attack-mitigation-terminated",
-  7: "attack-mitigation-withdrawn",
-  8: "attack-mitigation-signal-loss",
-};
+export const STATUS_LABELS = dotsEnumLabels("status");
 
-export const CONFLICT_CAUSE_LABELS: Readonly<Record<number, string>> = {
-  1: "overlapping-targets",
-  2: "conflict-with-acceptlist",
-  3: "cuid-collision",
-  4: "request-rejected-legitimate-traffic",
-};
+export const CONFLICT_CAUSE_LABELS = dotsEnumLabels("conflict-cause");
 
 export const ATTACK_STATUS_CODES: Readonly<Record<string, number>> = { "under-attack": 1, "attack-successfully-mitigated": 2 };
 
