@@ -107,6 +107,7 @@ export = function (RED: NodeAPI): void {
       });
       e.on("auth-failure", (info: unknown) => sessionEvent("auth-failure", info));
       e.on("drop", (info: unknown) => sessionEvent("drop", info));
+      e.on("cuid-changed", (info: unknown) => sessionEvent("cuid-changed", info));
       e.on("error", (err: Error) => report(err));
       node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-listener.status.starting") });
       started = e.start().catch((err) => {

@@ -66,7 +66,8 @@ listen options:
   Add "id":<anything> to a command to get it echoed in its response or error line.
   Events: listening, session-up (with the negotiated /config), session-down (with the reason),
   heartbeat (direction in/out, peer-hb-status), status (every Observe notification), response,
-  sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), auth-failure, drop, error,
+  sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), cuid-changed (the home
+  answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, error,
   stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
 
 dial options:

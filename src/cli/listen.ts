@@ -38,6 +38,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("status", (n: StatusNotification) => emit("status", { ...n }));
   listener.on("heartbeat", (h: unknown) => emit("heartbeat", h as Record<string, unknown>));
   listener.on("discarded", (d: unknown) => emit("discarded", d as Record<string, unknown>));
+  listener.on("cuid-changed", (d: unknown) => emit("cuid-changed", d as Record<string, unknown>));
   listener.on("auth-failure", (d: unknown) => emit("auth-failure", d as Record<string, unknown>));
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
   listener.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
