@@ -4,7 +4,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { Decision, DecisionOutcome, MitigationEnded, MitigationEvent, TransportChoice } from "../../src/dots/api";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
-import { certificateFrom, checkConfigVersion, closeWithin, ErrorReporter, listOf, normalisePrefix, toError, type TlsConfigNode } from "../lib/common";
+import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, listOf, normalisePrefix, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface DialerDef extends NodeDef {
@@ -156,17 +156,9 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
-      reporter.dispose();
       const e = engine;
       engine = undefined;
-      const work = e ? e.stop().finally(() => {
-        e.removeAllListeners();
-        e.on("error", () => undefined); // late socket errors after close are not fatal
-      }) : Promise.resolve();
-      closeWithin(10000, work, () => {
-        node.status({});
-        done();
-      }, (err) => node.warn(err.message));
+      finishClose(node, reporter, stopAndDetach(e, (x) => x.stop()), done);
     });
   }
   RED.nodes.registerType("dots-call-home-dialer", DotsCallHomeDialer as never);

@@ -4,7 +4,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { ListenerOptions, RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
 import { CallHomeListener } from "../../src/dots/isp-engine";
-import { certificateFrom, checkConfigVersion, closeWithin, ErrorReporter, parseHomePrefixes, toError, type TlsConfigNode } from "../lib/common";
+import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, parseHomePrefixes, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface ListenerDef extends NodeDef {
@@ -177,17 +177,9 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
-      reporter.dispose();
       const e = engine;
       engine = undefined;
-      const work = e ? e.stop().finally(() => {
-            e.removeAllListeners();
-            e.on("error", () => undefined); // late socket errors after close are not fatal
-          }) : Promise.resolve();
-      closeWithin(10000, work, () => {
-        node.status({});
-        done();
-      }, (err) => node.warn(err.message));
+      finishClose(node, reporter, stopAndDetach(e, (x) => x.stop()), done);
     });
   }
   RED.nodes.registerType("dots-call-home-listener", DotsCallHomeListener as never);

@@ -8,7 +8,7 @@ import { NatLookup, type Device } from "../../src/home/nat-lookup";
 import type { NatSource } from "../../src/home/nat-source";
 import type { ConntrackFlow } from "../../src/home/conntrack-parse";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
-import { checkConfigVersion, closeWithin, ErrorReporter, toError } from "../lib/common";
+import { checkConfigVersion, ErrorReporter, finishClose, stopAndDetach, toError } from "../lib/common";
 
 interface FilterDef extends NodeDef {
   backend: string; // nftables | dry-run
@@ -177,17 +177,9 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
-      reporter.dispose();
       const e = enforcer;
       enforcer = undefined;
-      const work = e ? e.close().finally(() => {
-        e.removeAllListeners();
-        e.on("error", () => undefined);
-      }) : Promise.resolve();
-      closeWithin(10000, work, () => {
-        node.status({});
-        done();
-      }, (err) => node.warn(err.message));
+      finishClose(node, reporter, stopAndDetach(e, (x) => x.close()), done);
     });
   }
   RED.nodes.registerType("dots-filter-action", DotsFilterAction as never);

@@ -4,7 +4,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from "node-red";
 import { NatLookup } from "../../src/home/nat-lookup";
 import { createNatSource, type NatSpec } from "../../src/home/nat-source";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
-import { checkConfigVersion, closeWithin, ErrorReporter, toError } from "../lib/common";
+import { checkConfigVersion, ErrorReporter, finishClose, toError } from "../lib/common";
 
 interface NatDef extends NodeDef {
   source: string; // auto | conntrack | proc | static
@@ -84,12 +84,8 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
-      reporter.dispose();
       const work = lookup ? lookup.then((l) => l.close(), () => undefined) : Promise.resolve();
-      closeWithin(5000, work, () => {
-        node.status({});
-        done();
-      }, (e) => node.warn(e.message));
+      finishClose(node, reporter, work, done, 5000);
     });
   }
   RED.nodes.registerType("dots-nat-lookup", DotsNatLookup as never);

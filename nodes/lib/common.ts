@@ -156,6 +156,30 @@ export function closeWithin(ms: number, work: Promise<unknown>, done: () => void
   });
 }
 
+/** What a node owns that emits socket errors: detached after it stops. */
+export interface Detachable {
+  removeAllListeners(): unknown;
+  on(event: "error", listener: () => void): unknown;
+}
+
+/** Stops `target` (if any), then detaches its listeners; socket errors after close are not fatal. */
+export function stopAndDetach<T extends Detachable>(target: T | undefined, stop: (t: T) => Promise<unknown>): Promise<unknown> {
+  if (!target) return Promise.resolve();
+  return stop(target).finally(() => {
+    target.removeAllListeners();
+    target.on("error", () => undefined);
+  });
+}
+
+/** The end of every node's close handler: `done` always runs within `ms`, status cleared, a slow or failed stop only warned. */
+export function finishClose(node: Node, reporter: ErrorReporter, work: Promise<unknown>, done: () => void, ms = 10000): void {
+  reporter.dispose();
+  closeWithin(ms, work, () => {
+    node.status({});
+    done();
+  }, (err) => node.warn(err.message));
+}
+
 /** "home-a: 198.51.100.0/24, 2001:db8::/48" per line -> { "home-a": [...] }. */
 export function parseHomePrefixes(text: string): Record<string, string[]> {
   const out: Record<string, string[]> = {};
