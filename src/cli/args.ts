@@ -1,6 +1,7 @@
 // Command-line and JSON-file configuration of `dots-call-home listen|dial`. Pure parsing: no
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
+import * as net from "node:net";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
 import { parseNatSpec } from "../home/nat-source";
 import { checkTableName } from "../home/nft-script";
@@ -20,6 +21,7 @@ export const HELP = `dots-call-home: DOTS Signal Channel Call Home (RFC 9066 ove
 Usage:
   dots-call-home listen [options]     ISP side: Call Home DOTS client, (D)TLS server
   dots-call-home dial [options] HOST  home side: Call Home DOTS server, (D)TLS client
+  dots-call-home dial [options] --discover-domain DOMAIN   the same, ISP found by DNS SRV
   dots-call-home --help
 
 Both commands print one JSON object per line on stdout for every event
@@ -73,6 +75,13 @@ listen options:
 dial options:
   HOST (positional, repeatable): the ISP's Call Home DOTS client
   --connect HOST           the same as a HOST argument (repeatable)
+  --discover-domain DOMAIN find the ISP's Call Home DOTS client by DNS (RFC 8973): SRV records
+                           _dots-call-home._udp.DOMAIN and _dots-call-home._tcp.DOMAIN name
+                           the hosts and ports (and the certificate name to check). HOST may
+                           then be left out; if given, it (with --port) is the fallback when
+                           discovery finds nothing. Prints a "discovered" event per lookup
+  --dns-server ADDR[:PORT] DNS server for --discover-domain (repeatable; IPv6 as [ADDR]:PORT;
+                           default: the system's resolvers)
   --transport auto|udp|tcp happy eyeballs (auto, default), DTLS only, or TLS only
   --servername NAME        name the ISP certificate must carry (default: HOST)
   --heartbeat-interval S   heartbeat-interval offered in /config, seconds (default 30); the home
@@ -117,8 +126,9 @@ dial options:
     {"cmd":"reject","mid":N,"cuid":"..."?}    --consent manual: legitimate traffic, no block
     {"cmd":"mitigations"}  the engine's mitigations (with --enforce also what is blocked and
                            what waits for consent)
-  Events: connecting, connected, disconnected, mitigation (a request received: new, refresh or
-  efficacy), ended, redirected, decision, mitigations, error, stopped. With --enforce also:
+  Events: discovered (with --discover-domain: the domain and the candidates its SRV records
+  name, {host, address, port, transport}), connecting, connected, disconnected, mitigation (a
+  request received: new, refresh or efficacy), ended, redirected, decision, mitigations, error, stopped. With --enforce also:
   enforcer-ready (backend, action, consent, table), reconciled (leftovers removed at start),
   lookup (devices found behind the NAT, or found:false with the reason), consent-request
   (devices, the nft script an approval applies, deadline), consent (the answer given),
@@ -132,6 +142,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
            "requestRepeatMs":3000,"requestTimeoutMs":60000}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
+           "discoverDomain":"isp.example","dnsServers":["192.0.2.53","[2001:db8::53]:5353"],
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
            "ca":"ca.crt","servername":"isp.example","homePrefixes":["203.0.113.0/24"],
            "heartbeatInterval":30,"decisionWaitMs":2000,"autoDecide":"enforced",
@@ -192,6 +203,8 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   ...COMMON_FLAGS,
   "heartbeat-interval": "number",
   connect: "list",
+  "discover-domain": "string",
+  "dns-server": "list",
   transport: "string",
   servername: "string",
   "decision-wait": "number",
@@ -473,7 +486,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
     if (!Array.isArray(settings.hosts) || settings.hosts.some((h) => typeof h !== "string" || h.length === 0)) throw new CliUsageError(`"hosts" must be a list of host names or addresses`);
     hosts.push(...(settings.hosts as string[]));
   }
-  if (hosts.length === 0) throw new CliUsageError("dial needs the ISP's address: dots-call-home dial [options] HOST");
+  const discover = discoverFrom(f, settings);
+  if (hosts.length === 0 && !discover) throw new CliUsageError("dial needs the ISP's address: dots-call-home dial [options] HOST, or --discover-domain DOMAIN to find it by DNS SRV (RFC 8973)");
 
   const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", 1, 65535);
   const transport = (f.transport ?? settings.transport ?? "auto") as string;
@@ -505,6 +519,7 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   if (prefixes.length === 0) throw new CliUsageError("dial needs --home-prefix: source-prefix of every request must lie inside the home's prefixes");
 
   const options: DialerOptions = { hosts, port, transport: transport as TransportChoice, homePrefixes: prefixes as string[] };
+  if (discover) options.discover = discover;
   if (psk) options.psk = psk;
   if (certificate) options.certificate = certificate;
   const hb = f["heartbeat-interval"] ?? settings.heartbeatInterval;
@@ -536,6 +551,42 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
     if (out.autoDecide !== undefined) throw new CliUsageError("--auto-decide and --enforce exclude each other: with --enforce the enforcer decides");
     out.enforcement = enforcement;
   }
+  return out;
+}
+
+// A DNS name: letters, digits, hyphens and underscores in dot-separated labels of 1..63, 253 in all.
+const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** "192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353", as node:dns setServers takes them. */
+export function checkDnsServer(text: string): string {
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(text);
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text);
+  let address: string;
+  let port: string | undefined;
+  if (bracketed) [, address, port] = bracketed;
+  else if (v4) [, address, port] = v4;
+  else if (net.isIP(text) === 6) address = text;
+  else throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: expected an IP address, ADDR:PORT or [IPv6]:PORT`);
+  if (net.isIP(address) === 0) throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: ${address} is not an IP address`);
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: port must be 1..65535`);
+  return text;
+}
+
+/** --discover-domain / --dns-server (or discoverDomain / dnsServers in --config). */
+function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown>): DialerOptions["discover"] {
+  const domain = f["discover-domain"] ?? settings.discoverDomain;
+  const flagServers = f["dns-server"] as string[] | undefined;
+  let servers: unknown = flagServers ?? settings.dnsServers;
+  if (servers !== undefined && (!Array.isArray(servers) || servers.some((s) => typeof s !== "string"))) throw new CliUsageError(`"dnsServers" must be a list of addresses such as "192.0.2.53" or "[2001:db8::53]:5353"`);
+  if (domain === undefined) {
+    if (servers !== undefined && (servers as string[]).length > 0) throw new CliUsageError("--dns-server needs --discover-domain: it names the DNS server the SRV lookup asks");
+    return undefined;
+  }
+  const name = str(domain, "discover-domain");
+  if (!DNS_NAME.test(name) || net.isIP(name) !== 0) throw new CliUsageError(`--discover-domain ${JSON.stringify(name)} is not a DNS domain name`);
+  const out: NonNullable<DialerOptions["discover"]> = { domain: name };
+  servers = (servers as string[] | undefined)?.map(checkDnsServer);
+  if (servers && (servers as string[]).length > 0) out.dnsServers = servers as string[];
   return out;
 }
 

@@ -45,6 +45,8 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
   const dialer = new CallHomeDialer(config.terminatingPeriodMs === undefined ? config.options : { ...config.options, tuning: { terminatingPeriodMs: config.terminatingPeriodMs } });
   let enforcer: HomeEnforcer | undefined;
   let unwire: (() => void) | undefined;
+  // RFC 8973: what the SRV lookup named, so an operator sees where the dialer goes and why
+  dialer.on("discovered", (d) => emit("discovered", { domain: d.domain, candidates: d.candidates }));
   dialer.on("connecting", (i) => emit("connecting", i));
   dialer.on("connected", (i) => emit("connected", i));
   dialer.on("disconnected", (i) => emit("disconnected", i));

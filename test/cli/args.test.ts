@@ -99,10 +99,55 @@ describe("cli/args", () => {
       assert.match(HELP, new RegExp(`^ +(--[a-z-]+ [^\\n]*)?--${flag}(?![\\w-])`, "m"), `help documents --${flag}`);
     }
     for (const cmd of ["decide", "approve", "reject", "mitigations"]) assert.ok(HELP.includes(`{"cmd":"${cmd}"`), `help shows the ${cmd} command`);
-    for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement"]) assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
+    for (const flag of ["discover-domain", "dns-server"]) assert.ok(FLAG_NAMES.dial.includes(flag), flag);
+    for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement", "discovered"]) assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
   });
 
   const base = ["h", "--psk-identity", "a", "--psk-key", "b", "--home-prefix", "198.51.100.2/32"];
+  const creds = ["--psk-identity", "a", "--psk-key", "b", "--home-prefix", "198.51.100.2/32"];
+
+  it("dial: --discover-domain stands in for HOST; --dns-server is repeatable; a HOST stays as fallback", () => {
+    const c = dial(...creds, "--discover-domain", "isp.example", "--dns-server", "127.0.0.1:5353", "--dns-server=[::1]:53", "--dns-server", "192.0.2.53");
+    assert.deepEqual(c.options.hosts, []);
+    assert.deepEqual(c.options.discover, { domain: "isp.example", dnsServers: ["127.0.0.1:5353", "[::1]:53", "192.0.2.53"] });
+    const bare = dial(...creds, "--discover-domain", "isp.example.");
+    assert.deepEqual(bare.options.discover, { domain: "isp.example." }, "no --dns-server: the system's resolvers");
+    const both = dial("fallback.isp.example", ...creds, "--discover-domain", "isp.example");
+    assert.deepEqual([both.options.hosts, both.options.discover?.domain], [["fallback.isp.example"], "isp.example"]);
+    assert.equal(dial(...base).options.discover, undefined);
+  });
+
+  it("dial: discoverDomain and dnsServers in --config, flags winning", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-disc-"));
+    try {
+      const cfg = path.join(dir, "dial.json");
+      fs.writeFileSync(cfg, JSON.stringify({ psk: { identity: "h", key: "text:k" }, homePrefixes: ["198.51.100.2/32"], discoverDomain: "isp.example", dnsServers: ["127.0.0.1:53", "::1"] }));
+      const c = parseDialArgs(["--config", cfg]) as DialConfig;
+      assert.deepEqual(c.options.hosts, []);
+      assert.deepEqual(c.options.discover, { domain: "isp.example", dnsServers: ["127.0.0.1:53", "::1"] });
+      const over = parseDialArgs(["--config", cfg, "--discover-domain", "other.example", "--dns-server", "127.0.0.2"]) as DialConfig;
+      assert.deepEqual(over.options.discover, { domain: "other.example", dnsServers: ["127.0.0.2"] });
+      fs.writeFileSync(cfg, JSON.stringify({ psk: { identity: "h", key: "text:k" }, homePrefixes: ["198.51.100.2/32"], discoverDomain: "isp.example", dnsServers: "127.0.0.1" }));
+      assert.throws(() => parseDialArgs(["--config", cfg]), /"dnsServers" must be a list/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("dial: neither HOST nor --discover-domain, or a bad domain or DNS server, is refused by name", () => {
+    assert.throws(() => dial(...creds), (e: unknown) => e instanceof CliUsageError && /needs the ISP's address/.test(e.message) && /--discover-domain/.test(e.message));
+    const bad: Array<[string[], RegExp]> = [
+      [["--dns-server", "127.0.0.1"], /--dns-server needs --discover-domain/],
+      [["--discover-domain", "bad domain"], /--discover-domain "bad domain" is not a DNS domain name/],
+      [["--discover-domain", "192.0.2.1"], /is not a DNS domain name/],
+      [["--discover-domain", "-x.example"], /is not a DNS domain name/],
+      [["--discover-domain", "isp.example", "--dns-server", "dns.example"], /--dns-server "dns.example": expected an IP address/],
+      [["--discover-domain", "isp.example", "--dns-server", "127.0.0.1:70000"], /port must be 1..65535/],
+      [["--discover-domain", "isp.example", "--dns-server", "999.1.1.1"], /is not an IP address/],
+      [["--discover-domain"], /--discover-domain needs a value/],
+    ];
+    for (const [extra, re] of bad) assert.throws(() => dial(...creds, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
+  });
 
   it("dial: no --enforce keeps decisions on stdin / --auto-decide", () => {
     assert.equal(dial(...base).enforcement, undefined);

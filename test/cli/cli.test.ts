@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { makeTestPki } from "../support/certs";
+import { startTestDns, type TestDnsServer } from "../nodes/dns-server";
 
 // Works from .build/<name>/test/cli and from dist/test/cli alike.
 const MAIN = path.resolve(__dirname, "../../src/cli/main.js");
@@ -225,6 +226,40 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("dial --discover-domain: finds the ISP by SRV on a loopback DNS server, prints discovered, connects to the port the record names", async () => {
+    let dns: TestDnsServer | undefined;
+    try {
+      const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24"]);
+      procs.push(isp);
+      const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
+      dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] }, a: { "ch.isp.test": ["127.0.0.1"] } });
+      // --port 9 (discard) would never answer: the SRV record's port must win
+      const home = new JsonProc(["dial", "--discover-domain", "isp.test", "--dns-server", dns.server, "--port", "9", "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--reconnect-min", "100", "--reconnect-max", "500"]);
+      procs.push(home);
+      const found = await home.waitFor((l) => l.event === "discovered", 10000, "discovered");
+      assert.equal(found.domain, "isp.test");
+      assert.deepEqual(found.candidates, [{ host: "ch.isp.test", address: "127.0.0.1", port, transport: "dtls" }]);
+      assert.ok(typeof found.time === "string");
+      const connected = await home.waitFor((l) => l.event === "connected", 15000, "connected");
+      assert.equal(connected.remotePort, port);
+      assert.ok(home.lines.indexOf(found) < home.lines.indexOf(connected), "discovered is printed before connected");
+      assert.ok(dns.queries.includes("SRV _dots-call-home._udp.isp.test"), dns.queries.join(","));
+      await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
+      assert.equal(await home.stop(), 0);
+      assert.equal(await isp.stop(), 0);
+    } finally {
+      await dns?.close();
+    }
+  });
+
+  it("dial without HOST and without --discover-domain is refused with an error line and exit code 2", () => {
+    const r = spawnSync(process.execPath, [MAIN, "dial", ...PSK, "--home-prefix", "203.0.113.0/24"], { encoding: "utf8" });
+    assert.equal(r.status, 2);
+    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as Line;
+    assert.equal(line.event, "error");
+    assert.match(String(line.message), /needs the ISP's address.*--discover-domain/);
   });
 
   it("dial --enforce refuses to start when the NAT table is unusable, with an error line and exit 1", async () => {
