@@ -4,11 +4,13 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { Decision, DecisionOutcome, MitigationEnded, MitigationEvent, TransportChoice } from "../../src/dots/api";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
-import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, listOf, normalisePrefix, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
+import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, listOf, normalisePrefix, parseDnsServers, parseDomain, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface DialerDef extends NodeDef {
   hosts: string;
+  discoverDomain?: string;
+  dnsServers?: string;
   port: string | number;
   transport: string;
   psk: string;
@@ -52,7 +54,11 @@ export = function (RED: NodeAPI): void {
 
     try {
       const hosts = listOf(config.hosts);
-      if (hosts.length === 0) throw new Error(RED._("dots-call-home-dialer.errors.no-hosts"));
+      // RFC 8973: with a discovery domain the SRV records name the ISP; hosts become the fallback.
+      const domain = parseDomain(RED._("dots-call-home-dialer.label.discoverDomain"), config.discoverDomain);
+      const dnsServers = parseDnsServers(RED._("dots-call-home-dialer.label.dnsServers"), config.dnsServers);
+      if (dnsServers.length > 0 && !domain) throw new Error(RED._("dots-call-home-dialer.errors.dns-without-domain"));
+      if (hosts.length === 0 && !domain) throw new Error(RED._("dots-call-home-dialer.errors.no-hosts"));
       const transport = (config.transport || "auto") as TransportChoice;
       if (!["auto", "udp", "tcp"].includes(transport)) throw new Error(RED._("dots-call-home-dialer.errors.transport", { transport }));
       const options: HomeEngineOptions = {
@@ -66,6 +72,7 @@ export = function (RED: NodeAPI): void {
         // RFC 9132 4.4.3: after a withdrawal the home may keep mitigating for a while (status 5).
         tuning: { terminatingPeriodMs: int(config.terminatingPeriod ?? 120, "terminating period", 0, 3600) * 1000 },
       };
+      if (domain) options.discover = dnsServers.length > 0 ? { domain, dnsServers } : { domain };
       if (options.homePrefixes.length === 0) throw new Error(RED._("dots-call-home-dialer.errors.no-prefixes"));
       if (config.psk) {
         const p = RED.nodes.getNode(config.psk) as DotsPskNode | null;
@@ -87,6 +94,10 @@ export = function (RED: NodeAPI): void {
     if (engine) {
       const e = engine;
       const event = (topic: string, payload: unknown): void => node.send([null, null, { topic, payload, dots: { side: "home" } }]);
+      e.on("discovered", (info: { domain: string; candidates: Array<{ host: string; address: string; port: number; transport: string }> }) => {
+        node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-dialer.status.discovered", { domain: info.domain, count: info.candidates.length }) });
+        event("discovered", info);
+      });
       e.on("connecting", (info: { host: string; port: number; transport: string }) => {
         node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-dialer.status.connecting", { where: `${info.host}:${info.port} ${info.transport}` }) });
         event("connecting", info);

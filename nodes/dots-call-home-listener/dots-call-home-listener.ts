@@ -4,7 +4,8 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { ListenerOptions, RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
 import { CallHomeListener } from "../../src/dots/isp-engine";
-import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, parseHomePrefixes, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
+import { readScopeStatuses } from "../../src/dots/isp-session";
+import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, parseHomePrefixes, statusFields, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
 import type { DotsPskNode } from "../lib/types";
 
 interface ListenerDef extends NodeDef {
@@ -103,7 +104,8 @@ export = function (RED: NodeAPI): void {
         sessionEvent("session-down", { ...s, reason }, { session: s.id, home: s.home });
       });
       e.on("status", (n: StatusNotification) => {
-        node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, cuid: n.cuid, mid: n.mid, status: n.status, conflictCause: n.conflictCause } }]);
+        const home = e.findSession(n.sessionId)?.home;
+        node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
       });
       e.on("auth-failure", (info: unknown) => sessionEvent("auth-failure", info));
       e.on("drop", (info: unknown) => sessionEvent("drop", info));
@@ -162,7 +164,24 @@ export = function (RED: NodeAPI): void {
         // msg.dots.code and knows an answer was already sent.
         m.topic = action;
         m.payload = outcome.body;
-        m.dots = { ...dots, side: "isp", action, session: outcome.sessionId, cuid: outcome.cuid, mid: outcome.mid ?? mid, code: outcome.code };
+        // The answer's status for this mid (or its only entry) as label and number, and the home's name.
+        const answeredMid = outcome.mid ?? mid;
+        const scopes = readScopeStatuses(outcome.body);
+        const entry = scopes.find((x) => x.mid !== undefined && x.mid === answeredMid) ?? (scopes.length === 1 ? scopes[0] : undefined);
+        const home = engine.findSession(outcome.sessionId)?.home;
+        // a status carried in from an earlier message must not pass for this answer's
+        const { status: _s, statusCode: _sc, conflictCause: _c, conflictCauseCode: _cc, ...carried } = dots;
+        m.dots = {
+          ...carried,
+          side: "isp",
+          action,
+          session: outcome.sessionId,
+          ...(home !== undefined ? { home } : {}),
+          cuid: outcome.cuid,
+          mid: answeredMid,
+          code: outcome.code,
+          ...statusFields(entry?.status, entry?.conflictCause),
+        };
         send([null, m]);
         showStatus();
         if (!/^2\./.test(outcome.code)) {

@@ -2,8 +2,10 @@
 // typed-input evaluation, and loading of library modules. Kept free of protocol logic: the
 // library in src/ decides what is valid DOTS; this file only turns editor text into data.
 import * as ipaddr from "ipaddr.js";
+import { isIP } from "node:net";
 import type { Node, NodeAPI, NodeMessage } from "node-red";
 import type { CertificateCredential } from "../../src/dots/api";
+import { CONFLICT_CAUSE_LABELS, ISP_STATUS_LABELS } from "../../src/dots";
 
 /** An error that names the form field (or msg property) it is about, for Catch nodes. */
 export class FieldError extends Error {
@@ -292,4 +294,55 @@ export class ErrorReporter {
     this.early.length = 0;
     waiting.get(this.RED.events)?.delete(this);
   }
+}
+
+// A DNS name: dot-separated labels of letters, digits, hyphens (underscores for service labels),
+// 1..63 each and 253 in all; an IP literal is not a domain.
+const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** A domain to discover the ISP from (RFC 8973), trimmed; throws when it is not a DNS name. */
+export function parseDomain(field: string, value: unknown): string | undefined {
+  const text = typeof value === "string" ? value.trim() : value === undefined || value === null ? "" : String(value);
+  if (text === "") return undefined;
+  if (!DNS_NAME.test(text) || isIP(text.replace(/\.$/, "")) !== 0) throw new FieldError(field, `"${text}" is not a DNS domain name`);
+  return text;
+}
+
+/** DNS server addresses as node:dns takes them: "192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353". */
+export function parseDnsServers(field: string, value: unknown): string[] {
+  let items: string[];
+  try {
+    items = listOf(value);
+  } catch (e) {
+    throw new FieldError(field, toError(e).message);
+  }
+  return items.map((text) => {
+    const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text) ?? (isIP(text) === 6 ? [text, text] : null);
+    if (!m || isIP(m[1]) === 0 || (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535))) {
+      throw new FieldError(field, `"${text}" is not a DNS server address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
+    }
+    return text;
+  });
+}
+
+function codeOf(labelText: string | undefined, table: Readonly<Record<number, string>>): number | undefined {
+  if (labelText === undefined) return undefined;
+  if (/^\d+$/.test(labelText)) return Number(labelText); // a code the table does not name
+  for (const [code, name] of Object.entries(table)) if (name === labelText) return Number(code);
+  return undefined;
+}
+
+/**
+ * The status (RFC 9132 section 4.4.2) and conflict cause of a mitigation as label and number, so
+ * flows can compare numbers without a mapping of their own. Absent values are left out.
+ */
+export function statusFields(status: string | undefined, conflictCause: string | undefined): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  const statusCode = codeOf(status, ISP_STATUS_LABELS);
+  if (status !== undefined) out.status = status;
+  if (statusCode !== undefined) out.statusCode = statusCode;
+  const causeCode = codeOf(conflictCause, CONFLICT_CAUSE_LABELS);
+  if (conflictCause !== undefined) out.conflictCause = conflictCause;
+  if (causeCode !== undefined) out.conflictCauseCode = causeCode;
+  return out;
 }
