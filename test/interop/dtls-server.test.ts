@@ -1,4 +1,4 @@
-// Our DTLS 1.2 PSK server against real peers on loopback: openssl s_client, libcoap's
+// Our DTLS 1.2 PSK / ECDHE_PSK server against real peers on loopback: openssl s_client, libcoap's
 // coap-client-openssl and node-dtls-client 2.0.3.
 import { strict as assert } from "node:assert";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -9,6 +9,7 @@ import { hasCommand, requireOrSkip } from "../support/env";
 const IDENTITY = "dots-client-1";
 const KEY = "secretPSK-0123456789";
 const PSK = Buffer.from(KEY);
+const ECDHE_CHACHA = "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256";
 
 interface NdcSocket {
   on(event: "connected" | "close", cb: () => void): NdcSocket;
@@ -67,7 +68,7 @@ describe("interop: our DTLS server with real peers", function () {
     onConnection = (c) => c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
     server = new DtlsServer({
       pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined),
-      cipherSuites: ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", "TLS_PSK_WITH_AES_128_CCM"],
+      cipherSuites: [ECDHE_CHACHA, "TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", "TLS_PSK_WITH_AES_128_CCM"],
     });
     server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
     server.on("connection", (c: DtlsServerConnection) => {
@@ -87,21 +88,26 @@ describe("interop: our DTLS server with real peers", function () {
     await server.close();
   });
 
-  const sClient = (cipher: string, keyHex: string, identity: string): Run =>
-    run("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-psk", keyHex, "-psk_identity", identity, "-cipher", cipher]);
+  const sClient = (cipher: string, keyHex: string, identity: string, extra: string[] = []): Run =>
+    run("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-psk", keyHex, "-psk_identity", identity, "-cipher", cipher, ...extra]);
 
-  for (const [cipher, suite] of [
-    ["PSK-AES128-CCM8", "TLS_PSK_WITH_AES_128_CCM_8"],
-    ["PSK-AES128-GCM-SHA256", "TLS_PSK_WITH_AES_128_GCM_SHA256"],
-  ]) {
-    it(`openssl s_client ${cipher}: handshake with EMS and secure renegotiation, data both ways`, async () => {
+  for (const [cipher, suite, extra, tempKey] of [
+    ["ECDHE-PSK-CHACHA20-POLY1305", ECDHE_CHACHA, [], /Server Temp Key: X25519/],
+    ["ECDHE-PSK-CHACHA20-POLY1305", ECDHE_CHACHA, ["-curves", "prime256v1"], /Server Temp Key: ECDH, prime256v1/],
+    ["PSK-AES128-CCM8", "TLS_PSK_WITH_AES_128_CCM_8", [], undefined],
+    ["PSK-AES128-GCM-SHA256", "TLS_PSK_WITH_AES_128_GCM_SHA256", [], undefined],
+  ] as const) {
+    it(`openssl s_client ${[cipher, ...extra].join(" ")}: handshake with EMS and secure renegotiation, data both ways`, async () => {
       onConnection = (c) => {
         c.send(Buffer.from("hello-from-our-server\n"));
         c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
       };
-      const s = sClient(cipher, PSK.toString("hex"), IDENTITY);
+      const s = sClient(cipher, PSK.toString("hex"), IDENTITY, [...extra]);
       await waitFor(() => s.out().includes("hello-from-our-server"), "server data at s_client");
       assert.match(s.out(), new RegExp(`Cipher is ${cipher}`));
+      // An ephemeral ECDH key is announced only for ECDHE_PSK (forward secrecy); plain PSK has none.
+      if (tempKey) assert.match(s.out(), tempKey);
+      else assert.doesNotMatch(s.out(), /Server Temp Key/);
       assert.match(s.out(), /Extended master secret: yes/);
       assert.match(s.out(), /Secure Renegotiation IS supported/);
       const received: string[] = [];
@@ -146,20 +152,24 @@ describe("interop: our DTLS server with real peers", function () {
       this.skip(); // no IPv6 on this host
     }
     const s = run("openssl", ["s_client", "-dtls1_2", "-connect", `[::1]:${port}`, "-psk", PSK.toString("hex"), "-psk_identity", IDENTITY]);
-    await waitFor(() => /Cipher is PSK-AES128-GCM-SHA256/.test(s.out()), "handshake over ::1");
+    // OpenSSL's default list has ECDHE-PSK-CHACHA20-POLY1305, our default preference puts it first.
+    await waitFor(() => /Cipher is ECDHE-PSK-CHACHA20-POLY1305/.test(s.out()), "handshake over ::1");
     s.child.stdin!.write("v6\n");
     await waitFor(() => s.out().includes("echo:v6"), "echo");
     assert.equal(connections[0].remoteAddress, "::1");
+    assert.equal(connections[0].cipher, `DTLSv1.2 ${ECDHE_CHACHA}`);
   });
 
-  it("openssl s_client with the wrong key gets decrypt_error (51)", async () => {
-    const s = sClient("PSK-AES128-CCM8", Buffer.from("wrong-key-0123456789").toString("hex"), IDENTITY);
-    await s.exited;
-    assert.match(s.out(), /alert decrypt error|alert number 51/);
-    assert.equal(connections.length, 0);
-    assert.deepEqual(failures.map((f) => f.reason), ["bad-finished"]);
-    assert.equal(server.sessionCount, 0);
-  });
+  for (const cipher of ["PSK-AES128-CCM8", "ECDHE-PSK-CHACHA20-POLY1305"]) {
+    it(`openssl s_client ${cipher} with the wrong key gets decrypt_error (51)`, async () => {
+      const s = sClient(cipher, Buffer.from("wrong-key-0123456789").toString("hex"), IDENTITY);
+      await s.exited;
+      assert.match(s.out(), /alert decrypt error|alert number 51/);
+      assert.equal(connections.length, 0);
+      assert.deepEqual(failures.map((f) => f.reason), ["bad-finished"]);
+      assert.equal(server.sessionCount, 0);
+    });
+  }
 
   it("openssl s_client with an unknown identity gets unknown_psk_identity (115)", async () => {
     const s = sClient("PSK-AES128-CCM8", PSK.toString("hex"), "intruder");
@@ -169,26 +179,40 @@ describe("interop: our DTLS server with real peers", function () {
     assert.equal(connections.length, 0);
   });
 
-  it("coap-client-openssl GET over DTLS-PSK is answered by our server through the CoAP codec", async function () {
-    requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl"));
-    const paths: string[] = [];
-    onConnection = (c) =>
-      c.on("message", (m) => {
-        const req = decodeUdp(m);
-        paths.push(req.options.filter((o) => o.number === 11).map((o) => o.value.toString()).join("/"));
-        c.send(encodeUdp({ type: "ACK", code: 0x45, messageId: req.messageId, token: req.token, options: [{ number: 12, value: Buffer.alloc(0) }], payload: Buffer.from("answer from our DTLS server") }));
+  for (const [label, suites, expected] of [
+    ["default suites: libcoap picks ECDHE_PSK", undefined, ECDHE_CHACHA],
+    ["plain PSK only", ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"], "TLS_PSK_WITH_AES_128_CCM_8"],
+  ] as const) {
+    it(`coap-client-openssl GET over DTLS (${label}) is answered by our server through the CoAP codec`, async function () {
+      requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl"));
+      await server.close();
+      server = new DtlsServer({ pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined), pskHint: "CoAP", cipherSuites: suites ? [...suites] : undefined });
+      server.on("connection", (c: DtlsServerConnection) => {
+        connections.push(c);
+        onConnection(c);
       });
-    const c = run("coap-client-openssl", ["-m", "get", "-k", KEY, "-u", IDENTITY, `coaps://127.0.0.1:${port}/test`]);
-    const code = await c.exited;
-    assert.equal(code, 0, c.out());
-    assert.match(c.out(), /answer from our DTLS server/);
-    assert.deepEqual(paths, ["test"]);
-  });
+      port = (await server.listen(0, "127.0.0.1")).port;
+      const paths: string[] = [];
+      onConnection = (c) =>
+        c.on("message", (m) => {
+          const req = decodeUdp(m);
+          paths.push(req.options.filter((o) => o.number === 11).map((o) => o.value.toString()).join("/"));
+          c.send(encodeUdp({ type: "ACK", code: 0x45, messageId: req.messageId, token: req.token, options: [{ number: 12, value: Buffer.alloc(0) }], payload: Buffer.from("answer from our DTLS server") }));
+        });
+      const c = run("coap-client-openssl", ["-m", "get", "-k", KEY, "-u", IDENTITY, `coaps://127.0.0.1:${port}/test`]);
+      const code = await c.exited;
+      assert.equal(code, 0, c.out());
+      assert.match(c.out(), /answer from our DTLS server/);
+      assert.deepEqual(paths, ["test"]);
+      assert.equal(connections[0].cipher, `DTLSv1.2 ${expected}`);
+    });
+  }
 
-  for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"]) {
-    it(`node-dtls-client 2.0.3 (${suite}) connects, echoes, and sees our close_notify`, async () => {
+  for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", undefined] as const) {
+    it(`node-dtls-client 2.0.3 (${suite ?? "its default offer: no ECDHE_PSK, so plain PSK"}) connects, echoes, and sees our close_notify`, async () => {
       const events: string[] = [];
-      const sock = ndc().dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [IDENTITY]: PSK }, timeout: 3000, ciphers: [suite] });
+      const ciphers: Record<string, unknown> = suite ? { ciphers: [suite] } : {};
+      const sock = ndc().dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [IDENTITY]: PSK }, timeout: 3000, ...ciphers });
       try {
         sock.on("connected", () => {
           events.push("connected");
@@ -198,7 +222,8 @@ describe("interop: our DTLS server with real peers", function () {
         sock.on("error", (e) => events.push(`error:${e.message}`));
         sock.on("close", () => events.push("close"));
         await waitFor(() => events.includes("message:echo:ndc-ping"), "echo at node-dtls-client");
-        assert.equal(connections[0].cipher, `DTLSv1.2 ${suite}`);
+        // Our server prefers ECDHE_PSK, but node-dtls-client does not offer it: the first plain PSK suite we share.
+        assert.equal(connections[0].cipher, `DTLSv1.2 ${suite ?? "TLS_PSK_WITH_AES_128_CCM_8"}`);
         await server.close();
         await waitFor(() => events.includes("close"), "client close after close_notify");
         assert.deepEqual(events.filter((e) => e.startsWith("error")), []);

@@ -1,30 +1,71 @@
-// AEAD record protection for the PSK suites (RFC 5288 GCM, RFC 6655 CCM / CCM_8) with node:crypto.
-// The explicit nonce is the record's epoch + sequence number, which is unique per key.
+// AEAD record protection with node:crypto: AES-GCM (RFC 5288), AES-CCM / CCM_8 (RFC 6655) and
+// ChaCha20-Poly1305 (RFC 7905).
+// AES suites: nonce = 4-byte salt + 8-byte explicit part, sent in the record; we use epoch + sequence,
+// which is unique per key. ChaCha20-Poly1305: nonce = 12-byte IV XOR the left-padded epoch + sequence,
+// nothing sent.
 // node:crypto has no reusable AEAD context, so each record gets its own short-lived cipher object
 // and a session keeps only key bytes. The functions take a buffer and offsets, so the server can
 // keep every session's keys in a shared slab without a Buffer object per session.
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { createCipheriv, createDecipheriv, type CipherCCM, type CipherGCM, type CipherChaCha20Poly1305, type DecipherCCM, type DecipherGCM, type DecipherChaCha20Poly1305 } from "node:crypto";
 import type { CipherSuiteInfo } from "./constants";
 import { aeadAdditionalData } from "./record";
 
-const EXPLICIT_NONCE_LENGTH = 8;
-const KEY_LENGTH = 16;
-const SALT_LENGTH = 4;
+const NONCE_LENGTH = 12;
 
 /** Bytes an encrypted record adds to its plaintext. */
 export function aeadOverhead(suite: CipherSuiteInfo): number {
-  return EXPLICIT_NONCE_LENGTH + suite.tagLength;
+  return suite.explicitNonceLength + suite.tagLength;
+}
+
+/** The 12-byte per-record nonce (the AES explicit part is its last 8 bytes). */
+function recordNonce(suite: CipherSuiteInfo, material: Buffer, ivOffset: number, epoch: number, sequence: number): Buffer {
+  const nonce = Buffer.allocUnsafe(NONCE_LENGTH);
+  if (suite.explicitNonceLength === 0) {
+    // RFC 7905 section 2: padded 64-bit epoch + sequence XORed into the 12-byte IV.
+    material.copy(nonce, 0, ivOffset, ivOffset + NONCE_LENGTH);
+    nonce[4] ^= (epoch >>> 8) & 0xff;
+    nonce[5] ^= epoch & 0xff;
+    const hi = Math.floor(sequence / 0x1000000);
+    const lo = sequence % 0x1000000;
+    nonce[6] ^= (hi >>> 16) & 0xff;
+    nonce[7] ^= (hi >>> 8) & 0xff;
+    nonce[8] ^= hi & 0xff;
+    nonce[9] ^= (lo >>> 16) & 0xff;
+    nonce[10] ^= (lo >>> 8) & 0xff;
+    nonce[11] ^= lo & 0xff;
+    return nonce;
+  }
+  material.copy(nonce, 0, ivOffset, ivOffset + 4);
+  nonce.writeUInt16BE(epoch, 4);
+  nonce.writeUIntBE(sequence, 6, 6);
+  return nonce;
+}
+
+type AeadCipher = CipherCCM | CipherGCM | CipherChaCha20Poly1305;
+type AeadDecipher = DecipherCCM | DecipherGCM | DecipherChaCha20Poly1305;
+
+function makeCipher(suite: CipherSuiteInfo, key: Buffer, nonce: Buffer): AeadCipher {
+  // The three calls differ only in their type overloads.
+  if (suite.algorithm === "aes-128-ccm") return createCipheriv("aes-128-ccm", key, nonce, { authTagLength: suite.tagLength });
+  if (suite.algorithm === "aes-128-gcm") return createCipheriv("aes-128-gcm", key, nonce, { authTagLength: suite.tagLength });
+  return createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: suite.tagLength });
+}
+
+function makeDecipher(suite: CipherSuiteInfo, key: Buffer, nonce: Buffer): AeadDecipher {
+  if (suite.algorithm === "aes-128-ccm") return createDecipheriv("aes-128-ccm", key, nonce, { authTagLength: suite.tagLength });
+  if (suite.algorithm === "aes-128-gcm") return createDecipheriv("aes-128-gcm", key, nonce, { authTagLength: suite.tagLength });
+  return createDecipheriv("chacha20-poly1305", key, nonce, { authTagLength: suite.tagLength });
 }
 
 /**
- * Encrypts one record's plaintext. `material` holds the 16-byte key at keyOffset and the 4-byte
- * implicit nonce (salt) at saltOffset. Returns explicit nonce + ciphertext + tag.
+ * Encrypts one record's plaintext. `material` holds the key (suite.keyLength bytes) at keyOffset and
+ * the implicit IV (suite.fixedIvLength bytes) at ivOffset. Returns [explicit nonce +] ciphertext + tag.
  */
 export function sealRecord(
   suite: CipherSuiteInfo,
   material: Buffer,
   keyOffset: number,
-  saltOffset: number,
+  ivOffset: number,
   type: number,
   version: number,
   epoch: number,
@@ -32,30 +73,18 @@ export function sealRecord(
   plaintext: Buffer,
 ): Buffer {
   const ad = aeadAdditionalData(epoch, sequence, type, version, plaintext.length);
-  // Nonce: salt (4) + explicit part (8) = epoch (2) + sequence (6).
-  const nonce = Buffer.allocUnsafe(SALT_LENGTH + EXPLICIT_NONCE_LENGTH);
-  material.copy(nonce, 0, saltOffset, saltOffset + SALT_LENGTH);
-  nonce.writeUInt16BE(epoch, SALT_LENGTH);
-  nonce.writeUIntBE(sequence, SALT_LENGTH + 2, 6);
-  const key = material.subarray(keyOffset, keyOffset + KEY_LENGTH);
-  const out = Buffer.allocUnsafe(EXPLICIT_NONCE_LENGTH + plaintext.length + suite.tagLength);
-  nonce.copy(out, 0, SALT_LENGTH);
-  let written = EXPLICIT_NONCE_LENGTH;
-  let tag: Buffer;
-  if (suite.algorithm === "aes-128-ccm") {
-    const c = createCipheriv("aes-128-ccm", key, nonce, { authTagLength: suite.tagLength });
-    c.setAAD(ad, { plaintextLength: plaintext.length });
-    written += c.update(plaintext).copy(out, written);
-    written += c.final().copy(out, written);
-    tag = c.getAuthTag();
-  } else {
-    const c = createCipheriv("aes-128-gcm", key, nonce, { authTagLength: suite.tagLength });
-    c.setAAD(ad);
-    written += c.update(plaintext).copy(out, written);
-    written += c.final().copy(out, written);
-    tag = c.getAuthTag();
-  }
-  tag.copy(out, written);
+  const nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
+  const key = material.subarray(keyOffset, keyOffset + suite.keyLength);
+  const explicit = suite.explicitNonceLength;
+  const out = Buffer.allocUnsafe(explicit + plaintext.length + suite.tagLength);
+  if (explicit > 0) nonce.copy(out, 0, NONCE_LENGTH - explicit);
+  let written = explicit;
+  const c = makeCipher(suite, key, nonce);
+  // CCM needs the plaintext length up front; GCM and ChaCha20-Poly1305 accept (and ignore) it.
+  c.setAAD(ad, { plaintextLength: plaintext.length });
+  written += c.update(plaintext).copy(out, written);
+  written += c.final().copy(out, written);
+  c.getAuthTag().copy(out, written);
   return out;
 }
 
@@ -64,50 +93,54 @@ export function openRecord(
   suite: CipherSuiteInfo,
   material: Buffer,
   keyOffset: number,
-  saltOffset: number,
+  ivOffset: number,
   type: number,
   version: number,
   epoch: number,
   sequence: number,
   fragment: Buffer,
 ): Buffer | undefined {
-  if (fragment.length < EXPLICIT_NONCE_LENGTH + suite.tagLength) return undefined;
-  const ciphertext = fragment.subarray(EXPLICIT_NONCE_LENGTH, fragment.length - suite.tagLength);
+  const explicit = suite.explicitNonceLength;
+  if (fragment.length < explicit + suite.tagLength) return undefined;
+  const ciphertext = fragment.subarray(explicit, fragment.length - suite.tagLength);
   const tag = fragment.subarray(fragment.length - suite.tagLength);
   const ad = aeadAdditionalData(epoch, sequence, type, version, ciphertext.length);
-  const nonce = Buffer.allocUnsafe(SALT_LENGTH + EXPLICIT_NONCE_LENGTH);
-  material.copy(nonce, 0, saltOffset, saltOffset + SALT_LENGTH);
-  fragment.copy(nonce, SALT_LENGTH, 0, EXPLICIT_NONCE_LENGTH);
-  const key = material.subarray(keyOffset, keyOffset + KEY_LENGTH);
+  let nonce: Buffer;
+  if (explicit > 0) {
+    nonce = Buffer.allocUnsafe(NONCE_LENGTH);
+    material.copy(nonce, 0, ivOffset, ivOffset + 4);
+    fragment.copy(nonce, 4, 0, explicit);
+  } else {
+    nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
+  }
+  const key = material.subarray(keyOffset, keyOffset + suite.keyLength);
   try {
-    if (suite.algorithm === "aes-128-ccm") {
-      const d = createDecipheriv("aes-128-ccm", key, nonce, { authTagLength: suite.tagLength });
-      d.setAuthTag(tag);
-      d.setAAD(ad, { plaintextLength: ciphertext.length });
-      const out = d.update(ciphertext);
-      d.final();
-      return out;
-    }
-    const d = createDecipheriv("aes-128-gcm", key, nonce, { authTagLength: suite.tagLength });
+    const d = makeDecipher(suite, key, nonce);
     d.setAuthTag(tag);
-    d.setAAD(ad);
-    return Buffer.concat([d.update(ciphertext), d.final()]);
+    d.setAAD(ad, { plaintextLength: ciphertext.length });
+    const out = d.update(ciphertext);
+    const rest = d.final();
+    return rest.length === 0 ? out : Buffer.concat([out, rest]);
   } catch {
     return undefined;
   }
 }
 
-/** One direction's key and salt as an object (the scripted client and tests). */
+/** One direction's key and implicit IV as an object (the scripted client and tests). */
 export class AeadState {
   private readonly material: Buffer;
+  private readonly keyLength: number;
 
   constructor(
     private readonly suite: CipherSuiteInfo,
     key: Buffer,
-    salt: Buffer,
+    iv: Buffer,
   ) {
-    if (key.length !== KEY_LENGTH || salt.length !== SALT_LENGTH) throw new RangeError("AEAD key must be 16 bytes and salt 4 bytes");
-    this.material = Buffer.concat([key, salt]);
+    if (key.length !== suite.keyLength || iv.length !== suite.fixedIvLength) {
+      throw new RangeError(`${suite.name} needs a ${suite.keyLength}-byte key and a ${suite.fixedIvLength}-byte implicit IV`);
+    }
+    this.keyLength = key.length;
+    this.material = Buffer.concat([key, iv]);
   }
 
   get tagLength(): number {
@@ -120,10 +153,10 @@ export class AeadState {
   }
 
   encrypt(type: number, version: number, epoch: number, sequence: number, plaintext: Buffer): Buffer {
-    return sealRecord(this.suite, this.material, 0, KEY_LENGTH, type, version, epoch, sequence, plaintext);
+    return sealRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, plaintext);
   }
 
   decrypt(type: number, version: number, epoch: number, sequence: number, fragment: Buffer): Buffer | undefined {
-    return openRecord(this.suite, this.material, 0, KEY_LENGTH, type, version, epoch, sequence, fragment);
+    return openRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, fragment);
   }
 }

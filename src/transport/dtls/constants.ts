@@ -35,23 +35,58 @@ export const DTLS_1_2 = 0xfefd;
 export const RECORD_HEADER_LENGTH = 13;
 export const HANDSHAKE_HEADER_LENGTH = 12;
 
-export const ExtensionType = { ExtendedMasterSecret: 0x0017, RenegotiationInfo: 0xff01 } as const;
+export const ExtensionType = { SupportedGroups: 0x000a, EcPointFormats: 0x000b, ExtendedMasterSecret: 0x0017, RenegotiationInfo: 0xff01 } as const;
+
+/** Named groups for ECDHE (RFC 8422 5.1.1; x25519 from RFC 8422 too). */
+export const NamedGroup = { secp256r1: 23, x25519: 29 } as const;
+export type DtlsNamedGroupName = keyof typeof NamedGroup;
+/** ECPointFormat uncompressed (RFC 8422 5.1.2): the only format we send and accept. */
+export const POINT_FORMAT_UNCOMPRESSED = 0;
 /** RFC 5746 signalling cipher suite value: the client supports secure renegotiation. */
 export const EMPTY_RENEGOTIATION_INFO_SCSV = 0x00ff;
 
-export type DtlsCipherSuiteName = "TLS_PSK_WITH_AES_128_CCM_8" | "TLS_PSK_WITH_AES_128_GCM_SHA256" | "TLS_PSK_WITH_AES_128_CCM";
+export type DtlsCipherSuiteName =
+  | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_PSK_WITH_AES_128_CCM_8"
+  | "TLS_PSK_WITH_AES_128_GCM_SHA256"
+  | "TLS_PSK_WITH_AES_128_CCM";
 
 export interface CipherSuiteInfo {
   readonly name: DtlsCipherSuiteName;
   readonly id: number;
+  /** RFC 4279 plain PSK, or RFC 5489 ECDHE_PSK (ephemeral ECDH mixed with the PSK: forward secrecy). */
+  readonly keyExchange: "psk" | "ecdhe_psk";
   /** node:crypto algorithm name. */
-  readonly algorithm: "aes-128-ccm" | "aes-128-gcm";
+  readonly algorithm: "aes-128-ccm" | "aes-128-gcm" | "chacha20-poly1305";
   readonly tagLength: 8 | 16;
+  readonly keyLength: 16 | 32;
+  /** Implicit IV from the key block: 4-byte salt (AES) or 12-byte IV (ChaCha20, RFC 7905). */
+  readonly fixedIvLength: 4 | 12;
+  /** Explicit nonce carried in each record: 8 (AES-GCM/CCM) or none (ChaCha20-Poly1305). */
+  readonly explicitNonceLength: 0 | 8;
 }
 
-/** AEAD suites only: key 16 bytes, implicit IV (salt) 4 bytes, explicit nonce 8 bytes (RFC 5288, RFC 6655). */
+/**
+ * AEAD suites only. AES: key 16 bytes, implicit IV (salt) 4 bytes, explicit nonce 8 bytes (RFC 5288,
+ * RFC 6655). ChaCha20-Poly1305: key 32 bytes, IV 12 bytes, no explicit nonce (RFC 7905).
+ */
 export const CIPHER_SUITES: Readonly<Record<DtlsCipherSuiteName, CipherSuiteInfo>> = {
-  TLS_PSK_WITH_AES_128_CCM_8: { name: "TLS_PSK_WITH_AES_128_CCM_8", id: 0xc0a8, algorithm: "aes-128-ccm", tagLength: 8 },
-  TLS_PSK_WITH_AES_128_GCM_SHA256: { name: "TLS_PSK_WITH_AES_128_GCM_SHA256", id: 0x00a8, algorithm: "aes-128-gcm", tagLength: 16 },
-  TLS_PSK_WITH_AES_128_CCM: { name: "TLS_PSK_WITH_AES_128_CCM", id: 0xc0a4, algorithm: "aes-128-ccm", tagLength: 16 },
+  TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: {
+    name: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+    id: 0xccac,
+    keyExchange: "ecdhe_psk",
+    algorithm: "chacha20-poly1305",
+    tagLength: 16,
+    keyLength: 32,
+    fixedIvLength: 12,
+    explicitNonceLength: 0,
+  },
+  TLS_PSK_WITH_AES_128_CCM_8: { name: "TLS_PSK_WITH_AES_128_CCM_8", id: 0xc0a8, keyExchange: "psk", algorithm: "aes-128-ccm", tagLength: 8, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
+  TLS_PSK_WITH_AES_128_GCM_SHA256: { name: "TLS_PSK_WITH_AES_128_GCM_SHA256", id: 0x00a8, keyExchange: "psk", algorithm: "aes-128-gcm", tagLength: 16, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
+  TLS_PSK_WITH_AES_128_CCM: { name: "TLS_PSK_WITH_AES_128_CCM", id: 0xc0a4, keyExchange: "psk", algorithm: "aes-128-ccm", tagLength: 16, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
 };
+
+/** RFC 5246 6.3 key block of an AEAD suite: two keys and two implicit IVs (no MAC keys). */
+export function keyBlockLength(suite: CipherSuiteInfo): number {
+  return 2 * suite.keyLength + 2 * suite.fixedIvLength;
+}

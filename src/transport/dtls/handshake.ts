@@ -86,6 +86,10 @@ export interface ClientHello {
   readonly extendedMasterSecret: boolean;
   /** The client signalled RFC 5746 (extension with empty renegotiated_connection, or the SCSV). */
   readonly secureRenegotiation: boolean;
+  /** supported_groups (RFC 8422 5.1.1) in the client's order; undefined when the extension is absent. */
+  readonly supportedGroups: number[] | undefined;
+  /** ec_point_formats (RFC 8422 5.1.2); undefined when the extension is absent. */
+  readonly ecPointFormats: Buffer | undefined;
 }
 
 export function parseClientHello(body: Buffer): ClientHello {
@@ -104,6 +108,8 @@ export function parseClientHello(body: Buffer): ClientHello {
   if (compressionMethods.length < 1) throw new DtlsDecodeError("no compression methods");
   let extendedMasterSecret = false;
   let secureRenegotiation = cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
+  let supportedGroups: number[] | undefined;
+  let ecPointFormats: Buffer | undefined;
   if (r.remaining > 0) {
     const extLength = r.u16();
     const ext = new Reader(r.bytes(extLength));
@@ -120,12 +126,22 @@ export function parseClientHello(body: Buffer): ClientHello {
         // An initial handshake must carry an empty renegotiated_connection (RFC 5746 3.6).
         if (data.length !== 1 || data[0] !== 0) throw new DtlsDecodeError("renegotiation_info not empty");
         secureRenegotiation = true;
+      } else if (type === ExtensionType.SupportedGroups) {
+        const list = new Reader(data);
+        const groups = list.bytes(list.u16());
+        if (list.remaining !== 0 || groups.length % 2 !== 0) throw new DtlsDecodeError("bad supported_groups");
+        supportedGroups = [];
+        for (let i = 0; i < groups.length; i += 2) supportedGroups.push(groups.readUInt16BE(i));
+      } else if (type === ExtensionType.EcPointFormats) {
+        const list = new Reader(data);
+        ecPointFormats = list.bytes(list.u8());
+        if (list.remaining !== 0 || ecPointFormats.length === 0) throw new DtlsDecodeError("bad ec_point_formats");
       }
     }
   }
   if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after ClientHello");
   const suitesRaw = Buffer.concat([suitesBytes, compressionMethods]);
-  return { clientVersion, random, sessionId, cookie, cipherSuites, compressionMethods, suitesRaw, extendedMasterSecret, secureRenegotiation };
+  return { clientVersion, random, sessionId, cookie, cipherSuites, compressionMethods, suitesRaw, extendedMasterSecret, secureRenegotiation, supportedGroups, ecPointFormats };
 }
 
 export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
@@ -133,10 +149,15 @@ export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0xfe, 0xff, cookie.length]), cookie]);
 }
 
-export function buildServerHello(random: Buffer, suiteId: number, renegotiationInfo: boolean, extendedMasterSecret: boolean): Buffer {
+/**
+ * `ecPointFormats`: answer the client's ec_point_formats with "uncompressed" (RFC 8422 5.2: sent
+ * when an ECC suite was chosen and the client sent the extension).
+ */
+export function buildServerHello(random: Buffer, suiteId: number, renegotiationInfo: boolean, extendedMasterSecret: boolean, ecPointFormats = false): Buffer {
   const ext: Buffer[] = [];
   if (renegotiationInfo) ext.push(Buffer.from([0xff, 0x01, 0x00, 0x01, 0x00]));
   if (extendedMasterSecret) ext.push(Buffer.from([0x00, 0x17, 0x00, 0x00]));
+  if (ecPointFormats) ext.push(Buffer.from([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]));
   const extBytes = Buffer.concat(ext);
   const head = Buffer.allocUnsafe(2 + 32 + 1 + 2 + 1);
   head.writeUInt16BE(0xfefd, 0);
@@ -163,6 +184,33 @@ export function parsePskClientKeyExchange(body: Buffer): Buffer {
   const identity = r.bytes(r.u16());
   if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after psk_identity");
   return identity;
+}
+
+/**
+ * RFC 5489 section 2 ServerKeyExchange: psk_identity_hint<0..2^16-1> + ServerECDHParams
+ * (curve_type named_curve (3), NamedCurve, ECPoint public<1..2^8-1>).
+ */
+export function buildEcdhePskServerKeyExchange(hint: Buffer, group: number, point: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(2 + hint.length + 4 + point.length);
+  out.writeUInt16BE(hint.length, 0);
+  hint.copy(out, 2);
+  let o = 2 + hint.length;
+  out[o++] = 3;
+  out.writeUInt16BE(group, o);
+  o += 2;
+  out[o++] = point.length;
+  point.copy(out, o);
+  return out;
+}
+
+/** RFC 5489 ClientKeyExchange: psk_identity<0..2^16-1> + ECPoint ecdh_Yc<1..2^8-1>. */
+export function parseEcdhePskClientKeyExchange(body: Buffer): { identity: Buffer; point: Buffer } {
+  const r = new Reader(body);
+  const identity = r.bytes(r.u16());
+  const point = r.bytes(r.u8());
+  if (point.length === 0) throw new DtlsDecodeError("empty ECDH public value");
+  if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after ecdh_Yc");
+  return { identity, point };
 }
 
 export interface ReassemblyLimits {

@@ -1,4 +1,4 @@
-// In-project DTLS 1.2 PSK server (issue 3).
-export { DtlsServer } from "./server";
-export type { DtlsServerOptions, DtlsCipherSuiteName, HandshakeFailure, HandshakeFailureReason, DtlsServerStats } from "./server";
+// In-project DTLS 1.2 PSK / ECDHE_PSK server (issue 3).
+export { DtlsServer, DEFAULT_DTLS_CIPHER_SUITES, DEFAULT_DTLS_GROUPS } from "./server";
+export type { DtlsServerOptions, DtlsCipherSuiteName, DtlsNamedGroupName, HandshakeFailure, HandshakeFailureReason, DtlsServerStats } from "./server";
 export { DtlsServerConnection } from "./connection";

@@ -1,4 +1,4 @@
-// TLS 1.2 PRF with SHA-256 (RFC 5246 section 5) and the key schedule pieces the PSK suites need.
+// TLS 1.2 PRF with SHA-256 (RFC 5246 section 5) and the key schedule pieces the PSK and ECDHE_PSK suites need.
 import { createHash, createHmac } from "node:crypto";
 
 /** P_SHA256(secret, label + seed) truncated to `length` bytes. */
@@ -25,6 +25,16 @@ export function pskPremasterSecret(psk: Buffer): Buffer {
   return pms;
 }
 
+/** RFC 5489 section 2: uint16 len + ECDH shared secret (other_secret) + uint16 len + psk. */
+export function ecdhePskPremasterSecret(sharedSecret: Buffer, psk: Buffer): Buffer {
+  const pms = Buffer.allocUnsafe(4 + sharedSecret.length + psk.length);
+  pms.writeUInt16BE(sharedSecret.length, 0);
+  sharedSecret.copy(pms, 2);
+  pms.writeUInt16BE(psk.length, 2 + sharedSecret.length);
+  psk.copy(pms, 4 + sharedSecret.length);
+  return pms;
+}
+
 export function sha256(parts: readonly Buffer[]): Buffer {
   const h = createHash("sha256");
   for (const p of parts) h.update(p);
@@ -41,26 +51,27 @@ export function masterSecret(pms: Buffer, clientRandom: Buffer, serverRandom: Bu
 export interface AeadKeyBlock {
   clientKey: Buffer;
   serverKey: Buffer;
+  /** Implicit IV: 4-byte salt (AES) or 12-byte IV (ChaCha20-Poly1305). */
   clientSalt: Buffer;
   serverSalt: Buffer;
 }
 
-/** Key block length of the AEAD suites: client key, server key (16 each), client salt, server salt (4 each). */
+/** Key block length of the AES suites: client key, server key (16 each), client salt, server salt (4 each). */
 export const AEAD_KEY_BLOCK_LENGTH = 40;
 
-/** The raw AEAD key block (RFC 5246 6.3), for callers that place it themselves. */
-export function keyExpansion(master: Buffer, clientRandom: Buffer, serverRandom: Buffer): Buffer {
-  return prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), AEAD_KEY_BLOCK_LENGTH);
+/** The raw AEAD key block (RFC 5246 6.3), for callers that place it themselves; `length` from keyBlockLength(suite). */
+export function keyExpansion(master: Buffer, clientRandom: Buffer, serverRandom: Buffer, length = AEAD_KEY_BLOCK_LENGTH): Buffer {
+  return prfSha256(master, "key expansion", Buffer.concat([serverRandom, clientRandom]), length);
 }
 
-/** AEAD key block: no MAC keys; 16-byte keys and 4-byte implicit nonces. */
-export function aeadKeyBlock(master: Buffer, clientRandom: Buffer, serverRandom: Buffer): AeadKeyBlock {
-  const kb = keyExpansion(master, clientRandom, serverRandom);
+/** AEAD key block: no MAC keys; client key, server key, client IV, server IV (default: the AES sizes 16 and 4). */
+export function aeadKeyBlock(master: Buffer, clientRandom: Buffer, serverRandom: Buffer, keyLength = 16, ivLength = 4): AeadKeyBlock {
+  const kb = keyExpansion(master, clientRandom, serverRandom, 2 * keyLength + 2 * ivLength);
   return {
-    clientKey: kb.subarray(0, 16),
-    serverKey: kb.subarray(16, 32),
-    clientSalt: kb.subarray(32, 36),
-    serverSalt: kb.subarray(36, 40),
+    clientKey: kb.subarray(0, keyLength),
+    serverKey: kb.subarray(keyLength, 2 * keyLength),
+    clientSalt: kb.subarray(2 * keyLength, 2 * keyLength + ivLength),
+    serverSalt: kb.subarray(2 * keyLength + ivLength, 2 * keyLength + 2 * ivLength),
   };
 }
 

@@ -1,12 +1,13 @@
-// A minimal DTLS 1.2 PSK client that drives the server step by step. It exists for tests and the
+// A minimal DTLS 1.2 PSK / ECDHE_PSK client that drives the server step by step. It exists for tests and the
 // handshake benchmark (a light client for many sessions, and raw access to every datagram); the
 // production home-side client is node-dtls-client (src/transport/dtls-client.ts).
 import * as dgram from "node:dgram";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { AlertDescription, AlertLevel, CIPHER_SUITES, ContentType, DTLS_1_2, HandshakeType, type DtlsCipherSuiteName } from "./constants";
 import { AeadState } from "./cipher";
+import { generateEphemeralKey } from "./ecdhe";
 import { encodeHandshake, parseHandshakeFragments } from "./handshake";
-import { aeadKeyBlock, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
 import { encodeRecord, parseDatagram } from "./record";
 
 export interface ScriptedClientOptions {
@@ -21,6 +22,12 @@ export interface ScriptedClientOptions {
   retransmitMs?: number;
   /** Reuse a bound socket (a client "restarting" on the same address and port). */
   socket?: dgram.Socket;
+  /** supported_groups sent when an ECDHE suite is offered (default x25519, secp256r1); null = no extension. */
+  supportedGroups?: number[] | null;
+  /** ec_point_formats sent when an ECDHE suite is offered (default [0] uncompressed); null = no extension. */
+  ecPointFormats?: number[] | null;
+  /** Replaces our ECDH public value in ClientKeyExchange (to test point validation). */
+  replaceEcdhPoint?(own: Buffer): Buffer;
 }
 
 export class DtlsAlertError extends Error {
@@ -51,6 +58,10 @@ export class ScriptedDtlsClient {
   private messageSeq = 0;
   suite: DtlsCipherSuiteName | undefined;
   extendedMasterSecretNegotiated = false;
+  /** ECDHE_PSK: the server's group, identity hint and ECDH public value from ServerKeyExchange. */
+  serverKeyExchange: { group: number; hint: Buffer; point: Buffer } | undefined;
+  /** The ServerHello's extensions as type -> data. */
+  serverHelloExtensions = new Map<number, Buffer>();
   /** The server's verify_data from the handshake (after connect()). */
   serverVerifyData: Buffer | undefined;
   private closed = false;
@@ -150,6 +161,15 @@ export class ScriptedDtlsClient {
     const ext: Buffer[] = [];
     if (this.opts.extendedMasterSecret) ext.push(Buffer.from([0x00, 0x17, 0, 0]));
     if (this.opts.renegotiationInfo) ext.push(Buffer.from([0xff, 0x01, 0, 1, 0]));
+    const offersEcdhe = (this.opts.suites ?? []).some((n) => CIPHER_SUITES[n].keyExchange === "ecdhe_psk");
+    const groups = this.opts.supportedGroups === undefined ? [29, 23] : this.opts.supportedGroups;
+    if (offersEcdhe && groups) {
+      const list = Buffer.alloc(2 * groups.length);
+      groups.forEach((g, i) => list.writeUInt16BE(g, 2 * i));
+      ext.push(Buffer.concat([u16(0x000a), u16(list.length + 2), u16(list.length), list]));
+    }
+    const formats = this.opts.ecPointFormats === undefined ? [0] : this.opts.ecPointFormats;
+    if (offersEcdhe && formats) ext.push(Buffer.concat([u16(0x000b), u16(formats.length + 1), Buffer.from([formats.length, ...formats])]));
     const extBytes = Buffer.concat(ext);
     const parts = [Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, cookie.length]), cookie, u16(suiteBytes.length), suiteBytes, Buffer.from([1, 0])];
     if (ext.length > 0) parts.push(u16(extBytes.length), extBytes);
@@ -193,14 +213,34 @@ export class ScriptedDtlsClient {
     const suite = Object.values(CIPHER_SUITES).find((s) => s.id === suiteId);
     if (!suite) throw new Error(`server chose unknown suite ${suiteId}`);
     this.suite = suite.name;
-    this.extendedMasterSecretNegotiated = serverHello.body.includes(Buffer.from([0x00, 0x17, 0x00, 0x00]), 38);
+    this.serverHelloExtensions = parseExtensions(serverHello.body.subarray(38 + serverHello.body[34]));
+    this.extendedMasterSecretNegotiated = this.serverHelloExtensions.has(0x0017);
+    let ecdhSecret: Buffer | undefined;
+    let ownPoint: Buffer | undefined;
+    if (suite.keyExchange === "ecdhe_psk") {
+      const ske = got.find((m) => m.msgType === HandshakeType.ServerKeyExchange);
+      if (!ske) throw new Error("no ServerKeyExchange for ECDHE_PSK");
+      const hintLength = ske.body.readUInt16BE(0);
+      const at = 2 + hintLength;
+      if (ske.body[at] !== 3) throw new Error("ServerKeyExchange: not a named curve");
+      const group = ske.body.readUInt16BE(at + 1);
+      const point = ske.body.subarray(at + 4, at + 4 + ske.body[at + 3]);
+      this.serverKeyExchange = { group, hint: Buffer.from(ske.body.subarray(2, at)), point: Buffer.from(point) };
+      const own = generateEphemeralKey(group);
+      ecdhSecret = own.derive(point);
+      if (!ecdhSecret) throw new Error("server sent an invalid ECDH point");
+      ownPoint = this.opts.replaceEcdhPoint ? this.opts.replaceEcdhPoint(own.publicKey) : own.publicKey;
+    }
 
     this.messageSeq = Math.max(this.messageSeq, 2);
     const identity = Buffer.from(this.opts.identity, "utf8");
-    const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.messageSeq++, Buffer.concat([u16(identity.length), identity]));
+    const ckeParts = [u16(identity.length), identity];
+    if (ownPoint) ckeParts.push(Buffer.from([ownPoint.length]), ownPoint);
+    const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.messageSeq++, Buffer.concat(ckeParts));
     transcript.push(cke);
-    const master = masterSecret(pskPremasterSecret(this.opts.psk), random, serverRandom, this.extendedMasterSecretNegotiated ? sha256(transcript) : undefined);
-    const keys = aeadKeyBlock(master, random, serverRandom);
+    const premaster = ecdhSecret ? ecdhePskPremasterSecret(ecdhSecret, this.opts.psk) : pskPremasterSecret(this.opts.psk);
+    const master = masterSecret(premaster, random, serverRandom, this.extendedMasterSecretNegotiated ? sha256(transcript) : undefined);
+    const keys = aeadKeyBlock(master, random, serverRandom, suite.keyLength, suite.fixedIvLength);
     this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
     this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
     const finished = encodeHandshake(HandshakeType.Finished, this.messageSeq++, finishedVerifyData(master, "client finished", sha256(transcript)));
@@ -300,6 +340,18 @@ export class ScriptedDtlsClient {
       }
     });
   }
+}
+
+function parseExtensions(bytes: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  if (bytes.length < 2) return out;
+  let o = 2;
+  while (o + 4 <= bytes.length) {
+    const len = bytes.readUInt16BE(o + 2);
+    out.set(bytes.readUInt16BE(o), bytes.subarray(o + 4, o + 4 + len));
+    o += 4 + len;
+  }
+  return out;
 }
 
 function u16(n: number): Buffer {

@@ -1,4 +1,4 @@
-// DTLS 1.2 PSK server (RFC 6347, RFC 4279) for many peers on one UDP socket.
+// DTLS 1.2 PSK server (RFC 6347, RFC 4279, and ECDHE_PSK from RFC 5489) for many peers on one UDP socket.
 // No per-peer state exists before a ClientHello returns with a valid stateless cookie; every
 // datagram is handled inside a guard so peer input can never throw out of the socket handler.
 // Choices worth knowing:
@@ -9,6 +9,8 @@
 //   of an existing session replaces it: the client restarted (RFC 6347 4.2.8).
 // - Renegotiation (a ClientHello inside the session) gets a no_renegotiation warning.
 // - Plaintext alerts are believed only during the handshake; afterwards only protected ones.
+// - ECDHE_PSK (forward secrecy) is preferred by default when the client offers it; the ephemeral
+//   key pair exists only from the ClientHello to the ClientKeyExchange.
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
 import { randomBytes, timingSafeEqual } from "node:crypto";
@@ -20,39 +22,59 @@ import {
   DTLS_1_0,
   DTLS_1_2,
   HandshakeType,
+  NamedGroup,
+  POINT_FORMAT_UNCOMPRESSED,
+  keyBlockLength,
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
+  type DtlsNamedGroupName,
 } from "./constants";
+import { generateEphemeralKey, type EphemeralKey } from "./ecdhe";
 import { aeadOverhead, openRecord, sealRecord } from "./cipher";
 import { SecretSlab } from "./secret-slab";
 import { CookieJar } from "./cookie";
 import {
   DtlsDecodeError,
   HandshakeReassembler,
+  buildEcdhePskServerKeyExchange,
   buildHelloVerifyRequest,
   buildPskServerKeyExchange,
   buildServerHello,
   encodeHandshake,
   parseClientHello,
   parseHandshakeFragments,
+  parseEcdhePskClientKeyExchange,
   parsePskClientKeyExchange,
   type ClientHello,
   type CompleteMessage,
   type HandshakeFragment,
 } from "./handshake";
-import { AEAD_KEY_BLOCK_LENGTH, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret, sha256 } from "./prf";
 import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
 
-export type { DtlsCipherSuiteName } from "./constants";
+export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
+
+/** Default preference: ECDHE_PSK first (forward secrecy), then the plain PSK suites node-dtls-client offers. */
+export const DEFAULT_DTLS_CIPHER_SUITES: readonly DtlsCipherSuiteName[] = Object.freeze([
+  "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_PSK_WITH_AES_128_CCM_8",
+  "TLS_PSK_WITH_AES_128_GCM_SHA256",
+] as const);
+export const DEFAULT_DTLS_GROUPS: readonly DtlsNamedGroupName[] = Object.freeze(["x25519", "secp256r1"] as const);
 
 export interface DtlsServerOptions {
   /** identity -> key; undefined = unknown identity (alert 115). May be async. */
   pskLookup(identity: string, remote: { address: string; port: number }): Buffer | undefined | Promise<Buffer | undefined>;
   pskHint?: string;
-  /** Preference order; default CCM_8, GCM. */
+  /**
+   * Server preference order; the first one the client also offers wins. Default
+   * DEFAULT_DTLS_CIPHER_SUITES: ECDHE_PSK ChaCha20-Poly1305, then PSK AES-128-CCM_8 and GCM.
+   */
   cipherSuites?: DtlsCipherSuiteName[];
+  /** ECDHE groups in preference order, matched against the client's supported_groups; default x25519, secp256r1. */
+  ecdheGroups?: DtlsNamedGroupName[];
   /** Established + handshaking peers; default 10000. */
   maxPeers?: number;
   /** Concurrent handshakes after a valid cookie; default 1000. */
@@ -81,6 +103,7 @@ export type HandshakeFailureReason =
   | "unexpected-message"
   | "peer-alert"
   | "lookup-error"
+  | "illegal-parameter"
   | "capacity";
 
 export interface HandshakeFailure {
@@ -114,6 +137,9 @@ interface HandshakeState {
   /** Next handshake message_seq the server sends. */
   serverMessageSeq: number;
   master: Buffer | undefined;
+  /** ECDHE_PSK: our ephemeral key pair until the ClientKeyExchange, then the ECDH secret until the PSK is known. */
+  ephemeral: EphemeralKey | undefined;
+  ecdhSecret: Buffer | undefined;
   /** Flight 4 as datagrams, for retransmission. */
   flight: Buffer[];
   retransmitTimer: NodeJS.Timeout | undefined;
@@ -125,7 +151,8 @@ interface HandshakeState {
 
 /**
  * One peer (address and port). An established idle session keeps only this object, its map key,
- * a replay window, its Connection and a 96-byte slot in the server's secret slab.
+ * a replay window, its Connection and a slot in the server's secret slab (96 bytes with AES suites
+ * only, 144 when ChaCha20-Poly1305 is enabled: its keys are 32 bytes and its IVs 12).
  */
 interface Peer {
   key: string;
@@ -158,12 +185,11 @@ interface Peer {
   handshake: HandshakeState | undefined;
 }
 
+// Slot layout: client random, key block (sized for the largest enabled suite), encoded Finished.
 const SECRETS_CLIENT_RANDOM = 0;
 const SECRETS_KEY_BLOCK = 32;
-const SECRETS_FINISHED = SECRETS_KEY_BLOCK + AEAD_KEY_BLOCK_LENGTH;
 /** Handshake header (12) + verify_data (12). */
 const FINISHED_MESSAGE_LENGTH = 24;
-const SECRETS_LENGTH = SECRETS_FINISHED + FINISHED_MESSAGE_LENGTH;
 
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
@@ -182,8 +208,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly cipherLabels = new Map<number, string>();
   private handshaking = 0;
   private readonly cookies: CookieJar;
-  private readonly secrets = new SecretSlab(SECRETS_LENGTH);
+  private readonly secrets: SecretSlab;
+  /** Offset of the encoded Finished in a slot (after the largest key block). */
+  private readonly secretsFinished: number;
   private readonly suites: CipherSuiteInfo[];
+  private readonly groups: number[];
   private readonly hint: Buffer | undefined;
   private readonly maxPeers: number;
   private readonly maxHandshaking: number;
@@ -211,13 +240,21 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   constructor(private readonly options: DtlsServerOptions) {
     super();
-    const names = options.cipherSuites ?? ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"];
+    const names = options.cipherSuites ?? DEFAULT_DTLS_CIPHER_SUITES;
     this.suites = names.map((n) => {
-      const s = CIPHER_SUITES[n];
+      const s = Object.prototype.hasOwnProperty.call(CIPHER_SUITES, n) ? CIPHER_SUITES[n] : undefined;
       if (!s) throw new TypeError(`unsupported DTLS cipher suite ${String(n)}`);
       return s;
     });
     if (this.suites.length === 0) throw new TypeError("at least one cipher suite is needed");
+    this.groups = (options.ecdheGroups ?? DEFAULT_DTLS_GROUPS).map((g) => {
+      const id = Object.prototype.hasOwnProperty.call(NamedGroup, g) ? NamedGroup[g] : undefined;
+      if (id === undefined) throw new TypeError(`unsupported ECDHE group ${String(g)}`);
+      return id;
+    });
+    if (this.groups.length === 0 && this.suites.some((s) => s.keyExchange === "ecdhe_psk")) throw new TypeError("ECDHE_PSK suites need at least one group");
+    this.secretsFinished = SECRETS_KEY_BLOCK + Math.max(...this.suites.map(keyBlockLength));
+    this.secrets = new SecretSlab(this.secretsFinished + FINISHED_MESSAGE_LENGTH);
     for (const suite of this.suites) this.cipherLabels.set(suite.id, `DTLSv1.2 ${suite.name}`);
     this.hint = options.pskHint !== undefined ? Buffer.from(options.pskHint, "utf8") : undefined;
     this.maxPeers = options.maxPeers ?? 10000;
@@ -436,7 +473,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.emit("handshake-failed", { address, port, reason: "capacity" } satisfies HandshakeFailure);
       return;
     }
-    const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id));
+    const ecdheGroup = this.chooseGroup(hello);
+    const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id) && (s.keyExchange === "psk" || ecdheGroup !== undefined));
     const nullCompression = hello.compressionMethods.includes(0);
     if (!suite || !nullCompression) {
       this.transmit(socketAddress, port, [encodeRecord(ContentType.Alert, DTLS_1_2, 0, record.sequence, Buffer.from([AlertLevel.Fatal, AlertDescription.HandshakeFailure]))]);
@@ -447,6 +485,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const now = Date.now();
     const serverRandom = randomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
+    const ephemeral = suite.keyExchange === "ecdhe_psk" ? generateEphemeralKey(ecdheGroup!) : undefined;
     const slot = this.secrets.allocate();
     hello.random.copy(this.secrets.buffer(slot), this.secrets.offset(slot) + SECRETS_CLIENT_RANDOM);
     const handshake: HandshakeState = {
@@ -458,6 +497,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // Stateless server: its message_seq continues from the ClientHello it answers (ServerHello = CH2's).
       serverMessageSeq: f.messageSeq,
       master: undefined,
+      ephemeral,
+      ecdhSecret: undefined,
       flight: [],
       retransmitTimer: undefined,
       retransmitDelay: this.initialRetransmitMs,
@@ -489,15 +530,36 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.handshaking++;
 
     const messages = [
-      encodeHandshake(HandshakeType.ServerHello, handshake.serverMessageSeq++, buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret)),
+      encodeHandshake(
+        HandshakeType.ServerHello,
+        handshake.serverMessageSeq++,
+        buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret, ephemeral !== undefined && hello.ecPointFormats !== undefined),
+      ),
     ];
-    if (this.hint) messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
+    if (ephemeral) {
+      // ECDHE_PSK always sends ServerKeyExchange; the hint in it may be empty.
+      const ske = buildEcdhePskServerKeyExchange(this.hint ?? EMPTY, ephemeral.group, ephemeral.publicKey);
+      messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, ske));
+    } else if (this.hint) {
+      messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
+    }
     messages.push(encodeHandshake(HandshakeType.ServerHelloDone, handshake.serverMessageSeq++, Buffer.alloc(0)));
     handshake.transcript.push(...messages);
     const datagram = Buffer.concat(messages.map((m) => encodeRecord(ContentType.Handshake, DTLS_1_2, 0, newPeer.writeSeq0++, m)));
     handshake.flight = [datagram];
     this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
+  }
+
+  /**
+   * Our first group the client supports, or undefined when ECDHE cannot be used with this client.
+   * Without supported_groups the server may choose (RFC 8422 5.1): secp256r1, the one every ECC
+   * implementation has, if enabled. The client must accept uncompressed points if it lists formats.
+   */
+  private chooseGroup(hello: ClientHello): number | undefined {
+    if (hello.ecPointFormats && !hello.ecPointFormats.includes(POINT_FORMAT_UNCOMPRESSED)) return undefined;
+    if (!hello.supportedGroups) return this.groups.includes(NamedGroup.secp256r1) ? NamedGroup.secp256r1 : this.groups[0];
+    return this.groups.find((g) => hello.supportedGroups!.includes(g));
   }
 
   private feedHandshake(peer: Peer, f: HandshakeFragment, protectedRecord: boolean): void {
@@ -534,15 +596,24 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   private handleClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
+    const handshake = peer.handshake!;
     let identityBytes: Buffer;
+    let point: Buffer | undefined;
     try {
-      identityBytes = parsePskClientKeyExchange(msg.body);
+      if (peer.suite.keyExchange === "ecdhe_psk") ({ identity: identityBytes, point } = parseEcdhePskClientKeyExchange(msg.body));
+      else identityBytes = parsePskClientKeyExchange(msg.body);
     } catch {
       return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
     }
+    if (point) {
+      const secret = handshake.ephemeral?.derive(point);
+      // The private key is not needed again either way (flight 4 is already encoded).
+      handshake.ephemeral = undefined;
+      if (!secret) return this.failHandshake(peer, "illegal-parameter", AlertDescription.IllegalParameter);
+      handshake.ecdhSecret = secret;
+    }
     // Flight 5 has started: our flight 4 arrived, stop retransmitting it.
     this.disarmRetransmit(peer);
-    const handshake = peer.handshake!;
     handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const identity = identityBytes.toString("utf8");
     peer.identity = identity;
@@ -597,8 +668,20 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const at = this.secrets.offset(peer.slot);
     const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
     const sessionHash = handshake.extendedMasterSecret ? sha256(handshake.transcript) : undefined;
-    handshake.master = masterSecret(pskPremasterSecret(psk), clientRandom, handshake.serverRandom, sessionHash);
-    keyExpansion(handshake.master, clientRandom, handshake.serverRandom).copy(slab, at + SECRETS_KEY_BLOCK);
+    let premaster: Buffer;
+    if (peer.suite.keyExchange === "ecdhe_psk") {
+      if (!handshake.ecdhSecret) return this.failHandshake(peer, "unexpected-message", AlertDescription.InternalError); // a defect
+      premaster = ecdhePskPremasterSecret(handshake.ecdhSecret, psk);
+      handshake.ecdhSecret.fill(0);
+      handshake.ecdhSecret = undefined;
+    } else {
+      premaster = pskPremasterSecret(psk);
+    }
+    handshake.master = masterSecret(premaster, clientRandom, handshake.serverRandom, sessionHash);
+    premaster.fill(0);
+    const keyBlock = keyExpansion(handshake.master, clientRandom, handshake.serverRandom, keyBlockLength(peer.suite));
+    keyBlock.copy(slab, at + SECRETS_KEY_BLOCK);
+    keyBlock.fill(0);
     peer.keysReady = true;
     peer.replay = new ReplayWindow();
     peer.state = "awaiting-finished";
@@ -613,7 +696,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const serverVerify = finishedVerifyData(handshake.master!, "server finished", sha256(transcript));
-    encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(this.secrets.buffer(peer.slot), this.secrets.offset(peer.slot) + SECRETS_FINISHED);
+    encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(this.secrets.buffer(peer.slot), this.secrets.offset(peer.slot) + this.secretsFinished);
+    handshake.master!.fill(0);
     peer.writeEpoch = 1;
     // Free everything the established session no longer needs (transcript, master secret, flight 4, reassembler).
     this.disarmRetransmit(peer);
@@ -642,7 +726,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    */
   private finalFlight(peer: Peer): Buffer {
     const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, CHANGE_CIPHER_SPEC_BODY);
-    const at = this.secrets.offset(peer.slot) + SECRETS_FINISHED;
+    const at = this.secrets.offset(peer.slot) + this.secretsFinished;
     const finished = this.protect(peer, ContentType.Handshake, this.secrets.buffer(peer.slot).subarray(at, at + FINISHED_MESSAGE_LENGTH));
     return Buffer.concat([ccs, finished], ccs.length + finished.length);
   }
@@ -690,19 +774,23 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   // ---- sending ----
 
-  // The key block in the slot (RFC 5246 6.3, AEAD suites) is client key, server key (16 bytes each),
-  // client salt, server salt (4 each): records are written with the server's, read with the client's.
+  // The key block in the slot (RFC 5246 6.3, AEAD suites) is client key, server key, client IV,
+  // server IV (16/16/4/4 bytes for AES, 32/32/12/12 for ChaCha20-Poly1305): records are written
+  // with the server's, read with the client's.
 
   private protect(peer: Peer, type: number, plaintext: Buffer): Buffer {
     if (!peer.keysReady || peer.slot < 0) throw new Error("no keys for this session"); // a defect: callers check the state
     const seq = peer.writeSeq1++;
     const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
-    return encodeRecord(type, DTLS_1_2, 1, seq, sealRecord(peer.suite, this.secrets.buffer(peer.slot), at + 16, at + 36, type, DTLS_1_2, 1, seq, plaintext));
+    const k = peer.suite.keyLength;
+    const sealed = sealRecord(peer.suite, this.secrets.buffer(peer.slot), at + k, at + 2 * k + peer.suite.fixedIvLength, type, DTLS_1_2, 1, seq, plaintext);
+    return encodeRecord(type, DTLS_1_2, 1, seq, sealed);
   }
 
   private open(peer: Peer, record: DtlsRecord): Buffer | undefined {
     const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
-    return openRecord(peer.suite, this.secrets.buffer(peer.slot), at, at + 32, record.type, record.version, record.epoch, record.sequence, record.fragment);
+    const k = peer.suite.keyLength;
+    return openRecord(peer.suite, this.secrets.buffer(peer.slot), at, at + 2 * k, record.type, record.version, record.epoch, record.sequence, record.fragment);
   }
 
   private sendAlert(peer: Peer, level: number, description: number): void {
@@ -789,6 +877,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
     if (wasHandshaking) this.handshaking--;
+    peer.handshake?.ecdhSecret?.fill(0);
+    peer.handshake?.master?.fill(0);
     peer.handshake = undefined;
     peer.finishedDelivered = true;
     peer.keysReady = false;
@@ -820,6 +910,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
 const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 });
 const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
+const EMPTY = Buffer.alloc(0);
 
 function isThenable(v: unknown): v is PromiseLike<Buffer | undefined> {
   return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";

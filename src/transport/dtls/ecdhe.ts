@@ -1,0 +1,76 @@
+// Ephemeral ECDH for the ECDHE_PSK key exchange (RFC 5489, RFC 8422) with node:crypto: x25519 and
+// secp256r1, uncompressed points only. A key pair lives from the ClientHello to the
+// ClientKeyExchange; derive() never throws on peer input, an unusable point gives undefined.
+import { createECDH, createPublicKey, diffieHellman, generateKeyPairSync, type ECDH, type KeyObject } from "node:crypto";
+import { NamedGroup, type DtlsNamedGroupName } from "./constants";
+
+export interface EphemeralKey {
+  readonly group: number;
+  /** Our ECPoint as sent in ServerKeyExchange (32 bytes for x25519, 65 uncompressed for P-256). */
+  readonly publicKey: Buffer;
+  /** ECDH shared secret with the peer's ECPoint, or undefined when the point is invalid or yields zero. */
+  derive(peerPoint: Buffer): Buffer | undefined;
+}
+
+// DER SubjectPublicKeyInfo header of an X25519 key (RFC 8410): SEQUENCE, AlgorithmIdentifier 1.3.101.110, BIT STRING of 32 bytes.
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+const X25519_LENGTH = 32;
+const P256_POINT_LENGTH = 65;
+
+export const GROUP_IDS: Readonly<Record<DtlsNamedGroupName, number>> = NamedGroup;
+
+export function isSupportedGroup(id: number): boolean {
+  return id === NamedGroup.x25519 || id === NamedGroup.secp256r1;
+}
+
+class X25519Key implements EphemeralKey {
+  readonly group = NamedGroup.x25519;
+  readonly publicKey: Buffer;
+  private readonly privateKey: KeyObject;
+
+  constructor() {
+    const pair = generateKeyPairSync("x25519");
+    this.privateKey = pair.privateKey;
+    this.publicKey = pair.publicKey.export({ format: "der", type: "spki" }).subarray(X25519_SPKI_PREFIX.length);
+  }
+
+  derive(peerPoint: Buffer): Buffer | undefined {
+    if (peerPoint.length !== X25519_LENGTH) return undefined;
+    try {
+      const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerPoint]), format: "der", type: "spki" });
+      const shared = diffieHellman({ privateKey: this.privateKey, publicKey });
+      // RFC 8422 5.11: a low-order point gives the all-zero secret; abort.
+      return shared.every((b) => b === 0) ? undefined : shared;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+class P256Key implements EphemeralKey {
+  readonly group = NamedGroup.secp256r1;
+  readonly publicKey: Buffer;
+  private readonly ecdh: ECDH;
+
+  constructor() {
+    this.ecdh = createECDH("prime256v1");
+    this.publicKey = this.ecdh.generateKeys();
+  }
+
+  derive(peerPoint: Buffer): Buffer | undefined {
+    // Uncompressed only (the one format we negotiate); this also refuses the 1-byte point at infinity.
+    if (peerPoint.length !== P256_POINT_LENGTH || peerPoint[0] !== 0x04) return undefined;
+    try {
+      // OpenSSL checks that the point lies on the curve and is not the identity.
+      return this.ecdh.computeSecret(peerPoint);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+export function generateEphemeralKey(group: number): EphemeralKey {
+  if (group === NamedGroup.x25519) return new X25519Key();
+  if (group === NamedGroup.secp256r1) return new P256Key();
+  throw new RangeError(`unsupported ECDHE group ${group}`);
+}
