@@ -2,10 +2,9 @@
 // typed-input evaluation, and loading of library modules. Kept free of protocol logic: the
 // library in src/ decides what is valid DOTS; this file only turns editor text into data.
 import * as ipaddr from "ipaddr.js";
-import { isIP } from "node:net";
 import type { Node, NodeAPI, NodeMessage } from "node-red";
 import type { CertificateCredential } from "../../src/dots/api";
-import { CONFLICT_CAUSE_LABELS, ISP_STATUS_LABELS } from "../../src/dots";
+import { CONFLICT_CAUSE_LABELS, discoveryDomainProblem, dnsServerProblem, ISP_STATUS_LABELS } from "../../src/dots";
 
 /** An error that names the form field (or msg property) it is about, for Catch nodes. */
 export class FieldError extends Error {
@@ -296,15 +295,12 @@ export class ErrorReporter {
   }
 }
 
-// A DNS name: dot-separated labels of letters, digits, hyphens (underscores for service labels),
-// 1..63 each and 253 in all; an IP literal is not a domain.
-const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
-
 /** A domain to discover the ISP from (RFC 8973), trimmed; throws when it is not a DNS name. */
 export function parseDomain(field: string, value: unknown): string | undefined {
   const text = typeof value === "string" ? value.trim() : value === undefined || value === null ? "" : String(value);
   if (text === "") return undefined;
-  if (!DNS_NAME.test(text) || isIP(text.replace(/\.$/, "")) !== 0) throw new FieldError(field, `"${text}" is not a DNS domain name`);
+  const problem = discoveryDomainProblem(text);
+  if (problem) throw new FieldError(field, `"${text}" ${problem}`);
   return text;
 }
 
@@ -317,10 +313,8 @@ export function parseDnsServers(field: string, value: unknown): string[] {
     throw new FieldError(field, toError(e).message);
   }
   return items.map((text) => {
-    const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text) ?? (isIP(text) === 6 ? [text, text] : null);
-    if (!m || isIP(m[1]) === 0 || (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535))) {
-      throw new FieldError(field, `"${text}" is not a DNS server address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
-    }
+    const problem = dnsServerProblem(text);
+    if (problem) throw new FieldError(field, `"${text}" is not a DNS server address: ${problem}`);
     return text;
   });
 }

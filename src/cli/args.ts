@@ -1,8 +1,8 @@
 // Command-line and JSON-file configuration of `dots-call-home listen|dial`. Pure parsing: no
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
-import * as net from "node:net";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
+import { discoveryDomainProblem, dnsServerProblem } from "../dots/dialer-connect";
 import { parseNatSpec } from "../home/nat-source";
 import { checkTableName } from "../home/nft-script";
 import type { EnforcementFlags } from "../home/wiring";
@@ -554,21 +554,10 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   return out;
 }
 
-// A DNS name: letters, digits, hyphens and underscores in dot-separated labels of 1..63, 253 in all.
-const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
-
 /** "192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353", as node:dns setServers takes them. */
 export function checkDnsServer(text: string): string {
-  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(text);
-  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text);
-  let address: string;
-  let port: string | undefined;
-  if (bracketed) [, address, port] = bracketed;
-  else if (v4) [, address, port] = v4;
-  else if (net.isIP(text) === 6) address = text;
-  else throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: expected an IP address, ADDR:PORT or [IPv6]:PORT`);
-  if (net.isIP(address) === 0) throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: ${address} is not an IP address`);
-  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: port must be 1..65535`);
+  const problem = dnsServerProblem(text);
+  if (problem) throw new CliUsageError(`--dns-server ${JSON.stringify(text)}: ${problem}`);
   return text;
 }
 
@@ -583,7 +572,8 @@ function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown
     return undefined;
   }
   const name = str(domain, "discover-domain");
-  if (!DNS_NAME.test(name) || net.isIP(name) !== 0) throw new CliUsageError(`--discover-domain ${JSON.stringify(name)} is not a DNS domain name`);
+  const problem = discoveryDomainProblem(name);
+  if (problem) throw new CliUsageError(`--discover-domain ${JSON.stringify(name)} ${problem}`);
   const out: NonNullable<DialerOptions["discover"]> = { domain: name };
   servers = (servers as string[] | undefined)?.map(checkDnsServer);
   if (servers && (servers as string[]).length > 0) out.dnsServers = servers as string[];

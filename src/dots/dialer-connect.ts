@@ -32,6 +32,28 @@ export function dnsResolver(servers?: string[]): SrvResolver {
   return r;
 }
 
+// A DNS name: dot-separated labels of letters, digits, hyphens (underscores for service labels),
+// 1..63 each and 253 in all.
+const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** Why `name` cannot be a domain to discover the ISP from (RFC 8973); undefined when it can. */
+export function discoveryDomainProblem(name: string): string | undefined {
+  if (!DNS_NAME.test(name) || isIP(name.replace(/\.$/, "")) !== 0) return "is not a DNS domain name";
+  return undefined;
+}
+
+/**
+ * Why `text` is not a DNS server as node:dns setServers takes it ("192.0.2.53", "192.0.2.53:5353",
+ * "2001:db8::53", "[2001:db8::53]:5353"); undefined when it is one.
+ */
+export function dnsServerProblem(text: string): string | undefined {
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text) ?? (isIP(text) === 6 ? [text, text] : null);
+  if (!m) return "expected an IP address, ADDR:PORT or [IPv6]:PORT";
+  if (isIP(m[1]) === 0) return `${m[1]} is not an IP address`;
+  if (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535)) return "port must be 1..65535";
+  return undefined;
+}
+
 /** RFC 8973 SRV owner names for Call Home (service name "dots-call-home"). */
 export function callHomeSrvName(transport: TransportKind, domain: string): string {
   return `_dots-call-home.${transport === "dtls" ? "_udp" : "_tcp"}.${domain.replace(/\.$/, "")}`;

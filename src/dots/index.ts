@@ -30,3 +30,4 @@ export {
 } from "./validation";
 export { SessionConfig, DEFAULT_CONFIG_SET, DEFAULT_CONFIG_LIMITS, type ConfigSet, type SessionConfigOptions } from "./session-config";
 export { buildHeartbeatJson, parseHeartbeatJson, HEARTBEAT_KEY } from "./heartbeat";
+export { discoveryDomainProblem, dnsServerProblem } from "./dialer-connect";
