@@ -26,6 +26,52 @@ function rng(seed: number): () => number {
   };
 }
 
+/** Seeded datagram mutator: bit flips, truncation, insertion, and length / epoch / type fields. */
+function mutator(seed: number): { int: (n: number) => number; mutate: (input: Buffer) => Buffer } {
+  const next = rng(seed);
+  const int = (n: number): number => Math.floor(next() * n);
+  const mutate = (input: Buffer): Buffer => {
+    let d = Buffer.from(input);
+    const ops = 1 + int(4);
+    for (let k = 0; k < ops; k++) {
+      switch (int(9)) {
+        case 0: // bit flips
+          for (let j = 0; j < 1 + int(4) && d.length > 0; j++) d[int(d.length)] ^= 1 << int(8);
+          break;
+        case 1: // interesting byte
+          if (d.length > 0) d[int(d.length)] = [0, 0xff, 0x7f, 0x80, 1][int(5)];
+          break;
+        case 2: // truncate
+          d = d.subarray(0, int(d.length + 1));
+          break;
+        case 3: // insert random bytes
+          {
+            const at = int(d.length + 1);
+            d = Buffer.concat([d.subarray(0, at), randomBytesSeeded(1 + int(16)), d.subarray(at)]);
+          }
+          break;
+        case 4: // record length field
+          if (d.length >= 13) d.writeUInt16BE(int(0x10000), 11);
+          break;
+        case 5: // handshake length / offset / fragment length
+          if (d.length >= 25) d.writeUIntBE(int(2) ? int(0x1000000) : int(64), [14, 19, 22][int(3)], 3);
+          break;
+        case 6: // epoch
+          if (d.length >= 13) d.writeUInt16BE([0, 1, 2, 0xffff][int(4)], 3);
+          break;
+        case 7: // content type
+          if (d.length >= 1) d[0] = 20 + int(5);
+          break;
+        default: // duplicate the datagram's records
+          d = Buffer.concat([d, d]);
+      }
+    }
+    return d;
+  };
+  const randomBytesSeeded = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)));
+  return { int, mutate };
+}
+
 class Sink {
   readonly socket = dgram.createSocket("udp4");
   count = 0;
@@ -94,9 +140,9 @@ describe("DTLS server under bad input", function () {
   });
 
   /** Gets a real cookie for `sink` by a ClientHello round trip. */
-  async function cookieFor(sink: Sink, random: Buffer, ext?: Buffer): Promise<Buffer> {
+  async function cookieFor(sink: Sink, random: Buffer, ext?: Buffer, suites?: number[]): Promise<Buffer> {
     const before = sink.count;
-    server.handleDatagram(clientHello(0, random, Buffer.alloc(0), ext), "127.0.0.1", sink.port);
+    server.handleDatagram(clientHello(0, random, Buffer.alloc(0), ext, suites), "127.0.0.1", sink.port);
     await until(() => sink.count > before);
     const hvr = parseHandshakeFragments(parseDatagram(sink.last!, 200).records[0].fragment)[0];
     assert.equal(hvr.msgType, 3);
@@ -192,47 +238,7 @@ describe("DTLS server under bad input", function () {
     const everySource = (d: Buffer): Array<{ data: Buffer; from: Sink }> => sinks.map((s) => ({ data: d, from: s }));
     const pool = [...bases, ...everySource(ch1), ...everySource(ch2), ...everySource(flight5), ...everySource(appData), ...everySource(Buffer.concat([ch2, flight5]))];
 
-    const next = rng(0x5eed);
-    const int = (n: number): number => Math.floor(next() * n);
-    const mutate = (input: Buffer): Buffer => {
-      let d = Buffer.from(input);
-      const ops = 1 + int(4);
-      for (let k = 0; k < ops; k++) {
-        switch (int(9)) {
-          case 0: // bit flips
-            for (let j = 0; j < 1 + int(4) && d.length > 0; j++) d[int(d.length)] ^= 1 << int(8);
-            break;
-          case 1: // interesting byte
-            if (d.length > 0) d[int(d.length)] = [0, 0xff, 0x7f, 0x80, 1][int(5)];
-            break;
-          case 2: // truncate
-            d = d.subarray(0, int(d.length + 1));
-            break;
-          case 3: // insert random bytes
-            {
-              const at = int(d.length + 1);
-              d = Buffer.concat([d.subarray(0, at), randomBytesSeeded(1 + int(16)), d.subarray(at)]);
-            }
-            break;
-          case 4: // record length field
-            if (d.length >= 13) d.writeUInt16BE(int(0x10000), 11);
-            break;
-          case 5: // handshake length / offset / fragment length
-            if (d.length >= 25) d.writeUIntBE(int(2) ? int(0x1000000) : int(64), [14, 19, 22][int(3)], 3);
-            break;
-          case 6: // epoch
-            if (d.length >= 13) d.writeUInt16BE([0, 1, 2, 0xffff][int(4)], 3);
-            break;
-          case 7: // content type
-            if (d.length >= 1) d[0] = 20 + int(5);
-            break;
-          default: // duplicate the datagram's records
-            d = Buffer.concat([d, d]);
-        }
-      }
-      return d;
-    };
-    const randomBytesSeeded = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)));
+    const { int, mutate } = mutator(0x5eed);
 
     const CASES = 100_000;
     let maxSessions = 0;
@@ -279,4 +285,63 @@ describe("DTLS server under bad input", function () {
     sock.close();
     assert.equal(echoed, "after the flood");
   });
+
+  it("seeded mutations of captured ECDHE_PSK handshakes (x25519 and secp256r1, 40k datagrams)", async () => {
+    const { int, mutate } = mutator(0xecd4e);
+    const failures: string[] = [];
+    server.on("handshake-failed", (f: { reason: string }) => failures.push(f.reason));
+    const pool: Array<{ data: Buffer; from: Sink }> = [];
+    for (const group of [29, 23]) {
+      const capture = new ScriptedDtlsClient({
+        address: "127.0.0.1",
+        port,
+        identity: ID,
+        psk: PSK,
+        extendedMasterSecret: true,
+        suites: ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
+        supportedGroups: [group],
+      });
+      clients.push(capture);
+      await capture.bind();
+      await capture.connect();
+      assert.equal(capture.suite, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256");
+      capture.send(Buffer.from("application data"));
+      await capture.nextMessage();
+      const [ch1, ch2, flight5, appData] = capture.sent;
+      capture.socket.removeAllListeners("message");
+      capture.socket.on("message", () => undefined);
+      for (const d of [ch1, ch2, flight5, appData, Buffer.concat([ch2, flight5])]) for (const sink of sinks) pool.push({ data: d, from: sink });
+      // Hellos with valid cookies for the fuzz sources, so their mutated flight 5 (ECDH point included)
+      // reaches the key exchange: EMS, supported_groups = [group], ec_point_formats = [uncompressed].
+      const ext = Buffer.from(`00170000000a0004 0002${group === 29 ? "001d" : "0017"} 000b00020100`.replace(/ /g, ""), "hex");
+      for (const sink of sinks) {
+        const random = randomBytes(32);
+        const cookie = await cookieFor(sink, random, ext, [0xccac]);
+        const hello = clientHello(1, random, cookie, ext, [0xccac]);
+        for (let k = 0; k < 3; k++) pool.push({ data: hello, from: sink }, { data: Buffer.concat([hello, flight5]), from: sink });
+      }
+    }
+    const CASES = 40_000;
+    for (let i = 0; i < CASES; i++) {
+      const base = pool[int(pool.length)];
+      server.handleDatagram(int(4) === 0 ? base.data : mutate(base.data), "127.0.0.1", base.from.port);
+      if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(server.stats.internalErrors, 0);
+    assert.ok(server.sessionCount <= sinks.length + 2);
+    // The mutations reached the ECDHE_PSK key exchange: handshakes started and failed there.
+    assert.ok(failures.includes("illegal-parameter") && failures.includes("bad-finished") && failures.includes("decode-error"), JSON.stringify(countBy(failures)));
+    const peer = new ScriptedDtlsClient({ address: "127.0.0.1", port, identity: ID, psk: PSK, suites: ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"] });
+    clients.push(peer);
+    await peer.bind();
+    await peer.connect(10000);
+    peer.send(Buffer.from("after the ECDHE flood"));
+    assert.equal((await peer.nextMessage()).toString(), "after the ECDHE flood");
+  });
 });
+
+function countBy(items: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const i of items) out[i] = (out[i] ?? 0) + 1;
+  return out;
+}
