@@ -12,8 +12,8 @@ export interface EphemeralKey {
   derive(peerPoint: Buffer): Buffer | undefined;
 }
 
-// DER SubjectPublicKeyInfo header of an X25519 key (RFC 8410): SEQUENCE, AlgorithmIdentifier 1.3.101.110, BIT STRING of 32 bytes.
-const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+// X25519 keys cross node:crypto as JWK (RFC 8037 "OKP"): on Node 20 / OpenSSL 3 that is several
+// times faster than DER SubjectPublicKeyInfo (about 10 us against 100 us per import or export).
 const X25519_LENGTH = 32;
 const P256_POINT_LENGTH = 65;
 
@@ -31,13 +31,14 @@ class X25519Key implements EphemeralKey {
   constructor() {
     const pair = generateKeyPairSync("x25519");
     this.privateKey = pair.privateKey;
-    this.publicKey = pair.publicKey.export({ format: "der", type: "spki" }).subarray(X25519_SPKI_PREFIX.length);
+    this.publicKey = Buffer.from(pair.publicKey.export({ format: "jwk" }).x ?? "", "base64url");
+    if (this.publicKey.length !== X25519_LENGTH) throw new Error("x25519 public key export failed"); // a defect, not peer input
   }
 
   derive(peerPoint: Buffer): Buffer | undefined {
     if (peerPoint.length !== X25519_LENGTH) return undefined;
     try {
-      const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerPoint]), format: "der", type: "spki" });
+      const publicKey = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: peerPoint.toString("base64url") }, format: "jwk" });
       const shared = diffieHellman({ privateKey: this.privateKey, publicKey });
       // RFC 8422 5.11: a low-order point gives the all-zero secret; abort.
       return shared.every((b) => b === 0) ? undefined : shared;
