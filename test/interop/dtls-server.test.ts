@@ -120,24 +120,29 @@ describe("interop: our DTLS server with real peers", function () {
     });
   }
 
-  it("openssl s_client with MTU 256 and a 250-byte identity: its fragmented ClientKeyExchange is reassembled", async () => {
-    const longIdentity = "x".repeat(250);
-    const lookups: number[] = [];
-    await server.close();
-    server = new DtlsServer({ pskLookup: (identity) => (lookups.push(identity.length), identity === longIdentity ? PSK : undefined) });
-    server.on("connection", (c: DtlsServerConnection) => {
-      connections.push(c);
-      c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
+  for (const [cipher, extra] of [
+    ["PSK-AES128-CCM8", []],
+    ["ECDHE-PSK-CHACHA20-POLY1305", ["-curves", "prime256v1"]], // identity + 65-byte point in the fragmented message
+  ] as const) {
+    it(`openssl s_client ${cipher} with MTU 256 and a 250-byte identity: its fragmented ClientKeyExchange is reassembled`, async () => {
+      const longIdentity = "x".repeat(250);
+      const lookups: number[] = [];
+      await server.close();
+      server = new DtlsServer({ pskLookup: (identity) => (lookups.push(identity.length), identity === longIdentity ? PSK : undefined) });
+      server.on("connection", (c: DtlsServerConnection) => {
+        connections.push(c);
+        c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
+      });
+      port = (await server.listen(0, "127.0.0.1")).port;
+      const s = run("openssl", ["s_client", "-dtls1_2", "-mtu", "256", "-connect", `127.0.0.1:${port}`, "-psk", PSK.toString("hex"), "-psk_identity", longIdentity, "-cipher", cipher, ...extra]);
+      await waitFor(() => new RegExp(`Cipher is ${cipher}`).test(s.out()), "handshake");
+      s.child.stdin!.write("small-mtu\n");
+      await waitFor(() => s.out().includes("echo:small-mtu"), "echo");
+      assert.deepEqual(lookups, [250]);
+      assert.ok(server.stats.reassembledMessages >= 1, "OpenSSL did fragment its ClientKeyExchange");
+      assert.equal(connections[0].peer.pskIdentity, longIdentity);
     });
-    port = (await server.listen(0, "127.0.0.1")).port;
-    const s = run("openssl", ["s_client", "-dtls1_2", "-mtu", "256", "-connect", `127.0.0.1:${port}`, "-psk", PSK.toString("hex"), "-psk_identity", longIdentity, "-cipher", "PSK-AES128-CCM8"]);
-    await waitFor(() => /Cipher is PSK-AES128-CCM8/.test(s.out()), "handshake");
-    s.child.stdin!.write("small-mtu\n");
-    await waitFor(() => s.out().includes("echo:small-mtu"), "echo");
-    assert.deepEqual(lookups, [250]);
-    assert.ok(server.stats.reassembledMessages >= 1, "OpenSSL did fragment its ClientKeyExchange");
-    assert.equal(connections[0].peer.pskIdentity, longIdentity);
-  });
+  }
 
   it("openssl s_client over IPv6 with its default cipher list, on a dual-stack listener", async function () {
     await server.close();
