@@ -7,10 +7,11 @@ export * from "./tls";
 export * from "./dtls-client";
 export * from "./drop-list";
 export * from "./listener";
-export { DtlsServer, DtlsServerConnection } from "./dtls";
+export { DtlsServer, DtlsServerConnection, DEFAULT_DTLS_CIPHER_SUITES, DEFAULT_DTLS_GROUPS } from "./dtls";
 export type {
   DtlsServerOptions,
   DtlsCipherSuiteName,
+  DtlsNamedGroupName,
   DtlsServerStats,
   HandshakeFailure as DtlsHandshakeFailure,
   HandshakeFailureReason as DtlsHandshakeFailureReason,
