@@ -1,12 +1,10 @@
 // Every node with a bad configuration: a red status, and a message sent to it ends in an error a
 // Catch node receives (nothing crashes, nothing is sent on).
 import { strict as assert } from "node:assert";
-import { freePort, helper, nodeModule } from "./support";
+import { freePort, helper, nodeModule, type Msg } from "./support";
 import { natTable } from "./flows";
 
 const nodes = ["dots-psk", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-
-type Msg = { topic?: string; payload: any; dots: any; error?: any; nat?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const goodPsk = { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" };
 const creds = { k: { identity: "home-1", key: "00112233445566778899aabbccddeeff" }, bad: { identity: "x", key: "not-hex" } };

@@ -2,29 +2,10 @@
 // node's real resolver asks), and the listener node's responses and status notifications carry
 // the home name and the RFC 9132 status number beside the label.
 import { strict as assert } from "node:assert";
-import { freePort, helper, nodeModule } from "./support";
+import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 import { startTestDns, type TestDnsServer } from "./dns-server";
 
-const nodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-
-type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-function collect(id: string): Msg[] {
-  const got: Msg[] = [];
-  helper.getNode(id).on("input", (m: Msg) => got.push(m));
-  return got;
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** The loop flow with the dialer finding the ISP by discovery instead of a configured host. */
 function discoveryFlow(port: number, dialer: Record<string, unknown>): unknown[] {
@@ -44,17 +25,17 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
     const port = await freePort();
     dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] }, a: { "ch.isp.test": ["127.0.0.1"] } });
     // the configured port (9, discard) is never used: the record names the port
-    await helper.load(nodes, discoveryFlow(port, { hosts: "", port: 9, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
+    await helper.load(allNodes, discoveryFlow(port, { hosts: "", port: 9, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
     const homeEvents = collect("homeEvents");
     const ispEvents = collect("ispEvents");
     const caught = collect("caught");
-    const found = await until("discovered", () => homeEvents.find((m) => m.topic === "discovered"));
+    const found = await waitFor("discovered", () => homeEvents.find((m) => m.topic === "discovered"));
     assert.deepEqual(found.payload, { domain: "isp.test", candidates: [{ host: "ch.isp.test", address: "127.0.0.1", port, transport: "dtls" }] });
     assert.equal(found.dots.side, "home");
-    const connected = await until("connected", () => homeEvents.find((m) => m.topic === "connected"));
+    const connected = await waitFor("connected", () => homeEvents.find((m) => m.topic === "connected"));
     assert.equal(connected.payload.remotePort, port);
     assert.ok(homeEvents.indexOf(found) < homeEvents.indexOf(connected), "discovered comes before connected");
-    const up = await until("session-up at the ISP", () => ispEvents.find((m) => m.topic === "session-up"));
+    const up = await waitFor("session-up at the ISP", () => ispEvents.find((m) => m.topic === "session-up"));
     assert.equal(up.payload.home, "home-1");
     assert.ok(dns.queries.includes("SRV _dots-call-home._udp.isp.test"), dns.queries.join(", "));
     assert.deepEqual(caught.map((m) => m.error.message), []);
@@ -63,12 +44,12 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
   it("when discovery finds nothing, the configured ISP address is the fallback and the miss reaches Catch", async () => {
     const port = await freePort();
     dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port: 0, target: "." }] } });
-    await helper.load(nodes, discoveryFlow(port, { hosts: "127.0.0.1", port, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
+    await helper.load(allNodes, discoveryFlow(port, { hosts: "127.0.0.1", port, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
     const homeEvents = collect("homeEvents");
     const caught = collect("caught");
-    await until("connected over the fallback address", () => homeEvents.find((m) => m.topic === "connected"));
+    await waitFor("connected over the fallback address", () => homeEvents.find((m) => m.topic === "connected"));
     assert.ok(!homeEvents.some((m) => m.topic === "discovered"), "nothing was discovered");
-    const miss = await until("the discovery miss at Catch", () => caught.find((m) => /RFC 8973 discovery found no Call Home client for isp\.test/.test(m.error.message)));
+    const miss = await waitFor("the discovery miss at Catch", () => caught.find((m) => /RFC 8973 discovery found no Call Home client for isp\.test/.test(m.error.message)));
     assert.match(miss.error.message, /using the configured hosts/);
   });
 
@@ -90,13 +71,13 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
         { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
         { id: "caught", type: "helper", z: "t" },
       ];
-      await helper.load(nodes, flow, loopCredentials);
+      await helper.load(allNodes, flow, loopCredentials);
       const caught = collect("caught");
       const out = collect("out");
       const n = helper.getNode("n");
       const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>).filter((c) => c.thisValue === n).map((c) => c.args[0]);
       assert.equal(statuses[statuses.length - 1]?.fill, "red");
-      const err = await until("the configuration error", () => caught[0]);
+      const err = await waitFor("the configuration error", () => caught[0]);
       assert.match(String(err.error.message), pattern);
       await new Promise((r) => setTimeout(r, 200));
       assert.deepEqual(out.map((m) => m.topic), [], "no session events: nothing was started");
@@ -112,14 +93,14 @@ describe("listener node: home name and numeric status in responses and notificat
 
   it("mitigate response (status 1 while consent is pending) and the notification after approval (status 2) carry home and statusCode", async () => {
     const port = await freePort();
-    await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
+    await helper.load(allNodes, loopFlow({ port, consent: "manual" }), loopCredentials);
     const ispEvents = collect("ispEvents");
     const ispResp = collect("ispResp");
     const notices = collect("notices");
-    const up = await until("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
+    const up = await waitFor("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
     // a stale status on the incoming message must not survive into the answer
     helper.getNode("lis").receive({ payload: { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 443 }], "target-protocol": [6], "ietf-dots-call-home:source-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }], lifetime: 600 }] } }, dots: { session: up.payload.id, statusCode: 99, status: "stale" } });
-    const response = await until("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
+    const response = await waitFor("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
     assert.equal(response.dots.code, "2.01");
     assert.equal(response.dots.home, "home-1", "the home name, though the request named the session by id");
     assert.equal(response.dots.session, up.payload.id);
@@ -127,9 +108,9 @@ describe("listener node: home name and numeric status in responses and notificat
     assert.equal(response.dots.statusCode, 1);
     const mid = response.dots.mid;
 
-    await until("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
+    await waitFor("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
     helper.getNode("filter").receive({ topic: "approve", dots: { mid } });
-    const note = await until("status 2 notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.statusCode === 2));
+    const note = await waitFor("status 2 notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.statusCode === 2));
     assert.equal(note.dots.status, "attack-successfully-mitigated");
     assert.equal(note.dots.home, "home-1");
     assert.equal(note.dots.session, up.payload.id);
@@ -140,11 +121,11 @@ describe("listener node: home name and numeric status in responses and notificat
 
     // get by home name: the answer names the mitigation's status by label and number too
     helper.getNode("lis").receive({ dots: { action: "get", session: "home-1", mid } });
-    const got = await until("get response", () => ispResp.find((m) => m.topic === "get"));
+    const got = await waitFor("get response", () => ispResp.find((m) => m.topic === "get"));
     assert.deepEqual([got.dots.home, got.dots.status, got.dots.statusCode], ["home-1", "attack-successfully-mitigated", 2]);
     // a withdrawal's 2.02 has no status: none is made up
     helper.getNode("lis").receive({ dots: { action: "withdraw", session: "home-1", mid } });
-    const withdrawn = await until("withdraw response", () => ispResp.find((m) => m.topic === "withdraw"));
+    const withdrawn = await waitFor("withdraw response", () => ispResp.find((m) => m.topic === "withdraw"));
     assert.equal(withdrawn.dots.code, "2.02");
     assert.equal(withdrawn.dots.home, "home-1");
     assert.ok(!("statusCode" in withdrawn.dots) && !("status" in withdrawn.dots), JSON.stringify(withdrawn.dots));
@@ -152,17 +133,17 @@ describe("listener node: home name and numeric status in responses and notificat
 
   it("a rejected request's notification carries the conflict cause as label and number", async () => {
     const port = await freePort();
-    await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
+    await helper.load(allNodes, loopFlow({ port, consent: "manual" }), loopCredentials);
     const ispEvents = collect("ispEvents");
     const ispResp = collect("ispResp");
     const notices = collect("notices");
-    await until("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
+    await waitFor("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
     helper.getNode("req").receive({ payload: "x" });
-    const response = await until("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
+    const response = await waitFor("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
     const mid = response.dots.mid;
-    await until("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
+    await waitFor("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
     helper.getNode("filter").receive({ topic: "reject", dots: { mid } });
-    const note = await until("conflict notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.conflictCause !== undefined));
+    const note = await waitFor("conflict notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.conflictCause !== undefined));
     assert.deepEqual([note.dots.home, note.dots.conflictCause, note.dots.conflictCauseCode], ["home-1", "request-rejected-legitimate-traffic", 4]);
   });
 });

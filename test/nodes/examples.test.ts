@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort, helper, nodeModule, repoRoot } from "./support";
+import { freePort, helper, nodeModule, repoRoot, waitFor, collect } from "./support";
 import { natTable } from "./flows";
 import { hasCommand, requireOrSkip } from "../support/env";
 
@@ -27,8 +27,6 @@ const supertest = require("supertest") as (app: unknown) => any; // eslint-disab
 const http = () => supertest(httpNodeApp);
 
 type FlowNode = Record<string, any> & { id: string; type: string }; // eslint-disable-line @typescript-eslint/no-explicit-any
-type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
-
 const examplesDir = path.join(repoRoot(), "examples");
 const KEY = "3f1e5d7c9b0a2e4c6f8d1b3a5c7e9f02";
 
@@ -59,22 +57,6 @@ function byType(flow: FlowNode[], type: string, name?: string): FlowNode {
   return n;
 }
 
-function collect(id: string): Msg[] {
-  const got: Msg[] = [];
-  helper.getNode(id).on("input", (m: Msg) => got.push(m));
-  return got;
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 async function load(flow: FlowNode[]): Promise<void> {
   await helper.load([...ours, ...core, probe], flow, pskCredentials(flow));
 }
@@ -83,7 +65,7 @@ async function load(flow: FlowNode[]): Promise<void> {
 async function sessionUp(flow: FlowNode[]): Promise<void> {
   const lis = byType(flow, "dots-call-home-listener");
   const events = collect(lis.wires[0][0]);
-  await until("session-up", () => events.find((m) => m.topic === "session-up"));
+  await waitFor("session-up", () => events.find((m) => m.topic === "session-up"));
 }
 
 describe("example flows", function () {
@@ -126,7 +108,7 @@ describe("example flows", function () {
       .expect(200);
     assert.equal(res.body.code, "2.01");
     assert.equal(typeof res.body.mid, "number");
-    const decision = await until("home decision", () => decisions[0]);
+    const decision = await waitFor("home decision", () => decisions[0]);
     assert.equal(decision.payload.outcome, "enforced");
     assert.equal(decision.payload.devices[0].address, "192.168.1.20");
 
@@ -145,10 +127,10 @@ describe("example flows", function () {
     const res = await http().post("/dots/mitigate").send({ home: "home-1", target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     const mid = res.body.mid as number;
-    assert.equal((await until("pending", () => decisions[0])).payload.outcome, "pending");
+    assert.equal((await waitFor("pending", () => decisions[0])).payload.outcome, "pending");
     const answer = await http().post(`/dots/consent/${mid}/approve`).expect(202);
     assert.equal(answer.body.mid, mid);
-    assert.equal((await until("enforced", () => decisions[1])).payload.outcome, "enforced");
+    assert.equal((await waitFor("enforced", () => decisions[1])).payload.outcome, "enforced");
   });
 
   it("loopback demo: the inject and the HTTP trigger both reach the home, the nft rule and the status come back", async () => {
@@ -159,12 +141,12 @@ describe("example flows", function () {
     const ispAnswers = collect(byType(flow, "debug", "ISP: answers and status").id);
     await sessionUp(flow);
     helper.getNode(byType(flow, "inject").id).receive({ payload: Date.now() });
-    const rule = await until("nft rule", () => rules[0]);
+    const rule = await waitFor("nft rule", () => rules[0]);
     assert.equal(rule.payload.outcome, "enforced");
     assert.match(rule.payload.script, /192\.168\.1\.20/);
-    await until("ISP learns it is mitigated", () => ispAnswers.find((m) => JSON.stringify(m.payload ?? "").includes("attack-successfully-mitigated") || m.dots?.status === "attack-successfully-mitigated"));
+    await waitFor("ISP learns it is mitigated", () => ispAnswers.find((m) => JSON.stringify(m.payload ?? "").includes("attack-successfully-mitigated") || m.dots?.status === "attack-successfully-mitigated"));
     await http().post("/dots/demo/attack").send({}).expect(202);
-    await until("second mitigation via HTTP", () => ispAnswers.filter((m) => m.topic === "mitigate").length >= 2);
+    await waitFor("second mitigation via HTTP", () => ispAnswers.filter((m) => m.topic === "mitigate").length >= 2);
   });
 
   describe("with a real mosquitto broker", () => {
@@ -178,7 +160,7 @@ describe("example flows", function () {
       const conf = path.join(confDir, "mosquitto.conf");
       fs.writeFileSync(conf, `listener ${mqttPort} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
       broker = spawn("mosquitto", ["-c", conf], { stdio: "ignore" });
-      await until("mosquitto listening", () => {
+      await waitFor("mosquitto listening", () => {
         const s = net.connect(mqttPort, "127.0.0.1");
         let ok: boolean | undefined;
         s.once("connect", () => ((ok = true), s.destroy()));
@@ -213,16 +195,16 @@ describe("example flows", function () {
       let published = "";
       sub.stdout.on("data", (d: Buffer) => (published += d.toString()));
       const mqttIn = helper.getNode(byType(isp, "mqtt in").id);
-      await until("mqtt in connected", () => {
+      await waitFor("mqtt in connected", () => {
         const calls = (mqttIn.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ text?: string }> }>).filter((c) => c.thisValue === mqttIn);
         return calls.length > 0 && /connected/.test(String(calls[calls.length - 1].args[0].text)) && !/dis/.test(String(calls[calls.length - 1].args[0].text));
       });
       await new Promise((r) => setTimeout(r, 300)); // mosquitto_sub subscribes
       const pub = spawnSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(mqttPort), "-t", "dots/mitigate/home-1", "-q", "1", "-m", JSON.stringify({ target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" })]);
       assert.equal(pub.status, 0, String(pub.stderr));
-      const decision = await until("home decision", () => decisions[0], 20000);
+      const decision = await waitFor("home decision", () => decisions[0], 20000);
       assert.equal(decision.payload.outcome, "enforced");
-      await until("result published", () => published.length > 0 || undefined, 20000);
+      await waitFor("result published", () => published.length > 0 || undefined, 20000);
       const result = JSON.parse(published.trim().split("\n")[0]);
       assert.equal(result.code, "2.01");
       await new Promise<void>((r) => (sub.exitCode !== null ? r() : sub.once("exit", () => r())));

@@ -5,28 +5,9 @@
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import * as net from "node:net";
-import { freePort, helper, nodeModule } from "./support";
+import { freePort, helper, waitFor, collect, type Msg, allNodes } from "./support";
 import { loopCredentials, loopFlow, PSK_HEX } from "./flows";
 
-const nodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-
-type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-function collect(id: string): Msg[] {
-  const got: Msg[] = [];
-  helper.getNode(id).on("input", (m: Msg) => got.push(m));
-  return got;
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** What a Catch node has sent so far (the helper spies on send, so errors raised during load count). */
 function catchSent(id: string): Msg[] {
@@ -72,8 +53,8 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       ];
       const listener = { id: "lis", type: "dots-call-home-listener", z: "t", port: 0, host: "127.0.0.1", dtls: true, tls: false, psk: "", homePrefixes: "", wires: [[], []] };
       const flow = [{ id: "t", type: "tab" }, ...(catchFirst ? [...catcher, listener] : [listener, ...catcher])];
-      await helper.load(nodes, flow);
-      const err = await until("start-up error at the Catch node", () => catchSent("c1")[0], 3000);
+      await helper.load(allNodes, flow);
+      const err = await waitFor("start-up error at the Catch node", () => catchSent("c1")[0], 3000);
       assert.match(String(err.error.message), /credentials|certificate|PSK/i);
       assert.equal(err.error.source.id, "lis");
     });
@@ -88,9 +69,9 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     try {
       const flow: unknown[] = [{ id: "t", type: "tab" }];
       for (let i = 0; i < 25; i++) flow.push({ id: `nat${i}`, type: "dots-nat-lookup", z: "t", source: "static", table: "[]", wires: [[]] });
-      await helper.load(nodes, flow);
+      await helper.load(allNodes, flow);
       await helper.unload();
-      await helper.load(nodes, flow);
+      await helper.load(allNodes, flow);
       await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
     } finally {
       process.removeListener("warning", onWarning);
@@ -105,8 +86,8 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
       { id: "caught", type: "helper", z: "t" },
     ];
-    await helper.load(nodes, flow);
-    const err = await until("start-up error at the Catch node", () => catchSent("c1")[0], 3000);
+    await helper.load(allNodes, flow);
+    const err = await waitFor("start-up error at the Catch node", () => catchSent("c1")[0], 3000);
     assert.match(String(err.error.message), /PSK|psk-missing/);
     assert.equal(err.error.source.id, "dia");
   });
@@ -114,15 +95,15 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
   it("stopping the flows after a whole mitigation leaves no socket, timer or child process behind", async () => {
     const port = await freePort();
     // Warm up once so lazily created runtime timers exist before the baseline is taken.
-    await helper.load(nodes, [{ id: "t", type: "tab" }]);
+    await helper.load(allNodes, [{ id: "t", type: "tab" }]);
     await helper.unload();
     const baseline = resources();
-    await helper.load(nodes, loopFlow({ port, listenerTls: true }), loopCredentials);
+    await helper.load(allNodes, loopFlow({ port, listenerTls: true }), loopCredentials);
     const ispEvents = collect("ispEvents");
     const decisions = collect("decisions");
-    await until("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
+    await waitFor("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
     helper.getNode("req").receive({ payload: "go" });
-    assert.equal((await until("decision", () => decisions[0])).payload.outcome, "enforced");
+    assert.equal((await waitFor("decision", () => decisions[0])).payload.outcome, "enforced");
     const during = resources();
     assert.ok(Object.keys(during).some((k) => /UDP/.test(k)), "the flows hold sockets while running");
     await helper.unload();
@@ -150,11 +131,11 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       { id: "e1", type: "helper", z: "t" },
       { id: "e2", type: "helper", z: "t" },
     ];
-    await helper.load(nodes, flow, { k1: { identity: "home-1", key: PSK_HEX }, k2: { identity: "home-2", key: "00112233445566778899aabbccddeeff" } });
+    await helper.load(allNodes, flow, { k1: { identity: "home-1", key: PSK_HEX }, k2: { identity: "home-2", key: "00112233445566778899aabbccddeeff" } });
     const e1 = collect("e1");
     const e2 = collect("e2");
-    const up1 = await until("home-1 at listener 1", () => e1.find((m) => m.topic === "session-up"));
-    const up2 = await until("home-2 at listener 2", () => e2.find((m) => m.topic === "session-up"));
+    const up1 = await waitFor("home-1 at listener 1", () => e1.find((m) => m.topic === "session-up"));
+    const up2 = await waitFor("home-2 at listener 2", () => e2.find((m) => m.topic === "session-up"));
     assert.equal(up1.payload.home, "home-1");
     assert.equal(up1.payload.transport, "dtls");
     assert.equal(up2.payload.home, "home-2");
@@ -166,15 +147,15 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
   it("full and partial redeploys of a DTLS+TLS listener rebind both ports", async () => {
     const port = await freePort();
     const flow = loopFlow({ port, listenerTls: true, transport: "tcp" });
-    await helper.load(nodes, flow, loopCredentials);
+    await helper.load(allNodes, flow, loopCredentials);
     let events = collect("ispEvents");
-    await until("first session-up", () => events.find((m) => m.topic === "session-up"));
+    await waitFor("first session-up", () => events.find((m) => m.topic === "session-up"));
     for (const type of ["nodes", "full"]) {
       const next = flow.map((n) => (["lis", "dia"].includes((n as { id: string }).id) ? { ...(n as object), name: `${type} deploy` } : n));
       await helper.setFlows(next, type, loopCredentials);
       events = collect("ispEvents");
       const caught = collect("caught");
-      const up = await until(`session-up over TLS after a ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
+      const up = await waitFor(`session-up over TLS after a ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
       assert.equal(up.payload.transport, "tls");
       assert.deepEqual(caught.map((m) => String(m.error.message)).filter((t) => /EADDRINUSE|in use/i.test(t)), []);
     }
@@ -188,7 +169,7 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       { id: "lis", type: "dots-call-home-listener", z: "t", port, host: "127.0.0.1", dtls: true, psk: "k", homePrefixes: "", version: 2, wires: [[], []] },
       { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: "[]", version: 1, wires: [[]] },
     ];
-    await helper.load(nodes, flow, loopCredentials);
+    await helper.load(allNodes, flow, loopCredentials);
     const warned = (id: string): string[] => {
       const n = helper.getNode(id);
       return (n.warn.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>).filter((c) => c.thisValue === n).map((c) => String(c.args[0]));

@@ -2,28 +2,9 @@
 // rebind the same port, two listeners side by side, and credentials that never leave the runtime.
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
-import { freePort, helper, nodeModule } from "./support";
+import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 
-const nodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-
-type Msg = { topic?: string; payload: any; dots: any; error?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-function collect(id: string): Msg[] {
-  const got: Msg[] = [];
-  helper.getNode(id).on("input", (m: Msg) => got.push(m));
-  return got;
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** True when nothing listens on the UDP port any more (we can bind it ourselves). */
 function udpPortFree(port: number): Promise<boolean> {
@@ -43,26 +24,26 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
   for (const answer of ["approve", "reject"] as const) {
     it(`consent required: pending first, then ${answer} reaches the ISP as ${answer === "approve" ? "mitigated" : "legitimate traffic"}`, async () => {
       const port = await freePort();
-      await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
+      await helper.load(allNodes, loopFlow({ port, consent: "manual" }), loopCredentials);
       const ispEvents = collect("ispEvents");
       const ispResp = collect("ispResp");
       const decisions = collect("decisions");
       const notices = collect("notices");
-      await until("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
+      await waitFor("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
       helper.getNode("req").receive({ payload: "x" });
-      const response = await until("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
+      const response = await waitFor("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
       assert.equal(response.dots.code, "2.01");
       const mid = response.dots.mid;
-      const request = await until("consent request", () => notices.find((m) => m.topic === "consent-request"));
+      const request = await waitFor("consent request", () => notices.find((m) => m.topic === "consent-request"));
       assert.equal(request.payload.mid, mid);
       assert.match(request.payload.script, /192\.168\.1\.20/);
-      assert.equal((await until("pending decision", () => decisions[0])).payload.outcome, "pending");
+      assert.equal((await waitFor("pending decision", () => decisions[0])).payload.outcome, "pending");
       assert.match(JSON.stringify(response.payload), /attack-mitigation-in-progress/);
 
       helper.getNode("filter").receive({ topic: answer, dots: { mid } });
-      const final = await until("final decision", () => decisions[1]);
+      const final = await waitFor("final decision", () => decisions[1]);
       assert.equal(final.payload.outcome, answer === "approve" ? "enforced" : "legitimate");
-      const note = await until("status notification at the ISP", () =>
+      const note = await waitFor("status notification at the ISP", () =>
         ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && (answer === "approve" ? m.dots.status === "attack-successfully-mitigated" : m.dots.conflictCause !== undefined)),
       );
       if (answer === "reject") assert.match(String(note.dots.conflictCause), /legitimate|^4$/);
@@ -71,10 +52,10 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
 
   it("approve for a mid that is not pending is an error for Catch", async () => {
     const port = await freePort();
-    await helper.load(nodes, loopFlow({ port, consent: "manual" }), loopCredentials);
+    await helper.load(allNodes, loopFlow({ port, consent: "manual" }), loopCredentials);
     const caught = collect("caught");
     helper.getNode("filter").receive({ topic: "approve", dots: { mid: 999 } });
-    const err = await until("catch", () => caught[0]);
+    const err = await waitFor("catch", () => caught[0]);
     assert.match(err.error.message, /999|not-pending/);
     assert.equal(err.error.source.id, "filter");
   });
@@ -82,9 +63,9 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
   it("full and partial redeploys rebind the same port without EADDRINUSE, and unload frees it", async () => {
     const port = await freePort();
     const flow = loopFlow({ port });
-    await helper.load(nodes, flow, loopCredentials);
+    await helper.load(allNodes, flow, loopCredentials);
     let events = collect("ispEvents");
-    await until("first session-up", () => events.find((m) => m.topic === "session-up"));
+    await waitFor("first session-up", () => events.find((m) => m.topic === "session-up"));
     for (const type of ["full", "nodes", "flows"]) {
       // Change the listener and the dialer so "nodes"/"flows" deploys restart both (a dialer
       // left running would wait out RFC 9132's reconnect back-off before dialling again).
@@ -92,7 +73,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       await helper.setFlows(next, type, loopCredentials);
       events = collect("ispEvents");
       const caught = collect("caught");
-      await until(`session-up after ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
+      await waitFor(`session-up after ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
       assert.deepEqual(caught.filter((m) => /EADDRINUSE/.test(m.error.message)), []);
     }
     await helper.unload();
@@ -109,7 +90,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       { id: "e1", type: "helper", z: "t" },
       { id: "e2", type: "helper", z: "t" },
     ];
-    await helper.load(nodes, flow, loopCredentials);
+    await helper.load(allNodes, flow, loopCredentials);
     const statuses: Record<string, string[]> = { l1: [], l2: [] };
     for (const id of ["l1", "l2"]) helper.getNode(id).on("call:status", (c: { args: Array<{ text?: string }> }) => statuses[id].push(String(c.args[0].text)));
     let busy1 = false;
@@ -135,13 +116,13 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
         { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
         { id: "caught", type: "helper", z: "t" },
       ];
-      await helper.load(nodes, flow, loopCredentials);
+      await helper.load(allNodes, flow, loopCredentials);
       const statuses: Array<{ fill?: string }> = [];
       helper.getNode("lis").on("call:status", (c: { args: Array<{ fill?: string }> }) => statuses.push(c.args[0]));
       const caught = collect("caught");
-      const err = await until("catch", () => caught[0]);
+      const err = await waitFor("catch", () => caught[0]);
       assert.match(err.error.message, /EADDRINUSE|in use/i);
-      await until("red status", () => statuses.some((s) => s.fill === "red"));
+      await waitFor("red status", () => statuses.some((s) => s.fill === "red"));
     } finally {
       blocker.close();
     }
@@ -151,7 +132,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
     const port = await freePort();
     await helper.startServer();
     try {
-      await helper.load(nodes, loopFlow({ port }), loopCredentials);
+      await helper.load(allNodes, loopFlow({ port }), loopCredentials);
       // What the runtime stores as the flow configuration has no key; the editor's export (checked
       // in test/editor) works from the same data.
       // eslint-disable-next-line @typescript-eslint/no-require-imports

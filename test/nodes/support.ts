@@ -46,13 +46,13 @@ export async function freePort(): Promise<number> {
   throw new Error("no free port found");
 }
 
-/** Waits until `check` returns a value (not undefined), polling; rejects after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | undefined, ms = 10000): Promise<T> {
-  const until = Date.now() + ms;
+/** Waits until `check` returns a value (not undefined or false), polling; rejects after `ms`. */
+export async function waitFor<T>(what: string, check: () => T | undefined | false, ms = 15000): Promise<T> {
+  const deadline = Date.now() + ms;
   for (;;) {
     const v = check();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    if (v !== undefined && v !== false) return v as T;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -82,4 +82,15 @@ helperInternals._nodeModules.catch = (red: unknown) => {
   return realCatch(red);
 };
 
+/** Every node of the package, ready for helper.load. */
+export const allNodes = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
 
+/** A message as the tests read it. */
+export type Msg = { topic?: string; payload: any; dots: any; error?: any; nat?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Collects every message a helper node receives. */
+export function collect(id: string): Msg[] {
+  const got: Msg[] = [];
+  helper.getNode(id).on("input", (m: Msg) => got.push(m));
+  return got;
+}
