@@ -10,28 +10,13 @@ import { Code, CONTENT_FORMAT_DOTS_CBOR, type CoapMessage } from "../src/coap/me
 import { contentFormatOption, splitPath, uriPathOptions } from "../src/coap/options";
 import { decodeUdp, encodeUdp } from "../src/coap/udp-codec";
 import { decodeTcp, encodeTcp } from "../src/coap/tcp-codec";
+import { callHomeRequest, callHomeRequestMap } from "./lib/call-home-request";
+import { fmtRate, median, rate } from "./lib/measure";
 
-// RFC 9066 call-home request, IPv4 behind CGN (digest section 7).
-const request = {
-  "ietf-dots-signal-channel:mitigation-scope": {
-    scope: [
-      {
-        "target-prefix": ["198.51.100.7/32"],
-        "ietf-dots-call-home:source-prefix": ["203.0.113.0/32"],
-        "ietf-dots-call-home:source-port-range": [{ "lower-port": 40000, "upper-port": 40010 }],
-        "target-protocol": [6],
-        lifetime: 3600,
-      },
-    ],
-  },
-};
-const asMap = new Map<number, unknown>([
-  [1, new Map<number, unknown>([[2, [new Map<number, unknown>([[6, ["198.51.100.7/32"]], [32768, ["203.0.113.0/32"]], [32769, [new Map([[8, 40000], [9, 40010]])]], [10, [6]], [14, 3600]])]]])],
-]);
 const raw = new Encoder({ useRecords: false, mapsAsObjects: false });
 const options = [...uriPathOptions(splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123")), contentFormatOption(CONTENT_FORMAT_DOTS_CBOR)];
-const msg: CoapMessage = { type: "NON", code: Code.PUT, messageId: 0x1234, token: Buffer.from("0102030405060708", "hex"), options, payload: encodeDotsCbor(request) };
-if (!Buffer.from(raw.encode(asMap)).equals(msg.payload)) {
+const msg: CoapMessage = { type: "NON", code: Code.PUT, messageId: 0x1234, token: Buffer.from("0102030405060708", "hex"), options, payload: encodeDotsCbor(callHomeRequest) };
+if (!Buffer.from(raw.encode(callHomeRequestMap)).equals(msg.payload)) {
   console.error("cbor-x and the schema layer disagree on the body bytes; the comparison would mean nothing");
   process.exit(1);
 }
@@ -56,26 +41,13 @@ const cases: Record<string, () => void> = {
   },
   // The whole DOTS message: JSON view -> CBOR -> CoAP/UDP bytes -> CoAP -> JSON view.
   full: () => {
-    const out = encodeUdp({ ...msg, payload: encodeDotsCbor(request) });
+    const out = encodeUdp({ ...msg, payload: encodeDotsCbor(callHomeRequest) });
     sink += Object.keys(decodeDotsCbor(decodeUdp(out).payload)).length;
   },
   cborx: () => {
-    sink += (raw.decode(raw.encode(asMap)) as Map<number, unknown>).size;
+    sink += (raw.decode(raw.encode(callHomeRequestMap)) as Map<number, unknown>).size;
   },
 };
-
-function rate(fn: () => void, ms: number): number {
-  let n = 0;
-  const start = process.hrtime.bigint();
-  const end = start + BigInt(ms) * 1_000_000n;
-  let now = start;
-  while (now < end) {
-    for (let i = 0; i < 500; i++) fn();
-    n += 500;
-    now = process.hrtime.bigint();
-  }
-  return n / (Number(now - start) / 1e9);
-}
 
 for (const fn of Object.values(cases)) for (let i = 0; i < 30000; i++) fn(); // warm up the JIT
 const rounds = 15;
@@ -83,12 +55,10 @@ const rates: Record<string, number[]> = Object.fromEntries(Object.keys(cases).ma
 for (let r = 0; r < rounds; r++) {
   const names = Object.keys(cases);
   if (r % 2 === 1) names.reverse();
-  for (const k of names) rates[k].push(rate(cases[k], 100));
+  for (const k of names) rates[k].push(rate(cases[k], 100, 500));
 }
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ratio = (a: string, b: string): number => median(rates[a].map((x, i) => x / rates[b][i]));
-const fmt = (n: number): string => Math.round(n).toLocaleString("en-US").padStart(12);
-const line = (label: string, k: string) => console.log(`${label.padEnd(52)} ${fmt(median(rates[k]))} /s`);
+const line = (label: string, k: string) => console.log(`${label.padEnd(52)} ${fmtRate(median(rates[k]))} /s`);
 
 console.log(`message: DOTS PUT /mitigate (RFC 9066 request, ${msg.payload.length}-byte CBOR body); UDP ${udpBytes.length} bytes, TCP ${tcpBytes.length} bytes; median of ${rounds} alternating rounds`);
 line("CoAP/UDP encode+decode", "udp");
