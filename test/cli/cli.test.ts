@@ -1,91 +1,26 @@
 // Drives two real `dots-call-home` processes (listen and dial) through their stdin/stdout over
 // loopback DTLS-PSK: JSON commands in, one JSON event per line out.
 import { strict as assert } from "node:assert";
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { makeTestPki } from "../support/certs";
+import { CLI_MAIN, CliProcess, type CliLine } from "../support/cli-process";
 import { startTestDns, type TestDnsServer } from "../nodes/dns-server";
 
-// Works from .build/<name>/test/cli and from dist/test/cli alike.
-const MAIN = path.resolve(__dirname, "../../src/cli/main.js");
-
-type Line = Record<string, unknown> & { event: string };
-
-class JsonProc {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly lines: Line[] = [];
-  private waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
-  private buf = "";
-  stderr = "";
-  readonly exited: Promise<number | null>;
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdout.on("data", (c: Buffer) => {
-      this.buf += c.toString();
-      let nl: number;
-      while ((nl = this.buf.indexOf("\n")) >= 0) {
-        const text = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        let line: Line;
-        try {
-          line = JSON.parse(text) as Line;
-        } catch {
-          line = { event: "__not-json__", text };
-        }
-        this.lines.push(line);
-        this.waiters = this.waiters.filter((w) => {
-          if (!w.pred(line)) return true;
-          w.resolve(line);
-          return false;
-        });
-      }
-    });
-    this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-
-  waitFor(pred: (l: Line) => boolean, ms = 10000, what = "line"): Promise<Line> {
-    const seen = this.lines.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise<Line>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got: ${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`)), ms);
-      this.waiters.push({
-        pred,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
-  }
-
-  send(obj: unknown): void {
-    this.child.stdin.write((typeof obj === "string" ? obj : JSON.stringify(obj)) + "\n");
-  }
-
-  async stop(): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
 
 const PSK = ["--psk-identity", "home-1", "--psk-key", "text:secretPSK-0123456789"];
 
 describe("dots-call-home command (two processes over stdin/stdout)", function () {
   this.timeout(30000);
-  const procs: JsonProc[] = [];
+  const procs: CliProcess[] = [];
   afterEach(async () => {
     for (const p of procs.splice(0)) await p.stop();
   });
 
   it("--help documents both commands and exits 0", () => {
-    const r = spawnSync(process.execPath, [MAIN, "--help"], { encoding: "utf8" });
+    const r = spawnSync(process.execPath, [CLI_MAIN, "--help"], { encoding: "utf8" });
     assert.equal(r.status, 0);
     assert.match(r.stdout, /dots-call-home listen/);
     assert.match(r.stdout, /dots-call-home dial/);
@@ -93,21 +28,21 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
   });
 
   it("refuses a bad flag with an error line and exit code 2", () => {
-    const r = spawnSync(process.execPath, [MAIN, "listen", "--bogus"], { encoding: "utf8" });
+    const r = spawnSync(process.execPath, [CLI_MAIN, "listen", "--bogus"], { encoding: "utf8" });
     assert.equal(r.status, 2);
-    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as Line;
+    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as CliLine;
     assert.equal(line.event, "error");
     assert.match(String(line.message), /--bogus/);
   });
 
   it("listen + dial: session up, mitigate -> auto decision -> 2.01, status, withdraw, bad input survives, clean stop", async () => {
-    const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
+    const isp = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
     procs.push(isp);
     const listening = await isp.waitFor((l) => l.event === "listening", 10000, "listening");
     const port = listening.port as number;
     assert.ok(port > 0);
 
-    const home = new JsonProc(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500"]);
+    const home = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500"]);
     procs.push(home);
     const up = await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
     assert.equal((up.session as Record<string, unknown>).home, "home-1");
@@ -156,17 +91,17 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     try {
       const nat = path.join(dir, "nat.json");
       fs.writeFileSync(nat, JSON.stringify([{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 61001, target: "203.0.113.5", targetPort: 5555, mac: "02:00:00:00:00:10" }]));
-      const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "198.51.100.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
+      const isp = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "198.51.100.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
       procs.push(isp);
       const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
-      const home = new JsonProc(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "198.51.100.0/24", "--reconnect-min", "100", "--reconnect-max", "500", "--terminating-period", "300",
+      const home = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", "198.51.100.0/24", "--reconnect-min", "100", "--reconnect-max", "500", "--terminating-period", "300",
         "--enforce", "dry-run", "--nat", `static:${nat}`, "--consent", "manual", "--consent-timeout", "60000", "--nft-table", "cli_test"]);
       procs.push(home);
       const ready = await home.waitFor((l) => l.event === "enforcer-ready", 10000, "enforcer-ready");
       assert.deepEqual([ready.backend, ready.table, ready.action, ready.nat], ["dry-run", "cli_test", "block", "static"]);
       await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
       const scope = (port: number, lifetime = 600) => ({ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 5555 }], "target-protocol": [17], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": port }], lifetime });
-      const body = (l: Line) => JSON.stringify(l.outcome ?? l.body);
+      const body = (l: CliLine) => JSON.stringify(l.outcome ?? l.body);
 
       // 1: consent asked, the PUT answered status 1, the admin rejects -> conflict-cause 4 at the ISP
       isp.send({ cmd: "mitigate", id: "r", session: "home-1", request: scope(61001) });
@@ -231,12 +166,12 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
   it("dial --discover-domain: finds the ISP by SRV on a loopback DNS server, prints discovered, connects to the port the record names", async () => {
     let dns: TestDnsServer | undefined;
     try {
-      const isp = new JsonProc(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24"]);
+      const isp = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24"]);
       procs.push(isp);
       const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
       dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] }, a: { "ch.isp.test": ["127.0.0.1"] } });
       // --port 9 (discard) would never answer: the SRV record's port must win
-      const home = new JsonProc(["dial", "--discover-domain", "isp.test", "--dns-server", dns.server, "--port", "9", "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--reconnect-min", "100", "--reconnect-max", "500"]);
+      const home = new CliProcess(["dial", "--discover-domain", "isp.test", "--dns-server", dns.server, "--port", "9", "--transport", "udp", ...PSK, "--home-prefix", "203.0.113.0/24", "--reconnect-min", "100", "--reconnect-max", "500"]);
       procs.push(home);
       const found = await home.waitFor((l) => l.event === "discovered", 10000, "discovered");
       assert.equal(found.domain, "isp.test");
@@ -255,15 +190,15 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
   });
 
   it("dial without HOST and without --discover-domain is refused with an error line and exit code 2", () => {
-    const r = spawnSync(process.execPath, [MAIN, "dial", ...PSK, "--home-prefix", "203.0.113.0/24"], { encoding: "utf8" });
+    const r = spawnSync(process.execPath, [CLI_MAIN, "dial", ...PSK, "--home-prefix", "203.0.113.0/24"], { encoding: "utf8" });
     assert.equal(r.status, 2);
-    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as Line;
+    const line = JSON.parse(r.stdout.trim().split("\n")[0]) as CliLine;
     assert.equal(line.event, "error");
     assert.match(String(line.message), /needs the ISP's address.*--discover-domain/);
   });
 
   it("dial --enforce refuses to start when the NAT table is unusable, with an error line and exit 1", async () => {
-    const home = new JsonProc(["dial", "127.0.0.1", "--port", "9", ...PSK, "--home-prefix", "198.51.100.0/24", "--enforce", "dry-run", "--nat", "static:/nonexistent/nat.json"]);
+    const home = new CliProcess(["dial", "127.0.0.1", "--port", "9", ...PSK, "--home-prefix", "198.51.100.0/24", "--enforce", "dry-run", "--nat", "static:/nonexistent/nat.json"]);
     procs.push(home);
     const err = await home.waitFor((l) => l.event === "error", 10000, "error");
     assert.match(String(err.message), /nonexistent\/nat\.json/);
@@ -277,11 +212,11 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     try {
       const cfg = path.join(dir, "listen.json");
       fs.writeFileSync(cfg, JSON.stringify({ port: 0, host: "127.0.0.1", tls: true, dtls: false, cert: pki.isp.certPath, key: pki.isp.keyPath, ca: pki.ca.certPath, homePrefixes: { "home-1.example": ["203.0.113.0/24"] }, requestRepeatMs: 200 }));
-      const isp = new JsonProc(["listen", "--config", cfg]);
+      const isp = new CliProcess(["listen", "--config", cfg]);
       procs.push(isp);
       const listening = await isp.waitFor((l) => l.event === "listening", 10000, "listening");
       assert.deepEqual(listening.transports, ["tls"]);
-      const home = new JsonProc(["dial", "127.0.0.1", "--port", String(listening.port), "--transport", "tcp", "--cert", pki.home1.certPath, "--key", pki.home1.keyPath, "--ca", pki.ca.certPath, "--servername", "localhost", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"]);
+      const home = new CliProcess(["dial", "127.0.0.1", "--port", String(listening.port), "--transport", "tcp", "--cert", pki.home1.certPath, "--key", pki.home1.keyPath, "--ca", pki.ca.certPath, "--servername", "localhost", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"]);
       procs.push(home);
       const up = await isp.waitFor((l) => l.event === "session-up", 15000, "session-up");
       const session = up.session as Record<string, unknown>;

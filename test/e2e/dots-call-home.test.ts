@@ -4,91 +4,20 @@
 // the call-home session, and the router maps it back through its live conntrack table and blocks
 // the device in the kernel, while another LAN host keeps reaching the victim.
 import { strict as assert } from "node:assert";
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import * as path from "node:path";
+import { CliProcess, type CliLine } from "../support/cli-process";
 import { hasCommand, isRoot, requireOrSkip } from "../support/env";
 import { createLab, sleep, waitFor, type Lab, type Sender } from "../support/netns";
 import { NftablesBackend } from "../../src/home/filter-backend";
 
-// Works from .build/<name>/test/e2e and from dist/test/e2e alike.
-const MAIN = path.resolve(__dirname, "../../src/cli/main.js");
 const PSK = ["--psk-identity", "home-1", "--psk-key", "text:e2e-call-home-psk-0123456789"];
 const PUBLIC = "198.51.100.2";
 
-type Line = Record<string, unknown> & { event: string };
-
-/** The CLI run inside a namespace: JSON commands in, one JSON event per line out. */
-class NsProcess {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly lines: Line[] = [];
-  private waiters: Array<{ pred: (l: Line) => boolean; resolve: (l: Line) => void }> = [];
-  private buf = "";
-  private stderr = "";
-  readonly exited: Promise<void>;
-
-  constructor(
-    readonly name: string,
-    ns: string,
-    args: string[],
-  ) {
-    // `ip netns exec` execs the command in place, so the child's pid is node's (SIGKILL reaches it)
-    this.child = spawn("ip", ["netns", "exec", ns, process.execPath, MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdout.on("data", (c: Buffer) => {
-      this.buf += c.toString();
-      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
-        const text = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        let line: Line;
-        try {
-          line = JSON.parse(text) as Line;
-        } catch {
-          line = { event: "__not-json__", text };
-        }
-        this.lines.push(line);
-        this.waiters = this.waiters.filter((w) => !(w.pred(line) && (w.resolve(line), true)));
-      }
-    });
-    this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
-    this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
-  }
-
-  waitFor(what: string, pred: (l: Line) => boolean, ms = 10_000): Promise<Line> {
-    const seen = this.lines.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise<Line>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w.resolve !== done);
-        reject(new Error(`${this.name}: timed out waiting for ${what}; got:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`));
-      }, ms);
-      const done = (l: Line): void => {
-        clearTimeout(timer);
-        resolve(l);
-      };
-      this.waiters.push({ pred, resolve: done });
-    });
-  }
-
-  send(cmd: Record<string, unknown>): void {
-    this.child.stdin.write(JSON.stringify(cmd) + "\n");
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-    if (this.running) this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
 
 describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing with nftables (netns)", function () {
   this.timeout(30_000);
   let lab: Lab | undefined;
   const senders: Sender[] = [];
-  const procs: NsProcess[] = [];
+  const procs: CliProcess[] = [];
   let seen: { address: string; port: number };
 
   before(async function () {
@@ -131,19 +60,19 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
   }
 
   /** A listener in the ISP namespace and a dialer in the router's, with a session up between them. */
-  async function pair(transport: "udp" | "tcp", dialExtra: string[]): Promise<{ isp: NsProcess; home: NsProcess }> {
-    const isp = new NsProcess("isp", lab!.ns.isp, ["listen", transport === "udp" ? "--dtls" : "--tls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300"]);
+  async function pair(transport: "udp" | "tcp", dialExtra: string[]): Promise<{ isp: CliProcess; home: CliProcess }> {
+    const isp = new CliProcess(["listen", transport === "udp" ? "--dtls" : "--tls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300"], { name: "isp", netns: lab!.ns.isp });
     procs.push(isp);
-    const port = (await isp.waitFor("listening", (l) => l.event === "listening")).port as number;
-    const home = new NsProcess("home", lab!.ns.router, [
+    const port = (await isp.waitFor((l) => l.event === "listening", 10_000, "listening")).port as number;
+    const home = new CliProcess([
       "dial", "198.51.100.1", "--port", String(port), "--transport", transport, ...PSK, "--home-prefix", `${PUBLIC}/32`,
       "--reconnect-min", "200", "--reconnect-max", "1000", "--terminating-period", "500",
       "--enforce", "nftables", "--nat", "conntrack", ...dialExtra,
-    ]);
+    ], { name: "home", netns: lab!.ns.router });
     procs.push(home);
-    const ready = await home.waitFor("enforcer-ready", (l) => l.event === "enforcer-ready");
+    const ready = await home.waitFor((l) => l.event === "enforcer-ready", 10_000, "enforcer-ready");
     assert.deepEqual([ready.backend, ready.table, ready.nat], ["nftables", "dots_call_home", "conntrack-events"]);
-    const up = await isp.waitFor("session-up", (l) => l.event === "session-up");
+    const up = await isp.waitFor((l) => l.event === "session-up", 10_000, "session-up");
     assert.equal((up.session as { transport: string }).transport, transport === "udp" ? "dtls" : "tls");
     return { isp, home };
   }
@@ -160,18 +89,18 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     };
   }
 
-  async function mitigate(isp: NsProcess, id: string, lifetime: number): Promise<{ mid: number; response: Line }> {
+  async function mitigate(isp: CliProcess, id: string, lifetime: number): Promise<{ mid: number; response: CliLine }> {
     isp.send({ cmd: "mitigate", id, session: "home-1", request: request(lifetime) });
-    const response = await isp.waitFor(`response ${id}`, (l) => l.event === "response" && l.id === id);
+    const response = await isp.waitFor((l) => l.event === "response" && l.id === id, 10_000, `response ${id}`);
     const outcome = response.outcome as { code: string; mid: number };
     assert.equal(outcome.code, "2.01", JSON.stringify(outcome));
     return { mid: outcome.mid, response };
   }
 
   /** The ISP learns a status either in the PUT's answer or from an Observe notification. */
-  async function ispStatus(isp: NsProcess, mid: number, response: Line, label: string): Promise<void> {
+  async function ispStatus(isp: CliProcess, mid: number, response: CliLine, label: string): Promise<void> {
     if (JSON.stringify(response.outcome).includes(label)) return;
-    await isp.waitFor(`status ${label} for mid ${mid}`, (l) => l.event === "status" && l.mid === mid && l.status === label);
+    await isp.waitFor((l) => l.event === "status" && l.mid === mid && l.status === label, 10_000, `status ${label} for mid ${mid}`);
   }
 
   it("DTLS-PSK: mitigate -> conntrack maps the NATed port to 192.168.1.10 -> nft block, other host spared, status 2; withdrawal lifts it", async () => {
@@ -180,12 +109,12 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     assert.ok(before.dev > 20 && before.other > 20, `both senders reach the victim: ${JSON.stringify(before)}`);
 
     const { mid, response } = await mitigate(isp, "m1", 600);
-    const lookup = await home.waitFor("lookup", (l) => l.event === "lookup" && l.mid === mid);
+    const lookup = await home.waitFor((l) => l.event === "lookup" && l.mid === mid, 10_000, "lookup");
     assert.equal(lookup.found, true, String(lookup.detail));
     assert.deepEqual((lookup.devices as Array<Record<string, unknown>>).map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]]);
-    const added = await home.waitFor("enforcement added", (l) => l.event === "enforcement" && l.mid === mid && l.change === "added");
+    const added = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "added", 10_000, "enforcement added");
     assert.match(String(added.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
-    const decision = await home.waitFor("decision", (l) => l.event === "decision" && l.mid === mid);
+    const decision = await home.waitFor((l) => l.event === "decision" && l.mid === mid, 10_000, "decision");
     assert.equal(decision.outcome, "enforced", String(decision.detail));
     await ispStatus(isp, mid, response, "attack-successfully-mitigated");
 
@@ -195,10 +124,10 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     assert.ok(during.other > 50, `the other LAN host still reaches the victim: ${during.other}`);
 
     isp.send({ cmd: "withdraw", id: "w1", session: "home-1", mid });
-    const w = await isp.waitFor("withdraw response", (l) => l.event === "response" && l.id === "w1");
+    const w = await isp.waitFor((l) => l.event === "response" && l.id === "w1", 10_000, "withdraw response");
     assert.equal((w.outcome as { code: string }).code, "2.02");
     // after the (lab-short) active-but-terminating period the mitigation ends and its elements go
-    const removed = await home.waitFor("enforcement removed", (l) => l.event === "enforcement" && l.mid === mid && l.change === "removed", 5000);
+    const removed = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "removed", 5000, "enforcement removed");
     assert.match(String(removed.script), /delete element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 \}/);
     assert.deepEqual(await tableTags(), []);
     await sleep(200);
@@ -211,16 +140,16 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     const { isp, home } = await pair("tcp", ["--consent", "manual", "--consent-timeout", "20000"]);
     const { mid, response } = await mitigate(isp, "m2", 600);
     await ispStatus(isp, mid, response, "attack-mitigation-in-progress");
-    const asked = await home.waitFor("consent-request", (l) => l.event === "consent-request" && l.mid === mid);
+    const asked = await home.waitFor((l) => l.event === "consent-request" && l.mid === mid, 10_000, "consent-request");
     assert.deepEqual((asked.devices as Array<{ address: string }>).map((d) => d.address), ["192.168.1.10"]);
     assert.match(String(asked.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
     assert.ok(!(await tableTags()).some((t) => t.endsWith(`/${mid}`)), "nothing applied while consent is pending");
     assert.ok((await rise(300)).dev > 10, "not blocked while pending");
 
     home.send({ cmd: "reject", mid });
-    const decision = await home.waitFor("legitimate decision", (l) => l.event === "decision" && l.mid === mid && l.outcome !== "pending");
+    const decision = await home.waitFor((l) => l.event === "decision" && l.mid === mid && l.outcome !== "pending", 10_000, "legitimate decision");
     assert.deepEqual([decision.outcome, decision.reason], ["legitimate", "consent-rejected"]);
-    const note = await isp.waitFor("conflict-cause 4", (l) => l.event === "status" && l.mid === mid && l.conflictCause !== undefined);
+    const note = await isp.waitFor((l) => l.event === "status" && l.mid === mid && l.conflictCause !== undefined, 10_000, "conflict-cause 4");
     assert.equal(note.conflictCause, "request-rejected-legitimate-traffic");
     assert.ok(!home.lines.some((l) => l.event === "enforcement"), "a rejected mitigation applies nothing");
     assert.deepEqual(await tableTags(), []);
@@ -230,7 +159,7 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
   it("a 3 s lifetime: SIGKILL the dialer after the block, the kernel still lifts it by itself", async () => {
     const { isp, home } = await pair("udp", []);
     const { mid } = await mitigate(isp, "m3", 3);
-    const added = await home.waitFor("enforcement added", (l) => l.event === "enforcement" && l.mid === mid && l.change === "added");
+    const added = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "added", 10_000, "enforcement added");
     assert.match(String(added.script), /timeout 3s/);
     await home.stop("SIGKILL"); // no withdrawal, no expiry handling: only the kernel's set timeout is left
     await sleep(200);

@@ -1,0 +1,80 @@
+// A `dots-call-home` process for tests: JSON commands on stdin, one JSON event per line on stdout,
+// run directly or inside a network namespace (`ip netns exec` execs in place, so signals reach node).
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import * as path from "node:path";
+
+// Works from .build/<name>/test/support and from dist/test/support alike.
+export const CLI_MAIN = path.resolve(__dirname, "../../src/cli/main.js");
+
+export type CliLine = Record<string, unknown> & { event: string };
+
+export class CliProcess {
+  readonly child: ChildProcessWithoutNullStreams;
+  /** Every stdout line so far; a line that is not JSON is kept as event "__not-json__". */
+  readonly lines: CliLine[] = [];
+  stderr = "";
+  readonly exited: Promise<number | null>;
+  private waiters: Array<{ pred: (l: CliLine) => boolean; resolve: (l: CliLine) => void }> = [];
+  private buf = "";
+
+  constructor(args: string[], opts: { netns?: string; name?: string } = {}) {
+    this.name = opts.name ?? args[0] ?? "dots-call-home";
+    this.child = opts.netns
+      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] })
+      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    this.child.stdout.on("data", (c: Buffer) => {
+      this.buf += c.toString();
+      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
+        const text = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        let line: CliLine;
+        try {
+          line = JSON.parse(text) as CliLine;
+        } catch {
+          line = { event: "__not-json__", text };
+        }
+        this.lines.push(line);
+        this.waiters = this.waiters.filter((w) => !(w.pred(line) && (w.resolve(line), true)));
+      }
+    });
+    this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
+    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
+  }
+
+  readonly name: string;
+
+  /** The first line (already seen or still to come) that `pred` accepts; rejects after `ms`. */
+  waitFor(pred: (l: CliLine) => boolean, ms = 10_000, what = "line"): Promise<CliLine> {
+    const seen = this.lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<CliLine>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`${this.name}: timed out waiting for ${what}; got:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`));
+      }, ms);
+      const done = (l: CliLine): void => {
+        clearTimeout(timer);
+        resolve(l);
+      };
+      this.waiters.push({ pred, resolve: done });
+    });
+  }
+
+  /** One command line on stdin; a string goes as it is (to test bad input). */
+  send(cmd: unknown): void {
+    this.child.stdin.write((typeof cmd === "string" ? cmd : JSON.stringify(cmd)) + "\n");
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Signals the process (SIGKILL after 5 s) and resolves with its exit code. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    if (this.running) this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
