@@ -11,18 +11,8 @@ import * as path from "node:path";
 import * as net from "node:net";
 import type { BrowserContext, Page } from "playwright-core";
 import { hasCommand, requireOrSkip } from "../support/env";
+import { outRoot, repoRoot } from "../support/paths";
 
-const outRoot = path.resolve(__dirname, "../..");
-function repoRoot(): string {
-  let dir = outRoot;
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, "utf8")).name === "@dots-call-home/node-red") return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error("package root not found");
-    dir = up;
-  }
-}
 const root = repoRoot();
 const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
 const artifacts = path.join(root, "test", "artifacts");

@@ -3,26 +3,13 @@
 import * as path from "node:path";
 import * as net from "node:net";
 import * as dgram from "node:dgram";
+import { outRoot, repoRoot } from "../support/paths";
 
-export const outRoot = path.resolve(__dirname, "../..");
+export { outRoot, repoRoot };
 
 export function nodeModule(type: string): unknown {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(outRoot, "nodes", type, `${type}.js`));
-}
-
-/** The repository root (where package.json and examples/ are), found by walking up. */
-export function repoRoot(): string {
-  let dir = outRoot;
-  for (;;) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const fs = require("node:fs") as typeof import("node:fs");
-    const pkg = path.join(dir, "package.json");
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, "utf8")).name === "@dots-call-home/node-red") return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error("package root not found above " + outRoot);
-    dir = up;
-  }
 }
 
 /** A port that is free on 127.0.0.1 for both UDP and TCP right now. */

@@ -5,19 +5,9 @@
 import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { outRoot, repoRoot } from "../support/paths";
 
-const outRoot = path.resolve(__dirname, "../..");
-function findRoot(): string {
-  let dir = outRoot;
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, "utf8")).name === "@dots-call-home/node-red") return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error("package root not found");
-    dir = up;
-  }
-}
-const root = findRoot();
+const root = repoRoot();
 const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const semver = require("semver") as { satisfies(v: string, r: string): boolean; valid(v: string): string | null; major(v: string): number; minVersion(r: string): { version: string } | null; lt(a: string, b: string): boolean };
