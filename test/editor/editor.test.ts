@@ -8,10 +8,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import * as net from "node:net";
 import type { BrowserContext, Page } from "playwright-core";
 import { hasCommand, requireOrSkip } from "../support/env";
 import { outRoot, repoRoot } from "../support/paths";
+import { freePort } from "../support/ports";
 
 const root = repoRoot();
 const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
@@ -27,27 +27,6 @@ const exampleNames = fs
   .sort();
 
 /** A port free on 127.0.0.1 for TCP and UDP (the test flow's listener binds both kinds). */
-async function freePort(): Promise<number> {
-  const dgram = await import("node:dgram");
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer();
-      s.once("error", reject);
-      s.listen(0, "127.0.0.1", () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const u = dgram.createSocket("udp4");
-      u.once("error", () => resolve(false));
-      u.bind(port, "127.0.0.1", () => u.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error("no free port");
-}
-
 /** A package folder as npm would install it: package.json, dist/ (our build) and examples/. */
 function packageDir(tmp: string): string {
   const dir = path.join(tmp, "pkg");

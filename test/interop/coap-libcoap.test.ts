@@ -2,12 +2,12 @@
 // libcoap's client against our endpoint as server, and our endpoint as client against coap-server.
 import { strict as assert } from "node:assert";
 import { spawn, type ChildProcess } from "node:child_process";
-import * as dgram from "node:dgram";
 import * as net from "node:net";
 import { CoapEndpoint, type ObserverHandle } from "../../src/coap/endpoint";
 import { Code, CONTENT_FORMAT_TEXT } from "../../src/coap/message";
 import { connectPlainTcp, connectPlainUdp, listenPlainTcp, listenPlainUdp } from "../support/plain-connection";
 import { hasCommand, requireOrSkip } from "../support/env";
+import { freePort } from "../support/ports";
 
 const CLIENT = "coap-client-notls";
 const SERVER = "coap-server-notls";
@@ -47,23 +47,6 @@ function coapClient(args: string[], timeoutMs = 15000): Promise<{ stdout: string
       resolve({ stdout, stderr, code });
     });
   });
-}
-
-/** A port free for both UDP and TCP on 127.0.0.1 (coap-server binds both). */
-async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const srv = net.createServer();
-    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
-    const port = (srv.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => srv.close(() => r()));
-    const ok = await new Promise<boolean>((r) => {
-      const s = dgram.createSocket("udp4");
-      s.once("error", () => r(false));
-      s.bind(port, "127.0.0.1", () => s.close(() => r(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error("no free port");
 }
 
 async function startCoapServer(extra: string[] = []): Promise<number> {

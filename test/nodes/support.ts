@@ -1,36 +1,14 @@
 // Paths and helpers for the node tests: the compiled nodes live beside the compiled tests
 // (<out>/nodes/<type>/<type>.js), wherever the build put them.
 import * as path from "node:path";
-import * as net from "node:net";
-import * as dgram from "node:dgram";
 import { outRoot, repoRoot } from "../support/paths";
+import { freePort } from "../support/ports";
 
-export { outRoot, repoRoot };
+export { freePort, outRoot, repoRoot };
 
 export function nodeModule(type: string): unknown {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(outRoot, "nodes", type, `${type}.js`));
-}
-
-/** A port that is free on 127.0.0.1 for both UDP and TCP right now. */
-export async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = net.createServer();
-      srv.once("error", reject);
-      srv.listen(0, "127.0.0.1", () => {
-        const p = (srv.address() as net.AddressInfo).port;
-        srv.close(() => resolve(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const s = dgram.createSocket("udp4");
-      s.once("error", () => resolve(false));
-      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error("no free port found");
 }
 
 /** Waits until `check` returns a value (not undefined or false), polling; rejects after `ms`. */
