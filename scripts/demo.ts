@@ -240,6 +240,25 @@ function localise(n: FlowNode, dotsPort: number): boolean {
   return changed;
 }
 
+/**
+ * Points the demo's listener and dialer in a stored flows.json at 127.0.0.1:port before Node-RED
+ * starts it (ports and hosts are not credentials), so a restart on another port never brings up a
+ * session that a deploy would replace at once.
+ */
+function localiseStoredFlows(file: string, example: FlowNode[], dotsPort: number): void {
+  let flows: unknown;
+  try {
+    flows = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch {
+    return; // none yet, or broken: Node-RED starts empty or reports it, and the deploy below fixes it
+  }
+  if (!Array.isArray(flows)) return;
+  const ids = new Set(example.map((n) => n.id));
+  let changed = false;
+  for (const n of flows as FlowNode[]) if (n && ids.has(n.id)) changed = localise(n, dotsPort) || changed;
+  if (changed) fs.writeFileSync(file, JSON.stringify(flows, null, 4));
+}
+
 /** Talks to the embedded runtime's admin API over loopback, as the editor does. */
 class AdminApi {
   constructor(private readonly base: string) {}
@@ -270,7 +289,7 @@ class AdminApi {
  * A PSK is generated only when the dots-psk node has none; otherwise Node-RED keeps the stored one
  * (a deploy without a node's `credentials` leaves them as they are).
  */
-async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: number): Promise<{ keyGenerated: boolean; deployed: boolean }> {
+async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: number, beforeDeploy: () => void): Promise<{ keyGenerated: boolean; deployed: boolean }> {
   const flows = await api.flows();
   let changed = false;
   for (const wanted of example) {
@@ -293,7 +312,10 @@ async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: numb
     keyGenerated = true;
     changed = true;
   }
-  if (changed) await api.deploy(flows);
+  if (changed) {
+    beforeDeploy();
+    await api.deploy(flows);
+  }
   return { keyGenerated, deployed: changed };
 }
 
@@ -336,6 +358,9 @@ async function main(): Promise<void> {
 
   // Debug nodes with "console" output print here in a readable form, as do warnings and errors;
   // the rest of Node-RED's start-up log stays quiet. Debug lines wait until the banner is out.
+  // session-up lines seen, and how many of them came before the last deploy (those are stale)
+  let sessionUps = 0;
+  let sessionUpsBeforeDeploy = 0;
   let onSessionUp: (() => void) | undefined;
   let held: string[] | undefined = [];
   const printLog = (record: LogRecord): void => {
@@ -350,7 +375,10 @@ async function main(): Promise<void> {
     if (!debugLine) process.stderr.write(line);
     else if (held) held.push(line);
     else process.stdout.write(line);
-    if (debugLine && /^session-up\b/.test(body) && onSessionUp) onSessionUp();
+    if (debugLine && /^session-up\b/.test(body)) {
+      sessionUps++;
+      onSessionUp?.();
+    }
   };
 
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -359,6 +387,8 @@ async function main(): Promise<void> {
   const express = require("express") as () => http.RequestListener & { use(path: string, handler: http.RequestListener): void };
   const app = express();
   server.on("request", app);
+  const example = loadExample(root);
+  localiseStoredFlows(path.join(demoDir, "flows.json"), example, dots.port);
   RED.init(server, {
     userDir: demoDir,
     flowFile: "flows.json",
@@ -407,13 +437,18 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
 
+  await RED.start();
+  const deployed = await ensureDemoFlow(new AdminApi(base), example, dots.port, () => {
+    sessionUpsBeforeDeploy = sessionUps;
+  });
+  // Ready once a session of the flows now running is up (not one of flows a deploy replaced).
   const ready = new Promise<boolean>((resolve) => {
-    onSessionUp = () => resolve(true);
+    onSessionUp = () => {
+      if (sessionUps > sessionUpsBeforeDeploy) resolve(true);
+    };
+    onSessionUp();
     setTimeout(() => resolve(false), READY_WAIT_MS).unref();
   });
-
-  await RED.start();
-  const deployed = await ensureDemoFlow(new AdminApi(base), loadExample(root), dots.port);
 
   const lines = [
     "",

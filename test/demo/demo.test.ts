@@ -100,9 +100,13 @@ describe("npm run demo", function () {
     assert.ok(fs.existsSync(demoScript), `compiled demo at ${demoScript}`);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-demo-"));
   });
-  after(async () => {
-    for (const p of started) p.kill();
-    await Promise.all(started.map((p) => p.exited));
+  // A failed case must not leave its demo running into the next one (it holds the user dir's lock).
+  afterEach(async () => {
+    const ended = started.splice(0);
+    for (const p of ended) p.kill();
+    await Promise.all(ended.map((p) => p.exited));
+  });
+  after(() => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
