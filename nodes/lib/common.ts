@@ -32,6 +32,15 @@ export function listOf(value: unknown): string[] {
   throw new Error(`expected text or a list, got ${typeof value}`);
 }
 
+/** listOf for a form field or msg property: a value that is not text or a list names the field. */
+function fieldList(field: string, value: unknown): string[] {
+  try {
+    return listOf(value);
+  } catch (e) {
+    throw new FieldError(field, toError(e).message);
+  }
+}
+
 /** Normalises a prefix or bare address to CIDR text; throws with a readable reason. */
 export function normalisePrefix(text: string): string {
   const slash = text.indexOf("/");
@@ -58,12 +67,7 @@ export function parsePrefixes(field: string, value: unknown): string[] {
 
 /** "80, 1000-2000" -> [{lower, upper?}] within 0..max. */
 export function parseRanges(field: string, value: unknown, max: number, lowerKey: string, upperKey: string): Array<Record<string, number>> {
-  let items: string[];
-  try {
-    items = listOf(value);
-  } catch (e) {
-    throw new FieldError(field, toError(e).message);
-  }
+  const items = fieldList(field, value);
   return items.map((item) => {
     const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item);
     if (!m) throw new FieldError(field, `"${item}" is not a number or a range like 10-20`);
@@ -80,12 +84,7 @@ export function parseRanges(field: string, value: unknown, max: number, lowerKey
 const protocolNames: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, gre: 47, esp: 50, icmpv6: 58, "ipv6-icmp": 58, sctp: 132 };
 
 export function parseProtocols(field: string, value: unknown): number[] {
-  let items: string[];
-  try {
-    items = listOf(value);
-  } catch (e) {
-    throw new FieldError(field, toError(e).message);
-  }
+  const items = fieldList(field, value);
   return items.map((item) => {
     const named = protocolNames[item.toLowerCase()];
     if (named !== undefined) return named;
@@ -306,12 +305,7 @@ export function parseDomain(field: string, value: unknown): string | undefined {
 
 /** DNS server addresses as node:dns takes them: "192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353". */
 export function parseDnsServers(field: string, value: unknown): string[] {
-  let items: string[];
-  try {
-    items = listOf(value);
-  } catch (e) {
-    throw new FieldError(field, toError(e).message);
-  }
+  const items = fieldList(field, value);
   return items.map((text) => {
     const problem = dnsServerProblem(text);
     if (problem) throw new FieldError(field, `"${text}" is not a DNS server address: ${problem}`);
