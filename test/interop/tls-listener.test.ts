@@ -3,10 +3,11 @@
 // still gets in.
 import { strict as assert } from "node:assert";
 import type { Connection } from "../../src/transport/connection";
-import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../../src/transport/listener";
+import { CallHomeTransportListener } from "../../src/transport/listener";
 import { makeTestPki, type TestPki } from "../support/certs";
 import { hasCommand, requireOrSkip } from "../support/env";
 import { PSK_HEX, PSK_KEY, spawnPeer, stopAllPeers } from "./transport-peers";
+import { recordListenerEvents } from "../support/listener-events";
 
 const WRONG_HEX = Buffer.from("not-the-right-key").toString("hex");
 
@@ -36,12 +37,7 @@ describe("interop: call-home listener with openssl s_client", function () {
       dropList: { maxFailures, windowMs: 60_000, banMs: 60_000 },
     });
     listener = l;
-    const accepted: Connection[] = [];
-    const failures: AuthFailure[] = [];
-    const drops: DropEvent[] = [];
-    l.on("connection", (c: Connection) => (accepted.push(c), conns.push(c)));
-    l.on("auth-failure", (f: AuthFailure) => failures.push(f));
-    l.on("drop", (d: DropEvent) => drops.push(d));
+    const { accepted, failures, drops } = recordListenerEvents(l, conns);
     const { port } = await l.listen();
     return { port, accepted, failures, drops };
   }

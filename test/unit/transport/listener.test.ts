@@ -6,11 +6,12 @@ import * as net from "node:net";
 import { once } from "node:events";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { connectDtls } from "../../../src/transport/dtls-client";
-import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../../../src/transport/listener";
+import { CallHomeTransportListener } from "../../../src/transport/listener";
 import * as tls from "node:tls";
 import { PSK_CIPHERS, connectTls } from "../../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../../support/certs";
 import { LossyRelay } from "../../support/lossy-relay";
+import { recordListenerEvents } from "../../support/listener-events";
 
 const KEY = Buffer.from("secretPSK-0123456789");
 const lookup = (id: string) => (id === "home-1" ? KEY : undefined);
@@ -45,12 +46,7 @@ describe("transport/listener", function () {
       ...extra,
     });
     listeners.push(l);
-    const accepted: Connection[] = [];
-    const failures: AuthFailure[] = [];
-    const drops: DropEvent[] = [];
-    l.on("connection", (c: Connection) => (accepted.push(c), conns.push(c)));
-    l.on("auth-failure", (f: AuthFailure) => failures.push(f));
-    l.on("drop", (d: DropEvent) => drops.push(d));
+    const { accepted, failures, drops } = recordListenerEvents(l, conns);
     return { l, accepted, failures, drops };
   }
   const home = () => ({ cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert });
