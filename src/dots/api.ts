@@ -35,6 +35,8 @@ export interface ListenerOptions {
   dropList?: { maxFailures: number; windowMs: number; banMs: number };
   /** Home domain prefixes per home name, used to validate source-prefix before sending. */
   homePrefixes?: Record<string, string[]>;
+  /** Directory for durable listener state (the last mid per home); absent: kept in memory only. */
+  stateDir?: string;
 }
 
 export interface SessionInfo {
@@ -117,6 +119,8 @@ export interface DialerOptions {
   /** Reconnect back-off bounds, ms (defaults honour RFC 9132: >= 60 s). */
   reconnect?: { minMs: number; maxMs: number };
   allowIndefiniteLifetime?: boolean;
+  /** Directory for the durable mitigation state file; absent: kept in memory only. */
+  stateDir?: string;
 }
 
 /** One accepted mitigation handed to the outside world for a decision. */
