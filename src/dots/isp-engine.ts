@@ -18,6 +18,7 @@ import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../transport/listener";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
+import { MidLedger, StateFileError } from "./isp-mid-ledger";
 import { validateMitigationRequest } from "./validation";
 import {
   DEFAULT_TUNING,
@@ -25,7 +26,9 @@ import {
   IspRequestError,
   IspSession,
   type IspTuning,
+  type MidReservations,
   type RedirectTarget,
+  type ResyncEvent,
   type SessionEndpoint,
   type SessionIncoming,
   type SessionRequest,
@@ -64,6 +67,8 @@ export interface IspExtraEvents {
   drop: [{ remoteAddress: string; untilMs?: number }];
   config: [{ sessionId: string; config: DotsJson }];
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
+  /** After every session-up: what the home still holds for us (RFC 9132 GET /mitigate). */
+  resynced: [ResyncEvent];
 }
 
 type AllEvents = CallHomeListenerEvents & IspExtraEvents;
@@ -82,6 +87,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   private readonly live = new Map<string, IspSession>();
   private readonly homes = new Map<string, HomeState>();
   private readonly mids = new MidAllocator();
+  /** Durable mid marks per home (ListenerOptions.stateDir); undefined: memory only. */
+  private ledger: MidLedger | undefined;
   private readonly pskByIdentity = new Map<string, { key: Buffer; home?: string }>();
   /** Session ids and home names seen since start (bounded), to tell "down" from "unknown". */
   private readonly seen = new Set<string>();
@@ -113,6 +120,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   async start(): Promise<void> {
     if (this.transport) return;
     this.stopped = false;
+    if (this.options.stateDir !== undefined && !this.ledger) {
+      const ledger = new MidLedger(this.options.stateDir, (e: StateFileError) => this.emit("error", e));
+      if (await ledger.open()) this.ledger = ledger;
+    }
     const t = this.makeTransport();
     t.on("connection", (conn: Connection) => this.accept(conn));
     t.on("auth-failure", (f: AuthFailure) => this.emit("auth-failure", { remoteAddress: f.address, remotePort: f.port, reason: `${f.transport}: ${f.reason}` }));
@@ -178,6 +189,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     const t = this.transport;
     this.transport = undefined;
     if (t) await t.close();
+    await this.ledger?.flush();
     this.homes.clear();
   }
 
@@ -269,6 +281,19 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         this.homes.set(id, state);
       }
       state.home = home;
+      let reservations: MidReservations | undefined;
+      const ledger = this.ledger;
+      if (ledger) {
+        // What an earlier run (or another process sharing the directory) stored for this home:
+        // mids continue above it even when the home holds nothing any more (RFC 9132 4.4.1.1).
+        const saved = ledger.load(id, home);
+        for (const [c, m] of saved.mids) this.mids.note(id, c, m);
+        if (state.cuid === undefined && saved.cuid !== undefined) state.cuid = saved.cuid;
+        reservations = {
+          reserve: (c, mid, rolledOver) => ledger.reserve(id, home, c, mid, rolledOver),
+          cuidReplaced: (c) => void ledger.setCuid(id, home, c),
+        };
+      }
       // A cuid replaced after a collision stays in use for this identity (R19).
       const cuid = state.cuid ?? cuidForSession(conn.local, conn.peer, this.tuning.cuidIdentity);
       const info: SessionInfo = {
@@ -289,6 +314,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         cuid,
         state,
         mids: this.mids,
+        ...(reservations ? { reservations } : {}),
         homePrefixes: this.options.homePrefixes?.[home],
         validate: (request, prefixes) => this.validate(home, request, prefixes),
         tuning: this.tuning,
@@ -306,6 +332,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       session.on("discarded", (d) => this.emit("discarded", d));
       session.on("config", (c) => this.emit("config", c));
       session.on("cuid-changed", (c) => this.emit("cuid-changed", c));
+      session.on("resynced", (r) => this.emit("resynced", r));
       session.on("error", (e) => this.emit("error", e));
       session.start().catch((e: Error) => this.emit("error", e));
     } catch (e) {

@@ -355,11 +355,53 @@ export const DEFAULT_TUNING: Readonly<IspTuning> = Object.freeze({
 
 export type Validator = (request: DotsJson, homePrefixes: string[] | undefined) => { ok: true } | { ok: false; errors: string[] };
 
+/** Durable mid marks for one home (the engine binds it to the home's identity); absent: memory only. */
+export interface MidReservations {
+  /** Resolves once `mid` is covered by the stored mark; never rejects (failures are reported). */
+  reserve(cuid: string, mid: number, rolledOver: boolean): Promise<void>;
+  /** A cuid-collision replaced our cuid: keep the new one across restarts. */
+  cuidReplaced(cuid: string): void;
+}
+
+/** A mitigation the home reported at session set-up (RFC 9132 GET /mitigate/cuid=...). */
+export interface ResyncedMitigation {
+  cuid: string;
+  mid: number;
+  status?: string;
+  /** Remaining lifetime the home reported, s (-1 indefinite). */
+  lifetime?: number;
+  /** The scope entry as the home reported it. */
+  scope: DotsJson;
+}
+
+export interface ResyncEvent {
+  sessionId: string;
+  home: string;
+  /** Mitigations the home holds for our cuid(s), in mid order; each is observed again. */
+  mitigations: ResyncedMitigation[];
+  /** False when a GET failed or timed out (error says why); what was learnt still counts. */
+  complete: boolean;
+  error?: string;
+}
+
+/** Keys a GET /mitigate answer adds to a scope entry that are not part of the request itself. */
+const STATUS_ONLY_KEYS = ["mid", "status", "lifetime", "conflict-information", "mitigation-start", "attack-status", "bytes-dropped", "bps-dropped", "pkts-dropped", "pps-dropped", "total-traffic", "total-attack-traffic", "total-attack-connection", "attack-detail"];
+
+/** The request (JSON view) that would create this scope entry again: what efficacy updates repeat. */
+export function requestFromScopeEntry(entry: Record<string, unknown>): DotsJson {
+  const scope = structuredClone(entry);
+  for (const k of STATUS_ONLY_KEYS) delete scope[k];
+  const lifetime = entry.lifetime;
+  scope.lifetime = typeof lifetime === "number" && lifetime !== 0 ? lifetime : 3600;
+  return { [MITIGATION_SCOPE_KEY]: { scope: [scope] } };
+}
+
 export interface IspSessionOptions {
   info: SessionInfo;
   cuid: string;
   state: HomeState;
   mids: MidAllocator;
+  reservations?: MidReservations;
   /** The home's domain prefixes (undefined when none are configured for it). */
   homePrefixes: string[] | undefined;
   validate: Validator;
@@ -374,6 +416,7 @@ export interface IspSessionEvents {
   config: [{ sessionId: string; config: DotsJson }];
   discarded: [{ sessionId: string; reason: string }];
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
+  resynced: [ResyncEvent];
   error: [Error];
 }
 
@@ -384,6 +427,7 @@ export class IspSession extends EventEmitter {
   readonly info: SessionInfo;
   private readonly state: HomeState;
   private readonly mids: MidAllocator;
+  private readonly reservations: MidReservations | undefined;
   private readonly homePrefixes: string[] | undefined;
   private readonly validate: Validator;
   private readonly tuning: IspTuning;
@@ -409,6 +453,7 @@ export class IspSession extends EventEmitter {
     this.info = opts.info;
     this.state = opts.state;
     this.mids = opts.mids;
+    this.reservations = opts.reservations;
     this.homePrefixes = opts.homePrefixes;
     this.validate = opts.validate;
     this.tuning = opts.tuning;
@@ -463,10 +508,96 @@ export class IspSession extends EventEmitter {
     // No RTT sample yet (the GET /config needed a retransmission): one CoAP ping gives one, so new
     // requests are paced per RTT rather than one per 3 s (R21).
     if (this.endpoint.datagram && this.endpoint.rttEstimateMs() === undefined) void this.endpoint.ping().catch(() => undefined);
+    // Learn what the home still holds before anyone can send: a listener that restarted or took
+    // over this home continues above its mids instead of colliding with them.
+    const resync = await this.resync();
+    if (!this.isUp) return;
     this.upEmitted = true;
     this.emit("up", this.info);
-    // Re-observe mitigations this identity had before a reconnect: the home keeps them (lifetimes).
-    for (const rec of this.state.mitigations.values()) this.startObserve(rec.mid);
+    this.emit("resynced", resync);
+    // Observe every mitigation again (learnt now or held from before a reconnect): each first
+    // answer is a 'status' event; one the home no longer has answers 4.04 and is forgotten.
+    for (const rec of [...this.state.mitigations.values()].sort((a, b) => a.mid - b.mid)) this.startObserve(rec.mid);
+  }
+
+  /**
+   * RFC 9132 section 4.4.2: GET /mitigate/cuid=X (no mid) answers every mitigation of the cuid
+   * (Block2 when large; the CoAP layer reassembles). Each one becomes a record, and the mid
+   * allocator and the durable mark move above the highest mid seen.
+   */
+  private async resync(): Promise<ResyncEvent> {
+    const out: ResyncEvent = { sessionId: this.id, home: this.info.home, mitigations: [], complete: true };
+    const cuids = new Set<string>([this.cuid]);
+    for (const rec of this.state.mitigations.values()) cuids.add(rec.cuid);
+    const failures: string[] = [];
+    for (const cuid of cuids) {
+      let res: SessionResponse;
+      try {
+        res = await this.exchange({ method: "GET", path: mitigatePath(cuid), confirmable: false, repeatMs: this.tuning.nonRepeatMs }, this.tuning.configTimeoutMs);
+      } catch (e) {
+        if (!this.isUp) return out;
+        failures.push(`GET /mitigate/cuid=${cuid}: ${(e as Error).message}`);
+        continue;
+      }
+      if (res.code === "4.04") continue; // nothing active for this cuid
+      if (res.code !== "2.05") {
+        failures.push(`GET /mitigate/cuid=${cuid} answered ${res.code}${typeof res.body === "string" ? ` (${res.body})` : ""}`);
+        continue;
+      }
+      const ms = isRecord(res.body) ? res.body[MITIGATION_SCOPE_KEY] : undefined;
+      const entries = isRecord(ms) && Array.isArray(ms.scope) ? ms.scope : [];
+      let highest: number | undefined;
+      for (const raw of entries) {
+        if (!isRecord(raw) || typeof raw.mid !== "number" || !Number.isInteger(raw.mid) || raw.mid < 0 || raw.mid > 0xffffffff) continue;
+        const mid = raw.mid;
+        const [st] = readScopeStatuses({ [MITIGATION_SCOPE_KEY]: { scope: [raw] } });
+        highest = highest === undefined ? mid : Math.max(highest, mid);
+        this.mids.note(this.id, cuid, mid);
+        const found: ResyncedMitigation = { cuid, mid, scope: structuredClone(raw) };
+        if (st?.status !== undefined) found.status = st.status;
+        if (st?.lifetime !== undefined) found.lifetime = st.lifetime;
+        out.mitigations.push(found);
+        if (st?.status !== undefined && FINAL_STATUSES.has(st.status)) continue;
+        this.adopt(cuid, mid, raw, st);
+      }
+      if (highest !== undefined && this.reservations) await this.reservations.reserve(cuid, highest, false);
+    }
+    out.mitigations.sort((a, b) => a.mid - b.mid);
+    if (failures.length > 0) {
+      out.complete = false;
+      out.error = failures.join("; ");
+      this.emit("error", new Error(`resync with ${this.info.home}: ${out.error}`));
+    }
+    if (this.state.attackInProgress() !== (this.activeSetName === "mitigating")) this.reapply();
+    return out;
+  }
+
+  /** Takes a mitigation the home reported as ours; a record held from before keeps its request. */
+  private adopt(cuid: string, mid: number, raw: Record<string, unknown>, st: ScopeStatus | undefined): void {
+    const lifetime = st?.lifetime ?? 3600;
+    const prev = this.state.mitigations.get(mid);
+    const rec: MitigationRecord = {
+      mid,
+      cuid,
+      request: prev && prev.cuid === cuid ? prev.request : requestFromScopeEntry(raw),
+      lifetime,
+      expiresAt: lifetime < 0 ? Infinity : Date.now() + lifetime * 1000,
+      // Status 5: we withdrew it and the home is still terminating it.
+      withdrawn: st?.status === "dots-client-withdrawn-mitigation" || (prev?.withdrawn ?? false),
+    };
+    const status = st?.status ?? prev?.status;
+    if (status !== undefined) rec.status = status;
+    this.state.mitigations.set(mid, rec);
+    this.armExpiry(mid);
+  }
+
+  /** Next mid for `cuid`, stored durably (when there is a state directory) before it is used. */
+  private async allocateMid(cuid: string): Promise<number> {
+    const prev = this.mids.current(this.id, cuid);
+    const mid = this.mids.next(this.id, cuid, this.state.activeMids());
+    if (this.reservations) await this.track(this.reservations.reserve(cuid, mid, prev !== undefined && mid < prev));
+    this.ensureUp();
+    return mid;
   }
 
   /**
@@ -609,8 +740,8 @@ export class IspSession extends EventEmitter {
    * Sends a mitigation-family request; base 5.03 redirects are discarded silently and the request
    * keeps being repeated until the deadline (R51).
    */
-  private async exchange(req: Omit<SessionRequest, "timeoutMs">): Promise<SessionResponse> {
-    const deadline = Date.now() + this.tuning.requestTimeoutMs;
+  private async exchange(req: Omit<SessionRequest, "timeoutMs">, timeoutMs = this.tuning.requestTimeoutMs): Promise<SessionResponse> {
+    const deadline = Date.now() + timeoutMs;
     let sentAt: number | undefined;
     await this.paceNewRequest();
     for (;;) {
@@ -622,7 +753,7 @@ export class IspSession extends EventEmitter {
         this.ensureUp();
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new IspRequestError("TIMEOUT", `no answer to ${req.method} /${req.path.join("/")} within ${this.tuning.requestTimeoutMs} ms`);
+      if (left <= 0) throw new IspRequestError("TIMEOUT", `no answer to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`);
       let res: SessionResponse;
       sentAt = Date.now();
       try {
@@ -674,7 +805,8 @@ export class IspSession extends EventEmitter {
       if (!Number.isInteger(opts.mid) || opts.mid < 0 || opts.mid > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "mid must be a uint32");
       mid = opts.mid;
       this.mids.note(this.id, this.cuid, mid);
-    } else mid = this.mids.next(this.id, this.cuid, this.state.activeMids());
+      if (this.reservations) await this.track(this.reservations.reserve(this.cuid, mid, false));
+    } else mid = await this.allocateMid(this.cuid);
     return this.putMitigation(mid, request, opts.observe ?? true);
   }
 
@@ -695,7 +827,7 @@ export class IspSession extends EventEmitter {
       // R19: another client uses our cuid at this home. Take a new one (kept for this identity
       // across reconnects) and send the request once more under it; a second collision is returned.
       this.replaceCuid(cuid);
-      return this.putMitigation(this.mids.next(this.id, this.cuid, this.state.activeMids()), request, observe, true);
+      return this.putMitigation(await this.allocateMid(this.cuid), request, observe, true);
     }
     const conflict = readScopeStatuses(res.body).find((e) => e.retryTimer !== undefined);
     if (conflict?.retryTimer !== undefined) this.state.holdBack(request, conflict.retryTimer);
@@ -724,6 +856,7 @@ export class IspSession extends EventEmitter {
     if (this.currentCuid !== previous) return;
     this.currentCuid = freshCuid();
     this.state.cuid = this.currentCuid;
+    this.reservations?.cuidReplaced(this.currentCuid);
     this.emit("cuid-changed", { sessionId: this.id, previous, cuid: this.currentCuid });
   }
 
@@ -846,7 +979,7 @@ export class IspSession extends EventEmitter {
   async redirect(target: RedirectTarget): Promise<RequestOutcome> {
     this.ensureUp();
     const body = redirectBody(target);
-    const mid = this.mids.next(this.id, this.cuid, this.state.activeMids());
+    const mid = await this.allocateMid(this.cuid);
     const res = await this.exchange({ method: "PUT", path: redirectPath(this.cuid, mid), confirmable: false, body, repeatMs: this.tuning.nonRepeatMs });
     return outcome(res.code, res.body, this.cuid, this.id, mid);
   }

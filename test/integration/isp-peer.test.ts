@@ -45,6 +45,8 @@ class HandHome {
   transmission: { ackTimeout: number; ackRandomFactor: number; maxRetransmit: number } | undefined;
   /** Hold the answer to GET /config this long (gives the ISP a long RTT estimate). */
   configDelayMs = 0;
+  /** Scope entries answered to GET /mitigate/cuid=X (all mitigations); undefined: 4.04, none. */
+  getAll: Array<Record<string, unknown>> | undefined;
   /** heartbeat-interval of mitigating-config when it differs from idle-config. */
   mitigatingHeartbeatInterval: number | undefined;
 
@@ -75,6 +77,11 @@ class HandHome {
         req.respond({ code: Code.Changed });
       } else if (req.path[2] === "mitigate" && req.method === "PUT") {
         this.onMitigate(req, this.puts++);
+      } else if (req.path[2] === "mitigate" && req.method === "GET" && req.path.length === 4 && this.getAll === undefined) {
+        // GET of all mitigations (the ISP's resync at session-up): this home holds none.
+        req.respond({ code: Code.NotFound, payload: Buffer.from("no mitigations") });
+      } else if (req.path[2] === "mitigate" && req.method === "GET" && req.path.length === 4 && this.getAll !== undefined) {
+        req.respond({ code: Code.Content, payload: encodeDotsCbor({ [MS]: { scope: this.getAll } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
       } else if (req.path[2] === "mitigate" && req.method === "GET") {
         req.respond({ code: Code.Content, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 500, status: "attack-successfully-mitigated", "mitigation-start": 1 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
       } else req.respond({ code: Code.NotFound, payload: Buffer.from("no") });
