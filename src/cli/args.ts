@@ -16,6 +16,9 @@ export class CliUsageError extends Error {
 
 export const DEFAULT_PORT = 4647;
 
+/** Where a daemon keeps its durable state unless told otherwise (--state-dir none: memory only). */
+export const DEFAULT_STATE_DIR = "/var/lib/dots-call-home";
+
 export const HELP = `dots-call-home: DOTS Signal Channel Call Home (RFC 9066 over RFC 9132) without Node-RED
 
 Usage:
@@ -57,6 +60,13 @@ listen options:
   --drop-ban-ms MS         ... for this long (default 300000)
   --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
   --request-timeout-ms MS  give up on an unanswered request after MS (default 60000)
+  --state-dir DIR          durable listener state (default /var/lib/dots-call-home, created
+                           0700; "none": memory only): the highest mid reserved per home and
+                           cuid, in DIR/listener/<session id>.json, so mids keep increasing
+                           across restarts (RFC 9132 4.4.1.1). Written (temp, fsync, rename)
+                           before a request leaves, in blocks of 64 mids, so a restart skips
+                           up to 63 mids per home. An unreadable, empty or corrupt file is
+                           moved aside with an error event naming it; the listener carries on
 
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
@@ -71,6 +81,12 @@ listen options:
   sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), cuid-changed (the home
   answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, error,
   stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
+  resynced: after every session-up (restart, reconnect, failover or redirect to this process)
+  the listener asks the home for every mitigation of its cuid (GET /mitigate) and prints
+  {"event":"resynced","sessionId","home","mitigations":[{cuid,mid,status,lifetime,scope}],
+  "complete"}; each one is observed again (a status line per mid follows), can be withdrawn,
+  and new requests use mids above them. State file problems are error lines with code
+  STATE_FILE and the file's path in "file".
 
 dial options:
   HOST (positional, repeatable): the ISP's Call Home DOTS client
@@ -140,7 +156,8 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "cert":"isp.crt","key":"isp.key","ca":"ca.crt","passphrase":"...",
            "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
-           "requestRepeatMs":3000,"requestTimeoutMs":60000}
+           "requestRepeatMs":3000,"requestTimeoutMs":60000,
+           "stateDir":"/var/lib/dots-call-home"}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
            "discoverDomain":"isp.example","dnsServers":["192.0.2.53","[2001:db8::53]:5353"],
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
@@ -197,6 +214,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "drop-ban-ms": "number",
   "request-repeat-ms": "number",
   "request-timeout-ms": "number",
+  "state-dir": "string",
 };
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
@@ -452,6 +470,9 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   const options: ListenerOptions = { port, host, transports: { dtls, tls }, dropList, homePrefixes };
   if (psk.length > 0) options.psk = psk;
   if (certificate) options.certificate = certificate;
+  const stateDir = f["state-dir"] ?? settings.stateDir ?? DEFAULT_STATE_DIR;
+  if (typeof stateDir !== "string" || stateDir.length === 0) throw new CliUsageError(`state-dir must be a directory path or "none"`);
+  if (stateDir !== "none") options.stateDir = f["state-dir"] !== undefined || stateDir === DEFAULT_STATE_DIR ? stateDir : resolveFrom(fileBase, stateDir);
   const out: ListenConfig = { options };
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");

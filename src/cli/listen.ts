@@ -41,7 +41,11 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("cuid-changed", (d: unknown) => emit("cuid-changed", d as Record<string, unknown>));
   listener.on("auth-failure", (d: unknown) => emit("auth-failure", d as Record<string, unknown>));
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
-  listener.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
+  listener.on("resynced", (r) => emit("resynced", { ...r }));
+  listener.on("error", (e: Error) => {
+    const file = (e as { file?: unknown }).file;
+    emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...(typeof file === "string" ? { file } : {}) });
+  });
 
   const run = (cmd: Cmd, name: string, work: () => Promise<unknown>): void => {
     const id = cmd.id;
