@@ -101,6 +101,32 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
     assert.ok(saved.mids[next.cuid as string] >= (next.mid as number));
   });
 
+  it("failover: the home moves to a second listener process (kill -9 of the first), which resyncs the same way", async () => {
+    // Two listener processes on one port, 127.0.0.1 and 127.0.0.2, each with its own state.
+    const [first, port] = await listen(0, path.join(dir, "a"), "listen-a");
+    const args = ["listen", "--tls", "--host", "127.0.0.2", "--port", String(port), ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000", "--state-dir", path.join(dir, "b")];
+    const second = new CliProcess(args, { name: "listen-b" });
+    procs.push(second);
+    await second.waitFor((x) => x.event === "listening", 10000, "listening b");
+    const p = new CliProcess(["dial", "127.0.0.1", "127.0.0.2", "--port", String(port), "--transport", "tcp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500"], { name: "dial" });
+    procs.push(p);
+    const up = await Promise.race([first, second].map((x) => x.waitFor((l) => l.event === "session-up", 15000, "session-up").then(() => x)));
+    const other = up === first ? second : first;
+    const m = await command(up, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.7/32") });
+    const n = await command(up, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.8/32") });
+    assert.deepEqual([m.code, n.code], ["2.01", "2.01"]);
+
+    await up.stop("SIGKILL");
+    await other.waitFor((l) => l.event === "session-up", 15000, "session-up at the other listener");
+    const rs = await other.waitFor((l) => l.event === "resynced", 10000, "resynced at the other listener");
+    assert.deepEqual((rs.mitigations as Array<Record<string, unknown>>).map((x) => x.mid), [m.mid, n.mid]);
+    for (const mid of [m.mid, n.mid]) await other.waitFor((l) => l.event === "status" && l.mid === mid, 10000, `status for mid ${mid}`);
+    const fresh = await command(other, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.9/32") });
+    assert.equal(fresh.code, "2.01", JSON.stringify(fresh));
+    assert.ok((fresh.mid as number) > (n.mid as number));
+    assert.equal((await command(other, { cmd: "withdraw", session: "home-1", mid: m.mid })).code, "2.02");
+  });
+
   for (const [name, content] of [
     ["corrupt", "{not json"],
     ["empty", ""],
