@@ -384,6 +384,9 @@ export interface ResyncEvent {
   error?: string;
 }
 
+/** Most mitigations one resync takes over per home; beyond it only their mids are noted. */
+export const MAX_RESYNCED = 1024;
+
 /** Keys a GET /mitigate answer adds to a scope entry that are not part of the request itself. */
 const STATUS_ONLY_KEYS = ["mid", "status", "lifetime", "conflict-information", "mitigation-start", "attack-status", "bytes-dropped", "bps-dropped", "pkts-dropped", "pps-dropped", "total-traffic", "total-attack-traffic", "total-attack-connection", "attack-detail"];
 
@@ -556,6 +559,11 @@ export class IspSession extends EventEmitter {
         const found: ResyncedMitigation = { cuid, mid, scope: structuredClone(raw) };
         if (st?.status !== undefined) found.status = st.status;
         if (st?.lifetime !== undefined) found.lifetime = st.lifetime;
+        if (out.mitigations.length >= MAX_RESYNCED) {
+          // A home reporting more than any home keeps: its mids still count, the rest is not held.
+          if (!failures.some((f) => f.startsWith("more than"))) failures.push(`more than ${MAX_RESYNCED} mitigations reported; only the first ${MAX_RESYNCED} are observed`);
+          continue;
+        }
         out.mitigations.push(found);
         if (st?.status !== undefined && FINAL_STATUSES.has(st.status)) continue;
         this.adopt(cuid, mid, raw, st);

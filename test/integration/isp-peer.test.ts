@@ -8,7 +8,7 @@ import { CONTENT_FORMAT_DOTS_CBOR, Code, OptionNumber } from "../../src/coap/mes
 import type { SessionInfo, StatusNotification } from "../../src/dots/api";
 import { cuidFromPskIdentity } from "../../src/dots/ids";
 import { CallHomeListener } from "../../src/dots/isp-engine";
-import { IspRequestError } from "../../src/dots/isp-session";
+import { IspRequestError, type ResyncEvent } from "../../src/dots/isp-session";
 import { buildConfigJson, DEFAULT_CONFIG_LIMITS, DEFAULT_CONFIG_SET } from "../../src/dots/session-config";
 import { connectDtls, type DtlsClientConnection } from "../../src/transport/dtls-client";
 import { delay, waitFor } from "./harness";
@@ -47,6 +47,8 @@ class HandHome {
   configDelayMs = 0;
   /** Scope entries answered to GET /mitigate/cuid=X (all mitigations); undefined: 4.04, none. */
   getAll: Array<Record<string, unknown>> | undefined;
+  /** Handles GET /mitigate/cuid=X itself when set (failures, silence). */
+  onGetAll: ((req: IncomingRequest) => void) | undefined;
   /** heartbeat-interval of mitigating-config when it differs from idle-config. */
   mitigatingHeartbeatInterval: number | undefined;
 
@@ -77,6 +79,8 @@ class HandHome {
         req.respond({ code: Code.Changed });
       } else if (req.path[2] === "mitigate" && req.method === "PUT") {
         this.onMitigate(req, this.puts++);
+      } else if (req.path[2] === "mitigate" && req.method === "GET" && req.path.length === 4 && this.onGetAll) {
+        this.onGetAll(req);
       } else if (req.path[2] === "mitigate" && req.method === "GET" && req.path.length === 4 && this.getAll === undefined) {
         // GET of all mitigations (the ISP's resync at session-up): this home holds none.
         req.respond({ code: Code.NotFound, payload: Buffer.from("no mitigations") });
@@ -473,5 +477,57 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const first = [...copies.values()][0];
     assert.ok(first && first.length >= 2, `a retransmission arrived: ${JSON.stringify([...copies])}`);
     assert.ok(first[1] - first[0] < 1500, `retransmitted after ${first[1] - first[0]} ms`);
+  });
+  it("resyncs before session-up: GET /mitigate/cuid= without mid after /config, live mids observed again, final ones only counted, new mids above all (R20, R37, R39)", async () => {
+    const cuid = cuidFromPskIdentity(PSK.identity);
+    const resynced: ResyncEvent[] = [];
+    const statuses: StatusNotification[] = [];
+    const [l, h, s] = await start(30, 15, {}, (x) => {
+      x.getAll = [
+        { mid: 40, ...scope, lifetime: 300, status: "attack-successfully-mitigated", "mitigation-start": "1", "bytes-dropped": "0" },
+        { mid: 90, ...scope, "target-prefix": ["198.51.100.90/32"], lifetime: 0, status: "attack-mitigation-terminated" },
+      ];
+      listener?.on("resynced", (r) => resynced.push(r));
+      listener?.on("status", (n) => statuses.push(n));
+    });
+    void l;
+    const first = h.seen.slice(0, 2).map((x) => [x.method, x.path.join("/"), x.observe]);
+    assert.deepEqual(first, [
+      ["GET", ".well-known/dots/config", undefined],
+      ["GET", `.well-known/dots/mitigate/cuid=${cuid}`, undefined],
+    ]);
+    await delay(100);
+    assert.equal(resynced.length, 1);
+    assert.deepEqual(resynced[0].mitigations.map((m) => [m.mid, m.status]), [[40, "attack-successfully-mitigated"], [90, "attack-mitigation-terminated"]]);
+    assert.equal(resynced[0].complete, true);
+    const observed = h.seen.filter((x) => x.method === "GET" && x.observe === 0).map((x) => x.path[4]);
+    assert.deepEqual(observed, ["mid=40"], "only the live mitigation is observed");
+    assert.ok(statuses.some((n) => n.mid === 40));
+    // The efficacy update repeats the scope as the home reported it, without its status fields.
+    h.onMitigate = (req) => req.respond({ code: Code.Changed, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 40, lifetime: 300 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    assert.equal((await l.efficacy(s.id, 40, "under-attack")).code, "2.04");
+    const upd = h.seen.filter((x) => x.method === "PUT").pop() as Seen;
+    assert.deepEqual(upd.body, { [MS]: { scope: [{ ...scope, lifetime: 300, "attack-status": "under-attack" }] } });
+    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    const next = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.99/32"] }] } }, { observe: false });
+    assert.equal(next.mid, 91, "above the highest mid the home reported, final or not");
+  });
+
+  it("a resync GET that fails: the session still comes up, resynced says incomplete and why, and an error is emitted", async () => {
+    const errors: Error[] = [];
+    const resynced: ResyncEvent[] = [];
+    let gets = 0;
+    const [l, h, s] = await start(30, 15, {}, (x) => {
+      x.onGetAll = (req) => (gets++ === 0 ? req.respond({ code: Code.InternalServerError, payload: Buffer.from("store offline") }) : undefined);
+      listener?.on("error", (e) => errors.push(e));
+      listener?.on("resynced", (r) => resynced.push(r));
+    });
+    assert.equal(resynced.length, 1);
+    assert.equal(resynced[0].complete, false);
+    assert.match(String(resynced[0].error), /answered 5\.00 \(store offline\)/);
+    assert.ok(errors.some((e) => /resync with peer: .*store offline/.test(e.message)), errors.map((e) => e.message).join("; "));
+    assert.equal(l.sessions().length, 1);
+    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    assert.equal((await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false })).code, "2.01", "requests work without the resync");
   });
 });

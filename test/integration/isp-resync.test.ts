@@ -5,6 +5,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { encodeDotsCbor } from "../../src/cbor";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
 import { CallHomeDialer } from "../../src/dots/home-engine";
 import { CallHomeListener } from "../../src/dots/isp-engine";
@@ -128,6 +129,34 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
       assert.ok(dialer.mitigations().some((m) => m.mid === mids[1]) && dialer.mitigations().some((m) => m.mid === fresh.mid));
     });
   }
+
+  it("dtls-psk: thirty mitigations come back through a Block2 GET answer larger than one datagram, each observed again", async () => {
+    const v = VARIANTS[1];
+    const a = await listenerOn(v, 0);
+    const port = a.listener.port as number;
+    const dialer = await dialerTo(v, port);
+    const upA = waitFor<[SessionInfo]>(a.listener, "session-up", () => true, 10000);
+    await dialer.start();
+    const [s] = await upA;
+    const mids: number[] = [];
+    for (let i = 1; i <= 30; i++) {
+      const r = await a.listener.mitigate(s.id, request(`198.51.100.${i}/32`), { observe: false });
+      assert.equal(r.code, "2.01");
+      mids.push(r.mid as number);
+    }
+    await until(() => dialer.mitigations().filter((m) => m.status === "attack-successfully-mitigated").length === 30, 10000, "thirty enforced");
+    await a.listener.stop();
+    const b = await listenerOn(v, port);
+    await waitFor<[SessionInfo]>(b.listener, "session-up", () => true, 20000);
+    await until(() => b.resynced.length > 0, 5000, "resynced");
+    const rs = b.resynced[0];
+    assert.equal(rs.complete, true, rs.error);
+    assert.deepEqual(rs.mitigations.map((m) => m.mid), mids);
+    // The answer did not fit one DTLS datagram (1152 bytes): the CoAP layer fetched it in blocks.
+    const size = encodeDotsCbor({ [MS]: { scope: rs.mitigations.map((m) => m.scope) } }).length;
+    assert.ok(size > 1152, `GET answer of ${size} bytes`);
+    await until(() => mids.every((mid) => b.statuses.some((x) => x.mid === mid)), 15000, "a status event per mid");
+  });
 
   it("with a state directory, mids continue above the last one used even when nothing is active at the home", async () => {
     const v = VARIANTS[0];
