@@ -16,8 +16,20 @@ export class CliUsageError extends Error {
 
 export const DEFAULT_PORT = 4647;
 
-/** Where a daemon keeps its durable state unless told otherwise (--state-dir none: memory only). */
+/** Where a daemon run as root keeps its durable state unless told otherwise. */
 export const DEFAULT_STATE_DIR = "/var/lib/dots-call-home";
+
+/**
+ * The state directory when none is configured: systemd's $STATE_DIRECTORY (StateDirectory=),
+ * else /var/lib/dots-call-home for root, else $XDG_STATE_HOME (or ~/.local/state)/dots-call-home.
+ */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env, uid: number | undefined = process.getuid?.()): string {
+  const systemd = env.STATE_DIRECTORY?.split(":")[0];
+  if (systemd) return systemd;
+  if (uid === 0 || uid === undefined) return DEFAULT_STATE_DIR;
+  const base = env.XDG_STATE_HOME || `${env.HOME || "."}/.local/state`;
+  return `${base}/dots-call-home`;
+}
 
 export const HELP = `dots-call-home: DOTS Signal Channel Call Home (RFC 9066 over RFC 9132) without Node-RED
 
@@ -60,13 +72,15 @@ listen options:
   --drop-ban-ms MS         ... for this long (default 300000)
   --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
   --request-timeout-ms MS  give up on an unanswered request after MS (default 60000)
-  --state-dir DIR          durable listener state (default /var/lib/dots-call-home, created
-                           0700; "none": memory only): the highest mid reserved per home and
-                           cuid, in DIR/listener/<session id>.json, so mids keep increasing
-                           across restarts (RFC 9132 4.4.1.1). Written (temp, fsync, rename)
-                           before a request leaves, in blocks of 64 mids, so a restart skips
-                           up to 63 mids per home. An unreadable, empty or corrupt file is
-                           moved aside with an error event naming it; the listener carries on
+  --state-dir DIR          durable listener state, created 0700; "none": memory only. Default:
+                           $STATE_DIRECTORY (systemd StateDirectory=), else
+                           /var/lib/dots-call-home as root, else ~/.local/state/dots-call-home.
+                           Holds the highest mid reserved per home and cuid, in
+                           DIR/listener/<session id>.json, so mids keep increasing across
+                           restarts (RFC 9132 4.4.1.1). Written (temp, fsync, rename) before a
+                           request leaves, in blocks of 64 mids, so a restart skips up to 63
+                           mids per home. An unreadable, empty or corrupt file is moved aside
+                           with an error event naming it; the listener carries on
 
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
@@ -470,9 +484,10 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   const options: ListenerOptions = { port, host, transports: { dtls, tls }, dropList, homePrefixes };
   if (psk.length > 0) options.psk = psk;
   if (certificate) options.certificate = certificate;
-  const stateDir = f["state-dir"] ?? settings.stateDir ?? DEFAULT_STATE_DIR;
-  if (typeof stateDir !== "string" || stateDir.length === 0) throw new CliUsageError(`state-dir must be a directory path or "none"`);
-  if (stateDir !== "none") options.stateDir = f["state-dir"] !== undefined || stateDir === DEFAULT_STATE_DIR ? stateDir : resolveFrom(fileBase, stateDir);
+  const configured = f["state-dir"] ?? settings.stateDir;
+  if (configured !== undefined && (typeof configured !== "string" || configured.length === 0)) throw new CliUsageError(`state-dir must be a directory path or "none"`);
+  if (configured === undefined) options.stateDir = defaultStateDir();
+  else if (configured !== "none") options.stateDir = f["state-dir"] !== undefined ? (configured as string) : resolveFrom(fileBase, configured as string);
   const out: ListenConfig = { options };
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");

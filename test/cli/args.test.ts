@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CliUsageError, FLAG_NAMES, HELP, parseDialArgs, parseListenArgs, parsePskKey, type ListenConfig, type DialConfig } from "../../src/cli/args";
+import { CliUsageError, DEFAULT_STATE_DIR, FLAG_NAMES, HELP, defaultStateDir, parseDialArgs, parseListenArgs, parsePskKey, type ListenConfig, type DialConfig } from "../../src/cli/args";
 
 const files: Record<string, string> = { "/x/isp.crt": "CERT", "/x/isp.key": "KEY", "/x/ca.crt": "CA", "/x/psk.txt": "  hex:0a0b0c\n" };
 const read = (f: string): Buffer => {
@@ -196,5 +196,26 @@ describe("cli/args", () => {
       [["--enforce"], /--enforce needs a value/],
     ];
     for (const [extra, re] of bad) assert.throws(() => dial(...base, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
+  });
+  it("listen: --state-dir DIR, \"none\" for memory only, stateDir in --config relative to the file, and the daemon default", () => {
+    const psk = ["--psk-identity", "home-1", "--psk-key", "text:k", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(listen(...psk, "--state-dir", "/srv/dots").options.stateDir, "/srv/dots");
+    assert.equal(listen(...psk, "--state-dir", "none").options.stateDir, undefined);
+    assert.equal(listen(...psk).options.stateDir, defaultStateDir());
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-"));
+    try {
+      const cfg = path.join(dir, "c.json");
+      fs.writeFileSync(cfg, JSON.stringify({ stateDir: "state" }));
+      assert.equal(listen(...psk, "--config", cfg).options.stateDir, path.join(dir, "state"));
+      assert.equal(listen(...psk, "--config", cfg, "--state-dir", "/y").options.stateDir, "/y");
+      fs.writeFileSync(cfg, JSON.stringify({ stateDir: 5 }));
+      assert.throws(() => listen(...psk, "--config", cfg), /state-dir/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(defaultStateDir({ STATE_DIRECTORY: "/run/sd:/other" }, 1000), "/run/sd");
+    assert.equal(defaultStateDir({}, 0), DEFAULT_STATE_DIR);
+    assert.equal(defaultStateDir({ HOME: "/home/op" }, 1000), "/home/op/.local/state/dots-call-home");
+    assert.equal(defaultStateDir({ HOME: "/home/op", XDG_STATE_HOME: "/xdg" }, 1000), "/xdg/dots-call-home");
   });
 });
