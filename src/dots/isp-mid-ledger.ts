@@ -104,11 +104,32 @@ export class MidLedger {
       if (!st.isDirectory()) throw new Error("not a directory");
       await fs.promises.access(this.dir, fs.constants.W_OK | fs.constants.X_OK);
       this.usable = true;
+      await this.removeStaleTemps();
     } catch (e) {
       this.usable = false;
       this.onError(new StateFileError(this.dir, `state directory ${this.dir} is unusable (${(e as Error).message}): mids are kept in memory only, so they may repeat after a restart`));
     }
     return this.usable;
+  }
+
+  /** Temp files a killed writer left (an hour old: a live writer renames its own within ms). */
+  private async removeStaleTemps(): Promise<void> {
+    const cutoff = Date.now() - 3_600_000;
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.dir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      if (!/\.json\.tmp-\d+$/.test(n)) continue;
+      const f = path.join(this.dir, n);
+      try {
+        if ((await fs.promises.stat(f)).mtimeMs < cutoff) await fs.promises.unlink(f);
+      } catch {
+        // gone already, or not ours to remove
+      }
+    }
   }
 
   fileFor(sessionId: string): string {

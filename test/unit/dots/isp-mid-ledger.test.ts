@@ -88,6 +88,18 @@ describe("dots/isp-mid-ledger (durable mid marks, RFC 9132 4.4.1.1)", () => {
     assert.equal(stored(), 3 + MID_BLOCK - 1, "the mark is written once the file can be written");
   });
 
+  it("removes temp files a killed writer left an hour ago, and keeps recent ones", async () => {
+    const sub = path.join(dir, "listener");
+    fs.mkdirSync(sub, { recursive: true });
+    const stale = path.join(sub, `${ID}.json.tmp-12345`);
+    const recent = path.join(sub, `${ID}.json.tmp-23456`);
+    fs.writeFileSync(stale, "{");
+    fs.writeFileSync(recent, "{");
+    fs.utimesSync(stale, new Date(Date.now() - 2 * 3_600_000), new Date(Date.now() - 2 * 3_600_000));
+    await new MidLedger(dir, (e) => errors.push(e)).open();
+    assert.deepEqual(fs.readdirSync(sub), [`${ID}.json.tmp-23456`]);
+  });
+
   it("a state directory that cannot be created: an error naming it and memory only", async () => {
     const blocker = path.join(dir, "a-file");
     fs.writeFileSync(blocker, "x");
