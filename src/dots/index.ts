@@ -18,6 +18,7 @@ export {
   STATUS_LABELS as ISP_STATUS_LABELS,
   CONFLICT_CAUSE_LABELS,
 } from "./isp-session";
+export type { ResyncEvent, ResyncedMitigation } from "./isp-session";
 export { CallHomeDialer, type HomeEngineTuning, type HomeEngineOptions } from "./home-engine";
 export { MID_ROLLOVER, MidAllocator, MidExhaustedError, cuidFromPskIdentity, cuidFromSpki, cuidForSession, sessionIdForPeer } from "./ids";
 export {
