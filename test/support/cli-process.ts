@@ -1,10 +1,25 @@
 // A `dots-call-home` process for tests: JSON commands on stdin, one JSON event per line on stdout,
 // run directly or inside a network namespace (`ip netns exec` execs in place, so signals reach node).
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 
 // Works from .build/<name>/test/support and from dist/test/support alike.
 export const CLI_MAIN = path.resolve(__dirname, "../../src/cli/main.js");
+
+// Test processes keep their default state (systemd's $STATE_DIRECTORY, which the CLI honours) in
+// one temporary directory per test run, not in /var/lib/dots-call-home of the machine.
+let stateDirectory: string | undefined;
+function testEnv(): NodeJS.ProcessEnv {
+  if (process.env.STATE_DIRECTORY) return process.env;
+  if (!stateDirectory) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-state-"));
+    stateDirectory = dir;
+    process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+  return { ...process.env, STATE_DIRECTORY: stateDirectory };
+}
 
 export type CliLine = Record<string, unknown> & { event: string };
 
@@ -20,8 +35,8 @@ export class CliProcess {
   constructor(args: string[], opts: { netns?: string; name?: string } = {}) {
     this.name = opts.name ?? args[0] ?? "dots-call-home";
     this.child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] })
-      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() })
+      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() });
     this.child.stdout.on("data", (c: Buffer) => {
       this.buf += c.toString();
       for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
