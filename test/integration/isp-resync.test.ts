@@ -130,6 +130,30 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
     });
   }
 
+  it("tls-psk: a home redirected to another listener is resynced there the same way (RFC 9066 redirect)", async () => {
+    const v = VARIANTS[0];
+    const a = await listenerOn(v, 0);
+    const port = a.listener.port as number;
+    const b = record(new CallHomeListener(listenerOptions(v, pki, { host: "127.0.0.2", port }), FAST_ISP));
+    await b.listener.start();
+    cleanup.push(() => b.listener.stop());
+    const dialer = await dialerTo(v, port);
+    const upA = waitFor<[SessionInfo]>(a.listener, "session-up", () => true, 10000);
+    await dialer.start();
+    const [s] = await upA;
+    const made = [await a.listener.mitigate(s.id, request("198.51.100.1/32")), await a.listener.mitigate(s.id, request("198.51.100.2/32"))];
+    assert.deepEqual(made.map((m) => m.code), ["2.01", "2.01"]);
+    const arrived = waitFor<[SessionInfo]>(b.listener, "session-up", () => true, 15000);
+    assert.equal((await a.listener.redirect(s.id, { altClient: "localhost", records: ["127.0.0.2"], ttl: 60 })).code, "2.01");
+    const [sB] = await arrived;
+    await until(() => b.resynced.length > 0, 5000, "resynced at the other listener");
+    assert.deepEqual(b.resynced[0].mitigations.map((m) => m.mid), made.map((m) => m.mid));
+    await until(() => made.every((m) => b.statuses.some((x) => x.mid === m.mid)), 10000, "status events at the other listener");
+    const fresh = await b.listener.mitigate(sB.id, request("198.51.100.3/32"));
+    assert.equal(fresh.code, "2.01", JSON.stringify(fresh.body));
+    assert.equal((await b.listener.withdraw(sB.id, made[0].mid as number)).code, "2.02");
+  });
+
   it("dtls-psk: thirty mitigations come back through a Block2 GET answer larger than one datagram, each observed again", async () => {
     const v = VARIANTS[1];
     const a = await listenerOn(v, 0);
