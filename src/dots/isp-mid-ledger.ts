@@ -138,12 +138,17 @@ export class MidLedger {
   }
 
   /**
-   * What is stored for this home (read from disk the first time this process meets it). A
-   * missing file is no error; an unreadable or corrupt one gives an error event naming it, is
-   * moved aside (<file>.corrupt-<epoch ms>) for the operator, and counts as nothing stored.
+   * What is stored for this home, merged into what this process holds (the higher mark wins). The
+   * file is read at every call (each session-up), so listeners sharing a directory continue above
+   * each other's marks when a home moves between them. A missing file is no error; an unreadable
+   * or corrupt one gives an error event naming it, is moved aside (<file>.corrupt-<epoch ms>) for
+   * the operator, and counts as nothing stored.
    */
   load(sessionId: string, home: string): HomeMidState {
-    return this.entryFor(sessionId, home);
+    const known = this.entries.get(sessionId);
+    const e = this.entryFor(sessionId, home);
+    if (known) this.readInto(e);
+    return e;
   }
 
   private entryFor(sessionId: string, home: string): Entry {
@@ -156,40 +161,42 @@ export class MidLedger {
       return known;
     }
     const entry: Entry = { sessionId, home, mids: new Map(), planned: new Map(), durable: new Map(), chain: Promise.resolve(), writing: 0, failing: false };
-    if (this.usable) {
-      let file: string | undefined;
-      try {
-        file = this.fileFor(sessionId);
-        const st = fs.statSync(file, { throwIfNoEntry: false });
-        if (st) {
-          if (!st.isFile()) throw new Error("not a regular file");
-          if (st.size > MAX_FILE_BYTES) throw new Error(`larger than ${MAX_FILE_BYTES} bytes`);
-          const saved = parseMidStateFile(fs.readFileSync(file, "utf8"));
-          if (saved.cuid !== undefined) entry.cuid = saved.cuid;
-          for (const [c, m] of saved.mids) {
-            entry.mids.set(c, m);
-            entry.planned.set(c, m);
-            entry.durable.set(c, m);
-          }
-        }
-      } catch (e) {
-        const f = file ?? this.dir;
-        let aside = "";
-        if (file && fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
-          const to = `${file}.corrupt-${Date.now()}`;
-          try {
-            fs.renameSync(file, to);
-            aside = `; moved aside to ${to}`;
-          } catch {
-            // left where it is; the next write replaces it
-          }
-        }
-        this.onError(new StateFileError(f, `state file ${f} is unusable (${(e as Error).message})${aside}: the mids of home "${home}" continue above what the home reports`));
-      }
-    }
+    this.readInto(entry);
     this.entries.set(sessionId, entry);
     this.evict();
     return entry;
+  }
+
+  private readInto(entry: Entry): void {
+    if (!this.usable) return;
+    let file: string | undefined;
+    try {
+      file = this.fileFor(entry.sessionId);
+      const st = fs.statSync(file, { throwIfNoEntry: false });
+      if (!st) return;
+      if (!st.isFile()) throw new Error("not a regular file");
+      if (st.size > MAX_FILE_BYTES) throw new Error(`larger than ${MAX_FILE_BYTES} bytes`);
+      const saved = parseMidStateFile(fs.readFileSync(file, "utf8"));
+      if (saved.cuid !== undefined && entry.cuid === undefined) entry.cuid = saved.cuid;
+      for (const [c, m] of saved.mids) {
+        if (m > (entry.mids.get(c) ?? -1)) entry.mids.set(c, m);
+        if (m > (entry.planned.get(c) ?? -1)) entry.planned.set(c, m);
+        if (m > (entry.durable.get(c) ?? -1)) entry.durable.set(c, m);
+      }
+    } catch (e) {
+      const f = file ?? this.dir;
+      let aside = "";
+      if (file && fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+        const to = `${file}.corrupt-${Date.now()}`;
+        try {
+          fs.renameSync(file, to);
+          aside = `; moved aside to ${to}`;
+        } catch {
+          // left where it is; the next write replaces it
+        }
+      }
+      this.onError(new StateFileError(f, `state file ${f} is unusable (${(e as Error).message})${aside}: the mids of home "${entry.home}" continue above what the home reports`));
+    }
   }
 
   /**

@@ -88,6 +88,21 @@ describe("dots/isp-mid-ledger (durable mid marks, RFC 9132 4.4.1.1)", () => {
     assert.equal(stored(), 3 + MID_BLOCK - 1, "the mark is written once the file can be written");
   });
 
+  it("two listeners sharing the directory: each session-up reads the other's higher mark", async () => {
+    const a = new MidLedger(dir, (e) => errors.push(e));
+    const b = new MidLedger(dir, (e) => errors.push(e));
+    await a.open();
+    await b.open();
+    assert.equal(a.load(ID, "home-1").mids.get(CUID), undefined);
+    await a.reserve(ID, "home-1", CUID, 0);
+    assert.equal(b.load(ID, "home-1").mids.get(CUID), MID_BLOCK - 1, "the home moved to b");
+    await b.reserve(ID, "home-1", CUID, MID_BLOCK);
+    assert.equal(a.load(ID, "home-1").mids.get(CUID), 2 * MID_BLOCK - 1, "and back to a");
+    await a.reserve(ID, "home-1", CUID, 2 * MID_BLOCK);
+    assert.equal(stored(), 3 * MID_BLOCK - 1);
+    assert.equal(errors.length, 0);
+  });
+
   it("removes temp files a killed writer left an hour ago, and keeps recent ones", async () => {
     const sub = path.join(dir, "listener");
     fs.mkdirSync(sub, { recursive: true });
