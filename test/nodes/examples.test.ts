@@ -11,7 +11,7 @@ import { freePort, helper, nodeModule, repoRoot, waitFor, collect } from "./supp
 import { natTable } from "./flows";
 import { hasCommand, requireOrSkip } from "../support/env";
 
-const ours = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
+const ours = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
 const core = ["common/20-inject", "common/21-debug", "common/90-comment", "function/10-switch", "function/15-change", "network/21-httpin", "network/10-mqtt"].map(
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
