@@ -57,9 +57,10 @@ export interface Lease<E extends Engine> {
   readonly memo: Record<string, unknown>;
   /**
    * Gives the engine up. removed=false (the node may come back with the same settings): kept for
-   * the grace period; removed=true: stopped now. Resolves when nothing more needs waiting for.
+   * the grace period, with the events the node had not delivered yet (`unsent`) kept for the next
+   * owner; removed=true: stopped now. Resolves when nothing more needs waiting for.
    */
-  release(removed: boolean): Promise<void>;
+  release(removed: boolean, unsent?: Array<[string, unknown[]]>): Promise<void>;
 }
 
 /** Runtime event emitter as Node-RED exposes it (RED.events). */
@@ -162,13 +163,14 @@ class EngineRegistry {
       started: entry.started,
       adopted,
       memo: entry.memo,
-      release: (removed: boolean): Promise<void> => {
+      release: (removed: boolean, unsent: Array<[string, unknown[]]> = []): Promise<void> => {
         if (released) return Promise.resolve();
         released = true;
         // Another lease took this engine over meanwhile: nothing of ours to give up.
         if (this.entries.get(entry.key) !== entry || entry.stopping) return entry.stopping ?? Promise.resolve();
         entry.sink = undefined;
         if (removed) return this.stopEntry(entry);
+        entry.queue = [...unsent, ...entry.queue].slice(-MAX_QUEUED);
         entry.timer = setTimeout(() => void this.stopEntry(entry), this.graceMs);
         entry.timer.unref();
         return Promise.resolve();

@@ -127,10 +127,10 @@ export class EndpointHub<E extends Engine> {
   close(removed: boolean): Promise<void> {
     this.unhookStart();
     this.users.clear();
-    this.held = [];
+    const unsent = this.held.splice(0);
     const lease = this.lease;
     this.lease = undefined;
-    return lease ? lease.release(removed) : Promise.resolve();
+    return lease ? lease.release(removed, unsent) : Promise.resolve();
   }
 
   /** Re-evaluates the status from the engine (after a command changed what it holds). */
