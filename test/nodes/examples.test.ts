@@ -34,11 +34,11 @@ function example(name: string): FlowNode[] {
   return JSON.parse(fs.readFileSync(path.join(examplesDir, `${name}.json`), "utf8")) as FlowNode[];
 }
 
-/** Points listeners and dialers at 127.0.0.1:port, and static NAT tables at the test table. */
+/** Points the ISP and home endpoints at 127.0.0.1:port, and static NAT tables at the test table. */
 function localise(flow: FlowNode[], port: number, opts: { staticNat?: boolean; mqttPort?: number } = {}): FlowNode[] {
   return flow.map((n) => {
-    if (n.type === "dots-call-home-listener") return { ...n, port, host: "127.0.0.1" };
-    if (n.type === "dots-call-home-dialer") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
+    if (n.type === "dots-isp-endpoint") return { ...n, port, host: "127.0.0.1" };
+    if (n.type === "dots-home-endpoint") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
     if (n.type === "dots-nat-lookup" && opts.staticNat) return { ...n, source: "static", table: JSON.stringify(natTable) };
     if (n.type === "mqtt-broker" && opts.mqttPort) return { ...n, broker: "127.0.0.1", port: String(opts.mqttPort) };
     return n;
