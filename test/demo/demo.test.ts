@@ -161,8 +161,12 @@ describe("npm run demo", function () {
     assert.match(demo.stdout, /reusing the pre-shared key stored \(encrypted\) in the user dir/);
     assert.equal(decryptCredentials(dir)[PSK_ID].key, firstKey);
     const flows = readFlows(dir);
-    assert.equal(Number(flows.find((n) => n.type === "dots-call-home-listener")?.port), dotsPort);
-    assert.equal(Number(flows.find((n) => n.type === "dots-call-home-dialer")?.port), dotsPort);
+    const ispEndpoint = flows.find((n) => n.type === "dots-isp-endpoint");
+    const homeEndpoint = flows.find((n) => n.type === "dots-home-endpoint");
+    assert.equal(Number(ispEndpoint?.port), dotsPort);
+    assert.equal(Number(homeEndpoint?.port), dotsPort);
+    assert.equal(flows.find((n) => n.type === "dots-call-home-listener")?.endpoint, ispEndpoint?.id);
+    assert.equal(flows.find((n) => n.type === "dots-call-home-dialer")?.endpoint, homeEndpoint?.id);
     const state = await mitigateAndWait(base);
     assert.equal(state.home.outcome, "enforced");
 
