@@ -4,13 +4,13 @@
 // through Import > Examples, and never shows a page error or a console error.
 // Screenshots of each dialog go to test/artifacts/ (ignored by git).
 import { strict as assert } from "node:assert";
-import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { hasCommand, requireOrSkip } from "../support/env";
-import { outRoot, repoRoot } from "../support/paths";
+import { repoRoot } from "../support/paths";
+import { startNodeRed, type NodeRedProcess } from "./nr-process";
 import { freePort } from "../support/ports";
 
 const root = repoRoot();
@@ -25,17 +25,6 @@ const exampleNames = fs
   .filter((f) => f.endsWith(".json"))
   .map((f) => f.replace(/\.json$/, ""))
   .sort();
-
-/** A port free on 127.0.0.1 for TCP and UDP (the test flow's listener binds both kinds). */
-/** A package folder as npm would install it: package.json, dist/ (our build) and examples/. */
-function packageDir(tmp: string): string {
-  const dir = path.join(tmp, "pkg");
-  fs.mkdirSync(dir);
-  fs.copyFileSync(path.join(root, "package.json"), path.join(dir, "package.json"));
-  fs.symlinkSync(outRoot, path.join(dir, "dist"));
-  fs.symlinkSync(path.join(root, "examples"), path.join(dir, "examples"));
-  return dir;
-}
 
 function testFlow(port: number): unknown[] {
   return [
@@ -54,8 +43,7 @@ type FlowsApi = Array<{ id: string; type: string; sourcePrefix?: string }>;
 describe("editor in a real browser (Chromium)", function () {
   this.timeout(60000);
   let tmp = "";
-  let server: ChildProcess | undefined;
-  let serverLog = "";
+  let server: NodeRedProcess | undefined;
   let url = "";
   let context: BrowserContext | undefined;
   let page: Page;
@@ -68,25 +56,8 @@ describe("editor in a real browser (Chromium)", function () {
     requireOrSkip(this, "Debian's chromium at /usr/bin/chromium", hasCommand(CHROMIUM));
     fs.mkdirSync(artifacts, { recursive: true });
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dots-editor-"));
-    const userDir = path.join(tmp, "user");
-    fs.mkdirSync(userDir);
-    server = spawn(process.execPath, [path.join(__dirname, "nr-server.js"), userDir, packageDir(tmp)], { stdio: ["ignore", "pipe", "pipe"] });
-    url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Node-RED did not start:\n${serverLog}`)), 30000);
-      server!.stdout!.on("data", (d: Buffer) => {
-        serverLog += d.toString();
-        const m = /NR-EDITOR-URL (\{.*\})/.exec(serverLog);
-        if (m) {
-          clearTimeout(timer);
-          resolve(JSON.parse(m[1]).url);
-        }
-      });
-      server!.stderr!.on("data", (d: Buffer) => (serverLog += d.toString()));
-      server!.once("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`Node-RED exited (${code}):\n${serverLog}`));
-      });
-    });
+    server = await startNodeRed(tmp);
+    url = server.url;
     const port = await freePort();
     const deploy = await fetch(url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(testFlow(port)) });
     assert.equal(deploy.status, 204, await deploy.text());
@@ -118,12 +89,7 @@ describe("editor in a real browser (Chromium)", function () {
 
   after(async () => {
     await context?.close().catch(() => undefined);
-    if (server && server.exitCode === null) {
-      const exited = new Promise<void>((r) => server!.once("exit", () => r()));
-      server.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
-      if (server.exitCode === null) server.kill("SIGKILL");
-    }
+    await server?.stop();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -370,6 +336,7 @@ describe("editor in a real browser (Chromium)", function () {
     assert.deepEqual(consoleErrors, [], "console errors");
     assert.deepEqual(failedResponses, [], "responses >= 400");
     assert.deepEqual(outside, [], "requests that would leave loopback");
+    const serverLog = server?.log() ?? "";
     assert.ok(!/\[error\]/i.test(serverLog), `the runtime logged no error:\n${serverLog}`);
   });
 });
