@@ -4,6 +4,7 @@
 // mitigation sent after the deploy is answered 2.01. What the nodes emit is recorded in global
 // context by function nodes and read back over HTTP.
 import { strict as assert } from "node:assert";
+import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -107,5 +108,27 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
       assert.equal(fs.statSync(dir).mode & 0o777, 0o700, `${dir} is 0700`);
     }
     assert.doesNotMatch(nr!.log(), /\[error\]/i);
+  });
+
+  it("an endpoint whose PSK has no key (an imported example): nothing listens and the listener and dialer say why in words", async () => {
+    const port = await freePort();
+    const body = flow(port, "no key").map((n) => {
+      const node = n as Record<string, unknown>;
+      if (node.type === "dots-psk") return { ...node, id: "k9", name: "imported key" };
+      if (node.psk === "k") return { ...node, psk: "k9" };
+      return node;
+    });
+    await deploy(body);
+    const deadline = Date.now() + 10000;
+    while (Date.now() < deadline && (nr!.log().match(/PSK key missing in "imported key"/g) ?? []).length < 2) await new Promise((r) => setTimeout(r, 100));
+    const lines = nr!.log().split("\n").filter((l) => /PSK key missing in "imported key"/.test(l));
+    assert.ok(lines.some((l) => /dots-call-home-listener/.test(l)), nr!.log());
+    assert.ok(lines.some((l) => /dots-call-home-dialer/.test(l)), nr!.log());
+    const free = await new Promise<boolean>((resolve) => {
+      const sock = dgram.createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, "127.0.0.1", () => sock.close(() => resolve(true)));
+    });
+    assert.equal(free, true, "nothing listens without a key");
   });
 });
