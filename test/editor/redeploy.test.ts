@@ -73,8 +73,13 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  /** Clicks the inject button; the node exists once the deployed flows have started. */
   async function inject(): Promise<void> {
-    const res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    let res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    for (let i = 0; i < 100 && res.status === 404; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    }
     assert.equal(res.status, 200, await res.text());
   }
 
@@ -92,7 +97,6 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
     // Full deploy of changed flows (names, the tab label) without the credentials, as the editor
     // sends them when no key was retyped: every node, the endpoints included, is recreated.
     await deploy(flow(port, "after"));
-    await new Promise((r) => setTimeout(r, 500));
     await inject();
     const answers = await until("the answer after the deploy", (s) => {
       const m = s.resp.filter((r) => r.topic === "mitigate");
