@@ -40,6 +40,7 @@ interface EmbeddedRed {
   version(): string;
   httpAdmin: http.RequestListener;
   httpNode: http.RequestListener;
+  nodes: { getNode(id: string): unknown };
 }
 
 /** Node-RED's log record, as handed to a custom logging handler. */
@@ -222,7 +223,7 @@ function loadExample(root: string): FlowNode[] {
   return JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as FlowNode[];
 }
 
-/** Points the listener and the dialer at 127.0.0.1:port; true when something changed. */
+/** Points the ISP and home endpoints at 127.0.0.1:port; true when something changed. */
 function localise(n: FlowNode, dotsPort: number): boolean {
   const set = (key: string, value: unknown, same: boolean): boolean => {
     if (same) return false;
@@ -230,10 +231,11 @@ function localise(n: FlowNode, dotsPort: number): boolean {
     return true;
   };
   let changed = false;
-  if (n.type === "dots-call-home-listener") {
+  // The endpoints hold the settings (config version 2); a stored v1 flow has them in the nodes.
+  if (n.type === "dots-isp-endpoint" || (n.type === "dots-call-home-listener" && !n.endpoint)) {
     changed = set("port", dotsPort, Number(n.port) === dotsPort) || changed;
     changed = set("host", HOST, n.host === HOST) || changed;
-  } else if (n.type === "dots-call-home-dialer") {
+  } else if (n.type === "dots-home-endpoint" || (n.type === "dots-call-home-dialer" && !n.endpoint)) {
     changed = set("port", dotsPort, Number(n.port) === dotsPort) || changed;
     changed = set("hosts", HOST, n.hosts === HOST) || changed;
   }
@@ -289,15 +291,29 @@ class AdminApi {
  * A PSK is generated only when the dots-psk node has none; otherwise Node-RED keeps the stored one
  * (a deploy without a node's `credentials` leaves them as they are).
  */
-async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: number, beforeDeploy: () => void): Promise<{ keyGenerated: boolean; deployed: boolean }> {
+async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: number): Promise<{ keyGenerated: boolean; deployed: boolean }> {
   const flows = await api.flows();
   let changed = false;
+  // A demo dir from release 0.1 has the listener and dialer settings inline (config version 1):
+  // those nodes now use the example's endpoints, which keep the nodes' state directories.
+  const stateIdFor = new Map<unknown, string>();
+  for (const wanted of example) {
+    const have = flows.find((n) => n.id === wanted.id);
+    if (have && wanted.endpoint && !have.endpoint) {
+      for (const k of Object.keys(have)) if (!["id", "type", "z", "g", "d", "name", "x", "y", "wires"].includes(k)) delete have[k];
+      have.endpoint = wanted.endpoint;
+      have.version = wanted.version;
+      stateIdFor.set(wanted.endpoint, wanted.id);
+      changed = true;
+    }
+  }
   for (const wanted of example) {
     const have = flows.find((n) => n.id === wanted.id);
     if (have) {
       changed = localise(have, dotsPort) || changed;
     } else {
       const copy = JSON.parse(JSON.stringify(wanted)) as FlowNode;
+      if (stateIdFor.has(copy.id)) copy.stateId = stateIdFor.get(copy.id);
       localise(copy, dotsPort);
       flows.push(copy);
       changed = true;
@@ -312,10 +328,7 @@ async function ensureDemoFlow(api: AdminApi, example: FlowNode[], dotsPort: numb
     keyGenerated = true;
     changed = true;
   }
-  if (changed) {
-    beforeDeploy();
-    await api.deploy(flows);
-  }
+  if (changed) await api.deploy(flows);
   return { keyGenerated, deployed: changed };
 }
 
@@ -358,10 +371,6 @@ async function main(): Promise<void> {
 
   // Debug nodes with "console" output print here in a readable form, as do warnings and errors;
   // the rest of Node-RED's start-up log stays quiet. Debug lines wait until the banner is out.
-  // session-up lines seen, and how many of them came before the last deploy (those are stale)
-  let sessionUps = 0;
-  let sessionUpsBeforeDeploy = 0;
-  let onSessionUp: (() => void) | undefined;
   let held: string[] | undefined = [];
   const printLog = (record: LogRecord): void => {
     const debugLine = record.type === "debug" && record.level === LOG_INFO;
@@ -375,10 +384,6 @@ async function main(): Promise<void> {
     if (!debugLine) process.stderr.write(line);
     else if (held) held.push(line);
     else process.stdout.write(line);
-    if (debugLine && /^session-up\b/.test(body)) {
-      sessionUps++;
-      onSessionUp?.();
-    }
   };
 
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -438,17 +443,19 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => stop("SIGTERM"));
 
   await RED.start();
-  const deployed = await ensureDemoFlow(new AdminApi(base), example, dots.port, () => {
-    sessionUpsBeforeDeploy = sessionUps;
-  });
-  // Ready once a session of the flows now running is up (not one of flows a deploy replaced).
-  const ready = new Promise<boolean>((resolve) => {
-    onSessionUp = () => {
-      if (sessionUps > sessionUpsBeforeDeploy) resolve(true);
-    };
-    onSessionUp();
-    setTimeout(() => resolve(false), READY_WAIT_MS).unref();
-  });
+  const deployed = await ensureDemoFlow(new AdminApi(base), example, dots.port);
+  // Ready once the ISP endpoint of the flows now running has a session: one a deploy kept, or a
+  // new one when the deploy changed the endpoints (Node-RED runs in this process: ask it).
+  const ispEndpoint = example.find((n) => n.type === "dots-isp-endpoint")?.id ?? "";
+  const ready = (async (): Promise<boolean> => {
+    const deadline = Date.now() + READY_WAIT_MS;
+    while (Date.now() < deadline && !stopping) {
+      const node = RED.nodes.getNode(ispEndpoint) as { hub?: { engine?: { sessions(): unknown[] } } } | null;
+      if ((node?.hub?.engine?.sessions().length ?? 0) > 0) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  })();
 
   const lines = [
     "",

@@ -1,131 +1,104 @@
-// ISP side (Call Home DOTS client): listens for homes dialling in over DTLS and/or TLS and sends
-// mitigation requests, withdrawals, status queries, efficacy updates and redirects over the
-// session of the home a message names. A thin adapter over src/dots/isp-engine.ts.
+// ISP side (Call Home DOTS client): a thin user of a dots-isp-endpoint config node, which owns
+// the listener (its socket and sessions survive deploys). Sends mitigation requests, withdrawals,
+// status queries, efficacy updates and redirects over the session of the home a message names,
+// and emits the endpoint's events. A v1 node (inline listener settings, no endpoint) gets an
+// implicit endpoint built from those settings.
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
-import type { ListenerOptions, RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
-import { CallHomeListener } from "../../src/dots/isp-engine";
+import type { RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
+import type { CallHomeListener } from "../../src/dots/isp-engine";
 import { readScopeStatuses } from "../../src/dots/isp-session";
-import { certificateFrom, checkConfigVersion, ErrorReporter, finishClose, parseHomePrefixes, statusFields, stopAndDetach, toError, type TlsConfigNode } from "../lib/common";
-import type { DotsPskNode } from "../lib/types";
+import { checkConfigVersion, ErrorReporter, finishClose, statusFields, toError } from "../lib/common";
+import type { EndpointHub, EndpointNode, EndpointStatus, EndpointUser } from "../lib/endpoint";
+import { int, ispHub, type IspEndpointSettings } from "../lib/isp-endpoint";
 
-interface ListenerDef extends NodeDef {
-  port: string | number;
-  host: string;
-  dtls: boolean;
-  tls: boolean;
-  psk: string;
-  extraPsks: string[];
-  tlsConfig: string;
-  homePrefixes: string;
-  allowUnscoped: boolean;
-  dropMaxFailures: string | number;
-  dropWindow: string | number;
-  dropBan: string | number;
+
+/** v2: the listener settings live in a dots-isp-endpoint; v1 nodes carry them inline. */
+const LISTENER_CONFIG_VERSION = 2;
+
+interface ListenerDef extends NodeDef, Partial<IspEndpointSettings> {
+  endpoint?: string;
   version: number;
 }
 
 type Action = "mitigate" | "withdraw" | "get" | "efficacy" | "redirect";
 const ACTIONS: Action[] = ["mitigate", "withdraw", "get", "efficacy", "redirect"];
 
-function int(value: unknown, name: string, min: number, max: number): number {
-  const n = typeof value === "number" ? value : Number(String(value ?? "").trim());
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
-  return n;
-}
-
 export = function (RED: NodeAPI): void {
   function DotsCallHomeListener(this: Node, config: ListenerDef): void {
     RED.nodes.createNode(this, config);
     const node = this;
-    let engine: CallHomeListener | undefined;
-    let started: Promise<void> | undefined;
-    let listeningText = "";
-
-    const showStatus = (): void => {
-      if (!engine) return;
-      const n = engine.sessions().length;
-      node.status({ fill: n > 0 ? "green" : "grey", shape: "dot", text: RED._("dots-call-home-listener.status.listening", { where: listeningText, count: n }) });
-    };
     // Errors outside a message still reach Catch nodes through a synthetic msg, also those raised
     // before the flows have started.
     const reporter = new ErrorReporter(RED, node);
     const report = (e: unknown, msg: NodeMessage = {}): void => reporter.report(e, msg);
-    checkConfigVersion(RED, node, config.version);
+    checkConfigVersion(RED, node, config.version, LISTENER_CONFIG_VERSION);
 
-    try {
-      const options: ListenerOptions = {
-        port: int(config.port === "" || config.port === undefined ? 4647 : config.port, "port", 0, 65535),
-        host: (config.host || "").trim() || "::",
-        transports: { dtls: config.dtls !== false, tls: config.tls === true },
-        homePrefixes: parseHomePrefixes(config.homePrefixes),
-        dropList: {
-          maxFailures: int(config.dropMaxFailures ?? 5, "drop-list failures", 1, 1000),
-          windowMs: int(config.dropWindow ?? 60, "drop-list window", 1, 86400) * 1000,
-          banMs: int(config.dropBan ?? 300, "drop-list ban", 1, 604800) * 1000,
-        },
-      };
-      const psks: NonNullable<ListenerOptions["psk"]> = [];
-      for (const id of [config.psk, ...(Array.isArray(config.extraPsks) ? config.extraPsks : [])].filter((x) => x)) {
-        const p = RED.nodes.getNode(id) as DotsPskNode | null;
-        if (!p || typeof p.credential !== "function") throw new Error(RED._("dots-call-home-listener.errors.psk-missing", { id }));
-        psks.push({ ...p.credential(), home: p.home });
-      }
-      if (psks.length) options.psk = psks;
-      if (config.tlsConfig) {
-        const t = RED.nodes.getNode(config.tlsConfig) as TlsConfigNode | null;
-        if (!t) throw new Error(RED._("dots-call-home-listener.errors.tls-missing"));
-        options.certificate = certificateFrom(t);
-      }
-      if (!options.psk && !options.certificate) throw new Error(RED._("dots-call-home-listener.errors.no-credentials"));
-      if (!options.transports.dtls && !options.transports.tls) throw new Error(RED._("dots-call-home-listener.errors.no-transport"));
-      engine = new CallHomeListener(options, { allowUnscopedHomes: config.allowUnscoped === true });
-    } catch (e) {
-      node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-listener.status.config") });
-      report(e);
+    // The endpoint: the referenced config node, else (v1) an implicit one from the inline settings.
+    let hub: EndpointHub<CallHomeListener> | undefined;
+    let implicit = false;
+    if (config.endpoint) {
+      const ep = RED.nodes.getNode(config.endpoint) as EndpointNode<CallHomeListener> | null;
+      if (ep && ep.hub) hub = ep.hub;
+    } else if (config.port !== undefined || config.psk !== undefined || config.tlsConfig !== undefined) {
+      implicit = true;
+      const t = (key: string, args?: Record<string, unknown>): string => RED._(`dots-call-home-listener.${key}`, args as never);
+      hub = ispHub(RED, node, node.id, node.id, config as IspEndpointSettings, t);
     }
 
+    const showStatus = (s: EndpointStatus): void => {
+      node.status({ fill: s.fill, shape: s.shape, text: RED._(`dots-call-home-listener.status.${s.key}`, s.args as never) });
+    };
     const sessionEvent = (topic: string, payload: unknown, dots: Record<string, unknown> = {}): void => {
       node.send([{ topic, payload, dots: { side: "isp", ...dots } }, null]);
     };
+    const user: EndpointUser = {
+      onStatus: showStatus,
+      onError: (err) => report(err),
+      onEvent: (name, args) => {
+        const e = hub?.engine;
+        switch (name) {
+          case "listening":
+            sessionEvent("listening", args[0]);
+            break;
+          case "session-up": {
+            const s = args[0] as SessionInfo;
+            sessionEvent("session-up", s, { session: s.id, home: s.home });
+            break;
+          }
+          case "session-down": {
+            const s = args[0] as SessionInfo;
+            sessionEvent("session-down", { ...s, reason: args[1] as string }, { session: s.id, home: s.home });
+            break;
+          }
+          case "status": {
+            const n = args[0] as StatusNotification;
+            const home = e?.findSession(n.sessionId)?.home;
+            node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
+            break;
+          }
+          default:
+            sessionEvent(name, args[0]);
+        }
+      },
+    };
 
-    if (engine) {
-      const e = engine;
-      e.on("listening", (info: { port: number; host: string; transports: string[] }) => {
-        listeningText = `${info.host.includes(":") ? `[${info.host}]` : info.host}:${info.port} ${info.transports.join("+")}`;
-        showStatus();
-        sessionEvent("listening", info);
-      });
-      e.on("session-up", (s: SessionInfo) => {
-        showStatus();
-        sessionEvent("session-up", s, { session: s.id, home: s.home });
-      });
-      e.on("session-down", (s: SessionInfo, reason: string) => {
-        showStatus();
-        sessionEvent("session-down", { ...s, reason }, { session: s.id, home: s.home });
-      });
-      e.on("status", (n: StatusNotification) => {
-        const home = e.findSession(n.sessionId)?.home;
-        node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
-      });
-      e.on("auth-failure", (info: unknown) => sessionEvent("auth-failure", info));
-      e.on("drop", (info: unknown) => sessionEvent("drop", info));
-      e.on("cuid-changed", (info: unknown) => sessionEvent("cuid-changed", info));
-      e.on("error", (err: Error) => report(err));
-      node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-listener.status.starting") });
-      started = e.start().catch((err) => {
-        node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-listener.status.bind-failed", { reason: toError(err).message }) });
-        report(err);
-        throw err;
-      });
-      started.catch(() => undefined);
+    if (!hub) {
+      node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-listener.status.no-endpoint") });
+      report(new Error(RED._(config.endpoint ? "dots-call-home-listener.errors.endpoint-missing" : "dots-call-home-listener.errors.no-endpoint")));
+    } else if (hub.problem) {
+      showStatus(hub.status);
+      report(hub.problem);
+    } else {
+      hub.attach(user);
     }
 
     node.on("input", (msg: NodeMessageInFlow, send, done) => {
       const m = msg as NodeMessageInFlow & { dots?: Record<string, unknown> };
       const dots = m.dots ?? {};
       const run = async (): Promise<void> => {
-        if (!engine || !started) throw new Error(RED._("dots-call-home-listener.errors.not-running"));
-        await started;
+        const engine = hub?.engine;
+        if (!hub || !engine || !hub.started) throw new Error(hub?.problem ? hub.problem.message : RED._("dots-call-home-listener.errors.not-running"));
+        await hub.started;
         const payload = m.payload as Record<string, unknown> | undefined;
         const action = String(dots.action ?? (typeof m.topic === "string" && (ACTIONS as string[]).includes(m.topic) ? m.topic : "mitigate")) as Action;
         if (!ACTIONS.includes(action)) throw new Error(RED._("dots-call-home-listener.errors.action", { action }));
@@ -183,7 +156,7 @@ export = function (RED: NodeAPI): void {
           ...statusFields(entry?.status, entry?.conflictCause),
         };
         send([null, m]);
-        showStatus();
+        hub.refresh();
         if (!/^2\./.test(outcome.code)) {
           const text = typeof outcome.body === "string" ? outcome.body : JSON.stringify(outcome.body ?? "");
           throw new Error(RED._("dots-call-home-listener.errors.refused", { action, code: outcome.code, text }));
@@ -195,10 +168,10 @@ export = function (RED: NodeAPI): void {
       );
     });
 
-    node.on("close", (_removed: boolean, done: () => void) => {
-      const e = engine;
-      engine = undefined;
-      finishClose(node, reporter, stopAndDetach(e, (x) => x.stop()), done);
+    node.on("close", (removed: boolean, done: () => void) => {
+      hub?.detach(user);
+      // A v1 node owns its implicit endpoint: kept for the next deploy unless the node is removed.
+      finishClose(node, reporter, implicit && hub ? hub.close(removed) : Promise.resolve(), done);
     });
   }
   RED.nodes.registerType("dots-call-home-listener", DotsCallHomeListener as never);

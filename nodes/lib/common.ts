@@ -222,11 +222,11 @@ export const CONFIG_VERSION = 1;
 
 /**
  * Warns when a node was saved by a newer release: its settings may mean more than this release
- * understands. Older or missing versions are this release's own shape (nothing to migrate yet).
+ * understands. Older versions are migrated by the node itself (the listener and dialer, v1 -> v2).
  */
-export function checkConfigVersion(RED: NodeAPI, node: Node, version: unknown): void {
-  const v = Number(version ?? CONFIG_VERSION);
-  if (Number.isFinite(v) && v > CONFIG_VERSION) node.warn(RED._(`${node.type}.errors.newer-version`, { version: v, supported: CONFIG_VERSION }));
+export function checkConfigVersion(RED: NodeAPI, node: Node, version: unknown, supported = CONFIG_VERSION): void {
+  const v = Number(version ?? supported);
+  if (Number.isFinite(v) && v > supported) node.warn(RED._(`${node.type}.errors.newer-version`, { version: v, supported }));
 }
 
 /** At most this many errors wait for the flows to start; later ones are only logged. */

@@ -9,7 +9,7 @@ import { startTestDns, type TestDnsServer } from "./dns-server";
 
 /** The loop flow with the dialer finding the ISP by discovery instead of a configured host. */
 function discoveryFlow(port: number, dialer: Record<string, unknown>): unknown[] {
-  return loopFlow({ port }).map((n) => ((n as { id: string }).id === "dia" ? { ...(n as object), ...dialer } : n));
+  return loopFlow({ port }).map((n) => ((n as { id: string }).id === "homeEp" ? { ...(n as object), ...dialer } : n));
 }
 
 describe("dialer node: RFC 8973 discovery from a domain", function () {

@@ -11,7 +11,7 @@ import { freePort, helper, nodeModule, repoRoot, waitFor, collect } from "./supp
 import { natTable } from "./flows";
 import { hasCommand, requireOrSkip } from "../support/env";
 
-const ours = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
+const ours = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
 const core = ["common/20-inject", "common/21-debug", "common/90-comment", "function/10-switch", "function/15-change", "network/21-httpin", "network/10-mqtt"].map(
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
@@ -34,11 +34,11 @@ function example(name: string): FlowNode[] {
   return JSON.parse(fs.readFileSync(path.join(examplesDir, `${name}.json`), "utf8")) as FlowNode[];
 }
 
-/** Points listeners and dialers at 127.0.0.1:port, and static NAT tables at the test table. */
+/** Points the ISP and home endpoints at 127.0.0.1:port, and static NAT tables at the test table. */
 function localise(flow: FlowNode[], port: number, opts: { staticNat?: boolean; mqttPort?: number } = {}): FlowNode[] {
   return flow.map((n) => {
-    if (n.type === "dots-call-home-listener") return { ...n, port, host: "127.0.0.1" };
-    if (n.type === "dots-call-home-dialer") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
+    if (n.type === "dots-isp-endpoint") return { ...n, port, host: "127.0.0.1" };
+    if (n.type === "dots-home-endpoint") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
     if (n.type === "dots-nat-lookup" && opts.staticNat) return { ...n, source: "static", table: JSON.stringify(natTable) };
     if (n.type === "mqtt-broker" && opts.mqttPort) return { ...n, broker: "127.0.0.1", port: String(opts.mqttPort) };
     return n;

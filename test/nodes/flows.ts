@@ -12,8 +12,39 @@ export interface LoopOptions {
   listenerTls?: boolean;
 }
 
-/** ISP listener + home dialer, NAT lookup (static) and filter action (dry run), all wired. */
+/**
+ * ISP listener + home dialer, NAT lookup (static) and filter action (dry run), all wired; the
+ * listener and dialer use the endpoint config nodes "ispEp" and "homeEp" (config version 2).
+ */
 export function loopFlow(o: LoopOptions): unknown[] {
+  const v1 = loopFlowV1(o) as Array<Record<string, unknown>>;
+  const lis = v1.find((n) => n.id === "lis")!;
+  const dia = v1.find((n) => n.id === "dia")!;
+  const ispEp = { id: "ispEp", type: "dots-isp-endpoint", version: 1, ...pick(lis, ISP_SETTINGS) };
+  const homeEp = { id: "homeEp", type: "dots-home-endpoint", version: 1, ...pick(dia, HOME_SETTINGS) };
+  return [
+    ...v1.slice(0, 2),
+    ispEp,
+    homeEp,
+    ...v1.slice(2).map((n) => {
+      if (n.id === "lis") return { id: "lis", type: "dots-call-home-listener", z: "t", endpoint: "ispEp", version: 2, wires: n.wires };
+      if (n.id === "dia") return { id: "dia", type: "dots-call-home-dialer", z: "t", endpoint: "homeEp", version: 2, wires: n.wires };
+      return n;
+    }),
+  ];
+}
+
+export const ISP_SETTINGS = ["port", "host", "dtls", "tls", "psk", "extraPsks", "tlsConfig", "homePrefixes", "allowUnscoped", "dropMaxFailures", "dropWindow", "dropBan"];
+export const HOME_SETTINGS = ["hosts", "discoverDomain", "dnsServers", "port", "transport", "psk", "tlsConfig", "homePrefixes", "heartbeatInterval", "decisionWait", "allowIndefinite", "terminatingPeriod"];
+
+function pick(n: Record<string, unknown>, names: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of names) if (n[k] !== undefined) out[k] = n[k];
+  return out;
+}
+
+/** The same loop as saved by release 0.1 (config version 1): listener and dialer settings inline. */
+export function loopFlowV1(o: LoopOptions): unknown[] {
   return [
     { id: "t", type: "tab" },
     { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" },

@@ -144,14 +144,21 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     assert.equal(e2.filter((m) => m.topic === "session-up").length, 1, "listener 2 saw only its home");
   });
 
-  it("full and partial redeploys of a DTLS+TLS listener rebind both ports", async () => {
+  it("full and partial redeploys that change a DTLS+TLS endpoint rebind both ports", async () => {
     const port = await freePort();
     const flow = loopFlow({ port, listenerTls: true, transport: "tcp" });
     await helper.load(allNodes, flow, loopCredentials);
     let events = collect("ispEvents");
     await waitFor("first session-up", () => events.find((m) => m.topic === "session-up"));
-    for (const type of ["nodes", "full"]) {
-      const next = flow.map((n) => (["lis", "dia"].includes((n as { id: string }).id) ? { ...(n as object), name: `${type} deploy` } : n));
+    for (const [i, type] of ["nodes", "full"].entries()) {
+      // A changed endpoint setting (the ban time) restarts the listener on the same ports, and
+      // the dialer with it (so it does not wait out RFC 9132's reconnect back-off).
+      const next = flow.map((n) => {
+        const id = (n as { id: string }).id;
+        if (id === "ispEp") return { ...(n as object), dropBan: 300 + i + 1 };
+        if (id === "homeEp") return { ...(n as object), heartbeatInterval: 30 + i + 1 };
+        return n;
+      });
       await helper.setFlows(next, type, loopCredentials);
       events = collect("ispEvents");
       const caught = collect("caught");
@@ -161,12 +168,12 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     }
   });
 
-  it("a node saved by a newer release (config version 2) warns that settings may be ignored", async () => {
+  it("a node saved by a newer release (config version 3) warns that settings may be ignored", async () => {
     const port = await freePort();
     const flow = [
       { id: "t", type: "tab" },
       { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex", version: 2 },
-      { id: "lis", type: "dots-call-home-listener", z: "t", port, host: "127.0.0.1", dtls: true, psk: "k", homePrefixes: "", version: 2, wires: [[], []] },
+      { id: "lis", type: "dots-call-home-listener", z: "t", port, host: "127.0.0.1", dtls: true, psk: "k", homePrefixes: "", version: 3, wires: [[], []] },
       { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: "[]", version: 1, wires: [[]] },
     ];
     await helper.load(allNodes, flow, loopCredentials);
@@ -174,7 +181,7 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       const n = helper.getNode(id);
       return (n.warn.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>).filter((c) => c.thisValue === n).map((c) => String(c.args[0]));
     };
-    assert.ok(warned("lis").some((w) => /newer-version|version 2/.test(w)), `listener warns: ${JSON.stringify(warned("lis"))}`);
+    assert.ok(warned("lis").some((w) => /newer-version|version 3/.test(w)), `listener warns: ${JSON.stringify(warned("lis"))}`);
     assert.ok(warned("k").some((w) => /newer-version|version 2/.test(w)), "config node warns");
     assert.deepEqual(warned("nat").filter((w) => /newer-version|version/.test(w)), [], "a current node does not warn");
   });

@@ -60,16 +60,21 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
     assert.equal(err.error.source.id, "filter");
   });
 
-  it("full and partial redeploys rebind the same port without EADDRINUSE, and unload frees it", async () => {
+  it("full and partial redeploys that change the endpoint rebind the same port without EADDRINUSE, and unload frees it", async () => {
     const port = await freePort();
     const flow = loopFlow({ port });
     await helper.load(allNodes, flow, loopCredentials);
     let events = collect("ispEvents");
     await waitFor("first session-up", () => events.find((m) => m.topic === "session-up"));
-    for (const type of ["full", "nodes", "flows"]) {
-      // Change the listener and the dialer so "nodes"/"flows" deploys restart both (a dialer
-      // left running would wait out RFC 9132's reconnect back-off before dialling again).
-      const next = flow.map((n) => (["lis", "dia"].includes((n as { id: string }).id) ? { ...(n as object), name: `${type} deploy` } : n));
+    for (const [i, type] of ["full", "nodes", "flows"].entries()) {
+      // Change both endpoints so each deploy restarts the listener on the same port and the
+      // dialer with it (a dialer left running would wait out RFC 9132's reconnect back-off).
+      const next = flow.map((n) => {
+        const id = (n as { id: string }).id;
+        if (id === "ispEp") return { ...(n as object), dropBan: 300 + i + 1 };
+        if (id === "homeEp") return { ...(n as object), heartbeatInterval: 30 + i + 1 };
+        return n;
+      });
       await helper.setFlows(next, type, loopCredentials);
       events = collect("ispEvents");
       const caught = collect("caught");
@@ -77,6 +82,8 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       assert.deepEqual(caught.filter((m) => /EADDRINUSE/.test(m.error.message)), []);
     }
     await helper.unload();
+    // Stopping the flows stops the endpoint's engine; its socket closes within a few turns.
+    for (let i = 0; i < 100 && !(await udpPortFree(port)); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await udpPortFree(port), true, "the port is free after the flows stop");
   });
 

@@ -123,7 +123,7 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
         const value = m[1].split(".").reduce<unknown>((o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), catalog);
         assert.equal(typeof value, "string", `catalog has ${m[1]}`);
       }
-      assert.match(html, /version:\s*\{\s*value:\s*1/, "a config version default for later migrations");
+      assert.match(html, /version:\s*\{\s*value:\s*[1-9]\d*/, "a config version default for later migrations");
       const icon = /icon:\s*"([^"]+)"/.exec(html)?.[1];
       if (!configTypes().has(t)) {
         assert.ok(icon, "an icon");

@@ -1,0 +1,99 @@
+// The ISP endpoint: listener settings (from a dots-isp-endpoint config node, or inline in a v1
+// dots-call-home-listener) -> a CallHomeListener held in the engine registry.
+import type { Node, NodeAPI } from "node-red";
+import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
+import { CallHomeListener } from "../../src/dots/isp-engine";
+import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
+import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
+
+/** The listener's own settings, as the endpoint config node (and a v1 listener node) stores them. */
+export interface IspEndpointSettings {
+  port: string | number;
+  host: string;
+  dtls: boolean;
+  tls: boolean;
+  psk: string;
+  extraPsks: string[];
+  tlsConfig: string;
+  homePrefixes: string;
+  allowUnscoped: boolean;
+  dropMaxFailures: string | number;
+  dropWindow: string | number;
+  dropBan: string | number;
+}
+
+export const ISP_SETTING_NAMES: ReadonlyArray<keyof IspEndpointSettings> = ["port", "host", "dtls", "tls", "psk", "extraPsks", "tlsConfig", "homePrefixes", "allowUnscoped", "dropMaxFailures", "dropWindow", "dropBan"];
+
+export function int(value: unknown, name: string, min: number, max: number): number {
+  const n = typeof value === "number" ? value : Number(String(value ?? "").trim());
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
+  return n;
+}
+
+function listenerOptions(RED: NodeAPI, c: IspEndpointSettings, t: Words, stateDir: string | undefined): ListenerOptions {
+  const options: ListenerOptions = {
+    port: int(c.port === "" || c.port === undefined ? 4647 : c.port, "port", 0, 65535),
+    host: (c.host || "").trim() || "::",
+    transports: { dtls: c.dtls !== false, tls: c.tls === true },
+    homePrefixes: parseHomePrefixes(c.homePrefixes),
+    dropList: {
+      maxFailures: int(c.dropMaxFailures ?? 5, "drop-list failures", 1, 1000),
+      windowMs: int(c.dropWindow ?? 60, "drop-list window", 1, 86400) * 1000,
+      banMs: int(c.dropBan ?? 300, "drop-list ban", 1, 604800) * 1000,
+    },
+  };
+  const psks: NonNullable<ListenerOptions["psk"]> = [];
+  for (const id of [c.psk, ...(Array.isArray(c.extraPsks) ? c.extraPsks : [])].filter((x) => x)) psks.push(pskOf(RED, id, t));
+  if (psks.length) options.psk = psks;
+  if (c.tlsConfig) {
+    const tn = RED.nodes.getNode(c.tlsConfig) as TlsConfigNode | null;
+    if (!tn) throw new Error(t("errors.tls-missing"));
+    options.certificate = certificateFrom(tn);
+  }
+  if (!options.psk && !options.certificate) throw new Error(t("errors.no-credentials"));
+  if (!options.transports.dtls && !options.transports.tls) throw new Error(t("errors.no-transport"));
+  if (stateDir) options.stateDir = stateDir;
+  return options;
+}
+
+function where(info: { port: number; host: string; transports: string[] }): string {
+  return `${info.host.includes(":") ? `[${info.host}]` : info.host}:${info.port} ${info.transports.join("+")}`;
+}
+
+function listening(engine: CallHomeListener, memo: Record<string, unknown>): EndpointStatus {
+  const n = engine.sessions().length;
+  return { fill: n > 0 ? "green" : "grey", shape: "dot", key: "listening", args: { where: String(memo.where ?? ""), count: n } };
+}
+
+export const ISP_KIND: HubKind<CallHomeListener> = {
+  kind: "isp",
+  events: ["listening", "session-up", "session-down", "status", "auth-failure", "drop", "cuid-changed", "error"],
+  statusAfter(event, args, engine, memo) {
+    if (event === "listening") {
+      memo.where = where(args[0] as { port: number; host: string; transports: string[] });
+      memo.listening = true;
+    }
+    if (event === "listening" || event === "session-up" || event === "session-down") return listening(engine, memo);
+    return undefined;
+  },
+  statusNow(engine, memo) {
+    return memo.listening ? listening(engine, memo) : { fill: "yellow", shape: "ring", key: "starting" };
+  },
+};
+
+/**
+ * The hub of an ISP endpoint. `key` names the engine in the registry and the state directory:
+ * the config node's id, or "node-<id>" for a v1 listener's inline settings.
+ */
+export function ispHub(RED: NodeAPI, owner: Node, key: string, stateKey: string, settings: IspEndpointSettings, t: Words): EndpointHub<CallHomeListener> {
+  return new EndpointHub<CallHomeListener>(RED, owner, ISP_KIND, {
+    key,
+    settings: () => {
+      const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey));
+      const tuning = { allowUnscopedHomes: settings.allowUnscoped === true };
+      return { fingerprint: { options, tuning }, port: options.port, create: () => new CallHomeListener(options, tuning) };
+    },
+  });
+}
+
+export type { SessionInfo };
