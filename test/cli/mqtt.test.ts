@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
+import { makeTestPki } from "../support/certs";
 import { CLI_MAIN, CliProcess } from "../support/cli-process";
 import { requireOrSkip } from "../support/env";
 import { hasMosquitto, TestBroker } from "../support/mosquitto";
@@ -22,11 +23,8 @@ type Msg = { topic: string; retain: boolean; text: string; json?: Record<string,
 class Watcher {
   readonly msgs: Msg[] = [];
   private waiters: Array<{ pred: (m: Msg) => boolean; resolve: (m: Msg) => void }> = [];
-  private constructor(readonly client: MqttClient) {}
-
-  static async connect(url: string, topics = ["dots/evt/#", "dots/presence/#"]): Promise<Watcher> {
-    const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId: `watcher-${process.pid}-${Math.random().toString(16).slice(2)}`, reconnectPeriod: 200 });
-    const w = new Watcher(client);
+  constructor(readonly client: MqttClient) {
+    const w = this;
     client.on("message", (topic, payload, packet) => {
       const text = payload.toString();
       let json: Record<string, unknown> | undefined;
@@ -39,6 +37,11 @@ class Watcher {
       w.msgs.push(m);
       w.waiters = w.waiters.filter((x) => !(x.pred(m) && (x.resolve(m), true)));
     });
+  }
+
+  static async connect(url: string, topics = ["dots/evt/#", "dots/presence/#"]): Promise<Watcher> {
+    const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId: `watcher-${process.pid}-${Math.random().toString(16).slice(2)}`, reconnectPeriod: 200 });
+    const w = new Watcher(client);
     await client.subscribeAsync(topics, { qos: 1 });
     return w;
   }
@@ -146,6 +149,11 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(w.msgs.filter(evt("home-1", "response", "m-1")).length, 1);
     assert.equal(w.msgs.filter(evt("home-1", "held")).length, 0);
+    // a re-sent id is answered again, not run again: the home saw one request
+    await w.publish("dots/cmd/home-1", { cmd: "mitigate", id: "m-1", request: scope("192.0.2.10/32", HOMES[0]) });
+    const again = await w.waitFor((m) => evt("home-1", "response", "m-1")(m) && m.json?.repeated === true, 10000, "repeated answer");
+    assert.equal((again.json?.outcome as Record<string, unknown>).mid, (r1.json?.outcome as Record<string, unknown>).mid);
+    assert.equal(d1.lines.filter((l) => l.event === "mitigation").length, 1, "the home received one request");
 
     // a late reader sees the retained presence
     const late = await watcher(["dots/presence/#"]);
@@ -158,6 +166,11 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     const later = await watcher(["dots/presence/#"]);
     await later.waitFor(presenceOf("home-2", "isp-b"), 5000, "home-2 still present");
     assert.ok(!later.msgs.some((m) => m.topic === "dots/presence/home-1" && m.text !== ""), "no retained presence of home-1 after its session went");
+
+    // a clean stop clears the process's presences and says it is offline
+    await b.proc.stop();
+    await w.waitFor(presenceOf("home-2"), 10000, "presence of home-2 cleared at stop");
+    await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-b" && m.json?.online === false, 10000, "isp-b offline");
   });
 
   it("answers a command for a home nobody holds with held, runs it when the home comes back (at another process), and refuses hold 0 and unknown homes", async () => {
@@ -174,6 +187,11 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     const unknown = await w.waitFor(evt("nobody", "error", "g-x"), 10000, "UNKNOWN_HOME");
     assert.equal(unknown.json?.code, "UNKNOWN_HOME");
     await w.waitFor((m) => m.topic === "dots/evt/_" && m.json?.code === "UNKNOWN_HOME", 5000, "copy on P/evt/_");
+
+    await w.publish("dots/cmd/home-2", { cmd: "get", id: "g-short", hold: 1 });
+    await w.waitFor(evt("home-2", "held", "g-short"), 10000, "held for 1 s");
+    const expired = await w.waitFor(evt("home-2", "error", "g-short"), 10000, "EXPIRED");
+    assert.equal(expired.json?.code, "EXPIRED");
 
     dialer(HOMES[0], a.port);
     const r = await w.waitFor(evt("home-1", "response", "m-wait"), 20000, "answer after the home is back");
@@ -273,5 +291,35 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     const r2 = spawnSync(process.execPath, [CLI_MAIN, "listen", "--config", config, "--mqtt-prefix", "x"], { encoding: "utf8" });
     assert.equal(r2.status, 2);
     assert.match(r2.stdout, /--mqtt-prefix needs --mqtt URL/);
+  });
+  it("mqtts with a CA, a client certificate, and a user whose password comes from a file: commands flow; a wrong password is an mqtt-error, not a crash", async () => {
+    const pki = await makeTestPki();
+    const secure = await TestBroker.start({ tls: { ca: pki.ca.cert, cert: pki.isp.cert, key: pki.isp.key, requireCertificate: true }, user: { name: "isp", password: "broker-pw-1" } });
+    try {
+      const pw = path.join(dir, "mqtt.pw");
+      fs.writeFileSync(pw, "broker-pw-1\n", { mode: 0o600 });
+      const tlsArgs = ["--mqtt-ca", pki.ca.certPath, "--mqtt-cert", pki.home1.certPath, "--mqtt-key", pki.home1.keyPath, "--mqtt-username", "isp"];
+      const proc = new CliProcess(["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", secure.url, "--mqtt-client-id", "isp-tls", ...tlsArgs, "--mqtt-password-file", pw], { name: "isp-tls" });
+      procs.push(proc);
+      const port = (await proc.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
+      await proc.waitFor((l) => l.event === "mqtt-connected", 10000, "mqtt-connected over TLS");
+      dialer(HOMES[0], port);
+      const w = new Watcher(await mqtt.connectAsync(secure.url, { protocolVersion: 5, ca: pki.ca.cert, cert: pki.home2.cert, key: pki.home2.key, username: "isp", password: "broker-pw-1" }));
+      watchers.push(w);
+      await w.client.subscribeAsync(["dots/evt/#", "dots/presence/#"], { qos: 1 });
+      await w.waitFor(presenceOf("home-1", "isp-tls"), 15000, "presence over TLS");
+      await w.publish("dots/cmd/home-1", { cmd: "get", id: "tls-1" });
+      await w.waitFor(evt("home-1", "response", "tls-1"), 10000, "answer over TLS");
+
+      fs.writeFileSync(pw, "wrong\n");
+      const bad = new CliProcess(["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", secure.url, "--mqtt-client-id", "isp-bad", ...tlsArgs, "--mqtt-password-file", pw], { name: "isp-bad" });
+      procs.push(bad);
+      const err = await bad.waitFor((l) => l.event === "mqtt-error", 10000, "mqtt-error");
+      assert.match(String(err.message), /Not authorized|Bad User Name or Password/i);
+      await bad.waitFor((l) => l.event === "listening", 10000, "still listening");
+      assert.ok(bad.running);
+    } finally {
+      await secure.stop();
+    }
   });
 });

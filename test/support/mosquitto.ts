@@ -1,6 +1,6 @@
 // A real mosquitto broker on loopback for tests: own config in a temporary directory, stop and
 // start again on the same port (broker outage tests).
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -23,28 +23,50 @@ export class TestBroker {
   private constructor(
     readonly port: number,
     private readonly dir: string,
+    readonly tls: boolean,
   ) {}
 
-  static async start(): Promise<TestBroker> {
+  /**
+   * tls: an mqtts listener with these PEM files (requireCertificate: clients must present one
+   * signed by ca). user: password authentication (mosquitto_passwd), anonymous refused.
+   */
+  static async start(opts: { tls?: { ca: string; cert: string; key: string; requireCertificate?: boolean }; user?: { name: string; password: string } } = {}): Promise<TestBroker> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-mosquitto-"));
-    const b = new TestBroker(await freePort(), dir);
-    fs.writeFileSync(path.join(dir, "mosquitto.conf"), `listener ${b.port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+    fs.chmodSync(dir, 0o755); // mosquitto started as root reads its files as user mosquitto
+    const b = new TestBroker(await freePort(), dir, opts.tls !== undefined);
+    const conf = [`listener ${b.port} 127.0.0.1`, "persistence false"];
+    if (opts.tls) {
+      for (const [name, pem] of Object.entries({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key })) fs.writeFileSync(path.join(dir, `${name}.pem`), pem, { mode: 0o644 });
+      conf.push(`cafile ${path.join(dir, "ca.pem")}`, `certfile ${path.join(dir, "cert.pem")}`, `keyfile ${path.join(dir, "key.pem")}`, `require_certificate ${opts.tls.requireCertificate === true}`);
+    }
+    if (opts.user) {
+      const file = path.join(dir, "passwd");
+      const r = spawnSync("mosquitto_passwd", ["-b", "-c", file, opts.user.name, opts.user.password], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`mosquitto_passwd failed: ${r.stderr}`);
+      fs.chmodSync(file, 0o644);
+      conf.push(`password_file ${file}`, "allow_anonymous false");
+    } else conf.push("allow_anonymous true");
+    fs.writeFileSync(path.join(dir, "mosquitto.conf"), conf.join("\n") + "\n");
     await b.resume();
     return b;
   }
 
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? "mqtts" : "mqtt"}://127.0.0.1:${this.port}`;
   }
 
   /** Starts mosquitto (again) on the same port; resolves when it accepts connections. */
   async resume(): Promise<void> {
-    this.child = spawn("mosquitto", ["-c", path.join(this.dir, "mosquitto.conf")], { stdio: "ignore" });
+    const child = spawn("mosquitto", ["-c", path.join(this.dir, "mosquitto.conf")], { stdio: ["ignore", "ignore", "pipe"] });
+    this.child = child;
+    let stderr = "";
+    child.stderr?.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
     for (let i = 0; i < 200; i++) {
       if (await listening(this.port)) return;
+      if (child.exitCode !== null) throw new Error(`mosquitto exited: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    throw new Error(`mosquitto did not listen on ${this.port}`);
+    throw new Error(`mosquitto did not listen on ${this.port}: ${stderr}`);
   }
 
   /** Stops the broker (its connections drop); resume() brings it back. */
