@@ -448,6 +448,7 @@ export class MqttCarrier {
       this.reply(home)("held", { ...(id !== undefined ? { id } : {}), cmd: cmd.cmd, until: new Date(existing.until).toISOString(), repeated: true });
       return;
     }
+    this.pruneParked();
     let perHome = 0;
     for (const p of this.parked.values()) if (p.home === home) perHome++;
     if (perHome >= MAX_HELD_PER_HOME || this.parked.size >= MAX_HELD_TOTAL) {
@@ -471,6 +472,12 @@ export class MqttCarrier {
       }
       this.reply(home)("held", { ...(id !== undefined ? { id } : {}), cmd: cmd.cmd, until: body.until });
     });
+  }
+
+  /** Parked commands past their expiry: the broker has dropped them (a dead parker answers no EXPIRED). */
+  private pruneParked(): void {
+    const now = Date.now();
+    for (const [topic, p] of this.parked) if (p.until <= now && !this.running.has(topic) && !this.expiryTimers.has(topic)) this.parked.delete(topic);
   }
 
   private armExpiry(p: Parked): void {
@@ -518,7 +525,8 @@ export class MqttCarrier {
   /** Runs a home's parked commands in arrival order, clearing each once its answer is out. */
   private runParked(home: string): void {
     if (!this.mine.has(home)) return;
-    const list = [...this.parked.values()].filter((p) => p.home === home && !this.running.has(p.topic)).sort((a, b) => a.receivedAt - b.receivedAt);
+    const now = Date.now();
+    const list = [...this.parked.values()].filter((p) => p.home === home && p.until > now && !this.running.has(p.topic)).sort((a, b) => a.receivedAt - b.receivedAt);
     for (const p of list) {
       this.running.add(p.topic);
       this.run(home, p.command, () => {

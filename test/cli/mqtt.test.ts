@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
+import { decodeTopicLevel, encodeTopicLevel } from "../../src/cli/mqtt-carrier";
 import { makeTestPki } from "../support/certs";
 import { CLI_MAIN, CliProcess } from "../support/cli-process";
 import { requireOrSkip } from "../support/env";
@@ -67,6 +68,21 @@ class Watcher {
 
 const evt = (home: string, event: string, id?: unknown) => (m: Msg) => m.topic === `dots/evt/${home}` && m.json?.event === event && (id === undefined || m.json?.id === id);
 const scope = (target: string, home: (typeof HOMES)[number]) => ({ "target-prefix": [target], "ietf-dots-call-home:source-prefix": [home.prefix.replace(/0\/24$/, "9/32")], lifetime: 600 });
+
+describe("mqtt topic levels (home names in topics)", () => {
+  it("keeps plain names, escapes what MQTT reserves, and never collides with _ or _proc", () => {
+    assert.equal(encodeTopicLevel("home-1"), "home-1");
+    assert.equal(encodeTopicLevel("a/b+c#d%e"), "a%2Fb%2Bc%23d%25e");
+    assert.equal(encodeTopicLevel("_"), "%5F");
+    assert.equal(encodeTopicLevel("_proc"), "%5Fproc");
+    assert.equal(encodeTopicLevel("$SYS"), "%24SYS");
+    assert.equal(encodeTopicLevel("x_y"), "x_y");
+    assert.equal(encodeTopicLevel("ma\u0000i\n"), "ma%00i%0A");
+    assert.equal(encodeTopicLevel("zürich-7"), "zürich-7");
+    for (const name of ["home-1", "a/b+c#d%e", "_proc", "$SYS", "zürich/🏠", "x%y"]) assert.equal(decodeTopicLevel(encodeTopicLevel(name)), name);
+    assert.equal(decodeTopicLevel("%E0%A4%A"), undefined);
+  });
+});
 
 describe("dots-call-home listen --mqtt (commands and events over a real mosquitto)", function () {
   this.timeout(60000);
