@@ -85,12 +85,15 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
     // kill -9 the first listener; the health check drops it and forgets its flows
     listeners[0].child.kill("SIGKILL");
     await listeners[0].exited;
+    const flowsTo = (addr: string) => spawnSync("ip", ["netns", "exec", ns.lb, "conntrack", "-L", "-p", "udp", "--reply-src", addr], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.includes("dport=4647")).length;
+    assert.ok(flowsTo(BACKENDS[0]) > 0, "the dead backend's DTLS flow is still in conntrack before the check");
     const checked = JSON.parse(sh(["ip", "netns", "exec", ns.lb, LB, "check", "--vip", VIP, "--mode", "rr", ...BACKENDS.flatMap((b) => ["--backend", b])])) as { live: string[]; dead: string[] };
     assert.deepEqual(checked.dead, [`${BACKENDS[0]}:4647`]);
     assert.deepEqual(checked.live, BACKENDS.slice(1).map((b) => `${b}:4647`));
     const ruleset = sh(["ip", "netns", "exec", ns.lb, "nft", "list", "table", "ip", "dots_lb"]);
     assert.ok(!ruleset.includes(BACKENDS[0]), "the dead backend is out of the map");
     assert.match(ruleset, /numgen inc mod 2 map/);
+    assert.equal(flowsTo(BACKENDS[0]), 0, "the check forgot the dead backend's flows");
 
     const moved = HOMES.filter((h) => holders.get(h.identity) === 0);
     assert.equal(moved.length, 2);
