@@ -10,7 +10,9 @@ const path = require("node:path");
 const root = path.resolve(__dirname, "..");
 const outDir = process.env.DOTS_BUILD_OUT ? path.resolve(process.env.DOTS_BUILD_OUT) : path.join(root, "dist");
 const tsc = require.resolve("typescript/bin/tsc");
-const result = spawnSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.json"), "--outDir", outDir], { stdio: "inherit" });
+// --package (the prepare script: installs from git, npm pack) compiles only what the package ships.
+const tsconfig = process.argv.includes("--package") ? "tsconfig.package.json" : "tsconfig.json";
+const result = spawnSync(process.execPath, [tsc, "-p", path.join(root, tsconfig), "--outDir", outDir], { stdio: "inherit" });
 // DOTS_BUILD_LENIENT=1 keeps going past type errors (tsc still emits), for work in progress.
 if (result.status !== 0 && process.env.DOTS_BUILD_LENIENT !== "1") process.exit(result.status ?? 1);
 
