@@ -272,8 +272,9 @@ describe("DTLS server under bad input", function () {
     assert.ok(server.sessionCount <= MAX_PEERS);
     assert.equal(server.stats.internalErrors, 0);
     assert.ok(server.stats.datagrams >= CASES);
-    // the mutations did reach the handshake state machine, not just the record parser
-    assert.ok(server.stats.handshakesFailed > 100 && server.stats.helloVerifyRequests > 1000, JSON.stringify(server.stats));
+    // the mutations did reach the handshake state machine, not just the record parser (100 and
+    // 1,000 at the full 100k cases; in proportion under DOTS_FUZZ_SCALE)
+    assert.ok(server.stats.handshakesFailed > CASES / 1000 && server.stats.helloVerifyRequests > CASES / 100, JSON.stringify(server.stats));
 
     // After the flood: node-dtls-client still gets through.
     const ndc = require("node-dtls-client") as { dtls: { createSocket(o: Record<string, unknown>): { on(e: string, cb: (a?: Buffer) => void): unknown; send(b: Buffer): void; close(): void } } };
