@@ -425,7 +425,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, 15000);
     force.unref();
-    Promise.resolve(RED.stop())
+    void Promise.resolve(RED.stop())
       .catch((e) => process.stderr.write(`demo: ${text(e)}\n`))
       .then(
         () =>

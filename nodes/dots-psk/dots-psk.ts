@@ -1,9 +1,9 @@
 // Config node holding one DTLS/TLS pre-shared key. The key is a `password` credential: it is
 // stored encrypted in flows_cred.json, never sent back to the editor and never exported.
-import type { Node, NodeAPI, NodeDef } from "node-red";
+import type { NodeAPI, NodeDef } from "node-red";
 import { checkConfigVersion, pskBytes, toError } from "../lib/common";
 import type { PskCredential } from "../../src/dots/api";
-import type { DotsPskNode, PskCreds } from "../lib/types";
+import type { DotsPskNode } from "../lib/types";
 
 interface PskDef extends NodeDef {
   home: string;

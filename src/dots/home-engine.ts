@@ -10,7 +10,7 @@ import { CoapEndpoint, type IncomingRequest } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
 import type { Connection, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
-import { connectDtls } from "../transport/dtls-client";
+import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
 import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
 import { HeartbeatScheduler } from "./heartbeat";
@@ -163,6 +163,9 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   async start(): Promise<void> {
     if (this.running) return;
     if (this.stopped) throw new Error("CallHomeDialer: stopped; create a new one");
+    // A DTLS library that cannot load is a start failure, not endless retries or a quiet TLS-only dialer.
+    if (transportsFor(this.opts.transport, this.opts.psk !== undefined).includes("dtls")) await loadDtlsClient();
+    if (this.running || this.stopped) return;
     this.running = true;
     this.scheduleConnect(0);
   }

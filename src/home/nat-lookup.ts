@@ -66,7 +66,7 @@ export class NatLookup {
     const every = opts.neighbourRefreshMs ?? 30_000;
     if (this.runner && this.neighbours && every > 0) {
       const nb = this.neighbours;
-      this.refreshTimer = setInterval(() => nb.refresh().catch(() => undefined), every);
+      this.refreshTimer = setInterval(() => void nb.refresh().catch(() => undefined), every);
       this.refreshTimer.unref();
     }
   }

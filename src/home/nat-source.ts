@@ -143,7 +143,7 @@ export class ConntrackEventSource implements NatSource {
       },
     );
     await new Promise((r) => setTimeout(r, this.opts.subscribeDelayMs ?? 150));
-    if (early) throw early;
+    if (early) throw early instanceof Error ? early : new Error(String(early));
     await listConntrack(this.runner, [], (f) => this.index.upsert(f), this.opts);
     listing = false;
     for (const line of buffered) this.applyEvent(line);

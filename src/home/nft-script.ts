@@ -213,7 +213,7 @@ function jsonComponent(v: unknown, index: number, setName: SetName): string {
       return `${a ? a.address : p.addr}/${p.len}`;
     }
     if (Array.isArray(o.range) && o.range.length === 2) {
-      const [lo, hi] = o.range.map((x, i) => jsonComponent(x, index, setName));
+      const [lo, hi] = o.range.map((x) => jsonComponent(x, index, setName));
       return lo === hi ? lo : `${lo}-${hi}`;
     }
   }

@@ -8,6 +8,7 @@ import * as dns from "node:dns";
 import type * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
 import * as net from "node:net";
+import { pathToFileURL } from "node:url";
 import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
 import { TransportError } from "./connection";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
@@ -64,12 +65,33 @@ interface LibModule {
   dtls: { createSocket(options: Record<string, unknown>): LibSocket };
 }
 
-let libModule: LibModule | undefined;
-function lib(): LibModule {
-  // node-dtls-client 2.x is ESM; Node 20.20 loads it through require(esm).
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  libModule ??= require("node-dtls-client") as LibModule;
-  return libModule;
+// node-dtls-client 2.x is ESM-only. require() of ESM works only from Node 20.19 / 22.12, and
+// TypeScript turns import() into require() under module commonjs: an import() built at run time
+// stays a real one on every Node we admit.
+// Built on first use, so a Node run with --disallow-code-generation-from-strings gets the error below.
+function importEsm(url: string): Promise<unknown> {
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return (new Function("url", "return import(url)") as (u: string) => Promise<unknown>)(url);
+}
+
+let libLoading: Promise<LibModule> | undefined;
+
+/**
+ * Loads node-dtls-client once. A failure is a TransportError CONFIG naming the Node version and
+ * the cause (never retried: the dialer refuses to start rather than fall back to TLS silently).
+ */
+export function loadDtlsClient(): Promise<LibModule> {
+  libLoading ??= (async () => {
+    try {
+      const mod = (await importEsm(pathToFileURL(require.resolve("node-dtls-client")).href)) as Partial<LibModule>;
+      if (typeof mod?.dtls?.createSocket !== "function") throw new Error("it has no dtls.createSocket export");
+      return mod as LibModule;
+    } catch (e) {
+      libLoading = undefined;
+      throw new TransportError("CONFIG", `DTLS unavailable: node-dtls-client could not be loaded on Node ${process.version}: ${(e as Error).message}`);
+    }
+  })();
+  return libLoading;
 }
 
 /** A Connection over one established node-dtls-client socket: one 'message' per datagram. */
@@ -211,6 +233,7 @@ function classify(err: Error): TransportError {
 
 /** One handshake attempt on a fresh socket. */
 function attempt(
+  lib: LibModule,
   opts: DtlsConnectOptions,
   target: { address: string; family: 4 | 6 },
   timeoutMs: number,
@@ -241,7 +264,7 @@ function attempt(
     );
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      socket = lib().dtls.createSocket({
+      socket = lib.dtls.createSocket({
         type: target.family === 6 ? "udp6" : "udp4",
         address: target.address,
         port: opts.port,
@@ -331,13 +354,14 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
   let timeoutMs = opts.handshakeTimeoutMs ?? 1000;
   if (!Number.isInteger(attempts) || attempts < 1) throw new TransportError("CONFIG", `attempts must be >= 1, got ${attempts}`);
   if (!(timeoutMs >= 100)) throw new TransportError("CONFIG", `handshakeTimeoutMs must be >= 100, got ${timeoutMs}`);
+  const lib = await loadDtlsClient();
   const target = await resolveAddress(opts.host, opts.family);
   let last: TransportError | undefined;
   for (let i = 1; i <= attempts; i++) {
     if (opts.signal?.aborted) throw new TransportError("CLOSED", "DTLS connect aborted");
     const started = Date.now();
     try {
-      return await attempt(opts, target, timeoutMs);
+      return await attempt(lib, opts, target, timeoutMs);
     } catch (e) {
       last = classify(e as Error);
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;

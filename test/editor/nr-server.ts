@@ -3,12 +3,13 @@
 // Usage: node nr-server.js <userDir> <packageDir>; prints {"url": ...} once the editor is up.
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
+import { nodeRedPath } from "../support/node-red";
 
 async function main(): Promise<void> {
   const [userDir, packageDir] = process.argv.slice(2);
   if (!userDir || !packageDir) throw new Error("usage: nr-server <userDir> <packageDir>");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const RED = require("node-red");
+  const RED = require(nodeRedPath()); // DOTS_TEST_NODE_RED picks another Node-RED
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const express = require("express");
   const app = express();

@@ -4,6 +4,7 @@ import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
+import { requireFromNodeRed } from "../support/node-red";
 
 
 /** True when nothing listens on the UDP port any more (we can bind it ourselves). */
@@ -142,8 +143,7 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       await helper.load(allNodes, loopFlow({ port }), loopCredentials);
       // What the runtime stores as the flow configuration has no key; the editor's export (checked
       // in test/editor) works from the same data.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const flows = require("@node-red/runtime/lib/nodes").getFlows();
+      const flows = (requireFromNodeRed("@node-red/runtime/lib/nodes") as { getFlows(): { flows: unknown } }).getFlows();
       const text = JSON.stringify(flows.flows);
       assert.ok(text.includes("dots-psk"), "flows are readable");
       assert.ok(!text.includes(loopCredentials.k.key), "the key is not in the flows");

@@ -3,6 +3,7 @@
 import * as path from "node:path";
 import { outRoot, repoRoot } from "../support/paths";
 import { freePort } from "../support/ports";
+import { nodeRedPath } from "../support/node-red";
 
 export { freePort, outRoot, repoRoot };
 
@@ -34,7 +35,7 @@ export const helper: {
   settings(s: Record<string, unknown>): void;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
 } = require("node-red-node-test-helper");
-helper.init(require.resolve("node-red"));
+helper.init(nodeRedPath()); // DOTS_TEST_NODE_RED picks another Node-RED (test/support/node-red)
 
 // The helper loads the Catch node itself (do not pass it), but once per Catch node in the flow, which fails with two of them
 // ("catch already registered"): register it once per load instead.

@@ -72,6 +72,17 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
     assert.ok(semver.satisfies(LATEST_NODE_RED_MIN_NODE, range), `${LATEST_NODE_RED_MIN_NODE} does not satisfy ${range}`);
   });
 
+  it("engines.node admits exactly what CI proves: its lowest version per line is .ci/node-matrix's OLDEST, the matrix Nodes are inside it", () => {
+    const matrix = fs.readFileSync(path.join(root, ".ci", "node-matrix"), "utf8");
+    const list = (name: string): string[] => (new RegExp(`^${name}=\\(([^)]*)\\)`, "m").exec(matrix)?.[1] ?? "").split(/\s+/).filter(Boolean);
+    const lowest = String(pkg.engines.node)
+      .split("||")
+      .map((part) => semver.minVersion(part.trim())!.version);
+    assert.deepEqual(list("OLDEST").sort(), lowest.sort());
+    for (const v of [...list("NODES"), ...list("OLDEST")]) assert.ok(semver.satisfies(v, pkg.engines.node), `${v} satisfies ${pkg.engines.node}`);
+    assert.ok(NODE_RED_RELEASES.includes(/^NODE_RED_5=(\S+)/m.exec(matrix)?.[1] ?? ""), "CI's Node-RED 5 is the release the scorecard checks");
+  });
+
   it("N01 every node type is prefixed dots-, unique, and registered under its mapped name", () => {
     assert.ok(types.length >= 6);
     assert.equal(new Set(types).size, types.length);
@@ -127,7 +138,9 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
       const icon = /icon:\s*"([^"]+)"/.exec(html)?.[1];
       if (!configTypes().has(t)) {
         assert.ok(icon, "an icon");
-        assert.ok(fs.existsSync(path.join(dir, "icons", icon!)), `icons/${icon} beside the node`);
+        // One icons/ folder per package, beside the first mapped node (scripts/build.js says why).
+        const iconDir = path.join(path.dirname(built(Object.values(nodeMap)[0])), "icons");
+        assert.ok(fs.existsSync(path.join(iconDir, icon!)), `${icon} in the package's icon folder ${iconDir}`);
       }
     });
   }

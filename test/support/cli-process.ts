@@ -32,11 +32,13 @@ export class CliProcess {
   private waiters: Array<{ pred: (l: CliLine) => boolean; resolve: (l: CliLine) => void }> = [];
   private buf = "";
 
-  constructor(args: string[], opts: { netns?: string; name?: string } = {}) {
+  /** `main`: another build's cli/main.js (default: this build's). */
+  constructor(args: string[], opts: { netns?: string; name?: string; main?: string } = {}) {
     this.name = opts.name ?? args[0] ?? "dots-call-home";
+    const main = opts.main ?? CLI_MAIN;
     this.child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() })
-      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() });
+      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, main, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() })
+      : spawn(process.execPath, [main, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() });
     this.child.stdout.on("data", (c: Buffer) => {
       this.buf += c.toString();
       for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {

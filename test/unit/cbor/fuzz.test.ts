@@ -6,6 +6,7 @@ import { strict as assert } from "node:assert";
 import fc from "fast-check";
 import { Encoder, Tag } from "cbor-x";
 import { DOTS_ENUMS, DOTS_ROOT, DotsCborError, DotsKeyRow, decodeDotsCbor, encodeDotsCbor, membersOf } from "../../../src/cbor";
+import { fuzzRuns } from "../../support/fuzz";
 
 // Valid DOTS messages to mutate: most random mutations then reach deep into the schema walk
 // instead of failing on the first byte.
@@ -88,15 +89,15 @@ describe("DOTS CBOR: fuzz (seeded)", function () {
   this.timeout(60000);
 
   it("random bytes: only DotsCborError, 50k cases", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 96 }), (b) => checkOne(b)), { seed: 9132, numRuns: 50000 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 96 }), (b) => checkOne(b)), { seed: 9132, numRuns: fuzzRuns(50000) });
   });
 
   it("mutated valid messages: only DotsCborError, and successful decodes round-trip, 50k cases", () => {
-    fc.assert(fc.property(mutated, (b) => checkOne(b)), { seed: 9066, numRuns: 50000 });
+    fc.assert(fc.property(mutated, (b) => checkOne(b)), { seed: 9066, numRuns: fuzzRuns(50000) });
   });
 
   it("random bytes behind a valid prefix (inside an unknown optional key): 10k cases", () => {
     const prefix = Buffer.from("a11831a218c8", "hex"); // heartbeat {200: <random>, ...}
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => checkOne(Buffer.concat([prefix, b]))), { seed: 8949, numRuns: 10000 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => checkOne(Buffer.concat([prefix, b]))), { seed: 8949, numRuns: fuzzRuns(10000) });
   });
 });

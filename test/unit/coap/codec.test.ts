@@ -8,6 +8,7 @@ import { decodeUdp, encodeUdp } from "../../../src/coap/udp-codec";
 import { decodeTcp, encodeTcp, frameLength } from "../../../src/coap/tcp-codec";
 import { contentFormatOption, getContentFormat, getUriPath, uriPathOptions } from "../../../src/coap/options";
 import { csmMessage, parseSignal, pingMessage, pongMessage, abortMessage, releaseMessage } from "../../../src/coap/signalling";
+import { fuzzRuns } from "../../support/fuzz";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
 const empty = Buffer.alloc(0);
@@ -208,7 +209,7 @@ describe("CoAP codec: fuzzing (only CoapFormatError may escape)", function () {
     );
 
   it("decodeUdp on 100k random and mutated datagrams", () => {
-    fc.assert(fc.property(mutated(seeds), (b) => onlyFormatErrors(() => decodeUdp(b))), { seed: 7252, numRuns: 100_000 });
+    fc.assert(fc.property(mutated(seeds), (b) => onlyFormatErrors(() => decodeUdp(b))), { seed: 7252, numRuns: fuzzRuns(100_000) });
   });
 
   it("decodeTcp and frameLength on 100k random and mutated frames", () => {
@@ -220,7 +221,7 @@ describe("CoAP codec: fuzzing (only CoapFormatError may escape)", function () {
           if (m.code >> 5 === 7) parseSignal(m);
         });
       }),
-      { seed: 8323, numRuns: 100_000 },
+      { seed: 8323, numRuns: fuzzRuns(100_000) },
     );
   });
 
@@ -237,7 +238,7 @@ describe("CoAP codec: fuzzing (only CoapFormatError may escape)", function () {
         const again = encodeUdp(m);
         assert.deepEqual(decodeUdp(again), m);
       }),
-      { seed: 1, numRuns: 20_000 },
+      { seed: 1, numRuns: fuzzRuns(20_000) },
     );
   });
 });

@@ -151,7 +151,10 @@ describe("dots/home-resources", () => {
       assert.equal(events.at(-1)!.kind, "efficacy");
       let answered = false;
       const unknown = send(h, { method: Code.PUT, path: `${P}/mid=99`, body: good({ "attack-status": "under-attack" }), ifMatch: [Buffer.alloc(0)] });
-      unknown.res.then(() => (answered = true));
+      unknown.res.then(
+        () => (answered = true),
+        () => (answered = true),
+      );
       await new Promise((res) => setImmediate(res));
       assert.equal(answered, false);
       assert.equal(unknown.ignored, true, "the exchange is ended without a response");
@@ -406,7 +409,7 @@ describe("dots/home-resources", () => {
 
     it("PUT /redirect: 2.01 then 'redirect' when it can be honoured; 4.00 when not, or when alt-ch-client is missing", async () => {
       const seen: RedirectTarget[] = [];
-      let verdict: string | undefined;
+      let verdict: string | undefined = undefined; // set to a refusal further down
       make({ canRedirect: async () => verdict });
       h.on("redirect", (t) => seen.push(t));
       const body = { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example", "ietf-dots-call-home:alt-ch-client-record": ["127.0.0.2"], "ietf-dots-call-home:ttl": 600 } };

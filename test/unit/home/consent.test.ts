@@ -47,9 +47,10 @@ describe("consent gate", () => {
 
   it("bounds the number of pending requests", async () => {
     const g = gate({ mode: "manual", timeoutMs: 60_000, onTimeout: "reject" }, 2);
-    g.request("a");
-    g.request("b");
+    const pending = [g.request("a"), g.request("b")];
     assert.throws(() => g.request("c"), /pending/);
+    g.close();
+    for (const answer of await Promise.all(pending)) assert.equal(answer.answer, "cancelled");
   });
 
   it("refuses a manual policy without a usable timeout", () => {
