@@ -88,9 +88,9 @@ class EngineRegistry {
   hook(events: RuntimeEvents): void {
     if (this.hooked.has(events)) return;
     this.hooked.add(events);
-    events.on("flows:started", () => this.stopOrphans());
+    events.on("flows:started", () => void this.stopOrphans());
     events.on("runtime-event", (e: { id?: string; payload?: { state?: string; deploy?: boolean } }) => {
-      if (e && e.id === "runtime-state" && e.payload?.state === "stop" && !e.payload.deploy) this.stopOrphans();
+      if (e && e.id === "runtime-state" && e.payload?.state === "stop" && !e.payload.deploy) void this.stopOrphans();
     });
   }
 

@@ -473,9 +473,9 @@ function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, b
   if (parsed.protocol !== "mqtt:" && parsed.protocol !== "mqtts:") throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${parsed.protocol}//`);
   if (parsed.password !== "") throw new CliUsageError(`--mqtt: no password in the URL (it would show in the process list): use --mqtt-password-file or ${MQTT_PASSWORD_ENV}`);
   const prefix = str(pick("mqtt-prefix", "prefix") ?? "dots", "mqtt-prefix");
-  if (/[+#\u0000]/.test(prefix) || prefix.startsWith("/") || prefix.endsWith("/") || prefix.startsWith("$")) throw new CliUsageError(`--mqtt-prefix ${JSON.stringify(prefix)}: topic levels without + # NUL, not starting with $ or /, not ending with /`);
+  if (/[+#]/.test(prefix) || prefix.includes("\0") || prefix.startsWith("/") || prefix.endsWith("/") || prefix.startsWith("$")) throw new CliUsageError(`--mqtt-prefix ${JSON.stringify(prefix)}: topic levels without + # NUL, not starting with $ or /, not ending with /`);
   const clientId = str(pick("mqtt-client-id", "clientId") ?? `dots-listen-${os.hostname()}-${port}`, "mqtt-client-id");
-  if (Buffer.byteLength(clientId) > 200 || /[+#/\u0000]/.test(clientId)) throw new CliUsageError(`--mqtt-client-id: at most 200 bytes, without / + # NUL (it names a topic level)`);
+  if (Buffer.byteLength(clientId) > 200 || /[+#/]/.test(clientId) || clientId.includes("\0")) throw new CliUsageError(`--mqtt-client-id: at most 200 bytes, without / + # NUL (it names a topic level)`);
   const out: MqttSettings = {
     url: text,
     prefix,

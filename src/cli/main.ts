@@ -33,16 +33,17 @@ export async function main(argv: string[]): Promise<number> {
         const psk = cfg.options.psk ?? [];
         const homes = new Set<string>([...psk.map((p) => p.home ?? p.identity), ...Object.keys(cfg.options.homePrefixes ?? {})]);
         const anyHome = cfg.options.certificate !== undefined;
-        let mqttCarrier: MqttCarrier | undefined;
+        const mqtt: { carrier?: MqttCarrier } = {};
         const both: typeof emit = (event, fields = {}) => {
           emit(event, fields);
-          mqttCarrier?.event(event, fields);
+          mqtt.carrier?.event(event, fields);
         };
         const listenRunner = makeListenRunner(cfg, both);
         // loaded only here: a listener without --mqtt does not pay for mqtt.js
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy on purpose
         const { MqttCarrier: Carrier } = require("./mqtt-carrier") as typeof import("./mqtt-carrier");
-        mqttCarrier = new Carrier({ settings, runner: listenRunner, print: emit, knownHome: (h) => anyHome || homes.has(h) });
-        carrier = mqttCarrier;
+        mqtt.carrier = new Carrier({ settings, runner: listenRunner, print: emit, knownHome: (h) => anyHome || homes.has(h) });
+        carrier = mqtt.carrier;
         runner = listenRunner;
       } else runner = makeListenRunner(cfg, emit);
     } else if (sub === "dial") {

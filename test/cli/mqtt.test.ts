@@ -25,7 +25,6 @@ class Watcher {
   readonly msgs: Msg[] = [];
   private waiters: Array<{ pred: (m: Msg) => boolean; resolve: (m: Msg) => void }> = [];
   constructor(readonly client: MqttClient) {
-    const w = this;
     client.on("message", (topic, payload, packet) => {
       const text = payload.toString();
       let json: Record<string, unknown> | undefined;
@@ -35,8 +34,8 @@ class Watcher {
         json = undefined;
       }
       const m: Msg = { topic, retain: packet.retain, text, json };
-      w.msgs.push(m);
-      w.waiters = w.waiters.filter((x) => !(x.pred(m) && (x.resolve(m), true)));
+      this.msgs.push(m);
+      this.waiters = this.waiters.filter((x) => !(x.pred(m) && (x.resolve(m), true)));
     });
   }
 
