@@ -1,6 +1,8 @@
 // Command-line and JSON-file configuration of `dots-call-home listen|dial`. Pure parsing: no
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
 import { discoveryDomainProblem, dnsServerProblem } from "../dots/dialer-connect";
 import { parseNatSpec } from "../home/nat-source";
@@ -93,6 +95,10 @@ dial options:
   --allow-indefinite-lifetime   grant lifetime -1 as indefinite (otherwise 3600 s is granted)
   --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
                            mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
+  --state-dir DIR          where the home keeps its mitigations durably (one file per dialer,
+                           written before each answer; created 0700). A restart serves them
+                           again and keeps the devices blocked. Default: $DOTS_CALL_HOME_STATE_DIR,
+                           else /var/lib/dots-call-home (root) or ~/.local/state/dots-call-home
 
   Enforcement (a headless router blocks by itself; needs root, nft and conntrack):
   --enforce nftables|dry-run   each accepted mitigation goes through NAT lookup and the filter
@@ -213,6 +219,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "reconnect-max": "number",
   "allow-indefinite-lifetime": "boolean",
   "terminating-period": "number",
+  "state-dir": "string",
   enforce: "string",
   nat: "string",
   action: "string",
@@ -537,6 +544,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   }
   const indefinite = f["allow-indefinite-lifetime"] ?? settings.allowIndefiniteLifetime;
   if (indefinite !== undefined) options.allowIndefiniteLifetime = indefinite === true;
+  const stateDir = f["state-dir"] ?? settings.stateDir;
+  options.stateDir = stateDir !== undefined ? str(stateDir, "state-dir") : defaultStateDir();
 
   const out: DialConfig = { options };
   const terminating = f["terminating-period"] ?? settings.terminatingPeriodMs;
@@ -552,6 +561,14 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
     out.enforcement = enforcement;
   }
   return out;
+}
+
+/** The daemon's state directory when none is given: env override, else the FHS place for root. */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.DOTS_CALL_HOME_STATE_DIR) return env.DOTS_CALL_HOME_STATE_DIR;
+  if (typeof process.getuid !== "function" || process.getuid() === 0) return "/var/lib/dots-call-home";
+  const base = env.XDG_STATE_HOME || path.join(env.HOME || os.homedir(), ".local", "state");
+  return path.join(base, "dots-call-home");
 }
 
 /** "192.0.2.53", "192.0.2.53:5353", "2001:db8::53", "[2001:db8::53]:5353", as node:dns setServers takes them. */

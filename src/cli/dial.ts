@@ -52,7 +52,8 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
   dialer.on("disconnected", (i) => emit("disconnected", i));
   dialer.on("ended", (e) => emit("ended", { ...e }));
   dialer.on("redirected", (r) => emit("redirected", r));
-  dialer.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
+  dialer.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...((e as { file?: string }).file ? { file: (e as { file?: string }).file } : {}) }));
+  dialer.on("restored", (r) => emit("restored", { ...r }));
   dialer.on("mitigation", (m) => {
     emit("mitigation", { ...m });
     if (config.autoDecide && m.kind === "new") {
@@ -122,6 +123,8 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
 
   return {
     async start() {
+      // the state file first: reconcile must know which kernel elements live mitigations own
+      await dialer.restore();
       if (config.enforcement) await startEnforcer(config.enforcement);
       await dialer.start();
     },

@@ -1,6 +1,8 @@
 // A `dots-call-home` process for tests: JSON commands on stdin, one JSON event per line on stdout,
 // run directly or inside a network namespace (`ip netns exec` execs in place, so signals reach node).
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 
 // Works from .build/<name>/test/support and from dist/test/support alike.
@@ -19,9 +21,12 @@ export class CliProcess {
 
   constructor(args: string[], opts: { netns?: string; name?: string } = {}) {
     this.name = opts.name ?? args[0] ?? "dots-call-home";
+    // A dial without --state-dir gets a fresh one of its own: tests never share the daemon default.
+    const stateDir = args.includes("--state-dir") ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-state-"));
+    const env = stateDir ? { ...process.env, DOTS_CALL_HOME_STATE_DIR: stateDir } : process.env;
     this.child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] })
-      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env })
+      : spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
     this.child.stdout.on("data", (c: Buffer) => {
       this.buf += c.toString();
       for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
@@ -38,7 +43,12 @@ export class CliProcess {
       }
     });
     this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code) => {
+        if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
+        resolve(code);
+      }),
+    );
   }
 
   readonly name: string;
