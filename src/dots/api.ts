@@ -173,5 +173,5 @@ export interface CallHomeDialerApi {
   /** Hand back the outcome for a mitigation; throws if the mid is unknown. */
   decide(decision: Decision): void;
   /** Active mitigations with their status labels and remaining lifetimes. */
-  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }>;
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson; enforcement?: DotsJson }>;
 }

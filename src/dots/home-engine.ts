@@ -262,8 +262,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.resources.decide(decision);
   }
 
-  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }> {
-    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope } }));
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson; enforcement?: DotsJson }> {
+    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope }, ...(m.enforcement ? { enforcement: m.enforcement } : {}) }));
   }
 
   /** True while a session with the ISP is up. */

@@ -20,7 +20,9 @@ import {
   setupScript,
   DEFAULT_TABLE,
   MAX_NFT_TIMEOUT_SEC,
+  SET_NAMES,
   type ElementRef,
+  type SetName,
   type TableElement,
 } from "./nft-script";
 import { CommandRunner } from "./runner";
@@ -87,6 +89,31 @@ export interface HandleResult {
   reason?: FailureReason | "consent-rejected" | "consent-timeout";
   /** Seconds the block lasts; -1 indefinite. */
   lifetime?: number;
+  /** With "enforced": every element this mitigation holds (kept in the dialer's state file). */
+  elements?: ElementRef[];
+}
+
+/** What the dialer's state file keeps of an enforced mitigation (Decision.enforcement). */
+export interface StoredEnforcement {
+  action: EnforcementAction;
+  elements: ElementRef[];
+}
+
+const ELEMENT_KEY = /^[0-9A-Fa-f:./ -]{1,200}$/;
+
+/** Reads Decision.enforcement back from a state file; undefined when it is not one of ours. */
+export function parseStoredEnforcement(v: unknown): StoredEnforcement | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const o = v as { action?: unknown; elements?: unknown };
+  if (o.action !== "block" && o.action !== "quarantine") return undefined;
+  if (!Array.isArray(o.elements) || o.elements.length === 0) return undefined;
+  const elements: ElementRef[] = [];
+  for (const e of o.elements as Array<{ set?: unknown; key?: unknown }>) {
+    // the key goes into a filter command: only address/number/range characters
+    if (typeof e !== "object" || e === null || !SET_NAMES.includes(e.set as SetName) || typeof e.key !== "string" || !ELEMENT_KEY.test(e.key)) return undefined;
+    elements.push({ set: e.set as SetName, key: e.key });
+  }
+  return { action: o.action, elements };
 }
 
 export interface ConsentRequest {
@@ -444,6 +471,32 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     });
   }
 
+  /**
+   * Puts back the elements a mitigation held before a restart when the kernel lost them (reboot,
+   * flushed table), without a new NAT lookup: the flows that found the device may be gone.
+   */
+  async restore(m: { cuid: string; mid: number; lifetime: number; enforcement: StoredEnforcement }): Promise<HandleResult> {
+    if (this.closed) return this.result(m, "failed", "the enforcer is closed", [], { reason: "closed" });
+    const key = keyOf(m.cuid, m.mid);
+    const lifetime = m.lifetime;
+    try {
+      return await this.serial(async () => {
+        await this.ensureSetup();
+        const tag = mitigationTag(m.cuid, m.mid);
+        const elements = m.enforcement.elements;
+        const script = this.addScript(key, elements, lifetime, tag);
+        await this.backend.apply(script);
+        const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: m.enforcement.action, devices: [], elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
+        this.track(act);
+        this.emit("enforcement", { change: "reconciled", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
+        return { ...this.result(m, "enforced", `restored after restart: ${this.describe(act)}`, [], { script, lifetime, elements }), action: act.action };
+      });
+    } catch (err) {
+      const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
+      return this.result(m, "failed", (err as Error).message, [], { reason });
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -478,7 +531,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: this.action, devices, elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
         this.track(act);
         this.emit("enforcement", { change: "added", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
-        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
       });
     } catch (err) {
       const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
@@ -521,7 +574,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         act.devices = devices;
         this.arm(key, act);
         this.emit("enforcement", { change: "refreshed", cuid: act.cuid, mid: act.mid, elements: all.length, script });
-        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
       });
     } catch (err) {
       return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "backend-error" });

@@ -15,7 +15,7 @@ const PSK = ["--psk-identity", "home-1", "--psk-key", "text:e2e-restart-psk-0123
 const PUBLIC = "198.51.100.2";
 
 describe("home restart: durable mitigation state keeps the device blocked (netns, nftables, TLS)", function () {
-  this.timeout(40_000);
+  this.timeout(60_000);
   let lab: Lab | undefined;
   let stateDir: string;
   const senders: Sender[] = [];
@@ -28,8 +28,8 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     for (const tool of ["ip", "nft", "conntrack"]) requireOrSkip(this, tool, hasCommand(tool));
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-home-restart-"));
     lab = await createLab();
-    senders.push(lab.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 200, maxSeconds: 38 }));
-    senders.push(lab.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 200, maxSeconds: 38 }));
+    senders.push(lab.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 200, maxSeconds: 58 }));
+    senders.push(lab.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 200, maxSeconds: 58 }));
     [seen] = await waitFor("the flood to reach the victim", async () => {
       const s = await lab!.seenDeviceSources();
       return s.length > 0 ? s : undefined;
@@ -116,6 +116,19 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     const text = JSON.stringify(got.outcome);
     assert.match(text, /"code":"2\.05"/, text);
     assert.match(text, /attack-successfully-mitigated/, text);
+
+    // a power cut loses the kernel's table too: the state file says what to put back
+    const ups2 = sessionUps(isp);
+    await home.stop("SIGKILL");
+    lab!.exec("router", ["nft", "delete", "table", "inet", "dots_call_home"]);
+    home = dial(port);
+    const back = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "reconciled", 10_000, "elements put back");
+    assert.match(String(back.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 5\d\ds/);
+    const missing = await home.waitFor((l) => l.event === "reconciled", 10_000, "reconciled");
+    assert.deepEqual((missing.missing as Array<{ mid: number }>).map((m) => m.mid), [mid]);
+    await waitFor("the home to reconnect", async () => sessionUps(isp) > ups2, 15_000, 100);
+    await sleep(200);
+    assert.equal((await rise(800)).dev, 0, "blocked again from the state file after the kernel lost its table");
 
     isp.send({ cmd: "withdraw", id: "w1", session: "home-1", mid });
     const w = await isp.waitFor((l: CliLine) => l.event === "response" && l.id === "w1", 10_000, "withdraw response");
