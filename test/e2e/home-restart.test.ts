@@ -107,7 +107,7 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     const later = await rise(1000);
     assert.equal(later.dev, 0, "still blocked after the restart");
     assert.ok(later.other > 50, `the other LAN host is spared: ${later.other}`);
-    const els = await new NftablesBackend(lab!.router).listElements();
+    const els = await new NftablesBackend(lab!.router).list();
     assert.ok(els.some((e) => e.comment?.endsWith(`/${mid}`)), "the kernel element survived the restart");
 
     // the ISP finds the mitigation on the restarted home, still status 2
