@@ -4,7 +4,7 @@ import type { Decision, MitigationEnded, MitigationEvent } from "../dots/api";
 import { HomeError } from "./errors";
 import { createHomeEnforcer, parseStoredEnforcement, type EnforcementAction, type HandleResult, type HomeEnforcer } from "./enforcer";
 import type { ConsentPolicy } from "./consent";
-import { createNatSource, parseNatSpec } from "./nat-source";
+import { parseNatSpec, sharedNatSource } from "./nat-source";
 import { CommandRunner, netnsRunner } from "./runner";
 
 /** What wireDialer needs of CallHomeDialer (src/dots/home-engine.ts). */
@@ -147,6 +147,7 @@ export async function createHomeEnforcerFromFlags(flags: EnforcementFlags): Prom
     throw new InvalidOptionError("nat", (err as Error).message);
   }
   const runner = flags.netns ? netnsRunner(flags.netns) : new CommandRunner();
-  const nat = await createNatSource(spec, { runner });
+  // one NAT source (one conntrack -E child) per router, shared by every enforcer in this process
+  const nat = await sharedNatSource(spec, { runner, router: flags.netns ?? "host" });
   return createHomeEnforcer({ nat, backend, action, consent, runner, table: flags.table });
 }
