@@ -32,6 +32,15 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env, uid: numbe
   return `${base}/dots-call-home`;
 }
 
+/** --state-dir (or stateDir in --config, relative to the file): a path, "none" (memory only), or the default. */
+function stateDirFrom(flag: unknown, fromFile: unknown, fileBase: string | undefined): string | undefined {
+  const configured = flag ?? fromFile;
+  if (configured === undefined) return defaultStateDir();
+  if (typeof configured !== "string" || configured.length === 0) throw new CliUsageError(`state-dir must be a directory path or "none"`);
+  if (configured === "none") return undefined;
+  return flag !== undefined ? configured : resolveFrom(fileBase, configured);
+}
+
 export const HELP = `dots-call-home: DOTS Signal Channel Call Home (RFC 9066 over RFC 9132) without Node-RED
 
 Usage:
@@ -145,6 +154,11 @@ dial options:
   --allow-indefinite-lifetime   grant lifetime -1 as indefinite (otherwise 3600 s is granted)
   --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
                            mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
+  --state-dir DIR          where the home keeps its mitigations durably (one file per dialer,
+                           written before each answer; created 0700). A restart serves them
+                           again and keeps the devices blocked; "none": memory only (labs).
+                           Default as for listen: $STATE_DIRECTORY, else /var/lib/dots-call-home
+                           (root), else ~/.local/state/dots-call-home
 
   Enforcement (a headless router blocks by itself; needs root, nft and conntrack):
   --enforce nftables|dry-run   each accepted mitigation goes through NAT lookup and the filter
@@ -280,6 +294,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "reconnect-max": "number",
   "allow-indefinite-lifetime": "boolean",
   "terminating-period": "number",
+  "state-dir": "string",
   enforce: "string",
   nat: "string",
   action: "string",
@@ -597,10 +612,7 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   const options: ListenerOptions = { port, host, transports: { dtls, tls }, dropList, homePrefixes };
   if (psk.length > 0) options.psk = psk;
   if (certificate) options.certificate = certificate;
-  const configured = f["state-dir"] ?? settings.stateDir;
-  if (configured !== undefined && (typeof configured !== "string" || configured.length === 0)) throw new CliUsageError(`state-dir must be a directory path or "none"`);
-  if (configured === undefined) options.stateDir = defaultStateDir();
-  else if (configured !== "none") options.stateDir = f["state-dir"] !== undefined ? (configured as string) : resolveFrom(fileBase, configured as string);
+  options.stateDir = stateDirFrom(f["state-dir"], settings.stateDir, fileBase);
   const out: ListenConfig = { options };
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");
@@ -688,6 +700,7 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   }
   const indefinite = f["allow-indefinite-lifetime"] ?? settings.allowIndefiniteLifetime;
   if (indefinite !== undefined) options.allowIndefiniteLifetime = indefinite === true;
+  options.stateDir = stateDirFrom(f["state-dir"], settings.stateDir, base);
 
   const out: DialConfig = { options };
   const terminating = f["terminating-period"] ?? settings.terminatingPeriodMs;

@@ -3,8 +3,8 @@
 import type { DecisionOutcome } from "../dots/api";
 import { CallHomeDialer } from "../dots/home-engine";
 import type { Device } from "../home/nat-lookup";
-import type { HomeEnforcer } from "../home/enforcer";
-import { createHomeEnforcerFromFlags, wireDialer } from "../home/wiring";
+import type { HandleResult, HomeEnforcer } from "../home/enforcer";
+import { createHomeEnforcerFromFlags, resumeMissing, wireDialer } from "../home/wiring";
 import type { DialConfig } from "./args";
 import type { EventWriter } from "./jsonl";
 
@@ -52,7 +52,8 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
   dialer.on("disconnected", (i) => emit("disconnected", i));
   dialer.on("ended", (e) => emit("ended", { ...e }));
   dialer.on("redirected", (r) => emit("redirected", r));
-  dialer.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
+  dialer.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...((e as { file?: string }).file ? { file: (e as { file?: string }).file } : {}) }));
+  dialer.on("restored", (r) => emit("restored", { ...r }));
   dialer.on("mitigation", (m) => {
     emit("mitigation", { ...m });
     if (config.autoDecide && m.kind === "new") {
@@ -87,13 +88,14 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
     // fail fast on a missing nft or permission, before the ISP can send anything
     await e.start();
     await e.lookup.source.start(); // reads the static table / builds the conntrack index now
-    const report = await e.reconcile(dialer.mitigations());
+    const held = dialer.mitigations();
+    const report = await e.reconcile(held);
     emit("enforcer-ready", { backend: e.backend.kind, table: e.backend.table, action: e.action, consent: e.consent.policy, nat: e.lookup.source.kind });
-    if (report.removed.length > 0 || report.kept.length > 0) {
+    if (report.removed.length > 0 || report.kept.length > 0 || report.missing.length > 0) {
       emit("reconciled", { kept: report.kept, missing: report.missing, removed: report.removed.length, ...(report.script ? { script: report.script } : {}) });
     }
-    unwire = wireDialer(dialer, e, {
-      onResult: (r) =>
+    const wiring = {
+      onResult: (r: HandleResult) =>
         emit("decision", {
           cuid: r.cuid,
           mid: r.mid,
@@ -105,8 +107,11 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
           ...(r.script && r.outcome !== "pending" ? { script: r.script } : {}),
           source: "enforcer",
         }),
-      onError: (err) => emit("error", { code: (err as { code?: string }).code ?? "ENFORCER", message: err.message }),
-    });
+      onError: (err: Error) => emit("error", { code: (err as { code?: string }).code ?? "ENFORCER", message: err.message }),
+    };
+    unwire = wireDialer(dialer, e, wiring);
+    // live mitigations from the state file whose elements the kernel lost (reboot): block again
+    await resumeMissing(dialer, e, held, report.missing, wiring);
   };
 
   const consentAnswer = (cmd: Cmd, approve: boolean): void => {
@@ -122,6 +127,8 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
 
   return {
     async start() {
+      // the state file first: reconcile must know which kernel elements live mitigations own
+      await dialer.restore();
       if (config.enforcement) await startEnforcer(config.enforcement);
       await dialer.start();
     },

@@ -149,9 +149,13 @@ export interface Decision {
   outcome: DecisionOutcome;
   /** Free text shown to operators (what was blocked, why it failed). */
   detail?: string;
+  /** What enforcement added (e.g. filter elements), kept with the mitigation in the state file. */
+  enforcement?: DotsJson;
 }
 
 export interface CallHomeDialerEvents {
+  /** The state file was read at start: mitigations served again, lapsed ones dropped (DialerOptions.stateDir). */
+  restored: [{ file: string; mitigations: number; expired: number; refused: number }];
   /** RFC 8973 discovery found these candidates (only with DialerOptions.discover). */
   discovered: [{ domain: string; candidates: Array<{ host: string; address: string; port: number; transport: "dtls" | "tls" }> }];
   connecting: [{ host: string; port: number; transport: "dtls" | "tls" }];
@@ -169,5 +173,5 @@ export interface CallHomeDialerApi {
   /** Hand back the outcome for a mitigation; throws if the mid is unknown. */
   decide(decision: Decision): void;
   /** Active mitigations with their status labels and remaining lifetimes. */
-  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }>;
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson; enforcement?: DotsJson }>;
 }

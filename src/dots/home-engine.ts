@@ -15,6 +15,7 @@ import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, 
 import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
 import { HeartbeatScheduler } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
+import { HomeStateFile, stateFileName } from "./home-state";
 import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
 import { SessionConfig, toTransmissionParameters, type ConfigSet } from "./session-config";
 
@@ -55,6 +56,11 @@ export interface HomeEngineTuning {
   transportCacheMs?: number;
   /** How long a TLS winner stays first before UDP is tried first again, ms. Default 24 h (RFC 9132 4.3). */
   udpReprobeMs?: number;
+  /** State file name inside stateDir. Default: derived from the credentials' identity, hosts and port. */
+  stateName?: string;
+  /** State file bounds. Defaults 4096 mitigations, 8 MiB. */
+  stateMaxMitigations?: number;
+  stateMaxBytes?: number;
 }
 
 /** Spacing of notifications without an RTT estimate (RFC 9132 section 4.4.2.1), ms. */
@@ -111,6 +117,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private redirect: ActiveRedirect | undefined;
   private connecting = false;
   private stopped: Promise<void> | undefined;
+  /** Durable mitigation state (DialerOptions.stateDir); absent: memory only. */
+  readonly stateFile: HomeStateFile | undefined;
+  private restoring: Promise<void> | undefined;
+  private lastStateError: string | undefined;
 
   constructor(options: HomeEngineOptions) {
     super();
@@ -137,6 +147,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       msPerSecond: this.tuning.lifetimeMsPerSecond,
       maxPerClient: this.tuning.maxMitigationsPerClient,
     });
+    if (options.stateDir !== undefined) {
+      const identity = this.tuning.stateName ?? `${options.psk?.identity ?? options.certificate?.servername ?? (options.hosts.join(",") || options.discover?.domain || "")}@${options.port}`;
+      this.stateFile = new HomeStateFile(options.stateDir, this.tuning.stateName ?? stateFileName(identity), { maxMitigations: this.tuning.stateMaxMitigations, maxBytes: this.tuning.stateMaxBytes });
+    }
     this.resources = new HomeResources({
       store: this.store,
       config: this.config,
@@ -148,6 +162,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       statusPeriodMs: this.tuning.statusPeriodMs,
       notifyMinIntervalMs: this.tuning.notifyMinIntervalMs ?? (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),
       canRedirect: (t) => this.checkRedirect(t),
+      persist: this.stateFile ? () => this.persistState() : undefined,
     });
     this.resources.on("mitigation", (e) => this.emit("mitigation", e));
     this.resources.on("ended", (e) => this.emit("ended", e));
@@ -155,6 +170,9 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.resources.on("heartbeat", () => this.session?.heartbeat.peerHeartbeat());
     this.resources.on("redirect", (t) => this.followRedirect(t));
     this.store.on("activity", (on) => this.config.setMitigating(on));
+    // Changes nobody answers for (expiry, end of the terminating period, a late decision) are saved too.
+    this.store.on("change", () => this.persistInBackground());
+    this.store.on("removed", () => this.persistInBackground());
     this.config.on("change", (set) => this.applyConfig(set));
   }
 
@@ -167,7 +185,54 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     if (transportsFor(this.opts.transport, this.opts.psk !== undefined).includes("dtls")) await loadDtlsClient();
     if (this.running || this.stopped) return;
     this.running = true;
+    await this.restore();
+    if (!this.running) return;
     this.scheduleConnect(0);
+  }
+
+  /**
+   * Loads the state file once (start() calls it; call it earlier to reconcile enforcement before
+   * connecting): lapsed mitigations are dropped, the rest is served again with its status and
+   * timers. Problems become 'error' events naming the file; never a throw.
+   */
+  restore(): Promise<void> {
+    this.restoring ??= (async () => {
+      const f = this.stateFile;
+      if (!f) return;
+      try {
+        await f.prepare();
+      } catch (e) {
+        this.emit("error", e as Error);
+      }
+      const loaded = await f.load();
+      if (loaded.error) this.emit("error", loaded.error);
+      const r = this.store.restore(loaded.entries);
+      this.emit("restored", { file: f.file, mitigations: r.restored.length, expired: r.expired, refused: r.refused });
+      // The file now says what is held (lapsed entries gone, a damaged file replaced).
+      if (loaded.error || r.expired > 0 || r.refused > 0) this.persistInBackground();
+    })();
+    return this.restoring;
+  }
+
+  private persistState(): Promise<void> {
+    const f = this.stateFile;
+    if (!f) return Promise.resolve();
+    return f.save(() => this.store.snapshot()).then(
+      () => {
+        this.lastStateError = undefined;
+      },
+      (e: Error) => {
+        // One event per new problem, not one per request.
+        if (e.message !== this.lastStateError) this.emit("error", e);
+        this.lastStateError = e.message;
+        throw e;
+      },
+    );
+  }
+
+  private persistInBackground(): void {
+    if (!this.stateFile || this.stopped) return;
+    this.persistState().catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -181,6 +246,12 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       const s = this.session;
       if (s) await this.closeSession(s, "stopped");
       this.resources.dropConnectionState();
+      if (this.stateFile) {
+        // Durable state outlives this process: the next start serves these again, so nothing ends here.
+        await this.persistState().catch(() => undefined);
+        this.store.clear();
+        return;
+      }
       // The outside world lifts its enforcement: nothing will expire or withdraw these any more.
       for (const m of this.store.list()) {
         if (m.active) this.emit("ended", { cuid: m.cuid, mid: m.mid, reason: "session-reset", scope: { ...m.scope } });
@@ -194,8 +265,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.resources.decide(decision);
   }
 
-  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson }> {
-    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope } }));
+  mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson; enforcement?: DotsJson }> {
+    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope }, ...(m.enforcement ? { enforcement: m.enforcement } : {}) }));
   }
 
   /** True while a session with the ISP is up. */

@@ -102,6 +102,11 @@ export interface HomeResourcesOptions {
    * closes and reconnects on 'redirect'), or a reason text for 4.00. Without it, redirects get 4.00.
    */
   canRedirect?: (target: RedirectTarget) => Promise<string | undefined>;
+  /**
+   * Makes the store's current state durable; every /mitigate answer that acknowledges state waits
+   * for it. A rejection becomes 5.03 with its message (state that cannot be kept is not acknowledged).
+   */
+  persist?: () => Promise<void>;
 }
 
 export interface HomeResourcesEvents {
@@ -203,6 +208,7 @@ export class HomeResources extends EventEmitter {
   private readonly statusPeriodMs: number;
   private readonly notifyMinIntervalMs: () => number;
   private periodicTimer: NodeJS.Timeout | undefined;
+  private readonly persist?: () => Promise<void>;
 
   constructor(opts: HomeResourcesOptions) {
     super();
@@ -218,6 +224,7 @@ export class HomeResources extends EventEmitter {
     // -1 always passes validation here: whether it is granted as indefinite is the store's call.
     this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
     this.canRedirect = opts.canRedirect;
+    this.persist = opts.persist;
     this.homePrefixes = opts.homePrefixes.map((p) => {
       const parsed = parsePrefix(p);
       if (!parsed) throw new RangeError(`home prefix "${p}" is not an IP prefix (address/length)`);
@@ -239,6 +246,26 @@ export class HomeResources extends EventEmitter {
         this.emit("error", e instanceof Error ? e : new Error(String(e)));
       }
     }
+  }
+
+  /** Answers once the state the answer acknowledges is durable; 5.03 when it cannot be kept. */
+  private durable(reqs: ResourceRequest[], res: () => ResourceResponse, onFail?: () => void): void {
+    if (!this.persist) {
+      const r = res();
+      for (const q of reqs) this.safeRespond(q, r);
+      return;
+    }
+    this.persist().then(
+      () => {
+        const r = res();
+        for (const q of reqs) this.safeRespond(q, r);
+      },
+      (e: Error) => {
+        onFail?.();
+        const r = text(Code.ServiceUnavailable, `mitigation state cannot be kept durably, not acknowledged: ${e.message}`);
+        for (const q of reqs) this.safeRespond(q, r);
+      },
+    );
   }
 
   private safeRespond(req: ResourceRequest, res: ResourceResponse): void {
@@ -300,8 +327,8 @@ export class HomeResources extends EventEmitter {
         if (mid === undefined) throw new BadRequest(Code.BadRequest, "DELETE /mitigate needs a mid Uri-Path segment (mid=...)");
         this.flushPending(cuid, mid);
         this.store.withdraw(cuid, mid);
-        // 2.02 even when the mid is unknown (RFC 9132 section 4.4.4).
-        return this.safeRespond(req, { code: Code.Deleted });
+        // 2.02 even when the mid is unknown (RFC 9132 section 4.4.4), once the withdrawal is durable.
+        return this.durable([req], () => ({ code: Code.Deleted }));
       default:
         throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /mitigate (GET, PUT, DELETE)`);
     }
@@ -406,19 +433,34 @@ export class HomeResources extends EventEmitter {
           }),
         );
       case "refreshed":
-      case "efficacy":
-        this.safeRespond(req, this.cbor(Code.Changed, this.answerBody(r.mitigation)));
-        this.emit("mitigation", this.event(r.mitigation, r.kind === "refreshed" ? "refresh" : "efficacy"));
+      case "efficacy": {
+        const m = r.mitigation;
+        this.durable([req], () => this.cbor(Code.Changed, this.answerBody(m)));
+        this.emit("mitigation", this.event(m, r.kind === "refreshed" ? "refresh" : "efficacy"));
         return;
+      }
       case "created": {
         const entry: PendingAnswer = { requests: [req] };
         this.pending.set(key, entry);
-        if (this.decisionWaitMs > 0) {
-          entry.timer = setTimeout(() => this.flushPending(cuid, mid), this.decisionWaitMs);
-          entry.timer.unref();
-        }
-        this.emit("mitigation", this.event(r.mitigation, "new"));
-        if (this.decisionWaitMs <= 0) this.flushPending(cuid, mid);
+        const hand = () => {
+          if (this.pending.get(key) !== entry) return;
+          if (this.decisionWaitMs > 0) {
+            entry.timer = setTimeout(() => this.flushPending(cuid, mid), this.decisionWaitMs);
+            entry.timer.unref();
+          }
+          this.emit("mitigation", this.event(r.mitigation, "new"));
+          if (this.decisionWaitMs <= 0) this.flushPending(cuid, mid);
+        };
+        if (!this.persist) return hand();
+        // Nothing is handed on (enforced) before the request itself is durable.
+        this.persist().then(hand, (e: Error) => {
+          if (this.pending.get(key) !== entry) return;
+          this.pending.delete(key);
+          this.store.discard(cuid, mid);
+          const res = text(Code.ServiceUnavailable, `mitigation state cannot be kept durably, not acknowledged: ${e.message}`);
+          for (const q of entry.requests) this.safeRespond(q, res);
+          this.emit("error", e);
+        });
         return;
       }
     }
@@ -444,8 +486,7 @@ export class HomeResources extends EventEmitter {
     // it was created; its final status follows as a notification.
     const m = this.store.get(cuid, mid) ?? gone;
     if (!m) return;
-    const res = this.cbor(Code.Created, this.answerBody(m));
-    for (const r of entry.requests) this.safeRespond(r, res);
+    this.durable(entry.requests, () => this.cbor(Code.Created, this.answerBody(m)));
   }
 
   private getMitigations(req: ResourceRequest, cuid: string, mid?: number): void {
@@ -563,10 +604,10 @@ export class HomeResources extends EventEmitter {
     const key = `${m.cuid}/${m.mid}`;
     switch (d.outcome) {
       case "enforced":
-        this.store.setStatus(m.cuid, m.mid, MitigationStatus.Mitigated, d.detail);
+        this.store.setStatus(m.cuid, m.mid, MitigationStatus.Mitigated, d.detail, d.enforcement);
         break;
       case "pending":
-        this.store.setStatus(m.cuid, m.mid, MitigationStatus.InProgress, d.detail);
+        this.store.setStatus(m.cuid, m.mid, MitigationStatus.InProgress, d.detail, d.enforcement);
         break;
       case "failed":
         this.store.setStatus(m.cuid, m.mid, MitigationStatus.ExceededCapability, d.detail);
@@ -580,7 +621,7 @@ export class HomeResources extends EventEmitter {
             [MITIGATION_SCOPE_KEY]: { scope: [{ mid: m.mid, "conflict-information": { "conflict-cause": "request-rejected-legitimate-traffic" } }] },
           });
           this.store.discard(m.cuid, m.mid);
-          for (const r of waiting.requests) this.safeRespond(r, res);
+          this.durable(waiting.requests, () => res);
         } else {
           this.store.deactivate(m.cuid, m.mid, 4, d.detail);
         }

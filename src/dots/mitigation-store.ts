@@ -7,6 +7,7 @@ import { EventEmitter } from "node:events";
 import * as ipaddr from "ipaddr.js";
 import { dotsEnumLabels } from "../cbor";
 import type { DotsJson } from "./api";
+import type { StoredMitigation } from "./home-state";
 
 /** RFC 9132 status registry (key 16). */
 export const MitigationStatus = {
@@ -50,6 +51,8 @@ export interface Mitigation {
   terminatingPeriodMs: number;
   /** Operator text from the decision (what was blocked, why it failed). */
   detail?: string;
+  /** What enforcement added (from the decision; kept in the state file so a restart can restore it). */
+  enforcement?: DotsJson;
 }
 
 export interface MitigationStoreOptions {
@@ -377,10 +380,11 @@ export class MitigationStore extends EventEmitter {
   }
 
   /** The outside world's verdict: status 1, 2 or 4 for an active mitigation. */
-  setStatus(cuid: string, mid: number, status: MitigationStatusCode, detail?: string): Mitigation | undefined {
+  setStatus(cuid: string, mid: number, status: MitigationStatusCode, detail?: string, enforcement?: DotsJson): Mitigation | undefined {
     const m = this.get(cuid, mid);
     if (!m || !m.active) return undefined;
     if (detail !== undefined) m.detail = detail;
+    if (enforcement !== undefined) m.enforcement = enforcement;
     if (m.terminatingUntil !== undefined) return m; // stays 5 until it ends
     if (m.status === status) return m;
     m.status = status;
@@ -431,6 +435,78 @@ export class MitigationStore extends EventEmitter {
     }
     if (announce && wasActive) this.emit("removed", m, reason);
     this.checkActivity();
+  }
+
+  /** The active mitigations as the state file keeps them (deactivated ones are only visible briefly). */
+  snapshot(): StoredMitigation[] {
+    return this.list()
+      .filter((m) => m.active)
+      .map((m) => {
+        const e: StoredMitigation = {
+          cuid: m.cuid,
+          mid: m.mid,
+          scope: m.scope,
+          lifetime: m.lifetime,
+          expiresAt: m.expiresAt === Infinity ? null : m.expiresAt,
+          status: m.status,
+          mitigationStart: m.mitigationStart,
+          terminatingPeriodMs: m.terminatingPeriodMs,
+        };
+        if (m.attackStatus !== undefined) e.attackStatus = m.attackStatus;
+        if (m.terminatingUntil !== undefined) e.terminatingUntil = m.terminatingUntil;
+        if (m.detail !== undefined) e.detail = m.detail;
+        if (m.enforcement !== undefined) e.enforcement = m.enforcement;
+        return e;
+      });
+  }
+
+  /**
+   * Takes back mitigations from the state file after a restart: what has lapsed (lifetime or
+   * terminating period) is dropped, the rest keeps its status and gets its timers re-armed.
+   * Entries over the limits or clashing with one already held are dropped and counted.
+   */
+  restore(entries: readonly StoredMitigation[]): { restored: Mitigation[]; expired: number; refused: number } {
+    const now = this.now();
+    const restored: Mitigation[] = [];
+    let expired = 0;
+    let refused = 0;
+    for (const e of entries) {
+      if ((e.expiresAt !== null && e.expiresAt <= now) || (e.terminatingUntil !== undefined && e.terminatingUntil <= now)) {
+        expired++;
+        continue;
+      }
+      const own = this.clients.get(e.cuid);
+      if (own?.has(e.mid) || (!own && this.clients.size >= this.opts.maxClients) || (own && own.size >= this.opts.maxPerClient)) {
+        refused++;
+        continue;
+      }
+      const m: Mitigation = {
+        cuid: e.cuid,
+        mid: e.mid,
+        scope: e.scope,
+        lifetime: e.lifetime,
+        expiresAt: e.expiresAt === null ? Infinity : e.expiresAt,
+        status: e.status as MitigationStatusCode,
+        mitigationStart: e.mitigationStart,
+        active: true,
+        terminatingPeriodMs: e.terminatingPeriodMs,
+      };
+      if (e.attackStatus !== undefined) m.attackStatus = e.attackStatus;
+      if (e.detail !== undefined) m.detail = e.detail;
+      if (e.enforcement !== undefined) m.enforcement = e.enforcement;
+      const map = own ?? new Map<number, Mitigation>();
+      this.clients.set(e.cuid, map);
+      map.set(e.mid, m);
+      if (e.terminatingUntil !== undefined) {
+        m.terminatingUntil = e.terminatingUntil;
+        this.arm(m, e.terminatingUntil - now, () => this.drop(m, "withdrawn", true));
+      } else if (m.expiresAt !== Infinity) {
+        this.arm(m, m.expiresAt - now, () => this.drop(m, "expired", true));
+      }
+      restored.push(m);
+    }
+    this.checkActivity();
+    return { restored, expired, refused };
   }
 
   /** Frees every timer and entry (stop()). Emits nothing. */

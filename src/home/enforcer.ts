@@ -7,20 +7,19 @@ import type { DecisionOutcome } from "../dots/api";
 import { ConsentGate, type ConsentPolicy } from "./consent";
 import { HomeError, TooManyElementsError, NftError, InvalidScopeError } from "./errors";
 import { canonicalAddress, canonicalMac } from "./address";
-import { DryRunBackend, NftablesBackend, type FilterBackend } from "./filter-backend";
+import { DryRunBackend, NftablesBackend, type ElementAdd, type ElementOp, type FilterBackend } from "./filter-backend";
 import { NatLookup, type Device } from "./nat-lookup";
 import type { NatSource } from "./nat-source";
 import {
-  addElementsScript,
   blockElements,
-  deleteElementsScript,
   elementId,
   mitigationTag,
   quarantineElements,
-  setupScript,
   DEFAULT_TABLE,
   MAX_NFT_TIMEOUT_SEC,
+  SET_NAMES,
   type ElementRef,
+  type SetName,
   type TableElement,
 } from "./nft-script";
 import { CommandRunner } from "./runner";
@@ -87,6 +86,31 @@ export interface HandleResult {
   reason?: FailureReason | "consent-rejected" | "consent-timeout";
   /** Seconds the block lasts; -1 indefinite. */
   lifetime?: number;
+  /** With "enforced": every element this mitigation holds (kept in the dialer's state file). */
+  elements?: ElementRef[];
+}
+
+/** What the dialer's state file keeps of an enforced mitigation (Decision.enforcement). */
+export interface StoredEnforcement {
+  action: EnforcementAction;
+  elements: ElementRef[];
+}
+
+const ELEMENT_KEY = /^[0-9A-Fa-f:./ -]{1,200}$/;
+
+/** Reads Decision.enforcement back from a state file; undefined when it is not one of ours. */
+export function parseStoredEnforcement(v: unknown): StoredEnforcement | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const o = v as { action?: unknown; elements?: unknown };
+  if (o.action !== "block" && o.action !== "quarantine") return undefined;
+  if (!Array.isArray(o.elements) || o.elements.length === 0) return undefined;
+  const elements: ElementRef[] = [];
+  for (const e of o.elements as Array<{ set?: unknown; key?: unknown }>) {
+    // the key goes into a filter command: only address/number/range characters
+    if (typeof e !== "object" || e === null || !SET_NAMES.includes(e.set as SetName) || typeof e.key !== "string" || !ELEMENT_KEY.test(e.key)) return undefined;
+    elements.push({ set: e.set as SetName, key: e.key });
+  }
+  return { action: o.action, elements };
 }
 
 export interface ConsentRequest {
@@ -279,7 +303,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     if (this.consent.policy.mode === "auto") return this.enforce(m, lifetime, devices, elements);
 
     const policy = this.consent.policy;
-    const script = addElementsScript(this.table, elements.map((e) => ({ element: e, opts: { timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) } })));
+    const script = this.backend.render([{ add: elements.map((e) => ({ element: e, timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) })) }]);
     const pending: PendingMitigation = { input: m, lifetime, devices, elements };
     this.pendingMap.set(key, pending);
     let answer;
@@ -390,7 +414,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       await this.ensureSetup();
       const report: ReconcileReport = { kept: [], missing: [], removed: [], adopted: [] };
       const believedByTag = new Map(believed.map((b) => [mitigationTag(b.cuid, b.mid), b]));
-      const table = await this.backend.listElements();
+      const table = await this.backend.list();
       // drop in-memory mitigations nobody believes in any more
       for (const [key, act] of [...this.active]) {
         if (!believedByTag.has(act.tag)) {
@@ -436,12 +460,36 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         }
       }
       if (toDelete.length > 0) {
-        report.script = deleteElementsScript(this.table, toDelete);
-        await this.backend.apply(report.script);
+        report.script = await this.backend.delete(toDelete);
         report.removed = toDelete;
       }
       return report;
     });
+  }
+
+  /**
+   * Puts back the elements a mitigation held before a restart when the kernel lost them (reboot,
+   * flushed table), without a new NAT lookup: the flows that found the device may be gone.
+   */
+  async restore(m: { cuid: string; mid: number; lifetime: number; enforcement: StoredEnforcement }): Promise<HandleResult> {
+    if (this.closed) return this.result(m, "failed", "the enforcer is closed", [], { reason: "closed" });
+    const key = keyOf(m.cuid, m.mid);
+    const lifetime = m.lifetime;
+    try {
+      return await this.serial(async () => {
+        await this.ensureSetup();
+        const tag = mitigationTag(m.cuid, m.mid);
+        const elements = m.enforcement.elements;
+        const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
+        const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: m.enforcement.action, devices: [], elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
+        this.track(act);
+        this.emit("enforcement", { change: "reconciled", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
+        return { ...this.result(m, "enforced", `restored after restart: ${this.describe(act)}`, [], { script, lifetime, elements }), action: act.action };
+      });
+    } catch (err) {
+      const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
+      return this.result(m, "failed", (err as Error).message, [], { reason });
+    }
   }
 
   async close(): Promise<void> {
@@ -473,12 +521,11 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       return await this.serial(async () => {
         await this.ensureSetup();
         const tag = mitigationTag(m.cuid, m.mid);
-        const script = this.addScript(key, elements, lifetime, tag);
-        await this.backend.apply(script);
+        const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
         const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: this.action, devices, elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
         this.track(act);
         this.emit("enforcement", { change: "added", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
-        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
       });
     } catch (err) {
       const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
@@ -513,15 +560,14 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         // the refreshed lifetime must apply to this mitigation's own elements before computing timeouts
         act.lifetime = lifetime;
         act.expiresAt = lifetime === -1 ? undefined : Date.now() + lifetime * 1000;
-        let script = this.addScript(key, all, lifetime, act.tag);
-        await this.backend.apply(script);
+        let script = await this.backend.add(this.addItems(key, all, lifetime, act.tag));
         script += await this.ensureExtended(key, all, lifetime, act.tag);
         for (const e of all) this.hold(key, e);
         act.elements = all;
         act.devices = devices;
         this.arm(key, act);
         this.emit("enforcement", { change: "refreshed", cuid: act.cuid, mid: act.mid, elements: all.length, script });
-        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime });
+        return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
       });
     } catch (err) {
       return this.result(m, "failed", (err as Error).message, devices, { reason: err instanceof NftError ? "nft-error" : "backend-error" });
@@ -535,7 +581,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
    * a delete then an add (a gap of one nft run).
    */
   private async ensureExtended(key: string, elements: ElementRef[], lifetime: number, tag: string): Promise<string> {
-    const table = await this.backend.listElements();
+    const table = await this.backend.list();
     if (!table) return "";
     const want = new Set(elements.map(elementId));
     const stale: ElementRef[] = [];
@@ -546,31 +592,24 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       if (lagging) stale.push({ set: t.set, key: t.key });
     }
     if (stale.length === 0) return "";
-    const items = (els: ElementRef[]) => els.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag } }));
+    const items = (els: ElementRef[]) => els.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag }));
     const plain = stale.filter((e) => e.set.startsWith("quarantine"));
     const interval = stale.filter((e) => !e.set.startsWith("quarantine"));
     let script = "";
     if (plain.length > 0) {
-      const s = addElementsScript(this.table, plain.map((e) => ({ element: e, opts: {} }))) + deleteElementsScript(this.table, plain) + addElementsScript(this.table, items(plain));
-      await this.backend.apply(s);
-      script += s;
+      // add bare first so the delete cannot fail on an element that expired meanwhile
+      script += await this.backend.change([{ add: plain.map((e) => ({ element: e })) }, { delete: plain }, { add: items(plain) }]);
     }
     if (interval.length > 0) {
-      const del = deleteElementsScript(this.table, interval);
-      await this.backend.apply(del);
-      const add = addElementsScript(this.table, items(interval));
-      await this.backend.apply(add);
-      script += del + add;
+      script += await this.backend.delete(interval);
+      script += await this.backend.add(items(interval));
     }
     return script;
   }
 
-  /** add-element script; an element another mitigation holds keeps the longer of the two timeouts. */
-  private addScript(key: string, elements: ElementRef[], lifetime: number, tag: string): string {
-    return addElementsScript(
-      this.table,
-      elements.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag } })),
-    );
+  /** Elements to add; one another mitigation holds keeps the longer of the two timeouts. */
+  private addItems(key: string, elements: ElementRef[], lifetime: number, tag: string): ElementAdd[] {
+    return elements.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag }));
   }
 
   private effectiveTimeout(e: ElementRef, ownKey: string | undefined, ownLifetime: number | undefined): number | undefined {
@@ -598,21 +637,17 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     }
     for (let attempt = 0; attempt < 2; attempt++) {
       // delete only what the kernel still holds: an expired element would fail the transaction
-      const table = await this.backend.listElements();
+      const table = await this.backend.list();
       const present = table ? new Set(table.map((t) => elementId(t))) : undefined;
       const del = present ? sole.filter((e) => present.has(elementId(e))) : sole;
-      let script = del.length > 0 ? deleteElementsScript(this.table, del) : "";
       const keep = shared.filter((e) => !present || present.has(elementId(e)));
-      if (keep.length > 0) {
-        // the remaining holders' timeouts now decide
-        script += addElementsScript(this.table, keep.map((e) => ({ element: e, opts: { timeoutSec: this.effectiveTimeout(e, key, undefined) } })));
-      }
-      if (!script) return undefined;
+      // the remaining holders' timeouts now decide for shared elements
+      const ops: ElementOp[] = [{ delete: del }, { add: keep.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, undefined) })) }];
+      if (del.length === 0 && keep.length === 0) return undefined;
       try {
-        await this.backend.apply(script);
-        return script;
+        return (await this.backend.change(ops)) || undefined;
       } catch (err) {
-        if (attempt === 0 && err instanceof NftError && /No such file or directory/.test(err.nftMessage)) continue;
+        if (attempt === 0 && this.backend.isMissingElement(err)) continue;
         throw err;
       }
     }
@@ -621,7 +656,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
 
   private async ensureSetup(): Promise<void> {
     if (this.setupDone) return;
-    await this.backend.apply(setupScript(this.table));
+    await this.backend.setup();
     this.setupDone = true;
   }
 

@@ -1,16 +1,54 @@
-// Applies nft scripts: the real kernel through `nft -f -` (one atomic transaction per change), or
-// a dry run that only records the exact script it would have applied.
+// Where blocks live. The enforcer speaks in set elements (setup / add / delete / list); a backend
+// turns them into its own commands. nftables: `nft -f -` (one atomic transaction per change) and
+// `nft -j` to read the kernel's elements back; dry run: records the text it would have applied.
+// An iptables/ipset backend is one more class implementing FilterBackend.
 import { CommandFailedError, NftError } from "./errors";
-import { parseTableJson, checkTableName, DEFAULT_TABLE, type TableElement } from "./nft-script";
+import { addElementsScript, checkTableName, deleteElementsScript, parseTableJson, setupScript, DEFAULT_TABLE, type ElementRef, type TableElement } from "./nft-script";
 import { CommandRunner } from "./runner";
 
+/** One element to add, with the mitigation's lifetime as its timeout and its tag as comment. */
+export interface ElementAdd {
+  element: ElementRef;
+  /** Seconds; undefined or -1 = no timeout. */
+  timeoutSec?: number;
+  comment?: string;
+}
+
+/** A step of a change: add these, or delete those (in order, in one transaction). */
+export type ElementOp = { add: ElementAdd[] } | { delete: ElementRef[] };
+
 export interface FilterBackend {
-  readonly kind: "nftables" | "dry-run";
+  /** "nftables", "dry-run", ... (shown to operators). */
+  readonly kind: string;
+  /** Name of our own table (or set prefix) in the kernel. */
   readonly table: string;
-  /** Applies the script as one transaction: all of it or nothing (NftError). */
-  apply(script: string): Promise<void>;
+  /** Creates the table, sets and rules when absent; existing elements survive. */
+  setup(): Promise<string>;
+  /** Adds elements (an existing one gets the new timeout where the kernel allows). Resolves with the applied text. */
+  add(items: ElementAdd[]): Promise<string>;
+  /** Deletes elements; each must exist. Resolves with the applied text. */
+  delete(elements: ElementRef[]): Promise<string>;
+  /** Several steps as one transaction: all of them or none. Resolves with the applied text. */
+  change(ops: ElementOp[]): Promise<string>;
+  /** The text change(ops) would apply (consent requests, logs), applying nothing. */
+  render(ops: ElementOp[]): string;
   /** Elements the kernel holds in our sets; undefined when there is no kernel to ask (dry run). */
-  listElements(): Promise<TableElement[] | undefined>;
+  list(): Promise<TableElement[] | undefined>;
+  /** True when `err` says an element to delete was not there (expired meanwhile). */
+  isMissingElement(err: unknown): boolean;
+}
+
+/** nft text for a change: the same for the real kernel and the dry run. */
+function nftText(table: string, ops: ElementOp[]): string {
+  let out = "";
+  for (const op of ops) {
+    if ("add" in op) {
+      if (op.add.length > 0) out += addElementsScript(table, op.add.map((i) => ({ element: i.element, opts: { timeoutSec: i.timeoutSec, comment: i.comment } })));
+    } else if (op.delete.length > 0) {
+      out += deleteElementsScript(table, op.delete);
+    }
+  }
+  return out;
 }
 
 export class NftablesBackend implements FilterBackend {
@@ -23,6 +61,31 @@ export class NftablesBackend implements FilterBackend {
     this.table = checkTableName(table);
   }
 
+  async setup(): Promise<string> {
+    const script = setupScript(this.table);
+    await this.apply(script);
+    return script;
+  }
+
+  add(items: ElementAdd[]): Promise<string> {
+    return this.change([{ add: items }]);
+  }
+
+  delete(elements: ElementRef[]): Promise<string> {
+    return this.change([{ delete: elements }]);
+  }
+
+  async change(ops: ElementOp[]): Promise<string> {
+    const script = this.render(ops);
+    if (script) await this.apply(script);
+    return script;
+  }
+
+  render(ops: ElementOp[]): string {
+    return nftText(this.table, ops);
+  }
+
+  /** Applies an nft script as one transaction: all of it or nothing (NftError). */
   async apply(script: string): Promise<void> {
     try {
       await this.runner.run(["nft", "-f", "-"], { input: script, timeoutMs: 15_000, maxOutputBytes: 1024 * 1024 });
@@ -32,7 +95,7 @@ export class NftablesBackend implements FilterBackend {
     }
   }
 
-  async listElements(): Promise<TableElement[]> {
+  async list(): Promise<TableElement[]> {
     let stdout: string;
     try {
       ({ stdout } = await this.runner.run(["nft", "-j", "list", "table", "inet", this.table], { timeoutMs: 15_000 }));
@@ -43,21 +106,45 @@ export class NftablesBackend implements FilterBackend {
     }
     return parseTableJson(stdout);
   }
+
+  isMissingElement(err: unknown): boolean {
+    return err instanceof NftError && /No such file or directory/.test(err.nftMessage);
+  }
 }
 
 export class DryRunBackend implements FilterBackend {
-  readonly kind = "dry-run";
+  readonly kind: string = "dry-run";
   readonly table: string;
   /** Every script "applied", oldest first (bounded). */
   readonly scripts: string[] = [];
   constructor(table = DEFAULT_TABLE, private readonly keep = 1000) {
     this.table = checkTableName(table);
   }
-  async apply(script: string): Promise<void> {
+  private record(script: string): string {
+    if (!script) return script;
     this.scripts.push(script);
     if (this.scripts.length > this.keep) this.scripts.shift();
+    return script;
   }
-  async listElements(): Promise<undefined> {
+  async setup(): Promise<string> {
+    return this.record(setupScript(this.table));
+  }
+  async add(items: ElementAdd[]): Promise<string> {
+    return this.change([{ add: items }]);
+  }
+  async delete(elements: ElementRef[]): Promise<string> {
+    return this.change([{ delete: elements }]);
+  }
+  async change(ops: ElementOp[]): Promise<string> {
+    return this.record(this.render(ops));
+  }
+  render(ops: ElementOp[]): string {
+    return nftText(this.table, ops);
+  }
+  async list(): Promise<TableElement[] | undefined> {
     return undefined;
+  }
+  isMissingElement(): boolean {
+    return false;
   }
 }

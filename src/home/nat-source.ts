@@ -444,3 +444,60 @@ export async function createNatSource(spec: NatSpec, opts: CreateNatSourceOption
   if (spec.kind === "static") return new StaticTableSource({ file: spec.file });
   return new StaticTableSource({ entries: spec.entries });
 }
+
+interface SharedEntry {
+  source: Promise<NatSource>;
+  users: number;
+}
+
+/** Live shared sources per router ("host" or a netns name) and spec. */
+const shared = new Map<string, SharedEntry>();
+
+/**
+ * One NAT source per router and spec in this process (one `conntrack -E` child however many
+ * enforcers and dialers use it). Each caller gets its own handle; the source closes with the last.
+ * `router` names where the runner runs (a netns name, or "host").
+ */
+export async function sharedNatSource(spec: NatSpec, opts: CreateNatSourceOptions & { router?: string } = {}): Promise<NatSource> {
+  // static tables and explicit entries are cheap and caller-specific: not shared
+  if (typeof spec === "object" && (spec.kind === "static" || spec.kind === "table")) return createNatSource(spec, opts);
+  const key = `${opts.router ?? "host"}\u0000${JSON.stringify(spec)}`;
+  let entry = shared.get(key);
+  if (!entry) {
+    entry = { source: createNatSource(spec, opts), users: 0 };
+    shared.set(key, entry);
+    const e = entry;
+    e.source.catch(() => {
+      if (shared.get(key) === e) shared.delete(key);
+    });
+  }
+  entry.users++;
+  let inner: NatSource;
+  try {
+    inner = await entry.source;
+  } catch (err) {
+    entry.users--;
+    throw err;
+  }
+  const e = entry;
+  let closed = false;
+  return {
+    kind: inner.kind,
+    start: () => (closed ? Promise.reject(new ClosedError("shared NAT source")) : inner.start()),
+    lookup: (q) => (closed ? Promise.reject(new ClosedError("shared NAT source")) : inner.lookup(q)),
+    ...(inner.macFor ? { macFor: (a: string) => inner.macFor!(a) } : {}),
+    async close() {
+      if (closed) return;
+      closed = true;
+      e.users--;
+      if (e.users > 0) return;
+      if (shared.get(key) === e) shared.delete(key);
+      await inner.close();
+    },
+  };
+}
+
+/** How many processes-wide shared sources are open (tests, diagnostics). */
+export function sharedNatSourceCount(): number {
+  return shared.size;
+}

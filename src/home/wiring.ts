@@ -2,9 +2,9 @@
 // and the CLI flags (--nat, --enforce, --action, --consent).
 import type { Decision, MitigationEnded, MitigationEvent } from "../dots/api";
 import { HomeError } from "./errors";
-import { createHomeEnforcer, type EnforcementAction, type HandleResult, type HomeEnforcer } from "./enforcer";
+import { createHomeEnforcer, parseStoredEnforcement, type EnforcementAction, type HandleResult, type HomeEnforcer } from "./enforcer";
 import type { ConsentPolicy } from "./consent";
-import { createNatSource, parseNatSpec } from "./nat-source";
+import { parseNatSpec, sharedNatSource } from "./nat-source";
 import { CommandRunner, netnsRunner } from "./runner";
 
 /** What wireDialer needs of CallHomeDialer (src/dots/home-engine.ts). */
@@ -32,7 +32,9 @@ export function wireDialer(dialer: DialerLike, enforcer: HomeEnforcer, opts: Wir
   const decide = (r: HandleResult) => {
     opts.onResult?.(r);
     try {
-      dialer.decide({ cuid: r.cuid, mid: r.mid, outcome: r.outcome, detail: r.detail });
+      // what enforcement added goes into the dialer's state file, so a restart can put it back
+      const enforcement = r.outcome === "enforced" && r.elements && r.elements.length > 0 ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) } : undefined;
+      dialer.decide({ cuid: r.cuid, mid: r.mid, outcome: r.outcome, detail: r.detail, ...(enforcement ? { enforcement } : {}) });
     } catch (err) {
       report(err); // the mitigation ended meanwhile
     }
@@ -53,6 +55,46 @@ export function wireDialer(dialer: DialerLike, enforcer: HomeEnforcer, opts: Wir
     dialer.off("ended", onEnded);
     enforcer.off("decision", decide);
   };
+}
+
+/** A mitigation the dialer still holds after a restart (CallHomeDialer.mitigations()). */
+export interface HeldMitigation {
+  cuid: string;
+  mid: number;
+  lifetime: number;
+  scope: unknown;
+  enforcement?: unknown;
+}
+
+/**
+ * After a restart, for the live mitigations whose elements the kernel no longer holds (reconcile's
+ * `missing`: a reboot or a flushed table): put back what the state file says enforcement added,
+ * else handle them again (NAT lookup, consent); every outcome goes to the dialer as a decision.
+ */
+export async function resumeMissing(dialer: DialerLike, enforcer: HomeEnforcer, held: HeldMitigation[], missing: Array<{ cuid: string; mid: number }>, opts: WireOptions = {}): Promise<HandleResult[]> {
+  const byKey = new Map(held.map((m) => [`${m.cuid}/${m.mid}`, m]));
+  const out: HandleResult[] = [];
+  for (const b of missing) {
+    const m = byKey.get(`${b.cuid}/${b.mid}`);
+    if (!m) continue;
+    const stored = parseStoredEnforcement(m.enforcement);
+    let r: HandleResult;
+    try {
+      r = stored ? await enforcer.restore({ cuid: m.cuid, mid: m.mid, lifetime: m.lifetime, enforcement: stored }) : await enforcer.handle({ cuid: m.cuid, mid: m.mid, scope: m.scope, lifetime: m.lifetime, kind: "new" });
+    } catch (err) {
+      opts.onError?.(err instanceof Error ? err : new Error(String(err)));
+      continue;
+    }
+    out.push(r);
+    opts.onResult?.(r);
+    const enforcement = r.outcome === "enforced" && r.elements && r.elements.length > 0 ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) } : undefined;
+    try {
+      dialer.decide({ cuid: r.cuid, mid: r.mid, outcome: r.outcome, detail: r.detail, ...(enforcement ? { enforcement } : {}) });
+    } catch (err) {
+      opts.onError?.(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+  return out;
 }
 
 /** The CLI's enforcement flags, as text. */
@@ -105,6 +147,7 @@ export async function createHomeEnforcerFromFlags(flags: EnforcementFlags): Prom
     throw new InvalidOptionError("nat", (err as Error).message);
   }
   const runner = flags.netns ? netnsRunner(flags.netns) : new CommandRunner();
-  const nat = await createNatSource(spec, { runner });
+  // one NAT source (one conntrack -E child) per router, shared by every enforcer in this process
+  const nat = await sharedNatSource(spec, { runner, router: flags.netns ?? "host" });
   return createHomeEnforcer({ nat, backend, action, consent, runner, table: flags.table });
 }

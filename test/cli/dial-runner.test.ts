@@ -6,6 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseDialArgs, type DialConfig } from "../../src/cli/args";
 import { makeDialRunner, type DialRunner } from "../../src/cli/dial";
+import { STATE_FORMAT, stateFileName } from "../../src/dots/home-state";
 
 type Ev = { event: string } & Record<string, unknown>;
 
@@ -24,7 +25,8 @@ describe("cli/dial runner", () => {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   // port 9 (discard) on loopback: nothing answers, the dialer backs off for a minute
-  const config = (...extra: string[]) => parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", ...extra]) as DialConfig;
+  const config = (...extra: string[]) =>
+    parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", fs.mkdtempSync(path.join(dir, "state-")), ...extra]) as DialConfig;
   const runner = (cfg: DialConfig): { r: DialRunner; events: Ev[] } => {
     const events: Ev[] = [];
     const r = makeDialRunner(cfg, (event, fields = {}) => events.push({ event, ...fields }));
@@ -60,5 +62,32 @@ describe("cli/dial runner", () => {
     assert.throws(() => r.command({ cmd: "approve", mid: "1" }), /"mid" must be a uint32/);
     assert.throws(() => r.command({ cmd: "reject", mid: 5, cuid: 7 }), /"cuid" must be a string/);
     assert.throws(() => r.command({ cmd: "reject", mid: 5 }), /no mitigation with mid 5 waits for consent/);
+  });
+  it("--state-dir with a damaged state file: an error event naming the file, the intact mitigations served, the file kept aside", async () => {
+    const state = fs.mkdtempSync(path.join(dir, "state-"));
+    const file = path.join(state, stateFileName("h@9"));
+    const good = { cuid: "c1", mid: 4, scope: { "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] }, lifetime: 600, expiresAt: Date.now() + 600_000, status: 2, mitigationStart: 1, terminatingPeriodMs: 120000 };
+    fs.writeFileSync(file, [JSON.stringify({ format: STATE_FORMAT, version: 1 }), JSON.stringify(good), '{"cuid":"c1","mid":5,"sco'].join("\n"));
+    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", state]) as DialConfig);
+    await r.start();
+    const err = events.find((e) => e.event === "error" && e.code === "STATE_CORRUPT");
+    assert.ok(err, JSON.stringify(events));
+    assert.equal(err.file, file);
+    assert.match(String(err.message), /cut off/);
+    assert.deepEqual(events.find((e) => e.event === "restored")?.mitigations, 1);
+    r.command({ cmd: "mitigations" });
+    const list = events.find((e) => e.event === "mitigations")!.mitigations as Array<{ mid: number; status: string }>;
+    assert.deepEqual(list.map((m) => [m.mid, m.status]), [[4, "attack-successfully-mitigated"]]);
+    assert.ok(fs.readdirSync(state).some((n) => n.startsWith(`${path.basename(file)}.corrupt-`)), fs.readdirSync(state).join(","));
+  });
+
+  it("--state-dir that cannot be written: a STATE_UNWRITABLE error event, the dialer still starts (and will answer 5.03)", async () => {
+    const blocker = path.join(dir, "a-file");
+    fs.writeFileSync(blocker, "");
+    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", path.join(blocker, "state")]) as DialConfig);
+    await r.start();
+    const err = events.find((e) => e.event === "error" && e.code === "STATE_UNWRITABLE");
+    assert.ok(err && String(err.message).includes(path.join(blocker, "state")), JSON.stringify(events));
+    assert.deepEqual(events.find((e) => e.event === "restored")?.mitigations, 0);
   });
 });

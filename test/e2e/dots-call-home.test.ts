@@ -55,7 +55,7 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
   }
 
   async function tableTags(): Promise<string[]> {
-    const els = await new NftablesBackend(lab!.router).listElements();
+    const els = await new NftablesBackend(lab!.router).list();
     return els.map((e) => e.comment ?? "");
   }
 

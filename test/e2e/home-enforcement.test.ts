@@ -74,7 +74,7 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
   }
 
   async function tableTags(): Promise<string[]> {
-    const els = await new NftablesBackend(lab!.router).listElements();
+    const els = await new NftablesBackend(lab!.router).list();
     return els.map((e) => e.comment ?? "");
   }
 
@@ -217,13 +217,13 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     assert.equal((await e.handle({ cuid: CUID, mid: 40, scope: scope(5), lifetime: 5 })).outcome, "enforced");
     const r = await e.handle({ cuid: CUID, mid: 40, scope: scope(3600), lifetime: 3600, kind: "refresh" });
     assert.equal(r.outcome, "enforced");
-    const els = (await new NftablesBackend(lab!.router).listElements()).filter((x) => x.comment === mitigationTag(CUID, 40));
+    const els = (await new NftablesBackend(lab!.router).list()).filter((x) => x.comment === mitigationTag(CUID, 40));
     assert.ok(els.length > 0);
     assert.ok(els.every((x) => x.expiresSec! > 3000), JSON.stringify(els));
     // to an indefinite lifetime: `add` never drops a timeout, so the elements are re-added without one
     const forever = await e.handle({ cuid: CUID, mid: 40, scope: scope(-1), lifetime: -1, kind: "refresh" });
     assert.equal(forever.outcome, "enforced");
-    const after = (await new NftablesBackend(lab!.router).listElements()).filter((x) => x.comment === mitigationTag(CUID, 40));
+    const after = (await new NftablesBackend(lab!.router).list()).filter((x) => x.comment === mitigationTag(CUID, 40));
     assert.ok(after.length === els.length && after.every((x) => x.expiresSec === undefined), JSON.stringify(after));
     assert.equal((await rise(lab!, 500)).dev, 0, "still blocked throughout");
     await e.end({ cuid: CUID, mid: 40 });

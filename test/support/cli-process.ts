@@ -8,17 +8,12 @@ import * as path from "node:path";
 // Works from .build/<name>/test/support and from dist/test/support alike.
 export const CLI_MAIN = path.resolve(__dirname, "../../src/cli/main.js");
 
-// Test processes keep their default state (systemd's $STATE_DIRECTORY, which the CLI honours) in
-// one temporary directory per test run, not in /var/lib/dots-call-home of the machine.
-let stateDirectory: string | undefined;
-function testEnv(): NodeJS.ProcessEnv {
-  if (process.env.STATE_DIRECTORY) return process.env;
-  if (!stateDirectory) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-state-"));
-    stateDirectory = dir;
-    process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
-  }
-  return { ...process.env, STATE_DIRECTORY: stateDirectory };
+// A process started without --state-dir keeps its default state (systemd's $STATE_DIRECTORY, which
+// the CLI honours) in a fresh temporary directory of its own, removed when it exits: never in
+// /var/lib/dots-call-home of the machine, never shared with another test's process (a home would
+// restore its mitigations).
+function ownStateDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-state-"));
 }
 
 export type CliLine = Record<string, unknown> & { event: string };
@@ -36,9 +31,11 @@ export class CliProcess {
   constructor(args: string[], opts: { netns?: string; name?: string; main?: string } = {}) {
     this.name = opts.name ?? args[0] ?? "dots-call-home";
     const main = opts.main ?? CLI_MAIN;
+    const stateDir = args.includes("--state-dir") ? undefined : ownStateDir();
+    const env = stateDir ? { ...process.env, STATE_DIRECTORY: stateDir } : process.env;
     this.child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, main, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() })
-      : spawn(process.execPath, [main, ...args], { stdio: ["pipe", "pipe", "pipe"], env: testEnv() });
+      ? spawn("ip", ["netns", "exec", opts.netns, process.execPath, main, ...args], { stdio: ["pipe", "pipe", "pipe"], env })
+      : spawn(process.execPath, [main, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
     this.child.stdout.on("data", (c: Buffer) => {
       this.buf += c.toString();
       for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
@@ -55,7 +52,12 @@ export class CliProcess {
       }
     });
     this.child.stderr.on("data", (c: Buffer) => (this.stderr += c.toString()));
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code) => {
+        if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
+        resolve(code);
+      }),
+    );
   }
 
   readonly name: string;

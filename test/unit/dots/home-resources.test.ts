@@ -427,3 +427,50 @@ describe("dots/home-resources", () => {
     });
   });
 });
+
+describe("dots/home-resources durable answers (persist seam)", () => {
+  let store: MitigationStore;
+  let h: HomeResources;
+  afterEach(() => { h.dropConnectionState(); store.clear(); });
+  const make = (persist: () => Promise<void>) => {
+    store = new MitigationStore({ terminatingPeriodMs: 0 });
+    h = new HomeResources({ store, config: new SessionConfig(), codec, homePrefixes: ["203.0.113.0/24"], decisionWaitMs: 0, persist });
+  };
+
+  it("no answer and no hand-off leaves before the state that the answer acknowledges is durable", async () => {
+    const gates: Array<() => void> = [];
+    make(() => new Promise<void>((ok) => gates.push(ok)));
+    const handed: number[] = [];
+    h.on("mitigation", (e) => handed.push(e.mid));
+    let answered = false;
+    const s = send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good() });
+    void s.res.then(() => (answered = true));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual([answered, handed], [false, []], "nothing before the first write");
+    gates.shift()!();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(handed, [1], "handed on once the request itself is durable");
+    assert.equal(answered, false, "the 2.01 waits for the write that holds its status");
+    while (gates.length) gates.shift()!();
+    assert.equal((await s.res).code, Code.Created);
+    const d = send(h, { method: Code.DELETE, path: `${P}/mid=1` });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(gates.length, 1, "a withdrawal is written before its 2.02");
+    gates.shift()!();
+    assert.equal((await d.res).code, Code.Deleted);
+  });
+
+  it("state that cannot be kept is not acknowledged: 5.03 with the reason, nothing enforced or held", async () => {
+    make(() => Promise.reject(new Error("state file /x/h.state cannot be written: EROFS")));
+    const errors: Error[] = [];
+    const handed: number[] = [];
+    h.on("error", (e) => errors.push(e));
+    h.on("mitigation", (e) => handed.push(e.mid));
+    const r = await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good() }).res;
+    assert.equal(r.code, Code.ServiceUnavailable);
+    assert.match(diag(r), /cannot be kept durably, not acknowledged: state file \/x\/h\.state cannot be written: EROFS/);
+    assert.equal(store.get("abc", 1), undefined);
+    assert.deepEqual(handed, []);
+    assert.equal(errors.length, 1);
+  });
+});

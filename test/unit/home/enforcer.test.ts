@@ -212,16 +212,17 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
   it("re-adds elements whose timeout a pre-6.10 kernel did not extend on refresh", async () => {
     // Stand-in for an old kernel (a fault this machine's 6.x kernel cannot produce): it lists the
     // elements with their first expiry, as if `add` had left the timeout alone.
-    const scripts: string[] = [];
-    const oldKernel: FilterBackend = {
-      kind: "nftables",
-      table: "dots_call_home",
-      apply: async (s) => void scripts.push(s),
-      listElements: async (): Promise<TableElement[]> => [
-        { set: "block4", key: "192.168.1.10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
-        { set: "blockmac4", key: "02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
-      ],
-    };
+    class OldKernel extends DryRunBackend {
+      override readonly kind = "nftables";
+      override async list(): Promise<TableElement[]> {
+        return [
+          { set: "block4", key: "192.168.1.10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
+          { set: "blockmac4", key: "02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555", expiresSec: 50, timeoutSec: 60, comment: "dots:c1/1" },
+        ];
+      }
+    }
+    const oldKernel: FilterBackend = new OldKernel();
+    const scripts = (oldKernel as OldKernel).scripts;
     const e = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }), backend: oldKernel, action: "block" });
     enforcers.push(e);
     await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 });
