@@ -41,6 +41,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("cuid-changed", (d: unknown) => emit("cuid-changed", d as Record<string, unknown>));
   listener.on("auth-failure", (d: unknown) => emit("auth-failure", d as Record<string, unknown>));
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
+  listener.on("drop-end", (d: unknown) => emit("drop-end", d as Record<string, unknown>));
   listener.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
 
   const run = (cmd: Cmd, name: string, work: () => Promise<unknown>): void => {

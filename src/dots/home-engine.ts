@@ -13,6 +13,7 @@ import { connectTls } from "../transport/tls";
 import { connectDtls } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
 import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
+import { ConnectFailureTracker } from "./connect-diagnosis";
 import { HeartbeatScheduler } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
@@ -101,6 +102,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private readonly opts: HomeEngineOptions;
   private readonly tuning: HomeEngineTuning;
   private readonly pacer: ReconnectPacer;
+  /** Names credential failures and hints at the ISP's drop-list after silent rounds. */
+  private readonly connectFailures = new ConnectFailureTracker();
   private readonly transportCache: TransportCache;
   private readonly tickets = new Map<string, Buffer>();
   private running = false;
@@ -242,12 +245,13 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         return;
       }
       this.pacer.succeeded();
+      this.connectFailures.succeeded();
       this.attach(won.connection, won.candidate, useRedirect);
     } catch (e) {
       if (!this.running) return;
       this.pacer.failed();
       const retryInMs = this.pacer.delayMs();
-      this.emit("disconnected", { reason: `connect failed: ${(e as Error).message}`, retryInMs });
+      this.emit("disconnected", { ...this.connectFailures.failed(e), retryInMs });
       this.connecting = false;
       this.scheduleConnect(retryInMs);
       return;

@@ -16,7 +16,8 @@ import { CoapEndpoint, type CoapResponse, type IncomingRequest, type OutgoingReq
 import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
-import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../transport/listener";
+import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
+import { authFailureEvent, dropBanEvent, dropEndEvent, LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT, type AuthFailureEvent, type DropBanEvent, type DropEndInfo } from "./auth-events";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { validateMitigationRequest } from "./validation";
 import {
@@ -60,8 +61,9 @@ export const BASE_DOTS_SIGNAL_PORT = 4646;
 export interface IspExtraEvents {
   heartbeat: [{ sessionId: string; direction: "in" | "out"; peerHbStatus: boolean }];
   discarded: [{ sessionId: string; reason: string }];
-  "auth-failure": [{ remoteAddress: string; remotePort?: number; reason: string }];
-  drop: [{ remoteAddress: string; untilMs?: number }];
+  "auth-failure": [AuthFailureEvent];
+  drop: [DropBanEvent];
+  "drop-end": [DropEndInfo];
   config: [{ sessionId: string; config: DotsJson }];
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
 }
@@ -115,8 +117,13 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     this.stopped = false;
     const t = this.makeTransport();
     t.on("connection", (conn: Connection) => this.accept(conn));
-    t.on("auth-failure", (f: AuthFailure) => this.emit("auth-failure", { remoteAddress: f.address, remotePort: f.port, reason: `${f.transport}: ${f.reason}` }));
-    t.on("drop", (d: DropEvent) => this.emit("drop", { remoteAddress: d.address, untilMs: d.until }));
+    const homeOf = (identity: string): string | undefined => {
+      const entry = this.pskByIdentity.get(identity);
+      return entry ? (entry.home ?? identity) : undefined;
+    };
+    t.on("auth-failure", (f: AuthFailure) => this.emit(LISTENER_AUTH_FAILURE_EVENT, authFailureEvent(f, homeOf)));
+    t.on("drop", (d: DropEvent) => this.emit(LISTENER_DROP_EVENT, dropBanEvent(d, homeOf)));
+    t.on("drop-end", (d: DropEndEvent) => this.emit(LISTENER_DROP_END_EVENT, dropEndEvent(d)));
     t.on("error", (e: Error) => this.emit("error", e));
     this.transport = t;
     let bound: { port: number };

@@ -10,6 +10,7 @@ import { EventEmitter } from "node:events";
 import * as net from "node:net";
 import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
 import { TransportError } from "./connection";
+import { explainDialFailure } from "./auth-failure";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
 
 /** AEAD suites only, CCM_8 first (RFC 7925 profile), then GCM. */
@@ -339,7 +340,7 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
     try {
       return await attempt(opts, target, timeoutMs);
     } catch (e) {
-      last = classify(e as Error);
+      last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;
       if (i < attempts) {
         try {
