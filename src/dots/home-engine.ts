@@ -14,6 +14,7 @@ import { connectDtls } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
 import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
 import { ConnectFailureTracker } from "./connect-diagnosis";
+import { DEFAULTS } from "./defaults";
 import { HeartbeatScheduler } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
@@ -129,7 +130,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.pacer = new ReconnectPacer(reconnect);
     this.transportCache = new TransportCache(this.tuning.transportCacheMs, Date.now, this.tuning.udpReprobeMs, this.tuning.udpReprobeMs === undefined ? undefined : 0);
     this.config = new SessionConfig({
-      heartbeatInterval: options.heartbeatInterval ?? 30,
+      heartbeatInterval: options.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS,
       idle: this.tuning.idleConfig,
       mitigating: this.tuning.mitigatingConfig,
       maxAgeSeconds: this.tuning.configMaxAgeSeconds,
@@ -146,7 +147,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       codec: { encode: (j) => encodeDotsCbor(j), decode: (b) => decodeDotsCbor(b) },
       homePrefixes: options.homePrefixes,
       allowIndefiniteLifetime: options.allowIndefiniteLifetime,
-      decisionWaitMs: options.decisionWaitMs ?? 1000,
+      decisionWaitMs: options.decisionWaitMs ?? DEFAULTS.decisionWaitMs,
       validate: this.tuning.validate,
       statusPeriodMs: this.tuning.statusPeriodMs,
       notifyMinIntervalMs: this.tuning.notifyMinIntervalMs ?? (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),

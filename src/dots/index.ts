@@ -34,3 +34,4 @@ export { discoveryDomainProblem, dnsServerProblem } from "./dialer-connect";
 export * from "./auth-events";
 export { AUTH_PROBLEMS, type AuthProblem } from "../transport/auth-failure";
 export { ConnectFailureTracker, BAN_HINT_AFTER_ROUNDS, type ConnectFailureReport } from "./connect-diagnosis";
+export { DEFAULTS, LIMITS, MIN_PSK_KEY_BYTES, MAX_PSK_IDENTITY_LENGTH, pskKeyProblem, pskIdentityProblem, parseDuration } from "./defaults";

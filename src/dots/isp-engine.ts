@@ -18,6 +18,7 @@ import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
 import { authFailureEvent, dropBanEvent, dropEndEvent, LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT, type AuthFailureEvent, type DropBanEvent, type DropEndInfo } from "./auth-events";
+import { DEFAULTS } from "./defaults";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { validateMitigationRequest } from "./validation";
 import {
@@ -163,7 +164,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
             pskLookup: hasPsk ? lookup : undefined,
           }
         : undefined,
-      dropList: o.dropList ?? {},
+      dropList: o.dropList ?? { maxFailures: DEFAULTS.dropAfterFailures, windowMs: DEFAULTS.dropWindowMs, banMs: DEFAULTS.dropBanMs },
       maxTcpPerAddress: this.tuning.maxTcpPerAddress,
     });
   }

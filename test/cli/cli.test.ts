@@ -27,6 +27,32 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     assert.match(r.stdout, /--auto-decide/);
   });
 
+  it("--version prints the package.json version, alone or after a command, and exits 0", () => {
+    const version = (JSON.parse(fs.readFileSync(path.join(__dirname, "../../../package.json"), "utf8")) as { version: string }).version;
+    for (const args of [["--version"], ["listen", "--version"], ["dial", "--version"]]) {
+      const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { encoding: "utf8" });
+      assert.equal(r.status, 0, args.join(" "));
+      assert.equal(r.stdout, `dots-call-home ${version}\n`);
+    }
+  });
+
+  it("refuses an impossible home prefix and a short PSK key before listening, as dial does (exit 2, words)", () => {
+    for (const [args, re] of [
+      [["listen", ...PSK, "--home-prefix", "300.1.1.1/24"], /--home-prefix 300\.1\.1\.1\/24: "300\.1\.1\.1" is not a valid IPv4/],
+      [["listen", ...PSK, "--home-prefix", "203.0.113.0/99"], /prefix length 99 exceeds 32/],
+      [["dial", "127.0.0.1", ...PSK, "--home-prefix", "203.0.113.0/99"], /prefix length 99 exceeds 32/],
+      [["listen", "--psk-identity", "home-1", "--psk-key", "text:short", "--home-prefix", "203.0.113.0/24"], /PSK key is 40 bits; at least 128 bits/],
+      [["dial", "127.0.0.1", "--psk-identity", "home-1", "--psk-key", "0102030405", "--home-prefix", "203.0.113.0/24"], /PSK key is 40 bits/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { encoding: "utf8" });
+      assert.equal(r.status, 2, args.join(" "));
+      const line = JSON.parse(r.stdout.trim().split("\n")[0]) as CliLine;
+      assert.equal(line.event, "error");
+      assert.equal(line.code, "USAGE");
+      assert.match(String(line.message), re);
+    }
+  });
+
   it("refuses a bad flag with an error line and exit code 2", () => {
     const r = spawnSync(process.execPath, [CLI_MAIN, "listen", "--bogus"], { encoding: "utf8" });
     assert.equal(r.status, 2);

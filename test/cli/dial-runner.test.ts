@@ -24,7 +24,7 @@ describe("cli/dial runner", () => {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   // port 9 (discard) on loopback: nothing answers, the dialer backs off for a minute
-  const config = (...extra: string[]) => parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", ...extra]) as DialConfig;
+  const config = (...extra: string[]) => parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", ...extra]) as DialConfig;
   const runner = (cfg: DialConfig): { r: DialRunner; events: Ev[] } => {
     const events: Ev[] = [];
     const r = makeDialRunner(cfg, (event, fields = {}) => events.push({ event, ...fields }));
