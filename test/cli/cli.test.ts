@@ -53,6 +53,33 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     }
   });
 
+  it("a wrong PSK in words on both processes; the listener's ban and its end as drop / drop-end lines with ISO times", async () => {
+    const isp = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--drop-after", "2", "--drop-ban-ms", "2s"]);
+    procs.push(isp);
+    const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
+    const home = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", "--psk-identity", "home-1", "--psk-key", "text:not-the-right-key-0123", "--home-prefix", "203.0.113.0/24", "--reconnect-min", "100ms", "--reconnect-max", "0.2s"]);
+    procs.push(home);
+    const down = await home.waitFor((l) => l.event === "disconnected", 15000, "disconnected");
+    assert.equal(down.code, "PSK_MISMATCH");
+    assert.match(String(down.reason), /the PSK key for identity "home-1" does not match the ISP's/);
+    const failure = await isp.waitFor((l) => l.event === "auth-failure", 5000, "auth-failure");
+    assert.equal(failure.reason, "PSK_MISMATCH");
+    assert.match(String(failure.message), /home "home-1" presented a PSK key that does not match \(identity home-1/);
+    assert.equal(failure.detail, "dtls: bad-finished");
+    const drop = await isp.waitFor((l) => l.event === "drop", 15000, "drop");
+    const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+    assert.match(String(drop.since), iso);
+    assert.match(String(drop.until), iso);
+    assert.equal(drop.failures, 2);
+    assert.equal(drop.banSeconds, 2);
+    assert.equal(drop.lastReason, "PSK_MISMATCH");
+    assert.equal(drop.home, "home-1");
+    await home.stop();
+    const end = await isp.waitFor((l) => l.event === "drop-end", 5000, "drop-end");
+    assert.equal(end.remoteAddress, "127.0.0.1");
+    assert.match(String(end.until), iso);
+  });
+
   it("refuses a bad flag with an error line and exit code 2", () => {
     const r = spawnSync(process.execPath, [CLI_MAIN, "listen", "--bogus"], { encoding: "utf8" });
     assert.equal(r.status, 2);
