@@ -87,11 +87,15 @@ describe("editor rules = runtime rules (addresses and prefixes)", () => {
     assert.ok(valid > 50, `the random strings must include valid addresses too (got ${valid})`);
   });
 
-  it("each of our nodes that checks prefixes loads the rules script and has no loose IPv6 regex of its own", () => {
+  it("each of our nodes that checks prefixes names the rules script, the build inlines it, and no loose IPv6 regex is left", () => {
+    const rules = fs.readFileSync(EDITOR_RULES_FILE, "utf8");
     for (const node of ["dots-mitigation-request"]) {
       const html = fs.readFileSync(path.join(__dirname, "../../../../nodes", node, `${node}.html`), "utf8");
       assert.match(html, /<script [^>]*src="resources\/@dots-call-home\/node-red\/dots-editor-rules\.js"/, node);
       assert.doesNotMatch(html, /\[0-9a-fA-F:\.\]\+/, node);
+      const built = fs.readFileSync(path.join(__dirname, "../../../nodes", node, `${node}.html`), "utf8");
+      assert.ok(built.includes(rules), `${node}: the built HTML carries the rules inline`);
+      assert.doesNotMatch(built, /src="resources\//, node);
     }
   });
 });
