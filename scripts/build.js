@@ -16,6 +16,16 @@ const result = spawnSync(process.execPath, [tsc, "-p", path.join(root, tsconfig)
 // DOTS_BUILD_LENIENT=1 keeps going past type errors (tsc still emits), for work in progress.
 if (result.status !== 0 && process.env.DOTS_BUILD_LENIENT !== "1") process.exit(result.status ?? 1);
 
+// The editor's address/prefix rules (one file, tested against the runtime's parser) go inline into
+// each node's HTML that names them: Node-RED loads a module's HTML with no guarantee its resources/
+// folder is served (a copied package dir has none) and never finishes a script src that fails.
+const EDITOR_RULES_TAG = '<script type="text/javascript" src="resources/@dots-call-home/node-red/dots-editor-rules.js"></script>';
+function inlineEditorRules(html) {
+  if (!html.includes(EDITOR_RULES_TAG)) return html;
+  const rules = fs.readFileSync(path.join(root, "resources", "dots-editor-rules.js"), "utf8");
+  return html.split(EDITOR_RULES_TAG).join(`<script type="text/javascript">\n${rules}</script>`);
+}
+
 const nodesSrc = path.join(root, "nodes");
 const iconsSrc = path.join(root, "icons");
 if (fs.existsSync(nodesSrc)) {
@@ -25,7 +35,7 @@ if (fs.existsSync(nodesSrc)) {
     const to = path.join(outDir, "nodes", type);
     fs.mkdirSync(to, { recursive: true });
     for (const entry of fs.readdirSync(from)) {
-      if (entry.endsWith(".html")) fs.copyFileSync(path.join(from, entry), path.join(to, entry));
+      if (entry.endsWith(".html")) fs.writeFileSync(path.join(to, entry), inlineEditorRules(fs.readFileSync(path.join(from, entry), "utf8")));
       if (entry === "locales") fs.cpSync(path.join(from, entry), path.join(to, entry), { recursive: true });
     }
   }

@@ -22,11 +22,14 @@ export = function (RED: NodeAPI): void {
       const identity = this.credentials?.identity ?? "";
       const key = this.credentials?.key ?? "";
       if (!identity) throw new Error(RED._("dots-psk.errors.no-identity"));
+      if (!key) throw new Error(RED._("dots-psk.errors.no-key"));
+      let bytes: Buffer;
       try {
-        return { identity, key: pskBytes(key, keyFormat) };
+        bytes = pskBytes(key, keyFormat);
       } catch (e) {
         throw new Error(RED._("dots-psk.errors.bad-key", { reason: toError(e).message }));
       }
+      return { identity, key: bytes };
     };
   }
   RED.nodes.registerType("dots-psk", DotsPsk as never, {

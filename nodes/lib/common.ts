@@ -1,7 +1,7 @@
 // Helpers shared by the DOTS Node-RED nodes: parsing of form/msg values into DOTS JSON pieces,
 // typed-input evaluation, and loading of library modules. Kept free of protocol logic: the
 // library in src/ decides what is valid DOTS; this file only turns editor text into data.
-import * as ipaddr from "ipaddr.js";
+import { parsePrefix } from "../../src/dots/prefixes";
 import type { Node, NodeAPI, NodeMessage } from "node-red";
 import type { CertificateCredential } from "../../src/dots/api";
 import { CONFLICT_CAUSE_LABELS, discoveryDomainProblem, dnsServerProblem, ISP_STATUS_LABELS } from "../../src/dots";
@@ -43,18 +43,9 @@ function fieldList(field: string, value: unknown): string[] {
 
 /** Normalises a prefix or bare address to CIDR text; throws with a readable reason. */
 export function normalisePrefix(text: string): string {
-  const slash = text.indexOf("/");
-  const addrText = slash < 0 ? text : text.slice(0, slash);
-  if (!ipaddr.isValid(addrText)) throw new Error(`"${text}" is not an IP address or prefix`);
-  const addr = ipaddr.parse(addrText);
-  const max = addr.kind() === "ipv4" ? 32 : 128;
-  let len = max;
-  if (slash >= 0) {
-    const lenText = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > max) throw new Error(`"${text}" has an invalid prefix length (0..${max})`);
-    len = Number(lenText);
-  }
-  return `${addr.toString()}/${len}`;
+  // The runtime's strict parser (src/dots/prefixes.ts), which the editor's rules script mirrors;
+  // a bare address is a host prefix.
+  return parsePrefix(text, { allowBareAddress: true }).text;
 }
 
 export function parsePrefixes(field: string, value: unknown): string[] {

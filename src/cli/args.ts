@@ -7,6 +7,8 @@ import { discoveryDomainProblem, dnsServerProblem } from "../dots/dialer-connect
 import { parseNatSpec } from "../home/nat-source";
 import { checkTableName } from "../home/nft-script";
 import type { EnforcementFlags } from "../home/wiring";
+import { DEFAULTS, LIMITS, parseDuration, pskIdentityProblem, pskKeyProblem } from "../dots/defaults";
+import { parsePrefix } from "../dots/prefixes";
 
 export class CliUsageError extends Error {
   constructor(message: string) {
@@ -15,7 +17,7 @@ export class CliUsageError extends Error {
   }
 }
 
-export const DEFAULT_PORT = 4647;
+export const DEFAULT_PORT = DEFAULTS.port;
 
 /** Where a daemon run as root keeps its durable state unless told otherwise. */
 export const DEFAULT_STATE_DIR = "/var/lib/dots-call-home";
@@ -48,11 +50,15 @@ Usage:
   dots-call-home dial [options] HOST  home side: Call Home DOTS server, (D)TLS client
   dots-call-home dial [options] --discover-domain DOMAIN   the same, ISP found by DNS SRV
   dots-call-home --help
+  dots-call-home --version             the installed package version
 
 Both commands print one JSON object per line on stdout for every event
 ({"event":"...","time":"<ISO 8601>",...}) and read one JSON command per line on stdin.
 A malformed command line gives {"event":"error",...}; the process keeps running.
 SIGINT / SIGTERM stop cleanly (sessions closed, sockets freed), then the process exits 0.
+Durations (MS below) take a number of milliseconds or a unit: 1500, 1500ms, 1.5s, 5m, 1h;
+--heartbeat-interval takes seconds the same way (30, 30s, 1m). Defaults are shared with the
+Node-RED nodes (src/dots/defaults.ts).
 
 Common options:
   --config FILE            JSON file with the same settings (see below); flags override it
@@ -60,14 +66,17 @@ Common options:
   --host ADDR              listen: bind address (default "::"); dial: same as a HOST argument
   --psk-identity ID        PSK identity
   --psk-key KEY            PSK key: "hex:..." or "text:...", else an even-length hex string
-                           is read as hex and anything else as UTF-8 text. Prefer --psk-file.
+                           is read as hex and anything else as UTF-8 text; at least 128 bits
+                           (16 bytes), as in the editor. Prefer --psk-file.
   --psk-file FILE          read the PSK key from FILE (same rules, surrounding whitespace ignored)
   --cert FILE --key FILE   PEM certificate and private key (TLS; listen: our server certificate)
   --ca FILE                PEM CA bundle used to verify the peer's certificate
   --passphrase TEXT        passphrase of --key
   --home-prefix PREFIX     home domain prefix; repeatable. listen: NAME=PREFIX binds it to one
-                           home (by home name), a bare PREFIX applies to the --home name
+                           home (by home name), a bare PREFIX applies to the --home name.
+                           Checked as the runtime checks requests: address/length, no host bits
   --help                   this text
+  --version                the installed package version
 
 listen options:
   --dtls                   accept DTLS over UDP (PSK)
@@ -77,7 +86,7 @@ listen options:
   --cuid-identity ID       derive our cuid (RFC 9132 4.4.1.1) from this identity. Default: the
                            SPKI of our certificate; under PSK, where the (D)TLS server presents
                            no identity, the PSK identity the home authenticated with
-  --drop-after N           drop-list a source address after N failed handshakes (default 5)
+  --drop-after N           drop-list (ban) a source address after N failed handshakes (default 5)
   --drop-window-ms MS      ... within this window (default 60000)
   --drop-ban-ms MS         ... for this long (default 300000)
   --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
@@ -122,8 +131,15 @@ listen options:
   Events: listening, session-up (with the negotiated /config), session-down (with the reason),
   heartbeat (direction in/out, peer-hb-status), status (every Observe notification), response,
   sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), cuid-changed (the home
-  answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, error,
-  stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
+  answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, drop-end,
+  error, stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
+  auth-failure: a handshake failed; "reason" is PSK_MISMATCH, PSK_UNKNOWN_IDENTITY, CERT_UNTRUSTED,
+  CERT_EXPIRED, CERT_NOT_YET_VALID, CERT_NAME_MISMATCH, CERT_MISSING, CERT_REFUSED, ALPN_MISMATCH,
+  NO_SHARED_CIPHER, HANDSHAKE_TIMEOUT or HANDSHAKE_FAILED; "message" says it in words naming the
+  identity and home; "detail" keeps the TLS library's text.
+  drop: a source address is banned after --drop-after failures (remoteAddress, failures,
+  windowSeconds, banSeconds, since and until as ISO 8601, lastReason, identity, home, message);
+  its handshakes are ignored until then. drop-end: the ban is over (remoteAddress, since, until).
   resynced: after every session-up (restart, reconnect, failover or redirect to this process)
   the listener asks the home for every mitigation of its cuid (GET /mitigate) and prints
   {"event":"resynced","sessionId","home","mitigations":[{cuid,mid,status,lifetime,scope}],
@@ -147,7 +163,7 @@ dial options:
   --servername NAME        name the ISP certificate must carry (default: HOST)
   --heartbeat-interval S   heartbeat-interval offered in /config, seconds (default 30); the home
                            sets it to suit its NAT (RFC 9066 section 5.2.1); the ISP follows it
-  --decision-wait MS       how long a PUT waits for a decision before 2.01 status 1 (default 2000)
+  --decision-wait MS       how long a PUT waits for a decision before 2.01 status 1 (default 1000)
   --auto-decide OUTCOME    answer every request with enforced|pending|legitimate|failed (demos)
   --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
   --reconnect-max MS       reconnect back-off ceiling (default 300000)
@@ -193,7 +209,9 @@ dial options:
     {"cmd":"mitigations"}  the engine's mitigations (with --enforce also what is blocked and
                            what waits for consent)
   Events: discovered (with --discover-domain: the domain and the candidates its SRV records
-  name, {host, address, port, transport}), connecting, connected, disconnected, mitigation (a
+  name, {host, address, port, transport}), connecting, connected, disconnected (reason in words;
+  code such as PSK_MISMATCH, CERT_EXPIRED or HANDSHAKE_TIMEOUT; detail; after repeated silent
+  handshakes a hint that the ISP may have banned this address), mitigation (a
   request received: new, refresh or efficacy), ended, redirected, decision, mitigations, error, stopped. With --enforce also:
   enforcer-ready (backend, action, consent, table), reconciled (leftovers removed at start),
   lookup (devices found behind the NAT, or found:false with the reason), consent-request
@@ -238,7 +256,8 @@ export function parsePskKey(raw: string): Buffer {
   return Buffer.from(raw, "utf8");
 }
 
-type FlagKind = "string" | "number" | "boolean" | "list";
+/** duration: milliseconds, written bare or with a unit (ms, s, m, h); seconds: the same, bare = seconds. */
+type FlagKind = "string" | "number" | "boolean" | "list" | "duration" | "seconds";
 
 const COMMON_FLAGS: Record<string, FlagKind> = {
   config: "string",
@@ -253,6 +272,7 @@ const COMMON_FLAGS: Record<string, FlagKind> = {
   passphrase: "string",
   "home-prefix": "list",
   help: "boolean",
+  version: "boolean",
 };
 
 const LISTEN_FLAGS: Record<string, FlagKind> = {
@@ -262,10 +282,10 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   home: "string",
   "cuid-identity": "string",
   "drop-after": "number",
-  "drop-window-ms": "number",
-  "drop-ban-ms": "number",
-  "request-repeat-ms": "number",
-  "request-timeout-ms": "number",
+  "drop-window-ms": "duration",
+  "drop-ban-ms": "duration",
+  "request-repeat-ms": "duration",
+  "request-timeout-ms": "duration",
   "state-dir": "string",
   mqtt: "string",
   "mqtt-prefix": "string",
@@ -282,24 +302,24 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
   ...COMMON_FLAGS,
-  "heartbeat-interval": "number",
+  "heartbeat-interval": "seconds",
   connect: "list",
   "discover-domain": "string",
   "dns-server": "list",
   transport: "string",
   servername: "string",
-  "decision-wait": "number",
+  "decision-wait": "duration",
   "auto-decide": "string",
-  "reconnect-min": "number",
-  "reconnect-max": "number",
+  "reconnect-min": "duration",
+  "reconnect-max": "duration",
   "allow-indefinite-lifetime": "boolean",
-  "terminating-period": "number",
+  "terminating-period": "duration",
   "state-dir": "string",
   enforce: "string",
   nat: "string",
   action: "string",
   consent: "string",
-  "consent-timeout": "number",
+  "consent-timeout": "duration",
   "consent-on-timeout": "string",
   "nft-table": "string",
 };
@@ -341,7 +361,13 @@ export function parseFlags(argv: readonly string[], spec: Record<string, FlagKin
     }
     const raw = inline ?? argv[++i];
     if (raw === undefined) throw new CliUsageError(`--${name} needs a value`);
-    if (kind === "number") {
+    if (kind === "duration" || kind === "seconds") {
+      const ms = parseDuration(raw, kind === "seconds" ? "s" : "ms");
+      if (ms === undefined || (kind === "seconds" && ms % 1000 !== 0)) {
+        throw new CliUsageError(`--${name} needs a ${kind === "seconds" ? "whole number of seconds" : "duration"} such as ${kind === "seconds" ? "30, 30s or 1m" : "1500, 1500ms, 1.5s, 5m or 1h"}, got "${raw}"`);
+      }
+      values[name] = kind === "seconds" ? ms / 1000 : ms;
+    } else if (kind === "number") {
       const n = Number(raw);
       if (raw.trim() === "" || !Number.isFinite(n)) throw new CliUsageError(`--${name} needs a number, got "${raw}"`);
       values[name] = n;
@@ -398,6 +424,29 @@ function num(v: unknown, name: string, min: number, max: number, integer = true)
   return v;
 }
 
+/** A duration from a flag (already ms) or from --config (ms as a number, or text with a unit). */
+function ms(v: unknown, name: string, [min, max]: readonly [number, number], bareUnit: "ms" | "s" = "ms"): number {
+  const parsed = typeof v === "number" || typeof v === "string" ? parseDuration(v, bareUnit) : undefined;
+  if (parsed === undefined) throw new CliUsageError(`${name} must be a duration such as 1500, "1500ms", "1.5s", "5m" or "1h", got ${JSON.stringify(v)}`);
+  return num(parsed, name, min, max);
+}
+
+/** Seconds from a flag (already s) or from --config (s as a number, or text with a unit). */
+function secs(v: unknown, name: string, [min, max]: readonly [number, number]): number {
+  const parsed = typeof v === "number" ? v * 1000 : typeof v === "string" ? parseDuration(v, "s") : undefined;
+  if (parsed === undefined || parsed % 1000 !== 0) throw new CliUsageError(`${name} must be a whole number of seconds such as 30, "30s" or "1m", got ${JSON.stringify(v)}`);
+  return num(parsed / 1000, name, min, max);
+}
+
+/** Refuses what the runtime refuses (src/dots/prefixes.ts), naming the flag and the rule. */
+function checkPrefix(text: string, where: string): string {
+  try {
+    return parsePrefix(text).text;
+  } catch (e) {
+    throw new CliUsageError(`${where}: ${(e as Error).message}`);
+  }
+}
+
 function str(v: unknown, name: string): string {
   if (typeof v !== "string" || v.length === 0) throw new CliUsageError(`${name} must be a non-empty string`);
   return v;
@@ -420,8 +469,17 @@ function certificateFrom(src: Record<string, unknown>, base: string | undefined,
 
 function pskKeyFrom(entry: Record<string, unknown>, base: string | undefined, read: FileReader, where: string): Buffer {
   if (entry.key !== undefined && entry.keyFile !== undefined) throw new CliUsageError(`${where}: give the PSK key or a key file, not both`);
-  if (entry.keyFile !== undefined) return parsePskKey(read(resolveFrom(base, str(entry.keyFile, `${where} key file`))).toString("utf8").trim());
-  return parsePskKey(str(entry.key, `${where} key`));
+  const key = entry.keyFile !== undefined ? parsePskKey(read(resolveFrom(base, str(entry.keyFile, `${where} key file`))).toString("utf8").trim()) : parsePskKey(str(entry.key, `${where} key`));
+  const problem = pskKeyProblem(key);
+  if (problem) throw new CliUsageError(`${where}: ${problem}`);
+  return key;
+}
+
+function pskIdentity(v: unknown, where: string): string {
+  const identity = str(v, where);
+  const problem = pskIdentityProblem(identity);
+  if (problem) throw new CliUsageError(`${where}: ${problem}`);
+  return identity;
 }
 
 /** Merges --config and flags into one settings object (flags win), in file-key spelling. */
@@ -531,7 +589,7 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   const f = settings.__flags as ParsedFlags["values"];
   const fileBase = base;
 
-  const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", 0, 65535);
+  const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", ...LIMITS.port);
   const host = (f.host ?? settings.host ?? "::") as string;
 
   // PSK entries: file list plus the flag entry.
@@ -540,13 +598,13 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
     if (!Array.isArray(settings.psk)) throw new CliUsageError(`"psk" in --config must be a list of {identity, key|keyFile, home?}`);
     settings.psk.forEach((e, i) => {
       if (!isRecord(e)) throw new CliUsageError(`psk[${i}] must be an object`);
-      const entry: PskCredential & { home?: string } = { identity: str(e.identity, `psk[${i}].identity`), key: pskKeyFrom(e, fileBase, read, `psk[${i}]`) };
+      const entry: PskCredential & { home?: string } = { identity: pskIdentity(e.identity, `psk[${i}].identity`), key: pskKeyFrom(e, fileBase, read, `psk[${i}]`) };
       if (e.home !== undefined) entry.home = str(e.home, `psk[${i}].home`);
       psk.push(entry);
     });
   }
   if (f["psk-identity"] !== undefined || f["psk-key"] !== undefined || f["psk-file"] !== undefined) {
-    const identity = str(f["psk-identity"], "--psk-identity");
+    const identity = pskIdentity(f["psk-identity"], "--psk-identity");
     const key = pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file");
     const entry: PskCredential & { home?: string } = { identity, key };
     if (f.home !== undefined) entry.home = str(f.home, "--home");
@@ -589,7 +647,7 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
     if (!isRecord(settings.homePrefixes)) throw new CliUsageError(`"homePrefixes" must map home names to prefix lists`);
     for (const [name, list] of Object.entries(settings.homePrefixes)) {
       if (!Array.isArray(list) || list.some((p) => typeof p !== "string")) throw new CliUsageError(`homePrefixes.${name} must be a list of prefixes`);
-      homePrefixes[name] = [...(list as string[])];
+      homePrefixes[name] = (list as string[]).map((p) => checkPrefix(p, `homePrefixes.${name}`));
     }
   }
   const defaultHome = (f.home as string | undefined) ?? (f["psk-identity"] as string | undefined) ?? (psk.length === 1 ? psk[0].home ?? psk[0].identity : undefined);
@@ -598,15 +656,14 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
     const name = eq >= 0 ? raw.slice(0, eq) : defaultHome;
     const prefix = eq >= 0 ? raw.slice(eq + 1) : raw;
     if (!name) throw new CliUsageError(`--home-prefix ${raw}: say which home it belongs to (NAME=PREFIX) or give --home`);
-    if (!prefix.includes("/")) throw new CliUsageError(`--home-prefix ${raw}: expected a CIDR prefix such as 203.0.113.0/24`);
-    (homePrefixes[name] ??= []).push(prefix);
+    (homePrefixes[name] ??= []).push(checkPrefix(prefix, `--home-prefix ${raw}`));
   }
 
   const fileDrop = isRecord(settings.dropList) ? settings.dropList : {};
   const dropList = {
-    maxFailures: num(f["drop-after"] ?? fileDrop.maxFailures ?? 5, "drop-after", 1, 1_000_000),
-    windowMs: num(f["drop-window-ms"] ?? fileDrop.windowMs ?? 60_000, "drop-window-ms", 1, 86_400_000),
-    banMs: num(f["drop-ban-ms"] ?? fileDrop.banMs ?? 300_000, "drop-ban-ms", 1, 86_400_000),
+    maxFailures: num(f["drop-after"] ?? fileDrop.maxFailures ?? DEFAULTS.dropAfterFailures, "drop-after", ...LIMITS.dropAfterFailures),
+    windowMs: ms(f["drop-window-ms"] ?? fileDrop.windowMs ?? DEFAULTS.dropWindowMs, "drop-window-ms", LIMITS.dropWindowMs),
+    banMs: ms(f["drop-ban-ms"] ?? fileDrop.banMs ?? DEFAULTS.dropBanMs, "drop-ban-ms", LIMITS.dropBanMs),
   };
 
   const options: ListenerOptions = { port, host, transports: { dtls, tls }, dropList, homePrefixes };
@@ -617,9 +674,9 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");
   const repeat = f["request-repeat-ms"] ?? settings.requestRepeatMs;
-  if (repeat !== undefined) out.requestRepeatMs = num(repeat, "request-repeat-ms", 1, 600_000);
+  if (repeat !== undefined) out.requestRepeatMs = ms(repeat, "request-repeat-ms", LIMITS.requestRepeatMs);
   const timeout = f["request-timeout-ms"] ?? settings.requestTimeoutMs;
-  if (timeout !== undefined) out.requestTimeoutMs = num(timeout, "request-timeout-ms", 1, 3_600_000);
+  if (timeout !== undefined) out.requestTimeoutMs = ms(timeout, "request-timeout-ms", LIMITS.requestTimeoutMs);
   const mqtt = mqttFrom(f, settings, base, read, port, env);
   if (mqtt) out.mqtt = mqtt;
   return out;
@@ -658,10 +715,10 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
 
   let psk: PskCredential | undefined;
   if (f["psk-identity"] !== undefined || f["psk-key"] !== undefined || f["psk-file"] !== undefined) {
-    psk = { identity: str(f["psk-identity"], "--psk-identity"), key: pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file") };
+    psk = { identity: pskIdentity(f["psk-identity"], "--psk-identity"), key: pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file") };
   } else if (settings.psk !== undefined) {
     if (!isRecord(settings.psk)) throw new CliUsageError(`"psk" in a dial --config is one {identity, key|keyFile}`);
-    psk = { identity: str(settings.psk.identity, "psk.identity"), key: pskKeyFrom(settings.psk, base, read, "psk") };
+    psk = { identity: pskIdentity(settings.psk.identity, "psk.identity"), key: pskKeyFrom(settings.psk, base, read, "psk") };
   }
   const certificate = certificateFrom(
     {
@@ -678,7 +735,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   if (transport === "udp" && !psk) throw new CliUsageError("--transport udp (DTLS) needs a PSK in this build");
 
   const prefixes = [...((settings.homePrefixes as unknown[] | undefined) ?? []), ...((f["home-prefix"] as string[] | undefined) ?? [])];
-  if (prefixes.some((p) => typeof p !== "string" || !p.includes("/"))) throw new CliUsageError("home prefixes must be CIDR prefixes such as 203.0.113.0/24");
+  if (prefixes.some((p) => typeof p !== "string")) throw new CliUsageError("home prefixes must be CIDR prefixes such as 203.0.113.0/24");
+  for (let i = 0; i < prefixes.length; i++) prefixes[i] = checkPrefix(prefixes[i] as string, `--home-prefix ${prefixes[i] as string}`);
   if (prefixes.length === 0) throw new CliUsageError("dial needs --home-prefix: source-prefix of every request must lie inside the home's prefixes");
 
   const options: DialerOptions = { hosts, port, transport: transport as TransportChoice, homePrefixes: prefixes as string[] };
@@ -686,15 +744,15 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   if (psk) options.psk = psk;
   if (certificate) options.certificate = certificate;
   const hb = f["heartbeat-interval"] ?? settings.heartbeatInterval;
-  if (hb !== undefined) options.heartbeatInterval = num(hb, "heartbeat-interval", 1, 65535);
+  if (hb !== undefined) options.heartbeatInterval = secs(hb, "heartbeat-interval", LIMITS.heartbeatIntervalS);
   const wait = f["decision-wait"] ?? settings.decisionWaitMs;
-  if (wait !== undefined) options.decisionWaitMs = num(wait, "decision-wait", 0, 3_600_000);
+  if (wait !== undefined) options.decisionWaitMs = ms(wait, "decision-wait", LIMITS.decisionWaitMs);
   const rec = isRecord(settings.reconnect) ? settings.reconnect : {};
   const rmin = f["reconnect-min"] ?? rec.minMs;
   const rmax = f["reconnect-max"] ?? rec.maxMs;
   if (rmin !== undefined || rmax !== undefined) {
-    const minMs = num(rmin ?? 60_000, "reconnect-min", 0, 86_400_000);
-    const maxMs = num(rmax ?? Math.max(300_000, minMs), "reconnect-max", 0, 86_400_000);
+    const minMs = ms(rmin ?? DEFAULTS.reconnectMinMs, "reconnect-min", LIMITS.reconnectMs);
+    const maxMs = ms(rmax ?? Math.max(DEFAULTS.reconnectMaxMs, minMs), "reconnect-max", LIMITS.reconnectMs);
     if (maxMs < minMs) throw new CliUsageError("--reconnect-max must not be below --reconnect-min");
     options.reconnect = { minMs, maxMs };
   }
@@ -704,7 +762,7 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
 
   const out: DialConfig = { options };
   const terminating = f["terminating-period"] ?? settings.terminatingPeriodMs;
-  if (terminating !== undefined) out.terminatingPeriodMs = num(terminating, "terminating-period", 0, 3_600_000);
+  if (terminating !== undefined) out.terminatingPeriodMs = ms(terminating, "terminating-period", LIMITS.terminatingPeriodMs);
   const auto = f["auto-decide"] ?? settings.autoDecide;
   if (auto !== undefined) {
     if (!OUTCOMES.includes(auto as DecisionOutcome)) throw new CliUsageError(`--auto-decide must be one of ${OUTCOMES.join(", ")}`);
@@ -786,7 +844,7 @@ function enforcementFrom(f: ParsedFlags["values"], settings: Record<string, unkn
   if ((timeout !== undefined || onTimeout !== undefined) && out.consent !== "manual") {
     throw new CliUsageError(`--${timeout !== undefined ? "consent-timeout" : "consent-on-timeout"} needs --consent manual`);
   }
-  if (timeout !== undefined) out.consentTimeoutMs = num(timeout, "consent-timeout", 1, 86_400_000);
+  if (timeout !== undefined) out.consentTimeoutMs = ms(timeout, "consent-timeout", LIMITS.consentTimeoutMs);
   if (onTimeout !== undefined) out.consentOnTimeout = choice(onTimeout, "consent-on-timeout", ["reject", "approve"] as const);
   const table = pick("nft-table", "nftTable");
   if (table !== undefined) {

@@ -47,6 +47,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
     const file = (e as { file?: unknown }).file;
     emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...(typeof file === "string" ? { file } : {}) });
   });
+  listener.on("drop-end", (d: unknown) => emit("drop-end", d as Record<string, unknown>));
 
   const run = (cmd: Cmd, name: string, work: () => Promise<unknown>, reply: EventWriter): void => {
     const id = cmd.id;

@@ -5,6 +5,7 @@ import { makeDialRunner } from "./dial";
 import { makeEventWriter, readCommands } from "./jsonl";
 import { makeListenRunner } from "./listen";
 import type { MqttCarrier } from "./mqtt-carrier";
+import { packageVersion } from "./version";
 
 interface Runner {
   start(): Promise<void>;
@@ -17,6 +18,10 @@ export async function main(argv: string[]): Promise<number> {
   if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {
     process.stdout.write(HELP);
     return sub === undefined ? 2 : 0;
+  }
+  if (sub === "--version" || sub === "-V" || sub === "version" || rest.includes("--version")) {
+    process.stdout.write(`dots-call-home ${packageVersion()}\n`);
+    return 0;
   }
   const emit = makeEventWriter(process.stdout);
   let runner: Runner;

@@ -160,7 +160,8 @@ export interface CallHomeDialerEvents {
   discovered: [{ domain: string; candidates: Array<{ host: string; address: string; port: number; transport: "dtls" | "tls" }> }];
   connecting: [{ host: string; port: number; transport: "dtls" | "tls" }];
   connected: [{ remoteAddress: string; remotePort: number; transport: "dtls" | "tls"; cipher: string }];
-  disconnected: [{ reason: string; retryInMs?: number }];
+  /** code: PSK_MISMATCH, CERT_EXPIRED, HANDSHAKE_TIMEOUT, ...; hint: a likely cause the home cannot confirm (the ISP's drop-list). */
+  disconnected: [{ reason: string; retryInMs?: number; code?: string; hint?: string; detail?: string }];
   mitigation: [MitigationEvent];
   ended: [MitigationEnded];
   redirected: [{ altClient: string; records: string[]; ttl?: number }];

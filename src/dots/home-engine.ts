@@ -13,6 +13,8 @@ import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
 import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
+import { ConnectFailureTracker } from "./connect-diagnosis";
+import { DEFAULTS } from "./defaults";
 import { HeartbeatScheduler } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { HomeStateFile, stateFileName } from "./home-state";
@@ -107,6 +109,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private readonly opts: HomeEngineOptions;
   private readonly tuning: HomeEngineTuning;
   private readonly pacer: ReconnectPacer;
+  /** Names credential failures and hints at the ISP's drop-list after silent rounds. */
+  private readonly connectFailures = new ConnectFailureTracker();
   private readonly transportCache: TransportCache;
   private readonly tickets = new Map<string, Buffer>();
   private running = false;
@@ -136,7 +140,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.pacer = new ReconnectPacer(reconnect);
     this.transportCache = new TransportCache(this.tuning.transportCacheMs, Date.now, this.tuning.udpReprobeMs, this.tuning.udpReprobeMs === undefined ? undefined : 0);
     this.config = new SessionConfig({
-      heartbeatInterval: options.heartbeatInterval ?? 30,
+      heartbeatInterval: options.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS,
       idle: this.tuning.idleConfig,
       mitigating: this.tuning.mitigatingConfig,
       maxAgeSeconds: this.tuning.configMaxAgeSeconds,
@@ -157,7 +161,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       codec: { encode: (j) => encodeDotsCbor(j), decode: (b) => decodeDotsCbor(b) },
       homePrefixes: options.homePrefixes,
       allowIndefiniteLifetime: options.allowIndefiniteLifetime,
-      decisionWaitMs: options.decisionWaitMs ?? 1000,
+      decisionWaitMs: options.decisionWaitMs ?? DEFAULTS.decisionWaitMs,
       validate: this.tuning.validate,
       statusPeriodMs: this.tuning.statusPeriodMs,
       notifyMinIntervalMs: this.tuning.notifyMinIntervalMs ?? (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),
@@ -316,12 +320,13 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         return;
       }
       this.pacer.succeeded();
+      this.connectFailures.succeeded();
       this.attach(won.connection, won.candidate, useRedirect);
     } catch (e) {
       if (!this.running) return;
       this.pacer.failed();
       const retryInMs = this.pacer.delayMs();
-      this.emit("disconnected", { reason: `connect failed: ${(e as Error).message}`, retryInMs });
+      this.emit("disconnected", { ...this.connectFailures.failed(e), retryInMs });
       this.connecting = false;
       this.scheduleConnect(retryInMs);
       return;

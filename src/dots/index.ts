@@ -32,3 +32,7 @@ export {
 export { SessionConfig, DEFAULT_CONFIG_SET, DEFAULT_CONFIG_LIMITS, type ConfigSet, type SessionConfigOptions } from "./session-config";
 export { buildHeartbeatJson, parseHeartbeatJson, HEARTBEAT_KEY } from "./heartbeat";
 export { discoveryDomainProblem, dnsServerProblem } from "./dialer-connect";
+export * from "./auth-events";
+export { AUTH_PROBLEMS, type AuthProblem } from "../transport/auth-failure";
+export { ConnectFailureTracker, BAN_HINT_AFTER_ROUNDS, type ConnectFailureReport } from "./connect-diagnosis";
+export { DEFAULTS, LIMITS, MIN_PSK_KEY_BYTES, MAX_PSK_IDENTITY_LENGTH, pskKeyProblem, pskIdentityProblem, parseDuration } from "./defaults";

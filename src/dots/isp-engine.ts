@@ -16,7 +16,9 @@ import { CoapEndpoint, type CoapResponse, type IncomingRequest, type OutgoingReq
 import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
-import { CallHomeTransportListener, type AuthFailure, type DropEvent } from "../transport/listener";
+import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
+import { authFailureEvent, dropBanEvent, dropEndEvent, LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT, type AuthFailureEvent, type DropBanEvent, type DropEndInfo } from "./auth-events";
+import { DEFAULTS } from "./defaults";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { MidLedger, StateFileError } from "./isp-mid-ledger";
 import { validateMitigationRequest } from "./validation";
@@ -63,8 +65,9 @@ export const BASE_DOTS_SIGNAL_PORT = 4646;
 export interface IspExtraEvents {
   heartbeat: [{ sessionId: string; direction: "in" | "out"; peerHbStatus: boolean }];
   discarded: [{ sessionId: string; reason: string }];
-  "auth-failure": [{ remoteAddress: string; remotePort?: number; reason: string }];
-  drop: [{ remoteAddress: string; untilMs?: number }];
+  "auth-failure": [AuthFailureEvent];
+  drop: [DropBanEvent];
+  "drop-end": [DropEndInfo];
   config: [{ sessionId: string; config: DotsJson }];
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
   /** After every session-up: what the home still holds for us (RFC 9132 GET /mitigate). */
@@ -126,8 +129,13 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     }
     const t = this.makeTransport();
     t.on("connection", (conn: Connection) => this.accept(conn));
-    t.on("auth-failure", (f: AuthFailure) => this.emit("auth-failure", { remoteAddress: f.address, remotePort: f.port, reason: `${f.transport}: ${f.reason}` }));
-    t.on("drop", (d: DropEvent) => this.emit("drop", { remoteAddress: d.address, untilMs: d.until }));
+    const homeOf = (identity: string): string | undefined => {
+      const entry = this.pskByIdentity.get(identity);
+      return entry ? (entry.home ?? identity) : undefined;
+    };
+    t.on("auth-failure", (f: AuthFailure) => this.emit(LISTENER_AUTH_FAILURE_EVENT, authFailureEvent(f, homeOf)));
+    t.on("drop", (d: DropEvent) => this.emit(LISTENER_DROP_EVENT, dropBanEvent(d, homeOf)));
+    t.on("drop-end", (d: DropEndEvent) => this.emit(LISTENER_DROP_END_EVENT, dropEndEvent(d)));
     t.on("error", (e: Error) => this.emit("error", e));
     this.transport = t;
     let bound: { port: number };
@@ -167,7 +175,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
             pskLookup: hasPsk ? lookup : undefined,
           }
         : undefined,
-      dropList: o.dropList ?? {},
+      dropList: o.dropList ?? { maxFailures: DEFAULTS.dropAfterFailures, windowMs: DEFAULTS.dropWindowMs, banMs: DEFAULTS.dropBanMs },
       maxTcpPerAddress: this.tuning.maxTcpPerAddress,
     });
   }

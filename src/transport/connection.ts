@@ -3,6 +3,7 @@
 // 'message' is one complete RFC 8323 frame cut from the byte stream. Nothing else leaks upward.
 
 import type { EventEmitter } from "node:events";
+import type { AuthProblem } from "./auth-failure";
 
 export type TransportKind = "dtls" | "tls";
 
@@ -75,4 +76,9 @@ export class TransportError extends Error {
     super(message);
     this.name = "TransportError";
   }
+
+  /** Set on AUTH_FAILED and kin when the cause is known: PSK_MISMATCH, CERT_EXPIRED, ... */
+  problem?: AuthProblem;
+  /** The library's own words when `message` was rewritten for people (OpenSSL text, alert names). */
+  detail?: string;
 }

@@ -11,6 +11,7 @@ import * as net from "node:net";
 import { pathToFileURL } from "node:url";
 import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
 import { TransportError } from "./connection";
+import { explainDialFailure } from "./auth-failure";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
 
 /** AEAD suites only, CCM_8 first (RFC 7925 profile), then GCM. */
@@ -363,7 +364,7 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
     try {
       return await attempt(lib, opts, target, timeoutMs);
     } catch (e) {
-      last = classify(e as Error);
+      last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;
       if (i < attempts) {
         try {

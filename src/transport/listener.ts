@@ -7,7 +7,8 @@ import * as net from "node:net";
 import type { Connection, TransportKind } from "./connection";
 import { TransportError } from "./connection";
 import { DropList, type DropListOptions } from "./drop-list";
-import { DtlsServer, type DtlsServerOptions } from "./dtls/server";
+import { diagnoseServerFailure, type AuthProblem } from "./auth-failure";
+import { DtlsServer, type DtlsServerOptions, type HandshakeFailure as DtlsHandshakeFailure } from "./dtls/server";
 import { createTlsServer, normalizeAddress, type TlsHandshakeFailure, type RemoteEndpoint, type TlsCertificateOptions, type TlsServer, type TlsServerOptions } from "./tls";
 
 /** IANA port for DOTS call home (RFC 9066 section 9). */
@@ -47,17 +48,38 @@ export interface AuthFailure {
   address: string;
   port: number;
   transport: TransportKind;
+  /** The technical reason: our DTLS server's word ("bad-finished") or node:tls's text. */
   reason: string;
+  /** The cause in one code, when it is about credentials (see describeForListener). */
+  problem?: AuthProblem;
+  /** PSK identity the client presented (known to us or not). */
+  identity?: string;
+  /** Subject of the client's certificate, when it presented one. */
+  subject?: string;
 }
 
 export interface DropEvent {
   address: string;
   /** End of the ban, ms since epoch. */
   until: number;
+  /** Failed handshakes that led to the ban, and the window they fell in. */
+  failures: number;
+  windowMs: number;
+  banMs: number;
+  /** The last failure before the ban (its problem code and identity tell the operator why). */
+  last: AuthFailure;
+}
+
+export interface DropEndEvent {
+  address: string;
+  /** When the ban started and ended, ms since epoch. */
+  since: number;
+  until: number;
 }
 
 /**
- * Events: 'connection' (Connection), 'auth-failure' (AuthFailure), 'drop' (DropEvent),
+ * Events: 'connection' (Connection), 'auth-failure' (AuthFailure), 'drop' (DropEvent: a source is
+ * banned), 'drop-end' (DropEndEvent: its ban is over, or the listener closed before),
  * 'error' (Error: a socket failed after listen; the listener keeps running if it can).
  */
 export class CallHomeTransportListener extends EventEmitter {
@@ -68,6 +90,8 @@ export class CallHomeTransportListener extends EventEmitter {
   private readonly live = new Set<Connection>();
   private readonly tcpPerAddress = new Map<string, number>();
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** One timer per banned address (at most the drop-list's maxTracked), to announce the ban's end. */
+  private readonly banTimers = new Map<string, NodeJS.Timeout>();
   private boundPort: number | undefined;
   private boundHost: string | undefined;
   private state: "idle" | "listening" | "closed" = "idle";
@@ -133,6 +157,8 @@ export class CallHomeTransportListener extends EventEmitter {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const t of this.banTimers.values()) clearTimeout(t);
+    this.banTimers.clear();
     await this.teardown();
   }
 
@@ -148,7 +174,7 @@ export class CallHomeTransportListener extends EventEmitter {
       });
       this.tlsServer = tlsServer;
       tlsServer.on("connection", (conn: Connection) => this.adopt(conn));
-      tlsServer.on("handshake-failed", (f: TlsHandshakeFailure) => this.onFailure({ address: f.address, port: f.port, transport: "tls", reason: f.reason }));
+      tlsServer.on("handshake-failed", (f: TlsHandshakeFailure) => this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "tls", reason: f.reason }, f)));
       const tcp = net.createServer((socket) => this.onTcpSocket(socket));
       this.tcp = tcp;
       actual = await new Promise<number>((resolve, reject) => {
@@ -165,9 +191,9 @@ export class CallHomeTransportListener extends EventEmitter {
       const dtlsServer = new DtlsServer({ ...d, isDropped: this.dropList ? (a: string) => this.dropList?.isDropped(a) ?? false : undefined });
       this.dtlsServer = dtlsServer;
       dtlsServer.on("connection", (conn: Connection) => this.adopt(conn));
-      dtlsServer.on("handshake-failed", (f: { address: string; port: number; reason: string }) => {
+      dtlsServer.on("handshake-failed", (f: DtlsHandshakeFailure) => {
         // The server refusing work for lack of room is not the peer's fault.
-        if (f.reason !== "capacity") this.onFailure({ address: f.address, port: f.port, transport: "dtls", reason: f.reason });
+        if (f.reason !== "capacity") this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "dtls", reason: f.reason }, f));
       });
       dtlsServer.on("error", (err: Error) => this.reportError(err));
       const bound = await dtlsServer.listen(actual, host);
@@ -229,8 +255,27 @@ export class CallHomeTransportListener extends EventEmitter {
     if (!this.dropList || !failure.address) return;
     const verdict = this.dropList.recordFailure(failure.address);
     if (verdict.newlyDropped && verdict.until !== undefined) {
-      const drop: DropEvent = { address: failure.address, until: verdict.until };
+      const list = this.dropList;
+      const drop: DropEvent = { address: failure.address, until: verdict.until, failures: list.maxFailures, windowMs: list.windowMs, banMs: list.banMs, last: failure };
+      const since = verdict.until - list.banMs;
+      const address = failure.address;
+      clearTimeout(this.banTimers.get(address));
+      const timer = setTimeout(() => {
+        this.banTimers.delete(address);
+        if (this.state === "closed") return;
+        const end: DropEndEvent = { address, since, until: Math.min(verdict.until as number, Date.now()) };
+        this.emit("drop-end", end);
+      }, Math.max(0, verdict.until - Date.now()) + 5);
+      timer.unref();
+      this.banTimers.set(address, timer);
       this.emit("drop", drop);
     }
   }
+}
+
+/** Adds the problem code and the identity or subject involved to a failure. */
+function withDiagnosis(failure: AuthFailure, facts: { identity?: string; unknownIdentity?: string; subject?: string }): AuthFailure {
+  const d = diagnoseServerFailure({ transport: failure.transport, detail: failure.reason, identity: facts.identity, unknownIdentity: facts.unknownIdentity, subject: facts.subject });
+  const identity = d?.identity ?? facts.identity ?? facts.unknownIdentity;
+  return { ...failure, ...(d ? { problem: d.problem } : {}), ...(identity !== undefined ? { identity } : {}), ...((d?.subject ?? facts.subject) ? { subject: d?.subject ?? facts.subject } : {}) };
 }

@@ -8,6 +8,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
 import { TransportError } from "./connection";
+import { explainDialFailure } from "./auth-failure";
 import { certificateLocalIdentity, certificatePeerIdentity, pskLocalIdentity, pskPeerIdentity } from "./identity";
 import { DEFAULT_MAX_FRAME_SIZE, StreamFramer } from "./stream-framer";
 
@@ -114,6 +115,12 @@ export interface TlsHandshakeFailure {
   port: number;
   reason: string;
   error: TransportError;
+  /** PSK identity the client presented that we hold a key for. */
+  identity?: string;
+  /** PSK identity the client presented that we hold no key for. */
+  unknownIdentity?: string;
+  /** Subject of the client certificate, when one was presented. */
+  subject?: string;
 }
 
 interface TlsConnectionSettings {
@@ -361,7 +368,8 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
       if (confirming && !(err instanceof TransportError)) {
         err = new TransportError("AUTH_FAILED", `server refused the connection right after the handshake: ${err.message}`);
       }
-      reject(classifyTlsError(err, opts.psk !== undefined));
+      const facts = { transport: "tls" as const, identity: opts.psk?.identity, certificate: opts.certificate !== undefined, servername: opts.servername ?? opts.host };
+      reject(explainDialFailure(classifyTlsError(err, opts.psk !== undefined), facts));
     };
     const timer = setTimeout(() => {
       const connected = socket && !socket.connecting;
@@ -483,6 +491,8 @@ export class TlsServer extends EventEmitter {
   private readonly live = new Set<net.Socket>();
   private readonly connections = new Set<TlsConnection>();
   private readonly pskIdentities = new WeakMap<tls.TLSSocket, string>();
+  /** Identities we had no key for, to name them when the handshake then fails. */
+  private readonly refusedIdentities = new WeakMap<tls.TLSSocket, string>();
   private readonly endpoints = new WeakMap<net.Socket, RemoteEndpoint>();
   private readonly settings: TlsConnectionSettings;
   private readonly local: LocalIdentity;
@@ -531,7 +541,10 @@ export class TlsServer extends EventEmitter {
         } catch {
           key = undefined; // a throwing lookup refuses the identity
         }
-        if (!key || key.length === 0) return null;
+        if (!key || key.length === 0) {
+          this.refusedIdentities.set(socket, identity);
+          return null;
+        }
         this.pskIdentities.set(socket, identity);
         return key;
       };
@@ -658,6 +671,16 @@ export class TlsServer extends EventEmitter {
       reason: error.message,
       error,
     };
+    const identity = this.pskIdentities.get(socket);
+    const unknownIdentity = this.refusedIdentities.get(socket);
+    if (identity !== undefined) failure.identity = identity;
+    if (unknownIdentity !== undefined) failure.unknownIdentity = unknownIdentity;
+    try {
+      const subject = socket.getPeerX509Certificate?.()?.subject;
+      if (subject) failure.subject = subject.split("\n").join(",");
+    } catch {
+      // no certificate left on a destroyed socket
+    }
     this.emit("handshake-failed", failure);
   }
 }

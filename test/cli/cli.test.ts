@@ -27,6 +27,59 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
     assert.match(r.stdout, /--auto-decide/);
   });
 
+  it("--version prints the package.json version, alone or after a command, and exits 0", () => {
+    const version = (JSON.parse(fs.readFileSync(path.join(__dirname, "../../../package.json"), "utf8")) as { version: string }).version;
+    for (const args of [["--version"], ["listen", "--version"], ["dial", "--version"]]) {
+      const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { encoding: "utf8" });
+      assert.equal(r.status, 0, args.join(" "));
+      assert.equal(r.stdout, `dots-call-home ${version}\n`);
+    }
+  });
+
+  it("refuses an impossible home prefix and a short PSK key before listening, as dial does (exit 2, words)", () => {
+    for (const [args, re] of [
+      [["listen", ...PSK, "--home-prefix", "300.1.1.1/24"], /--home-prefix 300\.1\.1\.1\/24: "300\.1\.1\.1" is not a valid IPv4/],
+      [["listen", ...PSK, "--home-prefix", "203.0.113.0/99"], /prefix length 99 exceeds 32/],
+      [["dial", "127.0.0.1", ...PSK, "--home-prefix", "203.0.113.0/99"], /prefix length 99 exceeds 32/],
+      [["listen", "--psk-identity", "home-1", "--psk-key", "text:short", "--home-prefix", "203.0.113.0/24"], /PSK key is 40 bits; at least 128 bits/],
+      [["dial", "127.0.0.1", "--psk-identity", "home-1", "--psk-key", "0102030405", "--home-prefix", "203.0.113.0/24"], /PSK key is 40 bits/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { encoding: "utf8" });
+      assert.equal(r.status, 2, args.join(" "));
+      const line = JSON.parse(r.stdout.trim().split("\n")[0]) as CliLine;
+      assert.equal(line.event, "error");
+      assert.equal(line.code, "USAGE");
+      assert.match(String(line.message), re);
+    }
+  });
+
+  it("a wrong PSK in words on both processes; the listener's ban and its end as drop / drop-end lines with ISO times", async () => {
+    const isp = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--drop-after", "2", "--drop-ban-ms", "2s"]);
+    procs.push(isp);
+    const port = (await isp.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
+    const home = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", "--psk-identity", "home-1", "--psk-key", "text:not-the-right-key-0123", "--home-prefix", "203.0.113.0/24", "--reconnect-min", "100ms", "--reconnect-max", "0.2s"]);
+    procs.push(home);
+    const down = await home.waitFor((l) => l.event === "disconnected", 15000, "disconnected");
+    assert.equal(down.code, "PSK_MISMATCH");
+    assert.match(String(down.reason), /the PSK key for identity "home-1" does not match the ISP's/);
+    const failure = await isp.waitFor((l) => l.event === "auth-failure", 5000, "auth-failure");
+    assert.equal(failure.reason, "PSK_MISMATCH");
+    assert.match(String(failure.message), /home "home-1" presented a PSK key that does not match \(identity home-1/);
+    assert.equal(failure.detail, "dtls: bad-finished");
+    const drop = await isp.waitFor((l) => l.event === "drop", 15000, "drop");
+    const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+    assert.match(String(drop.since), iso);
+    assert.match(String(drop.until), iso);
+    assert.equal(drop.failures, 2);
+    assert.equal(drop.banSeconds, 2);
+    assert.equal(drop.lastReason, "PSK_MISMATCH");
+    assert.equal(drop.home, "home-1");
+    await home.stop();
+    const end = await isp.waitFor((l) => l.event === "drop-end", 5000, "drop-end");
+    assert.equal(end.remoteAddress, "127.0.0.1");
+    assert.match(String(end.until), iso);
+  });
+
   it("refuses a bad flag with an error line and exit code 2", () => {
     const r = spawnSync(process.execPath, [CLI_MAIN, "listen", "--bogus"], { encoding: "utf8" });
     assert.equal(r.status, 2);

@@ -26,7 +26,7 @@ describe("cli/dial runner", () => {
 
   // port 9 (discard) on loopback: nothing answers, the dialer backs off for a minute
   const config = (...extra: string[]) =>
-    parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", fs.mkdtempSync(path.join(dir, "state-")), ...extra]) as DialConfig;
+    parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", fs.mkdtempSync(path.join(dir, "state-")), ...extra]) as DialConfig;
   const runner = (cfg: DialConfig): { r: DialRunner; events: Ev[] } => {
     const events: Ev[] = [];
     const r = makeDialRunner(cfg, (event, fields = {}) => events.push({ event, ...fields }));
@@ -68,7 +68,7 @@ describe("cli/dial runner", () => {
     const file = path.join(state, stateFileName("h@9"));
     const good = { cuid: "c1", mid: 4, scope: { "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] }, lifetime: 600, expiresAt: Date.now() + 600_000, status: 2, mitigationStart: 1, terminatingPeriodMs: 120000 };
     fs.writeFileSync(file, [JSON.stringify({ format: STATE_FORMAT, version: 1 }), JSON.stringify(good), '{"cuid":"c1","mid":5,"sco'].join("\n"));
-    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", state]) as DialConfig);
+    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", state]) as DialConfig);
     await r.start();
     const err = events.find((e) => e.event === "error" && e.code === "STATE_CORRUPT");
     assert.ok(err, JSON.stringify(events));
@@ -84,7 +84,7 @@ describe("cli/dial runner", () => {
   it("--state-dir that cannot be written: a STATE_UNWRITABLE error event, the dialer still starts (and will answer 5.03)", async () => {
     const blocker = path.join(dir, "a-file");
     fs.writeFileSync(blocker, "");
-    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "198.51.100.2/32", "--state-dir", path.join(blocker, "state")]) as DialConfig);
+    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", path.join(blocker, "state")]) as DialConfig);
     await r.start();
     const err = events.find((e) => e.event === "error" && e.code === "STATE_UNWRITABLE");
     assert.ok(err && String(err.message).includes(path.join(blocker, "state")), JSON.stringify(events));

@@ -110,6 +110,8 @@ export interface HandshakeFailure {
   address: string;
   port: number;
   reason: HandshakeFailureReason;
+  /** The PSK identity the client presented, once its key exchange arrived. */
+  identity?: string;
 }
 
 /** Counters for diagnostics and tests; none of them grows without peer state behind it. */
@@ -867,7 +869,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (alert !== undefined) this.sendAlert(peer, AlertLevel.Fatal, alert);
     this.removePeer(peer);
     this.stats.handshakesFailed++;
-    this.emit("handshake-failed", { address: peer.address, port: peer.port, reason } satisfies HandshakeFailure);
+    this.emit("handshake-failed", { address: peer.address, port: peer.port, reason, ...(peer.identity !== undefined ? { identity: peer.identity } : {}) } satisfies HandshakeFailure);
   }
 
   private removePeer(peer: Peer, error?: Error): void {
