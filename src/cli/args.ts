@@ -57,6 +57,8 @@ listen options:
   --drop-ban-ms MS         ... for this long (default 300000)
   --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
   --request-timeout-ms MS  give up on an unanswered request after MS (default 60000)
+  --max-tcp-per-address N  TCP connections accepted from one source address (default 256;
+                           raise it when many homes share one address behind CGN)
 
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
@@ -140,7 +142,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "cert":"isp.crt","key":"isp.key","ca":"ca.crt","passphrase":"...",
            "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
-           "requestRepeatMs":3000,"requestTimeoutMs":60000}
+           "requestRepeatMs":3000,"requestTimeoutMs":60000,"maxTcpPerAddress":256}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
            "discoverDomain":"isp.example","dnsServers":["192.0.2.53","[2001:db8::53]:5353"],
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
@@ -197,6 +199,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "drop-ban-ms": "number",
   "request-repeat-ms": "number",
   "request-timeout-ms": "number",
+  "max-tcp-per-address": "number",
 };
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
@@ -362,6 +365,7 @@ export interface ListenConfig {
   cuidIdentity?: string;
   requestRepeatMs?: number;
   requestTimeoutMs?: number;
+  maxTcpPerAddress?: number;
 }
 
 export function parseListenArgs(argv: readonly string[], read: FileReader = defaultReader): ListenConfig | "help" {
@@ -459,6 +463,8 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   if (repeat !== undefined) out.requestRepeatMs = num(repeat, "request-repeat-ms", 1, 600_000);
   const timeout = f["request-timeout-ms"] ?? settings.requestTimeoutMs;
   if (timeout !== undefined) out.requestTimeoutMs = num(timeout, "request-timeout-ms", 1, 3_600_000);
+  const perAddress = f["max-tcp-per-address"] ?? settings.maxTcpPerAddress;
+  if (perAddress !== undefined) out.maxTcpPerAddress = num(perAddress, "max-tcp-per-address", 1, 1_000_000);
   return out;
 }
 
