@@ -2,7 +2,8 @@
 // process (DTLS and TLS on one port) serves N homes (half UDP, half TCP, RFC 9132 reconnect
 // spacing 60 s / 300 s and default heartbeat settings) that run many per process in child
 // processes. Three phases, each timed from the moment the listener is started or signalled:
-//   cold      all homes dial a fresh listener at once (the reference, measured in this run)
+//   cold      all homes dial a fresh listener, start times spread uniformly over the same 5 s as
+//             the first-attempt jitter (the reference, measured in this run)
 //   graceful  SIGTERM (sessions closed, homes told), then the listener is started again
 //   crash     SIGKILL (homes told nothing), then the listener is started again
 // For each: time until 50/95/100 % of the homes are back (session-up on the new process),
@@ -13,6 +14,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CallHomeDialer } from "../src/dots/home-engine";
+import { DEFAULT_FIRST_ATTEMPT_JITTER_MS } from "../src/dots/dialer-connect";
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string): string => {
@@ -61,8 +63,9 @@ async function child(job: ChildJob): Promise<void> {
     dialers.push(d);
   }
   process.send?.({ type: "ready" });
-  await new Promise<void>((resolve) => process.once("message", () => resolve()));
-  for (const d of dialers) void d.start();
+  const spreadMs = await new Promise<number>((resolve) => process.once("message", (m: { spreadMs: number }) => resolve(m.spreadMs)));
+  // Cold start spread like the first-attempt jitter, so the reference storm has the same shape.
+  for (const d of dialers) setTimeout(() => void d.start(), Math.floor(Math.random() * spreadMs));
 }
 
 // ------------------------------------------------------------------------------ parent
@@ -111,9 +114,10 @@ function startListener(configFile: string, port: number, t0: number): Listener {
   return l;
 }
 
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+/** The time by which p % of `of` homes were back; NaN when fewer than that came back. */
+function pct(sorted: number[], p: number, of: number): number {
+  const k = Math.ceil((p / 100) * of);
+  return k >= 1 && k <= sorted.length ? sorted[k - 1] : NaN;
 }
 
 interface PhaseResult {
@@ -138,7 +142,7 @@ async function measure(name: string, l: Listener, homes: number, waitMs: number)
   const byTransport: PhaseResult["byTransport"] = {};
   for (const t of ["udp", "tcp"]) {
     const ts = [...l.ups].filter(([h]) => (Number(h.slice(h.lastIndexOf("-") + 1)) % 2 === 0) === (t === "udp")).map(([, ms]) => ms).sort((a, b) => a - b);
-    byTransport[t] = { n: ts.length, p50: pct(ts, 50), p95: pct(ts, 95), p100: ts.length === homes / 2 ? ts[ts.length - 1] : NaN };
+    byTransport[t] = { n: ts.length, p50: pct(ts, 50, homes / 2), p95: pct(ts, 95, homes / 2), p100: pct(ts, 100, homes / 2) };
   }
   const buckets = new Map<number, number>();
   for (const t of times) buckets.set(Math.floor(t / 1000), (buckets.get(Math.floor(t / 1000)) ?? 0) + 1);
@@ -146,9 +150,9 @@ async function measure(name: string, l: Listener, homes: number, waitMs: number)
   return {
     name,
     back: times.length,
-    p50: pct(times, 50),
-    p95: pct(times, 95),
-    p100: times.length === homes ? times[times.length - 1] : NaN,
+    p50: pct(times, 50, homes),
+    p95: pct(times, 95, homes),
+    p100: pct(times, 100, homes),
     byTransport,
     peakPerS: Math.max(0, ...buckets.values()),
     meanPerS: times.length / (spanMs / 1000),
@@ -198,7 +202,7 @@ async function parent(): Promise<void> {
   // Cold: every home dials at once (no jitter: dialers start together).
   l.startedAt = Date.now();
   l.ups.clear();
-  for (const c of kids) c.send({ type: "go" });
+  for (const c of kids) c.send({ type: "go", spreadMs: DEFAULT_FIRST_ATTEMPT_JITTER_MS });
   results.push(await measure("cold start (reference)", l, N, 120_000));
 
   for (const [name, signal] of [["graceful restart (SIGTERM)", "SIGTERM"], ["crash (SIGKILL)", "SIGKILL"]] as const) {

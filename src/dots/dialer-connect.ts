@@ -317,7 +317,8 @@ export class ReconnectPacer {
     private readonly random: () => number = Math.random,
   ) {
     if (!(policy.minMs >= 0) || !(policy.maxMs >= policy.minMs)) throw new RangeError(`reconnect bounds must satisfy 0 <= minMs <= maxMs (got ${policy.minMs}, ${policy.maxMs})`);
-    this.jitterMs = policy.firstAttemptJitterMs ?? DEFAULT_FIRST_ATTEMPT_JITTER_MS;
+    // Never slower than a retry: labs that shorten minMs get a proportionally short jitter.
+    this.jitterMs = policy.firstAttemptJitterMs ?? Math.min(DEFAULT_FIRST_ATTEMPT_JITTER_MS, policy.minMs);
     if (!(this.jitterMs >= 0) || !Number.isFinite(this.jitterMs)) throw new RangeError(`firstAttemptJitterMs must be a finite number >= 0 (got ${policy.firstAttemptJitterMs})`);
   }
 

@@ -55,7 +55,7 @@ export interface HomeEngineTuning {
   transportCacheMs?: number;
   /** How long a TLS winner stays first before UDP is tried first again, ms. Default 24 h (RFC 9132 4.3). */
   udpReprobeMs?: number;
-  /** Spread of the first attempt after a session that was up ended, ms. Default 5000. */
+  /** Spread of the first attempt after a session that was up ended, ms. Default 5000 (or reconnect.minMs if shorter). */
   firstAttemptJitterMs?: number;
   /**
    * Liveness probe when the ISP goes silent (a heartbeat unanswered: CoAP ping, then a new session

@@ -197,4 +197,12 @@ describe("cli/args", () => {
     ];
     for (const [extra, re] of bad) assert.throws(() => dial(...base, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
   });
+
+  it("listen --max-tcp-per-address raises the per-source TCP cap (homes behind one CGN address); bad values are usage errors", () => {
+    const base = ["--psk-identity", "h", "--psk-key", "text:k", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(listen(...base).maxTcpPerAddress, undefined, "engine default (256) unless asked");
+    assert.equal(listen(...base, "--max-tcp-per-address", "5000").maxTcpPerAddress, 5000);
+    assert.throws(() => listen(...base, "--max-tcp-per-address", "0"), CliUsageError);
+    assert.throws(() => listen(...base, "--max-tcp-per-address", "1.5"), CliUsageError);
+  });
 });
