@@ -213,7 +213,7 @@ async function parent(): Promise<void> {
     await stopped(l.proc);
     l = startListener(configFile, port, t0);
     await l.listening;
-    results.push(await measure(name, l, N, signal === "SIGKILL" ? crashWaitMs : 60_000));
+    results.push(await measure(name, l, N, signal === "SIGKILL" ? crashWaitMs : 90_000));
   }
 
   const ref = results[0];
@@ -226,7 +226,8 @@ async function parent(): Promise<void> {
   }
   console.log("");
   for (const r of results.slice(1)) {
-    console.log(`  ${r.name}: 95% back in ${s(r.p95).trim()} = ${(r.p95 / ref.p95).toFixed(1)}x the cold-start 95% (${s(ref.p95).trim()}); listener CPU ${(r.cpuMs / ref.cpuMs).toFixed(1)}x the cold start's`);
+    const ratio = Number.isNaN(r.p95) || Number.isNaN(ref.p95) ? "n/a" : `${(r.p95 / ref.p95).toFixed(1)}x`;
+    console.log(`  ${r.name}: 95% back in ${s(r.p95).trim()} = ${ratio} the cold-start 95% (${s(ref.p95).trim()}); listener CPU ${(r.cpuMs / ref.cpuMs).toFixed(1)}x the cold start's`);
   }
   const graceful = results[1];
   const crash = results[2];
