@@ -131,6 +131,8 @@ interface PhaseResult {
   meanPerS: number;
   cpuMs: number;
   spanMs: number;
+  /** From the signal until the new listener process was listening. */
+  downMs?: number;
 }
 
 async function measure(name: string, l: Listener, homes: number, waitMs: number): Promise<PhaseResult> {
@@ -213,7 +215,8 @@ async function parent(): Promise<void> {
     await stopped(l.proc);
     l = startListener(configFile, port, t0);
     await l.listening;
-    results.push(await measure(name, l, N, signal === "SIGKILL" ? crashWaitMs : 90_000));
+    const downMs = Date.now() - t0;
+    results.push({ ...(await measure(name, l, N, signal === "SIGKILL" ? crashWaitMs : 90_000)), downMs });
   }
 
   const ref = results[0];
@@ -229,6 +232,7 @@ async function parent(): Promise<void> {
     const ratio = Number.isNaN(r.p95) || Number.isNaN(ref.p95) ? "n/a" : `${(r.p95 / ref.p95).toFixed(1)}x`;
     console.log(`  ${r.name}: 95% back in ${s(r.p95).trim()} = ${ratio} the cold-start 95% (${s(ref.p95).trim()}); listener CPU ${(r.cpuMs / ref.cpuMs).toFixed(1)}x the cold start's`);
   }
+  for (const r of results.slice(1)) console.log(`  ${r.name}: listener away ${s(r.downMs ?? NaN).trim()} (signal -> old process gone -> new process listening)`);
   const graceful = results[1];
   const crash = results[2];
   console.log(`  target graceful p95 <= 10 s: ${graceful.p95 <= 10_000 ? "met" : "NOT met"}; target crash (UDP) 100% <= 90 s: ${crash.byTransport.udp.p100 <= 90_000 ? "met" : "NOT met"}`);

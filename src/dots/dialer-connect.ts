@@ -360,13 +360,13 @@ export class ReconnectPacer {
 }
 
 /** Waits between re-sends of a refused TCP connect within one attempt (as DTLS re-sends its first flight). */
-export const REFUSED_RESEND_MS: readonly number[] = Object.freeze([1000, 2000, 4000]);
+export const REFUSED_RESEND_MS: readonly number[] = Object.freeze([1000, 2000, 4000, 8000]);
 
 /**
  * Runs one connection attempt, re-sending it while the peer actively refuses it (TCP RST,
  * ECONNREFUSED: the listener is restarting), `delays` apart. A DTLS attempt re-sends its
- * ClientHello flight 1 s, 2 s, 4 s ... apart inside one attempt; this gives a TCP attempt the same
- * span instead of failing in a millisecond and costing the home minMs of spacing. Other errors,
+ * ClientHello flight 1 s, 2 s, 4 s, 8 s apart inside one attempt; this gives a TCP attempt the same
+ * 15 s span instead of failing in a millisecond and costing the home minMs of spacing. Other errors,
  * and the abort signal, end it at once.
  */
 export async function resendWhileRefused<T>(connect: () => Promise<T>, signal: AbortSignal, delays: readonly number[] = REFUSED_RESEND_MS): Promise<T> {
