@@ -120,6 +120,9 @@ listen options:
                            a command's "hold":S overrides, 0 answers UNHELD at once)
   --mqtt-heartbeats        publish heartbeat events on MQTT too (stdout always has them)
 
+  --max-tcp-per-address N  TCP connections accepted from one source address (default 256;
+                           raise it when many homes share one address behind CGN)
+
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
     {"cmd":"withdraw","session":"...","mid":N}
@@ -225,7 +228,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
            "requestRepeatMs":3000,"requestTimeoutMs":60000,
-           "stateDir":"/var/lib/dots-call-home",
+           "maxTcpPerAddress":256,"stateDir":"/var/lib/dots-call-home",
            "mqtt":{"url":"mqtt://broker:1883","prefix":"dots","clientId":"isp-a",
                    "username":"isp","passwordFile":"mqtt.pw","ca":"ca.crt","hold":600}}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
@@ -298,6 +301,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "mqtt-keepalive": "number",
   "mqtt-hold": "number",
   "mqtt-heartbeats": "boolean",
+  "max-tcp-per-address": "number",
 };
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
@@ -504,6 +508,7 @@ export interface ListenConfig {
   requestTimeoutMs?: number;
   /** --mqtt: the command/event contract over an MQTT broker as well (docs/mqtt.md). */
   mqtt?: MqttSettings;
+  maxTcpPerAddress?: number;
 }
 
 /** The MQTT carrier's settings (docs/mqtt.md). */
@@ -679,6 +684,8 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   if (timeout !== undefined) out.requestTimeoutMs = ms(timeout, "request-timeout-ms", LIMITS.requestTimeoutMs);
   const mqtt = mqttFrom(f, settings, base, read, port, env);
   if (mqtt) out.mqtt = mqtt;
+  const perAddress = f["max-tcp-per-address"] ?? settings.maxTcpPerAddress;
+  if (perAddress !== undefined) out.maxTcpPerAddress = num(perAddress, "max-tcp-per-address", 1, 1_000_000);
   return out;
 }
 

@@ -285,23 +285,41 @@ export interface ReconnectPolicy {
   minMs: number;
   /** Spacing grows (doubling) up to this, ms. Default 300 000 (RFC 9132 SHOULD). */
   maxMs: number;
+  /**
+   * The first attempt after a session that was up has ended starts after a delay drawn uniformly
+   * from [0, firstAttemptJitterMs), so a thousand homes told at once do not arrive at once.
+   * Default 5000.
+   */
+  firstAttemptJitterMs?: number;
 }
 
 export const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = Object.freeze({ minMs: 60_000, maxMs: 300_000 });
 
+/** Default spread of the first attempt after a session ended, ms. */
+export const DEFAULT_FIRST_ATTEMPT_JITTER_MS = 5000;
+
 /**
- * Paces connection attempts: consecutive failures are spaced minMs, 2*minMs, ... up to maxMs; after
- * a session that was up, the next attempt may start at once if the last one is older than minMs.
+ * Paces connection attempts (RFC 9132 section 4.7, applied by RFC 9066 section 5.2.1): after a
+ * FAILED attempt the next one waits minMs, then 2*minMs, ... up to maxMs. The first attempt after
+ * a session that was up ends is not a retry: it starts after a uniform jitter in
+ * [0, firstAttemptJitterMs). That fast path is taken at most once per minMs, so a peer that ends
+ * every session right after it starts still sees attempts no closer than minMs.
  */
 export class ReconnectPacer {
   private failures = 0;
   private lastAttempt = -Infinity;
+  private lastFastPath = -Infinity;
+  private readonly jitterMs: number;
 
   constructor(
     private readonly policy: ReconnectPolicy = DEFAULT_RECONNECT,
     private readonly now: () => number = Date.now,
+    private readonly random: () => number = Math.random,
   ) {
     if (!(policy.minMs >= 0) || !(policy.maxMs >= policy.minMs)) throw new RangeError(`reconnect bounds must satisfy 0 <= minMs <= maxMs (got ${policy.minMs}, ${policy.maxMs})`);
+    // Never slower than a retry: labs that shorten minMs get a proportionally short jitter.
+    this.jitterMs = policy.firstAttemptJitterMs ?? Math.min(DEFAULT_FIRST_ATTEMPT_JITTER_MS, policy.minMs);
+    if (!(this.jitterMs >= 0) || !Number.isFinite(this.jitterMs)) throw new RangeError(`firstAttemptJitterMs must be a finite number >= 0 (got ${policy.firstAttemptJitterMs})`);
   }
 
   /** Record that an attempt starts now. */
@@ -317,9 +335,61 @@ export class ReconnectPacer {
     this.failures = 0;
   }
 
-  /** Milliseconds to wait before the next attempt may start. */
+  /** Consecutive failed attempts since the last success. */
+  get failedInARow(): number {
+    return this.failures;
+  }
+
+  /** Milliseconds to wait before the next attempt may start (after a failure). */
   delayMs(): number {
     const spacing = this.failures === 0 ? this.policy.minMs : Math.min(this.policy.maxMs, this.policy.minMs * 2 ** (this.failures - 1));
     return Math.max(0, this.lastAttempt + spacing - this.now());
   }
+
+  /**
+   * Milliseconds before the first attempt after a session that was up has ended: a jitter in
+   * [0, firstAttemptJitterMs), or delayMs() when the fast path was used less than minMs ago.
+   */
+  afterSessionEnded(): number {
+    const now = this.now();
+    if (now - this.lastFastPath < this.policy.minMs) return this.delayMs();
+    this.lastFastPath = now;
+    this.failures = 0;
+    return Math.floor(this.random() * this.jitterMs);
+  }
+}
+
+/** Waits between re-sends of a refused TCP connect within one attempt (as DTLS re-sends its first flight). */
+export const REFUSED_RESEND_MS: readonly number[] = Object.freeze([1000, 2000, 4000, 8000]);
+
+/**
+ * Runs one connection attempt, re-sending it while the peer actively refuses it (TCP RST,
+ * ECONNREFUSED: the listener is restarting), `delays` apart. A DTLS attempt re-sends its
+ * ClientHello flight 1 s, 2 s, 4 s, 8 s apart inside one attempt; this gives a TCP attempt the same
+ * 15 s span instead of failing in a millisecond and costing the home minMs of spacing. Other errors,
+ * and the abort signal, end it at once.
+ */
+export async function resendWhileRefused<T>(connect: () => Promise<T>, signal: AbortSignal, delays: readonly number[] = REFUSED_RESEND_MS): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await connect();
+    } catch (e) {
+      if (i >= delays.length || signal.aborted || !isRefused(e)) throw e;
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, delays[i]);
+      function done() {
+        clearTimeout(t);
+        signal.removeEventListener("abort", done);
+        resolve();
+      }
+      signal.addEventListener("abort", done, { once: true });
+    });
+    if (signal.aborted) throw new Error("aborted");
+  }
+}
+
+function isRefused(e: unknown): boolean {
+  const err = e as { code?: string; message?: string; cause?: { code?: string } } | undefined;
+  return err?.code === "ECONNREFUSED" || err?.cause?.code === "ECONNREFUSED" || /ECONNREFUSED|connection refused/i.test(err?.message ?? "");
 }

@@ -44,7 +44,37 @@ export interface HeartbeatSchedulerOptions {
   detectLoss?: boolean;
   /** Milliseconds per heartbeat-interval second; 1000 unless a lab compresses time. */
   msPerSecond?: number;
+  /**
+   * When nothing at all arrived from the peer within this many ms after a heartbeat was sent,
+   * emit 'silent' once for that heartbeat (the owner may probe liveness). 0 or absent: off.
+   */
+  silentAfterMs?: number;
   now?: () => number;
+}
+
+/**
+ * How long after sending a heartbeat the home waits for any answer before it probes liveness:
+ * ack-timeout x ack-random-factor, the longest first CoAP retransmission timeout (RFC 7252 4.8).
+ */
+export function silentAfterMs(ackTimeoutSeconds: number, ackRandomFactor: number): number {
+  return Math.ceil(ackTimeoutSeconds * ackRandomFactor * 1000);
+}
+
+/**
+ * Longest time a UDP CoAP ping (empty CON, RFC 7252 section 4.3) stays unanswered before its
+ * exchange gives up: ack-timeout x ack-random-factor x (2^(max-retransmit + 1) - 1).
+ */
+export function pingGiveUpMs(ackTimeoutSeconds: number, ackRandomFactor: number, maxRetransmit: number): number {
+  return Math.ceil(ackTimeoutSeconds * ackRandomFactor * (2 ** (maxRetransmit + 1) - 1) * 1000);
+}
+
+/**
+ * Worst case from the ISP going silent (crash) to the home starting a new session, over UDP with
+ * the given configuration: one heartbeat interval until the next heartbeat leaves, the silence
+ * wait, then the CoAP ping giving up. The new session's handshake comes on top.
+ */
+export function silenceToRedialMs(set: { heartbeatInterval: number; ackTimeout: number; ackRandomFactor: number; maxRetransmit: number }): number {
+  return set.heartbeatInterval * 1000 + silentAfterMs(set.ackTimeout, set.ackRandomFactor) + pingGiveUpMs(set.ackTimeout, set.ackRandomFactor, set.maxRetransmit);
 }
 
 export interface HeartbeatSchedulerEvents {
@@ -53,6 +83,8 @@ export interface HeartbeatSchedulerEvents {
   missed: [{ consecutive: number }];
   /** No traffic from the peer for missing-hb-allowed intervals. The scheduler stops itself. */
   lost: [{ silentMs: number; missed: number }];
+  /** Nothing arrived from the peer within silentAfterMs of a heartbeat (see the option). */
+  silent: [{ silentMs: number }];
 }
 
 /**
@@ -68,6 +100,8 @@ export class HeartbeatScheduler extends EventEmitter {
   private readonly msPerSecond: number;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
+  private silenceTimer: NodeJS.Timeout | undefined;
+  private readonly silentAfterMs: number;
   private running = false;
   private lastPeerHeartbeat = -Infinity;
   private lastTraffic: number;
@@ -79,6 +113,7 @@ export class HeartbeatScheduler extends EventEmitter {
     this.detectLoss = opts.detectLoss ?? true;
     this.msPerSecond = opts.msPerSecond ?? 1000;
     this.now = opts.now ?? Date.now;
+    this.silentAfterMs = opts.silentAfterMs ?? 0;
     this.intervalSeconds = opts.intervalSeconds;
     this.missingHbAllowed = opts.missingHbAllowed;
     this.validate(opts.intervalSeconds, opts.missingHbAllowed);
@@ -123,7 +158,8 @@ export class HeartbeatScheduler extends EventEmitter {
   stop(): void {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.silenceTimer) clearTimeout(this.silenceTimer);
+    this.timer = this.silenceTimer = undefined;
   }
 
   /** Apply renegotiated values (PUT /config, idle <-> mitigating switch). */
@@ -176,6 +212,7 @@ export class HeartbeatScheduler extends EventEmitter {
     }
     // Counted as missed now and cleared by any traffic, so a slow answer never races the next tick.
     this.consecutiveMissed++;
+    this.armSilenceCheck();
     answered.then(
       (ok) => {
         if (!this.running) return;
@@ -189,6 +226,16 @@ export class HeartbeatScheduler extends EventEmitter {
       },
     );
     this.arm();
+  }
+
+  private armSilenceCheck(): void {
+    if (this.silentAfterMs <= 0 || this.silenceTimer) return;
+    const sentAt = this.now();
+    this.silenceTimer = setTimeout(() => {
+      this.silenceTimer = undefined;
+      if (this.running && this.lastTraffic < sentAt) this.emit("silent", { silentMs: this.now() - this.lastTraffic });
+    }, this.silentAfterMs);
+    this.silenceTimer.unref();
   }
 
   override on<E extends keyof HeartbeatSchedulerEvents>(event: E, listener: (...args: HeartbeatSchedulerEvents[E]) => void): this {

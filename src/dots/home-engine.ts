@@ -12,10 +12,10 @@ import type { Connection, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
-import { DEFAULT_RECONNECT, ReconnectPacer, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
+import { DEFAULT_RECONNECT, ReconnectPacer, resendWhileRefused, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
 import { ConnectFailureTracker } from "./connect-diagnosis";
 import { DEFAULTS } from "./defaults";
-import { HeartbeatScheduler } from "./heartbeat";
+import { HeartbeatScheduler, silentAfterMs } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { HomeStateFile, stateFileName } from "./home-state";
 import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
@@ -63,6 +63,13 @@ export interface HomeEngineTuning {
   /** State file bounds. Defaults 4096 mitigations, 8 MiB. */
   stateMaxMitigations?: number;
   stateMaxBytes?: number;
+  /** Spread of the first attempt after a session that was up ended, ms. Default 5000 (or reconnect.minMs if shorter). */
+  firstAttemptJitterMs?: number;
+  /**
+   * Liveness probe when the ISP goes silent (a heartbeat unanswered: CoAP ping, then a new session
+   * in parallel if that goes unanswered too). Default true.
+   */
+  probeWhenSilent?: boolean;
 }
 
 /** Spacing of notifications without an RTT estimate (RFC 9132 section 4.4.2.1), ms. */
@@ -98,6 +105,10 @@ interface Session {
   closing?: string;
   /** Any message from the ISP arrived on this connection. */
   heard: boolean;
+  /** A liveness probe (CoAP ping) is out. */
+  probing?: boolean;
+  /** The ISP stopped answering, even a CoAP ping: a new session is being set up in parallel. */
+  suspect?: string;
 }
 
 const HB_PATH = [".well-known", "dots", "hb"];
@@ -136,7 +147,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     if (options.transport === "udp" && !options.psk) throw new TypeError("CallHomeDialer: DTLS needs PSK credentials (certificates are served over TLS)");
     this.opts = options;
     this.tuning = options.tuning ?? {};
-    const reconnect: ReconnectPolicy = options.reconnect ?? DEFAULT_RECONNECT;
+    const reconnect: ReconnectPolicy = { ...(options.reconnect ?? DEFAULT_RECONNECT), firstAttemptJitterMs: this.tuning.firstAttemptJitterMs };
     this.pacer = new ReconnectPacer(reconnect);
     this.transportCache = new TransportCache(this.tuning.transportCacheMs, Date.now, this.tuning.udpReprobeMs, this.tuning.udpReprobeMs === undefined ? undefined : 0);
     this.config = new SessionConfig({
@@ -285,6 +296,12 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
 
   // ------------------------------------------------------------------------------ connecting
 
+  /** A session that is up and not given up on (a suspect one may be replaced in parallel). */
+  private get liveSession(): Session | undefined {
+    const s = this.session;
+    return s && !s.suspect ? s : undefined;
+  }
+
   private scheduleConnect(delayMs: number): void {
     if (!this.running || this.reconnectTimer || this.connecting) return;
     this.reconnectTimer = setTimeout(() => {
@@ -294,7 +311,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   }
 
   private async connectOnce(): Promise<void> {
-    if (!this.running || this.session || this.connecting) return;
+    if (!this.running || this.liveSession || this.connecting) return;
     this.connecting = true;
     this.pacer.attempted();
     const controller = new AbortController();
@@ -321,12 +338,17 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       }
       this.pacer.succeeded();
       this.connectFailures.succeeded();
+      const old = this.session;
+      if (old) this.replaceSession(old);
       this.attach(won.connection, won.candidate, useRedirect);
     } catch (e) {
       if (!this.running) return;
       this.pacer.failed();
       const retryInMs = this.pacer.delayMs();
-      this.emit("disconnected", { ...this.connectFailures.failed(e), retryInMs });
+      const keeping = this.session;
+      // A silent session is kept (mitigations stay; it may still recover) while new attempts follow the spacing.
+      if (keeping) this.emit("error", new Error(`new session attempt failed (${(e as Error).message}); keeping the silent session, next attempt in ${retryInMs} ms`));
+      else this.emit("disconnected", { ...this.connectFailures.failed(e), retryInMs });
       this.connecting = false;
       this.scheduleConnect(retryInMs);
       return;
@@ -381,7 +403,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     // Resumption (RFC 9132 section 7.1) with certificates only: a TLS server resuming a PSK
     // session never re-runs its PSK callback, so it cannot tell who the peer is.
     const useTickets = !this.opts.psk;
-    const p = connectTls({
+    const p = resendWhileRefused(() => connectTls({
       host: c.address,
       port,
       family: c.family,
@@ -395,7 +417,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         if (this.tickets.size > 16) this.tickets.delete(this.tickets.keys().next().value as string);
       },
       timeoutMs: this.tuning.tlsTimeoutMs,
-    });
+    }), signal);
     // connectTls has no abort hook: a loser that connects later is closed.
     return new Promise<Connection>((resolve, reject) => {
       const onAbort = () => reject(new Error("aborted"));
@@ -423,6 +445,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       intervalSeconds: set.heartbeatInterval,
       missingHbAllowed: Math.max(1, set.missingHbAllowed),
       msPerSecond: this.tuning.msPerSecond,
+      silentAfterMs: this.tuning.probeWhenSilent === false ? 0 : silentAfterMs(set.ackTimeout, set.ackRandomFactor),
       send: (body) => this.sendHeartbeat(endpoint, body),
     });
     const session: Session = { connection, endpoint, heartbeat, candidate, redirected, heard: false };
@@ -431,6 +454,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     endpoint.on("activity", () => {
       session.heard = true;
       heartbeat.traffic();
+      if (session.suspect && this.session === session) this.unsuspect(session);
     });
     endpoint.on("protocol-error", (e: Error) => this.emit("error", e));
     endpoint.on("handler-error", (e: Error) => this.emit("error", e));
@@ -438,6 +462,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     heartbeat.on("lost", ({ silentMs }) => {
       void this.closeSession(session, `session lost: no traffic from the ISP for ${silentMs} ms`);
     });
+    heartbeat.on("silent", () => void this.probeLiveness(session));
     heartbeat.start();
     // Over UDP one CoAP ping gives the RTT estimate that paces notifications (else 1 per 3 s).
     if (!endpoint.isTcp) endpoint.ping().catch(() => undefined);
@@ -496,11 +521,69 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       this.emit("disconnected", { reason });
       return;
     }
-    // A redirect reconnects at once; otherwise honour the minimum spacing between attempts.
-    const retryInMs = this.redirectPending ? 0 : this.pacer.delayMs();
+    // A redirect reconnects at once. A session that was up and ended (the ISP closed it, e.g. a
+    // listener restart) is not a failed attempt: the first attempt is jittered, and the RFC 9132
+    // spacing applies from its failure on. A session that ended before the ISP said anything
+    // counts as a failed attempt.
+    let retryInMs: number;
+    if (this.redirectPending) retryInMs = 0;
+    else if (s.heard) retryInMs = this.pacer.afterSessionEnded();
+    else {
+      this.pacer.failed();
+      retryInMs = this.pacer.delayMs();
+    }
     this.redirectPending = false;
     this.emit("disconnected", { reason, retryInMs });
     this.scheduleConnect(retryInMs);
+  }
+
+  // ------------------------------------------------------------------------------ liveness
+
+  /**
+   * A heartbeat went unanswered with nothing else heard: probe with a CoAP ping (RFC 7252 section
+   * 4.3). If that exchange gives up too, the ISP is presumed gone (e.g. a crashed listener that lost
+   * the DTLS session): set up a new session in parallel, as RFC 9132 section 4.7 asks of a client
+   * that hears nothing while the old session is not yet declared lost. The old session stays until
+   * the new one is up, so nothing is given up on the way.
+   */
+  private async probeLiveness(s: Session): Promise<void> {
+    if (s.probing || s.suspect || s.closing || this.session !== s || !this.running) return;
+    s.probing = true;
+    const since = s.heartbeat.lastTrafficAt;
+    try {
+      await s.endpoint.ping();
+      return;
+    } catch {
+      // no answer (or the endpoint closed: onSessionClosed handles that)
+    } finally {
+      s.probing = false;
+    }
+    if (s.closing || this.session !== s || !this.running || s.connection.closed) return;
+    if (s.heartbeat.lastTrafficAt > since) return;
+    const silentMs = Date.now() - s.heartbeat.lastTrafficAt;
+    s.suspect = `the ISP answered neither a heartbeat nor a CoAP ping for ${silentMs} ms`;
+    const retryInMs = this.pacer.afterSessionEnded();
+    this.emit("error", new Error(`${s.suspect}; setting up a new session in parallel in ${retryInMs} ms (the current one is kept meanwhile)`));
+    this.scheduleConnect(retryInMs);
+  }
+
+  /** Traffic came back on a suspect session: keep it, and cancel a parallel attempt not yet started. */
+  private unsuspect(s: Session): void {
+    s.suspect = undefined;
+    if (this.reconnectTimer && !this.connecting) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+    }
+  }
+
+  /** A new session won while the old one was silent: retire the old one without a reconnect. */
+  private replaceSession(old: Session): void {
+    const reason = `replaced by a new session (${old.suspect ?? "superseded"})`;
+    old.closing ??= reason;
+    this.session = undefined;
+    this.resources.dropConnectionState();
+    this.emit("disconnected", { reason, retryInMs: 0 });
+    void this.closeSession(old, reason);
   }
 
   // ------------------------------------------------------------------------------ redirect

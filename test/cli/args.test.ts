@@ -239,6 +239,13 @@ describe("cli/args", () => {
     assert.throws(() => parseListenArgs([...psk, "--mqtt", "mqtt://b", "--mqtt-password-file", "/x/psk.txt"], read, {}), /needs --mqtt-username/);
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-hold", "86401"), /mqtt-hold/);
   });
+  it("listen --max-tcp-per-address raises the per-source TCP cap (homes behind one CGN address); bad values are usage errors", () => {
+    const base = ["--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(listen(...base).maxTcpPerAddress, undefined, "engine default (256) unless asked");
+    assert.equal(listen(...base, "--max-tcp-per-address", "5000").maxTcpPerAddress, 5000);
+    assert.throws(() => listen(...base, "--max-tcp-per-address", "0"), CliUsageError);
+    assert.throws(() => listen(...base, "--max-tcp-per-address", "1.5"), CliUsageError);
+  });
 });
 
 describe("cli/args: one set of rules and defaults with the nodes", () => {
