@@ -39,7 +39,7 @@ describe("live DOTS view in the editor (Chromium)", function () {
       executablePath: CHROMIUM,
       headless: true,
       args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-      viewport: { width: 1400, height: 900 },
+      viewport: { width: 1400, height: 1200 },
     });
     await context.route("**/*", (route) => (route.request().url().startsWith(nr!.url) || route.request().url().startsWith("data:") ? route.continue() : route.abort()));
     page = context.pages()[0] ?? (await context.newPage());
@@ -81,7 +81,7 @@ describe("live DOTS view in the editor (Chromium)", function () {
     const port = await freePort();
     const res = await fetch(nr!.url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(liveFlow(port, { home: HOME, ispName: ISP_NAME })) });
     assert.equal(res.status, 204, await res.text());
-    const session = page.locator("tr.dots-live-session");
+    const session = page.locator(".dots-live-session");
     await session.first().waitFor({ timeout: 20000 });
     assert.ok((await session.first().innerText()).includes(HOME), "the home name is shown as text");
     assert.match(await session.first().innerText(), /DTLS/);
@@ -106,6 +106,7 @@ describe("live DOTS view in the editor (Chromium)", function () {
     const answers = (await (await fetch(nr!.url + "api/dots-test/state")).json()) as LiveRec[];
     assert.ok(answers.some((a) => a.topic === "status" && a.statusCode === 2), JSON.stringify(answers));
     await shot("approved");
+    await page.screenshot({ path: path.join(artifacts, "live-view-editor.png") });
 
     assert.equal(await page.evaluate(() => (window as any).__dotsXss), undefined, "no markup from a peer ran"); // eslint-disable-line @typescript-eslint/no-explicit-any
     assert.equal(await page.locator("#dots-injected").count(), 0, "no markup from a name became an element");
@@ -118,7 +119,7 @@ describe("live DOTS view in the editor (Chromium)", function () {
     const fake = { time: now, isp: [{ id: "x", name: "big ISP", sessions: { total: 300, rows: sessions }, mitigations: { total: 0, rows: [] } }], home: [], filters: [], errors: [] };
     await page.route("**/dots-call-home/live?*", (route) => route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fake) }));
     await page.waitForFunction(() => /big ISP/.test(document.querySelector(".dots-live")?.textContent ?? ""), undefined, { timeout: 10000 });
-    assert.equal(await page.locator("tr.dots-live-session").count(), 50);
+    assert.equal(await page.locator(".dots-live-session").count(), 50);
     assert.match(await live().innerText(), /250 more not shown \(300 in all\)/);
     await page.unroute("**/dots-call-home/live?*");
   });
