@@ -79,7 +79,7 @@ export = function (RED: NodeAPI): void {
 
     if (!hub) {
       node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-dialer.status.no-endpoint") });
-      report(new Error(RED._("dots-call-home-dialer.errors.no-endpoint")));
+      report(new Error(RED._(config.endpoint ? "dots-call-home-dialer.errors.endpoint-missing" : "dots-call-home-dialer.errors.no-endpoint")));
     } else if (hub.problem) {
       showStatus(hub.status);
       report(hub.problem);

@@ -84,7 +84,7 @@ export = function (RED: NodeAPI): void {
 
     if (!hub) {
       node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-listener.status.no-endpoint") });
-      report(new Error(RED._("dots-call-home-listener.errors.no-endpoint")));
+      report(new Error(RED._(config.endpoint ? "dots-call-home-listener.errors.endpoint-missing" : "dots-call-home-listener.errors.no-endpoint")));
     } else if (hub.problem) {
       showStatus(hub.status);
       report(hub.problem);

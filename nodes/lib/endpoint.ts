@@ -205,7 +205,7 @@ export function pskOf(RED: NodeAPI, id: string, t: Words): PskCredential & { hom
   const p = RED.nodes.getNode(id) as DotsPskNode | null;
   if (!p || typeof p.credential !== "function") throw new Error(t("errors.psk-missing", { id }));
   const name = p.name || p.home || id;
-  if (!p.credentials?.identity) throw new Error(t("errors.psk-no-identity", { name }));
   if (!p.credentials?.key) throw new Error(t("errors.psk-no-key", { name }));
+  if (!p.credentials?.identity) throw new Error(t("errors.psk-no-identity", { name }));
   return { ...p.credential(), home: p.home };
 }

@@ -19,7 +19,8 @@ const artifacts = path.join(root, "test", "artifacts");
 const CHROMIUM = "/usr/bin/chromium";
 const KEY = "a9c4e1f07b3d5e2c8f6a0b1d2e3f4a5b";
 const nonConfigTypes = ["dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"];
-const allTypes = [...nonConfigTypes, "dots-psk"];
+const configTypes = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint"];
+const allTypes = [...nonConfigTypes, ...configTypes];
 const exampleNames = fs
   .readdirSync(path.join(root, "examples"))
   .filter((f) => f.endsWith(".json"))
@@ -31,8 +32,10 @@ function testFlow(port: number): unknown[] {
     { id: "t1", type: "tab", label: "editor test" },
     { id: "k1", type: "dots-psk", name: "home-1 key", home: "home-1", keyFormat: "hex", version: 1, credentials: { identity: "home-1", key: KEY } },
     { id: "req", type: "dots-mitigation-request", z: "t1", home: "home-1", homeType: "str", targetPrefix: "203.0.113.5", targetPrefixType: "str", sourcePrefix: "198.51.100.7", sourcePrefixType: "str", sourcePort: "40001", sourcePortType: "str", targetPort: "443", targetPortType: "str", protocol: "tcp", protocolType: "str", icmpType: "", icmpTypeType: "str", lifetime: "600", lifetimeType: "str", attackDescription: "", attackDescriptionType: "str", allowIndefinite: false, version: 1, x: 160, y: 100, wires: [["lis"]] },
-    { id: "lis", type: "dots-call-home-listener", z: "t1", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, version: 1, x: 420, y: 100, wires: [[], []] },
-    { id: "dia", type: "dots-call-home-dialer", z: "t1", hosts: "127.0.0.1", port, transport: "udp", psk: "k1", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 30, decisionWait: 1000, terminatingPeriod: 0, allowIndefinite: false, version: 1, x: 160, y: 220, wires: [["nat"], ["fil"], []] },
+    { id: "ispEp", type: "dots-isp-endpoint", name: "", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, stateId: "", version: 1 },
+    { id: "homeEp", type: "dots-home-endpoint", name: "", hosts: "127.0.0.1", discoverDomain: "", dnsServers: "", port, transport: "udp", psk: "k1", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 30, decisionWait: 1000, terminatingPeriod: 0, allowIndefinite: false, stateId: "", version: 1 },
+    { id: "lis", type: "dots-call-home-listener", z: "t1", name: "", endpoint: "ispEp", version: 2, x: 420, y: 100, wires: [[], []] },
+    { id: "dia", type: "dots-call-home-dialer", z: "t1", name: "", endpoint: "homeEp", version: 2, x: 160, y: 220, wires: [["nat"], ["fil"], []] },
     { id: "nat", type: "dots-nat-lookup", z: "t1", source: "static", table: "[]", netns: "", version: 1, x: 400, y: 200, wires: [["fil"]] },
     { id: "fil", type: "dots-filter-action", z: "t1", backend: "dry-run", action: "block", consent: "auto", consentTimeout: 300, onTimeout: "reject", table: "dots_call_home", netns: "", version: 1, x: 640, y: 220, wires: [["dia"], []] },
   ];
@@ -148,7 +151,13 @@ describe("editor in a real browser (Chromium)", function () {
       assert.equal(res.status, 200, `${iconUrl} is served`);
       assert.match(res.headers.get("content-type") ?? "", /svg/);
     }
-    assert.equal(await inPage(() => (window as any).RED.nodes.getType("dots-psk").category), "config"); // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (const t of configTypes) assert.equal(await inPage((type: string) => (window as any).RED.nodes.getType(type).category, t), "config"); // eslint-disable-line @typescript-eslint/no-explicit-any
+    // Labels with a hyphen stay one word: Node-RED breaks palette labels at "-" and " " (issue 13).
+    for (const t of ["dots-call-home-listener", "dots-call-home-dialer"]) {
+      const text = await page.locator(`.red-ui-palette-node[data-palette-type="${t}"] .red-ui-palette-label`).textContent();
+      assert.doesNotMatch(text ?? "", /call\s*-\s+home|call\s+-\s*home/, `${t}: "${text}" does not break as "call - home"`);
+      assert.match(text ?? "", /call\u2011home/);
+    }
     const label = await page.locator(`.red-ui-palette-node[data-palette-type="dots-mitigation-request"] .red-ui-palette-label`).textContent();
     assert.equal((label ?? "").replace(/\s+/g, " ").trim(), "mitigation request", "palette label comes from the message catalog");
     for (const t of allTypes) {
@@ -164,10 +173,12 @@ describe("editor in a real browser (Chromium)", function () {
       const out: string[] = [];
       for (const t of types) {
         const def = RED.nodes.getType(t);
-        if (def.defaults.version?.value !== 1) out.push(`${t}.version`);
+        if (!Number.isInteger(def.defaults.version?.value) || def.defaults.version.value < 1) out.push(`${t}.version`);
         for (const [field, spec] of Object.entries<any>(def.defaults)) { // eslint-disable-line @typescript-eslint/no-explicit-any
-          // A name is free text, a checkbox cannot be wrong, a config-node reference is checked by type.
-          if (field === "name" || typeof spec.value === "boolean" || (spec.type && RED.nodes.getType(spec.type))) continue;
+          // A name is free text, a checkbox cannot be wrong, a config-node reference is checked by
+          // type, a v1 node's inline settings (no default) are only carried until the node is
+          // migrated, and stateId is set by that migration only.
+          if (field === "name" || field === "stateId" || spec.value === undefined || typeof spec.value === "boolean" || (spec.type && RED.nodes.getType(spec.type) && typeof spec.validate !== "function" && !/endpoint|psk/.test(field))) continue;
           if (typeof spec.validate !== "function") out.push(`${t}.${field}`);
         }
         for (const [field, spec] of Object.entries<any>(def.credentials ?? {})) { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -189,12 +200,34 @@ describe("editor in a real browser (Chromium)", function () {
       await closeDialog("cancel");
       assert.equal(await inPage((nid: string) => (window as any).RED.nodes.node(nid).valid, id), true, `${type} is valid`); // eslint-disable-line @typescript-eslint/no-explicit-any
     }
+    // The endpoints open from their user's dialog (the pencil beside "Endpoint"), as users reach them.
+    for (const [user, endpoint, type] of [["lis", "ispEp", "dots-isp-endpoint"], ["dia", "homeEp", "dots-home-endpoint"]]) {
+      await openDialog(user);
+      assert.equal(await page.inputValue("#node-input-endpoint"), endpoint);
+      await page.click("#node-input-btn-endpoint-edit");
+      await page.locator("#node-config-dialog-ok").click({ trial: true });
+      assert.equal(await page.inputValue("#node-config-input-port"), String(await inPage((id: string) => (window as any).RED.nodes.node(id).port, endpoint))); // eslint-disable-line @typescript-eslint/no-explicit-any
+      assert.equal(await page.locator(".red-ui-tray .input-error").count(), 0, `${type} opens without validation errors`);
+      await page.screenshot({ path: path.join(artifacts, `dialog-${type}.png`) });
+      await page.click("#node-config-dialog-cancel");
+      await page.waitForSelector("#node-config-input-port", { state: "detached" });
+      await closeDialog("cancel");
+      assert.equal(await inPage((id: string) => (window as any).RED.nodes.node(id).valid, endpoint), true, `${type} is valid`); // eslint-disable-line @typescript-eslint/no-explicit-any
+    }
   });
 
-  it("the PSK config dialog shows the identity but never the key; exports carry no key", async () => {
-    await openDialog("lis");
-    await page.click("#node-input-btn-psk-edit");
+  /** Opens a config node's edit tray directly (as the config sidebar does). */
+  async function openConfig(type: string, id: string): Promise<void> {
+    await inPage((a: [string, string]) => (window as any).RED.editor.editConfig("", a[0], a[1]), [type, id]); // eslint-disable-line @typescript-eslint/no-explicit-any
     await page.locator("#node-config-dialog-ok").click({ trial: true });
+  }
+  async function closeConfig(button: "ok" | "cancel"): Promise<void> {
+    await page.click(`#node-config-dialog-${button}`);
+    await page.waitForSelector("#node-config-dialog-ok", { state: "detached" });
+  }
+
+  it("the PSK config dialog shows the identity but never the key; exports carry no key", async () => {
+    await openConfig("dots-psk", "k1");
     assert.equal(await page.inputValue("#node-config-input-identity"), "home-1");
     const key = await page.inputValue("#node-config-input-key");
     assert.notEqual(key, KEY, "the key field holds a placeholder, not the key");
@@ -207,9 +240,7 @@ describe("editor in a real browser (Chromium)", function () {
     assert.equal(await isFlagged("#node-config-input-key"), true, "a key under 128 bits is flagged");
     await enter("#node-config-input-key", "00112233445566778899aabbccddeeff");
     assert.equal(await isFlagged("#node-config-input-key"), false, "a 128-bit hex key is accepted");
-    await page.click("#node-config-dialog-cancel");
-    await page.waitForSelector("#node-config-input-identity", { state: "detached" });
-    await closeDialog("cancel");
+    await closeConfig("cancel");
     const creds = await inPage(() => fetch("credentials/dots-psk/k1").then((r) => r.json()));
     assert.deepEqual(creds, { identity: "home-1", has_key: true });
     assert.ok(!(await page.content()).includes(KEY), "the key is nowhere in the page");
@@ -230,22 +261,22 @@ describe("editor in a real browser (Chromium)", function () {
     await closeDialog("cancel");
     assert.equal(await inPage(() => (window as any).RED.nodes.node("req").sourcePrefix), "198.51.100.7", "cancel keeps the old value"); // eslint-disable-line @typescript-eslint/no-explicit-any
 
-    await openDialog("lis");
-    await enter("#node-input-homePrefixes", "home-1: 300.0.0.0/8");
-    assert.equal(await isFlagged("#node-input-homePrefixes"), true, "a bad home prefix is flagged");
-    await page.hover("#node-input-homePrefixes");
+    await openConfig("dots-isp-endpoint", "ispEp");
+    await enter("#node-config-input-homePrefixes", "home-1: 300.0.0.0/8");
+    assert.equal(await isFlagged("#node-config-input-homePrefixes"), true, "a bad home prefix is flagged");
+    await page.hover("#node-config-input-homePrefixes");
     await page.waitForSelector(".red-ui-popover:has-text('Line 1')", { state: "visible" });
-    await page.uncheck("#node-input-dtls");
-    await page.locator("#node-input-tls").dispatchEvent("change");
-    assert.equal(await isFlagged("#node-input-tls"), true, "no transport at all is flagged");
-    await closeDialog("cancel");
+    await page.uncheck("#node-config-input-dtls");
+    await page.locator("#node-config-input-tls").dispatchEvent("change");
+    assert.equal(await isFlagged("#node-config-input-tls"), true, "no transport at all is flagged");
+    await closeConfig("cancel");
 
-    await openDialog("dia");
-    await enter("#node-input-homePrefixes", "198.51.100.0/40");
-    assert.equal(await isFlagged("#node-input-homePrefixes"), true, "a prefix length over 32 is flagged");
-    await enter("#node-input-hosts", "not a host!");
-    assert.equal(await isFlagged("#node-input-hosts"), true, "a bad ISP address is flagged");
-    await closeDialog("cancel");
+    await openConfig("dots-home-endpoint", "homeEp");
+    await enter("#node-config-input-homePrefixes", "198.51.100.0/40");
+    assert.equal(await isFlagged("#node-config-input-homePrefixes"), true, "a prefix length over 32 is flagged");
+    await enter("#node-config-input-hosts", "not a host!");
+    assert.equal(await isFlagged("#node-config-input-hosts"), true, "a bad ISP address is flagged");
+    await closeConfig("cancel");
 
     await openDialog("nat");
     await enter("#node-input-table", "[{\"device\": ");
@@ -277,6 +308,92 @@ describe("editor in a real browser (Chromium)", function () {
     // The deployed listener and dialer find each other: the runtime status reaches the editor.
     await page.waitForFunction(() => /\b1 session/.test(String((window as any).RED.nodes.node("lis").status?.text ?? "")), undefined, { timeout: 20000 }); // eslint-disable-line @typescript-eslint/no-explicit-any
     await page.waitForSelector(`[id="lis"] .red-ui-flow-node-status-label:has-text("1 session")`);
+  });
+
+  it("a v1 listener opened in the editor moves its inline settings into a new endpoint: Done keeps it (version 2), Cancel removes it", async () => {
+    const v1 = (id: string, y: number): Record<string, unknown> => ({ id, type: "dots-call-home-listener", z: "t1", name: "", port: 4999, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, version: 1, x: 700, y, wires: [[], []] });
+    await inPage((nodes: unknown[]) => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      RED.nodes.import(nodes);
+      RED.nodes.eachNode((n: { id: string }) => RED.editor.validateNode(n));
+      RED.view.redraw(true);
+    }, [v1("old1", 300), v1("old2", 360)]);
+    const before = await inPage(() => {
+      const n = (window as any).RED.nodes.node("old1"); // eslint-disable-line @typescript-eslint/no-explicit-any
+      return { valid: n.valid, port: n.port, endpoint: n.endpoint };
+    });
+    assert.deepEqual(before, { valid: true, port: 4999, endpoint: undefined }, "a v1 node is kept as it was, and valid");
+
+    await openDialog("old1");
+    assert.equal(await page.isVisible("#node-input-migrated"), true, "the dialog says the settings moved");
+    const epId = await page.inputValue("#node-input-endpoint");
+    const ep = await inPage((id: string) => {
+      const n = (window as any).RED.nodes.node(id); // eslint-disable-line @typescript-eslint/no-explicit-any
+      return n && { type: n.type, port: n.port, host: n.host, psk: n.psk, homePrefixes: n.homePrefixes, stateId: n.stateId };
+    }, epId);
+    assert.deepEqual(ep, { type: "dots-isp-endpoint", port: 4999, host: "127.0.0.1", psk: "k1", homePrefixes: "home-1: 198.51.100.0/24", stateId: "old1" });
+    await page.screenshot({ path: path.join(artifacts, "migrate-v1-listener.png") });
+    await closeDialog("ok");
+    const saved = await inPage((id: string) => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      const n = RED.nodes.node("old1");
+      const exported = RED.nodes.createCompleteNodeSet().find((x: { id: string }) => x.id === "old1");
+      return { endpoint: n.endpoint, version: n.version, valid: n.valid, exportedPort: exported.port, exportedEndpoint: exported.endpoint, users: RED.nodes.node(id).users.map((u: { id: string }) => u.id) };
+    }, epId);
+    assert.deepEqual(saved, { endpoint: epId, version: 2, valid: true, exportedPort: undefined, exportedEndpoint: epId, users: ["old1"] });
+
+    await openDialog("old2");
+    const second = await page.inputValue("#node-input-endpoint");
+    assert.notEqual(second, epId);
+    await closeDialog("cancel");
+    const after = await inPage((id: string) => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      return { gone: !RED.nodes.node(id), port: RED.nodes.node("old2").port, endpoint: RED.nodes.node("old2").endpoint };
+    }, second);
+    assert.deepEqual(after, { gone: true, port: 4999, endpoint: undefined }, "cancel leaves the v1 node as it was");
+    // Not deployed: the imported nodes and the new endpoint go again.
+    await inPage((id: string) => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      RED.nodes.remove("old1");
+      RED.nodes.remove("old2");
+      RED.nodes.remove(id);
+      RED.view.redraw(true);
+    }, epId);
+  });
+
+  it("an endpoint whose PSK has no key is flagged before deploy, on the endpoint and on its users, with the reason", async () => {
+    await inPage(() => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      RED.nodes.import([
+        { id: "nokey", type: "dots-psk", name: "no key yet", home: "home-9", keyFormat: "hex", version: 1 },
+        { id: "nokeyEp", type: "dots-home-endpoint", hosts: "127.0.0.1", port: 4647, transport: "udp", psk: "nokey", tlsConfig: "", homePrefixes: "192.0.2.0/24", heartbeatInterval: 30, decisionWait: 1000, terminatingPeriod: 120, allowIndefinite: false, stateId: "", version: 1 },
+        { id: "nokeyDia", type: "dots-call-home-dialer", z: "t1", endpoint: "nokeyEp", version: 2, x: 700, y: 420, wires: [[], [], []] },
+      ], { markChanged: true });
+      RED.nodes.eachConfig((n: unknown) => RED.editor.validateNode(n));
+      RED.nodes.eachNode((n: unknown) => RED.editor.validateNode(n));
+      RED.view.redraw(true);
+    });
+    const state = await inPage(() => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      const ep = RED.nodes.node("nokeyEp");
+      const dia = RED.nodes.node("nokeyDia");
+      return { ep: ep.valid, epWhy: (ep.validationErrors ?? []).join("; "), dia: dia.valid, diaWhy: (dia.validationErrors ?? []).join("; ") };
+    });
+    assert.equal(state.ep, false);
+    assert.match(state.epWhy, /PSK key missing in "no key yet"/);
+    assert.equal(state.dia, false);
+    assert.match(state.diaWhy, /PSK key missing/);
+    // Entering the key clears it on the endpoint and on the dialer.
+    await openConfig("dots-psk", "nokey");
+    await enter("#node-config-input-identity", "home-9");
+    await enter("#node-config-input-key", "00112233445566778899aabbccddeeff");
+    await closeConfig("ok");
+    await page.waitForFunction(() => (window as any).RED.nodes.node("nokeyDia").valid === true && (window as any).RED.nodes.node("nokeyEp").valid === true); // eslint-disable-line @typescript-eslint/no-explicit-any
+    await inPage(() => {
+      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+      for (const id of ["nokeyDia", "nokeyEp", "nokey"]) RED.nodes.remove(id);
+      RED.view.redraw(true);
+    });
   });
 
   it("the examples are listed under Import > Examples and each imports cleanly", async () => {
@@ -313,6 +430,7 @@ describe("editor in a real browser (Chromium)", function () {
           unknown: nodes.filter((n) => !RED.nodes.getType(n.type)).map((n) => n.type),
           ours: nodes.filter((n) => n.type.startsWith("dots-")).length,
           invalid: nodes.filter((n) => n.type.startsWith("dots-") && !n.valid).map((n) => n.type),
+          reasons: nodes.filter((n) => n.type.startsWith("dots-") && !n.valid).map((n) => ((n as { validationErrors?: string[] }).validationErrors ?? []).join("; ")),
           unknownOnCanvas: document.querySelectorAll(".red-ui-flow-node-unknown").length,
           conflict: !!document.querySelector("#red-ui-clipboard-dialog-import-conflicts-list:not(:empty)") || /already exist/i.test(document.querySelector(".red-ui-notifications")?.textContent ?? ""),
         };
@@ -324,8 +442,11 @@ describe("editor in a real browser (Chromium)", function () {
       assert.deepEqual(result.unknown, [], `${name} has no unknown node types`);
       assert.equal(result.unknownOnCanvas, 0, `${name}: no unknown nodes on the canvas`);
       assert.equal(result.conflict, false, `${name}: no import conflict`);
-      // Examples ship without credentials; everything else in them is valid as it stands.
-      assert.deepEqual(result.invalid, [], `${name}: our nodes are valid after import`);
+      // Examples ship without credentials: the listener/dialer nodes are flagged before any deploy,
+      // saying why (issue 13); everything else in them is valid as it stands.
+      const users = example.filter((n) => n.type === "dots-call-home-listener" || n.type === "dots-call-home-dialer").map((n) => n.type);
+      assert.deepEqual([...result.invalid].sort(), [...users].sort(), `${name}: only the nodes whose endpoint has no PSK key are flagged`);
+      for (const r of result.reasons) assert.match(r, /PSK key missing/, `${name}: the reason is given`);
       await inPage((id: string) => (window as any).RED.workspaces.show(id), result.tabId); // eslint-disable-line @typescript-eslint/no-explicit-any
       await page.screenshot({ path: path.join(artifacts, `imported-${name.replace(/[^A-Za-z0-9]+/g, "-")}.png`) });
     }

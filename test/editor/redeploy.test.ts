@@ -4,6 +4,7 @@
 // mitigation sent after the deploy is answered 2.01. What the nodes emit is recorded in global
 // context by function nodes and read back over HTTP.
 import { strict as assert } from "node:assert";
+import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -58,6 +59,8 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
   }
   async function state(): Promise<State> {
     const res = await fetch(nr!.url + "api/dots-test/state");
+    // The deploy answers before the flows have started: the route may not be there yet.
+    if (!res.ok) return { isp: [], resp: [], home: [] };
     return (await res.json()) as State;
   }
   async function until<T>(what: string, check: (s: State) => T | undefined, ms = 20000): Promise<T> {
@@ -70,8 +73,13 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  /** Clicks the inject button; the node exists once the deployed flows have started. */
   async function inject(): Promise<void> {
-    const res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    let res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    for (let i = 0; i < 100 && res.status === 404; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      res = await fetch(nr!.url + "inject/go", { method: "POST" });
+    }
     assert.equal(res.status, 200, await res.text());
   }
 
@@ -89,7 +97,6 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
     // Full deploy of changed flows (names, the tab label) without the credentials, as the editor
     // sends them when no key was retyped: every node, the endpoints included, is recreated.
     await deploy(flow(port, "after"));
-    await new Promise((r) => setTimeout(r, 500));
     await inject();
     const answers = await until("the answer after the deploy", (s) => {
       const m = s.resp.filter((r) => r.topic === "mitigate");
@@ -107,5 +114,27 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
       assert.equal(fs.statSync(dir).mode & 0o777, 0o700, `${dir} is 0700`);
     }
     assert.doesNotMatch(nr!.log(), /\[error\]/i);
+  });
+
+  it("an endpoint whose PSK has no key (an imported example): nothing listens and the listener and dialer say why in words", async () => {
+    const port = await freePort();
+    const body = flow(port, "no key").map((n) => {
+      const node = n as Record<string, unknown>;
+      if (node.type === "dots-psk") return { ...node, id: "k9", name: "imported key" };
+      if (node.psk === "k") return { ...node, psk: "k9" };
+      return node;
+    });
+    await deploy(body);
+    const deadline = Date.now() + 10000;
+    while (Date.now() < deadline && (nr!.log().match(/PSK key missing in "imported key"/g) ?? []).length < 2) await new Promise((r) => setTimeout(r, 100));
+    const lines = nr!.log().split("\n").filter((l) => /PSK key missing in "imported key"/.test(l));
+    assert.ok(lines.some((l) => /dots-call-home-listener/.test(l)), nr!.log());
+    assert.ok(lines.some((l) => /dots-call-home-dialer/.test(l)), nr!.log());
+    const free = await new Promise<boolean>((resolve) => {
+      const sock = dgram.createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, "127.0.0.1", () => sock.close(() => resolve(true)));
+    });
+    assert.equal(free, true, "nothing listens without a key");
   });
 });
