@@ -31,8 +31,12 @@ export = function (RED: NodeAPI): void {
   const api = RED as unknown as PluginApi;
   api.plugins.registerPlugin("dots-live-view", { type: "dots-call-home-live-view" });
 
+  // However many editors poll, a snapshot is built at most once per second.
+  let cached: { at: number; body: unknown } | undefined;
   const read: Handler = (_req, res) => {
-    res.set("Cache-Control", "no-store").json(liveView.snapshot());
+    const now = Date.now();
+    if (!cached || now - cached.at >= 1000 || now < cached.at) cached = { at: now, body: liveView.snapshot(now) };
+    res.set("Cache-Control", "no-store").json(cached.body);
   };
   // POST .../filters/<node id>/consent {mid, cuid?, decision: "approve"|"reject"}
   const decide: Handler = (req, res) => {
@@ -44,6 +48,7 @@ export = function (RED: NodeAPI): void {
     if (decision !== "approve" && decision !== "reject") return void res.status(400).json({ error: 'decision must be "approve" or "reject"' });
     if (cuid !== undefined && (typeof cuid !== "string" || cuid.length > 64)) return void res.status(400).json({ error: "cuid must be a string of at most 64 characters" });
     const outcome = liveView.decide(String(req.params.id), mid, cuid, decision === "approve");
+    cached = undefined;
     if (outcome === "unknown-node") return void res.status(404).json({ error: "no running dots-filter-action node with that id" });
     if (outcome === "not-pending") return void res.status(409).json({ error: `mid ${mid} is not waiting for consent` });
     res.status(202).json({ mid, decision });
