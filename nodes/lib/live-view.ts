@@ -23,6 +23,8 @@ export interface LiveError {
   time: string;
   source: string;
   message: string;
+  /** The same error from the same source in a row counts up here instead of taking another slot. */
+  count: number;
 }
 
 export interface LiveSnapshot {
@@ -116,8 +118,15 @@ export class LiveView {
 
   /** Adds to the recent errors (the oldest go first beyond MAX_ERRORS). */
   error(owner: Owner, e: unknown): void {
-    const message = e instanceof Error ? e.message : String(e);
-    this.errors.push({ time: iso(Date.now()), source: text(owner.name || owner.id), message: text(message) });
+    const message = text(e instanceof Error ? e.message : String(e));
+    const source = text(owner.name || owner.id);
+    const last = this.errors[this.errors.length - 1];
+    if (last && last.source === source && last.message === message) {
+      last.time = iso(Date.now());
+      last.count++;
+      return;
+    }
+    this.errors.push({ time: iso(Date.now()), source, message, count: 1 });
     if (this.errors.length > MAX_ERRORS) this.errors.splice(0, this.errors.length - MAX_ERRORS);
   }
 
@@ -133,7 +142,7 @@ export class LiveView {
   }
 
   snapshot(now = Date.now()): LiveSnapshot {
-    const snap: LiveSnapshot = { time: iso(now), isp: [], home: [], filters: [], errors: this.errors.slice().reverse() };
+    const snap: LiveSnapshot = { time: iso(now), isp: [], home: [], filters: [], errors: this.errors.map((e) => ({ ...e })).reverse() };
     const byName = <T extends { owner: Owner }>(a: T, b: T): number => (a.owner.name || a.owner.id).localeCompare(b.owner.name || b.owner.id);
     for (const ep of [...this.endpoints.values()].sort(byName)) {
       const name = text(ep.owner.name || "");

@@ -57,7 +57,7 @@ describe("live view registry", () => {
     assert.equal(view.decide("f1", 2, undefined, false), "unknown-node");
   });
 
-  it(`keeps the last ${MAX_ERRORS} errors, newest first, each cut to a bounded length`, () => {
+  it(`keeps the last ${MAX_ERRORS} errors, newest first, each cut to a bounded length, repeats counted`, () => {
     const view = new LiveView();
     for (let i = 1; i <= MAX_ERRORS + 10; i++) view.error({ id: "n1", name: "ISP" }, new Error(`failure ${i}`));
     view.error({ id: "n1" }, "x".repeat(5000));
@@ -67,6 +67,10 @@ describe("live view registry", () => {
     assert.equal(errors[0].source, "n1");
     assert.equal(errors[1].message, `failure ${MAX_ERRORS + 10}`);
     assert.equal(errors[MAX_ERRORS - 1].message, "failure 12");
+    // The same error again from the same source counts up instead of pushing others out.
+    for (let i = 0; i < 3; i++) view.error({ id: "n2", name: "home" }, new Error("connect failed: ECONNREFUSED"));
+    const again = view.snapshot().errors;
+    assert.deepEqual([again.length, again[0].message, again[0].count, again[1].count], [MAX_ERRORS, "connect failed: ECONNREFUSED", 3, 1]);
   });
 
   it("a real listener: where it listens, no sessions yet, and no key in the snapshot", async () => {
