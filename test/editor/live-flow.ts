@@ -21,7 +21,8 @@ const natTable = [
 const record = `const a = global.get("resp") || []; a.push({ topic: msg.topic, mid: msg.dots && msg.dots.mid, code: msg.dots && msg.dots.code, status: msg.dots && msg.dots.status, statusCode: msg.dots && msg.dots.statusCode, conflictCauseCode: msg.dots && msg.dots.conflictCauseCode }); global.set("resp", a.slice(-200)); return null;`;
 
 /** `home` is the PSK identity and home name (the browser test uses one full of markup). */
-export function liveFlow(port: number, o: { home?: string; ispName?: string } = {}): unknown[] {
+/** `deadPort`: a second home endpoint dials a port where no ISP listens (its errors fill the list). */
+export function liveFlow(port: number, o: { home?: string; ispName?: string; deadPort?: number } = {}): unknown[] {
   const home = o.home ?? "home-1";
   const req = (id: string, target: string, sourcePort: string, y: number): Record<string, unknown> => ({
     id, type: "dots-mitigation-request", z: "t", name: id, home, homeType: "str", targetPrefix: target, targetPrefixType: "str", sourcePrefix: "198.51.100.7", sourcePrefixType: "str",
@@ -32,6 +33,7 @@ export function liveFlow(port: number, o: { home?: string; ispName?: string } = 
     { id: "k", type: "dots-psk", name: "home key", home, keyFormat: "hex", version: 1, credentials: { identity: home, key: PSK_HEX } },
     { id: "ispEp", type: "dots-isp-endpoint", name: o.ispName ?? "ISP", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k", extraPsks: [], tlsConfig: "", homePrefixes: `${home}: 198.51.100.0/24`, allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, version: 1 },
     { id: "homeEp", type: "dots-home-endpoint", name: "home router", hosts: "127.0.0.1", port, transport: "udp", psk: "k", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 15, decisionWait: 1000, allowIndefinite: false, terminatingPeriod: 0, version: 1 },
+    ...(o.deadPort ? [{ id: "homeEp2", type: "dots-home-endpoint", name: "second home (no ISP there)", hosts: "127.0.0.1", port: o.deadPort, transport: "udp", psk: "k", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 15, decisionWait: 1000, allowIndefinite: false, terminatingPeriod: 0, version: 1 }] : []),
     { id: "go1", type: "inject", z: "t", name: "go1", props: [{ p: "payload" }], payload: "", payloadType: "date", repeat: "", once: false, x: 100, y: 60, wires: [["req1"]] },
     { id: "go2", type: "inject", z: "t", name: "go2", props: [{ p: "payload" }], payload: "", payloadType: "date", repeat: "", once: false, x: 100, y: 120, wires: [["req2"]] },
     req("req1", "203.0.113.5", "40001", 60),

@@ -79,7 +79,7 @@ describe("live DOTS view in the editor (Chromium)", function () {
 
   it("shows the session and, after a mitigation, both sides' mitigations and the consent; Approve blocks and the ISP gets status 2", async () => {
     const port = await freePort();
-    const res = await fetch(nr!.url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(liveFlow(port, { home: HOME, ispName: ISP_NAME })) });
+    const res = await fetch(nr!.url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(liveFlow(port, { home: HOME, ispName: ISP_NAME, deadPort: await freePort() })) });
     assert.equal(res.status, 204, await res.text());
     const session = page.locator(".dots-live-session");
     await session.first().waitFor({ timeout: 20000 });
@@ -105,6 +105,10 @@ describe("live DOTS view in the editor (Chromium)", function () {
     await page.waitForFunction(() => /attack-successfully-mitigated/.test(document.querySelector("tr.dots-live-isp-mitigation")?.textContent ?? ""), undefined, { timeout: 20000 });
     const answers = (await (await fetch(nr!.url + "api/dots-test/state")).json()) as LiveRec[];
     assert.ok(answers.some((a) => a.topic === "status" && a.statusCode === 2), JSON.stringify(answers));
+    // The second home dials where no ISP listens: not connected, and its failures are listed.
+    await page.locator("tr.dots-live-error").first().waitFor({ timeout: 20000 });
+    assert.match(await page.locator("tr.dots-live-error").first().innerText(), /second home \(no ISP there\)/);
+    assert.match(await live().innerText(), /not connected/);
     await shot("approved");
     await page.screenshot({ path: path.join(artifacts, "live-view-editor.png") });
 
