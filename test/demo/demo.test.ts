@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { repoRoot } from "../support/paths";
 
 const demoScript = path.resolve(__dirname, "../../scripts/demo.js");
 const PSK_ID = "e5f0c0de00000020"; // the dots-psk node of the loopback example
@@ -178,6 +179,44 @@ describe("npm run demo", function () {
     demo.child.kill("SIGTERM");
     assert.equal(await demo.exited, 0, demo.stderr);
     assert.ok(!fs.existsSync(path.join(dir, "demo.pid")), "the pid file goes with the demo");
+  });
+
+  it("a demo dir from 0.1 (listener and dialer settings inline): the nodes move onto the endpoints, keep their state dirs, and the demo works", async () => {
+    const oldDir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-demo-v1-"));
+    try {
+      // The loopback example as 0.1 stored it: each endpoint's settings inline in its user node.
+      const example = JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", "Loopback demo - both sides on one machine.json"), "utf8")) as FlowNode[];
+      const endpoints = new Map(example.filter((n) => /^dots-(isp|home)-endpoint$/.test(n.type)).map((n) => [n.id, n]));
+      const v1 = example
+        .filter((n) => !endpoints.has(n.id))
+        .map((n) => {
+          const ep = typeof n.endpoint === "string" ? endpoints.get(n.endpoint) : undefined;
+          if (!ep) return n;
+          const { id: _i, type: _t, name: _n, stateId: _s, version: _v, ...settings } = ep;
+          const { endpoint: _e, ...rest } = n;
+          return { ...rest, ...settings, version: 1 };
+        });
+      fs.writeFileSync(path.join(oldDir, "flows.json"), JSON.stringify(v1));
+      const demo = start(["--dir", oldDir, "--port", "0", "--dots-port", "0"]);
+      const base = (await demo.output(/Editor:\s+(http:\/\/127\.0\.0\.1:\d+\/)/))[1];
+      await demo.output(/^Ready: the home dialer is connected/m);
+      const flows = readFlows(oldDir);
+      const listener = flows.find((n) => n.type === "dots-call-home-listener")!;
+      const dialer = flows.find((n) => n.type === "dots-call-home-dialer")!;
+      assert.equal(listener.version, 2);
+      assert.equal(listener.port, undefined, "no inline settings left");
+      const ispEndpoint = flows.find((n) => n.id === listener.endpoint)!;
+      const homeEndpoint = flows.find((n) => n.id === dialer.endpoint)!;
+      assert.equal(ispEndpoint.stateId, listener.id, "the ISP endpoint keeps the listener's state dir");
+      assert.equal(homeEndpoint.stateId, dialer.id, "the home endpoint keeps the dialer's state dir");
+      assert.ok(fs.statSync(path.join(oldDir, "dots-call-home", String(dialer.id))).isDirectory());
+      assert.equal((await mitigateAndWait(base)).home.outcome, "enforced");
+      demo.child.kill("SIGTERM");
+      assert.equal(await demo.exited, 0, demo.stderr);
+      assert.doesNotMatch(demo.stderr, /\] error /, "no node reported an error");
+    } finally {
+      fs.rmSync(oldDir, { recursive: true, force: true });
+    }
   });
 
   it("a taken editor port is reported with how to choose another, and nothing starts", async () => {
