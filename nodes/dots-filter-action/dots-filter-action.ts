@@ -8,6 +8,7 @@ import { NatLookup, type Device } from "../../src/home/nat-lookup";
 import type { NatSource } from "../../src/home/nat-source";
 import type { ConntrackFlow } from "../../src/home/conntrack-parse";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
+import { liveView } from "../lib/live-view";
 import { checkConfigVersion, ErrorReporter, finishClose, stopAndDetach, toError } from "../lib/common";
 
 interface FilterDef extends NodeDef {
@@ -54,6 +55,7 @@ export = function (RED: NodeAPI): void {
     const node = this;
     const source = new MessageNatSource();
     let enforcer: HomeEnforcer | undefined;
+    let unview = (): void => undefined;
     // Errors outside a message reach Catch nodes through a synthetic msg, also early ones.
     const reporter = new ErrorReporter(RED, node);
     const report = (e: unknown, msg: NodeMessage = {}): void => reporter.report(e, msg);
@@ -125,6 +127,7 @@ export = function (RED: NodeAPI): void {
         showStatus();
       });
       e.on("error", (err: Error) => report(err));
+      unview = liveView.addFilter(node, e);
       showStatus();
     }
 
@@ -179,6 +182,7 @@ export = function (RED: NodeAPI): void {
     node.on("close", (_removed: boolean, done: () => void) => {
       const e = enforcer;
       enforcer = undefined;
+      unview();
       finishClose(node, reporter, stopAndDetach(e, (x) => x.close()), done);
     });
   }

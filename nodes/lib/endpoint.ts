@@ -7,6 +7,7 @@ import * as path from "node:path";
 import type { Node, NodeAPI } from "node-red";
 import { engines, type Engine, type Lease, type RuntimeEvents } from "./endpoint-registry";
 import { toError } from "./common";
+import { liveView } from "./live-view";
 import type { DotsPskNode } from "./types";
 import type { PskCredential } from "../../src/dots/api";
 
@@ -66,6 +67,7 @@ export class EndpointHub<E extends Engine> {
   /** Users can take messages (the flows have started since they registered). */
   private ready = false;
   private readonly unhookStart: () => void;
+  private unview: () => void = () => undefined;
   private current: EndpointStatus;
   /** Why the endpoint does not run (bad settings), worded for people. */
   readonly problem: Error | undefined;
@@ -86,12 +88,15 @@ export class EndpointHub<E extends Engine> {
         (name, args) => this.deliver(name, args),
       );
       if (this.lease.adopted) this.current = kind.statusNow(this.lease.engine, this.lease.memo);
+      this.unview = liveView.addEndpoint(owner, kind.kind, this.lease.engine);
       this.lease.started.catch((err) => {
+        liveView.error(owner, err);
         this.setStatus({ fill: "red", shape: "ring", key: "bind-failed", args: { reason: toError(err).message } });
         this.deliver("error", [toError(err)]);
       });
     } catch (e) {
       this.problem = toError(e);
+      liveView.error(owner, this.problem);
       this.current = { fill: "red", shape: "ring", key: "problem", args: { reason: this.problem.message } };
     }
   }
@@ -126,6 +131,7 @@ export class EndpointHub<E extends Engine> {
   /** The node closed: removed=false keeps the engine for adoption by the next deploy. */
   close(removed: boolean): Promise<void> {
     this.unhookStart();
+    this.unview();
     this.users.clear();
     const unsent = this.held.splice(0);
     const lease = this.lease;

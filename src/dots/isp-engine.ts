@@ -205,6 +205,16 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     return [...this.live.values()].filter((s) => s.wasUp).map((s) => ({ ...s.info }));
   }
 
+  /** What the listener holds of each home's mitigations (connected or not), for views; a copy. */
+  homeMitigations(): Array<{ sessionId: string; home: string; connected: boolean; mid: number; cuid: string; status?: string; lifetime: number; expiresAt: number; withdrawn: boolean }> {
+    const out = [];
+    for (const st of this.homes.values()) {
+      const connected = this.live.get(st.sessionId)?.isUp === true;
+      for (const m of st.mitigations.values()) out.push({ sessionId: st.sessionId, home: st.home, connected, mid: m.mid, cuid: m.cuid, status: m.status, lifetime: m.lifetime, expiresAt: m.expiresAt, withdrawn: m.withdrawn });
+    }
+    return out;
+  }
+
   findSession(idOrHome: string): SessionInfo | undefined {
     const s = this.lookup(idOrHome);
     return s && s.wasUp ? { ...s.info } : undefined;
