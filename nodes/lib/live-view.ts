@@ -244,8 +244,8 @@ export class LiveView {
       counts.delete(s.id);
       this.error(who(), `session of ${s.home} down: ${reason}`);
     });
-    engine.on("auth-failure", (f) => this.error(who(), `authentication failed from ${f.remoteAddress}: ${f.reason}`));
-    engine.on("drop", (d) => this.error(who(), `${d.remoteAddress} banned${d.untilMs ? ` until ${iso(d.untilMs)}` : ""} after repeated failures`));
+    engine.on("auth-failure", (f) => this.error(who(), `${f.reason}: ${f.message}`));
+    engine.on("drop", (d) => this.error(who(), `${d.remoteAddress} banned until ${d.until}: ${d.message}`));
   }
 
   private watchHome(engine: CallHomeDialer, who: () => Owner): void {
