@@ -96,7 +96,7 @@ describe("live DOTS view: admin routes on a real Node-RED", function () {
     assert.ok(ispM.remaining > 590 && ispM.remaining <= 600, String(ispM.remaining));
     const homeM = s.home[0].mitigations.rows.find((m) => m.mid === mid);
     assert.ok(homeM, JSON.stringify(s.home[0].mitigations));
-    assert.equal(homeM.lifetime, 600);
+    assert.ok(homeM.lifetime > 590 && homeM.lifetime <= 600, `the home's remaining lifetime ${homeM.lifetime}`);
 
     // Approve through the route: the block appears, status 2 reaches the ISP.
     const ok = await decide(mid, "approve");
