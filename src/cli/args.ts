@@ -1,6 +1,7 @@
 // Command-line and JSON-file configuration of `dots-call-home listen|dial`. Pure parsing: no
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
+import * as os from "node:os";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
 import { discoveryDomainProblem, dnsServerProblem } from "../dots/dialer-connect";
 import { parseNatSpec } from "../home/nat-source";
@@ -57,6 +58,25 @@ listen options:
   --drop-ban-ms MS         ... for this long (default 300000)
   --request-repeat-ms MS   NON repeat interval for mitigation requests (default 3000, RFC 9132)
   --request-timeout-ms MS  give up on an unanswered request after MS (default 60000)
+
+  Commands and events over MQTT as well (docs/mqtt.md; MQTT 5, QoS 1):
+  --mqtt URL               broker, mqtt://HOST:PORT or mqtts://HOST:PORT. Commands for a home arrive
+                           on P/cmd/<home> (the stdin objects; "session" is the topic's home),
+                           its events leave on P/evt/<home>, process-wide ones on P/evt/_;
+                           retained P/presence/<home> names the process holding the home, and a
+                           command for a home nobody holds is parked until it is back ("held")
+  --mqtt-prefix P          topic prefix (default dots)
+  --mqtt-client-id ID      MQTT client id, stable across restarts (default
+                           dots-listen-<hostname>-<port>); unique per process
+  --mqtt-username NAME     broker user name
+  --mqtt-password-file FILE   broker password from FILE (or the environment variable
+                           DOTS_MQTT_PASSWORD); never in the URL or on the command line
+  --mqtt-ca FILE           mqtts: CA bundle that verifies the broker (default: system CAs)
+  --mqtt-cert FILE --mqtt-key FILE   mqtts: client certificate and key
+  --mqtt-keepalive S       MQTT keep-alive (default 30): a silent death shows after 1.5 x S
+  --mqtt-hold S            how long a command for a home nobody holds may wait (default 600;
+                           a command's "hold":S overrides, 0 answers UNHELD at once)
+  --mqtt-heartbeats        publish heartbeat events on MQTT too (stdout always has them)
 
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
@@ -140,7 +160,9 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "cert":"isp.crt","key":"isp.key","ca":"ca.crt","passphrase":"...",
            "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
-           "requestRepeatMs":3000,"requestTimeoutMs":60000}
+           "requestRepeatMs":3000,"requestTimeoutMs":60000,
+           "mqtt":{"url":"mqtt://broker:1883","prefix":"dots","clientId":"isp-a",
+                   "username":"isp","passwordFile":"mqtt.pw","ca":"ca.crt","hold":600}}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
            "discoverDomain":"isp.example","dnsServers":["192.0.2.53","[2001:db8::53]:5353"],
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
@@ -197,6 +219,17 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "drop-ban-ms": "number",
   "request-repeat-ms": "number",
   "request-timeout-ms": "number",
+  mqtt: "string",
+  "mqtt-prefix": "string",
+  "mqtt-client-id": "string",
+  "mqtt-username": "string",
+  "mqtt-password-file": "string",
+  "mqtt-ca": "string",
+  "mqtt-cert": "string",
+  "mqtt-key": "string",
+  "mqtt-keepalive": "number",
+  "mqtt-hold": "number",
+  "mqtt-heartbeats": "boolean",
 };
 
 const DIAL_FLAGS: Record<string, FlagKind> = {
@@ -362,9 +395,87 @@ export interface ListenConfig {
   cuidIdentity?: string;
   requestRepeatMs?: number;
   requestTimeoutMs?: number;
+  /** --mqtt: the command/event contract over an MQTT broker as well (docs/mqtt.md). */
+  mqtt?: MqttSettings;
 }
 
-export function parseListenArgs(argv: readonly string[], read: FileReader = defaultReader): ListenConfig | "help" {
+/** The MQTT carrier's settings (docs/mqtt.md). */
+export interface MqttSettings {
+  url: string;
+  prefix: string;
+  clientId: string;
+  username?: string;
+  password?: Buffer;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  keepaliveSeconds: number;
+  /** Default time a command for a home nobody holds waits for it, seconds. */
+  holdSeconds: number;
+  heartbeats: boolean;
+}
+
+/** Environment variable with the MQTT password (never a command-line flag). */
+export const MQTT_PASSWORD_ENV = "DOTS_MQTT_PASSWORD";
+
+/** --mqtt* flags or the "mqtt" object of --config. */
+function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, base: string | undefined, read: FileReader, port: number, env: NodeJS.ProcessEnv): MqttSettings | undefined {
+  const file = isRecord(settings.mqtt) ? settings.mqtt : {};
+  if (settings.mqtt !== undefined && !isRecord(settings.mqtt)) throw new CliUsageError(`"mqtt" in --config must be an object {url, prefix, clientId, ...}`);
+  const pick = (flag: string, key: string): unknown => f[flag] ?? file[key];
+  const url = pick("mqtt", "url");
+  if (url === undefined) {
+    const stray = Object.keys(f).find((k) => k.startsWith("mqtt-"));
+    if (stray) throw new CliUsageError(`--${stray} needs --mqtt URL`);
+    return undefined;
+  }
+  const text = str(url, "mqtt");
+  let parsed: URL;
+  try {
+    parsed = new URL(text);
+  } catch {
+    throw new CliUsageError(`--mqtt ${JSON.stringify(text)} is not a URL such as mqtt://broker:1883 or mqtts://broker:8883`);
+  }
+  if (parsed.protocol !== "mqtt:" && parsed.protocol !== "mqtts:") throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${parsed.protocol}//`);
+  if (parsed.password !== "") throw new CliUsageError(`--mqtt: no password in the URL (it would show in the process list): use --mqtt-password-file or ${MQTT_PASSWORD_ENV}`);
+  const prefix = str(pick("mqtt-prefix", "prefix") ?? "dots", "mqtt-prefix");
+  if (/[+#\u0000]/.test(prefix) || prefix.startsWith("/") || prefix.endsWith("/") || prefix.startsWith("$")) throw new CliUsageError(`--mqtt-prefix ${JSON.stringify(prefix)}: topic levels without + # NUL, not starting with $ or /, not ending with /`);
+  const clientId = str(pick("mqtt-client-id", "clientId") ?? `dots-listen-${os.hostname()}-${port}`, "mqtt-client-id");
+  if (Buffer.byteLength(clientId) > 200 || /[+#/\u0000]/.test(clientId)) throw new CliUsageError(`--mqtt-client-id: at most 200 bytes, without / + # NUL (it names a topic level)`);
+  const out: MqttSettings = {
+    url: text,
+    prefix,
+    clientId,
+    keepaliveSeconds: num(pick("mqtt-keepalive", "keepalive") ?? 30, "mqtt-keepalive", 5, 3600),
+    holdSeconds: num(pick("mqtt-hold", "hold") ?? 600, "mqtt-hold", 0, 86_400),
+    heartbeats: pick("mqtt-heartbeats", "heartbeats") === true,
+  };
+  const user = pick("mqtt-username", "username") ?? (parsed.username !== "" ? decodeURIComponent(parsed.username) : undefined);
+  if (user !== undefined) out.username = str(user, "mqtt-username");
+  const pwFile = pick("mqtt-password-file", "passwordFile");
+  if (file.password !== undefined) throw new CliUsageError(`"mqtt.password" in --config: put the password in a file ("passwordFile") or ${MQTT_PASSWORD_ENV}`);
+  if (pwFile !== undefined) out.password = Buffer.from(read(f["mqtt-password-file"] !== undefined ? str(pwFile, "mqtt-password-file") : resolveFrom(base, str(pwFile, "mqtt.passwordFile"))).toString("utf8").trim(), "utf8");
+  else if (env[MQTT_PASSWORD_ENV] !== undefined && env[MQTT_PASSWORD_ENV] !== "") out.password = Buffer.from(env[MQTT_PASSWORD_ENV] as string, "utf8");
+  if (out.password !== undefined && out.username === undefined) throw new CliUsageError(`an MQTT password needs --mqtt-username`);
+  const fileArg = (flag: string, key: string): Buffer | undefined => {
+    const v = pick(flag, key);
+    if (v === undefined) return undefined;
+    return read(f[flag] !== undefined ? str(v, flag) : resolveFrom(base, str(v, `mqtt.${key}`)));
+  };
+  const ca = fileArg("mqtt-ca", "ca");
+  const cert = fileArg("mqtt-cert", "cert");
+  const key = fileArg("mqtt-key", "key");
+  if ((cert === undefined) !== (key === undefined)) throw new CliUsageError("--mqtt-cert and --mqtt-key go together");
+  if ((ca || cert) && parsed.protocol !== "mqtts:") throw new CliUsageError("--mqtt-ca/--mqtt-cert need an mqtts:// URL");
+  if (ca) out.ca = ca;
+  if (cert && key) {
+    out.cert = cert;
+    out.key = key;
+  }
+  return out;
+}
+
+export function parseListenArgs(argv: readonly string[], read: FileReader = defaultReader, env: NodeJS.ProcessEnv = process.env): ListenConfig | "help" {
   const { settings, base, positional, help } = merged(argv, LISTEN_FLAGS);
   if (help) return "help";
   if (positional.length > 0) throw new CliUsageError(`unexpected argument "${positional[0]}" for listen`);
@@ -459,6 +570,8 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   if (repeat !== undefined) out.requestRepeatMs = num(repeat, "request-repeat-ms", 1, 600_000);
   const timeout = f["request-timeout-ms"] ?? settings.requestTimeoutMs;
   if (timeout !== undefined) out.requestTimeoutMs = num(timeout, "request-timeout-ms", 1, 3_600_000);
+  const mqtt = mqttFrom(f, settings, base, read, port, env);
+  if (mqtt) out.mqtt = mqtt;
   return out;
 }
 

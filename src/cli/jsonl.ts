@@ -8,7 +8,7 @@ export const MAX_COMMAND_BYTES = 1 << 20;
 export type EventWriter = (event: string, fields?: Record<string, unknown>) => void;
 
 /** Buffers are shown as hex and Errors as their message, so every event is plain JSON. */
-function replacer(_key: string, value: unknown): unknown {
+export function replacer(_key: string, value: unknown): unknown {
   if (value && typeof value === "object" && (value as { type?: string }).type === "Buffer" && Array.isArray((value as { data?: unknown }).data)) {
     return Buffer.from((value as { data: number[] }).data).toString("hex");
   }
@@ -27,6 +27,18 @@ export function makeEventWriter(out: Writable, clock: () => Date = () => new Dat
     }
     out.write(line + "\n");
   };
+}
+
+/** One command object from text, whatever carried it (stdin line, MQTT payload). */
+export function decodeCommand(text: string): { cmd: Record<string, unknown> } | { code: "BAD_JSON" | "BAD_COMMAND"; message: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    return { code: "BAD_JSON", message: `not JSON: ${(e as Error).message}` };
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return { code: "BAD_COMMAND", message: 'a command must be a JSON object with a "cmd" member' };
+  return { cmd: parsed as Record<string, unknown> };
 }
 
 export interface CommandReaderHandlers {
@@ -61,19 +73,13 @@ export function readCommands(input: Readable, h: CommandReaderHandlers): () => v
   const handleLine = (raw: string): void => {
     const line = raw.trim();
     if (line.length === 0) return;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(line);
-    } catch (e) {
-      h.error("BAD_JSON", `not JSON: ${(e as Error).message}`, line.slice(0, 200));
-      return;
-    }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      h.error("BAD_COMMAND", "a command must be a JSON object with a \"cmd\" member", line.slice(0, 200));
+    const decoded = decodeCommand(line);
+    if ("code" in decoded) {
+      h.error(decoded.code, decoded.message, line.slice(0, 200));
       return;
     }
     try {
-      h.command(parsed as Record<string, unknown>);
+      h.command(decoded.cmd);
     } catch (e) {
       h.error("COMMAND_FAILED", (e as Error).message);
     }

@@ -21,7 +21,8 @@ function needMid(cmd: Cmd, optional = false): number | undefined {
 
 export interface ListenRunner {
   start(): Promise<void>;
-  command(cmd: Cmd): void;
+  /** reply: where this command's response/error goes (default: the runner's event writer). */
+  command(cmd: Cmd, reply?: EventWriter): void;
   stop(): Promise<void>;
 }
 
@@ -43,37 +44,37 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
   listener.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message }));
 
-  const run = (cmd: Cmd, name: string, work: () => Promise<unknown>): void => {
+  const run = (cmd: Cmd, name: string, work: () => Promise<unknown>, reply: EventWriter): void => {
     const id = cmd.id;
     work().then(
-      (outcome) => emit("response", { cmd: name, ...(id !== undefined ? { id } : {}), outcome }),
-      (e: Error) => emit("error", { cmd: name, ...(id !== undefined ? { id } : {}), code: (e as { code?: string }).code ?? "FAILED", message: e.message }),
+      (outcome) => reply("response", { cmd: name, ...(id !== undefined ? { id } : {}), outcome }),
+      (e: Error) => reply("error", { cmd: name, ...(id !== undefined ? { id } : {}), code: (e as { code?: string }).code ?? "FAILED", message: e.message }),
     );
   };
 
   return {
     start: () => listener.start(),
     stop: () => listener.stop(),
-    command(cmd) {
+    command(cmd, reply = emit) {
       const name = cmd.cmd;
       switch (name) {
         case "mitigate": {
           const session = needString(cmd, "session");
           if (typeof cmd.request !== "object" || cmd.request === null || Array.isArray(cmd.request)) throw new Error(`"request" must be a JSON object (the mitigation request's JSON view)`);
           const mid = needMid(cmd, true);
-          run(cmd, name, () => listener.mitigate(session, cmd.request as DotsJson, mid !== undefined ? { mid } : undefined));
+          run(cmd, name, () => listener.mitigate(session, cmd.request as DotsJson, mid !== undefined ? { mid } : undefined), reply);
           return;
         }
         case "withdraw": {
           const session = needString(cmd, "session");
           const mid = needMid(cmd) as number;
-          run(cmd, name, () => listener.withdraw(session, mid));
+          run(cmd, name, () => listener.withdraw(session, mid), reply);
           return;
         }
         case "get": {
           const session = needString(cmd, "session");
           const mid = needMid(cmd, true);
-          run(cmd, name, () => listener.get(session, mid));
+          run(cmd, name, () => listener.get(session, mid), reply);
           return;
         }
         case "efficacy": {
@@ -81,7 +82,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
           const mid = needMid(cmd) as number;
           const st = cmd.attackStatus ?? cmd["attack-status"];
           if (st !== "under-attack" && st !== "attack-successfully-mitigated") throw new Error(`"attackStatus" must be "under-attack" or "attack-successfully-mitigated"`);
-          run(cmd, name, () => listener.efficacy(session, mid, st));
+          run(cmd, name, () => listener.efficacy(session, mid, st), reply);
           return;
         }
         case "redirect": {
@@ -90,11 +91,11 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
           const target: { altClient: string; records?: string[]; ttl?: number } = { altClient };
           if (cmd.records !== undefined) target.records = cmd.records as string[];
           if (cmd.ttl !== undefined) target.ttl = cmd.ttl as number;
-          run(cmd, name, () => listener.redirect(session, target));
+          run(cmd, name, () => listener.redirect(session, target), reply);
           return;
         }
         case "sessions":
-          emit("sessions", { ...(cmd.id !== undefined ? { id: cmd.id } : {}), sessions: listener.sessions() });
+          reply("sessions", { ...(cmd.id !== undefined ? { id: cmd.id } : {}), sessions: listener.sessions() });
           return;
         default:
           throw new Error(`unknown command ${JSON.stringify(name)}; listen accepts mitigate, withdraw, get, efficacy, redirect, sessions`);

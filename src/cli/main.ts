@@ -4,6 +4,7 @@ import { CliUsageError, HELP, parseDialArgs, parseListenArgs } from "./args";
 import { makeDialRunner } from "./dial";
 import { makeEventWriter, readCommands } from "./jsonl";
 import { makeListenRunner } from "./listen";
+import { MqttCarrier } from "./mqtt-carrier";
 
 interface Runner {
   start(): Promise<void>;
@@ -19,6 +20,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const emit = makeEventWriter(process.stdout);
   let runner: Runner;
+  let carrier: MqttCarrier | undefined;
   try {
     if (sub === "listen") {
       const cfg = parseListenArgs(rest);
@@ -26,7 +28,21 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(HELP);
         return 0;
       }
-      runner = makeListenRunner(cfg, emit);
+      if (cfg.mqtt) {
+        const settings = cfg.mqtt;
+        const psk = cfg.options.psk ?? [];
+        const homes = new Set<string>([...psk.map((p) => p.home ?? p.identity), ...Object.keys(cfg.options.homePrefixes ?? {})]);
+        const anyHome = cfg.options.certificate !== undefined;
+        let mqttCarrier: MqttCarrier | undefined;
+        const both: typeof emit = (event, fields = {}) => {
+          emit(event, fields);
+          mqttCarrier?.event(event, fields);
+        };
+        const listenRunner = makeListenRunner(cfg, both);
+        mqttCarrier = new MqttCarrier({ settings, runner: listenRunner, print: emit, knownHome: (h) => anyHome || homes.has(h) });
+        carrier = mqttCarrier;
+        runner = listenRunner;
+      } else runner = makeListenRunner(cfg, emit);
     } else if (sub === "dial") {
       const cfg = parseDialArgs(rest);
       if (cfg === "help") {
@@ -53,6 +69,8 @@ export async function main(argv: string[]): Promise<number> {
       } catch (e) {
         emit("error", { code: "STOP", message: (e as Error).message });
       }
+      carrier?.event("stopped", { reason: why });
+      await carrier?.stop().catch((e: Error) => emit("error", { code: "MQTT_STOP", message: e.message }));
       emit("stopped", { reason: why });
     })();
     return stopping;
@@ -78,6 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
+    carrier?.start();
     runner.start().catch((e: Error) => {
       emit("error", { code: (e as { code?: string }).code ?? "START", message: e.message });
       void stop("start failed").then(() => resolve(1));

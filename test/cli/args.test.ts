@@ -197,4 +197,24 @@ describe("cli/args", () => {
     ];
     for (const [extra, re] of bad) assert.throws(() => dial(...base, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
   });
+  it("listen --mqtt: URL, prefix, client id, user, password from a file or the environment (never the URL), TLS files", () => {
+    const psk = ["--psk-identity", "home-1", "--psk-key", "text:k"];
+    const plain = listen(...psk, "--port", "4700", "--mqtt", "mqtt://127.0.0.1:1883");
+    assert.equal(plain.mqtt?.prefix, "dots");
+    assert.equal(plain.mqtt?.clientId, `dots-listen-${os.hostname()}-4700`);
+    assert.deepEqual([plain.mqtt?.holdSeconds, plain.mqtt?.keepaliveSeconds, plain.mqtt?.heartbeats, plain.mqtt?.password], [600, 30, false, undefined]);
+    assert.equal(listen(...psk).mqtt, undefined);
+    const full = parseListenArgs([...psk, "--mqtt", "mqtts://broker:8883", "--mqtt-prefix", "isp/dots", "--mqtt-client-id", "isp-a", "--mqtt-username", "isp", "--mqtt-password-file", "/x/psk.txt", "--mqtt-ca", "/x/ca.crt", "--mqtt-cert", "/x/isp.crt", "--mqtt-key", "/x/isp.key", "--mqtt-hold", "0", "--mqtt-heartbeats"], read, {}) as ListenConfig;
+    assert.deepEqual([full.mqtt?.prefix, full.mqtt?.clientId, full.mqtt?.username, full.mqtt?.password?.toString(), full.mqtt?.ca?.toString(), full.mqtt?.cert?.toString(), full.mqtt?.holdSeconds, full.mqtt?.heartbeats], ["isp/dots", "isp-a", "isp", "hex:0a0b0c", "CA", "CERT", 0, true]);
+    const env = parseListenArgs([...psk, "--mqtt", "mqtt://isp@broker"], read, { DOTS_MQTT_PASSWORD: "pw" }) as ListenConfig;
+    assert.deepEqual([env.mqtt?.username, env.mqtt?.password?.toString()], ["isp", "pw"]);
+    assert.throws(() => listen(...psk, "--mqtt", "mqtt://isp:pw@broker"), /no password in the URL/);
+    assert.throws(() => listen(...psk, "--mqtt", "http://broker"), /mqtt:\/\/ or mqtts:\/\//);
+    assert.throws(() => listen(...psk, "--mqtt-hold", "5"), /--mqtt-hold needs --mqtt URL/);
+    assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-prefix", "a/#"), /--mqtt-prefix/);
+    assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-client-id", "a/b"), /--mqtt-client-id/);
+    assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-ca", "/x/ca.crt"), /need an mqtts:\/\/ URL/);
+    assert.throws(() => parseListenArgs([...psk, "--mqtt", "mqtt://b", "--mqtt-password-file", "/x/psk.txt"], read, {}), /needs --mqtt-username/);
+    assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-hold", "86401"), /mqtt-hold/);
+  });
 });
