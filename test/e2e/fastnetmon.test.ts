@@ -206,6 +206,13 @@ describe("FastNetMon -> fastnetmon-notify -> MQTT -> listen -> call home -> nfta
         `-> last device packet at the victim ${lastChange - firstPacket} ms (ban_time ${BAN_TIME} s, threshold 300 pps, check_period 1 s)\n`,
     );
 
+    const at = (l: Record<string, unknown> | undefined): number => Date.parse(String(l?.time)) - firstPacket;
+    const homeGot = home.lines.find((l) => l.event === "mitigation" && l.mid === mid);
+    process.stdout.write(
+      `      timeline (ms after the first attack packet): notify request ${at(request)}, home receives mid ${mid} ${at(homeGot)}, ` +
+        `lookup done ${at(lookup)}, nft element ${at(added)}, 2.01 back at the notify ${at(answer)}\n`,
+    );
+
     await sleep(200);
     const during = await rise(1000);
     assert.equal(during.dev, 0, "the device's flood no longer reaches the victim");
