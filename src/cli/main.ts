@@ -55,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       runner = makeDialRunner(cfg, emit);
     } else {
-      throw new CliUsageError(`unknown command "${sub}": use listen or dial (see --help)`);
+      throw new CliUsageError(`unknown command "${sub}": use listen, dial or fastnetmon-notify (see --help)`);
     }
   } catch (e) {
     const usage = e instanceof CliUsageError;

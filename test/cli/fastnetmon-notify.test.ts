@@ -10,7 +10,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { HELP } from "../../src/cli/args";
 import { FASTNETMON_FLAGS } from "../../src/cli/fastnetmon";
+import mqtt from "mqtt";
 import { CLI_MAIN } from "../support/cli-process";
+import { requireOrSkip } from "../support/env";
+import { TestBroker, hasMosquitto } from "../support/mosquitto";
 import { fixture } from "../unit/detect/fixtures";
 
 const BAN = fixture("fastnetmon-1.2.4-ban-udp-flows.txt");
@@ -145,5 +148,63 @@ describe("dots-call-home fastnetmon-notify (HTTP delivery, real processes)", fun
 
   it("--help documents every flag", () => {
     for (const flag of Object.keys(FASTNETMON_FLAGS)) assert.ok(HELP.includes(`--${flag}`), flag);
+  });
+});
+
+describe("dots-call-home fastnetmon-notify (MQTT delivery, real mosquitto)", function () {
+  this.timeout(30_000);
+  let broker: TestBroker | undefined;
+  let dir = "";
+
+  before(async function () {
+    requireOrSkip(this, "mosquitto", hasMosquitto());
+    broker = await TestBroker.start();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-fnm-mqtt-"));
+  });
+  after(async () => {
+    await broker?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("publishes the listener's stdin command object on P/cmd/<home>; a listener's response on P/evt/<home> gives the mid the unban withdraws", async () => {
+    const flags = ["--home-prefix", "home-1=198.51.100.0/24", "--mqtt", broker!.url, "--mqtt-prefix", "isp", "--state-dir", dir, "--lifetime", "600", "--wait-ms", "5000"];
+    // stands in for `listen --mqtt` (tested against this contract in test/cli/mqtt.test.ts): answers each command by its id
+    const peer = await mqtt.connectAsync(broker!.url, { protocolVersion: 5 });
+    const seen: Array<Record<string, unknown>> = [];
+    peer.on("message", (topic, payload) => {
+      const cmd = JSON.parse(payload.toString()) as Record<string, unknown>;
+      seen.push({ topic, ...cmd });
+      const outcome = cmd.cmd === "mitigate" ? { code: "2.01", mid: 41 } : { code: "2.02", mid: 41 };
+      void peer.publishAsync("isp/evt/home-1", JSON.stringify({ event: "response", home: "home-1", cmd: cmd.cmd, id: cmd.id, outcome }), { qos: 1 });
+    });
+    await peer.subscribeAsync("isp/cmd/+", { qos: 1 });
+    try {
+      const ban = await run([...flags, "198.51.100.2", "outgoing", "432", "ban"], BAN);
+      assert.equal(ban.code, 0, JSON.stringify(ban.events));
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0].topic, "isp/cmd/home-1");
+      assert.equal(seen[0].cmd, "mitigate");
+      assert.equal(seen[0].session, "home-1");
+      assert.match(String(seen[0].id), /^fnm-198\.51\.100\.2-\d+$/);
+      assert.deepEqual((seen[0].request as Record<string, unknown>)["ietf-dots-call-home:source-port-range"], [{ "lower-port": 40001 }]);
+      const unban = await run([...flags, "198.51.100.2", "outgoing", "432", "unban"]);
+      assert.equal(unban.code, 0, JSON.stringify(unban.events));
+      assert.deepEqual([seen[1].cmd, seen[1].mid, seen[1].id], ["withdraw", 41, `${String(seen[0].id)}-unban`]);
+    } finally {
+      await peer.endAsync();
+    }
+  });
+
+  it("no listener on the broker: no answer within --wait-ms, exit 1, the record stays (the next ban refreshes it, else its lifetime ends it)", async () => {
+    const r = await run(["--home-prefix", "home-2=198.51.100.0/24", "--mqtt", broker!.url, "--state-dir", dir, "--wait-ms", "800", "198.51.100.3", "outgoing", "432", "ban"], BAN.replace(/198\.51\.100\.2/g, "198.51.100.3"));
+    assert.equal(r.code, 1, JSON.stringify(r.events));
+    assert.ok(r.events.some((e) => e.event === "answer" && e.kind === "none"));
+    assert.ok(fs.existsSync(path.join(dir, "ban-198.51.100.3.json")));
+  });
+
+  it("an unreachable broker: a DELIVERY error line and exit 1, not a crash", async () => {
+    const r = await run(["--home-prefix", "home-1=198.51.100.0/24", "--mqtt", "mqtt://127.0.0.1:1", "--state-dir", dir, "--wait-ms", "2000", "198.51.100.4", "outgoing", "432", "ban"], BAN.replace(/198\.51\.100\.2/g, "198.51.100.4"));
+    assert.equal(r.code, 1, JSON.stringify(r.events) + r.stderr);
+    assert.ok(r.events.some((e) => e.event === "error" && e.code === "DELIVERY"), JSON.stringify(r.events));
   });
 });
