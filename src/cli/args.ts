@@ -92,6 +92,8 @@ listen options:
   sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), cuid-changed (the home
   answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, error,
   stopped. Requests to a session that is down fail with an error line (code SESSION_DOWN).
+  With --mqtt also: mqtt-connected, mqtt-disconnected, mqtt-error, held (an MQTT command parked
+  for a home nobody holds, with "until"); MQTT commands may carry "hold":S (see --mqtt-hold).
 
 dial options:
   HOST (positional, repeatable): the ISP's Call Home DOTS client

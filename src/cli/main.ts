@@ -7,7 +7,7 @@ import { makeDialRunner } from "./dial";
 import { parseFastNetMonArgsAndFlags, readDetails, runFastNetMonNotify } from "./fastnetmon";
 import { makeEventWriter, readCommands } from "./jsonl";
 import { makeListenRunner } from "./listen";
-import { MqttCarrier } from "./mqtt-carrier";
+import type { MqttCarrier } from "./mqtt-carrier";
 
 interface Runner {
   start(): Promise<void>;
@@ -43,7 +43,9 @@ export async function main(argv: string[]): Promise<number> {
           mqttCarrier?.event(event, fields);
         };
         const listenRunner = makeListenRunner(cfg, both);
-        mqttCarrier = new MqttCarrier({ settings, runner: listenRunner, print: emit, knownHome: (h) => anyHome || homes.has(h) });
+        // loaded only here: a listener without --mqtt does not pay for mqtt.js
+        const { MqttCarrier: Carrier } = require("./mqtt-carrier") as typeof import("./mqtt-carrier");
+        mqttCarrier = new Carrier({ settings, runner: listenRunner, print: emit, knownHome: (h) => anyHome || homes.has(h) });
         carrier = mqttCarrier;
         runner = listenRunner;
       } else runner = makeListenRunner(cfg, emit);

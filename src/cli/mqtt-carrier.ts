@@ -518,6 +518,13 @@ export class MqttCarrier {
       byInstance: String(body.byInstance ?? ""),
     };
     if (entry.until <= Date.now()) return;
+    if (!this.parked.has(topic) && this.parked.size >= 2 * MAX_HELD_TOTAL) {
+      this.pruneParked();
+      if (this.parked.size >= 2 * MAX_HELD_TOTAL) {
+        this.mqttError("HELD_VIEW_FULL", `more than ${2 * MAX_HELD_TOTAL} parked commands under ${this.t("held", "#")}; ${topic} is not tracked here`);
+        return;
+      }
+    }
     this.parked.set(topic, entry);
     if (this.heldByMe(home)) this.runParked(home);
   }

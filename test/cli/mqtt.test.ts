@@ -249,6 +249,33 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     assert.equal(r.json?.clientId, "isp-b");
   });
 
+  it("commands published while a home moves between processes are each answered exactly once (held ones once it is back)", async () => {
+    const a = await listener("isp-a");
+    const b = await listener("isp-b");
+    const w = await watcher();
+    const d1 = dialer(HOMES[0], a.port);
+    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence at isp-a");
+    const ids: string[] = [];
+    let moved = false;
+    for (let i = 0; i < 40; i++) {
+      const id = `move-${i}`;
+      ids.push(id);
+      await w.publish("dots/cmd/home-1", { cmd: "get", id });
+      if (i === 12) void d1.stop().then(() => dialer(HOMES[0], b.port)).then(() => (moved = true));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await w.waitFor(presenceOf("home-1", "isp-b"), 20000, "presence at isp-b");
+    assert.ok(moved);
+    const final = (id: string) => (m: Msg) => m.topic === "dots/evt/home-1" && m.json?.id === id && (m.json?.event === "response" || m.json?.event === "error");
+    for (const id of ids) await w.waitFor(final(id), 20000, `the answer to ${id}`);
+    await new Promise((r) => setTimeout(r, 500));
+    const counts = ids.map((id) => w.msgs.filter(final(id)).length);
+    assert.deepEqual(counts, ids.map(() => 1), "one answer per command");
+    const held = ids.filter((id) => w.msgs.some(evt("home-1", "held", id)));
+    assert.ok(held.length > 0, "some commands came while nobody held the home");
+    for (const id of held) assert.equal(w.msgs.find(final(id))?.json?.clientId, "isp-b", `${id} ran where the home went`);
+  });
+
   it("malformed, oversized and misaddressed commands get clear errors on P/evt/<home> and P/evt/_; the process keeps serving", async () => {
     const a = await listener("isp-a");
     const w = await watcher();
