@@ -49,6 +49,7 @@ Usage:
   dots-call-home listen [options]     ISP side: Call Home DOTS client, (D)TLS server
   dots-call-home dial [options] HOST  home side: Call Home DOTS server, (D)TLS client
   dots-call-home dial [options] --discover-domain DOMAIN   the same, ISP found by DNS SRV
+  dots-call-home fastnetmon-notify [options] IP DIRECTION PPS ACTION   FastNetMon's notify script
   dots-call-home --help
   dots-call-home --version             the installed package version
 
@@ -220,6 +221,36 @@ dial options:
   lookup (devices found behind the NAT, or found:false with the reason), consent-request
   (devices, the nft script an approval applies, deadline), consent (the answer given),
   enforcement (change added|refreshed|removed|expired with the nft script).
+
+fastnetmon-notify (ISP side, run by FastNetMon through a wrapper named in notify_script_path):
+  IP DIRECTION PPS ACTION  what FastNetMon passes; ACTION ban or attack_details (details on
+                           stdin: description, flows, packet samples) or unban (no stdin).
+                           An outgoing ban of an address inside a home's prefixes becomes a
+                           mitigation request: source-prefix the address, the heaviest flows'
+                           targets, protocol and source ports (NATed); unban withdraws it.
+  --home-prefix NAME=PREFIX  home and its public prefixes (repeatable; bare PREFIX with --home)
+  --home NAME              home name for bare --home-prefix values
+  --config FILE            JSON: "homePrefixes" and "mqtt" as for listen (so the listener's file
+                           can be shared), plus "fastnetmon":{"mqtt","http","httpWithdraw",
+                           "stateDir","lifetime","flowShare","waitMs","hold","log"}
+  --mqtt URL               publish on the MQTT command contract (P/cmd/<home>, docs/mqtt.md) and
+                           wait for the answer on P/evt/<home>
+  --mqtt-prefix P --mqtt-username NAME --mqtt-password-file FILE --mqtt-hold S   as for listen
+  --http URL               POST {"home","target","source","sourcePort","targetPort","protocol",
+                           "lifetime","mid"?} to an ISP flow (answer {"code","mid"})
+  --http-withdraw URL      POST {"home","mid"} on unban (default: URL's last segment "withdraw")
+  --state-dir DIR          address -> mid records, written durably (default
+                           /var/lib/dots-call-home/fastnetmon)
+  --lifetime S             lifetime of the requests (default 3600): a mitigation whose withdrawal
+                           never arrives ends by itself
+  --flow-share F           keep flows with at least F x the heaviest flow's packets (default 0.2),
+                           so a light flow of another device behind the same NAT is left out
+  --wait-ms MS             how long to wait for the listener's answer (default 10000)
+  --stdin-timeout-ms MS    how long to wait for the details on stdin (default 5000)
+  --log FILE               append every event line to FILE as well
+  Events: fastnetmon-call, ignored (not outgoing, outside every home, nothing to withdraw),
+  note, waiting (no target yet), request, answer, withdraw, error. Exit 0 handled, 1 the
+  listener was not reached or refused, 2 bad arguments.
 
 JSON config file (--config): keys as below; file paths are relative to the file.
   listen: {"port":4647,"host":"::","dtls":true,"tls":true,

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Entry of the `dots-call-home` command (package.json bin).
+import * as fs from "node:fs";
+import type { Writable } from "node:stream";
 import { CliUsageError, HELP, parseDialArgs, parseListenArgs } from "./args";
 import { makeDialRunner } from "./dial";
+import { parseFastNetMonArgsAndFlags, readDetails, runFastNetMonNotify } from "./fastnetmon";
 import { makeEventWriter, readCommands } from "./jsonl";
 import { makeListenRunner } from "./listen";
 import type { MqttCarrier } from "./mqtt-carrier";
@@ -23,6 +26,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`dots-call-home ${packageVersion()}\n`);
     return 0;
   }
+  if (sub === "fastnetmon-notify") return fastnetmonNotify(rest);
   const emit = makeEventWriter(process.stdout);
   let runner: Runner;
   let carrier: MqttCarrier | undefined;
@@ -59,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       runner = makeDialRunner(cfg, emit);
     } else {
-      throw new CliUsageError(`unknown command "${sub}": use listen or dial (see --help)`);
+      throw new CliUsageError(`unknown command "${sub}": use listen, dial or fastnetmon-notify (see --help)`);
     }
   } catch (e) {
     const usage = e instanceof CliUsageError;
@@ -110,6 +114,51 @@ export async function main(argv: string[]): Promise<number> {
       void stop("start failed").then(() => resolve(1));
     });
   });
+}
+
+/** One FastNetMon notify call: JSON lines on stdout (and appended to --log), exit code 0/1/2. */
+async function fastnetmonNotify(argv: string[]): Promise<number> {
+  const emit = makeEventWriter(process.stdout);
+  let cfg;
+  try {
+    cfg = parseFastNetMonArgsAndFlags(argv);
+  } catch (e) {
+    emit("error", { code: e instanceof CliUsageError ? "USAGE" : "CONFIG", message: (e as Error).message, argv });
+    process.stderr.write(`dots-call-home fastnetmon-notify: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (cfg === "help") {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const log = cfg.log;
+  const both: typeof emit = log
+    ? makeEventWriter({
+        write: (line: string) => {
+          process.stdout.write(line);
+          try {
+            fs.appendFileSync(log, line, { mode: 0o640 });
+          } catch (e) {
+            process.stderr.write(`dots-call-home fastnetmon-notify: cannot append to --log ${log}: ${(e as Error).message}\n`);
+          }
+          return true;
+        },
+      } as unknown as Writable)
+    : emit;
+  // ban and attack_details bring the details on stdin; unban runs with FastNetMon's own stdin
+  let details: string | undefined;
+  if (cfg.call.action !== "unban") {
+    const r = await readDetails(process.stdin, cfg.stdinTimeoutMs);
+    if (r.truncated) both("note", { address: cfg.call.address, note: "details longer than 1 MiB: the rest was not read" });
+    if (r.timedOut) both("note", { address: cfg.call.address, note: `stdin still open after ${cfg.stdinTimeoutMs} ms: read what had arrived` });
+    details = r.text;
+  }
+  try {
+    return await runFastNetMonNotify(cfg, details, both);
+  } catch (e) {
+    both("error", { code: "FAILED", address: cfg.call.address, action: cfg.call.action, message: (e as Error).message });
+    return 1;
+  }
 }
 
 if (require.main === module) {

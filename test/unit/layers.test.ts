@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 const root = path.resolve(__dirname, "../../..");
-const order = ["cbor", "transport", "coap", "dots", "home", "cli"]; // bottom to top
+const order = ["cbor", "transport", "coap", "dots", "home", "detect", "cli"]; // bottom to top
 
 function sources(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
