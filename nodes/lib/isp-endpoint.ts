@@ -2,6 +2,7 @@
 // dots-call-home-listener) -> a CallHomeListener held in the engine registry.
 import type { Node, NodeAPI } from "node-red";
 import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
+import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT } from "../../src/dots/auth-events";
 import { CallHomeListener } from "../../src/dots/isp-engine";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -67,7 +68,7 @@ function listening(engine: CallHomeListener, memo: Record<string, unknown>): End
 
 export const ISP_KIND: HubKind<CallHomeListener> = {
   kind: "isp",
-  events: ["listening", "session-up", "session-down", "status", "auth-failure", "drop", "cuid-changed", "error"],
+  events: ["listening", "session-up", "session-down", "resynced", "status", LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_EVENT, LISTENER_DROP_END_EVENT, "cuid-changed", "error"],
   statusAfter(event, args, engine, memo) {
     if (event === "listening") {
       memo.where = where(args[0] as { port: number; host: string; transports: string[] });

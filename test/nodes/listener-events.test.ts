@@ -1,0 +1,41 @@
+// The listener node forwards the endpoint's auth-failure and drop events on its session-events
+// output, and its status shows the ban: a real loopback listener and a dialer with the wrong key.
+import { strict as assert } from "node:assert";
+import { allNodes, collect, freePort, helper, waitFor } from "./support";
+import { loopCredentials, loopFlow } from "./flows";
+
+type FlowNode = Record<string, unknown> & { id: string };
+
+function statusTexts(id: string): string[] {
+  const n = helper.getNode(id);
+  return (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ text?: string }> }>).filter((c) => c.thisValue === n).map((c) => String(c.args[0]?.text ?? ""));
+}
+
+describe("listener node: auth-failure and drop events", function () {
+  this.timeout(60000);
+  afterEach(async () => {
+    await helper.unload();
+  });
+
+  it("a dialer with the wrong PSK key: auth-failure (PSK_MISMATCH) and drop reach output 1, the status shows the ban", async () => {
+    const port = await freePort();
+    const flow = (loopFlow({ port }) as FlowNode[]).map((n) => {
+      if (n.id === "ispEp") return { ...n, dropMaxFailures: 1, dropWindow: 60, dropBan: 300 };
+      if (n.id === "homeEp") return { ...n, psk: "kWrong" };
+      return n;
+    });
+    flow.push({ id: "kWrong", type: "dots-psk", home: "home-1", keyFormat: "hex" });
+    const credentials = { ...loopCredentials, kWrong: { identity: "home-1", key: "00112233445566778899aabbccddeeff" } };
+    await helper.load(allNodes, flow, credentials);
+    const events = collect("ispEvents");
+    const failure = await waitFor("auth-failure on the session-events output", () => events.find((m) => m.topic === "auth-failure"), 30000);
+    assert.equal(failure.payload.reason, "PSK_MISMATCH", JSON.stringify(failure.payload));
+    assert.equal(failure.payload.identity, "home-1");
+    const drop = await waitFor("drop on the session-events output", () => events.find((m) => m.topic === "drop"), 30000);
+    assert.equal(drop.payload.remoteAddress, "127.0.0.1");
+    assert.equal(drop.payload.lastReason, "PSK_MISMATCH");
+    assert.ok(!events.some((m) => m.topic === "session-up"), "no session with the wrong key");
+    // the test runtime has no message catalog: the status shows the key of "banned __address__ until __until__"
+    await waitFor("the ban in the listener's status", () => statusTexts("lis").find((t) => t === "dots-call-home-listener.status.banned" || /^banned 127\.0\.0\.1 until \d\d:\d\d$/.test(t)), 5000);
+  });
+});
