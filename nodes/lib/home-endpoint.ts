@@ -80,6 +80,16 @@ function connected(engine: CallHomeDialer, memo: Record<string, unknown>): Endpo
   return active > 0 ? { fill: "green", shape: "ring", key: "mitigating", args: { where: w, count: active } } : { fill: "green", shape: "dot", key: "connected", args: { where: w } };
 }
 
+const STATUS_REASON_MAX = 80;
+
+/** "PSK_MISMATCH: the PSK key ... does not match (hint)", clipped to fit a node status. */
+export function disconnectReason(info: Record<string, unknown>): string {
+  const reason = String(info.reason ?? "");
+  let text = typeof info.code === "string" && info.code && !reason.startsWith(info.code) ? `${info.code}: ${reason}` : reason;
+  if (typeof info.hint === "string" && info.hint) text += ` (${info.hint})`;
+  return text.length > STATUS_REASON_MAX ? `${text.slice(0, STATUS_REASON_MAX - 3)}...` : text;
+}
+
 export const HOME_KIND: HubKind<CallHomeDialer> = {
   kind: "home",
   events: ["discovered", "connecting", "connected", "disconnected", "redirected", "mitigation", "ended", "error"],
@@ -97,7 +107,7 @@ export const HOME_KIND: HubKind<CallHomeDialer> = {
         memo.last = undefined;
         return connected(engine, memo);
       case "disconnected":
-        memo.last = { fill: "red", shape: "ring", key: "disconnected", args: { reason: String(info.reason).slice(0, 60) } };
+        memo.last = { fill: "red", shape: "ring", key: "disconnected", args: { reason: disconnectReason(info) } };
         return memo.last as EndpointStatus;
       case "mitigation":
       case "ended":

@@ -1,8 +1,12 @@
 // The listener node forwards the endpoint's auth-failure and drop events on its session-events
 // output, and its status shows the ban: a real loopback listener and a dialer with the wrong key.
 import { strict as assert } from "node:assert";
-import { allNodes, collect, freePort, helper, waitFor } from "./support";
+import * as path from "node:path";
+import { allNodes, collect, freePort, helper, outRoot, waitFor } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { disconnectReason } = require(path.join(outRoot, "nodes", "lib", "home-endpoint.js")) as { disconnectReason(info: Record<string, unknown>): string };
 
 type FlowNode = Record<string, unknown> & { id: string };
 
@@ -37,5 +41,14 @@ describe("listener node: auth-failure and drop events", function () {
     assert.ok(!events.some((m) => m.topic === "session-up"), "no session with the wrong key");
     // the test runtime has no message catalog: the status shows the key of "banned __address__ until __until__"
     await waitFor("the ban in the listener's status", () => statusTexts("lis").find((t) => t === "dots-call-home-listener.status.banned" || /^banned 127\.0\.0\.1 until \d\d:\d\d$/.test(t)), 5000);
+  });
+
+  it("the dialer's status reason carries the disconnect code and hint, clipped to 80 characters", () => {
+    const reason = 'the PSK key for identity "home-1" does not match the ISP\'s';
+    assert.equal(disconnectReason({ reason, code: "PSK_MISMATCH" }), `PSK_MISMATCH: ${reason}`);
+    const long = disconnectReason({ reason: "no answer to the handshake", code: "HANDSHAKE_TIMEOUT", hint: "Earlier attempts failed with PSK_MISMATCH: the ISP may have banned this address" });
+    assert.ok(long.startsWith("HANDSHAKE_TIMEOUT: no answer to the handshake (Earlier attempts failed"), long);
+    assert.ok(long.length <= 80 && long.endsWith("..."), long);
+    assert.equal(disconnectReason({ reason: "closed by peer" }), "closed by peer");
   });
 });
