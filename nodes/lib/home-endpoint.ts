@@ -2,6 +2,7 @@
 // dots-call-home-dialer) -> a CallHomeDialer held in the engine registry.
 import type { Node, NodeAPI } from "node-red";
 import type { TransportChoice } from "../../src/dots/api";
+import { DEFAULTS } from "../../src/dots/defaults";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
 import { certificateFrom, listOf, normalisePrefix, parseDnsServers, parseDomain, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -49,14 +50,14 @@ function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir
   if (!["auto", "udp", "tcp"].includes(transport)) throw new Error(t("errors.transport", { transport }));
   const options: HomeEngineOptions = {
     hosts,
-    port: int(c.port === "" || c.port === undefined ? 4647 : c.port, "port", 1, 65535),
+    port: int(c.port === "" || c.port === undefined ? DEFAULTS.port : c.port, "port", 1, 65535),
     transport,
     homePrefixes: listOf(c.homePrefixes).map(normalisePrefix),
-    heartbeatInterval: int(c.heartbeatInterval ?? 30, "heartbeat interval", 15, 240),
-    decisionWaitMs: int(c.decisionWait ?? 1000, "decision wait", 0, 60000),
+    heartbeatInterval: int(c.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS, "heartbeat interval", 15, 240),
+    decisionWaitMs: int(c.decisionWait ?? DEFAULTS.decisionWaitMs, "decision wait", 0, 60000),
     allowIndefiniteLifetime: c.allowIndefinite === true,
     // RFC 9132 4.4.3: after a withdrawal the home may keep mitigating for a while (status 5).
-    tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? 120, "terminating period", 0, 3600) * 1000 },
+    tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? DEFAULTS.terminatingPeriodMs / 1000, "terminating period", 0, 3600) * 1000 },
   };
   if (domain) options.discover = dnsServers.length > 0 ? { domain, dnsServers } : { domain };
   if (options.homePrefixes.length === 0) throw new Error(t("errors.no-prefixes"));
