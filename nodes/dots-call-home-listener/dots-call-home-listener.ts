@@ -81,6 +81,11 @@ export = function (RED: NodeAPI): void {
             node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
             break;
           }
+          case "resynced": {
+            const r = args[0] as { sessionId: string; home?: string };
+            sessionEvent("resynced", r, { session: r.sessionId, ...(r.home !== undefined ? { home: r.home } : {}) });
+            break;
+          }
           case LISTENER_DROP_EVENT: {
             const d = args[0] as DropBanEvent;
             sessionEvent(name, d, d.home !== undefined ? { home: d.home } : {});
