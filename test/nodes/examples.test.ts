@@ -83,7 +83,7 @@ describe("example flows", function () {
   it("every example starts with a Comment node and uses only our nodes and core nodes", () => {
     const files = fs.readdirSync(examplesDir).filter((f) => f.endsWith(".json"));
     assert.ok(files.length >= 5);
-    const coreTypes = new Set(["tab", "comment", "inject", "debug", "catch", "switch", "change", "http in", "http response", "mqtt in", "mqtt out", "mqtt-broker"]);
+    const coreTypes = new Set(["tab", "comment", "inject", "debug", "catch", "switch", "change", "http in", "http response", "mqtt in", "mqtt out", "mqtt-broker", "status", "function"]);
     for (const f of files) {
       const flow = JSON.parse(fs.readFileSync(path.join(examplesDir, f), "utf8")) as FlowNode[];
       const first = flow.find((n) => n.type !== "tab");

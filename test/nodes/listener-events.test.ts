@@ -30,8 +30,11 @@ describe("listener node: auth-failure and drop events", function () {
     });
     flow.push({ id: "kWrong", type: "dots-psk", home: "home-1", keyFormat: "hex" });
     const credentials = { ...loopCredentials, kWrong: { identity: "home-1", key: "00112233445566778899aabbccddeeff" } };
-    await helper.load(allNodes, flow, credentials);
+    // the listener runs first and its output is watched before the dialer is deployed: the first
+    // failure (the one that bans) is not lost to a race with the start of the flows
+    await helper.load(allNodes, flow.filter((n) => n.id !== "dia"), credentials);
     const events = collect("ispEvents");
+    await helper.setFlows(flow, "nodes", credentials);
     const failure = await waitFor("auth-failure on the session-events output", () => events.find((m) => m.topic === "auth-failure"), 30000);
     assert.equal(failure.payload.reason, "PSK_MISMATCH", JSON.stringify(failure.payload));
     assert.equal(failure.payload.identity, "home-1");
@@ -41,6 +44,25 @@ describe("listener node: auth-failure and drop events", function () {
     assert.ok(!events.some((m) => m.topic === "session-up"), "no session with the wrong key");
     // the test runtime has no message catalog: the status shows the key of "banned __address__ until __until__"
     await waitFor("the ban in the listener's status", () => statusTexts("lis").find((t) => t === "dots-call-home-listener.status.banned" || /^banned 127\.0\.0\.1 until \d\d:\d\d$/.test(t)), 5000);
+  });
+
+  it("after an endpoint restart the home's session comes back and a resynced event reaches output 1 with session and home", async () => {
+    const port = await freePort();
+    const flow = loopFlow({ port }) as FlowNode[];
+    await helper.load(allNodes, flow, loopCredentials);
+    let events = collect("ispEvents");
+    await waitFor("the first resynced", () => events.find((m) => m.topic === "resynced"), 30000);
+    // changed settings on both endpoints restart the listener and the dialer
+    const next = flow.map((n) => (n.id === "ispEp" ? { ...n, dropBan: 301 } : n.id === "homeEp" ? { ...n, heartbeatInterval: 31 } : n));
+    await helper.setFlows(next, "full", loopCredentials);
+    events = collect("ispEvents");
+    const up = await waitFor("session-up after the restart", () => events.find((m) => m.topic === "session-up"), 30000);
+    const r = await waitFor("resynced after the restart", () => events.find((m) => m.topic === "resynced"), 30000);
+    assert.equal(r.payload.sessionId, up.payload.id);
+    assert.equal(r.dots.session, up.payload.id);
+    assert.equal(r.dots.home, "home-1");
+    assert.ok(Array.isArray(r.payload.mitigations), JSON.stringify(r.payload));
+    assert.equal(typeof r.payload.complete, "boolean");
   });
 
   it("the dialer's status reason carries the disconnect code and hint, clipped to 80 characters", () => {
