@@ -24,8 +24,11 @@ describe("listener node: auth-failure and drop events", function () {
   it("a dialer with the wrong PSK key: auth-failure (PSK_MISMATCH) and drop reach output 1, the status shows the ban", async () => {
     const port = await freePort();
     const flow = (loopFlow({ port }) as FlowNode[]).map((n) => {
-      if (n.id === "ispEp") return { ...n, dropMaxFailures: 1, dropWindow: 60, dropBan: 300 };
-      if (n.id === "homeEp") return { ...n, psk: "kWrong" };
+      // own endpoint ids: no state (reconnect back-off, drop-list) carried over from other tests
+      if (n.id === "ispEp") return { ...n, id: "ispEpBan", dropMaxFailures: 1, dropWindow: 60, dropBan: 300 };
+      if (n.id === "homeEp") return { ...n, id: "homeEpWrongKey", psk: "kWrong" };
+      if (n.id === "lis") return { ...n, endpoint: "ispEpBan" };
+      if (n.id === "dia") return { ...n, endpoint: "homeEpWrongKey" };
       return n;
     });
     flow.push({ id: "kWrong", type: "dots-psk", home: "home-1", keyFormat: "hex" });
@@ -35,7 +38,7 @@ describe("listener node: auth-failure and drop events", function () {
     await helper.load(allNodes, flow.filter((n) => n.id !== "dia"), credentials);
     const events = collect("ispEvents");
     await helper.setFlows(flow, "nodes", credentials);
-    const failure = await waitFor("auth-failure on the session-events output", () => events.find((m) => m.topic === "auth-failure"), 30000);
+    const failure = await waitFor("auth-failure on the session-events output", () => events.find((m) => m.topic === "auth-failure"), 20000).catch((e: Error) => assert.fail(`${e.message}; got ${JSON.stringify(events.map((m) => [m.topic, m.payload?.port ?? m.payload?.remote ?? m.payload?.remoteAddress]))} listener port ${port}; dialer status ${JSON.stringify(statusTexts("dia"))}`));
     assert.equal(failure.payload.reason, "PSK_MISMATCH", JSON.stringify(failure.payload));
     assert.equal(failure.payload.identity, "home-1");
     const drop = await waitFor("drop on the session-events output", () => events.find((m) => m.topic === "drop"), 30000);
