@@ -388,6 +388,9 @@ async function main(): Promise<void> {
 
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const RED = require("node-red") as EmbeddedRed;
+  // The release of the Node-RED this process runs (RED.version() adds "-git" in a source checkout).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const redVersion = (require("node-red/package.json") as { version: string }).version;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const express = require("express") as () => http.RequestListener & { use(path: string, handler: http.RequestListener): void };
   const app = express();
@@ -459,7 +462,7 @@ async function main(): Promise<void> {
 
   const lines = [
     "",
-    `DOTS Call Home demo: Node-RED ${RED.version()} with ${PACKAGE_NAME}`,
+    `DOTS Call Home demo: Node-RED ${redVersion} with ${PACKAGE_NAME}`,
     `  User dir:      ${demoDir}`,
     `                 (flows, encrypted credentials and the credential secret; delete it to start afresh)`,
     deployed.keyGenerated

@@ -6,6 +6,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { RequestOutcome, SessionInfo, StatusNotification } from "../../src/dots/api";
 import type { CallHomeListener } from "../../src/dots/isp-engine";
+import { LISTENER_DROP_EVENT, type DropBanEvent } from "../../src/dots/auth-events";
 import { readScopeStatuses } from "../../src/dots/isp-session";
 import { checkConfigVersion, ErrorReporter, finishClose, statusFields, toError } from "../lib/common";
 import type { EndpointHub, EndpointNode, EndpointStatus, EndpointUser } from "../lib/endpoint";
@@ -14,6 +15,8 @@ import { int, ispHub, type IspEndpointSettings } from "../lib/isp-endpoint";
 
 /** v2: the listener settings live in a dots-isp-endpoint; v1 nodes carry them inline. */
 const LISTENER_CONFIG_VERSION = 2;
+/** How long a new ban stays in the node's status before the endpoint's status returns. */
+const BAN_STATUS_MS = 15000;
 
 interface ListenerDef extends NodeDef, Partial<IspEndpointSettings> {
   endpoint?: string;
@@ -45,7 +48,9 @@ export = function (RED: NodeAPI): void {
       hub = ispHub(RED, node, node.id, node.id, config as IspEndpointSettings, t);
     }
 
+    let banShown: NodeJS.Timeout | undefined;
     const showStatus = (s: EndpointStatus): void => {
+      if (banShown) return;
       node.status({ fill: s.fill, shape: s.shape, text: RED._(`dots-call-home-listener.status.${s.key}`, s.args as never) });
     };
     const sessionEvent = (topic: string, payload: unknown, dots: Record<string, unknown> = {}): void => {
@@ -74,6 +79,27 @@ export = function (RED: NodeAPI): void {
             const n = args[0] as StatusNotification;
             const home = e?.findSession(n.sessionId)?.home;
             node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
+            break;
+          }
+          case "resynced": {
+            const r = args[0] as { sessionId: string; home?: string };
+            sessionEvent("resynced", r, { session: r.sessionId, ...(r.home !== undefined ? { home: r.home } : {}) });
+            break;
+          }
+          case LISTENER_DROP_EVENT: {
+            const d = args[0] as DropBanEvent;
+            sessionEvent(name, d, d.home !== undefined ? { home: d.home } : {});
+            // the ban shows briefly, then the endpoint's own status again
+            const until = new Date(d.until);
+            const hhmm = Number.isNaN(until.getTime()) ? d.until : `${String(until.getHours()).padStart(2, "0")}:${String(until.getMinutes()).padStart(2, "0")}`;
+            if (banShown) clearTimeout(banShown);
+            banShown = undefined;
+            node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-listener.status.banned", { address: d.remoteAddress, until: hhmm }) });
+            banShown = setTimeout(() => {
+              banShown = undefined;
+              if (hub) showStatus(hub.status);
+            }, BAN_STATUS_MS);
+            banShown.unref?.();
             break;
           }
           default:
@@ -169,6 +195,8 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (removed: boolean, done: () => void) => {
+      if (banShown) clearTimeout(banShown);
+      banShown = undefined;
       hub?.detach(user);
       // A v1 node owns its implicit endpoint: kept for the next deploy unless the node is removed.
       finishClose(node, reporter, implicit && hub ? hub.close(removed) : Promise.resolve(), done);

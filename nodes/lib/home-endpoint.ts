@@ -2,6 +2,7 @@
 // dots-call-home-dialer) -> a CallHomeDialer held in the engine registry.
 import type { Node, NodeAPI } from "node-red";
 import type { TransportChoice } from "../../src/dots/api";
+import { DEFAULTS } from "../../src/dots/defaults";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
 import { certificateFrom, listOf, normalisePrefix, parseDnsServers, parseDomain, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -49,14 +50,14 @@ function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir
   if (!["auto", "udp", "tcp"].includes(transport)) throw new Error(t("errors.transport", { transport }));
   const options: HomeEngineOptions = {
     hosts,
-    port: int(c.port === "" || c.port === undefined ? 4647 : c.port, "port", 1, 65535),
+    port: int(c.port === "" || c.port === undefined ? DEFAULTS.port : c.port, "port", 1, 65535),
     transport,
     homePrefixes: listOf(c.homePrefixes).map(normalisePrefix),
-    heartbeatInterval: int(c.heartbeatInterval ?? 30, "heartbeat interval", 15, 240),
-    decisionWaitMs: int(c.decisionWait ?? 1000, "decision wait", 0, 60000),
+    heartbeatInterval: int(c.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS, "heartbeat interval", 15, 240),
+    decisionWaitMs: int(c.decisionWait ?? DEFAULTS.decisionWaitMs, "decision wait", 0, 60000),
     allowIndefiniteLifetime: c.allowIndefinite === true,
     // RFC 9132 4.4.3: after a withdrawal the home may keep mitigating for a while (status 5).
-    tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? 120, "terminating period", 0, 3600) * 1000 },
+    tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? DEFAULTS.terminatingPeriodMs / 1000, "terminating period", 0, 3600) * 1000 },
   };
   if (domain) options.discover = dnsServers.length > 0 ? { domain, dnsServers } : { domain };
   if (options.homePrefixes.length === 0) throw new Error(t("errors.no-prefixes"));
@@ -80,6 +81,16 @@ function connected(engine: CallHomeDialer, memo: Record<string, unknown>): Endpo
   return active > 0 ? { fill: "green", shape: "ring", key: "mitigating", args: { where: w, count: active } } : { fill: "green", shape: "dot", key: "connected", args: { where: w } };
 }
 
+const STATUS_REASON_MAX = 80;
+
+/** "PSK_MISMATCH: the PSK key ... does not match (hint)", clipped to fit a node status. */
+export function disconnectReason(info: Record<string, unknown>): string {
+  const reason = String(info.reason ?? "");
+  let text = typeof info.code === "string" && info.code && !reason.startsWith(info.code) ? `${info.code}: ${reason}` : reason;
+  if (typeof info.hint === "string" && info.hint) text += ` (${info.hint})`;
+  return text.length > STATUS_REASON_MAX ? `${text.slice(0, STATUS_REASON_MAX - 3)}...` : text;
+}
+
 export const HOME_KIND: HubKind<CallHomeDialer> = {
   kind: "home",
   events: ["discovered", "connecting", "connected", "disconnected", "redirected", "mitigation", "ended", "error"],
@@ -97,7 +108,7 @@ export const HOME_KIND: HubKind<CallHomeDialer> = {
         memo.last = undefined;
         return connected(engine, memo);
       case "disconnected":
-        memo.last = { fill: "red", shape: "ring", key: "disconnected", args: { reason: String(info.reason).slice(0, 60) } };
+        memo.last = { fill: "red", shape: "ring", key: "disconnected", args: { reason: disconnectReason(info) } };
         return memo.last as EndpointStatus;
       case "mitigation":
       case "ended":

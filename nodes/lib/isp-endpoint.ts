@@ -2,6 +2,8 @@
 // dots-call-home-listener) -> a CallHomeListener held in the engine registry.
 import type { Node, NodeAPI } from "node-red";
 import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
+import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT } from "../../src/dots/auth-events";
+import { DEFAULTS } from "../../src/dots/defaults";
 import { CallHomeListener } from "../../src/dots/isp-engine";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -32,14 +34,14 @@ export function int(value: unknown, name: string, min: number, max: number): num
 
 function listenerOptions(RED: NodeAPI, c: IspEndpointSettings, t: Words, stateDir: string | undefined): ListenerOptions {
   const options: ListenerOptions = {
-    port: int(c.port === "" || c.port === undefined ? 4647 : c.port, "port", 0, 65535),
+    port: int(c.port === "" || c.port === undefined ? DEFAULTS.port : c.port, "port", 0, 65535),
     host: (c.host || "").trim() || "::",
     transports: { dtls: c.dtls !== false, tls: c.tls === true },
     homePrefixes: parseHomePrefixes(c.homePrefixes),
     dropList: {
-      maxFailures: int(c.dropMaxFailures ?? 5, "drop-list failures", 1, 1000),
-      windowMs: int(c.dropWindow ?? 60, "drop-list window", 1, 86400) * 1000,
-      banMs: int(c.dropBan ?? 300, "drop-list ban", 1, 604800) * 1000,
+      maxFailures: int(c.dropMaxFailures ?? DEFAULTS.dropAfterFailures, "drop-list failures", 1, 1000),
+      windowMs: int(c.dropWindow ?? DEFAULTS.dropWindowMs / 1000, "drop-list window", 1, 86400) * 1000,
+      banMs: int(c.dropBan ?? DEFAULTS.dropBanMs / 1000, "drop-list ban", 1, 604800) * 1000,
     },
   };
   const psks: NonNullable<ListenerOptions["psk"]> = [];
@@ -67,7 +69,7 @@ function listening(engine: CallHomeListener, memo: Record<string, unknown>): End
 
 export const ISP_KIND: HubKind<CallHomeListener> = {
   kind: "isp",
-  events: ["listening", "session-up", "session-down", "status", "auth-failure", "drop", "cuid-changed", "error"],
+  events: ["listening", "session-up", "session-down", "resynced", "status", LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_EVENT, LISTENER_DROP_END_EVENT, "cuid-changed", "error"],
   statusAfter(event, args, engine, memo) {
     if (event === "listening") {
       memo.where = where(args[0] as { port: number; host: string; transports: string[] });

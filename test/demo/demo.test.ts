@@ -118,6 +118,10 @@ describe("npm run demo", function () {
     assert.match(demo.stdout, /generated a new DTLS pre-shared key for identity "home-1"/);
     assert.match(demo.stdout, new RegExp(`curl -X POST ${base}dots/demo/attack`));
     assert.match(demo.stdout, /listens on 127\.0\.0\.1 only/);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const redVersion = (require("node-red/package.json") as { version: string }).version;
+    assert.ok(demo.stdout.includes(`Node-RED ${redVersion} with`), "the banner names the release of the Node-RED it runs");
+    assert.doesNotMatch(demo.stdout, /Node-RED [\d.]+-git/);
 
     const state = await mitigateAndWait(base);
     assert.equal(state.isp.statusName, "attack-successfully-mitigated");

@@ -444,7 +444,8 @@ describe("editor in a real browser (Chromium)", function () {
       assert.equal(result.conflict, false, `${name}: no import conflict`);
       // Examples ship without credentials: the listener/dialer nodes are flagged before any deploy,
       // saying why (issue 13); everything else in them is valid as it stands.
-      const users = example.filter((n) => n.type === "dots-call-home-listener" || n.type === "dots-call-home-dialer").map((n) => n.type);
+      // A v1 node (inline settings, no endpoint) is checked when it is opened and moved to an endpoint.
+      const users = (example as Array<{ type: string; endpoint?: string }>).filter((n) => (n.type === "dots-call-home-listener" || n.type === "dots-call-home-dialer") && n.endpoint).map((n) => n.type);
       assert.deepEqual([...result.invalid].sort(), [...users].sort(), `${name}: only the nodes whose endpoint has no PSK key are flagged`);
       for (const r of result.reasons) assert.match(r, /PSK key missing/, `${name}: the reason is given`);
       await inPage((id: string) => (window as any).RED.workspaces.show(id), result.tabId); // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -93,6 +93,30 @@ describe("example flows", function () {
     }
   });
 
+  it("every example fits a 1600 px wide canvas and no node overlaps another", () => {
+    // A node's x, y is its centre; a conservative box (labels up to ~180 px wide, 30 px high plus margin).
+    const BOX_W = 180;
+    const BOX_H = 50;
+    const MAX_X = 1600;
+    const files = fs.readdirSync(examplesDir).filter((f) => f.endsWith(".json"));
+    for (const f of files) {
+      const placed = (JSON.parse(fs.readFileSync(path.join(examplesDir, f), "utf8")) as FlowNode[]).filter((n) => n.type !== "tab" && typeof n.x === "number");
+      assert.ok(placed.length > 0, `${f} has placed nodes`);
+      for (const n of placed) {
+        assert.ok(n.x - BOX_W / 2 >= 0 && n.x + BOX_W / 2 <= MAX_X && n.y - BOX_H / 2 >= 0, `${f}: ${n.type} ${n.id} at (${n.x}, ${n.y}) is outside 0..${MAX_X}`);
+      }
+      for (let i = 0; i < placed.length; i++) {
+        for (let j = i + 1; j < placed.length; j++) {
+          const a = placed[i];
+          const b = placed[j];
+          if (a.z !== b.z) continue;
+          const overlap = Math.abs(a.x - b.x) < BOX_W && Math.abs(a.y - b.y) < BOX_H;
+          assert.ok(!overlap, `${f}: ${a.type} ${a.id} at (${a.x}, ${a.y}) overlaps ${b.type} ${b.id} at (${b.x}, ${b.y})`);
+        }
+      }
+    }
+  });
+
   it("ISP over HTTP + home router: a real HTTP POST starts a mitigation that the home enforces", async () => {
     const port = await freePort();
     const isp = localise(example("ISP - mitigation request from HTTP"), port);

@@ -1,0 +1,33 @@
+// The editor's defaults (literal numbers in the endpoint .html files, which cannot import TS) are
+// the ones the runtime and the CLI use: src/dots/defaults.ts DEFAULTS.
+import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { outRoot, repoRoot } from "./support";
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { DEFAULTS } = require(path.join(outRoot, "src", "dots", "defaults.js")) as { DEFAULTS: Record<string, number> };
+
+/** `name: { value: N` in a node's defaults block. */
+function htmlDefault(type: string, name: string): number {
+  const html = fs.readFileSync(path.join(repoRoot(), "nodes", type, `${type}.html`), "utf8");
+  const m = new RegExp(`\\b${name}: \\{ value: (-?\\d+)`).exec(html);
+  assert.ok(m, `${type}.html has no numeric default for ${name}`);
+  return Number(m[1]);
+}
+
+describe("editor defaults equal DEFAULTS", () => {
+  it("home endpoint: port, heartbeat interval, decision wait (ms), terminating period (s)", () => {
+    assert.equal(htmlDefault("dots-home-endpoint", "port"), DEFAULTS.port);
+    assert.equal(htmlDefault("dots-home-endpoint", "heartbeatInterval"), DEFAULTS.heartbeatIntervalS);
+    assert.equal(htmlDefault("dots-home-endpoint", "decisionWait"), DEFAULTS.decisionWaitMs);
+    assert.equal(htmlDefault("dots-home-endpoint", "terminatingPeriod") * 1000, DEFAULTS.terminatingPeriodMs);
+  });
+
+  it("ISP endpoint: port and drop-list failures, window (s), ban (s)", () => {
+    assert.equal(htmlDefault("dots-isp-endpoint", "port"), DEFAULTS.port);
+    assert.equal(htmlDefault("dots-isp-endpoint", "dropMaxFailures"), DEFAULTS.dropAfterFailures);
+    assert.equal(htmlDefault("dots-isp-endpoint", "dropWindow") * 1000, DEFAULTS.dropWindowMs);
+    assert.equal(htmlDefault("dots-isp-endpoint", "dropBan") * 1000, DEFAULTS.dropBanMs);
+  });
+});
