@@ -68,7 +68,7 @@ describe("example: ISP - cluster member over MQTT (with a CLI member in the same
     // the Node-RED member, localised to this machine
     const port = await freePort();
     const flow = (JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", "ISP - cluster member over MQTT.json"), "utf8")) as FlowNode[]).map((n) => {
-      if (n.type === "dots-call-home-listener") return { ...n, port, host: "127.0.0.1" };
+      if (n.type === "dots-isp-endpoint") return { ...n, port, host: "127.0.0.1" };
       if (n.type === "mqtt-broker") return { ...n, broker: "127.0.0.1", port: String(broker.port) };
       return n;
     });

@@ -11,9 +11,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { CLI_MAIN } from "../support/cli-process";
 import { fixture } from "../unit/detect/fixtures";
-import { collect, freePort, helper, nodeModule, repoRoot, waitFor } from "./support";
+import { allNodes, collect, freePort, helper, repoRoot, waitFor } from "./support";
 
-const ours = ["dots-psk", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
 const core = ["common/20-inject", "common/21-debug", "common/90-comment", "function/10-switch", "function/15-change", "network/21-httpin"].map(
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
@@ -33,8 +32,8 @@ function example(name: string): FlowNode[] {
 
 function localise(flow: FlowNode[], port: number): FlowNode[] {
   return flow.map((n) => {
-    if (n.type === "dots-call-home-listener") return { ...n, port, host: "127.0.0.1" };
-    if (n.type === "dots-call-home-dialer") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
+    if (n.type === "dots-isp-endpoint") return { ...n, port, host: "127.0.0.1" };
+    if (n.type === "dots-home-endpoint") return { ...n, port, hosts: "127.0.0.1", transport: "udp", terminatingPeriod: 0 };
     if (n.type === "dots-nat-lookup") return { ...n, source: "static", table: JSON.stringify(NAT) };
     return n;
   });
@@ -73,7 +72,7 @@ describe("example flow: ISP - FastNetMon detection", function () {
     const flow = [...isp, ...home];
     const creds: Record<string, unknown> = {};
     for (const n of flow) if (n.type === "dots-psk") creds[n.id] = { identity: "home-1", key: KEY };
-    await helper.load([...ours, ...core, probe], flow, creds);
+    await helper.load([...allNodes, ...core, probe], flow, creds);
     // the flow's HTTP-in routes on a real socket, as FastNetMon's notify reaches them
     server = http.createServer(httpNodeApp);
     await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));

@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { outRoot, repoRoot } from "../support/paths";
 import { freePort } from "../support/ports";
 import { nodeRedPath } from "../support/node-red";
+import { engines } from "../../nodes/lib/endpoint-registry";
 
 export { freePort, outRoot, repoRoot };
 
@@ -36,6 +37,15 @@ export const helper: {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
 } = require("node-red-node-test-helper");
 helper.init(nodeRedPath()); // DOTS_TEST_NODE_RED picks another Node-RED (test/support/node-red)
+
+// The runtime stops endpoint engines nobody adopted when its flows stop; the helper's unload emits no
+// such event, so an engine of one test would otherwise live on for the grace period and dial into
+// the next test's listener when that one happens to get the same free port.
+const unloadFlows = helper.unload.bind(helper);
+helper.unload = async () => {
+  await unloadFlows();
+  await engines.stopOrphans();
+};
 
 // The helper loads the Catch node itself (do not pass it), but once per Catch node in the flow, which fails with two of them
 // ("catch already registered"): register it once per load instead.
