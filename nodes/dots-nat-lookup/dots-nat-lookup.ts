@@ -2,7 +2,7 @@
 // inside the home, over src/home's NAT lookup (conntrack, /proc or a static table).
 import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from "node-red";
 import { NatLookup } from "../../src/home/nat-lookup";
-import { createNatSource, type NatSpec } from "../../src/home/nat-source";
+import { sharedNatSource, type NatSpec } from "../../src/home/nat-source";
 import { CommandRunner, netnsRunner } from "../../src/home/runner";
 import { checkConfigVersion, ErrorReporter, finishClose, toError } from "../lib/common";
 
@@ -41,7 +41,8 @@ export = function (RED: NodeAPI): void {
       } else {
         throw new Error(RED._("dots-nat-lookup.errors.source", { source: config.source }));
       }
-      lookup = createNatSource(spec, { runner }).then(async (source) => {
+      // one conntrack -E per router in this process, shared with every other lookup and enforcer
+      lookup = sharedNatSource(spec, { runner, router: netns || "host" }).then(async (source) => {
         await source.start();
         return new NatLookup({ source, runner: spec === undefined || (typeof spec === "object" && spec.kind === "table") ? undefined : runner });
       });
