@@ -38,4 +38,9 @@ export default tseslint.config(
     languageOptions: { sourceType: "commonjs", globals: { require: "readonly", module: "writable", process: "readonly", __dirname: "readonly", console: "readonly" } },
     rules: { "@typescript-eslint/no-require-imports": "off" },
   },
+  {
+    // Scripts the editor loads in the browser.
+    files: ["resources/**/*.js"],
+    languageOptions: { sourceType: "script", globals: { window: "readonly", globalThis: "readonly" } },
+  },
 );
