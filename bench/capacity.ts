@@ -40,7 +40,14 @@ async function child(job: ChildJob): Promise<void> {
   const reasons = new Map<string, number>();
   const report = (): void => {
     const c = process.cpuUsage();
-    process.send?.({ type: "progress", connected, failed, disconnects, reasons: [...reasons].slice(0, 3), cpuMs: (c.user + c.system) / 1000 });
+    process.send?.({
+      type: "progress",
+      connected,
+      failed,
+      disconnects,
+      reasons: [...reasons].slice(0, 3),
+      cpuMs: (c.user + c.system) / 1000,
+    });
   };
   const timer = setInterval(report, 1000);
   let stopping = false;
@@ -138,16 +145,38 @@ async function parent(): Promise<void> {
   await new Promise((r) => setTimeout(r, 1000));
   const idleCpu = process.cpuUsage(idleCpu0);
 
-  console.log(`capacity bench: ${N} ${transport === "udp" ? "DTLS-PSK" : "TLS-PSK"} sessions, heartbeat-interval ${hb} s, ${children} dialer processes, node ${process.version}${transport === "tcp" ? `, per-source TCP cap ${perSource} (all dialers share 127.0.0.1)` : ""}`);
+  console.log(
+    `capacity bench: ${N} ${transport === "udp" ? "DTLS-PSK" : "TLS-PSK"} sessions, heartbeat-interval ${hb} s, ${children} dialer processes, node ${process.version}${transport === "tcp" ? `, per-source TCP cap ${perSource} (all dialers share 127.0.0.1)` : ""}`,
+  );
   const t0 = Date.now();
   const per = Math.ceil(N / children);
   const childStats: Array<{ cpuMs: number; connected: number; failed: number; disconnects: number; reasons: Array<[string, number]> }> = [];
   const kids = Array.from({ length: children }, (_, k) => {
     const job: ChildJob = { from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, transport, hb, concurrency };
-    const c = fork(__filename, ["--child", JSON.stringify(job)], { execArgv: ["--max-old-space-size=8192"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    c.on("message", (m: { type: string; cpuMs?: number; connected?: number; failed?: number; disconnects?: number; reasons?: Array<[string, number]> }) => {
-      if (m.type === "progress") childStats[k] = { cpuMs: m.cpuMs ?? 0, connected: m.connected ?? 0, failed: m.failed ?? 0, disconnects: m.disconnects ?? 0, reasons: m.reasons ?? [] };
+    const c = fork(__filename, ["--child", JSON.stringify(job)], {
+      execArgv: ["--max-old-space-size=8192"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
+    c.on(
+      "message",
+      (m: {
+        type: string;
+        cpuMs?: number;
+        connected?: number;
+        failed?: number;
+        disconnects?: number;
+        reasons?: Array<[string, number]>;
+      }) => {
+        if (m.type === "progress")
+          childStats[k] = {
+            cpuMs: m.cpuMs ?? 0,
+            connected: m.connected ?? 0,
+            failed: m.failed ?? 0,
+            disconnects: m.disconnects ?? 0,
+            reasons: m.reasons ?? [],
+          };
+      },
+    );
     return c;
   });
   const deadline = Date.now() + Number(arg("setup-timeout", "600")) * 1000;
@@ -169,7 +198,9 @@ async function parent(): Promise<void> {
   }
   const setupS = (Math.min(Date.now(), lastChange) - t0) / 1000;
   const live = listener.sessions().length;
-  console.log(`  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s incl. handshakes and GET /config)`);
+  console.log(
+    `  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s incl. handshakes and GET /config)`,
+  );
 
   gc();
   const mem = process.memoryUsage();
@@ -190,12 +221,22 @@ async function parent(): Promise<void> {
   const cpuMs = (cpu.user + cpu.system) / 1000;
   const beats = hbIn + hbOut;
 
-  console.log(`  listener RSS: ${mb(rss0)} idle -> ${mb(mem.rss)} with ${live} sessions: ${(rssPer / 1024).toFixed(1)} KB RSS and ${(heapPer / 1024).toFixed(1)} KB heap per session`);
-  console.log(`  heartbeats in ${wallS.toFixed(1)} s: ${hbIn} received + ${hbOut} sent = ${(beats / wallS).toFixed(0)}/s; sessions lost meanwhile: ${down - downBefore}`);
-  console.log(`  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us CPU per heartbeat`);
+  console.log(
+    `  listener RSS: ${mb(rss0)} idle -> ${mb(mem.rss)} with ${live} sessions: ${(rssPer / 1024).toFixed(1)} KB RSS and ${(heapPer / 1024).toFixed(1)} KB heap per session`,
+  );
+  console.log(
+    `  heartbeats in ${wallS.toFixed(1)} s: ${hbIn} received + ${hbOut} sent = ${(beats / wallS).toFixed(0)}/s; sessions lost meanwhile: ${down - downBefore}`,
+  );
+  console.log(
+    `  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us CPU per heartbeat`,
+  );
   const idleMsPerS = (idleCpu.user + idleCpu.system) / 1000;
-  console.log(`  reference (same process, no sessions): ${idleMsPerS.toFixed(1)} ms CPU per second idle; with sessions ${(cpuMs / wallS).toFixed(1)} ms per second = ${(cpuMs / wallS / Math.max(0.1, idleMsPerS)).toFixed(0)}x idle; engine errors seen: ${errors}`);
-  console.log(`  dialer processes (not counted above): ${childStats.map((c, i) => `#${i} ${(((c.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${c.failed} set-ups timed out, ${c.disconnects} disconnects`).join("; ")}`);
+  console.log(
+    `  reference (same process, no sessions): ${idleMsPerS.toFixed(1)} ms CPU per second idle; with sessions ${(cpuMs / wallS).toFixed(1)} ms per second = ${(cpuMs / wallS / Math.max(0.1, idleMsPerS)).toFixed(0)}x idle; engine errors seen: ${errors}`,
+  );
+  console.log(
+    `  dialer processes (not counted above): ${childStats.map((c, i) => `#${i} ${(((c.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${c.failed} set-ups timed out, ${c.disconnects} disconnects`).join("; ")}`,
+  );
   const why = childStats.flatMap((c) => c.reasons);
   if (why.length) console.log(`  home-side disconnect reasons: ${why.map(([r, n]) => `${n} x "${r}"`).join("; ")}`);
   console.log(`  target >= 5000 sessions: ${live >= 5000 ? "met" : "NOT met"}`);

@@ -49,5 +49,7 @@ console.log(`DOTS schema layer encode+decode (JSON view) ${fmtRate(median(oursRa
 console.log(`raw cbor-x encode+decode (same Map)         ${fmtRate(median(rawRates))} /s`);
 const ratio = median(ratios);
 const spread = `${Math.min(...ratios).toFixed(2)}..${Math.max(...ratios).toFixed(2)}`;
-console.log(`cost ratio ours/raw: ${ratio.toFixed(2)}x median, ${spread} over rounds (target <= 2.00x) ${ratio <= 2 ? "OK" : "OVER TARGET"}`);
+console.log(
+  `cost ratio ours/raw: ${ratio.toFixed(2)}x median, ${spread} over rounds (target <= 2.00x) ${ratio <= 2 ? "OK" : "OVER TARGET"}`,
+);
 if (sink === -1) console.log("");

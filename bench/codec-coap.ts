@@ -14,15 +14,30 @@ import { callHomeRequest, callHomeRequestMap } from "./lib/call-home-request";
 import { fmtRate, median, rate } from "./lib/measure";
 
 const raw = new Encoder({ useRecords: false, mapsAsObjects: false });
-const options = [...uriPathOptions(splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123")), contentFormatOption(CONTENT_FORMAT_DOTS_CBOR)];
-const msg: CoapMessage = { type: "NON", code: Code.PUT, messageId: 0x1234, token: Buffer.from("0102030405060708", "hex"), options, payload: encodeDotsCbor(callHomeRequest) };
+const options = [
+  ...uriPathOptions(splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123")),
+  contentFormatOption(CONTENT_FORMAT_DOTS_CBOR),
+];
+const msg: CoapMessage = {
+  type: "NON",
+  code: Code.PUT,
+  messageId: 0x1234,
+  token: Buffer.from("0102030405060708", "hex"),
+  options,
+  payload: encodeDotsCbor(callHomeRequest),
+};
 if (!Buffer.from(raw.encode(callHomeRequestMap)).equals(msg.payload)) {
   console.error("cbor-x and the schema layer disagree on the body bytes; the comparison would mean nothing");
   process.exit(1);
 }
 const udpBytes = encodeUdp(msg);
 const tcpBytes = encodeTcp(msg);
-const asJson = { ...msg, token: msg.token.toString("hex"), options: msg.options.map((o) => [o.number, o.value.toString("hex")]), payload: msg.payload.toString("base64") };
+const asJson = {
+  ...msg,
+  token: msg.token.toString("hex"),
+  options: msg.options.map((o) => [o.number, o.value.toString("hex")]),
+  payload: msg.payload.toString("base64"),
+};
 
 let sink = 0;
 const cases: Record<string, () => void> = {
@@ -60,7 +75,9 @@ for (let r = 0; r < rounds; r++) {
 const ratio = (a: string, b: string): number => median(rates[a].map((x, i) => x / rates[b][i]));
 const line = (label: string, k: string) => console.log(`${label.padEnd(52)} ${fmtRate(median(rates[k]))} /s`);
 
-console.log(`message: DOTS PUT /mitigate (RFC 9066 request, ${msg.payload.length}-byte CBOR body); UDP ${udpBytes.length} bytes, TCP ${tcpBytes.length} bytes; median of ${rounds} alternating rounds`);
+console.log(
+  `message: DOTS PUT /mitigate (RFC 9066 request, ${msg.payload.length}-byte CBOR body); UDP ${udpBytes.length} bytes, TCP ${tcpBytes.length} bytes; median of ${rounds} alternating rounds`,
+);
 line("CoAP/UDP encode+decode", "udp");
 line("CoAP/TCP encode+decode", "tcp");
 line("reference: Buffer.concat + copy of the same bytes", "copy");
@@ -96,12 +113,19 @@ async function endpointRoundTrips(): Promise<void> {
   const server = await listenPlainUdp();
   server.on("connection", (c) => new CoapEndpoint(c).onRequest((req) => req.respond({ code: Code.Changed, payload: req.payload })));
   const client = new CoapEndpoint(await connectPlainUdp(server.port));
-  const put = { method: "PUT" as const, path: splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123"), payload: msg.payload, contentFormat: CONTENT_FORMAT_DOTS_CBOR };
+  const put = {
+    method: "PUT" as const,
+    path: splitPath("/.well-known/dots/mitigate/cuid=dz6pHjaADkaFTbjr0JGBpw/mid=123"),
+    payload: msg.payload,
+    contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+  };
   await client.request(put);
   t = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await client.request(put);
   const epUs = Number(process.hrtime.bigint() - t) / 1000 / n;
-  console.log(`sequential round trip, ${n} each: raw dgram echo ${rawUs.toFixed(1)} us, CoAP endpoint CON PUT -> 2.04 ${epUs.toFixed(1)} us (ratio ${(epUs / rawUs).toFixed(2)}x)`);
+  console.log(
+    `sequential round trip, ${n} each: raw dgram echo ${rawUs.toFixed(1)} us, CoAP endpoint CON PUT -> 2.04 ${epUs.toFixed(1)} us (ratio ${(epUs / rawUs).toFixed(2)}x)`,
+  );
   client.close();
   await server.close();
   cli.close();

@@ -6,7 +6,15 @@
 // Usage: node .build/<out>/bench/handshake.js [handshakes=1000] [parallel=4] [idleSessions=1000] [idleMs=6000]
 import { spawn, type ChildProcess } from "node:child_process";
 import { DtlsServer } from "../src/transport/dtls";
-import { DEFAULT_IDLE_MS, haveLibcoap, measureIdleSessions, printMemoryTable, startLibcoap, type MemoryResult, type Scenario } from "./session-memory";
+import {
+  DEFAULT_IDLE_MS,
+  haveLibcoap,
+  measureIdleSessions,
+  printMemoryTable,
+  startLibcoap,
+  type MemoryResult,
+  type Scenario,
+} from "./session-memory";
 
 const IDENTITY = "dots-client-1";
 const KEY = "secretPSK-0123456789";
@@ -22,7 +30,14 @@ const ndc = (): { dtls: { createSocket(o: Record<string, unknown>): NdcSocket } 
 async function clientHandshakes(port: number, n: number, parallel: number): Promise<void> {
   const one = (): Promise<boolean> =>
     new Promise((resolve) => {
-      const s = ndc().dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [IDENTITY]: Buffer.from(KEY) }, timeout: 3000, ciphers: [SUITE] });
+      const s = ndc().dtls.createSocket({
+        type: "udp4",
+        address: "127.0.0.1",
+        port,
+        psk: { [IDENTITY]: Buffer.from(KEY) },
+        timeout: 3000,
+        ciphers: [SUITE],
+      });
       let done = false;
       const finish = (ok: boolean): void => {
         if (done) return;
@@ -85,9 +100,16 @@ async function main(): Promise<void> {
   const idleMs = Number(c ?? DEFAULT_IDLE_MS);
   const libcoap = haveLibcoap();
 
-  console.log(`DTLS 1.2 PSK handshakes, client node-dtls-client 2.0.3 (${SUITE}), ${handshakes} handshakes, ${parallel} in parallel, after 10 warm-up handshakes`);
+  console.log(
+    `DTLS 1.2 PSK handshakes, client node-dtls-client 2.0.3 (${SUITE}), ${handshakes} handshakes, ${parallel} in parallel, after 10 warm-up handshakes`,
+  );
   // Same flight shape for both servers: libcoap sends the PSK hint "CoAP".
-  const server = new DtlsServer({ pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined), pskHint: "CoAP", maxHandshaking: 5000, maxPeers: 20000 });
+  const server = new DtlsServer({
+    pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined),
+    pskHint: "CoAP",
+    maxHandshaking: 5000,
+    maxPeers: 20000,
+  });
   server.on("connection", () => undefined);
   const { port } = await server.listen(0, "127.0.0.1");
   const cpu0 = process.cpuUsage();
@@ -97,7 +119,9 @@ async function main(): Promise<void> {
   const oursRate = ours.ok / ours.seconds;
   // The CPU figure includes the 10 warm-up handshakes, like the reference's.
   const oursCpu = (cpu.user + cpu.system) / (ours.ok + 10);
-  console.log(`  ours (DtlsServer, Node ${process.version})          ${oursRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${oursCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ours.ok}, failed ${ours.failed})`);
+  console.log(
+    `  ours (DtlsServer, Node ${process.version})          ${oursRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${oursCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ours.ok}, failed ${ours.failed})`,
+  );
 
   if (libcoap) {
     const lib = await startLibcoap();
@@ -106,8 +130,12 @@ async function main(): Promise<void> {
       const ref = await runChild(["--client-handshakes", String(lib.securePort), String(handshakes), String(parallel)]).line;
       const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
       const refRate = ref.ok / ref.seconds;
-      console.log(`  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})`);
-      console.log(`  ratio ours / reference: ${(oursRate / refRate).toFixed(2)}x handshake rate (goal >= 0.5x); server CPU per handshake ${(oursCpu / refCpu).toFixed(2)}x`);
+      console.log(
+        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})`,
+      );
+      console.log(
+        `  ratio ours / reference: ${(oursRate / refRate).toFixed(2)}x handshake rate (goal >= 0.5x); server CPU per handshake ${(oursCpu / refCpu).toFixed(2)}x`,
+      );
     } finally {
       lib.proc.kill("SIGKILL");
     }
@@ -130,8 +158,14 @@ async function main(): Promise<void> {
   const libDtls = perSession("libcoap-dtls-psk");
   const ourTls = perSession("tls-psk");
   const libTls = perSession("libcoap-tls-psk");
-  if (dtls !== undefined) console.log(`  ours DTLS idle: ${dtls.toFixed(2)} KB/session (goal < 10 KB)${libDtls ? `, ${(dtls / libDtls).toFixed(2)}x coap-server-openssl's ${libDtls.toFixed(2)} KB` : ""}`);
-  if (ourTls !== undefined) console.log(`  ours TLS 1.3 idle: ${ourTls.toFixed(2)} KB/session${libTls ? `, ${(ourTls / libTls).toFixed(2)}x coap-server-openssl's ${libTls.toFixed(2)} KB` : ""}`);
+  if (dtls !== undefined)
+    console.log(
+      `  ours DTLS idle: ${dtls.toFixed(2)} KB/session (goal < 10 KB)${libDtls ? `, ${(dtls / libDtls).toFixed(2)}x coap-server-openssl's ${libDtls.toFixed(2)} KB` : ""}`,
+    );
+  if (ourTls !== undefined)
+    console.log(
+      `  ours TLS 1.3 idle: ${ourTls.toFixed(2)} KB/session${libTls ? `, ${(ourTls / libTls).toFixed(2)}x coap-server-openssl's ${libTls.toFixed(2)} KB` : ""}`,
+    );
 }
 
 main().catch((err: unknown) => {

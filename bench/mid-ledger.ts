@@ -29,7 +29,8 @@ async function main(): Promise<void> {
 
     const file = path.join(dir, "reference.json");
     const t1 = performance.now();
-    for (let mid = 0; mid < N; mid++) await writeAtomically(file, JSON.stringify({ version: 1, home: "bench", mids: { "bench-cuid": mid } }) + "\n");
+    for (let mid = 0; mid < N; mid++)
+      await writeAtomically(file, JSON.stringify({ version: 1, home: "bench", mids: { "bench-cuid": mid } }) + "\n");
     const each = (performance.now() - t1) / N;
 
     console.log(`directory: ${dir} (${N} mids, one home)`);

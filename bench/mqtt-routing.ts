@@ -57,7 +57,25 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 300));
     const url = `mqtt://127.0.0.1:${mport}`;
     const waiters = new Map<string, (l: Line) => void>();
-    const listen = spawn(process.execPath, [MAIN, "listen", "--dtls", "--host", "127.0.0.1", "--port", "0", "--psk-identity", "home-1", "--psk-key", KEY, "--home-prefix", "203.0.113.0/24", "--mqtt", url, "--mqtt-client-id", "bench-isp"]);
+    const listen = spawn(process.execPath, [
+      MAIN,
+      "listen",
+      "--dtls",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--psk-identity",
+      "home-1",
+      "--psk-key",
+      KEY,
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--mqtt",
+      url,
+      "--mqtt-client-id",
+      "bench-isp",
+    ]);
     children.push(listen);
     let port = 0;
     let up = false;
@@ -67,7 +85,29 @@ async function main(): Promise<void> {
       if ((l.event === "response" || l.event === "error") && l.id !== undefined && l.via === undefined) waiters.get(String(l.id))?.(l);
     });
     while (!port) await new Promise((r) => setTimeout(r, 20));
-    const dial = spawn(process.execPath, [MAIN, "dial", "127.0.0.1", "--port", String(port), "--transport", "udp", "--psk-identity", "home-1", "--psk-key", KEY, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--terminating-period", "0", "--reconnect-min", "100", "--reconnect-max", "500"]);
+    const dial = spawn(process.execPath, [
+      MAIN,
+      "dial",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--transport",
+      "udp",
+      "--psk-identity",
+      "home-1",
+      "--psk-key",
+      KEY,
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--auto-decide",
+      "enforced",
+      "--terminating-period",
+      "0",
+      "--reconnect-min",
+      "100",
+      "--reconnect-max",
+      "500",
+    ]);
     children.push(dial);
     lines(dial, () => undefined);
     while (!up) await new Promise((r) => setTimeout(r, 20));
@@ -84,7 +124,11 @@ async function main(): Promise<void> {
         const t = setTimeout(() => reject(new Error(`no answer for ${id}`)), 10000);
         waiters.set(id, (l) => (clearTimeout(t), waiters.delete(id), resolve(l)));
       });
-    const request = (i: number) => ({ "ietf-dots-signal-channel:mitigation-scope": { scope: [{ "target-prefix": [`198.51.100.${i % 250}/32`], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 }] } });
+    const request = (i: number) => ({
+      "ietf-dots-signal-channel:mitigation-scope": {
+        scope: [{ "target-prefix": [`198.51.100.${i % 250}/32`], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 }],
+      },
+    });
     const send = (via: "stdin" | "mqtt", cmd: Record<string, unknown>): void => {
       if (via === "stdin") listen.stdin.write(JSON.stringify({ ...cmd, session: "home-1" }) + "\n");
       else client.publish("dots/cmd/home-1", JSON.stringify(cmd), { qos: 1 });
@@ -111,7 +155,9 @@ async function main(): Promise<void> {
     console.log(`mitigate -> 2.01, ${N} each, alternating, one listener + one dialer process, DTLS on loopback`);
     console.log(`  stdin (reference)   p50 ${fmt(pct(times.stdin, 50))}  p99 ${fmt(pct(times.stdin, 99))}`);
     console.log(`  MQTT (mosquitto)    p50 ${fmt(pct(times.mqtt, 50))}  p99 ${fmt(pct(times.mqtt, 99))}`);
-    console.log(`  ratio MQTT/stdin    p50 ${(pct(times.mqtt, 50) / pct(times.stdin, 50)).toFixed(2)}x  p99 ${(pct(times.mqtt, 99) / pct(times.stdin, 99)).toFixed(2)}x  (goal <= 1.5x)`);
+    console.log(
+      `  ratio MQTT/stdin    p50 ${(pct(times.mqtt, 50) / pct(times.stdin, 50)).toFixed(2)}x  p99 ${(pct(times.mqtt, 99) / pct(times.stdin, 99)).toFixed(2)}x  (goal <= 1.5x)`,
+    );
   } finally {
     for (const c of children) c.kill("SIGKILL");
     broker.kill("SIGKILL");

@@ -26,7 +26,7 @@ function gc(): void {
 
 function syntheticLine(i: number): string {
   const dev = `192.168.${(i >> 8) & 255}.${i & 255}`;
-  const tgt = `203.0.${113 + ((i >> 10) % 3)}.${(i * 7) % 250 + 1}`;
+  const tgt = `203.0.${113 + ((i >> 10) % 3)}.${((i * 7) % 250) + 1}`;
   const sport = 10000 + (i % 50000);
   const pport = 1024 + (i % 64000);
   const proto = i % 5 === 0 ? "tcp      6 431999 ESTABLISHED" : "udp      17 29";
@@ -86,10 +86,14 @@ function synthetic(): void {
     });
     if (found === 0) throw new Error("queries found nothing");
     lookups.push(idx);
-    console.log(`${String(n).padEnd(8)} | ${buildMs.toFixed(1).padStart(22)} | ${mb.toFixed(1).padStart(8)} | ${((mb * 1e6) / n).toFixed(0).padStart(10)} | ${idx.toFixed(2).padStart(17)} | ${scan.toFixed(1).padStart(21)} | ${(scan / idx).toFixed(0).padStart(10)}`);
+    console.log(
+      `${String(n).padEnd(8)} | ${buildMs.toFixed(1).padStart(22)} | ${mb.toFixed(1).padStart(8)} | ${((mb * 1e6) / n).toFixed(0).padStart(10)} | ${idx.toFixed(2).padStart(17)} | ${scan.toFixed(1).padStart(21)} | ${(scan / idx).toFixed(0).padStart(10)}`,
+    );
   }
   // flat = the index's cost does not grow with the table (a full scan's grows 100x here)
-  console.log(`lookup flatness: index at 100k / index at 1k = ${(lookups[2] / lookups[0]).toFixed(2)} (1.00 = flat; the full scan grows ~100x)`);
+  console.log(
+    `lookup flatness: index at 100k / index at 1k = ${(lookups[2] / lookups[0]).toFixed(2)} (1.00 = flat; the full scan grows ~100x)`,
+  );
 }
 
 function haveTools(): boolean {
@@ -108,7 +112,9 @@ async function kernel(): Promise<void> {
   try {
     const run = (...a: string[]) => execFileSync("ip", ["netns", "exec", ns, ...a], { stdio: ["pipe", "pipe", "pipe"] });
     run("ip", "link", "set", "lo", "up");
-    execFileSync("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: "table inet bench { chain out { type filter hook output priority 0; ct state new accept; }; }\n" });
+    execFileSync("ip", ["netns", "exec", ns, "nft", "-f", "-"], {
+      input: "table inet bench { chain out { type filter hook output priority 0; ct state new accept; }; }\n",
+    });
     const runner = netnsRunner(ns, { timeoutMs: 120_000 });
 
     console.log("\n2) real kernel conntrack table in a throw-away namespace");
@@ -150,7 +156,9 @@ async function kernel(): Promise<void> {
         ls.push(performance.now() - t);
         if (r.length !== 1) throw new Error(`listing found ${r.length}`);
       }
-      console.log(`${String(count).padEnd(8)} | ${listMs.toFixed(0).padStart(26)} | ${median(ev).toFixed(3).padStart(23)} | ${median(ls).toFixed(1).padStart(35)} | ${(median(ls) / median(ev)).toFixed(0).padStart(10)}`);
+      console.log(
+        `${String(count).padEnd(8)} | ${listMs.toFixed(0).padStart(26)} | ${median(ev).toFixed(3).padStart(23)} | ${median(ls).toFixed(1).padStart(35)} | ${(median(ls) / median(ev)).toFixed(0).padStart(10)}`,
+      );
     }
 
     console.log("\n3) applying a block with nft (median of 30, each a new element)");
@@ -159,25 +167,71 @@ async function kernel(): Promise<void> {
     const bare: number[] = [];
     const applied: number[] = [];
     const handled: number[] = [];
-    const table = Array.from({ length: 90 }, (_, i) => ({ protocol: "udp", device: `192.168.1.${i + 2}`, devicePort: 40000 + i, public: "198.51.100.2", publicPort: 50000 + i, target: "203.0.113.5", targetPort: 5555 }));
-    const enforcer = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: table }) }), backend, action: "block", runner });
+    const table = Array.from({ length: 90 }, (_, i) => ({
+      protocol: "udp",
+      device: `192.168.1.${i + 2}`,
+      devicePort: 40000 + i,
+      public: "198.51.100.2",
+      publicPort: 50000 + i,
+      target: "203.0.113.5",
+      targetPort: 5555,
+    }));
+    const enforcer = createHomeEnforcer({
+      nat: new NatLookup({ source: new StaticTableSource({ entries: table }) }),
+      backend,
+      action: "block",
+      runner,
+    });
     for (let i = 0; i < 30; i++) {
       let t = performance.now();
-      execFileSync("ip", ["netns", "exec", ns, "nft", "add", "element", "inet", "dots_call_home", "block4", `{ 10.9.${i}.1 . 17 . 203.0.113.5 . 5555 timeout 3600s }`]);
+      execFileSync("ip", [
+        "netns",
+        "exec",
+        ns,
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "dots_call_home",
+        "block4",
+        `{ 10.9.${i}.1 . 17 . 203.0.113.5 . 5555 timeout 3600s }`,
+      ]);
       bare.push(performance.now() - t);
       t = performance.now();
-      await backend.apply(addElementsScript("dots_call_home", [{ element: { set: "block4", key: `10.8.${i}.1 . 17 . 203.0.113.5 . 5555` }, opts: { timeoutSec: 3600, comment: `dots:bench/${i}` } }]));
+      await backend.apply(
+        addElementsScript("dots_call_home", [
+          {
+            element: { set: "block4", key: `10.8.${i}.1 . 17 . 203.0.113.5 . 5555` },
+            opts: { timeoutSec: 3600, comment: `dots:bench/${i}` },
+          },
+        ]),
+      );
       applied.push(performance.now() - t);
       t = performance.now();
-      const r = await enforcer.handle({ cuid: "bench", mid: 1000 + i, scope: { "target-prefix": ["203.0.113.5/32"], "target-protocol": [17], "target-port-range": [{ "lower-port": 5555 }], [`${CH}source-prefix`]: ["198.51.100.2/32"], [`${CH}source-port-range`]: [{ "lower-port": 50000 + i }] }, lifetime: 3600 });
+      const r = await enforcer.handle({
+        cuid: "bench",
+        mid: 1000 + i,
+        scope: {
+          "target-prefix": ["203.0.113.5/32"],
+          "target-protocol": [17],
+          "target-port-range": [{ "lower-port": 5555 }],
+          [`${CH}source-prefix`]: ["198.51.100.2/32"],
+          [`${CH}source-port-range`]: [{ "lower-port": 50000 + i }],
+        },
+        lifetime: 3600,
+      });
       handled.push(performance.now() - t);
       if (r.outcome !== "enforced") throw new Error(r.detail);
     }
     await enforcer.close();
     const b = median(bare);
     console.log(`bare \`nft add element\` (ip netns exec, execFileSync): ${b.toFixed(1)} ms`);
-    console.log(`NftablesBackend.apply (nft -f -, async, one transaction): ${median(applied).toFixed(1)} ms  ratio ${(median(applied) / b).toFixed(2)}`);
-    console.log(`enforcer.handle (lookup + setup once + apply):          ${median(handled).toFixed(1)} ms  ratio ${(median(handled) / b).toFixed(2)}`);
+    console.log(
+      `NftablesBackend.apply (nft -f -, async, one transaction): ${median(applied).toFixed(1)} ms  ratio ${(median(applied) / b).toFixed(2)}`,
+    );
+    console.log(
+      `enforcer.handle (lookup + setup once + apply):          ${median(handled).toFixed(1)} ms  ratio ${(median(handled) / b).toFixed(2)}`,
+    );
   } finally {
     spawnSync("ip", ["netns", "del", ns]);
   }

@@ -90,7 +90,9 @@ function cpuMsOf(pid: number): number {
 }
 
 function startListener(configFile: string, port: number, t0: number): Listener {
-  const proc = spawn(process.execPath, [CLI_MAIN, "listen", "--config", configFile, "--port", String(port)], { stdio: ["pipe", "pipe", "inherit"] });
+  const proc = spawn(process.execPath, [CLI_MAIN, "listen", "--config", configFile, "--port", String(port)], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
   const ups = new Map<string, number>();
   const l: Listener = { proc, startedAt: t0, ups, listening: undefined as unknown as Promise<number> };
   let buf = "";
@@ -143,7 +145,10 @@ async function measure(name: string, l: Listener, homes: number, waitMs: number)
   const times = [...l.ups.values()].sort((a, b) => a - b);
   const byTransport: PhaseResult["byTransport"] = {};
   for (const t of ["udp", "tcp"]) {
-    const ts = [...l.ups].filter(([h]) => (Number(h.slice(h.lastIndexOf("-") + 1)) % 2 === 0) === (t === "udp")).map(([, ms]) => ms).sort((a, b) => a - b);
+    const ts = [...l.ups]
+      .filter(([h]) => (Number(h.slice(h.lastIndexOf("-") + 1)) % 2 === 0) === (t === "udp"))
+      .map(([, ms]) => ms)
+      .sort((a, b) => a - b);
     byTransport[t] = { n: ts.length, p50: pct(ts, 50, homes / 2), p95: pct(ts, 95, homes / 2), p100: pct(ts, 100, homes / 2) };
   }
   const buckets = new Map<number, number>();
@@ -191,13 +196,19 @@ async function parent(): Promise<void> {
       dropList: { maxFailures: 1_000_000, windowMs: 60_000, banMs: 1000 },
     }),
   );
-  console.log(`recovery bench: ${N} homes (${N / 2} DTLS-PSK over UDP, ${N / 2} TLS-PSK over TCP) in ${children} processes against one \`dots-call-home listen\` process; RFC defaults (heartbeat 30 s, missing-hb-allowed 15, reconnect 60 s / 300 s), node ${process.version}, ${os.cpus().length} cores`);
+  console.log(
+    `recovery bench: ${N} homes (${N / 2} DTLS-PSK over UDP, ${N / 2} TLS-PSK over TCP) in ${children} processes against one \`dots-call-home listen\` process; RFC defaults (heartbeat 30 s, missing-hb-allowed 15, reconnect 60 s / 300 s), node ${process.version}, ${os.cpus().length} cores`,
+  );
 
   let t0 = Date.now();
   let l = startListener(configFile, 0, t0);
   const port = await l.listening;
   const per = Math.ceil(N / children);
-  const kids = Array.from({ length: children }, (_, k) => fork(__filename, ["--child", JSON.stringify({ from: k * per, to: Math.min(N, (k + 1) * per), port })], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+  const kids = Array.from({ length: children }, (_, k) =>
+    fork(__filename, ["--child", JSON.stringify({ from: k * per, to: Math.min(N, (k + 1) * per), port })], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    }),
+  );
   await Promise.all(kids.map((c) => new Promise((r) => c.once("message", r))));
   const results: PhaseResult[] = [];
 
@@ -207,7 +218,10 @@ async function parent(): Promise<void> {
   for (const c of kids) c.send({ type: "go", spreadMs: DEFAULT_FIRST_ATTEMPT_JITTER_MS });
   results.push(await measure("cold start (reference)", l, N, 120_000));
 
-  for (const [name, signal] of [["graceful restart (SIGTERM)", "SIGTERM"], ["crash (SIGKILL)", "SIGKILL"]] as const) {
+  for (const [name, signal] of [
+    ["graceful restart (SIGTERM)", "SIGTERM"],
+    ["crash (SIGKILL)", "SIGKILL"],
+  ] as const) {
     // Let the last reconnects age past 60 s, so this phase starts from a settled state.
     await new Promise((r) => setTimeout(r, settleS * 1000));
     t0 = Date.now();
@@ -230,16 +244,35 @@ async function parent(): Promise<void> {
   console.log("");
   for (const r of results.slice(1)) {
     const ratio = Number.isNaN(r.p95) || Number.isNaN(ref.p95) ? "n/a" : `${(r.p95 / ref.p95).toFixed(1)}x`;
-    console.log(`  ${r.name}: 95% back in ${s(r.p95).trim()} = ${ratio} the cold-start 95% (${s(ref.p95).trim()}); listener CPU ${(r.cpuMs / ref.cpuMs).toFixed(1)}x the cold start's`);
+    console.log(
+      `  ${r.name}: 95% back in ${s(r.p95).trim()} = ${ratio} the cold-start 95% (${s(ref.p95).trim()}); listener CPU ${(r.cpuMs / ref.cpuMs).toFixed(1)}x the cold start's`,
+    );
   }
-  for (const r of results.slice(1)) console.log(`  ${r.name}: listener away ${s(r.downMs ?? NaN).trim()} (signal -> old process gone -> new process listening)`);
+  for (const r of results.slice(1))
+    console.log(`  ${r.name}: listener away ${s(r.downMs ?? NaN).trim()} (signal -> old process gone -> new process listening)`);
   const graceful = results[1];
   const crash = results[2];
-  console.log(`  target graceful p95 <= 10 s: ${graceful.p95 <= 10_000 ? "met" : "NOT met"}; target crash (UDP) 100% <= 90 s: ${crash.byTransport.udp.p100 <= 90_000 ? "met" : "NOT met"}`);
-  const reasons = await Promise.all(kids.map((c) => new Promise<Array<[string, number]>>((r) => { c.once("message", (m: { reasons: Array<[string, number]> }) => r(m.reasons)); c.send({ type: "reasons" }); })));
+  console.log(
+    `  target graceful p95 <= 10 s: ${graceful.p95 <= 10_000 ? "met" : "NOT met"}; target crash (UDP) 100% <= 90 s: ${crash.byTransport.udp.p100 <= 90_000 ? "met" : "NOT met"}`,
+  );
+  const reasons = await Promise.all(
+    kids.map(
+      (c) =>
+        new Promise<Array<[string, number]>>((r) => {
+          c.once("message", (m: { reasons: Array<[string, number]> }) => r(m.reasons));
+          c.send({ type: "reasons" });
+        }),
+    ),
+  );
   const merged = new Map<string, number>();
   for (const list of reasons) for (const [k, n] of list) merged.set(k, (merged.get(k) ?? 0) + n);
-  console.log(`  home-side disconnect reasons: ${[...merged].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `${n} x "${k}"`).join("; ")}`);
+  console.log(
+    `  home-side disconnect reasons: ${[...merged]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 6)
+      .map(([k, n]) => `${n} x "${k}"`)
+      .join("; ")}`,
+  );
 
   for (const c of kids) c.send({ type: "stop" });
   await Promise.all(kids.map(stopped));

@@ -22,7 +22,15 @@ const PACE_MS = Number(arg("pace-ms", "11"));
 const PSK = { identity: "bench-home", key: Buffer.from("bench-psk-0123456789") };
 const request = {
   "ietf-dots-signal-channel:mitigation-scope": {
-    scope: [{ "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40000 }], "target-protocol": [6], lifetime: 3600 }],
+    scope: [
+      {
+        "target-prefix": ["198.51.100.7/32"],
+        "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"],
+        "ietf-dots-call-home:source-port-range": [{ "lower-port": 40000 }],
+        "target-protocol": [6],
+        lifetime: 3600,
+      },
+    ],
   },
 };
 
@@ -45,7 +53,15 @@ async function run(transport: "udp" | "tcp"): Promise<void> {
   );
   listener.on("error", (e) => console.error("listener:", e.message));
   await listener.start();
-  const dialer = new CallHomeDialer({ hosts: ["127.0.0.1"], port: listener.port as number, transport, psk: PSK, homePrefixes: ["203.0.113.0/24"], decisionWaitMs: 5000, reconnect: { minMs: 100, maxMs: 1000 } });
+  const dialer = new CallHomeDialer({
+    hosts: ["127.0.0.1"],
+    port: listener.port as number,
+    transport,
+    psk: PSK,
+    homePrefixes: ["203.0.113.0/24"],
+    decisionWaitMs: 5000,
+    reconnect: { minMs: 100, maxMs: 1000 },
+  });
   dialer.on("error", (e) => console.error("dialer:", e.message));
   let decidedAt = 0;
   dialer.on("mitigation", (m: MitigationEvent) => {
@@ -92,7 +108,9 @@ async function run(transport: "udp" | "tcp"): Promise<void> {
   console.log(`    of which mitigate -> decision      p50 ${fmt(pct(there, 50))}   p99 ${fmt(pct(there, 99))}`);
   console.log(`    of which decision -> 2.01          p50 ${fmt(pct(back, 50))}   p99 ${fmt(pct(back, 99))}`);
   console.log(`  reference: CoAP ping, same conn.     p50 ${fmt(pct(pings, 50))}   p99 ${fmt(pct(pings, 99))}`);
-  console.log(`  ratio (round trip / ping)            p50 ${(pct(total, 50) / pct(pings, 50)).toFixed(1)}x   p99 ${(pct(total, 99) / pct(pings, 99)).toFixed(1)}x`);
+  console.log(
+    `  ratio (round trip / ping)            p50 ${(pct(total, 50) / pct(pings, 50)).toFixed(1)}x   p99 ${(pct(total, 99) / pct(pings, 99)).toFixed(1)}x`,
+  );
 }
 
 async function main(): Promise<void> {

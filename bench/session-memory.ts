@@ -87,7 +87,11 @@ function rssOf(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
 
-const minus = (a: Snapshot, b: Snapshot): Snapshot => ({ rss: a.rss - b.rss, heapUsed: a.heapUsed - b.heapUsed, external: a.external - b.external });
+const minus = (a: Snapshot, b: Snapshot): Snapshot => ({
+  rss: a.rss - b.rss,
+  heapUsed: a.heapUsed - b.heapUsed,
+  external: a.external - b.external,
+});
 
 /** Server process (Node scenarios): owns the sessions whose memory is measured. */
 async function serverMain(scenario: Scenario, n: number, idleMs: number): Promise<void> {
@@ -164,7 +168,13 @@ async function clientMain(scenario: Scenario, port: number): Promise<void> {
         const maxVersion = scenario === "tls12-psk" ? "TLSv1.2" : undefined;
         // libcoap does not select ALPN on PSK sessions.
         const requireAlpn = scenario !== "libcoap-tls-psk";
-        const conn = await connectTls({ host: "127.0.0.1", port, maxVersion, requireAlpn, psk: { identity: `home-${held.length}`, key: KEY } });
+        const conn = await connectTls({
+          host: "127.0.0.1",
+          port,
+          maxVersion,
+          requireAlpn,
+          psk: { identity: `home-${held.length}`, key: KEY },
+        });
         // libcoap expects a CSM (RFC 8323 5.3) first: an empty one is the frame 00 e1.
         if (scenario === "libcoap-tls-psk") conn.send(Buffer.from([0x00, 0xe1]));
         held.push(conn);
@@ -249,7 +259,14 @@ async function measureLibcoap(scenario: Scenario, n: number, idleMs: number): Pr
     await sleep(idleMs);
     const afterIdle = rssOf(pid);
     const rssOnly = (rss: number): Snapshot => ({ rss, heapUsed: NaN, external: NaN });
-    return { scenario, sessions: opened.n, failed: opened.failed, afterHandshakes: rssOnly(afterNow - beforeNow), idle: rssOnly(afterIdle - beforeIdle), setupSeconds };
+    return {
+      scenario,
+      sessions: opened.n,
+      failed: opened.failed,
+      afterHandshakes: rssOnly(afterNow - beforeNow),
+      idle: rssOnly(afterIdle - beforeIdle),
+      setupSeconds,
+    };
   } finally {
     client.kill("SIGKILL");
     lib.proc.kill("SIGKILL");
@@ -281,7 +298,9 @@ export function printMemoryTable(results: MemoryResult[], idleMs: number): void 
   console.log(
     `${"server".padEnd(36)} ${"sessions".padStart(8)} ${"RSS KB/session".padStart(15)} ${"RSS KB/session".padStart(15)} ${"heap used KB".padStart(13)} ${"external KB".padStart(12)} ${"setup s".padStart(8)}`,
   );
-  console.log(`${"".padEnd(36)} ${"".padStart(8)} ${"after handshakes".padStart(15)} ${`idle ${idleMs / 1000} s`.padStart(15)} ${"(idle)".padStart(13)} ${"(idle)".padStart(12)}`);
+  console.log(
+    `${"".padEnd(36)} ${"".padStart(8)} ${"after handshakes".padStart(15)} ${`idle ${idleMs / 1000} s`.padStart(15)} ${"(idle)".padStart(13)} ${"(idle)".padStart(12)}`,
+  );
   for (const r of results) {
     const n = r.sessions;
     console.log(
@@ -302,7 +321,12 @@ async function main(): Promise<void> {
   printMemoryTable(results, idleMs);
   const tcp = results.find((r) => r.scenario === "tcp")!;
   const perSession = (r: MemoryResult) => r.idle.rss / Math.max(1, r.sessions);
-  console.log(`idle RSS per session relative to plain TCP: ${results.filter((r) => r !== tcp).map((r) => `${r.scenario} ${(perSession(r) / perSession(tcp)).toFixed(1)}x`).join(", ")}`);
+  console.log(
+    `idle RSS per session relative to plain TCP: ${results
+      .filter((r) => r !== tcp)
+      .map((r) => `${r.scenario} ${(perSession(r) / perSession(tcp)).toFixed(1)}x`)
+      .join(", ")}`,
+  );
 }
 
 if (require.main === module) {

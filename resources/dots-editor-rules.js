@@ -92,9 +92,16 @@
   }
 
   root.DotsEditorRules = {
-    isAddress: function (text) { return addressBytes(text) !== null; },
-    isIpv6: function (text) { var b = addressBytes(text); return b !== null && b.length === 16; },
+    isAddress: function (text) {
+      return addressBytes(text) !== null;
+    },
+    isIpv6: function (text) {
+      var b = addressBytes(text);
+      return b !== null && b.length === 16;
+    },
     prefixProblem: prefixProblem,
-    isPrefix: function (text, opts) { return prefixProblem(text, opts) === null; }
+    isPrefix: function (text, opts) {
+      return prefixProblem(text, opts) === null;
+    },
   };
 })(typeof window !== "undefined" ? window : globalThis);

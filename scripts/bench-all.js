@@ -8,7 +8,11 @@ const path = require("node:path");
 
 const dir = path.resolve(__dirname, "..", "dist", "bench");
 const wanted = process.argv.slice(2);
-const all = fs.readdirSync(dir).filter((f) => f.endsWith(".js")).map((f) => f.slice(0, -3)).sort();
+const all = fs
+  .readdirSync(dir)
+  .filter((f) => f.endsWith(".js"))
+  .map((f) => f.slice(0, -3))
+  .sort();
 const chosen = wanted.length ? all.filter((n) => wanted.includes(n)) : all;
 let failed = 0;
 for (const name of chosen) {

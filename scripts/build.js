@@ -35,7 +35,8 @@ if (fs.existsSync(nodesSrc)) {
     const to = path.join(outDir, "nodes", type);
     fs.mkdirSync(to, { recursive: true });
     for (const entry of fs.readdirSync(from)) {
-      if (entry.endsWith(".html")) fs.writeFileSync(path.join(to, entry), inlineEditorRules(fs.readFileSync(path.join(from, entry), "utf8")));
+      if (entry.endsWith(".html"))
+        fs.writeFileSync(path.join(to, entry), inlineEditorRules(fs.readFileSync(path.join(from, entry), "utf8")));
       if (entry === "locales") fs.cpSync(path.join(from, entry), path.join(to, entry), { recursive: true });
     }
   }

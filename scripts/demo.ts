@@ -146,7 +146,9 @@ function lockDemoDir(dir: string): void {
   const file = path.join(dir, "demo.pid");
   const other = fs.existsSync(file) ? Number(fs.readFileSync(file, "utf8").trim()) : NaN;
   if (Number.isInteger(other) && other > 0 && other !== process.pid && isDemoProcess(other)) {
-    throw new UsageError(`another demo (pid ${other}) is already running with the user dir ${dir}; stop it first, or give this one its own --dir`);
+    throw new UsageError(
+      `another demo (pid ${other}) is already running with the user dir ${dir}; stop it first, or give this one its own --dir`,
+    );
   }
   fs.writeFileSync(file, `${process.pid}\n`, { mode: 0o600 });
   process.on("exit", () => {
@@ -190,7 +192,10 @@ function udpPortFree(port: number): Promise<number | undefined> {
 async function chooseDotsPort(asked: number | undefined): Promise<{ port: number; note?: string }> {
   if (asked !== undefined) {
     const port = await udpPortFree(asked);
-    if (port === undefined) throw new UsageError(`the DOTS port ${asked} (UDP on ${HOST}) is already in use; choose another with --dots-port N or DEMO_DOTS_PORT=N, or 0 for any free port`);
+    if (port === undefined)
+      throw new UsageError(
+        `the DOTS port ${asked} (UDP on ${HOST}) is already in use; choose another with --dots-port N or DEMO_DOTS_PORT=N, or 0 for any free port`,
+      );
     return { port };
   }
   const port = await udpPortFree(DEFAULT_DOTS_PORT);
@@ -204,7 +209,11 @@ function listen(server: http.Server, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       if (err.code === "EADDRINUSE") {
-        reject(new UsageError(`the editor port ${port} on ${HOST} is already in use (another Node-RED?); choose another: DEMO_PORT=${port + 1} npm run demo, or npm run demo -- --port ${port + 1} (0 = any free port)`));
+        reject(
+          new UsageError(
+            `the editor port ${port} on ${HOST} is already in use (another Node-RED?); choose another: DEMO_PORT=${port + 1} npm run demo, or npm run demo -- --port ${port + 1} (0 = any free port)`,
+          ),
+        );
       } else reject(err);
     };
     server.once("error", onError);
@@ -481,9 +490,13 @@ async function main(): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n" + held.join(""));
   held = undefined;
   if (await ready) {
-    process.stdout.write(`Ready: the home dialer is connected to the ISP listener. Click "attack seen" in the editor or run the curl line above.\n`);
+    process.stdout.write(
+      `Ready: the home dialer is connected to the ISP listener. Click "attack seen" in the editor or run the curl line above.\n`,
+    );
   } else if (!stopping) {
-    process.stdout.write(`The home dialer has not connected within ${READY_WAIT_MS / 1000} s: see the dialer's status and the debug sidebar in the editor.\n`);
+    process.stdout.write(
+      `The home dialer has not connected within ${READY_WAIT_MS / 1000} s: see the dialer's status and the debug sidebar in the editor.\n`,
+    );
   }
 }
 

@@ -29,7 +29,15 @@ export const callHomeRequestMap = new Map<number, unknown>([
           new Map<number, unknown>([
             [6, ["198.51.100.7/32"]],
             [32768, ["203.0.113.0/32"]],
-            [32769, [new Map([[8, 40000], [9, 40010]])]],
+            [
+              32769,
+              [
+                new Map([
+                  [8, 40000],
+                  [9, 40010],
+                ]),
+              ],
+            ],
             [10, [6]],
             [14, 3600],
           ]),

@@ -10,7 +10,6 @@ import type { EndpointHub, EndpointNode, EndpointStatus, EndpointUser } from "..
 import { homeHub, type HomeEndpointSettings } from "../lib/home-endpoint";
 import { int } from "../lib/isp-endpoint";
 
-
 /** v2: the dialer settings live in a dots-home-endpoint; v1 nodes carry them inline. */
 const DIALER_CONFIG_VERSION = 2;
 
@@ -36,7 +35,12 @@ export = function (RED: NodeAPI): void {
     if (config.endpoint) {
       const ep = RED.nodes.getNode(config.endpoint) as EndpointNode<CallHomeDialer> | null;
       if (ep && ep.hub) hub = ep.hub;
-    } else if (config.hosts !== undefined || config.psk !== undefined || config.tlsConfig !== undefined || config.discoverDomain !== undefined) {
+    } else if (
+      config.hosts !== undefined ||
+      config.psk !== undefined ||
+      config.tlsConfig !== undefined ||
+      config.discoverDomain !== undefined
+    ) {
       implicit = true;
       const t = (key: string, args?: Record<string, unknown>): string => RED._(`dots-call-home-dialer.${key}`, args as never);
       hub = homeHub(RED, node, node.id, node.id, config as HomeEndpointSettings, t);
@@ -79,7 +83,9 @@ export = function (RED: NodeAPI): void {
 
     if (!hub) {
       node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-dialer.status.no-endpoint") });
-      report(new Error(RED._(config.endpoint ? "dots-call-home-dialer.errors.endpoint-missing" : "dots-call-home-dialer.errors.no-endpoint")));
+      report(
+        new Error(RED._(config.endpoint ? "dots-call-home-dialer.errors.endpoint-missing" : "dots-call-home-dialer.errors.no-endpoint")),
+      );
     } else if (hub.problem) {
       showStatus(hub.status);
       report(hub.problem);

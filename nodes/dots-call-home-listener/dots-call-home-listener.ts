@@ -12,7 +12,6 @@ import { checkConfigVersion, ErrorReporter, finishClose, statusFields, toError }
 import type { EndpointHub, EndpointNode, EndpointStatus, EndpointUser } from "../lib/endpoint";
 import { int, ispHub, type IspEndpointSettings } from "../lib/isp-endpoint";
 
-
 /** v2: the listener settings live in a dots-isp-endpoint; v1 nodes carry them inline. */
 const LISTENER_CONFIG_VERSION = 2;
 /** How long a new ban stays in the node's status before the endpoint's status returns. */
@@ -78,7 +77,21 @@ export = function (RED: NodeAPI): void {
           case "status": {
             const n = args[0] as StatusNotification;
             const home = e?.findSession(n.sessionId)?.home;
-            node.send([null, { topic: "status", payload: n.body, dots: { side: "isp", session: n.sessionId, ...(home !== undefined ? { home } : {}), cuid: n.cuid, mid: n.mid, ...statusFields(n.status, n.conflictCause) } }]);
+            node.send([
+              null,
+              {
+                topic: "status",
+                payload: n.body,
+                dots: {
+                  side: "isp",
+                  session: n.sessionId,
+                  ...(home !== undefined ? { home } : {}),
+                  cuid: n.cuid,
+                  mid: n.mid,
+                  ...statusFields(n.status, n.conflictCause),
+                },
+              },
+            ]);
             break;
           }
           case "resynced": {
@@ -91,10 +104,16 @@ export = function (RED: NodeAPI): void {
             sessionEvent(name, d, d.home !== undefined ? { home: d.home } : {});
             // the ban shows briefly, then the endpoint's own status again
             const until = new Date(d.until);
-            const hhmm = Number.isNaN(until.getTime()) ? d.until : `${String(until.getHours()).padStart(2, "0")}:${String(until.getMinutes()).padStart(2, "0")}`;
+            const hhmm = Number.isNaN(until.getTime())
+              ? d.until
+              : `${String(until.getHours()).padStart(2, "0")}:${String(until.getMinutes()).padStart(2, "0")}`;
             if (banShown) clearTimeout(banShown);
             banShown = undefined;
-            node.status({ fill: "yellow", shape: "ring", text: RED._("dots-call-home-listener.status.banned", { address: d.remoteAddress, until: hhmm }) });
+            node.status({
+              fill: "yellow",
+              shape: "ring",
+              text: RED._("dots-call-home-listener.status.banned", { address: d.remoteAddress, until: hhmm }),
+            });
             banShown = setTimeout(() => {
               banShown = undefined;
               if (hub) showStatus(hub.status);
@@ -110,7 +129,11 @@ export = function (RED: NodeAPI): void {
 
     if (!hub) {
       node.status({ fill: "red", shape: "ring", text: RED._("dots-call-home-listener.status.no-endpoint") });
-      report(new Error(RED._(config.endpoint ? "dots-call-home-listener.errors.endpoint-missing" : "dots-call-home-listener.errors.no-endpoint")));
+      report(
+        new Error(
+          RED._(config.endpoint ? "dots-call-home-listener.errors.endpoint-missing" : "dots-call-home-listener.errors.no-endpoint"),
+        ),
+      );
     } else if (hub.problem) {
       showStatus(hub.status);
       report(hub.problem);
@@ -123,10 +146,13 @@ export = function (RED: NodeAPI): void {
       const dots = m.dots ?? {};
       const run = async (): Promise<void> => {
         const engine = hub?.engine;
-        if (!hub || !engine || !hub.started) throw new Error(hub?.problem ? hub.problem.message : RED._("dots-call-home-listener.errors.not-running"));
+        if (!hub || !engine || !hub.started)
+          throw new Error(hub?.problem ? hub.problem.message : RED._("dots-call-home-listener.errors.not-running"));
         await hub.started;
         const payload = m.payload as Record<string, unknown> | undefined;
-        const action = String(dots.action ?? (typeof m.topic === "string" && (ACTIONS as string[]).includes(m.topic) ? m.topic : "mitigate")) as Action;
+        const action = String(
+          dots.action ?? (typeof m.topic === "string" && (ACTIONS as string[]).includes(m.topic) ? m.topic : "mitigate"),
+        ) as Action;
         if (!ACTIONS.includes(action)) throw new Error(RED._("dots-call-home-listener.errors.action", { action }));
         const session = String(dots.session ?? dots.home ?? "");
         if (!session) throw new Error(RED._("dots-call-home-listener.errors.no-session"));
@@ -149,7 +175,8 @@ export = function (RED: NodeAPI): void {
             break;
           case "efficacy": {
             const status = String(dots.attackStatus ?? (payload && payload["attack-status"]) ?? "");
-            if (status !== "under-attack" && status !== "attack-successfully-mitigated") throw new Error(RED._("dots-call-home-listener.errors.attack-status"));
+            if (status !== "under-attack" && status !== "attack-successfully-mitigated")
+              throw new Error(RED._("dots-call-home-listener.errors.attack-status"));
             outcome = await engine.efficacy(session, needMid(), status);
             break;
           }

@@ -45,7 +45,8 @@ class MessageNatSource implements NatSource {
 
 function int(value: unknown, name: string, min: number, max: number): number {
   const n = typeof value === "number" ? value : Number(String(value ?? "").trim());
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
   return n;
 }
 
@@ -84,11 +85,19 @@ export = function (RED: NodeAPI): void {
       const pending = enforcer.pending().length;
       const mode = config.backend === "nftables" ? "nft" : "dry-run";
       if (last && last.outcome === "failed") {
-        node.status({ fill: "red", shape: "ring", text: RED._("dots-filter-action.status.failed", { mid: last.mid, reason: last.reason ?? "" }) });
+        node.status({
+          fill: "red",
+          shape: "ring",
+          text: RED._("dots-filter-action.status.failed", { mid: last.mid, reason: last.reason ?? "" }),
+        });
       } else if (pending > 0) {
         node.status({ fill: "yellow", shape: "ring", text: RED._("dots-filter-action.status.pending", { count: pending, active, mode }) });
       } else {
-        node.status({ fill: active > 0 ? "green" : "grey", shape: active > 0 ? "dot" : "ring", text: RED._("dots-filter-action.status.active", { count: active, mode }) });
+        node.status({
+          fill: active > 0 ? "green" : "grey",
+          shape: active > 0 ? "dot" : "ring",
+          text: RED._("dots-filter-action.status.active", { count: active, mode }),
+        });
       }
     };
 
@@ -102,7 +111,11 @@ export = function (RED: NodeAPI): void {
       if (!action) throw new Error(RED._("dots-filter-action.errors.action", { action: config.action }));
       const consent: ConsentPolicy =
         config.consent === "manual"
-          ? { mode: "manual", timeoutMs: int(config.consentTimeout ?? 300, "consent timeout", 1, 86400) * 1000, onTimeout: config.onTimeout === "approve" ? "approve" : "reject" }
+          ? {
+              mode: "manual",
+              timeoutMs: int(config.consentTimeout ?? 300, "consent timeout", 1, 86400) * 1000,
+              onTimeout: config.onTimeout === "approve" ? "approve" : "reject",
+            }
           : { mode: "auto" };
       const table = (config.table || "").trim() || undefined;
       enforcer = createHomeEnforcer({ nat: new NatLookup({ source, localAddresses: [] }), backend, action, consent, runner, table });
@@ -158,8 +171,15 @@ export = function (RED: NodeAPI): void {
         const mid = midOf();
         if (!m.nat || !Array.isArray(m.nat.devices)) throw new Error(RED._("dots-filter-action.errors.no-nat"));
         const scope = m.payload;
-        const entry = (scope as Record<string, { scope?: Array<Record<string, unknown>> }> | undefined)?.["ietf-dots-signal-channel:mitigation-scope"]?.scope?.[0];
-        const lifetime = int(dots.lifetime ?? entry?.lifetime ?? (scope as Record<string, unknown>)?.lifetime ?? 3600, "lifetime", -1, 0xffffffff);
+        const entry = (scope as Record<string, { scope?: Array<Record<string, unknown>> }> | undefined)?.[
+          "ietf-dots-signal-channel:mitigation-scope"
+        ]?.scope?.[0];
+        const lifetime = int(
+          dots.lifetime ?? entry?.lifetime ?? (scope as Record<string, unknown>)?.lifetime ?? 3600,
+          "lifetime",
+          -1,
+          0xffffffff,
+        );
         const kind = dots.kind === "refresh" || dots.kind === "efficacy" ? dots.kind : "new";
         source.current = m.nat.devices.flatMap((d) => (Array.isArray(d.flows) ? d.flows : []));
         source.macs = new Map(m.nat.devices.filter((d) => d.mac).map((d) => [d.address, d.mac as string]));
@@ -183,7 +203,12 @@ export = function (RED: NodeAPI): void {
       const e = enforcer;
       enforcer = undefined;
       unview();
-      finishClose(node, reporter, stopAndDetach(e, (x) => x.close()), done);
+      finishClose(
+        node,
+        reporter,
+        stopAndDetach(e, (x) => x.close()),
+        done,
+      );
     });
   }
   RED.nodes.registerType("dots-filter-action", DotsFilterAction as never);

@@ -44,9 +44,12 @@ export = function (RED: NodeAPI): void {
     const mid = Number(body.mid);
     const decision = body.decision;
     const cuid = body.cuid === undefined || body.cuid === "" ? undefined : body.cuid;
-    if (!Number.isInteger(mid) || mid < 0 || mid > 0xffffffff) return void res.status(400).json({ error: "mid must be a whole number 0..4294967295" });
-    if (decision !== "approve" && decision !== "reject") return void res.status(400).json({ error: 'decision must be "approve" or "reject"' });
-    if (cuid !== undefined && (typeof cuid !== "string" || cuid.length > 64)) return void res.status(400).json({ error: "cuid must be a string of at most 64 characters" });
+    if (!Number.isInteger(mid) || mid < 0 || mid > 0xffffffff)
+      return void res.status(400).json({ error: "mid must be a whole number 0..4294967295" });
+    if (decision !== "approve" && decision !== "reject")
+      return void res.status(400).json({ error: 'decision must be "approve" or "reject"' });
+    if (cuid !== undefined && (typeof cuid !== "string" || cuid.length > 64))
+      return void res.status(400).json({ error: "cuid must be a string of at most 64 characters" });
     const outcome = liveView.decide(String(req.params.id), mid, cuid, decision === "approve");
     cached = undefined;
     if (outcome === "unknown-node") return void res.status(404).json({ error: "no running dots-filter-action node with that id" });

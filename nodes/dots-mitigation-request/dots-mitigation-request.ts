@@ -33,7 +33,11 @@ export = function (RED: NodeAPI): void {
           const verdict = validation.validateMitigationRequest(json, { side: "isp", allowIndefiniteLifetime: allowIndefinite });
           if (!verdict.ok) {
             const first = verdict.errors[0];
-            const err = new FieldError(first ? first.field : "request", verdict.errors.map((x) => `${x.field}: ${x.message}`).join("; "), false);
+            const err = new FieldError(
+              first ? first.field : "request",
+              verdict.errors.map((x) => `${x.field}: ${x.message}`).join("; "),
+              false,
+            );
             (err as FieldError & { errors?: unknown }).errors = verdict.errors;
             throw err;
           }
@@ -44,13 +48,21 @@ export = function (RED: NodeAPI): void {
         m.dots = { ...(m.dots ?? {}), side: "isp", action: "mitigate" };
         if (homes.length) m.dots.session = homes[0];
         const scope = (json[MITIGATION_SCOPE] as { scope: DotsJson[] }).scope[0];
-        node.status({ fill: "green", shape: "dot", text: RED._("dots-mitigation-request.status.built", { source: (scope[`${CH}source-prefix`] as string[])[0] }) });
+        node.status({
+          fill: "green",
+          shape: "dot",
+          text: RED._("dots-mitigation-request.status.built", { source: (scope[`${CH}source-prefix`] as string[])[0] }),
+        });
         send(m);
       })().then(
         () => done(),
         (e) => {
           const err = toError(e);
-          node.status({ fill: "red", shape: "ring", text: RED._("dots-mitigation-request.status.invalid", { field: err instanceof FieldError ? err.field : "request" }) });
+          node.status({
+            fill: "red",
+            shape: "ring",
+            text: RED._("dots-mitigation-request.status.invalid", { field: err instanceof FieldError ? err.field : "request" }),
+          });
           done(err);
         },
       );

@@ -44,7 +44,10 @@ export = function (RED: NodeAPI): void {
       // one conntrack -E per router in this process, shared with every other lookup and enforcer
       lookup = sharedNatSource(spec, { runner, router: netns || "host" }).then(async (source) => {
         await source.start();
-        return new NatLookup({ source, runner: spec === undefined || (typeof spec === "object" && spec.kind === "table") ? undefined : runner });
+        return new NatLookup({
+          source,
+          runner: spec === undefined || (typeof spec === "object" && spec.kind === "table") ? undefined : runner,
+        });
       });
       // A failing source is reported per message (and here once), never as an unhandled rejection.
       lookup.catch((e) => {
@@ -71,7 +74,11 @@ export = function (RED: NodeAPI): void {
             m.nat = { found: result.found, devices: result.devices, detail: result.detail };
             node.status(
               result.found
-                ? { fill: "green", shape: "dot", text: RED._("dots-nat-lookup.status.found", { count: result.devices.length, first: result.devices[0].address }) }
+                ? {
+                    fill: "green",
+                    shape: "dot",
+                    text: RED._("dots-nat-lookup.status.found", { count: result.devices.length, first: result.devices[0].address }),
+                  }
                 : { fill: "yellow", shape: "ring", text: RED._("dots-nat-lookup.status.none") },
             );
             send(m);
@@ -85,7 +92,12 @@ export = function (RED: NodeAPI): void {
     });
 
     node.on("close", (_removed: boolean, done: () => void) => {
-      const work = lookup ? lookup.then((l) => l.close(), () => undefined) : Promise.resolve();
+      const work = lookup
+        ? lookup.then(
+            (l) => l.close(),
+            () => undefined,
+          )
+        : Promise.resolve();
       finishClose(node, reporter, work, done, 5000);
     });
   }

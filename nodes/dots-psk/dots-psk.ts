@@ -11,7 +11,6 @@ interface PskDef extends NodeDef {
   version: number;
 }
 
-
 export = function (RED: NodeAPI): void {
   function DotsPsk(this: DotsPskNode, config: PskDef): void {
     RED.nodes.createNode(this, config);
@@ -32,7 +31,11 @@ export = function (RED: NodeAPI): void {
       return { identity, key: bytes };
     };
   }
-  RED.nodes.registerType("dots-psk", DotsPsk as never, {
-    credentials: { identity: { type: "text" }, key: { type: "password" } },
-  } as never);
+  RED.nodes.registerType(
+    "dots-psk",
+    DotsPsk as never,
+    {
+      credentials: { identity: { type: "text" }, key: { type: "password" } },
+    } as never,
+  );
 };

@@ -79,7 +79,8 @@ export function parseProtocols(field: string, value: unknown): number[] {
   return items.map((item) => {
     const named = protocolNames[item.toLowerCase()];
     if (named !== undefined) return named;
-    if (!/^\d{1,3}$/.test(item) || Number(item) > 255) throw new FieldError(field, `"${item}" is not a protocol number (0..255) or name (tcp, udp, icmp, icmpv6)`);
+    if (!/^\d{1,3}$/.test(item) || Number(item) > 255)
+      throw new FieldError(field, `"${item}" is not a protocol number (0..255) or name (tcp, udp, icmp, icmpv6)`);
     return Number(item);
   });
 }
@@ -105,7 +106,8 @@ export function evaluate(RED: NodeAPI, node: Node, value: string, type: string |
 export function pskBytes(key: string, format: string): Buffer {
   if (format === "hex") {
     const hex = key.replace(/^0x/i, "").replace(/[\s:]/g, "");
-    if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) throw new Error("the key is not valid hexadecimal (even number of 0-9/a-f digits)");
+    if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex))
+      throw new Error("the key is not valid hexadecimal (even number of 0-9/a-f digits)");
     return Buffer.from(hex, "hex");
   }
   if (key.length === 0) throw new Error("the key is empty");
@@ -136,15 +138,17 @@ export function closeWithin(ms: number, work: Promise<unknown>, done: () => void
     onError(new Error(`close took longer than ${ms} ms`));
     done();
   }, ms);
-  work.then(
-    () => undefined,
-    (e) => onError(toError(e)),
-  ).finally(() => {
-    clearTimeout(timer);
-    if (finished) return;
-    finished = true;
-    done();
-  });
+  work
+    .then(
+      () => undefined,
+      (e) => onError(toError(e)),
+    )
+    .finally(() => {
+      clearTimeout(timer);
+      if (finished) return;
+      finished = true;
+      done();
+    });
 }
 
 /** What a node owns that emits socket errors: detached after it stops. */
@@ -165,10 +169,15 @@ export function stopAndDetach<T extends Detachable>(target: T | undefined, stop:
 /** The end of every node's close handler: `done` always runs within `ms`, status cleared, a slow or failed stop only warned. */
 export function finishClose(node: Node, reporter: ErrorReporter, work: Promise<unknown>, done: () => void, ms = 10000): void {
   reporter.dispose();
-  closeWithin(ms, work, () => {
-    node.status({});
-    done();
-  }, (err) => node.warn(err.message));
+  closeWithin(
+    ms,
+    work,
+    () => {
+      node.status({});
+      done();
+    },
+    (err) => node.warn(err.message),
+  );
 }
 
 /** "home-a: 198.51.100.0/24, 2001:db8::/48" per line -> { "home-a": [...] }. */
@@ -188,17 +197,21 @@ export function parseHomePrefixes(text: string): Record<string, string[]> {
   return out;
 }
 
-
 /** What a core tls-config node offers (npm:@node-red/nodes core/network/05-tls.js). */
 export interface TlsConfigNode extends Node {
   valid?: boolean;
   addTLSOptions(opts: Record<string, unknown>): Record<string, unknown>;
 }
 
-
 /** Certificate credentials from a core tls-config node (PEM text it loaded). */
 export function certificateFrom(tlsNode: TlsConfigNode): CertificateCredential {
-  const o = tlsNode.addTLSOptions({}) as { cert?: string | Buffer; key?: string | Buffer; ca?: string | Buffer; passphrase?: string; servername?: string };
+  const o = tlsNode.addTLSOptions({}) as {
+    cert?: string | Buffer;
+    key?: string | Buffer;
+    ca?: string | Buffer;
+    passphrase?: string;
+    servername?: string;
+  };
   if (!o.cert || !o.key) throw new Error("the TLS configuration has no certificate and key");
   const c: CertificateCredential = { cert: o.cert, key: o.key };
   if (o.ca) c.ca = o.ca;
@@ -206,7 +219,6 @@ export function certificateFrom(tlsNode: TlsConfigNode): CertificateCredential {
   if (o.servername) c.servername = o.servername;
   return c;
 }
-
 
 /** The config version this release writes (the editor's `version` default). */
 export const CONFIG_VERSION = 1;

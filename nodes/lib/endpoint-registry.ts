@@ -96,7 +96,8 @@ class EngineRegistry {
 
   acquire<E extends Engine>(spec: EngineSpec<E>, sink: Sink): Lease<E> {
     const existing = this.entries.get(spec.key);
-    if (existing && existing.fingerprint === spec.fingerprint && existing.kind === spec.kind && !existing.sink && !existing.stopping) return this.adopt<E>(existing, sink);
+    if (existing && existing.fingerprint === spec.fingerprint && existing.kind === spec.kind && !existing.sink && !existing.stopping)
+      return this.adopt<E>(existing, sink);
     // An orphan with the very same settings under another key: a v1 node migrated to an endpoint
     // config node (or an endpoint replaced by an identical one) keeps its sessions.
     for (const e of this.entries.values()) {
@@ -111,7 +112,8 @@ class EngineRegistry {
     const before: Array<Promise<void>> = [];
     if (existing) before.push(this.stopEntry(existing));
     if (spec.port !== undefined && spec.port !== 0) {
-      for (const e of this.entries.values()) if (e !== existing && !e.sink && e.kind === spec.kind && e.port === spec.port) before.push(this.stopEntry(e));
+      for (const e of this.entries.values())
+        if (e !== existing && !e.sink && e.kind === spec.kind && e.port === spec.port) before.push(this.stopEntry(e));
     }
     const engine = spec.create();
     const entry: Entry = {
@@ -226,4 +228,6 @@ function canonical(value: unknown): string {
 const GLOBAL_KEY = Symbol.for("@dots-call-home/node-red.engine-registry");
 
 /** The one registry of this process, even should two copies of the package be loaded. */
-export const engines: EngineRegistry = ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] as EngineRegistry | undefined) ?? ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] = new EngineRegistry());
+export const engines: EngineRegistry =
+  ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] as EngineRegistry | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] = new EngineRegistry());

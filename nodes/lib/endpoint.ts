@@ -84,7 +84,14 @@ export class EndpointHub<E extends Engine> {
     try {
       const s = spec.settings();
       this.lease = engines.acquire<E>(
-        { key: spec.key, kind: kind.kind, fingerprint: engines.fingerprint({ kind: kind.kind, ...(s.fingerprint as object) }), port: s.port, events: kind.events, create: s.create },
+        {
+          key: spec.key,
+          kind: kind.kind,
+          fingerprint: engines.fingerprint({ kind: kind.kind, ...(s.fingerprint as object) }),
+          port: s.port,
+          events: kind.events,
+          create: s.create,
+        },
         (name, args) => this.deliver(name, args),
       );
       if (this.lease.adopted) this.current = kind.statusNow(this.lease.engine, this.lease.memo);
@@ -167,7 +174,8 @@ export class EndpointHub<E extends Engine> {
 
   private dispatch(name: string, args: unknown[]): void {
     if (name === "error" || name === "queue-overflow") {
-      const err = name === "error" ? toError(args[0]) : new Error(`${String(args[0])} endpoint events were dropped while no node used the endpoint`);
+      const err =
+        name === "error" ? toError(args[0]) : new Error(`${String(args[0])} endpoint events were dropped while no node used the endpoint`);
       if (this.users.size === 0) this.owner.error(err);
       for (const u of this.users) u.onError(err);
       return;

@@ -78,7 +78,9 @@ function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir
 function connected(engine: CallHomeDialer, memo: Record<string, unknown>): EndpointStatus {
   const active = engine.mitigations().length;
   const w = String(memo.where ?? "");
-  return active > 0 ? { fill: "green", shape: "ring", key: "mitigating", args: { where: w, count: active } } : { fill: "green", shape: "dot", key: "connected", args: { where: w } };
+  return active > 0
+    ? { fill: "green", shape: "ring", key: "mitigating", args: { where: w, count: active } }
+    : { fill: "green", shape: "dot", key: "connected", args: { where: w } };
 }
 
 const STATUS_REASON_MAX = 80;
@@ -98,10 +100,20 @@ export const HOME_KIND: HubKind<CallHomeDialer> = {
     const info = args[0] as Record<string, unknown>;
     switch (event) {
       case "discovered":
-        memo.last = { fill: "yellow", shape: "ring", key: "discovered", args: { domain: info.domain, count: (info.candidates as unknown[]).length } };
+        memo.last = {
+          fill: "yellow",
+          shape: "ring",
+          key: "discovered",
+          args: { domain: info.domain, count: (info.candidates as unknown[]).length },
+        };
         return memo.last as EndpointStatus;
       case "connecting":
-        memo.last = { fill: "yellow", shape: "ring", key: "connecting", args: { where: `${String(info.host)}:${String(info.port)} ${String(info.transport)}` } };
+        memo.last = {
+          fill: "yellow",
+          shape: "ring",
+          key: "connecting",
+          args: { where: `${String(info.host)}:${String(info.port)} ${String(info.transport)}` },
+        };
         return memo.last as EndpointStatus;
       case "connected":
         memo.where = `${String(info.transport).toUpperCase()} ${String(info.remoteAddress)}:${String(info.remotePort)}`;
@@ -123,7 +135,14 @@ export const HOME_KIND: HubKind<CallHomeDialer> = {
 };
 
 /** The hub of a home endpoint (key: the config node's id, or a v1 dialer's own id). */
-export function homeHub(RED: NodeAPI, owner: Node, key: string, stateKey: string, settings: HomeEndpointSettings, t: Words): EndpointHub<CallHomeDialer> {
+export function homeHub(
+  RED: NodeAPI,
+  owner: Node,
+  key: string,
+  stateKey: string,
+  settings: HomeEndpointSettings,
+  t: Words,
+): EndpointHub<CallHomeDialer> {
   return new EndpointHub<CallHomeDialer>(RED, owner, HOME_KIND, {
     key,
     settings: () => {

@@ -24,11 +24,25 @@ export interface IspEndpointSettings {
   dropBan: string | number;
 }
 
-export const ISP_SETTING_NAMES: ReadonlyArray<keyof IspEndpointSettings> = ["port", "host", "dtls", "tls", "psk", "extraPsks", "tlsConfig", "homePrefixes", "allowUnscoped", "dropMaxFailures", "dropWindow", "dropBan"];
+export const ISP_SETTING_NAMES: ReadonlyArray<keyof IspEndpointSettings> = [
+  "port",
+  "host",
+  "dtls",
+  "tls",
+  "psk",
+  "extraPsks",
+  "tlsConfig",
+  "homePrefixes",
+  "allowUnscoped",
+  "dropMaxFailures",
+  "dropWindow",
+  "dropBan",
+];
 
 export function int(value: unknown, name: string, min: number, max: number): number {
   const n = typeof value === "number" ? value : Number(String(value ?? "").trim());
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new Error(`${name} must be a whole number in ${min}..${max}, got "${String(value)}"`);
   return n;
 }
 
@@ -69,7 +83,18 @@ function listening(engine: CallHomeListener, memo: Record<string, unknown>): End
 
 export const ISP_KIND: HubKind<CallHomeListener> = {
   kind: "isp",
-  events: ["listening", "session-up", "session-down", "resynced", "status", LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_EVENT, LISTENER_DROP_END_EVENT, "cuid-changed", "error"],
+  events: [
+    "listening",
+    "session-up",
+    "session-down",
+    "resynced",
+    "status",
+    LISTENER_AUTH_FAILURE_EVENT,
+    LISTENER_DROP_EVENT,
+    LISTENER_DROP_END_EVENT,
+    "cuid-changed",
+    "error",
+  ],
   statusAfter(event, args, engine, memo) {
     if (event === "listening") {
       memo.where = where(args[0] as { port: number; host: string; transports: string[] });
@@ -87,7 +112,14 @@ export const ISP_KIND: HubKind<CallHomeListener> = {
  * The hub of an ISP endpoint. `key` names the engine in the registry and the state directory:
  * the config node's id, or "node-<id>" for a v1 listener's inline settings.
  */
-export function ispHub(RED: NodeAPI, owner: Node, key: string, stateKey: string, settings: IspEndpointSettings, t: Words): EndpointHub<CallHomeListener> {
+export function ispHub(
+  RED: NodeAPI,
+  owner: Node,
+  key: string,
+  stateKey: string,
+  settings: IspEndpointSettings,
+  t: Words,
+): EndpointHub<CallHomeListener> {
   return new EndpointHub<CallHomeListener>(RED, owner, ISP_KIND, {
     key,
     settings: () => {

@@ -33,8 +33,27 @@ export interface LiveSnapshot {
     id: string;
     name: string;
     listening?: string;
-    sessions: Rows<{ id: string; home: string; identity: string; transport: string; remote: string; cipher: string; since: string; heartbeatsIn: number; heartbeatsOut: number; lastHeartbeat?: string }>;
-    mitigations: Rows<{ home: string; connected: boolean; mid: number; status: string; lifetime: number; remaining: number; withdrawn: boolean }>;
+    sessions: Rows<{
+      id: string;
+      home: string;
+      identity: string;
+      transport: string;
+      remote: string;
+      cipher: string;
+      since: string;
+      heartbeatsIn: number;
+      heartbeatsOut: number;
+      lastHeartbeat?: string;
+    }>;
+    mitigations: Rows<{
+      home: string;
+      connected: boolean;
+      mid: number;
+      status: string;
+      lifetime: number;
+      remaining: number;
+      withdrawn: boolean;
+    }>;
   }>;
   home: Array<{
     id: string;
@@ -143,7 +162,8 @@ export class LiveView {
 
   snapshot(now = Date.now()): LiveSnapshot {
     const snap: LiveSnapshot = { time: iso(now), isp: [], home: [], filters: [], errors: this.errors.map((e) => ({ ...e })).reverse() };
-    const byName = <T extends { owner: Owner }>(a: T, b: T): number => (a.owner.name || a.owner.id).localeCompare(b.owner.name || b.owner.id);
+    const byName = <T extends { owner: Owner }>(a: T, b: T): number =>
+      (a.owner.name || a.owner.id).localeCompare(b.owner.name || b.owner.id);
     for (const ep of [...this.endpoints.values()].sort(byName)) {
       const name = text(ep.owner.name || "");
       if (ep.kind === "isp") {
@@ -179,7 +199,13 @@ export class LiveView {
             withdrawn: m.withdrawn,
           }));
         const where = this.listening.get(ep.engine);
-        snap.isp.push({ id: ep.owner.id, name, ...(where ? { listening: where } : {}), sessions: rows(sessions), mitigations: rows(mitigations) });
+        snap.isp.push({
+          id: ep.owner.id,
+          name,
+          ...(where ? { listening: where } : {}),
+          sessions: rows(sessions),
+          mitigations: rows(mitigations),
+        });
       } else {
         const c = this.connections.get(ep.engine);
         const connected = ep.engine.connected;
@@ -228,7 +254,9 @@ export class LiveView {
     const counts = new Map<string, HeartbeatCount>();
     this.heartbeats.set(engine, counts);
     engine.on("error", (e) => this.error(who(), e));
-    engine.on("listening", (l) => this.listening.set(engine, `${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port} ${l.transports.join("+")}`));
+    engine.on("listening", (l) =>
+      this.listening.set(engine, `${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port} ${l.transports.join("+")}`),
+    );
     engine.on("heartbeat", (h) => {
       let c = counts.get(h.sessionId);
       if (!c) {
@@ -265,4 +293,6 @@ export class LiveView {
 const GLOBAL_KEY = Symbol.for("@dots-call-home/node-red.live-view");
 
 /** The one live view of this process, even should two copies of the package be loaded. */
-export const liveView: LiveView = ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] as LiveView | undefined) ?? ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] = new LiveView());
+export const liveView: LiveView =
+  ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] as LiveView | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[GLOBAL_KEY] = new LiveView());

@@ -17,7 +17,9 @@ export const requestFields = [
 ] as const;
 export type FieldName = (typeof requestFields)[number];
 
-export type RequestDef = import("node-red").NodeDef & Record<FieldName, string> & Record<`${FieldName}Type`, string> & { version: number; allowIndefinite: boolean };
+export type RequestDef = import("node-red").NodeDef &
+  Record<FieldName, string> &
+  Record<`${FieldName}Type`, string> & { version: number; allowIndefinite: boolean };
 
 /** What the validator module (src/dots/validation.ts) offers, as far as this node uses it. */
 export interface ValidationModule {
@@ -47,7 +49,8 @@ export const attributeOf: Record<FieldName, string> = {
 export function buildScope(values: Partial<Record<FieldName, unknown>>, allowIndefinite: boolean): DotsJson {
   const scope: DotsJson = {};
   const target = parsePrefixes(attributeOf.targetPrefix, values.targetPrefix);
-  if (target.length === 0) throw new FieldError(attributeOf.targetPrefix, "at least one target prefix is required (RFC 9066 section 5.3.1)");
+  if (target.length === 0)
+    throw new FieldError(attributeOf.targetPrefix, "at least one target prefix is required (RFC 9066 section 5.3.1)");
   scope["target-prefix"] = target;
   const source = parsePrefixes(attributeOf.sourcePrefix, values.sourcePrefix);
   if (source.length === 0) throw new FieldError(attributeOf.sourcePrefix, "at least one source prefix is required in Call Home");
@@ -75,4 +78,3 @@ export function buildScope(values: Partial<Record<FieldName, unknown>>, allowInd
   }
   return { [MITIGATION_SCOPE]: { scope: [scope] } };
 }
-

@@ -13,4 +13,3 @@ export interface DotsPskNode extends Node<PskCreds> {
   /** Returns the credential or throws a readable error (never including the key). */
   credential(): PskCredential;
 }
-

@@ -160,7 +160,8 @@ class Writer {
       big = BigInt(value);
     } else if (typeof value === "number") {
       if (!Number.isSafeInteger(value)) {
-        if (Number.isInteger(value)) this.fail("OUT_OF_RANGE", `${row.name}: ${value} is not exactly representable; pass a string or bigint`);
+        if (Number.isInteger(value))
+          this.fail("OUT_OF_RANGE", `${row.name}: ${value} is not exactly representable; pass a string or bigint`);
         this.wrongType(row, "an integer", value);
       }
       big = BigInt(value);
@@ -183,7 +184,8 @@ class Writer {
       if (m[1] === "-") scaled = -scaled;
     } else if (typeof value === "number" && Number.isFinite(value)) {
       const x = Math.round(value * 100);
-      if (Math.abs(x - value * 100) > 1e-6 || !Number.isSafeInteger(x)) this.fail("OUT_OF_RANGE", `${row.name}: ${value} needs more than 2 fraction digits`);
+      if (Math.abs(x - value * 100) > 1e-6 || !Number.isSafeInteger(x))
+        this.fail("OUT_OF_RANGE", `${row.name}: ${value} needs more than 2 fraction digits`);
       scaled = BigInt(x);
     } else {
       return this.wrongType(row, "a decimal string", value);
@@ -249,7 +251,8 @@ class Writer {
         const table = row.enumTable!;
         if (typeof value === "string") {
           const code = table.codeByLabel.get(value);
-          if (code === undefined) this.fail("OUT_OF_RANGE", `${row.name}: unknown label "${value}" (one of: ${[...table.codeByLabel.keys()].join(", ")})`);
+          if (code === undefined)
+            this.fail("OUT_OF_RANGE", `${row.name}: unknown label "${value}" (one of: ${[...table.codeByLabel.keys()].join(", ")})`);
           return this.head(0, code);
         }
         if (typeof value === "number" && table.labelByCode.has(value)) return this.head(0, value);

@@ -360,7 +360,10 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
 };
 
 /** Every flag each command accepts (without "--"); the help test checks each is documented. */
-export const FLAG_NAMES: { listen: readonly string[]; dial: readonly string[] } = { listen: Object.keys(LISTEN_FLAGS), dial: Object.keys(DIAL_FLAGS) };
+export const FLAG_NAMES: { listen: readonly string[]; dial: readonly string[] } = {
+  listen: Object.keys(LISTEN_FLAGS),
+  dial: Object.keys(DIAL_FLAGS),
+};
 
 /** Home-side enforcement flags: named so `listen` refuses them with a pointer to `dial`. */
 const DIAL_ONLY_ENFORCEMENT = new Set(["nat", "enforce", "action", "consent", "consent-timeout", "consent-on-timeout", "nft-table"]);
@@ -387,7 +390,8 @@ export function parseFlags(argv: readonly string[], spec: Record<string, FlagKin
       name = name.slice(0, eq);
     }
     const kind = spec[name];
-    if (!kind && DIAL_ONLY_ENFORCEMENT.has(name)) throw new CliUsageError(`--${name} belongs to the home side's enforcement layer: it is a dial option`);
+    if (!kind && DIAL_ONLY_ENFORCEMENT.has(name))
+      throw new CliUsageError(`--${name} belongs to the home side's enforcement layer: it is a dial option`);
     if (!kind) throw new CliUsageError(`unknown option --${name} (see --help)`);
     if (kind === "boolean") {
       if (inline !== undefined && !/^(true|false)$/.test(inline)) throw new CliUsageError(`--${name} takes no value`);
@@ -399,7 +403,9 @@ export function parseFlags(argv: readonly string[], spec: Record<string, FlagKin
     if (kind === "duration" || kind === "seconds") {
       const ms = parseDuration(raw, kind === "seconds" ? "s" : "ms");
       if (ms === undefined || (kind === "seconds" && ms % 1000 !== 0)) {
-        throw new CliUsageError(`--${name} needs a ${kind === "seconds" ? "whole number of seconds" : "duration"} such as ${kind === "seconds" ? "30, 30s or 1m" : "1500, 1500ms, 1.5s, 5m or 1h"}, got "${raw}"`);
+        throw new CliUsageError(
+          `--${name} needs a ${kind === "seconds" ? "whole number of seconds" : "duration"} such as ${kind === "seconds" ? "30, 30s or 1m" : "1500, 1500ms, 1.5s, 5m or 1h"}, got "${raw}"`,
+        );
       }
       values[name] = kind === "seconds" ? ms / 1000 : ms;
     } else if (kind === "number") {
@@ -462,14 +468,16 @@ function num(v: unknown, name: string, min: number, max: number, integer = true)
 /** A duration from a flag (already ms) or from --config (ms as a number, or text with a unit). */
 function ms(v: unknown, name: string, [min, max]: readonly [number, number], bareUnit: "ms" | "s" = "ms"): number {
   const parsed = typeof v === "number" || typeof v === "string" ? parseDuration(v, bareUnit) : undefined;
-  if (parsed === undefined) throw new CliUsageError(`${name} must be a duration such as 1500, "1500ms", "1.5s", "5m" or "1h", got ${JSON.stringify(v)}`);
+  if (parsed === undefined)
+    throw new CliUsageError(`${name} must be a duration such as 1500, "1500ms", "1.5s", "5m" or "1h", got ${JSON.stringify(v)}`);
   return num(parsed, name, min, max);
 }
 
 /** Seconds from a flag (already s) or from --config (s as a number, or text with a unit). */
 function secs(v: unknown, name: string, [min, max]: readonly [number, number]): number {
   const parsed = typeof v === "number" ? v * 1000 : typeof v === "string" ? parseDuration(v, "s") : undefined;
-  if (parsed === undefined || parsed % 1000 !== 0) throw new CliUsageError(`${name} must be a whole number of seconds such as 30, "30s" or "1m", got ${JSON.stringify(v)}`);
+  if (parsed === undefined || parsed % 1000 !== 0)
+    throw new CliUsageError(`${name} must be a whole number of seconds such as 30, "30s" or "1m", got ${JSON.stringify(v)}`);
   return num(parsed / 1000, name, min, max);
 }
 
@@ -504,7 +512,14 @@ function certificateFrom(src: Record<string, unknown>, base: string | undefined,
 
 function pskKeyFrom(entry: Record<string, unknown>, base: string | undefined, read: FileReader, where: string): Buffer {
   if (entry.key !== undefined && entry.keyFile !== undefined) throw new CliUsageError(`${where}: give the PSK key or a key file, not both`);
-  const key = entry.keyFile !== undefined ? parsePskKey(read(resolveFrom(base, str(entry.keyFile, `${where} key file`))).toString("utf8").trim()) : parsePskKey(str(entry.key, `${where} key`));
+  const key =
+    entry.keyFile !== undefined
+      ? parsePskKey(
+          read(resolveFrom(base, str(entry.keyFile, `${where} key file`)))
+            .toString("utf8")
+            .trim(),
+        )
+      : parsePskKey(str(entry.key, `${where} key`));
   const problem = pskKeyProblem(key);
   if (problem) throw new CliUsageError(`${where}: ${problem}`);
   return key;
@@ -518,7 +533,10 @@ function pskIdentity(v: unknown, where: string): string {
 }
 
 /** Merges --config and flags into one settings object (flags win), in file-key spelling. */
-function merged(argv: readonly string[], spec: Record<string, FlagKind>): { settings: Record<string, unknown>; base?: string; positional: string[]; help: boolean } {
+function merged(
+  argv: readonly string[],
+  spec: Record<string, FlagKind>,
+): { settings: Record<string, unknown>; base?: string; positional: string[]; help: boolean } {
   const { values, positional } = parseFlags(argv, spec);
   const settings: Record<string, unknown> = {};
   let base: string | undefined;
@@ -562,9 +580,17 @@ export interface MqttSettings {
 export const MQTT_PASSWORD_ENV = "DOTS_MQTT_PASSWORD";
 
 /** --mqtt* flags or the "mqtt" object of --config. */
-function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, base: string | undefined, read: FileReader, port: number, env: NodeJS.ProcessEnv): MqttSettings | undefined {
+function mqttFrom(
+  f: ParsedFlags["values"],
+  settings: Record<string, unknown>,
+  base: string | undefined,
+  read: FileReader,
+  port: number,
+  env: NodeJS.ProcessEnv,
+): MqttSettings | undefined {
   const file = isRecord(settings.mqtt) ? settings.mqtt : {};
-  if (settings.mqtt !== undefined && !isRecord(settings.mqtt)) throw new CliUsageError(`"mqtt" in --config must be an object {url, prefix, clientId, ...}`);
+  if (settings.mqtt !== undefined && !isRecord(settings.mqtt))
+    throw new CliUsageError(`"mqtt" in --config must be an object {url, prefix, clientId, ...}`);
   const pick = (flag: string, key: string): unknown => f[flag] ?? file[key];
   const url = pick("mqtt", "url");
   if (url === undefined) {
@@ -579,12 +605,20 @@ function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, b
   } catch {
     throw new CliUsageError(`--mqtt ${JSON.stringify(text)} is not a URL such as mqtt://broker:1883 or mqtts://broker:8883`);
   }
-  if (parsed.protocol !== "mqtt:" && parsed.protocol !== "mqtts:") throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${parsed.protocol}//`);
-  if (parsed.password !== "") throw new CliUsageError(`--mqtt: no password in the URL (it would show in the process list): use --mqtt-password-file or ${MQTT_PASSWORD_ENV}`);
+  if (parsed.protocol !== "mqtt:" && parsed.protocol !== "mqtts:")
+    throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${parsed.protocol}//`);
+  if (parsed.password !== "")
+    throw new CliUsageError(
+      `--mqtt: no password in the URL (it would show in the process list): use --mqtt-password-file or ${MQTT_PASSWORD_ENV}`,
+    );
   const prefix = str(pick("mqtt-prefix", "prefix") ?? "dots", "mqtt-prefix");
-  if (/[+#]/.test(prefix) || prefix.includes("\0") || prefix.startsWith("/") || prefix.endsWith("/") || prefix.startsWith("$")) throw new CliUsageError(`--mqtt-prefix ${JSON.stringify(prefix)}: topic levels without + # NUL, not starting with $ or /, not ending with /`);
+  if (/[+#]/.test(prefix) || prefix.includes("\0") || prefix.startsWith("/") || prefix.endsWith("/") || prefix.startsWith("$"))
+    throw new CliUsageError(
+      `--mqtt-prefix ${JSON.stringify(prefix)}: topic levels without + # NUL, not starting with $ or /, not ending with /`,
+    );
   const clientId = str(pick("mqtt-client-id", "clientId") ?? `dots-listen-${os.hostname()}-${port}`, "mqtt-client-id");
-  if (Buffer.byteLength(clientId) > 200 || /[+#/]/.test(clientId) || clientId.includes("\0")) throw new CliUsageError(`--mqtt-client-id: at most 200 bytes, without / + # NUL (it names a topic level)`);
+  if (Buffer.byteLength(clientId) > 200 || /[+#/]/.test(clientId) || clientId.includes("\0"))
+    throw new CliUsageError(`--mqtt-client-id: at most 200 bytes, without / + # NUL (it names a topic level)`);
   const out: MqttSettings = {
     url: text,
     prefix,
@@ -596,9 +630,17 @@ function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, b
   const user = pick("mqtt-username", "username") ?? (parsed.username !== "" ? decodeURIComponent(parsed.username) : undefined);
   if (user !== undefined) out.username = str(user, "mqtt-username");
   const pwFile = pick("mqtt-password-file", "passwordFile");
-  if (file.password !== undefined) throw new CliUsageError(`"mqtt.password" in --config: put the password in a file ("passwordFile") or ${MQTT_PASSWORD_ENV}`);
-  if (pwFile !== undefined) out.password = Buffer.from(read(f["mqtt-password-file"] !== undefined ? str(pwFile, "mqtt-password-file") : resolveFrom(base, str(pwFile, "mqtt.passwordFile"))).toString("utf8").trim(), "utf8");
-  else if (env[MQTT_PASSWORD_ENV] !== undefined && env[MQTT_PASSWORD_ENV] !== "") out.password = Buffer.from(env[MQTT_PASSWORD_ENV] as string, "utf8");
+  if (file.password !== undefined)
+    throw new CliUsageError(`"mqtt.password" in --config: put the password in a file ("passwordFile") or ${MQTT_PASSWORD_ENV}`);
+  if (pwFile !== undefined)
+    out.password = Buffer.from(
+      read(f["mqtt-password-file"] !== undefined ? str(pwFile, "mqtt-password-file") : resolveFrom(base, str(pwFile, "mqtt.passwordFile")))
+        .toString("utf8")
+        .trim(),
+      "utf8",
+    );
+  else if (env[MQTT_PASSWORD_ENV] !== undefined && env[MQTT_PASSWORD_ENV] !== "")
+    out.password = Buffer.from(env[MQTT_PASSWORD_ENV] as string, "utf8");
   if (out.password !== undefined && out.username === undefined) throw new CliUsageError(`an MQTT password needs --mqtt-username`);
   const fileArg = (flag: string, key: string): Buffer | undefined => {
     const v = pick(flag, key);
@@ -618,7 +660,11 @@ function mqttFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, b
   return out;
 }
 
-export function parseListenArgs(argv: readonly string[], read: FileReader = defaultReader, env: NodeJS.ProcessEnv = process.env): ListenConfig | "help" {
+export function parseListenArgs(
+  argv: readonly string[],
+  read: FileReader = defaultReader,
+  env: NodeJS.ProcessEnv = process.env,
+): ListenConfig | "help" {
   const { settings, base, positional, help } = merged(argv, LISTEN_FLAGS);
   if (help) return "help";
   if (positional.length > 0) throw new CliUsageError(`unexpected argument "${positional[0]}" for listen`);
@@ -634,7 +680,10 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
     if (!Array.isArray(settings.psk)) throw new CliUsageError(`"psk" in --config must be a list of {identity, key|keyFile, home?}`);
     settings.psk.forEach((e, i) => {
       if (!isRecord(e)) throw new CliUsageError(`psk[${i}] must be an object`);
-      const entry: PskCredential & { home?: string } = { identity: pskIdentity(e.identity, `psk[${i}].identity`), key: pskKeyFrom(e, fileBase, read, `psk[${i}]`) };
+      const entry: PskCredential & { home?: string } = {
+        identity: pskIdentity(e.identity, `psk[${i}].identity`),
+        key: pskKeyFrom(e, fileBase, read, `psk[${i}]`),
+      };
       if (e.home !== undefined) entry.home = str(e.home, `psk[${i}].home`);
       psk.push(entry);
     });
@@ -682,11 +731,15 @@ export function parseListenArgs(argv: readonly string[], read: FileReader = defa
   if (settings.homePrefixes !== undefined) {
     if (!isRecord(settings.homePrefixes)) throw new CliUsageError(`"homePrefixes" must map home names to prefix lists`);
     for (const [name, list] of Object.entries(settings.homePrefixes)) {
-      if (!Array.isArray(list) || list.some((p) => typeof p !== "string")) throw new CliUsageError(`homePrefixes.${name} must be a list of prefixes`);
+      if (!Array.isArray(list) || list.some((p) => typeof p !== "string"))
+        throw new CliUsageError(`homePrefixes.${name} must be a list of prefixes`);
       homePrefixes[name] = (list as string[]).map((p) => checkPrefix(p, `homePrefixes.${name}`));
     }
   }
-  const defaultHome = (f.home as string | undefined) ?? (f["psk-identity"] as string | undefined) ?? (psk.length === 1 ? psk[0].home ?? psk[0].identity : undefined);
+  const defaultHome =
+    (f.home as string | undefined) ??
+    (f["psk-identity"] as string | undefined) ??
+    (psk.length === 1 ? (psk[0].home ?? psk[0].identity) : undefined);
   for (const raw of (f["home-prefix"] as string[] | undefined) ?? []) {
     const eq = raw.indexOf("=");
     const name = eq >= 0 ? raw.slice(0, eq) : defaultHome;
@@ -741,19 +794,27 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   const hosts = [...positional, ...((f.connect as string[] | undefined) ?? [])];
   if (typeof f.host === "string") hosts.push(f.host);
   if (hosts.length === 0 && settings.hosts !== undefined) {
-    if (!Array.isArray(settings.hosts) || settings.hosts.some((h) => typeof h !== "string" || h.length === 0)) throw new CliUsageError(`"hosts" must be a list of host names or addresses`);
+    if (!Array.isArray(settings.hosts) || settings.hosts.some((h) => typeof h !== "string" || h.length === 0))
+      throw new CliUsageError(`"hosts" must be a list of host names or addresses`);
     hosts.push(...(settings.hosts as string[]));
   }
   const discover = discoverFrom(f, settings);
-  if (hosts.length === 0 && !discover) throw new CliUsageError("dial needs the ISP's address: dots-call-home dial [options] HOST, or --discover-domain DOMAIN to find it by DNS SRV (RFC 8973)");
+  if (hosts.length === 0 && !discover)
+    throw new CliUsageError(
+      "dial needs the ISP's address: dots-call-home dial [options] HOST, or --discover-domain DOMAIN to find it by DNS SRV (RFC 8973)",
+    );
 
   const port = num(f.port ?? settings.port ?? DEFAULT_PORT, "port", 1, 65535);
   const transport = (f.transport ?? settings.transport ?? "auto") as string;
-  if (transport !== "auto" && transport !== "udp" && transport !== "tcp") throw new CliUsageError(`--transport must be auto, udp or tcp, got "${transport}"`);
+  if (transport !== "auto" && transport !== "udp" && transport !== "tcp")
+    throw new CliUsageError(`--transport must be auto, udp or tcp, got "${transport}"`);
 
   let psk: PskCredential | undefined;
   if (f["psk-identity"] !== undefined || f["psk-key"] !== undefined || f["psk-file"] !== undefined) {
-    psk = { identity: pskIdentity(f["psk-identity"], "--psk-identity"), key: pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file") };
+    psk = {
+      identity: pskIdentity(f["psk-identity"], "--psk-identity"),
+      key: pskKeyFrom({ key: f["psk-key"], keyFile: f["psk-file"] }, undefined, read, "--psk-key/--psk-file"),
+    };
   } else if (settings.psk !== undefined) {
     if (!isRecord(settings.psk)) throw new CliUsageError(`"psk" in a dial --config is one {identity, key|keyFile}`);
     psk = { identity: pskIdentity(settings.psk.identity, "psk.identity"), key: pskKeyFrom(settings.psk, base, read, "psk") };
@@ -769,13 +830,15 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
     f.cert !== undefined ? undefined : base,
     read,
   );
-  if (!psk && !certificate) throw new CliUsageError("dial needs credentials: --psk-identity with --psk-key/--psk-file, or --cert/--key/--ca");
+  if (!psk && !certificate)
+    throw new CliUsageError("dial needs credentials: --psk-identity with --psk-key/--psk-file, or --cert/--key/--ca");
   if (transport === "udp" && !psk) throw new CliUsageError("--transport udp (DTLS) needs a PSK in this build");
 
   const prefixes = [...((settings.homePrefixes as unknown[] | undefined) ?? []), ...((f["home-prefix"] as string[] | undefined) ?? [])];
   if (prefixes.some((p) => typeof p !== "string")) throw new CliUsageError("home prefixes must be CIDR prefixes such as 203.0.113.0/24");
   for (let i = 0; i < prefixes.length; i++) prefixes[i] = checkPrefix(prefixes[i] as string, `--home-prefix ${prefixes[i] as string}`);
-  if (prefixes.length === 0) throw new CliUsageError("dial needs --home-prefix: source-prefix of every request must lie inside the home's prefixes");
+  if (prefixes.length === 0)
+    throw new CliUsageError("dial needs --home-prefix: source-prefix of every request must lie inside the home's prefixes");
 
   const options: DialerOptions = { hosts, port, transport: transport as TransportChoice, homePrefixes: prefixes as string[] };
   if (discover) options.discover = discover;
@@ -808,7 +871,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   }
   const enforcement = enforcementFrom(f, settings, base);
   if (enforcement) {
-    if (out.autoDecide !== undefined) throw new CliUsageError("--auto-decide and --enforce exclude each other: with --enforce the enforcer decides");
+    if (out.autoDecide !== undefined)
+      throw new CliUsageError("--auto-decide and --enforce exclude each other: with --enforce the enforcer decides");
     out.enforcement = enforcement;
   }
   return out;
@@ -826,9 +890,11 @@ function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown
   const domain = f["discover-domain"] ?? settings.discoverDomain;
   const flagServers = f["dns-server"] as string[] | undefined;
   let servers: unknown = flagServers ?? settings.dnsServers;
-  if (servers !== undefined && (!Array.isArray(servers) || servers.some((s) => typeof s !== "string"))) throw new CliUsageError(`"dnsServers" must be a list of addresses such as "192.0.2.53" or "[2001:db8::53]:5353"`);
+  if (servers !== undefined && (!Array.isArray(servers) || servers.some((s) => typeof s !== "string")))
+    throw new CliUsageError(`"dnsServers" must be a list of addresses such as "192.0.2.53" or "[2001:db8::53]:5353"`);
   if (domain === undefined) {
-    if (servers !== undefined && (servers as string[]).length > 0) throw new CliUsageError("--dns-server needs --discover-domain: it names the DNS server the SRV lookup asks");
+    if (servers !== undefined && (servers as string[]).length > 0)
+      throw new CliUsageError("--dns-server needs --discover-domain: it names the DNS server the SRV lookup asks");
     return undefined;
   }
   const name = str(domain, "discover-domain");
@@ -841,12 +907,17 @@ function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown
 }
 
 function choice<T extends string>(v: unknown, name: string, allowed: readonly T[]): T {
-  if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) throw new CliUsageError(`--${name} must be ${allowed.join(" or ")}, got ${JSON.stringify(v)}`);
+  if (typeof v !== "string" || !(allowed as readonly string[]).includes(v))
+    throw new CliUsageError(`--${name} must be ${allowed.join(" or ")}, got ${JSON.stringify(v)}`);
   return v as T;
 }
 
 /** The enforcement flags, checked here so a typo fails before any socket or nft runs. */
-function enforcementFrom(f: ParsedFlags["values"], settings: Record<string, unknown>, base: string | undefined): EnforcementFlags | undefined {
+function enforcementFrom(
+  f: ParsedFlags["values"],
+  settings: Record<string, unknown>,
+  base: string | undefined,
+): EnforcementFlags | undefined {
   const pick = (flag: string, key: string): unknown => f[flag] ?? settings[key];
   const enforce = pick("enforce", "enforce");
   const given = [

@@ -94,11 +94,24 @@ export class MqttDelivery implements Delivery {
   }
 
   mitigate(home: string, id: string, scope: Record<string, unknown>, mid?: number): Promise<DeliveryAnswer> {
-    return this.send(home, { cmd: "mitigate", id, session: home, request: scope, ...(mid !== undefined ? { mid } : {}), ...(this.opts.holdSeconds !== undefined ? { hold: this.opts.holdSeconds } : {}) });
+    return this.send(home, {
+      cmd: "mitigate",
+      id,
+      session: home,
+      request: scope,
+      ...(mid !== undefined ? { mid } : {}),
+      ...(this.opts.holdSeconds !== undefined ? { hold: this.opts.holdSeconds } : {}),
+    });
   }
 
   withdraw(home: string, id: string, mid: number): Promise<DeliveryAnswer> {
-    return this.send(home, { cmd: "withdraw", id, session: home, mid, ...(this.opts.holdSeconds !== undefined ? { hold: this.opts.holdSeconds } : {}) });
+    return this.send(home, {
+      cmd: "withdraw",
+      id,
+      session: home,
+      mid,
+      ...(this.opts.holdSeconds !== undefined ? { hold: this.opts.holdSeconds } : {}),
+    });
   }
 
   async close(): Promise<void> {
@@ -161,7 +174,12 @@ export class HttpDelivery implements Delivery {
     } catch {
       // not JSON: the status says enough
     }
-    if (!res.ok) return { kind: "error", error: `HTTP ${res.status}${typeof json.error === "string" ? `: ${json.error}` : text ? `: ${text.slice(0, 200)}` : ""}`, ...(typeof json.code === "string" ? { code: json.code } : {}) };
+    if (!res.ok)
+      return {
+        kind: "error",
+        error: `HTTP ${res.status}${typeof json.error === "string" ? `: ${json.error}` : text ? `: ${text.slice(0, 200)}` : ""}`,
+        ...(typeof json.code === "string" ? { code: json.code } : {}),
+      };
     const a: DeliveryAnswer = { kind: "response" };
     if (typeof json.code === "string") a.code = json.code;
     if (typeof json.mid === "number") a.mid = json.mid;

@@ -42,7 +42,11 @@ function needMid(cmd: Cmd): number {
 }
 
 export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: DialRunnerDeps = {}): DialRunner {
-  const dialer = new CallHomeDialer(config.terminatingPeriodMs === undefined ? config.options : { ...config.options, tuning: { terminatingPeriodMs: config.terminatingPeriodMs } });
+  const dialer = new CallHomeDialer(
+    config.terminatingPeriodMs === undefined
+      ? config.options
+      : { ...config.options, tuning: { terminatingPeriodMs: config.terminatingPeriodMs } },
+  );
   let enforcer: HomeEnforcer | undefined;
   let unwire: (() => void) | undefined;
   // RFC 8973: what the SRV lookup named, so an operator sees where the dialer goes and why
@@ -52,7 +56,13 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
   dialer.on("disconnected", (i) => emit("disconnected", i));
   dialer.on("ended", (e) => emit("ended", { ...e }));
   dialer.on("redirected", (r) => emit("redirected", r));
-  dialer.on("error", (e: Error) => emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...((e as { file?: string }).file ? { file: (e as { file?: string }).file } : {}) }));
+  dialer.on("error", (e: Error) =>
+    emit("error", {
+      code: (e as { code?: string }).code ?? "ENGINE",
+      message: e.message,
+      ...((e as { file?: string }).file ? { file: (e as { file?: string }).file } : {}),
+    }),
+  );
   dialer.on("restored", (r) => emit("restored", { ...r }));
   dialer.on("mitigation", (m) => {
     emit("mitigation", { ...m });
@@ -69,7 +79,9 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
   const startEnforcer = async (flags: NonNullable<DialConfig["enforcement"]>): Promise<void> => {
     const e = deps.createEnforcer ? await deps.createEnforcer(flags) : await createHomeEnforcerFromFlags(flags);
     enforcer = e;
-    e.on("lookup", (l) => emit("lookup", { cuid: l.cuid, mid: l.mid, found: l.found, devices: l.devices.map(deviceSummary), detail: l.detail }));
+    e.on("lookup", (l) =>
+      emit("lookup", { cuid: l.cuid, mid: l.mid, found: l.found, devices: l.devices.map(deviceSummary), detail: l.detail }),
+    );
     e.on("consent-request", (c) =>
       emit("consent-request", {
         cuid: c.cuid,
@@ -90,9 +102,20 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
     await e.lookup.source.start(); // reads the static table / builds the conntrack index now
     const held = dialer.mitigations();
     const report = await e.reconcile(held);
-    emit("enforcer-ready", { backend: e.backend.kind, table: e.backend.table, action: e.action, consent: e.consent.policy, nat: e.lookup.source.kind });
+    emit("enforcer-ready", {
+      backend: e.backend.kind,
+      table: e.backend.table,
+      action: e.action,
+      consent: e.consent.policy,
+      nat: e.lookup.source.kind,
+    });
     if (report.removed.length > 0 || report.kept.length > 0 || report.missing.length > 0) {
-      emit("reconciled", { kept: report.kept, missing: report.missing, removed: report.removed.length, ...(report.script ? { script: report.script } : {}) });
+      emit("reconciled", {
+        kept: report.kept,
+        missing: report.missing,
+        removed: report.removed.length,
+        ...(report.script ? { script: report.script } : {}),
+      });
     }
     const wiring = {
       onResult: (r: HandleResult) =>
@@ -116,13 +139,20 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
 
   const consentAnswer = (cmd: Cmd, approve: boolean): void => {
     if (!enforcer) throw new Error(`"${String(cmd.cmd)}" answers --consent manual; this dialer runs without --enforce`);
-    if (enforcer.consent.policy.mode !== "manual") throw new Error(`"${String(cmd.cmd)}" answers --consent manual; consent is automatic here`);
+    if (enforcer.consent.policy.mode !== "manual")
+      throw new Error(`"${String(cmd.cmd)}" answers --consent manual; consent is automatic here`);
     const mid = needMid(cmd);
     if (cmd.cuid !== undefined && typeof cmd.cuid !== "string") throw new Error(`"cuid" must be a string`);
     const cuid = cmd.cuid as string | undefined;
     const ok = approve ? enforcer.approve(mid, cuid) : enforcer.reject(mid, cuid);
     if (!ok) throw new Error(`no mitigation with mid ${mid} waits for consent`);
-    emit("consent", { ...(cmd.id !== undefined ? { id: cmd.id } : {}), mid, ...(cuid ? { cuid } : {}), answer: approve ? "approved" : "rejected", source: "stdin" });
+    emit("consent", {
+      ...(cmd.id !== undefined ? { id: cmd.id } : {}),
+      mid,
+      ...(cuid ? { cuid } : {}),
+      answer: approve ? "approved" : "rejected",
+      source: "stdin",
+    });
   };
 
   return {
@@ -147,8 +177,12 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
         case "decide": {
           if (enforcer) throw new Error(`with --enforce the enforcer decides; answer consent with approve or reject`);
           const mid = needMid(cmd);
-          if (typeof cmd.outcome !== "string" || !OUTCOMES.has(cmd.outcome)) throw new Error(`"outcome" must be enforced, pending, legitimate or failed`);
-          const decision: { mid: number; outcome: DecisionOutcome; cuid?: string; detail?: string } = { mid, outcome: cmd.outcome as DecisionOutcome };
+          if (typeof cmd.outcome !== "string" || !OUTCOMES.has(cmd.outcome))
+            throw new Error(`"outcome" must be enforced, pending, legitimate or failed`);
+          const decision: { mid: number; outcome: DecisionOutcome; cuid?: string; detail?: string } = {
+            mid,
+            outcome: cmd.outcome as DecisionOutcome,
+          };
           if (typeof cmd.cuid === "string") decision.cuid = cmd.cuid;
           if (typeof cmd.detail === "string") decision.detail = cmd.detail;
           dialer.decide(decision);
@@ -165,7 +199,14 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
             mitigations: dialer.mitigations(),
             ...(enforcer
               ? {
-                  enforced: enforcer.activeMitigations().map((a) => ({ cuid: a.cuid, mid: a.mid, action: a.action, devices: a.devices.map(deviceSummary), elements: a.elements.length, remaining: a.remaining })),
+                  enforced: enforcer.activeMitigations().map((a) => ({
+                    cuid: a.cuid,
+                    mid: a.mid,
+                    action: a.action,
+                    devices: a.devices.map(deviceSummary),
+                    elements: a.elements.length,
+                    remaining: a.remaining,
+                  })),
                   pendingConsent: enforcer.pending().map((p) => ({ cuid: p.cuid, mid: p.mid, devices: p.devices.map(deviceSummary) })),
                 }
               : {}),

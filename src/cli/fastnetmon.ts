@@ -4,7 +4,16 @@
 // FastNetMon runs it; what the unban needs is kept on disk (src/detect/ban-state).
 import * as fs from "node:fs";
 import { BanState, type BanRecord } from "../detect/ban-state";
-import { FastNetMonArgsError, MAX_DETAILS_BYTES, attackScope, homeForAddress, parseFastNetMonArgs, parseFastNetMonDetails, scopeProblems, type FastNetMonCall } from "../detect/fastnetmon";
+import {
+  FastNetMonArgsError,
+  MAX_DETAILS_BYTES,
+  attackScope,
+  homeForAddress,
+  parseFastNetMonArgs,
+  parseFastNetMonDetails,
+  scopeProblems,
+  type FastNetMonCall,
+} from "../detect/fastnetmon";
 import { CliUsageError, parseFlags, type ParsedFlags } from "./args";
 import { HttpDelivery, MqttDelivery, type Delivery, type DeliveryAnswer } from "./detector-delivery";
 import type { EventWriter } from "./jsonl";
@@ -33,7 +42,10 @@ export const DEFAULT_STATE_DIR = "/var/lib/dots-call-home/fastnetmon";
 
 export interface FastNetMonConfig {
   homePrefixes: Record<string, string[]>;
-  delivery: { mqtt?: { url: string; prefix?: string; username?: string; password?: string; hold?: number }; http?: { url: string; withdrawUrl?: string } };
+  delivery: {
+    mqtt?: { url: string; prefix?: string; username?: string; password?: string; hold?: number };
+    http?: { url: string; withdrawUrl?: string };
+  };
   stateDir: string;
   lifetime: number;
   flowShare: number;
@@ -48,12 +60,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 function numberIn(v: unknown, name: string, min: number, max: number, integer = true): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min || v > max) throw new CliUsageError(`${name} must be ${integer ? "an integer" : "a number"} in ${min}..${max}, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min || v > max)
+    throw new CliUsageError(`${name} must be ${integer ? "an integer" : "a number"} in ${min}..${max}, got ${JSON.stringify(v)}`);
   return v;
 }
 
 /** Flags (and --config, the same JSON file `listen` reads: its homePrefixes and mqtt apply) plus FastNetMon's 4 arguments. */
-export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file: string) => string = (f) => fs.readFileSync(f, "utf8")): FastNetMonConfig | "help" {
+export function parseFastNetMonArgsAndFlags(
+  argv: readonly string[],
+  read: (file: string) => string = (f) => fs.readFileSync(f, "utf8"),
+): FastNetMonConfig | "help" {
   const parsed: ParsedFlags = parseFlags(argv, FASTNETMON_FLAGS);
   const f = parsed.values;
   if (f.help === true) return "help";
@@ -81,7 +97,8 @@ export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file
   if (file.homePrefixes !== undefined) {
     if (!isRecord(file.homePrefixes)) throw new CliUsageError(`"homePrefixes" must map home names to prefix lists`);
     for (const [name, list] of Object.entries(file.homePrefixes)) {
-      if (!Array.isArray(list) || list.some((p) => typeof p !== "string" || !p.includes("/"))) throw new CliUsageError(`homePrefixes.${name} must be a list of CIDR prefixes`);
+      if (!Array.isArray(list) || list.some((p) => typeof p !== "string" || !p.includes("/")))
+        throw new CliUsageError(`homePrefixes.${name} must be a list of CIDR prefixes`);
       homePrefixes[name] = [...(list as string[])];
     }
   }
@@ -93,19 +110,27 @@ export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file
     if (!prefix.includes("/")) throw new CliUsageError(`--home-prefix ${raw}: expected a CIDR prefix such as 203.0.113.0/24`);
     (homePrefixes[name] ??= []).push(prefix);
   }
-  if (Object.keys(homePrefixes).length === 0) throw new CliUsageError("fastnetmon-notify needs the homes' prefixes: --home-prefix NAME=PREFIX (repeatable) or homePrefixes in --config");
+  if (Object.keys(homePrefixes).length === 0)
+    throw new CliUsageError(
+      "fastnetmon-notify needs the homes' prefixes: --home-prefix NAME=PREFIX (repeatable) or homePrefixes in --config",
+    );
 
   const delivery: FastNetMonConfig["delivery"] = {};
   const fileMqtt = isRecord(file.mqtt) ? file.mqtt : {};
   const mqttUrl = f.mqtt ?? fnm.mqtt ?? fileMqtt.url;
   if (mqttUrl !== undefined) {
-    if (typeof mqttUrl !== "string" || !/^mqtts?:\/\//.test(mqttUrl)) throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${JSON.stringify(mqttUrl)}`);
+    if (typeof mqttUrl !== "string" || !/^mqtts?:\/\//.test(mqttUrl))
+      throw new CliUsageError(`--mqtt must be an mqtt:// or mqtts:// URL, got ${JSON.stringify(mqttUrl)}`);
     const m: NonNullable<FastNetMonConfig["delivery"]["mqtt"]> = { url: mqttUrl };
     const prefix = f["mqtt-prefix"] ?? fileMqtt.prefix;
     if (prefix !== undefined) m.prefix = String(prefix);
     const user = f["mqtt-username"] ?? fileMqtt.username;
     if (user !== undefined) m.username = String(user);
-    const pwFile = (f["mqtt-password-file"] as string | undefined) ?? (typeof fileMqtt.passwordFile === "string" ? `${fileMqtt.passwordFile.startsWith("/") ? "" : base + "/"}${fileMqtt.passwordFile}` : undefined);
+    const pwFile =
+      (f["mqtt-password-file"] as string | undefined) ??
+      (typeof fileMqtt.passwordFile === "string"
+        ? `${fileMqtt.passwordFile.startsWith("/") ? "" : base + "/"}${fileMqtt.passwordFile}`
+        : undefined);
     if (pwFile !== undefined) {
       try {
         m.password = read(pwFile).trim();
@@ -119,7 +144,8 @@ export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file
   }
   const httpUrl = f.http ?? fnm.http;
   if (httpUrl !== undefined) {
-    if (typeof httpUrl !== "string" || !/^https?:\/\//.test(httpUrl)) throw new CliUsageError(`--http must be an http:// or https:// URL, got ${JSON.stringify(httpUrl)}`);
+    if (typeof httpUrl !== "string" || !/^https?:\/\//.test(httpUrl))
+      throw new CliUsageError(`--http must be an http:// or https:// URL, got ${JSON.stringify(httpUrl)}`);
     delivery.http = { url: httpUrl };
     const w = f["http-withdraw"] ?? fnm.httpWithdraw;
     if (w !== undefined) {
@@ -127,7 +153,10 @@ export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file
       delivery.http.withdrawUrl = w;
     }
   }
-  if (!delivery.mqtt && !delivery.http) throw new CliUsageError("fastnetmon-notify needs a way to the listener: --mqtt URL (the MQTT command contract) and/or --http URL (an ISP flow's POST endpoint)");
+  if (!delivery.mqtt && !delivery.http)
+    throw new CliUsageError(
+      "fastnetmon-notify needs a way to the listener: --mqtt URL (the MQTT command contract) and/or --http URL (an ISP flow's POST endpoint)",
+    );
 
   let call: FastNetMonCall;
   try {
@@ -152,7 +181,10 @@ export function parseFastNetMonArgsAndFlags(argv: readonly string[], read: (file
 }
 
 /** Reads stdin up to MAX_DETAILS_BYTES, until EOF or the timeout (FastNetMon closes the pipe when done). */
-export function readDetails(input: NodeJS.ReadableStream, timeoutMs: number): Promise<{ text: string; truncated: boolean; timedOut: boolean }> {
+export function readDetails(
+  input: NodeJS.ReadableStream,
+  timeoutMs: number,
+): Promise<{ text: string; truncated: boolean; timedOut: boolean }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -193,7 +225,12 @@ function accepted(a: DeliveryAnswer): boolean {
  * Handles one FastNetMon call. Returns the exit code: 0 handled (including calls that need no
  * request), 1 the listener was not reached or refused.
  */
-export async function runFastNetMonNotify(cfg: FastNetMonConfig, details: string | undefined, emit: EventWriter, deliveries?: Delivery[]): Promise<number> {
+export async function runFastNetMonNotify(
+  cfg: FastNetMonConfig,
+  details: string | undefined,
+  emit: EventWriter,
+  deliveries?: Delivery[],
+): Promise<number> {
   const { call } = cfg;
   emit("fastnetmon-call", { address: call.address, direction: call.direction, pps: call.pps, action: call.action });
   if (call.direction !== "outgoing") {
@@ -217,12 +254,30 @@ export async function runFastNetMonNotify(cfg: FastNetMonConfig, details: string
       for (const note of s.notes) emit("note", { address: call.address, action: call.action, note });
       const now = new Date().toISOString();
       if (call.action === "attack_details" && rec?.scope && (rec.withPorts || s.sourcePorts.length === 0)) {
-        emit("ignored", { address: call.address, reason: rec.withPorts ? "the ban's request already named the ports" : "the packet samples add no ports" });
+        emit("ignored", {
+          address: call.address,
+          reason: rec.withPorts ? "the ban's request already named the ports" : "the packet samples add no ports",
+        });
         return 0;
       }
       if (!s.scope) {
-        if (!rec) state.write({ address: call.address, home, id: `fnm-${call.address}-${Date.now()}`, withPorts: false, bannedAt: now, updatedAt: now });
-        emit("waiting", { address: call.address, home, reason: call.action === "ban" ? "no target in the ban's details: the request goes out with the packet samples (attack_details)" : "no target in the packet samples either: no request (target-prefix is mandatory)" });
+        if (!rec)
+          state.write({
+            address: call.address,
+            home,
+            id: `fnm-${call.address}-${Date.now()}`,
+            withPorts: false,
+            bannedAt: now,
+            updatedAt: now,
+          });
+        emit("waiting", {
+          address: call.address,
+          home,
+          reason:
+            call.action === "ban"
+              ? "no target in the ban's details: the request goes out with the packet samples (attack_details)"
+              : "no target in the packet samples either: no request (target-prefix is mandatory)",
+        });
         return 0;
       }
       const problems = scopeProblems(s.scope, cfg.homePrefixes[home]);
@@ -230,7 +285,17 @@ export async function runFastNetMonNotify(cfg: FastNetMonConfig, details: string
         emit("error", { code: "INVALID_REQUEST", address: call.address, home, message: problems.join("; ") });
         return 0;
       }
-      const record: BanRecord = rec ? { ...rec, home, scope: s.scope, withPorts: s.sourcePorts.length > 0, updatedAt: now } : { address: call.address, home, id: `fnm-${call.address}-${Date.now()}`, scope: s.scope, withPorts: s.sourcePorts.length > 0, bannedAt: now, updatedAt: now };
+      const record: BanRecord = rec
+        ? { ...rec, home, scope: s.scope, withPorts: s.sourcePorts.length > 0, updatedAt: now }
+        : {
+            address: call.address,
+            home,
+            id: `fnm-${call.address}-${Date.now()}`,
+            scope: s.scope,
+            withPorts: s.sourcePorts.length > 0,
+            bannedAt: now,
+            updatedAt: now,
+          };
       state.write(record); // the intent first: an unban finds it even if this process dies mid-request
       const id = rec?.scope ? `${record.id}-${Date.now()}` : record.id;
       emit("request", { address: call.address, home, id, mid: record.mid, scope: s.scope, withPorts: record.withPorts });
@@ -256,7 +321,13 @@ export async function runFastNetMonNotify(cfg: FastNetMonConfig, details: string
   }
 }
 
-async function unban(cfg: FastNetMonConfig, state: BanState, rec: BanRecord | undefined, outs: Delivery[], emit: EventWriter): Promise<number> {
+async function unban(
+  cfg: FastNetMonConfig,
+  state: BanState,
+  rec: BanRecord | undefined,
+  outs: Delivery[],
+  emit: EventWriter,
+): Promise<number> {
   const address = cfg.call.address;
   if (!rec) {
     emit("ignored", { address, reason: "no mitigation recorded for this address (none was sent, or it was withdrawn already)" });
@@ -264,7 +335,14 @@ async function unban(cfg: FastNetMonConfig, state: BanState, rec: BanRecord | un
   }
   if (rec.mid === undefined) {
     state.remove(address);
-    emit("ignored", { address, home: rec.home, id: rec.id, reason: rec.scope ? `the listener never named the mid of request ${rec.id}: it ends with its lifetime (${String(rec.scope.lifetime)} s)` : "the ban never sent a request (no target was known)" });
+    emit("ignored", {
+      address,
+      home: rec.home,
+      id: rec.id,
+      reason: rec.scope
+        ? `the listener never named the mid of request ${rec.id}: it ends with its lifetime (${String(rec.scope.lifetime)} s)`
+        : "the ban never sent a request (no target was known)",
+    });
     return 0;
   }
   const id = `${rec.id}-unban`;
@@ -283,14 +361,31 @@ async function unban(cfg: FastNetMonConfig, state: BanState, rec: BanRecord | un
     done ||= accepted(a) || a.code === "4.04" || a.kind === "held" || (a.kind === "error" && /^UNKNOWN_MITIGATION\b/.test(a.error ?? ""));
   }
   if (done) state.remove(address);
-  else emit("error", { code: "NOT_WITHDRAWN", address, home: rec.home, mid: rec.mid, message: `kept in ${cfg.stateDir}: the next ban of ${address} refreshes mid ${rec.mid}; otherwise it ends with its lifetime` });
+  else
+    emit("error", {
+      code: "NOT_WITHDRAWN",
+      address,
+      home: rec.home,
+      mid: rec.mid,
+      message: `kept in ${cfg.stateDir}: the next ban of ${address} refreshes mid ${rec.mid}; otherwise it ends with its lifetime`,
+    });
   return done ? 0 : 1;
 }
 
 function makeDeliveries(cfg: FastNetMonConfig): Delivery[] {
   const out: Delivery[] = [];
   const m = cfg.delivery.mqtt;
-  if (m) out.push(new MqttDelivery({ url: m.url, prefix: m.prefix, username: m.username, password: m.password, waitMs: cfg.waitMs, holdSeconds: m.hold }));
+  if (m)
+    out.push(
+      new MqttDelivery({
+        url: m.url,
+        prefix: m.prefix,
+        username: m.username,
+        password: m.password,
+        waitMs: cfg.waitMs,
+        holdSeconds: m.hold,
+      }),
+    );
   const h = cfg.delivery.http;
   if (h) out.push(new HttpDelivery({ url: h.url, withdrawUrl: h.withdrawUrl, waitMs: cfg.waitMs }));
   return out;

@@ -9,10 +9,16 @@ export type EventWriter = (event: string, fields?: Record<string, unknown>) => v
 
 /** Buffers are shown as hex and Errors as their message, so every event is plain JSON. */
 export function replacer(_key: string, value: unknown): unknown {
-  if (value && typeof value === "object" && (value as { type?: string }).type === "Buffer" && Array.isArray((value as { data?: unknown }).data)) {
+  if (
+    value &&
+    typeof value === "object" &&
+    (value as { type?: string }).type === "Buffer" &&
+    Array.isArray((value as { data?: unknown }).data)
+  ) {
     return Buffer.from((value as { data: number[] }).data).toString("hex");
   }
-  if (value instanceof Error) return { name: value.name, message: value.message, ...("code" in value ? { code: (value as { code: unknown }).code } : {}) };
+  if (value instanceof Error)
+    return { name: value.name, message: value.message, ...("code" in value ? { code: (value as { code: unknown }).code } : {}) };
   if (typeof value === "bigint") return value.toString();
   return value;
 }
@@ -23,7 +29,12 @@ export function makeEventWriter(out: Writable, clock: () => Date = () => new Dat
     try {
       line = JSON.stringify({ event, time: clock().toISOString(), ...fields }, replacer);
     } catch (e) {
-      line = JSON.stringify({ event: "error", time: clock().toISOString(), code: "OUTPUT", message: `could not serialise ${event}: ${(e as Error).message}` });
+      line = JSON.stringify({
+        event: "error",
+        time: clock().toISOString(),
+        code: "OUTPUT",
+        message: `could not serialise ${event}: ${(e as Error).message}`,
+      });
     }
     out.write(line + "\n");
   };
@@ -37,7 +48,8 @@ export function decodeCommand(text: string): { cmd: Record<string, unknown> } | 
   } catch (e) {
     return { code: "BAD_JSON", message: `not JSON: ${(e as Error).message}` };
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return { code: "BAD_COMMAND", message: 'a command must be a JSON object with a "cmd" member' };
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    return { code: "BAD_COMMAND", message: 'a command must be a JSON object with a "cmd" member' };
   return { cmd: parsed as Record<string, unknown> };
 }
 

@@ -54,7 +54,13 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
     const id = cmd.id;
     work().then(
       (outcome) => reply("response", { cmd: name, ...(id !== undefined ? { id } : {}), outcome }),
-      (e: Error) => reply("error", { cmd: name, ...(id !== undefined ? { id } : {}), code: (e as { code?: string }).code ?? "FAILED", message: e.message }),
+      (e: Error) =>
+        reply("error", {
+          cmd: name,
+          ...(id !== undefined ? { id } : {}),
+          code: (e as { code?: string }).code ?? "FAILED",
+          message: e.message,
+        }),
     );
   };
 
@@ -66,7 +72,8 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
       switch (name) {
         case "mitigate": {
           const session = needString(cmd, "session");
-          if (typeof cmd.request !== "object" || cmd.request === null || Array.isArray(cmd.request)) throw new Error(`"request" must be a JSON object (the mitigation request's JSON view)`);
+          if (typeof cmd.request !== "object" || cmd.request === null || Array.isArray(cmd.request))
+            throw new Error(`"request" must be a JSON object (the mitigation request's JSON view)`);
           const mid = needMid(cmd, true);
           run(cmd, name, () => listener.mitigate(session, cmd.request as DotsJson, mid !== undefined ? { mid } : undefined), reply);
           return;
@@ -87,7 +94,8 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
           const session = needString(cmd, "session");
           const mid = needMid(cmd) as number;
           const st = cmd.attackStatus ?? cmd["attack-status"];
-          if (st !== "under-attack" && st !== "attack-successfully-mitigated") throw new Error(`"attackStatus" must be "under-attack" or "attack-successfully-mitigated"`);
+          if (st !== "under-attack" && st !== "attack-successfully-mitigated")
+            throw new Error(`"attackStatus" must be "under-attack" or "attack-successfully-mitigated"`);
           run(cmd, name, () => listener.efficacy(session, mid, st), reply);
           return;
         }

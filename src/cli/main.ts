@@ -93,7 +93,12 @@ export async function main(argv: string[]): Promise<number> {
       try {
         runner.command(cmd);
       } catch (e) {
-        emit("error", { ...(cmd.id !== undefined ? { id: cmd.id } : {}), cmd: cmd.cmd, code: "BAD_COMMAND", message: (e as Error).message });
+        emit("error", {
+          ...(cmd.id !== undefined ? { id: cmd.id } : {}),
+          cmd: cmd.cmd,
+          code: "BAD_COMMAND",
+          message: (e as Error).message,
+        });
       }
     },
     error: (code, message, line) => emit("error", { code, message, ...(line !== undefined ? { line } : {}) }),
@@ -150,7 +155,8 @@ async function fastnetmonNotify(argv: string[]): Promise<number> {
   if (cfg.call.action !== "unban") {
     const r = await readDetails(process.stdin, cfg.stdinTimeoutMs);
     if (r.truncated) both("note", { address: cfg.call.address, note: "details longer than 1 MiB: the rest was not read" });
-    if (r.timedOut) both("note", { address: cfg.call.address, note: `stdin still open after ${cfg.stdinTimeoutMs} ms: read what had arrived` });
+    if (r.timedOut)
+      both("note", { address: cfg.call.address, note: `stdin still open after ${cfg.stdinTimeoutMs} ms: read what had arrived` });
     details = r.text;
   }
   try {

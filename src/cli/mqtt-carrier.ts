@@ -37,7 +37,8 @@ export function encodeTopicLevel(name: string): string {
   const bytes = Buffer.from(name, "utf8");
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i];
-    const special = b < 0x20 || b === 0x7f || b === 0x25 || b === 0x2f || b === 0x2b || b === 0x23 || (i === 0 && (b === 0x5f || b === 0x24));
+    const special =
+      b < 0x20 || b === 0x7f || b === 0x25 || b === 0x2f || b === 0x2b || b === 0x23 || (i === 0 && (b === 0x5f || b === 0x24));
     if (special) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
     else if (b < 0x80) out += String.fromCharCode(b);
     else {
@@ -187,11 +188,25 @@ export class MqttCarrier {
   /** Every (re)connect: liveness record, views, fleet watch, then our homes (subscribe, then presence). */
   private async onConnect(): Promise<void> {
     const c = this.client as MqttClient;
-    await c.publishAsync(this.procTopic, JSON.stringify({ online: true, instance: this.instance, clientId: this.s.clientId, pid: process.pid, host: os.hostname(), since: new Date().toISOString() }), { qos: 1, retain: true });
+    await c.publishAsync(
+      this.procTopic,
+      JSON.stringify({
+        online: true,
+        instance: this.instance,
+        clientId: this.s.clientId,
+        pid: process.pid,
+        host: os.hostname(),
+        since: new Date().toISOString(),
+      }),
+      { qos: 1, retain: true },
+    );
     // Views first: their retained messages reach us before any command of the fleet watch.
     await c.subscribeAsync(this.t("presence", "#"), { qos: 1, properties: { subscriptionIdentifier: SUB_PRESENCE } });
     await c.subscribeAsync(this.t("held", "#"), { qos: 1, properties: { subscriptionIdentifier: SUB_HELD } });
-    await c.subscribeAsync(`$share/${encodeTopicLevel(this.s.prefix.replace(/\//g, "-"))}-fleet/${this.t("cmd", "+")}`, { qos: 1, properties: { subscriptionIdentifier: SUB_FLEET } });
+    await c.subscribeAsync(`$share/${encodeTopicLevel(this.s.prefix.replace(/\//g, "-"))}-fleet/${this.t("cmd", "+")}`, {
+      qos: 1,
+      properties: { subscriptionIdentifier: SUB_FLEET },
+    });
     for (const home of this.mine.keys()) await this.takeHome(home);
     const queued = this.offline.splice(0);
     for (const m of queued) c.publish(m.topic, m.payload, { qos: 1 });
@@ -207,7 +222,11 @@ export class MqttCarrier {
     const level = encodeTopicLevel(home);
     await c.subscribeAsync(this.t("cmd", level), { qos: 1, properties: { subscriptionIdentifier: SUB_HOME } });
     if (!this.mine.has(home) || !this.connected) return;
-    await c.publishAsync(this.t("presence", level), JSON.stringify({ clientId: this.s.clientId, instance: this.instance, home, since: new Date().toISOString() }), { qos: 1, retain: true });
+    await c.publishAsync(
+      this.t("presence", level),
+      JSON.stringify({ clientId: this.s.clientId, instance: this.instance, home, since: new Date().toISOString() }),
+      { qos: 1, retain: true },
+    );
   }
 
   private async releaseHome(home: string): Promise<void> {
@@ -243,9 +262,18 @@ export class MqttCarrier {
     const topic = this.t("evt", home === undefined ? "_" : encodeTopicLevel(home));
     let payload: string;
     try {
-      payload = JSON.stringify({ event, time: new Date().toISOString(), ...fields, ...(home !== undefined ? { home } : {}), clientId: this.s.clientId }, jsonReplacer);
+      payload = JSON.stringify(
+        { event, time: new Date().toISOString(), ...fields, ...(home !== undefined ? { home } : {}), clientId: this.s.clientId },
+        jsonReplacer,
+      );
     } catch (e) {
-      payload = JSON.stringify({ event: "error", time: new Date().toISOString(), code: "OUTPUT", message: `could not serialise ${event}: ${(e as Error).message}`, clientId: this.s.clientId });
+      payload = JSON.stringify({
+        event: "error",
+        time: new Date().toISOString(),
+        code: "OUTPUT",
+        message: `could not serialise ${event}: ${(e as Error).message}`,
+        clientId: this.s.clientId,
+      });
     }
     if (this.client && this.connected) {
       this.client.publish(topic, payload, { qos: 1 });
@@ -261,7 +289,8 @@ export class MqttCarrier {
 
   private sessionUp(home: string): void {
     this.mine.set(home, (this.mine.get(home) ?? 0) + 1);
-    if (this.mine.get(home) === 1) this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
+    if (this.mine.get(home) === 1)
+      this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
   }
 
   private sessionDown(home: string): void {
@@ -286,7 +315,13 @@ export class MqttCarrier {
     if (levels[0] === "cmd" && levels.length === 2) {
       const home = decodeTopicLevel(levels[1]);
       if (home === undefined || home === "_") {
-        if (subs.has(SUB_FLEET)) this.commandError(undefined, undefined, "BAD_TOPIC", `command topic ${JSON.stringify(topic)} does not name a home (levels are %XX-encoded, docs/mqtt.md)`);
+        if (subs.has(SUB_FLEET))
+          this.commandError(
+            undefined,
+            undefined,
+            "BAD_TOPIC",
+            `command topic ${JSON.stringify(topic)} does not name a home (levels are %XX-encoded, docs/mqtt.md)`,
+          );
         return;
       }
       if (subs.has(SUB_HOME)) this.onDirect(home, payload);
@@ -357,12 +392,21 @@ export class MqttCarrier {
     const cmd = d.cmd;
     const id = cmd.id;
     if (typeof cmd.cmd !== "string" || !PROCESS_COMMANDS.has(cmd.cmd)) {
-      const why = cmd.cmd === "sessions" ? "sessions is a process command and is not taken over MQTT: read P/presence/# instead" : `unknown command ${JSON.stringify(cmd.cmd)}; over MQTT: ${[...PROCESS_COMMANDS].join(", ")}`;
+      const why =
+        cmd.cmd === "sessions"
+          ? "sessions is a process command and is not taken over MQTT: read P/presence/# instead"
+          : `unknown command ${JSON.stringify(cmd.cmd)}; over MQTT: ${[...PROCESS_COMMANDS].join(", ")}`;
       this.commandError(home, id, "BAD_COMMAND", why, { cmd: cmd.cmd });
       return undefined;
     }
     if (cmd.session !== undefined && cmd.session !== home) {
-      this.commandError(home, id, "WRONG_HOME", `"session" ${JSON.stringify(cmd.session)} does not match the topic's home ${JSON.stringify(home)}; leave it out`, { cmd: cmd.cmd });
+      this.commandError(
+        home,
+        id,
+        "WRONG_HOME",
+        `"session" ${JSON.stringify(cmd.session)} does not match the topic's home ${JSON.stringify(home)}; leave it out`,
+        { cmd: cmd.cmd },
+      );
       return undefined;
     }
     if (cmd.hold !== undefined && (typeof cmd.hold !== "number" || !Number.isInteger(cmd.hold) || cmd.hold < 0 || cmd.hold > 86_400)) {
@@ -418,7 +462,12 @@ export class MqttCarrier {
     try {
       this.deps.runner.command({ ...cmd, session: home }, answer);
     } catch (e) {
-      if (key !== undefined) this.answered.set(key, { at: Date.now(), event: "error", fields: { id: cmd.id, cmd: cmd.cmd, code: "BAD_COMMAND", message: (e as Error).message } });
+      if (key !== undefined)
+        this.answered.set(key, {
+          at: Date.now(),
+          event: "error",
+          fields: { id: cmd.id, cmd: cmd.cmd, code: "BAD_COMMAND", message: (e as Error).message },
+        });
       this.commandError(home, cmd.id, "BAD_COMMAND", (e as Error).message, { cmd: cmd.cmd });
       done?.();
     }
@@ -438,21 +487,34 @@ export class MqttCarrier {
     const id = cmd.id;
     const hold = typeof cmd.hold === "number" ? cmd.hold : this.s.holdSeconds;
     if (hold === 0) {
-      this.commandError(home, id, "UNHELD", `no process holds home ${JSON.stringify(home)} and the command may not wait ("hold": 0)`, { cmd: cmd.cmd });
+      this.commandError(home, id, "UNHELD", `no process holds home ${JSON.stringify(home)} and the command may not wait ("hold": 0)`, {
+        cmd: cmd.cmd,
+      });
       return;
     }
     const key = id !== undefined ? encodeTopicLevel(typeof id === "string" ? id : JSON.stringify(id)).slice(0, 200) : randomUUID();
     const topic = this.t("held", encodeTopicLevel(home), key);
     const existing = this.parked.get(topic);
     if (existing) {
-      this.reply(home)("held", { ...(id !== undefined ? { id } : {}), cmd: cmd.cmd, until: new Date(existing.until).toISOString(), repeated: true });
+      this.reply(home)("held", {
+        ...(id !== undefined ? { id } : {}),
+        cmd: cmd.cmd,
+        until: new Date(existing.until).toISOString(),
+        repeated: true,
+      });
       return;
     }
     this.pruneParked();
     let perHome = 0;
     for (const p of this.parked.values()) if (p.home === home) perHome++;
     if (perHome >= MAX_HELD_PER_HOME || this.parked.size >= MAX_HELD_TOTAL) {
-      this.commandError(home, id, "QUEUE_FULL", `no process holds home ${JSON.stringify(home)} and ${perHome >= MAX_HELD_PER_HOME ? `${MAX_HELD_PER_HOME} commands already wait for it` : `${MAX_HELD_TOTAL} commands already wait in the fleet`}`, { cmd: cmd.cmd });
+      this.commandError(
+        home,
+        id,
+        "QUEUE_FULL",
+        `no process holds home ${JSON.stringify(home)} and ${perHome >= MAX_HELD_PER_HOME ? `${MAX_HELD_PER_HOME} commands already wait for it` : `${MAX_HELD_TOTAL} commands already wait in the fleet`}`,
+        { cmd: cmd.cmd },
+      );
       return;
     }
     if (!this.client || !this.connected) {
@@ -460,10 +522,24 @@ export class MqttCarrier {
       return;
     }
     const now = Date.now();
-    const entry: Parked = { home, topic, command: cmd, receivedAt: now, until: now + hold * 1000, by: this.s.clientId, byInstance: this.instance };
+    const entry: Parked = {
+      home,
+      topic,
+      command: cmd,
+      receivedAt: now,
+      until: now + hold * 1000,
+      by: this.s.clientId,
+      byInstance: this.instance,
+    };
     this.parked.set(topic, entry);
     this.armExpiry(entry);
-    const body = { command: cmd, receivedAt: new Date(now).toISOString(), until: new Date(entry.until).toISOString(), by: this.s.clientId, byInstance: this.instance };
+    const body = {
+      command: cmd,
+      receivedAt: new Date(now).toISOString(),
+      until: new Date(entry.until).toISOString(),
+      by: this.s.clientId,
+      byInstance: this.instance,
+    };
     this.client.publish(topic, JSON.stringify(body), { qos: 1, retain: true, properties: { messageExpiryInterval: hold } }, (err) => {
       if (err) {
         this.parked.delete(topic);
@@ -477,22 +553,32 @@ export class MqttCarrier {
   /** Parked commands past their expiry: the broker has dropped them (a dead parker answers no EXPIRED). */
   private pruneParked(): void {
     const now = Date.now();
-    for (const [topic, p] of this.parked) if (p.until <= now && !this.running.has(topic) && !this.expiryTimers.has(topic)) this.parked.delete(topic);
+    for (const [topic, p] of this.parked)
+      if (p.until <= now && !this.running.has(topic) && !this.expiryTimers.has(topic)) this.parked.delete(topic);
   }
 
   private armExpiry(p: Parked): void {
     if (p.by !== this.s.clientId || p.byInstance !== this.instance) return;
     const old = this.expiryTimers.get(p.topic);
     if (old) clearTimeout(old);
-    const timer = setTimeout(() => {
-      this.expiryTimers.delete(p.topic);
-      const now = this.parked.get(p.topic);
-      if (!now || now.receivedAt !== p.receivedAt || this.running.has(p.topic)) return;
-      this.parked.delete(p.topic);
-      this.client?.publish(p.topic, "", { qos: 1, retain: true });
-      const id = p.command.id;
-      this.commandError(p.home, id, "EXPIRED", `home ${JSON.stringify(p.home)} did not come back before ${new Date(p.until).toISOString()}`, { cmd: p.command.cmd });
-    }, Math.max(0, p.until - Date.now()));
+    const timer = setTimeout(
+      () => {
+        this.expiryTimers.delete(p.topic);
+        const now = this.parked.get(p.topic);
+        if (!now || now.receivedAt !== p.receivedAt || this.running.has(p.topic)) return;
+        this.parked.delete(p.topic);
+        this.client?.publish(p.topic, "", { qos: 1, retain: true });
+        const id = p.command.id;
+        this.commandError(
+          p.home,
+          id,
+          "EXPIRED",
+          `home ${JSON.stringify(p.home)} did not come back before ${new Date(p.until).toISOString()}`,
+          { cmd: p.command.cmd },
+        );
+      },
+      Math.max(0, p.until - Date.now()),
+    );
     timer.unref();
     this.expiryTimers.set(p.topic, timer);
   }
@@ -500,7 +586,8 @@ export class MqttCarrier {
   private onHeld(topic: string, homeLevel: string, payload: Buffer): void {
     const home = decodeTopicLevel(homeLevel);
     if (home === undefined) return;
-    const body = parseJson(payload) as { command?: Fields; receivedAt?: string; until?: string; by?: string; byInstance?: string } | undefined;
+    const body = parseJson(payload) as
+      { command?: Fields; receivedAt?: string; until?: string; by?: string; byInstance?: string } | undefined;
     if (!body || typeof body.command !== "object" || body.command === null) {
       this.parked.delete(topic);
       const t = this.expiryTimers.get(topic);
@@ -521,7 +608,10 @@ export class MqttCarrier {
     if (!this.parked.has(topic) && this.parked.size >= 2 * MAX_HELD_TOTAL) {
       this.pruneParked();
       if (this.parked.size >= 2 * MAX_HELD_TOTAL) {
-        this.mqttError("HELD_VIEW_FULL", `more than ${2 * MAX_HELD_TOTAL} parked commands under ${this.t("held", "#")}; ${topic} is not tracked here`);
+        this.mqttError(
+          "HELD_VIEW_FULL",
+          `more than ${2 * MAX_HELD_TOTAL} parked commands under ${this.t("held", "#")}; ${topic} is not tracked here`,
+        );
         return;
       }
     }
@@ -533,7 +623,9 @@ export class MqttCarrier {
   private runParked(home: string): void {
     if (!this.mine.has(home)) return;
     const now = Date.now();
-    const list = [...this.parked.values()].filter((p) => p.home === home && p.until > now && !this.running.has(p.topic)).sort((a, b) => a.receivedAt - b.receivedAt);
+    const list = [...this.parked.values()]
+      .filter((p) => p.home === home && p.until > now && !this.running.has(p.topic))
+      .sort((a, b) => a.receivedAt - b.receivedAt);
     for (const p of list) {
       this.running.add(p.topic);
       this.run(home, p.command, () => {
@@ -559,9 +651,14 @@ export class MqttCarrier {
     this.expiryTimers.clear();
     if (this.connected) {
       try {
-        for (const home of [...this.mine.keys()]) await c.publishAsync(this.t("presence", encodeTopicLevel(home)), "", { qos: 1, retain: true });
+        for (const home of [...this.mine.keys()])
+          await c.publishAsync(this.t("presence", encodeTopicLevel(home)), "", { qos: 1, retain: true });
         this.mine.clear();
-        await c.publishAsync(this.procTopic, JSON.stringify({ online: false, instance: this.instance, clientId: this.s.clientId, stoppedAt: new Date().toISOString() }), { qos: 1, retain: true });
+        await c.publishAsync(
+          this.procTopic,
+          JSON.stringify({ online: false, instance: this.instance, clientId: this.s.clientId, stoppedAt: new Date().toISOString() }),
+          { qos: 1, retain: true },
+        );
       } catch (e) {
         this.deps.print("mqtt-error", { code: "STOP", message: (e as Error).message });
       }

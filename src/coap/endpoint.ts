@@ -31,7 +31,17 @@ import {
   withoutOption,
   type BlockValue,
 } from "./options";
-import { BASE_MAX_MESSAGE_SIZE, abortMessage, csmMessage, isSignalCode, parseSignal, pingMessage, pongMessage, releaseMessage, type Signal } from "./signalling";
+import {
+  BASE_MAX_MESSAGE_SIZE,
+  abortMessage,
+  csmMessage,
+  isSignalCode,
+  parseSignal,
+  pingMessage,
+  pongMessage,
+  releaseMessage,
+  type Signal,
+} from "./signalling";
 
 export interface TransmissionParameters {
   ackTimeoutMs: number;
@@ -140,7 +150,8 @@ export interface ObserverHandle {
   cancel(): void;
 }
 
-export type CoapEndpointErrorCode = "TIMEOUT" | "RESET" | "CLOSED" | "TOO_LARGE" | "LIMIT" | "RELEASED" | "BLOCK" | "ABORTED" | "BAD_RESPONSE";
+export type CoapEndpointErrorCode =
+  "TIMEOUT" | "RESET" | "CLOSED" | "TOO_LARGE" | "LIMIT" | "RELEASED" | "BLOCK" | "ABORTED" | "BAD_RESPONSE";
 
 /** Why an outgoing request, ping or observation failed. */
 export class CoapEndpointError extends Error {
@@ -346,7 +357,8 @@ export class CoapEndpoint extends EventEmitter {
   private peerMaxMessageSize = BASE_MAX_MESSAGE_SIZE;
 
   private readonly onConnMessage = (data: Buffer) => this.receive(data);
-  private readonly onConnClose = (err?: Error) => this.shutdown(new CoapEndpointError("CLOSED", err ? `connection closed: ${err.message}` : "connection closed"));
+  private readonly onConnClose = (err?: Error) =>
+    this.shutdown(new CoapEndpointError("CLOSED", err ? `connection closed: ${err.message}` : "connection closed"));
 
   constructor(
     readonly connection: Connection,
@@ -403,7 +415,13 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   setTransmissionParameters(p: TransmissionParameters): void {
-    if (!(p.ackTimeoutMs > 0) || !(p.ackRandomFactor >= 1) || !Number.isInteger(p.maxRetransmit) || p.maxRetransmit < 0 || p.maxRetransmit > 15) {
+    if (
+      !(p.ackTimeoutMs > 0) ||
+      !(p.ackRandomFactor >= 1) ||
+      !Number.isInteger(p.maxRetransmit) ||
+      p.maxRetransmit < 0 ||
+      p.maxRetransmit > 15
+    ) {
       throw new RangeError(`invalid transmission parameters ${JSON.stringify(p)}`);
     }
     this.params = { ...p };
@@ -491,7 +509,10 @@ export class CoapEndpoint extends EventEmitter {
     return this.exchange(req).then((res) => this.completeBlocks(req, res));
   }
 
-  async observe(req: OutgoingRequest, onNotification: (res: CoapResponse) => void): Promise<{ first: CoapResponse; cancel(): Promise<void> }> {
+  async observe(
+    req: OutgoingRequest,
+    onNotification: (res: CoapResponse) => void,
+  ): Promise<{ first: CoapResponse; cancel(): Promise<void> }> {
     let token: Buffer | undefined;
     const observation: ClientObservation = {
       lastTime: 0,
@@ -540,7 +561,12 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   /** One token, one response (or, with an observation, a stream of notifications after it). */
-  private exchange(req: OutgoingRequest, observation?: ClientObservation, onToken?: (t: Buffer) => void, forcedToken?: Buffer): Promise<CoapResponse> {
+  private exchange(
+    req: OutgoingRequest,
+    observation?: ClientObservation,
+    onToken?: (t: Buffer) => void,
+    forcedToken?: Buffer,
+  ): Promise<CoapResponse> {
     return new Promise<CoapResponse>((resolve, reject) => {
       if (this.closed) return reject(new CoapEndpointError("CLOSED", "CoAP endpoint closed"));
       if (this.released) return reject(new CoapEndpointError("RELEASED", "peer released the connection; no new requests"));
@@ -557,7 +583,9 @@ export class CoapEndpoint extends EventEmitter {
       if (this.isTcp) {
         const size = encodeTcp(message).length;
         if (size > this.peerMaxMessageSize) {
-          return reject(new CoapEndpointError("TOO_LARGE", `request of ${size} bytes exceeds the peer's Max-Message-Size ${this.peerMaxMessageSize}`));
+          return reject(
+            new CoapEndpointError("TOO_LARGE", `request of ${size} bytes exceeds the peer's Max-Message-Size ${this.peerMaxMessageSize}`),
+          );
         }
       }
       const key = hexKey(token);
@@ -566,7 +594,10 @@ export class CoapEndpoint extends EventEmitter {
       onToken?.(token);
       const timeoutMs = req.timeoutMs ?? maxTransmitWaitMs(this.params);
       entry.timeout = setTimeout(() => {
-        this.failPending(entry, new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`));
+        this.failPending(
+          entry,
+          new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       const confirmable = req.confirmable ?? true;
       if (this.isTcp) {
@@ -578,7 +609,13 @@ export class CoapEndpoint extends EventEmitter {
           },
           onReset: () => this.failPending(entry, new CoapEndpointError("RESET", `peer reset ${req.method} /${req.path.join("/")}`)),
           onGiveUp: () =>
-            this.failPending(entry, new CoapEndpointError("TIMEOUT", `no acknowledgement for ${req.method} /${req.path.join("/")} after ${this.params.maxRetransmit} retransmissions`)),
+            this.failPending(
+              entry,
+              new CoapEndpointError(
+                "TIMEOUT",
+                `no acknowledgement for ${req.method} /${req.path.join("/")} after ${this.params.maxRetransmit} retransmissions`,
+              ),
+            ),
         });
       } else {
         const sendNon = () => {
@@ -700,7 +737,8 @@ export class CoapEndpoint extends EventEmitter {
     const parts = [first.payload];
     let received = first.payload.length;
     while (block.more) {
-      if (received > this.limits.reassemblyBytes) throw new CoapEndpointError("BLOCK", `Block2 body exceeds ${this.limits.reassemblyBytes} bytes`);
+      if (received > this.limits.reassemblyBytes)
+        throw new CoapEndpointError("BLOCK", `Block2 body exceeds ${this.limits.reassemblyBytes} bytes`);
       const szx = Math.min(block.szx, 6);
       const num = Math.floor(received / blockSize(szx));
       const next = await this.exchange({
@@ -709,13 +747,18 @@ export class CoapEndpoint extends EventEmitter {
         query: req.query,
         confirmable: req.confirmable,
         timeoutMs: req.timeoutMs,
-        options: [...withoutOption(withoutOption(req.options ?? [], OptionNumber.Observe), OptionNumber.Block2), block2Option({ num, more: false, szx })],
+        options: [
+          ...withoutOption(withoutOption(req.options ?? [], OptionNumber.Observe), OptionNumber.Block2),
+          block2Option({ num, more: false, szx }),
+        ],
       });
       if (next.code >> 5 !== 2) throw new CoapEndpointError("BLOCK", `block ${num} answered ${codeToString(next.code)}`);
       const nextEtag = getETag(next.options);
-      if (etag && nextEtag && !etag.equals(nextEtag)) throw new CoapEndpointError("BLOCK", "representation changed during the Block2 transfer (ETag differs)");
+      if (etag && nextEtag && !etag.equals(nextEtag))
+        throw new CoapEndpointError("BLOCK", "representation changed during the Block2 transfer (ETag differs)");
       const b = getBlock2(next.options);
-      if (!b || b.num * blockSize(Math.min(b.szx, 6)) !== received) throw new CoapEndpointError("BLOCK", `peer answered block ${b?.num ?? "none"} for block ${num}`);
+      if (!b || b.num * blockSize(Math.min(b.szx, 6)) !== received)
+        throw new CoapEndpointError("BLOCK", `peer answered block ${b?.num ?? "none"} for block ${num}`);
       parts.push(next.payload);
       received += next.payload.length;
       block = b;
@@ -989,7 +1032,8 @@ export class CoapEndpoint extends EventEmitter {
         return;
       }
     }
-    const quick = (code: number, text: string, extra: CoapOption[] = []) => this.sendResponse(ip, msg, { code, payload: diagnostic(text), contentFormat: CONTENT_FORMAT_TEXT, options: extra });
+    const quick = (code: number, text: string, extra: CoapOption[] = []) =>
+      this.sendResponse(ip, msg, { code, payload: diagnostic(text), contentFormat: CONTENT_FORMAT_TEXT, options: extra });
 
     const method = METHOD_NAMES[msg.code];
     if (method === undefined) return quick(Code.MethodNotAllowed, `method ${codeToString(msg.code)} not supported`);
@@ -1045,7 +1089,12 @@ export class CoapEndpoint extends EventEmitter {
       }, this.params.ackTimeoutMs / 2);
     }
     ip.handlerTimer = setTimeout(() => {
-      if (!ip.responded) this.sendResponse(ip, msg, { code: Code.InternalServerError, payload: diagnostic(`request not answered within ${this.handlerTimeoutMs} ms`), contentFormat: CONTENT_FORMAT_TEXT });
+      if (!ip.responded)
+        this.sendResponse(ip, msg, {
+          code: Code.InternalServerError,
+          payload: diagnostic(`request not answered within ${this.handlerTimeoutMs} ms`),
+          contentFormat: CONTENT_FORMAT_TEXT,
+        });
     }, this.handlerTimeoutMs);
 
     const request: IncomingRequest = {
@@ -1063,7 +1112,12 @@ export class CoapEndpoint extends EventEmitter {
         if (this.closed) return; // the peer is gone; nothing to answer
         if (ip.responded) {
           // Usually the handler answered after the endpoint's 5.00 timeout: report, do not throw.
-          this.emit("handler-error", new Error(`${method} /${path.join("/")} answered twice (or after the ${this.handlerTimeoutMs} ms timeout); second answer dropped`));
+          this.emit(
+            "handler-error",
+            new Error(
+              `${method} /${path.join("/")} answered twice (or after the ${this.handlerTimeoutMs} ms timeout); second answer dropped`,
+            ),
+          );
           return;
         }
         this.sendResponse(ip, msg, res);
@@ -1098,7 +1152,12 @@ export class CoapEndpoint extends EventEmitter {
   private handlerFailed(ip: InProgress, msg: CoapMessage, e: unknown): void {
     const err = e instanceof Error ? e : new Error(String(e));
     this.emit("handler-error", err);
-    if (!ip.responded) this.sendResponse(ip, msg, { code: Code.InternalServerError, payload: diagnostic(`internal error: ${err.message}`), contentFormat: CONTENT_FORMAT_TEXT });
+    if (!ip.responded)
+      this.sendResponse(ip, msg, {
+        code: Code.InternalServerError,
+        payload: diagnostic(`internal error: ${err.message}`),
+        contentFormat: CONTENT_FORMAT_TEXT,
+      });
   }
 
   private acceptObserve(ip: InProgress, msg: CoapMessage, observe: number | undefined): ObserverHandle {
@@ -1166,7 +1225,8 @@ export class CoapEndpoint extends EventEmitter {
       const mid = this.allocMid();
       this.notificationMids.set(mid, obs.key);
       // Keep only recent notification IDs: RST for an old one arrives within a round trip or never.
-      if (this.notificationMids.size > 4 * this.limits.observers) this.notificationMids.delete(this.notificationMids.keys().next().value as number);
+      if (this.notificationMids.size > 4 * this.limits.observers)
+        this.notificationMids.delete(this.notificationMids.keys().next().value as number);
       this.sendMessage({ ...msg, type: "NON", messageId: mid });
     }
     if (ends) this.endObserver(obs);
@@ -1187,7 +1247,8 @@ export class CoapEndpoint extends EventEmitter {
       szx = szxForSize(Math.min(1024, Math.max(16, this.peerMaxMessageSize - 128)));
     } else szx = UDP_BLOCK_SZX;
     if (requestedSzx !== undefined) szx = Math.min(szx, requestedSzx);
-    const limit = requestedSzx !== undefined ? blockSize(szx) : this.isTcp ? Math.max(16, this.peerMaxMessageSize - 128) : UDP_MAX_UNBLOCKED_PAYLOAD;
+    const limit =
+      requestedSzx !== undefined ? blockSize(szx) : this.isTcp ? Math.max(16, this.peerMaxMessageSize - 128) : UDP_MAX_UNBLOCKED_PAYLOAD;
     return { limit, szx };
   }
 
@@ -1237,7 +1298,11 @@ export class CoapEndpoint extends EventEmitter {
     const size = blockSize(szx);
     const offset = want.num * blockSize(Math.min(want.szx, 6));
     if (offset >= cached.payload.length) {
-      this.sendResponse(ip, req, { code: Code.BadOption, payload: diagnostic(`block ${want.num} is past the end of the representation`), contentFormat: CONTENT_FORMAT_TEXT });
+      this.sendResponse(ip, req, {
+        code: Code.BadOption,
+        payload: diagnostic(`block ${want.num} is past the end of the representation`),
+        contentFormat: CONTENT_FORMAT_TEXT,
+      });
       return;
     }
     const num = Math.floor(offset / size);
@@ -1300,7 +1365,12 @@ export class CoapEndpoint extends EventEmitter {
       this.emit("handler-error", e as Error);
       if (msg.code !== Code.InternalServerError) {
         ip.responded = false;
-        this.transmitResponse(ip, req, { code: Code.InternalServerError, token: req.token, options: [contentFormatOption(CONTENT_FORMAT_TEXT)], payload: diagnostic(`response could not be encoded: ${(e as Error).message}`) });
+        this.transmitResponse(ip, req, {
+          code: Code.InternalServerError,
+          token: req.token,
+          options: [contentFormatOption(CONTENT_FORMAT_TEXT)],
+          payload: diagnostic(`response could not be encoded: ${(e as Error).message}`),
+        });
       }
     }
   }

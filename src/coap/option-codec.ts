@@ -8,7 +8,10 @@ const PAYLOAD_MARKER = 0xff;
 export function sortedOptions(options: readonly CoapOption[]): readonly CoapOption[] {
   for (let i = 1; i < options.length; i++) {
     if (options[i].number < options[i - 1].number) {
-      return options.map((o, idx) => ({ o, idx })).sort((a, b) => a.o.number - b.o.number || a.idx - b.idx).map((e) => e.o);
+      return options
+        .map((o, idx) => ({ o, idx }))
+        .sort((a, b) => a.o.number - b.o.number || a.idx - b.idx)
+        .map((e) => e.o);
     }
   }
   return options;

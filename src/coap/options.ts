@@ -5,7 +5,8 @@ import { CoapFormatError } from "./errors";
 
 /** Minimal-length big-endian uint; 0 is the empty value (RFC 7252 section 3.2). */
 export function encodeUint(n: number): Buffer {
-  if (!Number.isSafeInteger(n) || n < 0) throw new CoapFormatError("BAD_OPTION_VALUE", `uint option value ${n} is not a non-negative integer`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new CoapFormatError("BAD_OPTION_VALUE", `uint option value ${n} is not a non-negative integer`);
   if (n === 0) return Buffer.alloc(0);
   const bytes: number[] = [];
   let v = n;
@@ -186,7 +187,8 @@ export function szxForSize(bytes: number): number {
 }
 
 export function encodeBlock(b: BlockValue): Buffer {
-  if (!Number.isInteger(b.num) || b.num < 0 || b.num > 0xfffff) throw new CoapFormatError("BAD_OPTION_VALUE", `block number ${b.num} outside 0..2^20-1`);
+  if (!Number.isInteger(b.num) || b.num < 0 || b.num > 0xfffff)
+    throw new CoapFormatError("BAD_OPTION_VALUE", `block number ${b.num} outside 0..2^20-1`);
   if (!Number.isInteger(b.szx) || b.szx < 0 || b.szx > 7) throw new CoapFormatError("BAD_OPTION_VALUE", `SZX ${b.szx} outside 0..7`);
   return encodeUint(b.num * 16 + (b.more ? 8 : 0) + b.szx);
 }

@@ -61,7 +61,8 @@ export function parseSignal(msg: CoapMessage): Signal {
       const s: Signal = { kind: "release", alternativeAddresses: [] };
       for (const o of msg.options) {
         if (o.number === SignalOption.AlternativeAddress) {
-          if (o.value.length < 1 || o.value.length > 255) throw new CoapFormatError("BAD_SIGNAL", "Alternative-Address must be 1..255 bytes");
+          if (o.value.length < 1 || o.value.length > 255)
+            throw new CoapFormatError("BAD_SIGNAL", "Alternative-Address must be 1..255 bytes");
           s.alternativeAddresses.push(o.value.toString("utf8"));
         } else if (o.number === SignalOption.HoldOff) s.holdOffSeconds = decodeUint(o.value, 3);
         else unknownOption(o, "Release");
@@ -89,16 +90,29 @@ export function csmMessage(opts: { maxMessageSize?: number; blockWiseTransfer?: 
 }
 
 export function pingMessage(token: Buffer, custody = false): CoapMessage {
-  return { code: Code.Ping, token, options: custody ? [{ number: SignalOption.Custody, value: Buffer.alloc(0) }] : [], payload: Buffer.alloc(0) };
+  return {
+    code: Code.Ping,
+    token,
+    options: custody ? [{ number: SignalOption.Custody, value: Buffer.alloc(0) }] : [],
+    payload: Buffer.alloc(0),
+  };
 }
 
 /** The Pong echoes the Ping's token (RFC 8323 section 5.4). */
 export function pongMessage(token: Buffer, custody = false): CoapMessage {
-  return { code: Code.Pong, token, options: custody ? [{ number: SignalOption.Custody, value: Buffer.alloc(0) }] : [], payload: Buffer.alloc(0) };
+  return {
+    code: Code.Pong,
+    token,
+    options: custody ? [{ number: SignalOption.Custody, value: Buffer.alloc(0) }] : [],
+    payload: Buffer.alloc(0),
+  };
 }
 
 export function releaseMessage(opts: { alternativeAddresses?: string[]; holdOffSeconds?: number } = {}): CoapMessage {
-  const options: CoapOption[] = (opts.alternativeAddresses ?? []).map((a) => ({ number: SignalOption.AlternativeAddress, value: Buffer.from(a, "utf8") }));
+  const options: CoapOption[] = (opts.alternativeAddresses ?? []).map((a) => ({
+    number: SignalOption.AlternativeAddress,
+    value: Buffer.from(a, "utf8"),
+  }));
   if (opts.holdOffSeconds !== undefined) options.push({ number: SignalOption.HoldOff, value: encodeUint(opts.holdOffSeconds) });
   return { code: Code.Release, token: Buffer.alloc(0), options, payload: Buffer.alloc(0) };
 }

@@ -39,7 +39,8 @@ export function frameLength(buf: Buffer, maxMessageSize: number = TCP_DEFAULT_MA
 }
 
 export function encodeTcp(msg: CoapMessage): Buffer {
-  if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xff) throw new CoapFormatError("INVALID_MESSAGE", `code ${msg.code} outside one byte`);
+  if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xff)
+    throw new CoapFormatError("INVALID_MESSAGE", `code ${msg.code} outside one byte`);
   if (msg.token.length > 8) throw new CoapFormatError("INVALID_MESSAGE", `token of ${msg.token.length} bytes; at most 8`);
   const options = sortedOptions(msg.options);
   const len = optionsAndPayloadLength(options, msg.payload);

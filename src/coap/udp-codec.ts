@@ -22,7 +22,8 @@ export function encodeUdp(msg: CoapMessage): Buffer {
   if (typeIndex < 0) throw new CoapFormatError("INVALID_MESSAGE", `unknown message type ${String(type)}`);
   const mid = msg.messageId ?? 0;
   if (!Number.isInteger(mid) || mid < 0 || mid > 0xffff) throw new CoapFormatError("INVALID_MESSAGE", `message ID ${mid} outside 0..65535`);
-  if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xff) throw new CoapFormatError("INVALID_MESSAGE", `code ${msg.code} outside one byte`);
+  if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xff)
+    throw new CoapFormatError("INVALID_MESSAGE", `code ${msg.code} outside one byte`);
   checkToken(msg.token);
   const options = sortedOptions(msg.options);
   const buf = Buffer.allocUnsafe(4 + msg.token.length + optionsAndPayloadLength(options, msg.payload));

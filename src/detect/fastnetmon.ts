@@ -29,13 +29,17 @@ const ACTIONS: readonly FastNetMonAction[] = ["ban", "unban", "attack_details"];
 
 /** The four positional arguments FastNetMon passes. Throws FastNetMonArgsError naming the bad one. */
 export function parseFastNetMonArgs(argv: readonly string[]): FastNetMonCall {
-  if (argv.length < 4) throw new FastNetMonArgsError(`expected the 4 arguments FastNetMon passes (IP DIRECTION PPS ACTION), got ${argv.length}: ${JSON.stringify(argv)}`);
+  if (argv.length < 4)
+    throw new FastNetMonArgsError(
+      `expected the 4 arguments FastNetMon passes (IP DIRECTION PPS ACTION), got ${argv.length}: ${JSON.stringify(argv)}`,
+    );
   const [ipText, dirText, ppsText, actionText] = argv;
   const ip = parseAddress(ipText);
   if (!ip) throw new FastNetMonArgsError(`argument 1 (IP) is not an IPv4 or IPv6 address: ${JSON.stringify(ipText)}`);
   const direction = dirText === "incoming" || dirText === "outgoing" ? dirText : "other";
   if (!/^\d{1,15}$/.test(ppsText)) throw new FastNetMonArgsError(`argument 3 (pps) is not a whole number: ${JSON.stringify(ppsText)}`);
-  if (!(ACTIONS as readonly string[]).includes(actionText)) throw new FastNetMonArgsError(`argument 4 (action) must be ban, unban or attack_details, got ${JSON.stringify(actionText)}`);
+  if (!(ACTIONS as readonly string[]).includes(actionText))
+    throw new FastNetMonArgsError(`argument 4 (action) must be ban, unban or attack_details, got ${JSON.stringify(actionText)}`);
   const family = ip.kind() === "ipv4" ? "ipv4" : "ipv6";
   const address = canonical(ip);
   return { address, family, direction, pps: Number(ppsText), action: actionText as FastNetMonAction };
@@ -118,7 +122,16 @@ export function parseFastNetMonDetails(text: string): FastNetMonDetails {
       }
       // ">" : host:src_port > remote:dst_port ; "<" : host:dst_port < remote:src_port
       const [src, dst] = m[2] === ">" ? [left, right] : [right, left];
-      if (out.records.length < MAX_RECORDS) out.records.push({ source: src.address, sourcePort: src.port, target: dst.address, targetPort: dst.port, protocol: flowProtocol, weight: Number(m[5]), kind: "flow" });
+      if (out.records.length < MAX_RECORDS)
+        out.records.push({
+          source: src.address,
+          sourcePort: src.port,
+          target: dst.address,
+          targetPort: dst.port,
+          protocol: flowProtocol,
+          weight: Number(m[5]),
+          kind: "flow",
+        });
     } else if ((m = SAMPLE.exec(line))) {
       const src = splitEndpoint(m[1]);
       const dst = splitEndpoint(m[2]);
@@ -131,7 +144,15 @@ export function parseFastNetMonDetails(text: string): FastNetMonDetails {
       const protocol = protocolNumber(m[3]);
       const ported = protocol === 6 || protocol === 17 || protocol === 132;
       if (out.records.length < MAX_RECORDS)
-        out.records.push({ source: src.address, sourcePort: ported ? src.port : undefined, target: dst.address, targetPort: ported ? dst.port : undefined, protocol, weight, kind: "sample" });
+        out.records.push({
+          source: src.address,
+          sourcePort: ported ? src.port : undefined,
+          target: dst.address,
+          targetPort: ported ? dst.port : undefined,
+          protocol,
+          weight,
+          kind: "sample",
+        });
     } else if (/ > | < /.test(line)) out.unreadable.push(line);
   }
   return out;
@@ -171,9 +192,11 @@ export function attackScope(call: FastNetMonCall, details: FastNetMonDetails, op
   const share = opts.flowShare ?? 0.2;
   const maxTargets = opts.maxTargets ?? 8;
   const maxPorts = opts.maxPorts ?? 16;
-  if (details.address !== undefined && details.address !== call.address) notes.push(`the details name ${details.address}, the arguments ${call.address}: only traffic from ${call.address} is used`);
+  if (details.address !== undefined && details.address !== call.address)
+    notes.push(`the details name ${details.address}, the arguments ${call.address}: only traffic from ${call.address} is used`);
   // flows when the ban brought them, else samples (attack_details)
-  const mine = (kind: TrafficRecord["kind"]): TrafficRecord[] => details.records.filter((r) => r.kind === kind && r.source === call.address);
+  const mine = (kind: TrafficRecord["kind"]): TrafficRecord[] =>
+    details.records.filter((r) => r.kind === kind && r.source === call.address);
   let records = mine("flow");
   if (records.length === 0) records = mine("sample");
   // aggregate per (source port, target, target port, protocol)
@@ -188,27 +211,50 @@ export function attackScope(call: FastNetMonCall, details: FastNetMonDetails, op
   const sorted = [...agg.values()].sort((a, b) => b.weight - a.weight);
   const top = sorted[0]?.weight ?? 0;
   const heavy = sorted.filter((r) => r.weight > 0 && r.weight >= top * share);
-  if (heavy.length < sorted.length) notes.push(`${sorted.length - heavy.length} light flow(s) below ${Math.round(share * 100)}% of the heaviest left out`);
+  if (heavy.length < sorted.length)
+    notes.push(`${sorted.length - heavy.length} light flow(s) below ${Math.round(share * 100)}% of the heaviest left out`);
 
   const uniq = <T>(xs: T[], max: number): T[] => [...new Set(xs)].slice(0, max);
-  const targets = uniq(heavy.map((r) => r.target).filter((t) => parseAddress(t)?.kind() === parseAddress(call.address)?.kind()), maxTargets);
-  const protocols = uniq(heavy.map((r) => r.protocol).filter((p): p is number => p !== undefined), 8);
+  const targets = uniq(
+    heavy.map((r) => r.target).filter((t) => parseAddress(t)?.kind() === parseAddress(call.address)?.kind()),
+    maxTargets,
+  );
+  const protocols = uniq(
+    heavy.map((r) => r.protocol).filter((p): p is number => p !== undefined),
+    8,
+  );
   if (protocols.length === 0 && details.protocol !== undefined) protocols.push(details.protocol);
-  const allPorted = heavy.length > 0 && heavy.every((r) => r.protocol !== undefined && PORTED.has(r.protocol) && r.sourcePort !== undefined && r.targetPort !== undefined);
+  const allPorted =
+    heavy.length > 0 &&
+    heavy.every((r) => r.protocol !== undefined && PORTED.has(r.protocol) && r.sourcePort !== undefined && r.targetPort !== undefined);
   let sourcePorts: number[] = [];
   let targetPorts: number[] = [];
   if (allPorted) {
-    sourcePorts = uniq(heavy.map((r) => r.sourcePort as number), maxPorts + 1);
-    targetPorts = uniq(heavy.map((r) => r.targetPort as number), maxPorts + 1);
+    sourcePorts = uniq(
+      heavy.map((r) => r.sourcePort as number),
+      maxPorts + 1,
+    );
+    targetPorts = uniq(
+      heavy.map((r) => r.targetPort as number),
+      maxPorts + 1,
+    );
     if (sourcePorts.length > maxPorts || targetPorts.length > maxPorts) {
       notes.push(`more than ${maxPorts} ports: the request names the address and targets only`);
       sourcePorts = [];
       targetPorts = [];
     }
-  } else if (heavy.length > 0) notes.push("the traffic has no ports for every flow (ICMP, fragments or an unknown protocol): the request names the address and targets only");
+  } else if (heavy.length > 0)
+    notes.push(
+      "the traffic has no ports for every flow (ICMP, fragments or an unknown protocol): the request names the address and targets only",
+    );
   if (targets.length === 0) {
-    notes.push(details.records.length === 0 ? "no flows or packet samples in the details" : `no flows or samples from ${call.address} in the details`);
-    if (details.unreadable.length > 0) notes.push(`${details.unreadable.length} unreadable line(s), first: ${JSON.stringify(details.unreadable[0])}`);
+    notes.push(
+      details.records.length === 0
+        ? "no flows or packet samples in the details"
+        : `no flows or samples from ${call.address} in the details`,
+    );
+    if (details.unreadable.length > 0)
+      notes.push(`${details.unreadable.length} unreadable line(s), first: ${JSON.stringify(details.unreadable[0])}`);
     return { targets, sourcePorts, targetPorts, protocols, notes };
   }
   const hostLen = call.family === "ipv4" ? 32 : 128;

@@ -66,9 +66,13 @@ export function clipIdentity(identity: string): string {
 export function authFailureEvent(f: AuthFailure, homeOf: (identity: string) => string | undefined): AuthFailureEvent {
   const identity = f.identity !== undefined ? clipIdentity(f.identity) : undefined;
   const home = f.identity !== undefined && f.problem !== "PSK_UNKNOWN_IDENTITY" ? homeOf(f.identity) : undefined;
-  const reason: HandshakeReason = f.problem ?? (f.reason === "timeout" || /timed? ?out|TIMEOUT/i.test(f.reason) ? "HANDSHAKE_TIMEOUT" : "HANDSHAKE_FAILED");
+  const reason: HandshakeReason =
+    f.problem ?? (f.reason === "timeout" || /timed? ?out|TIMEOUT/i.test(f.reason) ? "HANDSHAKE_TIMEOUT" : "HANDSHAKE_FAILED");
   const message = f.problem
-    ? describeForListener({ problem: f.problem, ...(identity !== undefined ? { identity } : {}), ...(f.subject ? { subject: f.subject } : {}) }, { address: f.address, ...(home !== undefined ? { home } : {}) })
+    ? describeForListener(
+        { problem: f.problem, ...(identity !== undefined ? { identity } : {}), ...(f.subject ? { subject: f.subject } : {}) },
+        { address: f.address, ...(home !== undefined ? { home } : {}) },
+      )
     : reason === "HANDSHAKE_TIMEOUT"
       ? `a ${f.transport.toUpperCase()} handshake from ${f.address} did not complete in time`
       : `a ${f.transport.toUpperCase()} handshake from ${f.address} failed (${f.reason})`;
@@ -89,7 +93,12 @@ export function dropBanEvent(d: DropEvent, homeOf: (identity: string) => string 
   const last = authFailureEvent(d.last, homeOf);
   const since = new Date(d.until - d.banMs).toISOString();
   const until = new Date(d.until).toISOString();
-  const who = last.home !== undefined ? `home ${JSON.stringify(last.home)} at ${d.address}` : last.identity !== undefined ? `${d.address} (identity ${JSON.stringify(last.identity)})` : d.address;
+  const who =
+    last.home !== undefined
+      ? `home ${JSON.stringify(last.home)} at ${d.address}`
+      : last.identity !== undefined
+        ? `${d.address} (identity ${JSON.stringify(last.identity)})`
+        : d.address;
   return {
     remoteAddress: d.address,
     failures: d.failures,
@@ -106,5 +115,10 @@ export function dropBanEvent(d: DropEvent, homeOf: (identity: string) => string 
 
 export function dropEndEvent(d: DropEndEvent): DropEndInfo {
   const until = new Date(d.until).toISOString();
-  return { remoteAddress: d.address, since: new Date(d.since).toISOString(), until, message: `${d.address} may try again: its ban ended at ${until}` };
+  return {
+    remoteAddress: d.address,
+    since: new Date(d.since).toISOString(),
+    until,
+    message: `${d.address} may try again: its ban ended at ${until}`,
+  };
 }

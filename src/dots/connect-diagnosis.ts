@@ -29,7 +29,9 @@ function attemptsOf(e: unknown): Error[] {
 function silent(e: Error): boolean {
   if (!(e instanceof TransportError)) return false;
   if (e.code === "HANDSHAKE_TIMEOUT") return true;
-  return e.code === "HANDSHAKE_FAILED" && /closed during the (D)?TLS handshake|ECONNRESET|socket disconnected|socket closed/i.test(e.message);
+  return (
+    e.code === "HANDSHAKE_FAILED" && /closed during the (D)?TLS handshake|ECONNRESET|socket disconnected|socket closed/i.test(e.message)
+  );
 }
 
 export class ConnectFailureTracker {
@@ -54,9 +56,15 @@ export class ConnectFailureTracker {
     }
     if (errors.length > 0 && errors.every(silent)) {
       this.silentRounds++;
-      const out: ConnectFailureReport = { reason: `connect failed: no handshake completed (${errors.length === 1 ? "the attempt timed out or was cut off" : `all ${errors.length} attempts timed out or were cut off`})`, code: "HANDSHAKE_TIMEOUT", detail };
+      const out: ConnectFailureReport = {
+        reason: `connect failed: no handshake completed (${errors.length === 1 ? "the attempt timed out or was cut off" : `all ${errors.length} attempts timed out or were cut off`})`,
+        code: "HANDSHAKE_TIMEOUT",
+        detail,
+      };
       if (this.silentRounds >= BAN_HINT_AFTER_ROUNDS) {
-        const earlier = this.lastCredentialProblem ? ` Earlier attempts failed with ${this.lastCredentialProblem.code} (${this.lastCredentialProblem.reason}).` : "";
+        const earlier = this.lastCredentialProblem
+          ? ` Earlier attempts failed with ${this.lastCredentialProblem.code} (${this.lastCredentialProblem.reason}).`
+          : "";
         out.hint = `the ISP may have banned this address after failed handshakes (its drop-list ignores an address for some minutes, 300 s by default); fix the credentials if they were wrong, then the first attempt after the ban gets through.${earlier}`;
       }
       return out;

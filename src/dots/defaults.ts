@@ -50,7 +50,8 @@ export const MAX_PSK_IDENTITY_LENGTH = 128;
 /** Why a PSK key is refused, or undefined when it is acceptable. */
 export function pskKeyProblem(key: Buffer | Uint8Array): string | undefined {
   if (key.length === 0) return "the PSK key is empty";
-  if (key.length < MIN_PSK_KEY_BYTES) return `the PSK key is ${key.length * 8} bits; at least ${MIN_PSK_KEY_BYTES * 8} bits (${MIN_PSK_KEY_BYTES} bytes, ${MIN_PSK_KEY_BYTES * 2} hex digits) are needed`;
+  if (key.length < MIN_PSK_KEY_BYTES)
+    return `the PSK key is ${key.length * 8} bits; at least ${MIN_PSK_KEY_BYTES * 8} bits (${MIN_PSK_KEY_BYTES} bytes, ${MIN_PSK_KEY_BYTES * 2} hex digits) are needed`;
   return undefined;
 }
 

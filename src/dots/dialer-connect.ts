@@ -47,7 +47,10 @@ export function discoveryDomainProblem(name: string): string | undefined {
  * "2001:db8::53", "[2001:db8::53]:5353"); undefined when it is one.
  */
 export function dnsServerProblem(text: string): string | undefined {
-  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text) ?? (isIP(text) === 6 ? [text, text] : null);
+  const m =
+    /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text) ??
+    /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text) ??
+    (isIP(text) === 6 ? [text, text] : null);
   if (!m) return "expected an IP address, ADDR:PORT or [IPv6]:PORT";
   if (isIP(m[1]) === 0) return `${m[1]} is not an IP address`;
   if (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535)) return "port must be 1..65535";
@@ -81,7 +84,10 @@ export async function discoverCandidates(domain: string, transports: TransportKi
     records = records.filter((r) => r.name !== "" && r.name !== "." && r.port > 0 && r.port <= 65535).slice(0, 16);
     for (const r of records) {
       const target = r.name.replace(/\.$/, "");
-      for (const [family, query] of [[6, resolver.resolve6.bind(resolver)], [4, resolver.resolve4.bind(resolver)]] as const) {
+      for (const [family, query] of [
+        [6, resolver.resolve6.bind(resolver)],
+        [4, resolver.resolve4.bind(resolver)],
+      ] as const) {
         let addresses: string[] = [];
         if (isIP(target) === family) addresses = [target];
         else if (isIP(target) === 0) {
@@ -91,11 +97,13 @@ export async function discoverCandidates(domain: string, transports: TransportKi
             // no address of this family
           }
         }
-        for (const address of addresses.slice(0, 8)) found.push({ transport, address, family, host: target, port: r.port, priority: r.priority, weight: r.weight });
+        for (const address of addresses.slice(0, 8))
+          found.push({ transport, address, family, host: target, port: r.port, priority: r.priority, weight: r.weight });
       }
     }
   }
-  if (found.length === 0) throw new Error(`RFC 8973 discovery found no Call Home client for ${domain}${errors.length ? ` (${errors.join("; ")})` : ""}`);
+  if (found.length === 0)
+    throw new Error(`RFC 8973 discovery found no Call Home client for ${domain}${errors.length ? ` (${errors.join("; ")})` : ""}`);
   const order = (t: TransportKind) => transports.indexOf(t);
   found.sort((a, b) => order(a.transport) - order(b.transport) || b.family - a.family || a.priority - b.priority || b.weight - a.weight);
   const seen = new Set<string>();
@@ -117,7 +125,11 @@ export const defaultLookup: LookupAll = (host) =>
   });
 
 /** Resolves every host and orders the candidates: UDP before TCP, IPv6 before IPv4 within each. */
-export async function resolveCandidates(hosts: string[], transports: TransportKind[], lookup: LookupAll = defaultLookup): Promise<Candidate[]> {
+export async function resolveCandidates(
+  hosts: string[],
+  transports: TransportKind[],
+  lookup: LookupAll = defaultLookup,
+): Promise<Candidate[]> {
   const addrs: Array<{ address: string; family: 4 | 6; host: string }> = [];
   const errors: string[] = [];
   for (const host of hosts) {
@@ -171,7 +183,9 @@ export interface HappyEyeballsOptions {
 
 export class HappyEyeballsError extends Error {
   constructor(readonly failures: Array<{ candidate: Candidate; error: Error }>) {
-    super(`all connection attempts failed: ${failures.map((f) => `${f.candidate.transport}/${f.candidate.address}: ${f.error.message}`).join("; ") || "no candidates"}`);
+    super(
+      `all connection attempts failed: ${failures.map((f) => `${f.candidate.transport}/${f.candidate.address}: ${f.error.message}`).join("; ") || "no candidates"}`,
+    );
     this.name = "HappyEyeballsError";
   }
 }
@@ -180,7 +194,11 @@ export class HappyEyeballsError extends Error {
  * Starts candidates one after another, `attemptDelayMs` apart (sooner when one fails); the first
  * connection wins, the rest are aborted and any late success is closed.
  */
-export function happyEyeballs(candidates: Candidate[], attempt: AttemptFn, opts: HappyEyeballsOptions = {}): Promise<{ connection: Connection; candidate: Candidate }> {
+export function happyEyeballs(
+  candidates: Candidate[],
+  attempt: AttemptFn,
+  opts: HappyEyeballsOptions = {},
+): Promise<{ connection: Connection; candidate: Candidate }> {
   const delay = opts.attemptDelayMs ?? 250;
   return new Promise((resolve, reject) => {
     if (candidates.length === 0) return reject(new HappyEyeballsError([]));
@@ -316,10 +334,12 @@ export class ReconnectPacer {
     private readonly now: () => number = Date.now,
     private readonly random: () => number = Math.random,
   ) {
-    if (!(policy.minMs >= 0) || !(policy.maxMs >= policy.minMs)) throw new RangeError(`reconnect bounds must satisfy 0 <= minMs <= maxMs (got ${policy.minMs}, ${policy.maxMs})`);
+    if (!(policy.minMs >= 0) || !(policy.maxMs >= policy.minMs))
+      throw new RangeError(`reconnect bounds must satisfy 0 <= minMs <= maxMs (got ${policy.minMs}, ${policy.maxMs})`);
     // Never slower than a retry: labs that shorten minMs get a proportionally short jitter.
     this.jitterMs = policy.firstAttemptJitterMs ?? Math.min(DEFAULT_FIRST_ATTEMPT_JITTER_MS, policy.minMs);
-    if (!(this.jitterMs >= 0) || !Number.isFinite(this.jitterMs)) throw new RangeError(`firstAttemptJitterMs must be a finite number >= 0 (got ${policy.firstAttemptJitterMs})`);
+    if (!(this.jitterMs >= 0) || !Number.isFinite(this.jitterMs))
+      throw new RangeError(`firstAttemptJitterMs must be a finite number >= 0 (got ${policy.firstAttemptJitterMs})`);
   }
 
   /** Record that an attempt starts now. */
@@ -369,7 +389,11 @@ export const REFUSED_RESEND_MS: readonly number[] = Object.freeze([1000, 2000, 4
  * 15 s span instead of failing in a millisecond and costing the home minMs of spacing. Other errors,
  * and the abort signal, end it at once.
  */
-export async function resendWhileRefused<T>(connect: () => Promise<T>, signal: AbortSignal, delays: readonly number[] = REFUSED_RESEND_MS): Promise<T> {
+export async function resendWhileRefused<T>(
+  connect: () => Promise<T>,
+  signal: AbortSignal,
+  delays: readonly number[] = REFUSED_RESEND_MS,
+): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await connect();

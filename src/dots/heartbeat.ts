@@ -12,7 +12,10 @@ export function buildHeartbeatJson(peerHbStatus: boolean): DotsJson {
 }
 
 export class HeartbeatParseError extends Error {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(message);
     this.name = "HeartbeatParseError";
   }
@@ -20,9 +23,11 @@ export class HeartbeatParseError extends Error {
 
 /** Reads a PUT /hb body; throws HeartbeatParseError naming the field when invalid. */
 export function parseHeartbeatJson(json: unknown): { peerHbStatus: boolean } {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new HeartbeatParseError(HEARTBEAT_KEY, "heartbeat body must be an object");
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw new HeartbeatParseError(HEARTBEAT_KEY, "heartbeat body must be an object");
   const root = (json as Record<string, unknown>)[HEARTBEAT_KEY];
-  if (typeof root !== "object" || root === null || Array.isArray(root)) throw new HeartbeatParseError(HEARTBEAT_KEY, `${HEARTBEAT_KEY} is missing`);
+  if (typeof root !== "object" || root === null || Array.isArray(root))
+    throw new HeartbeatParseError(HEARTBEAT_KEY, `${HEARTBEAT_KEY} is missing`);
   for (const k of Object.keys(json as object)) {
     if (k !== HEARTBEAT_KEY) throw new HeartbeatParseError(k, `unexpected member ${k} in heartbeat`);
   }
@@ -73,8 +78,17 @@ export function pingGiveUpMs(ackTimeoutSeconds: number, ackRandomFactor: number,
  * the given configuration: one heartbeat interval until the next heartbeat leaves, the silence
  * wait, then the CoAP ping giving up. The new session's handshake comes on top.
  */
-export function silenceToRedialMs(set: { heartbeatInterval: number; ackTimeout: number; ackRandomFactor: number; maxRetransmit: number }): number {
-  return set.heartbeatInterval * 1000 + silentAfterMs(set.ackTimeout, set.ackRandomFactor) + pingGiveUpMs(set.ackTimeout, set.ackRandomFactor, set.maxRetransmit);
+export function silenceToRedialMs(set: {
+  heartbeatInterval: number;
+  ackTimeout: number;
+  ackRandomFactor: number;
+  maxRetransmit: number;
+}): number {
+  return (
+    set.heartbeatInterval * 1000 +
+    silentAfterMs(set.ackTimeout, set.ackRandomFactor) +
+    pingGiveUpMs(set.ackTimeout, set.ackRandomFactor, set.maxRetransmit)
+  );
 }
 
 export interface HeartbeatSchedulerEvents {

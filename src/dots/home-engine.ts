@@ -12,7 +12,22 @@ import type { Connection, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
-import { DEFAULT_RECONNECT, ReconnectPacer, resendWhileRefused, TransportCache, defaultLookup, discoverCandidates, dnsResolver, happyEyeballs, resolveCandidates, transportsFor, type Candidate, type LookupAll, type ReconnectPolicy, type SrvResolver } from "./dialer-connect";
+import {
+  DEFAULT_RECONNECT,
+  ReconnectPacer,
+  resendWhileRefused,
+  TransportCache,
+  defaultLookup,
+  discoverCandidates,
+  dnsResolver,
+  happyEyeballs,
+  resolveCandidates,
+  transportsFor,
+  type Candidate,
+  type LookupAll,
+  type ReconnectPolicy,
+  type SrvResolver,
+} from "./dialer-connect";
 import { ConnectFailureTracker } from "./connect-diagnosis";
 import { DEFAULTS } from "./defaults";
 import { HeartbeatScheduler, silentAfterMs } from "./heartbeat";
@@ -140,16 +155,29 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   constructor(options: HomeEngineOptions) {
     super();
     if (!options || !Array.isArray(options.hosts)) throw new TypeError("CallHomeDialer: hosts must be a list of ISP addresses");
-    if (options.hosts.length === 0 && !options.discover?.domain) throw new TypeError("CallHomeDialer: hosts must name at least one ISP address, or discover a domain");
-    if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) throw new RangeError(`CallHomeDialer: invalid port ${options.port}`);
-    if (!options.psk && !options.certificate) throw new TypeError("CallHomeDialer: give psk or certificate credentials (mutual authentication is mandatory)");
-    if (options.certificate && !options.psk && !options.certificate.ca) throw new TypeError("CallHomeDialer: certificate.ca is needed to verify the ISP's certificate");
-    if (options.transport === "udp" && !options.psk) throw new TypeError("CallHomeDialer: DTLS needs PSK credentials (certificates are served over TLS)");
+    if (options.hosts.length === 0 && !options.discover?.domain)
+      throw new TypeError("CallHomeDialer: hosts must name at least one ISP address, or discover a domain");
+    if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535)
+      throw new RangeError(`CallHomeDialer: invalid port ${options.port}`);
+    if (!options.psk && !options.certificate)
+      throw new TypeError("CallHomeDialer: give psk or certificate credentials (mutual authentication is mandatory)");
+    if (options.certificate && !options.psk && !options.certificate.ca)
+      throw new TypeError("CallHomeDialer: certificate.ca is needed to verify the ISP's certificate");
+    if (options.transport === "udp" && !options.psk)
+      throw new TypeError("CallHomeDialer: DTLS needs PSK credentials (certificates are served over TLS)");
     this.opts = options;
     this.tuning = options.tuning ?? {};
-    const reconnect: ReconnectPolicy = { ...(options.reconnect ?? DEFAULT_RECONNECT), firstAttemptJitterMs: this.tuning.firstAttemptJitterMs };
+    const reconnect: ReconnectPolicy = {
+      ...(options.reconnect ?? DEFAULT_RECONNECT),
+      firstAttemptJitterMs: this.tuning.firstAttemptJitterMs,
+    };
     this.pacer = new ReconnectPacer(reconnect);
-    this.transportCache = new TransportCache(this.tuning.transportCacheMs, Date.now, this.tuning.udpReprobeMs, this.tuning.udpReprobeMs === undefined ? undefined : 0);
+    this.transportCache = new TransportCache(
+      this.tuning.transportCacheMs,
+      Date.now,
+      this.tuning.udpReprobeMs,
+      this.tuning.udpReprobeMs === undefined ? undefined : 0,
+    );
     this.config = new SessionConfig({
       heartbeatInterval: options.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS,
       idle: this.tuning.idleConfig,
@@ -163,8 +191,13 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       maxPerClient: this.tuning.maxMitigationsPerClient,
     });
     if (options.stateDir !== undefined) {
-      const identity = this.tuning.stateName ?? `${options.psk?.identity ?? options.certificate?.servername ?? (options.hosts.join(",") || options.discover?.domain || "")}@${options.port}`;
-      this.stateFile = new HomeStateFile(options.stateDir, this.tuning.stateName ?? stateFileName(identity), { maxMitigations: this.tuning.stateMaxMitigations, maxBytes: this.tuning.stateMaxBytes });
+      const identity =
+        this.tuning.stateName ??
+        `${options.psk?.identity ?? options.certificate?.servername ?? (options.hosts.join(",") || options.discover?.domain || "")}@${options.port}`;
+      this.stateFile = new HomeStateFile(options.stateDir, this.tuning.stateName ?? stateFileName(identity), {
+        maxMitigations: this.tuning.stateMaxMitigations,
+        maxBytes: this.tuning.stateMaxBytes,
+      });
     }
     this.resources = new HomeResources({
       store: this.store,
@@ -175,7 +208,9 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       decisionWaitMs: options.decisionWaitMs ?? DEFAULTS.decisionWaitMs,
       validate: this.tuning.validate,
       statusPeriodMs: this.tuning.statusPeriodMs,
-      notifyMinIntervalMs: this.tuning.notifyMinIntervalMs ?? (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),
+      notifyMinIntervalMs:
+        this.tuning.notifyMinIntervalMs ??
+        (() => notificationSpacingMs(this.session?.connection.transport, this.session?.endpoint.rttEstimateMs)),
       canRedirect: (t) => this.checkRedirect(t),
       persist: this.stateFile ? () => this.persistState() : undefined,
     });
@@ -232,17 +267,19 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private persistState(): Promise<void> {
     const f = this.stateFile;
     if (!f) return Promise.resolve();
-    return f.save(() => this.store.snapshot()).then(
-      () => {
-        this.lastStateError = undefined;
-      },
-      (e: Error) => {
-        // One event per new problem, not one per request.
-        if (e.message !== this.lastStateError) this.emit("error", e);
-        this.lastStateError = e.message;
-        throw e;
-      },
-    );
+    return f
+      .save(() => this.store.snapshot())
+      .then(
+        () => {
+          this.lastStateError = undefined;
+        },
+        (e: Error) => {
+          // One event per new problem, not one per request.
+          if (e.message !== this.lastStateError) this.emit("error", e);
+          this.lastStateError = e.message;
+          throw e;
+        },
+      );
   }
 
   private persistInBackground(): void {
@@ -281,7 +318,14 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   }
 
   mitigations(): Array<{ cuid: string; mid: number; status: string; lifetime: number; scope: DotsJson; enforcement?: DotsJson }> {
-    return this.store.list().map((m) => ({ cuid: m.cuid, mid: m.mid, status: STATUS_LABELS[m.status], lifetime: this.store.remainingLifetime(m), scope: { ...m.scope }, ...(m.enforcement ? { enforcement: m.enforcement } : {}) }));
+    return this.store.list().map((m) => ({
+      cuid: m.cuid,
+      mid: m.mid,
+      status: STATUS_LABELS[m.status],
+      lifetime: this.store.remainingLifetime(m),
+      scope: { ...m.scope },
+      ...(m.enforcement ? { enforcement: m.enforcement } : {}),
+    }));
   }
 
   /** True while a session with the ISP is up. */
@@ -322,11 +366,18 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       let won: { connection: Connection; candidate: Candidate } | undefined;
       if (useRedirect) {
         try {
-          won = await this.dial(this.redirect!.target.records.length ? this.redirect!.target.records : [this.redirect!.target.altClient], this.redirect!.target.altClient, controller.signal);
+          won = await this.dial(
+            this.redirect!.target.records.length ? this.redirect!.target.records : [this.redirect!.target.altClient],
+            this.redirect!.target.altClient,
+            controller.signal,
+          );
         } catch (e) {
           if (!this.running) throw e;
           // The alternate is unreachable: fall back to the provisioned client (RFC 9132 section 4.6).
-          this.emit("error", new Error(`redirect target ${this.redirect!.target.altClient} unreachable, falling back: ${(e as Error).message}`));
+          this.emit(
+            "error",
+            new Error(`redirect target ${this.redirect!.target.altClient} unreachable, falling back: ${(e as Error).message}`),
+          );
           this.redirect = undefined;
           useRedirect = false;
         }
@@ -347,7 +398,11 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       const retryInMs = this.pacer.delayMs();
       const keeping = this.session;
       // A silent session is kept (mitigations stay; it may still recover) while new attempts follow the spacing.
-      if (keeping) this.emit("error", new Error(`new session attempt failed (${(e as Error).message}); keeping the silent session, next attempt in ${retryInMs} ms`));
+      if (keeping)
+        this.emit(
+          "error",
+          new Error(`new session attempt failed (${(e as Error).message}); keeping the silent session, next attempt in ${retryInMs} ms`),
+        );
       else this.emit("disconnected", { ...this.connectFailures.failed(e), retryInMs });
       this.connecting = false;
       this.scheduleConnect(retryInMs);
@@ -358,7 +413,12 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     }
   }
 
-  private async dial(hosts: string[], servername: string | undefined, signal: AbortSignal, discover?: DialerOptions["discover"]): Promise<{ connection: Connection; candidate: Candidate }> {
+  private async dial(
+    hosts: string[],
+    servername: string | undefined,
+    signal: AbortSignal,
+    discover?: DialerOptions["discover"],
+  ): Promise<{ connection: Connection; candidate: Candidate }> {
     const transports = transportsFor(this.opts.transport, this.opts.psk !== undefined);
     let key = `${hosts.join(",")}:${this.opts.port}`;
     let found: Candidate[] | undefined;
@@ -366,13 +426,19 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       try {
         found = await discoverCandidates(discover.domain, transports, this.tuning.srvResolver ?? dnsResolver(discover.dnsServers));
         key = `srv:${discover.domain}`;
-        this.emit("discovered", { domain: discover.domain, candidates: found.map((c) => ({ host: c.host, address: c.address, port: c.port ?? this.opts.port, transport: c.transport })) });
+        this.emit("discovered", {
+          domain: discover.domain,
+          candidates: found.map((c) => ({ host: c.host, address: c.address, port: c.port ?? this.opts.port, transport: c.transport })),
+        });
       } catch (e) {
         if (hosts.length === 0) throw e;
         this.emit("error", new Error(`${(e as Error).message}; using the configured hosts`));
       }
     }
-    const candidates = this.transportCache.order(key, found ?? (await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup)));
+    const candidates = this.transportCache.order(
+      key,
+      found ?? (await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup)),
+    );
     const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
       // RFC 9132 section 4.3: 100 ms between attempts while under attack.
       attemptDelayMs: this.tuning.attemptDelayMs ?? (this.store.activeCount() > 0 ? 100 : 250),
@@ -403,21 +469,33 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     // Resumption (RFC 9132 section 7.1) with certificates only: a TLS server resuming a PSK
     // session never re-runs its PSK callback, so it cannot tell who the peer is.
     const useTickets = !this.opts.psk;
-    const p = resendWhileRefused(() => connectTls({
-      host: c.address,
-      port,
-      family: c.family,
-      psk: this.opts.psk,
-      certificate: this.opts.psk || !this.opts.certificate ? undefined : { cert: this.opts.certificate.cert, key: this.opts.certificate.key, ca: this.opts.certificate.ca as NonNullable<typeof this.opts.certificate.ca>, passphrase: this.opts.certificate.passphrase },
-      servername: name,
-      session: useTickets ? this.tickets.get(ticketKey) : undefined,
-      onSession: (t) => {
-        if (!useTickets) return;
-        this.tickets.set(ticketKey, t);
-        if (this.tickets.size > 16) this.tickets.delete(this.tickets.keys().next().value as string);
-      },
-      timeoutMs: this.tuning.tlsTimeoutMs,
-    }), signal);
+    const p = resendWhileRefused(
+      () =>
+        connectTls({
+          host: c.address,
+          port,
+          family: c.family,
+          psk: this.opts.psk,
+          certificate:
+            this.opts.psk || !this.opts.certificate
+              ? undefined
+              : {
+                  cert: this.opts.certificate.cert,
+                  key: this.opts.certificate.key,
+                  ca: this.opts.certificate.ca as NonNullable<typeof this.opts.certificate.ca>,
+                  passphrase: this.opts.certificate.passphrase,
+                },
+          servername: name,
+          session: useTickets ? this.tickets.get(ticketKey) : undefined,
+          onSession: (t) => {
+            if (!useTickets) return;
+            this.tickets.set(ticketKey, t);
+            if (this.tickets.size > 16) this.tickets.delete(this.tickets.keys().next().value as string);
+          },
+          timeoutMs: this.tuning.tlsTimeoutMs,
+        }),
+      signal,
+    );
     // connectTls has no abort hook: a loser that connects later is closed.
     return new Promise<Connection>((resolve, reject) => {
       const onAbort = () => reject(new Error("aborted"));
@@ -466,7 +544,12 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     heartbeat.start();
     // Over UDP one CoAP ping gives the RTT estimate that paces notifications (else 1 per 3 s).
     if (!endpoint.isTcp) endpoint.ping().catch(() => undefined);
-    this.emit("connected", { remoteAddress: connection.remoteAddress, remotePort: connection.remotePort, transport: connection.transport, cipher: connection.cipher });
+    this.emit("connected", {
+      remoteAddress: connection.remoteAddress,
+      remotePort: connection.remotePort,
+      transport: connection.transport,
+      cipher: connection.cipher,
+    });
     if (redirected && this.redirect && this.redirect.until !== Infinity) this.armRedirectExpiry();
   }
 
@@ -563,7 +646,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     const silentMs = Date.now() - s.heartbeat.lastTrafficAt;
     s.suspect = `the ISP answered neither a heartbeat nor a CoAP ping for ${silentMs} ms`;
     const retryInMs = this.pacer.afterSessionEnded();
-    this.emit("error", new Error(`${s.suspect}; setting up a new session in parallel in ${retryInMs} ms (the current one is kept meanwhile)`));
+    this.emit(
+      "error",
+      new Error(`${s.suspect}; setting up a new session in parallel in ${retryInMs} ms (the current one is kept meanwhile)`),
+    );
     this.scheduleConnect(retryInMs);
   }
 
@@ -596,7 +682,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     // Loop protection (RFC 9132 section 4.6): a client we were sent to moments ago is refused.
     const window = this.tuning.redirectLoopWindowMs ?? 300_000;
     const last = this.followed.get(t.altClient.toLowerCase());
-    if (last !== undefined && Date.now() - last < window) return `already redirected to ${t.altClient} within the last ${Math.round(window / 1000)} s (loop)`;
+    if (last !== undefined && Date.now() - last < window)
+      return `already redirected to ${t.altClient} within the last ${Math.round(window / 1000)} s (loop)`;
     if (t.records.length > 0) return undefined;
     try {
       const addrs = await (this.tuning.lookup ?? defaultLookup)(t.altClient);

@@ -9,7 +9,15 @@ import { diagnosticPayload } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
-import { ATTACK_STATUS_CODES, Mitigation, MitigationStatus, MitigationStore, RemovalReason, STATUS_LABELS, sameScope } from "./mitigation-store";
+import {
+  ATTACK_STATUS_CODES,
+  Mitigation,
+  MitigationStatus,
+  MitigationStore,
+  RemovalReason,
+  STATUS_LABELS,
+  sameScope,
+} from "./mitigation-store";
 import { SessionConfig } from "./session-config";
 import { validateMitigationRequest } from "./validation";
 
@@ -149,7 +157,10 @@ function text(code: number, diagnostic: string): ResourceResponse {
 }
 
 class BadRequest extends Error {
-  constructor(readonly code: number, message: string) {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -169,9 +180,11 @@ export function parseMitigatePath(segments: readonly string[]): { cuid: string; 
   const cuid = take("cuid");
   if (cuid === undefined) throw new BadRequest(Code.BadRequest, "missing cuid Uri-Path segment (cuid=...), it must come before mid");
   const midText = take("mid");
-  if (i < segments.length) throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${segments[i]}" (expected [cdid=]/cuid=/mid= in that order)`);
+  if (i < segments.length)
+    throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${segments[i]}" (expected [cdid=]/cuid=/mid= in that order)`);
   if (midText === undefined) return { cuid };
-  if (!/^\d{1,10}$/.test(midText) || Number(midText) > 0xffffffff) throw new BadRequest(Code.BadRequest, `mid "${midText}" is not a uint32`);
+  if (!/^\d{1,10}$/.test(midText) || Number(midText) > 0xffffffff)
+    throw new BadRequest(Code.BadRequest, `mid "${midText}" is not a uint32`);
   return { cuid, mid: Number(midText) };
 }
 
@@ -222,7 +235,8 @@ export class HomeResources extends EventEmitter {
     this.notifyMinIntervalMs = typeof spacing === "function" ? spacing : () => spacing;
     const homePrefixes = [...opts.homePrefixes];
     // -1 always passes validation here: whether it is granted as indefinite is the store's call.
-    this.validate = opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
+    this.validate =
+      opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
     this.canRedirect = opts.canRedirect;
     this.persist = opts.persist;
     this.homePrefixes = opts.homePrefixes.map((p) => {
@@ -298,7 +312,10 @@ export class HomeResources extends EventEmitter {
 
   private decodeBody(req: ResourceRequest): DotsJson {
     if (req.contentFormat !== CONTENT_FORMAT_DOTS_CBOR) {
-      throw new BadRequest(Code.UnsupportedContentFormat, `Content-Format must be ${CONTENT_FORMAT_DOTS_CBOR} (application/dots+cbor), got ${req.contentFormat ?? "none"}`);
+      throw new BadRequest(
+        Code.UnsupportedContentFormat,
+        `Content-Format must be ${CONTENT_FORMAT_DOTS_CBOR} (application/dots+cbor), got ${req.contentFormat ?? "none"}`,
+      );
     }
     try {
       return this.codec.decode(req.payload);
@@ -339,9 +356,11 @@ export class HomeResources extends EventEmitter {
     const fail = (field: string, rule: string, message: string): never => {
       throw new BadRequest(Code.BadRequest, `${field}: ${message} (${rule})`);
     };
-    for (const k of Object.keys(body)) if (k !== MITIGATION_SCOPE_KEY) fail(k, "unexpected-member", "only ietf-dots-signal-channel:mitigation-scope is allowed here");
+    for (const k of Object.keys(body))
+      if (k !== MITIGATION_SCOPE_KEY) fail(k, "unexpected-member", "only ietf-dots-signal-channel:mitigation-scope is allowed here");
     const ms = body[MITIGATION_SCOPE_KEY];
-    if (!isRecord(ms) || !Array.isArray(ms.scope)) return fail(MITIGATION_SCOPE_KEY, "mandatory", "mitigation-scope with a scope list is mandatory");
+    if (!isRecord(ms) || !Array.isArray(ms.scope))
+      return fail(MITIGATION_SCOPE_KEY, "mandatory", "mitigation-scope with a scope list is mandatory");
     if (ms.scope.length !== 1) fail("scope", "single-scope", `exactly one scope entry is allowed, got ${ms.scope.length}`);
     let scope = ms.scope[0];
     if (!isRecord(scope)) return fail("scope", "type", "scope entry must be an object");
@@ -357,14 +376,22 @@ export class HomeResources extends EventEmitter {
     for (const k of ["cuid", "cdid", "mid"]) if (k in scope) fail(k, "uri-path-only", `${k} belongs in the Uri-Path, never in the body`);
     const lifetime = scope.lifetime;
     if (lifetime === undefined) fail("lifetime", "mandatory", "lifetime is mandatory");
-    if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime < -1 || lifetime > 0xffffffff) fail("lifetime", "range", "lifetime must be a uint32 or -1");
+    if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime < -1 || lifetime > 0xffffffff)
+      fail("lifetime", "range", "lifetime must be a uint32 or -1");
     if (lifetime === 0) fail("lifetime", "non-zero", "lifetime 0 is invalid");
-    if (scope["trigger-mitigation"] === false) fail("trigger-mitigation", "call-home-immediate-only", "trigger-mitigation false is not allowed in Call Home (RFC 9066 section 5.3.1)");
+    if (scope["trigger-mitigation"] === false)
+      fail(
+        "trigger-mitigation",
+        "call-home-immediate-only",
+        "trigger-mitigation false is not allowed in Call Home (RFC 9066 section 5.3.1)",
+      );
     const targets = scope["target-prefix"];
-    if (!Array.isArray(targets) || targets.length === 0) fail("target-prefix", "mandatory", "target-prefix is mandatory in Call Home requests");
+    if (!Array.isArray(targets) || targets.length === 0)
+      fail("target-prefix", "mandatory", "target-prefix is mandatory in Call Home requests");
     for (const t of targets as unknown[]) if (!parsePrefix(t)) fail("target-prefix", "ip-prefix", `"${String(t)}" is not an IP prefix`);
     const sources = scope[SOURCE_PREFIX];
-    if (!Array.isArray(sources) || sources.length === 0) fail(SOURCE_PREFIX, "mandatory", "source-prefix is mandatory in Call Home requests");
+    if (!Array.isArray(sources) || sources.length === 0)
+      fail(SOURCE_PREFIX, "mandatory", "source-prefix is mandatory in Call Home requests");
     for (const s of sources as unknown[]) {
       const parsed = parsePrefix(s);
       if (!parsed) return fail(SOURCE_PREFIX, "ip-prefix", `"${String(s)}" is not an IP prefix`);
@@ -378,8 +405,10 @@ export class HomeResources extends EventEmitter {
     }
     let attackStatus: number | undefined;
     if (scope["attack-status"] !== undefined) {
-      attackStatus = typeof scope["attack-status"] === "number" ? scope["attack-status"] : ATTACK_STATUS_CODES[String(scope["attack-status"])];
-      if (attackStatus !== 1 && attackStatus !== 2) fail("attack-status", "enum", "attack-status must be under-attack or attack-successfully-mitigated");
+      attackStatus =
+        typeof scope["attack-status"] === "number" ? scope["attack-status"] : ATTACK_STATUS_CODES[String(scope["attack-status"])];
+      if (attackStatus !== 1 && attackStatus !== 2)
+        fail("attack-status", "enum", "attack-status must be under-attack or attack-successfully-mitigated");
     }
     // Indefinite refused by this home: grant the finite fallback instead (returned in the answer).
     const granted = lifetime === -1 && !this.allowIndefinite ? this.store.finiteLifetime() : (lifetime as number);
@@ -395,7 +424,8 @@ export class HomeResources extends EventEmitter {
       // A repeat of a NON PUT still waiting for its decision: answer it together with the first.
       const repeat = this.checkRequest(body);
       const m = this.store.get(cuid, mid);
-      if (m && !sameScope(m.scope, repeat.scope)) throw new BadRequest(Code.BadRequest, `refresh of mid ${mid} must repeat every parameter unchanged except lifetime`);
+      if (m && !sameScope(m.scope, repeat.scope))
+        throw new BadRequest(Code.BadRequest, `refresh of mid ${mid} must repeat every parameter unchanged except lifetime`);
       if (waiting.requests.length >= MAX_WAITING_REPEATS) {
         if (m) this.safeRespond(req, this.cbor(Code.Created, this.answerBody(m)));
         return;
@@ -404,7 +434,8 @@ export class HomeResources extends EventEmitter {
       return;
     }
     const { scope, lifetime, attackStatus } = this.checkRequest(body);
-    if (efficacy && attackStatus === undefined) throw new BadRequest(Code.BadRequest, "attack-status: mandatory in an efficacy update (mandatory)");
+    if (efficacy && attackStatus === undefined)
+      throw new BadRequest(Code.BadRequest, "attack-status: mandatory in an efficacy update (mandatory)");
     const r = this.store.put(cuid, mid, scope, lifetime, { efficacy, attackStatus });
     switch (r.kind) {
       case "ignored":
@@ -492,7 +523,10 @@ export class HomeResources extends EventEmitter {
   private getMitigations(req: ResourceRequest, cuid: string, mid?: number): void {
     const list = mid === undefined ? this.store.list(cuid) : [this.store.get(cuid, mid)].filter((m): m is Mitigation => m !== undefined);
     if (list.length === 0) {
-      throw new BadRequest(Code.NotFound, mid === undefined ? `no mitigations for cuid ${cuid}` : `no mitigation with mid ${mid} for cuid ${cuid}`);
+      throw new BadRequest(
+        Code.NotFound,
+        mid === undefined ? `no mitigations for cuid ${cuid}` : `no mitigation with mid ${mid} for cuid ${cuid}`,
+      );
     }
     const body = { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.store.toScopeJson(m)) } };
     if (req.observe === 1) this.cancelObserver(req, cuid, mid);
@@ -618,7 +652,9 @@ export class HomeResources extends EventEmitter {
           this.pending.delete(key);
           if (waiting.timer) clearTimeout(waiting.timer);
           const res = this.cbor(Code.Conflict, {
-            [MITIGATION_SCOPE_KEY]: { scope: [{ mid: m.mid, "conflict-information": { "conflict-cause": "request-rejected-legitimate-traffic" } }] },
+            [MITIGATION_SCOPE_KEY]: {
+              scope: [{ mid: m.mid, "conflict-information": { "conflict-cause": "request-rejected-legitimate-traffic" } }],
+            },
           });
           this.store.discard(m.cuid, m.mid);
           this.durable(waiting.requests, () => res);
@@ -640,7 +676,8 @@ export class HomeResources extends EventEmitter {
     if (rest.length > 1) throw new BadRequest(Code.BadRequest, "/config takes at most one Uri-Path segment (sid=...)");
     if (rest.length === 1) {
       const m = /^sid=(.*)$/.exec(rest[0]);
-      if (!m) throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${rest[0]}" on /config (only sid=... is allowed; no cuid)`);
+      if (!m)
+        throw new BadRequest(Code.BadRequest, `unexpected Uri-Path segment "${rest[0]}" on /config (only sid=... is allowed; no cuid)`);
       if (!/^\d{1,10}$/.test(m[1]) || Number(m[1]) > 0xffffffff) throw new BadRequest(Code.BadRequest, `sid "${m[1]}" is not a uint32`);
       sid = Number(m[1]);
     }
@@ -684,7 +721,8 @@ export class HomeResources extends EventEmitter {
   // ------------------------------------------------------------------------------ /hb
 
   private heartbeat(req: ResourceRequest, rest: string[]): void {
-    if (req.method !== Code.PUT) throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /hb (PUT only)`);
+    if (req.method !== Code.PUT)
+      throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /hb (PUT only)`);
     if (rest.length > 0) throw new BadRequest(Code.BadRequest, "a heartbeat must not carry cuid, cdid, mid or any other Uri-Path segment");
     const body = this.decodeBody(req);
     let parsed: { peerHbStatus: boolean };
@@ -700,13 +738,16 @@ export class HomeResources extends EventEmitter {
   // ------------------------------------------------------------------------------ /redirect
 
   private redirect(req: ResourceRequest): void {
-    if (req.method !== Code.PUT) throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /redirect (PUT only)`);
+    if (req.method !== Code.PUT)
+      throw new BadRequest(Code.MethodNotAllowed, `${codeToString(req.method)} is not allowed on /redirect (PUT only)`);
     const body = this.decodeBody(req);
     const rs = body[REDIRECTED_SIGNAL_KEY];
     if (!isRecord(rs)) throw new BadRequest(Code.BadRequest, `${REDIRECTED_SIGNAL_KEY}: mandatory`);
-    if ("alt-server" in rs || "alt-server-record" in rs) throw new BadRequest(Code.BadRequest, "alt-server/alt-server-record are base-channel redirect attributes, not Call Home ones");
+    if ("alt-server" in rs || "alt-server-record" in rs)
+      throw new BadRequest(Code.BadRequest, "alt-server/alt-server-record are base-channel redirect attributes, not Call Home ones");
     const alt = rs["ietf-dots-call-home:alt-ch-client"];
-    if (typeof alt !== "string" || !FQDN.test(alt) || isIP(alt) !== 0) throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client: mandatory domain name");
+    if (typeof alt !== "string" || !FQDN.test(alt) || isIP(alt) !== 0)
+      throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client: mandatory domain name");
     const recordsRaw = rs["ietf-dots-call-home:alt-ch-client-record"];
     let records: string[] = [];
     if (recordsRaw !== undefined) {

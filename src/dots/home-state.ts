@@ -89,7 +89,16 @@ function parseEntry(v: unknown): StoredMitigation | string {
   if (!isInt(status) || status < 1 || status > 8) return "bad status";
   if (!isInt(mitigationStart)) return "bad mitigationStart";
   if (!isInt(terminatingPeriodMs) || terminatingPeriodMs < 0) return "bad terminatingPeriodMs";
-  const out: StoredMitigation = { cuid, mid, scope, lifetime, expiresAt: expiresAt as number | null, status, mitigationStart, terminatingPeriodMs };
+  const out: StoredMitigation = {
+    cuid,
+    mid,
+    scope,
+    lifetime,
+    expiresAt: expiresAt as number | null,
+    status,
+    mitigationStart,
+    terminatingPeriodMs,
+  };
   if (v.attackStatus !== undefined) {
     if (v.attackStatus !== 1 && v.attackStatus !== 2) return "bad attackStatus";
     out.attackStatus = v.attackStatus;
@@ -110,15 +119,26 @@ function parseEntry(v: unknown): StoredMitigation | string {
 }
 
 /** Serializes a snapshot; throws STATE_TOO_BIG past the bounds (nothing is written then). */
-export function encodeState(file: string, entries: readonly StoredMitigation[], maxMitigations: number, maxBytes: number, now = Date.now()): Buffer {
+export function encodeState(
+  file: string,
+  entries: readonly StoredMitigation[],
+  maxMitigations: number,
+  maxBytes: number,
+  now = Date.now(),
+): Buffer {
   if (entries.length > maxMitigations) {
-    throw new StateFileError("STATE_TOO_BIG", file, `state file ${file}: ${entries.length} mitigations exceed the limit of ${maxMitigations}`);
+    throw new StateFileError(
+      "STATE_TOO_BIG",
+      file,
+      `state file ${file}: ${entries.length} mitigations exceed the limit of ${maxMitigations}`,
+    );
   }
   const lines = [JSON.stringify({ format: STATE_FORMAT, version: STATE_VERSION, savedAt: new Date(now).toISOString() })];
   for (const e of entries) lines.push(JSON.stringify(e));
   lines.push(JSON.stringify({ end: entries.length }));
   const buf = Buffer.from(lines.join("\n") + "\n", "utf8");
-  if (buf.length > maxBytes) throw new StateFileError("STATE_TOO_BIG", file, `state file ${file}: ${buf.length} bytes exceed the limit of ${maxBytes}`);
+  if (buf.length > maxBytes)
+    throw new StateFileError("STATE_TOO_BIG", file, `state file ${file}: ${buf.length} bytes exceed the limit of ${maxBytes}`);
   return buf;
 }
 
@@ -146,7 +166,8 @@ export function decodeState(file: string, text: string, maxMitigations: number):
     }
     if (!header) {
       if (!isRecord(v) || v.format !== STATE_FORMAT) return { entries, problem: `line 1 is not a ${STATE_FORMAT} header` };
-      if (v.version !== STATE_VERSION) return { entries, problem: `version ${String(v.version)} is not supported (this build reads ${STATE_VERSION})` };
+      if (v.version !== STATE_VERSION)
+        return { entries, problem: `version ${String(v.version)} is not supported (this build reads ${STATE_VERSION})` };
       header = true;
       continue;
     }
@@ -164,7 +185,8 @@ export function decodeState(file: string, text: string, maxMitigations: number):
   }
   if (!header && problems.length === 0) problems.push(text.length === 0 ? "the file is empty" : "no header line");
   if (header && end === undefined && problems.length === 0) problems.push("the end line is missing (truncated)");
-  if (end !== undefined && end !== entries.length && problems.length === 0) problems.push(`the end line counts ${end} mitigations, ${entries.length} were read`);
+  if (end !== undefined && end !== entries.length && problems.length === 0)
+    problems.push(`the end line counts ${end} mitigations, ${entries.length} were read`);
   return problems.length > 0 ? { entries, problem: problems.join("; ") } : { entries };
 }
 
@@ -229,7 +251,10 @@ export class HomeStateFile {
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return { entries: [] };
-      return { entries: [], error: new StateFileError("STATE_UNREADABLE", this.file, `state file ${this.file} cannot be read: ${(e as Error).message}`) };
+      return {
+        entries: [],
+        error: new StateFileError("STATE_UNREADABLE", this.file, `state file ${this.file} cannot be read: ${(e as Error).message}`),
+      };
     }
     const { entries, problem } = decodeState(this.file, buf.toString("utf8"), this.maxMitigations);
     if (problem) return this.damaged(entries, problem);
@@ -246,7 +271,15 @@ export class HomeStateFile {
       // left in place; the next save replaces it
     }
     const where = keptAs ? `; the damaged file is kept as ${keptAs}` : "";
-    return { entries, keptAs, error: new StateFileError("STATE_CORRUPT", this.file, `state file ${this.file} is damaged (${problem}); started with the ${entries.length} mitigation(s) that could be read${where}`) };
+    return {
+      entries,
+      keptAs,
+      error: new StateFileError(
+        "STATE_CORRUPT",
+        this.file,
+        `state file ${this.file} is damaged (${problem}); started with the ${entries.length} mitigation(s) that could be read${where}`,
+      ),
+    };
   }
 
   /**

@@ -17,7 +17,17 @@ import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
-import { authFailureEvent, dropBanEvent, dropEndEvent, LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT, type AuthFailureEvent, type DropBanEvent, type DropEndInfo } from "./auth-events";
+import {
+  authFailureEvent,
+  dropBanEvent,
+  dropEndEvent,
+  LISTENER_AUTH_FAILURE_EVENT,
+  LISTENER_DROP_END_EVENT,
+  LISTENER_DROP_EVENT,
+  type AuthFailureEvent,
+  type DropBanEvent,
+  type DropEndInfo,
+} from "./auth-events";
 import { DEFAULTS } from "./defaults";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { MidLedger, StateFileError } from "./isp-mid-ledger";
@@ -102,12 +112,21 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   constructor(options: ListenerOptions, tuning: Partial<IspEngineTuning> = {}) {
     super();
     if (!options || typeof options !== "object") throw new TypeError("CallHomeListener: options are required");
-    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`port must be 0..65535, got ${options.port}`);
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535)
+      throw new RangeError(`port must be 0..65535, got ${options.port}`);
     if (!options.transports?.dtls && !options.transports?.tls) throw new TypeError("CallHomeListener: enable DTLS, TLS or both");
     this.options = options;
-    this.tuning = { ...DEFAULT_TUNING, maxSessions: 20000, allowUnscopedHomes: false, allowBaseChannelPort: false, ...stripUndefined(tuning) };
+    this.tuning = {
+      ...DEFAULT_TUNING,
+      maxSessions: 20000,
+      allowUnscopedHomes: false,
+      allowBaseChannelPort: false,
+      ...stripUndefined(tuning),
+    };
     if (options.port === BASE_DOTS_SIGNAL_PORT && !this.tuning.allowBaseChannelPort) {
-      throw new RangeError(`port ${BASE_DOTS_SIGNAL_PORT} is the base DOTS signal channel's; Call Home needs a port of its own (RFC 9066 appendix B), e.g. 4647`);
+      throw new RangeError(
+        `port ${BASE_DOTS_SIGNAL_PORT} is the base DOTS signal channel's; Call Home needs a port of its own (RFC 9066 appendix B), e.g. 4647`,
+      );
     }
     for (const p of options.psk ?? []) {
       if (this.pskByIdentity.has(p.identity)) throw new TypeError(`PSK identity "${p.identity}" configured twice`);
@@ -164,14 +183,19 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (o.transports.dtls && !hasPsk) throw new TypeError("DTLS needs PSK entries (this build's DTLS server is PSK only)");
     if (o.transports.tls && !hasPsk && !o.certificate) throw new TypeError("TLS needs a certificate or PSK entries");
     const cert = o.certificate;
-    if (o.transports.tls && cert && !cert.ca) throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
+    if (o.transports.tls && cert && !cert.ca)
+      throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
     return new CallHomeTransportListener({
       port: o.port,
       host: o.host ?? "::",
-      dtls: o.transports.dtls ? { pskLookup: lookup, ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}) } : undefined,
+      dtls: o.transports.dtls
+        ? { pskLookup: lookup, ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}) }
+        : undefined,
       tls: o.transports.tls
         ? {
-            certificate: cert ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase } : undefined,
+            certificate: cert
+              ? { cert: cert.cert, key: cert.key, ca: cert.ca as string | Buffer | Array<string | Buffer>, passphrase: cert.passphrase }
+              : undefined,
             pskLookup: hasPsk ? lookup : undefined,
           }
         : undefined,
@@ -206,11 +230,32 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   }
 
   /** What the listener holds of each home's mitigations (connected or not), for views; a copy. */
-  homeMitigations(): Array<{ sessionId: string; home: string; connected: boolean; mid: number; cuid: string; status?: string; lifetime: number; expiresAt: number; withdrawn: boolean }> {
+  homeMitigations(): Array<{
+    sessionId: string;
+    home: string;
+    connected: boolean;
+    mid: number;
+    cuid: string;
+    status?: string;
+    lifetime: number;
+    expiresAt: number;
+    withdrawn: boolean;
+  }> {
     const out = [];
     for (const st of this.homes.values()) {
       const connected = this.live.get(st.sessionId)?.isUp === true;
-      for (const m of st.mitigations.values()) out.push({ sessionId: st.sessionId, home: st.home, connected, mid: m.mid, cuid: m.cuid, status: m.status, lifetime: m.lifetime, expiresAt: m.expiresAt, withdrawn: m.withdrawn });
+      for (const m of st.mitigations.values())
+        out.push({
+          sessionId: st.sessionId,
+          home: st.home,
+          connected,
+          mid: m.mid,
+          cuid: m.cuid,
+          status: m.status,
+          lifetime: m.lifetime,
+          expiresAt: m.expiresAt,
+          withdrawn: m.withdrawn,
+        });
     }
     return out;
   }
@@ -238,9 +283,13 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (typeof idOrHome !== "string" || idOrHome.length === 0) throw new IspRequestError("UNKNOWN_SESSION", "no session named");
     const s = this.lookup(idOrHome);
     if (s && s.isUp && s.wasUp) return s;
-    const known = this.seen.has(idOrHome) || [...this.pskByIdentity.values()].some((p) => p.home === idOrHome) || this.pskByIdentity.has(idOrHome);
+    const known =
+      this.seen.has(idOrHome) || [...this.pskByIdentity.values()].some((p) => p.home === idOrHome) || this.pskByIdentity.has(idOrHome);
     if (s || known) throw new IspRequestError("SESSION_DOWN", `session "${idOrHome}" is not connected`);
-    throw new IspRequestError("UNKNOWN_SESSION", `no session "${idOrHome}" (known: ${[...this.live.values()].map((x) => `${x.id} (${x.info.home})`).join(", ") || "none"})`);
+    throw new IspRequestError(
+      "UNKNOWN_SESSION",
+      `no session "${idOrHome}" (known: ${[...this.live.values()].map((x) => `${x.id} (${x.info.home})`).join(", ") || "none"})`,
+    );
   }
 
   private async call<T>(idOrHome: string, fn: (s: IspSession) => Promise<T>): Promise<T> {
@@ -271,7 +320,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   // ---------------------------------------------------------------------------- connections
 
   private homeName(conn: Connection): string {
-    if (conn.peer.method === "psk" && conn.peer.pskIdentity !== undefined) return this.pskByIdentity.get(conn.peer.pskIdentity)?.home ?? conn.peer.pskIdentity;
+    if (conn.peer.method === "psk" && conn.peer.pskIdentity !== undefined)
+      return this.pskByIdentity.get(conn.peer.pskIdentity)?.home ?? conn.peer.pskIdentity;
     return commonName(conn.peer.subject) ?? "unknown";
   }
 
@@ -320,7 +370,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         transport: conn.transport,
         remoteAddress: conn.remoteAddress,
         remotePort: conn.remotePort,
-        peer: { method: conn.peer.method, identity: conn.peer.method === "psk" ? conn.peer.pskIdentity ?? "" : conn.peer.subject ?? "" },
+        peer: {
+          method: conn.peer.method,
+          identity: conn.peer.method === "psk" ? (conn.peer.pskIdentity ?? "") : (conn.peer.subject ?? ""),
+        },
         cipher: conn.cipher,
         since: Date.now(),
       };
@@ -366,7 +419,12 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   /** R24/R25 before sending: the shared validation with the home's prefixes. */
   private validate(home: string, request: DotsJson, prefixes: string[] | undefined): { ok: true } | { ok: false; errors: string[] } {
     if (prefixes === undefined && !this.tuning.allowUnscopedHomes) {
-      return { ok: false, errors: [`no home prefixes configured for "${home}": cannot check that source-prefix lies in the home's domain (RFC 9066 section 5.3.1)`] };
+      return {
+        ok: false,
+        errors: [
+          `no home prefixes configured for "${home}": cannot check that source-prefix lies in the home's domain (RFC 9066 section 5.3.1)`,
+        ],
+      };
     }
     const r = validateMitigationRequest(request, { side: "isp", homePrefixes: prefixes, allowIndefiniteLifetime: true });
     if (r.ok) return { ok: true };
@@ -432,7 +490,8 @@ function encodeRequestBody(body: DotsJson | Buffer): Buffer {
   try {
     return Buffer.from(encodeDotsCbor(body));
   } catch (e) {
-    if (e instanceof DotsCborError) throw new IspRequestError("INVALID_REQUEST", `cannot encode the request: ${e.message}`, { path: e.path, code: e.code });
+    if (e instanceof DotsCborError)
+      throw new IspRequestError("INVALID_REQUEST", `cannot encode the request: ${e.message}`, { path: e.path, code: e.code });
     throw e;
   }
 }
@@ -460,7 +519,10 @@ function toOutgoing(req: SessionRequest, datagram: boolean): OutgoingRequest {
   }
   if (datagram && estimatedSize(req, out.payload) > MAX_DTLS_COAP_MESSAGE) {
     // R13: the client must split such a request; which split makes sense is the caller's choice.
-    throw new IspRequestError("INVALID_REQUEST", `request of about ${estimatedSize(req, out.payload)} bytes does not fit one DTLS datagram (${MAX_DTLS_COAP_MESSAGE} bytes, RFC 9132 section 7.3): split it into several requests, e.g. shorter target-prefix lists`);
+    throw new IspRequestError(
+      "INVALID_REQUEST",
+      `request of about ${estimatedSize(req, out.payload)} bytes does not fit one DTLS datagram (${MAX_DTLS_COAP_MESSAGE} bytes, RFC 9132 section 7.3): split it into several requests, e.g. shorter target-prefix lists`,
+    );
   }
   if (req.ifMatchEmpty) out.options = [ifMatchOption()];
   if (req.repeatMs !== undefined && !req.confirmable) out.repeatMs = req.repeatMs;
@@ -475,11 +537,13 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
     observe(req, onNotification) {
       let cancelled = false;
       let cancelNow: (() => Promise<void>) | undefined;
-      const first = ep.observe(toOutgoing(req, datagram), (res) => onNotification(toSessionResponse(res))).then((h) => {
-        cancelNow = h.cancel;
-        if (cancelled) void h.cancel();
-        return toSessionResponse(h.first);
-      });
+      const first = ep
+        .observe(toOutgoing(req, datagram), (res) => onNotification(toSessionResponse(res)))
+        .then((h) => {
+          cancelNow = h.cancel;
+          if (cancelled) void h.cancel();
+          return toSessionResponse(h.first);
+        });
       return {
         first,
         cancel() {
@@ -496,13 +560,18 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
           respond(code, body) {
             const c = codeFromString(code);
             if (body === undefined) req.respond({ code: c });
-            else if (typeof body === "string") req.respond({ code: c, payload: Buffer.from(body, "utf8"), contentFormat: CONTENT_FORMAT_TEXT });
+            else if (typeof body === "string")
+              req.respond({ code: c, payload: Buffer.from(body, "utf8"), contentFormat: CONTENT_FORMAT_TEXT });
             else req.respond({ code: c, payload: Buffer.from(encodeDotsCbor(body)), contentFormat: DOTS_CONTENT_FORMAT });
           },
         };
         if (req.payload.length > 0) {
           if (req.contentFormat !== DOTS_CONTENT_FORMAT) {
-            req.respond({ code: 0x8f, payload: Buffer.from("payload must be application/dots+cbor (271)"), contentFormat: CONTENT_FORMAT_TEXT });
+            req.respond({
+              code: 0x8f,
+              payload: Buffer.from("payload must be application/dots+cbor (271)"),
+              contentFormat: CONTENT_FORMAT_TEXT,
+            });
             return;
           }
           try {

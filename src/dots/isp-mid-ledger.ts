@@ -70,12 +70,14 @@ export function parseMidStateFile(text: string): HomeMidState {
   }
   if (!isRecord(raw) || raw.version !== 1) throw new Error(`expected {"version":1,...}`);
   if (typeof raw.home !== "string") throw new Error(`"home" must be a string`);
-  if (raw.cuid !== undefined && (typeof raw.cuid !== "string" || raw.cuid.length === 0 || raw.cuid.length > 64)) throw new Error(`"cuid" must be a short string`);
+  if (raw.cuid !== undefined && (typeof raw.cuid !== "string" || raw.cuid.length === 0 || raw.cuid.length > 64))
+    throw new Error(`"cuid" must be a short string`);
   if (!isRecord(raw.mids)) throw new Error(`"mids" must map cuids to mids`);
   const mids = new Map<string, number>();
   for (const [cuid, mid] of Object.entries(raw.mids)) {
     if (cuid.length === 0 || cuid.length > 64) throw new Error(`cuid "${cuid.slice(0, 70)}" has a bad length`);
-    if (typeof mid !== "number" || !Number.isInteger(mid) || mid < 0 || mid > MID_MAX) throw new Error(`mid for cuid ${cuid} is not a uint32`);
+    if (typeof mid !== "number" || !Number.isInteger(mid) || mid < 0 || mid > MID_MAX)
+      throw new Error(`mid for cuid ${cuid} is not a uint32`);
     mids.set(cuid, mid);
   }
   const out: HomeMidState = { home: raw.home, mids };
@@ -107,7 +109,12 @@ export class MidLedger {
       await this.removeStaleTemps();
     } catch (e) {
       this.usable = false;
-      this.onError(new StateFileError(this.dir, `state directory ${this.dir} is unusable (${(e as Error).message}): mids are kept in memory only, so they may repeat after a restart`));
+      this.onError(
+        new StateFileError(
+          this.dir,
+          `state directory ${this.dir} is unusable (${(e as Error).message}): mids are kept in memory only, so they may repeat after a restart`,
+        ),
+      );
     }
     return this.usable;
   }
@@ -160,7 +167,16 @@ export class MidLedger {
       this.entries.set(sessionId, known);
       return known;
     }
-    const entry: Entry = { sessionId, home, mids: new Map(), planned: new Map(), durable: new Map(), chain: Promise.resolve(), writing: 0, failing: false };
+    const entry: Entry = {
+      sessionId,
+      home,
+      mids: new Map(),
+      planned: new Map(),
+      durable: new Map(),
+      chain: Promise.resolve(),
+      writing: 0,
+      failing: false,
+    };
     this.readInto(entry);
     this.entries.set(sessionId, entry);
     this.evict();
@@ -195,7 +211,12 @@ export class MidLedger {
           // left where it is; the next write replaces it
         }
       }
-      this.onError(new StateFileError(f, `state file ${f} is unusable (${(e as Error).message})${aside}: the mids of home "${entry.home}" continue above what the home reports`));
+      this.onError(
+        new StateFileError(
+          f,
+          `state file ${f} is unusable (${(e as Error).message})${aside}: the mids of home "${entry.home}" continue above what the home reports`,
+        ),
+      );
     }
   }
 
@@ -239,7 +260,9 @@ export class MidLedger {
         file = this.fileFor(e.sessionId);
         if (snapshot.size > MAX_CUIDS_PER_HOME) {
           // Keep the current cuid and the highest marks; old cuids only matter while the home holds them.
-          const keep = [...snapshot.entries()].sort((a, b) => (a[0] === e.cuid ? -1 : b[0] === e.cuid ? 1 : b[1] - a[1])).slice(0, MAX_CUIDS_PER_HOME);
+          const keep = [...snapshot.entries()]
+            .sort((a, b) => (a[0] === e.cuid ? -1 : b[0] === e.cuid ? 1 : b[1] - a[1]))
+            .slice(0, MAX_CUIDS_PER_HOME);
           snapshot.clear();
           for (const [c, m] of keep) snapshot.set(c, m);
         }
@@ -255,7 +278,12 @@ export class MidLedger {
         for (const [c, m] of snapshot) if (e.planned.get(c) === m) e.planned.set(c, e.durable.get(c) ?? -1);
         if (!e.failing) {
           e.failing = true;
-          this.onError(new StateFileError(file, `cannot write state file ${file} (${(err as Error).message}): mids of home "${e.home}" may repeat after a restart; requests still go out`));
+          this.onError(
+            new StateFileError(
+              file,
+              `cannot write state file ${file} (${(err as Error).message}): mids of home "${e.home}" may repeat after a restart; requests still go out`,
+            ),
+          );
         }
       } finally {
         e.writing--;

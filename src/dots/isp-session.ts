@@ -7,7 +7,14 @@ import { dotsEnumLabels } from "../cbor";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
 import { HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
 import { freshCuid, type MidAllocator } from "./ids";
-import { type ConfigSet, type ConfigSetName, DEFAULT_CONFIG_SET, type TransmissionParameters, negotiatedSetsFromJson, toTransmissionParameters } from "./session-config";
+import {
+  type ConfigSet,
+  type ConfigSetName,
+  DEFAULT_CONFIG_SET,
+  type TransmissionParameters,
+  negotiatedSetsFromJson,
+  toTransmissionParameters,
+} from "./session-config";
 
 // ------------------------------------------------------------------------------------ constants
 
@@ -95,8 +102,10 @@ export function normalizeMitigationRequest(input: unknown): DotsJson {
   if (!isRecord(input)) throw new IspRequestError("INVALID_REQUEST", "mitigation request must be a JSON object");
   let view: Record<string, unknown>;
   if (MITIGATION_SCOPE_KEY in input) view = structuredClone(input);
-  else if ("target-prefix" in input || "ietf-dots-call-home:source-prefix" in input) view = { [MITIGATION_SCOPE_KEY]: { scope: [structuredClone(input)] } };
-  else throw new IspRequestError("INVALID_REQUEST", `mitigation request needs "${MITIGATION_SCOPE_KEY}" (or a bare scope with target-prefix)`);
+  else if ("target-prefix" in input || "ietf-dots-call-home:source-prefix" in input)
+    view = { [MITIGATION_SCOPE_KEY]: { scope: [structuredClone(input)] } };
+  else
+    throw new IspRequestError("INVALID_REQUEST", `mitigation request needs "${MITIGATION_SCOPE_KEY}" (or a bare scope with target-prefix)`);
   const ms = view[MITIGATION_SCOPE_KEY];
   if (isRecord(ms) && Array.isArray(ms.scope)) {
     for (const s of ms.scope) if (isRecord(s) && s.lifetime === undefined) s.lifetime = 3600;
@@ -141,7 +150,8 @@ export function redirectBody(target: RedirectTarget): DotsJson {
     if (target.records.length > 0) body["ietf-dots-call-home:alt-ch-client-record"] = [...target.records];
   }
   if (target.ttl !== undefined) {
-    if (!Number.isInteger(target.ttl) || target.ttl < 0 || target.ttl > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "ttl must be a uint32 (seconds)");
+    if (!Number.isInteger(target.ttl) || target.ttl < 0 || target.ttl > 0xffffffff)
+      throw new IspRequestError("INVALID_REQUEST", "ttl must be a uint32 (seconds)");
     body["ietf-dots-call-home:ttl"] = target.ttl;
   }
   return { [REDIRECT_KEY]: body };
@@ -216,7 +226,15 @@ export function scopeKey(request: DotsJson): string {
   delete scope.lifetime;
   delete scope["attack-status"];
   const sort = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(sort) : isRecord(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort(v[k])])) : v;
+    Array.isArray(v)
+      ? v.map(sort)
+      : isRecord(v)
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, sort(v[k])]),
+          )
+        : v;
   return JSON.stringify(sort(scope));
 }
 
@@ -388,7 +406,22 @@ export interface ResyncEvent {
 export const MAX_RESYNCED = 1024;
 
 /** Keys a GET /mitigate answer adds to a scope entry that are not part of the request itself. */
-const STATUS_ONLY_KEYS = ["mid", "status", "lifetime", "conflict-information", "mitigation-start", "attack-status", "bytes-dropped", "bps-dropped", "pkts-dropped", "pps-dropped", "total-traffic", "total-attack-traffic", "total-attack-connection", "attack-detail"];
+const STATUS_ONLY_KEYS = [
+  "mid",
+  "status",
+  "lifetime",
+  "conflict-information",
+  "mitigation-start",
+  "attack-status",
+  "bytes-dropped",
+  "bps-dropped",
+  "pkts-dropped",
+  "pps-dropped",
+  "total-traffic",
+  "total-attack-traffic",
+  "total-attack-connection",
+  "attack-detail",
+];
 
 /** The request (JSON view) that would create this scope entry again: what efficacy updates repeat. */
 export function requestFromScopeEntry(entry: Record<string, unknown>): DotsJson {
@@ -536,7 +569,10 @@ export class IspSession extends EventEmitter {
     for (const cuid of cuids) {
       let res: SessionResponse;
       try {
-        res = await this.exchange({ method: "GET", path: mitigatePath(cuid), confirmable: false, repeatMs: this.tuning.nonRepeatMs }, this.tuning.configTimeoutMs);
+        res = await this.exchange(
+          { method: "GET", path: mitigatePath(cuid), confirmable: false, repeatMs: this.tuning.nonRepeatMs },
+          this.tuning.configTimeoutMs,
+        );
       } catch (e) {
         if (!this.isUp) return out;
         failures.push(`GET /mitigate/cuid=${cuid}: ${(e as Error).message}`);
@@ -561,7 +597,8 @@ export class IspSession extends EventEmitter {
         if (st?.lifetime !== undefined) found.lifetime = st.lifetime;
         if (out.mitigations.length >= MAX_RESYNCED) {
           // A home reporting more than any home keeps: its mids still count, the rest is not held.
-          if (!failures.some((f) => f.startsWith("more than"))) failures.push(`more than ${MAX_RESYNCED} mitigations reported; only the first ${MAX_RESYNCED} are observed`);
+          if (!failures.some((f) => f.startsWith("more than")))
+            failures.push(`more than ${MAX_RESYNCED} mitigations reported; only the first ${MAX_RESYNCED} are observed`);
           continue;
         }
         out.mitigations.push(found);
@@ -623,7 +660,9 @@ export class IspSession extends EventEmitter {
       }
     };
     try {
-      const res = await this.track(this.endpoint.request({ method: "GET", path: configPath(), confirmable: true, timeoutMs: this.tuning.configTimeoutMs }));
+      const res = await this.track(
+        this.endpoint.request({ method: "GET", path: configPath(), confirmable: true, timeoutMs: this.tuning.configTimeoutMs }),
+      );
       if (res.code !== "2.05" || typeof res.body !== "object") return fallback(`GET /config answered ${res.code}`);
       let sets: Record<ConfigSetName, ConfigSet>;
       try {
@@ -679,7 +718,13 @@ export class IspSession extends EventEmitter {
     const peer = (body as Record<string, Record<string, unknown>>)["ietf-dots-signal-channel:heartbeat"]?.["peer-hb-status"] === true;
     this.emit("heartbeat", { sessionId: this.id, direction: "out", peerHbStatus: peer });
     try {
-      const res = await this.endpoint.request({ method: "PUT", path: heartbeatPath(), confirmable: false, body, timeoutMs: Math.max(1000, this.heartbeat.intervalMs) });
+      const res = await this.endpoint.request({
+        method: "PUT",
+        path: heartbeatPath(),
+        confirmable: false,
+        body,
+        timeoutMs: Math.max(1000, this.heartbeat.intervalMs),
+      });
       return res.code === "2.04";
     } catch {
       return false;
@@ -770,7 +815,8 @@ export class IspSession extends EventEmitter {
         if (e instanceof IspRequestError) throw e;
         const c = (e as { code?: string }).code;
         if (c !== "TIMEOUT" && !this.isUp) throw new IspRequestError("SESSION_DOWN", `session ${this.id} went down: ${this.closedReason}`);
-        const mapped: IspErrorCode = c === "TIMEOUT" ? "TIMEOUT" : c === "CLOSED" || c === "RELEASED" || c === "ABORTED" ? "SESSION_DOWN" : "COAP_ERROR";
+        const mapped: IspErrorCode =
+          c === "TIMEOUT" ? "TIMEOUT" : c === "CLOSED" || c === "RELEASED" || c === "ABORTED" ? "SESSION_DOWN" : "COAP_ERROR";
         throw new IspRequestError(mapped, `${req.method} /${req.path.join("/")}: ${(e as Error).message}`);
       }
       if (isBaseRedirect(res.code, res.body)) {
@@ -806,11 +852,15 @@ export class IspSession extends EventEmitter {
     if (!check.ok) throw new IspRequestError("INVALID_REQUEST", `invalid mitigation request: ${check.errors.join("; ")}`, check.errors);
     const held = this.state.heldUntil(request);
     if (held !== undefined) {
-      throw new IspRequestError("RETRY_TIMER", `the home deactivated this request; it may be sent again in ${Math.ceil((held - Date.now()) / 1000)} s (retry-timer, RFC 9132 section 4.4.2.2)`);
+      throw new IspRequestError(
+        "RETRY_TIMER",
+        `the home deactivated this request; it may be sent again in ${Math.ceil((held - Date.now()) / 1000)} s (retry-timer, RFC 9132 section 4.4.2.2)`,
+      );
     }
     let mid: number;
     if (opts.mid !== undefined) {
-      if (!Number.isInteger(opts.mid) || opts.mid < 0 || opts.mid > 0xffffffff) throw new IspRequestError("INVALID_REQUEST", "mid must be a uint32");
+      if (!Number.isInteger(opts.mid) || opts.mid < 0 || opts.mid > 0xffffffff)
+        throw new IspRequestError("INVALID_REQUEST", "mid must be a uint32");
       mid = opts.mid;
       this.mids.note(this.id, this.cuid, mid);
       if (this.reservations) await this.track(this.reservations.reserve(this.cuid, mid, false));
@@ -824,13 +874,26 @@ export class IspSession extends EventEmitter {
    */
   async mitigateRaw(mid: number, body: DotsJson | Buffer, opts: { ifMatchEmpty?: boolean; path?: string[] } = {}): Promise<RequestOutcome> {
     this.ensureUp();
-    const res = await this.exchange({ method: "PUT", path: opts.path ?? mitigatePath(this.cuid, mid), confirmable: false, body, ifMatchEmpty: opts.ifMatchEmpty, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "PUT",
+      path: opts.path ?? mitigatePath(this.cuid, mid),
+      confirmable: false,
+      body,
+      ifMatchEmpty: opts.ifMatchEmpty,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     return outcome(res.code, res.body, this.cuid, this.id, mid);
   }
 
   private async putMitigation(mid: number, request: DotsJson, observe: boolean, afterCollision = false): Promise<RequestOutcome> {
     const cuid = this.cuid;
-    const res = await this.exchange({ method: "PUT", path: mitigatePath(cuid, mid), confirmable: false, body: request, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "PUT",
+      path: mitigatePath(cuid, mid),
+      confirmable: false,
+      body: request,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     if (res.code === "4.09" && !afterCollision && readScopeStatuses(res.body).some((e) => e.conflictCause === "cuid-collision")) {
       // R19: another client uses our cuid at this home. Take a new one (kept for this identity
       // across reconnects) and send the request once more under it; a second collision is returned.
@@ -901,7 +964,13 @@ export class IspSession extends EventEmitter {
   /** Observe one mitigation's status (GET with Observe 0); every notification becomes a 'status' event. */
   private startObserve(mid: number): void {
     if (!this.isUp || this.observations.has(mid)) return;
-    const req: SessionRequest = { method: "GET", path: mitigatePath(this.cuidOf(mid), mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs, timeoutMs: this.tuning.requestTimeoutMs };
+    const req: SessionRequest = {
+      method: "GET",
+      path: mitigatePath(this.cuidOf(mid), mid),
+      confirmable: false,
+      repeatMs: this.tuning.nonRepeatMs,
+      timeoutMs: this.tuning.requestTimeoutMs,
+    };
     let handle: { first: Promise<SessionResponse>; cancel(): void };
     try {
       handle = this.endpoint.observe(req, (res) => this.notification(mid, res));
@@ -948,7 +1017,12 @@ export class IspSession extends EventEmitter {
   async withdraw(mid: number): Promise<RequestOutcome> {
     this.ensureUp();
     const cuid = this.cuidOf(mid);
-    const res = await this.exchange({ method: "DELETE", path: mitigatePath(cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "DELETE",
+      path: mitigatePath(cuid, mid),
+      confirmable: false,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     const rec = this.state.mitigations.get(mid);
     if (res.code === "2.02" && rec) {
       // Keep observing: the home may report status 5 (active-but-terminating) before it is gone.
@@ -962,7 +1036,12 @@ export class IspSession extends EventEmitter {
   async get(mid?: number): Promise<RequestOutcome> {
     this.ensureUp();
     const cuid = this.cuidOf(mid);
-    const res = await this.exchange({ method: "GET", path: mitigatePath(cuid, mid), confirmable: false, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "GET",
+      path: mitigatePath(cuid, mid),
+      confirmable: false,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     if (mid !== undefined && res.code === "4.04" && this.state.mitigations.has(mid)) this.forget(mid);
     return outcome(res.code, res.body, cuid, this.id, mid);
   }
@@ -974,7 +1053,14 @@ export class IspSession extends EventEmitter {
     }
     const rec = this.state.mitigations.get(mid);
     if (!rec) throw new IspRequestError("UNKNOWN_MITIGATION", `no active mitigation mid ${mid} on session ${this.id}`);
-    const res = await this.exchange({ method: "PUT", path: mitigatePath(rec.cuid, mid), confirmable: false, body: efficacyBody(rec.request, attackStatus), ifMatchEmpty: true, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "PUT",
+      path: mitigatePath(rec.cuid, mid),
+      confirmable: false,
+      body: efficacyBody(rec.request, attackStatus),
+      ifMatchEmpty: true,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     return outcome(res.code, res.body, rec.cuid, this.id, mid);
   }
 
@@ -988,7 +1074,13 @@ export class IspSession extends EventEmitter {
     this.ensureUp();
     const body = redirectBody(target);
     const mid = await this.allocateMid(this.cuid);
-    const res = await this.exchange({ method: "PUT", path: redirectPath(this.cuid, mid), confirmable: false, body, repeatMs: this.tuning.nonRepeatMs });
+    const res = await this.exchange({
+      method: "PUT",
+      path: redirectPath(this.cuid, mid),
+      confirmable: false,
+      body,
+      repeatMs: this.tuning.nonRepeatMs,
+    });
     return outcome(res.code, res.body, this.cuid, this.id, mid);
   }
 

@@ -99,7 +99,20 @@ export interface MitigationStoreEvents {
 }
 
 // Members that may legitimately differ between the original request and a refresh.
-const PER_MESSAGE = new Set(["lifetime", "attack-status", "mid", "cuid", "cdid", "mitigation-start", "status", "conflict-information", "bytes-dropped", "bps-dropped", "pkts-dropped", "pps-dropped"]);
+const PER_MESSAGE = new Set([
+  "lifetime",
+  "attack-status",
+  "mid",
+  "cuid",
+  "cdid",
+  "mitigation-start",
+  "status",
+  "conflict-information",
+  "bytes-dropped",
+  "bps-dropped",
+  "pkts-dropped",
+  "pps-dropped",
+]);
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -119,7 +132,11 @@ export function normalizeScope(scope: DotsJson): DotsJson {
 
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (isRecord(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`;
+  if (isRecord(v))
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(",")}}`;
   return JSON.stringify(v);
 }
 
@@ -178,8 +195,16 @@ export function scopesOverlap(a: DotsJson, b: DotsJson): boolean {
     listsOverlap(a["target-port-range"], b["target-port-range"], rangesOverlap("lower-port", "upper-port")) &&
     listsOverlap(a["target-protocol"], b["target-protocol"], eq) &&
     listsOverlap(a["ietf-dots-call-home:source-prefix"], b["ietf-dots-call-home:source-prefix"], str) &&
-    listsOverlap(a["ietf-dots-call-home:source-port-range"], b["ietf-dots-call-home:source-port-range"], rangesOverlap("lower-port", "upper-port")) &&
-    listsOverlap(a["ietf-dots-call-home:source-icmp-type-range"], b["ietf-dots-call-home:source-icmp-type-range"], rangesOverlap("lower-type", "upper-type"))
+    listsOverlap(
+      a["ietf-dots-call-home:source-port-range"],
+      b["ietf-dots-call-home:source-port-range"],
+      rangesOverlap("lower-port", "upper-port"),
+    ) &&
+    listsOverlap(
+      a["ietf-dots-call-home:source-icmp-type-range"],
+      b["ietf-dots-call-home:source-icmp-type-range"],
+      rangesOverlap("lower-type", "upper-type"),
+    )
   );
 }
 
@@ -246,7 +271,8 @@ export class MitigationStore extends EventEmitter {
     const existing = own?.get(mid);
     if (opts.efficacy) {
       if (!existing || !existing.active) return { kind: "ignored" };
-      if (!sameScope(existing.scope, scope)) return { kind: "bad", diagnostic: `efficacy update for mid ${mid} changes parameters other than lifetime and attack-status` };
+      if (!sameScope(existing.scope, scope))
+        return { kind: "bad", diagnostic: `efficacy update for mid ${mid} changes parameters other than lifetime and attack-status` };
       if (opts.attackStatus === undefined) return { kind: "bad", diagnostic: "efficacy update without attack-status" };
       existing.attackStatus = opts.attackStatus;
       this.renew(existing, lifetime);
@@ -254,7 +280,8 @@ export class MitigationStore extends EventEmitter {
       return { kind: "efficacy", mitigation: existing };
     }
     if (existing && existing.active) {
-      if (!sameScope(existing.scope, scope)) return { kind: "bad", diagnostic: `refresh of mid ${mid} must repeat every parameter unchanged except lifetime` };
+      if (!sameScope(existing.scope, scope))
+        return { kind: "bad", diagnostic: `refresh of mid ${mid} must repeat every parameter unchanged except lifetime` };
       if (existing.terminatingUntil !== undefined) {
         // Re-requested while terminating: keep mitigating; a later DELETE gets a doubled period.
         existing.terminatingUntil = undefined;
@@ -276,7 +303,8 @@ export class MitigationStore extends EventEmitter {
     const higher = overlapping.find((m) => m.mid > mid && m.terminatingUntil === undefined);
     if (higher) return { kind: "conflict", cause: 1, conflictScope: conflictScopeOf(higher), withMid: higher.mid };
     const freedHere = overlapping.length;
-    if (!own && this.clients.size >= this.opts.maxClients) return { kind: "full", diagnostic: `too many DOTS clients (limit ${this.opts.maxClients})` };
+    if (!own && this.clients.size >= this.opts.maxClients)
+      return { kind: "full", diagnostic: `too many DOTS clients (limit ${this.opts.maxClients})` };
     if (own && own.size - freedHere >= this.opts.maxPerClient) {
       return { kind: "full", diagnostic: `too many mitigations for this client (limit ${this.opts.maxPerClient})` };
     }

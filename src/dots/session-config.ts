@@ -146,7 +146,10 @@ export interface ParsedConfigSet {
 }
 
 export class ConfigParseError extends Error {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(message);
     this.name = "ConfigParseError";
   }
@@ -175,7 +178,8 @@ function parseSet(json: unknown, setName: string): ParsedConfigSet {
         return undefined;
       }
       const v = p.decimal ? parseDecimal(raw) : parseUint(raw);
-      if (!Number.isFinite(v)) throw new ConfigParseError(field, `${field}/${leaf + suffix} is not a valid ${p.decimal ? "decimal" : "unsigned integer"}`);
+      if (!Number.isFinite(v))
+        throw new ConfigParseError(field, `${field}/${leaf + suffix} is not a valid ${p.decimal ? "decimal" : "unsigned integer"}`);
       return v;
     };
     const current = read("current-value");
@@ -265,7 +269,8 @@ export class SessionConfig extends EventEmitter {
     this.maxAgeSeconds = opts.maxAgeSeconds ?? 3600;
     const hb = opts.heartbeatInterval ?? DEFAULT_CONFIG_SET.heartbeatInterval;
     if (!Number.isInteger(hb) || hb < 0 || hb > 65535) throw new RangeError(`heartbeatInterval must be an integer 0..65535, got ${hb}`);
-    if (hb === 0 && !this.allowHeartbeatDisable) throw new RangeError("heartbeatInterval 0 disables heartbeats; set allowHeartbeatDisable to allow it");
+    if (hb === 0 && !this.allowHeartbeatDisable)
+      throw new RangeError("heartbeatInterval 0 disables heartbeats; set allowHeartbeatDisable to allow it");
     const limits: ConfigLimits = { ...DEFAULT_CONFIG_LIMITS };
     for (const [k, r] of Object.entries(opts.limits ?? {}) as Array<[ConfigParameter, ConfigRange]>) limits[k] = { ...r };
     const base = (over?: Partial<ConfigSet>): ConfigSet => ({ ...DEFAULT_CONFIG_SET, heartbeatInterval: hb, ...(over ?? {}) });
@@ -328,7 +333,8 @@ export class SessionConfig extends EventEmitter {
     } catch (e) {
       return { code: Code.BadRequest, diagnostic: (e as Error).message };
     }
-    const count = (parsed.mitigating ? Object.keys(parsed.mitigating.values).length : 0) + (parsed.idle ? Object.keys(parsed.idle.values).length : 0);
+    const count =
+      (parsed.mitigating ? Object.keys(parsed.mitigating.values).length : 0) + (parsed.idle ? Object.keys(parsed.idle.values).length : 0);
     if (count === 0) return { code: Code.BadRequest, diagnostic: "PUT /config must carry at least one current-value" };
     // Validate every value before changing anything.
     const next: Record<ConfigSetName, ConfigSet> = { idle: { ...this.base.idle }, mitigating: { ...this.base.mitigating } };
@@ -340,7 +346,11 @@ export class SessionConfig extends EventEmitter {
         const field = `${SET_NAMES[which]}/${p.name}`;
         const range = this.limits[which][p.key];
         if (p.key === "heartbeatInterval" && v === 0) {
-          if (!this.allowHeartbeatDisable) return { code: Code.UnprocessableEntity, diagnostic: `${field}: 0 (disabled) is not acceptable; heartbeats keep the call-home NAT binding alive` };
+          if (!this.allowHeartbeatDisable)
+            return {
+              code: Code.UnprocessableEntity,
+              diagnostic: `${field}: 0 (disabled) is not acceptable; heartbeats keep the call-home NAT binding alive`,
+            };
         } else if (v < range.min || v > range.max) {
           const fmt = (n: number): string => (p.decimal ? formatDecimal(n) : String(n));
           return { code: Code.UnprocessableEntity, diagnostic: `${field}: ${fmt(v)} is outside ${fmt(range.min)}..${fmt(range.max)}` };

@@ -26,8 +26,7 @@ export interface MitigationValidationFailure {
 }
 
 export type MitigationValidationResult =
-  | { ok: true; scope: Record<string, unknown> }
-  | { ok: false; errors: MitigationValidationFailure[] };
+  { ok: true; scope: Record<string, unknown> } | { ok: false; errors: MitigationValidationFailure[] };
 
 export class MitigationValidationError extends Error {
   override readonly name = "MitigationValidationError";
@@ -126,11 +125,13 @@ function checkRanges(c: Collector, value: unknown, field: string, lowerName: str
     const lower = entry[lowerName];
     const upper = entry[upperName];
     if (lower === undefined) return c.add(`${where}.${lowerName}`, "required", `${lowerName} is mandatory`);
-    if (!isUint(lower, max)) return c.add(`${where}.${lowerName}`, what, `${lowerName} must be an integer 0..${max}, got ${JSON.stringify(lower)}`);
+    if (!isUint(lower, max))
+      return c.add(`${where}.${lowerName}`, what, `${lowerName} must be an integer 0..${max}, got ${JSON.stringify(lower)}`);
     if (lowers.has(lower)) c.add(`${where}.${lowerName}`, "duplicate", `${lowerName} ${lower} is listed twice`);
     lowers.add(lower);
     if (upper === undefined) return;
-    if (!isUint(upper, max)) return c.add(`${where}.${upperName}`, what, `${upperName} must be an integer 0..${max}, got ${JSON.stringify(upper)}`);
+    if (!isUint(upper, max))
+      return c.add(`${where}.${upperName}`, what, `${upperName} must be an integer 0..${max}, got ${JSON.stringify(upper)}`);
     if (upper < lower) c.add(`${where}.${upperName}`, what, `${upperName} ${upper} is below ${lowerName} ${lower}`);
   });
 }
@@ -138,7 +139,8 @@ function checkRanges(c: Collector, value: unknown, field: string, lowerName: str
 function checkLifetime(c: Collector, value: unknown, ctx: MitigationValidationContext): void {
   const field = "scope[0].lifetime";
   if (value === undefined) return c.add(field, "required", "lifetime is mandatory (3600 is the recommended value)");
-  if (typeof value !== "number" || !Number.isInteger(value)) return c.add(field, "lifetime", `must be an integer, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !Number.isInteger(value))
+    return c.add(field, "lifetime", `must be an integer, got ${JSON.stringify(value)}`);
   if (value === 0) return c.add(field, "lifetime", "lifetime 0 is invalid (RFC 9132 section 4.4.1)");
   if (value === -1) {
     if (!ctx.allowIndefiniteLifetime) c.add(field, "lifetime-indefinite", "indefinite lifetime (-1) is not allowed by this configuration");
@@ -173,7 +175,8 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
   }
 
   const ids = Object.keys(scope).filter((k) => ID_MEMBERS.has(k));
-  if (ids.length) c.add(`scope[0].${ids[0]}`, "no-ids-in-body", `${ids.join(", ")} belong in the Uri-Path, never in the body (RFC 9132 section 4.4.1)`);
+  if (ids.length)
+    c.add(`scope[0].${ids[0]}`, "no-ids-in-body", `${ids.join(", ")} belong in the Uri-Path, never in the body (RFC 9132 section 4.4.1)`);
   const unknown = Object.keys(scope).filter((k) => !REQUEST_MEMBERS.has(k) && !ID_MEMBERS.has(k));
   if (unknown.length) {
     const hint = unknown.includes("alias-name") ? " (alias-name needs the data channel, which call home does not have)" : "";
@@ -225,15 +228,21 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
   if (protocols !== undefined) {
     if (!Array.isArray(protocols)) c.add("scope[0].target-protocol", "type", "must be an array of protocol numbers");
     else if (protocols.length > MAX_LIST_ENTRIES) c.add("scope[0].target-protocol", "too-many", `at most ${MAX_LIST_ENTRIES} entries`);
-    else protocols.forEach((p, i) => {
-      if (!isUint(p, 255)) c.add(`scope[0].target-protocol[${i}]`, "protocol", `must be an integer 0..255, got ${JSON.stringify(p)}`);
-    });
+    else
+      protocols.forEach((p, i) => {
+        if (!isUint(p, 255)) c.add(`scope[0].target-protocol[${i}]`, "protocol", `must be an integer 0..255, got ${JSON.stringify(p)}`);
+      });
   }
 
   checkLifetime(c, scope.lifetime, ctx);
 
   const trigger = scope["trigger-mitigation"];
-  if (trigger === false) c.add("scope[0].trigger-mitigation", "trigger-mitigation", "trigger-mitigation false is not allowed in call home (RFC 9066 section 5.3.1)");
+  if (trigger === false)
+    c.add(
+      "scope[0].trigger-mitigation",
+      "trigger-mitigation",
+      "trigger-mitigation false is not allowed in call home (RFC 9066 section 5.3.1)",
+    );
   else if (trigger !== undefined && trigger !== true) c.add("scope[0].trigger-mitigation", "type", "must be a boolean");
 
   // Whatever else is typed wrong (target-fqdn, attack-detail, attack-status labels, ...) the CBOR
@@ -243,7 +252,10 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
       encodeDotsCbor({ [MS]: { scope: [scope] } });
     } catch (e) {
       if (!(e instanceof DotsCborError)) throw e;
-      const field = e.path.replace(`/${MS}/scope/0`, "scope[0]").replace(/\/(\d+)(?=\/|$)/g, "[$1]").replace(/\//g, ".");
+      const field = e.path
+        .replace(`/${MS}/scope/0`, "scope[0]")
+        .replace(/\/(\d+)(?=\/|$)/g, "[$1]")
+        .replace(/\//g, ".");
       c.add(field, "schema", e.message.replace(/ \(at [^)]*\)$/, ""));
     }
   }

@@ -2,9 +2,7 @@
 // Each request waits for approve/reject; the timeout counts as the configured answer.
 import { HomeError } from "./errors";
 
-export type ConsentPolicy =
-  | { mode: "auto" }
-  | { mode: "manual"; timeoutMs: number; onTimeout: "reject" | "approve" };
+export type ConsentPolicy = { mode: "auto" } | { mode: "manual"; timeoutMs: number; onTimeout: "reject" | "approve" };
 
 export interface ConsentAnswer {
   answer: "approved" | "rejected" | "cancelled";

@@ -107,7 +107,14 @@ export function parseStoredEnforcement(v: unknown): StoredEnforcement | undefine
   const elements: ElementRef[] = [];
   for (const e of o.elements as Array<{ set?: unknown; key?: unknown }>) {
     // the key goes into a filter command: only address/number/range characters
-    if (typeof e !== "object" || e === null || !SET_NAMES.includes(e.set as SetName) || typeof e.key !== "string" || !ELEMENT_KEY.test(e.key)) return undefined;
+    if (
+      typeof e !== "object" ||
+      e === null ||
+      !SET_NAMES.includes(e.set as SetName) ||
+      typeof e.key !== "string" ||
+      !ELEMENT_KEY.test(e.key)
+    )
+      return undefined;
     elements.push({ set: e.set as SetName, key: e.key });
   }
   return { action: o.action, elements };
@@ -216,9 +223,14 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     const runner = opts.runner ?? new CommandRunner();
     this.table = opts.table ?? DEFAULT_TABLE;
     this.action = opts.action;
-    if (opts.action !== "block" && opts.action !== "quarantine") throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
+    if (opts.action !== "block" && opts.action !== "quarantine")
+      throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
     this.backend =
-      opts.backend === "nftables" ? new NftablesBackend(runner, this.table) : opts.backend === "dry-run" ? new DryRunBackend(this.table) : opts.backend;
+      opts.backend === "nftables"
+        ? new NftablesBackend(runner, this.table)
+        : opts.backend === "dry-run"
+          ? new DryRunBackend(this.table)
+          : opts.backend;
     this.table = this.backend.table;
     this.lookup = opts.nat instanceof NatLookup ? opts.nat : new NatLookup({ source: opts.nat, runner });
     this.consent = new ConsentGate(opts.consent ?? { mode: "auto" }, opts.maxPendingConsent ?? 1024);
@@ -245,8 +257,10 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     let query: NatQuery;
     let lifetime: number;
     try {
-      if (typeof m.cuid !== "string" || m.cuid.length === 0 || m.cuid.length > 256) throw new InvalidScopeError("cuid", "must be a non-empty string");
-      if (!Number.isInteger(m.mid) || m.mid < 0 || m.mid > 0xffffffff) throw new InvalidScopeError("mid", "must be an integer 0..4294967295");
+      if (typeof m.cuid !== "string" || m.cuid.length === 0 || m.cuid.length > 256)
+        throw new InvalidScopeError("cuid", "must be a non-empty string");
+      if (!Number.isInteger(m.mid) || m.mid < 0 || m.mid > 0xffffffff)
+        throw new InvalidScopeError("mid", "must be an integer 0..4294967295");
       lifetime = checkLifetime(m.lifetime);
       query = scopeToQuery(m.scope);
     } catch (err) {
@@ -303,7 +317,9 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     if (this.consent.policy.mode === "auto") return this.enforce(m, lifetime, devices, elements);
 
     const policy = this.consent.policy;
-    const script = this.backend.render([{ add: elements.map((e) => ({ element: e, timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) })) }]);
+    const script = this.backend.render([
+      { add: elements.map((e) => ({ element: e, timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) })) },
+    ]);
     const pending: PendingMitigation = { input: m, lifetime, devices, elements };
     this.pendingMap.set(key, pending);
     let answer;
@@ -323,9 +339,15 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
           final = await this.trackInflight(key, this.enforce(pending.input, pending.lifetime, pending.devices, pending.elements));
         } else {
           this.remember(key, pending.lifetime);
-          final = this.result(pending.input, "legitimate", a.by === "timeout" ? "consent timed out; treated as legitimate traffic" : "the administrator judged the traffic legitimate", pending.devices, {
-            reason: a.by === "timeout" ? "consent-timeout" : "consent-rejected",
-          });
+          final = this.result(
+            pending.input,
+            "legitimate",
+            a.by === "timeout" ? "consent timed out; treated as legitimate traffic" : "the administrator judged the traffic legitimate",
+            pending.devices,
+            {
+              reason: a.by === "timeout" ? "consent-timeout" : "consent-rejected",
+            },
+          );
         }
         this.emit("decision", final);
       },
@@ -345,7 +367,13 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       onTimeout: policy.onTimeout,
     };
     this.emit("consent-request", request);
-    return this.result(m, "pending", `waiting for the administrator's consent to ${this.action} ${devices.map((d) => d.address).join(", ")}`, devices, { script });
+    return this.result(
+      m,
+      "pending",
+      `waiting for the administrator's consent to ${this.action} ${devices.map((d) => d.address).join(", ")}`,
+      devices,
+      { script },
+    );
   }
 
   /** The administrator approves a pending mitigation; false when nothing is pending. */
@@ -389,7 +417,14 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   }
 
   /** Active mitigations with their devices and remaining lifetime (seconds, -1 indefinite). */
-  activeMitigations(): Array<{ cuid: string; mid: number; action: EnforcementAction; devices: Device[]; elements: ElementRef[]; remaining: number }> {
+  activeMitigations(): Array<{
+    cuid: string;
+    mid: number;
+    action: EnforcementAction;
+    devices: Device[];
+    elements: ElementRef[];
+    remaining: number;
+  }> {
     const now = Date.now();
     return [...this.active.values()].map((a) => ({
       cuid: a.cuid,
@@ -442,8 +477,20 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
           const mid = b ? b.mid : Number(parsed![2]);
           const key = keyOf(cuid, mid);
           if (!this.active.has(key)) {
-            const expires = els.reduce<number | undefined>((mx, e) => (e.expiresSec === undefined || mx === undefined ? undefined : Math.max(mx, e.expiresSec)), 0);
-            this.track({ cuid, mid, tag, action: els[0].set.startsWith("quarantine") ? "quarantine" : "block", devices: [], elements: els.map((e) => ({ set: e.set, key: e.key })), lifetime: expires ?? -1, expiresAt: expires === undefined ? undefined : Date.now() + expires * 1000 });
+            const expires = els.reduce<number | undefined>(
+              (mx, e) => (e.expiresSec === undefined || mx === undefined ? undefined : Math.max(mx, e.expiresSec)),
+              0,
+            );
+            this.track({
+              cuid,
+              mid,
+              tag,
+              action: els[0].set.startsWith("quarantine") ? "quarantine" : "block",
+              devices: [],
+              elements: els.map((e) => ({ set: e.set, key: e.key })),
+              lifetime: expires ?? -1,
+              expiresAt: expires === undefined ? undefined : Date.now() + expires * 1000,
+            });
           }
           if (!b) report.adopted.push(tag);
         } else {
@@ -481,10 +528,22 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         const tag = mitigationTag(m.cuid, m.mid);
         const elements = m.enforcement.elements;
         const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
-        const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: m.enforcement.action, devices: [], elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
+        const act: ActiveMitigation = {
+          cuid: m.cuid,
+          mid: m.mid,
+          tag,
+          action: m.enforcement.action,
+          devices: [],
+          elements,
+          lifetime,
+          expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000,
+        };
         this.track(act);
         this.emit("enforcement", { change: "reconciled", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
-        return { ...this.result(m, "enforced", `restored after restart: ${this.describe(act)}`, [], { script, lifetime, elements }), action: act.action };
+        return {
+          ...this.result(m, "enforced", `restored after restart: ${this.describe(act)}`, [], { script, lifetime, elements }),
+          action: act.action,
+        };
       });
     } catch (err) {
       const reason: FailureReason = err instanceof NftError ? "nft-error" : "backend-error";
@@ -522,7 +581,16 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         await this.ensureSetup();
         const tag = mitigationTag(m.cuid, m.mid);
         const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
-        const act: ActiveMitigation = { cuid: m.cuid, mid: m.mid, tag, action: this.action, devices, elements, lifetime, expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000 };
+        const act: ActiveMitigation = {
+          cuid: m.cuid,
+          mid: m.mid,
+          tag,
+          action: this.action,
+          devices,
+          elements,
+          lifetime,
+          expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000,
+        };
         this.track(act);
         this.emit("enforcement", { change: "added", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
         return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
@@ -588,11 +656,15 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     for (const t of table) {
       if (!want.has(elementId(t))) continue;
       const timeout = this.effectiveTimeout(t, key, lifetime);
-      const lagging = timeout === undefined ? t.expiresSec !== undefined : t.expiresSec !== undefined && t.expiresSec < Math.min(timeout, MAX_NFT_TIMEOUT_SEC) - 5;
+      const lagging =
+        timeout === undefined
+          ? t.expiresSec !== undefined
+          : t.expiresSec !== undefined && t.expiresSec < Math.min(timeout, MAX_NFT_TIMEOUT_SEC) - 5;
       if (lagging) stale.push({ set: t.set, key: t.key });
     }
     if (stale.length === 0) return "";
-    const items = (els: ElementRef[]) => els.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag }));
+    const items = (els: ElementRef[]) =>
+      els.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, lifetime), comment: tag }));
     const plain = stale.filter((e) => e.set.startsWith("quarantine"));
     const interval = stale.filter((e) => !e.set.startsWith("quarantine"));
     let script = "";
@@ -642,7 +714,10 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       const del = present ? sole.filter((e) => present.has(elementId(e))) : sole;
       const keep = shared.filter((e) => !present || present.has(elementId(e)));
       // the remaining holders' timeouts now decide for shared elements
-      const ops: ElementOp[] = [{ delete: del }, { add: keep.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, undefined) })) }];
+      const ops: ElementOp[] = [
+        { delete: del },
+        { add: keep.map((e) => ({ element: e, timeoutSec: this.effectiveTimeout(e, key, undefined) })) },
+      ];
       if (del.length === 0 && keep.length === 0) return undefined;
       try {
         return (await this.backend.change(ops)) || undefined;
@@ -707,12 +782,21 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   }
 
   private describe(act: ActiveMitigation): string {
-    const who = act.devices.length > 0 ? act.devices.map((d) => `${d.address}${d.mac ? ` (${d.mac})` : ""}`).join(", ") : `${act.elements.length} element(s)`;
+    const who =
+      act.devices.length > 0
+        ? act.devices.map((d) => `${d.address}${d.mac ? ` (${d.mac})` : ""}`).join(", ")
+        : `${act.elements.length} element(s)`;
     const life = act.lifetime === -1 ? "until withdrawn" : `for ${act.lifetime} s`;
     return `${act.action === "block" ? "blocked" : "quarantined"} ${who} ${life} (${act.elements.length} nft element(s) in inet ${this.table})`;
   }
 
-  private result(m: { cuid: string; mid: number }, outcome: DecisionOutcome, detail: string, devices: Device[], extra: Partial<HandleResult> = {}): HandleResult {
+  private result(
+    m: { cuid: string; mid: number },
+    outcome: DecisionOutcome,
+    detail: string,
+    devices: Device[],
+    extra: Partial<HandleResult> = {},
+  ): HandleResult {
     return { cuid: m.cuid, mid: m.mid, outcome, detail, devices, action: this.action, ...extra };
   }
 
@@ -747,7 +831,8 @@ function givenDevices(list: unknown): Device[] {
       dev.mac = mac;
     }
     if (o.otherAddresses !== undefined) {
-      if (!Array.isArray(o.otherAddresses) || o.otherAddresses.length > 64) throw new InvalidScopeError(`devices[${i}].otherAddresses`, "must be a list of at most 64 addresses");
+      if (!Array.isArray(o.otherAddresses) || o.otherAddresses.length > 64)
+        throw new InvalidScopeError(`devices[${i}].otherAddresses`, "must be a list of at most 64 addresses");
       dev.otherAddresses = o.otherAddresses.map((x, j) => {
         const c = typeof x === "string" ? canonicalAddress(x) : undefined;
         if (!c) throw new InvalidScopeError(`devices[${i}].otherAddresses[${j}]`, "not an IP address");

@@ -25,39 +25,58 @@ export class HomeError extends Error {
 
 /** A program (conntrack, nft, ip, cat) is not installed or not on PATH. */
 export class ToolMissingError extends HomeError {
-  constructor(readonly tool: string, detail?: string) {
+  constructor(
+    readonly tool: string,
+    detail?: string,
+  ) {
     super("TOOL_MISSING", `required tool "${tool}" is not installed or not on PATH${detail ? `: ${detail}` : ""}`);
   }
 }
 
 /** The tool ran but the kernel refused (not root, no CAP_NET_ADMIN). */
 export class PermissionDeniedError extends HomeError {
-  constructor(readonly tool: string, detail: string) {
+  constructor(
+    readonly tool: string,
+    detail: string,
+  ) {
     super("PERMISSION_DENIED", `"${tool}" was refused by the kernel (needs root or CAP_NET_ADMIN): ${detail}`);
   }
 }
 
 export class CommandTimeoutError extends HomeError {
-  constructor(readonly tool: string, readonly timeoutMs: number) {
+  constructor(
+    readonly tool: string,
+    readonly timeoutMs: number,
+  ) {
     super("COMMAND_TIMEOUT", `"${tool}" did not finish within ${timeoutMs} ms and was stopped`);
   }
 }
 
 export class OutputTooLargeError extends HomeError {
-  constructor(readonly tool: string, readonly limitBytes: number) {
+  constructor(
+    readonly tool: string,
+    readonly limitBytes: number,
+  ) {
     super("OUTPUT_TOO_LARGE", `"${tool}" produced more than ${limitBytes} bytes of output and was stopped`);
   }
 }
 
 export class CommandFailedError extends HomeError {
-  constructor(readonly tool: string, readonly exitCode: number | null, readonly stderr: string) {
+  constructor(
+    readonly tool: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
     super("COMMAND_FAILED", `"${tool}" failed (exit ${exitCode ?? "signal"}): ${stderr.trim().slice(0, 500) || "no message"}`);
   }
 }
 
 /** The mitigation scope cannot be turned into a lookup or a filter (names the offending field). */
 export class InvalidScopeError extends HomeError {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super("INVALID_SCOPE", `${field}: ${message}`);
   }
 }
@@ -71,13 +90,19 @@ export class InvalidTableError extends HomeError {
 
 /** nft rejected a transaction; nothing of it was applied (nft -f is all or nothing). */
 export class NftError extends HomeError {
-  constructor(readonly nftMessage: string, readonly script: string) {
+  constructor(
+    readonly nftMessage: string,
+    readonly script: string,
+  ) {
     super("NFT_ERROR", `nft rejected the transaction, nothing was applied: ${nftMessage.trim().slice(0, 800)}`);
   }
 }
 
 export class TooManyElementsError extends HomeError {
-  constructor(readonly count: number, readonly limit: number) {
+  constructor(
+    readonly count: number,
+    readonly limit: number,
+  ) {
     super("TOO_MANY_ELEMENTS", `the mitigation would need ${count} filter elements, more than the limit of ${limit}`);
   }
 }

@@ -3,7 +3,16 @@
 // `nft -j` to read the kernel's elements back; dry run: records the text it would have applied.
 // An iptables/ipset backend is one more class implementing FilterBackend.
 import { CommandFailedError, NftError } from "./errors";
-import { addElementsScript, checkTableName, deleteElementsScript, parseTableJson, setupScript, DEFAULT_TABLE, type ElementRef, type TableElement } from "./nft-script";
+import {
+  addElementsScript,
+  checkTableName,
+  deleteElementsScript,
+  parseTableJson,
+  setupScript,
+  DEFAULT_TABLE,
+  type ElementRef,
+  type TableElement,
+} from "./nft-script";
 import { CommandRunner } from "./runner";
 
 /** One element to add, with the mitigation's lifetime as its timeout and its tag as comment. */
@@ -43,7 +52,11 @@ function nftText(table: string, ops: ElementOp[]): string {
   let out = "";
   for (const op of ops) {
     if ("add" in op) {
-      if (op.add.length > 0) out += addElementsScript(table, op.add.map((i) => ({ element: i.element, opts: { timeoutSec: i.timeoutSec, comment: i.comment } })));
+      if (op.add.length > 0)
+        out += addElementsScript(
+          table,
+          op.add.map((i) => ({ element: i.element, opts: { timeoutSec: i.timeoutSec, comment: i.comment } })),
+        );
     } else if (op.delete.length > 0) {
       out += deleteElementsScript(table, op.delete);
     }
@@ -117,7 +130,10 @@ export class DryRunBackend implements FilterBackend {
   readonly table: string;
   /** Every script "applied", oldest first (bounded). */
   readonly scripts: string[] = [];
-  constructor(table = DEFAULT_TABLE, private readonly keep = 1000) {
+  constructor(
+    table = DEFAULT_TABLE,
+    private readonly keep = 1000,
+  ) {
     this.table = checkTableName(table);
   }
   private record(script: string): string {

@@ -124,7 +124,12 @@ export class FlowIndex {
     if (portKeys) {
       options.push(setsFor(this.byReplyPort, portKeys));
       if (targetHosts && portKeys.length * targetHosts.length <= MAX_PORT_PROBES) {
-        options.push(setsFor(this.byPortTarget, portKeys.flatMap((k) => targetHosts.map((t) => `${k}|${t}`))));
+        options.push(
+          setsFor(
+            this.byPortTarget,
+            portKeys.flatMap((k) => targetHosts.map((t) => `${k}|${t}`)),
+          ),
+        );
       }
     }
     if (targetHosts) {
@@ -132,7 +137,13 @@ export class FlowIndex {
       const tk = this.targetPortKeys(q, targetHosts);
       if (tk) options.push(setsFor(this.byTargetPort, tk));
     }
-    if (q.sourcePrefixes.every(isHostPrefix)) options.push(setsFor(this.byReplyDst, q.sourcePrefixes.map((p) => p.network)));
+    if (q.sourcePrefixes.every(isHostPrefix))
+      options.push(
+        setsFor(
+          this.byReplyDst,
+          q.sourcePrefixes.map((p) => p.network),
+        ),
+      );
     if (options.length === 0) return undefined;
     let best = options[0];
     let bestSize = sizeOf(best);
@@ -179,7 +190,9 @@ export class FlowIndex {
     for (const r of q.targetPorts) probes += (r.upper - r.lower + 1) * q.targetProtocols.length * hosts.length;
     if (probes > MAX_PORT_PROBES) return undefined;
     const keys: string[] = [];
-    for (const h of hosts) for (const proto of q.targetProtocols) for (const r of q.targetPorts) for (let p = r.lower; p <= r.upper; p++) keys.push(`${h}|${proto}|${p}`);
+    for (const h of hosts)
+      for (const proto of q.targetProtocols)
+        for (const r of q.targetPorts) for (let p = r.lower; p <= r.upper; p++) keys.push(`${h}|${proto}|${p}`);
     return keys;
   }
 
@@ -198,7 +211,8 @@ export class FlowIndex {
     }
     addTo(this.byOrigDst, f.orig.dst, key);
     addTo(this.byReplyDst, f.reply.dst, key);
-    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined) addTo(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
+    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined)
+      addTo(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
   }
 
   private unlink(key: string, f: ConntrackFlow): void {
@@ -209,7 +223,8 @@ export class FlowIndex {
     }
     removeFrom(this.byOrigDst, f.orig.dst, key);
     removeFrom(this.byReplyDst, f.reply.dst, key);
-    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined) removeFrom(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
+    if (PORT_PROTOCOLS.has(f.protocol) && f.orig.dport !== undefined)
+      removeFrom(this.byTargetPort, `${f.orig.dst}|${f.protocol}|${f.orig.dport}`, key);
   }
 }
 

@@ -140,7 +140,12 @@ export class NatLookup {
       if (now.length > 0) {
         const prefixes = now.map((a) => parsePrefixText(a)).filter((p): p is ParsedPrefix => p !== undefined);
         // a new address means new sockets: the old source ports say nothing about them
-        const moved: NatQuery = { ...q, sourcePrefixes: prefixes, sourcePorts: [], sourceIcmpTypes: q.sourcePorts.length > 0 ? [] : q.sourceIcmpTypes };
+        const moved: NatQuery = {
+          ...q,
+          sourcePrefixes: prefixes,
+          sourcePorts: [],
+          sourceIcmpTypes: q.sourcePorts.length > 0 ? [] : q.sourceIcmpTypes,
+        };
         for (const f of await this.source.lookup(moved)) {
           let l = byAddress.get(f.orig.src);
           if (!l) byAddress.set(f.orig.src, (l = []));
@@ -162,7 +167,9 @@ export class NatLookup {
       }
     }
     if (devices.length === 0) return undefined;
-    const detail = devices.map((d) => `${d.address} (${d.mac}), found by its MAC after an address change: ${d.flows.length} flow(s)`).join("; ");
+    const detail = devices
+      .map((d) => `${d.address} (${d.mac}), found by its MAC after an address change: ${d.flows.length} flow(s)`)
+      .join("; ");
     return { found: true, devices, query: q, detail };
   }
 
@@ -187,7 +194,9 @@ export class NatLookup {
 }
 
 function isQuery(v: unknown): v is NatQuery {
-  return typeof v === "object" && v !== null && Array.isArray((v as NatQuery).sourcePrefixes) && Array.isArray((v as NatQuery).targetPrefixes);
+  return (
+    typeof v === "object" && v !== null && Array.isArray((v as NatQuery).sourcePrefixes) && Array.isArray((v as NatQuery).targetPrefixes)
+  );
 }
 
 function uniq(values: Array<number | undefined>): number[] {

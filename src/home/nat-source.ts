@@ -47,9 +47,14 @@ export class ConntrackListSource implements NatSource {
   async start(): Promise<void> {}
   async lookup(q: NatQuery): Promise<ConntrackFlow[]> {
     const out: ConntrackFlow[] = [];
-    await listConntrack(this.runner, conntrackFilterArgs(q), (f) => {
-      if (matchFlow(q, f)) out.push(f);
-    }, this.opts);
+    await listConntrack(
+      this.runner,
+      conntrackFilterArgs(q),
+      (f) => {
+        if (matchFlow(q, f)) out.push(f);
+      },
+      this.opts,
+    );
     return out;
   }
   async close(): Promise<void> {}
@@ -62,10 +67,14 @@ export async function listConntrack(
   onFlow: (f: ConntrackFlow) => void,
   opts: ListingOptions = {},
 ): Promise<void> {
-  const h = runner.stream(["conntrack", "-L", "-o", "extended", ...filterArgs], (line) => {
-    const parsed = parseConntrackLine(line);
-    if (parsed) onFlow(parsed.flow);
-  }, { timeoutMs: opts.timeoutMs ?? 30_000, maxLines: opts.maxLines ?? 2_000_000 });
+  const h = runner.stream(
+    ["conntrack", "-L", "-o", "extended", ...filterArgs],
+    (line) => {
+      const parsed = parseConntrackLine(line);
+      if (parsed) onFlow(parsed.flow);
+    },
+    { timeoutMs: opts.timeoutMs ?? 30_000, maxLines: opts.maxLines ?? 2_000_000 },
+  );
   await h.done;
 }
 
@@ -124,15 +133,21 @@ export class ConntrackEventSource implements NatSource {
     let listing = true;
     // a large socket buffer rides out bursts of new flows (an attack is one) without losing events
     const bufferArgs = this.opts.eventBufferBytes === 0 ? [] : ["-b", String(this.opts.eventBufferBytes ?? 8 * 1024 * 1024)];
-    const handle = this.runner.stream(["conntrack", "-E", "-o", "extended", "-e", "NEW,DESTROY", ...bufferArgs], (line) => {
-      if (listing) {
-        if (buffered.length < 1_000_000) buffered.push(line);
-        return;
-      }
-      this.applyEvent(line);
-    }, { onStderrLine: (l) => {
-      if (/No buffer space/i.test(l)) this.synced = false; // events were lost: a miss must be confirmed
-    } });
+    const handle = this.runner.stream(
+      ["conntrack", "-E", "-o", "extended", "-e", "NEW,DESTROY", ...bufferArgs],
+      (line) => {
+        if (listing) {
+          if (buffered.length < 1_000_000) buffered.push(line);
+          return;
+        }
+        this.applyEvent(line);
+      },
+      {
+        onStderrLine: (l) => {
+          if (/No buffer space/i.test(l)) this.synced = false; // events were lost: a miss must be confirmed
+        },
+      },
+    );
     this.events = handle;
     let early: unknown;
     handle.done.then(
@@ -171,7 +186,11 @@ export class ConntrackEventSource implements NatSource {
     const delay = Math.min(60_000, (this.opts.restartDelayMs ?? 1000) * 2 ** Math.min(6, this.restarts++));
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.closed) this.start().then(() => (this.restarts = 0), (e) => (this.lastError = e instanceof HomeError ? e : this.lastError));
+      if (!this.closed)
+        this.start().then(
+          () => (this.restarts = 0),
+          (e) => (this.lastError = e instanceof HomeError ? e : this.lastError),
+        );
     }, delay);
   }
 
@@ -190,9 +209,14 @@ export class ConntrackEventSource implements NatSource {
     const hits = this.index.lookup(q);
     if (hits.length > 0) return hits;
     const out: ConntrackFlow[] = [];
-    await listConntrack(this.runner, conntrackFilterArgs(q), (f) => {
-      if (matchFlow(q, f)) out.push(f);
-    }, this.opts);
+    await listConntrack(
+      this.runner,
+      conntrackFilterArgs(q),
+      (f) => {
+        if (matchFlow(q, f)) out.push(f);
+      },
+      this.opts,
+    );
     return out;
   }
 
@@ -220,14 +244,19 @@ export class ProcConntrackSource implements NatSource {
   async start(): Promise<void> {}
   async lookup(q: NatQuery): Promise<ConntrackFlow[]> {
     const out: ConntrackFlow[] = [];
-    const h = this.runner.stream(["cat", this.path], (line) => {
-      const p = parseConntrackLine(line);
-      if (p && matchFlow(q, p.flow)) out.push(p.flow);
-    }, { timeoutMs: this.opts.timeoutMs ?? 30_000, maxLines: this.opts.maxLines ?? 2_000_000 });
+    const h = this.runner.stream(
+      ["cat", this.path],
+      (line) => {
+        const p = parseConntrackLine(line);
+        if (p && matchFlow(q, p.flow)) out.push(p.flow);
+      },
+      { timeoutMs: this.opts.timeoutMs ?? 30_000, maxLines: this.opts.maxLines ?? 2_000_000 },
+    );
     try {
       await h.done;
     } catch (err) {
-      if (err instanceof CommandFailedError && /No such file/.test(err.stderr)) throw new ToolMissingError(this.path, "not present on this system (nf_conntrack proc interface disabled?)");
+      if (err instanceof CommandFailedError && /No such file/.test(err.stderr))
+        throw new ToolMissingError(this.path, "not present on this system (nf_conntrack proc interface disabled?)");
       throw err;
     }
     return out;
@@ -314,7 +343,8 @@ export function staticEntriesToFlows(entries: unknown): { flows: ConntrackFlow[]
       const device = addr(o.device, `${where}.device`);
       const pub = o.public === undefined ? device : addr(o.public, `${where}.public`);
       const target = addr(o.target, `${where}.target`);
-      if (device.includes(":") !== target.includes(":")) throw new InvalidTableError(`${where}: device and target are of different IP families`);
+      if (device.includes(":") !== target.includes(":"))
+        throw new InvalidTableError(`${where}: device and target are of different IP families`);
       const devicePort = port(o.devicePort, `${where}.devicePort`);
       const publicPort = port(o.publicPort, `${where}.publicPort`) ?? devicePort;
       const targetPort = port(o.targetPort, `${where}.targetPort`);
@@ -368,7 +398,9 @@ export class StaticTableSource implements NatSource {
     else {
       const max = this.table.maxBytes ?? 64 * 1024 * 1024;
       const st = await fs.stat(this.table.file).catch((e: NodeJS.ErrnoException) => {
-        throw new InvalidTableError(`cannot read static NAT table ${this.table && (this.table as { file: string }).file}: ${e.code ?? e.message}`);
+        throw new InvalidTableError(
+          `cannot read static NAT table ${this.table && (this.table as { file: string }).file}: ${e.code ?? e.message}`,
+        );
       });
       if (st.size > max) throw new InvalidTableError(`static NAT table ${this.table.file} is larger than ${max} bytes`);
       const text = await fs.readFile(this.table.file, "utf8");

@@ -37,7 +37,8 @@ const RULES: Array<[SetName, string]> = [
 ];
 
 export function checkTableName(name: string): string {
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(name)) throw new InvalidScopeError("table", `not a safe nft table name: ${JSON.stringify(name)}`);
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(name))
+    throw new InvalidScopeError("table", `not a safe nft table name: ${JSON.stringify(name)}`);
   return name;
 }
 
@@ -140,7 +141,9 @@ export function quarantineElements(devices: EnforcedDevice[]): ElementRef[] {
 
 /** Comment tag naming the mitigation that added an element (read back by reconcile). */
 export function mitigationTag(cuid: string, mid: number): string {
-  const safe = String(cuid).replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64);
+  const safe = String(cuid)
+    .replace(/[^A-Za-z0-9_-]/g, "_")
+    .slice(0, 64);
   return `dots:${safe}/${mid}`;
 }
 
@@ -180,7 +183,9 @@ export function addElementsScript(table: string, items: Array<{ element: Element
 
 export function deleteElementsScript(table: string, elements: ElementRef[]): string {
   checkTableName(table);
-  return [...groupBySet(elements)].map(([set, els]) => `delete element inet ${table} ${set} { ${els.map((e) => e.key).join(", ")} }\n`).join("");
+  return [...groupBySet(elements)]
+    .map(([set, els]) => `delete element inet ${table} ${set} { ${els.map((e) => e.key).join(", ")} }\n`)
+    .join("");
 }
 
 // ------------------------------------------------------------ reading the table back (nft -j)
@@ -194,7 +199,18 @@ export interface TableElement extends ElementRef {
 }
 
 const PROTO_NUMBERS: Record<string, number> = {
-  icmp: 1, igmp: 2, tcp: 6, udp: 17, dccp: 33, gre: 47, esp: 50, ah: 51, "ipv6-icmp": 58, icmpv6: 58, sctp: 132, udplite: 136,
+  icmp: 1,
+  igmp: 2,
+  tcp: 6,
+  udp: 17,
+  dccp: 33,
+  gre: 47,
+  esp: 50,
+  ah: 51,
+  "ipv6-icmp": 58,
+  icmpv6: 58,
+  sctp: 132,
+  udplite: 136,
 };
 
 function jsonComponent(v: unknown, index: number, setName: SetName): string {
@@ -235,7 +251,10 @@ export function parseTableJson(json: string): TableElement[] {
         meta = (raw as { elem: Record<string, unknown> }).elem;
         val = meta.val;
       }
-      const comps = typeof val === "object" && val !== null && Array.isArray((val as { concat?: unknown[] }).concat) ? (val as { concat: unknown[] }).concat : [val];
+      const comps =
+        typeof val === "object" && val !== null && Array.isArray((val as { concat?: unknown[] }).concat)
+          ? (val as { concat: unknown[] }).concat
+          : [val];
       const e: TableElement = { set: name, key: comps.map((c, i) => jsonComponent(c, i, name)).join(" . ") };
       if (typeof meta.comment === "string") e.comment = meta.comment;
       if (typeof meta.expires === "number") e.expiresSec = meta.expires;

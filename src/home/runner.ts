@@ -252,6 +252,7 @@ export function classifyExit(tool: string, exitCode: number, stderr: string): Ho
   const missing = /exec of "([^"]+)" failed: No such file or directory/.exec(stderr);
   if (missing) return new ToolMissingError(missing[1]);
   if (exitCode === 127) return new ToolMissingError(tool, stderr.trim().slice(0, 200));
-  if (/Operation not permitted|Permission denied|must be root|CAP_NET_ADMIN/i.test(stderr)) return new PermissionDeniedError(tool, stderr.trim().slice(0, 300));
+  if (/Operation not permitted|Permission denied|must be root|CAP_NET_ADMIN/i.test(stderr))
+    return new PermissionDeniedError(tool, stderr.trim().slice(0, 300));
   return new CommandFailedError(tool, exitCode, stderr);
 }

@@ -72,7 +72,8 @@ export function unwrapScope(input: unknown): Record<string, unknown> {
   const ms = (o["ietf-dots-signal-channel:mitigation-scope"] ?? o["mitigation-scope"]) as Record<string, unknown> | undefined;
   if (ms && typeof ms === "object") {
     const entries = ms.scope;
-    if (!Array.isArray(entries) || entries.length !== 1) throw new InvalidScopeError("mitigation-scope/scope", "must hold exactly one entry");
+    if (!Array.isArray(entries) || entries.length !== 1)
+      throw new InvalidScopeError("mitigation-scope/scope", "must hold exactly one entry");
     return unwrapScope(entries[0]);
   }
   return o;

@@ -33,7 +33,10 @@ export function wireDialer(dialer: DialerLike, enforcer: HomeEnforcer, opts: Wir
     opts.onResult?.(r);
     try {
       // what enforcement added goes into the dialer's state file, so a restart can put it back
-      const enforcement = r.outcome === "enforced" && r.elements && r.elements.length > 0 ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) } : undefined;
+      const enforcement =
+        r.outcome === "enforced" && r.elements && r.elements.length > 0
+          ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) }
+          : undefined;
       dialer.decide({ cuid: r.cuid, mid: r.mid, outcome: r.outcome, detail: r.detail, ...(enforcement ? { enforcement } : {}) });
     } catch (err) {
       report(err); // the mitigation ended meanwhile
@@ -71,7 +74,13 @@ export interface HeldMitigation {
  * `missing`: a reboot or a flushed table): put back what the state file says enforcement added,
  * else handle them again (NAT lookup, consent); every outcome goes to the dialer as a decision.
  */
-export async function resumeMissing(dialer: DialerLike, enforcer: HomeEnforcer, held: HeldMitigation[], missing: Array<{ cuid: string; mid: number }>, opts: WireOptions = {}): Promise<HandleResult[]> {
+export async function resumeMissing(
+  dialer: DialerLike,
+  enforcer: HomeEnforcer,
+  held: HeldMitigation[],
+  missing: Array<{ cuid: string; mid: number }>,
+  opts: WireOptions = {},
+): Promise<HandleResult[]> {
   const byKey = new Map(held.map((m) => [`${m.cuid}/${m.mid}`, m]));
   const out: HandleResult[] = [];
   for (const b of missing) {
@@ -80,14 +89,19 @@ export async function resumeMissing(dialer: DialerLike, enforcer: HomeEnforcer, 
     const stored = parseStoredEnforcement(m.enforcement);
     let r: HandleResult;
     try {
-      r = stored ? await enforcer.restore({ cuid: m.cuid, mid: m.mid, lifetime: m.lifetime, enforcement: stored }) : await enforcer.handle({ cuid: m.cuid, mid: m.mid, scope: m.scope, lifetime: m.lifetime, kind: "new" });
+      r = stored
+        ? await enforcer.restore({ cuid: m.cuid, mid: m.mid, lifetime: m.lifetime, enforcement: stored })
+        : await enforcer.handle({ cuid: m.cuid, mid: m.mid, scope: m.scope, lifetime: m.lifetime, kind: "new" });
     } catch (err) {
       opts.onError?.(err instanceof Error ? err : new Error(String(err)));
       continue;
     }
     out.push(r);
     opts.onResult?.(r);
-    const enforcement = r.outcome === "enforced" && r.elements && r.elements.length > 0 ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) } : undefined;
+    const enforcement =
+      r.outcome === "enforced" && r.elements && r.elements.length > 0
+        ? { action: r.action, elements: r.elements.map((e) => ({ set: e.set, key: e.key })) }
+        : undefined;
     try {
       dialer.decide({ cuid: r.cuid, mid: r.mid, outcome: r.outcome, detail: r.detail, ...(enforcement ? { enforcement } : {}) });
     } catch (err) {
@@ -118,7 +132,10 @@ export interface EnforcementFlags {
 }
 
 export class InvalidOptionError extends HomeError {
-  constructor(readonly option: string, message: string) {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
     super("INVALID_SCOPE", `--${option}: ${message}`);
   }
 }
@@ -137,8 +154,13 @@ export async function createHomeEnforcerFromFlags(flags: EnforcementFlags): Prom
   let consent: ConsentPolicy = { mode: "auto" };
   if (mode === "manual") {
     const timeoutMs = flags.consentTimeoutMs ?? 300_000;
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new InvalidOptionError("consent-timeout", "must be a positive number of milliseconds");
-    consent = { mode: "manual", timeoutMs, onTimeout: oneOf("consent-on-timeout", flags.consentOnTimeout, ["reject", "approve"] as const, "reject") };
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+      throw new InvalidOptionError("consent-timeout", "must be a positive number of milliseconds");
+    consent = {
+      mode: "manual",
+      timeoutMs,
+      onTimeout: oneOf("consent-on-timeout", flags.consentOnTimeout, ["reject", "approve"] as const, "reject"),
+    };
   }
   let spec;
   try {

@@ -46,14 +46,16 @@ export interface AuthDiagnosis {
   subject?: string;
 }
 
-const CERT_UNTRUSTED = /UNABLE_TO_GET_ISSUER_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|UNABLE_TO_DECRYPT_CERT_SIGNATURE|INVALID_CA|CERT_CHAIN_TOO_LONG/;
+const CERT_UNTRUSTED =
+  /UNABLE_TO_GET_ISSUER_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|UNABLE_TO_DECRYPT_CERT_SIGNATURE|INVALID_CA|CERT_CHAIN_TOO_LONG/;
 
 /** Certificate verification error (node's authorizationError / error code) as a problem. */
 function certProblem(text: string): AuthProblem | undefined {
   if (/CERT_HAS_EXPIRED|certificate has expired/i.test(text)) return "CERT_EXPIRED";
   if (/CERT_NOT_YET_VALID|not yet valid/i.test(text)) return "CERT_NOT_YET_VALID";
   if (/ALTNAME|Hostname\/IP does not match/i.test(text)) return "CERT_NAME_MISMATCH";
-  if (CERT_UNTRUSTED.test(text) || /self.signed certificate|unable to verify|unable to get (local )?issuer/i.test(text)) return "CERT_UNTRUSTED";
+  if (CERT_UNTRUSTED.test(text) || /self.signed certificate|unable to verify|unable to get (local )?issuer/i.test(text))
+    return "CERT_UNTRUSTED";
   return undefined;
 }
 
@@ -75,7 +77,11 @@ export interface ServerFailureFacts {
 /** Maps what the listener saw to a problem; undefined when it is not about credentials (timeouts, garbage). */
 export function diagnoseServerFailure(f: ServerFailureFacts): AuthDiagnosis | undefined {
   const d = f.detail;
-  const withId = (problem: AuthProblem, identity?: string): AuthDiagnosis => ({ problem, ...(identity !== undefined ? { identity } : {}), ...(f.subject ? { subject: f.subject } : {}) });
+  const withId = (problem: AuthProblem, identity?: string): AuthDiagnosis => ({
+    problem,
+    ...(identity !== undefined ? { identity } : {}),
+    ...(f.subject ? { subject: f.subject } : {}),
+  });
   if (f.transport === "dtls") {
     if (d === "bad-finished") return withId("PSK_MISMATCH", f.identity);
     if (d === "unknown-identity") return withId("PSK_UNKNOWN_IDENTITY", f.identity ?? f.unknownIdentity);
@@ -84,7 +90,8 @@ export function diagnoseServerFailure(f: ServerFailureFacts): AuthDiagnosis | un
   }
   if (f.unknownIdentity !== undefined && f.identity === undefined) return withId("PSK_UNKNOWN_IDENTITY", f.unknownIdentity);
   if (/PSK_IDENTITY_NOT_FOUND|psk identity not found/i.test(d)) return withId("PSK_UNKNOWN_IDENTITY", f.unknownIdentity);
-  if (f.identity !== undefined && /BINDER|binder does not verify|BAD_RECORD_MAC|DECRYPTION_FAILED|DECRYPT_ERROR|bad record mac/i.test(d)) return withId("PSK_MISMATCH", f.identity);
+  if (f.identity !== undefined && /BINDER|binder does not verify|BAD_RECORD_MAC|DECRYPTION_FAILED|DECRYPT_ERROR|bad record mac/i.test(d))
+    return withId("PSK_MISMATCH", f.identity);
   if (/ALPN|NO_APPLICATION_PROTOCOL|did not negotiate ALPN/i.test(d)) return withId("ALPN_MISMATCH", f.identity);
   const cert = certProblem(d);
   if (cert) return withId(cert);
@@ -103,7 +110,9 @@ export function describeForListener(d: AuthDiagnosis, who: { address: string; ho
         ? `home ${JSON.stringify(homeName)} presented a PSK key that does not match (identity ${d.identity}, from ${who.address})`
         : `a home at ${who.address} presented a PSK key that does not match ours`;
     case "PSK_UNKNOWN_IDENTITY":
-      return id !== undefined ? `a home at ${who.address} presented PSK identity ${id}, which no configured home has` : `a home at ${who.address} presented a PSK identity no configured home has`;
+      return id !== undefined
+        ? `a home at ${who.address} presented PSK identity ${id}, which no configured home has`
+        : `a home at ${who.address} presented a PSK identity no configured home has`;
     case "CERT_UNTRUSTED":
       return `a home at ${who.address} presented a certificate${d.subject ? ` (${d.subject})` : ""} not signed by a CA we trust`;
     case "CERT_EXPIRED":
@@ -131,7 +140,10 @@ export function describeForListener(d: AuthDiagnosis, who: { address: string; ho
  */
 export function explainDialFailure(err: TransportError, facts: Omit<ClientFailureFacts, "detail">): TransportError {
   if (err.problem !== undefined || err.code === "CONFIG" || err.code === "CLOSED") return err;
-  const d = diagnoseClientFailure({ ...facts, detail: `${err.message} ${String((err as Error & { cause?: { code?: string } }).cause?.code ?? "")}` });
+  const d = diagnoseClientFailure({
+    ...facts,
+    detail: `${err.message} ${String((err as Error & { cause?: { code?: string } }).cause?.code ?? "")}`,
+  });
   if (!d) return err;
   const out = new TransportError(d.problem === "ALPN_MISMATCH" ? "ALPN_MISMATCH" : "AUTH_FAILED", describeForDialer(d, facts));
   out.problem = d.problem;
@@ -161,7 +173,12 @@ export function diagnoseClientFailure(f: ClientFailureFacts): AuthDiagnosis | un
     if (/unknown_psk_identity|UNKNOWN_PSK_IDENTITY|alert number 115/i.test(d)) return { problem: "PSK_UNKNOWN_IDENTITY", ...id };
     // DTLS: our server and OpenSSL answer a wrong key with decrypt_error (or the library finds our
     // Finished unverifiable); TLS 1.2: bad_record_mac; TLS 1.3: the binder fails, illegal_parameter.
-    if (/decrypt_error|DECRYPT_ERROR|bad_record_mac|BAD_RECORD_MAC|DECRYPTION_FAILED|alert number (20|51)\b|Finished did not verify|DTLS handshake failed/i.test(d)) return { problem: "PSK_MISMATCH", ...id };
+    if (
+      /decrypt_error|DECRYPT_ERROR|bad_record_mac|BAD_RECORD_MAC|DECRYPTION_FAILED|alert number (20|51)\b|Finished did not verify|DTLS handshake failed/i.test(
+        d,
+      )
+    )
+      return { problem: "PSK_MISMATCH", ...id };
     if (f.transport === "tls" && /ILLEGAL_PARAMETER|alert number 47\b/i.test(d)) return { problem: "PSK_MISMATCH", ...id };
     // TLS 1.3 server without a key for the identity: it has nothing to fall back on.
     if (/HANDSHAKE_FAILURE|handshake_failure|alert number 40\b/i.test(d)) return { problem: "PSK_UNKNOWN_IDENTITY", ...id };
@@ -169,7 +186,8 @@ export function diagnoseClientFailure(f: ClientFailureFacts): AuthDiagnosis | un
   if (/NO_APPLICATION_PROTOCOL|did not select ALPN/i.test(d)) return { problem: "ALPN_MISMATCH" };
   const cert = certProblem(d);
   if (cert) return { problem: cert };
-  if (f.certificate && /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_REQUIRED|ACCESS_DENIED|certificate refused/i.test(d)) return { problem: "CERT_REFUSED" };
+  if (f.certificate && /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_REQUIRED|ACCESS_DENIED|certificate refused/i.test(d))
+    return { problem: "CERT_REFUSED" };
   if (/HANDSHAKE_FAILURE|NO_SHARED_CIPHER/i.test(d)) return { problem: "NO_SHARED_CIPHER" };
   return undefined;
 }

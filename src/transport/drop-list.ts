@@ -78,7 +78,8 @@ export class DropList {
     const key = this.keyOf(address);
     const now = this.now();
     let entry = this.entries.get(key);
-    if (entry) this.entries.delete(key); // re-inserted below: most recently active last
+    if (entry)
+      this.entries.delete(key); // re-inserted below: most recently active last
     else entry = { failures: [], bannedUntil: 0 };
     this.entries.set(key, entry);
     this.evictOverCap();

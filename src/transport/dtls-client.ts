@@ -89,7 +89,10 @@ export function loadDtlsClient(): Promise<LibModule> {
       return mod as LibModule;
     } catch (e) {
       libLoading = undefined;
-      throw new TransportError("CONFIG", `DTLS unavailable: node-dtls-client could not be loaded on Node ${process.version}: ${(e as Error).message}`);
+      throw new TransportError(
+        "CONFIG",
+        `DTLS unavailable: node-dtls-client could not be loaded on Node ${process.version}: ${(e as Error).message}`,
+      );
     }
   })();
   return libLoading;
@@ -260,7 +263,8 @@ function attempt(
       reject(classify(err));
     };
     const timer = setTimeout(
-      () => fail(new TransportError("HANDSHAKE_TIMEOUT", `DTLS handshake with ${target.address}:${opts.port} timed out after ${timeoutMs} ms`)),
+      () =>
+        fail(new TransportError("HANDSHAKE_TIMEOUT", `DTLS handshake with ${target.address}:${opts.port} timed out after ${timeoutMs} ms`)),
       timeoutMs,
     );
     opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -345,7 +349,13 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * Finished) are not retried.
  */
 export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientConnection> {
-  if (!opts.psk || typeof opts.psk.identity !== "string" || opts.psk.identity.length === 0 || !Buffer.isBuffer(opts.psk.key) || opts.psk.key.length === 0) {
+  if (
+    !opts.psk ||
+    typeof opts.psk.identity !== "string" ||
+    opts.psk.identity.length === 0 ||
+    !Buffer.isBuffer(opts.psk.key) ||
+    opts.psk.key.length === 0
+  ) {
     throw new TransportError("CONFIG", "connectDtls: psk needs a non-empty identity and key Buffer");
   }
   if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) throw new TransportError("CONFIG", `invalid port ${opts.port}`);
@@ -379,5 +389,8 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
     }
     timeoutMs = Math.min(Math.round(timeoutMs * backoff), maxTimeout);
   }
-  throw new TransportError(last?.code ?? "HANDSHAKE_FAILED", `DTLS handshake failed after ${attempts} attempts: ${last?.message ?? "unknown"}`);
+  throw new TransportError(
+    last?.code ?? "HANDSHAKE_FAILED",
+    `DTLS handshake failed after ${attempts} attempts: ${last?.message ?? "unknown"}`,
+  );
 }

@@ -9,7 +9,15 @@ import { TransportError } from "./connection";
 import { DropList, type DropListOptions } from "./drop-list";
 import { diagnoseServerFailure, type AuthProblem } from "./auth-failure";
 import { DtlsServer, type DtlsServerOptions, type HandshakeFailure as DtlsHandshakeFailure } from "./dtls/server";
-import { createTlsServer, normalizeAddress, type TlsHandshakeFailure, type RemoteEndpoint, type TlsCertificateOptions, type TlsServer, type TlsServerOptions } from "./tls";
+import {
+  createTlsServer,
+  normalizeAddress,
+  type TlsHandshakeFailure,
+  type RemoteEndpoint,
+  type TlsCertificateOptions,
+  type TlsServer,
+  type TlsServerOptions,
+} from "./tls";
 
 /** IANA port for DOTS call home (RFC 9066 section 9). */
 export const DOTS_CALL_HOME_PORT = 4647;
@@ -174,7 +182,9 @@ export class CallHomeTransportListener extends EventEmitter {
       });
       this.tlsServer = tlsServer;
       tlsServer.on("connection", (conn: Connection) => this.adopt(conn));
-      tlsServer.on("handshake-failed", (f: TlsHandshakeFailure) => this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "tls", reason: f.reason }, f)));
+      tlsServer.on("handshake-failed", (f: TlsHandshakeFailure) =>
+        this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "tls", reason: f.reason }, f)),
+      );
       const tcp = net.createServer((socket) => this.onTcpSocket(socket));
       this.tcp = tcp;
       actual = await new Promise<number>((resolve, reject) => {
@@ -188,12 +198,16 @@ export class CallHomeTransportListener extends EventEmitter {
     }
     if (this.opts.dtls) {
       const d = this.opts.dtls;
-      const dtlsServer = new DtlsServer({ ...d, isDropped: this.dropList ? (a: string) => this.dropList?.isDropped(a) ?? false : undefined });
+      const dtlsServer = new DtlsServer({
+        ...d,
+        isDropped: this.dropList ? (a: string) => this.dropList?.isDropped(a) ?? false : undefined,
+      });
       this.dtlsServer = dtlsServer;
       dtlsServer.on("connection", (conn: Connection) => this.adopt(conn));
       dtlsServer.on("handshake-failed", (f: DtlsHandshakeFailure) => {
         // The server refusing work for lack of room is not the peer's fault.
-        if (f.reason !== "capacity") this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "dtls", reason: f.reason }, f));
+        if (f.reason !== "capacity")
+          this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "dtls", reason: f.reason }, f));
       });
       dtlsServer.on("error", (err: Error) => this.reportError(err));
       const bound = await dtlsServer.listen(actual, host);
@@ -221,7 +235,12 @@ export class CallHomeTransportListener extends EventEmitter {
   private onTcpSocket(socket: net.Socket): void {
     const address = normalizeAddress(socket.remoteAddress ?? "");
     const count = this.tcpPerAddress.get(address) ?? 0;
-    if (this.state !== "listening" || !this.tlsServer || this.dropList?.isDropped(address) || count >= (this.opts.maxTcpPerAddress ?? 256)) {
+    if (
+      this.state !== "listening" ||
+      !this.tlsServer ||
+      this.dropList?.isDropped(address) ||
+      count >= (this.opts.maxTcpPerAddress ?? 256)
+    ) {
       socket.on("error", () => undefined);
       socket.destroy();
       return;
@@ -256,16 +275,26 @@ export class CallHomeTransportListener extends EventEmitter {
     const verdict = this.dropList.recordFailure(failure.address);
     if (verdict.newlyDropped && verdict.until !== undefined) {
       const list = this.dropList;
-      const drop: DropEvent = { address: failure.address, until: verdict.until, failures: list.maxFailures, windowMs: list.windowMs, banMs: list.banMs, last: failure };
+      const drop: DropEvent = {
+        address: failure.address,
+        until: verdict.until,
+        failures: list.maxFailures,
+        windowMs: list.windowMs,
+        banMs: list.banMs,
+        last: failure,
+      };
       const since = verdict.until - list.banMs;
       const address = failure.address;
       clearTimeout(this.banTimers.get(address));
-      const timer = setTimeout(() => {
-        this.banTimers.delete(address);
-        if (this.state === "closed") return;
-        const end: DropEndEvent = { address, since, until: Math.min(verdict.until as number, Date.now()) };
-        this.emit("drop-end", end);
-      }, Math.max(0, verdict.until - Date.now()) + 5);
+      const timer = setTimeout(
+        () => {
+          this.banTimers.delete(address);
+          if (this.state === "closed") return;
+          const end: DropEndEvent = { address, since, until: Math.min(verdict.until as number, Date.now()) };
+          this.emit("drop-end", end);
+        },
+        Math.max(0, verdict.until - Date.now()) + 5,
+      );
       timer.unref();
       this.banTimers.set(address, timer);
       this.emit("drop", drop);
@@ -275,7 +304,18 @@ export class CallHomeTransportListener extends EventEmitter {
 
 /** Adds the problem code and the identity or subject involved to a failure. */
 function withDiagnosis(failure: AuthFailure, facts: { identity?: string; unknownIdentity?: string; subject?: string }): AuthFailure {
-  const d = diagnoseServerFailure({ transport: failure.transport, detail: failure.reason, identity: facts.identity, unknownIdentity: facts.unknownIdentity, subject: facts.subject });
+  const d = diagnoseServerFailure({
+    transport: failure.transport,
+    detail: failure.reason,
+    identity: facts.identity,
+    unknownIdentity: facts.unknownIdentity,
+    subject: facts.subject,
+  });
   const identity = d?.identity ?? facts.identity ?? facts.unknownIdentity;
-  return { ...failure, ...(d ? { problem: d.problem } : {}), ...(identity !== undefined ? { identity } : {}), ...((d?.subject ?? facts.subject) ? { subject: d?.subject ?? facts.subject } : {}) };
+  return {
+    ...failure,
+    ...(d ? { problem: d.problem } : {}),
+    ...(identity !== undefined ? { identity } : {}),
+    ...((d?.subject ?? facts.subject) ? { subject: d?.subject ?? facts.subject } : {}),
+  };
 }

@@ -368,12 +368,22 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
       if (confirming && !(err instanceof TransportError)) {
         err = new TransportError("AUTH_FAILED", `server refused the connection right after the handshake: ${err.message}`);
       }
-      const facts = { transport: "tls" as const, identity: opts.psk?.identity, certificate: opts.certificate !== undefined, servername: opts.servername ?? opts.host };
+      const facts = {
+        transport: "tls" as const,
+        identity: opts.psk?.identity,
+        certificate: opts.certificate !== undefined,
+        servername: opts.servername ?? opts.host,
+      };
       reject(explainDialFailure(classifyTlsError(err, opts.psk !== undefined), facts));
     };
     const timer = setTimeout(() => {
       const connected = socket && !socket.connecting;
-      fail(new TransportError(connected ? "HANDSHAKE_TIMEOUT" : "CONNECT_FAILED", `TLS connect to ${opts.host}:${opts.port} timed out after ${timeoutMs} ms`));
+      fail(
+        new TransportError(
+          connected ? "HANDSHAKE_TIMEOUT" : "CONNECT_FAILED",
+          `TLS connect to ${opts.host}:${opts.port} timed out after ${timeoutMs} ms`,
+        ),
+      );
     }, timeoutMs);
 
     if (opts.signal?.aborted) {
@@ -400,7 +410,16 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
       }
     });
     socket.on("error", (err) => fail(err));
-    socket.on("close", () => fail(new TransportError(confirming ? "AUTH_FAILED" : "HANDSHAKE_FAILED", confirming ? "server closed the connection right after the handshake (certificate refused?)" : "connection closed during the TLS handshake")));
+    socket.on("close", () =>
+      fail(
+        new TransportError(
+          confirming ? "AUTH_FAILED" : "HANDSHAKE_FAILED",
+          confirming
+            ? "server closed the connection right after the handshake (certificate refused?)"
+            : "connection closed during the TLS handshake",
+        ),
+      ),
+    );
     socket.once("secureConnect", () => {
       if (settled) return;
       if (socket.alpnProtocol !== COAP_ALPN && opts.requireAlpn !== false) {
@@ -423,7 +442,9 @@ export function connectTls(opts: TlsConnectOptions): Promise<TlsConnection> {
       } else {
         const cert = socket.getPeerX509Certificate();
         if (!socket.authorized || !cert) {
-          fail(new TransportError("AUTH_FAILED", `server certificate not verified: ${String(socket.authorizationError ?? "no certificate")}`));
+          fail(
+            new TransportError("AUTH_FAILED", `server certificate not verified: ${String(socket.authorizationError ?? "no certificate")}`),
+          );
           return;
         }
         peer = certificatePeerIdentity(cert.raw);
@@ -531,7 +552,9 @@ export class TlsServer extends EventEmitter {
     if (opts.psk) {
       const psk = opts.psk;
       // node's default list ends in "!PSK", which would delete the PSK suites for good.
-      const certCiphers = tls.DEFAULT_CIPHERS.split(":").filter((c) => c !== "!PSK").join(":");
+      const certCiphers = tls.DEFAULT_CIPHERS.split(":")
+        .filter((c) => c !== "!PSK")
+        .join(":");
       serverOptions.ciphers = opts.certificate ? `${PSK_CIPHERS}:${certCiphers}` : PSK_CIPHERS;
       if (psk.hint !== undefined) serverOptions.pskIdentityHint = psk.hint;
       serverOptions.pskCallback = (socket: tls.TLSSocket, identity: string) => {
@@ -649,7 +672,10 @@ export class TlsServer extends EventEmitter {
     else {
       const cert = socket.getPeerX509Certificate();
       if (!socket.authorized || !cert) {
-        this.reportFailure(socket, new TransportError("AUTH_FAILED", `client not authenticated: ${String(socket.authorizationError ?? "no certificate")}`));
+        this.reportFailure(
+          socket,
+          new TransportError("AUTH_FAILED", `client not authenticated: ${String(socket.authorizationError ?? "no certificate")}`),
+        );
         socket.destroy();
         return;
       }
@@ -664,7 +690,10 @@ export class TlsServer extends EventEmitter {
   private reportFailure(socket: tls.TLSSocket, error: TransportError): void {
     // node keeps the accepted TCP socket as _parent of the TLS socket it wraps around it.
     const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
-    const endpoint = (raw && this.endpoints.get(raw)) ?? { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0 };
+    const endpoint = (raw && this.endpoints.get(raw)) ?? {
+      address: normalizeAddress(socket.remoteAddress ?? ""),
+      port: socket.remotePort ?? 0,
+    };
     const failure: TlsHandshakeFailure = {
       address: endpoint.address,
       port: endpoint.port,
@@ -708,7 +737,7 @@ export function pskIdentityFromSession(der: Buffer | undefined): string | undefi
   };
   const outer = header(0);
   if (!outer) return undefined;
-  for (let at = outer.start; at < outer.end; ) {
+  for (let at = outer.start; at < outer.end;) {
     const el = header(at);
     if (!el) return undefined;
     if (el.tag === 0xa8) {

@@ -3,9 +3,25 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { DEFAULTS, MIN_PSK_KEY_BYTES } from "../../src/dots/defaults";
-import { CliUsageError, DEFAULT_STATE_DIR, FLAG_NAMES, HELP, defaultStateDir, parseDialArgs, parseListenArgs, parsePskKey, type ListenConfig, type DialConfig } from "../../src/cli/args";
+import {
+  CliUsageError,
+  DEFAULT_STATE_DIR,
+  FLAG_NAMES,
+  HELP,
+  defaultStateDir,
+  parseDialArgs,
+  parseListenArgs,
+  parsePskKey,
+  type ListenConfig,
+  type DialConfig,
+} from "../../src/cli/args";
 
-const files: Record<string, string> = { "/x/isp.crt": "CERT", "/x/isp.key": "KEY", "/x/ca.crt": "CA", "/x/psk.txt": "  hex:0a0b0c0d0e0f101112131415161718191a\n" };
+const files: Record<string, string> = {
+  "/x/isp.crt": "CERT",
+  "/x/isp.key": "KEY",
+  "/x/ca.crt": "CA",
+  "/x/psk.txt": "  hex:0a0b0c0d0e0f101112131415161718191a\n",
+};
 const read = (f: string): Buffer => {
   if (!(f in files)) throw new CliUsageError(`cannot read ${f}`);
   return Buffer.from(files[f]);
@@ -25,7 +41,16 @@ describe("cli/args", () => {
   });
 
   it("listen: a PSK alone enables DTLS and TLS, binds bare prefixes to the home, defaults port 4647", () => {
-    const c = listen("--psk-identity", "home-1", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24", "--home-prefix", "other=198.51.100.0/24");
+    const c = listen(
+      "--psk-identity",
+      "home-1",
+      "--psk-key",
+      "text:sixteen-byte-key",
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--home-prefix",
+      "other=198.51.100.0/24",
+    );
     assert.equal(c.options.port, 4647);
     assert.equal(c.options.host, "::");
     assert.deepEqual(c.options.transports, { dtls: true, tls: true });
@@ -48,7 +73,15 @@ describe("cli/args", () => {
     try {
       fs.writeFileSync(path.join(dir, "k.txt"), "text:from-file-0123456789\n");
       const cfg = path.join(dir, "c.json");
-      fs.writeFileSync(cfg, JSON.stringify({ port: 5000, psk: [{ identity: "h1", keyFile: "k.txt", home: "first" }], homePrefixes: { first: ["203.0.113.0/24"] }, requestRepeatMs: 50 }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          port: 5000,
+          psk: [{ identity: "h1", keyFile: "k.txt", home: "first" }],
+          homePrefixes: { first: ["203.0.113.0/24"] },
+          requestRepeatMs: 50,
+        }),
+      );
       const c = parseListenArgs(["--config", cfg, "--port", "6000"]) as ListenConfig;
       assert.equal(c.options.port, 6000);
       assert.deepEqual(c.options.psk, [{ identity: "h1", key: Buffer.from("from-file-0123456789"), home: "first" }]);
@@ -65,12 +98,37 @@ describe("cli/args", () => {
     assert.throws(() => listen("--port", "x", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key"), /--port needs a number/);
     assert.throws(() => listen("--port", "70000", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key"), /port must be/);
     assert.throws(() => listen(), /nothing to listen on/);
-    assert.throws(() => listen("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--nat", "auto"), /--nat belongs to the home side's enforcement layer: it is a dial option/);
+    assert.throws(
+      () => listen("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--nat", "auto"),
+      /--nat belongs to the home side's enforcement layer: it is a dial option/,
+    );
     assert.throws(() => parseListenArgs(["--config", "/nonexistent/x.json"]), /cannot read --config/);
   });
 
   it("dial: host, transport, credentials, decisions and lab reconnect timers", () => {
-    const c = dial("127.0.0.1", "--transport", "udp", "--psk-identity", "home-1", "--psk-key", "hex:000102030405060708090a0b0c0d0e0f", "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--decision-wait", "100", "--reconnect-min", "200", "--reconnect-max", "1000", "--heartbeat-interval", "15", "--terminating-period", "500");
+    const c = dial(
+      "127.0.0.1",
+      "--transport",
+      "udp",
+      "--psk-identity",
+      "home-1",
+      "--psk-key",
+      "hex:000102030405060708090a0b0c0d0e0f",
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--auto-decide",
+      "enforced",
+      "--decision-wait",
+      "100",
+      "--reconnect-min",
+      "200",
+      "--reconnect-max",
+      "1000",
+      "--heartbeat-interval",
+      "15",
+      "--terminating-period",
+      "500",
+    );
     assert.equal(c.terminatingPeriodMs, 500);
     assert.deepEqual(c.options.hosts, ["127.0.0.1"]);
     assert.equal(c.options.transport, "udp");
@@ -83,32 +141,66 @@ describe("cli/args", () => {
   });
 
   it("dial: refuses missing host, credentials, prefixes and unknown outcomes", () => {
-    assert.throws(() => dial("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"), /needs the ISP's address/);
+    assert.throws(
+      () => dial("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"),
+      /needs the ISP's address/,
+    );
     assert.throws(() => dial("h", "--home-prefix", "203.0.113.0/24"), /needs credentials/);
     assert.throws(() => dial("h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key"), /--home-prefix/);
-    assert.throws(() => dial("h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24", "--auto-decide", "maybe"), /--auto-decide/);
-    assert.throws(() => dial("h", "--transport", "sctp", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"), /--transport/);
+    assert.throws(
+      () =>
+        dial("h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24", "--auto-decide", "maybe"),
+      /--auto-decide/,
+    );
+    assert.throws(
+      () =>
+        dial("h", "--transport", "sctp", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"),
+      /--transport/,
+    );
   });
 
   it("--help is recognised and the text documents every flag the parsers accept", () => {
     assert.equal(parseListenArgs(["--help"], read), "help");
     assert.equal(parseDialArgs(["--help"], read), "help");
     const all = new Set([...FLAG_NAMES.listen, ...FLAG_NAMES.dial]);
-    for (const flag of ["port", "dtls", "auto-decide", "enforce", "nat", "action", "consent", "consent-timeout", "consent-on-timeout", "nft-table"]) assert.ok(all.has(flag), flag);
+    for (const flag of [
+      "port",
+      "dtls",
+      "auto-decide",
+      "enforce",
+      "nat",
+      "action",
+      "consent",
+      "consent-timeout",
+      "consent-on-timeout",
+      "nft-table",
+    ])
+      assert.ok(all.has(flag), flag);
     for (const flag of all) {
       // documented as a flag at the start of a help line, not just mentioned in passing
       assert.match(HELP, new RegExp(`^ +(--[a-z-]+ [^\\n]*)?--${flag}(?![\\w-])`, "m"), `help documents --${flag}`);
     }
-    for (const cmd of ["decide", "approve", "reject", "mitigations"]) assert.ok(HELP.includes(`{"cmd":"${cmd}"`), `help shows the ${cmd} command`);
+    for (const cmd of ["decide", "approve", "reject", "mitigations"])
+      assert.ok(HELP.includes(`{"cmd":"${cmd}"`), `help shows the ${cmd} command`);
     for (const flag of ["discover-domain", "dns-server"]) assert.ok(FLAG_NAMES.dial.includes(flag), flag);
-    for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement", "discovered"]) assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
+    for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement", "discovered"])
+      assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
   });
 
   const base = ["h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32"];
   const creds = ["--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32"];
 
   it("dial: --discover-domain stands in for HOST; --dns-server is repeatable; a HOST stays as fallback", () => {
-    const c = dial(...creds, "--discover-domain", "isp.example", "--dns-server", "127.0.0.1:5353", "--dns-server=[::1]:53", "--dns-server", "192.0.2.53");
+    const c = dial(
+      ...creds,
+      "--discover-domain",
+      "isp.example",
+      "--dns-server",
+      "127.0.0.1:5353",
+      "--dns-server=[::1]:53",
+      "--dns-server",
+      "192.0.2.53",
+    );
     assert.deepEqual(c.options.hosts, []);
     assert.deepEqual(c.options.discover, { domain: "isp.example", dnsServers: ["127.0.0.1:5353", "[::1]:53", "192.0.2.53"] });
     const bare = dial(...creds, "--discover-domain", "isp.example.");
@@ -122,13 +214,29 @@ describe("cli/args", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-disc-"));
     try {
       const cfg = path.join(dir, "dial.json");
-      fs.writeFileSync(cfg, JSON.stringify({ psk: { identity: "h", key: "text:sixteen-byte-key" }, homePrefixes: ["198.51.100.2/32"], discoverDomain: "isp.example", dnsServers: ["127.0.0.1:53", "::1"] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.2/32"],
+          discoverDomain: "isp.example",
+          dnsServers: ["127.0.0.1:53", "::1"],
+        }),
+      );
       const c = parseDialArgs(["--config", cfg]) as DialConfig;
       assert.deepEqual(c.options.hosts, []);
       assert.deepEqual(c.options.discover, { domain: "isp.example", dnsServers: ["127.0.0.1:53", "::1"] });
       const over = parseDialArgs(["--config", cfg, "--discover-domain", "other.example", "--dns-server", "127.0.0.2"]) as DialConfig;
       assert.deepEqual(over.options.discover, { domain: "other.example", dnsServers: ["127.0.0.2"] });
-      fs.writeFileSync(cfg, JSON.stringify({ psk: { identity: "h", key: "text:sixteen-byte-key" }, homePrefixes: ["198.51.100.2/32"], discoverDomain: "isp.example", dnsServers: "127.0.0.1" }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.2/32"],
+          discoverDomain: "isp.example",
+          dnsServers: "127.0.0.1",
+        }),
+      );
       assert.throws(() => parseDialArgs(["--config", cfg]), /"dnsServers" must be a list/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -136,7 +244,10 @@ describe("cli/args", () => {
   });
 
   it("dial: neither HOST nor --discover-domain, or a bad domain or DNS server, is refused by name", () => {
-    assert.throws(() => dial(...creds), (e: unknown) => e instanceof CliUsageError && /needs the ISP's address/.test(e.message) && /--discover-domain/.test(e.message));
+    assert.throws(
+      () => dial(...creds),
+      (e: unknown) => e instanceof CliUsageError && /needs the ISP's address/.test(e.message) && /--discover-domain/.test(e.message),
+    );
     const bad: Array<[string[], RegExp]> = [
       [["--dns-server", "127.0.0.1"], /--dns-server needs --discover-domain/],
       [["--discover-domain", "bad domain"], /--discover-domain "bad domain" is not a DNS domain name/],
@@ -147,7 +258,12 @@ describe("cli/args", () => {
       [["--discover-domain", "isp.example", "--dns-server", "999.1.1.1"], /is not an IP address/],
       [["--discover-domain"], /--discover-domain needs a value/],
     ];
-    for (const [extra, re] of bad) assert.throws(() => dial(...creds, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
+    for (const [extra, re] of bad)
+      assert.throws(
+        () => dial(...creds, ...extra),
+        (e: unknown) => e instanceof CliUsageError && re.test(e.message),
+        extra.join(" "),
+      );
   });
 
   it("dial: no --enforce keeps decisions on stdin / --auto-decide", () => {
@@ -157,9 +273,34 @@ describe("cli/args", () => {
 
   it("dial: --enforce with its defaults, and every enforcement flag read through", () => {
     assert.deepEqual(dial(...base, "--enforce", "nftables").enforcement, { enforce: "nftables" });
-    const c = dial(...base, "--enforce", "dry-run", "--nat", "static:/x/nat.json", "--action", "quarantine", "--consent", "manual", "--consent-timeout", "1500", "--consent-on-timeout", "approve", "--nft-table", "lab_dots");
-    assert.deepEqual(c.enforcement, { enforce: "dry-run", nat: "static:/x/nat.json", action: "quarantine", consent: "manual", consentTimeoutMs: 1500, consentOnTimeout: "approve", table: "lab_dots" });
-    for (const nat of ["auto", "conntrack", "conntrack-list", "proc", "proc:/x/nf_conntrack"]) assert.equal(dial(...base, "--enforce", "nftables", `--nat=${nat}`).enforcement?.nat, nat);
+    const c = dial(
+      ...base,
+      "--enforce",
+      "dry-run",
+      "--nat",
+      "static:/x/nat.json",
+      "--action",
+      "quarantine",
+      "--consent",
+      "manual",
+      "--consent-timeout",
+      "1500",
+      "--consent-on-timeout",
+      "approve",
+      "--nft-table",
+      "lab_dots",
+    );
+    assert.deepEqual(c.enforcement, {
+      enforce: "dry-run",
+      nat: "static:/x/nat.json",
+      action: "quarantine",
+      consent: "manual",
+      consentTimeoutMs: 1500,
+      consentOnTimeout: "approve",
+      table: "lab_dots",
+    });
+    for (const nat of ["auto", "conntrack", "conntrack-list", "proc", "proc:/x/nf_conntrack"])
+      assert.equal(dial(...base, "--enforce", "nftables", `--nat=${nat}`).enforcement?.nat, nat);
     assert.equal(dial(...base, "--enforce", "nftables", "--consent", "auto").enforcement?.consent, "auto");
   });
 
@@ -167,9 +308,28 @@ describe("cli/args", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-enf-"));
     try {
       const cfg = path.join(dir, "dial.json");
-      fs.writeFileSync(cfg, JSON.stringify({ hosts: ["isp"], psk: { identity: "h", key: "text:sixteen-byte-key" }, homePrefixes: ["198.51.100.2/32"], enforce: "nftables", nat: "static:nat.json", consent: "manual", consentTimeoutMs: 9000, nftTable: "t1" }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          hosts: ["isp"],
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.2/32"],
+          enforce: "nftables",
+          nat: "static:nat.json",
+          consent: "manual",
+          consentTimeoutMs: 9000,
+          nftTable: "t1",
+        }),
+      );
       const c = parseDialArgs(["--config", cfg, "--consent-on-timeout", "approve"]) as DialConfig;
-      assert.deepEqual(c.enforcement, { enforce: "nftables", nat: `static:${dir}/nat.json`, consent: "manual", consentTimeoutMs: 9000, consentOnTimeout: "approve", table: "t1" });
+      assert.deepEqual(c.enforcement, {
+        enforce: "nftables",
+        nat: `static:${dir}/nat.json`,
+        consent: "manual",
+        consentTimeoutMs: 9000,
+        consentOnTimeout: "approve",
+        table: "t1",
+      });
       const over = parseDialArgs(["--config", cfg, "--enforce", "dry-run", "--nat", "static:other.json"]) as DialConfig;
       assert.equal(over.enforcement?.enforce, "dry-run");
       assert.equal(over.enforcement?.nat, "static:other.json", "a flag's path stays as typed (relative to the working directory)");
@@ -196,9 +356,14 @@ describe("cli/args", () => {
       [["--enforce", "nftables", "--auto-decide", "enforced"], /--auto-decide and --enforce exclude each other/],
       [["--enforce"], /--enforce needs a value/],
     ];
-    for (const [extra, re] of bad) assert.throws(() => dial(...base, ...extra), (e: unknown) => e instanceof CliUsageError && re.test(e.message), extra.join(" "));
+    for (const [extra, re] of bad)
+      assert.throws(
+        () => dial(...base, ...extra),
+        (e: unknown) => e instanceof CliUsageError && re.test(e.message),
+        extra.join(" "),
+      );
   });
-  it("listen: --state-dir DIR, \"none\" for memory only, stateDir in --config relative to the file, and the daemon default", () => {
+  it('listen: --state-dir DIR, "none" for memory only, stateDir in --config relative to the file, and the daemon default', () => {
     const psk = ["--psk-identity", "home-1", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
     assert.equal(listen(...psk, "--state-dir", "/srv/dots").options.stateDir, "/srv/dots");
     assert.equal(listen(...psk, "--state-dir", "none").options.stateDir, undefined);
@@ -224,10 +389,50 @@ describe("cli/args", () => {
     const plain = listen(...psk, "--port", "4700", "--mqtt", "mqtt://127.0.0.1:1883");
     assert.equal(plain.mqtt?.prefix, "dots");
     assert.equal(plain.mqtt?.clientId, `dots-listen-${os.hostname()}-4700`);
-    assert.deepEqual([plain.mqtt?.holdSeconds, plain.mqtt?.keepaliveSeconds, plain.mqtt?.heartbeats, plain.mqtt?.password], [600, 30, false, undefined]);
+    assert.deepEqual(
+      [plain.mqtt?.holdSeconds, plain.mqtt?.keepaliveSeconds, plain.mqtt?.heartbeats, plain.mqtt?.password],
+      [600, 30, false, undefined],
+    );
     assert.equal(listen(...psk).mqtt, undefined);
-    const full = parseListenArgs([...psk, "--mqtt", "mqtts://broker:8883", "--mqtt-prefix", "isp/dots", "--mqtt-client-id", "isp-a", "--mqtt-username", "isp", "--mqtt-password-file", "/x/psk.txt", "--mqtt-ca", "/x/ca.crt", "--mqtt-cert", "/x/isp.crt", "--mqtt-key", "/x/isp.key", "--mqtt-hold", "0", "--mqtt-heartbeats"], read, {}) as ListenConfig;
-    assert.deepEqual([full.mqtt?.prefix, full.mqtt?.clientId, full.mqtt?.username, full.mqtt?.password?.toString(), full.mqtt?.ca?.toString(), full.mqtt?.cert?.toString(), full.mqtt?.holdSeconds, full.mqtt?.heartbeats], ["isp/dots", "isp-a", "isp", "hex:0a0b0c0d0e0f101112131415161718191a", "CA", "CERT", 0, true]);
+    const full = parseListenArgs(
+      [
+        ...psk,
+        "--mqtt",
+        "mqtts://broker:8883",
+        "--mqtt-prefix",
+        "isp/dots",
+        "--mqtt-client-id",
+        "isp-a",
+        "--mqtt-username",
+        "isp",
+        "--mqtt-password-file",
+        "/x/psk.txt",
+        "--mqtt-ca",
+        "/x/ca.crt",
+        "--mqtt-cert",
+        "/x/isp.crt",
+        "--mqtt-key",
+        "/x/isp.key",
+        "--mqtt-hold",
+        "0",
+        "--mqtt-heartbeats",
+      ],
+      read,
+      {},
+    ) as ListenConfig;
+    assert.deepEqual(
+      [
+        full.mqtt?.prefix,
+        full.mqtt?.clientId,
+        full.mqtt?.username,
+        full.mqtt?.password?.toString(),
+        full.mqtt?.ca?.toString(),
+        full.mqtt?.cert?.toString(),
+        full.mqtt?.holdSeconds,
+        full.mqtt?.heartbeats,
+      ],
+      ["isp/dots", "isp-a", "isp", "hex:0a0b0c0d0e0f101112131415161718191a", "CA", "CERT", 0, true],
+    );
     const env = parseListenArgs([...psk, "--mqtt", "mqtt://isp@broker"], read, { DOTS_MQTT_PASSWORD: "pw" }) as ListenConfig;
     assert.deepEqual([env.mqtt?.username, env.mqtt?.password?.toString()], ["isp", "pw"]);
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://isp:pw@broker"), /no password in the URL/);
@@ -236,7 +441,10 @@ describe("cli/args", () => {
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-prefix", "a/#"), /--mqtt-prefix/);
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-client-id", "a/b"), /--mqtt-client-id/);
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-ca", "/x/ca.crt"), /need an mqtts:\/\/ URL/);
-    assert.throws(() => parseListenArgs([...psk, "--mqtt", "mqtt://b", "--mqtt-password-file", "/x/psk.txt"], read, {}), /needs --mqtt-username/);
+    assert.throws(
+      () => parseListenArgs([...psk, "--mqtt", "mqtt://b", "--mqtt-password-file", "/x/psk.txt"], read, {}),
+      /needs --mqtt-username/,
+    );
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-hold", "86401"), /mqtt-hold/);
   });
   it("listen --max-tcp-per-address raises the per-source TCP cap (homes behind one CGN address); bad values are usage errors", () => {
@@ -252,30 +460,107 @@ describe("cli/args: one set of rules and defaults with the nodes", () => {
   const K = ["--psk-identity", "home-1", "--psk-key", "text:sixteen-byte-key"];
 
   it("every millisecond option takes a bare number or a unit (ms, s, m, h); heartbeat-interval takes seconds the same way", () => {
-    for (const [written, expected] of [["1500", 1500], ["1500ms", 1500], ["1.5s", 1500], ["2m", 120_000], ["1h", 3_600_000]] as const) {
-      const l = listen(...K, "--drop-window-ms", written, "--drop-ban-ms", written, "--request-timeout-ms", written, ...(expected <= 600_000 ? ["--request-repeat-ms", written] : []));
-      assert.deepEqual([l.options.dropList?.windowMs, l.options.dropList?.banMs, l.requestTimeoutMs], [expected, expected, expected], written);
+    for (const [written, expected] of [
+      ["1500", 1500],
+      ["1500ms", 1500],
+      ["1.5s", 1500],
+      ["2m", 120_000],
+      ["1h", 3_600_000],
+    ] as const) {
+      const l = listen(
+        ...K,
+        "--drop-window-ms",
+        written,
+        "--drop-ban-ms",
+        written,
+        "--request-timeout-ms",
+        written,
+        ...(expected <= 600_000 ? ["--request-repeat-ms", written] : []),
+      );
+      assert.deepEqual(
+        [l.options.dropList?.windowMs, l.options.dropList?.banMs, l.requestTimeoutMs],
+        [expected, expected, expected],
+        written,
+      );
       if (expected <= 600_000) assert.equal(l.requestRepeatMs, expected);
-      const d = dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--decision-wait", written, "--reconnect-min", written, "--reconnect-max", written, "--terminating-period", written, "--enforce", "dry-run", "--consent", "manual", "--consent-timeout", written);
-      assert.deepEqual([d.options.decisionWaitMs, d.options.reconnect?.minMs, d.options.reconnect?.maxMs, d.terminatingPeriodMs, d.enforcement?.consentTimeoutMs], [expected, expected, expected, expected, expected], written);
+      const d = dial(
+        "h",
+        ...K,
+        "--home-prefix",
+        "198.51.100.0/24",
+        "--decision-wait",
+        written,
+        "--reconnect-min",
+        written,
+        "--reconnect-max",
+        written,
+        "--terminating-period",
+        written,
+        "--enforce",
+        "dry-run",
+        "--consent",
+        "manual",
+        "--consent-timeout",
+        written,
+      );
+      assert.deepEqual(
+        [
+          d.options.decisionWaitMs,
+          d.options.reconnect?.minMs,
+          d.options.reconnect?.maxMs,
+          d.terminatingPeriodMs,
+          d.enforcement?.consentTimeoutMs,
+        ],
+        [expected, expected, expected, expected, expected],
+        written,
+      );
     }
     assert.equal(dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--heartbeat-interval", "45").options.heartbeatInterval, 45);
     assert.equal(dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--heartbeat-interval", "2m").options.heartbeatInterval, 120);
     for (const bad of ["1.5", "5 days", "-1", "1e3", "s", ""]) {
-      assert.throws(() => dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--decision-wait", bad), /--decision-wait needs a duration such as 1500, 1500ms, 1.5s, 5m or 1h/, bad);
+      assert.throws(
+        () => dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--decision-wait", bad),
+        /--decision-wait needs a duration such as 1500, 1500ms, 1.5s, 5m or 1h/,
+        bad,
+      );
     }
     assert.throws(() => dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--heartbeat-interval", "1500ms"), /whole number of seconds/);
-    assert.throws(() => dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--decision-wait", "2h"), /decision-wait must be an integer in 0\.\.3600000/);
+    assert.throws(
+      () => dial("h", ...K, "--home-prefix", "198.51.100.0/24", "--decision-wait", "2h"),
+      /decision-wait must be an integer in 0\.\.3600000/,
+    );
   });
 
   it("--config durations: milliseconds as numbers, or text with a unit", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-"));
     try {
       const cfg = path.join(dir, "c.json");
-      fs.writeFileSync(cfg, JSON.stringify({ hosts: ["isp"], psk: { identity: "h", key: "text:sixteen-byte-key" }, homePrefixes: ["198.51.100.0/24"], decisionWaitMs: "2s", terminatingPeriodMs: 500, heartbeatInterval: "1m", reconnect: { minMs: "1s", maxMs: "1m" } }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          hosts: ["isp"],
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.0/24"],
+          decisionWaitMs: "2s",
+          terminatingPeriodMs: 500,
+          heartbeatInterval: "1m",
+          reconnect: { minMs: "1s", maxMs: "1m" },
+        }),
+      );
       const d = parseDialArgs(["--config", cfg]) as DialConfig;
-      assert.deepEqual([d.options.decisionWaitMs, d.terminatingPeriodMs, d.options.heartbeatInterval, d.options.reconnect], [2000, 500, 60, { minMs: 1000, maxMs: 60_000 }]);
-      fs.writeFileSync(cfg, JSON.stringify({ hosts: ["isp"], psk: { identity: "h", key: "text:sixteen-byte-key" }, homePrefixes: ["198.51.100.0/24"], decisionWaitMs: "soon" }));
+      assert.deepEqual(
+        [d.options.decisionWaitMs, d.terminatingPeriodMs, d.options.heartbeatInterval, d.options.reconnect],
+        [2000, 500, 60, { minMs: 1000, maxMs: 60_000 }],
+      );
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          hosts: ["isp"],
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.0/24"],
+          decisionWaitMs: "soon",
+        }),
+      );
       assert.throws(() => parseDialArgs(["--config", cfg]), /decision-wait must be a duration/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -284,7 +569,11 @@ describe("cli/args: one set of rules and defaults with the nodes", () => {
 
   it("defaults come from src/dots/defaults.ts, and --help states the same numbers", () => {
     const l = listen(...K);
-    assert.deepEqual(l.options.dropList, { maxFailures: DEFAULTS.dropAfterFailures, windowMs: DEFAULTS.dropWindowMs, banMs: DEFAULTS.dropBanMs });
+    assert.deepEqual(l.options.dropList, {
+      maxFailures: DEFAULTS.dropAfterFailures,
+      windowMs: DEFAULTS.dropWindowMs,
+      banMs: DEFAULTS.dropBanMs,
+    });
     assert.equal(l.options.port, DEFAULTS.port);
     assert.match(HELP, new RegExp(`--decision-wait MS .*\\(default ${DEFAULTS.decisionWaitMs}\\)`));
     assert.match(HELP, new RegExp(`--drop-ban-ms MS .*\\(default ${DEFAULTS.dropBanMs}\\)`));
@@ -304,9 +593,21 @@ describe("cli/args: one set of rules and defaults with the nodes", () => {
       [":/64", /not a valid IPv4 .* or IPv6 address/],
       ["1.2.3.4:5/32", /not a valid IPv4 .* or IPv6 address/],
     ] as const) {
-      assert.throws(() => listen(...K, "--home-prefix", prefix), (e: unknown) => e instanceof CliUsageError && /--home-prefix/.test(e.message) && re.test(e.message), `listen ${prefix}`);
-      assert.throws(() => listen(...K, "--home-prefix", `other=${prefix}`), (e: unknown) => e instanceof CliUsageError && re.test(e.message), `listen other=${prefix}`);
-      assert.throws(() => dial("h", ...K, "--home-prefix", prefix), (e: unknown) => e instanceof CliUsageError && re.test(e.message), `dial ${prefix}`);
+      assert.throws(
+        () => listen(...K, "--home-prefix", prefix),
+        (e: unknown) => e instanceof CliUsageError && /--home-prefix/.test(e.message) && re.test(e.message),
+        `listen ${prefix}`,
+      );
+      assert.throws(
+        () => listen(...K, "--home-prefix", `other=${prefix}`),
+        (e: unknown) => e instanceof CliUsageError && re.test(e.message),
+        `listen other=${prefix}`,
+      );
+      assert.throws(
+        () => dial("h", ...K, "--home-prefix", prefix),
+        (e: unknown) => e instanceof CliUsageError && re.test(e.message),
+        `dial ${prefix}`,
+      );
     }
     // written the canonical way (RFC 5952) for the engines
     assert.deepEqual(listen(...K, "--home-prefix", "2001:DB8:0:0::/32").options.homePrefixes, { "home-1": ["2001:db8::/32"] });
@@ -317,7 +618,10 @@ describe("cli/args: one set of rules and defaults with the nodes", () => {
       assert.throws(() => listen("--psk-identity", "h", "--psk-key", key), /at least 128 bits \(16 bytes, 32 hex digits\)/, key);
       assert.throws(() => dial("h", "--psk-identity", "h", "--psk-key", key, "--home-prefix", "198.51.100.0/24"), /at least 128 bits/, key);
     }
-    assert.equal(listen("--psk-identity", "h", "--psk-key", "hex:000102030405060708090a0b0c0d0e0f").options.psk?.[0].key.length, MIN_PSK_KEY_BYTES);
+    assert.equal(
+      listen("--psk-identity", "h", "--psk-key", "hex:000102030405060708090a0b0c0d0e0f").options.psk?.[0].key.length,
+      MIN_PSK_KEY_BYTES,
+    );
     assert.throws(() => listen("--psk-identity", "x".repeat(129), "--psk-key", "text:sixteen-byte-key"), /longer than 128/);
     const saved = files["/x/short.txt"];
     files["/x/short.txt"] = "hex:0a0b0c\n";

@@ -17,7 +17,20 @@ describe("cli/dial runner", () => {
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-dial-runner-"));
     nat = path.join(dir, "nat.json");
-    fs.writeFileSync(nat, JSON.stringify([{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 61001, target: "203.0.113.5", targetPort: 5555 }]));
+    fs.writeFileSync(
+      nat,
+      JSON.stringify([
+        {
+          protocol: "udp",
+          device: "192.168.1.10",
+          devicePort: 40001,
+          public: "198.51.100.2",
+          publicPort: 61001,
+          target: "203.0.113.5",
+          targetPort: 5555,
+        },
+      ]),
+    );
   });
   afterEach(async () => {
     for (const r of runners.splice(0)) await r.stop();
@@ -26,7 +39,22 @@ describe("cli/dial runner", () => {
 
   // port 9 (discard) on loopback: nothing answers, the dialer backs off for a minute
   const config = (...extra: string[]) =>
-    parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", fs.mkdtempSync(path.join(dir, "state-")), ...extra]) as DialConfig;
+    parseDialArgs([
+      "127.0.0.1",
+      "--port",
+      "9",
+      "--transport",
+      "tcp",
+      "--psk-identity",
+      "h",
+      "--psk-key",
+      "text:sixteen-byte-key",
+      "--home-prefix",
+      "198.51.100.2/32",
+      "--state-dir",
+      fs.mkdtempSync(path.join(dir, "state-")),
+      ...extra,
+    ]) as DialConfig;
   const runner = (cfg: DialConfig): { r: DialRunner; events: Ev[] } => {
     const events: Ev[] = [];
     const r = makeDialRunner(cfg, (event, fields = {}) => events.push({ event, ...fields }));
@@ -46,9 +74,16 @@ describe("cli/dial runner", () => {
     const { r, events } = runner(config("--enforce", "dry-run", "--nat", `static:${nat}`, "--action", "quarantine"));
     await r.start();
     const names = events.map((e) => e.event);
-    assert.ok(names.indexOf("enforcer-ready") >= 0 && (names.indexOf("connecting") < 0 || names.indexOf("enforcer-ready") < names.indexOf("connecting")), names.join(","));
+    assert.ok(
+      names.indexOf("enforcer-ready") >= 0 &&
+        (names.indexOf("connecting") < 0 || names.indexOf("enforcer-ready") < names.indexOf("connecting")),
+      names.join(","),
+    );
     const ready = events.find((e) => e.event === "enforcer-ready")!;
-    assert.deepEqual([ready.backend, ready.action, ready.nat, (ready.consent as { mode: string }).mode], ["dry-run", "quarantine", "static", "auto"]);
+    assert.deepEqual(
+      [ready.backend, ready.action, ready.nat, (ready.consent as { mode: string }).mode],
+      ["dry-run", "quarantine", "static", "auto"],
+    );
     assert.throws(() => r.command({ cmd: "approve", mid: 1 }), /consent is automatic here/);
     assert.throws(() => r.command({ cmd: "decide", mid: 1, outcome: "enforced" }), /the enforcer decides/);
     r.command({ cmd: "mitigations", id: 3 });
@@ -66,9 +101,37 @@ describe("cli/dial runner", () => {
   it("--state-dir with a damaged state file: an error event naming the file, the intact mitigations served, the file kept aside", async () => {
     const state = fs.mkdtempSync(path.join(dir, "state-"));
     const file = path.join(state, stateFileName("h@9"));
-    const good = { cuid: "c1", mid: 4, scope: { "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] }, lifetime: 600, expiresAt: Date.now() + 600_000, status: 2, mitigationStart: 1, terminatingPeriodMs: 120000 };
-    fs.writeFileSync(file, [JSON.stringify({ format: STATE_FORMAT, version: 1 }), JSON.stringify(good), '{"cuid":"c1","mid":5,"sco'].join("\n"));
-    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", state]) as DialConfig);
+    const good = {
+      cuid: "c1",
+      mid: 4,
+      scope: { "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] },
+      lifetime: 600,
+      expiresAt: Date.now() + 600_000,
+      status: 2,
+      mitigationStart: 1,
+      terminatingPeriodMs: 120000,
+    };
+    fs.writeFileSync(
+      file,
+      [JSON.stringify({ format: STATE_FORMAT, version: 1 }), JSON.stringify(good), '{"cuid":"c1","mid":5,"sco'].join("\n"),
+    );
+    const { r, events } = runner(
+      parseDialArgs([
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--transport",
+        "tcp",
+        "--psk-identity",
+        "h",
+        "--psk-key",
+        "text:sixteen-byte-key",
+        "--home-prefix",
+        "198.51.100.2/32",
+        "--state-dir",
+        state,
+      ]) as DialConfig,
+    );
     await r.start();
     const err = events.find((e) => e.event === "error" && e.code === "STATE_CORRUPT");
     assert.ok(err, JSON.stringify(events));
@@ -77,14 +140,36 @@ describe("cli/dial runner", () => {
     assert.deepEqual(events.find((e) => e.event === "restored")?.mitigations, 1);
     r.command({ cmd: "mitigations" });
     const list = events.find((e) => e.event === "mitigations")!.mitigations as Array<{ mid: number; status: string }>;
-    assert.deepEqual(list.map((m) => [m.mid, m.status]), [[4, "attack-successfully-mitigated"]]);
-    assert.ok(fs.readdirSync(state).some((n) => n.startsWith(`${path.basename(file)}.corrupt-`)), fs.readdirSync(state).join(","));
+    assert.deepEqual(
+      list.map((m) => [m.mid, m.status]),
+      [[4, "attack-successfully-mitigated"]],
+    );
+    assert.ok(
+      fs.readdirSync(state).some((n) => n.startsWith(`${path.basename(file)}.corrupt-`)),
+      fs.readdirSync(state).join(","),
+    );
   });
 
   it("--state-dir that cannot be written: a STATE_UNWRITABLE error event, the dialer still starts (and will answer 5.03)", async () => {
     const blocker = path.join(dir, "a-file");
     fs.writeFileSync(blocker, "");
-    const { r, events } = runner(parseDialArgs(["127.0.0.1", "--port", "9", "--transport", "tcp", "--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "198.51.100.2/32", "--state-dir", path.join(blocker, "state")]) as DialConfig);
+    const { r, events } = runner(
+      parseDialArgs([
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--transport",
+        "tcp",
+        "--psk-identity",
+        "h",
+        "--psk-key",
+        "text:sixteen-byte-key",
+        "--home-prefix",
+        "198.51.100.2/32",
+        "--state-dir",
+        path.join(blocker, "state"),
+      ]) as DialConfig,
+    );
     await r.start();
     const err = events.find((e) => e.event === "error" && e.code === "STATE_UNWRITABLE");
     assert.ok(err && String(err.message).includes(path.join(blocker, "state")), JSON.stringify(events));

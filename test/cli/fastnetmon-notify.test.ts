@@ -32,7 +32,16 @@ function run(args: string[], stdin?: string): Promise<Run> {
     let stderr = "";
     c.stdout.on("data", (b: Buffer) => (out += b.toString()));
     c.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    c.once("exit", (code) => resolve({ code, stderr, events: out.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) }));
+    c.once("exit", (code) =>
+      resolve({
+        code,
+        stderr,
+        events: out
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+      }),
+    );
     if (stdin !== undefined) c.stdin.end(stdin);
     else c.stdin.end();
   });
@@ -70,13 +79,35 @@ describe("dots-call-home fastnetmon-notify (HTTP delivery, real processes)", fun
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
   after(() => server.close());
 
-  const flags = (): string[] => ["--home-prefix", "home-1=198.51.100.0/24", "--http", url, "--state-dir", path.join(dir, "state"), "--lifetime", "600", "--wait-ms", "5000"];
+  const flags = (): string[] => [
+    "--home-prefix",
+    "home-1=198.51.100.0/24",
+    "--http",
+    url,
+    "--state-dir",
+    path.join(dir, "state"),
+    "--lifetime",
+    "600",
+    "--wait-ms",
+    "5000",
+  ];
 
   it("ban -> POST with the attacking flow's NATed port; attack_details adds nothing; unban -> POST withdraw with the mid; the record is gone", async () => {
     const ban = await run([...flags(), "198.51.100.2", "outgoing", "432", "ban"], BAN);
     assert.equal(ban.code, 0, JSON.stringify(ban.events) + ban.stderr);
-    assert.deepEqual(posts.map((p) => p.path), ["/dots/mitigate"]);
-    assert.deepEqual(posts[0].body, { home: "home-1", target: ["203.0.113.5/32"], source: ["198.51.100.2/32"], lifetime: 600, sourcePort: ["40001"], targetPort: ["5555"], protocol: ["17"] });
+    assert.deepEqual(
+      posts.map((p) => p.path),
+      ["/dots/mitigate"],
+    );
+    assert.deepEqual(posts[0].body, {
+      home: "home-1",
+      target: ["203.0.113.5/32"],
+      source: ["198.51.100.2/32"],
+      lifetime: 600,
+      sourcePort: ["40001"],
+      targetPort: ["5555"],
+      protocol: ["17"],
+    });
     assert.ok(ban.events.some((e) => e.event === "answer" && e.code === "2.01" && e.mid === 7));
     const rec = JSON.parse(fs.readFileSync(path.join(dir, "state", "ban-198.51.100.2.json"), "utf8")) as { mid: number; home: string };
     assert.deepEqual([rec.mid, rec.home], [7, "home-1"]);
@@ -104,8 +135,14 @@ describe("dots-call-home fastnetmon-notify (HTTP delivery, real processes)", fun
     const mangled = DETAILS.replace(/protocol: udp frag/g, "protocol: ??? frag"); // samples only; "Attack protocol: udp" stays
     const d = await run([...flags(), "198.51.100.2", "outgoing", "432", "attack_details"], mangled);
     assert.equal(d.code, 0, JSON.stringify(d.events));
-    assert.deepEqual(posts.map((p) => p.body), [{ home: "home-1", target: ["203.0.113.5/32"], source: ["198.51.100.2/32"], lifetime: 600, protocol: ["17"] }]);
-    assert.ok(d.events.some((e) => e.event === "note" && /no ports/.test(String(e.note))), JSON.stringify(d.events));
+    assert.deepEqual(
+      posts.map((p) => p.body),
+      [{ home: "home-1", target: ["203.0.113.5/32"], source: ["198.51.100.2/32"], lifetime: 600, protocol: ["17"] }],
+    );
+    assert.ok(
+      d.events.some((e) => e.event === "note" && /no ports/.test(String(e.note))),
+      JSON.stringify(d.events),
+    );
   });
 
   it("an address outside every home, an incoming attack, garbage on stdin: no request, exit 0, a clear line", async () => {
@@ -141,7 +178,10 @@ describe("dots-call-home fastnetmon-notify (HTTP delivery, real processes)", fun
   });
 
   it("concurrent ban and attack_details (FastNetMon runs them in parallel threads) send one request", async () => {
-    const [a, b] = await Promise.all([run([...flags(), "198.51.100.2", "outgoing", "432", "ban"], BAN), run([...flags(), "198.51.100.2", "outgoing", "432", "attack_details"], DETAILS)]);
+    const [a, b] = await Promise.all([
+      run([...flags(), "198.51.100.2", "outgoing", "432", "ban"], BAN),
+      run([...flags(), "198.51.100.2", "outgoing", "432", "attack_details"], DETAILS),
+    ]);
     assert.deepEqual([a.code, b.code], [0, 0]);
     assert.equal(posts.length, 1, JSON.stringify(posts));
   });
@@ -167,7 +207,20 @@ describe("dots-call-home fastnetmon-notify (MQTT delivery, real mosquitto)", fun
   });
 
   it("publishes the listener's stdin command object on P/cmd/<home>; a listener's response on P/evt/<home> gives the mid the unban withdraws", async () => {
-    const flags = ["--home-prefix", "home-1=198.51.100.0/24", "--mqtt", broker!.url, "--mqtt-prefix", "isp", "--state-dir", dir, "--lifetime", "600", "--wait-ms", "5000"];
+    const flags = [
+      "--home-prefix",
+      "home-1=198.51.100.0/24",
+      "--mqtt",
+      broker!.url,
+      "--mqtt-prefix",
+      "isp",
+      "--state-dir",
+      dir,
+      "--lifetime",
+      "600",
+      "--wait-ms",
+      "5000",
+    ];
     // stands in for `listen --mqtt` (tested against this contract in test/cli/mqtt.test.ts): answers each command by its id
     const peer = await mqtt.connectAsync(broker!.url, { protocolVersion: 5 });
     const seen: Array<Record<string, unknown>> = [];
@@ -175,7 +228,9 @@ describe("dots-call-home fastnetmon-notify (MQTT delivery, real mosquitto)", fun
       const cmd = JSON.parse(payload.toString()) as Record<string, unknown>;
       seen.push({ topic, ...cmd });
       const outcome = cmd.cmd === "mitigate" ? { code: "2.01", mid: 41 } : { code: "2.02", mid: 41 };
-      void peer.publishAsync("isp/evt/home-1", JSON.stringify({ event: "response", home: "home-1", cmd: cmd.cmd, id: cmd.id, outcome }), { qos: 1 });
+      void peer.publishAsync("isp/evt/home-1", JSON.stringify({ event: "response", home: "home-1", cmd: cmd.cmd, id: cmd.id, outcome }), {
+        qos: 1,
+      });
     });
     await peer.subscribeAsync("isp/cmd/+", { qos: 1 });
     try {
@@ -196,15 +251,50 @@ describe("dots-call-home fastnetmon-notify (MQTT delivery, real mosquitto)", fun
   });
 
   it("no listener on the broker: no answer within --wait-ms, exit 1, the record stays (the next ban refreshes it, else its lifetime ends it)", async () => {
-    const r = await run(["--home-prefix", "home-2=198.51.100.0/24", "--mqtt", broker!.url, "--state-dir", dir, "--wait-ms", "800", "198.51.100.3", "outgoing", "432", "ban"], BAN.replace(/198\.51\.100\.2/g, "198.51.100.3"));
+    const r = await run(
+      [
+        "--home-prefix",
+        "home-2=198.51.100.0/24",
+        "--mqtt",
+        broker!.url,
+        "--state-dir",
+        dir,
+        "--wait-ms",
+        "800",
+        "198.51.100.3",
+        "outgoing",
+        "432",
+        "ban",
+      ],
+      BAN.replace(/198\.51\.100\.2/g, "198.51.100.3"),
+    );
     assert.equal(r.code, 1, JSON.stringify(r.events));
     assert.ok(r.events.some((e) => e.event === "answer" && e.kind === "none"));
     assert.ok(fs.existsSync(path.join(dir, "ban-198.51.100.3.json")));
   });
 
   it("an unreachable broker: a DELIVERY error line and exit 1, not a crash", async () => {
-    const r = await run(["--home-prefix", "home-1=198.51.100.0/24", "--mqtt", "mqtt://127.0.0.1:1", "--state-dir", dir, "--wait-ms", "2000", "198.51.100.4", "outgoing", "432", "ban"], BAN.replace(/198\.51\.100\.2/g, "198.51.100.4"));
+    const r = await run(
+      [
+        "--home-prefix",
+        "home-1=198.51.100.0/24",
+        "--mqtt",
+        "mqtt://127.0.0.1:1",
+        "--state-dir",
+        dir,
+        "--wait-ms",
+        "2000",
+        "198.51.100.4",
+        "outgoing",
+        "432",
+        "ban",
+      ],
+      BAN.replace(/198\.51\.100\.2/g, "198.51.100.4"),
+    );
     assert.equal(r.code, 1, JSON.stringify(r.events) + r.stderr);
-    assert.ok(r.events.some((e) => e.event === "error" && e.code === "DELIVERY"), JSON.stringify(r.events));
+    assert.ok(
+      r.events.some((e) => e.event === "error" && e.code === "DELIVERY"),
+      JSON.stringify(r.events),
+    );
   });
 });

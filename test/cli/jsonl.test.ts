@@ -6,7 +6,14 @@ function collect(): { out: PassThrough; lines: () => Array<Record<string, unknow
   const out = new PassThrough();
   let text = "";
   out.on("data", (c: Buffer) => (text += c.toString()));
-  return { out, lines: () => text.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    out,
+    lines: () =>
+      text
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 describe("cli/jsonl", () => {
@@ -25,7 +32,9 @@ describe("cli/jsonl", () => {
     const input = new PassThrough();
     const cmds: unknown[] = [];
     const errors: string[] = [];
-    const ended = new Promise<void>((resolve) => readCommands(input, { command: (c) => cmds.push(c), error: (code) => errors.push(code), end: resolve }));
+    const ended = new Promise<void>((resolve) =>
+      readCommands(input, { command: (c) => cmds.push(c), error: (code) => errors.push(code), end: resolve }),
+    );
     input.write('{"cmd":"sessions"}\n{not json}\n[1,2]\n\n  {"cmd":"get",');
     input.write('"session":"a"}\n');
     input.end('{"cmd":"last"}');

@@ -10,7 +10,11 @@ import { CliProcess, type CliLine } from "../support/cli-process";
 
 const PSK = ["--psk-identity", "home-1", "--psk-key", "text:secretPSK-0123456789"];
 const SESSION_ID = sessionIdForPeer({ method: "psk", pskIdentity: "home-1" });
-const scope = (target: string): Record<string, unknown> => ({ "target-prefix": [target], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 });
+const scope = (target: string): Record<string, unknown> => ({
+  "target-prefix": [target],
+  "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"],
+  lifetime: 600,
+});
 
 describe("dots-call-home listen: restart with resync and durable mids (two processes, TLS-PSK)", function () {
   this.timeout(60000);
@@ -25,7 +29,21 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
   });
 
   async function listen(port: number, stateDir: string | undefined, name = "listen"): Promise<[CliProcess, number]> {
-    const args = ["listen", "--tls", "--host", "127.0.0.1", "--port", String(port), ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000"];
+    const args = [
+      "listen",
+      "--tls",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      ...PSK,
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--request-repeat-ms",
+      "200",
+      "--request-timeout-ms",
+      "5000",
+    ];
     args.push("--state-dir", stateDir ?? "none");
     const p = new CliProcess(args, { name });
     procs.push(p);
@@ -34,7 +52,30 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
   }
 
   function dial(port: number): CliProcess {
-    const p = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "tcp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500", "--terminating-period", "200"], { name: "dial" });
+    const p = new CliProcess(
+      [
+        "dial",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--transport",
+        "tcp",
+        ...PSK,
+        "--home-prefix",
+        "203.0.113.0/24",
+        "--auto-decide",
+        "enforced",
+        "--heartbeat-interval",
+        "1",
+        "--reconnect-min",
+        "100",
+        "--reconnect-max",
+        "500",
+        "--terminating-period",
+        "200",
+      ],
+      { name: "dial" },
+    );
     procs.push(p);
     return p;
   }
@@ -65,10 +106,17 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
     await isp2.waitFor((l) => l.event === "session-up", 15000, "session-up after the restart");
     const rs = await isp2.waitFor((l) => l.event === "resynced", 10000, "resynced");
     const found = rs.mitigations as Array<Record<string, unknown>>;
-    assert.deepEqual(found.map((m) => [m.mid, m.status]), [[oldMid, "attack-successfully-mitigated"]]);
+    assert.deepEqual(
+      found.map((m) => [m.mid, m.status]),
+      [[oldMid, "attack-successfully-mitigated"]],
+    );
     assert.equal(rs.complete, true);
     // Nothing was typed into listen#2 yet: this comes from the Observe the resync registered.
-    await isp2.waitFor((l) => l.event === "status" && l.mid === oldMid && l.status === "attack-successfully-mitigated", 10000, "status for the old mid");
+    await isp2.waitFor(
+      (l) => l.event === "status" && l.mid === oldMid && l.status === "attack-successfully-mitigated",
+      10000,
+      "status for the old mid",
+    );
 
     const fresh = await command(isp2, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.8/32") });
     assert.equal(fresh.code, "2.01", JSON.stringify(fresh));
@@ -96,7 +144,10 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
     const next = await command(isp2, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.7/32") });
     assert.equal(next.code, "2.01");
     assert.ok((next.mid as number) > (m.mid as number), `mid ${next.mid} must exceed ${m.mid}`);
-    const saved = JSON.parse(fs.readFileSync(path.join(dir, "listener", `${SESSION_ID}.json`), "utf8")) as { home: string; mids: Record<string, number> };
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, "listener", `${SESSION_ID}.json`), "utf8")) as {
+      home: string;
+      mids: Record<string, number>;
+    };
     assert.equal(saved.home, "home-1");
     assert.ok(saved.mids[next.cuid as string] >= (next.mid as number));
   });
@@ -104,13 +155,53 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
   it("failover: the home moves to a second listener process (kill -9 of the first), which resyncs the same way", async () => {
     // Two listener processes on one port, 127.0.0.1 and 127.0.0.2, each with its own state.
     const [first, port] = await listen(0, path.join(dir, "a"), "listen-a");
-    const args = ["listen", "--tls", "--host", "127.0.0.2", "--port", String(port), ...PSK, "--home-prefix", "203.0.113.0/24", "--request-repeat-ms", "200", "--request-timeout-ms", "5000", "--state-dir", path.join(dir, "b")];
+    const args = [
+      "listen",
+      "--tls",
+      "--host",
+      "127.0.0.2",
+      "--port",
+      String(port),
+      ...PSK,
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--request-repeat-ms",
+      "200",
+      "--request-timeout-ms",
+      "5000",
+      "--state-dir",
+      path.join(dir, "b"),
+    ];
     const second = new CliProcess(args, { name: "listen-b" });
     procs.push(second);
     await second.waitFor((x) => x.event === "listening", 10000, "listening b");
-    const p = new CliProcess(["dial", "127.0.0.1", "127.0.0.2", "--port", String(port), "--transport", "tcp", ...PSK, "--home-prefix", "203.0.113.0/24", "--auto-decide", "enforced", "--heartbeat-interval", "1", "--reconnect-min", "100", "--reconnect-max", "500"], { name: "dial" });
+    const p = new CliProcess(
+      [
+        "dial",
+        "127.0.0.1",
+        "127.0.0.2",
+        "--port",
+        String(port),
+        "--transport",
+        "tcp",
+        ...PSK,
+        "--home-prefix",
+        "203.0.113.0/24",
+        "--auto-decide",
+        "enforced",
+        "--heartbeat-interval",
+        "1",
+        "--reconnect-min",
+        "100",
+        "--reconnect-max",
+        "500",
+      ],
+      { name: "dial" },
+    );
     procs.push(p);
-    const up = await Promise.race([first, second].map((x) => x.waitFor((l) => l.event === "session-up", 15000, "session-up").then(() => x)));
+    const up = await Promise.race(
+      [first, second].map((x) => x.waitFor((l) => l.event === "session-up", 15000, "session-up").then(() => x)),
+    );
     const other = up === first ? second : first;
     const m = await command(up, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.7/32") });
     const n = await command(up, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.8/32") });
@@ -119,7 +210,10 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
     await up.stop("SIGKILL");
     await other.waitFor((l) => l.event === "session-up", 15000, "session-up at the other listener");
     const rs = await other.waitFor((l) => l.event === "resynced", 10000, "resynced at the other listener");
-    assert.deepEqual((rs.mitigations as Array<Record<string, unknown>>).map((x) => x.mid), [m.mid, n.mid]);
+    assert.deepEqual(
+      (rs.mitigations as Array<Record<string, unknown>>).map((x) => x.mid),
+      [m.mid, n.mid],
+    );
     for (const mid of [m.mid, n.mid]) await other.waitFor((l) => l.event === "status" && l.mid === mid, 10000, `status for mid ${mid}`);
     const fresh = await command(other, { cmd: "mitigate", session: "home-1", request: scope("198.51.100.9/32") });
     assert.equal(fresh.code, "2.01", JSON.stringify(fresh));
@@ -147,7 +241,9 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
       assert.ok((b.mid as number) > (a.mid as number));
       assert.ok(isp.running);
       // A fresh, valid file replaced it; the bad one was kept aside for the operator.
-      assert.ok((JSON.parse(fs.readFileSync(file, "utf8")) as { mids: Record<string, number> }).mids[a.cuid as string] >= (b.mid as number));
+      assert.ok(
+        (JSON.parse(fs.readFileSync(file, "utf8")) as { mids: Record<string, number> }).mids[a.cuid as string] >= (b.mid as number),
+      );
       assert.equal(fs.readdirSync(path.dirname(file)).filter((f) => f.includes(".corrupt-")).length, 1);
     });
   }
@@ -163,13 +259,19 @@ describe("dots-call-home listen: restart with resync and durable mids (two proce
     assert.deepEqual([a.code, b.code], ["2.01", "2.01"]);
     assert.ok((b.mid as number) > (a.mid as number));
     const errs = isp.lines.filter(isStateError);
-    assert.ok(errs.some((e) => e.file === file && /cannot write/.test(String(e.message))), JSON.stringify(errs));
+    assert.ok(
+      errs.some((e) => e.file === file && /cannot write/.test(String(e.message))),
+      JSON.stringify(errs),
+    );
     assert.ok(isp.running);
 
     // A state directory that is a regular file: one error at start, then memory only.
     const notADir = path.join(dir, "plain-file");
     fs.writeFileSync(notADir, "x");
-    const p = new CliProcess(["listen", "--tls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--state-dir", notADir], { name: "listen-bad-dir" });
+    const p = new CliProcess(
+      ["listen", "--tls", "--host", "127.0.0.1", "--port", "0", ...PSK, "--home-prefix", "203.0.113.0/24", "--state-dir", notADir],
+      { name: "listen-bad-dir" },
+    );
     procs.push(p);
     const e = await p.waitFor(isStateError, 10000, "STATE_FILE error for the directory");
     assert.equal(e.file, path.join(notADir, "listener"));

@@ -40,7 +40,11 @@ class Watcher {
   }
 
   static async connect(url: string, topics = ["dots/evt/#", "dots/presence/#"]): Promise<Watcher> {
-    const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId: `watcher-${process.pid}-${Math.random().toString(16).slice(2)}`, reconnectPeriod: 200 });
+    const client = await mqtt.connectAsync(url, {
+      protocolVersion: 5,
+      clientId: `watcher-${process.pid}-${Math.random().toString(16).slice(2)}`,
+      reconnectPeriod: 200,
+    });
     const w = new Watcher(client);
     await client.subscribeAsync(topics, { qos: 1 });
     return w;
@@ -50,7 +54,13 @@ class Watcher {
     const seen = this.msgs.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got:\n${this.msgs.map((m) => `${m.topic} ${m.text.slice(0, 300)}`).join("\n")}`)), ms);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(`timed out waiting for ${what}; got:\n${this.msgs.map((m) => `${m.topic} ${m.text.slice(0, 300)}`).join("\n")}`),
+          ),
+        ms,
+      );
       this.waiters.push({ pred, resolve: (m) => (clearTimeout(timer), resolve(m)) });
     });
   }
@@ -65,8 +75,13 @@ class Watcher {
   }
 }
 
-const evt = (home: string, event: string, id?: unknown) => (m: Msg) => m.topic === `dots/evt/${home}` && m.json?.event === event && (id === undefined || m.json?.id === id);
-const scope = (target: string, home: (typeof HOMES)[number]) => ({ "target-prefix": [target], "ietf-dots-call-home:source-prefix": [home.prefix.replace(/0\/24$/, "9/32")], lifetime: 600 });
+const evt = (home: string, event: string, id?: unknown) => (m: Msg) =>
+  m.topic === `dots/evt/${home}` && m.json?.event === event && (id === undefined || m.json?.id === id);
+const scope = (target: string, home: (typeof HOMES)[number]) => ({
+  "target-prefix": [target],
+  "ietf-dots-call-home:source-prefix": [home.prefix.replace(/0\/24$/, "9/32")],
+  lifetime: 600,
+});
 
 describe("mqtt topic levels (home names in topics)", () => {
   it("keeps plain names, escapes what MQTT reserves, and never collides with _ or _proc", () => {
@@ -78,7 +93,8 @@ describe("mqtt topic levels (home names in topics)", () => {
     assert.equal(encodeTopicLevel("x_y"), "x_y");
     assert.equal(encodeTopicLevel("ma\u0000i\n"), "ma%00i%0A");
     assert.equal(encodeTopicLevel("zürich-7"), "zürich-7");
-    for (const name of ["home-1", "a/b+c#d%e", "_proc", "$SYS", "zürich/🏠", "x%y"]) assert.equal(decodeTopicLevel(encodeTopicLevel(name)), name);
+    for (const name of ["home-1", "a/b+c#d%e", "_proc", "$SYS", "zürich/🏠", "x%y"])
+      assert.equal(decodeTopicLevel(encodeTopicLevel(name)), name);
     assert.equal(decodeTopicLevel("%E0%A4%A"), undefined);
   });
 });
@@ -96,7 +112,17 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     broker = await TestBroker.start();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-mqtt-cli-"));
     config = path.join(dir, "listen.json");
-    fs.writeFileSync(config, JSON.stringify({ dtls: true, tls: false, psk: HOMES.map((h) => ({ identity: h.identity, key: h.key, home: h.identity })), homePrefixes: Object.fromEntries(HOMES.map((h) => [h.identity, [h.prefix]])), requestRepeatMs: 200, requestTimeoutMs: 5000 }));
+    fs.writeFileSync(
+      config,
+      JSON.stringify({
+        dtls: true,
+        tls: false,
+        psk: HOMES.map((h) => ({ identity: h.identity, key: h.key, home: h.identity })),
+        homePrefixes: Object.fromEntries(HOMES.map((h) => [h.identity, [h.prefix]])),
+        requestRepeatMs: 200,
+        requestTimeoutMs: 5000,
+      }),
+    );
   });
   after(async () => {
     await broker?.stop();
@@ -116,7 +142,10 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
 
   async function listener(clientId: string, extra: string[] = []): Promise<{ proc: CliProcess; port: number }> {
-    const proc = new CliProcess(["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", broker.url, "--mqtt-client-id", clientId, ...extra], { name: clientId });
+    const proc = new CliProcess(
+      ["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", broker.url, "--mqtt-client-id", clientId, ...extra],
+      { name: clientId },
+    );
     procs.push(proc);
     const port = (await proc.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
     await proc.waitFor((l) => l.event === "mqtt-connected", 10000, "mqtt-connected");
@@ -124,7 +153,29 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   }
 
   function dialer(home: (typeof HOMES)[number], port: number): CliProcess {
-    const proc = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", "--psk-identity", home.identity, "--psk-key", home.key, "--home-prefix", home.prefix, "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"], { name: `dial-${home.identity}` });
+    const proc = new CliProcess(
+      [
+        "dial",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--transport",
+        "udp",
+        "--psk-identity",
+        home.identity,
+        "--psk-key",
+        home.key,
+        "--home-prefix",
+        home.prefix,
+        "--auto-decide",
+        "enforced",
+        "--reconnect-min",
+        "100",
+        "--reconnect-max",
+        "500",
+      ],
+      { name: `dial-${home.identity}` },
+    );
     procs.push(proc);
     return proc;
   }
@@ -135,7 +186,8 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     return w;
   }
 
-  const presenceOf = (home: string, clientId?: string) => (m: Msg) => m.topic === `dots/presence/${home}` && (clientId === undefined ? m.text === "" : m.json?.clientId === clientId);
+  const presenceOf = (home: string, clientId?: string) => (m: Msg) =>
+    m.topic === `dots/presence/${home}` && (clientId === undefined ? m.text === "" : m.json?.clientId === clientId);
 
   it("routes a mitigation to the process that holds the home: 2.01 with its id on P/evt/<home>; presence retained while held, cleared when the session goes", async () => {
     const a = await listener("isp-a");
@@ -180,7 +232,10 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     await w.waitFor(evt("home-1", "session-down"), 5000, "session-down on P/evt/home-1");
     const later = await watcher(["dots/presence/#"]);
     await later.waitFor(presenceOf("home-2", "isp-b"), 5000, "home-2 still present");
-    assert.ok(!later.msgs.some((m) => m.topic === "dots/presence/home-1" && m.text !== ""), "no retained presence of home-1 after its session went");
+    assert.ok(
+      !later.msgs.some((m) => m.topic === "dots/presence/home-1" && m.text !== ""),
+      "no retained presence of home-1 after its session went",
+    );
 
     // a clean stop clears the process's presences and says it is offline
     await b.proc.stop();
@@ -225,7 +280,8 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     const w = await watcher(["dots/evt/#", "dots/presence/#"]);
     const d = dialer(HOMES[0], a.port);
     await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence at isp-a");
-    const instanceA = (await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-a" && m.json?.online === true, 5000, "isp-a online")).json?.instance;
+    const instanceA = (await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-a" && m.json?.online === true, 5000, "isp-a online"))
+      .json?.instance;
 
     a.proc.child.kill("SIGKILL");
     const will = await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-a" && m.json?.online === false, 10000, "last will of isp-a");
@@ -260,16 +316,25 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
       const id = `move-${i}`;
       ids.push(id);
       await w.publish("dots/cmd/home-1", { cmd: "get", id });
-      if (i === 12) void d1.stop().then(() => dialer(HOMES[0], b.port)).then(() => (moved = true));
+      if (i === 12)
+        void d1
+          .stop()
+          .then(() => dialer(HOMES[0], b.port))
+          .then(() => (moved = true));
       await new Promise((r) => setTimeout(r, 100));
     }
     await w.waitFor(presenceOf("home-1", "isp-b"), 20000, "presence at isp-b");
     assert.ok(moved);
-    const final = (id: string) => (m: Msg) => m.topic === "dots/evt/home-1" && m.json?.id === id && (m.json?.event === "response" || m.json?.event === "error");
+    const final = (id: string) => (m: Msg) =>
+      m.topic === "dots/evt/home-1" && m.json?.id === id && (m.json?.event === "response" || m.json?.event === "error");
     for (const id of ids) await w.waitFor(final(id), 20000, `the answer to ${id}`);
     await new Promise((r) => setTimeout(r, 500));
     const counts = ids.map((id) => w.msgs.filter(final(id)).length);
-    assert.deepEqual(counts, ids.map(() => 1), "one answer per command");
+    assert.deepEqual(
+      counts,
+      ids.map(() => 1),
+      "one answer per command",
+    );
     const held = ids.filter((id) => w.msgs.some(evt("home-1", "held", id)));
     assert.ok(held.length > 0, "some commands came while nobody held the home");
     for (const id of held) assert.equal(w.msgs.find(final(id))?.json?.clientId, "isp-b", `${id} ran where the home went`);
@@ -293,8 +358,15 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     assert.deepEqual(codes, ["BAD_JSON", "BAD_COMMAND", "BAD_COMMAND", "WRONG_HOME", "BAD_COMMAND", "BAD_COMMAND", "TOO_LARGE"]);
     assert.match(String(errors()[3].json?.message), /does not match the topic's home/);
     assert.match(String(errors()[5].json?.message), /mid/);
-    await w.waitFor(() => w.msgs.filter((m) => m.topic === "dots/evt/_" && m.json?.event === "error").length >= 7, 5000, "each copied to P/evt/_");
-    assert.deepEqual(w.msgs.filter((m) => m.topic === "dots/evt/_" && m.json?.event === "error").map((m) => [m.json?.home, m.json?.code]), codes.map((c) => ["home-1", c]));
+    await w.waitFor(
+      () => w.msgs.filter((m) => m.topic === "dots/evt/_" && m.json?.event === "error").length >= 7,
+      5000,
+      "each copied to P/evt/_",
+    );
+    assert.deepEqual(
+      w.msgs.filter((m) => m.topic === "dots/evt/_" && m.json?.event === "error").map((m) => [m.json?.home, m.json?.code]),
+      codes.map((c) => ["home-1", c]),
+    );
     assert.ok(a.proc.running);
     await w.publish("dots/cmd/home-1", { cmd: "get", id: "ok" });
     const r = await w.waitFor(evt("home-1", "response", "ok"), 10000, "a good command after the bad ones");
@@ -327,7 +399,9 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
 
   it("refuses a password on the command line and a stray --mqtt-* flag without --mqtt", () => {
-    const r1 = spawnSync(process.execPath, [CLI_MAIN, "listen", "--config", config, "--mqtt", "mqtt://u:secret@127.0.0.1:1"], { encoding: "utf8" });
+    const r1 = spawnSync(process.execPath, [CLI_MAIN, "listen", "--config", config, "--mqtt", "mqtt://u:secret@127.0.0.1:1"], {
+      encoding: "utf8",
+    });
     assert.equal(r1.status, 2);
     assert.match(r1.stdout, /no password in the URL/);
     const r2 = spawnSync(process.execPath, [CLI_MAIN, "listen", "--config", config, "--mqtt-prefix", "x"], { encoding: "utf8" });
@@ -336,17 +410,56 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
   it("mqtts with a CA, a client certificate, and a user whose password comes from a file: commands flow; a wrong password is an mqtt-error, not a crash", async () => {
     const pki = await makeTestPki();
-    const secure = await TestBroker.start({ tls: { ca: pki.ca.cert, cert: pki.isp.cert, key: pki.isp.key, requireCertificate: true }, user: { name: "isp", password: "broker-pw-1" } });
+    const secure = await TestBroker.start({
+      tls: { ca: pki.ca.cert, cert: pki.isp.cert, key: pki.isp.key, requireCertificate: true },
+      user: { name: "isp", password: "broker-pw-1" },
+    });
     try {
       const pw = path.join(dir, "mqtt.pw");
       fs.writeFileSync(pw, "broker-pw-1\n", { mode: 0o600 });
-      const tlsArgs = ["--mqtt-ca", pki.ca.certPath, "--mqtt-cert", pki.home1.certPath, "--mqtt-key", pki.home1.keyPath, "--mqtt-username", "isp"];
-      const proc = new CliProcess(["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", secure.url, "--mqtt-client-id", "isp-tls", ...tlsArgs, "--mqtt-password-file", pw], { name: "isp-tls" });
+      const tlsArgs = [
+        "--mqtt-ca",
+        pki.ca.certPath,
+        "--mqtt-cert",
+        pki.home1.certPath,
+        "--mqtt-key",
+        pki.home1.keyPath,
+        "--mqtt-username",
+        "isp",
+      ];
+      const proc = new CliProcess(
+        [
+          "listen",
+          "--config",
+          config,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          "0",
+          "--mqtt",
+          secure.url,
+          "--mqtt-client-id",
+          "isp-tls",
+          ...tlsArgs,
+          "--mqtt-password-file",
+          pw,
+        ],
+        { name: "isp-tls" },
+      );
       procs.push(proc);
       const port = (await proc.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
       await proc.waitFor((l) => l.event === "mqtt-connected", 10000, "mqtt-connected over TLS");
       dialer(HOMES[0], port);
-      const w = new Watcher(await mqtt.connectAsync(secure.url, { protocolVersion: 5, ca: pki.ca.cert, cert: pki.home2.cert, key: pki.home2.key, username: "isp", password: "broker-pw-1" }));
+      const w = new Watcher(
+        await mqtt.connectAsync(secure.url, {
+          protocolVersion: 5,
+          ca: pki.ca.cert,
+          cert: pki.home2.cert,
+          key: pki.home2.key,
+          username: "isp",
+          password: "broker-pw-1",
+        }),
+      );
       watchers.push(w);
       await w.client.subscribeAsync(["dots/evt/#", "dots/presence/#"], { qos: 1 });
       await w.waitFor(presenceOf("home-1", "isp-tls"), 15000, "presence over TLS");
@@ -354,7 +467,25 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
       await w.waitFor(evt("home-1", "response", "tls-1"), 10000, "answer over TLS");
 
       fs.writeFileSync(pw, "wrong\n");
-      const bad = new CliProcess(["listen", "--config", config, "--host", "127.0.0.1", "--port", "0", "--mqtt", secure.url, "--mqtt-client-id", "isp-bad", ...tlsArgs, "--mqtt-password-file", pw], { name: "isp-bad" });
+      const bad = new CliProcess(
+        [
+          "listen",
+          "--config",
+          config,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          "0",
+          "--mqtt",
+          secure.url,
+          "--mqtt-client-id",
+          "isp-bad",
+          ...tlsArgs,
+          "--mqtt-password-file",
+          pw,
+        ],
+        { name: "isp-bad" },
+      );
       procs.push(bad);
       const err = await bad.waitFor((l) => l.event === "mqtt-error", 10000, "mqtt-error");
       assert.match(String(err.message), /Not authorized|Bad User Name or Password/i);

@@ -30,13 +30,17 @@ describe(`call-home round trip on Node ${process.version}`, function () {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-no-dtls-"));
       fs.cpSync(path.join(outRoot, "src"), path.join(dir, "dist", "src"), { recursive: true });
       fs.mkdirSync(path.join(dir, "node_modules"));
-      for (const dep of ["ipaddr.js", "mqtt"]) fs.symlinkSync(path.join(repoRoot(), "node_modules", dep), path.join(dir, "node_modules", dep), "dir");
+      for (const dep of ["ipaddr.js", "mqtt"])
+        fs.symlinkSync(path.join(repoRoot(), "node_modules", dep), path.join(dir, "node_modules", dep), "dir");
     });
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     for (const transport of ["udp", "auto"]) {
       it(`dial --transport ${transport} stops at once with an error naming the library and the Node version, exit 1`, async () => {
-        const home = new CliProcess(["dial", "127.0.0.1", "--port", "9", "--transport", transport, ...PSK, "--home-prefix", "203.0.113.0/24"], { main: path.join(dir, "dist", "src", "cli", "main.js") });
+        const home = new CliProcess(
+          ["dial", "127.0.0.1", "--port", "9", "--transport", transport, ...PSK, "--home-prefix", "203.0.113.0/24"],
+          { main: path.join(dir, "dist", "src", "cli", "main.js") },
+        );
         procs.push(home);
         const code = await Promise.race([home.exited, new Promise<string>((r) => setTimeout(() => r("still running"), 10000))]);
         assert.equal(code, 1, `exit code; lines: ${JSON.stringify(home.lines)} stderr: ${home.stderr}`);

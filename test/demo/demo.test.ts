@@ -41,7 +41,9 @@ class DemoProcess {
       const m = re.exec(this.stdout);
       if (m) return m;
       if (!this.running || Date.now() > end) {
-        throw new Error(`${this.running ? "timed out" : "demo exited"} waiting for ${re}\n--- stdout\n${this.stdout}\n--- stderr\n${this.stderr}`);
+        throw new Error(
+          `${this.running ? "timed out" : "demo exited"} waiting for ${re}\n--- stdout\n${this.stdout}\n--- stderr\n${this.stderr}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -63,14 +65,16 @@ function decryptCredentials(dir: string): Record<string, Record<string, string>>
   return JSON.parse(decipher.update(blob.slice(32), "base64", "utf8") + decipher.final("utf8")) as Record<string, Record<string, string>>;
 }
 
-async function getJson(url: string): Promise<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function getJson(url: string): Promise<Record<string, any>> {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   const res = await fetch(url);
   assert.equal(res.status, 200, `GET ${url}`);
   return (await res.json()) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
 /** Triggers the demo attack and waits for the ISP side to report status 2 for a newer mitigation. */
-async function mitigateAndWait(base: string, after?: string): Promise<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function mitigateAndWait(base: string, after?: string): Promise<Record<string, any>> {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   const res = await fetch(base + "dots/demo/attack", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   assert.equal(res.status, 202);
   const end = Date.now() + 10000;
@@ -131,7 +135,9 @@ describe("npm run demo", function () {
     // The dry-run filter names the NAT-mapped device and the attack target, without touching nft.
     assert.match(state.home.script, /add element inet dots_call_home block4 \{ 192\.168\.1\.20 \. 6 \. 203\.0\.113\.5 \. 443 /);
     // ... and the terminal shows the same: the nft commands and the status at the ISP.
-    await demo.output(/home: nft rule \(dry run\): mid \d+ enforced; nft commands it would apply[^\n]*\n\s+add element inet dots_call_home block4 \{ 192\.168\.1\.20/);
+    await demo.output(
+      /home: nft rule \(dry run\): mid \d+ enforced; nft commands it would apply[^\n]*\n\s+add element inet dots_call_home block4 \{ 192\.168\.1\.20/,
+    );
     await demo.output(/ISP: mitigation status: mid \d+: status 2 attack-successfully-mitigated/);
 
     // The key lives only encrypted in flows_cred.json; the admin API never hands it out.
@@ -147,8 +153,8 @@ describe("npm run demo", function () {
     const apiCreds = await getJson(`${base}credentials/dots-psk/${PSK_ID}`);
     assert.equal(apiCreds.has_key, true);
     assert.ok(!JSON.stringify(apiCreds).includes(firstKey));
-    assert.equal((fs.statSync(dir).mode & 0o077), 0, "the demo dir is private to its owner");
-    assert.equal((fs.statSync(path.join(dir, "credential-secret")).mode & 0o077), 0);
+    assert.equal(fs.statSync(dir).mode & 0o077, 0, "the demo dir is private to its owner");
+    assert.equal(fs.statSync(path.join(dir, "credential-secret")).mode & 0o077, 0);
 
     // Ctrl-C stops Node-RED cleanly.
     demo.child.kill("SIGINT");
@@ -189,7 +195,9 @@ describe("npm run demo", function () {
     const oldDir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-demo-v1-"));
     try {
       // The loopback example as 0.1 stored it: each endpoint's settings inline in its user node.
-      const example = JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", "Loopback demo - both sides on one machine.json"), "utf8")) as FlowNode[];
+      const example = JSON.parse(
+        fs.readFileSync(path.join(repoRoot(), "examples", "Loopback demo - both sides on one machine.json"), "utf8"),
+      ) as FlowNode[];
       const endpoints = new Map(example.filter((n) => /^dots-(isp|home)-endpoint$/.test(n.type)).map((n) => [n.id, n]));
       const v1 = example
         .filter((n) => !endpoints.has(n.id))

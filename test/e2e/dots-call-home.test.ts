@@ -12,7 +12,6 @@ import { NftablesBackend } from "../../src/home/filter-backend";
 const PSK = ["--psk-identity", "home-1", "--psk-key", "text:e2e-call-home-psk-0123456789"];
 const PUBLIC = "198.51.100.2";
 
-
 describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing with nftables (netns)", function () {
   this.timeout(30_000);
   let lab: Lab | undefined;
@@ -25,8 +24,28 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     requireOrSkip(this, "root", isRoot());
     for (const tool of ["ip", "nft", "conntrack"]) requireOrSkip(this, tool, hasCommand(tool));
     lab = await createLab();
-    senders.push(lab.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 200, maxSeconds: 58 }));
-    senders.push(lab.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 200, maxSeconds: 58 }));
+    senders.push(
+      lab.startSender({
+        from: "lan",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "dev",
+        sourcePort: 40001,
+        packetsPerSecond: 200,
+        maxSeconds: 58,
+      }),
+    );
+    senders.push(
+      lab.startSender({
+        from: "lan2",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "h2x",
+        sourcePort: 40002,
+        packetsPerSecond: 200,
+        maxSeconds: 58,
+      }),
+    );
     // the ISP's detector: the flood arrives from the router's public address and a NATed port
     [seen] = await waitFor("the flood to reach the victim", async () => {
       const s = await lab!.seenDeviceSources();
@@ -61,14 +80,49 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
 
   /** A listener in the ISP namespace and a dialer in the router's, with a session up between them. */
   async function pair(transport: "udp" | "tcp", dialExtra: string[]): Promise<{ isp: CliProcess; home: CliProcess }> {
-    const isp = new CliProcess(["listen", transport === "udp" ? "--dtls" : "--tls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300"], { name: "isp", netns: lab!.ns.isp });
+    const isp = new CliProcess(
+      [
+        "listen",
+        transport === "udp" ? "--dtls" : "--tls",
+        "--host",
+        "198.51.100.1",
+        "--port",
+        "0",
+        ...PSK,
+        "--home-prefix",
+        `${PUBLIC}/32`,
+        "--request-repeat-ms",
+        "300",
+      ],
+      { name: "isp", netns: lab!.ns.isp },
+    );
     procs.push(isp);
     const port = (await isp.waitFor((l) => l.event === "listening", 10_000, "listening")).port as number;
-    const home = new CliProcess([
-      "dial", "198.51.100.1", "--port", String(port), "--transport", transport, ...PSK, "--home-prefix", `${PUBLIC}/32`,
-      "--reconnect-min", "200", "--reconnect-max", "1000", "--terminating-period", "500",
-      "--enforce", "nftables", "--nat", "conntrack", ...dialExtra,
-    ], { name: "home", netns: lab!.ns.router });
+    const home = new CliProcess(
+      [
+        "dial",
+        "198.51.100.1",
+        "--port",
+        String(port),
+        "--transport",
+        transport,
+        ...PSK,
+        "--home-prefix",
+        `${PUBLIC}/32`,
+        "--reconnect-min",
+        "200",
+        "--reconnect-max",
+        "1000",
+        "--terminating-period",
+        "500",
+        "--enforce",
+        "nftables",
+        "--nat",
+        "conntrack",
+        ...dialExtra,
+      ],
+      { name: "home", netns: lab!.ns.router },
+    );
     procs.push(home);
     const ready = await home.waitFor((l) => l.event === "enforcer-ready", 10_000, "enforcer-ready");
     assert.deepEqual([ready.backend, ready.table, ready.nat], ["nftables", "dots_call_home", "conntrack-events"]);
@@ -111,9 +165,19 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     const { mid, response } = await mitigate(isp, "m1", 600);
     const lookup = await home.waitFor((l) => l.event === "lookup" && l.mid === mid, 10_000, "lookup");
     assert.equal(lookup.found, true, String(lookup.detail));
-    assert.deepEqual((lookup.devices as Array<Record<string, unknown>>).map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]]);
-    const added = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "added", 10_000, "enforcement added");
-    assert.match(String(added.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
+    assert.deepEqual(
+      (lookup.devices as Array<Record<string, unknown>>).map((d) => [d.address, d.mac, d.ports, d.publicPorts]),
+      [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]],
+    );
+    const added = await home.waitFor(
+      (l) => l.event === "enforcement" && l.mid === mid && l.change === "added",
+      10_000,
+      "enforcement added",
+    );
+    assert.match(
+      String(added.script),
+      /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/,
+    );
     const decision = await home.waitFor((l) => l.event === "decision" && l.mid === mid, 10_000, "decision");
     assert.equal(decision.outcome, "enforced", String(decision.detail));
     await ispStatus(isp, mid, response, "attack-successfully-mitigated");
@@ -127,13 +191,20 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     const w = await isp.waitFor((l) => l.event === "response" && l.id === "w1", 10_000, "withdraw response");
     assert.equal((w.outcome as { code: string }).code, "2.02");
     // after the (lab-short) active-but-terminating period the mitigation ends and its elements go
-    const removed = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "removed", 5000, "enforcement removed");
+    const removed = await home.waitFor(
+      (l) => l.event === "enforcement" && l.mid === mid && l.change === "removed",
+      5000,
+      "enforcement removed",
+    );
     assert.match(String(removed.script), /delete element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 \}/);
     assert.deepEqual(await tableTags(), []);
     await sleep(200);
     const after = await rise(1000);
     assert.ok(after.dev > 50, `the withdrawal lets the device through again: ${after.dev}`);
-    assert.ok([...home.lines, ...isp.lines].every((l) => l.event !== "__not-json__"), "every stdout line is JSON");
+    assert.ok(
+      [...home.lines, ...isp.lines].every((l) => l.event !== "__not-json__"),
+      "every stdout line is JSON",
+    );
   });
 
   it("TLS-PSK, manual consent: the router asks, the admin rejects on stdin -> conflict-cause 4 at the ISP, no nft element", async () => {
@@ -141,15 +212,29 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
     const { mid, response } = await mitigate(isp, "m2", 600);
     await ispStatus(isp, mid, response, "attack-mitigation-in-progress");
     const asked = await home.waitFor((l) => l.event === "consent-request" && l.mid === mid, 10_000, "consent-request");
-    assert.deepEqual((asked.devices as Array<{ address: string }>).map((d) => d.address), ["192.168.1.10"]);
-    assert.match(String(asked.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
+    assert.deepEqual(
+      (asked.devices as Array<{ address: string }>).map((d) => d.address),
+      ["192.168.1.10"],
+    );
+    assert.match(
+      String(asked.script),
+      /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/,
+    );
     assert.ok(!(await tableTags()).some((t) => t.endsWith(`/${mid}`)), "nothing applied while consent is pending");
     assert.ok((await rise(300)).dev > 10, "not blocked while pending");
 
     home.send({ cmd: "reject", mid });
-    const decision = await home.waitFor((l) => l.event === "decision" && l.mid === mid && l.outcome !== "pending", 10_000, "legitimate decision");
+    const decision = await home.waitFor(
+      (l) => l.event === "decision" && l.mid === mid && l.outcome !== "pending",
+      10_000,
+      "legitimate decision",
+    );
     assert.deepEqual([decision.outcome, decision.reason], ["legitimate", "consent-rejected"]);
-    const note = await isp.waitFor((l) => l.event === "status" && l.mid === mid && l.conflictCause !== undefined, 10_000, "conflict-cause 4");
+    const note = await isp.waitFor(
+      (l) => l.event === "status" && l.mid === mid && l.conflictCause !== undefined,
+      10_000,
+      "conflict-cause 4",
+    );
     assert.equal(note.conflictCause, "request-rejected-legitimate-traffic");
     assert.ok(!home.lines.some((l) => l.event === "enforcement"), "a rejected mitigation applies nothing");
     assert.deepEqual(await tableTags(), []);
@@ -159,7 +244,11 @@ describe("dots-call-home end to end: ISP listener, NAT router dialer enforcing w
   it("a 3 s lifetime: SIGKILL the dialer after the block, the kernel still lifts it by itself", async () => {
     const { isp, home } = await pair("udp", []);
     const { mid } = await mitigate(isp, "m3", 3);
-    const added = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "added", 10_000, "enforcement added");
+    const added = await home.waitFor(
+      (l) => l.event === "enforcement" && l.mid === mid && l.change === "added",
+      10_000,
+      "enforcement added",
+    );
     assert.match(String(added.script), /timeout 3s/);
     await home.stop("SIGKILL"); // no withdrawal, no expiry handling: only the kernel's set timeout is left
     await sleep(200);

@@ -110,7 +110,11 @@ describe("FastNetMon -> fastnetmon-notify -> MQTT -> listen -> call home -> nfta
   function notifyEvents(): Array<Record<string, unknown>> {
     const file = path.join(dir, "notify.jsonl");
     if (!fs.existsSync(file)) return [];
-    return fs.readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    return fs
+      .readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
   async function rise(ms: number): Promise<{ dev: number; other: number }> {
@@ -125,38 +129,112 @@ describe("FastNetMon -> fastnetmon-notify -> MQTT -> listen -> call home -> nfta
     // the broker, on the ISP namespace's loopback
     fs.writeFileSync(path.join(dir, "mosquitto.conf"), "listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n");
     spawnIn(isp, ["mosquitto", "-c", path.join(dir, "mosquitto.conf")], "mosquitto");
-    await waitFor("mosquitto in the ISP namespace", async () => spawnSync("ip", ["netns", "exec", isp, "mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-t", "probe", "-m", "x"]).status === 0, 10_000, 100);
+    await waitFor(
+      "mosquitto in the ISP namespace",
+      async () =>
+        spawnSync("ip", ["netns", "exec", isp, "mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-t", "probe", "-m", "x"]).status === 0,
+      10_000,
+      100,
+    );
 
-    const listener = new CliProcess(["listen", "--dtls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300", "--mqtt", "mqtt://127.0.0.1:1883", "--mqtt-client-id", "isp-e2e"], { name: "isp", netns: isp });
+    const listener = new CliProcess(
+      [
+        "listen",
+        "--dtls",
+        "--host",
+        "198.51.100.1",
+        "--port",
+        "0",
+        ...PSK,
+        "--home-prefix",
+        `${PUBLIC}/32`,
+        "--request-repeat-ms",
+        "300",
+        "--mqtt",
+        "mqtt://127.0.0.1:1883",
+        "--mqtt-client-id",
+        "isp-e2e",
+      ],
+      { name: "isp", netns: isp },
+    );
     procs.push(listener);
     const port = (await listener.waitFor((l) => l.event === "listening", 10_000, "listening")).port as number;
     await listener.waitFor((l) => l.event === "mqtt-connected", 10_000, "mqtt-connected");
-    const home = new CliProcess([
-      "dial", "198.51.100.1", "--port", String(port), "--transport", "udp", ...PSK, "--home-prefix", `${PUBLIC}/32`,
-      "--reconnect-min", "200", "--reconnect-max", "1000", "--terminating-period", "500",
-      "--enforce", "nftables", "--nat", "conntrack",
-    ], { name: "home", netns: lab!.ns.router });
+    const home = new CliProcess(
+      [
+        "dial",
+        "198.51.100.1",
+        "--port",
+        String(port),
+        "--transport",
+        "udp",
+        ...PSK,
+        "--home-prefix",
+        `${PUBLIC}/32`,
+        "--reconnect-min",
+        "200",
+        "--reconnect-max",
+        "1000",
+        "--terminating-period",
+        "500",
+        "--enforce",
+        "nftables",
+        "--nat",
+        "conntrack",
+      ],
+      { name: "home", netns: lab!.ns.router },
+    );
     procs.push(home);
     await home.waitFor((l) => l.event === "enforcer-ready", 10_000, "enforcer-ready");
     await listener.waitFor((l) => l.event === "session-up", 10_000, "session-up");
     // the fleet's retained presence says which process holds home-1: commands now reach it directly
-    const presence = spawnSync("ip", ["netns", "exec", isp, "mosquitto_sub", "-h", "127.0.0.1", "-p", "1883", "-t", "dots/presence/home-1", "-C", "1", "-W", "10"], { encoding: "utf8" });
+    const presence = spawnSync(
+      "ip",
+      ["netns", "exec", isp, "mosquitto_sub", "-h", "127.0.0.1", "-p", "1883", "-t", "dots/presence/home-1", "-C", "1", "-W", "10"],
+      { encoding: "utf8" },
+    );
     assert.match(presence.stdout, /"clientId":"isp-e2e"/, `presence of home-1: ${presence.stdout} ${presence.stderr}`);
 
     // FastNetMon, its notify script a two-line wrapper around our subcommand
     fs.writeFileSync(path.join(dir, "networks_list"), `${PUBLIC}/32\n`);
     fs.writeFileSync(path.join(dir, "networks_whitelist"), "");
     const notify = path.join(dir, "dots-notify.sh");
-    fs.writeFileSync(notify, `#!/bin/sh\nexec ${process.execPath} ${CLI_MAIN} fastnetmon-notify --home-prefix home-1=${PUBLIC}/32 --mqtt mqtt://127.0.0.1:1883 --state-dir ${dir}/state --lifetime 600 --log ${dir}/notify.jsonl "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(
+      notify,
+      `#!/bin/sh\nexec ${process.execPath} ${CLI_MAIN} fastnetmon-notify --home-prefix home-1=${PUBLIC}/32 --mqtt mqtt://127.0.0.1:1883 --state-dir ${dir}/state --lifetime 600 --log ${dir}/notify.jsonl "$@"\n`,
+      { mode: 0o755 },
+    );
     fs.writeFileSync(path.join(dir, "fastnetmon.conf"), fastnetmonConf(dir, notify));
-    spawnIn(isp, [FASTNETMON, "--configuration_file", path.join(dir, "fastnetmon.conf"), "--log_to_console", "--disable_pid_logic"], "fastnetmon");
+    spawnIn(
+      isp,
+      [FASTNETMON, "--configuration_file", path.join(dir, "fastnetmon.conf"), "--log_to_console", "--disable_pid_logic"],
+      "fastnetmon",
+    );
     await waitFor("FastNetMon's AF_PACKET workers", async () => /Start AF_PACKET worker/.test(fnmLog), 15_000, 100);
     await sleep(1000);
 
     // another LAN host below the threshold, then the device's flood above it
-    senders.push(lab!.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 100, maxSeconds: 70 }));
+    senders.push(
+      lab!.startSender({
+        from: "lan2",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "h2x",
+        sourcePort: 40002,
+        packetsPerSecond: 100,
+        maxSeconds: 70,
+      }),
+    );
     await waitFor("the other host's traffic at the victim", async () => (await lab!.counters()).other > 0, 10_000, 50);
-    const device = lab!.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 1000, maxSeconds: 60 });
+    const device = lab!.startSender({
+      from: "lan",
+      target: "203.0.113.5",
+      port: 5555,
+      tag: "dev",
+      sourcePort: 40001,
+      packetsPerSecond: 1000,
+      maxSeconds: 60,
+    });
     senders.push(device);
     await waitFor("the first attack packet at the victim", async () => (await lab!.counters()).dev > 0, 10_000, 10);
     const firstPacket = Date.now();
@@ -169,10 +247,16 @@ describe("FastNetMon -> fastnetmon-notify -> MQTT -> listen -> call home -> nfta
     const added = await home.waitFor((l) => l.event === "enforcement" && l.change === "added", 30_000, "enforcement added");
     const blockedAt = Date.now();
     const mid = added.mid as number;
-    assert.match(String(added.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/);
+    assert.match(
+      String(added.script),
+      /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 600s/,
+    );
     assert.doesNotMatch(String(added.script), /192\.168\.1\.11/, "the other LAN host is not blocked");
     const lookup = await home.waitFor((l) => l.event === "lookup" && l.mid === mid, 5000, "lookup");
-    assert.deepEqual((lookup.devices as Array<{ address: string; publicPorts: number[] }>).map((d) => [d.address, d.publicPorts]), [["192.168.1.10", [seen.port]]]);
+    assert.deepEqual(
+      (lookup.devices as Array<{ address: string; publicPorts: number[] }>).map((d) => [d.address, d.publicPorts]),
+      [["192.168.1.10", [seen.port]]],
+    );
     // the last device packet the victim counted
     let last = (await lab!.counters()).dev;
     let lastChange = Date.now();
@@ -219,11 +303,18 @@ describe("FastNetMon -> fastnetmon-notify -> MQTT -> listen -> call home -> nfta
     assert.ok(during.other > 30, `the other LAN host still reaches the victim: ${during.other}`);
 
     // the flood no longer passes the router: FastNetMon's unban withdraws the mitigation
-    const removed = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "removed", (BAN_TIME + 15) * 1000, "enforcement removed after FastNetMon's unban");
+    const removed = await home.waitFor(
+      (l) => l.event === "enforcement" && l.mid === mid && l.change === "removed",
+      (BAN_TIME + 15) * 1000,
+      "enforcement removed after FastNetMon's unban",
+    );
     assert.match(String(removed.script), /delete element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 \}/);
     const withdraw = notifyEvents().find((e) => e.event === "withdraw");
     assert.equal(withdraw?.mid, mid);
-    assert.ok(notifyEvents().some((e) => e.event === "answer" && e.id === withdraw?.id && e.code === "2.02"), JSON.stringify(notifyEvents()));
+    assert.ok(
+      notifyEvents().some((e) => e.event === "answer" && e.id === withdraw?.id && e.code === "2.02"),
+      JSON.stringify(notifyEvents()),
+    );
     assert.ok(!fs.existsSync(path.join(dir, "state", `ban-${PUBLIC}.json`)), "the unban removed the address's record");
     await sleep(200);
     const again = await rise(800);

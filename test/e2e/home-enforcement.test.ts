@@ -33,8 +33,28 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     requireOrSkip(this, "root", isRoot());
     for (const tool of ["ip", "nft", "conntrack"]) requireOrSkip(this, tool, hasCommand(tool));
     lab = await createLab();
-    senders.push(lab.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 200, maxSeconds: 55 }));
-    senders.push(lab.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 200, maxSeconds: 55 }));
+    senders.push(
+      lab.startSender({
+        from: "lan",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "dev",
+        sourcePort: 40001,
+        packetsPerSecond: 200,
+        maxSeconds: 55,
+      }),
+    );
+    senders.push(
+      lab.startSender({
+        from: "lan2",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "h2x",
+        sourcePort: 40002,
+        packetsPerSecond: 200,
+        maxSeconds: 55,
+      }),
+    );
     // the ISP's view: the flood arrives from the router's public address with some NATed port
     const sources = await waitFor("the flood to reach the victim", async () => {
       const s = await lab!.seenDeviceSources();
@@ -83,13 +103,22 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
   });
 
   it("every kernel source maps the NATed source to the device: conntrack listing, event index, /proc, auto", async () => {
-    const sources = [new ConntrackListSource(lab!.router), new ConntrackEventSource(lab!.router), new ProcConntrackSource(lab!.router), await createNatSource("auto", { runner: lab!.router })];
+    const sources = [
+      new ConntrackListSource(lab!.router),
+      new ConntrackEventSource(lab!.router),
+      new ProcConntrackSource(lab!.router),
+      await createNatSource("auto", { runner: lab!.router }),
+    ];
     for (const source of sources) {
       const lookup = new NatLookup({ source, runner: lab!.router });
       try {
         const r = await lookup.lookup(scope(3600));
         assert.equal(r.found, true, source.kind);
-        assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]], source.kind);
+        assert.deepEqual(
+          r.devices.map((d) => [d.address, d.mac, d.ports, d.publicPorts]),
+          [["192.168.1.10", lab!.deviceMac, [40001], [seen.port]]],
+          source.kind,
+        );
       } finally {
         await lookup.close();
       }
@@ -103,7 +132,10 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
 
     const r = await e.handle({ cuid: CUID, mid: 1, scope: scope(3600), lifetime: 3600, kind: "new" });
     assert.equal(r.outcome, "enforced", r.detail);
-    assert.deepEqual(r.devices.map((d) => d.address), ["192.168.1.10"]);
+    assert.deepEqual(
+      r.devices.map((d) => d.address),
+      ["192.168.1.10"],
+    );
     assert.equal(r.devices[0].mac, lab!.deviceMac);
     assert.deepEqual(r.devices[0].ports, [40001]);
     assert.ok(r.script?.includes("192.168.1.10 . 17 . 203.0.113.5 . 5555 timeout 3600s"), r.script);
@@ -129,7 +161,10 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     const r = await e.handle({ cuid: CUID, mid: 2, scope: scope(3600), lifetime: 3600, kind: "new" });
     assert.equal(r.outcome, "pending");
     const req = await asked;
-    assert.deepEqual(req.devices.map((d) => d.address), ["192.168.1.10"]);
+    assert.deepEqual(
+      req.devices.map((d) => d.address),
+      ["192.168.1.10"],
+    );
     assert.ok(req.script.includes("add element inet dots_call_home block4"));
     assert.equal(e.reject(2), true);
     const d = await decided;
@@ -161,8 +196,15 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
       await src.start();
       assert.equal(src.inSync, true);
       const hits = src.index.lookup(scopeToQuery(scope(3600)));
-      assert.deepEqual(hits.map((f) => f.orig.src), ["192.168.1.10"]);
-      const probe = scopeToQuery({ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 5556 }], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"] });
+      assert.deepEqual(
+        hits.map((f) => f.orig.src),
+        ["192.168.1.10"],
+      );
+      const probe = scopeToQuery({
+        "target-prefix": ["203.0.113.5/32"],
+        "target-port-range": [{ "lower-port": 5556 }],
+        "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"],
+      });
       assert.equal(src.index.lookup(probe).length, 0);
       lab!.exec("lan2", ["bash", "-c", "echo h2x > /dev/udp/203.0.113.5/5556"]);
       const added = await waitFor("a NEW event for the new flow", async () => {
@@ -178,7 +220,14 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
   });
 
   it("IPv6 without NAT: matches the device directly and its MAC keeps it blocked after a privacy-address change", async () => {
-    const first = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40011, sourceAddress: "2001:db8:1::10" });
+    const first = lab!.startSender({
+      from: "lan",
+      target: "2001:db8:c000::5",
+      port: 5555,
+      tag: "dev",
+      sourcePort: 40011,
+      sourceAddress: "2001:db8:1::10",
+    });
     senders.push(first);
     await waitFor("IPv6 flood at the victim", async () => (await rise(lab!, 300)).dev6 > 10);
     const e = enforcer();
@@ -195,14 +244,24 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
       lifetime: 600,
     });
     assert.equal(r.outcome, "enforced", r.detail);
-    assert.deepEqual(r.devices.map((d) => [d.address, d.mac]), [["2001:db8:1::10", lab!.deviceMac]]);
+    assert.deepEqual(
+      r.devices.map((d) => [d.address, d.mac]),
+      [["2001:db8:1::10", lab!.deviceMac]],
+    );
     assert.ok(r.script!.includes(`add element inet dots_call_home blockmac6 { ${lab!.deviceMac} . 17 . 2001:db8:c000::5 . 5555`), r.script);
     await sleep(200);
     assert.equal((await rise(lab!, 800)).dev6, 0, "blocked");
     // the device moves to a new privacy address and carries on
     lab!.exec("lan", ["ip", "addr", "add", "2001:db8:1::beef/64", "dev", "eth0", "nodad"]);
     await first.stop();
-    const second = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40012, sourceAddress: "2001:db8:1::beef" });
+    const second = lab!.startSender({
+      from: "lan",
+      target: "2001:db8:c000::5",
+      port: 5555,
+      tag: "dev",
+      sourcePort: 40012,
+      sourceAddress: "2001:db8:1::beef",
+    });
     senders.push(second);
     await sleep(300);
     assert.equal((await rise(lab!, 1000)).dev6, 0, "still blocked by its MAC from the new address");
@@ -219,7 +278,10 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     assert.equal(r.outcome, "enforced");
     const els = (await new NftablesBackend(lab!.router).list()).filter((x) => x.comment === mitigationTag(CUID, 40));
     assert.ok(els.length > 0);
-    assert.ok(els.every((x) => x.expiresSec! > 3000), JSON.stringify(els));
+    assert.ok(
+      els.every((x) => x.expiresSec! > 3000),
+      JSON.stringify(els),
+    );
     // to an indefinite lifetime: `add` never drops a timeout, so the elements are re-added without one
     const forever = await e.handle({ cuid: CUID, mid: 40, scope: scope(-1), lifetime: -1, kind: "refresh" });
     assert.equal(forever.outcome, "enforced");
@@ -240,7 +302,10 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     const rep = await e2.reconcile([{ cuid: CUID, mid: 30 }]);
     assert.deepEqual(rep.kept, [{ cuid: CUID, mid: 30 }]);
     assert.deepEqual(rep.removed, []);
-    assert.deepEqual(e2.activeMitigations().map((a) => a.mid), [30]);
+    assert.deepEqual(
+      e2.activeMitigations().map((a) => a.mid),
+      [30],
+    );
     const ended = await e2.end({ cuid: CUID, mid: 30 });
     assert.ok(ended.removed > 0);
     await sleep(200);
@@ -257,9 +322,14 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
 
   it("an nft error is typed, carries nft's message, and applies nothing (one transaction)", async () => {
     const b = new NftablesBackend(lab!.router);
-    const good = addElementsScript("dots_call_home", [{ element: { set: "quarantine4", key: "192.168.1.10" }, opts: { comment: "dots:atomic/1" } }]);
+    const good = addElementsScript("dots_call_home", [
+      { element: { set: "quarantine4", key: "192.168.1.10" }, opts: { comment: "dots:atomic/1" } },
+    ]);
     const script = good + "add element inet dots_call_home quarantine4 { 2001:db8::1 }\n";
-    await assert.rejects(b.apply(script), (err: unknown) => err instanceof NftError && /Error/.test(err.nftMessage) && err.script === script);
+    await assert.rejects(
+      b.apply(script),
+      (err: unknown) => err instanceof NftError && /Error/.test(err.nftMessage) && err.script === script,
+    );
     assert.ok(!(await tableTags()).includes("dots:atomic/1"), "the valid half was not applied");
     assert.ok((await rise(lab!, 500)).dev > 20, "the device is not quarantined");
   });
@@ -301,7 +371,14 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
 
   it("IPv6: a mitigation naming the device's old privacy address finds it at its new one through the MAC", async () => {
     const e = enforcer();
-    const old = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40021, sourceAddress: "2001:db8:1::10" });
+    const old = lab!.startSender({
+      from: "lan",
+      target: "2001:db8:c000::5",
+      port: 5555,
+      tag: "dev",
+      sourcePort: 40021,
+      sourceAddress: "2001:db8:1::10",
+    });
     senders.push(old);
     await waitFor("IPv6 flood from the old address", async () => (await rise(lab!, 300)).dev6 > 10);
     await e.lookup.neighbours!.refresh(); // the periodic neighbour read that builds the history
@@ -309,7 +386,14 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     lab!.exec("lan", ["ip", "addr", "add", "2001:db8:1::cafe/64", "dev", "eth0", "nodad"]);
     await old.stop();
     lab!.exec("lan", ["ip", "addr", "del", "2001:db8:1::10/64", "dev", "eth0"]);
-    const now = lab!.startSender({ from: "lan", target: "2001:db8:c000::5", port: 5555, tag: "dev", sourcePort: 40022, sourceAddress: "2001:db8:1::cafe" });
+    const now = lab!.startSender({
+      from: "lan",
+      target: "2001:db8:c000::5",
+      port: 5555,
+      tag: "dev",
+      sourcePort: 40022,
+      sourceAddress: "2001:db8:1::cafe",
+    });
     senders.push(now);
     await waitFor("IPv6 flood from the new address", async () => (await rise(lab!, 300)).dev6 > 10);
     lab!.exec("router", ["ip", "-6", "neigh", "flush", "2001:db8:1::10"]);
@@ -317,7 +401,12 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     const r = await e.handle({
       cuid: CUID,
       mid: 70,
-      scope: { "target-prefix": ["2001:db8:c000::5/128"], "target-protocol": [17], "ietf-dots-call-home:source-prefix": ["2001:db8:1::10/128"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40021 }] },
+      scope: {
+        "target-prefix": ["2001:db8:c000::5/128"],
+        "target-protocol": [17],
+        "ietf-dots-call-home:source-prefix": ["2001:db8:1::10/128"],
+        "ietf-dots-call-home:source-port-range": [{ "lower-port": 40021 }],
+      },
       lifetime: 600,
     });
     assert.equal(r.outcome, "enforced", r.detail);

@@ -28,8 +28,28 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     for (const tool of ["ip", "nft", "conntrack"]) requireOrSkip(this, tool, hasCommand(tool));
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-home-restart-"));
     lab = await createLab();
-    senders.push(lab.startSender({ from: "lan", target: "203.0.113.5", port: 5555, tag: "dev", sourcePort: 40001, packetsPerSecond: 200, maxSeconds: 58 }));
-    senders.push(lab.startSender({ from: "lan2", target: "203.0.113.5", port: 5555, tag: "h2x", sourcePort: 40002, packetsPerSecond: 200, maxSeconds: 58 }));
+    senders.push(
+      lab.startSender({
+        from: "lan",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "dev",
+        sourcePort: 40001,
+        packetsPerSecond: 200,
+        maxSeconds: 58,
+      }),
+    );
+    senders.push(
+      lab.startSender({
+        from: "lan2",
+        target: "203.0.113.5",
+        port: 5555,
+        tag: "h2x",
+        sourcePort: 40002,
+        packetsPerSecond: 200,
+        maxSeconds: 58,
+      }),
+    );
     [seen] = await waitFor("the flood to reach the victim", async () => {
       const s = await lab!.seenDeviceSources();
       return s.length > 0 ? s : undefined;
@@ -54,9 +74,27 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
   function dial(port: number): CliProcess {
     const home = new CliProcess(
       [
-        "dial", "198.51.100.1", "--port", String(port), "--transport", "tcp", ...PSK, "--home-prefix", `${PUBLIC}/32`,
-        "--reconnect-min", "200", "--reconnect-max", "1000", "--terminating-period", "500",
-        "--enforce", "nftables", "--nat", "conntrack", "--state-dir", stateDir,
+        "dial",
+        "198.51.100.1",
+        "--port",
+        String(port),
+        "--transport",
+        "tcp",
+        ...PSK,
+        "--home-prefix",
+        `${PUBLIC}/32`,
+        "--reconnect-min",
+        "200",
+        "--reconnect-max",
+        "1000",
+        "--terminating-period",
+        "500",
+        "--enforce",
+        "nftables",
+        "--nat",
+        "conntrack",
+        "--state-dir",
+        stateDir,
       ],
       { name: "home", netns: lab!.ns.router },
     );
@@ -67,7 +105,10 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
   const sessionUps = (isp: CliProcess): number => isp.lines.filter((l) => l.event === "session-up").length;
 
   it("block -> kill -9 the dialer -> restart: flat counter throughout, ISP lists mitigation status 2, withdrawal lifts it", async () => {
-    const isp = new CliProcess(["listen", "--tls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300"], { name: "isp", netns: lab!.ns.isp });
+    const isp = new CliProcess(
+      ["listen", "--tls", "--host", "198.51.100.1", "--port", "0", ...PSK, "--home-prefix", `${PUBLIC}/32`, "--request-repeat-ms", "300"],
+      { name: "isp", netns: lab!.ns.isp },
+    );
     procs.push(isp);
     const port = (await isp.waitFor((l) => l.event === "listening", 10_000, "listening")).port as number;
     let home = dial(port);
@@ -76,10 +117,15 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     await isp.waitFor((l) => l.event === "session-up", 10_000, "session-up");
 
     isp.send({
-      cmd: "mitigate", id: "m1", session: "home-1",
+      cmd: "mitigate",
+      id: "m1",
+      session: "home-1",
       request: {
-        "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 5555 }], "target-protocol": [17],
-        "ietf-dots-call-home:source-prefix": [`${seen.address}/32`], "ietf-dots-call-home:source-port-range": [{ "lower-port": seen.port }],
+        "target-prefix": ["203.0.113.5/32"],
+        "target-port-range": [{ "lower-port": 5555 }],
+        "target-protocol": [17],
+        "ietf-dots-call-home:source-prefix": [`${seen.address}/32`],
+        "ietf-dots-call-home:source-port-range": [{ "lower-port": seen.port }],
         lifetime: 600,
       },
     });
@@ -99,16 +145,27 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     const restored = await home.waitFor((l) => l.event === "restored", 10_000, "restored");
     assert.deepEqual([restored.mitigations, restored.expired], [1, 0], JSON.stringify(restored));
     const reconciled = await home.waitFor((l) => l.event === "reconciled", 10_000, "reconciled");
-    assert.deepEqual((reconciled.kept as Array<{ mid: number; status: string }>).map((k) => [k.mid, k.status]), [[mid, "attack-successfully-mitigated"]], JSON.stringify(reconciled));
+    assert.deepEqual(
+      (reconciled.kept as Array<{ mid: number; status: string }>).map((k) => [k.mid, k.status]),
+      [[mid, "attack-successfully-mitigated"]],
+      JSON.stringify(reconciled),
+    );
     assert.equal(reconciled.removed, 0, "reconcile removes nothing a live mitigation owns");
     await waitFor("the home to reconnect", async () => sessionUps(isp) > upsBefore, 15_000, 100);
     const afterRestart = await lab!.counters();
-    assert.equal(afterRestart.dev - beforeCrash.dev, 0, "not one packet of the device got through while the dialer was down and restarting");
+    assert.equal(
+      afterRestart.dev - beforeCrash.dev,
+      0,
+      "not one packet of the device got through while the dialer was down and restarting",
+    );
     const later = await rise(1000);
     assert.equal(later.dev, 0, "still blocked after the restart");
     assert.ok(later.other > 50, `the other LAN host is spared: ${later.other}`);
     const els = await new NftablesBackend(lab!.router).list();
-    assert.ok(els.some((e) => e.comment?.endsWith(`/${mid}`)), "the kernel element survived the restart");
+    assert.ok(
+      els.some((e) => e.comment?.endsWith(`/${mid}`)),
+      "the kernel element survived the restart",
+    );
 
     // the ISP finds the mitigation on the restarted home, still status 2
     isp.send({ cmd: "get", id: "g1", session: "home-1", mid });
@@ -122,10 +179,20 @@ describe("home restart: durable mitigation state keeps the device blocked (netns
     await home.stop("SIGKILL");
     lab!.exec("router", ["nft", "delete", "table", "inet", "dots_call_home"]);
     home = dial(port);
-    const back = await home.waitFor((l) => l.event === "enforcement" && l.mid === mid && l.change === "reconciled", 10_000, "elements put back");
-    assert.match(String(back.script), /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 5\d\ds/);
+    const back = await home.waitFor(
+      (l) => l.event === "enforcement" && l.mid === mid && l.change === "reconciled",
+      10_000,
+      "elements put back",
+    );
+    assert.match(
+      String(back.script),
+      /add element inet dots_call_home block4 \{ 192\.168\.1\.10 \. 17 \. 203\.0\.113\.5 \. 5555 timeout 5\d\ds/,
+    );
     const missing = await home.waitFor((l) => l.event === "reconciled", 10_000, "reconciled");
-    assert.deepEqual((missing.missing as Array<{ mid: number }>).map((m) => m.mid), [mid]);
+    assert.deepEqual(
+      (missing.missing as Array<{ mid: number }>).map((m) => m.mid),
+      [mid],
+    );
     await waitFor("the home to reconnect", async () => sessionUps(isp) > ups2, 15_000, 100);
     await sleep(200);
     assert.equal((await rise(800)).dev, 0, "blocked again from the state file after the kernel lost its table");

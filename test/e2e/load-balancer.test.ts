@@ -14,7 +14,12 @@ import { repoRoot } from "../support/paths";
 const LB = path.join(repoRoot(), "scripts", "lb", "dots-lb.sh");
 const VIP = "10.8.0.100";
 const BACKENDS = ["10.9.0.11", "10.9.0.12", "10.9.0.13"];
-const HOMES = Array.from({ length: 6 }, (_, i) => ({ identity: `home-${i + 1}`, key: `text:secret-home-${i + 1}-0123456789`, prefix: `203.0.${113 + i}.0/24`, transport: i % 2 === 0 ? "udp" : "tcp" }));
+const HOMES = Array.from({ length: 6 }, (_, i) => ({
+  identity: `home-${i + 1}`,
+  key: `text:secret-home-${i + 1}-0123456789`,
+  prefix: `203.0.${113 + i}.0/24`,
+  transport: i % 2 === 0 ? "udp" : "tcp",
+}));
 
 function sh(args: string[], input?: string): string {
   const r = spawnSync(args[0], args.slice(1), { encoding: "utf8", input });
@@ -31,7 +36,11 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
   let made = false;
 
   before(function () {
-    requireOrSkip(this, "root, ip, nft, conntrack and bash", isRoot() && hasCommand("ip") && hasCommand("nft") && hasCommand("conntrack") && hasCommand("bash"));
+    requireOrSkip(
+      this,
+      "root, ip, nft, conntrack and bash",
+      isRoot() && hasCommand("ip") && hasCommand("nft") && hasCommand("conntrack") && hasCommand("bash"),
+    );
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-lb-"));
     for (const n of Object.values(ns)) {
       sh(["ip", "netns", "add", n]);
@@ -57,39 +66,94 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
 
   it("spreads homes over three listeners (round robin), keeps the homes' own addresses, and moves the homes of a killed listener to the others", async () => {
     const cfg = path.join(dir, "listen.json");
-    fs.writeFileSync(cfg, JSON.stringify({ psk: HOMES.map((h) => ({ identity: h.identity, key: h.key, home: h.identity })), homePrefixes: Object.fromEntries(HOMES.map((h) => [h.identity, [h.prefix]])) }));
-    const listeners = BACKENDS.map((addr) => new CliProcess(["listen", "--config", cfg, "--host", addr, "--port", "4647"], { netns: ns.lb, name: `listen-${addr}` }));
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        psk: HOMES.map((h) => ({ identity: h.identity, key: h.key, home: h.identity })),
+        homePrefixes: Object.fromEntries(HOMES.map((h) => [h.identity, [h.prefix]])),
+      }),
+    );
+    const listeners = BACKENDS.map(
+      (addr) => new CliProcess(["listen", "--config", cfg, "--host", addr, "--port", "4647"], { netns: ns.lb, name: `listen-${addr}` }),
+    );
     procs.push(...listeners);
     for (const l of listeners) await l.waitFor((x) => x.event === "listening", 15000, "listening");
 
-    const applied = JSON.parse(sh(["ip", "netns", "exec", ns.lb, LB, "apply", "--vip", VIP, "--mode", "rr", ...BACKENDS.flatMap((b) => ["--backend", b])])) as { live: string[] };
-    assert.deepEqual(applied.live, BACKENDS.map((b) => `${b}:4647`));
+    const applied = JSON.parse(
+      sh(["ip", "netns", "exec", ns.lb, LB, "apply", "--vip", VIP, "--mode", "rr", ...BACKENDS.flatMap((b) => ["--backend", b])]),
+    ) as { live: string[] };
+    assert.deepEqual(
+      applied.live,
+      BACKENDS.map((b) => `${b}:4647`),
+    );
 
-    const dialers = HOMES.map((h) => new CliProcess(["dial", VIP, "--transport", h.transport, "--psk-identity", h.identity, "--psk-key", h.key, "--home-prefix", h.prefix, "--heartbeat-interval", "1", "--reconnect-min", "200", "--reconnect-max", "1000"], { netns: ns.homes, name: `dial-${h.identity}` }));
+    const dialers = HOMES.map(
+      (h) =>
+        new CliProcess(
+          [
+            "dial",
+            VIP,
+            "--transport",
+            h.transport,
+            "--psk-identity",
+            h.identity,
+            "--psk-key",
+            h.key,
+            "--home-prefix",
+            h.prefix,
+            "--heartbeat-interval",
+            "1",
+            "--reconnect-min",
+            "200",
+            "--reconnect-max",
+            "1000",
+          ],
+          { netns: ns.homes, name: `dial-${h.identity}` },
+        ),
+    );
     for (const d of dialers) {
       // one at a time: round robin counts new flows, so the spread is exact
       procs.push(d);
       await d.waitFor((x) => x.event === "connected", 20000, "connected");
     }
-    const upAt = (h: string, among: CliProcess[], ms: number) => Promise.any(among.map((l) => l.waitFor((x) => x.event === "session-up" && (x.session as { home?: string }).home === h, ms, `${h} up`)));
+    const upAt = (h: string, among: CliProcess[], ms: number) =>
+      Promise.any(
+        among.map((l) => l.waitFor((x) => x.event === "session-up" && (x.session as { home?: string }).home === h, ms, `${h} up`)),
+      );
     for (const h of HOMES) await upAt(h.identity, listeners, 15000);
     const holders = new Map<string, number>();
     for (const h of HOMES) {
-      const i = listeners.findIndex((l) => l.lines.some((x) => x.event === "session-up" && (x.session as { home?: string }).home === h.identity));
+      const i = listeners.findIndex((l) =>
+        l.lines.some((x) => x.event === "session-up" && (x.session as { home?: string }).home === h.identity),
+      );
       assert.ok(i >= 0, `${h.identity} has a session`);
       holders.set(h.identity, i);
     }
-    assert.deepEqual([0, 1, 2].map((i) => [...holders.values()].filter((x) => x === i).length), [2, 2, 2], "two homes per listener");
-    for (const l of listeners) for (const x of l.lines.filter((y) => y.event === "session-up")) assert.equal((x.session as { remoteAddress?: string }).remoteAddress, "10.8.0.2", "DNAT keeps the home's address");
+    assert.deepEqual(
+      [0, 1, 2].map((i) => [...holders.values()].filter((x) => x === i).length),
+      [2, 2, 2],
+      "two homes per listener",
+    );
+    for (const l of listeners)
+      for (const x of l.lines.filter((y) => y.event === "session-up"))
+        assert.equal((x.session as { remoteAddress?: string }).remoteAddress, "10.8.0.2", "DNAT keeps the home's address");
 
     // kill -9 the first listener; the health check drops it and forgets its flows
     listeners[0].child.kill("SIGKILL");
     await listeners[0].exited;
-    const flowsTo = (addr: string) => spawnSync("ip", ["netns", "exec", ns.lb, "conntrack", "-L", "-p", "udp", "--reply-src", addr], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.includes("dport=4647")).length;
+    const flowsTo = (addr: string) =>
+      spawnSync("ip", ["netns", "exec", ns.lb, "conntrack", "-L", "-p", "udp", "--reply-src", addr], { encoding: "utf8" })
+        .stdout.split("\n")
+        .filter((l) => l.includes("dport=4647")).length;
     assert.ok(flowsTo(BACKENDS[0]) > 0, "the dead backend's DTLS flow is still in conntrack before the check");
-    const checked = JSON.parse(sh(["ip", "netns", "exec", ns.lb, LB, "check", "--vip", VIP, "--mode", "rr", ...BACKENDS.flatMap((b) => ["--backend", b])])) as { live: string[]; dead: string[] };
+    const checked = JSON.parse(
+      sh(["ip", "netns", "exec", ns.lb, LB, "check", "--vip", VIP, "--mode", "rr", ...BACKENDS.flatMap((b) => ["--backend", b])]),
+    ) as { live: string[]; dead: string[] };
     assert.deepEqual(checked.dead, [`${BACKENDS[0]}:4647`]);
-    assert.deepEqual(checked.live, BACKENDS.slice(1).map((b) => `${b}:4647`));
+    assert.deepEqual(
+      checked.live,
+      BACKENDS.slice(1).map((b) => `${b}:4647`),
+    );
     const ruleset = sh(["ip", "netns", "exec", ns.lb, "nft", "list", "table", "ip", "dots_lb"]);
     assert.ok(!ruleset.includes(BACKENDS[0]), "the dead backend is out of the map");
     assert.match(ruleset, /numgen inc mod 2 map/);
@@ -101,11 +165,16 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
     for (const h of moved) {
       await upAt(h.identity, listeners.slice(1), 90000);
     }
-    console.log(`      (the killed listener's ${moved.length} homes (${moved.map((h) => h.transport).join(", ")}) were back after ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    console.log(
+      `      (the killed listener's ${moved.length} homes (${moved.map((h) => h.transport).join(", ")}) were back after ${((Date.now() - t0) / 1000).toFixed(1)} s)`,
+    );
     // the others kept their sessions the whole time
     for (const h of HOMES.filter((x) => holders.get(x.identity) !== 0)) {
       const l = listeners[holders.get(h.identity) as number];
-      assert.ok(!l.lines.some((x) => x.event === "session-down" && (x.session as { home?: string }).home === h.identity), `${h.identity} stayed up`);
+      assert.ok(
+        !l.lines.some((x) => x.event === "session-down" && (x.session as { home?: string }).home === h.identity),
+        `${h.identity} stayed up`,
+      );
     }
     const teardown = JSON.parse(sh(["ip", "netns", "exec", ns.lb, LB, "teardown"])) as { action: string };
     assert.equal(teardown.action, "teardown");

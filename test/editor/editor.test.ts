@@ -18,7 +18,13 @@ const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
 const artifacts = path.join(root, "test", "artifacts");
 const CHROMIUM = "/usr/bin/chromium";
 const KEY = "a9c4e1f07b3d5e2c8f6a0b1d2e3f4a5b";
-const nonConfigTypes = ["dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"];
+const nonConfigTypes = [
+  "dots-mitigation-request",
+  "dots-call-home-listener",
+  "dots-call-home-dialer",
+  "dots-nat-lookup",
+  "dots-filter-action",
+];
 const configTypes = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint"];
 const allTypes = [...nonConfigTypes, ...configTypes];
 const exampleNames = fs
@@ -30,14 +36,110 @@ const exampleNames = fs
 function testFlow(port: number): unknown[] {
   return [
     { id: "t1", type: "tab", label: "editor test" },
-    { id: "k1", type: "dots-psk", name: "home-1 key", home: "home-1", keyFormat: "hex", version: 1, credentials: { identity: "home-1", key: KEY } },
-    { id: "req", type: "dots-mitigation-request", z: "t1", home: "home-1", homeType: "str", targetPrefix: "203.0.113.5", targetPrefixType: "str", sourcePrefix: "198.51.100.7", sourcePrefixType: "str", sourcePort: "40001", sourcePortType: "str", targetPort: "443", targetPortType: "str", protocol: "tcp", protocolType: "str", icmpType: "", icmpTypeType: "str", lifetime: "600", lifetimeType: "str", attackDescription: "", attackDescriptionType: "str", allowIndefinite: false, version: 1, x: 160, y: 100, wires: [["lis"]] },
-    { id: "ispEp", type: "dots-isp-endpoint", name: "", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, stateId: "", version: 1 },
-    { id: "homeEp", type: "dots-home-endpoint", name: "", hosts: "127.0.0.1", discoverDomain: "", dnsServers: "", port, transport: "udp", psk: "k1", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 30, decisionWait: 1000, terminatingPeriod: 0, allowIndefinite: false, stateId: "", version: 1 },
+    {
+      id: "k1",
+      type: "dots-psk",
+      name: "home-1 key",
+      home: "home-1",
+      keyFormat: "hex",
+      version: 1,
+      credentials: { identity: "home-1", key: KEY },
+    },
+    {
+      id: "req",
+      type: "dots-mitigation-request",
+      z: "t1",
+      home: "home-1",
+      homeType: "str",
+      targetPrefix: "203.0.113.5",
+      targetPrefixType: "str",
+      sourcePrefix: "198.51.100.7",
+      sourcePrefixType: "str",
+      sourcePort: "40001",
+      sourcePortType: "str",
+      targetPort: "443",
+      targetPortType: "str",
+      protocol: "tcp",
+      protocolType: "str",
+      icmpType: "",
+      icmpTypeType: "str",
+      lifetime: "600",
+      lifetimeType: "str",
+      attackDescription: "",
+      attackDescriptionType: "str",
+      allowIndefinite: false,
+      version: 1,
+      x: 160,
+      y: 100,
+      wires: [["lis"]],
+    },
+    {
+      id: "ispEp",
+      type: "dots-isp-endpoint",
+      name: "",
+      port,
+      host: "127.0.0.1",
+      dtls: true,
+      tls: false,
+      psk: "k1",
+      extraPsks: [],
+      tlsConfig: "",
+      homePrefixes: "home-1: 198.51.100.0/24",
+      allowUnscoped: false,
+      dropMaxFailures: 5,
+      dropWindow: 60,
+      dropBan: 300,
+      stateId: "",
+      version: 1,
+    },
+    {
+      id: "homeEp",
+      type: "dots-home-endpoint",
+      name: "",
+      hosts: "127.0.0.1",
+      discoverDomain: "",
+      dnsServers: "",
+      port,
+      transport: "udp",
+      psk: "k1",
+      tlsConfig: "",
+      homePrefixes: "198.51.100.0/24",
+      heartbeatInterval: 30,
+      decisionWait: 1000,
+      terminatingPeriod: 0,
+      allowIndefinite: false,
+      stateId: "",
+      version: 1,
+    },
     { id: "lis", type: "dots-call-home-listener", z: "t1", name: "", endpoint: "ispEp", version: 2, x: 420, y: 100, wires: [[], []] },
-    { id: "dia", type: "dots-call-home-dialer", z: "t1", name: "", endpoint: "homeEp", version: 2, x: 160, y: 220, wires: [["nat"], ["fil"], []] },
+    {
+      id: "dia",
+      type: "dots-call-home-dialer",
+      z: "t1",
+      name: "",
+      endpoint: "homeEp",
+      version: 2,
+      x: 160,
+      y: 220,
+      wires: [["nat"], ["fil"], []],
+    },
     { id: "nat", type: "dots-nat-lookup", z: "t1", source: "static", table: "[]", netns: "", version: 1, x: 400, y: 200, wires: [["fil"]] },
-    { id: "fil", type: "dots-filter-action", z: "t1", backend: "dry-run", action: "block", consent: "auto", consentTimeout: 300, onTimeout: "reject", table: "dots_call_home", netns: "", version: 1, x: 640, y: 220, wires: [["dia"], []] },
+    {
+      id: "fil",
+      type: "dots-filter-action",
+      z: "t1",
+      backend: "dry-run",
+      action: "block",
+      consent: "auto",
+      consentTimeout: 300,
+      onTimeout: "reject",
+      table: "dots_call_home",
+      netns: "",
+      version: 1,
+      x: 640,
+      y: 220,
+      wires: [["dia"], []],
+    },
   ];
 }
 
@@ -62,7 +164,11 @@ describe("editor in a real browser (Chromium)", function () {
     server = await startNodeRed(tmp);
     url = server.url;
     const port = await freePort();
-    const deploy = await fetch(url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(testFlow(port)) });
+    const deploy = await fetch(url + "flows", {
+      method: "POST",
+      headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" },
+      body: JSON.stringify(testFlow(port)),
+    });
     assert.equal(deploy.status, 204, await deploy.text());
 
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -71,12 +177,23 @@ describe("editor in a real browser (Chromium)", function () {
     context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
       executablePath: CHROMIUM,
       headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
       viewport: { width: 1400, height: 900 },
     });
     // The browser talks to our Node-RED only (the test network is loopback); anything else is
     // refused here and listed, so a node that pulls in an outside resource is noticed.
-    await context.route("**/*", (route) => (route.request().url().startsWith(url) || route.request().url().startsWith("data:") ? route.continue() : (outside.push(route.request().url()), route.abort())));
+    await context.route("**/*", (route) =>
+      route.request().url().startsWith(url) || route.request().url().startsWith("data:")
+        ? route.continue()
+        : (outside.push(route.request().url()), route.abort()),
+    );
     page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => pageErrors.push(e.stack ?? e.message));
     page.on("console", (m) => {
@@ -130,19 +247,30 @@ describe("editor in a real browser (Chromium)", function () {
   /** Types a value the way a user does (the editor validates on change, not on every key). */
   async function enter(selector: string, value: string): Promise<void> {
     // A TypedInput hides its original input and shows its own text field right after it.
-    const typed = await page.$eval(selector, (el) => (el as HTMLInputElement).type === "hidden" && !!el.nextElementSibling?.classList.contains("red-ui-typedInput-container"));
+    const typed = await page.$eval(
+      selector,
+      (el) => (el as HTMLInputElement).type === "hidden" && !!el.nextElementSibling?.classList.contains("red-ui-typedInput-container"),
+    );
     const target = typed ? `${selector} + .red-ui-typedInput-container input.red-ui-typedInput-input` : selector;
     await page.fill(target, value);
     await page.press(target, "Tab");
   }
   const isFlagged = (selector: string): Promise<boolean> =>
-    page.$eval(selector, (el) => el.classList.contains("input-error") || !!el.closest(".red-ui-typedInput-container")?.classList.contains("input-error") || !!el.nextElementSibling?.classList.contains("input-error"));
+    page.$eval(
+      selector,
+      (el) =>
+        el.classList.contains("input-error") ||
+        !!el.closest(".red-ui-typedInput-container")?.classList.contains("input-error") ||
+        !!el.nextElementSibling?.classList.contains("input-error"),
+    );
 
   it("every node is in the palette under DOTS with its label, icon and help", async () => {
     for (const t of nonConfigTypes) {
       const entry = page.locator(`.red-ui-palette-node[data-palette-type="${t}"]`);
       assert.equal(await entry.count(), 1, `${t} in the palette`);
-      const category = await entry.evaluate((el) => el.closest(".red-ui-palette-category")?.querySelector(".red-ui-palette-header span")?.textContent?.trim());
+      const category = await entry.evaluate((el) =>
+        el.closest(".red-ui-palette-category")?.querySelector(".red-ui-palette-header span")?.textContent?.trim(),
+      );
       assert.equal(category, "DOTS", `${t} is under DOTS`);
       const icon = await entry.evaluate((el) => getComputedStyle(el.querySelector(".red-ui-palette-icon")!).backgroundImage);
       const iconUrl = /url\("?([^")]+)"?\)/.exec(icon)?.[1];
@@ -151,14 +279,17 @@ describe("editor in a real browser (Chromium)", function () {
       assert.equal(res.status, 200, `${iconUrl} is served`);
       assert.match(res.headers.get("content-type") ?? "", /svg/);
     }
-    for (const t of configTypes) assert.equal(await inPage((type: string) => (window as any).RED.nodes.getType(type).category, t), "config"); // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (const t of configTypes)
+      assert.equal(await inPage((type: string) => (window as any).RED.nodes.getType(type).category, t), "config"); // eslint-disable-line @typescript-eslint/no-explicit-any
     // Labels with a hyphen stay one word: Node-RED breaks palette labels at "-" and " " (issue 13).
     for (const t of ["dots-call-home-listener", "dots-call-home-dialer"]) {
       const text = await page.locator(`.red-ui-palette-node[data-palette-type="${t}"] .red-ui-palette-label`).textContent();
       assert.doesNotMatch(text ?? "", /call\s*-\s+home|call\s+-\s*home/, `${t}: "${text}" does not break as "call - home"`);
       assert.match(text ?? "", /call\u2011home/);
     }
-    const label = await page.locator(`.red-ui-palette-node[data-palette-type="dots-mitigation-request"] .red-ui-palette-label`).textContent();
+    const label = await page
+      .locator(`.red-ui-palette-node[data-palette-type="dots-mitigation-request"] .red-ui-palette-label`)
+      .textContent();
     assert.equal((label ?? "").replace(/\s+/g, " ").trim(), "mitigation request", "palette label comes from the message catalog");
     for (const t of allTypes) {
       const help = await inPage((type: string) => String((window as any).RED.nodes.getNodeHelp(type) ?? ""), t); // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -174,14 +305,23 @@ describe("editor in a real browser (Chromium)", function () {
       for (const t of types) {
         const def = RED.nodes.getType(t);
         if (!Number.isInteger(def.defaults.version?.value) || def.defaults.version.value < 1) out.push(`${t}.version`);
-        for (const [field, spec] of Object.entries<any>(def.defaults)) { // eslint-disable-line @typescript-eslint/no-explicit-any
+        for (const [field, spec] of Object.entries<any>(def.defaults)) {
+          // eslint-disable-line @typescript-eslint/no-explicit-any
           // A name is free text, a checkbox cannot be wrong, a config-node reference is checked by
           // type, a v1 node's inline settings (no default) are only carried until the node is
           // migrated, and stateId is set by that migration only.
-          if (field === "name" || field === "stateId" || spec.value === undefined || typeof spec.value === "boolean" || (spec.type && RED.nodes.getType(spec.type) && typeof spec.validate !== "function" && !/endpoint|psk/.test(field))) continue;
+          if (
+            field === "name" ||
+            field === "stateId" ||
+            spec.value === undefined ||
+            typeof spec.value === "boolean" ||
+            (spec.type && RED.nodes.getType(spec.type) && typeof spec.validate !== "function" && !/endpoint|psk/.test(field))
+          )
+            continue;
           if (typeof spec.validate !== "function") out.push(`${t}.${field}`);
         }
-        for (const [field, spec] of Object.entries<any>(def.credentials ?? {})) { // eslint-disable-line @typescript-eslint/no-explicit-any
+        for (const [field, spec] of Object.entries<any>(def.credentials ?? {})) {
+          // eslint-disable-line @typescript-eslint/no-explicit-any
           if (typeof spec.validate !== "function") out.push(`${t}.credentials.${field}`);
         }
       }
@@ -191,7 +331,13 @@ describe("editor in a real browser (Chromium)", function () {
   });
 
   it("every edit dialog opens valid, with its form, and is captured", async () => {
-    const ids: Record<string, string> = { "dots-mitigation-request": "req", "dots-call-home-listener": "lis", "dots-call-home-dialer": "dia", "dots-nat-lookup": "nat", "dots-filter-action": "fil" };
+    const ids: Record<string, string> = {
+      "dots-mitigation-request": "req",
+      "dots-call-home-listener": "lis",
+      "dots-call-home-dialer": "dia",
+      "dots-nat-lookup": "nat",
+      "dots-filter-action": "fil",
+    };
     for (const [type, id] of Object.entries(ids)) {
       await openDialog(id);
       assert.ok(await page.locator(`#node-input-name`).count(), `${type} dialog has its form`);
@@ -201,12 +347,18 @@ describe("editor in a real browser (Chromium)", function () {
       assert.equal(await inPage((nid: string) => (window as any).RED.nodes.node(nid).valid, id), true, `${type} is valid`); // eslint-disable-line @typescript-eslint/no-explicit-any
     }
     // The endpoints open from their user's dialog (the pencil beside "Endpoint"), as users reach them.
-    for (const [user, endpoint, type] of [["lis", "ispEp", "dots-isp-endpoint"], ["dia", "homeEp", "dots-home-endpoint"]]) {
+    for (const [user, endpoint, type] of [
+      ["lis", "ispEp", "dots-isp-endpoint"],
+      ["dia", "homeEp", "dots-home-endpoint"],
+    ]) {
       await openDialog(user);
       assert.equal(await page.inputValue("#node-input-endpoint"), endpoint);
       await page.click("#node-input-btn-endpoint-edit");
       await page.locator("#node-config-dialog-ok").click({ trial: true });
-      assert.equal(await page.inputValue("#node-config-input-port"), String(await inPage((id: string) => (window as any).RED.nodes.node(id).port, endpoint))); // eslint-disable-line @typescript-eslint/no-explicit-any
+      assert.equal(
+        await page.inputValue("#node-config-input-port"),
+        String(await inPage((id: string) => (window as any).RED.nodes.node(id).port, endpoint)),
+      ); // eslint-disable-line @typescript-eslint/no-explicit-any
       assert.equal(await page.locator(".red-ui-tray .input-error").count(), 0, `${type} opens without validation errors`);
       await page.screenshot({ path: path.join(artifacts, `dialog-${type}.png`) });
       await page.click("#node-config-dialog-cancel");
@@ -279,7 +431,7 @@ describe("editor in a real browser (Chromium)", function () {
     await closeConfig("cancel");
 
     await openDialog("nat");
-    await enter("#node-input-table", "[{\"device\": ");
+    await enter("#node-input-table", '[{"device": ');
     assert.equal(await isFlagged("#node-input-table"), true, "a static NAT table that is not JSON is flagged");
     await page.screenshot({ path: path.join(artifacts, "validator-nat-table.png") });
     await closeDialog("cancel");
@@ -306,18 +458,44 @@ describe("editor in a real browser (Chromium)", function () {
     assert.equal(flows.find((n) => n.id === "req")?.sourcePrefix, "198.51.100.9/32", "the admin API returns the saved value");
     assert.ok(!JSON.stringify(flows).includes(KEY), "GET /flows carries no key");
     // The deployed listener and dialer find each other: the runtime status reaches the editor.
-    await page.waitForFunction(() => /\b1 session/.test(String((window as any).RED.nodes.node("lis").status?.text ?? "")), undefined, { timeout: 20000 }); // eslint-disable-line @typescript-eslint/no-explicit-any
+    await page.waitForFunction(() => /\b1 session/.test(String((window as any).RED.nodes.node("lis").status?.text ?? "")), undefined, {
+      timeout: 20000,
+    }); // eslint-disable-line @typescript-eslint/no-explicit-any
     await page.waitForSelector(`[id="lis"] .red-ui-flow-node-status-label:has-text("1 session")`);
   });
 
   it("a v1 listener opened in the editor moves its inline settings into a new endpoint: Done keeps it (version 2), Cancel removes it", async () => {
-    const v1 = (id: string, y: number): Record<string, unknown> => ({ id, type: "dots-call-home-listener", z: "t1", name: "", port: 4999, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, version: 1, x: 700, y, wires: [[], []] });
-    await inPage((nodes: unknown[]) => {
-      const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
-      RED.nodes.import(nodes);
-      RED.nodes.eachNode((n: { id: string }) => RED.editor.validateNode(n));
-      RED.view.redraw(true);
-    }, [v1("old1", 300), v1("old2", 360)]);
+    const v1 = (id: string, y: number): Record<string, unknown> => ({
+      id,
+      type: "dots-call-home-listener",
+      z: "t1",
+      name: "",
+      port: 4999,
+      host: "127.0.0.1",
+      dtls: true,
+      tls: false,
+      psk: "k1",
+      extraPsks: [],
+      tlsConfig: "",
+      homePrefixes: "home-1: 198.51.100.0/24",
+      allowUnscoped: false,
+      dropMaxFailures: 5,
+      dropWindow: 60,
+      dropBan: 300,
+      version: 1,
+      x: 700,
+      y,
+      wires: [[], []],
+    });
+    await inPage(
+      (nodes: unknown[]) => {
+        const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
+        RED.nodes.import(nodes);
+        RED.nodes.eachNode((n: { id: string }) => RED.editor.validateNode(n));
+        RED.view.redraw(true);
+      },
+      [v1("old1", 300), v1("old2", 360)],
+    );
     const before = await inPage(() => {
       const n = (window as any).RED.nodes.node("old1"); // eslint-disable-line @typescript-eslint/no-explicit-any
       return { valid: n.valid, port: n.port, endpoint: n.endpoint };
@@ -331,14 +509,28 @@ describe("editor in a real browser (Chromium)", function () {
       const n = (window as any).RED.nodes.node(id); // eslint-disable-line @typescript-eslint/no-explicit-any
       return n && { type: n.type, port: n.port, host: n.host, psk: n.psk, homePrefixes: n.homePrefixes, stateId: n.stateId };
     }, epId);
-    assert.deepEqual(ep, { type: "dots-isp-endpoint", port: 4999, host: "127.0.0.1", psk: "k1", homePrefixes: "home-1: 198.51.100.0/24", stateId: "old1" });
+    assert.deepEqual(ep, {
+      type: "dots-isp-endpoint",
+      port: 4999,
+      host: "127.0.0.1",
+      psk: "k1",
+      homePrefixes: "home-1: 198.51.100.0/24",
+      stateId: "old1",
+    });
     await page.screenshot({ path: path.join(artifacts, "migrate-v1-listener.png") });
     await closeDialog("ok");
     const saved = await inPage((id: string) => {
       const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
       const n = RED.nodes.node("old1");
       const exported = RED.nodes.createCompleteNodeSet().find((x: { id: string }) => x.id === "old1");
-      return { endpoint: n.endpoint, version: n.version, valid: n.valid, exportedPort: exported.port, exportedEndpoint: exported.endpoint, users: RED.nodes.node(id).users.map((u: { id: string }) => u.id) };
+      return {
+        endpoint: n.endpoint,
+        version: n.version,
+        valid: n.valid,
+        exportedPort: exported.port,
+        exportedEndpoint: exported.endpoint,
+        users: RED.nodes.node(id).users.map((u: { id: string }) => u.id),
+      };
     }, epId);
     assert.deepEqual(saved, { endpoint: epId, version: 2, valid: true, exportedPort: undefined, exportedEndpoint: epId, users: ["old1"] });
 
@@ -364,11 +556,29 @@ describe("editor in a real browser (Chromium)", function () {
   it("an endpoint whose PSK has no key is flagged before deploy, on the endpoint and on its users, with the reason", async () => {
     await inPage(() => {
       const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
-      RED.nodes.import([
-        { id: "nokey", type: "dots-psk", name: "no key yet", home: "home-9", keyFormat: "hex", version: 1 },
-        { id: "nokeyEp", type: "dots-home-endpoint", hosts: "127.0.0.1", port: 4647, transport: "udp", psk: "nokey", tlsConfig: "", homePrefixes: "192.0.2.0/24", heartbeatInterval: 30, decisionWait: 1000, terminatingPeriod: 120, allowIndefinite: false, stateId: "", version: 1 },
-        { id: "nokeyDia", type: "dots-call-home-dialer", z: "t1", endpoint: "nokeyEp", version: 2, x: 700, y: 420, wires: [[], [], []] },
-      ], { markChanged: true });
+      RED.nodes.import(
+        [
+          { id: "nokey", type: "dots-psk", name: "no key yet", home: "home-9", keyFormat: "hex", version: 1 },
+          {
+            id: "nokeyEp",
+            type: "dots-home-endpoint",
+            hosts: "127.0.0.1",
+            port: 4647,
+            transport: "udp",
+            psk: "nokey",
+            tlsConfig: "",
+            homePrefixes: "192.0.2.0/24",
+            heartbeatInterval: 30,
+            decisionWait: 1000,
+            terminatingPeriod: 120,
+            allowIndefinite: false,
+            stateId: "",
+            version: 1,
+          },
+          { id: "nokeyDia", type: "dots-call-home-dialer", z: "t1", endpoint: "nokeyEp", version: 2, x: 700, y: 420, wires: [[], [], []] },
+        ],
+        { markChanged: true },
+      );
       RED.nodes.eachConfig((n: unknown) => RED.editor.validateNode(n));
       RED.nodes.eachNode((n: unknown) => RED.editor.validateNode(n));
       RED.view.redraw(true);
@@ -377,7 +587,12 @@ describe("editor in a real browser (Chromium)", function () {
       const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
       const ep = RED.nodes.node("nokeyEp");
       const dia = RED.nodes.node("nokeyDia");
-      return { ep: ep.valid, epWhy: (ep.validationErrors ?? []).join("; "), dia: dia.valid, diaWhy: (dia.validationErrors ?? []).join("; ") };
+      return {
+        ep: ep.valid,
+        epWhy: (ep.validationErrors ?? []).join("; "),
+        dia: dia.valid,
+        diaWhy: (dia.validationErrors ?? []).join("; "),
+      };
     });
     assert.equal(state.ep, false);
     assert.match(state.epWhy, /PSK key missing in "no key yet"/);
@@ -388,7 +603,9 @@ describe("editor in a real browser (Chromium)", function () {
     await enter("#node-config-input-identity", "home-9");
     await enter("#node-config-input-key", "00112233445566778899aabbccddeeff");
     await closeConfig("ok");
-    await page.waitForFunction(() => (window as any).RED.nodes.node("nokeyDia").valid === true && (window as any).RED.nodes.node("nokeyEp").valid === true); // eslint-disable-line @typescript-eslint/no-explicit-any
+    await page.waitForFunction(
+      () => (window as any).RED.nodes.node("nokeyDia").valid === true && (window as any).RED.nodes.node("nokeyEp").valid === true,
+    ); // eslint-disable-line @typescript-eslint/no-explicit-any
     await inPage(() => {
       const RED = (window as any).RED; // eslint-disable-line @typescript-eslint/no-explicit-any
       for (const id of ["nokeyDia", "nokeyEp", "nokey"]) RED.nodes.remove(id);
@@ -430,12 +647,19 @@ describe("editor in a real browser (Chromium)", function () {
           unknown: nodes.filter((n) => !RED.nodes.getType(n.type)).map((n) => n.type),
           ours: nodes.filter((n) => n.type.startsWith("dots-")).length,
           invalid: nodes.filter((n) => n.type.startsWith("dots-") && !n.valid).map((n) => n.type),
-          reasons: nodes.filter((n) => n.type.startsWith("dots-") && !n.valid).map((n) => ((n as { validationErrors?: string[] }).validationErrors ?? []).join("; ")),
+          reasons: nodes
+            .filter((n) => n.type.startsWith("dots-") && !n.valid)
+            .map((n) => ((n as { validationErrors?: string[] }).validationErrors ?? []).join("; ")),
           unknownOnCanvas: document.querySelectorAll(".red-ui-flow-node-unknown").length,
-          conflict: !!document.querySelector("#red-ui-clipboard-dialog-import-conflicts-list:not(:empty)") || /already exist/i.test(document.querySelector(".red-ui-notifications")?.textContent ?? ""),
+          conflict:
+            !!document.querySelector("#red-ui-clipboard-dialog-import-conflicts-list:not(:empty)") ||
+            /already exist/i.test(document.querySelector(".red-ui-notifications")?.textContent ?? ""),
         };
       }, tabsBefore);
-      const example = JSON.parse(fs.readFileSync(path.join(root, "examples", `${name}.json`), "utf8")) as Array<{ type: string; z?: string }>;
+      const example = JSON.parse(fs.readFileSync(path.join(root, "examples", `${name}.json`), "utf8")) as Array<{
+        type: string;
+        z?: string;
+      }>;
       assert.equal(result.tabs, 1, `${name}: imported as one new flow`);
       assert.equal(result.count, example.filter((n) => n.z).length, `${name}: every node imported`);
       assert.ok(result.ours > 0, `${name} has our nodes`);
@@ -445,7 +669,9 @@ describe("editor in a real browser (Chromium)", function () {
       // Examples ship without credentials: the listener/dialer nodes are flagged before any deploy,
       // saying why (issue 13); everything else in them is valid as it stands.
       // A v1 node (inline settings, no endpoint) is checked when it is opened and moved to an endpoint.
-      const users = (example as Array<{ type: string; endpoint?: string }>).filter((n) => (n.type === "dots-call-home-listener" || n.type === "dots-call-home-dialer") && n.endpoint).map((n) => n.type);
+      const users = (example as Array<{ type: string; endpoint?: string }>)
+        .filter((n) => (n.type === "dots-call-home-listener" || n.type === "dots-call-home-dialer") && n.endpoint)
+        .map((n) => n.type);
       assert.deepEqual([...result.invalid].sort(), [...users].sort(), `${name}: only the nodes whose endpoint has no PSK key are flagged`);
       for (const r of result.reasons) assert.match(r, /PSK key missing/, `${name}: the reason is given`);
       await inPage((id: string) => (window as any).RED.workspaces.show(id), result.tabId); // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -38,10 +38,19 @@ describe("live DOTS view in the editor (Chromium)", function () {
     context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
       executablePath: CHROMIUM,
       headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
       viewport: { width: 1400, height: 1200 },
     });
-    await context.route("**/*", (route) => (route.request().url().startsWith(nr!.url) || route.request().url().startsWith("data:") ? route.continue() : route.abort()));
+    await context.route("**/*", (route) =>
+      route.request().url().startsWith(nr!.url) || route.request().url().startsWith("data:") ? route.continue() : route.abort(),
+    );
     page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => pageErrors.push(e.stack ?? e.message));
     page.on("console", (m) => {
@@ -79,7 +88,11 @@ describe("live DOTS view in the editor (Chromium)", function () {
 
   it("shows the session and, after a mitigation, both sides' mitigations and the consent; Approve blocks and the ISP gets status 2", async () => {
     const port = await freePort();
-    const res = await fetch(nr!.url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(liveFlow(port, { home: HOME, ispName: ISP_NAME, deadPort: await freePort() })) });
+    const res = await fetch(nr!.url + "flows", {
+      method: "POST",
+      headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" },
+      body: JSON.stringify(liveFlow(port, { home: HOME, ispName: ISP_NAME, deadPort: await freePort() })),
+    });
     assert.equal(res.status, 204, await res.text());
     const session = page.locator(".dots-live-session");
     await session.first().waitFor({ timeout: 20000 });
@@ -102,9 +115,16 @@ describe("live DOTS view in the editor (Chromium)", function () {
     await page.locator("tr.dots-live-block").first().waitFor({ timeout: 20000 });
     assert.match(await page.locator("tr.dots-live-block").first().innerText(), /block\s+192\.168\.1\.20/);
     assert.equal(await page.locator("tr.dots-live-pending").count(), 0);
-    await page.waitForFunction(() => /attack-successfully-mitigated/.test(document.querySelector("tr.dots-live-isp-mitigation")?.textContent ?? ""), undefined, { timeout: 20000 });
+    await page.waitForFunction(
+      () => /attack-successfully-mitigated/.test(document.querySelector("tr.dots-live-isp-mitigation")?.textContent ?? ""),
+      undefined,
+      { timeout: 20000 },
+    );
     const answers = (await (await fetch(nr!.url + "api/dots-test/state")).json()) as LiveRec[];
-    assert.ok(answers.some((a) => a.topic === "status" && a.statusCode === 2), JSON.stringify(answers));
+    assert.ok(
+      answers.some((a) => a.topic === "status" && a.statusCode === 2),
+      JSON.stringify(answers),
+    );
     // The second home dials where no ISP listens: not connected, and its failures are listed.
     await page.locator("tr.dots-live-error").first().waitFor({ timeout: 20000 });
     assert.match(await page.locator("tr.dots-live-error").first().innerText(), /second home \(no ISP there\)/);
@@ -119,10 +139,30 @@ describe("live DOTS view in the editor (Chromium)", function () {
 
   it("many sessions: rows are capped with a count of the rest (a fabricated snapshot of 300 homes, named as such)", async () => {
     const now = new Date().toISOString();
-    const sessions = Array.from({ length: 100 }, (_, i) => ({ id: `s${i}`, home: `home-${i}`, identity: `home-${i}`, transport: "dtls", remote: `192.0.2.${i % 250}:4000`, cipher: "TLS_PSK_WITH_AES_128_CCM_8", since: now, heartbeatsIn: i, heartbeatsOut: i }));
-    const fake = { time: now, isp: [{ id: "x", name: "big ISP", sessions: { total: 300, rows: sessions }, mitigations: { total: 0, rows: [] } }], home: [], filters: [], errors: [] };
-    await page.route("**/dots-call-home/live?*", (route) => route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fake) }));
-    await page.waitForFunction(() => /big ISP/.test(document.querySelector(".dots-live")?.textContent ?? ""), undefined, { timeout: 10000 });
+    const sessions = Array.from({ length: 100 }, (_, i) => ({
+      id: `s${i}`,
+      home: `home-${i}`,
+      identity: `home-${i}`,
+      transport: "dtls",
+      remote: `192.0.2.${i % 250}:4000`,
+      cipher: "TLS_PSK_WITH_AES_128_CCM_8",
+      since: now,
+      heartbeatsIn: i,
+      heartbeatsOut: i,
+    }));
+    const fake = {
+      time: now,
+      isp: [{ id: "x", name: "big ISP", sessions: { total: 300, rows: sessions }, mitigations: { total: 0, rows: [] } }],
+      home: [],
+      filters: [],
+      errors: [],
+    };
+    await page.route("**/dots-call-home/live?*", (route) =>
+      route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(fake) }),
+    );
+    await page.waitForFunction(() => /big ISP/.test(document.querySelector(".dots-live")?.textContent ?? ""), undefined, {
+      timeout: 10000,
+    });
     assert.equal(await page.locator(".dots-live-session").count(), 50);
     assert.match(await live().innerText(), /250 more not shown \(300 in all\)/);
     await page.unroute("**/dots-call-home/live?*");

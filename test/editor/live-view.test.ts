@@ -42,7 +42,11 @@ describe("live DOTS view: admin routes on a real Node-RED", function () {
   };
   const answers = async (): Promise<LiveRec[]> => (await (await api("api/dots-test/state")).json()) as LiveRec[];
   const decide = (mid: number, decision: string, filter = "fil"): Promise<Response> =>
-    api(`${ROUTE}/filters/${filter}/consent`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ mid, decision }) });
+    api(`${ROUTE}/filters/${filter}/consent`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ mid, decision }),
+    });
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dots-live-"));
@@ -62,7 +66,11 @@ describe("live DOTS view: admin routes on a real Node-RED", function () {
   it("shows the session, both sides' mitigations, the pending consent; Approve gives status 2 at the ISP and a block; Reject gives conflict-cause 4", async () => {
     const log = (): string => nr!.log();
     const port = await freePort();
-    const res = await api("flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(liveFlow(port)) });
+    const res = await api("flows", {
+      method: "POST",
+      headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" },
+      body: JSON.stringify(liveFlow(port)),
+    });
     assert.equal(res.status, 204, await res.text());
 
     const session = await until("the session in the view", async () => (await snapshot()).isp[0]?.sessions.rows[0], log);
@@ -104,8 +112,19 @@ describe("live DOTS view: admin routes on a real Node-RED", function () {
     const block = await until("the block", async () => (await snapshot()).filters[0]?.blocks.rows.find((b) => b.mid === mid), log);
     assert.deepEqual([block.action, block.devices], ["block", ["192.168.1.20"]]);
     assert.ok(block.remaining > 0 && block.remaining <= 600);
-    await until("status 2 at the ISP", async () => (await answers()).find((a) => a.topic === "status" && a.mid === mid && a.statusCode === 2), log);
-    await until("status 2 in the view", async () => ((await snapshot()).isp[0].mitigations.rows.find((m) => m.mid === mid)?.status === "attack-successfully-mitigated" ? true : undefined), log);
+    await until(
+      "status 2 at the ISP",
+      async () => (await answers()).find((a) => a.topic === "status" && a.mid === mid && a.statusCode === 2),
+      log,
+    );
+    await until(
+      "status 2 in the view",
+      async () =>
+        (await snapshot()).isp[0].mitigations.rows.find((m) => m.mid === mid)?.status === "attack-successfully-mitigated"
+          ? true
+          : undefined,
+      log,
+    );
     assert.equal((await snapshot()).filters[0].pending.total, 0);
     // Deciding again: nothing is pending any more.
     assert.equal((await decide(mid, "approve")).status, 409);
@@ -116,10 +135,18 @@ describe("live DOTS view: admin routes on a real Node-RED", function () {
     assert.notEqual(second.mid, mid);
     const no = await decide(second.mid, "reject");
     assert.equal(no.status, 202, await no.text());
-    const note = await until("conflict at the ISP", async () => (await answers()).find((a) => a.topic === "status" && a.mid === second.mid && a.conflictCauseCode !== undefined), log);
+    const note = await until(
+      "conflict at the ISP",
+      async () => (await answers()).find((a) => a.topic === "status" && a.mid === second.mid && a.conflictCauseCode !== undefined),
+      log,
+    );
     assert.equal(note.conflictCauseCode, 4);
     s = await snapshot();
-    assert.deepEqual(s.filters[0].blocks.rows.map((b) => b.mid), [mid], "only the approved mitigation is blocked");
+    assert.deepEqual(
+      s.filters[0].blocks.rows.map((b) => b.mid),
+      [mid],
+      "only the approved mitigation is blocked",
+    );
     assert.equal(s.filters[0].pending.total, 0);
   });
 
@@ -144,14 +171,22 @@ describe("live DOTS view: Node-RED admin auth applies", function () {
     { username: "viewer", password: "viewer-pass-1", permissions: "read" },
   ];
   async function token(username: string, password: string, scope: string): Promise<string> {
-    const res = await fetch(nr!.url + "auth/token", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ client_id: "node-red-admin", grant_type: "password", scope, username, password }) });
+    const res = await fetch(nr!.url + "auth/token", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ client_id: "node-red-admin", grant_type: "password", scope, username, password }),
+    });
     const body = await res.text();
     assert.equal(res.status, 200, body);
     return (JSON.parse(body) as { access_token: string }).access_token;
   }
   const get = (t?: string): Promise<Response> => fetch(nr!.url + ROUTE, { headers: t ? { authorization: `Bearer ${t}` } : {} });
   const post = (t?: string): Promise<Response> =>
-    fetch(nr!.url + `${ROUTE}/filters/none/consent`, { method: "POST", headers: { "content-type": "application/json", ...(t ? { authorization: `Bearer ${t}` } : {}) }, body: JSON.stringify({ mid: 1, decision: "approve" }) });
+    fetch(nr!.url + `${ROUTE}/filters/none/consent`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(t ? { authorization: `Bearer ${t}` } : {}) },
+      body: JSON.stringify({ mid: 1, decision: "approve" }),
+    });
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dots-live-auth-"));

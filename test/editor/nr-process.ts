@@ -30,7 +30,10 @@ export async function startNodeRed(tmp: string, env: Record<string, string> = {}
   const userDir = path.join(tmp, "user");
   fs.mkdirSync(userDir);
   let log = "";
-  const child = spawn(process.execPath, [path.join(outRoot, "test", "editor", "nr-server.js"), userDir, packageDir(tmp)], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [path.join(outRoot, "test", "editor", "nr-server.js"), userDir, packageDir(tmp)], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`Node-RED did not start:\n${log}`)), 30000);
     child.stdout!.on("data", (d: Buffer) => {

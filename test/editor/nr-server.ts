@@ -15,9 +15,13 @@ async function main(): Promise<void> {
   const app = express();
   const server = http.createServer(app);
   // NR_TEST_USERS='[{"username","password","permissions"}]' turns admin auth on (the live-view test).
-  const users = process.env.NR_TEST_USERS ? (JSON.parse(process.env.NR_TEST_USERS) as Array<{ username: string; password: string; permissions: string }>) : undefined;
+  const users = process.env.NR_TEST_USERS
+    ? (JSON.parse(process.env.NR_TEST_USERS) as Array<{ username: string; password: string; permissions: string }>)
+    : undefined;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const adminAuth = users ? { type: "credentials", users: users.map((u) => ({ ...u, password: require("bcryptjs").hashSync(u.password, 8) })) } : undefined;
+  const adminAuth = users
+    ? { type: "credentials", users: users.map((u) => ({ ...u, password: require("bcryptjs").hashSync(u.password, 8) })) }
+    : undefined;
   RED.init(server, {
     ...(adminAuth ? { adminAuth } : {}),
     userDir,

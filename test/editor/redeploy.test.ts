@@ -22,19 +22,144 @@ function flow(port: number, label: string): unknown[] {
   return [
     { id: "t", type: "tab", label },
     { id: "k", type: "dots-psk", name: "home-1 key", home: "home-1", keyFormat: "hex", version: 1 },
-    { id: "ispEp", type: "dots-isp-endpoint", name: "ISP", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k", extraPsks: [], tlsConfig: "", homePrefixes: "home-1: 198.51.100.0/24", allowUnscoped: false, dropMaxFailures: 5, dropWindow: 60, dropBan: 300, stateId: "", version: 1 },
-    { id: "homeEp", type: "dots-home-endpoint", name: "home", hosts: "127.0.0.1", port, transport: "udp", psk: "k", tlsConfig: "", homePrefixes: "198.51.100.0/24", heartbeatInterval: 30, decisionWait: 2000, allowIndefinite: false, terminatingPeriod: 0, stateId: "", version: 1 },
-    { id: "go", type: "inject", z: "t", name: label, props: [{ p: "payload" }], payload: "", payloadType: "date", repeat: "", once: false, x: 100, y: 60, wires: [["req"]] },
-    { id: "req", type: "dots-mitigation-request", z: "t", name: label, home: "home-1", homeType: "str", targetPrefix: "203.0.113.5", targetPrefixType: "str", sourcePrefix: "198.51.100.7", sourcePrefixType: "str", sourcePort: "40001", sourcePortType: "str", targetPort: "443", targetPortType: "str", protocol: "tcp", protocolType: "str", lifetime: "600", lifetimeType: "str", version: 1, x: 300, y: 60, wires: [["lis"]] },
-    { id: "lis", type: "dots-call-home-listener", z: "t", name: label, endpoint: "ispEp", version: 2, x: 500, y: 60, wires: [["recIsp"], ["recResp"]] },
+    {
+      id: "ispEp",
+      type: "dots-isp-endpoint",
+      name: "ISP",
+      port,
+      host: "127.0.0.1",
+      dtls: true,
+      tls: false,
+      psk: "k",
+      extraPsks: [],
+      tlsConfig: "",
+      homePrefixes: "home-1: 198.51.100.0/24",
+      allowUnscoped: false,
+      dropMaxFailures: 5,
+      dropWindow: 60,
+      dropBan: 300,
+      stateId: "",
+      version: 1,
+    },
+    {
+      id: "homeEp",
+      type: "dots-home-endpoint",
+      name: "home",
+      hosts: "127.0.0.1",
+      port,
+      transport: "udp",
+      psk: "k",
+      tlsConfig: "",
+      homePrefixes: "198.51.100.0/24",
+      heartbeatInterval: 30,
+      decisionWait: 2000,
+      allowIndefinite: false,
+      terminatingPeriod: 0,
+      stateId: "",
+      version: 1,
+    },
+    {
+      id: "go",
+      type: "inject",
+      z: "t",
+      name: label,
+      props: [{ p: "payload" }],
+      payload: "",
+      payloadType: "date",
+      repeat: "",
+      once: false,
+      x: 100,
+      y: 60,
+      wires: [["req"]],
+    },
+    {
+      id: "req",
+      type: "dots-mitigation-request",
+      z: "t",
+      name: label,
+      home: "home-1",
+      homeType: "str",
+      targetPrefix: "203.0.113.5",
+      targetPrefixType: "str",
+      sourcePrefix: "198.51.100.7",
+      sourcePrefixType: "str",
+      sourcePort: "40001",
+      sourcePortType: "str",
+      targetPort: "443",
+      targetPortType: "str",
+      protocol: "tcp",
+      protocolType: "str",
+      lifetime: "600",
+      lifetimeType: "str",
+      version: 1,
+      x: 300,
+      y: 60,
+      wires: [["lis"]],
+    },
+    {
+      id: "lis",
+      type: "dots-call-home-listener",
+      z: "t",
+      name: label,
+      endpoint: "ispEp",
+      version: 2,
+      x: 500,
+      y: 60,
+      wires: [["recIsp"], ["recResp"]],
+    },
     { id: "recIsp", type: "function", z: "t", func: record("isp"), outputs: 1, x: 700, y: 40, wires: [[]] },
     { id: "recResp", type: "function", z: "t", func: record("resp"), outputs: 1, x: 700, y: 80, wires: [[]] },
-    { id: "dia", type: "dots-call-home-dialer", z: "t", name: label, endpoint: "homeEp", version: 2, x: 100, y: 200, wires: [["nat"], ["fil"], ["recHome"]] },
-    { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: JSON.stringify(natTable), netns: "", version: 1, x: 300, y: 200, wires: [["fil"]] },
-    { id: "fil", type: "dots-filter-action", z: "t", backend: "dry-run", action: "block", consent: "auto", consentTimeout: 300, onTimeout: "reject", table: "dots_call_home", netns: "", version: 1, x: 500, y: 200, wires: [["dia"], []] },
+    {
+      id: "dia",
+      type: "dots-call-home-dialer",
+      z: "t",
+      name: label,
+      endpoint: "homeEp",
+      version: 2,
+      x: 100,
+      y: 200,
+      wires: [["nat"], ["fil"], ["recHome"]],
+    },
+    {
+      id: "nat",
+      type: "dots-nat-lookup",
+      z: "t",
+      source: "static",
+      table: JSON.stringify(natTable),
+      netns: "",
+      version: 1,
+      x: 300,
+      y: 200,
+      wires: [["fil"]],
+    },
+    {
+      id: "fil",
+      type: "dots-filter-action",
+      z: "t",
+      backend: "dry-run",
+      action: "block",
+      consent: "auto",
+      consentTimeout: 300,
+      onTimeout: "reject",
+      table: "dots_call_home",
+      netns: "",
+      version: 1,
+      x: 500,
+      y: 200,
+      wires: [["dia"], []],
+    },
     { id: "recHome", type: "function", z: "t", func: record("home"), outputs: 1, x: 300, y: 260, wires: [[]] },
     { id: "stIn", type: "http in", z: "t", url: "/dots-test/state", method: "get", x: 100, y: 320, wires: [["stFn"]] },
-    { id: "stFn", type: "function", z: "t", func: 'msg.payload = { isp: global.get("isp") || [], resp: global.get("resp") || [], home: global.get("home") || [] }; return msg;', outputs: 1, x: 300, y: 320, wires: [["stOut"]] },
+    {
+      id: "stFn",
+      type: "function",
+      z: "t",
+      func: 'msg.payload = { isp: global.get("isp") || [], resp: global.get("resp") || [], home: global.get("home") || [] }; return msg;',
+      outputs: 1,
+      x: 300,
+      y: 320,
+      wires: [["stOut"]],
+    },
     { id: "stOut", type: "http response", z: "t", statusCode: "", x: 500, y: 320, wires: [] },
   ];
 }
@@ -54,7 +179,11 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
   });
 
   async function deploy(body: unknown[]): Promise<void> {
-    const res = await fetch(nr!.url + "flows", { method: "POST", headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" }, body: JSON.stringify(body) });
+    const res = await fetch(nr!.url + "flows", {
+      method: "POST",
+      headers: { "content-type": "application/json", "Node-RED-Deployment-Type": "full" },
+      body: JSON.stringify(body),
+    });
     assert.equal(res.status, 204, await res.text());
   }
   async function state(): Promise<State> {
@@ -105,9 +234,17 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
     assert.equal(answers[1].code, "2.01");
     assert.equal(answers[1].session, up.session, "the same session answered");
     const s = await state();
-    assert.deepEqual(s.isp.filter((r) => r.topic === "session-down"), [], "no session-down at the ISP");
+    assert.deepEqual(
+      s.isp.filter((r) => r.topic === "session-down"),
+      [],
+      "no session-down at the ISP",
+    );
     assert.equal(s.isp.filter((r) => r.topic === "session-up").length, 1, "one session for the whole test");
-    assert.deepEqual(s.home.filter((r) => r.topic === "disconnected"), [], "the home never lost the session");
+    assert.deepEqual(
+      s.home.filter((r) => r.topic === "disconnected"),
+      [],
+      "the home never lost the session",
+    );
     assert.equal(s.home.filter((r) => r.topic === "connected").length, 1);
     for (const id of ["ispEp", "homeEp"]) {
       const dir = path.join(nr!.userDir, "dots-call-home", id);
@@ -126,10 +263,20 @@ describe("a real Node-RED: a full deploy through the admin API keeps the DOTS se
     });
     await deploy(body);
     const deadline = Date.now() + 10000;
-    while (Date.now() < deadline && (nr!.log().match(/PSK key missing in "imported key"/g) ?? []).length < 2) await new Promise((r) => setTimeout(r, 100));
-    const lines = nr!.log().split("\n").filter((l) => /PSK key missing in "imported key"/.test(l));
-    assert.ok(lines.some((l) => /dots-call-home-listener/.test(l)), nr!.log());
-    assert.ok(lines.some((l) => /dots-call-home-dialer/.test(l)), nr!.log());
+    while (Date.now() < deadline && (nr!.log().match(/PSK key missing in "imported key"/g) ?? []).length < 2)
+      await new Promise((r) => setTimeout(r, 100));
+    const lines = nr!
+      .log()
+      .split("\n")
+      .filter((l) => /PSK key missing in "imported key"/.test(l));
+    assert.ok(
+      lines.some((l) => /dots-call-home-listener/.test(l)),
+      nr!.log(),
+    );
+    assert.ok(
+      lines.some((l) => /dots-call-home-dialer/.test(l)),
+      nr!.log(),
+    );
     const free = await new Promise<boolean>((resolve) => {
       const sock = dgram.createSocket("udp4");
       sock.once("error", () => resolve(false));

@@ -27,8 +27,14 @@ describe("auth errors in words (dialer and listener)", function () {
     for (const s of stops.splice(0).reverse()) await s();
   });
 
-  async function listen(v: Variant, extra: Parameters<typeof listenerOptions>[2] = {}): Promise<{ listener: CallHomeListener; failures: AuthFailureEvent[] }> {
-    const listener = new CallHomeListener(listenerOptions(v, pki, { psk: [{ identity: "home-1", key: PSK_KEY, home: "Home One" }], ...extra }), FAST_ISP);
+  async function listen(
+    v: Variant,
+    extra: Parameters<typeof listenerOptions>[2] = {},
+  ): Promise<{ listener: CallHomeListener; failures: AuthFailureEvent[] }> {
+    const listener = new CallHomeListener(
+      listenerOptions(v, pki, { psk: [{ identity: "home-1", key: PSK_KEY, home: "Home One" }], ...extra }),
+      FAST_ISP,
+    );
     listener.on("error", () => undefined);
     const failures: AuthFailureEvent[] = [];
     listener.on("auth-failure", (f: AuthFailureEvent) => failures.push(f));
@@ -38,7 +44,10 @@ describe("auth errors in words (dialer and listener)", function () {
   }
 
   function dial(v: Variant, port: number, extra: Parameters<typeof dialerOptions>[3]): CallHomeDialer {
-    const dialer = new CallHomeDialer({ ...dialerOptions(v, pki, port, { reconnect: { minMs: 50, maxMs: 100 }, ...extra }), tuning: TUNING });
+    const dialer = new CallHomeDialer({
+      ...dialerOptions(v, pki, port, { reconnect: { minMs: 50, maxMs: 100 }, ...extra }),
+      tuning: TUNING,
+    });
     dialer.on("error", () => undefined);
     stops.push(() => dialer.stop());
     return dialer;
@@ -83,9 +92,27 @@ describe("auth errors in words (dialer and listener)", function () {
   it("certificates over TLS: the dialer names an untrusted CA, a wrong name, an expired ISP certificate; the listener an untrusted and an expired home", async () => {
     const v = VARIANTS.find((x) => x.name === "tls-cert") as Variant;
     const cases: Array<[string, Parameters<typeof listenerOptions>[2], Parameters<typeof dialerOptions>[3], string, RegExp]> = [
-      ["untrusted CA", {}, { certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.rogueCa.cert, servername: "localhost" } }, "CERT_UNTRUSTED", /not signed by the CA configured here/],
-      ["wrong name", {}, { certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "other.example" } }, "CERT_NAME_MISMATCH", /does not name "other\.example"/],
-      ["expired", { certificate: { cert: pki.expired.cert, key: pki.expired.key, ca: pki.ca.cert } }, {}, "CERT_EXPIRED", /the ISP's certificate has expired/],
+      [
+        "untrusted CA",
+        {},
+        { certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.rogueCa.cert, servername: "localhost" } },
+        "CERT_UNTRUSTED",
+        /not signed by the CA configured here/,
+      ],
+      [
+        "wrong name",
+        {},
+        { certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "other.example" } },
+        "CERT_NAME_MISMATCH",
+        /does not name "other\.example"/,
+      ],
+      [
+        "expired",
+        { certificate: { cert: pki.expired.cert, key: pki.expired.key, ca: pki.ca.cert } },
+        {},
+        "CERT_EXPIRED",
+        /the ISP's certificate has expired/,
+      ],
     ];
     for (const [label, lx, dx, code, words] of cases) {
       const { listener } = await listen(v, { psk: undefined, ...lx });
@@ -103,7 +130,9 @@ describe("auth errors in words (dialer and listener)", function () {
       ["expired home", pki.expired, "CERT_EXPIRED", /presented an expired certificate/],
     ] as const) {
       const { listener, failures } = await listen(v, { psk: undefined });
-      const dialer = dial(v, listener.port as number, { certificate: { cert: cert.cert, key: cert.key, ca: pki.ca.cert, servername: "localhost" } });
+      const dialer = dial(v, listener.port as number, {
+        certificate: { cert: cert.cert, key: cert.key, ca: pki.ca.cert, servername: "localhost" },
+      });
       await dialer.start();
       const deadline = Date.now() + 10000;
       while (failures.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -177,7 +206,15 @@ describe("auth errors in words (dialer and listener)", function () {
       it(`${label}: a wrong key is PSK_MISMATCH for home "Home One", an unknown identity is named`, async () => {
         const { listener, failures } = await listen(v);
         const port = String(listener.port);
-        await sClient(["-connect", `127.0.0.1:${port}`, "-psk", Buffer.from("not-the-key-0123456").toString("hex"), "-psk_identity", "home-1", ...extra]);
+        await sClient([
+          "-connect",
+          `127.0.0.1:${port}`,
+          "-psk",
+          Buffer.from("not-the-key-0123456").toString("hex"),
+          "-psk_identity",
+          "home-1",
+          ...extra,
+        ]);
         await sClient(["-connect", `127.0.0.1:${port}`, "-psk", PSK_KEY.toString("hex"), "-psk_identity", "intruder", ...extra]);
         const deadline = Date.now() + 5000;
         while (failures.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

@@ -55,7 +55,12 @@ export function dialerOptions(v: Variant, pki: TestPki, port: number, extra: Par
 }
 
 /** Resolves with the first event (args array) matching `pred`, or rejects after `ms`. */
-export function waitFor<A extends unknown[]>(em: EventEmitter, event: string, pred: (...args: A) => boolean = () => true, ms = 5000): Promise<A> {
+export function waitFor<A extends unknown[]>(
+  em: EventEmitter,
+  event: string,
+  pred: (...args: A) => boolean = () => true,
+  ms = 5000,
+): Promise<A> {
   return new Promise<A>((resolve, reject) => {
     const onEvent = (...args: unknown[]): void => {
       let ok = false;

@@ -33,7 +33,12 @@ class HandHome {
   conn!: DtlsClientConnection;
   ep!: CoapEndpoint;
   readonly seen: Seen[] = [];
-  onMitigate: (req: IncomingRequest, n: number) => void = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+  onMitigate: (req: IncomingRequest, n: number) => void = (req) =>
+    req.respond({
+      code: Code.Created,
+      payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+    });
   private puts = 0;
   silent = false;
   configMaxAge = 3600;
@@ -52,7 +57,10 @@ class HandHome {
   /** heartbeat-interval of mitigating-config when it differs from idle-config. */
   mitigatingHeartbeatInterval: number | undefined;
 
-  constructor(private readonly heartbeatInterval: number, private readonly missingHbAllowed: number) {}
+  constructor(
+    private readonly heartbeatInterval: number,
+    private readonly missingHbAllowed: number,
+  ) {}
 
   async connect(port: number): Promise<void> {
     this.conn = await connectDtls({ host: "127.0.0.1", port, psk: PSK, handshakeTimeoutMs: 500 });
@@ -67,12 +75,29 @@ class HandHome {
       this.seen.push(s);
       const p = req.path.join("/");
       if (p === ".well-known/dots/config") {
-        if (this.configFailure !== undefined) return req.respond({ code: this.configFailure, payload: Buffer.from("no configuration here") });
+        if (this.configFailure !== undefined)
+          return req.respond({ code: this.configFailure, payload: Buffer.from("no configuration here") });
         if (this.configDeaf) return;
-        const set = { ...DEFAULT_CONFIG_SET, heartbeatInterval: this.heartbeatInterval, missingHbAllowed: this.missingHbAllowed, ...(this.transmission ?? {}) };
+        const set = {
+          ...DEFAULT_CONFIG_SET,
+          heartbeatInterval: this.heartbeatInterval,
+          missingHbAllowed: this.missingHbAllowed,
+          ...(this.transmission ?? {}),
+        };
         const mitigating = { ...set, heartbeatInterval: this.mitigatingHeartbeatInterval ?? this.heartbeatInterval };
-        const limits = { ...DEFAULT_CONFIG_LIMITS, ackTimeout: { min: 0.1, max: 30 }, ackRandomFactor: { min: 1.0, max: 4 }, maxRetransmit: { min: 0, max: 15 } };
-        const answer = (): void => req.respond({ code: Code.Content, payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: limits, mitigating: limits })), contentFormat: CONTENT_FORMAT_DOTS_CBOR, maxAge: this.configMaxAge });
+        const limits = {
+          ...DEFAULT_CONFIG_LIMITS,
+          ackTimeout: { min: 0.1, max: 30 },
+          ackRandomFactor: { min: 1.0, max: 4 },
+          maxRetransmit: { min: 0, max: 15 },
+        };
+        const answer = (): void =>
+          req.respond({
+            code: Code.Content,
+            payload: encodeDotsCbor(buildConfigJson({ idle: set, mitigating }, { idle: limits, mitigating: limits })),
+            contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+            maxAge: this.configMaxAge,
+          });
         if (this.configDelayMs > 0) setTimeout(answer, this.configDelayMs);
         else answer();
       } else if (p === ".well-known/dots/hb") {
@@ -85,16 +110,33 @@ class HandHome {
         // GET of all mitigations (the ISP's resync at session-up): this home holds none.
         req.respond({ code: Code.NotFound, payload: Buffer.from("no mitigations") });
       } else if (req.path[2] === "mitigate" && req.method === "GET" && req.path.length === 4 && this.getAll !== undefined) {
-        req.respond({ code: Code.Content, payload: encodeDotsCbor({ [MS]: { scope: this.getAll } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        req.respond({
+          code: Code.Content,
+          payload: encodeDotsCbor({ [MS]: { scope: this.getAll } }),
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+        });
       } else if (req.path[2] === "mitigate" && req.method === "GET") {
-        req.respond({ code: Code.Content, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 500, status: "attack-successfully-mitigated", "mitigation-start": 1 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        req.respond({
+          code: Code.Content,
+          payload: encodeDotsCbor({
+            [MS]: { scope: [{ mid: 1, lifetime: 500, status: "attack-successfully-mitigated", "mitigation-start": 1 }] },
+          }),
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+        });
       } else req.respond({ code: Code.NotFound, payload: Buffer.from("no") });
     });
   }
 
   /** Sends a PUT /hb as the home does, returning the response code byte. */
   async heartbeat(body: Buffer = encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } })): Promise<number> {
-    const res = await this.ep.request({ method: "PUT", path: [".well-known", "dots", "hb"], confirmable: false, payload: body, contentFormat: CONTENT_FORMAT_DOTS_CBOR, timeoutMs: 3000 });
+    const res = await this.ep.request({
+      method: "PUT",
+      path: [".well-known", "dots", "hb"],
+      confirmable: false,
+      payload: body,
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      timeoutMs: 3000,
+    });
     return res.code;
   }
 
@@ -108,9 +150,20 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   let listener: CallHomeListener | undefined;
   let home: HandHome | undefined;
 
-  async function start(hb: number, missing: number, tuning: Record<string, unknown> = {}, prepare?: (h: HandHome) => void): Promise<[CallHomeListener, HandHome, SessionInfo]> {
+  async function start(
+    hb: number,
+    missing: number,
+    tuning: Record<string, unknown> = {},
+    prepare?: (h: HandHome) => void,
+  ): Promise<[CallHomeListener, HandHome, SessionInfo]> {
     listener = new CallHomeListener(
-      { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ ...PSK, home: "peer" }], homePrefixes: { peer: ["203.0.113.0/24"] } },
+      {
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: true, tls: false },
+        psk: [{ ...PSK, home: "peer" }],
+        homePrefixes: { peer: ["203.0.113.0/24"] },
+      },
       { nonRepeatMs: 100, requestTimeoutMs: 4000, ...tuning },
     );
     listener.on("error", () => undefined);
@@ -158,23 +211,39 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
 
   it("sends the efficacy update with an empty If-Match and the original parameters plus attack-status (R40)", async () => {
     const [l, h, s] = await start(30, 15);
-    h.onMitigate = (req, n) => req.respond({ code: n === 0 ? Code.Created : Code.Changed, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    h.onMitigate = (req, n) =>
+      req.respond({
+        code: n === 0 ? Code.Created : Code.Changed,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
     const a = await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
     const e = await l.efficacy(s.id, a.mid as number, "attack-successfully-mitigated");
     assert.equal(e.code, "2.04");
     const upd = h.seen.filter((x) => x.method === "PUT").pop() as Seen;
     assert.deepEqual(upd.ifMatch, Buffer.alloc(0));
     assert.deepEqual(upd.body, { [MS]: { scope: [{ ...scope, "attack-status": "attack-successfully-mitigated" }] } });
-    await assert.rejects(l.efficacy(s.id, 987654, "under-attack"), (err: unknown) => err instanceof IspRequestError && err.code === "UNKNOWN_MITIGATION");
+    await assert.rejects(
+      l.efficacy(s.id, 987654, "under-attack"),
+      (err: unknown) => err instanceof IspRequestError && err.code === "UNKNOWN_MITIGATION",
+    );
   });
 
   it("silently discards a base 5.03 redirect and keeps repeating until a real answer (R51)", async () => {
     const [l, h, s] = await start(30, 15);
     h.onMitigate = (req, n) => {
       if (n === 0) {
-        req.respond({ code: Code.ServiceUnavailable, payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        req.respond({
+          code: Code.ServiceUnavailable,
+          payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }),
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+        });
       } else {
-        req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        req.respond({
+          code: Code.Created,
+          payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }),
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+        });
       }
     };
     const discarded = waitFor(l, "discarded");
@@ -189,12 +258,27 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     h.onMitigate = (req) =>
       req.respond({
         code: Code.Conflict,
-        payload: encodeDotsCbor({ [MS]: { scope: [{ "conflict-information": { "conflict-status": "request-inactive-other-active", "conflict-cause": "overlapping-targets", "retry-timer": 600 } }] } }),
+        payload: encodeDotsCbor({
+          [MS]: {
+            scope: [
+              {
+                "conflict-information": {
+                  "conflict-status": "request-inactive-other-active",
+                  "conflict-cause": "overlapping-targets",
+                  "retry-timer": 600,
+                },
+              },
+            ],
+          },
+        }),
         contentFormat: CONTENT_FORMAT_DOTS_CBOR,
       });
     const first = await l.mitigate(s.id, { [MS]: { scope: [scope] } });
     assert.equal(first.code, "4.09");
-    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...scope, lifetime: 60 }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "RETRY_TIMER");
+    await assert.rejects(
+      l.mitigate(s.id, { [MS]: { scope: [{ ...scope, lifetime: 60 }] } }),
+      (e: unknown) => e instanceof IspRequestError && e.code === "RETRY_TIMER",
+    );
     // Another scope is not held back.
     const other = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.99/32"] }] } });
     assert.equal(other.code, "4.09");
@@ -204,7 +288,13 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   it("refreshes /config before Max-Age runs out while idle, and not while an attack is active (R46)", async () => {
     // Max-Age 2 s compressed to 2 x 100 ms by msPerSecond.
     listener = new CallHomeListener(
-      { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ ...PSK, home: "peer" }], homePrefixes: { peer: ["203.0.113.0/24"] } },
+      {
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: true, tls: false },
+        psk: [{ ...PSK, home: "peer" }],
+        homePrefixes: { peer: ["203.0.113.0/24"] },
+      },
       { nonRepeatMs: 100, requestTimeoutMs: 4000, msPerSecond: 100 },
     );
     listener.on("error", () => undefined);
@@ -228,7 +318,10 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   it("refuses a request that would not fit one DTLS datagram instead of sending it (R13)", async () => {
     const [l, h, s] = await start(30, 15);
     const many = Array.from({ length: 100 }, (_, i) => `198.51.100.${i}/32`);
-    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": many }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /datagram/.test(e.message));
+    await assert.rejects(
+      l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": many }] } }),
+      (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /datagram/.test(e.message),
+    );
     assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0);
     const fits = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": many.slice(0, 20) }] } }, { observe: false });
     assert.equal(fits.code, "2.01");
@@ -238,7 +331,12 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const [, h] = await start(30, 15);
     assert.equal(await h.heartbeat(), Code.Changed);
     assert.equal(await h.heartbeat(encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": {} } as never)), Code.BadRequest);
-    const res = await h.ep.request({ method: "GET", path: [".well-known", "dots", "mitigate", "cuid=x"], confirmable: true, timeoutMs: 3000 });
+    const res = await h.ep.request({
+      method: "GET",
+      path: [".well-known", "dots", "mitigate", "cuid=x"],
+      confirmable: true,
+      timeoutMs: 3000,
+    });
     assert.equal(res.code, Code.NotFound);
     assert.ok(res.payload.length > 0, "diagnostic payload");
   });
@@ -253,7 +351,10 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     await delay(250);
     const hbs = h.seen.filter((x) => x.path[2] === "hb");
     assert.ok(hbs.length >= 2, `${hbs.length} heartbeats arrived`);
-    assert.ok(hbs.every((x) => !x.confirmable && x.path.length === 3), "NON, no cuid/mid on /hb");
+    assert.ok(
+      hbs.every((x) => !x.confirmable && x.path.length === 3),
+      "NON, no cuid/mid on /hb",
+    );
   });
 
   it("declares a silent idle session lost, but keeps it while an attack it reported is active (R48)", async () => {
@@ -285,7 +386,12 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     h.ep.onRequest((req) => {
       const p = req.path.join("/");
       if (p === ".well-known/dots/hb") return req.respond({ code: Code.Changed });
-      if (req.method === "PUT") return req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 7, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+      if (req.method === "PUT")
+        return req.respond({
+          code: Code.Created,
+          payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 7, lifetime: 600 }] } }),
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+        });
       if (req.method === "GET" && req.observe === 0) {
         const handle = req.acceptObserve();
         const body = (st: string) => encodeDotsCbor({ [MS]: { scope: [{ mid: 7, lifetime: 600, status: st, "mitigation-start": 1 }] } });
@@ -309,8 +415,16 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   it("after a discarded base 5.03 waits for the next repeat slot, never resending at once (R21, R51)", async () => {
     // Every answer is a base redirect: the ISP keeps treating it as no answer until its timeout.
     const [l, h, s] = await start(30, 15, { nonRepeatMs: 100, requestTimeoutMs: 1000 });
-    h.onMitigate = (req) => req.respond({ code: Code.ServiceUnavailable, payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
-    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false }), (e: unknown) => e instanceof IspRequestError && e.code === "TIMEOUT");
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.ServiceUnavailable,
+        payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "alt-server": "elsewhere.example" } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
+    await assert.rejects(
+      l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false }),
+      (e: unknown) => e instanceof IspRequestError && e.code === "TIMEOUT",
+    );
     const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").length;
     // One copy per 100 ms repeat slot over 1 s (resending on every discard would send hundreds).
     assert.ok(puts >= 3 && puts <= 12, `${puts} PUTs in 1 s with a 100 ms repeat interval`);
@@ -320,8 +434,16 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const [l, h, s] = await start(30, 15);
     h.onMitigate = (req, n) =>
       n === 0
-        ? req.respond({ code: Code.Conflict, payload: encodeDotsCbor({ [MS]: { scope: [{ "conflict-information": { "conflict-cause": "cuid-collision" } }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR })
-        : req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+        ? req.respond({
+            code: Code.Conflict,
+            payload: encodeDotsCbor({ [MS]: { scope: [{ "conflict-information": { "conflict-cause": "cuid-collision" } }] } }),
+            contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+          })
+        : req.respond({
+            code: Code.Created,
+            payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 600 }] } }),
+            contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+          });
     const changed = waitFor<[{ sessionId: string; previous: string; cuid: string }]>(l, "cuid-changed");
     const res = await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false });
     const [c] = await changed;
@@ -332,7 +454,10 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.notEqual(c.cuid, old);
     assert.equal(res.cuid, c.cuid);
     const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
-    assert.deepEqual(puts.map((x) => x.path[3]), [`cuid=${old}`, `cuid=${c.cuid}`]);
+    assert.deepEqual(
+      puts.map((x) => x.path[3]),
+      [`cuid=${old}`, `cuid=${c.cuid}`],
+    );
     // Later requests and lookups use the new cuid.
     await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.8/32"] }] } }, { observe: false });
     assert.equal(h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate").pop()?.path[3], `cuid=${c.cuid}`);
@@ -355,18 +480,37 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
       ["multicast source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["224.0.0.1/32"] }] } }, /multicast/],
       ["broadcast source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["255.255.255.255/32"] }] } }, /broadcast/],
       ["loopback source", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["::1/128"] }] } }, /loopback/],
-      ["IPv4 prefix longer than 32", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["203.0.113.9/33"] }] } }, /source-prefix/],
-      ["source outside the home's domain", { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["192.0.2.9/32"] }] } }, /not inside/],
+      [
+        "IPv4 prefix longer than 32",
+        { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["203.0.113.9/33"] }] } },
+        /source-prefix/,
+      ],
+      [
+        "source outside the home's domain",
+        { [MS]: { scope: [{ ...scope, "ietf-dots-call-home:source-prefix": ["192.0.2.9/32"] }] } },
+        /not inside/,
+      ],
     ];
     for (const [name, body, why] of cases) {
-      await assert.rejects(l.mitigate(s.id, body), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && why.test(e.message), name);
+      await assert.rejects(
+        l.mitigate(s.id, body),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && why.test(e.message),
+        name,
+      );
     }
     assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0, "nothing reached the home");
   });
 
   it("answers a heartbeat in another Content-Format 4.15 with a diagnostic (R17)", async () => {
     const [, h] = await start(30, 15);
-    const res = await h.ep.request({ method: "PUT", path: [".well-known", "dots", "hb"], confirmable: true, payload: Buffer.from('{"peer-hb-status":true}'), contentFormat: 50, timeoutMs: 3000 });
+    const res = await h.ep.request({
+      method: "PUT",
+      path: [".well-known", "dots", "hb"],
+      confirmable: true,
+      payload: Buffer.from('{"peer-hb-status":true}'),
+      contentFormat: 50,
+      timeoutMs: 3000,
+    });
     assert.equal(res.code, Code.UnsupportedContentFormat);
     assert.match(res.payload.toString(), /dots\+cbor/);
   });
@@ -404,13 +548,21 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.deepEqual(session.negotiated.idle, { ...DEFAULT_CONFIG_SET });
     assert.deepEqual(session.negotiated.mitigating, { ...DEFAULT_CONFIG_SET });
     assert.equal(s.config, undefined);
-    assert.ok(errors.some((m) => /4\.04/.test(m) && /defaults/.test(m)), errors.join("; "));
+    assert.ok(
+      errors.some((m) => /4\.04/.test(m) && /defaults/.test(m)),
+      errors.join("; "),
+    );
   });
 
   it("switches to mitigating-config's heartbeat interval while an attack is active, and back (R46)", async () => {
     // idle 30 s (3 s compressed), mitigating 1 s (100 ms compressed).
     const [l, h, s] = await start(30, 15, { msPerSecond: 100 }, (x) => (x.mitigatingHeartbeatInterval = 1));
-    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 1 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.Created,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 1, lifetime: 1 }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
     const hbs = (): number => h.seen.filter((m) => m.path[2] === "hb").length;
     await delay(400);
     assert.equal(hbs(), 0, "idle: no heartbeat within 400 ms");
@@ -438,24 +590,45 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
       ...scope,
       "ietf-dots-call-home:source-port-range": [{ "lower-port": 40000, "upper-port": 40010 }],
       "ietf-dots-call-home:source-icmp-type-range": [{ "lower-type": 8 }],
-      "ietf-dots-telemetry:attack-detail": [{ "vendor-id": 32473, "attack-id": 77, "attack-severity": "high", "top-talker": { talker: [{ "source-prefix": "203.0.113.9/32" }] } }],
+      "ietf-dots-telemetry:attack-detail": [
+        {
+          "vendor-id": 32473,
+          "attack-id": 77,
+          "attack-severity": "high",
+          "top-talker": { talker: [{ "source-prefix": "203.0.113.9/32" }] },
+        },
+      ],
     };
     const res = await l.mitigate(s.id, { [MS]: { scope: [full] } }, { observe: false });
     assert.equal(res.code, "2.01");
     const put = h.seen.find((x) => x.method === "PUT" && x.path[2] === "mitigate") as Seen;
     assert.deepEqual(put.body, { [MS]: { scope: [full] } });
     // A port range upside down is refused before sending.
-    await assert.rejects(l.mitigate(s.id, { [MS]: { scope: [{ ...full, "ietf-dots-call-home:source-port-range": [{ "lower-port": 50, "upper-port": 40 }] }] } }), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /source-port-range/.test(e.message));
+    await assert.rejects(
+      l.mitigate(s.id, {
+        [MS]: { scope: [{ ...full, "ietf-dots-call-home:source-port-range": [{ "lower-port": 50, "upper-port": 40 }] }] },
+      }),
+      (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && /source-port-range/.test(e.message),
+    );
   });
 
   it("spaces new requests over DTLS one RTT apart, however many the caller starts at once (R21)", async () => {
     // The home holds its /config answer 300 ms: the ISP's RTT estimate is about 300 ms.
     const [l, h, s] = await start(30, 15, {}, (x) => (x.configDelayMs = 300));
     const targets = ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"];
-    const all = await Promise.all(targets.map((t) => l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": [t] }] } }, { observe: false })));
-    assert.deepEqual(all.map((r) => r.code), ["2.01", "2.01", "2.01"]);
+    const all = await Promise.all(
+      targets.map((t) => l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": [t] }] } }, { observe: false })),
+    );
+    assert.deepEqual(
+      all.map((r) => r.code),
+      ["2.01", "2.01", "2.01"],
+    );
     const puts = h.seen.filter((x) => x.method === "PUT" && x.path[2] === "mitigate");
-    assert.deepEqual(puts.map((x) => (x.body as Record<string, { scope: Array<Record<string, string[]>> }>)[MS].scope[0]["target-prefix"][0]), targets, "sent in call order");
+    assert.deepEqual(
+      puts.map((x) => (x.body as Record<string, { scope: Array<Record<string, string[]>> }>)[MS].scope[0]["target-prefix"][0]),
+      targets,
+      "sent in call order",
+    );
     // Lower bounds only: load can stretch the gaps, never shrink them.
     for (let i = 1; i < puts.length; i++) assert.ok(puts[i].at - puts[i - 1].at >= 200, `gap ${i}: ${puts[i].at - puts[i - 1].at} ms`);
   });
@@ -471,7 +644,8 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const copies = new Map<number, number[]>(); // message id -> arrival times of CON GET /config copies
     h.conn.on("message", (m: Buffer) => {
       const con = ((m[0] >> 4) & 3) === 0;
-      if (con && m[1] === 0x01 && m.includes("config")) copies.set(m.readUInt16BE(2), [...(copies.get(m.readUInt16BE(2)) ?? []), Date.now()]);
+      if (con && m[1] === 0x01 && m.includes("config"))
+        copies.set(m.readUInt16BE(2), [...(copies.get(m.readUInt16BE(2)) ?? []), Date.now()]);
     });
     for (let i = 0; i < 60 && ![...copies.values()].some((t) => t.length >= 2); i++) await delay(50);
     const first = [...copies.values()][0];
@@ -498,17 +672,33 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     ]);
     await delay(100);
     assert.equal(resynced.length, 1);
-    assert.deepEqual(resynced[0].mitigations.map((m) => [m.mid, m.status]), [[40, "attack-successfully-mitigated"], [90, "attack-mitigation-terminated"]]);
+    assert.deepEqual(
+      resynced[0].mitigations.map((m) => [m.mid, m.status]),
+      [
+        [40, "attack-successfully-mitigated"],
+        [90, "attack-mitigation-terminated"],
+      ],
+    );
     assert.equal(resynced[0].complete, true);
     const observed = h.seen.filter((x) => x.method === "GET" && x.observe === 0).map((x) => x.path[4]);
     assert.deepEqual(observed, ["mid=40"], "only the live mitigation is observed");
     assert.ok(statuses.some((n) => n.mid === 40));
     // The efficacy update repeats the scope as the home reported it, without its status fields.
-    h.onMitigate = (req) => req.respond({ code: Code.Changed, payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 40, lifetime: 300 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.Changed,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ mid: 40, lifetime: 300 }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
     assert.equal((await l.efficacy(s.id, 40, "under-attack")).code, "2.04");
     const upd = h.seen.filter((x) => x.method === "PUT").pop() as Seen;
     assert.deepEqual(upd.body, { [MS]: { scope: [{ ...scope, lifetime: 300, "attack-status": "under-attack" }] } });
-    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.Created,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
     const next = await l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": ["198.51.100.99/32"] }] } }, { observe: false });
     assert.equal(next.mid, 91, "above the highest mid the home reported, final or not");
   });
@@ -518,16 +708,29 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     const resynced: ResyncEvent[] = [];
     let gets = 0;
     const [l, h, s] = await start(30, 15, {}, (x) => {
-      x.onGetAll = (req) => (gets++ === 0 ? req.respond({ code: Code.InternalServerError, payload: Buffer.from("store offline") }) : undefined);
+      x.onGetAll = (req) =>
+        gets++ === 0 ? req.respond({ code: Code.InternalServerError, payload: Buffer.from("store offline") }) : undefined;
       listener?.on("error", (e) => errors.push(e));
       listener?.on("resynced", (r) => resynced.push(r));
     });
     assert.equal(resynced.length, 1);
     assert.equal(resynced[0].complete, false);
     assert.match(String(resynced[0].error), /answered 5\.00 \(store offline\)/);
-    assert.ok(errors.some((e) => /resync with peer: .*store offline/.test(e.message)), errors.map((e) => e.message).join("; "));
+    assert.ok(
+      errors.some((e) => /resync with peer: .*store offline/.test(e.message)),
+      errors.map((e) => e.message).join("; "),
+    );
     assert.equal(l.sessions().length, 1);
-    h.onMitigate = (req) => req.respond({ code: Code.Created, payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR });
-    assert.equal((await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false })).code, "2.01", "requests work without the resync");
+    h.onMitigate = (req) =>
+      req.respond({
+        code: Code.Created,
+        payload: encodeDotsCbor({ [MS]: { scope: [{ lifetime: 600 }] } }),
+        contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      });
+    assert.equal(
+      (await l.mitigate(s.id, { [MS]: { scope: [scope] } }, { observe: false })).code,
+      "2.01",
+      "requests work without the resync",
+    );
   });
 });

@@ -14,7 +14,9 @@ import { makeTestPki, type TestPki } from "../support/certs";
 import { dialerOptions, FAST_ISP, listenerOptions, waitFor, type Variant } from "./harness";
 
 const MS = "ietf-dots-signal-channel:mitigation-scope";
-const request = (target: string, lifetime = 600): DotsJson => ({ [MS]: { scope: [{ "target-prefix": [target], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime }] } });
+const request = (target: string, lifetime = 600): DotsJson => ({
+  [MS]: { scope: [{ "target-prefix": [target], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime }] },
+});
 
 interface Recorded {
   listener: CallHomeListener;
@@ -91,9 +93,16 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
 
       const made: RequestOutcome[] = [];
       for (const t of ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"]) made.push(await a.listener.mitigate(sA.id, request(t)));
-      assert.deepEqual(made.map((m) => m.code), ["2.01", "2.01", "2.01"]);
+      assert.deepEqual(
+        made.map((m) => m.code),
+        ["2.01", "2.01", "2.01"],
+      );
       const mids = made.map((m) => m.mid as number);
-      await until(() => mids.every((mid) => a.statuses.some((s) => s.mid === mid && s.status === "attack-successfully-mitigated")), 10000, "status 2 for the three mids");
+      await until(
+        () => mids.every((mid) => a.statuses.some((s) => s.mid === mid && s.status === "attack-successfully-mitigated")),
+        10000,
+        "status 2 for the three mids",
+      );
 
       // The listener goes away (its memory with it); a new one takes the same port.
       await a.listener.stop();
@@ -103,15 +112,33 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
       const rs = b.resynced[0];
       assert.equal(rs.complete, true, rs.error);
       assert.equal(rs.home, sB.home);
-      assert.deepEqual(rs.mitigations.map((m) => m.mid), mids);
-      assert.ok(rs.mitigations.every((m) => m.status === "attack-successfully-mitigated" && typeof m.lifetime === "number" && m.lifetime > 0 && m.lifetime <= 600));
-      assert.deepEqual(rs.mitigations.map((m) => (m.scope["target-prefix"] as string[])[0]), ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"]);
+      assert.deepEqual(
+        rs.mitigations.map((m) => m.mid),
+        mids,
+      );
+      assert.ok(
+        rs.mitigations.every(
+          (m) => m.status === "attack-successfully-mitigated" && typeof m.lifetime === "number" && m.lifetime > 0 && m.lifetime <= 600,
+        ),
+      );
+      assert.deepEqual(
+        rs.mitigations.map((m) => (m.scope["target-prefix"] as string[])[0]),
+        ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"],
+      );
       // No command was sent: the status events come from the Observe registered again per mid.
-      await until(() => mids.every((mid) => b.statuses.some((s) => s.mid === mid && s.status === "attack-successfully-mitigated")), 10000, "status events for the old mids");
+      await until(
+        () => mids.every((mid) => b.statuses.some((s) => s.mid === mid && s.status === "attack-successfully-mitigated")),
+        10000,
+        "status events for the old mids",
+      );
 
       // A notification for a resynced mitigation: the home's decision changes.
       dialer.decide({ mid: mids[1], outcome: "failed" });
-      await until(() => b.statuses.some((s) => s.mid === mids[1] && s.status === "attack-exceeded-capability"), 10000, "notification for a resynced mid");
+      await until(
+        () => b.statuses.some((s) => s.mid === mids[1] && s.status === "attack-exceeded-capability"),
+        10000,
+        "notification for a resynced mid",
+      );
 
       // Efficacy repeats the original parameters: the request rebuilt from the GET answer matches.
       const eff = await b.listener.efficacy(sB.id, mids[2], "under-attack");
@@ -142,12 +169,18 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
     await dialer.start();
     const [s] = await upA;
     const made = [await a.listener.mitigate(s.id, request("198.51.100.1/32")), await a.listener.mitigate(s.id, request("198.51.100.2/32"))];
-    assert.deepEqual(made.map((m) => m.code), ["2.01", "2.01"]);
+    assert.deepEqual(
+      made.map((m) => m.code),
+      ["2.01", "2.01"],
+    );
     const arrived = waitFor<[SessionInfo]>(b.listener, "session-up", () => true, 15000);
     assert.equal((await a.listener.redirect(s.id, { altClient: "localhost", records: ["127.0.0.2"], ttl: 60 })).code, "2.01");
     const [sB] = await arrived;
     await until(() => b.resynced.length > 0, 5000, "resynced at the other listener");
-    assert.deepEqual(b.resynced[0].mitigations.map((m) => m.mid), made.map((m) => m.mid));
+    assert.deepEqual(
+      b.resynced[0].mitigations.map((m) => m.mid),
+      made.map((m) => m.mid),
+    );
     await until(() => made.every((m) => b.statuses.some((x) => x.mid === m.mid)), 10000, "status events at the other listener");
     const fresh = await b.listener.mitigate(sB.id, request("198.51.100.3/32"));
     assert.equal(fresh.code, "2.01", JSON.stringify(fresh.body));
@@ -168,14 +201,21 @@ describe("ISP resync: a restarted or second listener learns the home's mitigatio
       assert.equal(r.code, "2.01");
       mids.push(r.mid as number);
     }
-    await until(() => dialer.mitigations().filter((m) => m.status === "attack-successfully-mitigated").length === 30, 10000, "thirty enforced");
+    await until(
+      () => dialer.mitigations().filter((m) => m.status === "attack-successfully-mitigated").length === 30,
+      10000,
+      "thirty enforced",
+    );
     await a.listener.stop();
     const b = await listenerOn(v, port);
     await waitFor<[SessionInfo]>(b.listener, "session-up", () => true, 20000);
     await until(() => b.resynced.length > 0, 5000, "resynced");
     const rs = b.resynced[0];
     assert.equal(rs.complete, true, rs.error);
-    assert.deepEqual(rs.mitigations.map((m) => m.mid), mids);
+    assert.deepEqual(
+      rs.mitigations.map((m) => m.mid),
+      mids,
+    );
     // The answer did not fit one DTLS datagram (1152 bytes): the CoAP layer fetched it in blocks.
     const size = encodeDotsCbor({ [MS]: { scope: rs.mitigations.map((m) => m.scope) } }).length;
     assert.ok(size > 1152, `GET answer of ${size} bytes`);

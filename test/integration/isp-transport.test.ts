@@ -14,14 +14,24 @@ const PREFIX = "203.0.113.0/24";
 function listener(transports: { dtls: boolean; tls: boolean }, extra: { maxSessions?: number; homes?: string[] } = {}): CallHomeListener {
   const homes = extra.homes ?? ["home-a"];
   return new CallHomeListener(
-    { port: 0, host: "127.0.0.1", transports, psk: homes.map((h) => ({ identity: h, key: KEY, home: h })), homePrefixes: Object.fromEntries(homes.map((h) => [h, [PREFIX]])) },
+    {
+      port: 0,
+      host: "127.0.0.1",
+      transports,
+      psk: homes.map((h) => ({ identity: h, key: KEY, home: h })),
+      homePrefixes: Object.fromEntries(homes.map((h) => [h, [PREFIX]])),
+    },
     { maxSessions: extra.maxSessions, nonRepeatMs: 200, requestTimeoutMs: 5000, configTimeoutMs: 5000 },
   );
 }
 
 /** A DTLS ClientHello without cookie, offering TLS_PSK_WITH_AES_128_CCM_8, for client_version `version`. */
 function clientHello(version: number): Buffer {
-  const body = Buffer.concat([Buffer.from([version >> 8, version & 0xff]), Buffer.alloc(32, 7), Buffer.from([0, 0, 0, 2, 0xc0, 0xa8, 1, 0])]);
+  const body = Buffer.concat([
+    Buffer.from([version >> 8, version & 0xff]),
+    Buffer.alloc(32, 7),
+    Buffer.from([0, 0, 0, 2, 0xc0, 0xa8, 1, 0]),
+  ]);
   const hs = Buffer.alloc(12);
   hs[0] = 1; // client_hello
   hs.writeUIntBE(body.length, 1, 3);
@@ -70,7 +80,16 @@ describe("ISP listener at the (D)TLS layer", function () {
     const attempt = (version: tls.SecureVersion): Promise<string> =>
       new Promise((resolve) => {
         // SECLEVEL=0 lets this client offer TLS 1.1 at all; the refusal must come from the listener.
-        const c = tls.connect({ host: "127.0.0.1", port, minVersion: version, maxVersion: version, ciphers: "PSK-AES128-CBC-SHA:PSK-AES128-GCM-SHA256:@SECLEVEL=0", pskCallback: () => ({ identity: "home-a", psk: KEY }), ALPNProtocols: ["coap"], checkServerIdentity: () => undefined });
+        const c = tls.connect({
+          host: "127.0.0.1",
+          port,
+          minVersion: version,
+          maxVersion: version,
+          ciphers: "PSK-AES128-CBC-SHA:PSK-AES128-GCM-SHA256:@SECLEVEL=0",
+          pskCallback: () => ({ identity: "home-a", psk: KEY }),
+          ALPNProtocols: ["coap"],
+          checkServerIdentity: () => undefined,
+        });
         c.on("secureConnect", () => {
           resolve(`connected ${c.getProtocol()}`);
           c.destroy();
@@ -100,7 +119,15 @@ describe("ISP listener at the (D)TLS layer", function () {
     await l.start();
     const port = l.port as number;
     const dial = (identity: string): CallHomeDialer => {
-      const d = new CallHomeDialer({ hosts: ["127.0.0.1"], port, transport: "tcp", psk: { identity, key: KEY }, homePrefixes: [PREFIX], heartbeatInterval: 1, reconnect: { minMs: 60_000, maxMs: 60_000 } });
+      const d = new CallHomeDialer({
+        hosts: ["127.0.0.1"],
+        port,
+        transport: "tcp",
+        psk: { identity, key: KEY },
+        homePrefixes: [PREFIX],
+        heartbeatInterval: 1,
+        reconnect: { minMs: 60_000, maxMs: 60_000 },
+      });
       d.on("error", () => undefined);
       dialers.push(d);
       return d;
@@ -112,8 +139,14 @@ describe("ISP listener at the (D)TLS layer", function () {
     const refused = waitFor(b, "disconnected", () => true, 5000);
     await b.start();
     await refused;
-    assert.ok(errors.some((m) => /session limit 1/.test(m)), errors.join("; "));
-    assert.deepEqual(l.sessions().map((s) => s.home), ["home-a"]);
+    assert.ok(
+      errors.some((m) => /session limit 1/.test(m)),
+      errors.join("; "),
+    );
+    assert.deepEqual(
+      l.sessions().map((s) => s.home),
+      ["home-a"],
+    );
     assert.equal(l.findSession("home-a")?.id, a.id);
   });
 });

@@ -28,7 +28,11 @@ function request(scope: Record<string, unknown> = {}): DotsJson {
 
 /** A mitigation request in raw CBOR with integer keys, bypassing our encoder's schema checks. */
 function rawCbor(scope: Map<number, unknown>): Buffer {
-  return Buffer.from(new Encoder({ useRecords: false, mapsAsObjects: false }).encode(new Map<number, unknown>([[1, new Map<number, unknown>([[2, [scope]]])]])));
+  return Buffer.from(
+    new Encoder({ useRecords: false, mapsAsObjects: false }).encode(
+      new Map<number, unknown>([[1, new Map<number, unknown>([[2, [scope]]])]]),
+    ),
+  );
 }
 
 function scopeEntry(o: RequestOutcome): Record<string, unknown> {
@@ -72,8 +76,18 @@ for (const v of VARIANTS) {
         waitFor(listener, "heartbeat", (h: { direction: string }) => h.direction === "out", 4000),
       ]);
       // After a round both ways, each side reports the other's heartbeats as arriving.
-      await waitFor(listener, "heartbeat", (h: { direction: string; peerHbStatus: boolean }) => h.direction === "in" && h.peerHbStatus, 5000);
-      await waitFor(listener, "heartbeat", (h: { direction: string; peerHbStatus: boolean }) => h.direction === "out" && h.peerHbStatus, 5000);
+      await waitFor(
+        listener,
+        "heartbeat",
+        (h: { direction: string; peerHbStatus: boolean }) => h.direction === "in" && h.peerHbStatus,
+        5000,
+      );
+      await waitFor(
+        listener,
+        "heartbeat",
+        (h: { direction: string; peerHbStatus: boolean }) => h.direction === "out" && h.peerHbStatus,
+        5000,
+      );
       assert.equal(pair.listener.sessions().length, 1);
     });
 
@@ -116,7 +130,11 @@ for (const v of VARIANTS) {
       assert.equal(created.code, "2.01");
       assert.equal(scopeEntry(created).status, "attack-mitigation-in-progress");
       const [m] = await pending;
-      const notified = waitFor<[StatusNotification]>(listener, "status", (n) => n.mid === created.mid && n.status === "attack-successfully-mitigated");
+      const notified = waitFor<[StatusNotification]>(
+        listener,
+        "status",
+        (n) => n.mid === created.mid && n.status === "attack-successfully-mitigated",
+      );
       dialer.decide({ cuid: m.cuid, mid: m.mid, outcome: "enforced" });
       const [n] = await notified;
       assert.equal(n.sessionId, sid());
@@ -130,7 +148,11 @@ for (const v of VARIANTS) {
       const created = await listener.mitigate(sid(), request());
       assert.equal(created.code, "2.01");
       const [m] = await pending;
-      const notified = waitFor<[StatusNotification]>(listener, "status", (n) => n.mid === created.mid && n.conflictCause === "request-rejected-legitimate-traffic");
+      const notified = waitFor<[StatusNotification]>(
+        listener,
+        "status",
+        (n) => n.mid === created.mid && n.conflictCause === "request-rejected-legitimate-traffic",
+      );
       dialer.decide({ cuid: m.cuid, mid: m.mid, outcome: "legitimate" });
       await notified;
     });
@@ -140,7 +162,11 @@ for (const v of VARIANTS) {
       const { listener, dialer } = pair;
       const created = await listener.mitigate(sid(), request());
       assert.equal(created.code, "2.01");
-      const terminating = waitFor<[StatusNotification]>(listener, "status", (n) => n.mid === created.mid && n.status === "dots-client-withdrawn-mitigation");
+      const terminating = waitFor<[StatusNotification]>(
+        listener,
+        "status",
+        (n) => n.mid === created.mid && n.status === "dots-client-withdrawn-mitigation",
+      );
       const ended = waitFor<[MitigationEnded]>(dialer, "ended", (e) => e.mid === created.mid, 5000);
       const del = await listener.withdraw(sid(), created.mid as number);
       assert.equal(del.code, "2.02");
@@ -191,10 +217,29 @@ for (const v of VARIANTS) {
         ["no source-prefix", { [MS]: { scope: [{ "target-prefix": ["198.51.100.7/32"], lifetime: 60 }] } }, /source-prefix/],
         ["source outside the home", request({ "ietf-dots-call-home:source-prefix": ["192.0.2.1/32"] }), /source-prefix/],
         ["loopback source", request({ "ietf-dots-call-home:source-prefix": ["127.0.0.1/32"] }), /source-prefix/],
-        ["no target-prefix", { [MS]: { scope: [{ "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 60 }] } }, /target-prefix/],
-        ["two scopes", { [MS]: { scope: [(request()[MS] as { scope: unknown[] }).scope[0], (request()[MS] as { scope: unknown[] }).scope[0]] } }, /scope/],
+        [
+          "no target-prefix",
+          { [MS]: { scope: [{ "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 60 }] } },
+          /target-prefix/,
+        ],
+        [
+          "two scopes",
+          { [MS]: { scope: [(request()[MS] as { scope: unknown[] }).scope[0], (request()[MS] as { scope: unknown[] }).scope[0]] } },
+          /scope/,
+        ],
         // Unknown comprehension-required key 127 inside the scope, sent as raw CBOR.
-        ["unknown required key", rawCbor(new Map<number, unknown>([[6, ["198.51.100.7/32"]], [32768, ["203.0.113.9/32"]], [14, 60], [127, 1]])), /127/],
+        [
+          "unknown required key",
+          rawCbor(
+            new Map<number, unknown>([
+              [6, ["198.51.100.7/32"]],
+              [32768, ["203.0.113.9/32"]],
+              [14, 60],
+              [127, 1],
+            ]),
+          ),
+          /127/,
+        ],
       ];
       let mid = 1000;
       for (const [name, body, field] of cases) {
@@ -213,18 +258,33 @@ for (const v of VARIANTS) {
     it("refuses to send what the ISP-side validation rejects, and names sessions that are gone (R24, R25)", async () => {
       pair = await startPair(v, { autoDecide: "enforced" });
       const { listener } = pair;
-      await assert.rejects(listener.mitigate(sid(), request({ "ietf-dots-call-home:source-prefix": ["192.0.2.1/32"] })), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST");
-      await assert.rejects(listener.mitigate(sid(), request({ "trigger-mitigation": false })), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST");
-      await assert.rejects(listener.mitigate("no-such-home", request()), (e: unknown) => e instanceof IspRequestError && e.code === "UNKNOWN_SESSION");
+      await assert.rejects(
+        listener.mitigate(sid(), request({ "ietf-dots-call-home:source-prefix": ["192.0.2.1/32"] })),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST",
+      );
+      await assert.rejects(
+        listener.mitigate(sid(), request({ "trigger-mitigation": false })),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST",
+      );
+      await assert.rejects(
+        listener.mitigate("no-such-home", request()),
+        (e: unknown) => e instanceof IspRequestError && e.code === "UNKNOWN_SESSION",
+      );
       const down = waitFor<[SessionInfo, string]>(listener, "session-down");
       await pair.dialer.stop();
       await down;
-      await assert.rejects(listener.mitigate(pair.session.home, request()), (e: unknown) => e instanceof IspRequestError && e.code === "SESSION_DOWN");
+      await assert.rejects(
+        listener.mitigate(pair.session.home, request()),
+        (e: unknown) => e instanceof IspRequestError && e.code === "SESSION_DOWN",
+      );
     });
 
     it("survives the loss of the ISP side: the dialer reconnects and home mitigations keep their lifetimes (R49)", async () => {
       // missing-hb-allowed 3 x 1 s: over DTLS the home may only notice the loss by silence.
-      pair = await startPair(v, { autoDecide: "enforced", home: { idleConfig: { missingHbAllowed: 3 }, mitigatingConfig: { missingHbAllowed: 3 } } });
+      pair = await startPair(v, {
+        autoDecide: "enforced",
+        home: { idleConfig: { missingHbAllowed: 3 }, mitigatingConfig: { missingHbAllowed: 3 } },
+      });
       const { dialer, pki } = pair;
       const created = await pair.listener.mitigate(sid(), request({ lifetime: 600 }));
       assert.equal(created.code, "2.01");
@@ -273,10 +333,25 @@ describe("call-home: several homes, pending requests on a lost session", functio
 
   it("serves two homes at once, each addressed by name, with their own mids (R58)", async () => {
     const v = VARIANTS[0];
-    const pair = await startPair(v, { autoDecide: "enforced", listener: { psk: [{ identity: "home-1", key: Buffer.from("secretPSK-0123456789"), home: "home-1" }, { identity: "home-2", key: Buffer.from("second-home-key"), home: "home-2" }], homePrefixes: { "home-1": [HOME_PREFIX], "home-2": ["198.51.100.0/24"] } } });
+    const pair = await startPair(v, {
+      autoDecide: "enforced",
+      listener: {
+        psk: [
+          { identity: "home-1", key: Buffer.from("secretPSK-0123456789"), home: "home-1" },
+          { identity: "home-2", key: Buffer.from("second-home-key"), home: "home-2" },
+        ],
+        homePrefixes: { "home-1": [HOME_PREFIX], "home-2": ["198.51.100.0/24"] },
+      },
+    });
     const { CallHomeDialer } = await import("../../src/dots/home-engine");
     const { dialerOptions } = await import("./harness");
-    const second = new CallHomeDialer({ ...dialerOptions(v, pair.pki, pair.port, { psk: { identity: "home-2", key: Buffer.from("second-home-key") }, homePrefixes: ["198.51.100.0/24"] }), tuning: { dtlsHandshakeTimeoutMs: 500 } });
+    const second = new CallHomeDialer({
+      ...dialerOptions(v, pair.pki, pair.port, {
+        psk: { identity: "home-2", key: Buffer.from("second-home-key") },
+        homePrefixes: ["198.51.100.0/24"],
+      }),
+      tuning: { dtlsHandshakeTimeoutMs: 500 },
+    });
     second.on("error", () => undefined);
     second.on("mitigation", (m: MitigationEvent) => m.kind === "new" && second.decide({ cuid: m.cuid, mid: m.mid, outcome: "enforced" }));
     try {
@@ -284,14 +359,26 @@ describe("call-home: several homes, pending requests on a lost session", functio
       await second.start();
       const [s2] = await up;
       assert.notEqual(s2.id, pair.session.id);
-      assert.deepEqual(pair.listener.sessions().map((s) => s.home).sort(), ["home-1", "home-2"]);
+      assert.deepEqual(
+        pair.listener
+          .sessions()
+          .map((s) => s.home)
+          .sort(),
+        ["home-1", "home-2"],
+      );
       const a = await pair.listener.mitigate("home-1", request());
-      const b = await pair.listener.mitigate("home-2", request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"], "target-prefix": ["192.0.2.7/32"] }));
+      const b = await pair.listener.mitigate(
+        "home-2",
+        request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"], "target-prefix": ["192.0.2.7/32"] }),
+      );
       assert.equal(a.code, "2.01");
       assert.equal(b.code, "2.01");
       assert.notEqual(a.cuid, b.cuid, "cuid per home identity under PSK");
       // home-1's prefixes do not cover home-2's sources: refused before sending.
-      await assert.rejects(pair.listener.mitigate("home-1", request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"] })), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST");
+      await assert.rejects(
+        pair.listener.mitigate("home-1", request({ "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"] })),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST",
+      );
       assert.equal(second.mitigations().length, 1);
       assert.equal(pair.dialer.mitigations().length, 1);
     } finally {
@@ -345,7 +432,10 @@ describe("call-home redirect and drop-list", function () {
     it(`drop-lists a source after repeated failed handshakes, then refuses even good credentials from it, over ${v.name} (R54)`, async () => {
       const { makeTestPki } = await import("../support/certs");
       const pki = await makeTestPki();
-      const listener = new CallHomeListener(listenerOptions(v, pki, { dropList: { maxFailures: 2, windowMs: 60000, banMs: 60000 } }), FAST_ISP);
+      const listener = new CallHomeListener(
+        listenerOptions(v, pki, { dropList: { maxFailures: 2, windowMs: 60000, banMs: 60000 } }),
+        FAST_ISP,
+      );
       listener.on("error", () => undefined);
       const failures: unknown[] = [];
       listener.on("auth-failure", (f) => failures.push(f));
@@ -353,7 +443,13 @@ describe("call-home redirect and drop-list", function () {
       const { CallHomeDialer } = await import("../../src/dots/home-engine");
       const { dialerOptions } = await import("./harness");
       const tuning = { dtlsHandshakeTimeoutMs: 300, dtlsAttempts: 1 };
-      const bad = new CallHomeDialer({ ...dialerOptions(v, pki, listener.port as number, { psk: { identity: "home-1", key: Buffer.from("wrong key") }, reconnect: { minMs: 50, maxMs: 100 } }), tuning });
+      const bad = new CallHomeDialer({
+        ...dialerOptions(v, pki, listener.port as number, {
+          psk: { identity: "home-1", key: Buffer.from("wrong key") },
+          reconnect: { minMs: 50, maxMs: 100 },
+        }),
+        tuning,
+      });
       bad.on("error", () => undefined);
       const good = new CallHomeDialer({ ...dialerOptions(v, pki, listener.port as number), tuning });
       good.on("error", () => undefined);

@@ -24,13 +24,19 @@ describe("recovery: graceful listener stop", function () {
     for (const o of open.splice(0).reverse()) await o.stop();
   });
 
-  for (const v of [{ name: "dtls-psk", transport: "udp" }, { name: "tls-psk", transport: "tcp" }] as Variant[]) {
+  for (const v of [
+    { name: "dtls-psk", transport: "udp" },
+    { name: "tls-psk", transport: "tcp" },
+  ] as Variant[]) {
     it(`over ${v.name}: the home is told, and is back on the restarted listener within the jitter (not after 60 s)`, async () => {
       const first = new CallHomeListener(listenerOptions(v, pki), FAST_ISP);
       first.on("error", () => undefined);
       await first.start();
       const port = first.port as number;
-      const dialer = new CallHomeDialer({ ...dialerOptions(v, pki, port, { reconnect: RFC_SPACING, heartbeatInterval: 30 }), tuning: { dtlsHandshakeTimeoutMs: 500 } });
+      const dialer = new CallHomeDialer({
+        ...dialerOptions(v, pki, port, { reconnect: RFC_SPACING, heartbeatInterval: 30 }),
+        tuning: { dtlsHandshakeTimeoutMs: 500 },
+      });
       dialer.on("error", () => undefined);
       open.push(dialer);
       const up1 = waitFor<[SessionInfo]>(first, "session-up");
@@ -66,7 +72,24 @@ describe("recovery: crashed listener process with a UDP home", function () {
     for (const p of procs.splice(0)) await p.stop("SIGKILL");
   });
   const listen = (port: number) => {
-    const p = new CliProcess(["listen", "--dtls", "--host", "127.0.0.1", "--port", String(port), "--psk-identity", PSK_IDENTITY, "--psk-key", `text:${PSK_KEY.toString()}`, "--home-prefix", HOME_PREFIX, "--request-repeat-ms", "200", "--request-timeout-ms", "5000"]);
+    const p = new CliProcess([
+      "listen",
+      "--dtls",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--psk-identity",
+      PSK_IDENTITY,
+      "--psk-key",
+      `text:${PSK_KEY.toString()}`,
+      "--home-prefix",
+      HOME_PREFIX,
+      "--request-repeat-ms",
+      "200",
+      "--request-timeout-ms",
+      "5000",
+    ]);
     procs.push(p);
     return p;
   };
@@ -85,7 +108,11 @@ describe("recovery: crashed listener process with a UDP home", function () {
       heartbeatInterval: 1,
       decisionWaitMs: 1000,
       reconnect: RFC_SPACING,
-      tuning: { dtlsHandshakeTimeoutMs: 500, idleConfig: { ackTimeout: 0.2, maxRetransmit: 2 }, mitigatingConfig: { ackTimeout: 0.2, maxRetransmit: 2 } },
+      tuning: {
+        dtlsHandshakeTimeoutMs: 500,
+        idleConfig: { ackTimeout: 0.2, maxRetransmit: 2 },
+        mitigatingConfig: { ackTimeout: 0.2, maxRetransmit: 2 },
+      },
     });
     dialer.on("error", () => undefined);
     dialer.on("mitigation", (m) => {
@@ -95,7 +122,12 @@ describe("recovery: crashed listener process with a UDP home", function () {
     dialer.on("disconnected", (e) => reasons.push(e.reason));
     await dialer.start();
     await isp1.waitFor((l) => l.event === "session-up", 10_000, "session-up");
-    isp1.send({ cmd: "mitigate", id: "m1", session: PSK_IDENTITY, request: { "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 } });
+    isp1.send({
+      cmd: "mitigate",
+      id: "m1",
+      session: PSK_IDENTITY,
+      request: { "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 },
+    });
     const res = await isp1.waitFor((l) => l.event === "response" && l.id === "m1", 10_000, "mitigate response");
     assert.equal((res.outcome as { code: string }).code, "2.01");
 
@@ -107,7 +139,10 @@ describe("recovery: crashed listener process with a UDP home", function () {
     const backMs = Date.now() - t0;
     assert.equal((up.session as { home: string }).home, PSK_IDENTITY);
     assert.ok(backMs < 10_000, `back after ${backMs} ms (heartbeat loss alone: 15 s + the redial)`);
-    assert.ok(reasons.some((r) => /replaced by a new session/.test(r)), `reasons: ${reasons.join(" | ")}`);
+    assert.ok(
+      reasons.some((r) => /replaced by a new session/.test(r)),
+      `reasons: ${reasons.join(" | ")}`,
+    );
     assert.ok(!reasons.some((r) => /session lost/.test(r)), "never declared lost");
     assert.equal(dialer.mitigations().length, 1, "the mitigation stays active across the crash");
     assert.equal(dialer.mitigations()[0].status, STATUS_ACTIVE);

@@ -78,7 +78,8 @@ async function ourServer(): Promise<{ udpPort: number; tcpPort: number; puts: st
     cleanups.push(() => ep.close());
     ep.onRequest((req) => {
       const path = req.path.join("/");
-      if (path === "hello" && req.method === "GET") return req.respond({ code: Code.Content, payload: Buffer.from("hello from dots"), contentFormat: CONTENT_FORMAT_TEXT });
+      if (path === "hello" && req.method === "GET")
+        return req.respond({ code: Code.Content, payload: Buffer.from("hello from dots"), contentFormat: CONTENT_FORMAT_TEXT });
       if (path === "store" && req.method === "PUT") {
         puts.push(`${req.contentFormat}:${req.payload.toString()}`);
         return req.respond({ code: Code.Changed, payload: Buffer.from(`stored ${req.payload.length} bytes`) });

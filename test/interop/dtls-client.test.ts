@@ -23,7 +23,21 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
 
   async function sServer(extra: string[], family: 4 | 6 = 4) {
     const port = await freePort();
-    const peer = spawnPeer("openssl", ["s_server", "-dtls1_2", `-${family}`, "-accept", String(port), "-nocert", "-psk", PSK_HEX, "-psk_identity", "home-1", "-naccept", "1", ...extra]);
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      `-${family}`,
+      "-accept",
+      String(port),
+      "-nocert",
+      "-psk",
+      PSK_HEX,
+      "-psk_identity",
+      "home-1",
+      "-naccept",
+      "1",
+      ...extra,
+    ]);
     await peer.waitFor(/ACCEPT/);
     return { port, peer };
   }
@@ -68,14 +82,23 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
     // OpenSSL silently discards our Finished (it does not decrypt), as DTLS allows: we time out.
     const { port } = await sServer(["-cipher", "PSK-AES128-CCM8"]);
     await assert.rejects(
-      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("wrong-key") }, handshakeTimeoutMs: 500, attempts: 2 }),
+      connectDtls({
+        host: "127.0.0.1",
+        port,
+        psk: { identity: "home-1", key: Buffer.from("wrong-key") },
+        handshakeTimeoutMs: 500,
+        attempts: 2,
+      }),
       (e: unknown) => e instanceof TransportError && ["AUTH_FAILED", "HANDSHAKE_TIMEOUT"].includes(e.code),
     );
   });
 
   it("an s_server without a shared suite is refused, not hung on", async () => {
     const { port } = await sServer(["-cipher", "PSK-AES256-CBC-SHA"]);
-    await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: PSK_KEY }, handshakeTimeoutMs: 500, attempts: 2 }), TransportError);
+    await assert.rejects(
+      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: PSK_KEY }, handshakeTimeoutMs: 500, attempts: 2 }),
+      TransportError,
+    );
   });
 
   it("-> coap-server-openssl -k over DTLS: CoAP GET /time gets 2.05", async function () {
@@ -83,10 +106,26 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
     const base = await freePort(2);
     const server = spawnPeer("coap-server-openssl", ["-A", "127.0.0.1", "-p", String(base), "-k", PSK_TEXT]);
     // The server prints nothing when ready; retries of the handshake cover its start-up.
-    const conn = await connectDtls({ host: "127.0.0.1", port: base + 1, psk: { identity: "home-1", key: PSK_KEY }, handshakeTimeoutMs: 300, attempts: 10, backoff: 1 });
+    const conn = await connectDtls({
+      host: "127.0.0.1",
+      port: base + 1,
+      psk: { identity: "home-1", key: PSK_KEY },
+      handshakeTimeoutMs: 300,
+      attempts: 10,
+      backoff: 1,
+    });
     conns.push(conn);
     const got = new Promise<Buffer>((r) => conn.once("message", r));
-    conn.send(encodeUdp({ type: "CON", code: 0x01, messageId: 0x1234, token: Buffer.from("cafe", "hex"), options: [{ number: 11, value: Buffer.from("time") }], payload: Buffer.alloc(0) }));
+    conn.send(
+      encodeUdp({
+        type: "CON",
+        code: 0x01,
+        messageId: 0x1234,
+        token: Buffer.from("cafe", "hex"),
+        options: [{ number: 11, value: Buffer.from("time") }],
+        payload: Buffer.alloc(0),
+      }),
+    );
     const res = decodeUdp(await got);
     assert.equal(res.type, "ACK");
     assert.equal(res.code, 0x45);

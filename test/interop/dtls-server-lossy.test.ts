@@ -85,7 +85,14 @@ describe("interop: our DTLS server through 30% datagram loss", function () {
 
   it("a retransmitting client completes 5 handshakes and exchanges data", async () => {
     for (let i = 0; i < 5; i++) {
-      const c = new ScriptedDtlsClient({ address: "127.0.0.1", port: relayPort, identity: ID, psk: PSK, retransmitMs: 200, extendedMasterSecret: true });
+      const c = new ScriptedDtlsClient({
+        address: "127.0.0.1",
+        port: relayPort,
+        identity: ID,
+        psk: PSK,
+        retransmitMs: 200,
+        extendedMasterSecret: true,
+      });
       clients.push(c);
       await c.bind();
       await c.connect(30000);

@@ -89,7 +89,19 @@ describe("interop: our DTLS server with real peers", function () {
   });
 
   const sClient = (cipher: string, keyHex: string, identity: string, extra: string[] = []): Run =>
-    run("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-psk", keyHex, "-psk_identity", identity, "-cipher", cipher, ...extra]);
+    run("openssl", [
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-psk",
+      keyHex,
+      "-psk_identity",
+      identity,
+      "-cipher",
+      cipher,
+      ...extra,
+    ]);
 
   for (const [cipher, suite, extra, tempKey] of [
     ["ECDHE-PSK-CHACHA20-POLY1305", ECDHE_CHACHA, [], /Server Temp Key: X25519/],
@@ -134,7 +146,21 @@ describe("interop: our DTLS server with real peers", function () {
         c.on("message", (m) => c.send(Buffer.concat([Buffer.from("echo:"), m])));
       });
       port = (await server.listen(0, "127.0.0.1")).port;
-      const s = run("openssl", ["s_client", "-dtls1_2", "-mtu", "256", "-connect", `127.0.0.1:${port}`, "-psk", PSK.toString("hex"), "-psk_identity", longIdentity, "-cipher", cipher, ...extra]);
+      const s = run("openssl", [
+        "s_client",
+        "-dtls1_2",
+        "-mtu",
+        "256",
+        "-connect",
+        `127.0.0.1:${port}`,
+        "-psk",
+        PSK.toString("hex"),
+        "-psk_identity",
+        longIdentity,
+        "-cipher",
+        cipher,
+        ...extra,
+      ]);
       await waitFor(() => new RegExp(`Cipher is ${cipher}`).test(s.out()), "handshake");
       s.child.stdin!.write("small-mtu\n");
       await waitFor(() => s.out().includes("echo:small-mtu"), "echo");
@@ -171,7 +197,10 @@ describe("interop: our DTLS server with real peers", function () {
       await s.exited;
       assert.match(s.out(), /alert decrypt error|alert number 51/);
       assert.equal(connections.length, 0);
-      assert.deepEqual(failures.map((f) => f.reason), ["bad-finished"]);
+      assert.deepEqual(
+        failures.map((f) => f.reason),
+        ["bad-finished"],
+      );
       assert.equal(server.sessionCount, 0);
     });
   }
@@ -180,7 +209,10 @@ describe("interop: our DTLS server with real peers", function () {
     const s = sClient("PSK-AES128-CCM8", PSK.toString("hex"), "intruder");
     await s.exited;
     assert.match(s.out(), /unknown psk identity|alert number 115/);
-    assert.deepEqual(failures.map((f) => f.reason), ["unknown-identity"]);
+    assert.deepEqual(
+      failures.map((f) => f.reason),
+      ["unknown-identity"],
+    );
     assert.equal(connections.length, 0);
   });
 
@@ -191,7 +223,11 @@ describe("interop: our DTLS server with real peers", function () {
     it(`coap-client-openssl GET over DTLS (${label}) is answered by our server through the CoAP codec`, async function () {
       requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl"));
       await server.close();
-      server = new DtlsServer({ pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined), pskHint: "CoAP", cipherSuites: suites ? [...suites] : undefined });
+      server = new DtlsServer({
+        pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined),
+        pskHint: "CoAP",
+        cipherSuites: suites ? [...suites] : undefined,
+      });
       server.on("connection", (c: DtlsServerConnection) => {
         connections.push(c);
         onConnection(c);
@@ -201,8 +237,22 @@ describe("interop: our DTLS server with real peers", function () {
       onConnection = (c) =>
         c.on("message", (m) => {
           const req = decodeUdp(m);
-          paths.push(req.options.filter((o) => o.number === 11).map((o) => o.value.toString()).join("/"));
-          c.send(encodeUdp({ type: "ACK", code: 0x45, messageId: req.messageId, token: req.token, options: [{ number: 12, value: Buffer.alloc(0) }], payload: Buffer.from("answer from our DTLS server") }));
+          paths.push(
+            req.options
+              .filter((o) => o.number === 11)
+              .map((o) => o.value.toString())
+              .join("/"),
+          );
+          c.send(
+            encodeUdp({
+              type: "ACK",
+              code: 0x45,
+              messageId: req.messageId,
+              token: req.token,
+              options: [{ number: 12, value: Buffer.alloc(0) }],
+              payload: Buffer.from("answer from our DTLS server"),
+            }),
+          );
         });
       const c = run("coap-client-openssl", ["-m", "get", "-k", KEY, "-u", IDENTITY, `coaps://127.0.0.1:${port}/test`]);
       const code = await c.exited;
@@ -217,7 +267,14 @@ describe("interop: our DTLS server with real peers", function () {
     it(`node-dtls-client 2.0.3 (${suite ?? "its default offer: no ECDHE_PSK, so plain PSK"}) connects, echoes, and sees our close_notify`, async () => {
       const events: string[] = [];
       const ciphers: Record<string, unknown> = suite ? { ciphers: [suite] } : {};
-      const sock = ndc().dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [IDENTITY]: PSK }, timeout: 3000, ...ciphers });
+      const sock = ndc().dtls.createSocket({
+        type: "udp4",
+        address: "127.0.0.1",
+        port,
+        psk: { [IDENTITY]: PSK },
+        timeout: 3000,
+        ...ciphers,
+      });
       try {
         sock.on("connected", () => {
           events.push("connected");
@@ -231,7 +288,10 @@ describe("interop: our DTLS server with real peers", function () {
         assert.equal(connections[0].cipher, `DTLSv1.2 ${suite ?? "TLS_PSK_WITH_AES_128_CCM_8"}`);
         await server.close();
         await waitFor(() => events.includes("close"), "client close after close_notify");
-        assert.deepEqual(events.filter((e) => e.startsWith("error")), []);
+        assert.deepEqual(
+          events.filter((e) => e.startsWith("error")),
+          [],
+        );
         assert.equal(connections[0].closed, true);
       } finally {
         if (!events.includes("close")) sock.close();

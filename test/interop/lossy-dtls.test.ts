@@ -22,7 +22,11 @@ describe("interop: DTLS handshakes over a 30% lossy path", function () {
 
   for (const seed of [1, 2, 3]) {
     it(`seed ${seed}: five clients complete their handshakes and exchange data`, async () => {
-      server = new DtlsServer({ pskLookup: (id) => (id.startsWith("home-") ? KEY : undefined), initialRetransmitMs: 100, maxRetransmitMs: 800 });
+      server = new DtlsServer({
+        pskLookup: (id) => (id.startsWith("home-") ? KEY : undefined),
+        initialRetransmitMs: 100,
+        maxRetransmitMs: 800,
+      });
       const accepted: Connection[] = [];
       server.on("connection", (c: Connection) => {
         accepted.push(c);
@@ -63,7 +67,9 @@ describe("interop: DTLS handshakes over a 30% lossy path", function () {
       assert.equal(server.stats.internalErrors, 0);
       assert.ok(accepted.length >= 5);
       // eslint-disable-next-line no-console
-      console.log(`      seed ${seed}: ${retries} handshake retries; relay dropped ${relay.stats.up.dropped} up / ${relay.stats.down.dropped} down of ${relay.stats.up.dropped + relay.stats.up.forwarded} / ${relay.stats.down.dropped + relay.stats.down.forwarded}`);
+      console.log(
+        `      seed ${seed}: ${retries} handshake retries; relay dropped ${relay.stats.up.dropped} up / ${relay.stats.down.dropped} down of ${relay.stats.up.dropped + relay.stats.up.forwarded} / ${relay.stats.down.dropped + relay.stats.down.forwarded}`,
+      );
     });
   }
 });

@@ -11,7 +11,12 @@ import { hasCommand, requireOrSkip } from "../support/env";
 import { PSK_KEY, PSK_TEXT, freePort, spawnPeer, stopAllPeers } from "./transport-peers";
 
 const CSM: CoapMessage = { code: 0xe1, token: Buffer.alloc(0), options: [], payload: Buffer.alloc(0) };
-const getTime = (token: Buffer): CoapMessage => ({ code: 0x01, token, options: [{ number: 11, value: Buffer.from("time") }], payload: Buffer.alloc(0) });
+const getTime = (token: Buffer): CoapMessage => ({
+  code: 0x01,
+  token,
+  options: [{ number: 11, value: Buffer.from("time") }],
+  payload: Buffer.alloc(0),
+});
 
 /** Sends CSM + GET /time and resolves with the response to the GET. */
 async function askTime(conn: Connection): Promise<CoapMessage> {
@@ -35,7 +40,8 @@ function serveHello(conn: Connection): void {
   conn.on("message", (frame: Buffer) => {
     const msg = decodeTcp(frame);
     if (msg.code === 0xe1) conn.send(encodeTcp(CSM));
-    else if (msg.code === 0x01) conn.send(encodeTcp({ code: 0x45, token: msg.token, options: [], payload: Buffer.from("hello from our TLS server") }));
+    else if (msg.code === 0x01)
+      conn.send(encodeTcp({ code: 0x45, token: msg.token, options: [], payload: Buffer.from("hello from our TLS server") }));
   });
 }
 
@@ -46,7 +52,11 @@ describe("interop: coaps+tcp with libcoap", function () {
   const servers: TlsServer[] = [];
 
   before(async function () {
-    requireOrSkip(this, "coap-server-openssl and coap-client-openssl (libcoap3-bin)", hasCommand("coap-server-openssl") && hasCommand("coap-client-openssl"));
+    requireOrSkip(
+      this,
+      "coap-server-openssl and coap-client-openssl (libcoap3-bin)",
+      hasCommand("coap-server-openssl") && hasCommand("coap-client-openssl"),
+    );
     pki = await makeTestPki();
   });
 
@@ -87,7 +97,13 @@ describe("interop: coaps+tcp with libcoap", function () {
     it(`our TLS client (PSK, ${version}) -> coap-server-openssl -k: GET /time gets 2.05`, async () => {
       const port = await coapServer(["-k", PSK_TEXT]);
       // libcoap 4.3.1 negotiates no ALPN in PSK mode, so the requirement is relaxed here only.
-      const opts: TlsConnectOptions = { host: "127.0.0.1", port, psk: { identity: "home-1", key: PSK_KEY }, maxVersion: version, requireAlpn: false };
+      const opts: TlsConnectOptions = {
+        host: "127.0.0.1",
+        port,
+        psk: { identity: "home-1", key: PSK_KEY },
+        maxVersion: version,
+        requireAlpn: false,
+      };
       const conn = await connectTls(opts);
       conns.push(conn);
       assert.match(conn.cipher, new RegExp(`^${version.replace(".", "\\.")} `));
@@ -103,7 +119,19 @@ describe("interop: coaps+tcp with libcoap", function () {
     const peers: string[] = [];
     server.on("connection", (c: Connection) => (conns.push(c), peers.push(c.peer.subject ?? ""), serveHello(c)));
     const { port } = await server.listen(0, "127.0.0.1");
-    const client = spawnPeer("coap-client-openssl", ["-m", "get", "-B", "5", "-c", pki.home1.certPath, "-j", pki.home1.keyPath, "-C", pki.ca.certPath, `coaps+tcp://127.0.0.1:${port}/x`]);
+    const client = spawnPeer("coap-client-openssl", [
+      "-m",
+      "get",
+      "-B",
+      "5",
+      "-c",
+      pki.home1.certPath,
+      "-j",
+      pki.home1.keyPath,
+      "-C",
+      pki.ca.certPath,
+      `coaps+tcp://127.0.0.1:${port}/x`,
+    ]);
     assert.equal(await client.exited(), 0);
     assert.match(client.output(), /hello from our TLS server/);
     assert.deepEqual(peers, ["CN=home-1.example"]);
@@ -115,7 +143,17 @@ describe("interop: coaps+tcp with libcoap", function () {
     servers.push(server);
     server.on("connection", (c: Connection) => (conns.push(c), identities.push(c.peer.pskIdentity ?? ""), serveHello(c)));
     const { port } = await server.listen(0, "127.0.0.1");
-    const client = spawnPeer("coap-client-openssl", ["-m", "get", "-B", "5", "-k", PSK_TEXT, "-u", "home-1", `coaps+tcp://127.0.0.1:${port}/x`]);
+    const client = spawnPeer("coap-client-openssl", [
+      "-m",
+      "get",
+      "-B",
+      "5",
+      "-k",
+      PSK_TEXT,
+      "-u",
+      "home-1",
+      `coaps+tcp://127.0.0.1:${port}/x`,
+    ]);
     assert.equal(await client.exited(), 0);
     assert.match(client.output(), /hello from our TLS server/);
     assert.deepEqual(identities, ["home-1"]);
@@ -128,7 +166,17 @@ describe("interop: coaps+tcp with libcoap", function () {
     server.on("connection", (c: Connection) => (conns.push(c), serveHello(c)));
     server.on("handshake-failed", () => failures++);
     const { port } = await server.listen(0, "127.0.0.1");
-    const client = spawnPeer("coap-client-openssl", ["-m", "get", "-B", "3", "-k", PSK_TEXT, "-u", "intruder", `coaps+tcp://127.0.0.1:${port}/x`]);
+    const client = spawnPeer("coap-client-openssl", [
+      "-m",
+      "get",
+      "-B",
+      "3",
+      "-k",
+      PSK_TEXT,
+      "-u",
+      "intruder",
+      `coaps+tcp://127.0.0.1:${port}/x`,
+    ]);
     await client.exited();
     assert.doesNotMatch(client.output(), /hello from our TLS server/);
     assert.ok(failures >= 1);

@@ -50,9 +50,38 @@ describe("interop: call-home listener with openssl s_client", function () {
   }
 
   const dtlsClient = (port: number, from: string, hex: string) =>
-    spawnPeer("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-bind", `${from}:0`, "-psk", hex, "-psk_identity", "home-1", "-cipher", "PSK-AES128-CCM8"]);
+    spawnPeer("openssl", [
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-bind",
+      `${from}:0`,
+      "-psk",
+      hex,
+      "-psk_identity",
+      "home-1",
+      "-cipher",
+      "PSK-AES128-CCM8",
+    ]);
   const tlsClient = (port: number, from: string, cert: { certPath: string; keyPath: string }) =>
-    spawnPeer("openssl", ["s_client", "-connect", `127.0.0.1:${port}`, "-bind", `${from}:0`, "-cert", cert.certPath, "-key", cert.keyPath, "-CAfile", pki.ca.certPath, "-alpn", "coap", "-servername", "isp.example"]);
+    spawnPeer("openssl", [
+      "s_client",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-bind",
+      `${from}:0`,
+      "-cert",
+      cert.certPath,
+      "-key",
+      cert.keyPath,
+      "-CAfile",
+      pki.ca.certPath,
+      "-alpn",
+      "coap",
+      "-servername",
+      "isp.example",
+    ]);
 
   it("serves openssl DTLS and TLS clients on the same port number", async () => {
     const { port, accepted } = await start(5);

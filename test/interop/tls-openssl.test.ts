@@ -13,7 +13,10 @@ const HELLO_FRAME = Buffer.concat([Buffer.from([0xd0, 0x03, 0x01, 0xff]), Buffer
 // '!' = Len 2, TKL 1; 'E' = 2.05; token 't'; 2 bytes "ok". The trailing newline starts an
 // incomplete frame that is never delivered.
 const LINE = "!Etok\n";
-const isCode = (...codes: string[]) => (e: unknown) => e instanceof TransportError && codes.includes(e.code);
+const isCode =
+  (...codes: string[]) =>
+  (e: unknown) =>
+    e instanceof TransportError && codes.includes(e.code);
 
 async function firstMessage(conn: Connection, ms = 5000): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -52,7 +55,18 @@ describe("interop: TLS with openssl s_server / s_client", function () {
     const v = version === "tls1_2" ? "TLSv1.2" : "TLSv1.3";
 
     it(`our client -> s_server -${version}, mutual certificates: verified both ways, data both ways`, async () => {
-      const { port, peer } = await sServer([`-${version}`, "-cert", pki.isp.certPath, "-key", pki.isp.keyPath, "-CAfile", pki.ca.certPath, "-Verify", "1", "-verify_return_error"]);
+      const { port, peer } = await sServer([
+        `-${version}`,
+        "-cert",
+        pki.isp.certPath,
+        "-key",
+        pki.isp.keyPath,
+        "-CAfile",
+        pki.ca.certPath,
+        "-Verify",
+        "1",
+        "-verify_return_error",
+      ]);
       const conn = await connectTls({ host: "127.0.0.1", port, certificate: home(), servername: "isp.example" });
       conns.push(conn);
       assert.match(conn.cipher, new RegExp(`^${v.replace(".", "\\.")} `));
@@ -84,14 +98,35 @@ describe("interop: TLS with openssl s_server / s_client", function () {
         [pki.wrongName, pki.ca],
         [pki.isp, pki.rogueCa],
       ] as const) {
-        const { port } = await sServer([`-${version}`, "-cert", cert.certPath, "-key", cert.keyPath, "-CAfile", pki.ca.certPath, "-verify", "1"]);
+        const { port } = await sServer([
+          `-${version}`,
+          "-cert",
+          cert.certPath,
+          "-key",
+          cert.keyPath,
+          "-CAfile",
+          pki.ca.certPath,
+          "-verify",
+          "1",
+        ]);
         await assert.rejects(connectTls({ host: "127.0.0.1", port, certificate: { ...home(), ca: ca.cert } }), isCode("AUTH_FAILED"));
         await stopAllPeers();
       }
     });
 
     it(`s_server -${version} -verify_return_error refuses our client's rogue certificate`, async () => {
-      const { port, peer } = await sServer([`-${version}`, "-cert", pki.isp.certPath, "-key", pki.isp.keyPath, "-CAfile", pki.ca.certPath, "-Verify", "1", "-verify_return_error"]);
+      const { port, peer } = await sServer([
+        `-${version}`,
+        "-cert",
+        pki.isp.certPath,
+        "-key",
+        pki.isp.keyPath,
+        "-CAfile",
+        pki.ca.certPath,
+        "-Verify",
+        "1",
+        "-verify_return_error",
+      ]);
       await assert.rejects(
         connectTls({ host: "127.0.0.1", port, certificate: { cert: pki.rogueHome.cert, key: pki.rogueHome.key, ca: pki.ca.cert } }),
         isCode("AUTH_FAILED", "HANDSHAKE_FAILED"),
@@ -105,8 +140,23 @@ describe("interop: TLS with openssl s_server / s_client", function () {
       const accepted = new Promise<Connection>((r) => server.once("connection", r));
       const { port } = await server.listen(0, "127.0.0.1");
       const peer = spawnPeer("openssl", [
-        "s_client", "-connect", `127.0.0.1:${port}`, `-${version}`, "-cert", pki.home1.certPath, "-key", pki.home1.keyPath,
-        "-CAfile", pki.ca.certPath, "-verify_return_error", "-verify_hostname", "isp.example", "-servername", "isp.example", "-alpn", "coap",
+        "s_client",
+        "-connect",
+        `127.0.0.1:${port}`,
+        `-${version}`,
+        "-cert",
+        pki.home1.certPath,
+        "-key",
+        pki.home1.keyPath,
+        "-CAfile",
+        pki.ca.certPath,
+        "-verify_return_error",
+        "-verify_hostname",
+        "isp.example",
+        "-servername",
+        "isp.example",
+        "-alpn",
+        "coap",
       ]);
       const conn = await accepted;
       conns.push(conn);
@@ -126,7 +176,18 @@ describe("interop: TLS with openssl s_server / s_client", function () {
       servers.push(server);
       const accepted = new Promise<Connection>((r) => server.once("connection", r));
       const { port } = await server.listen(0, "127.0.0.1");
-      const peer = spawnPeer("openssl", ["s_client", "-connect", `127.0.0.1:${port}`, `-${version}`, "-psk", PSK_HEX, "-psk_identity", "home-1", "-alpn", "coap"]);
+      const peer = spawnPeer("openssl", [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${port}`,
+        `-${version}`,
+        "-psk",
+        PSK_HEX,
+        "-psk_identity",
+        "home-1",
+        "-alpn",
+        "coap",
+      ]);
       const conn = await accepted;
       conns.push(conn);
       assert.deepEqual(conn.peer, { method: "psk", pskIdentity: "home-1" });
@@ -150,7 +211,10 @@ describe("interop: TLS with openssl s_server / s_client", function () {
       const { port } = await server.listen(0, "127.0.0.1");
       const attempts: Array<[string[], string]> = [
         [["-cert", pki.rogueHome.certPath, "-key", pki.rogueHome.keyPath, "-CAfile", pki.ca.certPath, "-alpn", "coap"], "AUTH_FAILED"],
-        [["-psk", PSK_HEX, "-psk_identity", "intruder", "-alpn", "coap", ...(version === "tls1_2" ? ["-cipher", "PSK"] : [])], "AUTH_FAILED"],
+        [
+          ["-psk", PSK_HEX, "-psk_identity", "intruder", "-alpn", "coap", ...(version === "tls1_2" ? ["-cipher", "PSK"] : [])],
+          "AUTH_FAILED",
+        ],
         [["-cert", pki.home1.certPath, "-key", pki.home1.keyPath, "-CAfile", pki.ca.certPath], "ALPN_MISMATCH"],
       ];
       for (const [args, code] of attempts) {

@@ -25,7 +25,9 @@ async function expectConfigError(node: Record<string, unknown>, input: Record<st
   await helper.load(nodes, withCatch(node), creds);
   const n = helper.getNode("n");
   // The helper spies on Node.prototype.status; the constructor already set it.
-  const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>).filter((c) => c.thisValue === n).map((c) => c.args[0]);
+  const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>)
+    .filter((c) => c.thisValue === n)
+    .map((c) => c.args[0]);
   assert.equal(statuses[statuses.length - 1]?.fill, "red", "the node shows a red status");
   let sent = 0;
   helper.getNode("out").on("input", () => sent++);
@@ -43,8 +45,25 @@ describe("node configuration errors", function () {
     await helper.unload();
   });
 
-  const listener = (o: Record<string, unknown>) => ({ type: "dots-call-home-listener", port: 0, host: "127.0.0.1", dtls: true, tls: false, psk: "k", homePrefixes: "", ...o });
-  const dialer = (o: Record<string, unknown>) => ({ type: "dots-call-home-dialer", hosts: "127.0.0.1", port: 4647, transport: "udp", psk: "k", homePrefixes: "198.51.100.0/24", ...o });
+  const listener = (o: Record<string, unknown>) => ({
+    type: "dots-call-home-listener",
+    port: 0,
+    host: "127.0.0.1",
+    dtls: true,
+    tls: false,
+    psk: "k",
+    homePrefixes: "",
+    ...o,
+  });
+  const dialer = (o: Record<string, unknown>) => ({
+    type: "dots-call-home-dialer",
+    hosts: "127.0.0.1",
+    port: 4647,
+    transport: "udp",
+    psk: "k",
+    homePrefixes: "198.51.100.0/24",
+    ...o,
+  });
   const decision = { payload: { outcome: "enforced" }, dots: { mid: 1 } };
   const mitigate = { payload: {}, dots: { session: "home-1" } };
 
@@ -60,7 +79,12 @@ describe("node configuration errors", function () {
     ["dialer: bad home prefix", dialer({ homePrefixes: "198.51.100.0/40" }), decision, /not-running|prefix/],
     ["dialer: heartbeat below 15 s", dialer({ heartbeatInterval: 5 }), decision, /not-running|heartbeat/],
     ["dialer: no credentials", dialer({ psk: "" }), decision, /not-running|credentials/],
-    ["NAT lookup: static table is not JSON", { type: "dots-nat-lookup", source: "static", table: "[{" }, { payload: {} }, /table-json|JSON/],
+    [
+      "NAT lookup: static table is not JSON",
+      { type: "dots-nat-lookup", source: "static", table: "[{" },
+      { payload: {} },
+      /table-json|JSON/,
+    ],
     ["NAT lookup: unknown source", { type: "dots-nat-lookup", source: "ldap" }, { payload: {} }, /source/],
     ["NAT lookup: bad namespace name", { type: "dots-nat-lookup", source: "auto", netns: "a b" }, { payload: {} }, /netns|Namespace/],
     ["filter action: unknown backend", { type: "dots-filter-action", backend: "iptables" }, { payload: {} }, /not-running|backend/],
@@ -120,7 +144,13 @@ describe("node configuration errors", function () {
       const out: Msg[] = [];
       helper.getNode("out").on("input", (m: Msg) => out.push(m));
       const n = helper.getNode("n");
-      n.receive({ payload: { "ietf-dots-call-home:source-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }], "target-prefix": ["203.0.113.5/32"] } });
+      n.receive({
+        payload: {
+          "ietf-dots-call-home:source-prefix": ["198.51.100.7/32"],
+          "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }],
+          "target-prefix": ["203.0.113.5/32"],
+        },
+      });
       n.receive({ payload: { "ietf-dots-call-home:source-prefix": ["198.51.100.99/32"], "target-prefix": ["203.0.113.5/32"] } });
       for (let i = 0; i < 200 && out.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal(out[0].nat.found, true);

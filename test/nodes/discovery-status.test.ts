@@ -6,7 +6,6 @@ import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 import { startTestDns, type TestDnsServer } from "./dns-server";
 
-
 /** The loop flow with the dialer finding the ISP by discovery instead of a configured host. */
 function discoveryFlow(port: number, dialer: Record<string, unknown>): unknown[] {
   return loopFlow({ port }).map((n) => ((n as { id: string }).id === "homeEp" ? { ...(n as object), ...dialer } : n));
@@ -23,14 +22,24 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
 
   it("with no ISP address, dials what the SRV record names and sends discovered on the session-events output", async () => {
     const port = await freePort();
-    dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] }, a: { "ch.isp.test": ["127.0.0.1"] } });
+    dns = await startTestDns({
+      srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port, target: "ch.isp.test" }] },
+      a: { "ch.isp.test": ["127.0.0.1"] },
+    });
     // the configured port (9, discard) is never used: the record names the port
-    await helper.load(allNodes, discoveryFlow(port, { hosts: "", port: 9, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
+    await helper.load(
+      allNodes,
+      discoveryFlow(port, { hosts: "", port: 9, discoverDomain: "isp.test", dnsServers: dns.server }),
+      loopCredentials,
+    );
     const homeEvents = collect("homeEvents");
     const ispEvents = collect("ispEvents");
     const caught = collect("caught");
     const found = await waitFor("discovered", () => homeEvents.find((m) => m.topic === "discovered"));
-    assert.deepEqual(found.payload, { domain: "isp.test", candidates: [{ host: "ch.isp.test", address: "127.0.0.1", port, transport: "dtls" }] });
+    assert.deepEqual(found.payload, {
+      domain: "isp.test",
+      candidates: [{ host: "ch.isp.test", address: "127.0.0.1", port, transport: "dtls" }],
+    });
     assert.equal(found.dots.side, "home");
     const connected = await waitFor("connected", () => homeEvents.find((m) => m.topic === "connected"));
     assert.equal(connected.payload.remotePort, port);
@@ -38,27 +47,61 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
     const up = await waitFor("session-up at the ISP", () => ispEvents.find((m) => m.topic === "session-up"));
     assert.equal(up.payload.home, "home-1");
     assert.ok(dns.queries.includes("SRV _dots-call-home._udp.isp.test"), dns.queries.join(", "));
-    assert.deepEqual(caught.map((m) => m.error.message), []);
+    assert.deepEqual(
+      caught.map((m) => m.error.message),
+      [],
+    );
   });
 
   it("when discovery finds nothing, the configured ISP address is the fallback and the miss reaches Catch", async () => {
     const port = await freePort();
     dns = await startTestDns({ srv: { "_dots-call-home._udp.isp.test": [{ priority: 0, weight: 0, port: 0, target: "." }] } });
-    await helper.load(allNodes, discoveryFlow(port, { hosts: "127.0.0.1", port, discoverDomain: "isp.test", dnsServers: dns.server }), loopCredentials);
+    await helper.load(
+      allNodes,
+      discoveryFlow(port, { hosts: "127.0.0.1", port, discoverDomain: "isp.test", dnsServers: dns.server }),
+      loopCredentials,
+    );
     const homeEvents = collect("homeEvents");
     const caught = collect("caught");
     await waitFor("connected over the fallback address", () => homeEvents.find((m) => m.topic === "connected"));
     assert.ok(!homeEvents.some((m) => m.topic === "discovered"), "nothing was discovered");
-    const miss = await waitFor("the discovery miss at Catch", () => caught.find((m) => /RFC 8973 discovery found no Call Home client for isp\.test/.test(m.error.message)));
+    const miss = await waitFor("the discovery miss at Catch", () =>
+      caught.find((m) => /RFC 8973 discovery found no Call Home client for isp\.test/.test(m.error.message)),
+    );
     assert.match(miss.error.message, /using the configured hosts/);
   });
 
-  const base = { type: "dots-call-home-dialer", port: 4647, transport: "udp", psk: "k", homePrefixes: "198.51.100.0/24", decisionWait: 1000, heartbeatInterval: 30, terminatingPeriod: 0 };
+  const base = {
+    type: "dots-call-home-dialer",
+    port: 4647,
+    transport: "udp",
+    psk: "k",
+    homePrefixes: "198.51.100.0/24",
+    decisionWait: 1000,
+    heartbeatInterval: 30,
+    terminatingPeriod: 0,
+  };
   const cases: Array<[string, Record<string, unknown>, RegExp]> = [
-    ["neither an ISP address nor a domain", { hosts: "", discoverDomain: "" }, /errors\.no-hosts|Give at least one ISP address, or a domain to discover it from/],
-    ["DNS servers without a domain", { hosts: "127.0.0.1", dnsServers: "127.0.0.1:53" }, /errors\.dns-without-domain|DNS servers are only used to discover from a domain/],
-    ["a domain that is no DNS name", { hosts: "", discoverDomain: "isp test!" }, /(label\.discoverDomain|Discover from): "isp test!" is not a DNS domain name/],
-    ["a DNS server that is no address", { hosts: "", discoverDomain: "isp.test", dnsServers: "dns.isp.test" }, /(label\.dnsServers|DNS servers): "dns\.isp\.test" is not a DNS server address/],
+    [
+      "neither an ISP address nor a domain",
+      { hosts: "", discoverDomain: "" },
+      /errors\.no-hosts|Give at least one ISP address, or a domain to discover it from/,
+    ],
+    [
+      "DNS servers without a domain",
+      { hosts: "127.0.0.1", dnsServers: "127.0.0.1:53" },
+      /errors\.dns-without-domain|DNS servers are only used to discover from a domain/,
+    ],
+    [
+      "a domain that is no DNS name",
+      { hosts: "", discoverDomain: "isp test!" },
+      /(label\.discoverDomain|Discover from): "isp test!" is not a DNS domain name/,
+    ],
+    [
+      "a DNS server that is no address",
+      { hosts: "", discoverDomain: "isp.test", dnsServers: "dns.isp.test" },
+      /(label\.dnsServers|DNS servers): "dns\.isp\.test" is not a DNS server address/,
+    ],
   ];
   // The test runtime loads no message catalogs: an error reads as its i18n key there.
   for (const [what, fields, pattern] of cases) {
@@ -75,12 +118,18 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
       const caught = collect("caught");
       const out = collect("out");
       const n = helper.getNode("n");
-      const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>).filter((c) => c.thisValue === n).map((c) => c.args[0]);
+      const statuses = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string }> }>)
+        .filter((c) => c.thisValue === n)
+        .map((c) => c.args[0]);
       assert.equal(statuses[statuses.length - 1]?.fill, "red");
       const err = await waitFor("the configuration error", () => caught[0]);
       assert.match(String(err.error.message), pattern);
       await new Promise((r) => setTimeout(r, 200));
-      assert.deepEqual(out.map((m) => m.topic), [], "no session events: nothing was started");
+      assert.deepEqual(
+        out.map((m) => m.topic),
+        [],
+        "no session events: nothing was started",
+      );
     });
   }
 });
@@ -99,7 +148,23 @@ describe("listener node: home name and numeric status in responses and notificat
     const notices = collect("notices");
     const up = await waitFor("session-up", () => ispEvents.find((m) => m.topic === "session-up"));
     // a stale status on the incoming message must not survive into the answer
-    helper.getNode("lis").receive({ payload: { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 443 }], "target-protocol": [6], "ietf-dots-call-home:source-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }], lifetime: 600 }] } }, dots: { session: up.payload.id, statusCode: 99, status: "stale" } });
+    helper.getNode("lis").receive({
+      payload: {
+        "ietf-dots-signal-channel:mitigation-scope": {
+          scope: [
+            {
+              "target-prefix": ["203.0.113.5/32"],
+              "target-port-range": [{ "lower-port": 443 }],
+              "target-protocol": [6],
+              "ietf-dots-call-home:source-prefix": ["198.51.100.7/32"],
+              "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }],
+              lifetime: 600,
+            },
+          ],
+        },
+      },
+      dots: { session: up.payload.id, statusCode: 99, status: "stale" },
+    });
     const response = await waitFor("mitigate response", () => ispResp.find((m) => m.topic === "mitigate"));
     assert.equal(response.dots.code, "2.01");
     assert.equal(response.dots.home, "home-1", "the home name, though the request named the session by id");
@@ -110,7 +175,9 @@ describe("listener node: home name and numeric status in responses and notificat
 
     await waitFor("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
     helper.getNode("filter").receive({ topic: "approve", dots: { mid } });
-    const note = await waitFor("status 2 notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.statusCode === 2));
+    const note = await waitFor("status 2 notification", () =>
+      ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.statusCode === 2),
+    );
     assert.equal(note.dots.status, "attack-successfully-mitigated");
     assert.equal(note.dots.home, "home-1");
     assert.equal(note.dots.session, up.payload.id);
@@ -143,7 +210,12 @@ describe("listener node: home name and numeric status in responses and notificat
     const mid = response.dots.mid;
     await waitFor("consent request", () => notices.find((m) => m.topic === "consent-request" && m.payload.mid === mid));
     helper.getNode("filter").receive({ topic: "reject", dots: { mid } });
-    const note = await waitFor("conflict notification", () => ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.conflictCause !== undefined));
-    assert.deepEqual([note.dots.home, note.dots.conflictCause, note.dots.conflictCauseCode], ["home-1", "request-rejected-legitimate-traffic", 4]);
+    const note = await waitFor("conflict notification", () =>
+      ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && m.dots.conflictCause !== undefined),
+    );
+    assert.deepEqual(
+      [note.dots.home, note.dots.conflictCause, note.dots.conflictCauseCode],
+      ["home-1", "request-rejected-legitimate-traffic", 4],
+    );
   });
 });

@@ -21,7 +21,10 @@ export interface TestDnsServer {
 const TYPE_NAMES: Record<number, string> = { 1: "A", 28: "AAAA", 33: "SRV" };
 
 function encodeName(name: string): Buffer {
-  const parts = name.split(".").filter((l) => l.length > 0).map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, "ascii")]));
+  const parts = name
+    .split(".")
+    .filter((l) => l.length > 0)
+    .map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, "ascii")]));
   return Buffer.concat([...parts, Buffer.from([0])]);
 }
 

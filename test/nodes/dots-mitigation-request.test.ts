@@ -44,7 +44,10 @@ describe("dots-mitigation-request node", function () {
     const scope = scopeOf(msg.payload);
     assert.deepEqual(scope["target-prefix"], ["203.0.113.5/32"]);
     assert.deepEqual(scope["ietf-dots-call-home:source-prefix"], ["198.51.100.7/32"]);
-    assert.deepEqual(scope["ietf-dots-call-home:source-port-range"], [{ "lower-port": 40000, "upper-port": 40100 }, { "lower-port": 5555 }]);
+    assert.deepEqual(scope["ietf-dots-call-home:source-port-range"], [
+      { "lower-port": 40000, "upper-port": 40100 },
+      { "lower-port": 5555 },
+    ]);
     assert.deepEqual(scope["target-port-range"], [{ "lower-port": 443 }]);
     assert.deepEqual(scope["target-protocol"], [6, 17]);
     assert.equal(scope.lifetime, 600);
@@ -54,7 +57,18 @@ describe("dots-mitigation-request node", function () {
   });
 
   it("reads fields from msg through TypedInput", async () => {
-    await helper.load([requestNode], flow({ sourcePrefix: "payload.src", sourcePrefixType: "msg", home: "dots.session", homeType: "msg", icmpType: "payload.icmp", icmpTypeType: "msg", protocol: "icmp" }));
+    await helper.load(
+      [requestNode],
+      flow({
+        sourcePrefix: "payload.src",
+        sourcePrefixType: "msg",
+        home: "dots.session",
+        homeType: "msg",
+        icmpType: "payload.icmp",
+        icmpTypeType: "msg",
+        protocol: "icmp",
+      }),
+    );
     const out = helper.getNode("out");
     const got = new Promise<any>((resolve) => out.on("input", resolve)); // eslint-disable-line @typescript-eslint/no-explicit-any
     helper.getNode("req").receive({ payload: { src: ["2001:db8:123::1"], icmp: "8" }, dots: { session: "home-9" } });
@@ -90,7 +104,10 @@ describe("dots-mitigation-request node", function () {
       assert.match(msg.error.message, field);
       assert.equal(msg.error.source.id, "req");
       assert.equal(forwarded, false);
-      assert.ok(statuses.some((s) => s.fill === "red"), "red status shown");
+      assert.ok(
+        statuses.some((s) => s.fill === "red"),
+        "red status shown",
+      );
     });
   }
 

@@ -10,7 +10,9 @@ describe("dots-psk config node", function () {
   });
 
   it("turns a hex key into bytes and keeps the home name", async () => {
-    await helper.load(pskNode, [{ id: "p", type: "dots-psk", home: "alice", keyFormat: "hex" }], { p: { identity: "router-1", key: "00112233445566778899aabbccddeeff" } });
+    await helper.load(pskNode, [{ id: "p", type: "dots-psk", home: "alice", keyFormat: "hex" }], {
+      p: { identity: "router-1", key: "00112233445566778899aabbccddeeff" },
+    });
     const node = helper.getNode("p") as DotsPskNode;
     const cred = node.credential();
     assert.equal(cred.identity, "router-1");
@@ -28,7 +30,10 @@ describe("dots-psk config node", function () {
   it("reports a bad hex key without echoing the key", async () => {
     await helper.load(pskNode, [{ id: "p", type: "dots-psk", keyFormat: "hex" }], { p: { identity: "router-3", key: "zz-secret-zz" } });
     const node = helper.getNode("p") as DotsPskNode;
-    assert.throws(() => node.credential(), (e: Error) => /bad-key|hex/.test(e.message) && !e.message.includes("zz-secret-zz"));
+    assert.throws(
+      () => node.credential(),
+      (e: Error) => /bad-key|hex/.test(e.message) && !e.message.includes("zz-secret-zz"),
+    );
   });
 
   it("reports a missing identity", async () => {

@@ -13,7 +13,10 @@ type Registry = {
   fingerprint(s: unknown): string;
   hook(events: EventEmitter): void;
   keys(): string[];
-  acquire(spec: unknown, sink: (e: string, a: unknown[]) => void): { engine: CallHomeListener; started: Promise<void>; adopted: boolean; release(removed: boolean): Promise<void> };
+  acquire(
+    spec: unknown,
+    sink: (e: string, a: unknown[]) => void,
+  ): { engine: CallHomeListener; started: Promise<void>; adopted: boolean; release(removed: boolean): Promise<void> };
 };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { engines } = require(path.join(outRoot, "nodes", "lib", "endpoint-registry.js")) as { engines: Registry };
@@ -28,7 +31,8 @@ function spec(key: string, fingerprint = "fp-" + key) {
     fingerprint,
     port: 0,
     events: ["listening", "session-up", "session-down", "error"],
-    create: () => new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ identity: "home-1", key: KEY }] }),
+    create: () =>
+      new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ identity: "home-1", key: KEY }] }),
   };
 }
 
@@ -50,7 +54,10 @@ describe("endpoint engine registry", function () {
     // Nothing of ours may stay running (orphans are stopped here; owned ones were released).
     events.emit("runtime-event", { id: "runtime-state", payload: { state: "stop" } });
     for (let i = 0; i < 50 && engines.keys().some((k) => k.startsWith("reg-")); i++) await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(engines.keys().filter((k) => k.startsWith("reg-")), []);
+    assert.deepEqual(
+      engines.keys().filter((k) => k.startsWith("reg-")),
+      [],
+    );
   });
 
   it("an engine released with removed=false is adopted by the same key and fingerprint, and keeps running", async () => {

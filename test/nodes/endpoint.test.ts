@@ -25,7 +25,8 @@ function udpPortFree(port: number): Promise<boolean> {
 }
 
 /** The ISP engine and what it saw go down, watched on the engine itself (it outlives the nodes). */
-function watchIsp(): { downs: string[]; ups: string[]; engine: any } { // eslint-disable-line @typescript-eslint/no-explicit-any
+function watchIsp(): { downs: string[]; ups: string[]; engine: any } {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   const engine = helper.getNode("ispEp").hub.engine;
   const w = { downs: [] as string[], ups: [] as string[], engine };
   engine.on("session-down", (s: { id: string }, reason: string) => w.downs.push(`${s.id}: ${reason}`));
@@ -43,7 +44,9 @@ async function mitigate(): Promise<Msg> {
 /** The last status a node showed (the test helper spies on the shared prototype). */
 function lastStatus(id: string): { fill?: string; shape?: string; text?: string } | undefined {
   const n = helper.getNode(id);
-  const calls = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string; text?: string }> }>).filter((c) => c.thisValue === n);
+  const calls = (n.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ fill?: string; text?: string }> }>).filter(
+    (c) => c.thisValue === n,
+  );
   return calls[calls.length - 1]?.args[0];
 }
 
@@ -104,7 +107,11 @@ describe("endpoint config nodes: sessions across deploys", function () {
     // The listener's home prefixes change (the dialer's too, so it dials at once instead of
     // waiting out RFC 9132's back-off after losing the session).
     const next = flow.map((n) =>
-      n.id === "ispEp" ? { ...n, homePrefixes: "home-1: 198.51.100.0/24, 2001:db8::/48" } : n.id === "homeEp" ? { ...n, homePrefixes: "198.51.100.0/24, 2001:db8::/48" } : n,
+      n.id === "ispEp"
+        ? { ...n, homePrefixes: "home-1: 198.51.100.0/24, 2001:db8::/48" }
+        : n.id === "homeEp"
+          ? { ...n, homePrefixes: "198.51.100.0/24, 2001:db8::/48" }
+          : n,
     );
     await helper.setFlows(next, "nodes", loopCredentials);
     assert.ok(isp.downs.length >= 1, "the old session went down");
@@ -160,7 +167,9 @@ describe("endpoint config nodes: sessions across deploys", function () {
     const events = collect("ispEvents");
     await waitFor("session-up", () => events.find((m) => m.topic === "session-up"));
     // The home's dialer node goes away (its endpoint stays and keeps the session).
-    const withoutDialer = flow.filter((n) => n.id !== "dia").map((n) => (n.id === "filter" ? { ...n, wires: [["decisions"], ["notices"]] } : n));
+    const withoutDialer = flow
+      .filter((n) => n.id !== "dia")
+      .map((n) => (n.id === "filter" ? { ...n, wires: [["decisions"], ["notices"]] } : n));
     // Full deploys: the endpoint node itself is recreated while it holds the request. (Node-RED
     // 4.1 logs "Cannot read properties of undefined (reading 'wires')" for the rewired filter node
     // when a node is removed; core nodes alone do the same in the test helper.)
@@ -171,7 +180,11 @@ describe("endpoint config nodes: sessions across deploys", function () {
     await helper.setFlows(rename(flow, ["homeEp"], ""), "full", loopCredentials);
     const resp = collect("ispResp");
     assert.equal(helper.getNode("homeEp").hub.adopted, true);
-    const note = await waitFor("the decision reaches the ISP", () => resp.find((m) => m.topic === "status" && m.dots.status === "attack-successfully-mitigated"), 20000);
+    const note = await waitFor(
+      "the decision reaches the ISP",
+      () => resp.find((m) => m.topic === "status" && m.dots.status === "attack-successfully-mitigated"),
+      20000,
+    );
     assert.equal(note.dots.mid, answer.dots.mid);
   });
 
@@ -191,7 +204,11 @@ describe("endpoint config nodes: sessions across deploys", function () {
     await waitFor("session-up on node 2", () => e2.find((m) => m.topic === "session-up"));
     assert.equal((await mitigate()).dots.code, "2.01");
     await new Promise((r) => setTimeout(r, 200));
-    assert.deepEqual(r2.filter((m) => m.topic === "mitigate"), [], "node 2 did not get node 1's answer");
+    assert.deepEqual(
+      r2.filter((m) => m.topic === "mitigate"),
+      [],
+      "node 2 did not get node 1's answer",
+    );
     await waitFor("node 2 sees the status notification", () => r2.find((m) => m.topic === "status"), 20000).catch(() => undefined);
   });
 
@@ -200,7 +217,10 @@ describe("endpoint config nodes: sessions across deploys", function () {
     await helper.load(allNodes, loopFlow({ port }), { k: { identity: "home-1" } });
     const caught = collect("caught");
     await waitFor("errors at Catch", () => caught.length >= 2 || undefined, 3000);
-    assert.ok(caught.some((m) => m.error.source.id === "lis" && /psk-no-key/.test(m.error.message)), JSON.stringify(caught.map((m) => m.error)));
+    assert.ok(
+      caught.some((m) => m.error.source.id === "lis" && /psk-no-key/.test(m.error.message)),
+      JSON.stringify(caught.map((m) => m.error)),
+    );
     assert.ok(caught.some((m) => m.error.source.id === "dia" && /psk-no-key/.test(m.error.message)));
     const status = lastStatus("lis")!;
     assert.equal(status.fill, "red");
@@ -248,7 +268,8 @@ describe("endpoint config nodes: v1 flows and durable state", function () {
     // the node at version 2 referring to it.
     const lis = v1.find((n) => n.id === "lis")!;
     const dia = v1.find((n) => n.id === "dia")!;
-    const pick = (n: FlowNode, names: string[]): Record<string, unknown> => Object.fromEntries(names.filter((k) => n[k] !== undefined).map((k) => [k, n[k]]));
+    const pick = (n: FlowNode, names: string[]): Record<string, unknown> =>
+      Object.fromEntries(names.filter((k) => n[k] !== undefined).map((k) => [k, n[k]]));
     const migrated: FlowNode[] = [
       ...v1.map((n) =>
         n.id === "lis"

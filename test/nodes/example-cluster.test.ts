@@ -45,11 +45,13 @@ describe("example: ISP - cluster member over MQTT (with a CLI member in the same
     for (;;) {
       const m = msgs.find(pred);
       if (m) return m;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got:\n${msgs.map((x) => `${x.topic} ${x.text.slice(0, 200)}`).join("\n")}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${what}; got:\n${msgs.map((x) => `${x.topic} ${x.text.slice(0, 200)}`).join("\n")}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  const evt = (home: string, event: string, id?: string) => (m: Msg) => m.topic === `dots/evt/${home}` && m.json?.event === event && (id === undefined || m.json?.id === id);
+  const evt = (home: string, event: string, id?: string) => (m: Msg) =>
+    m.topic === `dots/evt/${home}` && m.json?.event === event && (id === undefined || m.json?.id === id);
 
   it("answers MQTT commands for its home (held while away, 2.01 once back), leaves the CLI member's home to it, refuses bad JSON", async () => {
     watcher = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
@@ -67,7 +69,9 @@ describe("example: ISP - cluster member over MQTT (with a CLI member in the same
 
     // the Node-RED member, localised to this machine
     const port = await freePort();
-    const flow = (JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", "ISP - cluster member over MQTT.json"), "utf8")) as FlowNode[]).map((n) => {
+    const flow = (
+      JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", "ISP - cluster member over MQTT.json"), "utf8")) as FlowNode[]
+    ).map((n) => {
       if (n.type === "dots-isp-endpoint") return { ...n, port, host: "127.0.0.1" };
       if (n.type === "mqtt-broker") return { ...n, broker: "127.0.0.1", port: String(broker.port) };
       return n;
@@ -79,20 +83,81 @@ describe("example: ISP - cluster member over MQTT (with a CLI member in the same
 
     // a CLI member of the same fleet holds home-2
     const cfg = path.join(dir, "cli.json");
-    fs.writeFileSync(cfg, JSON.stringify({ dtls: true, tls: false, psk: [{ identity: "home-2", key: `hex:${KEY}`, home: "home-2" }], homePrefixes: { "home-2": ["192.0.2.0/24"] } }));
-    const cli = new CliProcess(["listen", "--config", cfg, "--host", "127.0.0.1", "--port", "0", "--mqtt", broker.url, "--mqtt-client-id", "isp-cli"], { name: "isp-cli" });
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        dtls: true,
+        tls: false,
+        psk: [{ identity: "home-2", key: `hex:${KEY}`, home: "home-2" }],
+        homePrefixes: { "home-2": ["192.0.2.0/24"] },
+      }),
+    );
+    const cli = new CliProcess(
+      ["listen", "--config", cfg, "--host", "127.0.0.1", "--port", "0", "--mqtt", broker.url, "--mqtt-client-id", "isp-cli"],
+      { name: "isp-cli" },
+    );
     procs.push(cli);
     const cliPort = (await cli.waitFor((l) => l.event === "listening", 10000, "listening")).port as number;
-    procs.push(new CliProcess(["dial", "127.0.0.1", "--port", String(cliPort), "--transport", "udp", "--psk-identity", "home-2", "--psk-key", `hex:${KEY}`, "--home-prefix", "192.0.2.0/24", "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"]));
+    procs.push(
+      new CliProcess([
+        "dial",
+        "127.0.0.1",
+        "--port",
+        String(cliPort),
+        "--transport",
+        "udp",
+        "--psk-identity",
+        "home-2",
+        "--psk-key",
+        `hex:${KEY}`,
+        "--home-prefix",
+        "192.0.2.0/24",
+        "--auto-decide",
+        "enforced",
+        "--reconnect-min",
+        "100",
+        "--reconnect-max",
+        "500",
+      ]),
+    );
     await waitMsg((m) => m.topic === "dots/presence/home-2" && m.json?.clientId === "isp-cli", "home-2 at the CLI member");
 
-    const request = { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"], lifetime: 600 }] } };
+    const request = {
+      "ietf-dots-signal-channel:mitigation-scope": {
+        scope: [{ "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.9/32"], lifetime: 600 }],
+      },
+    };
     await watcher.publishAsync("dots/cmd/home-1", JSON.stringify({ cmd: "mitigate", id: "nr-1", request }), { qos: 1 });
     await waitMsg(evt("home-1", "held", "nr-1"), "held while home-1 is away");
 
-    const dial = new CliProcess(["dial", "127.0.0.1", "--port", String(port), "--transport", "udp", "--psk-identity", "home-1", "--psk-key", `hex:${KEY}`, "--home-prefix", "198.51.100.0/24", "--auto-decide", "enforced", "--reconnect-min", "100", "--reconnect-max", "500"], { name: "dial-home-1" });
+    const dial = new CliProcess(
+      [
+        "dial",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--transport",
+        "udp",
+        "--psk-identity",
+        "home-1",
+        "--psk-key",
+        `hex:${KEY}`,
+        "--home-prefix",
+        "198.51.100.0/24",
+        "--auto-decide",
+        "enforced",
+        "--reconnect-min",
+        "100",
+        "--reconnect-max",
+        "500",
+      ],
+      { name: "dial-home-1" },
+    );
     procs.push(dial);
-    const presence = await waitMsg((m) => m.topic === "dots/presence/home-1" && m.json?.clientId === "isp-nr-1", "home-1 at the Node-RED member");
+    const presence = await waitMsg(
+      (m) => m.topic === "dots/presence/home-1" && m.json?.clientId === "isp-nr-1",
+      "home-1 at the Node-RED member",
+    );
     assert.equal(presence.json?.instance, "isp-nr-1");
     const r = await waitMsg(evt("home-1", "response", "nr-1"), "the held mitigation answered");
     assert.equal(r.json?.outcome.code, "2.01");

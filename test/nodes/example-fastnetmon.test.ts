@@ -13,7 +13,14 @@ import { CLI_MAIN } from "../support/cli-process";
 import { fixture } from "../unit/detect/fixtures";
 import { allNodes, collect, freePort, helper, repoRoot, waitFor } from "./support";
 
-const core = ["common/20-inject", "common/21-debug", "common/90-comment", "function/10-switch", "function/15-change", "network/21-httpin"].map(
+const core = [
+  "common/20-inject",
+  "common/21-debug",
+  "common/90-comment",
+  "function/10-switch",
+  "function/15-change",
+  "network/21-httpin",
+].map(
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -24,7 +31,18 @@ const probe = (RED: { httpNode: unknown }): void => {
 type FlowNode = Record<string, any> & { id: string; type: string }; // eslint-disable-line @typescript-eslint/no-explicit-any
 const KEY = "3f1e5d7c9b0a2e4c6f8d1b3a5c7e9f02";
 // what the router's conntrack would say about the flood FastNetMon saw (fixture: 198.51.100.2:40001 -> 203.0.113.5:5555/udp)
-const NAT = [{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 40001, target: "203.0.113.5", targetPort: 5555, mac: "02:00:00:00:00:10" }];
+const NAT = [
+  {
+    protocol: "udp",
+    device: "192.168.1.10",
+    devicePort: 40001,
+    public: "198.51.100.2",
+    publicPort: 40001,
+    target: "203.0.113.5",
+    targetPort: 5555,
+    mac: "02:00:00:00:00:10",
+  },
+];
 
 function example(name: string): FlowNode[] {
   return JSON.parse(fs.readFileSync(path.join(repoRoot(), "examples", `${name}.json`), "utf8")) as FlowNode[];
@@ -44,7 +62,15 @@ function notify(args: string[], stdin?: string): Promise<{ code: number | null; 
     const c = spawn(process.execPath, [CLI_MAIN, "fastnetmon-notify", ...args], { stdio: ["pipe", "pipe", "inherit"] });
     let out = "";
     c.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    c.once("exit", (code) => resolve({ code, events: out.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) }));
+    c.once("exit", (code) =>
+      resolve({
+        code,
+        events: out
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+      }),
+    );
     c.stdin.end(stdin ?? "");
   });
 }
@@ -82,7 +108,16 @@ describe("example flow: ISP - FastNetMon detection", function () {
     const decisions = collect(home.find((n) => n.type === "debug" && n.name === "decisions")!.id);
     await waitFor("session-up", () => sessionEvents.find((m) => m.topic === "session-up"));
 
-    const args = ["--home-prefix", "home-1=198.51.100.0/24", "--http", `${base}/dots/fastnetmon/mitigate`, "--state-dir", dir, "--lifetime", "600"];
+    const args = [
+      "--home-prefix",
+      "home-1=198.51.100.0/24",
+      "--http",
+      `${base}/dots/fastnetmon/mitigate`,
+      "--state-dir",
+      dir,
+      "--lifetime",
+      "600",
+    ];
     const ban = await notify([...args, "198.51.100.2", "outgoing", "432", "ban"], fixture("fastnetmon-1.2.4-ban-udp-flows.txt"));
     assert.equal(ban.code, 0, JSON.stringify(ban.events));
     const answer = ban.events.find((e) => e.event === "answer");
@@ -90,14 +125,21 @@ describe("example flow: ISP - FastNetMon detection", function () {
     assert.equal(typeof answer?.mid, "number");
     const decision = await waitFor("home decision", () => decisions[0]);
     assert.equal(decision.payload.outcome, "enforced");
-    assert.deepEqual(decision.payload.devices.map((d: { address: string }) => d.address), ["192.168.1.10"]);
+    assert.deepEqual(
+      decision.payload.devices.map((d: { address: string }) => d.address),
+      ["192.168.1.10"],
+    );
 
     const unban = await notify([...args, "198.51.100.2", "outgoing", "432", "unban"]);
     assert.equal(unban.code, 0, JSON.stringify(unban.events));
     const withdrawn = unban.events.find((e) => e.event === "answer");
     assert.equal(withdrawn?.code, "2.02", JSON.stringify(unban.events));
 
-    const bad = await fetch(`${base}/dots/fastnetmon/mitigate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ home: "home-1", target: ["203.0.113.5/32"], source: ["192.0.2.9/32"], lifetime: 60 }) });
+    const bad = await fetch(`${base}/dots/fastnetmon/mitigate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ home: "home-1", target: ["203.0.113.5/32"], source: ["192.0.2.9/32"], lifetime: 60 }),
+    });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: string }).error, /source-prefix/);
   });

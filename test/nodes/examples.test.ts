@@ -11,8 +11,25 @@ import { freePort, helper, nodeModule, repoRoot, waitFor, collect } from "./supp
 import { natTable } from "./flows";
 import { hasCommand, requireOrSkip } from "../support/env";
 
-const ours = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
-const core = ["common/20-inject", "common/21-debug", "common/90-comment", "function/10-switch", "function/15-change", "network/21-httpin", "network/10-mqtt"].map(
+const ours = [
+  "dots-psk",
+  "dots-isp-endpoint",
+  "dots-home-endpoint",
+  "dots-mitigation-request",
+  "dots-call-home-listener",
+  "dots-call-home-dialer",
+  "dots-nat-lookup",
+  "dots-filter-action",
+].map(nodeModule);
+const core = [
+  "common/20-inject",
+  "common/21-debug",
+  "common/90-comment",
+  "function/10-switch",
+  "function/15-change",
+  "network/21-httpin",
+  "network/10-mqtt",
+].map(
   (p) => require(`@node-red/nodes/core/${p}.js`), // eslint-disable-line @typescript-eslint/no-require-imports
 );
 
@@ -83,7 +100,22 @@ describe("example flows", function () {
   it("every example starts with a Comment node and uses only our nodes and core nodes", () => {
     const files = fs.readdirSync(examplesDir).filter((f) => f.endsWith(".json"));
     assert.ok(files.length >= 5);
-    const coreTypes = new Set(["tab", "comment", "inject", "debug", "catch", "switch", "change", "http in", "http response", "mqtt in", "mqtt out", "mqtt-broker", "status", "function"]);
+    const coreTypes = new Set([
+      "tab",
+      "comment",
+      "inject",
+      "debug",
+      "catch",
+      "switch",
+      "change",
+      "http in",
+      "http response",
+      "mqtt in",
+      "mqtt out",
+      "mqtt-broker",
+      "status",
+      "function",
+    ]);
     for (const f of files) {
       const flow = JSON.parse(fs.readFileSync(path.join(examplesDir, f), "utf8")) as FlowNode[];
       const first = flow.find((n) => n.type !== "tab");
@@ -100,10 +132,15 @@ describe("example flows", function () {
     const MAX_X = 1600;
     const files = fs.readdirSync(examplesDir).filter((f) => f.endsWith(".json"));
     for (const f of files) {
-      const placed = (JSON.parse(fs.readFileSync(path.join(examplesDir, f), "utf8")) as FlowNode[]).filter((n) => n.type !== "tab" && typeof n.x === "number");
+      const placed = (JSON.parse(fs.readFileSync(path.join(examplesDir, f), "utf8")) as FlowNode[]).filter(
+        (n) => n.type !== "tab" && typeof n.x === "number",
+      );
       assert.ok(placed.length > 0, `${f} has placed nodes`);
       for (const n of placed) {
-        assert.ok(n.x - BOX_W / 2 >= 0 && n.x + BOX_W / 2 <= MAX_X && n.y - BOX_H / 2 >= 0, `${f}: ${n.type} ${n.id} at (${n.x}, ${n.y}) is outside 0..${MAX_X}`);
+        assert.ok(
+          n.x - BOX_W / 2 >= 0 && n.x + BOX_W / 2 <= MAX_X && n.y - BOX_H / 2 >= 0,
+          `${f}: ${n.type} ${n.id} at (${n.x}, ${n.y}) is outside 0..${MAX_X}`,
+        );
       }
       for (let i = 0; i < placed.length; i++) {
         for (let j = i + 1; j < placed.length; j++) {
@@ -128,7 +165,15 @@ describe("example flows", function () {
 
     const res = await http()
       .post("/dots/mitigate")
-      .send({ home: "home-1", target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp", targetPort: 443, lifetime: 600 })
+      .send({
+        home: "home-1",
+        target: "203.0.113.5",
+        source: "198.51.100.7",
+        sourcePort: "40001",
+        protocol: "tcp",
+        targetPort: 443,
+        lifetime: 600,
+      })
       .expect(200);
     assert.equal(res.body.code, "2.01");
     assert.equal(typeof res.body.mid, "number");
@@ -148,7 +193,9 @@ describe("example flows", function () {
     await load(flow);
     const decisions = collect(byType(home, "debug", "decisions").id);
     await sessionUp(flow);
-    const res = await http().post("/dots/mitigate").send({ home: "home-1", target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" });
+    const res = await http()
+      .post("/dots/mitigate")
+      .send({ home: "home-1", target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     const mid = res.body.mid as number;
     assert.equal((await waitFor("pending", () => decisions[0])).payload.outcome, "pending");
@@ -168,7 +215,12 @@ describe("example flows", function () {
     const rule = await waitFor("nft rule", () => rules[0]);
     assert.equal(rule.payload.outcome, "enforced");
     assert.match(rule.payload.script, /192\.168\.1\.20/);
-    await waitFor("ISP learns it is mitigated", () => ispAnswers.find((m) => JSON.stringify(m.payload ?? "").includes("attack-successfully-mitigated") || m.dots?.status === "attack-successfully-mitigated"));
+    await waitFor("ISP learns it is mitigated", () =>
+      ispAnswers.find(
+        (m) =>
+          JSON.stringify(m.payload ?? "").includes("attack-successfully-mitigated") || m.dots?.status === "attack-successfully-mitigated",
+      ),
+    );
     await http().post("/dots/demo/attack").send({}).expect(202);
     await waitFor("second mitigation via HTTP", () => ispAnswers.filter((m) => m.topic === "mitigate").length >= 2);
   });
@@ -178,7 +230,11 @@ describe("example flows", function () {
     let mqttPort = 0;
     let confDir = "";
     before(async function () {
-      requireOrSkip(this, "mosquitto and mosquitto_pub", hasCommand("mosquitto") && hasCommand("mosquitto_pub") && hasCommand("mosquitto_sub"));
+      requireOrSkip(
+        this,
+        "mosquitto and mosquitto_pub",
+        hasCommand("mosquitto") && hasCommand("mosquitto_pub") && hasCommand("mosquitto_sub"),
+      );
       mqttPort = await freePort();
       confDir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-mqtt-"));
       const conf = path.join(confDir, "mosquitto.conf");
@@ -220,11 +276,28 @@ describe("example flows", function () {
       sub.stdout.on("data", (d: Buffer) => (published += d.toString()));
       const mqttIn = helper.getNode(byType(isp, "mqtt in").id);
       await waitFor("mqtt in connected", () => {
-        const calls = (mqttIn.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ text?: string }> }>).filter((c) => c.thisValue === mqttIn);
-        return calls.length > 0 && /connected/.test(String(calls[calls.length - 1].args[0].text)) && !/dis/.test(String(calls[calls.length - 1].args[0].text));
+        const calls = (mqttIn.status.getCalls() as Array<{ thisValue: unknown; args: Array<{ text?: string }> }>).filter(
+          (c) => c.thisValue === mqttIn,
+        );
+        return (
+          calls.length > 0 &&
+          /connected/.test(String(calls[calls.length - 1].args[0].text)) &&
+          !/dis/.test(String(calls[calls.length - 1].args[0].text))
+        );
       });
       await new Promise((r) => setTimeout(r, 300)); // mosquitto_sub subscribes
-      const pub = spawnSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(mqttPort), "-t", "dots/mitigate/home-1", "-q", "1", "-m", JSON.stringify({ target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" })]);
+      const pub = spawnSync("mosquitto_pub", [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(mqttPort),
+        "-t",
+        "dots/mitigate/home-1",
+        "-q",
+        "1",
+        "-m",
+        JSON.stringify({ target: "203.0.113.5", source: "198.51.100.7", sourcePort: "40001", protocol: "tcp" }),
+      ]);
       assert.equal(pub.status, 0, String(pub.stderr));
       const decision = await waitFor("home decision", () => decisions[0], 20000);
       assert.equal(decision.payload.outcome, "enforced");

@@ -2,7 +2,16 @@
 export const PSK_HEX = "6b2f0c1e9a5d4b3c8f7e6d5c4b3a2918";
 
 export const natTable = [
-  { protocol: "tcp", device: "192.168.1.20", devicePort: 51000, public: "198.51.100.7", publicPort: 40001, target: "203.0.113.5", targetPort: 443, mac: "02:00:00:00:00:20" },
+  {
+    protocol: "tcp",
+    device: "192.168.1.20",
+    devicePort: 51000,
+    public: "198.51.100.7",
+    publicPort: 40001,
+    target: "203.0.113.5",
+    targetPort: 443,
+    mac: "02:00:00:00:00:20",
+  },
 ];
 
 export interface LoopOptions {
@@ -34,8 +43,34 @@ export function loopFlow(o: LoopOptions): unknown[] {
   ];
 }
 
-export const ISP_SETTINGS = ["port", "host", "dtls", "tls", "psk", "extraPsks", "tlsConfig", "homePrefixes", "allowUnscoped", "dropMaxFailures", "dropWindow", "dropBan"];
-export const HOME_SETTINGS = ["hosts", "discoverDomain", "dnsServers", "port", "transport", "psk", "tlsConfig", "homePrefixes", "heartbeatInterval", "decisionWait", "allowIndefinite", "terminatingPeriod"];
+export const ISP_SETTINGS = [
+  "port",
+  "host",
+  "dtls",
+  "tls",
+  "psk",
+  "extraPsks",
+  "tlsConfig",
+  "homePrefixes",
+  "allowUnscoped",
+  "dropMaxFailures",
+  "dropWindow",
+  "dropBan",
+];
+export const HOME_SETTINGS = [
+  "hosts",
+  "discoverDomain",
+  "dnsServers",
+  "port",
+  "transport",
+  "psk",
+  "tlsConfig",
+  "homePrefixes",
+  "heartbeatInterval",
+  "decisionWait",
+  "allowIndefinite",
+  "terminatingPeriod",
+];
 
 function pick(n: Record<string, unknown>, names: string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -48,7 +83,19 @@ export function loopFlowV1(o: LoopOptions): unknown[] {
   return [
     { id: "t", type: "tab" },
     { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" },
-    { id: "req", type: "dots-mitigation-request", z: "t", home: "home-1", targetPrefix: "203.0.113.5", sourcePrefix: "198.51.100.7", sourcePort: "40001", targetPort: "443", protocol: "tcp", lifetime: "600", wires: [["lis"]] },
+    {
+      id: "req",
+      type: "dots-mitigation-request",
+      z: "t",
+      home: "home-1",
+      targetPrefix: "203.0.113.5",
+      sourcePrefix: "198.51.100.7",
+      sourcePort: "40001",
+      targetPort: "443",
+      protocol: "tcp",
+      lifetime: "600",
+      wires: [["lis"]],
+    },
     {
       id: "lis",
       type: "dots-call-home-listener",
@@ -81,7 +128,17 @@ export function loopFlowV1(o: LoopOptions): unknown[] {
     { id: "homeEnded", type: "helper", z: "t" },
     { id: "homeEvents", type: "helper", z: "t" },
     { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: JSON.stringify(natTable), wires: [["filter"]] },
-    { id: "filter", type: "dots-filter-action", z: "t", backend: "dry-run", action: "block", consent: o.consent ?? "auto", consentTimeout: 60, onTimeout: "reject", wires: [["dia", "decisions"], ["notices"]] },
+    {
+      id: "filter",
+      type: "dots-filter-action",
+      z: "t",
+      backend: "dry-run",
+      action: "block",
+      consent: o.consent ?? "auto",
+      consentTimeout: 60,
+      onTimeout: "reject",
+      wires: [["dia", "decisions"], ["notices"]],
+    },
     { id: "decisions", type: "helper", z: "t" },
     { id: "notices", type: "helper", z: "t" },
     { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },

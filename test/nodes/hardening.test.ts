@@ -8,11 +8,12 @@ import * as net from "node:net";
 import { freePort, helper, waitFor, collect, type Msg, allNodes } from "./support";
 import { loopCredentials, loopFlow, PSK_HEX } from "./flows";
 
-
 /** What a Catch node has sent so far (the helper spies on send, so errors raised during load count). */
 function catchSent(id: string): Msg[] {
   const n = helper.getNode(id);
-  return (n.send.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>).filter((c) => c.thisValue === n).map((c) => c.args[0] as Msg);
+  return (n.send.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>)
+    .filter((c) => c.thisValue === n)
+    .map((c) => c.args[0] as Msg);
 }
 
 function udpPortFree(port: number): Promise<boolean> {
@@ -51,7 +52,18 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
         { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
         { id: "caught", type: "helper", z: "t" },
       ];
-      const listener = { id: "lis", type: "dots-call-home-listener", z: "t", port: 0, host: "127.0.0.1", dtls: true, tls: false, psk: "", homePrefixes: "", wires: [[], []] };
+      const listener = {
+        id: "lis",
+        type: "dots-call-home-listener",
+        z: "t",
+        port: 0,
+        host: "127.0.0.1",
+        dtls: true,
+        tls: false,
+        psk: "",
+        homePrefixes: "",
+        wires: [[], []],
+      };
       const flow = [{ id: "t", type: "tab" }, ...(catchFirst ? [...catcher, listener] : [listener, ...catcher])];
       await helper.load(allNodes, flow);
       const err = await waitFor("start-up error at the Catch node", () => catchSent("c1")[0], 3000);
@@ -68,7 +80,8 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     process.on("warning", onWarning);
     try {
       const flow: unknown[] = [{ id: "t", type: "tab" }];
-      for (let i = 0; i < 25; i++) flow.push({ id: `nat${i}`, type: "dots-nat-lookup", z: "t", source: "static", table: "[]", wires: [[]] });
+      for (let i = 0; i < 25; i++)
+        flow.push({ id: `nat${i}`, type: "dots-nat-lookup", z: "t", source: "static", table: "[]", wires: [[]] });
       await helper.load(allNodes, flow);
       await helper.unload();
       await helper.load(allNodes, flow);
@@ -76,13 +89,26 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     } finally {
       process.removeListener("warning", onWarning);
     }
-    assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), []);
+    assert.deepEqual(
+      warnings.filter((w) => /MaxListeners/.test(w)),
+      [],
+    );
   });
 
   it("a dialer whose PSK config is missing raises a catchable error at start-up", async () => {
     const flow = [
       { id: "t", type: "tab" },
-      { id: "dia", type: "dots-call-home-dialer", z: "t", hosts: "127.0.0.1", port: 4647, transport: "udp", psk: "gone", homePrefixes: "198.51.100.0/24", wires: [[], [], []] },
+      {
+        id: "dia",
+        type: "dots-call-home-dialer",
+        z: "t",
+        hosts: "127.0.0.1",
+        port: 4647,
+        transport: "udp",
+        psk: "gone",
+        homePrefixes: "198.51.100.0/24",
+        wires: [[], [], []],
+      },
       { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
       { id: "caught", type: "helper", z: "t" },
     ];
@@ -105,7 +131,10 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     helper.getNode("req").receive({ payload: "go" });
     assert.equal((await waitFor("decision", () => decisions[0])).payload.outcome, "enforced");
     const during = resources();
-    assert.ok(Object.keys(during).some((k) => /UDP/.test(k)), "the flows hold sockets while running");
+    assert.ok(
+      Object.keys(during).some((k) => /UDP/.test(k)),
+      "the flows hold sockets while running",
+    );
     await helper.unload();
     // Closed sockets leave the list on the next turns of the event loop.
     let after = resources();
@@ -113,7 +142,8 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       await new Promise((r) => setTimeout(r, 25));
       after = resources();
     }
-    for (const [kind, n] of Object.entries(after)) assert.ok(n <= (baseline[kind] ?? 0), `${kind}: ${n} after stop, ${baseline[kind] ?? 0} before start`);
+    for (const [kind, n] of Object.entries(after))
+      assert.ok(n <= (baseline[kind] ?? 0), `${kind}: ${n} after stop, ${baseline[kind] ?? 0} before start`);
     assert.equal(await udpPortFree(port), true, "UDP port free");
     assert.equal(await tcpPortFree(port), true, "TCP port free");
   });
@@ -124,14 +154,59 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       { id: "t", type: "tab" },
       { id: "k1", type: "dots-psk", home: "home-1", keyFormat: "hex" },
       { id: "k2", type: "dots-psk", home: "home-2", keyFormat: "hex" },
-      { id: "l1", type: "dots-call-home-listener", z: "t", port: p1, host: "127.0.0.1", dtls: true, tls: false, psk: "k1", homePrefixes: "home-1: 198.51.100.0/24", wires: [["e1"], []] },
-      { id: "l2", type: "dots-call-home-listener", z: "t", port: p2, host: "127.0.0.1", dtls: true, tls: true, psk: "k2", homePrefixes: "home-2: 192.0.2.0/24", wires: [["e2"], []] },
-      { id: "d1", type: "dots-call-home-dialer", z: "t", hosts: "127.0.0.1", port: p1, transport: "udp", psk: "k1", homePrefixes: "198.51.100.0/24", wires: [[], [], []] },
-      { id: "d2", type: "dots-call-home-dialer", z: "t", hosts: "127.0.0.1", port: p2, transport: "tcp", psk: "k2", homePrefixes: "192.0.2.0/24", wires: [[], [], []] },
+      {
+        id: "l1",
+        type: "dots-call-home-listener",
+        z: "t",
+        port: p1,
+        host: "127.0.0.1",
+        dtls: true,
+        tls: false,
+        psk: "k1",
+        homePrefixes: "home-1: 198.51.100.0/24",
+        wires: [["e1"], []],
+      },
+      {
+        id: "l2",
+        type: "dots-call-home-listener",
+        z: "t",
+        port: p2,
+        host: "127.0.0.1",
+        dtls: true,
+        tls: true,
+        psk: "k2",
+        homePrefixes: "home-2: 192.0.2.0/24",
+        wires: [["e2"], []],
+      },
+      {
+        id: "d1",
+        type: "dots-call-home-dialer",
+        z: "t",
+        hosts: "127.0.0.1",
+        port: p1,
+        transport: "udp",
+        psk: "k1",
+        homePrefixes: "198.51.100.0/24",
+        wires: [[], [], []],
+      },
+      {
+        id: "d2",
+        type: "dots-call-home-dialer",
+        z: "t",
+        hosts: "127.0.0.1",
+        port: p2,
+        transport: "tcp",
+        psk: "k2",
+        homePrefixes: "192.0.2.0/24",
+        wires: [[], [], []],
+      },
       { id: "e1", type: "helper", z: "t" },
       { id: "e2", type: "helper", z: "t" },
     ];
-    await helper.load(allNodes, flow, { k1: { identity: "home-1", key: PSK_HEX }, k2: { identity: "home-2", key: "00112233445566778899aabbccddeeff" } });
+    await helper.load(allNodes, flow, {
+      k1: { identity: "home-1", key: PSK_HEX },
+      k2: { identity: "home-2", key: "00112233445566778899aabbccddeeff" },
+    });
     const e1 = collect("e1");
     const e2 = collect("e2");
     const up1 = await waitFor("home-1 at listener 1", () => e1.find((m) => m.topic === "session-up"));
@@ -164,7 +239,10 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
       const caught = collect("caught");
       const up = await waitFor(`session-up over TLS after a ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
       assert.equal(up.payload.transport, "tls");
-      assert.deepEqual(caught.map((m) => String(m.error.message)).filter((t) => /EADDRINUSE|in use/i.test(t)), []);
+      assert.deepEqual(
+        caught.map((m) => String(m.error.message)).filter((t) => /EADDRINUSE|in use/i.test(t)),
+        [],
+      );
     }
   });
 
@@ -173,16 +251,39 @@ describe("node hardening: start-up errors, freed resources, several listeners, n
     const flow = [
       { id: "t", type: "tab" },
       { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex", version: 2 },
-      { id: "lis", type: "dots-call-home-listener", z: "t", port, host: "127.0.0.1", dtls: true, psk: "k", homePrefixes: "", version: 3, wires: [[], []] },
+      {
+        id: "lis",
+        type: "dots-call-home-listener",
+        z: "t",
+        port,
+        host: "127.0.0.1",
+        dtls: true,
+        psk: "k",
+        homePrefixes: "",
+        version: 3,
+        wires: [[], []],
+      },
       { id: "nat", type: "dots-nat-lookup", z: "t", source: "static", table: "[]", version: 1, wires: [[]] },
     ];
     await helper.load(allNodes, flow, loopCredentials);
     const warned = (id: string): string[] => {
       const n = helper.getNode(id);
-      return (n.warn.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>).filter((c) => c.thisValue === n).map((c) => String(c.args[0]));
+      return (n.warn.getCalls() as Array<{ thisValue: unknown; args: unknown[] }>)
+        .filter((c) => c.thisValue === n)
+        .map((c) => String(c.args[0]));
     };
-    assert.ok(warned("lis").some((w) => /newer-version|version 3/.test(w)), `listener warns: ${JSON.stringify(warned("lis"))}`);
-    assert.ok(warned("k").some((w) => /newer-version|version 2/.test(w)), "config node warns");
-    assert.deepEqual(warned("nat").filter((w) => /newer-version|version/.test(w)), [], "a current node does not warn");
+    assert.ok(
+      warned("lis").some((w) => /newer-version|version 3/.test(w)),
+      `listener warns: ${JSON.stringify(warned("lis"))}`,
+    );
+    assert.ok(
+      warned("k").some((w) => /newer-version|version 2/.test(w)),
+      "config node warns",
+    );
+    assert.deepEqual(
+      warned("nat").filter((w) => /newer-version|version/.test(w)),
+      [],
+      "a current node does not warn",
+    );
   });
 });

@@ -6,7 +6,6 @@ import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 import { requireFromNodeRed } from "../support/node-red";
 
-
 /** True when nothing listens on the UDP port any more (we can bind it ourselves). */
 function udpPortFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -45,7 +44,12 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       const final = await waitFor("final decision", () => decisions[1]);
       assert.equal(final.payload.outcome, answer === "approve" ? "enforced" : "legitimate");
       const note = await waitFor("status notification at the ISP", () =>
-        ispResp.find((m) => m.topic === "status" && m.dots.mid === mid && (answer === "approve" ? m.dots.status === "attack-successfully-mitigated" : m.dots.conflictCause !== undefined)),
+        ispResp.find(
+          (m) =>
+            m.topic === "status" &&
+            m.dots.mid === mid &&
+            (answer === "approve" ? m.dots.status === "attack-successfully-mitigated" : m.dots.conflictCause !== undefined),
+        ),
       );
       if (answer === "reject") assert.match(String(note.dots.conflictCause), /legitimate|^4$/);
     });
@@ -80,7 +84,10 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       events = collect("ispEvents");
       const caught = collect("caught");
       await waitFor(`session-up after ${type} deploy`, () => events.find((m) => m.topic === "session-up"), 20000);
-      assert.deepEqual(caught.filter((m) => /EADDRINUSE/.test(m.error.message)), []);
+      assert.deepEqual(
+        caught.filter((m) => /EADDRINUSE/.test(m.error.message)),
+        [],
+      );
     }
     await helper.unload();
     // Stopping the flows stops the endpoint's engine; its socket closes within a few turns.
@@ -93,14 +100,37 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
     const flow = [
       { id: "t", type: "tab" },
       { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" },
-      { id: "l1", type: "dots-call-home-listener", z: "t", port: p1, host: "127.0.0.1", dtls: true, tls: true, psk: "k", homePrefixes: "", wires: [["e1"], []] },
-      { id: "l2", type: "dots-call-home-listener", z: "t", port: p2, host: "127.0.0.1", dtls: true, tls: false, psk: "k", homePrefixes: "", wires: [["e2"], []] },
+      {
+        id: "l1",
+        type: "dots-call-home-listener",
+        z: "t",
+        port: p1,
+        host: "127.0.0.1",
+        dtls: true,
+        tls: true,
+        psk: "k",
+        homePrefixes: "",
+        wires: [["e1"], []],
+      },
+      {
+        id: "l2",
+        type: "dots-call-home-listener",
+        z: "t",
+        port: p2,
+        host: "127.0.0.1",
+        dtls: true,
+        tls: false,
+        psk: "k",
+        homePrefixes: "",
+        wires: [["e2"], []],
+      },
       { id: "e1", type: "helper", z: "t" },
       { id: "e2", type: "helper", z: "t" },
     ];
     await helper.load(allNodes, flow, loopCredentials);
     const statuses: Record<string, string[]> = { l1: [], l2: [] };
-    for (const id of ["l1", "l2"]) helper.getNode(id).on("call:status", (c: { args: Array<{ text?: string }> }) => statuses[id].push(String(c.args[0].text)));
+    for (const id of ["l1", "l2"])
+      helper.getNode(id).on("call:status", (c: { args: Array<{ text?: string }> }) => statuses[id].push(String(c.args[0].text)));
     let busy1 = false;
     let busy2 = false;
     for (let i = 0; i < 200 && !(busy1 && busy2); i++) {
@@ -120,7 +150,18 @@ describe("call-home nodes: consent, redeploy, several listeners, credentials", f
       const flow = [
         { id: "t", type: "tab" },
         { id: "k", type: "dots-psk", home: "home-1", keyFormat: "hex" },
-        { id: "lis", type: "dots-call-home-listener", z: "t", port, host: "127.0.0.1", dtls: true, tls: false, psk: "k", homePrefixes: "", wires: [[], []] },
+        {
+          id: "lis",
+          type: "dots-call-home-listener",
+          z: "t",
+          port,
+          host: "127.0.0.1",
+          dtls: true,
+          tls: false,
+          psk: "k",
+          homePrefixes: "",
+          wires: [[], []],
+        },
         { id: "c1", type: "catch", z: "t", scope: null, uncaught: false, wires: [["caught"]] },
         { id: "caught", type: "helper", z: "t" },
       ];

@@ -5,7 +5,6 @@ import { strict as assert } from "node:assert";
 import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 
-
 describe("call-home lifecycle through the nodes (one runtime, DTLS-PSK on loopback)", function () {
   this.timeout(60000);
   afterEach(async () => {
@@ -58,6 +57,9 @@ describe("call-home lifecycle through the nodes (one runtime, DTLS-PSK on loopba
     assert.equal(ended.dots.reason, "withdrawn");
     const removed = await waitFor("the filter removal", () => notices.find((m) => m.topic === "ended"));
     assert.equal(removed.payload.removed > 0, true);
-    assert.deepEqual(caught.map((m) => m.error.message), []);
+    assert.deepEqual(
+      caught.map((m) => m.error.message),
+      [],
+    );
   });
 });

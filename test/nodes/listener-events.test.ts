@@ -6,7 +6,9 @@ import { allNodes, collect, freePort, helper, outRoot, waitFor } from "./support
 import { loopCredentials, loopFlow } from "./flows";
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { disconnectReason } = require(path.join(outRoot, "nodes", "lib", "home-endpoint.js")) as { disconnectReason(info: Record<string, unknown>): string };
+const { disconnectReason } = require(path.join(outRoot, "nodes", "lib", "home-endpoint.js")) as {
+  disconnectReason(info: Record<string, unknown>): string;
+};
 
 type FlowNode = Record<string, unknown> & { id: string };
 
@@ -38,7 +40,11 @@ describe("listener node: auth-failure and drop events", function () {
   it("the dialer's status reason carries the disconnect code and hint, clipped to 80 characters", () => {
     const reason = 'the PSK key for identity "home-1" does not match the ISP\'s';
     assert.equal(disconnectReason({ reason, code: "PSK_MISMATCH" }), `PSK_MISMATCH: ${reason}`);
-    const long = disconnectReason({ reason: "no answer to the handshake", code: "HANDSHAKE_TIMEOUT", hint: "Earlier attempts failed with PSK_MISMATCH: the ISP may have banned this address" });
+    const long = disconnectReason({
+      reason: "no answer to the handshake",
+      code: "HANDSHAKE_TIMEOUT",
+      hint: "Earlier attempts failed with PSK_MISMATCH: the ISP may have banned this address",
+    });
     assert.ok(long.startsWith("HANDSHAKE_TIMEOUT: no answer to the handshake (Earlier attempts failed"), long);
     assert.ok(long.length <= 80 && long.endsWith("..."), long);
     assert.equal(disconnectReason({ reason: "closed by peer" }), "closed by peer");

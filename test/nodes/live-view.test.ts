@@ -12,7 +12,17 @@ import { CallHomeListener } from "../../src/dots/isp-engine";
 import { PSK_HEX } from "./flows";
 
 const CH = "ietf-dots-call-home:";
-const TABLE = [{ protocol: "tcp", device: "192.168.1.20", devicePort: 51000, public: "198.51.100.7", publicPort: 40001, target: "203.0.113.5", targetPort: 443 }];
+const TABLE = [
+  {
+    protocol: "tcp",
+    device: "192.168.1.20",
+    devicePort: 51000,
+    public: "198.51.100.7",
+    publicPort: 40001,
+    target: "203.0.113.5",
+    targetPort: 443,
+  },
+];
 const scope = {
   "target-prefix": ["203.0.113.5/32"],
   "target-port-range": [{ "lower-port": 443 }],
@@ -32,10 +42,16 @@ describe("live view registry", () => {
 
   it(`caps each list at ${MAX_ROWS} rows with the total; decides by filter node id; a decided mid is no longer pending`, async () => {
     const view = new LiveView();
-    enforcer = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }), backend: new DryRunBackend(), action: "block", consent: { mode: "manual", timeoutMs: 60_000, onTimeout: "reject" } });
+    enforcer = createHomeEnforcer({
+      nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }),
+      backend: new DryRunBackend(),
+      action: "block",
+      consent: { mode: "manual", timeoutMs: 60_000, onTimeout: "reject" },
+    });
     const remove = view.addFilter({ id: "f1", name: "blocker" }, enforcer);
     const count = MAX_ROWS + 20;
-    for (let mid = 1; mid <= count; mid++) assert.equal((await enforcer.handle({ cuid: "c1", mid, scope, lifetime: 600, kind: "new" })).outcome, "pending");
+    for (let mid = 1; mid <= count; mid++)
+      assert.equal((await enforcer.handle({ cuid: "c1", mid, scope, lifetime: 600, kind: "new" })).outcome, "pending");
     let s = view.snapshot();
     assert.equal(s.filters.length, 1);
     assert.deepEqual([s.filters[0].name, s.filters[0].pending.total, s.filters[0].pending.rows.length], ["blocker", count, MAX_ROWS]);
@@ -75,12 +91,23 @@ describe("live view registry", () => {
 
   it("a real listener: where it listens, no sessions yet, and no key in the snapshot", async () => {
     const view = new LiveView();
-    listener = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ identity: "home-1", key: Buffer.from(PSK_HEX, "hex"), home: "home-1" }] });
+    listener = new CallHomeListener({
+      port: 0,
+      host: "127.0.0.1",
+      transports: { dtls: true, tls: false },
+      psk: [{ identity: "home-1", key: Buffer.from(PSK_HEX, "hex"), home: "home-1" }],
+    });
     const remove = view.addEndpoint({ id: "ep1", name: "ISP" }, "isp", listener);
     await listener.start();
     const s = view.snapshot();
     assert.deepEqual([s.isp[0].id, s.isp[0].name, s.isp[0].listening], ["ep1", "ISP", `127.0.0.1:${listener.port} dtls`]);
-    assert.deepEqual([s.isp[0].sessions, s.isp[0].mitigations], [{ total: 0, rows: [] }, { total: 0, rows: [] }]);
+    assert.deepEqual(
+      [s.isp[0].sessions, s.isp[0].mitigations],
+      [
+        { total: 0, rows: [] },
+        { total: 0, rows: [] },
+      ],
+    );
     assert.ok(!JSON.stringify(s).toLowerCase().includes(PSK_HEX.toLowerCase()));
     remove();
     assert.deepEqual(view.snapshot().isp, []);

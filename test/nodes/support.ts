@@ -59,7 +59,16 @@ helperInternals._nodeModules.catch = (red: unknown) => {
 };
 
 /** Every node of the package, ready for helper.load. */
-export const allNodes = ["dots-psk", "dots-isp-endpoint", "dots-home-endpoint", "dots-mitigation-request", "dots-call-home-listener", "dots-call-home-dialer", "dots-nat-lookup", "dots-filter-action"].map(nodeModule);
+export const allNodes = [
+  "dots-psk",
+  "dots-isp-endpoint",
+  "dots-home-endpoint",
+  "dots-mitigation-request",
+  "dots-call-home-listener",
+  "dots-call-home-dialer",
+  "dots-nat-lookup",
+  "dots-filter-action",
+].map(nodeModule);
 
 /** A message as the tests read it. */
 export type Msg = { topic?: string; payload: any; dots: any; error?: any; nat?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -15,7 +15,10 @@ import { repoRoot } from "../support/paths";
 import { freePort } from "../support/ports";
 
 const root = repoRoot();
-const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { name: string; "node-red": { nodes: Record<string, string> } };
+const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as {
+  name: string;
+  "node-red": { nodes: Record<string, string> };
+};
 const PKG_NAME = pkg.name;
 
 function listFiles(dir: string, base = dir): string[] {
@@ -72,19 +75,38 @@ describe("install from git into a Node-RED user dir", function () {
     assert.ok(fs.existsSync(path.join(installed, "dist", "src", "index.js")), "main entry");
     const cli = spawnSync(process.execPath, [path.join(installed, "dist", "src", "cli", "main.js"), "--help"], { encoding: "utf8" });
     assert.equal(cli.status, 0, cli.stderr);
-    const main = spawnSync(process.execPath, ["-e", `const m = require(${JSON.stringify(PKG_NAME)}); if (typeof m.CallHomeDialer !== "function") process.exit(3)`], { cwd: path.dirname(installed), encoding: "utf8" });
+    const main = spawnSync(
+      process.execPath,
+      ["-e", `const m = require(${JSON.stringify(PKG_NAME)}); if (typeof m.CallHomeDialer !== "function") process.exit(3)`],
+      { cwd: path.dirname(installed), encoding: "utf8" },
+    );
     assert.equal(main.status, 0, main.stderr);
   });
 
   it("ships what npm pack ships: no source maps, no tests, no TypeScript sources, the icons once", () => {
     const files = listFiles(installed).filter((f) => !f.startsWith("node_modules/"));
-    assert.deepEqual(files.filter((f) => f.endsWith(".map")), [], "no source maps (their sources are not shipped)");
-    assert.deepEqual(files.filter((f) => f.startsWith("dist/test/") || f.startsWith("dist/bench/") || f.startsWith("dist/scripts/")), [], "no tests, benchmarks or scripts");
-    assert.deepEqual(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts")), [], "no .ts sources");
+    assert.deepEqual(
+      files.filter((f) => f.endsWith(".map")),
+      [],
+      "no source maps (their sources are not shipped)",
+    );
+    assert.deepEqual(
+      files.filter((f) => f.startsWith("dist/test/") || f.startsWith("dist/bench/") || f.startsWith("dist/scripts/")),
+      [],
+      "no tests, benchmarks or scripts",
+    );
+    assert.deepEqual(
+      files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts")),
+      [],
+      "no .ts sources",
+    );
     const icons = fs.readdirSync(path.join(root, "icons"));
     for (const icon of icons) assert.equal(files.filter((f) => path.basename(f) === icon).length, 1, `${icon} shipped once`);
     for (const f of ["README.md", "LICENSE", "package.json"]) assert.ok(files.includes(f), f);
-    assert.ok(files.some((f) => f.startsWith("examples/")), "examples");
+    assert.ok(
+      files.some((f) => f.startsWith("examples/")),
+      "examples",
+    );
   });
 
   it(`Node-RED ${nodeRedVersion()} loads every node from it and serves every icon`, async () => {
@@ -94,7 +116,11 @@ describe("install from git into a Node-RED user dir", function () {
       `module.exports = ${JSON.stringify({ uiHost: "127.0.0.1", uiPort: port, flowFile: "flows.json", credentialSecret: "git-install-test", telemetry: { enabled: false, updateNotification: false }, editorTheme: { tours: false, palette: { catalogues: [] } } })};\n`,
     );
     let out = "";
-    red = spawn(process.execPath, [path.join(nodeRedDir(), "red.js"), "--userDir", userDir, "--settings", path.join(userDir, "settings.js")], { stdio: ["ignore", "pipe", "pipe"] });
+    red = spawn(
+      process.execPath,
+      [path.join(nodeRedDir(), "red.js"), "--userDir", userDir, "--settings", path.join(userDir, "settings.js")],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     red.stdout!.on("data", (c: Buffer) => (out += c.toString()));
     red.stderr!.on("data", (c: Buffer) => (out += c.toString()));
     const deadline = Date.now() + 60_000;
@@ -105,7 +131,9 @@ describe("install from git into a Node-RED user dir", function () {
     const base = `http://127.0.0.1:${port}`;
     const res = await fetch(`${base}/nodes`, { headers: { Accept: "application/json" } });
     assert.equal(res.status, 200);
-    const sets = ((await res.json()) as Array<{ module: string; types: string[]; enabled: boolean; err?: string }>).filter((s) => s.module === PKG_NAME);
+    const sets = ((await res.json()) as Array<{ module: string; types: string[]; enabled: boolean; err?: string }>).filter(
+      (s) => s.module === PKG_NAME,
+    );
     const types = sets.flatMap((s) => s.types).sort();
     assert.deepEqual(types, Object.keys(pkg["node-red"].nodes).sort(), `node types loaded; log:\n${out}`);
     // A set whose module failed to load carries err (and registers no types).

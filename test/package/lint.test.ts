@@ -10,7 +10,13 @@ import { outRoot, repoRoot } from "../support/paths";
 const root = repoRoot();
 const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const semver = require("semver") as { satisfies(v: string, r: string): boolean; valid(v: string): string | null; major(v: string): number; minVersion(r: string): { version: string } | null; lt(a: string, b: string): boolean };
+const semver = require("semver") as {
+  satisfies(v: string, r: string): boolean;
+  valid(v: string): string | null;
+  major(v: string): number;
+  minVersion(r: string): { version: string } | null;
+  lt(a: string, b: string): boolean;
+};
 
 /** Latest Node-RED releases the scorecard compares with (maintenance 4.x and current 5.x). */
 const NODE_RED_RELEASES = ["4.1.15", "5.0.7"];
@@ -57,7 +63,10 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
     assert.deepEqual(undocumented, [], "README names every node type");
     assert.match(readme, /Import\s*>\s*Examples/i, "README points to Import > Examples");
     assert.ok(fs.existsSync(path.join(outRoot, "test", "editor", "editor.test.js")), "the editor test is built with the suite");
-    assert.ok(fs.readdirSync(path.join(root, "examples")).some((f) => f.endsWith(".json")), "examples exist");
+    assert.ok(
+      fs.readdirSync(path.join(root, "examples")).some((f) => f.endsWith(".json")),
+      "examples exist",
+    );
   });
 
   it("P06 node-red.version is declared and satisfied by current Node-RED releases", () => {
@@ -74,13 +83,18 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
 
   it("engines.node admits exactly what CI proves: its lowest version per line is .ci/node-matrix's OLDEST, the matrix Nodes are inside it", () => {
     const matrix = fs.readFileSync(path.join(root, ".ci", "node-matrix"), "utf8");
-    const list = (name: string): string[] => (new RegExp(`^${name}=\\(([^)]*)\\)`, "m").exec(matrix)?.[1] ?? "").split(/\s+/).filter(Boolean);
+    const list = (name: string): string[] =>
+      (new RegExp(`^${name}=\\(([^)]*)\\)`, "m").exec(matrix)?.[1] ?? "").split(/\s+/).filter(Boolean);
     const lowest = String(pkg.engines.node)
       .split("||")
       .map((part) => semver.minVersion(part.trim())!.version);
     assert.deepEqual(list("OLDEST").sort(), lowest.sort());
-    for (const v of [...list("NODES"), ...list("OLDEST")]) assert.ok(semver.satisfies(v, pkg.engines.node), `${v} satisfies ${pkg.engines.node}`);
-    assert.ok(NODE_RED_RELEASES.includes(/^NODE_RED_5=(\S+)/m.exec(matrix)?.[1] ?? ""), "CI's Node-RED 5 is the release the scorecard checks");
+    for (const v of [...list("NODES"), ...list("OLDEST")])
+      assert.ok(semver.satisfies(v, pkg.engines.node), `${v} satisfies ${pkg.engines.node}`);
+    assert.ok(
+      NODE_RED_RELEASES.includes(/^NODE_RED_5=(\S+)/m.exec(matrix)?.[1] ?? ""),
+      "CI's Node-RED 5 is the release the scorecard checks",
+    );
   });
 
   it("N01 every node type is prefixed dots-, unique, and registered under its mapped name", () => {
@@ -89,9 +103,17 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
     for (const t of types) {
       assert.match(t, /^dots-[a-z0-9-]+$/);
       const ts = fs.readFileSync(path.join(root, "nodes", t, `${t}.ts`), "utf8");
-      assert.deepEqual([...ts.matchAll(/registerType\(\s*"([^"]+)"/g)].map((m) => m[1]), [t], `${t}.ts registers ${t}`);
+      assert.deepEqual(
+        [...ts.matchAll(/registerType\(\s*"([^"]+)"/g)].map((m) => m[1]),
+        [t],
+        `${t}.ts registers ${t}`,
+      );
       const html = fs.readFileSync(path.join(root, "nodes", t, `${t}.html`), "utf8");
-      assert.deepEqual([...html.matchAll(/registerType\(\s*"([^"]+)"/g)].map((m) => m[1]), [t], `${t}.html registers ${t}`);
+      assert.deepEqual(
+        [...html.matchAll(/registerType\(\s*"([^"]+)"/g)].map((m) => m[1]),
+        [t],
+        `${t}.html registers ${t}`,
+      );
     }
   });
 
@@ -104,8 +126,14 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
       for (const n of flow) used.add(n.type);
     }
     const config = configTypes();
-    assert.deepEqual(types.filter((t) => !config.has(t) && !used.has(t)), []);
-    assert.ok(pkg.files.some((f: string) => /^examples\/?$/.test(f)), "examples/ is published");
+    assert.deepEqual(
+      types.filter((t) => !config.has(t) && !used.has(t)),
+      [],
+    );
+    assert.ok(
+      pkg.files.some((f: string) => /^examples\/?$/.test(f)),
+      "examples/ is published",
+    );
   });
 
   it("D01/D02 at most 6 runtime dependencies, none known bad", () => {
@@ -131,7 +159,9 @@ describe("package lint (Flow Library scorecard, checked locally)", () => {
       const html = fs.readFileSync(path.join(dir, `${base}.html`), "utf8");
       // Every i18n key the editor uses exists in the catalog.
       for (const m of html.matchAll(/data-i18n="(?:\[placeholder\])?([^"]+)"/g)) {
-        const value = m[1].split(".").reduce<unknown>((o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), catalog);
+        const value = m[1]
+          .split(".")
+          .reduce<unknown>((o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), catalog);
         assert.equal(typeof value, "string", `catalog has ${m[1]}`);
       }
       assert.match(html, /version:\s*\{\s*value:\s*[1-9]\d*/, "a config version default for later migrations");

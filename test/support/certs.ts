@@ -65,9 +65,22 @@ async function generate(): Promise<TestPki> {
   const makeCa = async (name: string, cn: string): Promise<KeyPair> => {
     await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`]);
     await openssl(dir, [
-      "req", "-x509", "-new", "-key", `${name}.key`, "-sha256", "-days", "30", "-subj", `/CN=${cn}`,
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-      "-out", `${name}.crt`,
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      `${name}.key`,
+      "-sha256",
+      "-days",
+      "30",
+      "-subj",
+      `/CN=${cn}`,
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+      "-out",
+      `${name}.crt`,
     ]);
     return { cert: read(`${name}.crt`), key: read(`${name}.key`), certPath: p(`${name}.crt`), keyPath: p(`${name}.key`) };
   };
@@ -80,8 +93,23 @@ async function generate(): Promise<TestPki> {
       `basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=${eku}\nsubjectAltName=${san}\n`,
     );
     await openssl(dir, [
-      "x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.crt`, "-CAkey", `${ca}.key`, "-set_serial", String(serial++),
-      "-days", String(days), "-sha256", "-extfile", `${name}.ext`, "-out", `${name}.crt`,
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${ca}.crt`,
+      "-CAkey",
+      `${ca}.key`,
+      "-set_serial",
+      String(serial++),
+      "-days",
+      String(days),
+      "-sha256",
+      "-extfile",
+      `${name}.ext`,
+      "-out",
+      `${name}.crt`,
     ]);
     return { cert: read(`${name}.crt`), key: read(`${name}.key`), certPath: p(`${name}.crt`), keyPath: p(`${name}.key`) };
   };
@@ -99,5 +127,16 @@ async function generate(): Promise<TestPki> {
     makeLeaf("wrong-name", "ca", "wrong.example", "DNS:wrong.example", "serverAuth,clientAuth"),
   ]);
   await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "stray.key"]);
-  return { dir, ca, isp, home1, home2, rogueCa, rogueHome, expired, wrongName, strayKey: { key: read("stray.key"), keyPath: p("stray.key") } };
+  return {
+    dir,
+    ca,
+    isp,
+    home1,
+    home2,
+    rogueCa,
+    rogueHome,
+    expired,
+    wrongName,
+    strayKey: { key: read("stray.key"), keyPath: p("stray.key") },
+  };
 }

@@ -69,7 +69,11 @@ export class CliProcess {
     return new Promise<CliLine>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w.resolve !== done);
-        reject(new Error(`${this.name}: timed out waiting for ${what}; got:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`));
+        reject(
+          new Error(
+            `${this.name}: timed out waiting for ${what}; got:\n${this.lines.map((l) => JSON.stringify(l)).join("\n")}\nstderr: ${this.stderr}`,
+          ),
+        );
       }, ms);
       const done = (l: CliLine): void => {
         clearTimeout(timer);

@@ -30,14 +30,22 @@ export class TestBroker {
    * tls: an mqtts listener with these PEM files (requireCertificate: clients must present one
    * signed by ca). user: password authentication (mosquitto_passwd), anonymous refused.
    */
-  static async start(opts: { tls?: { ca: string; cert: string; key: string; requireCertificate?: boolean }; user?: { name: string; password: string } } = {}): Promise<TestBroker> {
+  static async start(
+    opts: { tls?: { ca: string; cert: string; key: string; requireCertificate?: boolean }; user?: { name: string; password: string } } = {},
+  ): Promise<TestBroker> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-mosquitto-"));
     fs.chmodSync(dir, 0o755); // mosquitto started as root reads its files as user mosquitto
     const b = new TestBroker(await freePort(), dir, opts.tls !== undefined);
     const conf = [`listener ${b.port} 127.0.0.1`, "persistence false"];
     if (opts.tls) {
-      for (const [name, pem] of Object.entries({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key })) fs.writeFileSync(path.join(dir, `${name}.pem`), pem, { mode: 0o644 });
-      conf.push(`cafile ${path.join(dir, "ca.pem")}`, `certfile ${path.join(dir, "cert.pem")}`, `keyfile ${path.join(dir, "key.pem")}`, `require_certificate ${opts.tls.requireCertificate === true}`);
+      for (const [name, pem] of Object.entries({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key }))
+        fs.writeFileSync(path.join(dir, `${name}.pem`), pem, { mode: 0o644 });
+      conf.push(
+        `cafile ${path.join(dir, "ca.pem")}`,
+        `certfile ${path.join(dir, "cert.pem")}`,
+        `keyfile ${path.join(dir, "key.pem")}`,
+        `require_certificate ${opts.tls.requireCertificate === true}`,
+      );
     }
     if (opts.user) {
       const file = path.join(dir, "passwd");

@@ -80,7 +80,10 @@ export async function createLab(): Promise<Lab> {
       // whatever still runs inside the lab (an orphaned `conntrack -E` of a killed dialer) was started
       // by this test; namespaces do not end their processes
       const pids = spawnSync("ip", ["netns", "pids", n], { encoding: "utf8" }).stdout ?? "";
-      for (const pid of pids.split("\n").map(Number).filter((p) => Number.isInteger(p) && p > 1 && p !== process.pid)) {
+      for (const pid of pids
+        .split("\n")
+        .map(Number)
+        .filter((p) => Number.isInteger(p) && p > 1 && p !== process.pid)) {
         try {
           process.kill(pid, "SIGKILL");
         } catch {
@@ -118,15 +121,22 @@ export async function createLab(): Promise<Lab> {
     r("sysctl", "-qw", "net.ipv4.ip_forward=1");
     r("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1");
     // NAT and a stateful IPv6 firewall, each in a table of its own (as a home router has them)
-    nsSh(ns.router, ["nft", "-f", "-"], [
-      "table ip lab_nat {",
-      "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname \"wan\" masquerade; }",
-      "}",
-      "table inet lab_fw {",
-      "  chain forward { type filter hook forward priority filter; policy accept; ct state established,related accept; }",
-      "}",
-    ].join("\n") + "\n");
-    for (const [n, v4, v6] of [[ns.lan, "192.168.1.10/24", "2001:db8:1::10/64"], [ns.lan2, "192.168.1.11/24", "2001:db8:1::11/64"]]) {
+    nsSh(
+      ns.router,
+      ["nft", "-f", "-"],
+      [
+        "table ip lab_nat {",
+        '  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "wan" masquerade; }',
+        "}",
+        "table inet lab_fw {",
+        "  chain forward { type filter hook forward priority filter; policy accept; ct state established,related accept; }",
+        "}",
+      ].join("\n") + "\n",
+    );
+    for (const [n, v4, v6] of [
+      [ns.lan, "192.168.1.10/24", "2001:db8:1::10/64"],
+      [ns.lan2, "192.168.1.11/24", "2001:db8:1::11/64"],
+    ]) {
       nsSh(n, ["ip", "addr", "add", v4, "dev", "eth0"]);
       nsSh(n, ["ip", "addr", "add", v6, "dev", "eth0", "nodad"]);
       nsSh(n, ["ip", "link", "set", "eth0", "up"]);
@@ -140,23 +150,27 @@ export async function createLab(): Promise<Lab> {
     i("ip", "addr", "add", "203.0.113.5/32", "dev", "lo");
     i("ip", "addr", "add", "2001:db8:c000::5/128", "dev", "lo");
     i("ip", "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:ff::2");
-    nsSh(ns.isp, ["nft", "-f", "-"], [
-      "table inet victim {",
-      "  counter dev { }",
-      "  counter other { }",
-      "  counter dev6 { }",
-      "  counter probe { }",
-      "  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 120s; }",
-      "  chain input {",
-      "    type filter hook input priority filter; policy accept;",
-      // payload tags right after the UDP header: "dev" from the device, "h2x" from the other host
-      "    meta nfproto ipv4 udp dport 5555 @th,64,24 0x646576 counter name \"dev\" update @seen { ip saddr . udp sport }",
-      "    meta nfproto ipv6 udp dport 5555 @th,64,24 0x646576 counter name \"dev6\"",
-      "    udp dport 7777 counter name \"probe\"",
-      "    udp dport 5555 @th,64,24 0x683278 counter name \"other\"",
-      "  }",
-      "}",
-    ].join("\n") + "\n");
+    nsSh(
+      ns.isp,
+      ["nft", "-f", "-"],
+      [
+        "table inet victim {",
+        "  counter dev { }",
+        "  counter other { }",
+        "  counter dev6 { }",
+        "  counter probe { }",
+        "  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 120s; }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        // payload tags right after the UDP header: "dev" from the device, "h2x" from the other host
+        '    meta nfproto ipv4 udp dport 5555 @th,64,24 0x646576 counter name "dev" update @seen { ip saddr . udp sport }',
+        '    meta nfproto ipv6 udp dport 5555 @th,64,24 0x646576 counter name "dev6"',
+        '    udp dport 7777 counter name "probe"',
+        '    udp dport 5555 @th,64,24 0x683278 counter name "other"',
+        "  }",
+        "}",
+      ].join("\n") + "\n",
+    );
   } catch (err) {
     await destroy();
     throw err;
@@ -173,7 +187,12 @@ export async function createLab(): Promise<Lab> {
     router: netnsRunner(ns.router),
     isp,
     deviceMac,
-    counters: async () => ({ dev: await counter("dev"), other: await counter("other"), dev6: await counter("dev6"), probe: await counter("probe") }),
+    counters: async () => ({
+      dev: await counter("dev"),
+      other: await counter("other"),
+      dev6: await counter("dev6"),
+      probe: await counter("probe"),
+    }),
     seenDeviceSources: async () => {
       const { stdout } = await isp.run(["nft", "-j", "list", "set", "inet", "victim", "seen"]);
       const doc = JSON.parse(stdout) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: [string, number] } } }> } }> };
@@ -181,7 +200,25 @@ export async function createLab(): Promise<Lab> {
       return (set?.elem ?? []).map((e) => ({ address: e.elem.val.concat[0], port: e.elem.val.concat[1] }));
     },
     startSender: (o) => {
-      const child = spawn("ip", ["netns", "exec", ns[o.from], process.execPath, "-e", SENDER_CODE, o.target, String(o.port), o.tag, String(o.packetsPerSecond ?? 200), String(o.sourcePort), String(o.maxSeconds ?? 60), o.sourceAddress ?? ""], { stdio: "ignore" });
+      const child = spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          ns[o.from],
+          process.execPath,
+          "-e",
+          SENDER_CODE,
+          o.target,
+          String(o.port),
+          o.tag,
+          String(o.packetsPerSecond ?? 200),
+          String(o.sourcePort),
+          String(o.maxSeconds ?? 60),
+          o.sourceAddress ?? "",
+        ],
+        { stdio: "ignore" },
+      );
       senders.add(child);
       const exited = new Promise<void>((res) => child.once("exit", () => res()));
       return {

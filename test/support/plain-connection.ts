@@ -242,7 +242,10 @@ export interface UdpRelay {
  * Forwards datagrams between one client and 127.0.0.1:targetPort, dropping those for which
  * `drop(direction, data, index)` returns true (index counts datagrams per direction from 0).
  */
-export function startLossyUdpRelay(targetPort: number, drop: (direction: "up" | "down", data: Buffer, index: number) => boolean): Promise<UdpRelay> {
+export function startLossyUdpRelay(
+  targetPort: number,
+  drop: (direction: "up" | "down", data: Buffer, index: number) => boolean,
+): Promise<UdpRelay> {
   return new Promise((resolve, reject) => {
     const front = dgram.createSocket("udp4");
     const back = dgram.createSocket("udp4");

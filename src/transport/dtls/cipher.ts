@@ -6,7 +6,16 @@
 // node:crypto has no reusable AEAD context, so each record gets its own short-lived cipher object
 // and a session keeps only key bytes. The functions take a buffer and offsets, so the server can
 // keep every session's keys in a shared slab without a Buffer object per session.
-import { createCipheriv, createDecipheriv, type CipherCCM, type CipherGCM, type CipherChaCha20Poly1305, type DecipherCCM, type DecipherGCM, type DecipherChaCha20Poly1305 } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  type CipherCCM,
+  type CipherGCM,
+  type CipherChaCha20Poly1305,
+  type DecipherCCM,
+  type DecipherGCM,
+  type DecipherChaCha20Poly1305,
+} from "node:crypto";
 import type { CipherSuiteInfo } from "./constants";
 import { aeadAdditionalData } from "./record";
 

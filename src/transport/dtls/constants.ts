@@ -35,7 +35,12 @@ export const DTLS_1_2 = 0xfefd;
 export const RECORD_HEADER_LENGTH = 13;
 export const HANDSHAKE_HEADER_LENGTH = 12;
 
-export const ExtensionType = { SupportedGroups: 0x000a, EcPointFormats: 0x000b, ExtendedMasterSecret: 0x0017, RenegotiationInfo: 0xff01 } as const;
+export const ExtensionType = {
+  SupportedGroups: 0x000a,
+  EcPointFormats: 0x000b,
+  ExtendedMasterSecret: 0x0017,
+  RenegotiationInfo: 0xff01,
+} as const;
 
 /** Named groups for ECDHE (RFC 8422 5.1.1; x25519 from RFC 8422 too). */
 export const NamedGroup = { secp256r1: 23, x25519: 29 } as const;
@@ -81,9 +86,36 @@ export const CIPHER_SUITES: Readonly<Record<DtlsCipherSuiteName, CipherSuiteInfo
     fixedIvLength: 12,
     explicitNonceLength: 0,
   },
-  TLS_PSK_WITH_AES_128_CCM_8: { name: "TLS_PSK_WITH_AES_128_CCM_8", id: 0xc0a8, keyExchange: "psk", algorithm: "aes-128-ccm", tagLength: 8, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
-  TLS_PSK_WITH_AES_128_GCM_SHA256: { name: "TLS_PSK_WITH_AES_128_GCM_SHA256", id: 0x00a8, keyExchange: "psk", algorithm: "aes-128-gcm", tagLength: 16, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
-  TLS_PSK_WITH_AES_128_CCM: { name: "TLS_PSK_WITH_AES_128_CCM", id: 0xc0a4, keyExchange: "psk", algorithm: "aes-128-ccm", tagLength: 16, keyLength: 16, fixedIvLength: 4, explicitNonceLength: 8 },
+  TLS_PSK_WITH_AES_128_CCM_8: {
+    name: "TLS_PSK_WITH_AES_128_CCM_8",
+    id: 0xc0a8,
+    keyExchange: "psk",
+    algorithm: "aes-128-ccm",
+    tagLength: 8,
+    keyLength: 16,
+    fixedIvLength: 4,
+    explicitNonceLength: 8,
+  },
+  TLS_PSK_WITH_AES_128_GCM_SHA256: {
+    name: "TLS_PSK_WITH_AES_128_GCM_SHA256",
+    id: 0x00a8,
+    keyExchange: "psk",
+    algorithm: "aes-128-gcm",
+    tagLength: 16,
+    keyLength: 16,
+    fixedIvLength: 4,
+    explicitNonceLength: 8,
+  },
+  TLS_PSK_WITH_AES_128_CCM: {
+    name: "TLS_PSK_WITH_AES_128_CCM",
+    id: 0xc0a4,
+    keyExchange: "psk",
+    algorithm: "aes-128-ccm",
+    tagLength: 16,
+    keyLength: 16,
+    fixedIvLength: 4,
+    explicitNonceLength: 8,
+  },
 };
 
 /** RFC 5246 6.3 key block of an AEAD suite: two keys and two implicit IVs (no MAC keys). */

@@ -40,7 +40,12 @@ export class CookieJar {
     const fixed = Buffer.allocUnsafe(4);
     fixed.writeUInt16BE(c.port, 0);
     fixed.writeUInt16BE(c.clientVersion, 2);
-    h.update(c.address, "latin1").update(fixed).update(c.random).update(Buffer.from([c.sessionId.length])).update(c.sessionId).update(c.suitesRaw);
+    h.update(c.address, "latin1")
+      .update(fixed)
+      .update(c.random)
+      .update(Buffer.from([c.sessionId.length]))
+      .update(c.sessionId)
+      .update(c.suitesRaw);
     return h.digest();
   }
 

@@ -141,7 +141,19 @@ export function parseClientHello(body: Buffer): ClientHello {
   }
   if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after ClientHello");
   const suitesRaw = Buffer.concat([suitesBytes, compressionMethods]);
-  return { clientVersion, random, sessionId, cookie, cipherSuites, compressionMethods, suitesRaw, extendedMasterSecret, secureRenegotiation, supportedGroups, ecPointFormats };
+  return {
+    clientVersion,
+    random,
+    sessionId,
+    cookie,
+    cipherSuites,
+    compressionMethods,
+    suitesRaw,
+    extendedMasterSecret,
+    secureRenegotiation,
+    supportedGroups,
+    ecPointFormats,
+  };
 }
 
 export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
@@ -153,7 +165,13 @@ export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
  * `ecPointFormats`: answer the client's ec_point_formats with "uncompressed" (RFC 8422 5.2: sent
  * when an ECC suite was chosen and the client sent the extension).
  */
-export function buildServerHello(random: Buffer, suiteId: number, renegotiationInfo: boolean, extendedMasterSecret: boolean, ecPointFormats = false): Buffer {
+export function buildServerHello(
+  random: Buffer,
+  suiteId: number,
+  renegotiationInfo: boolean,
+  extendedMasterSecret: boolean,
+  ecPointFormats = false,
+): Buffer {
   const ext: Buffer[] = [];
   if (renegotiationInfo) ext.push(Buffer.from([0xff, 0x01, 0x00, 0x01, 0x00]));
   if (extendedMasterSecret) ext.push(Buffer.from([0x00, 0x17, 0x00, 0x00]));

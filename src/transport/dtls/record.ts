@@ -40,7 +40,13 @@ export function parseDatagram(datagram: Buffer, maxFragment: number): ParsedData
     // Only DTLS 1.0 (first ClientHello of some clients) and 1.2 are valid here.
     if (version !== 0xfeff && version !== 0xfefd) return { records, malformed: "bad-version" };
     if (length > maxFragment || off + RECORD_HEADER_LENGTH + length > datagram.length) return { records, malformed: "length-overrun" };
-    records.push({ type, version, epoch, sequence, fragment: datagram.subarray(off + RECORD_HEADER_LENGTH, off + RECORD_HEADER_LENGTH + length) });
+    records.push({
+      type,
+      version,
+      epoch,
+      sequence,
+      fragment: datagram.subarray(off + RECORD_HEADER_LENGTH, off + RECORD_HEADER_LENGTH + length),
+    });
     off += RECORD_HEADER_LENGTH + length;
   }
   return { records };

@@ -143,10 +143,13 @@ export class ScriptedDtlsClient {
   /** Waits for more datagrams without sending (for the rest of a flight). */
   private next(deadline: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new Error("DTLS handshake timed out"));
-      }, Math.max(1, deadline - Date.now()));
+      const timer = setTimeout(
+        () => {
+          this.waiter = undefined;
+          reject(new Error("DTLS handshake timed out"));
+        },
+        Math.max(1, deadline - Date.now()),
+      );
       this.waiter = (d) => {
         clearTimeout(timer);
         resolve(d);
@@ -171,7 +174,15 @@ export class ScriptedDtlsClient {
     const formats = this.opts.ecPointFormats === undefined ? [0] : this.opts.ecPointFormats;
     if (offersEcdhe && formats) ext.push(Buffer.concat([u16(0x000b), u16(formats.length + 1), Buffer.from([formats.length, ...formats])]));
     const extBytes = Buffer.concat(ext);
-    const parts = [Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, cookie.length]), cookie, u16(suiteBytes.length), suiteBytes, Buffer.from([1, 0])];
+    const parts = [
+      Buffer.from([0xfe, 0xfd]),
+      random,
+      Buffer.from([0, cookie.length]),
+      cookie,
+      u16(suiteBytes.length),
+      suiteBytes,
+      Buffer.from([1, 0]),
+    ];
     if (ext.length > 0) parts.push(u16(extBytes.length), extBytes);
     return encodeHandshake(HandshakeType.ClientHello, this.messageSeq++, Buffer.concat(parts));
   }
@@ -243,9 +254,17 @@ export class ScriptedDtlsClient {
     const keys = aeadKeyBlock(master, random, serverRandom, suite.keyLength, suite.fixedIvLength);
     this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
     this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
-    const finished = encodeHandshake(HandshakeType.Finished, this.messageSeq++, finishedVerifyData(master, "client finished", sha256(transcript)));
+    const finished = encodeHandshake(
+      HandshakeType.Finished,
+      this.messageSeq++,
+      finishedVerifyData(master, "client finished", sha256(transcript)),
+    );
     transcript.push(finished);
-    const flight5 = Buffer.concat([this.plain(ContentType.Handshake, cke), this.plain(ContentType.ChangeCipherSpec, Buffer.from([1])), this.protect(ContentType.Handshake, finished)]);
+    const flight5 = Buffer.concat([
+      this.plain(ContentType.Handshake, cke),
+      this.plain(ContentType.ChangeCipherSpec, Buffer.from([1])),
+      this.protect(ContentType.Handshake, finished),
+    ]);
     let reply = await this.exchange(flight5, deadline);
     for (;;) {
       this.handshakeMessages(reply); // throws on an alert
@@ -255,7 +274,8 @@ export class ScriptedDtlsClient {
         if (!p) continue;
         const [f] = parseHandshakeFragments(p);
         const expected = finishedVerifyData(master, "server finished", sha256(transcript));
-        if (f.msgType !== HandshakeType.Finished || f.body.length !== 12 || !timingSafeEqual(f.body, expected)) throw new Error("bad server Finished");
+        if (f.msgType !== HandshakeType.Finished || f.body.length !== 12 || !timingSafeEqual(f.body, expected))
+          throw new Error("bad server Finished");
         this.serverVerifyData = Buffer.from(f.body);
         return;
       }

@@ -254,7 +254,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       if (id === undefined) throw new TypeError(`unsupported ECDHE group ${String(g)}`);
       return id;
     });
-    if (this.groups.length === 0 && this.suites.some((s) => s.keyExchange === "ecdhe_psk")) throw new TypeError("ECDHE_PSK suites need at least one group");
+    if (this.groups.length === 0 && this.suites.some((s) => s.keyExchange === "ecdhe_psk"))
+      throw new TypeError("ECDHE_PSK suites need at least one group");
     this.secretsFinished = SECRETS_KEY_BLOCK + Math.max(...this.suites.map(keyBlockLength));
     this.secrets = new SecretSlab(this.secretsFinished + FINISHED_MESSAGE_LENGTH);
     for (const suite of this.suites) this.cipherLabels.set(suite.id, `DTLSv1.2 ${suite.name}`);
@@ -355,7 +356,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
   }
 
-  private handleRecord(record: DtlsRecord, peer: Peer | undefined, key: string, socketAddress: string, address: string, port: number): void {
+  private handleRecord(
+    record: DtlsRecord,
+    peer: Peer | undefined,
+    key: string,
+    socketAddress: string,
+    address: string,
+    port: number,
+  ): void {
     if (record.epoch === 0) {
       if (record.type === ContentType.Handshake) {
         this.handlePlainHandshake(record, peer, key, socketAddress, address, port);
@@ -377,7 +385,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // A Finished-sized handshake record that does not authenticate while we wait for Finished
       // means the client derived other keys: a PSK mismatch. Fail now (decrypt_error) instead of
       // letting the client wait for a timeout; any other record is silently discarded (4.1.2.7).
-      if (peer.state === "awaiting-finished" && record.type === ContentType.Handshake && record.fragment.length === FINISHED_MESSAGE_LENGTH + aeadOverhead(peer.suite)) {
+      if (
+        peer.state === "awaiting-finished" &&
+        record.type === ContentType.Handshake &&
+        record.fragment.length === FINISHED_MESSAGE_LENGTH + aeadOverhead(peer.suite)
+      ) {
         this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
       }
       return;
@@ -405,7 +417,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   // ---- epoch 0: ClientHello (stateless until the cookie verifies) and the key exchange ----
 
-  private handlePlainHandshake(record: DtlsRecord, peer: Peer | undefined, key: string, socketAddress: string, address: string, port: number): void {
+  private handlePlainHandshake(
+    record: DtlsRecord,
+    peer: Peer | undefined,
+    key: string,
+    socketAddress: string,
+    address: string,
+    port: number,
+  ): void {
     let fragments: HandshakeFragment[];
     try {
       fragments = parseHandshakeFragments(record.fragment);
@@ -452,7 +471,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     // DTLS 1.2 only: a lower version (numerically higher) cannot be served.
     if (hello.clientVersion > DTLS_1_2 || hello.clientVersion < 0xfe00) return;
-    const cookieInput = { address: socketAddress, port, clientVersion: hello.clientVersion, random: hello.random, sessionId: hello.sessionId, suitesRaw: hello.suitesRaw };
+    const cookieInput = {
+      address: socketAddress,
+      port,
+      clientVersion: hello.clientVersion,
+      random: hello.random,
+      sessionId: hello.sessionId,
+      suitesRaw: hello.suitesRaw,
+    };
     if (!this.cookies.verify(hello.cookie, cookieInput)) {
       // HelloVerifyRequest echoes the ClientHello's record sequence number (4.2.1) and message_seq.
       const hvr = encodeHandshake(HandshakeType.HelloVerifyRequest, f.messageSeq, buildHelloVerifyRequest(this.cookies.issue(cookieInput)));
@@ -479,7 +505,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id) && (s.keyExchange === "psk" || ecdheGroup !== undefined));
     const nullCompression = hello.compressionMethods.includes(0);
     if (!suite || !nullCompression) {
-      this.transmit(socketAddress, port, [encodeRecord(ContentType.Alert, DTLS_1_2, 0, record.sequence, Buffer.from([AlertLevel.Fatal, AlertDescription.HandshakeFailure]))]);
+      this.transmit(socketAddress, port, [
+        encodeRecord(ContentType.Alert, DTLS_1_2, 0, record.sequence, Buffer.from([AlertLevel.Fatal, AlertDescription.HandshakeFailure])),
+      ]);
       this.stats.handshakesFailed++;
       this.emit("handshake-failed", { address, port, reason: "no-shared-cipher" } satisfies HandshakeFailure);
       return;
@@ -535,7 +563,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       encodeHandshake(
         HandshakeType.ServerHello,
         handshake.serverMessageSeq++,
-        buildServerHello(serverRandom, suite.id, hello.secureRenegotiation, hello.extendedMasterSecret, ephemeral !== undefined && hello.ecPointFormats !== undefined),
+        buildServerHello(
+          serverRandom,
+          suite.id,
+          hello.secureRenegotiation,
+          hello.extendedMasterSecret,
+          ephemeral !== undefined && hello.ecPointFormats !== undefined,
+        ),
       ),
     ];
     if (ephemeral) {
@@ -698,7 +732,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const serverVerify = finishedVerifyData(handshake.master!, "server finished", sha256(transcript));
-    encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(this.secrets.buffer(peer.slot), this.secrets.offset(peer.slot) + this.secretsFinished);
+    encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(
+      this.secrets.buffer(peer.slot),
+      this.secrets.offset(peer.slot) + this.secretsFinished,
+    );
     handshake.master!.fill(0);
     peer.writeEpoch = 1;
     // Free everything the established session no longer needs (transcript, master secret, flight 4, reassembler).
@@ -785,19 +822,42 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const seq = peer.writeSeq1++;
     const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
     const k = peer.suite.keyLength;
-    const sealed = sealRecord(peer.suite, this.secrets.buffer(peer.slot), at + k, at + 2 * k + peer.suite.fixedIvLength, type, DTLS_1_2, 1, seq, plaintext);
+    const sealed = sealRecord(
+      peer.suite,
+      this.secrets.buffer(peer.slot),
+      at + k,
+      at + 2 * k + peer.suite.fixedIvLength,
+      type,
+      DTLS_1_2,
+      1,
+      seq,
+      plaintext,
+    );
     return encodeRecord(type, DTLS_1_2, 1, seq, sealed);
   }
 
   private open(peer: Peer, record: DtlsRecord): Buffer | undefined {
     const at = this.secrets.offset(peer.slot) + SECRETS_KEY_BLOCK;
     const k = peer.suite.keyLength;
-    return openRecord(peer.suite, this.secrets.buffer(peer.slot), at, at + 2 * k, record.type, record.version, record.epoch, record.sequence, record.fragment);
+    return openRecord(
+      peer.suite,
+      this.secrets.buffer(peer.slot),
+      at,
+      at + 2 * k,
+      record.type,
+      record.version,
+      record.epoch,
+      record.sequence,
+      record.fragment,
+    );
   }
 
   private sendAlert(peer: Peer, level: number, description: number): void {
     const body = Buffer.from([level, description]);
-    const record = peer.writeEpoch === 1 ? this.protect(peer, ContentType.Alert, body) : encodeRecord(ContentType.Alert, DTLS_1_2, 0, peer.writeSeq0++, body);
+    const record =
+      peer.writeEpoch === 1
+        ? this.protect(peer, ContentType.Alert, body)
+        : encodeRecord(ContentType.Alert, DTLS_1_2, 0, peer.writeSeq0++, body);
     this.transmit(peer.socketAddress, peer.port, [record]);
   }
 
@@ -841,7 +901,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (now - peer.lastOnDemandResendAt < ON_DEMAND_RESEND_INTERVAL_MS) return;
     peer.lastOnDemandResendAt = now;
     if (peer.handshake) this.transmit(peer.socketAddress, peer.port, peer.handshake.flight);
-    else if (peer.state === "established" && !peer.finishedDelivered) this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
+    else if (peer.state === "established" && !peer.finishedDelivered)
+      this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
   }
 
   private armRetransmit(peer: Peer): void {
@@ -869,7 +930,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (alert !== undefined) this.sendAlert(peer, AlertLevel.Fatal, alert);
     this.removePeer(peer);
     this.stats.handshakesFailed++;
-    this.emit("handshake-failed", { address: peer.address, port: peer.port, reason, ...(peer.identity !== undefined ? { identity: peer.identity } : {}) } satisfies HandshakeFailure);
+    this.emit("handshake-failed", {
+      address: peer.address,
+      port: peer.port,
+      reason,
+      ...(peer.identity !== undefined ? { identity: peer.identity } : {}),
+    } satisfies HandshakeFailure);
   }
 
   private removePeer(peer: Peer, error?: Error): void {

@@ -111,8 +111,10 @@ describe("DOTS CBOR: RFC vectors", () => {
       "a1182ea3198005781c" +
         Buffer.from("alt-call-home-client.example").toString("hex") +
         "19800682" +
-        "70" + Buffer.from("2001:db8:6401::1").toString("hex") +
-        "70" + Buffer.from("2001:db8:6401::2").toString("hex") +
+        "70" +
+        Buffer.from("2001:db8:6401::1").toString("hex") +
+        "70" +
+        Buffer.from("2001:db8:6401::2").toString("hex") +
         "198007190258",
     );
   });
@@ -136,16 +138,22 @@ describe("DOTS CBOR: RFC vectors", () => {
 
 describe("DOTS CBOR: JSON-view conventions", () => {
   it("decimal64 ack-timeout 2.00 is tag 4 [-2, 200] = C4 82 21 18 C8", () => {
-    const json = { "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-timeout": { "current-value-decimal": "2.00" } } } };
+    const json = {
+      "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-timeout": { "current-value-decimal": "2.00" } } },
+    };
     both(json, "a1181ea11820a11827a1182b" + "c4822118c8");
     // numbers are accepted on input and come back as the canonical string
-    const viaNumber = encodeDotsCbor({ "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-timeout": { "current-value-decimal": 2 } } } });
+    const viaNumber = encodeDotsCbor({
+      "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-timeout": { "current-value-decimal": 2 } } },
+    });
     assert.equal(hex(viaNumber), "a1181ea11820a11827a1182bc4822118c8");
   });
 
   it("decimal64 from other exponents is normalised to two digits; excess digits are refused", () => {
     const wrap = (dec: string) => "a1181ea11820a11828a1182b" + dec;
-    const cfg = (v: string) => ({ "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-random-factor": { "current-value-decimal": v } } } });
+    const cfg = (v: string) => ({
+      "ietf-dots-signal-channel:signal-config": { "mitigating-config": { "ack-random-factor": { "current-value-decimal": v } } },
+    });
     assert.deepEqual(decodeDotsCbor(bytes(wrap("c482200f"))), cfg("1.50")); // [-1, 15]
     assert.deepEqual(decodeDotsCbor(bytes(wrap("c4820002"))), cfg("2.00")); // [0, 2]
     assert.deepEqual(decodeDotsCbor(bytes(wrap("c482221905dc"))), cfg("1.50")); // [-3, 1500]
@@ -220,7 +228,9 @@ describe("DOTS CBOR: JSON-view conventions", () => {
                 "attack-description": "SYN flood",
                 "attack-severity": "high",
                 "start-time": "1700000000",
-                "top-talker": { talker: [{ "source-prefix": "203.0.113.5/32", "source-port-range": [{ "lower-port": 1024, "upper-port": 2048 }] }] },
+                "top-talker": {
+                  talker: [{ "source-prefix": "203.0.113.5/32", "source-port-range": [{ "lower-port": 1024, "upper-port": 2048 }] }],
+                },
               },
             ],
           },
@@ -310,7 +320,8 @@ describe("DOTS CBOR: malformed input gives typed errors", () => {
 
   it("indefinite-length containers and strings within limits are accepted", () => {
     // {1: {2: [_ {6: [_ (_ "1.2.3.4", "/32")], 14: 60}]}}
-    const wire = "a101a1029fa2069f7f67" + Buffer.from("1.2.3.4").toString("hex") + "63" + Buffer.from("/32").toString("hex") + "ffff0e183cff";
+    const wire =
+      "a101a1029fa2069f7f67" + Buffer.from("1.2.3.4").toString("hex") + "63" + Buffer.from("/32").toString("hex") + "ffff0e183cff";
     assert.deepEqual(decodeDotsCbor(bytes(wire)), { [MS]: { scope: [{ "target-prefix": ["1.2.3.4/32"], lifetime: 60 }] } });
   });
 

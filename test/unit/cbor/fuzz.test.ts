@@ -71,7 +71,10 @@ function toCborXValue(row: DotsKeyRow, value: unknown): unknown {
 const mutated = fc
   .record({
     seed: fc.constantFrom(...SEEDS),
-    edits: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }), fc.constantFrom("set", "insert", "delete", "truncate")), { minLength: 1, maxLength: 4 }),
+    edits: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }), fc.constantFrom("set", "insert", "delete", "truncate")), {
+      minLength: 1,
+      maxLength: 4,
+    }),
   })
   .map(({ seed, edits }) => {
     let b = Array.from(seed);
@@ -89,15 +92,24 @@ describe("DOTS CBOR: fuzz (seeded)", function () {
   this.timeout(60000);
 
   it("random bytes: only DotsCborError, 50k cases", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 96 }), (b) => checkOne(b)), { seed: 9132, numRuns: fuzzRuns(50000) });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 96 }), (b) => checkOne(b)),
+      { seed: 9132, numRuns: fuzzRuns(50000) },
+    );
   });
 
   it("mutated valid messages: only DotsCborError, and successful decodes round-trip, 50k cases", () => {
-    fc.assert(fc.property(mutated, (b) => checkOne(b)), { seed: 9066, numRuns: fuzzRuns(50000) });
+    fc.assert(
+      fc.property(mutated, (b) => checkOne(b)),
+      { seed: 9066, numRuns: fuzzRuns(50000) },
+    );
   });
 
   it("random bytes behind a valid prefix (inside an unknown optional key): 10k cases", () => {
     const prefix = Buffer.from("a11831a218c8", "hex"); // heartbeat {200: <random>, ...}
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => checkOne(Buffer.concat([prefix, b]))), { seed: 8949, numRuns: fuzzRuns(10000) });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (b) => checkOne(Buffer.concat([prefix, b]))),
+      { seed: 8949, numRuns: fuzzRuns(10000) },
+    );
   });
 });

@@ -121,7 +121,17 @@ describe("CoAP codec: round trips and extensions", () => {
       assert.ok(back.token.equals(msg.token));
     }
     // Option 60 after 12 needs delta 48 = nibble 13 + 35; 2049 after 60 needs nibble 14 + 1720 (0x06b8).
-    const bytes = encodeUdp({ type: "NON", code: 1, messageId: 0, token: empty, options: [{ number: 60, value: empty }, { number: 2049, value: empty }], payload: empty });
+    const bytes = encodeUdp({
+      type: "NON",
+      code: 1,
+      messageId: 0,
+      token: empty,
+      options: [
+        { number: 60, value: empty },
+        { number: 2049, value: empty },
+      ],
+      payload: empty,
+    });
     assert.equal(bytes.subarray(4).toString("hex"), "d02f" + "e006b8");
   });
 
@@ -144,8 +154,14 @@ describe("CoAP codec: round trips and extensions", () => {
   });
 
   it("rejects unknown critical signalling options but ignores elective ones", () => {
-    assertFormatError(() => parseSignal({ code: Code.CSM, token: empty, options: [{ number: 9, value: empty }], payload: empty }), "BAD_SIGNAL");
-    assert.deepEqual(parseSignal({ code: Code.CSM, token: empty, options: [{ number: 10, value: empty }], payload: empty }), { kind: "csm", blockWiseTransfer: false });
+    assertFormatError(
+      () => parseSignal({ code: Code.CSM, token: empty, options: [{ number: 9, value: empty }], payload: empty }),
+      "BAD_SIGNAL",
+    );
+    assert.deepEqual(parseSignal({ code: Code.CSM, token: empty, options: [{ number: 10, value: empty }], payload: empty }), {
+      kind: "csm",
+      blockWiseTransfer: false,
+    });
   });
 });
 
@@ -177,8 +193,14 @@ describe("CoAP codec: malformed input", () => {
   });
 
   it("refuses to encode a token over 8 bytes or a message ID over 16 bits", () => {
-    assertFormatError(() => encodeUdp({ type: "CON", code: 1, messageId: 1, token: Buffer.alloc(9), options: [], payload: empty }), "INVALID_MESSAGE");
-    assertFormatError(() => encodeUdp({ type: "CON", code: 1, messageId: 70000, token: empty, options: [], payload: empty }), "INVALID_MESSAGE");
+    assertFormatError(
+      () => encodeUdp({ type: "CON", code: 1, messageId: 1, token: Buffer.alloc(9), options: [], payload: empty }),
+      "INVALID_MESSAGE",
+    );
+    assertFormatError(
+      () => encodeUdp({ type: "CON", code: 1, messageId: 70000, token: empty, options: [], payload: empty }),
+      "INVALID_MESSAGE",
+    );
     assertFormatError(() => encodeTcp({ code: 1, token: Buffer.alloc(9), options: [], payload: empty }), "INVALID_MESSAGE");
   });
 });
@@ -194,22 +216,38 @@ describe("CoAP codec: fuzzing (only CoapFormatError may escape)", function () {
   };
   const seeds = [
     hex("44011234cafe0001b474696d65"),
-    encodeUdp({ type: "CON", code: Code.PUT, messageId: 9, token: hex("0102"), options: [contentFormatOption(271), { number: 2049, value: Buffer.alloc(20) }], payload: Buffer.alloc(30, 1) }),
+    encodeUdp({
+      type: "CON",
+      code: Code.PUT,
+      messageId: 9,
+      token: hex("0102"),
+      options: [contentFormatOption(271), { number: 2049, value: Buffer.alloc(20) }],
+      payload: Buffer.alloc(30, 1),
+    }),
   ];
-  const tcpSeeds = [hex("5201beefb474696d65"), hex("30e1220400"), encodeTcp({ code: Code.Content, token: hex("01"), options: [{ number: 300, value: Buffer.alloc(14) }], payload: Buffer.alloc(300, 2) })];
+  const tcpSeeds = [
+    hex("5201beefb474696d65"),
+    hex("30e1220400"),
+    encodeTcp({ code: Code.Content, token: hex("01"), options: [{ number: 300, value: Buffer.alloc(14) }], payload: Buffer.alloc(300, 2) }),
+  ];
   // Random bytes, plus valid messages with random byte overwrites (to get past the header checks).
   const mutated = (base: Buffer[]) =>
     fc.oneof(
       fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
-      fc.tuple(fc.constantFrom(...base), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat()).map(([b, edits, cut]) => {
-        const copy = Buffer.from(b);
-        for (const [at, v] of edits) copy[at % copy.length] = v;
-        return copy.subarray(0, cut % 3 === 0 ? cut % (copy.length + 1) : copy.length);
-      }),
+      fc
+        .tuple(fc.constantFrom(...base), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat())
+        .map(([b, edits, cut]) => {
+          const copy = Buffer.from(b);
+          for (const [at, v] of edits) copy[at % copy.length] = v;
+          return copy.subarray(0, cut % 3 === 0 ? cut % (copy.length + 1) : copy.length);
+        }),
     );
 
   it("decodeUdp on 100k random and mutated datagrams", () => {
-    fc.assert(fc.property(mutated(seeds), (b) => onlyFormatErrors(() => decodeUdp(b))), { seed: 7252, numRuns: fuzzRuns(100_000) });
+    fc.assert(
+      fc.property(mutated(seeds), (b) => onlyFormatErrors(() => decodeUdp(b))),
+      { seed: 7252, numRuns: fuzzRuns(100_000) },
+    );
   });
 
   it("decodeTcp and frameLength on 100k random and mutated frames", () => {

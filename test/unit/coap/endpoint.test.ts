@@ -4,13 +4,30 @@ import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import * as net from "node:net";
 import { once } from "node:events";
-import { CoapEndpoint, CoapEndpointError, type EndpointOptions, type ObserverHandle, type CoapResponse, diagnosticPayload, MAX_DIAGNOSTIC_BYTES } from "../../../src/coap/endpoint";
+import {
+  CoapEndpoint,
+  CoapEndpointError,
+  type EndpointOptions,
+  type ObserverHandle,
+  type CoapResponse,
+  diagnosticPayload,
+  MAX_DIAGNOSTIC_BYTES,
+} from "../../../src/coap/endpoint";
 import { Code, type CoapMessage } from "../../../src/coap/message";
 import { decodeUdp, encodeUdp } from "../../../src/coap/udp-codec";
 import { decodeTcp, encodeTcp, frameLength } from "../../../src/coap/tcp-codec";
 import { getBlock2, getObserve, observeOption, uriPathOptions } from "../../../src/coap/options";
 import { parseSignal, csmMessage } from "../../../src/coap/signalling";
-import { connectPlainTcp, connectPlainUdp, listenPlainTcp, listenPlainUdp, startLossyUdpRelay, type PlainTcpServer, type PlainUdpServer, type UdpRelay } from "../../support/plain-connection";
+import {
+  connectPlainTcp,
+  connectPlainUdp,
+  listenPlainTcp,
+  listenPlainUdp,
+  startLossyUdpRelay,
+  type PlainTcpServer,
+  type PlainUdpServer,
+  type UdpRelay,
+} from "../../support/plain-connection";
 
 const FAST = { ackTimeoutMs: 100, ackRandomFactor: 1.5, maxRetransmit: 3 };
 const empty = Buffer.alloc(0);
@@ -41,7 +58,12 @@ async function udpServer(opts: EndpointOptions, setup: (ep: CoapEndpoint) => voi
 }
 
 /** A connected pair; the server endpoint exists once the client sent its first message (UDP). */
-async function pair(kind: Kind, serverOpts: EndpointOptions = {}, clientOpts: EndpointOptions = {}, viaPort?: (port: number) => Promise<number>): Promise<Pair> {
+async function pair(
+  kind: Kind,
+  serverOpts: EndpointOptions = {},
+  clientOpts: EndpointOptions = {},
+  viaPort?: (port: number) => Promise<number>,
+): Promise<Pair> {
   let server!: CoapEndpoint;
   let ready!: () => void;
   const serverReady = new Promise<void>((r) => (ready = r));
@@ -102,7 +124,14 @@ function rawUdp(): Promise<{ socket: dgram.Socket; send(port: number, b: Buffer)
 }
 
 function getMsg(mid: number, token: string, path: string[], type: "CON" | "NON" = "CON", extra: CoapMessage["options"] = []): Buffer {
-  return encodeUdp({ type, code: Code.GET, messageId: mid, token: Buffer.from(token, "hex"), options: [...uriPathOptions(path), ...extra], payload: empty });
+  return encodeUdp({
+    type,
+    code: Code.GET,
+    messageId: mid,
+    token: Buffer.from(token, "hex"),
+    options: [...uriPathOptions(path), ...extra],
+    payload: empty,
+  });
 }
 
 for (const kind of ["udp", "tcp"] as const) {
@@ -111,7 +140,13 @@ for (const kind of ["udp", "tcp"] as const) {
 
     it("serves and requests on both sides of one connection", async () => {
       const { client, server } = await pair(kind);
-      server.onRequest((req) => req.respond({ code: Code.Content, payload: Buffer.from(`server saw ${req.method} /${req.path.join("/")}?${req.query.join("&")}`), contentFormat: 0 }));
+      server.onRequest((req) =>
+        req.respond({
+          code: Code.Content,
+          payload: Buffer.from(`server saw ${req.method} /${req.path.join("/")}?${req.query.join("&")}`),
+          contentFormat: 0,
+        }),
+      );
       client.onRequest((req) => req.respond({ code: Code.Changed, payload: Buffer.from(`client got ${req.payload.toString()}`) }));
       const r1 = await client.request({ method: "GET", path: ["a", "b"], query: ["x=1"] });
       assert.equal(r1.code, Code.Content);
@@ -259,7 +294,10 @@ describe("CoAP endpoint over UDP: reliability and dedup", function () {
     });
     dropAll = true;
     const before = relay.stats.droppedUp;
-    await assert.rejects(client.request({ method: "GET", path: ["x"], timeoutMs: 10000 }), (e: unknown) => e instanceof CoapEndpointError && e.code === "TIMEOUT" && /3 retransmissions/.test(e.message));
+    await assert.rejects(
+      client.request({ method: "GET", path: ["x"], timeoutMs: 10000 }),
+      (e: unknown) => e instanceof CoapEndpointError && e.code === "TIMEOUT" && /3 retransmissions/.test(e.message),
+    );
     assert.equal(relay.stats.droppedUp - before, 1 + FAST.maxRetransmit);
   });
 
@@ -318,7 +356,9 @@ describe("CoAP endpoint over UDP: reliability and dedup", function () {
   });
 
   it("sends an empty ACK and then a separate CON response when the handler is slow", async () => {
-    const srv = await udpServer({}, (ep) => ep.onRequest((req) => void setTimeout(() => req.respond({ code: Code.Content, payload: Buffer.from("late") }), 300)));
+    const srv = await udpServer({}, (ep) =>
+      ep.onRequest((req) => void setTimeout(() => req.respond({ code: Code.Content, payload: Buffer.from("late") }), 300)),
+    );
     const raw = await rawUdp();
     raw.send(srv.port, getMsg(0x3333, "cc", ["slow"]));
     const ack = await raw.next();
@@ -363,7 +403,8 @@ describe("CoAP endpoint over UDP: reliability and dedup", function () {
     raw.send(srv.port, Buffer.from("40015555ff", "hex")); // CON, payload marker without payload
     const rst = await raw.next();
     assert.deepEqual([rst.type, rst.messageId], ["RST", 0x5555]);
-    for (const junk of ["", "ff", "5001", "4f010001", "40010001f0", "400100010d", "deadbeefcafebabe"]) raw.send(srv.port, Buffer.from(junk, "hex"));
+    for (const junk of ["", "ff", "5001", "4f010001", "40010001f0", "400100010d", "deadbeefcafebabe"])
+      raw.send(srv.port, Buffer.from(junk, "hex"));
     await sleep(100);
     raw.send(srv.port, getMsg(0x6666, "ee", ["x"]));
     let res = await raw.next();
@@ -376,7 +417,10 @@ describe("CoAP endpoint over UDP: reliability and dedup", function () {
   it("4.xx built by the endpoint: unknown method 4.05 with diagnostic", async () => {
     const srv = await udpServer({}, (ep) => ep.onRequest((req) => req.respond({ code: Code.Content })));
     const raw = await rawUdp();
-    raw.send(srv.port, encodeUdp({ type: "CON", code: 0x05 /* FETCH */, messageId: 9, token: Buffer.from("01", "hex"), options: [], payload: empty }));
+    raw.send(
+      srv.port,
+      encodeUdp({ type: "CON", code: 0x05 /* FETCH */, messageId: 9, token: Buffer.from("01", "hex"), options: [], payload: empty }),
+    );
     const res = await raw.next();
     assert.equal(res.code, Code.MethodNotAllowed);
     assert.match(res.payload.toString(), /not supported/);
@@ -454,7 +498,10 @@ describe("CoAP endpoint over TCP: signalling", function () {
     const client = new CoapEndpoint(conn, { transmission: FAST, maxMessageSize: 300 });
     cleanups.push(() => client.close());
     while (!server || server.peerMaxMessageSizeBytes !== 300) await sleep(5);
-    await assert.rejects(server.request({ method: "PUT", path: ["x"], payload: Buffer.alloc(400) }), (e: unknown) => e instanceof CoapEndpointError && e.code === "TOO_LARGE");
+    await assert.rejects(
+      server.request({ method: "PUT", path: ["x"], payload: Buffer.alloc(400) }),
+      (e: unknown) => e instanceof CoapEndpointError && e.code === "TOO_LARGE",
+    );
     const closedNow = once(client, "close");
     // The server's side sends a Release (7.04) to the client: it has nothing pending, so it closes.
     server.connection.send(Buffer.from("00e4", "hex"));
@@ -467,7 +514,10 @@ describe("CoAP endpoint over TCP: signalling", function () {
     const c = await rawTcpTo(srv.port);
     c.socket.write(encodeTcp(csmMessage()));
     await c.closed;
-    assert.deepEqual(c.frames.map((f) => parseSignal(f).kind), ["csm", "release"]);
+    assert.deepEqual(
+      c.frames.map((f) => parseSignal(f).kind),
+      ["csm", "release"],
+    );
   });
 });
 
@@ -480,7 +530,7 @@ describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", func
     const port = (raw.socket.address() as { port: number }).port;
     const client = new CoapEndpoint(await connectPlainUdp(port), { transmission: FAST, ...opts });
     cleanups.push(() => client.close());
-    const clientPort = () => (client.connection.localPort as number);
+    const clientPort = () => client.connection.localPort as number;
     const reply = (m: CoapMessage) => raw.socket.send(encodeUdp(m), clientPort(), "127.0.0.1");
     return { raw, client, reply };
   }
@@ -492,7 +542,14 @@ describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", func
     const req = await raw.next();
     const note = (seq: number, text: string, token = req.token, mid = seq & 0xffff) =>
       reply({ type: "NON", code: Code.Content, messageId: mid, token, options: [observeOption(seq)], payload: Buffer.from(text) });
-    reply({ type: "ACK", code: Code.Content, messageId: req.messageId, token: req.token, options: [observeOption(10)], payload: Buffer.from("first") });
+    reply({
+      type: "ACK",
+      code: Code.Content,
+      messageId: req.messageId,
+      token: req.token,
+      options: [observeOption(10)],
+      payload: Buffer.from("first"),
+    });
     const obs = await obsP;
     assert.equal(obs.first.payload.toString(), "first");
     note(12, "newer");
@@ -524,10 +581,30 @@ describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", func
     const { raw, client, reply } = await clientAgainstRaw();
     const resP = client.request({ method: "GET", path: ["all"] });
     const r0 = await raw.next();
-    reply({ type: "ACK", code: Code.Content, messageId: r0.messageId, token: r0.token, options: [{ number: 4, value: Buffer.from([1]) }, { number: 23, value: Buffer.from([0x0a]) }], payload: Buffer.alloc(64, 1) });
+    reply({
+      type: "ACK",
+      code: Code.Content,
+      messageId: r0.messageId,
+      token: r0.token,
+      options: [
+        { number: 4, value: Buffer.from([1]) },
+        { number: 23, value: Buffer.from([0x0a]) },
+      ],
+      payload: Buffer.alloc(64, 1),
+    });
     const r1 = await raw.next();
     assert.deepEqual(getBlock2(r1.options), { num: 1, more: false, szx: 2 });
-    reply({ type: "ACK", code: Code.Content, messageId: r1.messageId, token: r1.token, options: [{ number: 4, value: Buffer.from([2]) }, { number: 23, value: Buffer.from([0x12]) }], payload: Buffer.alloc(10, 2) });
+    reply({
+      type: "ACK",
+      code: Code.Content,
+      messageId: r1.messageId,
+      token: r1.token,
+      options: [
+        { number: 4, value: Buffer.from([2]) },
+        { number: 23, value: Buffer.from([0x12]) },
+      ],
+      payload: Buffer.alloc(10, 2),
+    });
     await assert.rejects(resP, (e: unknown) => e instanceof CoapEndpointError && e.code === "BLOCK" && /ETag/.test(e.message));
   });
 
@@ -535,7 +612,10 @@ describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", func
     const { client } = await clientAgainstRaw({ limits: { pendingRequests: 2 } });
     const a = client.request({ method: "GET", path: ["a"], timeoutMs: 5000 });
     const b = client.request({ method: "GET", path: ["b"], timeoutMs: 5000 });
-    await assert.rejects(client.request({ method: "GET", path: ["c"] }), (e: unknown) => e instanceof CoapEndpointError && e.code === "LIMIT");
+    await assert.rejects(
+      client.request({ method: "GET", path: ["c"] }),
+      (e: unknown) => e instanceof CoapEndpointError && e.code === "LIMIT",
+    );
     client.close();
     await assert.rejects(a, /closed/);
     await assert.rejects(b, /closed/);
@@ -558,7 +638,14 @@ describe("CoAP endpoint: server-side rules", function () {
       calls++;
       req.respond({ code: calls === 1 ? Code.Created : Code.Changed, payload: Buffer.from(`answer ${calls}`) });
     });
-    const res = await client.request({ method: "PUT", path: ["m"], payload: Buffer.from("p"), confirmable: false, repeatMs: 60, timeoutMs: 3000 });
+    const res = await client.request({
+      method: "PUT",
+      path: ["m"],
+      payload: Buffer.from("p"),
+      confirmable: false,
+      repeatMs: 60,
+      timeoutMs: 3000,
+    });
     assert.deepEqual([res.code, res.payload.toString(), calls, relay.stats.droppedDown], [Code.Created, "answer 1", 1, 1]);
   });
 
@@ -623,8 +710,23 @@ describe("CoAP endpoint: responses with unrecognized critical options", function
     cleanups.push(() => client.close());
     const resP = client.request({ method: "GET", path: ["x"] });
     const req = await raw.next();
-    raw.socket.send(encodeUdp({ type: "ACK", code: 0, messageId: req.messageId, token: empty, options: [], payload: empty }), client.connection.localPort, "127.0.0.1");
-    raw.socket.send(encodeUdp({ type: "CON", code: Code.Content, messageId: 99, token: req.token, options: [{ number: 2049, value: empty }], payload: empty }), client.connection.localPort, "127.0.0.1");
+    raw.socket.send(
+      encodeUdp({ type: "ACK", code: 0, messageId: req.messageId, token: empty, options: [], payload: empty }),
+      client.connection.localPort,
+      "127.0.0.1",
+    );
+    raw.socket.send(
+      encodeUdp({
+        type: "CON",
+        code: Code.Content,
+        messageId: 99,
+        token: req.token,
+        options: [{ number: 2049, value: empty }],
+        payload: empty,
+      }),
+      client.connection.localPort,
+      "127.0.0.1",
+    );
     await assert.rejects(resP, (e: unknown) => e instanceof CoapEndpointError && e.code === "BAD_RESPONSE" && /2049/.test(e.message));
     const rst = await raw.next();
     assert.deepEqual([rst.type, rst.messageId], ["RST", 99]);
@@ -678,9 +780,26 @@ describe("CoAP endpoint: robustness", function () {
     const seeds = [
       getMsg(1, "0102", ["a", "b"], "CON", [observeOption(0)]),
       getMsg(2, "03", ["x"], "NON", [{ number: 23, value: Buffer.from([0x16]) }]),
-      encodeUdp({ type: "ACK", code: Code.Content, messageId: 3, token: Buffer.from("05", "hex"), options: [observeOption(9)], payload: Buffer.from("hi") }),
+      encodeUdp({
+        type: "ACK",
+        code: Code.Content,
+        messageId: 3,
+        token: Buffer.from("05", "hex"),
+        options: [observeOption(9)],
+        payload: Buffer.from("hi"),
+      }),
       encodeUdp({ type: "RST", code: 0, messageId: 4, token: empty, options: [], payload: empty }),
-      encodeUdp({ type: "CON", code: Code.PUT, messageId: 5, token: Buffer.from("0607", "hex"), options: [{ number: 12, value: Buffer.from("010f", "hex") }, { number: 2049, value: empty }], payload: Buffer.alloc(40, 7) }),
+      encodeUdp({
+        type: "CON",
+        code: Code.PUT,
+        messageId: 5,
+        token: Buffer.from("0607", "hex"),
+        options: [
+          { number: 12, value: Buffer.from("010f", "hex") },
+          { number: 2049, value: empty },
+        ],
+        payload: Buffer.alloc(40, 7),
+      }),
     ];
     let state = 12345;
     const rnd = (n: number) => {

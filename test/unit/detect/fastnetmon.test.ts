@@ -1,7 +1,14 @@
 // FastNetMon notify-script input -> call-home scope, on what FastNetMon 1.2.4 (Debian) really
 // wrote to its notify script in the netns e2e (fixtures/), and on damaged variants of it.
 import { strict as assert } from "node:assert";
-import { attackScope, homeForAddress, parseFastNetMonArgs, parseFastNetMonDetails, scopeProblems, FastNetMonArgsError } from "../../../src/detect/fastnetmon";
+import {
+  attackScope,
+  homeForAddress,
+  parseFastNetMonArgs,
+  parseFastNetMonDetails,
+  scopeProblems,
+  FastNetMonArgsError,
+} from "../../../src/detect/fastnetmon";
 import { fixture } from "./fixtures";
 
 const BAN = fixture("fastnetmon-1.2.4-ban-udp-flows.txt");
@@ -19,7 +26,10 @@ describe("FastNetMon notify arguments", () => {
 
   it("names the bad argument", () => {
     assert.throws(() => parseFastNetMonArgs(["198.51.100.2", "outgoing", "432"]), /4 arguments/);
-    assert.throws(() => parseFastNetMonArgs(["198.51.100.300", "outgoing", "1", "ban"]), (e: Error) => e instanceof FastNetMonArgsError && /argument 1/.test(e.message));
+    assert.throws(
+      () => parseFastNetMonArgs(["198.51.100.300", "outgoing", "1", "ban"]),
+      (e: Error) => e instanceof FastNetMonArgsError && /argument 1/.test(e.message),
+    );
     assert.throws(() => parseFastNetMonArgs(["198.51.100.2", "outgoing", "-1", "ban"]), /argument 3/);
     assert.throws(() => parseFastNetMonArgs(["198.51.100.2", "outgoing", "1", "block"]), /argument 4/);
   });
@@ -31,10 +41,13 @@ describe("FastNetMon attack details", () => {
     assert.equal(d.address, "198.51.100.2");
     assert.equal(d.attackType, "udp_flood");
     assert.equal(d.protocol, 17);
-    assert.deepEqual(d.records.map((r) => [r.kind, r.sourcePort, r.target, r.targetPort, r.protocol, r.weight]), [
-      ["flow", 40001, "203.0.113.5", 5555, 17, 583],
-      ["flow", 40002, "203.0.113.5", 5555, 17, 49],
-    ]);
+    assert.deepEqual(
+      d.records.map((r) => [r.kind, r.sourcePort, r.target, r.targetPort, r.protocol, r.weight]),
+      [
+        ["flow", 40001, "203.0.113.5", 5555, 17, 583],
+        ["flow", 40002, "203.0.113.5", 5555, 17, 49],
+      ],
+    );
     assert.deepEqual(d.unreadable, []);
   });
 
@@ -48,7 +61,10 @@ describe("FastNetMon attack details", () => {
       "target-port-range": [{ "lower-port": 5555 }],
       "ietf-dots-call-home:source-port-range": [{ "lower-port": 40001 }],
     });
-    assert.ok(s.notes.some((n) => /1 light flow/.test(n)), s.notes.join("; "));
+    assert.ok(
+      s.notes.some((n) => /1 light flow/.test(n)),
+      s.notes.join("; "),
+    );
     assert.deepEqual(scopeProblems(s.scope!, ["198.51.100.2/32"]), []);
     // a share of 0 keeps both flows
     assert.deepEqual(attackScope(call(), parseFastNetMonDetails(BAN), { lifetime: 600, flowShare: 0 }).sourcePorts, [40001, 40002]);
@@ -71,13 +87,27 @@ describe("FastNetMon attack details", () => {
   });
 
   it("samples without usable ports (ICMP) give a request by address, target and protocol only", () => {
-    const icmp = DETAILS.replace(/protocol: udp/g, "protocol: icmp").replace(/:4000[12] >/g, ":0 >").replace(/:5555 /g, ":0 ");
+    const icmp = DETAILS.replace(/protocol: udp/g, "protocol: icmp")
+      .replace(/:4000[12] >/g, ":0 >")
+      .replace(/:5555 /g, ":0 ");
     const s = attackScope(call("attack_details"), parseFastNetMonDetails(icmp), { lifetime: 600 });
-    assert.deepEqual(s.scope, { "target-prefix": ["203.0.113.5/32"], "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"], lifetime: 600, "target-protocol": [1] });
+    assert.deepEqual(s.scope, {
+      "target-prefix": ["203.0.113.5/32"],
+      "ietf-dots-call-home:source-prefix": ["198.51.100.2/32"],
+      lifetime: 600,
+      "target-protocol": [1],
+    });
   });
 
   it("garbage, truncation and mangled lines never throw; mangled flow lines are reported, ports dropped", () => {
-    for (const text of ["", "\u0000\u0001binary", "IP: not-an-ip\n", BAN.slice(0, 700), "198.51.100.2:99999 > 203.0.113.5:5555 1 bytes 1 packets\n", "x".repeat(2_000_000)]) {
+    for (const text of [
+      "",
+      "\u0000\u0001binary",
+      "IP: not-an-ip\n",
+      BAN.slice(0, 700),
+      "198.51.100.2:99999 > 203.0.113.5:5555 1 bytes 1 packets\n",
+      "x".repeat(2_000_000),
+    ]) {
       const d = parseFastNetMonDetails(text);
       attackScope(call(), d, { lifetime: 60 });
     }
@@ -94,8 +124,11 @@ describe("FastNetMon attack details", () => {
   });
 
   it("IPv6 samples: the port is the last group", () => {
-    const v6 = "2026-12-04 16:06:38.556460 2001:db8:ff::2:40001 > 2001:db8:c000::5:5555 protocol: udp frag: 0  packets: 1 size: 58 bytes ttl: 63 sample ratio: 1  \n";
-    const s = attackScope(parseFastNetMonArgs(["2001:db8:ff::2", "outgoing", "900", "attack_details"]), parseFastNetMonDetails(v6), { lifetime: 60 });
+    const v6 =
+      "2026-12-04 16:06:38.556460 2001:db8:ff::2:40001 > 2001:db8:c000::5:5555 protocol: udp frag: 0  packets: 1 size: 58 bytes ttl: 63 sample ratio: 1  \n";
+    const s = attackScope(parseFastNetMonArgs(["2001:db8:ff::2", "outgoing", "900", "attack_details"]), parseFastNetMonDetails(v6), {
+      lifetime: 60,
+    });
     assert.deepEqual(s.scope?.["target-prefix"], ["2001:db8:c000::5/128"]);
     assert.deepEqual(s.scope?.["ietf-dots-call-home:source-prefix"], ["2001:db8:ff::2/128"]);
     assert.deepEqual(s.sourcePorts, [40001]);

@@ -1,5 +1,11 @@
 import { strict as assert } from "node:assert";
-import { HeartbeatScheduler, buildHeartbeatJson, parseHeartbeatJson, HEARTBEAT_KEY, HeartbeatParseError } from "../../../src/dots/heartbeat";
+import {
+  HeartbeatScheduler,
+  buildHeartbeatJson,
+  parseHeartbeatJson,
+  HEARTBEAT_KEY,
+  HeartbeatParseError,
+} from "../../../src/dots/heartbeat";
 
 // Time is compressed (msPerSecond) so an "interval" is a few milliseconds; assertions are on
 // behaviour (what was sent, whether loss was declared), never on elapsed time.
@@ -10,7 +16,10 @@ describe("dots/heartbeat", () => {
   it("builds and parses the heartbeat body; peer-hb-status is mandatory", () => {
     assert.deepEqual(buildHeartbeatJson(true), { [HEARTBEAT_KEY]: { "peer-hb-status": true } });
     assert.deepEqual(parseHeartbeatJson(buildHeartbeatJson(false)), { peerHbStatus: false });
-    assert.throws(() => parseHeartbeatJson({ [HEARTBEAT_KEY]: {} }), (e: unknown) => e instanceof HeartbeatParseError && e.field === "peer-hb-status");
+    assert.throws(
+      () => parseHeartbeatJson({ [HEARTBEAT_KEY]: {} }),
+      (e: unknown) => e instanceof HeartbeatParseError && e.field === "peer-hb-status",
+    );
     assert.throws(() => parseHeartbeatJson({ [HEARTBEAT_KEY]: { "peer-hb-status": "yes" } }), HeartbeatParseError);
     assert.throws(() => parseHeartbeatJson(null), HeartbeatParseError);
     assert.throws(() => parseHeartbeatJson({ x: 1, [HEARTBEAT_KEY]: { "peer-hb-status": true } }), HeartbeatParseError);
@@ -38,7 +47,15 @@ describe("dots/heartbeat", () => {
 
   it("declares loss only after missing-hb-allowed unanswered intervals without traffic", async () => {
     let sent = 0;
-    sched = new HeartbeatScheduler({ intervalSeconds: 1, missingHbAllowed: 3, msPerSecond: 5, send: async () => { sent++; return false; } });
+    sched = new HeartbeatScheduler({
+      intervalSeconds: 1,
+      missingHbAllowed: 3,
+      msPerSecond: 5,
+      send: async () => {
+        sent++;
+        return false;
+      },
+    });
     sched.start();
     const lost = await new Promise<{ missed: number }>((res) => sched!.once("lost", res));
     assert.equal(lost.missed, 3);
@@ -49,16 +66,39 @@ describe("dots/heartbeat", () => {
   it("any traffic keeps the session even when heartbeats go unanswered", async () => {
     let lost = false;
     let sent = 0;
-    sched = new HeartbeatScheduler({ intervalSeconds: 1, missingHbAllowed: 2, msPerSecond: 5, send: async () => { sent++; sched!.traffic(); return false; } });
+    sched = new HeartbeatScheduler({
+      intervalSeconds: 1,
+      missingHbAllowed: 2,
+      msPerSecond: 5,
+      send: async () => {
+        sent++;
+        sched!.traffic();
+        return false;
+      },
+    });
     sched.on("lost", () => (lost = true));
     sched.start();
-    await new Promise<void>((res) => { const t = setInterval(() => { if (sent >= 8) { clearInterval(t); res(); } }, 2); });
+    await new Promise<void>((res) => {
+      const t = setInterval(() => {
+        if (sent >= 8) {
+          clearInterval(t);
+          res();
+        }
+      }, 2);
+    });
     assert.equal(lost, false);
     assert.equal(sched.isRunning, true);
   });
 
   it("a send that throws counts as unanswered and never escapes", async () => {
-    sched = new HeartbeatScheduler({ intervalSeconds: 1, missingHbAllowed: 1, msPerSecond: 5, send: () => { throw new Error("closed"); } });
+    sched = new HeartbeatScheduler({
+      intervalSeconds: 1,
+      missingHbAllowed: 1,
+      msPerSecond: 5,
+      send: () => {
+        throw new Error("closed");
+      },
+    });
     sched.start();
     const lost = await new Promise<{ missed: number }>((res) => sched!.once("lost", res));
     assert.equal(lost.missed, 1);
@@ -66,7 +106,15 @@ describe("dots/heartbeat", () => {
 
   it("interval 0 sends nothing and reconfigure re-arms", async () => {
     let sent = 0;
-    sched = new HeartbeatScheduler({ intervalSeconds: 0, missingHbAllowed: 3, msPerSecond: 5, send: async () => { sent++; return true; } });
+    sched = new HeartbeatScheduler({
+      intervalSeconds: 0,
+      missingHbAllowed: 3,
+      msPerSecond: 5,
+      send: async () => {
+        sent++;
+        return true;
+      },
+    });
     sched.start();
     await new Promise((r) => setTimeout(r, 30));
     assert.equal(sent, 0);

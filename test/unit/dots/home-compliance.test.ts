@@ -22,7 +22,9 @@ const MS = "ietf-dots-signal-channel:mitigation-scope";
 const SP = "ietf-dots-call-home:source-prefix";
 const CUID = "dz6pHjaADkaFTbjr0JGBpw";
 const mitigatePath = (mid?: number) => [".well-known", "dots", "mitigate", `cuid=${CUID}`, ...(mid === undefined ? [] : [`mid=${mid}`])];
-const request = (source: string, targets = ["198.51.100.7/32"]) => ({ [MS]: { scope: [{ "target-prefix": targets, [SP]: [source], lifetime: 3600 }] } });
+const request = (source: string, targets = ["198.51.100.7/32"]) => ({
+  [MS]: { scope: [{ "target-prefix": targets, [SP]: [source], lifetime: 3600 }] },
+});
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface IspSession {
@@ -89,17 +91,29 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
   });
 
   const put = (s: IspSession, mid: number, body: Record<string, unknown>) =>
-    s.ep.request({ method: "PUT", path: mitigatePath(mid), confirmable: false, payload: encodeDotsCbor(body), contentFormat: CONTENT_FORMAT_DOTS_CBOR, repeatMs: 3000, timeoutMs: 10_000 });
+    s.ep.request({
+      method: "PUT",
+      path: mitigatePath(mid),
+      confirmable: false,
+      payload: encodeDotsCbor(body),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      repeatMs: 3000,
+      timeoutMs: 10_000,
+    });
 
   it("R37: a GET-all too big for one datagram goes out as Block2 NUM=0 with ETag and Size2, and reassembles to every mitigation", async () => {
     const s = await setup({ tuning: { maxMitigationsPerClient: 64 } });
     const mids = Array.from({ length: 24 }, (_, i) => 100 + i);
     // Distinct sources, so no request overlaps another and all stay active.
-    for (const [i, mid] of mids.entries()) assert.equal((await put(s, mid, request(`203.0.113.${i + 1}/32`, ["198.51.100.0/28", "2001:db8:6401::/64"]))).code, Code.Created);
+    for (const [i, mid] of mids.entries())
+      assert.equal((await put(s, mid, request(`203.0.113.${i + 1}/32`, ["198.51.100.0/28", "2001:db8:6401::/64"]))).code, Code.Created);
     const before = s.wire.length;
     const all = await s.ep.request({ method: "GET", path: mitigatePath(), confirmable: true, timeoutMs: 5000 });
     assert.equal(all.code, Code.Content);
-    assert.deepEqual((decodeDotsCbor(all.payload) as any)[MS].scope.map((e: any) => e.mid), mids);
+    assert.deepEqual(
+      (decodeDotsCbor(all.payload) as any)[MS].scope.map((e: any) => e.mid),
+      mids,
+    );
 
     const responses = s.wire.slice(before).filter((m) => m.code === Code.Content);
     assert.ok(responses.length >= 2, `expected several blocks, got ${responses.length}`);
@@ -118,11 +132,15 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
     const s = await setup();
     assert.equal((await put(s, 7, request("203.0.113.9/32"))).code, Code.Created);
     const notes: any[] = [];
-    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(7), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(decodeDotsCbor(n.payload)));
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(7), confirmable: true, timeoutMs: 5000 }, (n) =>
+      notes.push(decodeDotsCbor(n.payload)),
+    );
     dialer!.decide({ mid: 7, outcome: "enforced" });
     while (notes.length < 1) await sleep(10);
     assert.equal(notes[0][MS].scope[0].status, "attack-successfully-mitigated");
-    const note = s.wire.find((m) => m.code === Code.Content && m.type === "NON" && getObserve(m.options) !== undefined && m.messageId !== undefined);
+    const note = s.wire.find(
+      (m) => m.code === Code.Content && m.type === "NON" && getObserve(m.options) !== undefined && m.messageId !== undefined,
+    );
     assert.ok(note, "the notification arrived as NON with an Observe value");
     const token = note.token;
 
@@ -162,13 +180,18 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
 
   it("R46: heartbeats follow mitigating-config while a mitigation is active and idle-config once none is", async () => {
     // 1 "second" = 50 ms: idle heartbeats every 100 s (none during the test), mitigating every 2 s.
-    const s = await setup({ tuning: { msPerSecond: 50, idleConfig: { heartbeatInterval: 100 }, mitigatingConfig: { heartbeatInterval: 2 } } });
+    const s = await setup({
+      tuning: { msPerSecond: 50, idleConfig: { heartbeatInterval: 100 }, mitigatingConfig: { heartbeatInterval: 2 } },
+    });
     await sleep(400);
     assert.equal(s.heartbeats, 0, "idle: no heartbeat within 8 of the 100 idle-config seconds");
     assert.equal((await put(s, 3, request("203.0.113.20/32"))).code, Code.Created);
     while (s.heartbeats < 3) await sleep(10);
     // Withdraw (nothing enforced yet, so it ends at once): back to the idle set.
-    assert.equal((await s.ep.request({ method: "DELETE", path: mitigatePath(3), confirmable: false, repeatMs: 3000, timeoutMs: 5000 })).code, Code.Deleted);
+    assert.equal(
+      (await s.ep.request({ method: "DELETE", path: mitigatePath(3), confirmable: false, repeatMs: 3000, timeoutMs: 5000 })).code,
+      Code.Deleted,
+    );
     await sleep(150);
     const n = s.heartbeats;
     await sleep(500);
@@ -190,7 +213,9 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
     // With the estimate in place a change is notified without the 3 s wait.
     assert.equal((await put(s, 11, request("203.0.113.30/32"))).code, Code.Created);
     const notes: any[] = [];
-    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(11), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(decodeDotsCbor(n.payload)));
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(11), confirmable: true, timeoutMs: 5000 }, (n) =>
+      notes.push(decodeDotsCbor(n.payload)),
+    );
     dialer!.decide({ mid: 11, outcome: "enforced" });
     const deadline = Date.now() + 2500;
     while (notes.length < 1 && Date.now() < deadline) await sleep(10);
@@ -209,7 +234,14 @@ interface Zone {
 async function startDns(zone: Zone): Promise<{ server: string; queries: string[]; close(): void }> {
   const sock = dgram.createSocket("udp4");
   const queries: string[] = [];
-  const nameBytes = (name: string) => Buffer.concat([...name.split(".").filter(Boolean).map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, "ascii")])), Buffer.from([0])]);
+  const nameBytes = (name: string) =>
+    Buffer.concat([
+      ...name
+        .split(".")
+        .filter(Boolean)
+        .map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, "ascii")])),
+      Buffer.from([0]),
+    ]);
   sock.on("message", (q, rinfo) => {
     try {
       let i = 12;
@@ -232,13 +264,14 @@ async function startDns(zone: Zone): Promise<{ server: string; queries: string[]
         h.writeUInt16BE(rdata.length, 10);
         answers.push(Buffer.concat([h, rdata]));
       };
-      if (qtype === 33) for (const r of zone.srv?.[name] ?? []) {
-        const d = Buffer.alloc(6);
-        d.writeUInt16BE(r.priority, 0);
-        d.writeUInt16BE(r.weight, 2);
-        d.writeUInt16BE(r.port, 4);
-        rr(33, Buffer.concat([d, nameBytes(r.target)]));
-      }
+      if (qtype === 33)
+        for (const r of zone.srv?.[name] ?? []) {
+          const d = Buffer.alloc(6);
+          d.writeUInt16BE(r.priority, 0);
+          d.writeUInt16BE(r.weight, 2);
+          d.writeUInt16BE(r.port, 4);
+          rr(33, Buffer.concat([d, nameBytes(r.target)]));
+        }
       if (qtype === 1) for (const a of zone.a?.[name] ?? []) rr(1, Buffer.from(a.split(".").map(Number)));
       if (qtype === 28) for (const a of zone.aaaa?.[name] ?? []) rr(28, Buffer.from(ipaddr.parse(a).toByteArray()));
       const known = Boolean(zone.srv?.[name] || zone.a?.[name] || zone.aaaa?.[name]);
@@ -296,7 +329,10 @@ describe("dots/home RFC 8973 discovery (R3), real resolver against a loopback DN
       ],
     );
     assert.ok(dns.queries.includes("SRV _dots-call-home._udp.isp.test"));
-    await assert.rejects(discoverCandidates("nothing.test", ["dtls", "tls"], dnsResolver([dns.server])), /RFC 8973 discovery found no Call Home client for nothing\.test/);
+    await assert.rejects(
+      discoverCandidates("nothing.test", ["dtls", "tls"], dnsResolver([dns.server])),
+      /RFC 8973 discovery found no Call Home client for nothing\.test/,
+    );
   });
 
   it("the dialer connects to the port and address an SRV record names, not its configured port", async () => {

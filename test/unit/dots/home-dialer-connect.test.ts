@@ -1,26 +1,55 @@
 import { strict as assert } from "node:assert";
 import { EventEmitter } from "node:events";
-import { Candidate, HappyEyeballsError, ReconnectPacer, TransportCache, happyEyeballs, resolveCandidates, transportsFor } from "../../../src/dots/dialer-connect";
+import {
+  Candidate,
+  HappyEyeballsError,
+  ReconnectPacer,
+  TransportCache,
+  happyEyeballs,
+  resolveCandidates,
+  transportsFor,
+} from "../../../src/dots/dialer-connect";
 import type { Connection } from "../../../src/transport/connection";
 
 // A stand-in connection: happy eyeballs only needs close(); real sockets are in home-engine.test.
 class StubConnection extends EventEmitter {
   closed = false;
-  constructor(readonly name: string) { super(); }
-  close() { this.closed = true; }
+  constructor(readonly name: string) {
+    super();
+  }
+  close() {
+    this.closed = true;
+  }
 }
 const conn = (name: string) => new StubConnection(name) as unknown as Connection & StubConnection;
-const c = (transport: "dtls" | "tls", address: string): Candidate => ({ transport, address, family: address.includes(":") ? 6 : 4, host: address });
+const c = (transport: "dtls" | "tls", address: string): Candidate => ({
+  transport,
+  address,
+  family: address.includes(":") ? 6 : 4,
+  host: address,
+});
 
 describe("dots/dialer-connect", () => {
   it("orders candidates UDP/IPv6, UDP/IPv4, TCP/IPv6, TCP/IPv4 and resolves names with all addresses", async () => {
-    const lookup = async (h: string) => (h === "isp.example" ? [{ address: "192.0.2.1", family: 4 }, { address: "2001:db8::1", family: 6 }] : []);
+    const lookup = async (h: string) =>
+      h === "isp.example"
+        ? [
+            { address: "192.0.2.1", family: 4 },
+            { address: "2001:db8::1", family: 6 },
+          ]
+        : [];
     const list = await resolveCandidates(["isp.example", "127.0.0.1"], ["dtls", "tls"], lookup);
-    assert.deepEqual(list.map((x) => `${x.transport}/${x.address}`), [
-      "dtls/2001:db8::1", "dtls/192.0.2.1", "dtls/127.0.0.1", "tls/2001:db8::1", "tls/192.0.2.1", "tls/127.0.0.1",
-    ]);
+    assert.deepEqual(
+      list.map((x) => `${x.transport}/${x.address}`),
+      ["dtls/2001:db8::1", "dtls/192.0.2.1", "dtls/127.0.0.1", "tls/2001:db8::1", "tls/192.0.2.1", "tls/127.0.0.1"],
+    );
     assert.equal(list[0].host, "isp.example", "the name stays for SNI and certificate checks");
-    await assert.rejects(resolveCandidates(["nowhere.example"], ["tls"], async () => { throw new Error("ENOTFOUND"); }), /ENOTFOUND/);
+    await assert.rejects(
+      resolveCandidates(["nowhere.example"], ["tls"], async () => {
+        throw new Error("ENOTFOUND");
+      }),
+      /ENOTFOUND/,
+    );
   });
 
   it("transport choice: auto uses DTLS only with PSK", () => {
@@ -33,13 +62,17 @@ describe("dots/dialer-connect", () => {
   it("the first success wins even if it started later; the slower attempt is aborted and a late success closed", async () => {
     const late = conn("udp");
     let aborted = false;
-    const won = await happyEyeballs([c("dtls", "::1"), c("tls", "::1")], (cand, signal) => {
-      if (cand.transport === "dtls") {
-        signal.addEventListener("abort", () => (aborted = true));
-        return new Promise((res) => setTimeout(() => res(late), 80));
-      }
-      return Promise.resolve(conn("tcp"));
-    }, { attemptDelayMs: 10 });
+    const won = await happyEyeballs(
+      [c("dtls", "::1"), c("tls", "::1")],
+      (cand, signal) => {
+        if (cand.transport === "dtls") {
+          signal.addEventListener("abort", () => (aborted = true));
+          return new Promise((res) => setTimeout(() => res(late), 80));
+        }
+        return Promise.resolve(conn("tcp"));
+      },
+      { attemptDelayMs: 10 },
+    );
     assert.equal((won.connection as any).name, "tcp");
     assert.equal(aborted, true);
     await new Promise((r) => setTimeout(r, 100));
@@ -49,10 +82,14 @@ describe("dots/dialer-connect", () => {
   it("a failed attempt starts the next one at once; all failing gives every reason", async () => {
     const started: string[] = [];
     await assert.rejects(
-      happyEyeballs([c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")], async (cand) => {
-        started.push(cand.transport);
-        throw new Error(`${cand.transport} refused`);
-      }, { attemptDelayMs: 60_000 }),
+      happyEyeballs(
+        [c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")],
+        async (cand) => {
+          started.push(cand.transport);
+          throw new Error(`${cand.transport} refused`);
+        },
+        { attemptDelayMs: 60_000 },
+      ),
       (e: unknown) => e instanceof HappyEyeballsError && e.failures.length === 2 && /dtls refused.*tls refused/.test(e.message),
     );
     assert.deepEqual(started, ["dtls", "tls"]);
@@ -69,9 +106,15 @@ describe("dots/dialer-connect", () => {
     let now = 0;
     const cache = new TransportCache(600_000, () => now);
     const list = [c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")];
-    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["dtls", "tls"]);
+    assert.deepEqual(
+      cache.order("k", list).map((x) => x.transport),
+      ["dtls", "tls"],
+    );
     cache.remember("k", "dtls");
-    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["dtls", "tls"]);
+    assert.deepEqual(
+      cache.order("k", list).map((x) => x.transport),
+      ["dtls", "tls"],
+    );
     now = 600_001;
     assert.equal(cache.preferred("k"), undefined);
   });
@@ -82,7 +125,11 @@ describe("dots/dialer-connect", () => {
     const list = [c("dtls", "127.0.0.1"), c("tls", "127.0.0.1")];
     cache.remember("k", "tls");
     now = 600_001;
-    assert.deepEqual(cache.order("k", list).map((x) => x.transport), ["tls", "dtls"], "still TLS after the 10-min cache");
+    assert.deepEqual(
+      cache.order("k", list).map((x) => x.transport),
+      ["tls", "dtls"],
+      "still TLS after the 10-min cache",
+    );
     now = 24 * 3600_000 - 1;
     assert.equal(cache.preferred("k"), "tls");
     now = 24 * 3600_000;

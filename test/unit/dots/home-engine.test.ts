@@ -26,7 +26,10 @@ class FakeIsp {
   dtls?: DtlsServer;
   port = 0;
   sessions: Array<{ conn: Connection; ep: CoapEndpoint; hb: boolean[] }> = [];
-  constructor(private readonly host = "127.0.0.1", private readonly serveHb = true) {}
+  constructor(
+    private readonly host = "127.0.0.1",
+    private readonly serveHb = true,
+  ) {}
   private accept(conn: Connection) {
     const ep = new CoapEndpoint(conn);
     const s = { conn, ep, hb: [] as boolean[] };
@@ -71,7 +74,15 @@ class FakeIsp {
 }
 
 function put(ep: CoapEndpoint, mid: number, body: Record<string, unknown> = REQ): Promise<CoapResponse> {
-  return ep.request({ method: "PUT", path: mitigatePath(mid), confirmable: false, payload: encodeDotsCbor(body), contentFormat: CONTENT_FORMAT_DOTS_CBOR, repeatMs: 3000, timeoutMs: 10_000 });
+  return ep.request({
+    method: "PUT",
+    path: mitigatePath(mid),
+    confirmable: false,
+    payload: encodeDotsCbor(body),
+    contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+    repeatMs: 3000,
+    timeoutMs: 10_000,
+  });
 }
 const body = (r: CoapResponse) => decodeDotsCbor(r.payload) as any;
 
@@ -135,10 +146,15 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(r.code, Code.Created);
     assert.deepEqual(body(r)[MS].scope[0], { mid: 10, lifetime: 3600, status: "attack-successfully-mitigated" });
     assert.equal(events[0].cuid, CUID);
-    assert.deepEqual(d.mitigations().map((m) => [m.mid, m.status]), [[10, "attack-successfully-mitigated"]]);
+    assert.deepEqual(
+      d.mitigations().map((m) => [m.mid, m.status]),
+      [[10, "attack-successfully-mitigated"]],
+    );
 
     const notes: any[] = [];
-    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(10), confirmable: true, timeoutMs: 5000 }, (n) => notes.push(body(n)));
+    const obs = await s.ep.observe({ method: "GET", path: mitigatePath(10), confirmable: true, timeoutMs: 5000 }, (n) =>
+      notes.push(body(n)),
+    );
     assert.equal(obs.first.code, Code.Content);
     assert.equal(body(obs.first)[MS].scope[0].status, "attack-successfully-mitigated");
 
@@ -148,7 +164,10 @@ describe("dots/home-engine (loopback)", function () {
     const [end] = await ended;
     assert.equal(end.reason, "withdrawn");
     while (notes.length < 2) await new Promise((res) => setTimeout(res, 10));
-    assert.deepEqual(notes.map((n) => n[MS].scope[0].status), ["dots-client-withdrawn-mitigation", "attack-mitigation-terminated"]);
+    assert.deepEqual(
+      notes.map((n) => n[MS].scope[0].status),
+      ["dots-client-withdrawn-mitigation", "attack-mitigation-terminated"],
+    );
     const gone = await s.ep.request({ method: "GET", path: mitigatePath(10), confirmable: true, timeoutMs: 5000 });
     assert.equal(gone.code, Code.NotFound);
     await obs.cancel();
@@ -169,13 +188,23 @@ describe("dots/home-engine (loopback)", function () {
 
   it("resolves a host name to all its addresses and checks that name on the ISP certificate", async () => {
     const i = await isp("::").startTls({ pki });
-    const d = dial({ hosts: ["localhost"], port: i.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert } });
+    const d = dial({
+      hosts: ["localhost"],
+      port: i.port,
+      psk: undefined,
+      certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert },
+    });
     await d.start();
     const [info] = await once(d, "connected");
     assert.ok(["::1", "127.0.0.1", "::ffff:127.0.0.1"].includes(info.remoteAddress), info.remoteAddress);
     await d.stop();
     // The same ISP reached under a name its certificate does not carry is refused.
-    const wrong = dial({ hosts: ["127.0.0.1"], port: i.port, psk: undefined, certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "other.example" } });
+    const wrong = dial({
+      hosts: ["127.0.0.1"],
+      port: i.port,
+      psk: undefined,
+      certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "other.example" },
+    });
     await wrong.start();
     const [ev] = await once(wrong, "disconnected");
     assert.match(ev.reason, /connect failed/);
@@ -198,7 +227,12 @@ describe("dots/home-engine (loopback)", function () {
 
   it("TLS with certificates: a home whose CA the ISP does not trust never gets a session", async () => {
     const i = await isp().startTls({ pki });
-    const d = dial({ port: i.port, psk: undefined, certificate: { cert: pki.rogueHome.cert, key: pki.rogueHome.key, ca: pki.ca.cert }, reconnect: { minMs: 60_000, maxMs: 300_000 } });
+    const d = dial({
+      port: i.port,
+      psk: undefined,
+      certificate: { cert: pki.rogueHome.cert, key: pki.rogueHome.key, ca: pki.ca.cert },
+      reconnect: { minMs: 60_000, maxMs: 300_000 },
+    });
     const disc = once(d, "disconnected");
     await d.start();
     const [ev] = await disc;
@@ -220,7 +254,14 @@ describe("dots/home-engine (loopback)", function () {
     while (s.hb.length < 2) await new Promise((res) => setTimeout(res, 20));
     assert.equal(s.hb[0], false, "the ISP sent no heartbeats, so peer-hb-status is false");
     // The ISP heartbeats now; the home reports them as arriving.
-    await s.ep.request({ method: "PUT", path: [".well-known", "dots", "hb"], confirmable: false, payload: encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } }), contentFormat: CONTENT_FORMAT_DOTS_CBOR, timeoutMs: 2000 });
+    await s.ep.request({
+      method: "PUT",
+      path: [".well-known", "dots", "hb"],
+      confirmable: false,
+      payload: encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } }),
+      contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+      timeoutMs: 2000,
+    });
     const n = s.hb.length;
     while (s.hb.length <= n) await new Promise((res) => setTimeout(res, 10));
     assert.equal(s.hb.at(-1), true);
@@ -250,7 +291,13 @@ describe("dots/home-engine (loopback)", function () {
       method: "PUT",
       path: [".well-known", "dots", "redirect"],
       confirmable: false,
-      payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": alt, "ietf-dots-call-home:alt-ch-client-record": records, ...(ttl === undefined ? {} : { "ietf-dots-call-home:ttl": ttl }) } }),
+      payload: encodeDotsCbor({
+        "ietf-dots-signal-channel:redirected-signal": {
+          "ietf-dots-call-home:alt-ch-client": alt,
+          "ietf-dots-call-home:alt-ch-client-record": records,
+          ...(ttl === undefined ? {} : { "ietf-dots-call-home:ttl": ttl }),
+        },
+      }),
       contentFormat: CONTENT_FORMAT_DOTS_CBOR,
       timeoutMs: 5000,
     });
@@ -267,7 +314,13 @@ describe("dots/home-engine (loopback)", function () {
       method: "PUT",
       path: [".well-known", "dots", "redirect", `cuid=${CUID}`, "mid=5"],
       confirmable: false,
-      payload: encodeDotsCbor({ "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example", "ietf-dots-call-home:alt-ch-client-record": ["127.0.0.2"], "ietf-dots-call-home:ttl": 600 } }),
+      payload: encodeDotsCbor({
+        "ietf-dots-signal-channel:redirected-signal": {
+          "ietf-dots-call-home:alt-ch-client": "alt.example",
+          "ietf-dots-call-home:alt-ch-client-record": ["127.0.0.2"],
+          "ietf-dots-call-home:ttl": 600,
+        },
+      }),
       contentFormat: CONTENT_FORMAT_DOTS_CBOR,
       timeoutMs: 5000,
     });
@@ -314,7 +367,10 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"])).code, Code.Created);
     const fallback = await first.waitSession(2);
     assert.equal(second.sessions.length, 0);
-    assert.ok(errors.some((m) => /alt\.example unreachable, falling back/.test(m)), errors.join("; "));
+    assert.ok(
+      errors.some((m) => /alt\.example unreachable, falling back/.test(m)),
+      errors.join("; "),
+    );
     // It does name isp.example: that redirect succeeds.
     assert.equal((await redirectTo(fallback.ep, "isp.example", ["127.0.0.2"])).code, Code.Created);
     const s2 = await second.waitSession();
@@ -346,7 +402,12 @@ describe("dots/home-engine (loopback)", function () {
   it("DTLS: when the ISP side goes away and comes back on the same port, the home redials over UDP", async () => {
     const i = await isp().startDtls(0);
     const port = i.port;
-    const d = dial({ port, transport: "udp", decisionWaitMs: 0, tuning: { dtlsAttempts: 2, msPerSecond: 50, idleConfig: { missingHbAllowed: 3 }, mitigatingConfig: { missingHbAllowed: 3 } } });
+    const d = dial({
+      port,
+      transport: "udp",
+      decisionWaitMs: 0,
+      tuning: { dtlsAttempts: 2, msPerSecond: 50, idleConfig: { missingHbAllowed: 3 }, mitigatingConfig: { missingHbAllowed: 3 } },
+    });
     await d.start();
     await once(d, "connected");
     const s = await i.waitSession();

@@ -1,7 +1,14 @@
 import { strict as assert } from "node:assert";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT } from "../../../src/coap/message";
 import { encodeDotsCbor, decodeDotsCbor } from "../../../src/cbor";
-import { HomeResources, ResourceRequest, ResourceResponse, ResourceObserver, parseMitigatePath, RedirectTarget } from "../../../src/dots/home-resources";
+import {
+  HomeResources,
+  ResourceRequest,
+  ResourceResponse,
+  ResourceObserver,
+  parseMitigatePath,
+  RedirectTarget,
+} from "../../../src/dots/home-resources";
 import { MitigationStore } from "../../../src/dots/mitigation-store";
 import { SessionConfig, buildConfigPutJson, SIGNAL_CONFIG_KEY } from "../../../src/dots/session-config";
 import { buildHeartbeatJson } from "../../../src/dots/heartbeat";
@@ -22,19 +29,29 @@ class FakeObserver implements ResourceObserver {
   active = true;
   notes: ResourceResponse[] = [];
   private cancels: Array<() => void> = [];
-  notify(r: ResourceResponse) { this.notes.push(r); }
-  onCancel(l: () => void) { this.cancels.push(l); }
-  cancel() { this.active = false; this.cancels.forEach((c) => c()); }
+  notify(r: ResourceResponse) {
+    this.notes.push(r);
+  }
+  onCancel(l: () => void) {
+    this.cancels.push(l);
+  }
+  cancel() {
+    this.active = false;
+    this.cancels.forEach((c) => c());
+  }
 }
 
-function send(h: HomeResources, r: { method: number; path: string; body?: Record<string, unknown> | Buffer; cf?: number | null; ifMatch?: Buffer[]; observe?: number }): Sent {
+function send(
+  h: HomeResources,
+  r: { method: number; path: string; body?: Record<string, unknown> | Buffer; cf?: number | null; ifMatch?: Buffer[]; observe?: number },
+): Sent {
   let resolve!: (x: ResourceResponse) => void;
   const res = new Promise<ResourceResponse>((ok) => (resolve = ok));
   const out: Sent = { res, notes: [] };
   const req: ResourceRequest = {
     method: r.method,
     path: r.path.split("/").filter((s) => s.length > 0),
-    contentFormat: r.cf === null ? undefined : r.cf ?? (r.body ? CONTENT_FORMAT_DOTS_CBOR : undefined),
+    contentFormat: r.cf === null ? undefined : (r.cf ?? (r.body ? CONTENT_FORMAT_DOTS_CBOR : undefined)),
     payload: r.body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(r.body) ? r.body : encodeDotsCbor(r.body),
     ifMatch: r.ifMatch,
     observe: r.observe,
@@ -48,7 +65,8 @@ function send(h: HomeResources, r: { method: number; path: string; body?: Record
 const diag = (r: ResourceResponse) => (r.contentFormat === CONTENT_FORMAT_TEXT ? r.payload!.toString() : "");
 const json = (r: ResourceResponse) => decodeDotsCbor(r.payload!) as any;
 const request = (scope: Record<string, unknown>) => ({ [MS]: { scope: [scope] } });
-const good = (extra: Record<string, unknown> = {}) => request({ "target-prefix": ["198.51.100.7/32"], [SP]: ["203.0.113.5/32"], lifetime: 3600, ...extra });
+const good = (extra: Record<string, unknown> = {}) =>
+  request({ "target-prefix": ["198.51.100.7/32"], [SP]: ["203.0.113.5/32"], lifetime: 3600, ...extra });
 const P = "/.well-known/dots/mitigate/cuid=abc";
 
 describe("dots/home-resources", () => {
@@ -67,13 +85,24 @@ describe("dots/home-resources", () => {
     h.on("ended", (e) => ended.push(e));
   };
   beforeEach(() => make());
-  afterEach(() => { h.dropConnectionState(); store.clear(); });
+  afterEach(() => {
+    h.dropConnectionState();
+    store.clear();
+  });
 
   describe("Uri-Path", () => {
     it("parses [cdid]/cuid/mid in order; empty values, wrong order and non-uint32 mids are errors", () => {
       assert.deepEqual(parseMitigatePath(["cuid=a", "mid=7"]), { cuid: "a", mid: 7 });
       assert.deepEqual(parseMitigatePath(["cdid=x", "cuid=a"]), { cuid: "a" });
-      for (const bad of [["mid=1", "cuid=a"], ["cuid="], ["cuid=a", "mid="], ["cuid=a", "mid=4294967296"], ["cuid=a", "mid=-1"], ["cuid=a", "mid=1", "x=2"], []]) {
+      for (const bad of [
+        ["mid=1", "cuid=a"],
+        ["cuid="],
+        ["cuid=a", "mid="],
+        ["cuid=a", "mid=4294967296"],
+        ["cuid=a", "mid=-1"],
+        ["cuid=a", "mid=1", "x=2"],
+        [],
+      ]) {
         assert.throws(() => parseMitigatePath(bad), Error, JSON.stringify(bad));
       }
     });
@@ -146,11 +175,21 @@ describe("dots/home-resources", () => {
 
     it("efficacy update (empty If-Match): 2.04 on a known mid, silence on an unknown one, 4.00 without attack-status", async () => {
       await send(h, { method: Code.PUT, path: `${P}/mid=7`, body: good() }).res;
-      const r = await send(h, { method: Code.PUT, path: `${P}/mid=7`, body: good({ "attack-status": "under-attack" }), ifMatch: [Buffer.alloc(0)] }).res;
+      const r = await send(h, {
+        method: Code.PUT,
+        path: `${P}/mid=7`,
+        body: good({ "attack-status": "under-attack" }),
+        ifMatch: [Buffer.alloc(0)],
+      }).res;
       assert.equal(r.code, Code.Changed);
       assert.equal(events.at(-1)!.kind, "efficacy");
       let answered = false;
-      const unknown = send(h, { method: Code.PUT, path: `${P}/mid=99`, body: good({ "attack-status": "under-attack" }), ifMatch: [Buffer.alloc(0)] });
+      const unknown = send(h, {
+        method: Code.PUT,
+        path: `${P}/mid=99`,
+        body: good({ "attack-status": "under-attack" }),
+        ifMatch: [Buffer.alloc(0)],
+      });
       unknown.res.then(
         () => (answered = true),
         () => (answered = true),
@@ -167,7 +206,10 @@ describe("dots/home-resources", () => {
     it("overlap: the higher mid replaces the lower (ended 'replaced'); a lower new mid -> 4.09 cause 1 with conflict-scope", async () => {
       await send(h, { method: Code.PUT, path: `${P}/mid=10`, body: good() }).res;
       assert.equal((await send(h, { method: Code.PUT, path: `${P}/mid=11`, body: good() }).res).code, Code.Created);
-      assert.deepEqual(ended.map((e) => [e.mid, e.reason]), [[10, "replaced"]]);
+      assert.deepEqual(
+        ended.map((e) => [e.mid, e.reason]),
+        [[10, "replaced"]],
+      );
       const c = await send(h, { method: Code.PUT, path: `${P}/mid=9`, body: good() }).res;
       assert.equal(c.code, Code.Conflict);
       const ci = json(c)[MS].scope[0]["conflict-information"];
@@ -221,17 +263,27 @@ describe("dots/home-resources", () => {
 
     it("4.00 for missing mid, empty cuid, mid out of uint32; 4.15 for a wrong Content-Format", async () => {
       assert.equal((await send(h, { method: Code.PUT, path: P, body: good() }).res).code, Code.BadRequest);
-      assert.equal((await send(h, { method: Code.PUT, path: "/.well-known/dots/mitigate/cuid=/mid=1", body: good() }).res).code, Code.BadRequest);
+      assert.equal(
+        (await send(h, { method: Code.PUT, path: "/.well-known/dots/mitigate/cuid=/mid=1", body: good() }).res).code,
+        Code.BadRequest,
+      );
       assert.equal((await send(h, { method: Code.PUT, path: `${P}/mid=4294967296`, body: good() }).res).code, Code.BadRequest);
       const cf = await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good(), cf: 50 }).res;
       assert.equal(cf.code, Code.UnsupportedContentFormat);
       assert.match(diag(cf), /271/);
-      assert.equal((await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good(), cf: null }).res).code, Code.UnsupportedContentFormat);
+      assert.equal(
+        (await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good(), cf: null }).res).code,
+        Code.UnsupportedContentFormat,
+      );
     });
 
     it("-1 lifetime is granted when allowed; IPv6 sources inside the home prefix are accepted", async () => {
       make({ allowIndefiniteLifetime: true });
-      const r = await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: request({ "target-prefix": ["2001:db8:c000::/128"], [SP]: ["2001:db8:1::1/128"], lifetime: -1 }) }).res;
+      const r = await send(h, {
+        method: Code.PUT,
+        path: `${P}/mid=1`,
+        body: request({ "target-prefix": ["2001:db8:c000::/128"], [SP]: ["2001:db8:1::1/128"], lifetime: -1 }),
+      }).res;
       assert.equal(r.code, Code.Created);
       assert.equal(json(r)[MS].scope[0].lifetime, -1);
     });
@@ -262,7 +314,10 @@ describe("dots/home-resources", () => {
       const all = await send(h, { method: Code.GET, path: P }).res;
       assert.equal(all.code, Code.Content);
       const scopes = json(all)[MS].scope;
-      assert.deepEqual(scopes.map((s: any) => s.mid), [1, 2]);
+      assert.deepEqual(
+        scopes.map((s: any) => s.mid),
+        [1, 2],
+      );
       assert.equal(scopes[0].lifetime, 3600);
       assert.match(scopes[0]["mitigation-start"], /^\d+$/);
       assert.equal((await send(h, { method: Code.GET, path: `${P}/mid=3` }).res).code, Code.NotFound);
@@ -280,7 +335,10 @@ describe("dots/home-resources", () => {
       assert.equal(del.payload, undefined);
       assert.equal(json(obs.observer!.notes[0])[MS].scope[0].status, "dots-client-withdrawn-mitigation");
       await new Promise<void>((res) => h.once("ended", () => res()));
-      assert.deepEqual(ended.map((e) => [e.mid, e.reason]), [[1, "withdrawn"]]);
+      assert.deepEqual(
+        ended.map((e) => [e.mid, e.reason]),
+        [[1, "withdrawn"]],
+      );
       assert.equal(json(obs.observer!.notes.at(-1)!)[MS].scope[0].status, "attack-mitigation-terminated");
       assert.equal((await send(h, { method: Code.GET, path: `${P}/mid=1` }).res).code, Code.NotFound);
       assert.equal((await send(h, { method: Code.DELETE, path: P }).res).code, Code.BadRequest);
@@ -312,7 +370,13 @@ describe("dots/home-resources", () => {
       while (obs.observer!.notes.length === 0) await new Promise((r) => setTimeout(r, 5));
       await new Promise((r) => setTimeout(r, 60));
       assert.equal(obs.observer!.notes.length, 1);
-      assert.deepEqual(json(obs.observer!.notes[0])[MS].scope.map((x: any) => [x.mid, x.status]), [[1, "attack-successfully-mitigated"], [2, "attack-exceeded-capability"]]);
+      assert.deepEqual(
+        json(obs.observer!.notes[0])[MS].scope.map((x: any) => [x.mid, x.status]),
+        [
+          [1, "attack-successfully-mitigated"],
+          [2, "attack-exceeded-capability"],
+        ],
+      );
     });
 
     it("observers also get the status periodically", async () => {
@@ -335,7 +399,10 @@ describe("dots/home-resources", () => {
       h.on("ended", (e) => ended.push(e));
       await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good({ lifetime: 2 }) }).res;
       await new Promise<void>((res) => h.once("ended", () => res()));
-      assert.deepEqual(ended.map((e) => [e.mid, e.reason]), [[1, "expired"]]);
+      assert.deepEqual(
+        ended.map((e) => [e.mid, e.reason]),
+        [[1, "expired"]],
+      );
     });
   });
 
@@ -354,16 +421,25 @@ describe("dots/home-resources", () => {
       const full = await ask({ method: Code.PUT, path: `${P}/mid=3`, body: good({ [SP]: ["203.0.113.3/32"] }) });
       assert.equal(full.code, Code.TooManyRequests);
       assert.match(diag(full), /too many mitigations/);
-      const otherClient = await ask({ method: Code.PUT, path: "/.well-known/dots/mitigate/cuid=other/mid=1", body: good({ [SP]: ["203.0.113.4/32"] }) });
+      const otherClient = await ask({
+        method: Code.PUT,
+        path: "/.well-known/dots/mitigate/cuid=other/mid=1",
+        body: good({ [SP]: ["203.0.113.4/32"] }),
+      });
       assert.equal(otherClient.code, Code.TooManyRequests);
       await ask({ method: Code.GET, path: P });
       await ask({ method: Code.GET, path: "/.well-known/dots/config" });
-      await ask({ method: Code.PUT, path: "/.well-known/dots/redirect", body: { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example" } } });
+      await ask({
+        method: Code.PUT,
+        path: "/.well-known/dots/redirect",
+        body: { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example" } },
+      });
       await ask({ method: Code.POST, path: P });
       await ask({ method: Code.GET, path: "/.well-known/dots/nothing" });
       for (const a of answers) {
         assert.notEqual(a.code, Code.ServiceUnavailable, `never 5.03 (got it for ${diag(a)})`);
-        if (a.contentFormat === CONTENT_FORMAT_DOTS_CBOR && a.payload) assert.equal("ietf-dots-signal-channel:redirected-signal" in json(a), false);
+        if (a.contentFormat === CONTENT_FORMAT_DOTS_CBOR && a.payload)
+          assert.equal("ietf-dots-signal-channel:redirected-signal" in json(a), false);
       }
     });
   });
@@ -374,14 +450,28 @@ describe("dots/home-resources", () => {
       assert.equal(g.code, Code.Content);
       assert.equal(g.maxAge, 3600);
       assert.equal(json(g)[SIGNAL_CONFIG_KEY]["idle-config"]["heartbeat-interval"]["current-value"], 30);
-      const put = (sid: string, hb: number) => send(h, { method: Code.PUT, path: `/.well-known/dots/config/${sid}`, body: buildConfigPutJson({ idle: { heartbeatInterval: hb } }) }).res;
+      const put = (sid: string, hb: number) =>
+        send(h, {
+          method: Code.PUT,
+          path: `/.well-known/dots/config/${sid}`,
+          body: buildConfigPutJson({ idle: { heartbeatInterval: hb } }),
+        }).res;
       assert.equal((await put("sid=4", 60)).code, Code.Created);
       assert.equal((await put("sid=4", 90)).code, Code.Changed);
       const r422 = await put("sid=5", 1);
       assert.equal(r422.code, Code.UnprocessableEntity);
       assert.match(diag(r422), /heartbeat-interval/);
       assert.equal((await put("cuid=x", 60)).code, Code.BadRequest);
-      assert.equal((await send(h, { method: Code.PUT, path: "/.well-known/dots/config", body: buildConfigPutJson({ idle: { heartbeatInterval: 60 } }) }).res).code, Code.BadRequest);
+      assert.equal(
+        (
+          await send(h, {
+            method: Code.PUT,
+            path: "/.well-known/dots/config",
+            body: buildConfigPutJson({ idle: { heartbeatInterval: 60 } }),
+          }).res
+        ).code,
+        Code.BadRequest,
+      );
       assert.equal(config.active().heartbeatInterval, 90);
       assert.equal((await send(h, { method: Code.DELETE, path: "/.well-known/dots/config/sid=4" }).res).code, Code.Deleted);
       assert.equal(config.active().heartbeatInterval, 30);
@@ -390,7 +480,11 @@ describe("dots/home-resources", () => {
     it("config observers are notified when the configuration changes", async () => {
       const obs = send(h, { method: Code.GET, path: "/.well-known/dots/config", observe: 0 });
       await obs.res;
-      await send(h, { method: Code.PUT, path: "/.well-known/dots/config/sid=1", body: buildConfigPutJson({ idle: { heartbeatInterval: 45 } }) }).res;
+      await send(h, {
+        method: Code.PUT,
+        path: "/.well-known/dots/config/sid=1",
+        body: buildConfigPutJson({ idle: { heartbeatInterval: 45 } }),
+      }).res;
       assert.equal(json(obs.observer!.notes[0])[SIGNAL_CONFIG_KEY]["idle-config"]["heartbeat-interval"]["current-value"], 45);
     });
 
@@ -401,7 +495,10 @@ describe("dots/home-resources", () => {
       assert.equal(r.code, Code.Changed);
       assert.equal(r.payload, undefined);
       assert.deepEqual(beats, [true]);
-      assert.equal((await send(h, { method: Code.PUT, path: "/.well-known/dots/hb/cuid=a", body: buildHeartbeatJson(true) }).res).code, Code.BadRequest);
+      assert.equal(
+        (await send(h, { method: Code.PUT, path: "/.well-known/dots/hb/cuid=a", body: buildHeartbeatJson(true) }).res).code,
+        Code.BadRequest,
+      );
       const bad = await send(h, { method: Code.PUT, path: "/.well-known/dots/hb", body: { "ietf-dots-signal-channel:heartbeat": {} } }).res;
       assert.equal(bad.code, Code.BadRequest);
       assert.match(diag(bad), /peer-hb-status/);
@@ -412,7 +509,13 @@ describe("dots/home-resources", () => {
       let verdict: string | undefined = undefined; // set to a refusal further down
       make({ canRedirect: async () => verdict });
       h.on("redirect", (t) => seen.push(t));
-      const body = { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:alt-ch-client": "alt.example", "ietf-dots-call-home:alt-ch-client-record": ["127.0.0.2"], "ietf-dots-call-home:ttl": 600 } };
+      const body = {
+        "ietf-dots-signal-channel:redirected-signal": {
+          "ietf-dots-call-home:alt-ch-client": "alt.example",
+          "ietf-dots-call-home:alt-ch-client-record": ["127.0.0.2"],
+          "ietf-dots-call-home:ttl": 600,
+        },
+      };
       const ok = await send(h, { method: Code.PUT, path: "/.well-known/dots/redirect/cuid=abc/mid=3", body }).res;
       assert.equal(ok.code, Code.Created);
       assert.deepEqual(seen, [{ altClient: "alt.example", records: ["127.0.0.2"], ttl: 600 }]);
@@ -420,7 +523,11 @@ describe("dots/home-resources", () => {
       const no = await send(h, { method: Code.PUT, path: "/.well-known/dots/redirect", body }).res;
       assert.equal(no.code, Code.BadRequest);
       assert.match(diag(no), /cannot resolve/);
-      const missing = await send(h, { method: Code.PUT, path: "/.well-known/dots/redirect", body: { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:ttl": 5 } } }).res;
+      const missing = await send(h, {
+        method: Code.PUT,
+        path: "/.well-known/dots/redirect",
+        body: { "ietf-dots-signal-channel:redirected-signal": { "ietf-dots-call-home:ttl": 5 } },
+      }).res;
       assert.equal(missing.code, Code.BadRequest);
       assert.match(diag(missing), /alt-ch-client/);
       assert.equal(seen.length, 1);
@@ -431,7 +538,10 @@ describe("dots/home-resources", () => {
 describe("dots/home-resources durable answers (persist seam)", () => {
   let store: MitigationStore;
   let h: HomeResources;
-  afterEach(() => { h.dropConnectionState(); store.clear(); });
+  afterEach(() => {
+    h.dropConnectionState();
+    store.clear();
+  });
   const make = (persist: () => Promise<void>) => {
     store = new MitigationStore({ terminatingPeriodMs: 0 });
     h = new HomeResources({ store, config: new SessionConfig(), codec, homePrefixes: ["203.0.113.0/24"], decisionWaitMs: 0, persist });

@@ -10,7 +10,17 @@ const SP = "ietf-dots-call-home:source-prefix";
 const scope = (target: string) => ({ "target-prefix": [target], [SP]: ["198.51.100.2/32"] });
 
 function entry(mid: number, extra: Partial<StoredMitigation> = {}): StoredMitigation {
-  return { cuid: "c1", mid, scope: scope(`203.0.113.${mid}/32`), lifetime: 600, expiresAt: Date.now() + 600_000, status: 2, mitigationStart: 1_700_000_000, terminatingPeriodMs: 120_000, ...extra };
+  return {
+    cuid: "c1",
+    mid,
+    scope: scope(`203.0.113.${mid}/32`),
+    lifetime: 600,
+    expiresAt: Date.now() + 600_000,
+    status: 2,
+    mitigationStart: 1_700_000_000,
+    terminatingPeriodMs: 120_000,
+    ...extra,
+  };
 }
 
 describe("dots/home-state (durable mitigation state file)", () => {
@@ -26,7 +36,15 @@ describe("dots/home-state (durable mitigation state file)", () => {
   it("round trip: what was saved is loaded back; a missing file is a normal first start", async () => {
     const f = new HomeStateFile(dir, "h.state");
     assert.deepEqual(await f.load(), { entries: [] });
-    const saved = [entry(1, { attackStatus: 1, detail: "blocked 192.168.1.10", enforcement: { action: "block", elements: [{ set: "block4", key: "192.168.1.10 . 17 . 203.0.113.5 . 5555" }] } }), entry(2, { expiresAt: null, lifetime: -1 }), entry(3, { status: 5, terminatingUntil: Date.now() + 1000 })];
+    const saved = [
+      entry(1, {
+        attackStatus: 1,
+        detail: "blocked 192.168.1.10",
+        enforcement: { action: "block", elements: [{ set: "block4", key: "192.168.1.10 . 17 . 203.0.113.5 . 5555" }] },
+      }),
+      entry(2, { expiresAt: null, lifetime: -1 }),
+      entry(3, { status: 5, terminatingUntil: Date.now() + 1000 }),
+    ];
     await f.save(() => saved);
     const back = await f.load();
     assert.equal(back.error, undefined);
@@ -46,11 +64,17 @@ describe("dots/home-state (durable mitigation state file)", () => {
     await f.save(() => [entry(1)]);
     // fault injection (named as such): the process dies after the temp file is written and synced
     const crashing = new HomeStateFile(dir, "h.state", { beforeRename: () => Promise.reject(new Error("simulated crash before rename")) });
-    await assert.rejects(crashing.save(() => [entry(1), entry(2)]), (e: StateFileError) => e.code === "STATE_UNWRITABLE" && /simulated crash/.test(e.message));
+    await assert.rejects(
+      crashing.save(() => [entry(1), entry(2)]),
+      (e: StateFileError) => e.code === "STATE_UNWRITABLE" && /simulated crash/.test(e.message),
+    );
     assert.ok(fs.existsSync(`${f.file}.tmp`), "the temp file is what a crash leaves behind");
     const back = await new HomeStateFile(dir, "h.state").load();
     assert.equal(back.error, undefined);
-    assert.deepEqual(back.entries.map((e) => e.mid), [1]);
+    assert.deepEqual(
+      back.entries.map((e) => e.mid),
+      [1],
+    );
   });
 
   it("a burst of saves is coalesced: every caller resolves after a write that holds its change", async () => {
@@ -60,10 +84,14 @@ describe("dots/home-state (durable mitigation state file)", () => {
     for (let i = 1; i <= 50; i++) {
       held.push(entry(i));
       const upto = held.length;
-      done.push(f.save(() => held.slice()).then(async () => {
-        const onDisk = (await new HomeStateFile(dir, "h.state").load()).entries.length;
-        assert.ok(onDisk >= upto, `save #${upto} resolved while the file held only ${onDisk}`);
-      }));
+      done.push(
+        f
+          .save(() => held.slice())
+          .then(async () => {
+            const onDisk = (await new HomeStateFile(dir, "h.state").load()).entries.length;
+            assert.ok(onDisk >= upto, `save #${upto} resolved while the file held only ${onDisk}`);
+          }),
+      );
     }
     await Promise.all(done);
     assert.ok(f.writes <= 3, `50 saves in one burst cost ${f.writes} writes`);
@@ -80,7 +108,10 @@ describe("dots/home-state (durable mitigation state file)", () => {
     assert.equal(back.error.code, "STATE_CORRUPT");
     assert.ok(back.error.message.includes(f.file), back.error.message);
     assert.match(back.error.message, /cut off/);
-    assert.deepEqual(back.entries.map((e) => e.mid), [1, 2]);
+    assert.deepEqual(
+      back.entries.map((e) => e.mid),
+      [1, 2],
+    );
     assert.ok(back.keptAs && fs.existsSync(back.keptAs), "the damaged file is kept for the operator");
     assert.ok(!fs.existsSync(f.file));
   });
@@ -92,7 +123,10 @@ describe("dots/home-state (durable mitigation state file)", () => {
     fs.writeFileSync(f.file, lines.slice(0, 3).join("\n") + "\n");
     const back = await f.load();
     assert.match(String(back.error?.message), /end line is missing/);
-    assert.deepEqual(back.entries.map((e) => e.mid), [1, 2]);
+    assert.deepEqual(
+      back.entries.map((e) => e.mid),
+      [1, 2],
+    );
   });
 
   it("corrupt lines and an empty file give a clear error, never a throw", async () => {
@@ -117,9 +151,18 @@ describe("dots/home-state (durable mitigation state file)", () => {
   it("size bound: too many mitigations or bytes is refused with a clear error and the old file stays", async () => {
     const f = new HomeStateFile(dir, "h.state", { maxMitigations: 3, maxBytes: 2000 });
     await f.save(() => [entry(1)]);
-    await assert.rejects(f.save(() => [entry(1), entry(2), entry(3), entry(4)]), (e: StateFileError) => e.code === "STATE_TOO_BIG" && /4 mitigations exceed the limit of 3/.test(e.message));
-    await assert.rejects(f.save(() => [entry(1, { detail: "x".repeat(3000) })]), (e: StateFileError) => e.code === "STATE_TOO_BIG" && /bytes exceed the limit of 2000/.test(e.message));
-    assert.deepEqual((await f.load()).entries.map((e) => e.mid), [1]);
+    await assert.rejects(
+      f.save(() => [entry(1), entry(2), entry(3), entry(4)]),
+      (e: StateFileError) => e.code === "STATE_TOO_BIG" && /4 mitigations exceed the limit of 3/.test(e.message),
+    );
+    await assert.rejects(
+      f.save(() => [entry(1, { detail: "x".repeat(3000) })]),
+      (e: StateFileError) => e.code === "STATE_TOO_BIG" && /bytes exceed the limit of 2000/.test(e.message),
+    );
+    assert.deepEqual(
+      (await f.load()).entries.map((e) => e.mid),
+      [1],
+    );
   });
 
   it("an unwritable directory: prepare() and save() fail with STATE_UNWRITABLE naming the place", async function () {
@@ -128,14 +171,23 @@ describe("dots/home-state (durable mitigation state file)", () => {
       const blocker = path.join(dir, "file");
       fs.writeFileSync(blocker, "");
       const f = new HomeStateFile(path.join(blocker, "state"), "h.state");
-      await assert.rejects(f.prepare(), (e: StateFileError) => e.code === "STATE_UNWRITABLE" && e.message.includes(path.join(blocker, "state")));
-      await assert.rejects(f.save(() => [entry(1)]), (e: StateFileError) => e.code === "STATE_UNWRITABLE");
+      await assert.rejects(
+        f.prepare(),
+        (e: StateFileError) => e.code === "STATE_UNWRITABLE" && e.message.includes(path.join(blocker, "state")),
+      );
+      await assert.rejects(
+        f.save(() => [entry(1)]),
+        (e: StateFileError) => e.code === "STATE_UNWRITABLE",
+      );
       return;
     }
     fs.chmodSync(dir, 0o500);
     const f = new HomeStateFile(dir, "h.state");
     await assert.rejects(f.prepare(), (e: StateFileError) => e.code === "STATE_UNWRITABLE");
-    await assert.rejects(f.save(() => [entry(1)]), (e: StateFileError) => e.code === "STATE_UNWRITABLE");
+    await assert.rejects(
+      f.save(() => [entry(1)]),
+      (e: StateFileError) => e.code === "STATE_UNWRITABLE",
+    );
   });
 });
 
@@ -175,7 +227,10 @@ describe("dots/mitigation-store snapshot and restore", () => {
     store.setStatus("c1", 5, MitigationStatus.Mitigated, "blocked", { action: "block", elements: [] });
     const snap = store.snapshot();
     assert.equal(snap.length, 1);
-    assert.deepEqual([snap[0].mid, snap[0].status, snap[0].detail, snap[0].enforcement], [5, 2, "blocked", { action: "block", elements: [] }]);
+    assert.deepEqual(
+      [snap[0].mid, snap[0].status, snap[0].detail, snap[0].enforcement],
+      [5, 2, "blocked", { action: "block", elements: [] }],
+    );
     const again = new MitigationStore();
     again.restore(snap);
     assert.deepEqual(again.snapshot(), snap);

@@ -14,15 +14,25 @@ describe("dots/isp-engine", () => {
     });
 
     it("keeps off the base channel's port 4646 unless told otherwise (R3, RFC 9066 appendix B)", () => {
-      assert.throws(() => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }), (e: unknown) => e instanceof RangeError && /4646/.test(e.message) && /4647/.test(e.message));
-      assert.doesNotThrow(() => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }, { allowBaseChannelPort: true }));
+      assert.throws(
+        () => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }),
+        (e: unknown) => e instanceof RangeError && /4646/.test(e.message) && /4647/.test(e.message),
+      );
+      assert.doesNotThrow(
+        () => new CallHomeListener({ port: 4646, transports: { dtls: true, tls: false }, psk }, { allowBaseChannelPort: true }),
+      );
       assert.doesNotThrow(() => new CallHomeListener({ port: 4647, transports: { dtls: true, tls: false }, psk }));
     });
 
     it("fails start() clearly for DTLS without PSK or certificates without a CA", async () => {
       const a = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false } });
       await assert.rejects(a.start(), /PSK/);
-      const b = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: false, tls: true }, certificate: { cert: "x", key: "y" } });
+      const b = new CallHomeListener({
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: false, tls: true },
+        certificate: { cert: "x", key: "y" },
+      });
       await assert.rejects(b.start(), /certificate\.ca/);
       await a.stop();
       await b.stop();
@@ -42,7 +52,13 @@ describe("dots/isp-engine", () => {
     });
 
     it("names unknown sessions, and refuses everything once stopped", async () => {
-      const l = new CallHomeListener({ port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk, homePrefixes: { h1: ["203.0.113.0/24"] } });
+      const l = new CallHomeListener({
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: true, tls: false },
+        psk,
+        homePrefixes: { h1: ["203.0.113.0/24"] },
+      });
       await l.start();
       assert.ok((l.port as number) > 0);
       assert.deepEqual(l.sessions(), []);

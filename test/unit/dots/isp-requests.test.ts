@@ -18,7 +18,13 @@ const view = (scope: Record<string, unknown>) => ({ "ietf-dots-signal-channel:mi
 
 describe("dots/isp-session request builders", () => {
   it("puts cuid before mid as separate Uri-Path segments (RFC 9132 section 4.2)", () => {
-    assert.deepEqual(mitigatePath("dz6pHjaADkaFTbjr0JGBpw", 123), [".well-known", "dots", "mitigate", "cuid=dz6pHjaADkaFTbjr0JGBpw", "mid=123"]);
+    assert.deepEqual(mitigatePath("dz6pHjaADkaFTbjr0JGBpw", 123), [
+      ".well-known",
+      "dots",
+      "mitigate",
+      "cuid=dz6pHjaADkaFTbjr0JGBpw",
+      "mid=123",
+    ]);
     assert.deepEqual(mitigatePath("c"), [".well-known", "dots", "mitigate", "cuid=c"]);
     assert.deepEqual(redirectPath("c", 7), [".well-known", "dots", "redirect", "cuid=c", "mid=7"]);
     assert.ok(isHeartbeatPath([".well-known", "dots", "hb"]));
@@ -36,14 +42,25 @@ describe("dots/isp-session request builders", () => {
 
   it("rejects requests that are not objects or have no mitigation-scope, with a typed error", () => {
     for (const bad of [null, 5, "x", [], { foo: 1 }]) {
-      assert.throws(() => normalizeMitigationRequest(bad), (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST");
+      assert.throws(
+        () => normalizeMitigationRequest(bad),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST",
+      );
     }
   });
 
   it("builds the efficacy update from the original parameters plus attack-status (RFC 9132 section 4.4.3)", () => {
     const original = view({ "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 });
     const upd = efficacyBody(original, "under-attack");
-    assert.deepEqual(upd, view({ "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600, "attack-status": "under-attack" }));
+    assert.deepEqual(
+      upd,
+      view({
+        "target-prefix": ["198.51.100.7/32"],
+        "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"],
+        lifetime: 600,
+        "attack-status": "under-attack",
+      }),
+    );
     assert.equal(scopeOf(original)?.["attack-status"], undefined);
   });
 

@@ -2,8 +2,13 @@ import { strict as assert } from "node:assert";
 import { MitigationStore, MitigationStatus, scopesOverlap, sameScope, Mitigation, RemovalReason } from "../../../src/dots/mitigation-store";
 
 const SP = "ietf-dots-call-home:source-prefix";
-const scope = (target: string, source: string, extra: Record<string, unknown> = {}) => ({ "target-prefix": [target], [SP]: [source], ...extra });
-const waitRemoved = (store: MitigationStore) => new Promise<[Mitigation, RemovalReason]>((res) => store.on("removed", (m, r) => res([m, r])));
+const scope = (target: string, source: string, extra: Record<string, unknown> = {}) => ({
+  "target-prefix": [target],
+  [SP]: [source],
+  ...extra,
+});
+const waitRemoved = (store: MitigationStore) =>
+  new Promise<[Mitigation, RemovalReason]>((res) => store.on("removed", (m, r) => res([m, r])));
 
 describe("dots/mitigation-store", () => {
   let store: MitigationStore;
@@ -81,11 +86,25 @@ describe("dots/mitigation-store", () => {
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.0/24", "10.0.0.0/8")), true);
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.2/32")), false);
     assert.equal(scopesOverlap(scope("2001:db8::/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.1/32")), false);
-    const p = (lo: number, hi?: number) => ({ [`ietf-dots-call-home:source-port-range`]: [{ "lower-port": lo, ...(hi ? { "upper-port": hi } : {}) }] });
+    const p = (lo: number, hi?: number) => ({
+      [`ietf-dots-call-home:source-port-range`]: [{ "lower-port": lo, ...(hi ? { "upper-port": hi } : {}) }],
+    });
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", p(1000, 2000)), scope("192.0.2.1/32", "10.0.0.1/32", p(2000))), true);
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", p(1000, 1999)), scope("192.0.2.1/32", "10.0.0.1/32", p(2000))), false);
-    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [6] }), scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [17] })), false);
-    assert.equal(sameScope({ ...scope("192.0.2.1/32", "10.0.0.1/32"), lifetime: 1, "trigger-mitigation": true }, { ...scope("192.0.2.1/32", "10.0.0.1/32"), lifetime: 9 }), true);
+    assert.equal(
+      scopesOverlap(
+        scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [6] }),
+        scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [17] }),
+      ),
+      false,
+    );
+    assert.equal(
+      sameScope(
+        { ...scope("192.0.2.1/32", "10.0.0.1/32"), lifetime: 1, "trigger-mitigation": true },
+        { ...scope("192.0.2.1/32", "10.0.0.1/32"), lifetime: 9 },
+      ),
+      true,
+    );
   });
 
   it("efficacy update: known mid records attack-status and renews; unknown mid is ignored", () => {

@@ -13,7 +13,11 @@ describe("dots/recovery pacing", function () {
     const draws = [0, 0.5, 0.999];
     const seen: number[] = [];
     for (const r of draws) {
-      const p = new ReconnectPacer({ minMs: 60_000, maxMs: 300_000 }, () => now, () => r);
+      const p = new ReconnectPacer(
+        { minMs: 60_000, maxMs: 300_000 },
+        () => now,
+        () => r,
+      );
       p.attempted(); // the attempt that brought the session up, a moment ago
       p.succeeded();
       now += 2000; // the session was up for 2 s: the old pacing made the home wait 58 s here
@@ -34,7 +38,11 @@ describe("dots/recovery pacing", function () {
 
   it("a session that ends again within 60 s of the last jittered reconnect gets the RFC spacing, not another fast path", () => {
     let now = 0;
-    const p = new ReconnectPacer({ minMs: 60_000, maxMs: 300_000, firstAttemptJitterMs: 1000 }, () => now, () => 0.5);
+    const p = new ReconnectPacer(
+      { minMs: 60_000, maxMs: 300_000, firstAttemptJitterMs: 1000 },
+      () => now,
+      () => 0.5,
+    );
     p.attempted();
     now = 100_000;
     assert.equal(p.afterSessionEnded(), 500);
@@ -86,13 +94,22 @@ describe("dots/recovery pacing", function () {
     }
     // Not a refusal: no re-send.
     let other = 0;
-    await assert.rejects(resendWhileRefused(() => (other++, Promise.reject(new Error("certificate refused"))), controller.signal, [10, 10]), /certificate/);
+    await assert.rejects(
+      resendWhileRefused(() => (other++, Promise.reject(new Error("certificate refused"))), controller.signal, [10, 10]),
+      /certificate/,
+    );
     assert.equal(other, 1);
     // An abort during the wait ends the attempt.
     const c2 = new AbortController();
     setTimeout(() => c2.abort(), 50);
     const t0 = Date.now();
-    await assert.rejects(resendWhileRefused(() => Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" })), c2.signal, [5000]));
+    await assert.rejects(
+      resendWhileRefused(
+        () => Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" })),
+        c2.signal,
+        [5000],
+      ),
+    );
     assert.ok(Date.now() - t0 < 2000);
   });
 });

@@ -23,8 +23,16 @@ describe("dots/session-config", () => {
       assert.deepEqual(sc[set]["missing-hb-allowed"], { "max-value": 20, "min-value": 3, "current-value": 15 });
       assert.deepEqual(sc[set]["max-retransmit"], { "max-value": 15, "min-value": 2, "current-value": 3 });
       assert.deepEqual(sc[set]["probing-rate"], { "max-value": 20, "min-value": 5, "current-value": 5 });
-      assert.deepEqual(sc[set]["ack-timeout"], { "max-value-decimal": "30.00", "min-value-decimal": "1.00", "current-value-decimal": "2.00" });
-      assert.deepEqual(sc[set]["ack-random-factor"], { "max-value-decimal": "4.00", "min-value-decimal": "1.10", "current-value-decimal": "1.50" });
+      assert.deepEqual(sc[set]["ack-timeout"], {
+        "max-value-decimal": "30.00",
+        "min-value-decimal": "1.00",
+        "current-value-decimal": "2.00",
+      });
+      assert.deepEqual(sc[set]["ack-random-factor"], {
+        "max-value-decimal": "4.00",
+        "min-value-decimal": "1.10",
+        "current-value-decimal": "1.50",
+      });
     }
     assert.equal(cfg.maxAgeSeconds, 3600);
   });

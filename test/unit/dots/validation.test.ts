@@ -58,7 +58,7 @@ describe("mitigation request validation", () => {
   it("requires exactly one scope", () => {
     assert.deepEqual(rules({ [MS]: { scope: [] } }), ["scope exactly-one-scope"]);
     const two = request();
-    (two[MS] as { scope: unknown[] }).scope.push({ ...(two[MS] as { scope: unknown[] }).scope[0] as object });
+    (two[MS] as { scope: unknown[] }).scope.push({ ...((two[MS] as { scope: unknown[] }).scope[0] as object) });
     assert.deepEqual(rules(two), ["scope exactly-one-scope"]);
     assert.deepEqual(rules({ [MS]: {} }), ["scope exactly-one-scope"]);
     assert.deepEqual(rules({}), [`${MS} required`]);
@@ -78,7 +78,17 @@ describe("mitigation request validation", () => {
   });
 
   it("strict address syntax: no octal/short IPv4, no zone, no bare address", () => {
-    for (const bad of ["010.1.1.1/32", "1.2.3/32", "0x1.2.3.4/32", "1.2.3.4", "203.0.113.5/032", "fe80::1%eth0/128", "::ffff:010.1.1.1/128", "203.0.113.5/ 32", "hello"]) {
+    for (const bad of [
+      "010.1.1.1/32",
+      "1.2.3/32",
+      "0x1.2.3.4/32",
+      "1.2.3.4",
+      "203.0.113.5/032",
+      "fe80::1%eth0/128",
+      "::ffff:010.1.1.1/128",
+      "203.0.113.5/ 32",
+      "hello",
+    ]) {
       assert.deepEqual(rules(request({ [SRC]: [bad] })), [`scope[0].${SRC}[0] prefix-syntax`], bad);
     }
     assert.deepEqual(rules(request({ [SRC]: [42] })), [`scope[0].${SRC}[0] prefix-syntax`]);
@@ -94,7 +104,17 @@ describe("mitigation request validation", () => {
 
   it("source prefixes: broadcast, loopback, multicast, unspecified invalid; link-local allowed", () => {
     const ctx: MitigationValidationContext = { side: "home" };
-    for (const bad of ["255.255.255.255/32", "127.0.0.1/32", "224.0.0.5/32", "0.0.0.0/0", "192.0.0.0/2", "::1/128", "ff02::1/128", "::/0", "::ffff:127.0.0.1/128"]) {
+    for (const bad of [
+      "255.255.255.255/32",
+      "127.0.0.1/32",
+      "224.0.0.5/32",
+      "0.0.0.0/0",
+      "192.0.0.0/2",
+      "::1/128",
+      "ff02::1/128",
+      "::/0",
+      "::ffff:127.0.0.1/128",
+    ]) {
       assert.deepEqual(rules(request({ [SRC]: [bad] }), ctx), [`scope[0].${SRC}[0] source-special`], bad);
     }
     accepts(request({ [SRC]: ["169.254.10.1/32"] }), ctx);
@@ -111,17 +131,24 @@ describe("mitigation request validation", () => {
     accepts(request({ [SRC]: ["198.51.100.9/32"] }), { side: "home" }); // no homePrefixes: not checked
     accepts(request(), { side: "home", homePrefixes: ["203.0.113.1/24"] }); // interface-style config is the subnet
     accepts(request(), { side: "home", homePrefixes: ["203.0.113.5"] }); // a bare address is a /32
-    assert.deepEqual(rules(request(), { side: "isp", homePrefixes: ["010.0.0.0/8"] }), ["context.homePrefixes[0] prefix-syntax", `scope[0].${SRC}[0] source-outside-home`]);
+    assert.deepEqual(rules(request(), { side: "isp", homePrefixes: ["010.0.0.0/8"] }), [
+      "context.homePrefixes[0] prefix-syntax",
+      `scope[0].${SRC}[0] source-outside-home`,
+    ]);
   });
 
   it("port ranges 0-65535 with upper >= lower, unique lower-port", () => {
     for (const field of ["target-port-range", "ietf-dots-call-home:source-port-range"]) {
       accepts(request({ [field]: [{ "lower-port": 0 }, { "lower-port": 1000, "upper-port": 65535 }] }));
       assert.deepEqual(rules(request({ [field]: [{ "lower-port": 70000 }] })), [`scope[0].${field}[0].lower-port port-range`]);
-      assert.deepEqual(rules(request({ [field]: [{ "lower-port": 100, "upper-port": 99 }] })), [`scope[0].${field}[0].upper-port port-range`]);
+      assert.deepEqual(rules(request({ [field]: [{ "lower-port": 100, "upper-port": 99 }] })), [
+        `scope[0].${field}[0].upper-port port-range`,
+      ]);
       assert.deepEqual(rules(request({ [field]: [{ "lower-port": -1 }] })), [`scope[0].${field}[0].lower-port port-range`]);
       assert.deepEqual(rules(request({ [field]: [{ "upper-port": 80 }] })), [`scope[0].${field}[0].lower-port required`]);
-      assert.deepEqual(rules(request({ [field]: [{ "lower-port": 80 }, { "lower-port": 80 }] })), [`scope[0].${field}[1].lower-port duplicate`]);
+      assert.deepEqual(rules(request({ [field]: [{ "lower-port": 80 }, { "lower-port": 80 }] })), [
+        `scope[0].${field}[1].lower-port duplicate`,
+      ]);
       assert.deepEqual(rules(request({ [field]: [{ "lower-port": 80, port: 1 }] })), [`scope[0].${field}[0] unknown-field`]);
     }
   });
@@ -168,7 +195,9 @@ describe("mitigation request validation", () => {
     assert.equal(r.errors.length, 1);
     assert.equal(r.errors[0].rule, "unknown-field");
     assert.match(r.errors[0].message, /source-prefix, status/);
-    assert.deepEqual(rules({ [MS]: { scope: [request()[MS] && (request()[MS] as { scope: unknown[] }).scope[0]], extra: 1 } }), [`${MS} unknown-field`]);
+    assert.deepEqual(rules({ [MS]: { scope: [request()[MS] && (request()[MS] as { scope: unknown[] }).scope[0]], extra: 1 } }), [
+      `${MS} unknown-field`,
+    ]);
     assert.deepEqual(rules(request({ "alias-name": ["web"] })), ["scope[0] unknown-field"]);
   });
 
@@ -192,7 +221,9 @@ describe("mitigation request validation", () => {
       "scope[0].lifetime lifetime",
       "scope[0].trigger-mitigation trigger-mitigation",
     ]);
-    const scope = accepts({ [MS]: { scope: [{ "target-prefix": ["2001:DB8:C000:0::/64"], [SRC]: ["2001:db8:123:0:0::1/128"], lifetime: 60 }] } });
+    const scope = accepts({
+      [MS]: { scope: [{ "target-prefix": ["2001:DB8:C000:0::/64"], [SRC]: ["2001:db8:123:0:0::1/128"], lifetime: 60 }] },
+    });
     assert.deepEqual(scope["target-prefix"], ["2001:db8:c000::/64"]);
     assert.deepEqual(scope[SRC], ["2001:db8:123::1/128"]);
   });
@@ -215,9 +246,18 @@ describe("prefix helpers", () => {
     assert.equal(parsePrefix("::1.2.3.4/128").text, "::102:304/128"); // not ::ffff:1.2.3.4
     assert.equal(parsePrefix("203.0.113.7/24", { allowHostBits: true }).text, "203.0.113.0/24");
     assert.equal(parsePrefix("203.0.113.7", { allowBareAddress: true }).text, "203.0.113.7/32");
-    assert.throws(() => parsePrefix("010.1.1.1/32"), (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "syntax");
-    assert.throws(() => parsePrefix("1.2.3.4/33"), (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "length");
-    assert.throws(() => parsePrefix("1.2.3.4/24"), (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "host-bits");
+    assert.throws(
+      () => parsePrefix("010.1.1.1/32"),
+      (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "syntax",
+    );
+    assert.throws(
+      () => parsePrefix("1.2.3.4/33"),
+      (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "length",
+    );
+    assert.throws(
+      () => parsePrefix("1.2.3.4/24"),
+      (e: unknown) => e instanceof PrefixSyntaxError && e.reason === "host-bits",
+    );
   });
 
   it("prefixContains / prefixesOverlap respect family and length", () => {

@@ -5,7 +5,11 @@ import { parseConntrackLine, flowKey, type ConntrackFlow } from "../../../src/ho
 import { fixture } from "./fixtures";
 
 function flows(text: string): ConntrackFlow[] {
-  return text.split("\n").map(parseConntrackLine).filter((p) => p !== undefined).map((p) => p!.flow);
+  return text
+    .split("\n")
+    .map(parseConntrackLine)
+    .filter((p) => p !== undefined)
+    .map((p) => p!.flow);
 }
 
 describe("conntrack line parsing", () => {
@@ -16,7 +20,8 @@ describe("conntrack line parsing", () => {
   });
 
   it("reads a NATed IPv4 UDP flow: device in the original tuple, public port in the reply tuple", () => {
-    const line = "udp      17 29 src=192.168.1.10 dst=203.0.113.5 sport=49149 dport=5555 [UNREPLIED] src=203.0.113.5 dst=198.51.100.2 sport=5555 dport=49149 mark=0 use=1";
+    const line =
+      "udp      17 29 src=192.168.1.10 dst=203.0.113.5 sport=49149 dport=5555 [UNREPLIED] src=203.0.113.5 dst=198.51.100.2 sport=5555 dport=49149 mark=0 use=1";
     const p = parseConntrackLine(line)!;
     assert.equal(p.event, undefined);
     assert.deepEqual(p.flow, {
@@ -60,12 +65,18 @@ describe("conntrack line parsing", () => {
 
   it("reads NEW, UPDATE and DESTROY events in both output formats", () => {
     for (const name of ["events-default.txt", "events-extended.txt"]) {
-      const parsed = fixture(name).split("\n").map(parseConntrackLine).filter((p) => p !== undefined);
+      const parsed = fixture(name)
+        .split("\n")
+        .map(parseConntrackLine)
+        .filter((p) => p !== undefined);
       assert.equal(parsed.length, 15, name);
       assert.equal(parsed.filter((p) => p!.event === "NEW").length, 5, name);
       assert.equal(parsed.filter((p) => p!.event === "UPDATE").length, 10, name);
     }
-    const destroy = fixture("events-destroy.txt").split("\n").map(parseConntrackLine).filter((p) => p !== undefined);
+    const destroy = fixture("events-destroy.txt")
+      .split("\n")
+      .map(parseConntrackLine)
+      .filter((p) => p !== undefined);
     assert.equal(destroy.length, 3);
     assert.ok(destroy.every((p) => p!.event === "DESTROY"));
     assert.equal(destroy[0]!.flow.timeout, undefined, "DESTROY of tcp has no timeout column");
@@ -87,7 +98,9 @@ describe("conntrack line parsing", () => {
   });
 
   it("ignores an entry id printed with -o id (not part of a tuple)", () => {
-    const p = parseConntrackLine("tcp      6 431999 ESTABLISHED src=192.168.1.10 dst=203.0.113.5 sport=1 dport=2 src=203.0.113.5 dst=198.51.100.2 sport=2 dport=1 [ASSURED] mark=0 use=1 id=3735928559")!;
+    const p = parseConntrackLine(
+      "tcp      6 431999 ESTABLISHED src=192.168.1.10 dst=203.0.113.5 sport=1 dport=2 src=203.0.113.5 dst=198.51.100.2 sport=2 dport=1 [ASSURED] mark=0 use=1 id=3735928559",
+    )!;
     assert.equal(p.flow.orig.id, undefined);
     assert.equal(p.flow.reply.id, undefined);
   });

@@ -33,7 +33,10 @@ describe("consent gate", () => {
 
   it("the timeout counts as the configured answer", async () => {
     assert.deepEqual(await gate({ mode: "manual", timeoutMs: 5, onTimeout: "reject" }).request("x"), { answer: "rejected", by: "timeout" });
-    assert.deepEqual(await gate({ mode: "manual", timeoutMs: 5, onTimeout: "approve" }).request("x"), { answer: "approved", by: "timeout" });
+    assert.deepEqual(await gate({ mode: "manual", timeoutMs: 5, onTimeout: "approve" }).request("x"), {
+      answer: "approved",
+      by: "timeout",
+    });
   });
 
   it("a repeated request replaces the first, close cancels all", async () => {

@@ -9,8 +9,25 @@ import { StaticTableSource } from "../../../src/home/nat-source";
 
 const CH = "ietf-dots-call-home:";
 const TABLE = [
-  { protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 61001, target: "203.0.113.5", targetPort: 5555, mac: "02:00:00:00:00:10" },
-  { protocol: "udp", device: "192.168.1.11", devicePort: 40002, public: "198.51.100.2", publicPort: 61002, target: "203.0.113.5", targetPort: 5555 },
+  {
+    protocol: "udp",
+    device: "192.168.1.10",
+    devicePort: 40001,
+    public: "198.51.100.2",
+    publicPort: 61001,
+    target: "203.0.113.5",
+    targetPort: 5555,
+    mac: "02:00:00:00:00:10",
+  },
+  {
+    protocol: "udp",
+    device: "192.168.1.11",
+    devicePort: 40002,
+    public: "198.51.100.2",
+    publicPort: 61002,
+    target: "203.0.113.5",
+    targetPort: 5555,
+  },
   { protocol: "icmp", device: "192.168.1.12", public: "198.51.100.2", target: "203.0.113.9", icmpType: 8 },
 ];
 
@@ -33,7 +50,12 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
   });
   function make(opts: Partial<HomeEnforcerOptions> = {}): { e: HomeEnforcer; backend: DryRunBackend } {
     const backend = new DryRunBackend();
-    const e = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }), backend, action: "block", ...opts });
+    const e = createHomeEnforcer({
+      nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }),
+      backend,
+      action: "block",
+      ...opts,
+    });
     enforcers.push(e);
     return { e, backend };
   }
@@ -42,7 +64,10 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     const { e, backend } = make();
     const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 3600, kind: "new" });
     assert.equal(r.outcome, "enforced");
-    assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.ports, d.publicPorts]), [["192.168.1.10", "02:00:00:00:00:10", [40001], [61001]]]);
+    assert.deepEqual(
+      r.devices.map((d) => [d.address, d.mac, d.ports, d.publicPorts]),
+      [["192.168.1.10", "02:00:00:00:00:10", [40001], [61001]]],
+    );
     assert.equal(
       r.script,
       'add element inet dots_call_home block4 { 192.168.1.10 . 17 . 203.0.113.5 . 5555 timeout 3600s comment "dots:c1/1" }\n' +
@@ -110,8 +135,21 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
 
   it("matches ICMP attacks by type", async () => {
     const { e } = make();
-    const r = await e.handle({ cuid: "c1", mid: 1, scope: { "target-prefix": ["203.0.113.9/32"], [`${CH}source-prefix`]: ["198.51.100.2/32"], [`${CH}source-icmp-type-range`]: [{ "lower-type": 8 }], "target-protocol": [1] }, lifetime: 60 });
-    assert.deepEqual(r.devices.map((d) => d.address), ["192.168.1.12"]);
+    const r = await e.handle({
+      cuid: "c1",
+      mid: 1,
+      scope: {
+        "target-prefix": ["203.0.113.9/32"],
+        [`${CH}source-prefix`]: ["198.51.100.2/32"],
+        [`${CH}source-icmp-type-range`]: [{ "lower-type": 8 }],
+        "target-protocol": [1],
+      },
+      lifetime: 60,
+    });
+    assert.deepEqual(
+      r.devices.map((d) => d.address),
+      ["192.168.1.12"],
+    );
     assert.ok(r.script!.includes("192.168.1.12 . 1 . 203.0.113.9 . 0-65535 timeout 60s"));
   });
 
@@ -180,14 +218,22 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     assert.ok(endA.script && !endA.script.includes("delete"), endA.script);
     assert.match(endA.script!, /5555 timeout (49|50)s/);
     const endB = await e.end({ cuid: "c1", mid: 2 });
-    assert.equal(endB.script, "delete element inet dots_call_home block4 { 192.168.1.10 . 17 . 203.0.113.5 . 5555 }\ndelete element inet dots_call_home blockmac4 { 02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555 }\n");
+    assert.equal(
+      endB.script,
+      "delete element inet dots_call_home block4 { 192.168.1.10 . 17 . 203.0.113.5 . 5555 }\ndelete element inet dots_call_home blockmac4 { 02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555 }\n",
+    );
     assert.deepEqual(e.activeMitigations(), []);
     assert.equal(backend.scripts.length, 5);
   });
 
   it("refuses a mitigation that would need too many elements, applying nothing", async () => {
     const { e, backend } = make({ maxElementsPerMitigation: 3 });
-    const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61001, { "target-port-range": [{ "lower-port": 1 }, { "lower-port": 2 }, { "lower-port": 5555 }] }), lifetime: 60 });
+    const r = await e.handle({
+      cuid: "c1",
+      mid: 1,
+      scope: scope(61001, { "target-port-range": [{ "lower-port": 1 }, { "lower-port": 2 }, { "lower-port": 5555 }] }),
+      lifetime: 60,
+    });
     assert.deepEqual([r.outcome, r.reason], ["failed", "too-many-elements"]);
     assert.deepEqual(backend.scripts, []);
   });
@@ -196,11 +242,17 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     const { e } = make();
     await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 100 });
     await e.handle({ cuid: "c1", mid: 2, scope: scope(61002), lifetime: 100 });
-    const rep = await e.reconcile([{ cuid: "c1", mid: 2 }, { cuid: "c1", mid: 3 }]);
+    const rep = await e.reconcile([
+      { cuid: "c1", mid: 2 },
+      { cuid: "c1", mid: 3 },
+    ]);
     assert.deepEqual(rep.kept, [{ cuid: "c1", mid: 2 }]);
     assert.deepEqual(rep.missing, [{ cuid: "c1", mid: 3 }]);
     assert.equal(rep.removed.length, 2);
-    assert.deepEqual(e.activeMitigations().map((a) => a.mid), [2]);
+    assert.deepEqual(
+      e.activeMitigations().map((a) => a.mid),
+      [2],
+    );
   });
 
   it("after close, handle answers failed", async () => {
@@ -223,7 +275,11 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     }
     const oldKernel: FilterBackend = new OldKernel();
     const scripts = (oldKernel as OldKernel).scripts;
-    const e = createHomeEnforcer({ nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }), backend: oldKernel, action: "block" });
+    const e = createHomeEnforcer({
+      nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }),
+      backend: oldKernel,
+      action: "block",
+    });
     enforcers.push(e);
     await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 });
     scripts.length = 0;
@@ -243,10 +299,22 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
 
   it("enforces on devices found by an earlier lookup step, validating them again", async () => {
     const { e } = make();
-    const r = await e.handle({ cuid: "c1", mid: 1, scope: scope(61999), lifetime: 60, devices: [{ address: "192.168.1.20", mac: "02:00:00:00:00:20" }] });
+    const r = await e.handle({
+      cuid: "c1",
+      mid: 1,
+      scope: scope(61999),
+      lifetime: 60,
+      devices: [{ address: "192.168.1.20", mac: "02:00:00:00:00:20" }],
+    });
     assert.equal(r.outcome, "enforced", "no own lookup: port 61999 is in no table");
     assert.ok(r.script!.includes("block4 { 192.168.1.20 . 17 . 203.0.113.5 . 5555 timeout 60s"));
-    const bad = await e.handle({ cuid: "c1", mid: 2, scope: scope(61001), lifetime: 60, devices: [{ address: "192.168.1.20; flush ruleset" }] });
+    const bad = await e.handle({
+      cuid: "c1",
+      mid: 2,
+      scope: scope(61001),
+      lifetime: 60,
+      devices: [{ address: "192.168.1.20; flush ruleset" }],
+    });
     assert.deepEqual([bad.outcome, bad.reason], ["failed", "invalid-scope"]);
     assert.match(bad.detail, /devices\[0\]\.address/);
   });
@@ -256,12 +324,19 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
     assert.equal((await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 60 })).outcome, "pending");
     const second = await e.handle({ cuid: "c1", mid: 2, scope: scope(61002), lifetime: 60 });
     assert.deepEqual([second.outcome, second.reason], ["failed", "limit"]);
-    assert.deepEqual(e.pending().map((p) => p.mid), [1]);
+    assert.deepEqual(
+      e.pending().map((p) => p.mid),
+      [1],
+    );
   });
 
   it("refuses a missing cuid or a mid out of range", async () => {
     const { e } = make();
-    for (const bad of [{ cuid: "", mid: 1 }, { cuid: "c1", mid: -1 }, { cuid: "c1", mid: 2 ** 32 }]) {
+    for (const bad of [
+      { cuid: "", mid: 1 },
+      { cuid: "c1", mid: -1 },
+      { cuid: "c1", mid: 2 ** 32 },
+    ]) {
       const r = await e.handle({ ...bad, scope: scope(61001), lifetime: 60 });
       assert.deepEqual([r.outcome, r.reason], ["failed", "invalid-scope"], JSON.stringify(bad));
     }

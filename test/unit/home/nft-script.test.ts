@@ -23,16 +23,26 @@ describe("nft script generation", () => {
   it("setup touches only table inet dots_call_home and rewrites its chain atomically", () => {
     const s = setupScript();
     const lines = s.trim().split("\n");
-    assert.ok(lines.every((l) => l.startsWith("add table inet dots_call_home") || / inet dots_call_home /.test(l)), s);
+    assert.ok(
+      lines.every((l) => l.startsWith("add table inet dots_call_home") || / inet dots_call_home /.test(l)),
+      s,
+    );
     assert.ok(!/\bdelete\b|\bflush ruleset\b/.test(s), "never deletes or flushes anything else");
     assert.ok(s.includes("flush chain inet dots_call_home forward\n"));
-    assert.ok(s.includes("add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; }"));
+    assert.ok(
+      s.includes("add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; }"),
+    );
     assert.ok(s.includes("add rule inet dots_call_home forward ether saddr @quarantinemac counter drop"));
     assert.equal(s.match(/add rule/g)!.length, 7);
   });
 
   it("blocks device -> target per protocol and port, by address and by MAC", () => {
-    const q = scopeToQuery({ "target-prefix": ["203.0.113.5/32"], "target-port-range": [{ "lower-port": 80 }, { "lower-port": 1000, "upper-port": 2000 }], "target-protocol": [6, 17], [`${CH}source-prefix`]: ["198.51.100.2/32"] });
+    const q = scopeToQuery({
+      "target-prefix": ["203.0.113.5/32"],
+      "target-port-range": [{ "lower-port": 80 }, { "lower-port": 1000, "upper-port": 2000 }],
+      "target-protocol": [6, 17],
+      [`${CH}source-prefix`]: ["198.51.100.2/32"],
+    });
     const els = blockElements([device], q);
     assert.deepEqual(els.map(elementId).sort(), [
       "block4 192.168.1.10 . 17 . 203.0.113.5 . 1000-2000",
@@ -47,14 +57,29 @@ describe("nft script generation", () => {
   });
 
   it("covers every protocol and port when the scope names none, and ICMP without ports", () => {
-    const any = blockElements([{ address: "192.168.1.10", family: 4 }], scopeToQuery({ "target-prefix": ["203.0.113.0/24"], [`${CH}source-prefix`]: ["198.51.100.2/32"] }));
+    const any = blockElements(
+      [{ address: "192.168.1.10", family: 4 }],
+      scopeToQuery({ "target-prefix": ["203.0.113.0/24"], [`${CH}source-prefix`]: ["198.51.100.2/32"] }),
+    );
     assert.deepEqual(any.map(elementId), ["block4 192.168.1.10 . 0-255 . 203.0.113.0/24 . 0-65535"]);
-    const icmp = blockElements([{ address: "192.168.1.10", family: 4 }], scopeToQuery({ "target-prefix": ["203.0.113.5/32"], "target-protocol": [1], "target-port-range": [{ "lower-port": 80 }], [`${CH}source-prefix`]: ["198.51.100.2/32"] }));
+    const icmp = blockElements(
+      [{ address: "192.168.1.10", family: 4 }],
+      scopeToQuery({
+        "target-prefix": ["203.0.113.5/32"],
+        "target-protocol": [1],
+        "target-port-range": [{ "lower-port": 80 }],
+        [`${CH}source-prefix`]: ["198.51.100.2/32"],
+      }),
+    );
     assert.deepEqual(icmp.map(elementId), ["block4 192.168.1.10 . 1 . 203.0.113.5 . 0-65535"]);
   });
 
   it("pairs addresses with targets of the same family; privacy addresses ride along", () => {
-    const q = scopeToQuery({ "target-prefix": ["2001:db8:c000::5/128", "203.0.113.5/32"], "target-protocol": [17], [`${CH}source-prefix`]: ["2001:db8:1::10/128"] });
+    const q = scopeToQuery({
+      "target-prefix": ["2001:db8:c000::5/128", "203.0.113.5/32"],
+      "target-protocol": [17],
+      [`${CH}source-prefix`]: ["2001:db8:1::10/128"],
+    });
     const els = blockElements([{ address: "2001:db8:1::10", family: 6, otherAddresses: ["2001:db8:1::beef", "192.168.1.10"] }], q);
     assert.deepEqual(els.map(elementId).sort(), [
       "block4 192.168.1.10 . 17 . 203.0.113.5 . 0-65535",
@@ -71,11 +96,19 @@ describe("nft script generation", () => {
   it("adds elements with the lifetime as timeout and the mitigation as comment; -1 has no timeout", () => {
     const e = { set: "quarantine4" as const, key: "192.168.1.10" };
     assert.equal(
-      addElementsScript("dots_call_home", [{ element: e, opts: { timeoutSec: 3600, comment: mitigationTag("dz6pHjaADkaFTbjr0JGBpw", 56) } }]),
+      addElementsScript("dots_call_home", [
+        { element: e, opts: { timeoutSec: 3600, comment: mitigationTag("dz6pHjaADkaFTbjr0JGBpw", 56) } },
+      ]),
       'add element inet dots_call_home quarantine4 { 192.168.1.10 timeout 3600s comment "dots:dz6pHjaADkaFTbjr0JGBpw/56" }\n',
     );
-    assert.equal(addElementsScript("dots_call_home", [{ element: e, opts: { timeoutSec: -1 } }]), "add element inet dots_call_home quarantine4 { 192.168.1.10 }\n");
-    assert.equal(deleteElementsScript("dots_call_home", [e, { set: "quarantine4", key: "192.168.1.11" }]), "delete element inet dots_call_home quarantine4 { 192.168.1.10, 192.168.1.11 }\n");
+    assert.equal(
+      addElementsScript("dots_call_home", [{ element: e, opts: { timeoutSec: -1 } }]),
+      "add element inet dots_call_home quarantine4 { 192.168.1.10 }\n",
+    );
+    assert.equal(
+      deleteElementsScript("dots_call_home", [e, { set: "quarantine4", key: "192.168.1.11" }]),
+      "delete element inet dots_call_home quarantine4 { 192.168.1.10, 192.168.1.11 }\n",
+    );
   });
 
   it("keeps hostile cuids and table names out of the script", () => {
@@ -87,8 +120,16 @@ describe("nft script generation", () => {
   it("reads elements, comments and expiry back from real nft -j output, keys identical to generated ones", () => {
     const els = parseTableJson(fixture("nft-list-table.json"));
     assert.equal(els.length, 23);
-    const q = scopeToQuery({ "target-prefix": ["203.0.113.0/24", "2001:db8:c000::5/128"], "target-port-range": [{ "lower-port": 80 }, { "lower-port": 1000, "upper-port": 2000 }], "target-protocol": [6, 17, 1], [`${CH}source-prefix`]: ["198.51.100.2/32"] });
-    const devs = [{ address: "192.168.1.10", family: 4 as const, mac: "2a:0f:71:ef:af:8b" }, { address: "2001:db8:1::10", family: 6 as const, mac: "2a:0f:71:ef:af:8b" }];
+    const q = scopeToQuery({
+      "target-prefix": ["203.0.113.0/24", "2001:db8:c000::5/128"],
+      "target-port-range": [{ "lower-port": 80 }, { "lower-port": 1000, "upper-port": 2000 }],
+      "target-protocol": [6, 17, 1],
+      [`${CH}source-prefix`]: ["198.51.100.2/32"],
+    });
+    const devs = [
+      { address: "192.168.1.10", family: 4 as const, mac: "2a:0f:71:ef:af:8b" },
+      { address: "2001:db8:1::10", family: 6 as const, mac: "2a:0f:71:ef:af:8b" },
+    ];
     const want = [...blockElements(devs, q), ...quarantineElements(devs)].map(elementId).sort();
     assert.deepEqual(els.map(elementId).sort(), want);
     const blocked = els.find((e) => e.set === "block4")!;

@@ -2,7 +2,13 @@
 // output cap, and line streaming that never buffers without bound.
 import { strict as assert } from "node:assert";
 import { CommandRunner } from "../../../src/home/runner";
-import { CommandTimeoutError, OutputTooLargeError, PermissionDeniedError, ToolMissingError, CommandFailedError } from "../../../src/home/errors";
+import {
+  CommandTimeoutError,
+  OutputTooLargeError,
+  PermissionDeniedError,
+  ToolMissingError,
+  CommandFailedError,
+} from "../../../src/home/errors";
 import { hasCommand, isRoot, requireOrSkip } from "../../support/env";
 import { ConntrackEventSource, ConntrackListSource, ProcConntrackSource } from "../../../src/home/nat-source";
 import { scopeToQuery } from "../../../src/home/scope";
@@ -13,8 +19,14 @@ describe("command runner", () => {
   const runner = new CommandRunner();
 
   it("names a missing tool, also behind a prefix", async () => {
-    await assert.rejects(runner.run(["dots-no-such-tool-x"]), (e: unknown) => e instanceof ToolMissingError && e.tool === "dots-no-such-tool-x");
-    await assert.rejects(new CommandRunner({ prefix: ["dots-no-such-prefix"] }).run(["true"]), (e: unknown) => e instanceof ToolMissingError && e.tool === "dots-no-such-prefix");
+    await assert.rejects(
+      runner.run(["dots-no-such-tool-x"]),
+      (e: unknown) => e instanceof ToolMissingError && e.tool === "dots-no-such-tool-x",
+    );
+    await assert.rejects(
+      new CommandRunner({ prefix: ["dots-no-such-prefix"] }).run(["true"]),
+      (e: unknown) => e instanceof ToolMissingError && e.tool === "dots-no-such-prefix",
+    );
     await assert.rejects(new CommandRunner({ prefix: ["env"] }).run(["dots-no-such-tool-y"]), ToolMissingError);
   });
 
@@ -52,7 +64,10 @@ describe("command runner", () => {
     assert.deepEqual(await h.done, { exitCode: 0, droppedLines: 1 });
     assert.deepEqual(lines, ["a", "c"]);
     assert.equal((await runner.run(["cat"], { input: "hello" })).stdout, "hello");
-    await assert.rejects(runner.run(["sh", "-c", "echo boom >&2; exit 3"]), (e: unknown) => e instanceof CommandFailedError && e.exitCode === 3 && /boom/.test(e.stderr));
+    await assert.rejects(
+      runner.run(["sh", "-c", "echo boom >&2; exit 3"]),
+      (e: unknown) => e instanceof CommandFailedError && e.exitCode === 3 && /boom/.test(e.stderr),
+    );
   });
 
   it("stop() ends a long-running stream cleanly", async () => {

@@ -14,7 +14,10 @@ describe("home/shared NAT source (one per router in a process)", () => {
     await a.close();
     await a.close(); // a second close of one handle does not release another user's share
     assert.equal(sharedNatSourceCount(), before + 2, "b still holds r1");
-    await assert.rejects(a.lookup({ sourcePrefixes: [], targetPrefixes: [], sourcePorts: [], targetPorts: [], protocols: [], sourceIcmpTypes: [] } as never), /closed/i);
+    await assert.rejects(
+      a.lookup({ sourcePrefixes: [], targetPrefixes: [], sourcePorts: [], targetPorts: [], protocols: [], sourceIcmpTypes: [] } as never),
+      /closed/i,
+    );
     await b.close();
     assert.equal(sharedNatSourceCount(), before + 1);
     await other.close();

@@ -12,7 +12,11 @@ import { scopeToQuery } from "../../../src/home/scope";
 import { fixture, fixturePath } from "./fixtures";
 
 const CH = "ietf-dots-call-home:";
-const scope = { "target-prefix": ["203.0.113.5/32"], [`${CH}source-prefix`]: ["198.51.100.2/32"], [`${CH}source-port-range`]: [{ "lower-port": 49149 }] };
+const scope = {
+  "target-prefix": ["203.0.113.5/32"],
+  [`${CH}source-prefix`]: ["198.51.100.2/32"],
+  [`${CH}source-port-range`]: [{ "lower-port": 49149 }],
+};
 
 describe("static NAT tables", () => {
   let dir: string;
@@ -22,16 +26,36 @@ describe("static NAT tables", () => {
   it("reads a file of captured conntrack lines", async () => {
     const src = new StaticTableSource({ file: fixturePath("list-default.txt") });
     const flows = await src.lookup(scopeToQuery(scope));
-    assert.deepEqual(flows.map((f) => f.orig.src), ["192.168.1.10"]);
+    assert.deepEqual(
+      flows.map((f) => f.orig.src),
+      ["192.168.1.10"],
+    );
   });
 
   it("reads a JSON file in the short form, with MACs", async () => {
     const file = path.join(dir, "nat.json");
-    fs.writeFileSync(file, JSON.stringify([{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 49149, target: "203.0.113.5", targetPort: 5555, mac: "02:AA:00:00:00:01" }]));
+    fs.writeFileSync(
+      file,
+      JSON.stringify([
+        {
+          protocol: "udp",
+          device: "192.168.1.10",
+          devicePort: 40001,
+          public: "198.51.100.2",
+          publicPort: 49149,
+          target: "203.0.113.5",
+          targetPort: 5555,
+          mac: "02:AA:00:00:00:01",
+        },
+      ]),
+    );
     const lookup = new NatLookup({ source: new StaticTableSource({ file }) });
     const r = await lookup.lookup(scope);
     assert.equal(r.found, true);
-    assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.ports]), [["192.168.1.10", "02:aa:00:00:00:01", [40001]]]);
+    assert.deepEqual(
+      r.devices.map((d) => [d.address, d.mac, d.ports]),
+      [["192.168.1.10", "02:aa:00:00:00:01", [40001]]],
+    );
   });
 
   it("says no device found as its own outcome", async () => {
@@ -43,7 +67,9 @@ describe("static NAT tables", () => {
 
   it("never reports the router's own address as a device", async () => {
     const lookup = new NatLookup({
-      source: new StaticTableSource({ entries: [{ protocol: "udp", device: "198.51.100.2", devicePort: 49149, target: "203.0.113.5", targetPort: 5555 }] }),
+      source: new StaticTableSource({
+        entries: [{ protocol: "udp", device: "198.51.100.2", devicePort: 49149, target: "203.0.113.5", targetPort: 5555 }],
+      }),
       localAddresses: ["198.51.100.2"],
     });
     const r = await lookup.lookup(scope);
@@ -60,7 +86,11 @@ describe("static NAT tables", () => {
       [["not a conntrack line"], /entry 0/],
       [[{ protocol: 17, device: "192.168.1.10", target: "203.0.113.5", devicePort: 70000 }], /devicePort/],
     ] as Array<[unknown, RegExp]>) {
-      assert.throws(() => staticEntriesToFlows(entries), (e: unknown) => e instanceof InvalidTableError && re.test(e.message), String(re));
+      assert.throws(
+        () => staticEntriesToFlows(entries),
+        (e: unknown) => e instanceof InvalidTableError && re.test(e.message),
+        String(re),
+      );
     }
     const bad = path.join(dir, "bad.json");
     fs.writeFileSync(bad, "[ {");
@@ -82,7 +112,10 @@ describe("neighbour table", () => {
   it("parses IPv4 and IPv6 neighbours with their MACs", () => {
     const n = parseIpNeigh(fixture("ip-neigh.txt"));
     assert.equal(n.length, 8);
-    assert.deepEqual(n.find((x) => x.address === "2001:db8:1::10"), { address: "2001:db8:1::10", family: 6, mac: "2a:0f:71:ef:af:8b", dev: "br0", state: "REACHABLE" });
+    assert.deepEqual(
+      n.find((x) => x.address === "2001:db8:1::10"),
+      { address: "2001:db8:1::10", family: 6, mac: "2a:0f:71:ef:af:8b", dev: "br0", state: "REACHABLE" },
+    );
     assert.equal(parseIpNeigh("192.168.1.99 dev br0 FAILED\n").length, 0, "no lladdr, no entry");
   });
 
@@ -96,7 +129,8 @@ describe("neighbour table", () => {
   });
 
   it("parses the router's own addresses from ip -o addr", () => {
-    const text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n4: wan    inet 198.51.100.2/24 scope global wan\n4: wan    inet6 2001:db8:ff::2/64 scope global \\       valid_lft forever\n";
+    const text =
+      "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n4: wan    inet 198.51.100.2/24 scope global wan\n4: wan    inet6 2001:db8:ff::2/64 scope global \\       valid_lft forever\n";
     assert.deepEqual(parseIpAddr(text), ["127.0.0.1", "198.51.100.2", "2001:db8:ff::2"]);
   });
 });
@@ -106,11 +140,20 @@ describe("IPv6 privacy address change", () => {
     const neighbours = new NeighbourTable(new CommandRunner());
     neighbours.load([{ address: "2001:db8:1::10", family: 6, mac: "02:00:00:00:00:10" }]);
     neighbours.load([{ address: "2001:db8:1::beef", family: 6, mac: "02:00:00:00:00:10" }]); // ::10 aged out
-    const source = new StaticTableSource({ entries: [{ protocol: "udp", device: "2001:db8:1::beef", devicePort: 40022, target: "2001:db8:c000::5", targetPort: 5555 }] });
+    const source = new StaticTableSource({
+      entries: [{ protocol: "udp", device: "2001:db8:1::beef", devicePort: 40022, target: "2001:db8:c000::5", targetPort: 5555 }],
+    });
     const lookup = new NatLookup({ source, neighbours });
-    const r = await lookup.lookup({ "target-prefix": ["2001:db8:c000::5/128"], [`${CH}source-prefix`]: ["2001:db8:1::10/128"], "target-protocol": [17] });
+    const r = await lookup.lookup({
+      "target-prefix": ["2001:db8:c000::5/128"],
+      [`${CH}source-prefix`]: ["2001:db8:1::10/128"],
+      "target-protocol": [17],
+    });
     assert.equal(r.found, true);
-    assert.deepEqual(r.devices.map((d) => [d.address, d.mac, d.otherAddresses, d.flows.length]), [["2001:db8:1::beef", "02:00:00:00:00:10", ["2001:db8:1::10"], 1]]);
+    assert.deepEqual(
+      r.devices.map((d) => [d.address, d.mac, d.otherAddresses, d.flows.length]),
+      [["2001:db8:1::beef", "02:00:00:00:00:10", ["2001:db8:1::10"], 1]],
+    );
     assert.match(r.detail, /found by its MAC/);
     const unknown = await lookup.lookup({ "target-prefix": ["2001:db8:c000::5/128"], [`${CH}source-prefix`]: ["2001:db8:1::99/128"] });
     assert.equal(unknown.found, false, "an address never seen stays not found");

@@ -10,7 +10,12 @@ import { wireDialer, createHomeEnforcerFromFlags, InvalidOptionError } from "../
 import type { HomeEnforcer } from "../../../src/home/enforcer";
 
 const CH = "ietf-dots-call-home:";
-const scope = { "target-prefix": ["203.0.113.5/32"], "target-protocol": [17], [`${CH}source-prefix`]: ["198.51.100.2/32"], [`${CH}source-port-range`]: [{ "lower-port": 61001 }] };
+const scope = {
+  "target-prefix": ["203.0.113.5/32"],
+  "target-protocol": [17],
+  [`${CH}source-prefix`]: ["198.51.100.2/32"],
+  [`${CH}source-port-range`]: [{ "lower-port": 61001 }],
+};
 
 class StandInDialer extends EventEmitter {
   decisions: Decision[] = [];
@@ -26,7 +31,20 @@ describe("wiring", () => {
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-wiring-"));
     file = path.join(dir, "nat.json");
-    fs.writeFileSync(file, JSON.stringify([{ protocol: "udp", device: "192.168.1.10", devicePort: 40001, public: "198.51.100.2", publicPort: 61001, target: "203.0.113.5", targetPort: 5555 }]));
+    fs.writeFileSync(
+      file,
+      JSON.stringify([
+        {
+          protocol: "udp",
+          device: "192.168.1.10",
+          devicePort: 40001,
+          public: "198.51.100.2",
+          publicPort: 61001,
+          target: "203.0.113.5",
+          targetPort: 5555,
+        },
+      ]),
+    );
   });
   after(async () => {
     for (const e of enforcers) await e.close();
@@ -42,9 +60,19 @@ describe("wiring", () => {
       [{ consent: "manual", consentTimeoutMs: -1 }, "consent-timeout"],
       [{ nat: "magic" }, "nat"],
     ] as const) {
-      await assert.rejects(createHomeEnforcerFromFlags(flags), (e: unknown) => e instanceof InvalidOptionError && e.option === option, option);
+      await assert.rejects(
+        createHomeEnforcerFromFlags(flags),
+        (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+        option,
+      );
     }
-    const e = await createHomeEnforcerFromFlags({ nat: `static:${file}`, enforce: "dry-run", action: "quarantine", consent: "manual", consentTimeoutMs: 1000 });
+    const e = await createHomeEnforcerFromFlags({
+      nat: `static:${file}`,
+      enforce: "dry-run",
+      action: "quarantine",
+      consent: "manual",
+      consentTimeoutMs: 1000,
+    });
     enforcers.push(e);
     assert.equal(e.action, "quarantine");
     assert.equal(e.backend.kind, "dry-run");
@@ -61,12 +89,18 @@ describe("wiring", () => {
     dialer.emit("mitigation", m);
     await asked;
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(dialer.decisions.map((d) => [d.mid, d.outcome]), [[5, "pending"]]);
+    assert.deepEqual(
+      dialer.decisions.map((d) => [d.mid, d.outcome]),
+      [[5, "pending"]],
+    );
     const enforced = new Promise((res) => e.once("enforcement", res));
     e.approve(5);
     await enforced;
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(dialer.decisions.map((d) => d.outcome), ["pending", "enforced"]);
+    assert.deepEqual(
+      dialer.decisions.map((d) => d.outcome),
+      ["pending", "enforced"],
+    );
     assert.equal(e.activeMitigations().length, 1);
     const removed = new Promise((res) => e.once("enforcement", res));
     dialer.emit("ended", { cuid: "c1", mid: 5, reason: "withdrawn", scope });

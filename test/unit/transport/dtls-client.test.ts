@@ -35,7 +35,15 @@ describe("transport/dtls-client", () => {
     });
     const failed: number[] = [];
     await assert.rejects(
-      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 150, attempts: 3, backoff: 1.5, onAttemptFailed: (n) => failed.push(n) }),
+      connectDtls({
+        host: "127.0.0.1",
+        port,
+        psk: { identity: "home-1", key: KEY },
+        handshakeTimeoutMs: 150,
+        attempts: 3,
+        backoff: 1.5,
+        onAttemptFailed: (n) => failed.push(n),
+      }),
       (e: unknown) => isCode("HANDSHAKE_TIMEOUT")(e) && /after 3 attempts/.test((e as Error).message),
     );
     assert.deepEqual(failed, [1, 2]);
@@ -47,7 +55,13 @@ describe("transport/dtls-client", () => {
     const port = await udpServer((sock, _msg, rinfo) => {
       clientPort = rinfo.port;
       // Truncated and nonsense records, a fake alert, a huge length field.
-      for (const junk of ["16fefd00000000000000000005", "ff", "15fefd0000000000000000000202", "16fefd000000000000000000ffff0102", "17fefd0001000000000001000a00"]) {
+      for (const junk of [
+        "16fefd00000000000000000005",
+        "ff",
+        "15fefd0000000000000000000202",
+        "16fefd000000000000000000ffff0102",
+        "17fefd0001000000000001000a00",
+      ]) {
         sock.send(Buffer.from(junk, "hex"), rinfo.port, rinfo.address);
       }
     });
@@ -55,7 +69,10 @@ describe("transport/dtls-client", () => {
     sockets.push(stranger);
     const timer = setInterval(() => clientPort && stranger.send(Buffer.from("16fefd", "hex"), clientPort, "127.0.0.1"), 20);
     try {
-      await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }), isCode("HANDSHAKE_TIMEOUT"));
+      await assert.rejects(
+        connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }),
+        isCode("HANDSHAKE_TIMEOUT"),
+      );
     } finally {
       clearInterval(timer);
     }
@@ -107,7 +124,10 @@ describe("transport/dtls-client", () => {
     let failures = 0;
     server.on("handshake-failed", () => failures++);
     const { port } = await server.listen(0, "127.0.0.1");
-    await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("wrong") }, attempts: 5 }), isCode("AUTH_FAILED"));
+    await assert.rejects(
+      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("wrong") }, attempts: 5 }),
+      isCode("AUTH_FAILED"),
+    );
     assert.equal(failures, 1);
   });
 
@@ -130,7 +150,14 @@ describe("transport/dtls-client", () => {
   it("an abort ends an attempt in flight with CLOSED", async () => {
     const port = await udpServer(() => undefined);
     const ac = new AbortController();
-    const p = connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 5000, attempts: 3, signal: ac.signal });
+    const p = connectDtls({
+      host: "127.0.0.1",
+      port,
+      psk: { identity: "home-1", key: KEY },
+      handshakeTimeoutMs: 5000,
+      attempts: 3,
+      signal: ac.signal,
+    });
     setTimeout(() => ac.abort(), 50);
     await assert.rejects(p, isCode("CLOSED"));
   });

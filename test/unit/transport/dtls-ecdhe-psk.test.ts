@@ -6,7 +6,13 @@ import { DtlsServer, type DtlsServerOptions, type HandshakeFailure, type DtlsSer
 import { AeadState, openRecord, sealRecord } from "../../../src/transport/dtls/cipher";
 import { CIPHER_SUITES, keyBlockLength } from "../../../src/transport/dtls/constants";
 import { generateEphemeralKey } from "../../../src/transport/dtls/ecdhe";
-import { DtlsDecodeError, buildEcdhePskServerKeyExchange, buildServerHello, parseClientHello, parseEcdhePskClientKeyExchange } from "../../../src/transport/dtls/handshake";
+import {
+  DtlsDecodeError,
+  buildEcdhePskServerKeyExchange,
+  buildServerHello,
+  parseClientHello,
+  parseEcdhePskClientKeyExchange,
+} from "../../../src/transport/dtls/handshake";
 import { aeadKeyBlock, ecdhePskPremasterSecret } from "../../../src/transport/dtls/prf";
 import { encodeRecord } from "../../../src/transport/dtls/record";
 import { DtlsAlertError, ScriptedDtlsClient } from "../../../src/transport/dtls/scripted-client";
@@ -19,7 +25,9 @@ const P256 = 23;
 
 // RFC 8439 section 2.8.2 AEAD test vector.
 const RFC8439_KEY = Buffer.from("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", "hex");
-const RFC8439_PLAINTEXT = Buffer.from("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.");
+const RFC8439_PLAINTEXT = Buffer.from(
+  "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+);
 
 describe("ECDHE_PSK primitives", () => {
   it("node's ChaCha20-Poly1305 reproduces the RFC 8439 2.8.2 vector (the primitive the records use)", () => {
@@ -76,12 +84,18 @@ describe("ECDHE_PSK primitives", () => {
   });
 
   it("ECDHE_PSK premaster secret has the RFC 5489 layout", () => {
-    assert.equal(ecdhePskPremasterSecret(Buffer.from("aabbcc", "hex"), Buffer.from("0102", "hex")).toString("hex"), "0003aabbcc" + "00020102");
+    assert.equal(
+      ecdhePskPremasterSecret(Buffer.from("aabbcc", "hex"), Buffer.from("0102", "hex")).toString("hex"),
+      "0003aabbcc" + "00020102",
+    );
   });
 
   it("ServerKeyExchange / ClientKeyExchange encodings; bad ClientKeyExchange is a DtlsDecodeError", () => {
     const point = Buffer.alloc(32, 7);
-    assert.equal(buildEcdhePskServerKeyExchange(Buffer.from("CoAP"), X25519, point).toString("hex"), "0004" + Buffer.from("CoAP").toString("hex") + "03001d20" + point.toString("hex"));
+    assert.equal(
+      buildEcdhePskServerKeyExchange(Buffer.from("CoAP"), X25519, point).toString("hex"),
+      "0004" + Buffer.from("CoAP").toString("hex") + "03001d20" + point.toString("hex"),
+    );
     assert.equal(buildEcdhePskServerKeyExchange(Buffer.alloc(0), P256, Buffer.alloc(65, 4)).subarray(0, 6).toString("hex"), "000003001741");
     const cke = Buffer.concat([Buffer.from("0002", "hex"), Buffer.from("id"), Buffer.from([32]), point]);
     const parsed = parseEcdhePskClientKeyExchange(cke);
@@ -94,7 +108,14 @@ describe("ECDHE_PSK primitives", () => {
 
   it("ClientHello: supported_groups and ec_point_formats are read; malformed ones are DtlsDecodeError", () => {
     const hello = (ext: Buffer): Buffer =>
-      Buffer.concat([Buffer.from("fefd", "hex"), Buffer.alloc(32), Buffer.from([0, 0]), Buffer.from("0002ccac0100", "hex"), Buffer.from([0, ext.length]), ext]);
+      Buffer.concat([
+        Buffer.from("fefd", "hex"),
+        Buffer.alloc(32),
+        Buffer.from([0, 0]),
+        Buffer.from("0002ccac0100", "hex"),
+        Buffer.from([0, ext.length]),
+        ext,
+      ]);
     const groups = Buffer.from("000a0006" + "0004001d0017", "hex");
     const formats = Buffer.from("000b0002" + "0100", "hex");
     const h = parseClientHello(hello(Buffer.concat([groups, formats])));
@@ -179,7 +200,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
     internalErrors = [];
   });
 
-  for (const [name, group] of [["x25519", X25519], ["secp256r1", P256]] as const) {
+  for (const [name, group] of [
+    ["x25519", X25519],
+    ["secp256r1", P256],
+  ] as const) {
     it(`${name}: handshake with EMS and point formats, data both ways, suite reported`, async () => {
       await start();
       const c = await client({ suites: [...BOTH], supportedGroups: [group] });
@@ -230,7 +254,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
     assert.equal(silent.serverHelloExtensions.has(0x000b), false);
     await server!.close();
 
-    await start({ cipherSuites: ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"], ecdheGroups: ["secp256r1"] });
+    await start({
+      cipherSuites: ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
+      ecdheGroups: ["secp256r1"],
+    });
     const pskFirst = await client({ suites: [...BOTH] });
     await pskFirst.connect();
     assert.equal(pskFirst.suite, "TLS_PSK_WITH_AES_128_CCM_8");
@@ -239,7 +266,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
     assert.equal(onlyEcdhe.serverKeyExchange?.group, P256);
     const onlyX = await client({ suites: ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"], supportedGroups: [X25519] });
     await assert.rejects(onlyX.connect(), (e: unknown) => e instanceof DtlsAlertError && e.description === 40);
-    assert.deepEqual(failures.map((f) => f.reason), ["no-shared-cipher"]);
+    assert.deepEqual(
+      failures.map((f) => f.reason),
+      ["no-shared-cipher"],
+    );
     assert.throws(() => new DtlsServer({ pskLookup: () => PSK, ecdheGroups: ["secp384r1" as never] }), TypeError);
   });
 
@@ -256,7 +286,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
       await start({ pskLookup: (id) => (lookups.push(id), PSK) });
       const c = await client({ suites: [...BOTH], supportedGroups: [group], replaceEcdhPoint: replace });
       await assert.rejects(c.connect(), (e: unknown) => e instanceof DtlsAlertError && e.level === 2 && e.description === 47);
-      assert.deepEqual(failures.map((f) => f.reason), ["illegal-parameter"]);
+      assert.deepEqual(
+        failures.map((f) => f.reason),
+        ["illegal-parameter"],
+      );
       assert.deepEqual(lookups, []);
       assert.equal(server!.sessionCount, 0);
       assert.equal(server!.handshakingCount, 0);
@@ -271,7 +304,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
     await start();
     const c = await client({ suites: [...BOTH], psk: Buffer.from("wrong-key-0123456789") });
     await assert.rejects(c.connect(), (e: unknown) => e instanceof DtlsAlertError && e.description === 51);
-    assert.deepEqual(failures.map((f) => f.reason), ["bad-finished"]);
+    assert.deepEqual(
+      failures.map((f) => f.reason),
+      ["bad-finished"],
+    );
   });
 
   it("async PSK lookup under ECDHE_PSK; unknown identity gets 115", async () => {
@@ -313,7 +349,10 @@ describe("DtlsServer ECDHE_PSK with a scripted client on loopback", () => {
     await start();
     const c = await client({ suites: [...BOTH], replaceEcdhPoint: () => Buffer.alloc(0) });
     await assert.rejects(c.connect(), (e: unknown) => e instanceof DtlsAlertError && e.description === 50);
-    assert.deepEqual(failures.map((f) => f.reason), ["decode-error"]);
+    assert.deepEqual(
+      failures.map((f) => f.reason),
+      ["decode-error"],
+    );
     assert.equal(server!.sessionCount, 0);
   });
 });

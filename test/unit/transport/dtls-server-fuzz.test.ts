@@ -98,7 +98,15 @@ class Sink {
 function clientHello(seq: number, random: Buffer, cookie: Buffer, extensions?: Buffer, suites = [0xc0a8, 0x00a8]): Buffer {
   const s = Buffer.alloc(suites.length * 2);
   suites.forEach((v, i) => s.writeUInt16BE(v, i * 2));
-  const parts = [Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, cookie.length]), cookie, Buffer.from([s.length >> 8, s.length & 255]), s, Buffer.from([1, 0])];
+  const parts = [
+    Buffer.from([0xfe, 0xfd]),
+    random,
+    Buffer.from([0, cookie.length]),
+    cookie,
+    Buffer.from([s.length >> 8, s.length & 255]),
+    s,
+    Buffer.from([1, 0]),
+  ];
   if (extensions) parts.push(Buffer.from([extensions.length >> 8, extensions.length & 255]), extensions);
   return encodeRecord(22, 0xfefd, 0, seq, encodeHandshake(1, seq, Buffer.concat(parts)));
 }
@@ -121,7 +129,12 @@ describe("DTLS server under bad input", function () {
   const MAX_PEERS = 64;
 
   beforeEach(async () => {
-    server = new DtlsServer({ pskLookup: (id) => (id === ID ? PSK : undefined), maxPeers: MAX_PEERS, maxHandshaking: 32, handshakeTimeoutMs: 2000 });
+    server = new DtlsServer({
+      pskLookup: (id) => (id === ID ? PSK : undefined),
+      maxPeers: MAX_PEERS,
+      maxHandshaking: 32,
+      handshakeTimeoutMs: 2000,
+    });
     server.on("internal-error", (e: unknown) => internal.push(e));
     server.on("handshake-failed", () => undefined);
     server.on("connection", (c: DtlsServerConnection) => c.on("message", (m) => c.send(m)));
@@ -168,7 +181,13 @@ describe("DTLS server under bad input", function () {
       encodeRecord(22, 0xfefd, 0, 1, Buffer.from("01000010" + "0000" + "ffffff" + "000001" + "00", "hex")), // huge fragment offset
       encodeRecord(22, 0xfefd, 0, 1, Buffer.from("01ffffff" + "0000" + "000000" + "000004" + "fefd0000", "hex")), // fragment of a 16 MB hello
       encodeRecord(22, 0xfefd, 0, 1, encodeHandshake(1, 0, Buffer.concat([Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, 200])]))), // cookie overrun
-      encodeRecord(22, 0xfefd, 0, 1, encodeHandshake(1, 0, Buffer.concat([Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, 0, 0, 1, 0xc0, 1, 0])]))), // odd suites length
+      encodeRecord(
+        22,
+        0xfefd,
+        0,
+        1,
+        encodeHandshake(1, 0, Buffer.concat([Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, 0, 0, 1, 0xc0, 1, 0])])),
+      ), // odd suites length
       clientHello(2, random, Buffer.alloc(0), Buffer.from([0x00, 0x17, 0x00, 0x05])), // extension overrun
       clientHello(3, random, Buffer.alloc(0), Buffer.from([0x00, 0x17, 0, 0, 0x00, 0x17, 0, 0])), // duplicate extension
       clientHello(4, random, Buffer.alloc(0), Buffer.from([0xff, 0x01, 0, 1, 7])), // non-empty renegotiation_info
@@ -218,7 +237,14 @@ describe("DTLS server under bad input", function () {
 
   it("seeded mutations of a captured handshake (100k datagrams) and hello floods", async () => {
     // Capture a real handshake and some traffic from the scripted client.
-    const capture = new ScriptedDtlsClient({ address: "127.0.0.1", port, identity: ID, psk: PSK, extendedMasterSecret: true, renegotiationInfo: true });
+    const capture = new ScriptedDtlsClient({
+      address: "127.0.0.1",
+      port,
+      identity: ID,
+      psk: PSK,
+      extendedMasterSecret: true,
+      renegotiationInfo: true,
+    });
     clients.push(capture);
     await capture.bind();
     await capture.connect();
@@ -237,7 +263,14 @@ describe("DTLS server under bad input", function () {
       bases.push({ data: clientHello(1, random, cookie, ext), from: sink });
     }
     const everySource = (d: Buffer): Array<{ data: Buffer; from: Sink }> => sinks.map((s) => ({ data: d, from: s }));
-    const pool = [...bases, ...everySource(ch1), ...everySource(ch2), ...everySource(flight5), ...everySource(appData), ...everySource(Buffer.concat([ch2, flight5]))];
+    const pool = [
+      ...bases,
+      ...everySource(ch1),
+      ...everySource(ch2),
+      ...everySource(flight5),
+      ...everySource(appData),
+      ...everySource(Buffer.concat([ch2, flight5])),
+    ];
 
     const { int, mutate } = mutator(0x5eed);
 
@@ -251,7 +284,9 @@ describe("DTLS server under bad input", function () {
       server.handleDatagram(data, "127.0.0.1", base.from.port);
       if (i % 1000 === 999) {
         // cookie-less and forged-cookie hello flood from every source
-        for (const s of sinks) for (let f = 0; f < 20; f++) server.handleDatagram(clientHello(f, randomBytes(32), f % 2 ? randomBytes(32) : Buffer.alloc(0)), "127.0.0.1", s.port);
+        for (const s of sinks)
+          for (let f = 0; f < 20; f++)
+            server.handleDatagram(clientHello(f, randomBytes(32), f % 2 ? randomBytes(32) : Buffer.alloc(0)), "127.0.0.1", s.port);
         maxSessions = Math.max(maxSessions, server.sessionCount);
         await new Promise((r) => setImmediate(r)); // let replies drain and timers run
       }
@@ -277,8 +312,23 @@ describe("DTLS server under bad input", function () {
     assert.ok(server.stats.handshakesFailed > CASES / 1000 && server.stats.helloVerifyRequests > CASES / 100, JSON.stringify(server.stats));
 
     // After the flood: node-dtls-client still gets through.
-    const ndc = require("node-dtls-client") as { dtls: { createSocket(o: Record<string, unknown>): { on(e: string, cb: (a?: Buffer) => void): unknown; send(b: Buffer): void; close(): void } } };
-    const sock = ndc.dtls.createSocket({ type: "udp4", address: "127.0.0.1", port, psk: { [ID]: PSK }, timeout: 5000, ciphers: ["TLS_PSK_WITH_AES_128_CCM_8"] });
+    const ndc = require("node-dtls-client") as {
+      dtls: {
+        createSocket(o: Record<string, unknown>): {
+          on(e: string, cb: (a?: Buffer) => void): unknown;
+          send(b: Buffer): void;
+          close(): void;
+        };
+      };
+    };
+    const sock = ndc.dtls.createSocket({
+      type: "udp4",
+      address: "127.0.0.1",
+      port,
+      psk: { [ID]: PSK },
+      timeout: 5000,
+      ciphers: ["TLS_PSK_WITH_AES_128_CCM_8"],
+    });
     const echoed = await new Promise<string>((resolve, reject) => {
       sock.on("connected", () => sock.send(Buffer.from("after the flood")));
       sock.on("message", (m) => resolve(String(m)));
@@ -312,7 +362,8 @@ describe("DTLS server under bad input", function () {
       const [ch1, ch2, flight5, appData] = capture.sent;
       capture.socket.removeAllListeners("message");
       capture.socket.on("message", () => undefined);
-      for (const d of [ch1, ch2, flight5, appData, Buffer.concat([ch2, flight5])]) for (const sink of sinks) pool.push({ data: d, from: sink });
+      for (const d of [ch1, ch2, flight5, appData, Buffer.concat([ch2, flight5])])
+        for (const sink of sinks) pool.push({ data: d, from: sink });
       // Hellos with valid cookies for the fuzz sources, so their mutated flight 5 (ECDH point included)
       // reaches the key exchange: EMS, supported_groups = [group], ec_point_formats = [uncompressed].
       const ext = Buffer.from(`00170000000a0004 0002${group === 29 ? "001d" : "0017"} 000b00020100`.replace(/ /g, ""), "hex");
@@ -332,8 +383,17 @@ describe("DTLS server under bad input", function () {
     assert.equal(server.stats.internalErrors, 0);
     assert.ok(server.sessionCount <= sinks.length + 2);
     // The mutations reached the ECDHE_PSK key exchange: handshakes started and failed there.
-    assert.ok(failures.includes("illegal-parameter") && failures.includes("bad-finished") && failures.includes("decode-error"), JSON.stringify(countBy(failures)));
-    const peer = new ScriptedDtlsClient({ address: "127.0.0.1", port, identity: ID, psk: PSK, suites: ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"] });
+    assert.ok(
+      failures.includes("illegal-parameter") && failures.includes("bad-finished") && failures.includes("decode-error"),
+      JSON.stringify(countBy(failures)),
+    );
+    const peer = new ScriptedDtlsClient({
+      address: "127.0.0.1",
+      port,
+      identity: ID,
+      psk: PSK,
+      suites: ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
+    });
     clients.push(peer);
     await peer.bind();
     await peer.connect(10000);

@@ -7,7 +7,13 @@ import { DtlsServer, type DtlsServerOptions, type HandshakeFailure, DtlsServerCo
 import { prfSha256, pskPremasterSecret } from "../../../src/transport/dtls/prf";
 import { ReplayWindow } from "../../../src/transport/dtls/replay";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
-import { DtlsDecodeError, HandshakeReassembler, encodeHandshake, parseClientHello, parseHandshakeFragments } from "../../../src/transport/dtls/handshake";
+import {
+  DtlsDecodeError,
+  HandshakeReassembler,
+  encodeHandshake,
+  parseClientHello,
+  parseHandshakeFragments,
+} from "../../../src/transport/dtls/handshake";
 import { CookieJar } from "../../../src/transport/dtls/cookie";
 import { AeadState } from "../../../src/transport/dtls/cipher";
 import { SecretSlab } from "../../../src/transport/dtls/secret-slab";
@@ -20,7 +26,12 @@ const ID = "dots-client-1";
 describe("DTLS server primitives", () => {
   it("PRF-SHA256 matches the published TLS 1.2 test vector", () => {
     // Vector from the IETF TLS WG (also what `openssl kdf ... TLS1-PRF` prints for these inputs).
-    const out = prfSha256(Buffer.from("9bbe436ba940f017b17652849a71db35", "hex"), "test label", Buffer.from("a0ba9f936cda311827a6f796ffd5198c", "hex"), 100);
+    const out = prfSha256(
+      Buffer.from("9bbe436ba940f017b17652849a71db35", "hex"),
+      "test label",
+      Buffer.from("a0ba9f936cda311827a6f796ffd5198c", "hex"),
+      100,
+    );
     assert.equal(
       out.toString("hex"),
       "e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff701873" +
@@ -93,7 +104,14 @@ describe("DTLS server primitives", () => {
   it("reassembler joins out-of-order fragments, reports old messages and enforces its limits", () => {
     const r = new HandshakeReassembler(2, { maxMessageLength: 100, maxAhead: 2, maxBufferedBytes: 150 });
     const body = Buffer.from("0123456789");
-    const frag = (seq: number, off: number, len: number, total = body) => ({ msgType: 16, length: total.length, messageSeq: seq, fragmentOffset: off, fragmentLength: len, body: total.subarray(off, off + len) });
+    const frag = (seq: number, off: number, len: number, total = body) => ({
+      msgType: 16,
+      length: total.length,
+      messageSeq: seq,
+      fragmentOffset: off,
+      fragmentLength: len,
+      body: total.subarray(off, off + len),
+    });
     assert.equal(r.feed(frag(3, 0, 10)), "accepted"); // next message arrives first
     assert.equal(r.feed(frag(2, 6, 4)), "accepted");
     assert.equal(r.take(), undefined);
@@ -110,7 +128,14 @@ describe("DTLS server primitives", () => {
 
   it("cookie: bound to address, port and hello; previous secret accepted after one rotation only", () => {
     const jar = new CookieJar(60000);
-    const input = { address: "127.0.0.1", port: 4000, clientVersion: 0xfefd, random: randomBytes(32), sessionId: Buffer.alloc(0), suitesRaw: Buffer.from("c0a80100", "hex") };
+    const input = {
+      address: "127.0.0.1",
+      port: 4000,
+      clientVersion: 0xfefd,
+      random: randomBytes(32),
+      sessionId: Buffer.alloc(0),
+      suitesRaw: Buffer.from("c0a80100", "hex"),
+    };
     const cookie = jar.issue(input);
     assert.equal(jar.verify(cookie, input), true);
     assert.equal(jar.verify(cookie, { ...input, port: 4001 }), false);
@@ -181,7 +206,15 @@ class RawPeer {
 function clientHelloRecord(seq: number, random: Buffer, cookie: Buffer = Buffer.alloc(0), suites = [0xc0a8]): Buffer {
   const s = Buffer.alloc(suites.length * 2);
   suites.forEach((v, i) => s.writeUInt16BE(v, i * 2));
-  const body = Buffer.concat([Buffer.from([0xfe, 0xfd]), random, Buffer.from([0, cookie.length]), cookie, Buffer.from([0, s.length]), s, Buffer.from([1, 0])]);
+  const body = Buffer.concat([
+    Buffer.from([0xfe, 0xfd]),
+    random,
+    Buffer.from([0, cookie.length]),
+    cookie,
+    Buffer.from([0, s.length]),
+    s,
+    Buffer.from([1, 0]),
+  ]);
   return encodeRecord(22, 0xfefd, 0, seq, encodeHandshake(1, 0, body));
 }
 
@@ -261,7 +294,8 @@ describe("DtlsServer with a scripted client on loopback", () => {
     const r = await raw();
     for (let batch = 0; batch < 6; batch++) {
       // in batches, so the loopback receive buffers never overflow and every hello gets its answer
-      for (let i = batch * 50; i < (batch + 1) * 50; i++) await r.send(port, clientHelloRecord(i, randomBytes(32), i % 2 ? randomBytes(32) : Buffer.alloc(0)));
+      for (let i = batch * 50; i < (batch + 1) * 50; i++)
+        await r.send(port, clientHelloRecord(i, randomBytes(32), i % 2 ? randomBytes(32) : Buffer.alloc(0)));
       await waitFor(() => r.received.length >= (batch + 1) * 50);
     }
     assert.equal(server.sessionCount, 0);
@@ -317,7 +351,10 @@ describe("DtlsServer with a scripted client on loopback", () => {
     const c = await client();
     await assert.rejects(c.connect(1000));
     await waitFor(() => failures.some((f) => f.reason === "timeout"));
-    assert.deepEqual(failures.map((f) => f.reason), ["lookup-error", "lookup-error", "timeout"]);
+    assert.deepEqual(
+      failures.map((f) => f.reason),
+      ["lookup-error", "lookup-error", "timeout"],
+    );
     assert.equal(server.sessionCount, 0);
     assert.equal(server.handshakingCount, 0);
   });
@@ -434,10 +471,19 @@ describe("DtlsServer with a scripted client on loopback", () => {
     assert.equal(c.received.length, before + 1);
     // The answer is a usable final flight: ChangeCipherSpec, then our Finished under the session
     // keys with the verify_data of the handshake, in records with new sequence numbers.
-    const originalFlight = c.received.slice(0, before).reverse().find((d) => c.openRecords(d).some((r) => r.epoch === 1));
+    const originalFlight = c.received
+      .slice(0, before)
+      .reverse()
+      .find((d) => c.openRecords(d).some((r) => r.epoch === 1));
     const original = c.openRecords(originalFlight!);
     const resent = c.openRecords(c.received[before]);
-    assert.deepEqual(resent.map((r) => [r.type, r.epoch]), [[20, 0], [22, 1]]);
+    assert.deepEqual(
+      resent.map((r) => [r.type, r.epoch]),
+      [
+        [20, 0],
+        [22, 1],
+      ],
+    );
     const [finished] = parseHandshakeFragments(resent[1].plaintext!);
     assert.equal(finished.msgType, 20);
     assert.deepEqual(finished.body, c.serverVerifyData);

@@ -77,14 +77,23 @@ describe("transport/listener", function () {
     const noAlpn = (port: number, kind: "psk" | "certificate"): void => {
       const s = tls.connect(
         kind === "psk"
-          ? { host: "127.0.0.1", port, ciphers: PSK_CIPHERS, checkServerIdentity: () => undefined, pskCallback: () => ({ identity: "home-1", psk: KEY }) }
+          ? {
+              host: "127.0.0.1",
+              port,
+              ciphers: PSK_CIPHERS,
+              checkServerIdentity: () => undefined,
+              pskCallback: () => ({ identity: "home-1", psk: KEY }),
+            }
           : { host: "127.0.0.1", port, ...home(), servername: "localhost" },
       );
       s.on("error", () => undefined);
       s.on("close", () => undefined);
       raws.push(s);
     };
-    const relaxed = make({ dtls: undefined, tls: { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert }, pskLookup: lookup, requireAlpn: { psk: false } } });
+    const relaxed = make({
+      dtls: undefined,
+      tls: { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert }, pskLookup: lookup, requireAlpn: { psk: false } },
+    });
     const relaxedPort = (await relaxed.l.listen()).port;
     noAlpn(relaxedPort, "psk");
     await until(() => relaxed.accepted.length === 1);
@@ -145,9 +154,15 @@ describe("transport/listener", function () {
     assert.equal(drops[0].address, "127.0.0.1");
     assert.ok(drops[0].until > Date.now());
     // Now even a good client from that address is cut off before TLS starts.
-    await assert.rejects(connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1", timeoutMs: 3000 }), TransportError);
+    await assert.rejects(
+      connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1", timeoutMs: 3000 }),
+      TransportError,
+    );
     // ... and over DTLS too: the address is ignored on both transports.
-    await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }), TransportError);
+    await assert.rejects(
+      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }),
+      TransportError,
+    );
     assert.equal(accepted.length, 0);
     const good = await connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.2" });
     conns.push(good);
@@ -159,11 +174,17 @@ describe("transport/listener", function () {
     const { l, accepted, failures, drops } = make({ dropList: { maxFailures: 2, windowMs: 60_000, banMs: 60_000 } });
     const { port } = await l.listen();
     for (let i = 0; i < 2; i++) {
-      await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("wrong") } }), (e: unknown) => e instanceof TransportError && e.code === "AUTH_FAILED");
+      await assert.rejects(
+        connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("wrong") } }),
+        (e: unknown) => e instanceof TransportError && e.code === "AUTH_FAILED",
+      );
     }
     await until(() => drops.length === 1);
     assert.ok(failures.every((f) => f.transport === "dtls" && f.address === "127.0.0.1"));
-    await assert.rejects(connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }), (e: unknown) => e instanceof TransportError && e.code === "HANDSHAKE_TIMEOUT");
+    await assert.rejects(
+      connectDtls({ host: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, handshakeTimeoutMs: 200, attempts: 2 }),
+      (e: unknown) => e instanceof TransportError && e.code === "HANDSHAKE_TIMEOUT",
+    );
     // A relay that sends from 127.0.0.2 stands in for a second home.
     const relay = new LossyRelay({ target: { address: "127.0.0.1", port }, lossRate: 0, upstreamAddress: "127.0.0.2" });
     relays.push(relay);
@@ -185,7 +206,10 @@ describe("transport/listener", function () {
       await once(s, "connect");
     }
     try {
-      await assert.rejects(connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1", timeoutMs: 3000 }), TransportError);
+      await assert.rejects(
+        connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1", timeoutMs: 3000 }),
+        TransportError,
+      );
       const other = await connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.2" });
       conns.push(other);
       await until(() => accepted.length === 1);

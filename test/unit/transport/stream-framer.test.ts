@@ -81,20 +81,32 @@ describe("transport/stream-framer", () => {
       (e: unknown) => e instanceof TransportError && e.code === "FRAME_TOO_LARGE" && /5004/.test(e.message),
     );
     assert.equal(framer.buffered, 0);
-    assert.throws(() => framer.push(Buffer.from([0])), (e: unknown) => e instanceof TransportError && e.code === "CLOSED");
+    assert.throws(
+      () => framer.push(Buffer.from([0])),
+      (e: unknown) => e instanceof TransportError && e.code === "CLOSED",
+    );
   });
 
   it("accepts a frame exactly at the limit", () => {
     const f = frame(0x45, Buffer.alloc(0), filled(1000, 1));
     assert.deepEqual(new StreamFramer(f.length).push(f), [f]);
-    assert.throws(() => new StreamFramer(f.length - 1).push(f), (e: unknown) => e instanceof TransportError && e.code === "FRAME_TOO_LARGE");
+    assert.throws(
+      () => new StreamFramer(f.length - 1).push(f),
+      (e: unknown) => e instanceof TransportError && e.code === "FRAME_TOO_LARGE",
+    );
   });
 
   it("rejects the reserved token length 15 with FRAME_MALFORMED", () => {
-    assert.throws(() => new StreamFramer().push(Buffer.from([0x0f, 0x01])), (e: unknown) => e instanceof TransportError && e.code === "FRAME_MALFORMED");
+    assert.throws(
+      () => new StreamFramer().push(Buffer.from([0x0f, 0x01])),
+      (e: unknown) => e instanceof TransportError && e.code === "FRAME_MALFORMED",
+    );
   });
 
   it("rejects a nonsensical limit", () => {
-    assert.throws(() => new StreamFramer(0), (e: unknown) => e instanceof TransportError && e.code === "CONFIG");
+    assert.throws(
+      () => new StreamFramer(0),
+      (e: unknown) => e instanceof TransportError && e.code === "CONFIG",
+    );
   });
 });

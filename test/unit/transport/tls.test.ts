@@ -5,7 +5,15 @@ import { once } from "node:events";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { TransportError, type Connection } from "../../../src/transport/connection";
-import { connectTls, createTlsServer, pskIdentityFromSession, type TlsHandshakeFailure, type TlsServer, type TlsServerOptions, type TlsConnectOptions } from "../../../src/transport/tls";
+import {
+  connectTls,
+  createTlsServer,
+  pskIdentityFromSession,
+  type TlsHandshakeFailure,
+  type TlsServer,
+  type TlsServerOptions,
+  type TlsConnectOptions,
+} from "../../../src/transport/tls";
 import { makeTestPki, type TestPki } from "../../support/certs";
 
 const spki = (pem: string) => new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
@@ -31,7 +39,9 @@ describe("transport/tls", function () {
     for (const s of raw.splice(0)) await new Promise((r) => s.close(r));
   });
 
-  async function server(opts: TlsServerOptions): Promise<{ server: TlsServer; port: number; accepted: Connection[]; failures: TlsHandshakeFailure[] }> {
+  async function server(
+    opts: TlsServerOptions,
+  ): Promise<{ server: TlsServer; port: number; accepted: Connection[]; failures: TlsHandshakeFailure[] }> {
     const s = createTlsServer(opts);
     servers.push(s);
     const accepted: Connection[] = [];
@@ -109,9 +119,18 @@ describe("transport/tls", function () {
     it(`PSK over ${version}: unknown identity and wrong key are refused on both sides`, async () => {
       const key = Buffer.from("secretPSK-0123456789");
       const { port, accepted, failures } = await server({ psk: { lookup: (id) => (id === "home-1" ? key : undefined) } });
-      await assert.rejects(dial({ host: "127.0.0.1", port, psk: { identity: "intruder", key }, minVersion: version, maxVersion: version }), isCode("AUTH_FAILED"));
       await assert.rejects(
-        dial({ host: "127.0.0.1", port, psk: { identity: "home-1", key: Buffer.from("not-the-key") }, minVersion: version, maxVersion: version }),
+        dial({ host: "127.0.0.1", port, psk: { identity: "intruder", key }, minVersion: version, maxVersion: version }),
+        isCode("AUTH_FAILED"),
+      );
+      await assert.rejects(
+        dial({
+          host: "127.0.0.1",
+          port,
+          psk: { identity: "home-1", key: Buffer.from("not-the-key") },
+          minVersion: version,
+          maxVersion: version,
+        }),
         isCode("AUTH_FAILED"),
       );
       while (failures.length < 2) await new Promise((r) => setTimeout(r, 5));
@@ -124,7 +143,13 @@ describe("transport/tls", function () {
     it(`a client certificate from an untrusted CA is refused (${version})`, async () => {
       const { port, accepted, failures } = await certServer();
       await assert.rejects(
-        dial({ host: "127.0.0.1", port, certificate: { cert: pki.rogueHome.cert, key: pki.rogueHome.key, ca: pki.ca.cert }, minVersion: version, maxVersion: version }),
+        dial({
+          host: "127.0.0.1",
+          port,
+          certificate: { cert: pki.rogueHome.cert, key: pki.rogueHome.key, ca: pki.ca.cert },
+          minVersion: version,
+          maxVersion: version,
+        }),
         // TLS 1.2: the server aborts mid-handshake and node often reports only a reset.
         (e: unknown) => isCode("AUTH_FAILED")(e) || (version === "TLSv1.2" && isCode("HANDSHAKE_FAILED")(e)),
       );
@@ -144,7 +169,10 @@ describe("transport/tls", function () {
 
   it("the client refuses an expired server certificate, a wrong name and an untrusted CA", async () => {
     const expired = await server({ certificate: { cert: pki.expired.cert, key: pki.expired.key, ca: pki.ca.cert } });
-    await assert.rejects(dial({ host: "127.0.0.1", port: expired.port, certificate: homeCert() }), (e: unknown) => isCode("AUTH_FAILED")(e) && /expired/i.test((e as Error).message));
+    await assert.rejects(
+      dial({ host: "127.0.0.1", port: expired.port, certificate: homeCert() }),
+      (e: unknown) => isCode("AUTH_FAILED")(e) && /expired/i.test((e as Error).message),
+    );
     const wrong = await server({ certificate: { cert: pki.wrongName.cert, key: pki.wrongName.key, ca: pki.ca.cert } });
     await assert.rejects(dial({ host: "127.0.0.1", port: wrong.port, certificate: homeCert() }), isCode("AUTH_FAILED"));
     const good = await certServer();
@@ -153,7 +181,10 @@ describe("transport/tls", function () {
       isCode("AUTH_FAILED"),
     );
     // The server name may differ from the dialled address: checked against servername instead.
-    await assert.rejects(dial({ host: "127.0.0.1", port: good.port, certificate: homeCert(), servername: "other.example" }), isCode("AUTH_FAILED"));
+    await assert.rejects(
+      dial({ host: "127.0.0.1", port: good.port, certificate: homeCert(), servername: "other.example" }),
+      isCode("AUTH_FAILED"),
+    );
     const ok = await dial({ host: "127.0.0.1", port: good.port, certificate: homeCert(), servername: "isp.example" });
     assert.equal(ok.peer.subject, "CN=isp.example");
   });
@@ -183,7 +214,13 @@ describe("transport/tls", function () {
     const known = new Set(["home-1"]);
     const { port, accepted, failures } = await server({ psk: { lookup: (id) => (known.has(id) ? key : undefined) } });
     const tickets: Buffer[] = [];
-    const opts: TlsConnectOptions = { host: "127.0.0.1", port, psk: { identity: "home-1", key }, maxVersion: "TLSv1.2", onSession: (t) => tickets.push(t) };
+    const opts: TlsConnectOptions = {
+      host: "127.0.0.1",
+      port,
+      psk: { identity: "home-1", key },
+      maxVersion: "TLSv1.2",
+      onSession: (t) => tickets.push(t),
+    };
     const first = await dial(opts);
     while (tickets.length === 0) await new Promise((r) => setTimeout(r, 5));
     first.close();
@@ -192,7 +229,10 @@ describe("transport/tls", function () {
     while (accepted.length < 2) await new Promise((r) => setImmediate(r));
     assert.deepEqual(accepted[1].peer, { method: "psk", pskIdentity: "home-1" });
     known.delete("home-1");
-    const closed = connectTls({ ...opts, session: tickets[0] }).then((c) => once(c, "close"), () => undefined);
+    const closed = connectTls({ ...opts, session: tickets[0] }).then(
+      (c) => once(c, "close"),
+      () => undefined,
+    );
     await closed;
     while (failures.length === 0) await new Promise((r) => setTimeout(r, 5));
     assert.equal(failures[0].error.code, "AUTH_FAILED");
@@ -239,7 +279,14 @@ describe("transport/tls", function () {
     await assert.rejects(dial({ host: "127.0.0.1", port, certificate: homeCert() }), isCode("ALPN_MISMATCH"));
 
     const ours = await certServer();
-    const sock = tls.connect({ host: "127.0.0.1", port: ours.port, cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "localhost" });
+    const sock = tls.connect({
+      host: "127.0.0.1",
+      port: ours.port,
+      cert: pki.home1.cert,
+      key: pki.home1.key,
+      ca: pki.ca.cert,
+      servername: "localhost",
+    });
     sock.on("error", () => undefined);
     await once(sock, "close");
     while (ours.failures.length === 0) await new Promise((r) => setTimeout(r, 5));
@@ -287,7 +334,10 @@ describe("transport/tls", function () {
       assert.equal(viaCert.peer.subject, "CN=isp.example");
     }
     while (accepted.length < 4) await new Promise((r) => setImmediate(r));
-    assert.deepEqual(accepted.map((c) => c.peer.pskIdentity ?? c.peer.subject), ["home-2", "CN=home-1.example", "home-2", "CN=home-1.example"]);
+    assert.deepEqual(
+      accepted.map((c) => c.peer.pskIdentity ?? c.peer.subject),
+      ["home-2", "CN=home-1.example", "home-2", "CN=home-1.example"],
+    );
   });
 
   it("holds frames that arrive before anyone listens and delivers all of them in order", async () => {
