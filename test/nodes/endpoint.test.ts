@@ -9,12 +9,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { allNodes, collect, freePort, helper, outRoot, waitFor, type Msg } from "./support";
 import { HOME_SETTINGS, ISP_SETTINGS, loopCredentials, loopFlow, loopFlowV1 } from "./flows";
+import { requireFromNodeRed } from "../support/node-red";
 
 type FlowNode = Record<string, unknown> & { id: string };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { engines } = require(path.join(outRoot, "nodes", "lib", "endpoint-registry.js")) as { engines: { keys(): string[] } };
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const redNodes = require("@node-red/runtime/lib/nodes") as { loadFlows(force: boolean): Promise<unknown> };
+// the chosen Node-RED's own runtime (DOTS_TEST_NODE_RED), not the dev dependency's
+const redNodes = requireFromNodeRed("@node-red/runtime/lib/nodes") as { loadFlows(force: boolean): Promise<unknown> };
 
 function udpPortFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
