@@ -87,32 +87,31 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
       BACKENDS.map((b) => `${b}:4647`),
     );
 
-    const dialers = HOMES.map(
-      (h) =>
-        new CliProcess(
-          [
-            "dial",
-            VIP,
-            "--transport",
-            h.transport,
-            "--psk-identity",
-            h.identity,
-            "--psk-key",
-            h.key,
-            "--home-prefix",
-            h.prefix,
-            "--heartbeat-interval",
-            "1",
-            "--reconnect-min",
-            "200",
-            "--reconnect-max",
-            "1000",
-          ],
-          { netns: ns.homes, name: `dial-${h.identity}` },
-        ),
-    );
-    for (const d of dialers) {
-      // one at a time: round robin counts new flows, so the spread is exact
+    const dial = (h: (typeof HOMES)[number]) =>
+      new CliProcess(
+        [
+          "dial",
+          VIP,
+          "--transport",
+          h.transport,
+          "--psk-identity",
+          h.identity,
+          "--psk-key",
+          h.key,
+          "--home-prefix",
+          h.prefix,
+          "--heartbeat-interval",
+          "1",
+          "--reconnect-min",
+          "200",
+          "--reconnect-max",
+          "1000",
+        ],
+        { netns: ns.homes, name: `dial-${h.identity}` },
+      );
+    for (const h of HOMES) {
+      // started one at a time: round robin counts new flows, so each listener gets one DTLS and one TLS home
+      const d = dial(h);
       procs.push(d);
       await d.waitFor((x) => x.event === "connected", 20000, "connected");
     }
@@ -134,6 +133,14 @@ describe("scripts/lb/dots-lb.sh: listeners behind one address (netns, nftables D
       [2, 2, 2],
       "two homes per listener",
     );
+    for (const i of [0, 1, 2])
+      assert.deepEqual(
+        HOMES.filter((h) => holders.get(h.identity) === i)
+          .map((h) => h.transport)
+          .sort(),
+        ["tcp", "udp"],
+        `listener ${i} holds one DTLS and one TLS home`,
+      );
     for (const l of listeners)
       for (const x of l.lines.filter((y) => y.event === "session-up"))
         assert.equal((x.session as { remoteAddress?: string }).remoteAddress, "10.8.0.2", "DNAT keeps the home's address");
