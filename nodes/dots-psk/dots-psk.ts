@@ -3,6 +3,7 @@
 import type { NodeAPI, NodeDef } from "node-red";
 import { checkConfigVersion, pskBytes, toError } from "../lib/common";
 import type { PskCredential } from "../../src/dots/api";
+import { pskKeyProblem } from "../../src/dots/defaults";
 import type { DotsPskNode } from "../lib/types";
 
 interface PskDef extends NodeDef {
@@ -28,6 +29,9 @@ export = function (RED: NodeAPI): void {
       } catch (e) {
         throw new Error(RED._("dots-psk.errors.bad-key", { reason: toError(e).message }));
       }
+      // The editor and the CLI refuse keys under 128 bits; so does the runtime (imported flows).
+      const problem = pskKeyProblem(bytes);
+      if (problem) throw new Error(RED._("dots-psk.errors.bad-key", { reason: problem }));
       return { identity, key: bytes };
     };
   }
