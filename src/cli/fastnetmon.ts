@@ -221,6 +221,9 @@ function accepted(a: DeliveryAnswer): boolean {
   return a.kind === "response" && typeof a.code === "string" && a.code.startsWith("2.");
 }
 
+/** A second call naming the same scope within this time is the same attack (ban + attack_details). */
+const SAME_ATTACK_MS = 60_000;
+
 /**
  * Handles one FastNetMon call. Returns the exit code: 0 handled (including calls that need no
  * request), 1 the listener was not reached or refused.
@@ -277,6 +280,21 @@ export async function runFastNetMonNotify(
             call.action === "ban"
               ? "no target in the ban's details: the request goes out with the packet samples (attack_details)"
               : "no target in the packet samples either: no request (target-prefix is mandatory)",
+        });
+        return 0;
+      }
+      // FastNetMon runs ban and attack_details of one attack in parallel: whichever comes second
+      // finds the very scope already accepted moments ago and sends nothing more. A later ban of
+      // the address (a new attack, or after a failed withdrawal) still refreshes the mid.
+      if (
+        rec?.scope &&
+        rec.mid !== undefined &&
+        JSON.stringify(rec.scope) === JSON.stringify(s.scope) &&
+        Date.now() - Date.parse(rec.updatedAt) < SAME_ATTACK_MS
+      ) {
+        emit("ignored", {
+          address: call.address,
+          reason: `mid ${rec.mid} went out with this very scope moments ago (${call.action} of the same attack)`,
         });
         return 0;
       }

@@ -186,6 +186,20 @@ describe("dots-call-home fastnetmon-notify (HTTP delivery, real processes)", fun
     assert.equal(posts.length, 1, JSON.stringify(posts));
   });
 
+  it("attack_details first, then the ban of the same attack: one request; a ban with another scope refreshes the mid", async () => {
+    const details = await run([...flags(), "198.51.100.2", "outgoing", "432", "attack_details"], DETAILS);
+    assert.equal(details.code, 0, JSON.stringify(details.events));
+    assert.equal(posts.length, 1);
+    const ban = await run([...flags(), "198.51.100.2", "outgoing", "432", "ban"], BAN);
+    assert.equal(ban.code, 0);
+    assert.equal(posts.length, 1, JSON.stringify(posts));
+    assert.match(String(ban.events.find((e) => e.event === "ignored")?.reason), /mid 7 went out with this very scope/);
+    const other = await run([...flags(), "198.51.100.2", "outgoing", "432", "ban"], BAN.replace(/5555/g, "6666"));
+    assert.equal(other.code, 0);
+    assert.equal(posts.length, 2, "a new scope goes out");
+    assert.equal(posts[1].body.mid, 7, "as a refresh of the mid the listener named");
+  });
+
   it("--help documents every flag", () => {
     for (const flag of Object.keys(FASTNETMON_FLAGS)) assert.ok(HELP.includes(`--${flag}`), flag);
   });
