@@ -162,6 +162,18 @@ function checkLifetime(c: Collector, value: unknown, ctx: MitigationValidationCo
   if (value < 0 || value > 0xffffffff) c.add(field, "lifetime", `must be -1 or 1..4294967295, got ${value}`);
 }
 
+/** "a.b.c.d/32" of the directed broadcast address of every IPv4 home prefix that has one (/30 or shorter). */
+function directedBroadcasts(homes: ParsedPrefix[]): Set<string> {
+  const out = new Set<string>();
+  for (const h of homes) {
+    if (h.family !== "ipv4" || h.length > 30) continue;
+    const bytes = h.address.toByteArray();
+    for (let i = 0; i < 4; i++) bytes[i] |= 0xff >> Math.max(0, Math.min(8, h.length - i * 8));
+    out.add(`${bytes.join(".")}/32`);
+  }
+  return out;
+}
+
 /** The checks of the module comment. Never throws for bad input. */
 export function validateMitigationRequest(json: unknown, ctx: MitigationValidationContext): MitigationValidationResult {
   const c = new Collector();
@@ -196,19 +208,6 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
     c.add("scope[0]", "unknown-field", `unknown or response-only fields in scope: ${unknown.join(", ")}${hint}`);
   }
 
-  // target-prefix: mandatory, strict syntax, not a non-routable block.
-  const targets = checkPrefixList(c, scope["target-prefix"], "scope[0].target-prefix", true);
-  targets.forEach((p, i) => {
-    if (!p) return;
-    const kind = nonSourceKind(p);
-    if (kind === "loopback" || kind === "unspecified") {
-      c.add(`scope[0].target-prefix[${i}]`, "target-routable", `${p.text} covers ${kind} addresses, which are not a routable target`);
-    }
-  });
-
-  // source-prefix: mandatory in call home, no special-purpose blocks, inside the home domain.
-  const sourceField = `scope[0].${SOURCE_PREFIX}`;
-  const sources = checkPrefixList(c, scope[SOURCE_PREFIX], sourceField, true);
   let homes: ParsedPrefix[] | undefined;
   if (ctx.homePrefixes !== undefined) {
     homes = [];
@@ -221,11 +220,30 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
       }
     }
   }
+  const homeBroadcasts = directedBroadcasts(homes ?? []);
+
+  // target-prefix: mandatory, strict syntax, a unicast destination: no loopback, unspecified,
+  // multicast or broadcast block (an attack on those is not something a per-flow filter can stop).
+  const targets = checkPrefixList(c, scope["target-prefix"], "scope[0].target-prefix", true);
+  targets.forEach((p, i) => {
+    if (!p) return;
+    const where = `scope[0].target-prefix[${i}]`;
+    const kind = nonSourceKind(p);
+    if (kind) c.add(where, "target-routable", `${p.text} covers ${kind} addresses, which are not a unicast target`);
+    else if (homeBroadcasts.has(p.text))
+      c.add(where, "target-routable", `${p.network} is the broadcast address of a home prefix, not a unicast target`);
+  });
+
+  // source-prefix: mandatory in call home, no special-purpose blocks, inside the home domain.
+  const sourceField = `scope[0].${SOURCE_PREFIX}`;
+  const sources = checkPrefixList(c, scope[SOURCE_PREFIX], sourceField, true);
   sources.forEach((p, i) => {
     if (!p) return;
     const where = `${sourceField}[${i}]`;
     const kind = nonSourceKind(p);
     if (kind) c.add(where, "source-special", `${p.text} covers ${kind} addresses, which are invalid sources (RFC 9066 section 5.3.1)`);
+    else if (homeBroadcasts.has(p.text))
+      c.add(where, "source-special", `${p.network} is the broadcast address of a home prefix, an invalid source (RFC 9066 section 5.3.1)`);
     if (homes && !homes.some((h) => prefixContains(h, p))) {
       const list = homes.map((h) => h.text).join(", ") || "none configured";
       const whose = ctx.side === "home" ? "this home's prefixes" : "the prefixes configured for this home";
