@@ -298,7 +298,7 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
   normalised["target-prefix"] = targets.map((p) => p!.text);
   normalised[SOURCE_PREFIX] = sources.map((p) => p!.text);
   const typed: MitigationScope = {
-    ...readSelectors(scope, targets as ParsedPrefix[], sources as ParsedPrefix[]),
+    ...scopeSelectors(scope, targets as ParsedPrefix[], sources as ParsedPrefix[]),
     lifetime: scope.lifetime as number,
   };
   const attack = scope[SCOPE.attackStatus];
@@ -311,8 +311,11 @@ function rangesOf(value: unknown, lowerName: string, upperName: string): NumberR
   return value.map((e: Record<string, number>) => ({ lower: e[lowerName], upper: e[upperName] ?? e[lowerName] }));
 }
 
-/** The selectors of a scope whose members were checked (prefixes already parsed). */
-function readSelectors(scope: Record<string, unknown>, targets: ParsedPrefix[], sources: ParsedPrefix[]): ScopeSelectors {
+/**
+ * The typed selectors of a scope whose members were checked (prefixes already parsed): the one
+ * reader behind validateMitigationRequest and the enforcer's scopeToQuery.
+ */
+export function scopeSelectors(scope: Record<string, unknown>, targets: ParsedPrefix[], sources: ParsedPrefix[]): ScopeSelectors {
   const protocols = scope[SCOPE.targetProtocol];
   return {
     targetPrefixes: targets,
