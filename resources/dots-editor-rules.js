@@ -91,7 +91,52 @@
     return null;
   }
 
+  var SPECIAL_V4 = [
+    [[0, 0, 0, 0], 8, "unspecified"],
+    [[127, 0, 0, 0], 8, "loopback"],
+    [[224, 0, 0, 0], 4, "multicast"],
+    [[255, 255, 255, 255], 32, "broadcast"],
+  ];
+  var SPECIAL_V6 = [
+    [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 128, "unspecified"],
+    [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback"],
+    [[0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, "multicast"],
+  ];
+  var MAPPED = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
+
+  /** True when the first `bits` bits of a and b agree. */
+  function sameBits(a, b, bits) {
+    for (var i = 0; bits > 0; i++, bits -= 8) {
+      var mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+      if ((a[i] & mask) !== (b[i] & mask)) return false;
+    }
+    return true;
+  }
+
+  function kindOf(bytes, length) {
+    var table = bytes.length === 4 ? SPECIAL_V4 : SPECIAL_V6;
+    for (var i = 0; i < table.length; i++) {
+      if (sameBits(bytes, table[i][0], Math.min(length, table[i][1]))) return table[i][2];
+    }
+    if (bytes.length === 16 && length >= 96 && sameBits(bytes, MAPPED, 96)) return kindOf(bytes.slice(12), length - 96);
+    if (bytes.length === 16 && length < 96 && sameBits(bytes, MAPPED, length)) return "unspecified";
+    return null;
+  }
+
+  /**
+   * The special-purpose block a valid prefix overlaps ("unspecified", "loopback", "multicast",
+   * "broadcast"), as nonSourceKind says at run time; null when none (or when it is not a prefix).
+   * Neither a target nor a source may be one of these.
+   */
+  function specialKind(text, opts) {
+    if (prefixProblem(text, opts) !== null) return null;
+    var slash = text.indexOf("/");
+    var bytes = addressBytes(slash < 0 ? text : text.slice(0, slash));
+    return kindOf(bytes, slash < 0 ? bytes.length * 8 : Number(text.slice(slash + 1)));
+  }
+
   root.DotsEditorRules = {
+    specialKind: specialKind,
     isAddress: function (text) {
       return addressBytes(text) !== null;
     },

@@ -5,6 +5,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
 import type { Decision, DecisionOutcome, MitigationEnded, MitigationEvent } from "../../src/dots/api";
 import type { CallHomeDialer } from "../../src/dots/home-engine";
+import { MITIGATION_SCOPE_KEY, isDecisionOutcome } from "../../src/dots/vocabulary";
 import { checkConfigVersion, ErrorReporter, finishClose, toError } from "../lib/common";
 import type { EndpointHub, EndpointNode, EndpointStatus, EndpointUser } from "../lib/endpoint";
 import { homeHub, type HomeEndpointSettings } from "../lib/home-endpoint";
@@ -17,8 +18,6 @@ interface DialerDef extends NodeDef, Partial<HomeEndpointSettings> {
   endpoint?: string;
   version: number;
 }
-
-const OUTCOMES: DecisionOutcome[] = ["enforced", "pending", "legitimate", "failed"];
 
 export = function (RED: NodeAPI): void {
   function DotsCallHomeDialer(this: Node, config: DialerDef): void {
@@ -58,7 +57,7 @@ export = function (RED: NodeAPI): void {
           node.send([
             {
               topic: "mitigation",
-              payload: { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ ...m.scope, mid: m.mid, lifetime: m.lifetime }] } },
+              payload: { [MITIGATION_SCOPE_KEY]: { scope: [{ ...m.scope, mid: m.mid, lifetime: m.lifetime }] } },
               dots: { side: "home", cuid: m.cuid, mid: m.mid, kind: m.kind, lifetime: m.lifetime },
             },
             null,
@@ -70,7 +69,7 @@ export = function (RED: NodeAPI): void {
             null,
             {
               topic: "ended",
-              payload: { "ietf-dots-signal-channel:mitigation-scope": { scope: [{ ...m.scope, mid: m.mid }] } },
+              payload: { [MITIGATION_SCOPE_KEY]: { scope: [{ ...m.scope, mid: m.mid }] } },
               dots: { side: "home", cuid: m.cuid, mid: m.mid, reason: m.reason, action: "end" },
             },
             null,
@@ -101,7 +100,7 @@ export = function (RED: NodeAPI): void {
         const m = msg as NodeMessageInFlow & { dots?: Record<string, unknown> };
         const p = (m.payload && typeof m.payload === "object" ? m.payload : {}) as Record<string, unknown>;
         const outcome = String(p.outcome ?? "") as DecisionOutcome;
-        if (!OUTCOMES.includes(outcome)) throw new Error(RED._("dots-call-home-dialer.errors.outcome", { outcome }));
+        if (!isDecisionOutcome(outcome)) throw new Error(RED._("dots-call-home-dialer.errors.outcome", { outcome }));
         const midRaw = m.dots?.mid ?? p.mid;
         if (midRaw === undefined) throw new Error(RED._("dots-call-home-dialer.errors.no-mid"));
         const decision: Decision = { mid: int(midRaw, "msg.dots.mid", 0, 0xffffffff), outcome };

@@ -2,6 +2,7 @@
 // attack target (or quarantines them), optionally after the administrator's consent, removes the
 // filter on withdrawal/expiry, and reports the outcome for the dialer. Over src/home's enforcer.
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from "node-red";
+import { MITIGATION_SCOPE_KEY } from "../../src/dots/vocabulary";
 import { createHomeEnforcer, type HandleResult, type HomeEnforcer } from "../../src/home/enforcer";
 import type { ConsentPolicy } from "../../src/home/consent";
 import { NatLookup, type Device } from "../../src/home/nat-lookup";
@@ -171,9 +172,7 @@ export = function (RED: NodeAPI): void {
         const mid = midOf();
         if (!m.nat || !Array.isArray(m.nat.devices)) throw new Error(RED._("dots-filter-action.errors.no-nat"));
         const scope = m.payload;
-        const entry = (scope as Record<string, { scope?: Array<Record<string, unknown>> }> | undefined)?.[
-          "ietf-dots-signal-channel:mitigation-scope"
-        ]?.scope?.[0];
+        const entry = (scope as Record<string, { scope?: Array<Record<string, unknown>> }> | undefined)?.[MITIGATION_SCOPE_KEY]?.scope?.[0];
         const lifetime = int(
           dots.lifetime ?? entry?.lifetime ?? (scope as Record<string, unknown>)?.lifetime ?? 3600,
           "lifetime",

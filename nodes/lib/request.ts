@@ -2,6 +2,7 @@
 // RFC 9066 call-home attributes). Shared by the request node and its tests.
 import { FieldError, parseInteger, parsePrefixes, parseProtocols, parseRanges } from "./common";
 import type { DotsJson } from "../../src/dots/api";
+import { MITIGATION_SCOPE_KEY as MITIGATION_SCOPE, SCOPE } from "../../src/dots/vocabulary";
 
 /** The fields a user fills in, each with its TypedInput type ("<field>Type"). */
 export const requestFields = [
@@ -29,21 +30,20 @@ export interface ValidationModule {
   ): { ok: true; scope?: unknown } | { ok: false; errors: Array<{ field: string; rule?: string; message: string }> };
 }
 
-export const MITIGATION_SCOPE = "ietf-dots-signal-channel:mitigation-scope";
-export const CH = "ietf-dots-call-home:";
+export { MITIGATION_SCOPE_KEY as MITIGATION_SCOPE, CALL_HOME_MODULE as CH } from "../../src/dots/vocabulary";
 export const DEFAULT_LIFETIME = 3600;
 
 /** Field label (as shown in the form) -> the DOTS attribute name it fills, for error messages. */
 export const attributeOf: Record<FieldName, string> = {
   home: "home",
-  targetPrefix: "target-prefix",
-  sourcePrefix: `${CH}source-prefix`,
-  sourcePort: `${CH}source-port-range`,
-  targetPort: "target-port-range",
-  protocol: "target-protocol",
-  icmpType: `${CH}source-icmp-type-range`,
-  lifetime: "lifetime",
-  attackDescription: "ietf-dots-telemetry:attack-detail",
+  targetPrefix: SCOPE.targetPrefix,
+  sourcePrefix: SCOPE.sourcePrefix,
+  sourcePort: SCOPE.sourcePortRange,
+  targetPort: SCOPE.targetPortRange,
+  protocol: SCOPE.targetProtocol,
+  icmpType: SCOPE.sourceIcmpTypeRange,
+  lifetime: SCOPE.lifetime,
+  attackDescription: SCOPE.attackDetail,
 };
 
 export function buildScope(values: Partial<Record<FieldName, unknown>>, allowIndefinite: boolean): DotsJson {
@@ -54,15 +54,15 @@ export function buildScope(values: Partial<Record<FieldName, unknown>>, allowInd
   scope["target-prefix"] = target;
   const source = parsePrefixes(attributeOf.sourcePrefix, values.sourcePrefix);
   if (source.length === 0) throw new FieldError(attributeOf.sourcePrefix, "at least one source prefix is required in Call Home");
-  scope[`${CH}source-prefix`] = source;
+  scope[SCOPE.sourcePrefix] = source;
   const sourcePorts = parseRanges(attributeOf.sourcePort, values.sourcePort, 65535, "lower-port", "upper-port");
-  if (sourcePorts.length) scope[`${CH}source-port-range`] = sourcePorts;
+  if (sourcePorts.length) scope[SCOPE.sourcePortRange] = sourcePorts;
   const targetPorts = parseRanges(attributeOf.targetPort, values.targetPort, 65535, "lower-port", "upper-port");
   if (targetPorts.length) scope["target-port-range"] = targetPorts;
   const protocols = parseProtocols(attributeOf.protocol, values.protocol);
   if (protocols.length) scope["target-protocol"] = protocols;
   const icmp = parseRanges(attributeOf.icmpType, values.icmpType, 255, "lower-type", "upper-type");
-  if (icmp.length) scope[`${CH}source-icmp-type-range`] = icmp;
+  if (icmp.length) scope[SCOPE.sourceIcmpTypeRange] = icmp;
   // Lifetime is mandatory in a request; an empty field means RFC 9132's recommended 3600 s.
   const lifetime = parseInteger(attributeOf.lifetime, values.lifetime, -1, 0xffffffff) ?? DEFAULT_LIFETIME;
   {

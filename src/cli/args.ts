@@ -2,6 +2,7 @@
 // sockets, so every rule is testable and a bad flag fails before anything starts.
 import * as fs from "node:fs";
 import * as os from "node:os";
+import { DECISION_OUTCOMES } from "../dots/vocabulary";
 import type { CertificateCredential, DecisionOutcome, DialerOptions, ListenerOptions, PskCredential, TransportChoice } from "../dots/api";
 import { discoveryDomainProblem, dnsServerProblem } from "../dots/dialer-connect";
 import { parseNatSpec } from "../home/nat-source";
@@ -784,7 +785,7 @@ export interface DialConfig {
   enforcement?: EnforcementFlags;
 }
 
-const OUTCOMES: readonly DecisionOutcome[] = ["enforced", "pending", "legitimate", "failed"];
+const OUTCOMES: readonly DecisionOutcome[] = DECISION_OUTCOMES;
 
 export function parseDialArgs(argv: readonly string[], read: FileReader = defaultReader): DialConfig | "help" {
   const { settings, base, positional, help } = merged(argv, DIAL_FLAGS);

@@ -2,6 +2,7 @@
 // --enforce, the home enforcer (NAT lookup + nftables) decides every mitigation instead of stdin.
 import type { DecisionOutcome } from "../dots/api";
 import { CallHomeDialer } from "../dots/home-engine";
+import { isDecisionOutcome } from "../dots/vocabulary";
 import type { Device } from "../home/nat-lookup";
 import type { HandleResult, HomeEnforcer } from "../home/enforcer";
 import { createHomeEnforcerFromFlags, resumeMissing, wireDialer } from "../home/wiring";
@@ -9,7 +10,6 @@ import type { DialConfig } from "./args";
 import type { EventWriter } from "./jsonl";
 
 type Cmd = Record<string, unknown>;
-const OUTCOMES = new Set(["enforced", "pending", "legitimate", "failed"]);
 
 export interface DialRunner {
   start(): Promise<void>;
@@ -177,7 +177,7 @@ export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: Dial
         case "decide": {
           if (enforcer) throw new Error(`with --enforce the enforcer decides; answer consent with approve or reject`);
           const mid = needMid(cmd);
-          if (typeof cmd.outcome !== "string" || !OUTCOMES.has(cmd.outcome))
+          if (typeof cmd.outcome !== "string" || !isDecisionOutcome(cmd.outcome))
             throw new Error(`"outcome" must be enforced, pending, legitimate or failed`);
           const decision: { mid: number; outcome: DecisionOutcome; cuid?: string; detail?: string } = {
             mid,

@@ -5,7 +5,16 @@ import { EventEmitter } from "node:events";
 import { createHash, randomBytes, randomInt } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Connection } from "../transport/connection";
-import { Code, CONTENT_FORMAT_TEXT, OptionNumber, codeToString, type CoapMessage, type CoapOption, type CoapType } from "./message";
+import {
+  Code,
+  CONTENT_FORMAT_TEXT,
+  OptionNumber,
+  codeFromString,
+  codeToString,
+  type CoapMessage,
+  type CoapOption,
+  type CoapType,
+} from "./message";
 import { CoapFormatError } from "./errors";
 import { decodeUdp, encodeUdp } from "./udp-codec";
 import { decodeTcp, encodeTcp } from "./tcp-codec";
@@ -300,6 +309,14 @@ export function diagnosticPayload(text: string, maxBytes = MAX_DIAGNOSTIC_BYTES)
   let end = Math.max(0, maxBytes - 3);
   while (end > 0 && (full[end] & 0xc0) === 0x80) end--; // never split a multi-byte character
   return Buffer.concat([full.subarray(0, end), Buffer.from("...")]);
+}
+
+/**
+ * The answer "code + diagnostic" both engines give to a request they refuse: the code as a byte
+ * or in dotted form ("4.00"), the text as a capped text/plain payload.
+ */
+export function diagnosticResponse(c: number | string, text: string): { code: number; payload: Buffer; contentFormat: number } {
+  return { code: typeof c === "string" ? codeFromString(c) : c, payload: diagnosticPayload(text), contentFormat: CONTENT_FORMAT_TEXT };
 }
 
 function diagnostic(text: string): Buffer {

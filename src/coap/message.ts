@@ -1,4 +1,5 @@
 // The CoAP message model shared by the UDP (RFC 7252) and TCP (RFC 8323) codecs and the endpoint.
+import { DOTS_CONTENT_FORMAT } from "../cbor";
 
 /** Message types exist only over UDP; over TCP they are absent. */
 export type CoapType = "CON" | "NON" | "ACK" | "RST";
@@ -54,6 +55,13 @@ export function code(cls: number, detail: number): number {
   return ((cls & 0x07) << 5) | (detail & 0x1f);
 }
 
+/** Parses the dotted form back into a code byte: "4.00" -> 0x80. Throws RangeError on anything else. */
+export function codeFromString(c: string): number {
+  const m = /^([0-7])\.(\d{2})$/.exec(c);
+  if (!m || Number(m[2]) > 31) throw new RangeError(`bad CoAP code "${c}"`);
+  return code(Number(m[1]), Number(m[2]));
+}
+
 /** Renders a code byte as "c.dd", e.g. 0x84 -> "4.04". */
 export function codeToString(c: number): string {
   return `${c >> 5}.${String(c & 0x1f).padStart(2, "0")}`;
@@ -96,6 +104,6 @@ export const Code = {
 } as const;
 
 /** application/dots+cbor (RFC 9132 section 10.3). */
-export const CONTENT_FORMAT_DOTS_CBOR = 271;
+export const CONTENT_FORMAT_DOTS_CBOR = DOTS_CONTENT_FORMAT;
 /** text/plain; charset=utf-8, for diagnostic payloads. */
 export const CONTENT_FORMAT_TEXT = 0;

@@ -5,6 +5,7 @@
 // ban_details_records_count samples are in) or "unban" (no stdin). Pure parsing: no I/O here.
 import type * as ipaddr from "ipaddr.js";
 import { parseAddress, parsePrefix, prefixContains, validateMitigationRequest } from "../dots/validation";
+import { MITIGATION_SCOPE_KEY, SCOPE } from "../dots/vocabulary";
 
 function canonical(a: ipaddr.IPv4 | ipaddr.IPv6): string {
   return a.kind() === "ipv4" ? a.toString() : (a as ipaddr.IPv6).toRFC5952String();
@@ -259,13 +260,13 @@ export function attackScope(call: FastNetMonCall, details: FastNetMonDetails, op
   }
   const hostLen = call.family === "ipv4" ? 32 : 128;
   const scope: Record<string, unknown> = {
-    "target-prefix": targets.map((t) => `${t}/${hostLen}`),
-    "ietf-dots-call-home:source-prefix": [`${call.address}/${hostLen}`],
-    lifetime: opts.lifetime,
+    [SCOPE.targetPrefix]: targets.map((t) => `${t}/${hostLen}`),
+    [SCOPE.sourcePrefix]: [`${call.address}/${hostLen}`],
+    [SCOPE.lifetime]: opts.lifetime,
   };
-  if (protocols.length > 0) scope["target-protocol"] = protocols;
-  if (targetPorts.length > 0) scope["target-port-range"] = targetPorts.map((p) => ({ "lower-port": p }));
-  if (sourcePorts.length > 0) scope["ietf-dots-call-home:source-port-range"] = sourcePorts.map((p) => ({ "lower-port": p }));
+  if (protocols.length > 0) scope[SCOPE.targetProtocol] = protocols;
+  if (targetPorts.length > 0) scope[SCOPE.targetPortRange] = targetPorts.map((p) => ({ "lower-port": p }));
+  if (sourcePorts.length > 0) scope[SCOPE.sourcePortRange] = sourcePorts.map((p) => ({ "lower-port": p }));
   return { scope, targets, sourcePorts, targetPorts, protocols, notes };
 }
 
@@ -288,6 +289,6 @@ export function homeForAddress(address: string, homePrefixes: Record<string, str
 
 /** Checks the scope with the same rules the listener applies before sending; returns the problems or []. */
 export function scopeProblems(scope: Record<string, unknown>, homePrefixes: string[]): string[] {
-  const r = validateMitigationRequest({ "ietf-dots-signal-channel:mitigation-scope": { scope: [scope] } }, { side: "isp", homePrefixes });
+  const r = validateMitigationRequest({ [MITIGATION_SCOPE_KEY]: { scope: [scope] } }, { side: "isp", homePrefixes });
   return r.ok ? [] : r.errors.map((e) => `${e.field}: ${e.message}`);
 }

@@ -141,7 +141,8 @@ export interface MitigationEnded {
   scope: DotsJson;
 }
 
-export type DecisionOutcome = "enforced" | "pending" | "legitimate" | "failed";
+import type { DecisionOutcome } from "./vocabulary";
+export type { DecisionOutcome } from "./vocabulary";
 
 export interface Decision {
   cuid?: string;

@@ -33,7 +33,8 @@ import { DEFAULTS } from "./defaults";
 import { HeartbeatScheduler, silentAfterMs } from "./heartbeat";
 import { HomeResources, type MitigationValidator, type RedirectTarget, type ResourceRequest } from "./home-resources";
 import { HomeStateFile, stateFileName } from "./home-state";
-import { MitigationStore, STATUS_LABELS } from "./mitigation-store";
+import { MitigationStore } from "./mitigation-store";
+import { STATUS_LABELS, WELL_KNOWN_DOTS } from "./vocabulary";
 import { SessionConfig, toTransmissionParameters, type ConfigSet } from "./session-config";
 
 /** Knobs beyond the shared DialerOptions, mostly for labs and tests. */
@@ -126,7 +127,7 @@ interface Session {
   suspect?: string;
 }
 
-const HB_PATH = [".well-known", "dots", "hb"];
+const HB_PATH = [...WELL_KNOWN_DOTS, "hb"];
 
 export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   readonly store: MitigationStore;

@@ -4,26 +4,17 @@
 // onto the CoAP endpoint, so every answer path is testable without sockets.
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
-import * as ipaddr from "ipaddr.js";
-import { diagnosticPayload } from "../coap/endpoint";
+import { diagnosticResponse } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
 import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
-import {
-  ATTACK_STATUS_CODES,
-  Mitigation,
-  MitigationStatus,
-  MitigationStore,
-  RemovalReason,
-  STATUS_LABELS,
-  sameScope,
-} from "./mitigation-store";
+import { Mitigation, MitigationStore, RemovalReason, sameScope } from "./mitigation-store";
+import { PrefixSyntaxError, parsePrefix } from "./prefixes";
 import { SessionConfig } from "./session-config";
-import { validateMitigationRequest } from "./validation";
+import { type MitigationScope, validateMitigationRequest } from "./validation";
+import { MITIGATION_SCOPE_KEY, MitigationStatus, REDIRECT, REDIRECTED_SIGNAL_KEY, STATUS_LABELS, isFqdn } from "./vocabulary";
 
-export const MITIGATION_SCOPE_KEY = "ietf-dots-signal-channel:mitigation-scope";
-export const REDIRECTED_SIGNAL_KEY = "ietf-dots-signal-channel:redirected-signal";
-const SOURCE_PREFIX = "ietf-dots-call-home:source-prefix";
+export { MITIGATION_SCOPE_KEY, REDIRECTED_SIGNAL_KEY };
 
 /** What the engine's adapter hands in for one incoming CoAP request. */
 export interface ResourceRequest {
@@ -71,8 +62,10 @@ export interface FieldError {
   message: string;
 }
 
-/** Mitigation request validator (src/dots/validation.ts has the full one). */
-export type MitigationValidator = (request: DotsJson) => { ok: true; scope?: DotsJson } | { ok: false; errors: FieldError[] };
+/** Mitigation request validator (src/dots/validation.ts has the full one): the typed scope, or every bad field. */
+export type MitigationValidator = (
+  request: DotsJson,
+) => { ok: true; scope: DotsJson; typed: MitigationScope } | { ok: false; errors: FieldError[] };
 
 export interface RedirectTarget {
   altClient: string;
@@ -142,7 +135,6 @@ interface ObserverEntry {
   timer?: NodeJS.Timeout;
 }
 
-const FQDN = /^(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
 const MAX_OBSERVERS = 64;
 /** Repeats of one unanswered PUT held for the decision; later ones are answered at once. */
 const MAX_WAITING_REPEATS = 8;
@@ -153,7 +145,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function text(code: number, diagnostic: string): ResourceResponse {
   // Capped: a request listing many bad prefixes must not get an answer too big for one datagram.
-  return { code, payload: diagnosticPayload(diagnostic), contentFormat: CONTENT_FORMAT_TEXT };
+  return diagnosticResponse(code, diagnostic);
 }
 
 class BadRequest extends Error {
@@ -188,32 +180,13 @@ export function parseMitigatePath(segments: readonly string[]): { cuid: string; 
   return { cuid, mid: Number(midText) };
 }
 
-function prefixInside(inner: [ipaddr.IPv4 | ipaddr.IPv6, number], outer: [ipaddr.IPv4 | ipaddr.IPv6, number]): boolean {
-  const [ia, il] = inner;
-  const [oa, ol] = outer;
-  if (ia.kind() !== oa.kind()) return false;
-  return il >= ol && ia.match(oa, ol);
-}
-
-function parsePrefix(p: unknown): [ipaddr.IPv4 | ipaddr.IPv6, number] | undefined {
-  if (typeof p !== "string") return undefined;
-  const [addr, len] = p.split("/");
-  if (len === undefined || !/^\d{1,3}$/.test(len) || isIP(addr) === 0) return undefined;
-  try {
-    return ipaddr.parseCIDR(p);
-  } catch {
-    return undefined;
-  }
-}
-
 export class HomeResources extends EventEmitter {
   private readonly store: MitigationStore;
   private readonly config: SessionConfig;
   private readonly codec: DotsCodec;
-  private readonly homePrefixes: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
   private readonly allowIndefinite: boolean;
   private readonly decisionWaitMs: number;
-  private readonly validate?: MitigationValidator;
+  private readonly validate: MitigationValidator;
   private readonly canRedirect?: (target: RedirectTarget) => Promise<string | undefined>;
   private readonly pending = new Map<string, PendingAnswer>();
   private readonly mitigateObservers = new Set<ObserverEntry>();
@@ -239,11 +212,14 @@ export class HomeResources extends EventEmitter {
       opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
     this.canRedirect = opts.canRedirect;
     this.persist = opts.persist;
-    this.homePrefixes = opts.homePrefixes.map((p) => {
-      const parsed = parsePrefix(p);
-      if (!parsed) throw new RangeError(`home prefix "${p}" is not an IP prefix (address/length)`);
-      return parsed;
-    });
+    for (const p of opts.homePrefixes) {
+      try {
+        parsePrefix(p, { allowHostBits: true }); // an interface address "192.168.1.1/24" names its prefix
+      } catch (e) {
+        if (!(e instanceof PrefixSyntaxError)) throw e;
+        throw new RangeError(`home prefix "${p}" is not an IP prefix (address/length): ${e.message}`);
+      }
+    }
     this.store.on("change", (m) => this.notifyMitigation(m));
     this.store.on("removed", (m, reason) => this.onRemoved(m, reason));
     this.config.on("change", () => this.notifyConfig());
@@ -351,68 +327,18 @@ export class HomeResources extends EventEmitter {
     }
   }
 
-  /** Home-side checks of the single scope entry; returns it or throws 4.00 naming the field. */
+  /** The single scope entry, validated once (src/dots/validation.ts); else 4.00 naming every bad field. */
   private checkRequest(body: DotsJson): { scope: DotsJson; lifetime: number; attackStatus?: number } {
-    const fail = (field: string, rule: string, message: string): never => {
-      throw new BadRequest(Code.BadRequest, `${field}: ${message} (${rule})`);
-    };
-    for (const k of Object.keys(body))
-      if (k !== MITIGATION_SCOPE_KEY) fail(k, "unexpected-member", "only ietf-dots-signal-channel:mitigation-scope is allowed here");
-    const ms = body[MITIGATION_SCOPE_KEY];
-    if (!isRecord(ms) || !Array.isArray(ms.scope))
-      return fail(MITIGATION_SCOPE_KEY, "mandatory", "mitigation-scope with a scope list is mandatory");
-    if (ms.scope.length !== 1) fail("scope", "single-scope", `exactly one scope entry is allowed, got ${ms.scope.length}`);
-    let scope = ms.scope[0];
-    if (!isRecord(scope)) return fail("scope", "type", "scope entry must be an object");
-    if (this.validate) {
-      const v = this.validate(body);
-      if (!v.ok) {
-        const all = v.errors.map((e) => `${e.field}: ${e.message} (${e.rule})`).join("; ");
-        throw new BadRequest(Code.BadRequest, all || "invalid mitigation request");
-      }
-      // Canonical prefix spelling, so a refresh compares equal however the peer wrote addresses.
-      if (v.scope) scope = v.scope;
+    const v = this.validate(body);
+    if (!v.ok) {
+      const all = v.errors.map((e) => `${e.field}: ${e.message} (${e.rule})`).join("; ");
+      throw new BadRequest(Code.BadRequest, all || "invalid mitigation request");
     }
-    for (const k of ["cuid", "cdid", "mid"]) if (k in scope) fail(k, "uri-path-only", `${k} belongs in the Uri-Path, never in the body`);
-    const lifetime = scope.lifetime;
-    if (lifetime === undefined) fail("lifetime", "mandatory", "lifetime is mandatory");
-    if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime < -1 || lifetime > 0xffffffff)
-      fail("lifetime", "range", "lifetime must be a uint32 or -1");
-    if (lifetime === 0) fail("lifetime", "non-zero", "lifetime 0 is invalid");
-    if (scope["trigger-mitigation"] === false)
-      fail(
-        "trigger-mitigation",
-        "call-home-immediate-only",
-        "trigger-mitigation false is not allowed in Call Home (RFC 9066 section 5.3.1)",
-      );
-    const targets = scope["target-prefix"];
-    if (!Array.isArray(targets) || targets.length === 0)
-      fail("target-prefix", "mandatory", "target-prefix is mandatory in Call Home requests");
-    for (const t of targets as unknown[]) if (!parsePrefix(t)) fail("target-prefix", "ip-prefix", `"${String(t)}" is not an IP prefix`);
-    const sources = scope[SOURCE_PREFIX];
-    if (!Array.isArray(sources) || sources.length === 0)
-      fail(SOURCE_PREFIX, "mandatory", "source-prefix is mandatory in Call Home requests");
-    for (const s of sources as unknown[]) {
-      const parsed = parsePrefix(s);
-      if (!parsed) return fail(SOURCE_PREFIX, "ip-prefix", `"${String(s)}" is not an IP prefix`);
-      const range = parsed[0].range();
-      if (range === "loopback" || range === "multicast" || range === "broadcast" || range === "unspecified") {
-        fail(SOURCE_PREFIX, "address-type", `"${String(s)}" is ${range}; broadcast, loopback and multicast sources are invalid`);
-      }
-      if (!this.homePrefixes.some((h) => prefixInside(parsed, h))) {
-        fail(SOURCE_PREFIX, "home-domain", `"${String(s)}" is outside this home's prefixes`);
-      }
-    }
-    let attackStatus: number | undefined;
-    if (scope["attack-status"] !== undefined) {
-      attackStatus =
-        typeof scope["attack-status"] === "number" ? scope["attack-status"] : ATTACK_STATUS_CODES[String(scope["attack-status"])];
-      if (attackStatus !== 1 && attackStatus !== 2)
-        fail("attack-status", "enum", "attack-status must be under-attack or attack-successfully-mitigated");
-    }
+    const { lifetime, attackStatus } = v.typed;
     // Indefinite refused by this home: grant the finite fallback instead (returned in the answer).
-    const granted = lifetime === -1 && !this.allowIndefinite ? this.store.finiteLifetime() : (lifetime as number);
-    return { scope, lifetime: granted, attackStatus };
+    const granted = lifetime === -1 && !this.allowIndefinite ? this.store.finiteLifetime() : lifetime;
+    // v.scope has canonical prefix spelling, so a refresh compares equal however the peer wrote addresses.
+    return { scope: v.scope, lifetime: granted, attackStatus };
   }
 
   private putMitigation(req: ResourceRequest, cuid: string, mid: number): void {
@@ -745,10 +671,9 @@ export class HomeResources extends EventEmitter {
     if (!isRecord(rs)) throw new BadRequest(Code.BadRequest, `${REDIRECTED_SIGNAL_KEY}: mandatory`);
     if ("alt-server" in rs || "alt-server-record" in rs)
       throw new BadRequest(Code.BadRequest, "alt-server/alt-server-record are base-channel redirect attributes, not Call Home ones");
-    const alt = rs["ietf-dots-call-home:alt-ch-client"];
-    if (typeof alt !== "string" || !FQDN.test(alt) || isIP(alt) !== 0)
-      throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client: mandatory domain name");
-    const recordsRaw = rs["ietf-dots-call-home:alt-ch-client-record"];
+    const alt = rs[REDIRECT.altClient];
+    if (!isFqdn(alt)) throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:alt-ch-client: mandatory domain name");
+    const recordsRaw = rs[REDIRECT.altClientRecord];
     let records: string[] = [];
     if (recordsRaw !== undefined) {
       if (!Array.isArray(recordsRaw) || recordsRaw.some((r) => typeof r !== "string" || isIP(r) === 0)) {
@@ -756,7 +681,7 @@ export class HomeResources extends EventEmitter {
       }
       records = recordsRaw as string[];
     }
-    const ttlRaw = rs["ietf-dots-call-home:ttl"];
+    const ttlRaw = rs[REDIRECT.ttl];
     if (ttlRaw !== undefined && (typeof ttlRaw !== "number" || !Number.isInteger(ttlRaw) || ttlRaw < 0 || ttlRaw > 0xffffffff)) {
       throw new BadRequest(Code.BadRequest, "ietf-dots-call-home:ttl: must be a uint32");
     }

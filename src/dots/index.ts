@@ -14,10 +14,25 @@ export {
   redirectBody,
   readScopeStatuses,
   mitigatePath,
+} from "./isp-session";
+export {
+  CALL_HOME_MODULE,
   MITIGATION_SCOPE_KEY,
+  REDIRECTED_SIGNAL_KEY,
+  REDIRECT,
+  SCOPE,
+  SCOPE_REQUEST_MEMBERS,
+  WELL_KNOWN_DOTS,
+  MitigationStatus,
+  STATUS_LABELS,
   STATUS_LABELS as ISP_STATUS_LABELS,
   CONFLICT_CAUSE_LABELS,
-} from "./isp-session";
+  ATTACK_STATUS_CODES,
+  DECISION_OUTCOMES,
+  DOTS_CONTENT_FORMAT,
+  isDecisionOutcome,
+  isFqdn,
+} from "./vocabulary";
 export type { ResyncEvent, ResyncedMitigation } from "./isp-session";
 export { CallHomeDialer, type HomeEngineTuning, type HomeEngineOptions } from "./home-engine";
 export { MID_ROLLOVER, MidAllocator, MidExhaustedError, cuidFromPskIdentity, cuidFromSpki, cuidForSession, sessionIdForPeer } from "./ids";

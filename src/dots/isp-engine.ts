@@ -12,8 +12,8 @@ import type {
   StatusNotification,
 } from "./api";
 import { decodeDotsCbor, DotsCborError, encodeDotsCbor, DOTS_CONTENT_FORMAT } from "../cbor";
-import { CoapEndpoint, type CoapResponse, type IncomingRequest, type OutgoingRequest } from "../coap/endpoint";
-import { CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
+import { CoapEndpoint, diagnosticResponse, type CoapResponse, type IncomingRequest, type OutgoingRequest } from "../coap/endpoint";
+import { Code, codeFromString, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
@@ -457,13 +457,6 @@ export { IspRequestError };
 
 // ------------------------------------------------------------------------------ CoAP adapter
 
-/** "4.00" -> 0x80. */
-function codeFromString(c: string): number {
-  const m = /^([0-7])\.(\d{2})$/.exec(c);
-  if (!m) throw new RangeError(`bad CoAP code "${c}"`);
-  return (Number(m[1]) << 5) | Number(m[2]);
-}
-
 /** Decodes a response payload: CBOR for 2.xx/4.09/5.03 with Content-Format 271, text otherwise. */
 function decodeBody(code: number, contentFormat: number | undefined, payload: Buffer): DotsJson | string | undefined {
   if (payload.length === 0) return undefined;
@@ -560,18 +553,15 @@ export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
           respond(code, body) {
             const c = codeFromString(code);
             if (body === undefined) req.respond({ code: c });
-            else if (typeof body === "string")
-              req.respond({ code: c, payload: Buffer.from(body, "utf8"), contentFormat: CONTENT_FORMAT_TEXT });
+            else if (typeof body === "string") req.respond(diagnosticResponse(c, body));
             else req.respond({ code: c, payload: Buffer.from(encodeDotsCbor(body)), contentFormat: DOTS_CONTENT_FORMAT });
           },
         };
         if (req.payload.length > 0) {
           if (req.contentFormat !== DOTS_CONTENT_FORMAT) {
-            req.respond({
-              code: 0x8f,
-              payload: Buffer.from("payload must be application/dots+cbor (271)"),
-              contentFormat: CONTENT_FORMAT_TEXT,
-            });
+            req.respond(
+              diagnosticResponse(Code.UnsupportedContentFormat, `payload must be application/dots+cbor (${DOTS_CONTENT_FORMAT})`),
+            );
             return;
           }
           try {

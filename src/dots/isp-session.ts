@@ -3,10 +3,19 @@
 // for the home's PUT /hb. Also the pure request builders and response readers used by it.
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
-import { dotsEnumLabels } from "../cbor";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
-import { HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
+import { HEARTBEAT_KEY, HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
 import { freshCuid, type MidAllocator } from "./ids";
+import {
+  CONFLICT_CAUSE_LABELS,
+  MITIGATION_SCOPE_KEY,
+  REDIRECT,
+  REDIRECTED_SIGNAL_KEY,
+  SCOPE,
+  STATUS_LABELS,
+  WELL_KNOWN_DOTS,
+  isFqdn,
+} from "./vocabulary";
 import {
   type ConfigSet,
   type ConfigSetName,
@@ -18,15 +27,7 @@ import {
 
 // ------------------------------------------------------------------------------------ constants
 
-export const MITIGATION_SCOPE_KEY = "ietf-dots-signal-channel:mitigation-scope";
-export const REDIRECT_KEY = "ietf-dots-signal-channel:redirected-signal";
-export const WELL_KNOWN_DOTS = [".well-known", "dots"] as const;
-
-/** status (key 16) labels by code, RFC 9132 section 4.4.2. */
-export const STATUS_LABELS = dotsEnumLabels("status");
-
-/** conflict-cause (key 19) labels, RFC 9132 plus RFC 9066 (4) and RFC 9244 (5). */
-export const CONFLICT_CAUSE_LABELS = dotsEnumLabels("conflict-cause");
+export { MITIGATION_SCOPE_KEY, STATUS_LABELS, CONFLICT_CAUSE_LABELS, WELL_KNOWN_DOTS };
 
 /** Status labels after which the home no longer mitigates: the ISP forgets the request. */
 export const FINAL_STATUSES: ReadonlySet<string> = new Set([
@@ -102,7 +103,7 @@ export function normalizeMitigationRequest(input: unknown): DotsJson {
   if (!isRecord(input)) throw new IspRequestError("INVALID_REQUEST", "mitigation request must be a JSON object");
   let view: Record<string, unknown>;
   if (MITIGATION_SCOPE_KEY in input) view = structuredClone(input);
-  else if ("target-prefix" in input || "ietf-dots-call-home:source-prefix" in input)
+  else if (SCOPE.targetPrefix in input || SCOPE.sourcePrefix in input)
     view = { [MITIGATION_SCOPE_KEY]: { scope: [structuredClone(input)] } };
   else
     throw new IspRequestError("INVALID_REQUEST", `mitigation request needs "${MITIGATION_SCOPE_KEY}" (or a bare scope with target-prefix)`);
@@ -129,8 +130,6 @@ export function efficacyBody(original: DotsJson, attackStatus: AttackStatus): Do
   return copy;
 }
 
-const FQDN = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$/;
-
 export interface RedirectTarget {
   altClient: string;
   records?: string[];
@@ -139,28 +138,28 @@ export interface RedirectTarget {
 
 /** Call Home redirect body (RFC 9066 section 5.2.2); throws INVALID_REQUEST naming the field. */
 export function redirectBody(target: RedirectTarget): DotsJson {
-  if (typeof target?.altClient !== "string" || !FQDN.test(target.altClient) || isIP(target.altClient) !== 0) {
+  if (!isFqdn(target?.altClient)) {
     throw new IspRequestError("INVALID_REQUEST", "alt-ch-client must be a domain name (it is also the name the home authenticates)");
   }
-  const body: Record<string, unknown> = { "ietf-dots-call-home:alt-ch-client": target.altClient };
+  const body: Record<string, unknown> = { [REDIRECT.altClient]: target.altClient };
   if (target.records !== undefined) {
     if (!Array.isArray(target.records) || target.records.some((r) => typeof r !== "string" || isIP(r) === 0)) {
       throw new IspRequestError("INVALID_REQUEST", "alt-ch-client-record must be a list of IP addresses");
     }
-    if (target.records.length > 0) body["ietf-dots-call-home:alt-ch-client-record"] = [...target.records];
+    if (target.records.length > 0) body[REDIRECT.altClientRecord] = [...target.records];
   }
   if (target.ttl !== undefined) {
     if (!Number.isInteger(target.ttl) || target.ttl < 0 || target.ttl > 0xffffffff)
       throw new IspRequestError("INVALID_REQUEST", "ttl must be a uint32 (seconds)");
-    body["ietf-dots-call-home:ttl"] = target.ttl;
+    body[REDIRECT.ttl] = target.ttl;
   }
-  return { [REDIRECT_KEY]: body };
+  return { [REDIRECTED_SIGNAL_KEY]: body };
 }
 
 /** Base RFC 9132 redirect (5.03 carrying redirected-signal with alt-server): discarded in Call Home. */
 export function isBaseRedirect(code: string, body: unknown): boolean {
   if (code !== "5.03" || !isRecord(body)) return false;
-  const r = body[REDIRECT_KEY];
+  const r = body[REDIRECTED_SIGNAL_KEY];
   return isRecord(r) && ("alt-server" in r || "alt-server-record" in r);
 }
 
@@ -715,7 +714,7 @@ export class IspSession extends EventEmitter {
 
   private async sendHeartbeat(body: DotsJson): Promise<boolean> {
     if (!this.isUp) return false;
-    const peer = (body as Record<string, Record<string, unknown>>)["ietf-dots-signal-channel:heartbeat"]?.["peer-hb-status"] === true;
+    const peer = (body as Record<string, Record<string, unknown>>)[HEARTBEAT_KEY]?.["peer-hb-status"] === true;
     this.emit("heartbeat", { sessionId: this.id, direction: "out", peerHbStatus: peer });
     try {
       const res = await this.endpoint.request({
@@ -758,7 +757,7 @@ export class IspSession extends EventEmitter {
       this.emit("heartbeat", { sessionId: this.id, direction: "in", peerHbStatus: parsed.peerHbStatus });
       // R47: MAY answer with our own heartbeat; do so when asked, or when the home says ours are not arriving.
       if (this.tuning.answerHeartbeatsImmediately || !parsed.peerHbStatus) {
-        void this.sendHeartbeat({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": true } });
+        void this.sendHeartbeat({ [HEARTBEAT_KEY]: { "peer-hb-status": true } });
       }
     } catch (e) {
       this.emit("error", e as Error);

@@ -4,29 +4,12 @@
 // DELETE, and the server-side deactivation used for "legitimate traffic". It holds state only;
 // CoAP answers and the decision hand-off live in home-resources.ts.
 import { EventEmitter } from "node:events";
-import * as ipaddr from "ipaddr.js";
-import { dotsEnumLabels } from "../cbor";
 import type { DotsJson } from "./api";
 import type { StoredMitigation } from "./home-state";
+import { PrefixSyntaxError, prefixesOverlap as parsedPrefixesOverlap } from "./prefixes";
+import { CONFLICT_CAUSE_LABELS, MitigationStatus, STATUS_LABELS, type MitigationStatusCode } from "./vocabulary";
 
-/** RFC 9132 status registry (key 16). */
-export const MitigationStatus = {
-  InProgress: 1,
-  Mitigated: 2,
-  Stopped: 3,
-  ExceededCapability: 4,
-  ClientWithdrawn: 5,
-  Terminated: 6,
-  ServerWithdrawn: 7,
-  SignalLoss: 8,
-} as const;
-export type MitigationStatusCode = (typeof MitigationStatus)[keyof typeof MitigationStatus];
-
-export const STATUS_LABELS = dotsEnumLabels("status");
-
-export const CONFLICT_CAUSE_LABELS = dotsEnumLabels("conflict-cause");
-
-export const ATTACK_STATUS_CODES: Readonly<Record<string, number>> = { "under-attack": 1, "attack-successfully-mitigated": 2 };
+export { ATTACK_STATUS_CODES, CONFLICT_CAUSE_LABELS, MitigationStatus, STATUS_LABELS, type MitigationStatusCode } from "./vocabulary";
 
 export interface Mitigation {
   readonly cuid: string;
@@ -148,11 +131,9 @@ export function sameScope(a: DotsJson, b: DotsJson): boolean {
 
 function prefixesOverlap(a: string, b: string): boolean {
   try {
-    const [na, la] = ipaddr.parseCIDR(a);
-    const [nb, lb] = ipaddr.parseCIDR(b);
-    if (na.kind() !== nb.kind()) return false;
-    return na.match(nb, Math.min(la, lb));
-  } catch {
+    return parsedPrefixesOverlap(a, b);
+  } catch (e) {
+    if (!(e instanceof PrefixSyntaxError)) throw e;
     return a === b;
   }
 }

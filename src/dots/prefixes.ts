@@ -10,6 +10,8 @@ export interface ParsedPrefix {
   /** The network address (equal to the written address: host bits are refused). */
   readonly address: ipaddr.IPv4 | ipaddr.IPv6;
   readonly length: number;
+  /** The network address as canonical text (dotted decimal, or RFC 5952). */
+  readonly network: string;
   /** Canonical text: dotted decimal, or RFC 5952 for IPv6, plus "/length". */
   readonly text: string;
 }
@@ -97,7 +99,13 @@ export function parsePrefix(text: string, opts: ParsePrefixOptions = {}): Parsed
   if (network.toString() !== address.toString() && !opts.allowHostBits) {
     throw new PrefixSyntaxError("host-bits", `"${text}" has host bits set; did you mean ${canonical(network)}/${length}?`);
   }
-  return { family: network.kind() as IpFamily, address: network, length, text: `${canonical(network)}/${length}` };
+  return {
+    family: network.kind() as IpFamily,
+    address: network,
+    length,
+    network: canonical(network),
+    text: `${canonical(network)}/${length}`,
+  };
 }
 
 function asPrefix(p: string | ParsedPrefix): ParsedPrefix {
@@ -149,7 +157,7 @@ export function nonSourceKind(prefix: string | ParsedPrefix): string | null {
   for (const [block, what] of V6_SPECIAL_PARSED) if (prefixesOverlap(block, p)) return what;
   if (prefixContains(V4_MAPPED, p)) {
     const v4 = (p.address as ipaddr.IPv6).toIPv4Address();
-    return nonSourceKind({ family: "ipv4", address: v4, length: p.length - 96, text: `${v4}/${p.length - 96}` });
+    return nonSourceKind({ family: "ipv4", address: v4, length: p.length - 96, network: v4.toString(), text: `${v4}/${p.length - 96}` });
   }
   if (prefixContains(p, V4_MAPPED)) return "unspecified"; // covers all of ::ffff:0:0/96 (and so mapped loopback etc.)
   return null;

@@ -4,6 +4,7 @@
 // accepts too. Each failure names the JSON field and a short rule id.
 import { DotsCborError, encodeDotsCbor } from "../cbor";
 import { ParsedPrefix, PrefixSyntaxError, nonSourceKind, parsePrefix, prefixContains } from "./prefixes";
+import { ATTACK_STATUS_CODES, MITIGATION_SCOPE_KEY, SCOPE, SCOPE_ID_MEMBERS, SCOPE_REQUEST_MEMBERS } from "./vocabulary";
 
 export { parsePrefix, prefixContains, prefixesOverlap, parseAddress, nonSourceKind, PrefixSyntaxError } from "./prefixes";
 export type { ParsedPrefix, ParsePrefixOptions, IpFamily } from "./prefixes";
@@ -25,8 +26,35 @@ export interface MitigationValidationFailure {
   message: string;
 }
 
+export interface NumberRange {
+  lower: number;
+  upper: number;
+}
+
+/** What a scope names, parsed once: prefixes canonical, ranges with upper filled in. */
+export interface ScopeSelectors {
+  targetPrefixes: ParsedPrefix[];
+  /** Empty = any. */
+  targetPorts: NumberRange[];
+  /** IANA protocol numbers; empty = any. */
+  targetProtocols: number[];
+  sourcePrefixes: ParsedPrefix[];
+  /** Empty = any. */
+  sourcePorts: NumberRange[];
+  /** ICMP/ICMPv6 types; empty = any. */
+  sourceIcmpTypes: NumberRange[];
+}
+
+/** A validated request scope, typed: what both engines, the enforcer and the nodes consume. */
+export interface MitigationScope extends ScopeSelectors {
+  /** Seconds, -1 indefinite. */
+  lifetime: number;
+  /** attack-status code (1 under-attack, 2 mitigated) of an efficacy update. */
+  attackStatus?: number;
+}
+
 export type MitigationValidationResult =
-  { ok: true; scope: Record<string, unknown> } | { ok: false; errors: MitigationValidationFailure[] };
+  { ok: true; scope: Record<string, unknown>; typed: MitigationScope } | { ok: false; errors: MitigationValidationFailure[] };
 
 export class MitigationValidationError extends Error {
   override readonly name = "MitigationValidationError";
@@ -35,31 +63,16 @@ export class MitigationValidationError extends Error {
   }
 }
 
-const MS = "ietf-dots-signal-channel:mitigation-scope";
-const SOURCE_PREFIX = "ietf-dots-call-home:source-prefix";
-const SOURCE_PORTS = "ietf-dots-call-home:source-port-range";
-const SOURCE_ICMP = "ietf-dots-call-home:source-icmp-type-range";
-const ATTACK_DETAIL = "ietf-dots-telemetry:attack-detail";
+const MS = MITIGATION_SCOPE_KEY;
+const SOURCE_PREFIX = SCOPE.sourcePrefix;
+const SOURCE_PORTS = SCOPE.sourcePortRange;
+const SOURCE_ICMP = SCOPE.sourceIcmpTypeRange;
 
 /** Longest list we take per field; more is refused rather than processed. */
 export const MAX_LIST_ENTRIES = 256;
 
-/** Members a call-home mitigation request scope may carry (attack-status: efficacy updates). */
-const REQUEST_MEMBERS = new Set([
-  "target-prefix",
-  "target-port-range",
-  "target-protocol",
-  "target-fqdn",
-  "target-uri",
-  "lifetime",
-  "trigger-mitigation",
-  "attack-status",
-  SOURCE_PREFIX,
-  SOURCE_PORTS,
-  SOURCE_ICMP,
-  ATTACK_DETAIL,
-]);
-const ID_MEMBERS = new Set(["cuid", "cdid", "mid"]);
+const REQUEST_MEMBERS = SCOPE_REQUEST_MEMBERS;
+const ID_MEMBERS = SCOPE_ID_MEMBERS;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -149,6 +162,18 @@ function checkLifetime(c: Collector, value: unknown, ctx: MitigationValidationCo
   if (value < 0 || value > 0xffffffff) c.add(field, "lifetime", `must be -1 or 1..4294967295, got ${value}`);
 }
 
+/** "a.b.c.d/32" of the directed broadcast address of every IPv4 home prefix that has one (/30 or shorter). */
+function directedBroadcasts(homes: ParsedPrefix[]): Set<string> {
+  const out = new Set<string>();
+  for (const h of homes) {
+    if (h.family !== "ipv4" || h.length > 30) continue;
+    const bytes = h.address.toByteArray();
+    for (let i = 0; i < 4; i++) bytes[i] |= 0xff >> Math.max(0, Math.min(8, h.length - i * 8));
+    out.add(`${bytes.join(".")}/32`);
+  }
+  return out;
+}
+
 /** The checks of the module comment. Never throws for bad input. */
 export function validateMitigationRequest(json: unknown, ctx: MitigationValidationContext): MitigationValidationResult {
   const c = new Collector();
@@ -183,19 +208,6 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
     c.add("scope[0]", "unknown-field", `unknown or response-only fields in scope: ${unknown.join(", ")}${hint}`);
   }
 
-  // target-prefix: mandatory, strict syntax, not a non-routable block.
-  const targets = checkPrefixList(c, scope["target-prefix"], "scope[0].target-prefix", true);
-  targets.forEach((p, i) => {
-    if (!p) return;
-    const kind = nonSourceKind(p);
-    if (kind === "loopback" || kind === "unspecified") {
-      c.add(`scope[0].target-prefix[${i}]`, "target-routable", `${p.text} covers ${kind} addresses, which are not a routable target`);
-    }
-  });
-
-  // source-prefix: mandatory in call home, no special-purpose blocks, inside the home domain.
-  const sourceField = `scope[0].${SOURCE_PREFIX}`;
-  const sources = checkPrefixList(c, scope[SOURCE_PREFIX], sourceField, true);
   let homes: ParsedPrefix[] | undefined;
   if (ctx.homePrefixes !== undefined) {
     homes = [];
@@ -208,11 +220,30 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
       }
     }
   }
+  const homeBroadcasts = directedBroadcasts(homes ?? []);
+
+  // target-prefix: mandatory, strict syntax, a unicast destination: no loopback, unspecified,
+  // multicast or broadcast block (an attack on those is not something a per-flow filter can stop).
+  const targets = checkPrefixList(c, scope["target-prefix"], "scope[0].target-prefix", true);
+  targets.forEach((p, i) => {
+    if (!p) return;
+    const where = `scope[0].target-prefix[${i}]`;
+    const kind = nonSourceKind(p);
+    if (kind) c.add(where, "target-routable", `${p.text} covers ${kind} addresses, which are not a unicast target`);
+    else if (homeBroadcasts.has(p.text))
+      c.add(where, "target-routable", `${p.network} is the broadcast address of a home prefix, not a unicast target`);
+  });
+
+  // source-prefix: mandatory in call home, no special-purpose blocks, inside the home domain.
+  const sourceField = `scope[0].${SOURCE_PREFIX}`;
+  const sources = checkPrefixList(c, scope[SOURCE_PREFIX], sourceField, true);
   sources.forEach((p, i) => {
     if (!p) return;
     const where = `${sourceField}[${i}]`;
     const kind = nonSourceKind(p);
     if (kind) c.add(where, "source-special", `${p.text} covers ${kind} addresses, which are invalid sources (RFC 9066 section 5.3.1)`);
+    else if (homeBroadcasts.has(p.text))
+      c.add(where, "source-special", `${p.network} is the broadcast address of a home prefix, an invalid source (RFC 9066 section 5.3.1)`);
     if (homes && !homes.some((h) => prefixContains(h, p))) {
       const list = homes.map((h) => h.text).join(", ") || "none configured";
       const whose = ctx.side === "home" ? "this home's prefixes" : "the prefixes configured for this home";
@@ -266,7 +297,34 @@ export function validateMitigationRequest(json: unknown, ctx: MitigationValidati
   const normalised: Record<string, unknown> = { ...scope };
   normalised["target-prefix"] = targets.map((p) => p!.text);
   normalised[SOURCE_PREFIX] = sources.map((p) => p!.text);
-  return { ok: true, scope: normalised };
+  const typed: MitigationScope = {
+    ...scopeSelectors(scope, targets as ParsedPrefix[], sources as ParsedPrefix[]),
+    lifetime: scope.lifetime as number,
+  };
+  const attack = scope[SCOPE.attackStatus];
+  if (attack !== undefined) typed.attackStatus = typeof attack === "number" ? attack : ATTACK_STATUS_CODES[String(attack)];
+  return { ok: true, scope: normalised, typed };
+}
+
+function rangesOf(value: unknown, lowerName: string, upperName: string): NumberRange[] {
+  if (!Array.isArray(value)) return [];
+  return value.map((e: Record<string, number>) => ({ lower: e[lowerName], upper: e[upperName] ?? e[lowerName] }));
+}
+
+/**
+ * The typed selectors of a scope whose members were checked (prefixes already parsed): the one
+ * reader behind validateMitigationRequest and the enforcer's scopeToQuery.
+ */
+export function scopeSelectors(scope: Record<string, unknown>, targets: ParsedPrefix[], sources: ParsedPrefix[]): ScopeSelectors {
+  const protocols = scope[SCOPE.targetProtocol];
+  return {
+    targetPrefixes: targets,
+    targetPorts: rangesOf(scope[SCOPE.targetPortRange], "lower-port", "upper-port"),
+    targetProtocols: Array.isArray(protocols) ? (protocols as number[]) : [],
+    sourcePrefixes: sources,
+    sourcePorts: rangesOf(scope[SOURCE_PORTS], "lower-port", "upper-port"),
+    sourceIcmpTypes: rangesOf(scope[SOURCE_ICMP], "lower-type", "upper-type"),
+  };
 }
 
 /** Like validateMitigationRequest, but returns the scope or throws MitigationValidationError. */

@@ -121,7 +121,7 @@ export class NatLookup {
   }
 
   private hostV6Sources(q: NatQuery): string[] {
-    return q.sourcePrefixes.filter((p) => p.family === 6 && p.length === 128).map((p) => p.network);
+    return q.sourcePrefixes.filter((p) => p.family === "ipv6" && p.length === 128).map((p) => p.network);
   }
 
   /**

@@ -31,7 +31,7 @@ export interface ListingOptions {
 export function conntrackFilterArgs(q: NatQuery): string[] {
   const args: string[] = [];
   const fams = new Set([...q.sourcePrefixes, ...q.targetPrefixes].map((p) => p.family));
-  if (fams.size === 1) args.push("-f", fams.has(6) ? "ipv6" : "ipv4");
+  if (fams.size === 1) args.push("-f", [...fams][0]);
   if (q.targetProtocols.length === 1) args.push("-p", String(q.targetProtocols[0]));
   if (q.sourcePrefixes.length === 1 && isHostPrefix(q.sourcePrefixes[0])) args.push("--reply-dst", q.sourcePrefixes[0].network);
   return args;

@@ -2,7 +2,7 @@
 // (`inet dots_call_home` by default): named sets whose elements carry the mitigation's lifetime as
 // their timeout, so the kernel lifts a block by itself even if this process is gone.
 import type { Family } from "./address";
-import { canonicalAddress, canonicalMac, type ParsedPrefix } from "./address";
+import { canonicalAddress, canonicalMac, familyOf, isHostPrefix, type ParsedPrefix } from "./address";
 import { InvalidScopeError } from "./errors";
 import type { NumberRange } from "./scope";
 
@@ -74,7 +74,7 @@ function rangeText(r: NumberRange): string {
 }
 
 function prefixText(p: ParsedPrefix): string {
-  return p.length === (p.family === 4 ? 32 : 128) ? p.network : p.text;
+  return isHostPrefix(p) ? p.network : p.text;
 }
 
 export interface BlockTarget {
@@ -108,12 +108,12 @@ export function blockElements(devices: EnforcedDevice[], t: BlockTarget): Elemen
         for (const port of ports) {
           const tail = `${proto} . ${prefixText(target)} . ${port}`;
           for (const a of addresses) {
-            if (a.family !== target.family) continue;
-            const e: ElementRef = { set: target.family === 4 ? "block4" : "block6", key: `${a.address} . ${tail}` };
+            if (a.family !== familyOf(target)) continue;
+            const e: ElementRef = { set: target.family === "ipv4" ? "block4" : "block6", key: `${a.address} . ${tail}` };
             out.set(elementId(e), e);
           }
           if (mac) {
-            const e: ElementRef = { set: target.family === 4 ? "blockmac4" : "blockmac6", key: `${mac} . ${tail}` };
+            const e: ElementRef = { set: target.family === "ipv4" ? "blockmac4" : "blockmac6", key: `${mac} . ${tail}` };
             out.set(elementId(e), e);
           }
         }

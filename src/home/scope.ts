@@ -1,29 +1,19 @@
 // Turns a mitigation scope in the DOTS JSON view (RFC 9132 / RFC 9066 YANG names) into the
 // query the NAT lookup and the filter work with. Syntax was checked by the DOTS validator; this
 // re-checks what enforcement relies on, so a bad scope can never become a half-made rule.
+import { scopeSelectors, type NumberRange, type ScopeSelectors } from "../dots/validation";
+import { CALL_HOME_MODULE as CH, MITIGATION_SCOPE_KEY, SCOPE } from "../dots/vocabulary";
 import { parsePrefixText, type ParsedPrefix } from "./address";
 import { InvalidScopeError } from "./errors";
 
-export interface NumberRange {
-  lower: number;
-  upper: number;
-}
+export type { NumberRange };
 
-export interface NatQuery {
-  /** Public (post-NAT) source of the attack: the router's WAN address(es), or the device itself (IPv6). */
-  sourcePrefixes: ParsedPrefix[];
-  /** Source ports after NAT; empty = any. */
-  sourcePorts: NumberRange[];
-  /** ICMP/ICMPv6 types of the attack traffic; empty = any. */
-  sourceIcmpTypes: NumberRange[];
-  targetPrefixes: ParsedPrefix[];
-  /** Empty = any. */
-  targetPorts: NumberRange[];
-  /** IANA protocol numbers; empty = any. */
-  targetProtocols: number[];
-}
-
-const CH = "ietf-dots-call-home:";
+/**
+ * The scope's selectors as the NAT lookup and the filter use them (the typed scope of
+ * src/dots/validation.ts). sourcePrefixes: the public (post-NAT) source of the attack, the
+ * router's WAN address(es) or the device itself (IPv6); sourcePorts are after NAT.
+ */
+export type NatQuery = ScopeSelectors;
 const MAX_LIST = 64;
 
 function field(scope: Record<string, unknown>, name: string, moduleQualified: boolean): unknown {
@@ -69,7 +59,7 @@ export function unwrapScope(input: unknown): Record<string, unknown> {
     throw new InvalidScopeError("scope", "must be an object");
   }
   const o = input as Record<string, unknown>;
-  const ms = (o["ietf-dots-signal-channel:mitigation-scope"] ?? o["mitigation-scope"]) as Record<string, unknown> | undefined;
+  const ms = (o[MITIGATION_SCOPE_KEY] ?? o["mitigation-scope"]) as Record<string, unknown> | undefined;
   if (ms && typeof ms === "object") {
     const entries = ms.scope;
     if (!Array.isArray(entries) || entries.length !== 1)
@@ -80,21 +70,25 @@ export function unwrapScope(input: unknown): Record<string, unknown> {
 }
 
 export function scopeToQuery(input: unknown): NatQuery {
-  const scope = unwrapScope(input);
-  const q: NatQuery = {
-    sourcePrefixes: prefixes(field(scope, "source-prefix", true), "source-prefix"),
-    sourcePorts: ranges(field(scope, "source-port-range", true), "source-port-range", "lower-port", "upper-port", 65535),
-    sourceIcmpTypes: ranges(field(scope, "source-icmp-type-range", true), "source-icmp-type-range", "lower-type", "upper-type", 255),
-    targetPrefixes: prefixes(scope["target-prefix"], "target-prefix"),
-    targetPorts: ranges(scope["target-port-range"], "target-port-range", "lower-port", "upper-port", 65535),
-    targetProtocols: list(scope["target-protocol"], "target-protocol").map((v, i) => {
-      if (!isInt(v, 255)) throw new InvalidScopeError(`target-protocol[${i}]`, "must be an integer 0..255");
-      return v as number;
-    }),
-  };
-  if (q.sourcePrefixes.length === 0) throw new InvalidScopeError("source-prefix", "is mandatory in Call Home (RFC 9066 section 5.3.1)");
-  if (q.targetPrefixes.length === 0) throw new InvalidScopeError("target-prefix", "is mandatory in Call Home (RFC 9066 section 5.3.1)");
-  return q;
+  const raw = unwrapScope(input);
+  // Hand-written flows may use the call-home names without their module prefix.
+  const scope: Record<string, unknown> = { ...raw };
+  for (const name of [SCOPE.sourcePrefix, SCOPE.sourcePortRange, SCOPE.sourceIcmpTypeRange]) {
+    scope[name] = field(raw, name.slice(CH.length), true);
+  }
+  // Re-checked here because a flow can hand in a scope no validator saw; the typed result comes
+  // from the one reader in src/dots/validation.ts.
+  const sourcePrefixes = prefixes(scope[SCOPE.sourcePrefix], "source-prefix");
+  ranges(scope[SCOPE.sourcePortRange], "source-port-range", "lower-port", "upper-port", 65535);
+  ranges(scope[SCOPE.sourceIcmpTypeRange], "source-icmp-type-range", "lower-type", "upper-type", 255);
+  const targetPrefixes = prefixes(scope[SCOPE.targetPrefix], "target-prefix");
+  ranges(scope[SCOPE.targetPortRange], "target-port-range", "lower-port", "upper-port", 65535);
+  list(scope[SCOPE.targetProtocol], "target-protocol").forEach((v, i) => {
+    if (!isInt(v, 255)) throw new InvalidScopeError(`target-protocol[${i}]`, "must be an integer 0..255");
+  });
+  if (sourcePrefixes.length === 0) throw new InvalidScopeError("source-prefix", "is mandatory in Call Home (RFC 9066 section 5.3.1)");
+  if (targetPrefixes.length === 0) throw new InvalidScopeError("target-prefix", "is mandatory in Call Home (RFC 9066 section 5.3.1)");
+  return scopeSelectors(scope, targetPrefixes, sourcePrefixes);
 }
 
 /** Lifetime in seconds: a positive integer or -1 (indefinite). */

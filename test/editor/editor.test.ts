@@ -405,6 +405,12 @@ describe("editor in a real browser (Chromium)", function () {
     await enter("#node-input-sourcePrefix", "300.1.1.1");
     assert.equal(await isFlagged("#node-input-sourcePrefix"), true, "a bad source prefix is flagged");
     await page.screenshot({ path: path.join(artifacts, "validator-bad-prefix.png") });
+    for (const special of ["224.0.0.1", "ff02::1", "255.255.255.255", "0.0.0.0"]) {
+      await enter("#node-input-targetPrefix", special);
+      assert.equal(await isFlagged("#node-input-targetPrefix"), true, `a ${special} target is flagged`);
+    }
+    await enter("#node-input-targetPrefix", "198.51.100.255");
+    assert.equal(await isFlagged("#node-input-targetPrefix"), false, "a unicast target ending in .255 is fine");
     await enter("#node-input-lifetime", "-1");
     assert.equal(await isFlagged("#node-input-lifetime"), true, "lifetime -1 is flagged while indefinite is not allowed");
     await page.check("#node-input-allowIndefinite");

@@ -501,6 +501,25 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0, "nothing reached the home");
   });
 
+  it("refuses multicast, broadcast (also the home prefix's) and unspecified targets before anything is sent, naming target-prefix", async () => {
+    const [l, h, s] = await start(30, 15);
+    for (const [target, why] of [
+      ["224.0.0.1/32", /target-prefix\[0\].*multicast/],
+      ["ff02::1/128", /target-prefix\[0\].*multicast/],
+      ["255.255.255.255/32", /target-prefix\[0\].*broadcast/],
+      ["203.0.113.255/32", /target-prefix\[0\].*broadcast address of a home prefix/],
+      ["0.0.0.0/32", /target-prefix\[0\].*unspecified/],
+      ["::/128", /target-prefix\[0\].*unspecified/],
+    ] as const) {
+      await assert.rejects(
+        l.mitigate(s.id, { [MS]: { scope: [{ ...scope, "target-prefix": [target] }] } }),
+        (e: unknown) => e instanceof IspRequestError && e.code === "INVALID_REQUEST" && why.test(e.message),
+        target,
+      );
+    }
+    assert.equal(h.seen.filter((x) => x.method === "PUT").length, 0, "nothing reached the home");
+  });
+
   it("answers a heartbeat in another Content-Format 4.15 with a diagnostic (R17)", async () => {
     const [, h] = await start(30, 15);
     const res = await h.ep.request({

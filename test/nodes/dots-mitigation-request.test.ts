@@ -89,6 +89,10 @@ describe("dots-mitigation-request node", function () {
     ["a zero lifetime", { lifetime: "0" }, /lifetime/],
     ["an indefinite lifetime when not allowed", { lifetime: "-1" }, /lifetime/],
     ["a msg field that is missing", { sourcePrefix: "payload.nothing", sourcePrefixType: "msg" }, /source-prefix/],
+    ["a multicast target", { targetPrefix: "224.0.0.1" }, /target-prefix.*multicast/],
+    ["an IPv6 multicast target", { targetPrefix: "ff02::1" }, /target-prefix.*multicast/],
+    ["a broadcast target", { targetPrefix: "255.255.255.255" }, /target-prefix.*broadcast/],
+    ["an unspecified target", { targetPrefix: "0.0.0.0" }, /target-prefix.*unspecified/],
   ];
   for (const [what, overrides, field] of invalid) {
     it(`rejects ${what}: Catch gets an error naming the field and status turns red`, async () => {

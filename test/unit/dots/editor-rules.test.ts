@@ -5,13 +5,14 @@ import { strict as assert } from "node:assert";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as vm from "node:vm";
-import { parseAddress, parsePrefix, PrefixSyntaxError } from "../../../src/dots/prefixes";
+import { nonSourceKind, parseAddress, parsePrefix, PrefixSyntaxError } from "../../../src/dots/prefixes";
 
 interface Rules {
   isAddress(text: string): boolean;
   isIpv6(text: string): boolean;
   isPrefix(text: string, opts?: { allowBareAddress?: boolean }): boolean;
   prefixProblem(text: string, opts?: { allowBareAddress?: boolean }): { reason: string } | null;
+  specialKind(text: string, opts?: { allowBareAddress?: boolean }): string | null;
 }
 
 export const EDITOR_RULES_FILE = path.join(__dirname, "../../../../resources/dots-editor-rules.js");
@@ -113,6 +114,35 @@ describe("editor rules = runtime rules (addresses and prefixes)", () => {
     assert.equal(rules.isAddress("1.2.3.4:5"), false);
     assert.equal(rules.isPrefix("300.1.1.1/24"), false);
     assert.equal(rules.isPrefix("203.0.113.0/99"), false);
+  });
+
+  it("special-purpose blocks (multicast, broadcast, unspecified, loopback): the same kind as nonSourceKind", () => {
+    const special = [
+      ["224.0.0.1/32", "multicast"],
+      ["239.255.255.250", "multicast"],
+      ["192.0.0.0/2", "multicast"],
+      ["ff02::1/128", "multicast"],
+      ["ff00::/8", "multicast"],
+      ["255.255.255.255", "broadcast"],
+      ["0.0.0.0/32", "unspecified"],
+      ["::", "unspecified"],
+      ["::/0", "unspecified"],
+      ["127.0.0.1", "loopback"],
+      ["::1", "loopback"],
+      ["::ffff:224.0.0.9/128", "multicast"],
+      ["::ffff:0:0/96", "unspecified"],
+      ["198.51.100.255", null],
+      ["2001:db8::/32", null],
+      ["fe80::1", null],
+    ] as const;
+    for (const [text, kind] of special) {
+      assert.equal(rules.specialKind(text, { allowBareAddress: true }), kind, text);
+      assert.equal(nonSourceKind(parsePrefix(text, { allowBareAddress: true })), kind, `runtime ${text}`);
+    }
+    for (const text of TABLE) {
+      if (runtime(text, true) !== null) continue;
+      assert.equal(rules.specialKind(text, { allowBareAddress: true }), nonSourceKind(parsePrefix(text, { allowBareAddress: true })), text);
+    }
   });
 
   it("addresses: the same verdict as parseAddress on the table and on 20000 random strings", () => {

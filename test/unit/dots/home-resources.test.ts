@@ -240,6 +240,29 @@ describe("dots/home-resources", () => {
       });
     }
 
+    it("4.00 naming target-prefix for multicast, broadcast, the home prefix's broadcast and unspecified targets; nothing stored", async () => {
+      const cases: Array<[string, RegExp]> = [
+        ["224.0.0.1/32", /multicast/],
+        ["239.255.255.250/32", /multicast/],
+        ["ff02::1/128", /multicast/],
+        ["ff05::1:3/128", /multicast/],
+        ["255.255.255.255/32", /broadcast/],
+        ["203.0.113.255/32", /broadcast address of a home prefix/],
+        ["0.0.0.0/32", /unspecified/],
+        ["::/128", /unspecified/],
+      ];
+      for (const [target, why] of cases) {
+        const r = await send(h, { method: Code.PUT, path: `${P}/mid=30`, body: good({ "target-prefix": [target] }) }).res;
+        assert.equal(r.code, Code.BadRequest, `${target}: ${diag(r)}`);
+        assert.match(diag(r), /^scope\[0\]\.target-prefix\[0\]: /, target);
+        assert.match(diag(r), why, target);
+        assert.equal(store.get("abc", 30), undefined, target);
+      }
+      // A unicast address whose last octet is 255 outside the home's prefixes is an ordinary target.
+      const ok = await send(h, { method: Code.PUT, path: `${P}/mid=31`, body: good({ "target-prefix": ["198.51.100.255/32"] }) }).res;
+      assert.equal(ok.code, Code.Created, diag(ok));
+    });
+
     it("a request with many bad fields gets a 4.00 whose diagnostic still fits one datagram (R13, R17)", async () => {
       const targets = Array.from({ length: 60 }, (_, i) => `198.51.${i}.7/33`);
       const r = await send(h, { method: Code.PUT, path: `${P}/mid=21`, body: good({ "target-prefix": targets }) }).res;

@@ -82,6 +82,11 @@ describe("dots/mitigation-store", () => {
     assert.equal(store.put("c2", 1, scope("192.0.2.7/32", "10.0.0.5/32"), 3600).kind, "created");
   });
 
+  it("overlap reads prefixes with the one strict parser: octal-looking 010.1.1.1 is not 8.1.1.1", () => {
+    assert.equal(scopesOverlap(scope("010.1.1.1/32", "10.0.0.1/32"), scope("8.1.1.1/32", "10.0.0.1/32")), false);
+    assert.equal(scopesOverlap(scope("8.1.1.1/32", "10.0.0.1/32"), scope("8.1.1.0/24", "10.0.0.1/32")), true);
+  });
+
   it("scopes overlap only when targets and sources (ports, protocols, ICMP types) intersect", () => {
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.0/24", "10.0.0.0/8")), true);
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.2/32")), false);

@@ -206,6 +206,40 @@ describe("mitigation request validation", () => {
     assert.deepEqual(rules(request({ "target-prefix": ["0.0.0.0/0"] })), ["scope[0].target-prefix[0] target-routable"]);
   });
 
+  it("target prefixes that are multicast, broadcast or unspecified are refused on both sides, naming the field", () => {
+    for (const ctx of [HOME, ISP]) {
+      for (const [bad, kind] of [
+        ["224.0.0.1/32", "multicast"],
+        ["239.0.0.0/8", "multicast"],
+        ["ff02::1/128", "multicast"],
+        ["ff00::/8", "multicast"],
+        ["::ffff:224.0.0.9/128", "multicast"],
+        ["255.255.255.255/32", "broadcast"],
+        ["0.0.0.0/32", "unspecified"],
+        ["::/128", "unspecified"],
+      ]) {
+        const r = validateMitigationRequest(request({ "target-prefix": ["198.51.100.7/32", bad] }), ctx);
+        assert.ok(!r.ok, `${ctx.side} ${bad}`);
+        assert.deepEqual(
+          r.errors.map((e) => `${e.field} ${e.rule}`),
+          ["scope[0].target-prefix[1] target-routable"],
+          `${ctx.side} ${bad}`,
+        );
+        assert.match(r.errors[0].message, new RegExp(kind), `${ctx.side} ${bad}`);
+      }
+      accepts(request({ "target-prefix": ["198.51.100.255/32", "223.255.255.255/32", "fe80::1/128"] }), ctx);
+    }
+  });
+
+  it("the directed broadcast of a home prefix is refused as target and as source when the home prefixes are known", () => {
+    for (const ctx of [HOME, ISP]) {
+      assert.deepEqual(rules(request({ "target-prefix": ["203.0.113.255/32"] }), ctx), ["scope[0].target-prefix[0] target-routable"]);
+      assert.deepEqual(rules(request({ [SRC]: ["203.0.113.255/32"] }), ctx), [`scope[0].${SRC}[0] source-special`]);
+      accepts(request({ [SRC]: ["203.0.113.0/24"] }), ctx); // the whole prefix is fine
+    }
+    accepts(request({ "target-prefix": ["203.0.113.255/32"] }), { side: "isp" }); // unknown home: no directed broadcast to check
+  });
+
   it("other members are type-checked through the CBOR schema", () => {
     accepts(request({ "target-fqdn": ["www.example.com"], "attack-status": "under-attack" }));
     accepts(request({ "ietf-dots-telemetry:attack-detail": [{ "vendor-id": 32473, "attack-id": 7, "attack-severity": "high" }] }));
