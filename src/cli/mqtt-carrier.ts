@@ -145,6 +145,9 @@ export class MqttCarrier {
     const client = mqtt.connect(this.s.url, opts);
     this.client = client;
     client.on("connect", () => {
+      // Commands and answers are small packets: without this, Nagle holds one back behind an
+      // unacknowledged one (a QoS 1 PUBACK), which showed as the MQTT path's p99 (bench/cluster.ts).
+      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.backoff = BACKOFF_MIN_MS;
       this.connected = true;
       this.deps.print("mqtt-connected", { url: redactUrl(this.s.url), clientId: this.s.clientId, instance: this.instance });
@@ -334,6 +337,7 @@ export class MqttCarrier {
       const id = decodeTopicLevel(rest[1]);
       if (id === undefined) return;
       const p = parseJson(payload) as Partial<Proc> | undefined;
+      if (payload.length > 0 && (!p || typeof p.instance !== "string")) this.badView("BAD_PRESENCE", this.t("presence", ...rest), payload);
       if (!p || typeof p.instance !== "string") this.procs.delete(id);
       else this.procs.set(id, { online: p.online === true, instance: p.instance });
       return;
@@ -343,15 +347,25 @@ export class MqttCarrier {
     if (home === undefined) return;
     const p = parseJson(payload) as Partial<Presence> | undefined;
     if (!p || typeof p.clientId !== "string" || typeof p.instance !== "string") {
+      if (payload.length > 0) this.badView("BAD_PRESENCE", this.t("presence", ...rest), payload);
       this.presence.delete(home);
       return;
     }
     this.presence.set(home, { clientId: p.clientId, instance: p.instance });
-    // A presence our earlier run left (crash): nobody else will clear it.
-    if (p.clientId === this.s.clientId && p.instance !== this.instance && !this.mine.has(home) && this.client && this.connected) {
+    // A presence naming us for a home we do not hold: our earlier run left it (crash), or the
+    // session ended while the broker was away (a persistent broker kept it). Nobody else clears it.
+    if (p.clientId === this.s.clientId && !this.mine.has(home) && this.client && this.connected) {
       this.client.publish(this.t("presence", rest[0]), "", { qos: 1, retain: true });
     }
     if (this.heldByMe(home)) this.runParked(home);
+  }
+
+  /** A record on the fleet's own topics that is not what docs/mqtt.md says: ignored, and said so. */
+  private badView(code: string, topic: string, payload: Buffer): void {
+    this.mqttError(code, `ignoring ${topic}: not a record as docs/mqtt.md describes (treated as absent)`, {
+      topic,
+      payload: payload.toString("utf8", 0, Math.min(payload.length, 200)),
+    });
   }
 
   /** The live holder of a home by our view, or undefined (none, or a dead process's leftover). */
@@ -589,6 +603,7 @@ export class MqttCarrier {
     const body = parseJson(payload) as
       { command?: Fields; receivedAt?: string; until?: string; by?: string; byInstance?: string } | undefined;
     if (!body || typeof body.command !== "object" || body.command === null) {
+      if (payload.length > 0) this.badView("BAD_HELD", topic, payload);
       this.parked.delete(topic);
       const t = this.expiryTimers.get(topic);
       if (t) clearTimeout(t);

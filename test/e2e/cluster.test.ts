@@ -10,17 +10,17 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:chil
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import mqtt, { type MqttClient } from "mqtt";
+import mqtt from "mqtt";
 import { silenceToRedialMs } from "../../src/dots/heartbeat";
 import { DEFAULT_CONFIG_SET } from "../../src/dots/session-config";
 import { CliProcess } from "../support/cli-process";
 import { hasCommand, isRoot, requireOrSkip } from "../support/env";
-import type { FleetEvent, FleetHome, FleetJob } from "../support/home-fleet";
+import { FleetView } from "../support/fleet-view";
+import { HomeFleet, type FleetHome } from "../support/home-fleet";
 import { hasMosquitto, TestBroker } from "../support/mosquitto";
 import { repoRoot } from "../support/paths";
 
 const LB = path.join(repoRoot(), "scripts", "lb", "dots-lb.sh");
-const FLEET = path.resolve(__dirname, "../support/home-fleet.js");
 const VIP = "10.8.0.100";
 const HOME_ADDR = "10.8.0.2";
 const BACKENDS = ["10.9.0.11", "10.9.0.12", "10.9.0.13"];
@@ -52,82 +52,6 @@ function sh(args: string[]): string {
 }
 
 type Json = Record<string, unknown>;
-
-/** The detector's view of the fleet over MQTT: presence per home and every event. */
-class FleetView {
-  readonly presence = new Map<string, string>();
-  readonly procs = new Map<string, boolean>();
-  readonly events: Array<{ home: string; json: Json; at: number }> = [];
-  private waiters: Array<() => boolean> = [];
-  constructor(readonly client: MqttClient) {
-    client.on("message", (topic, payload) => {
-      const levels = topic.split("/");
-      let json: Json | undefined;
-      try {
-        json = payload.length ? (JSON.parse(payload.toString()) as Json) : undefined;
-      } catch {
-        json = undefined;
-      }
-      if (levels[1] === "presence" && levels[2] === "_proc") this.procs.set(levels[3], json?.online === true);
-      else if (levels[1] === "presence") {
-        if (json && typeof json.clientId === "string") this.presence.set(levels[2], json.clientId);
-        else this.presence.delete(levels[2]);
-      } else if (levels[1] === "evt" && json) this.events.push({ home: levels[2], json, at: Date.now() });
-      this.waiters = this.waiters.filter((w) => !w());
-    });
-  }
-
-  until(what: string, pred: () => boolean, ms: number): Promise<void> {
-    if (pred()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== check);
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-      }, ms);
-      const check = (): boolean => {
-        if (!pred()) return false;
-        clearTimeout(timer);
-        resolve();
-        return true;
-      };
-      this.waiters.push(check);
-    });
-  }
-
-  answer(home: string, id: string): Json | undefined {
-    return this.events.find((e) => e.home === home && e.json.id === id && (e.json.event === "response" || e.json.event === "error"))?.json;
-  }
-}
-
-class HomeFleet {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly events: FleetEvent[] = [];
-  private buf = "";
-  constructor(netns: string, job: FleetJob) {
-    this.child = spawn("ip", ["netns", "exec", netns, process.execPath, FLEET, JSON.stringify(job)], { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdout.on("data", (c: Buffer) => {
-      this.buf += c.toString();
-      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        try {
-          this.events.push(JSON.parse(line) as FleetEvent);
-        } catch {
-          // not an event line
-        }
-      }
-    });
-    this.child.stderr.on("data", () => undefined);
-  }
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const gone = new Promise((r) => this.child.once("exit", r));
-    this.child.kill("SIGTERM");
-    const t = setTimeout(() => this.child.kill("SIGKILL"), 4000);
-    await gone;
-    clearTimeout(t);
-  }
-}
 
 const mitigation = (h: FleetHome, target: string) => ({
   "ietf-dots-signal-channel:mitigation-scope": {

@@ -3,6 +3,7 @@
 // balancer spreads on). Run as `node home-fleet.js '<job JSON>'` (inside a network namespace with
 // `ip netns exec`); prints one JSON line per event on stdout and exits when stdin closes or on
 // SIGTERM. Every home decides "enforced" at once on a new mitigation (auto-decide).
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import type { ConfigSet } from "../../src/dots/session-config";
 import { CallHomeDialer } from "../../src/dots/home-engine";
 
@@ -36,6 +37,39 @@ export type FleetEvent =
 
 function out(e: FleetEvent): void {
   process.stdout.write(JSON.stringify(e) + "\n");
+}
+
+/** A home-fleet process in a network namespace, its events collected. */
+export class HomeFleet {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly events: FleetEvent[] = [];
+  private buf = "";
+  constructor(netns: string, job: FleetJob) {
+    this.child = spawn("ip", ["netns", "exec", netns, process.execPath, __filename, JSON.stringify(job)], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stdout.on("data", (c: Buffer) => {
+      this.buf += c.toString();
+      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        try {
+          this.events.push(JSON.parse(line) as FleetEvent);
+        } catch {
+          // not an event line
+        }
+      }
+    });
+    this.child.stderr.on("data", () => undefined);
+  }
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const gone = new Promise((r) => this.child.once("exit", r));
+    this.child.kill("SIGTERM");
+    const t = setTimeout(() => this.child.kill("SIGKILL"), 4000);
+    await gone;
+    clearTimeout(t);
+  }
 }
 
 async function main(job: FleetJob): Promise<void> {

@@ -6,7 +6,6 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { hasCommand } from "./env";
-import { freePort } from "./ports";
 
 export const hasMosquitto = (): boolean => hasCommand("mosquitto");
 
@@ -15,6 +14,18 @@ function listening(port: number, socketPath?: string): Promise<boolean> {
     const s = socketPath !== undefined ? net.connect(socketPath) : net.connect(port, "127.0.0.1");
     s.once("connect", () => (s.destroy(), resolve(true)));
     s.once("error", () => resolve(false));
+  });
+}
+
+/** A TCP port free on 127.0.0.1 now (the broker needs no UDP, which a busy machine may have used up). */
+function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const p = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(p));
+    });
   });
 }
 
@@ -53,7 +64,7 @@ export class TestBroker {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-mosquitto-"));
     fs.chmodSync(dir, 0o777); // mosquitto started as root reads its files (and writes its db) as user mosquitto
     // a fresh namespace has every port free
-    const b = new TestBroker(opts.netns !== undefined ? 1883 : await freePort(), dir, opts.tls !== undefined, opts.netns);
+    const b = new TestBroker(opts.netns !== undefined ? 1883 : await freeTcpPort(), dir, opts.tls !== undefined, opts.netns);
     if (opts.netns !== undefined && opts.unixSocket !== true) throw new Error("TestBroker: a broker in a netns needs unixSocket");
     b.unix = opts.unixSocket === true;
     const conf = [`listener ${b.port} 127.0.0.1`];
