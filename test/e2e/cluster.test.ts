@@ -153,6 +153,11 @@ describe("ISP cluster: 3 listeners behind dots-lb.sh, MQTT routing, 300 homes, k
     }
     const lbArgs = ["--vip", VIP, "--mode", "hash", ...BACKENDS.flatMap((b) => ["--backend", b])];
     sh(["ip", "netns", "exec", ns.lb, LB, "apply", ...lbArgs]);
+    // a fixed seed: every check (and every balancer host of this VIP) maps a home's flow alike
+    assert.match(
+      sh(["ip", "netns", "exec", ns.lb, "nft", "list", "table", "ip", "dots_lb"]),
+      /jhash ip saddr \. th sport mod 3 seed 0x[0-9a-f]{8} map/,
+    );
     watch = spawn("ip", ["netns", "exec", ns.lb, LB, "watch", "--interval", "1", ...lbArgs], { stdio: ["pipe", "pipe", "pipe"] });
     watch.stdout.on("data", () => undefined);
     watch.stderr.on("data", () => undefined);
