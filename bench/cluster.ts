@@ -89,6 +89,7 @@ async function main(): Promise<void> {
     for (const n of Object.values(ns)) spawnSync("ip", ["netns", "del", n]);
   };
   process.once("exit", cleanup);
+  for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => process.exit(130)); // runs cleanup
   try {
     for (const n of Object.values(ns)) {
       sh(["ip", "netns", "add", n]);
@@ -183,6 +184,7 @@ async function main(): Promise<void> {
     await sleep(CPU_WINDOW_S * 1000);
     const loadCpu = listeners.map((l, i) => (cpuMs(l.child.pid) - c0[i]) / (CPU_WINDOW_S * 1000));
     const fleetCpu = fleets.map((f, i) => (cpuMs(f.child.pid) - f0[i]) / (CPU_WINDOW_S * 1000));
+    const held = ids.map((id) => heldBy(id).length);
     const rss = listeners.map((l) => {
       try {
         return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${l.child.pid}/status`, "utf8"))?.[1]) / 1024;
@@ -246,7 +248,7 @@ async function main(): Promise<void> {
           }
           return backAt.size === moved.length;
         },
-        200_000,
+        Number(arg("failover-wait", "200")) * 1000,
       )
       .catch((e: Error) => console.log(`  (${e.message}: ${backAt.size} of ${moved.length} back)`));
     const failWindow = Date.now() - killedAt;
@@ -268,7 +270,7 @@ async function main(): Promise<void> {
     console.log(`  homes per listener and CPU (${CPU_WINDOW_S} s window, steady heartbeats):`);
     for (const [i, id] of ids.entries())
       console.log(
-        `    ${id}: ${heldBy(id).length + (i === 0 ? moved.length : 0)} homes, CPU ${pc(loadCpu[i])} of one core, RSS ${rss[i].toFixed(0)} MB   (idle before the homes: ${pc(idleCpu[i])})`,
+        `    ${id}: ${held[i]} homes, CPU ${pc(loadCpu[i])} of one core, RSS ${rss[i].toFixed(0)} MB   (idle before the homes: ${pc(idleCpu[i])})`,
       );
     console.log(`    home processes (load generator, not the ISP): CPU ${fleetCpu.map(pc).join(" / ")}`);
     console.log(`  mitigate -> 2.01, ${N_REQ} each, alternating over ${sample.length} homes on all listeners:`);
@@ -285,6 +287,22 @@ async function main(): Promise<void> {
     console.log(`    DTLS homes (liveness probe) ${m3(split("udp"))}; TLS homes (reset) ${m3(split("tcp"))}`);
     console.log(`    reference, cold start of all ${N_HOMES} homes (spread over 5 s): 50/95/100% ${m3(cold)}`);
     console.log(`    survivors' CPU during the failover window: ${survivorsCpu.map(pc).join(" / ")}`);
+    const seen = new Map<string, number>();
+    for (const l of listeners.slice(1))
+      for (const x of l.lines)
+        if (x.time !== undefined && Date.parse(String(x.time)) >= killedAt && !["heartbeat", "status", "response"].includes(x.event))
+          seen.set(x.event, (seen.get(x.event) ?? 0) + 1);
+    console.log(`    survivors' events after the kill: ${[...seen].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    const missing = moved.filter((h) => !backAt.has(h));
+    if (missing.length) {
+      const evs = fleets
+        .flatMap((f) => f.events)
+        .flatMap((e) => (e.event !== "ready" && e.home === missing[0] && e.at >= killedAt ? [e] : []));
+      console.log(`    ${missing.length} not back; what ${missing[0]} saw after the kill:`);
+      for (const e of evs.slice(0, 12)) console.log(`      +${sec(e.at - killedAt)} ${JSON.stringify(e).slice(0, 220)}`);
+    }
+    const drops = listeners.slice(1).flatMap((l) => l.lines.filter((x) => x.event === "drop" || x.event === "auth-failure"));
+    if (drops.length) console.log(`    first drop/auth-failure: ${JSON.stringify(drops[0]).slice(0, 300)}`);
     await client.endAsync(true);
   } finally {
     for (const f of fleets) await f.stop();

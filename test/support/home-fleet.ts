@@ -33,6 +33,7 @@ export type FleetEvent =
   | { event: "ready"; homes: number }
   | { event: "up"; home: string; transport: string; at: number }
   | { event: "down"; home: string; reason: string; at: number }
+  | { event: "error"; home: string; message: string; at: number }
   | { event: "mitigation"; home: string; mid: number; cuid: string; kind: string; at: number };
 
 function out(e: FleetEvent): void {
@@ -100,7 +101,8 @@ async function main(job: FleetJob): Promise<void> {
         ...(job.firstAttemptJitterMs !== undefined ? { firstAttemptJitterMs: job.firstAttemptJitterMs } : {}),
       },
     });
-    d.on("error", () => undefined); // reconnects and probes report here; the events below say what matters
+    // reconnects, probes and failed attempts report here (bounded text)
+    d.on("error", (e: Error) => out({ event: "error", home: h.identity, message: e.message.slice(0, 200), at: Date.now() }));
     d.on("connected", (i: { transport: string }) => out({ event: "up", home: h.identity, transport: i.transport, at: Date.now() }));
     d.on("disconnected", (i: { reason: string }) => out({ event: "down", home: h.identity, reason: i.reason, at: Date.now() }));
     d.on("mitigation", (m: { cuid: string; mid: number; kind: string }) => {
