@@ -20,6 +20,7 @@ export const MAX_HELD_TOTAL = 10_000;
 /** Events kept for MQTT while the broker is away (stdout gets them all). */
 export const MAX_OFFLINE_EVENTS = 1000;
 const DEDUP_MS = 10 * 60_000;
+const MAX_UNRELEASED = 100_000;
 const MAX_DEDUP = 10_000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
@@ -102,6 +103,8 @@ export class MqttCarrier {
   /** Homes whose session is up here, with how many sessions (a replacement overlaps briefly). */
   private readonly mine = new Map<string, number>();
   private readonly homeOfSession = new Map<string, string>();
+  /** Homes whose session ended while the broker was away (their presence was not cleared). */
+  private readonly unreleased = new Set<string>();
   private readonly presence = new Map<string, Presence>();
   private readonly procs = new Map<string, Proc>();
   private readonly parked = new Map<string, Parked>();
@@ -234,7 +237,12 @@ export class MqttCarrier {
 
   private async releaseHome(home: string): Promise<void> {
     const c = this.client;
-    if (!c || !this.connected) return;
+    if (!c || !this.connected) {
+      // a persistent broker may still hold our presence for it: cleared when we see it again
+      this.unreleased.add(home);
+      if (this.unreleased.size > MAX_UNRELEASED) this.unreleased.delete(this.unreleased.values().next().value as string);
+      return;
+    }
     const level = encodeTopicLevel(home);
     await c.publishAsync(this.t("presence", level), "", { qos: 1, retain: true });
     if (this.mine.has(home)) return; // back meanwhile
@@ -291,6 +299,7 @@ export class MqttCarrier {
   }
 
   private sessionUp(home: string): void {
+    this.unreleased.delete(home);
     this.mine.set(home, (this.mine.get(home) ?? 0) + 1);
     if (this.mine.get(home) === 1)
       this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
@@ -354,7 +363,9 @@ export class MqttCarrier {
     this.presence.set(home, { clientId: p.clientId, instance: p.instance });
     // A presence naming us for a home we do not hold: our earlier run left it (crash), or the
     // session ended while the broker was away (a persistent broker kept it). Nobody else clears it.
-    if (p.clientId === this.s.clientId && !this.mine.has(home) && this.client && this.connected) {
+    // Not the echo of a presence we released ourselves: clearing again could erase the next holder's.
+    const leftover = p.instance !== this.instance || this.unreleased.delete(home);
+    if (p.clientId === this.s.clientId && !this.mine.has(home) && leftover && this.client && this.connected) {
       this.client.publish(this.t("presence", rest[0]), "", { qos: 1, retain: true });
     }
     if (this.heldByMe(home)) this.runParked(home);
