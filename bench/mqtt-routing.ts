@@ -2,7 +2,9 @@
 // same run: one `dots-call-home listen --mqtt` process, one dialer process (auto-decide), a real
 // mosquitto on loopback. Requests alternate stdin / MQTT so both see the same conditions; each
 // mitigation is withdrawn (untimed) so the home's per-client limit is never reached.
-//   node dist/bench/mqtt-routing.js [--n 200]
+// The broker runs with set_tcp_nodelay true and the bench's MQTT client (the detector) disables
+// Nagle, as docs/scale-out.md advises; --nagle leaves both at their defaults (Nagle on).
+//   node dist/bench/mqtt-routing.js [--n 200] [--nagle]
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -14,6 +16,7 @@ import mqtt from "mqtt";
 const args = process.argv.slice(2);
 const nAt = args.indexOf("--n");
 const N = nAt >= 0 ? Number(args[nAt + 1]) : 200;
+const NAGLE = args.includes("--nagle");
 const MAIN = path.resolve(__dirname, "../src/cli/main.js");
 const KEY = "text:bench-mqtt-psk-0123456789";
 
@@ -50,7 +53,10 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-bench-mqtt-"));
   fs.chmodSync(dir, 0o755);
   const mport = await freePort();
-  fs.writeFileSync(path.join(dir, "m.conf"), `listener ${mport} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  fs.writeFileSync(
+    path.join(dir, "m.conf"),
+    `listener ${mport} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay ${NAGLE ? "false" : "true"}\n`,
+  );
   const broker = spawn("mosquitto", ["-c", path.join(dir, "m.conf")], { stdio: "ignore" });
   const children: ChildProcessWithoutNullStreams[] = [];
   try {
@@ -113,6 +119,7 @@ async function main(): Promise<void> {
     while (!up) await new Promise((r) => setTimeout(r, 20));
 
     const client = await mqtt.connectAsync(url, { protocolVersion: 5 });
+    if (!NAGLE) (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     client.on("message", (_t, payload) => {
       const l = JSON.parse(payload.toString()) as Line;
       if ((l.event === "response" || l.event === "error") && l.id !== undefined) waiters.get(String(l.id))?.(l);
@@ -152,7 +159,9 @@ async function main(): Promise<void> {
     }
     await client.endAsync();
     const fmt = (x: number) => `${x.toFixed(2)} ms`;
-    console.log(`mitigate -> 2.01, ${N} each, alternating, one listener + one dialer process, DTLS on loopback`);
+    console.log(
+      `mitigate -> 2.01, ${N} each, alternating, one listener + one dialer process, DTLS on loopback, Nagle ${NAGLE ? "on (defaults)" : "off (broker set_tcp_nodelay, client setNoDelay)"}`,
+    );
     console.log(`  stdin (reference)   p50 ${fmt(pct(times.stdin, 50))}  p99 ${fmt(pct(times.stdin, 99))}`);
     console.log(`  MQTT (mosquitto)    p50 ${fmt(pct(times.mqtt, 50))}  p99 ${fmt(pct(times.mqtt, 99))}`);
     console.log(

@@ -3,7 +3,7 @@
 # processes behind one address with nftables DNAT; conntrack keeps each flow on its backend.
 # See scripts/lb/README.md. Needs root, nft and (for check/watch) conntrack.
 #
-#   dots-lb.sh apply    --vip ADDR [--port 4647] [--mode hash|rr|random] [--table dots_lb] --backend ADDR[:PORT] ...
+#   dots-lb.sh apply    --vip ADDR [--port 4647] [--mode hash|rr|random] [--seed N] [--table dots_lb] --backend ADDR[:PORT] ...
 #   dots-lb.sh check    (same options)  probe every backend once, keep only the live ones in the map,
 #                                       and drop the conntrack entries of the dead ones
 #   dots-lb.sh watch    (same options) [--interval S]   check every S seconds (default 5)
@@ -19,6 +19,7 @@ TABLE=dots_lb
 INTERVAL=5
 PROBE_TIMEOUT=1
 BACKENDS=""
+SEED=""
 
 die() {
   printf 'dots-lb: %s\n' "$1" >&2
@@ -36,6 +37,7 @@ while [ $# -gt 0 ]; do
     --table) TABLE="${2:?--table needs a name}"; shift 2 ;;
     --interval) INTERVAL="${2:?--interval needs seconds}"; shift 2 ;;
     --probe-timeout) PROBE_TIMEOUT="${2:?--probe-timeout needs seconds}"; shift 2 ;;
+    --seed) SEED="${2:?--seed needs a number}"; shift 2 ;;
     --backend) BACKENDS="$BACKENDS ${2:?--backend needs ADDR[:PORT]}"; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
@@ -45,8 +47,15 @@ done
 is_ipv4() { printf '%s' "$1" | grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}$'; }
 is_port() { printf '%s' "$1" | grep -Eq '^[0-9]{1,5}$' && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
 printf '%s' "$TABLE" | grep -Eq '^[A-Za-z][A-Za-z0-9_]{0,31}$' || die "--table: letters, digits and _ (at most 32)"
+# jhash seed: without one the kernel draws a random seed per rule, so every check (which rebuilds
+# the rule) and every balancer host would map new flows differently. A fixed seed, by default
+# derived from VIP and port, gives every balancer host of one VIP the same map (ECMP between them).
+if [ -z "$SEED" ]; then SEED=$(printf '%s:%s' "$VIP" "$PORT" | cksum | cut -d' ' -f1); fi
+printf '%s' "$SEED" | grep -Eq '^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$' && [ $((SEED)) -le 4294967295 ] || die "--seed: 0..4294967295 (decimal or 0x hex)"
+SEED=$(printf '0x%08x' $((SEED)))
+AFTER=""
 case "$MODE" in
-  hash) PICK="jhash ip saddr . th sport mod" ;;  # deterministic per home address and port
+  hash) PICK="jhash ip saddr . th sport mod"; AFTER="seed $SEED" ;;  # deterministic per home address and port
   rr) PICK="numgen inc mod" ;;                   # round robin over new flows
   random) PICK="numgen random mod" ;;            # as kube-proxy's nftables mode
   *) die "--mode must be hash, rr or random" ;;
@@ -83,7 +92,7 @@ apply_live() {
   done
   rule=""
   if [ "$n" -gt 0 ]; then
-    rule="ip daddr $VIP meta l4proto { tcp, udp } th dport $PORT dnat ip to $PICK $n map { $elems }"
+    rule="ip daddr $VIP meta l4proto { tcp, udp } th dport $PORT dnat ip to $PICK $n${AFTER:+ $AFTER} map { $elems }"
   fi
   nft -f - <<EOF
 table ip $TABLE

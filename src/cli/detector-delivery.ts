@@ -55,6 +55,8 @@ export class MqttDelivery implements Delivery {
       username: this.opts.username,
       password: this.opts.password,
     });
+    // small command/answer packets: no Nagle delay behind an unacknowledged one (as the listener)
+    (this.client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
     return this.client;
   }
 

@@ -20,6 +20,7 @@ export const MAX_HELD_TOTAL = 10_000;
 /** Events kept for MQTT while the broker is away (stdout gets them all). */
 export const MAX_OFFLINE_EVENTS = 1000;
 const DEDUP_MS = 10 * 60_000;
+const MAX_UNRELEASED = 100_000;
 const MAX_DEDUP = 10_000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
@@ -102,6 +103,8 @@ export class MqttCarrier {
   /** Homes whose session is up here, with how many sessions (a replacement overlaps briefly). */
   private readonly mine = new Map<string, number>();
   private readonly homeOfSession = new Map<string, string>();
+  /** Homes whose session ended while the broker was away (their presence was not cleared). */
+  private readonly unreleased = new Set<string>();
   private readonly presence = new Map<string, Presence>();
   private readonly procs = new Map<string, Proc>();
   private readonly parked = new Map<string, Parked>();
@@ -145,6 +148,9 @@ export class MqttCarrier {
     const client = mqtt.connect(this.s.url, opts);
     this.client = client;
     client.on("connect", () => {
+      // Commands and answers are small packets: without this, Nagle holds one back behind an
+      // unacknowledged one (a QoS 1 PUBACK), which showed as the MQTT path's p99 (bench/cluster.ts).
+      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.backoff = BACKOFF_MIN_MS;
       this.connected = true;
       this.deps.print("mqtt-connected", { url: redactUrl(this.s.url), clientId: this.s.clientId, instance: this.instance });
@@ -231,7 +237,12 @@ export class MqttCarrier {
 
   private async releaseHome(home: string): Promise<void> {
     const c = this.client;
-    if (!c || !this.connected) return;
+    if (!c || !this.connected) {
+      // a persistent broker may still hold our presence for it: cleared when we see it again
+      this.unreleased.add(home);
+      if (this.unreleased.size > MAX_UNRELEASED) this.unreleased.delete(this.unreleased.values().next().value as string);
+      return;
+    }
     const level = encodeTopicLevel(home);
     await c.publishAsync(this.t("presence", level), "", { qos: 1, retain: true });
     if (this.mine.has(home)) return; // back meanwhile
@@ -288,6 +299,7 @@ export class MqttCarrier {
   }
 
   private sessionUp(home: string): void {
+    this.unreleased.delete(home);
     this.mine.set(home, (this.mine.get(home) ?? 0) + 1);
     if (this.mine.get(home) === 1)
       this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
@@ -334,6 +346,7 @@ export class MqttCarrier {
       const id = decodeTopicLevel(rest[1]);
       if (id === undefined) return;
       const p = parseJson(payload) as Partial<Proc> | undefined;
+      if (payload.length > 0 && (!p || typeof p.instance !== "string")) this.badView("BAD_PRESENCE", this.t("presence", ...rest), payload);
       if (!p || typeof p.instance !== "string") this.procs.delete(id);
       else this.procs.set(id, { online: p.online === true, instance: p.instance });
       return;
@@ -343,15 +356,27 @@ export class MqttCarrier {
     if (home === undefined) return;
     const p = parseJson(payload) as Partial<Presence> | undefined;
     if (!p || typeof p.clientId !== "string" || typeof p.instance !== "string") {
+      if (payload.length > 0) this.badView("BAD_PRESENCE", this.t("presence", ...rest), payload);
       this.presence.delete(home);
       return;
     }
     this.presence.set(home, { clientId: p.clientId, instance: p.instance });
-    // A presence our earlier run left (crash): nobody else will clear it.
-    if (p.clientId === this.s.clientId && p.instance !== this.instance && !this.mine.has(home) && this.client && this.connected) {
+    // A presence naming us for a home we do not hold: our earlier run left it (crash), or the
+    // session ended while the broker was away (a persistent broker kept it). Nobody else clears it.
+    // Not the echo of a presence we released ourselves: clearing again could erase the next holder's.
+    const leftover = p.instance !== this.instance || this.unreleased.delete(home);
+    if (p.clientId === this.s.clientId && !this.mine.has(home) && leftover && this.client && this.connected) {
       this.client.publish(this.t("presence", rest[0]), "", { qos: 1, retain: true });
     }
     if (this.heldByMe(home)) this.runParked(home);
+  }
+
+  /** A record on the fleet's own topics that is not what docs/mqtt.md says: ignored, and said so. */
+  private badView(code: string, topic: string, payload: Buffer): void {
+    this.mqttError(code, `ignoring ${topic}: not a record as docs/mqtt.md describes (treated as absent)`, {
+      topic,
+      payload: payload.toString("utf8", 0, Math.min(payload.length, 200)),
+    });
   }
 
   /** The live holder of a home by our view, or undefined (none, or a dead process's leftover). */
@@ -589,6 +614,7 @@ export class MqttCarrier {
     const body = parseJson(payload) as
       { command?: Fields; receivedAt?: string; until?: string; by?: string; byInstance?: string } | undefined;
     if (!body || typeof body.command !== "object" || body.command === null) {
+      if (payload.length > 0) this.badView("BAD_HELD", topic, payload);
       this.parked.delete(topic);
       const t = this.expiryTimers.get(topic);
       if (t) clearTimeout(t);

@@ -1,0 +1,51 @@
+// What a detector sees of an ISP fleet over MQTT (docs/mqtt.md): which process holds each home
+// (retained presence), which processes are alive (their _proc records), and every event.
+import type { MqttClient } from "mqtt";
+
+type Json = Record<string, unknown>;
+
+/** The detector's view of the fleet over MQTT: presence per home and every event. */
+export class FleetView {
+  readonly presence = new Map<string, string>();
+  readonly procs = new Map<string, boolean>();
+  readonly events: Array<{ home: string; json: Json; at: number }> = [];
+  private waiters: Array<() => boolean> = [];
+  constructor(readonly client: MqttClient) {
+    client.on("message", (topic, payload) => {
+      const levels = topic.split("/");
+      let json: Json | undefined;
+      try {
+        json = payload.length ? (JSON.parse(payload.toString()) as Json) : undefined;
+      } catch {
+        json = undefined;
+      }
+      if (levels[1] === "presence" && levels[2] === "_proc") this.procs.set(levels[3], json?.online === true);
+      else if (levels[1] === "presence") {
+        if (json && typeof json.clientId === "string") this.presence.set(levels[2], json.clientId);
+        else this.presence.delete(levels[2]);
+      } else if (levels[1] === "evt" && json) this.events.push({ home: levels[2], json, at: Date.now() });
+      this.waiters = this.waiters.filter((w) => !w());
+    });
+  }
+
+  until(what: string, pred: () => boolean, ms: number): Promise<void> {
+    if (pred()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== check);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      }, ms);
+      const check = (): boolean => {
+        if (!pred()) return false;
+        clearTimeout(timer);
+        resolve();
+        return true;
+      };
+      this.waiters.push(check);
+    });
+  }
+
+  answer(home: string, id: string): Json | undefined {
+    return this.events.find((e) => e.home === home && e.json.id === id && (e.json.event === "response" || e.json.event === "error"))?.json;
+  }
+}
