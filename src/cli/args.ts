@@ -351,7 +351,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "reconnect-min": "duration",
   "reconnect-max": "duration",
   "allow-indefinite-lifetime": "boolean",
-  "max-lifetime": "duration",
+  "max-lifetime": "seconds",
   "terminating-period": "duration",
   "state-dir": "string",
   enforce: "string",
