@@ -2,7 +2,7 @@
 // dots-call-home-dialer) -> a CallHomeDialer held in the engine registry.
 import type { Node, NodeAPI } from "node-red";
 import type { TransportChoice } from "../../src/dots/api";
-import { DEFAULTS } from "../../src/dots/defaults";
+import { DEFAULTS, LIMITS } from "../../src/dots/defaults";
 import { CallHomeDialer, type HomeEngineOptions } from "../../src/dots/home-engine";
 import { certificateFrom, listOf, normalisePrefix, parseDnsServers, parseDomain, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -21,6 +21,8 @@ export interface HomeEndpointSettings {
   heartbeatInterval: string | number;
   decisionWait: string | number;
   allowIndefinite: boolean;
+  /** Longest lifetime granted, seconds ("" = DEFAULTS.maxLifetimeS). */
+  maxLifetime?: string | number;
   terminatingPeriod: string | number;
 }
 
@@ -37,6 +39,7 @@ export const HOME_SETTING_NAMES: ReadonlyArray<keyof HomeEndpointSettings> = [
   "decisionWait",
   "allowIndefinite",
   "terminatingPeriod",
+  "maxLifetime",
 ];
 
 function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir: string | undefined): HomeEngineOptions {
@@ -56,6 +59,12 @@ function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir
     heartbeatInterval: int(c.heartbeatInterval ?? DEFAULTS.heartbeatIntervalS, "heartbeat interval", 15, 240),
     decisionWaitMs: int(c.decisionWait ?? DEFAULTS.decisionWaitMs, "decision wait", 0, 60000),
     allowIndefiniteLifetime: c.allowIndefinite === true,
+    maxLifetime: int(
+      c.maxLifetime === "" || c.maxLifetime === undefined ? DEFAULTS.maxLifetimeS : c.maxLifetime,
+      "max lifetime",
+      LIMITS.maxLifetimeS[0],
+      LIMITS.maxLifetimeS[1],
+    ),
     // RFC 9132 4.4.3: after a withdrawal the home may keep mitigating for a while (status 5).
     tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? DEFAULTS.terminatingPeriodMs / 1000, "terminating period", 0, 3600) * 1000 },
   };

@@ -173,6 +173,8 @@ dial options:
   --reconnect-min MS       reconnect back-off floor (default 60000, RFC 9132; lower it for labs)
   --reconnect-max MS       reconnect back-off ceiling (default 300000)
   --allow-indefinite-lifetime   grant lifetime -1 as indefinite (otherwise 3600 s is granted)
+  --max-lifetime S         longest lifetime granted, seconds: min(requested, S) is granted and
+                           returned in the 2.01 (default 86400, at most 31536000)
   --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
                            mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
   --state-dir DIR          where the home keeps its mitigations durably (one file per dialer,
@@ -268,7 +270,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
            "ca":"ca.crt","servername":"isp.example","homePrefixes":["203.0.113.0/24"],
            "heartbeatInterval":30,"decisionWaitMs":2000,"autoDecide":"enforced",
-           "reconnect":{"minMs":60000,"maxMs":300000},"allowIndefiniteLifetime":false,
+           "reconnect":{"minMs":60000,"maxMs":300000},"allowIndefiniteLifetime":false,"maxLifetime":86400,
            "enforce":"nftables","nat":"conntrack","action":"block","consent":"manual",
            "consentTimeoutMs":300000,"consentOnTimeout":"reject","nftTable":"dots_call_home",
            "terminatingPeriodMs":120000}
@@ -349,6 +351,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "reconnect-min": "duration",
   "reconnect-max": "duration",
   "allow-indefinite-lifetime": "boolean",
+  "max-lifetime": "seconds",
   "terminating-period": "duration",
   "state-dir": "string",
   enforce: "string",
@@ -860,6 +863,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   }
   const indefinite = f["allow-indefinite-lifetime"] ?? settings.allowIndefiniteLifetime;
   if (indefinite !== undefined) options.allowIndefiniteLifetime = indefinite === true;
+  const maxLifetime = f["max-lifetime"] ?? settings.maxLifetime;
+  if (maxLifetime !== undefined) options.maxLifetime = secs(maxLifetime, "max-lifetime", LIMITS.maxLifetimeS);
   options.stateDir = stateDirFrom(f["state-dir"], settings.stateDir, base);
 
   const out: DialConfig = { options };

@@ -119,6 +119,8 @@ export interface DialerOptions {
   /** Reconnect back-off bounds, ms (defaults honour RFC 9132: >= 60 s). */
   reconnect?: { minMs: number; maxMs: number };
   allowIndefiniteLifetime?: boolean;
+  /** Longest lifetime granted, seconds (min(requested, this) is granted and returned). Default DEFAULTS.maxLifetimeS (1 day). */
+  maxLifetime?: number;
   /** Directory for the durable mitigation state file; absent: kept in memory only. */
   stateDir?: string;
 }

@@ -12,6 +12,10 @@ export const DEFAULTS = Object.freeze({
   decisionWaitMs: 1000,
   /** After a withdrawal, keep mitigating this long with status 5 (RFC 9132 section 4.4.4 suggests 120 s). */
   terminatingPeriodMs: 120_000,
+  /** Longest lifetime the home grants, seconds (RFC 9132 4.4.1 lets the server grant less than asked; 1 day). */
+  maxLifetimeS: 86_400,
+  /** retry-timer sent when the home deactivates a request as legitimate traffic, seconds (RFC 9132 4.4.1). */
+  legitimateRetryS: 300,
   /** Reconnect back-off floor and ceiling (RFC 9132 section 4.3: 60 s minimum between attempts). */
   reconnectMinMs: 60_000,
   reconnectMaxMs: 300_000,
@@ -33,6 +37,8 @@ export const LIMITS = Object.freeze({
   heartbeatIntervalS: [1, 65535],
   decisionWaitMs: [0, 3_600_000],
   terminatingPeriodMs: [0, 3_600_000],
+  /** Up to 365 days: the nftables timeout the enforcer can express. */
+  maxLifetimeS: [1, 31_536_000],
   reconnectMs: [0, 86_400_000],
   dropAfterFailures: [1, 1_000_000],
   dropWindowMs: [1, 86_400_000],

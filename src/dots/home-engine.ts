@@ -3,12 +3,13 @@
 // connection, sends its own heartbeats to keep the NAT binding alive, detects session loss and
 // reconnects. Mitigations live in a store that outlasts connections, so lifetimes keep running
 // across reconnects.
+import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { encodeDotsCbor, decodeDotsCbor } from "../cbor";
 import { CoapEndpoint, type IncomingRequest } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
-import type { Connection, TransportKind } from "../transport/connection";
+import type { Connection, PeerIdentity, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
@@ -187,6 +188,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     });
     this.store = new MitigationStore({
       allowIndefiniteLifetime: options.allowIndefiniteLifetime,
+      maxLifetime: options.maxLifetime ?? DEFAULTS.maxLifetimeS,
+      retryTimerS: DEFAULTS.legitimateRetryS,
       terminatingPeriodMs: this.tuning.terminatingPeriodMs,
       msPerSecond: this.tuning.lifetimeMsPerSecond,
       maxPerClient: this.tuning.maxMitigationsPerClient,
@@ -529,7 +532,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     });
     const session: Session = { connection, endpoint, heartbeat, candidate, redirected, heard: false };
     this.session = session;
-    endpoint.onRequest((req) => this.resources.handle(adaptRequest(req)));
+    const peer = peerKey(connection.peer);
+    endpoint.onRequest((req) => this.resources.handle(adaptRequest(req, peer)));
     endpoint.on("activity", () => {
       session.heard = true;
       heartbeat.traffic();
@@ -742,9 +746,17 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   }
 }
 
+/** A stable key of the authenticated ISP: its PSK identity, else its certificate's public key. */
+function peerKey(p: PeerIdentity): string {
+  if (p.method === "psk") return `psk:${p.pskIdentity ?? ""}`;
+  if (p.spki) return `spki:${createHash("sha256").update(p.spki).digest("base64url")}`;
+  return `cert:${p.subject ?? ""}`;
+}
+
 /** Maps the endpoint's request onto the resource seam. */
-function adaptRequest(req: IncomingRequest): ResourceRequest {
+function adaptRequest(req: IncomingRequest, peer: string): ResourceRequest {
   return {
+    peer,
     method: req.code,
     path: req.path,
     contentFormat: req.contentFormat,

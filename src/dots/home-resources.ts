@@ -12,7 +12,15 @@ import { Mitigation, MitigationStore, RemovalReason, sameScope } from "./mitigat
 import { PrefixSyntaxError, parsePrefix } from "./prefixes";
 import { SessionConfig } from "./session-config";
 import { type MitigationScope, validateMitigationRequest } from "./validation";
-import { MITIGATION_SCOPE_KEY, MitigationStatus, REDIRECT, REDIRECTED_SIGNAL_KEY, STATUS_LABELS, isFqdn } from "./vocabulary";
+import {
+  CONFLICT_CAUSE_LABELS,
+  MITIGATION_SCOPE_KEY,
+  MitigationStatus,
+  REDIRECT,
+  REDIRECTED_SIGNAL_KEY,
+  STATUS_LABELS,
+  isFqdn,
+} from "./vocabulary";
 
 export { MITIGATION_SCOPE_KEY, REDIRECTED_SIGNAL_KEY };
 
@@ -33,6 +41,8 @@ export interface ResourceRequest {
   ignore?(): void;
   /** Present when the transport can keep an observation for this request. */
   acceptObserve?(): ResourceObserver;
+  /** Who the authenticated peer is (a stable key of its PSK identity or certificate); cuids are bound to it. */
+  peer?: string;
 }
 
 export interface ResourceResponse {
@@ -88,6 +98,8 @@ export interface HomeResourcesOptions {
   allowIndefiniteLifetime?: boolean;
   /** How long a new request waits for decide() before 2.01 with status 1, ms. Default 1000. */
   decisionWaitMs?: number;
+  /** retry-timer of a 4.09 that rejects a request as legitimate traffic, seconds. Default 300. */
+  legitimateRetryS?: number;
   /** Periodic status notifications to observers, ms; 0 turns them off. Default 60 000. */
   statusPeriodMs?: number;
   /**
@@ -186,6 +198,9 @@ export class HomeResources extends EventEmitter {
   private readonly codec: DotsCodec;
   private readonly allowIndefinite: boolean;
   private readonly decisionWaitMs: number;
+  private readonly legitimateRetryS: number;
+  /** mid -> when its 4.09 legitimate-traffic retry-timer ends (per cuid/mid, bounded). */
+  private readonly rejectedUntil = new Map<string, { until: number; cause: number }>();
   private readonly validate: MitigationValidator;
   private readonly canRedirect?: (target: RedirectTarget) => Promise<string | undefined>;
   private readonly pending = new Map<string, PendingAnswer>();
@@ -203,6 +218,7 @@ export class HomeResources extends EventEmitter {
     this.codec = opts.codec;
     this.allowIndefinite = opts.allowIndefiniteLifetime ?? false;
     this.decisionWaitMs = opts.decisionWaitMs ?? 1000;
+    this.legitimateRetryS = opts.legitimateRetryS ?? 300;
     this.statusPeriodMs = opts.statusPeriodMs ?? 60_000;
     const spacing = opts.notifyMinIntervalMs ?? 0;
     this.notifyMinIntervalMs = typeof spacing === "function" ? spacing : () => spacing;
@@ -328,16 +344,19 @@ export class HomeResources extends EventEmitter {
   }
 
   /** The single scope entry, validated once (src/dots/validation.ts); else 4.00 naming every bad field. */
-  private checkRequest(body: DotsJson): { scope: DotsJson; lifetime: number; attackStatus?: number } {
-    const v = this.validate(body);
+  private checkRequest(body: DotsJson, efficacy = false): { scope: DotsJson; lifetime?: number; attackStatus?: number } {
+    // An efficacy update may leave lifetime out (RFC 9132 Figure 16): validate the rest, keep the current lifetime.
+    const noLifetime = efficacy && lifetimeMissing(body);
+    const v = this.validate(noLifetime ? withLifetime(body) : body);
     if (!v.ok) {
       const all = v.errors.map((e) => `${e.field}: ${e.message} (${e.rule})`).join("; ");
       throw new BadRequest(Code.BadRequest, all || "invalid mitigation request");
     }
     const { lifetime, attackStatus } = v.typed;
+    // v.scope has canonical prefix spelling, so a refresh compares equal however the peer wrote addresses.
+    if (noLifetime) return { scope: v.scope, attackStatus };
     // Indefinite refused by this home: grant the finite fallback instead (returned in the answer).
     const granted = lifetime === -1 && !this.allowIndefinite ? this.store.finiteLifetime() : lifetime;
-    // v.scope has canonical prefix spelling, so a refresh compares equal however the peer wrote addresses.
     return { scope: v.scope, lifetime: granted, attackStatus };
   }
 
@@ -359,11 +378,32 @@ export class HomeResources extends EventEmitter {
       waiting.requests.push(req);
       return;
     }
-    const { scope, lifetime, attackStatus } = this.checkRequest(body);
+    const { scope, lifetime, attackStatus } = this.checkRequest(body, efficacy);
     if (efficacy && attackStatus === undefined)
       throw new BadRequest(Code.BadRequest, "attack-status: mandatory in an efficacy update (mandatory)");
-    const r = this.store.put(cuid, mid, scope, lifetime, { efficacy, attackStatus });
+    const held = this.rejectedUntil.get(key);
+    if (held && !efficacy) {
+      const left = Math.ceil((held.until - Date.now()) / 1000);
+      if (left > 0) return this.safeRespond(req, this.conflict(mid, "request-rejected-legitimate-traffic", { "retry-timer": left }));
+      this.rejectedUntil.delete(key);
+    }
+    const r = this.store.put(cuid, mid, scope, lifetime, { efficacy, attackStatus, peer: req.peer });
     switch (r.kind) {
+      case "cuid-collision":
+        // RFC 9132 4.4.1.1: conflict-cause 3 only; the client picks a new cuid.
+        return this.safeRespond(
+          req,
+          this.cbor(Code.Conflict, {
+            [MITIGATION_SCOPE_KEY]: { scope: [{ "conflict-information": { "conflict-cause": "cuid-collision" } }] },
+          }),
+        );
+      case "held":
+        return this.safeRespond(
+          req,
+          this.conflict(mid, CONFLICT_CAUSE_LABELS[r.conflictCause] ?? "request-rejected-legitimate-traffic", {
+            "retry-timer": r.retryTimer,
+          }),
+        );
       case "ignored":
         req.ignore?.(); // RFC 9132 section 4.4.3: efficacy update for an unknown mid is silently ignored
         return;
@@ -372,23 +412,8 @@ export class HomeResources extends EventEmitter {
       case "full":
         throw new BadRequest(Code.TooManyRequests, r.diagnostic);
       case "conflict":
-        return this.safeRespond(
-          req,
-          this.cbor(Code.Conflict, {
-            [MITIGATION_SCOPE_KEY]: {
-              scope: [
-                {
-                  mid,
-                  "conflict-information": {
-                    "conflict-status": "request-inactive-other-active",
-                    "conflict-cause": "overlapping-targets",
-                    "conflict-scope": r.conflictScope,
-                  },
-                },
-              ],
-            },
-          }),
-        );
+        // RFC 9132 4.4.1.3: conflict-cause and conflict-scope; nothing is deactivated, so no retry-timer.
+        return this.safeRespond(req, this.conflict(mid, "overlapping-targets", { "conflict-scope": r.conflictScope }));
       case "refreshed":
       case "efficacy": {
         const m = r.mitigation;
@@ -421,6 +446,13 @@ export class HomeResources extends EventEmitter {
         return;
       }
     }
+  }
+
+  /** A 4.09 whose conflict-information carries the cause and the given members only. */
+  private conflict(mid: number, cause: string, extra: DotsJson): ResourceResponse {
+    return this.cbor(Code.Conflict, {
+      [MITIGATION_SCOPE_KEY]: { scope: [{ mid, "conflict-information": { "conflict-cause": cause, ...extra } }] },
+    });
   }
 
   private event(m: Mitigation, kind: MitigationEvent["kind"]): MitigationEvent {
@@ -577,11 +609,10 @@ export class HomeResources extends EventEmitter {
         if (waiting) {
           this.pending.delete(key);
           if (waiting.timer) clearTimeout(waiting.timer);
-          const res = this.cbor(Code.Conflict, {
-            [MITIGATION_SCOPE_KEY]: {
-              scope: [{ mid: m.mid, "conflict-information": { "conflict-cause": "request-rejected-legitimate-traffic" } }],
-            },
-          });
+          // The request is not granted: retry-timer says when it may be sent again (RFC 9132 4.4.1).
+          const res = this.conflict(m.mid, "request-rejected-legitimate-traffic", { "retry-timer": this.legitimateRetryS });
+          if (this.rejectedUntil.size >= 1024) this.rejectedUntil.delete(this.rejectedUntil.keys().next().value as string);
+          this.rejectedUntil.set(key, { until: Date.now() + this.legitimateRetryS * 1000, cause: 4 });
           this.store.discard(m.cuid, m.mid);
           this.durable(waiting.requests, () => res);
         } else {
@@ -722,6 +753,18 @@ export class HomeResources extends EventEmitter {
   override once<E extends keyof HomeResourcesEvents>(event: E, listener: (...args: HomeResourcesEvents[E]) => void): this {
     return super.once(event, listener as (...args: unknown[]) => void);
   }
+}
+
+function lifetimeMissing(body: DotsJson): boolean {
+  const ms = body[MITIGATION_SCOPE_KEY];
+  const entry = isRecord(ms) && Array.isArray(ms.scope) && ms.scope.length === 1 ? ms.scope[0] : undefined;
+  return isRecord(entry) && entry.lifetime === undefined;
+}
+
+/** The body with a placeholder lifetime, so the shared validator checks every other member. */
+function withLifetime(body: DotsJson): DotsJson {
+  const ms = body[MITIGATION_SCOPE_KEY] as { scope: DotsJson[] };
+  return { ...body, [MITIGATION_SCOPE_KEY]: { ...ms, scope: [{ ...ms.scope[0], lifetime: 1 }] } };
 }
 
 /** A short label for logs: "4.00 lifetime: ...". */

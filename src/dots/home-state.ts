@@ -30,6 +30,8 @@ export interface StoredMitigation {
   /** Epoch ms when the active-but-terminating period (status 5) ends. */
   terminatingUntil?: number;
   terminatingPeriodMs: number;
+  /** The authenticated peer the cuid is bound to (cuid-collision survives a restart). */
+  peer?: string;
   /** The decision's operator text. */
   detail?: string;
   /** What enforcement added (opaque to this layer; src/home writes and reads it). */
@@ -102,6 +104,10 @@ function parseEntry(v: unknown): StoredMitigation | string {
   if (v.attackStatus !== undefined) {
     if (v.attackStatus !== 1 && v.attackStatus !== 2) return "bad attackStatus";
     out.attackStatus = v.attackStatus;
+  }
+  if (v.peer !== undefined) {
+    if (typeof v.peer !== "string" || v.peer.length === 0 || v.peer.length > 1024) return "bad peer";
+    out.peer = v.peer;
   }
   if (v.terminatingUntil !== undefined) {
     if (!isInt(v.terminatingUntil)) return "bad terminatingUntil";

@@ -32,6 +32,10 @@ export interface Mitigation {
   terminatingUntil?: number;
   /** Length of this mitigation's terminating period, ms (doubles on re-request). */
   terminatingPeriodMs: number;
+  /** The authenticated peer that created it (cuid is bound to it, RFC 9132 4.4.1.1 cuid-collision). */
+  peer?: string;
+  /** Epoch ms until which a server-deactivated request may not be resent (retry-timer). */
+  retryUntil?: number;
   /** Operator text from the decision (what was blocked, why it failed). */
   detail?: string;
   /** What enforcement added (from the decision; kept in the state file so a restart can restore it). */
@@ -43,7 +47,7 @@ export interface MitigationStoreOptions {
   maxPerClient?: number;
   /** Max distinct cuids. Default 64. */
   maxClients?: number;
-  /** Grant at most this lifetime, seconds. Default: as requested. */
+  /** Grant at most this lifetime to a finite request, seconds. Default: as requested (the engine passes DEFAULTS.maxLifetimeS). */
   maxLifetime?: number;
   /** Accept lifetime -1. When false, -1 is granted as `fallbackLifetime`. Default false. */
   allowIndefiniteLifetime?: boolean;
@@ -53,8 +57,8 @@ export interface MitigationStoreOptions {
   terminatingPeriodMs?: number;
   /** Upper bound of the doubling, ms. Default 300 000. */
   terminatingMaxMs?: number;
-  /** How long a server-deactivated mitigation stays visible, ms. Default 60 000. */
-  deactivatedKeepMs?: number;
+  /** retry-timer of a server-deactivated mitigation, seconds; it stays visible that long + 45 s (RFC 9132 4.4.1). Default 300. */
+  retryTimerS?: number;
   /** Milliseconds per lifetime second; 1000 unless a test compresses time. */
   msPerSecond?: number;
   now?: () => number;
@@ -67,6 +71,10 @@ export type PutOutcome =
   /** Efficacy update for an unknown mid: RFC 9132 section 4.4.3 says ignore it silently. */
   | { kind: "ignored" }
   | { kind: "conflict"; cause: 1; conflictScope: DotsJson; withMid: number }
+  /** The cuid belongs to another authenticated peer (RFC 9132 4.4.1.1, conflict-cause 3). */
+  | { kind: "cuid-collision" }
+  /** Resent while the server's retry-timer of its deactivation still runs (conflict-cause 4). */
+  | { kind: "held"; retryTimer: number; conflictCause: number }
   | { kind: "bad"; diagnostic: string }
   | { kind: "full"; diagnostic: string };
 
@@ -138,55 +146,21 @@ function prefixesOverlap(a: string, b: string): boolean {
   }
 }
 
-function listsOverlap(a: unknown, b: unknown, pair: (x: unknown, y: unknown) => boolean): boolean {
-  // An absent list means "all" (every port, protocol, prefix).
-  if (!Array.isArray(a) || a.length === 0 || !Array.isArray(b) || b.length === 0) return true;
-  return a.some((x) => b.some((y) => pair(x, y)));
-}
-
-function rangeOf(entry: unknown, lowerKey: string, upperKey: string): [number, number] {
-  if (!isRecord(entry)) return [0, 0xffff];
-  const lo = typeof entry[lowerKey] === "number" ? (entry[lowerKey] as number) : 0;
-  const hi = typeof entry[upperKey] === "number" ? (entry[upperKey] as number) : lo;
-  return [lo, hi];
-}
-
-function rangesOverlap(lowerKey: string, upperKey: string) {
-  return (x: unknown, y: unknown): boolean => {
-    const [a1, a2] = rangeOf(x, lowerKey, upperKey);
-    const [b1, b2] = rangeOf(y, lowerKey, upperKey);
-    return a1 <= b2 && b1 <= a2;
-  };
-}
-
 /**
- * Whether two scopes of one client overlap. In Call Home a request names both ends of the attack,
- * so two requests overlap only when targets (prefix, ports, protocol) AND sources (prefix, ports,
- * ICMP types) intersect: one target attacked by two devices is two mitigations, not a conflict.
+ * Whether two scopes of one client overlap: RFC 9132 section 4.4.1 "if there is a common IP
+ * address, IP prefix, FQDN, URI, or alias-name". Ports, protocols and the call-home source members
+ * do not enter (RFC 9066 section 5.3.1 adds no rule of its own), so a scope re-issued under a
+ * higher mid replaces the old one instead of leaving it enforced beside the new one.
  */
 export function scopesOverlap(a: DotsJson, b: DotsJson): boolean {
   const str = (x: unknown, y: unknown): boolean => typeof x === "string" && typeof y === "string" && prefixesOverlap(x, y);
   const eq = (x: unknown, y: unknown): boolean => x === y;
-  const targetPrefix = listsOverlap(a["target-prefix"], b["target-prefix"], str);
-  // Scopes named only by FQDN/URI/alias overlap when those match.
-  const named = ["target-fqdn", "target-uri", "alias-name"].every((k) => listsOverlap(a[k], b[k], eq));
-  return (
-    targetPrefix &&
-    named &&
-    listsOverlap(a["target-port-range"], b["target-port-range"], rangesOverlap("lower-port", "upper-port")) &&
-    listsOverlap(a["target-protocol"], b["target-protocol"], eq) &&
-    listsOverlap(a["ietf-dots-call-home:source-prefix"], b["ietf-dots-call-home:source-prefix"], str) &&
-    listsOverlap(
-      a["ietf-dots-call-home:source-port-range"],
-      b["ietf-dots-call-home:source-port-range"],
-      rangesOverlap("lower-port", "upper-port"),
-    ) &&
-    listsOverlap(
-      a["ietf-dots-call-home:source-icmp-type-range"],
-      b["ietf-dots-call-home:source-icmp-type-range"],
-      rangesOverlap("lower-type", "upper-type"),
-    )
-  );
+  const shared = (k: string, pair: (x: unknown, y: unknown) => boolean): boolean => {
+    const x = a[k];
+    const y = b[k];
+    return Array.isArray(x) && Array.isArray(y) && x.some((p) => y.some((q) => pair(p, q)));
+  };
+  return shared("target-prefix", str) || shared("target-fqdn", eq) || shared("target-uri", eq) || shared("alias-name", eq);
 }
 
 /** conflict-scope of a 4.09: the target members of the winning request (RFC 9132 section 4.4.1.3). */
@@ -218,7 +192,7 @@ export class MitigationStore extends EventEmitter {
       fallbackLifetime: opts.fallbackLifetime ?? 3600,
       terminatingPeriodMs: opts.terminatingPeriodMs ?? 120_000,
       terminatingMaxMs: opts.terminatingMaxMs ?? 300_000,
-      deactivatedKeepMs: opts.deactivatedKeepMs ?? 60_000,
+      retryTimerS: opts.retryTimerS ?? 300,
       msPerSecond: opts.msPerSecond ?? 1000,
     };
   }
@@ -226,7 +200,8 @@ export class MitigationStore extends EventEmitter {
   /** Lifetime the server grants for a requested value (the caller already rejected 0 and junk). */
   grantLifetime(requested: number): number {
     if (requested === -1) {
-      if (this.opts.allowIndefiniteLifetime) return this.opts.maxLifetime === undefined ? -1 : this.opts.maxLifetime;
+      // The operator's explicit opt-in: indefinite stays indefinite; the maximum bounds finite requests.
+      if (this.opts.allowIndefiniteLifetime) return -1;
       return this.opts.maxLifetime === undefined ? this.opts.fallbackLifetime : Math.min(this.opts.fallbackLifetime, this.opts.maxLifetime);
     }
     return this.opts.maxLifetime === undefined ? requested : Math.min(requested, this.opts.maxLifetime);
@@ -237,18 +212,41 @@ export class MitigationStore extends EventEmitter {
     return this.opts.maxLifetime === undefined ? this.opts.fallbackLifetime : Math.min(this.opts.fallbackLifetime, this.opts.maxLifetime);
   }
 
-  /** Remaining lifetime in seconds as reported in status (-1 indefinite, never below 0). */
+  /**
+   * Remaining lifetime in seconds as reported in status (RFC 9132 4.4.1: "the remaining lifetime
+   * in status messages"): 0 once it is over (status 6, 7 or deactivated), the rest of the
+   * active-but-terminating period during status 5, -1 indefinite, never below 0.
+   */
   remainingLifetime(m: Mitigation): number {
+    if (!m.active) return 0;
+    const now = this.now();
+    if (m.terminatingUntil !== undefined) return Math.max(0, Math.ceil((m.terminatingUntil - now) / this.opts.msPerSecond));
     if (m.expiresAt === Infinity) return -1;
-    return Math.max(0, Math.ceil((m.expiresAt - this.now()) / this.opts.msPerSecond));
+    return Math.max(0, Math.ceil((m.expiresAt - now) / this.opts.msPerSecond));
+  }
+
+  /** Seconds left of a deactivated request's retry-timer (0 when it may be resent). */
+  retryRemaining(m: Mitigation): number {
+    if (m.retryUntil === undefined) return 0;
+    return Math.max(0, Math.ceil((m.retryUntil - this.now()) / this.opts.msPerSecond));
   }
 
   /**
    * PUT /mitigate/cuid/mid with an already validated scope entry. `efficacy` marks a PUT with an
-   * empty If-Match (RFC 9132 section 4.4.3); its attack-status comes in `attackStatus`.
+   * empty If-Match (RFC 9132 section 4.4.3); its attack-status comes in `attackStatus`, and its
+   * lifetime may be absent (Figure 16), which keeps the current one. `peer` names the authenticated
+   * peer: a cuid held by another peer is a cuid-collision.
    */
-  put(cuid: string, mid: number, scope: DotsJson, lifetime: number, opts: { efficacy?: boolean; attackStatus?: number } = {}): PutOutcome {
+  put(
+    cuid: string,
+    mid: number,
+    scope: DotsJson,
+    lifetime: number | undefined,
+    opts: { efficacy?: boolean; attackStatus?: number; peer?: string } = {},
+  ): PutOutcome {
     const own = this.clients.get(cuid);
+    if (opts.peer !== undefined && own && [...own.values()].some((m) => m.peer !== undefined && m.peer !== opts.peer))
+      return { kind: "cuid-collision" };
     const existing = own?.get(mid);
     if (opts.efficacy) {
       if (!existing || !existing.active) return { kind: "ignored" };
@@ -260,6 +258,7 @@ export class MitigationStore extends EventEmitter {
       this.emit("change", existing);
       return { kind: "efficacy", mitigation: existing };
     }
+    if (lifetime === undefined) return { kind: "bad", diagnostic: "lifetime is mandatory (scope[0].lifetime)" };
     if (existing && existing.active) {
       if (!sameScope(existing.scope, scope))
         return { kind: "bad", diagnostic: `refresh of mid ${mid} must repeat every parameter unchanged except lifetime` };
@@ -276,7 +275,9 @@ export class MitigationStore extends EventEmitter {
       return { kind: "refreshed", mitigation: existing };
     }
     if (existing && !existing.active) {
-      // A server-deactivated request resent: start afresh under the same mid.
+      const left = this.retryRemaining(existing);
+      if (left > 0) return { kind: "held", retryTimer: left, conflictCause: existing.conflictCause ?? 4 };
+      // A server-deactivated request resent after its retry-timer: start afresh under the same mid.
       this.drop(existing, "rejected", false);
     }
     // Same-client overlap: the higher mid wins (RFC 9132 section 4.4.1.3).
@@ -310,6 +311,7 @@ export class MitigationStore extends EventEmitter {
       active: true,
       terminatingPeriodMs: period,
     };
+    if (opts.peer !== undefined) m.peer = opts.peer;
     map.set(mid, m);
     this.schedule(m, granted);
     this.emit("change", m);
@@ -317,7 +319,8 @@ export class MitigationStore extends EventEmitter {
     return { kind: "created", mitigation: m, replaced: overlapping };
   }
 
-  private renew(m: Mitigation, lifetime: number): void {
+  private renew(m: Mitigation, lifetime: number | undefined): void {
+    if (lifetime === undefined) return;
     const granted = this.grantLifetime(lifetime);
     m.lifetime = granted;
     if (m.terminatingUntil === undefined) this.schedule(m, granted);
@@ -414,9 +417,11 @@ export class MitigationStore extends EventEmitter {
     m.status = MitigationStatus.ServerWithdrawn;
     m.terminatingUntil = undefined;
     if (detail !== undefined) m.detail = detail;
+    m.retryUntil = this.now() + this.opts.retryTimerS * this.opts.msPerSecond;
     const old = this.timers.get(m);
     if (old) clearTimeout(old);
-    this.arm(m, this.opts.deactivatedKeepMs, () => this.drop(m, "rejected", false));
+    // Kept for retry-timer + 45 s, so a resend inside the timer is still recognised (RFC 9132 4.4.1).
+    this.arm(m, (this.opts.retryTimerS + 45) * this.opts.msPerSecond, () => this.drop(m, "rejected", false));
     this.emit("change", m);
     this.emit("removed", m, "rejected");
     this.checkActivity();
@@ -462,6 +467,7 @@ export class MitigationStore extends EventEmitter {
           terminatingPeriodMs: m.terminatingPeriodMs,
         };
         if (m.attackStatus !== undefined) e.attackStatus = m.attackStatus;
+        if (m.peer !== undefined) e.peer = m.peer;
         if (m.terminatingUntil !== undefined) e.terminatingUntil = m.terminatingUntil;
         if (m.detail !== undefined) e.detail = m.detail;
         if (m.enforcement !== undefined) e.enforcement = m.enforcement;
@@ -501,6 +507,7 @@ export class MitigationStore extends EventEmitter {
         terminatingPeriodMs: e.terminatingPeriodMs,
       };
       if (e.attackStatus !== undefined) m.attackStatus = e.attackStatus;
+      if (e.peer !== undefined) m.peer = e.peer;
       if (e.detail !== undefined) m.detail = e.detail;
       if (e.enforcement !== undefined) m.enforcement = e.enforcement;
       const map = own ?? new Map<number, Mitigation>();
@@ -538,7 +545,11 @@ export class MitigationStore extends EventEmitter {
   toScopeJson(m: Mitigation): DotsJson {
     const out: DotsJson = { mid: m.mid, ...m.scope };
     if (m.conflictCause !== undefined) {
-      out["conflict-information"] = { "conflict-cause": CONFLICT_CAUSE_LABELS[m.conflictCause] ?? String(m.conflictCause) };
+      const ci: DotsJson = { "conflict-cause": CONFLICT_CAUSE_LABELS[m.conflictCause] ?? String(m.conflictCause) };
+      // RFC 9132 4.4.1: retry-timer goes to clients whose request is deactivated.
+      const retry = this.retryRemaining(m);
+      if (retry > 0) ci["retry-timer"] = retry;
+      out["conflict-information"] = ci;
     }
     out["mitigation-start"] = String(m.mitigationStart);
     out.lifetime = this.remainingLifetime(m);

@@ -140,6 +140,15 @@ describe("cli/args", () => {
     assert.equal(c.options.heartbeatInterval, 15);
   });
 
+  it("dial: --max-lifetime sets the longest granted lifetime in seconds (issue 12 #1); beyond 365 days or 0 is refused", () => {
+    const base = ["h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(dial(...base).options.maxLifetime, undefined, "absent: the engine's default (DEFAULTS.maxLifetimeS) applies");
+    assert.equal(dial(...base, "--max-lifetime", "7200").options.maxLifetime, 7200);
+    assert.equal(dial(...base, "--max-lifetime", "2h").options.maxLifetime, 7200);
+    assert.throws(() => dial(...base, "--max-lifetime", "31536001"), /max-lifetime/);
+    assert.throws(() => dial(...base, "--max-lifetime", "0"), /max-lifetime/);
+  });
+
   it("dial: refuses missing host, credentials, prefixes and unknown outcomes", () => {
     assert.throws(
       () => dial("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"),

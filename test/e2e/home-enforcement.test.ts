@@ -11,6 +11,12 @@ import { NftablesBackend } from "../../src/home/filter-backend";
 import { addElementsScript, mitigationTag } from "../../src/home/nft-script";
 import { NftError } from "../../src/home/errors";
 import { scopeToQuery } from "../../src/home/scope";
+import { wireDialer } from "../../src/home/wiring";
+import { HomeResources, type ResourceResponse } from "../../src/dots/home-resources";
+import { MitigationStore } from "../../src/dots/mitigation-store";
+import { SessionConfig } from "../../src/dots/session-config";
+import { decodeDotsCbor, encodeDotsCbor } from "../../src/cbor";
+import { Code, CONTENT_FORMAT_DOTS_CBOR } from "../../src/coap/message";
 
 const CUID = "dz6pHjaADkaFTbjr0JGBpw";
 
@@ -269,6 +275,52 @@ describe("home enforcement end to end (netns, conntrack, nftables)", function ()
     await sleep(200);
     assert.ok((await rise(lab!, 800)).dev6 > 50, "withdrawal lifts it");
     await second.stop();
+  });
+
+  it("issue 12 #2: a scope re-issued under a higher mid (other source port) replaces the old mid's elements, no orphan", async () => {
+    const e = enforcer();
+    const store = new MitigationStore();
+    const home = new HomeResources({
+      store,
+      config: new SessionConfig(),
+      codec: { encode: (j) => encodeDotsCbor(j), decode: (b) => decodeDotsCbor(b) },
+      homePrefixes: [`${seen.address}/32`],
+      decisionWaitMs: 10_000,
+    });
+    const unwire = wireDialer(home, e);
+    const put = (mid: number, sourcePort: number) =>
+      new Promise<ResourceResponse>((respond) =>
+        home.handle({
+          method: Code.PUT,
+          path: [".well-known", "dots", "mitigate", `cuid=${CUID}`, `mid=${mid}`],
+          contentFormat: CONTENT_FORMAT_DOTS_CBOR,
+          payload: encodeDotsCbor({
+            "ietf-dots-signal-channel:mitigation-scope": {
+              scope: [{ ...scope(3600), "ietf-dots-call-home:source-port-range": [{ "lower-port": sourcePort }] }],
+            },
+          }),
+          respond,
+        }),
+      );
+    try {
+      // mid 60 names a neighbouring source port; the ISP corrects it under mid 61 (same target).
+      assert.equal((await put(60, seen.port + 1)).code, Code.Created);
+      assert.ok((await tableTags()).includes(mitigationTag(CUID, 60)));
+      assert.equal((await put(61, seen.port)).code, Code.Created);
+      await waitFor("mid 60's elements to leave the table", async () => {
+        const tags = await tableTags();
+        return !tags.includes(mitigationTag(CUID, 60)) && tags.includes(mitigationTag(CUID, 61)) ? true : undefined;
+      });
+      await sleep(200);
+      assert.equal((await rise(lab!, 500)).dev, 0, "the device stays blocked by mid 61");
+    } finally {
+      unwire();
+      home.dropConnectionState();
+      store.clear();
+      await e.end({ cuid: CUID, mid: 60 });
+      await e.end({ cuid: CUID, mid: 61 });
+    }
+    assert.deepEqual(await tableTags(), []);
   });
 
   it("a refresh extends the kernel timeout, also to indefinite", async () => {

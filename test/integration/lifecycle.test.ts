@@ -208,6 +208,23 @@ for (const v of VARIANTS) {
       assert.equal(conflictCause(res), "request-rejected-legitimate-traffic");
     });
 
+    it("issue 12 #5: the home's 4.09 legitimate-traffic carries retry-timer and our ISP holds the resend back (R39 pair)", async () => {
+      pair = await startPair(v, { autoDecide: "legitimate" });
+      const decided: MitigationEvent[] = [];
+      pair.dialer.on("mitigation", (m: MitigationEvent) => decided.push(m));
+      const res = await pair.listener.mitigate(sid(), request());
+      assert.equal(res.code, "4.09");
+      const body = res.body as Record<string, { scope: Array<Record<string, Record<string, unknown>>> }>;
+      const ci = body[MS].scope[0]["conflict-information"];
+      assert.deepEqual(Object.keys(ci).sort(), ["conflict-cause", "retry-timer"]);
+      assert.ok(Number(ci["retry-timer"]) > 0, JSON.stringify(ci));
+      await assert.rejects(
+        pair.listener.mitigate(sid(), request()),
+        (e: unknown) => e instanceof IspRequestError && e.code === "RETRY_TIMER",
+      );
+      assert.equal(decided.length, 1, "the held-back resend never reached the home");
+    });
+
     it("gets 4.00 naming the field for each invalid request (R24, R25, R28, R29, R30, R16)", async () => {
       pair = await startPair(v, { autoDecide: "enforced" });
       const session = pair.listener.session(sid());

@@ -104,9 +104,12 @@ describe("dots/home compliance on the wire (DTLS loopback)", function () {
   it("R37: a GET-all too big for one datagram goes out as Block2 NUM=0 with ETag and Size2, and reassembles to every mitigation", async () => {
     const s = await setup({ tuning: { maxMitigationsPerClient: 64 } });
     const mids = Array.from({ length: 24 }, (_, i) => 100 + i);
-    // Distinct sources, so no request overlaps another and all stay active.
+    // Distinct targets, so no request overlaps another (RFC 9132 4.4.1) and all stay active.
     for (const [i, mid] of mids.entries())
-      assert.equal((await put(s, mid, request(`203.0.113.${i + 1}/32`, ["198.51.100.0/28", "2001:db8:6401::/64"]))).code, Code.Created);
+      assert.equal(
+        (await put(s, mid, request(`203.0.113.${i + 1}/32`, [`198.51.100.${i + 1}/32`, `2001:db8:6401::${i + 1}/128`]))).code,
+        Code.Created,
+      );
     const before = s.wire.length;
     const all = await s.ep.request({ method: "GET", path: mitigatePath(), confirmable: true, timeoutMs: 5000 });
     assert.equal(all.code, Code.Content);

@@ -43,7 +43,15 @@ class FakeObserver implements ResourceObserver {
 
 function send(
   h: HomeResources,
-  r: { method: number; path: string; body?: Record<string, unknown> | Buffer; cf?: number | null; ifMatch?: Buffer[]; observe?: number },
+  r: {
+    method: number;
+    path: string;
+    body?: Record<string, unknown> | Buffer;
+    cf?: number | null;
+    ifMatch?: Buffer[];
+    observe?: number;
+    peer?: string;
+  },
 ): Sent {
   let resolve!: (x: ResourceResponse) => void;
   const res = new Promise<ResourceResponse>((ok) => (resolve = ok));
@@ -59,6 +67,7 @@ function send(
     ignore: () => (out.ignored = true),
     acceptObserve: () => (out.observer = new FakeObserver()),
   };
+  if (r.peer !== undefined) req.peer = r.peer;
   h.handle(req);
   return out;
 }
@@ -76,7 +85,7 @@ describe("dots/home-resources", () => {
   let events: MitigationEvent[];
   let ended: MitigationEnded[];
   const make = (o: Partial<ConstructorParameters<typeof HomeResources>[0]> = {}) => {
-    store = new MitigationStore({ terminatingPeriodMs: 30, allowIndefiniteLifetime: o.allowIndefiniteLifetime });
+    store = new MitigationStore({ terminatingPeriodMs: 30, allowIndefiniteLifetime: o.allowIndefiniteLifetime, maxLifetime: 86400 });
     config = new SessionConfig();
     h = new HomeResources({ store, config, codec, homePrefixes: ["203.0.113.0/24", "2001:db8:1::/48"], decisionWaitMs: 0, ...o });
     events = [];
@@ -148,6 +157,63 @@ describe("dots/home-resources", () => {
       assert.equal(json(r)[MS].scope[0]["conflict-information"]["conflict-cause"], "request-rejected-legitimate-traffic");
       assert.equal(store.get("abc", 4), undefined);
       assert.equal((await send(h, { method: Code.GET, path: `${P}/mid=4` }).res).code, Code.NotFound);
+    });
+
+    it("issue 12 #5: legitimate while unanswered -> 4.09 with retry-timer; a resend inside it gets 4.09 again, not a new mitigation", async () => {
+      make({ decisionWaitMs: 5000, legitimateRetryS: 120 });
+      h.once("mitigation", (e) => h.decide({ mid: e.mid, outcome: "legitimate" }));
+      const r = await send(h, { method: Code.PUT, path: `${P}/mid=4`, body: good() }).res;
+      const first = json(r)[MS].scope[0]["conflict-information"];
+      assert.deepEqual(Object.keys(first).sort(), ["conflict-cause", "retry-timer"]);
+      assert.equal(first["conflict-cause"], "request-rejected-legitimate-traffic");
+      assert.equal(Number(first["retry-timer"]), 120);
+      const again = await send(h, { method: Code.PUT, path: `${P}/mid=4`, body: good() }).res;
+      assert.equal(again.code, Code.Conflict);
+      const ci = json(again)[MS].scope[0]["conflict-information"];
+      assert.ok(Number(ci["retry-timer"]) > 0 && Number(ci["retry-timer"]) <= 120, JSON.stringify(ci));
+      assert.equal(events.length, 1, "the resend was not handed on for a decision");
+    });
+
+    it("issue 12 #3: the overlap 4.09 carries conflict-cause and conflict-scope only (no conflict-status)", async () => {
+      await send(h, { method: Code.PUT, path: `${P}/mid=10`, body: good() }).res;
+      const c = await send(h, { method: Code.PUT, path: `${P}/mid=9`, body: good({ [SP]: ["203.0.113.99/32"] }) }).res;
+      assert.equal(c.code, Code.Conflict);
+      assert.deepEqual(Object.keys(json(c)[MS].scope[0]["conflict-information"]).sort(), ["conflict-cause", "conflict-scope"]);
+    });
+
+    it("issue 12 #8: a cuid bound to one peer answers another peer 4.09 cuid-collision with conflict-cause only", async () => {
+      assert.equal((await send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good(), peer: "psk:isp-a" }).res).code, Code.Created);
+      const c = await send(h, {
+        method: Code.PUT,
+        path: `${P}/mid=2`,
+        body: good({ "target-prefix": ["198.51.100.8/32"] }),
+        peer: "psk:isp-b",
+      }).res;
+      assert.equal(c.code, Code.Conflict);
+      assert.deepEqual(json(c)[MS].scope, [{ "conflict-information": { "conflict-cause": "cuid-collision" } }]);
+      assert.equal(store.get("abc", 2), undefined);
+      const same = send(h, {
+        method: Code.PUT,
+        path: `${P}/mid=2`,
+        body: good({ "target-prefix": ["198.51.100.8/32"] }),
+        peer: "psk:isp-a",
+      });
+      assert.equal((await same.res).code, Code.Created);
+    });
+
+    it("issue 12 #1: the 2.01 grants min(requested, max lifetime)", async () => {
+      const r = await send(h, { method: Code.PUT, path: `${P}/mid=3`, body: good({ lifetime: 4294967295 }) }).res;
+      assert.equal(r.code, Code.Created);
+      assert.equal(json(r)[MS].scope[0].lifetime, 86400);
+    });
+
+    it("issue 12 #4: an efficacy update shaped like RFC 9132 Figure 16 (no lifetime) -> 2.04, lifetime kept", async () => {
+      await send(h, { method: Code.PUT, path: `${P}/mid=7`, body: good({ lifetime: 900 }) }).res;
+      const fig16 = request({ "target-prefix": ["198.51.100.7/32"], [SP]: ["203.0.113.5/32"], "attack-status": "under-attack" });
+      const r = await send(h, { method: Code.PUT, path: `${P}/mid=7`, body: fig16, ifMatch: [Buffer.alloc(0)] }).res;
+      assert.equal(r.code, Code.Changed, diag(r));
+      assert.equal(json(r)[MS].scope[0].lifetime, 900);
+      assert.equal(store.get("abc", 7)!.attackStatus, 1);
     });
 
     it("legitimate after the answer -> notification with conflict-cause 4 and the mitigation deactivated", async () => {
@@ -440,8 +506,21 @@ describe("dots/home-resources", () => {
         return x;
       };
       assert.equal((await ask({ method: Code.PUT, path: `${P}/mid=1`, body: good({ [SP]: ["203.0.113.1/32"] }) })).code, Code.Created);
-      assert.equal((await ask({ method: Code.PUT, path: `${P}/mid=2`, body: good({ [SP]: ["203.0.113.2/32"] }) })).code, Code.Created);
-      const full = await ask({ method: Code.PUT, path: `${P}/mid=3`, body: good({ [SP]: ["203.0.113.3/32"] }) });
+      assert.equal(
+        (
+          await ask({
+            method: Code.PUT,
+            path: `${P}/mid=2`,
+            body: good({ [SP]: ["203.0.113.2/32"], "target-prefix": ["198.51.100.8/32"] }),
+          })
+        ).code,
+        Code.Created,
+      );
+      const full = await ask({
+        method: Code.PUT,
+        path: `${P}/mid=3`,
+        body: good({ [SP]: ["203.0.113.3/32"], "target-prefix": ["198.51.100.9/32"] }),
+      });
       assert.equal(full.code, Code.TooManyRequests);
       assert.match(diag(full), /too many mitigations/);
       const otherClient = await ask({

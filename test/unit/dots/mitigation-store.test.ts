@@ -87,21 +87,30 @@ describe("dots/mitigation-store", () => {
     assert.equal(scopesOverlap(scope("8.1.1.1/32", "10.0.0.1/32"), scope("8.1.1.0/24", "10.0.0.1/32")), true);
   });
 
-  it("scopes overlap only when targets and sources (ports, protocols, ICMP types) intersect", () => {
+  it("scopes overlap per RFC 9132 4.4.1: a common target address, prefix, FQDN, URI or alias; sources, ports and protocols do not matter", () => {
     assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.0/24", "10.0.0.0/8")), true);
-    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.2/32")), false);
+    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.2/32")), true, "other source");
+    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32"), scope("192.0.2.2/32", "10.0.0.1/32")), false, "other target");
     assert.equal(scopesOverlap(scope("2001:db8::/32", "10.0.0.1/32"), scope("192.0.2.1/32", "10.0.0.1/32")), false);
     const p = (lo: number, hi?: number) => ({
       [`ietf-dots-call-home:source-port-range`]: [{ "lower-port": lo, ...(hi ? { "upper-port": hi } : {}) }],
     });
-    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", p(1000, 2000)), scope("192.0.2.1/32", "10.0.0.1/32", p(2000))), true);
-    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", p(1000, 1999)), scope("192.0.2.1/32", "10.0.0.1/32", p(2000))), false);
+    assert.equal(scopesOverlap(scope("192.0.2.1/32", "10.0.0.1/32", p(1000, 1999)), scope("192.0.2.1/32", "10.0.0.1/32", p(2000))), true);
     assert.equal(
       scopesOverlap(
         scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [6] }),
         scope("192.0.2.1/32", "10.0.0.1/32", { "target-protocol": [17] }),
       ),
-      false,
+      true,
+      "other protocol, same target",
+    );
+    assert.equal(
+      scopesOverlap(
+        scope("192.0.2.1/32", "10.0.0.1/32", { "target-fqdn": ["www.example.com"] }),
+        scope("198.51.100.1/32", "10.0.0.1/32", { "target-fqdn": ["www.example.com"] }),
+      ),
+      true,
+      "shared FQDN",
     );
     assert.equal(
       sameScope(
@@ -157,17 +166,21 @@ describe("dots/mitigation-store", () => {
     assert.equal(store.get("c1", 3)!.terminatingPeriodMs, 3000);
   });
 
-  it("deactivate (legitimate traffic) keeps the entry visible with conflict-cause 4, then drops it", async () => {
-    store = new MitigationStore({ deactivatedKeepMs: 20 });
+  it("deactivate (legitimate traffic) keeps the entry visible with conflict-cause 4 and retry-timer, then drops it", async () => {
+    // 10 ms per second: retry-timer 2 s, kept for retry-timer + 45 s = 470 ms.
+    store = new MitigationStore({ retryTimerS: 2, msPerSecond: 10 });
     store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600);
     const reasons: string[] = [];
     store.on("removed", (_m, r) => reasons.push(r));
     const m = store.deactivate("c1", 1, 4)!;
     const view = store.toScopeJson(m);
-    assert.deepEqual(view["conflict-information"], { "conflict-cause": "request-rejected-legitimate-traffic" });
+    assert.deepEqual(view["conflict-information"], { "conflict-cause": "request-rejected-legitimate-traffic", "retry-timer": 2 });
+    assert.equal(view.lifetime, 0, "a deactivated request has no lifetime left");
     assert.equal(store.activeCount(), 0);
     assert.deepEqual(reasons, ["rejected"]);
-    await new Promise((r) => setTimeout(r, 60));
+    const resent = store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600);
+    assert.deepEqual(resent, { kind: "held", retryTimer: 2, conflictCause: 4 }, "resent inside retry-timer: refused");
+    await new Promise((r) => setTimeout(r, 600));
     assert.equal(store.get("c1", 1), undefined);
     assert.deepEqual(reasons, ["rejected"], "announced once");
   });
@@ -179,5 +192,68 @@ describe("dots/mitigation-store", () => {
     assert.equal(store.put("c1", 3, scope("192.0.2.3/32", "10.0.0.1/32"), 3600).kind, "full");
     assert.equal(store.put("c1", 3, scope("192.0.2.2/32", "10.0.0.1/32"), 3600).kind, "created", "replacing an overlapped one fits");
     assert.equal(store.put("c2", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600).kind, "full");
+  });
+
+  it("a scope re-issued under a higher mid with other sources replaces the lower mid (no orphan)", () => {
+    store = new MitigationStore();
+    store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600);
+    const r = store.put("c1", 2, scope("192.0.2.1/32", "10.0.0.2/32"), 3600);
+    assert.equal(r.kind, "created");
+    assert.deepEqual(r.kind === "created" ? r.replaced.map((m) => m.mid) : [], [1]);
+    assert.equal(store.get("c1", 1), undefined);
+    assert.equal(store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.9/32"), 3600).kind, "conflict", "lower mid loses");
+  });
+
+  it("grants min(requested, maxLifetime); -1 gets the finite fallback capped by the maximum", () => {
+    store = new MitigationStore({ maxLifetime: 86400 });
+    store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 4294967295);
+    assert.equal(store.get("c1", 1)!.lifetime, 86400);
+    store.put("c1", 2, scope("192.0.2.2/32", "10.0.0.1/32"), 600);
+    assert.equal(store.get("c1", 2)!.lifetime, 600);
+    store.put("c1", 3, scope("192.0.2.3/32", "10.0.0.1/32"), -1);
+    assert.equal(store.get("c1", 3)!.lifetime, 3600);
+    const tight = new MitigationStore({ maxLifetime: 60, allowIndefiniteLifetime: true });
+    tight.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), -1);
+    assert.equal(tight.get("c1", 1)!.lifetime, -1, "indefinite explicitly allowed stays indefinite");
+    tight.put("c1", 2, scope("192.0.2.2/32", "10.0.0.1/32"), 600);
+    assert.equal(tight.get("c1", 2)!.lifetime, 60, "finite requests are capped");
+    tight.clear();
+  });
+
+  it("status 5 reports the rest of the terminating period as lifetime, status 6 reports 0", async () => {
+    store = new MitigationStore({ terminatingPeriodMs: 5000, msPerSecond: 1000 });
+    store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600);
+    store.setStatus("c1", 1, MitigationStatus.Mitigated);
+    const views: Array<Record<string, unknown>> = [];
+    store.on("change", (m) => views.push(store.toScopeJson(m)));
+    store.withdraw("c1", 1);
+    assert.equal(views.at(-1)!.status, "dots-client-withdrawn-mitigation");
+    assert.equal(views.at(-1)!.lifetime, 5, "remaining active-but-terminating period, not the 3600 s lifetime");
+    const removed = waitRemoved(store);
+    store.put("c1", 2, scope("192.0.2.1/32", "10.0.0.1/32"), 3600); // replaces mid 1
+    const [m] = await removed;
+    const view = store.toScopeJson(m);
+    assert.equal(view.status, "attack-mitigation-terminated");
+    assert.equal(view.lifetime, 0);
+  });
+
+  it("efficacy update without lifetime keeps the granted lifetime", () => {
+    store = new MitigationStore();
+    store.put("c1", 3, scope("192.0.2.1/32", "10.0.0.1/32"), 900);
+    const r = store.put("c1", 3, scope("192.0.2.1/32", "10.0.0.1/32"), undefined, { efficacy: true, attackStatus: 2 });
+    assert.equal(r.kind, "efficacy");
+    assert.equal(store.get("c1", 3)!.lifetime, 900);
+    assert.equal(store.get("c1", 3)!.attackStatus, 2);
+  });
+
+  it("a cuid is bound to the peer that created it: another peer gets cuid-collision, also after snapshot/restore", () => {
+    store = new MitigationStore();
+    store.put("c1", 1, scope("192.0.2.1/32", "10.0.0.1/32"), 3600, { peer: "psk:isp-a" });
+    assert.equal(store.put("c1", 2, scope("192.0.2.2/32", "10.0.0.1/32"), 3600, { peer: "psk:isp-b" }).kind, "cuid-collision");
+    assert.equal(store.put("c1", 2, scope("192.0.2.2/32", "10.0.0.1/32"), 3600, { peer: "psk:isp-a" }).kind, "created");
+    const again = new MitigationStore();
+    again.restore(JSON.parse(JSON.stringify(store.snapshot())));
+    assert.equal(again.put("c1", 3, scope("192.0.2.3/32", "10.0.0.1/32"), 3600, { peer: "psk:isp-b" }).kind, "cuid-collision");
+    again.clear();
   });
 });
