@@ -154,6 +154,9 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.socket = dgram.createSocket(opts.address.includes(":") ? "udp6" : "udp4");
     this.socket.on("message", (msg: Buffer) => this.onDatagram(msg));
     this.socket.on("error", (err: NodeJS.ErrnoException) => this.onSocketError(err));
+    this.on("newListener", (event: string | symbol) => {
+      if (event === "message") setImmediate(() => this.flushQueue());
+    });
   }
 
   get closed(): boolean {
@@ -556,15 +559,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   }
 
   /** Hands queued messages to the first listener (datagrams that arrived right after the handshake). */
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.on(event, listener);
-    if (event === "message" && this.queue.length > 0) {
-      setImmediate(() => {
-        while (this.queue.length > 0 && this.state === "connected" && this.listenerCount("message") > 0)
-          this.emitMessage(this.queue.shift()!);
-      });
-    }
-    return this;
+  private flushQueue(): void {
+    while (this.queue.length > 0 && this.state === "connected" && this.listenerCount("message") > 0) this.emitMessage(this.queue.shift()!);
   }
 
   /** One datagram per call. Throws TransportError FRAME_TOO_LARGE above maxMessageSize. */
