@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { DtlsServer, type DtlsServerConnection } from "../../../src/transport/dtls";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
 import { encodeHandshake, parseHandshakeFragments } from "../../../src/transport/dtls/handshake";
-import { ScriptedDtlsClient } from "../../../src/transport/dtls/scripted-client";
+import { ScriptedDtlsClient } from "../../support/scripted-dtls-client";
 import { fuzzRuns } from "../../support/fuzz";
 
 const ID = "dots-client-1";
