@@ -175,17 +175,20 @@ export class DtlsClient extends EventEmitter implements Connection {
       if (this.opts.signal?.aborted) return this.onAbort();
       this.opts.signal?.addEventListener("abort", this.onAbort, { once: true });
       const timeout = this.opts.handshakeTimeoutMs ?? 30_000;
-      this.deadlineTimer = setTimeout(
-        () =>
-          this.fail(
-            new TransportError(
-              "HANDSHAKE_TIMEOUT",
-              `DTLS handshake with ${this.remoteAddress}:${this.remotePort} timed out after ${timeout} ms`,
-            ),
-            undefined,
+      this.deadlineTimer = setTimeout(() => {
+        // OpenSSL drops a Finished it cannot verify without an alert: say where we were.
+        const where =
+          this.state === "finished"
+            ? " waiting for the server's Finished (no answer to ours: a wrong PSK looks like this with some peers)"
+            : "";
+        this.fail(
+          new TransportError(
+            "HANDSHAKE_TIMEOUT",
+            `DTLS handshake with ${this.remoteAddress}:${this.remotePort} timed out after ${timeout} ms${where}`,
           ),
-        timeout,
-      );
+          undefined,
+        );
+      }, timeout);
       const bindAddress = this.opts.localAddress;
       this.socket.bind({ port: 0, address: bindAddress }, () => {
         if (this.state === "closed") return;
