@@ -115,7 +115,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   /** Server ECDH group (ECDHE_PSK), for status and tests. */
   group: number | undefined;
 
-  private readonly socket: dgram.Socket;
+  /** Created by handshake(), so an instance that never dials holds no socket. */
+  private socket: dgram.Socket | undefined;
   private readonly suites: CipherSuiteInfo[];
   private state: State = "hello";
   private readonly clientRandom = randomBytes(32);
@@ -151,9 +152,6 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.suites = (opts.suites ?? DEFAULT_DTLS_CLIENT_SUITES).map((n) => CIPHER_SUITES[n]).filter((s) => s !== undefined);
     if (this.suites.length === 0) throw new TransportError("CONFIG", "DTLS client: no cipher suite to offer");
     this.retransmitMs = opts.retransmitInitialMs ?? 1000;
-    this.socket = dgram.createSocket(opts.address.includes(":") ? "udp6" : "udp4");
-    this.socket.on("message", (msg: Buffer) => this.onDatagram(msg));
-    this.socket.on("error", (err: NodeJS.ErrnoException) => this.onSocketError(err));
     this.on("newListener", (event: string | symbol) => {
       if (event === "message") setImmediate(() => this.flushQueue());
     });
@@ -190,12 +188,16 @@ export class DtlsClient extends EventEmitter implements Connection {
         );
       }, timeout);
       const bindAddress = this.opts.localAddress;
-      this.socket.bind({ port: 0, address: bindAddress }, () => {
+      const socket = dgram.createSocket(this.opts.address.includes(":") ? "udp6" : "udp4");
+      this.socket = socket;
+      socket.on("message", (msg: Buffer) => this.onDatagram(msg));
+      socket.on("error", (err: NodeJS.ErrnoException) => this.onSocketError(err));
+      socket.bind({ port: 0, address: bindAddress }, () => {
         if (this.state === "closed") return;
-        this.socket.connect(this.opts.port, this.opts.address, () => {
+        socket.connect(this.opts.port, this.opts.address, () => {
           if (this.state === "closed") return;
           try {
-            const a = this.socket.address();
+            const a = socket.address();
             this.localAddress = a.address;
             this.localPort = a.port;
           } catch {
@@ -264,7 +266,7 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   private sendDatagram(datagram: Buffer): void {
     try {
-      this.socket.send(datagram);
+      this.socket?.send(datagram);
     } catch {
       // socket closed: the close path reports
     }
@@ -583,7 +585,7 @@ export class DtlsClient extends EventEmitter implements Connection {
       this.state = "closed";
       this.clearTimers();
       try {
-        this.socket.send(record, () => this.closeSocket());
+        if (this.socket) this.socket.send(record, () => this.closeSocket());
       } catch {
         this.closeSocket();
       }
@@ -616,7 +618,7 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   private closeSocket(): void {
     try {
-      this.socket.close();
+      this.socket?.close();
     } catch {
       // already closed
     }
