@@ -110,6 +110,8 @@ export interface DialerOptions {
   transport: TransportChoice;
   psk?: PskCredential;
   certificate?: CertificateCredential;
+  /** DTLS client: "ours" (default; ECDHE_PSK with forward secrecy first) or "node-dtls-client" (plain PSK only). */
+  dtlsImplementation?: "ours" | "node-dtls-client";
   /** Prefixes of the home domain; source-prefix must lie inside (RFC 9066 section 5.3.1). */
   homePrefixes: string[];
   /** heartbeat-interval offered in /config, seconds. */

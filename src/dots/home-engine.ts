@@ -236,7 +236,12 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     if (this.running) return;
     if (this.stopped) throw new Error("CallHomeDialer: stopped; create a new one");
     // A DTLS library that cannot load is a start failure, not endless retries or a quiet TLS-only dialer.
-    if (transportsFor(this.opts.transport, this.opts.psk !== undefined).includes("dtls")) await loadDtlsClient();
+    if (
+      this.opts.dtlsImplementation === "node-dtls-client" &&
+      transportsFor(this.opts.transport, this.opts.psk !== undefined).includes("dtls")
+    ) {
+      await loadDtlsClient();
+    }
     if (this.running || this.stopped) return;
     this.running = true;
     await this.restore();
@@ -465,6 +470,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         signal,
         handshakeTimeoutMs: this.tuning.dtlsHandshakeTimeoutMs,
         attempts: this.tuning.dtlsAttempts ?? 4,
+        implementation: this.opts.dtlsImplementation,
       });
     }
     // The name to check on the ISP's certificate: the configured servername, else a host name.

@@ -1,4 +1,7 @@
-// DTLS 1.2 PSK client (home side) over node-dtls-client 2.0.3, pinned. That library does not
+// DTLS 1.2 PSK client (home side). By default our own client (src/transport/dtls/client.ts: PSK and
+// ECDHE_PSK, flight retransmission, cookie exchange); `implementation: "node-dtls-client"` selects
+// the third-party library instead (plain PSK only).
+// The node-dtls-client path: node-dtls-client 2.0.3, pinned. That library does not
 // retransmit handshake flights and lets some parse errors escape its UDP handler, so this wrapper
 // runs each handshake attempt with its own timeout on a fresh socket, retries with back-off,
 // guards the library's datagram handler, and turns everything it throws or emits into
@@ -13,8 +16,13 @@ import type { Connection, LocalIdentity, PeerIdentity } from "./connection";
 import { TransportError } from "./connection";
 import { explainDialFailure } from "./auth-failure";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
+import { DEFAULT_DTLS_CLIENT_SUITES, DtlsClient } from "./dtls/client";
+import type { DtlsCipherSuiteName } from "./dtls/constants";
 
-/** AEAD suites only, CCM_8 first (RFC 7925 profile), then GCM. */
+/** Which DTLS client runs the handshake: ours (default; ECDHE_PSK first) or node-dtls-client (plain PSK). */
+export type DtlsImplementation = "ours" | "node-dtls-client";
+
+/** node-dtls-client's offer: AEAD suites only, CCM_8 first (RFC 7925 profile), then GCM. */
 export const DTLS_CLIENT_CIPHERS = ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"] as const;
 export type DtlsClientCipher = "TLS_PSK_WITH_AES_128_CCM_8" | "TLS_PSK_WITH_AES_128_GCM_SHA256" | "TLS_PSK_WITH_AES_128_CCM";
 
@@ -40,8 +48,12 @@ export interface DtlsConnectOptions {
   backoff?: number;
   /** Upper bound of one attempt's timeout (default 16 s). */
   maxHandshakeTimeoutMs?: number;
-  /** Suites to offer, in order (default DTLS_CLIENT_CIPHERS). */
+  /** Suites node-dtls-client offers, in order (default DTLS_CLIENT_CIPHERS). */
   ciphers?: DtlsClientCipher[];
+  /** Default "ours". */
+  implementation?: DtlsImplementation;
+  /** Suites our client offers, in order (default DEFAULT_DTLS_CLIENT_SUITES: ECDHE_PSK ChaCha20 first). */
+  suites?: DtlsCipherSuiteName[];
   /** Largest message accepted by send() (default 16384, the DTLS record limit; keeping under the path MTU is the CoAP layer's job). */
   maxMessageSize?: number;
   /** Called after each failed attempt that will be retried. */
@@ -306,6 +318,25 @@ function attempt(
 }
 
 /**
+ * One handshake attempt with our client on a fresh socket. Within the attempt our client repeats
+ * its flight on a doubling timer (RFC 6347 4.2.4), starting at a quarter of the attempt's budget.
+ */
+async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; family: 4 | 6 }, timeoutMs: number): Promise<DtlsClient> {
+  const client = new DtlsClient({
+    address: target.address,
+    port: opts.port,
+    psk: opts.psk,
+    suites: opts.suites ?? DEFAULT_DTLS_CLIENT_SUITES,
+    handshakeTimeoutMs: timeoutMs,
+    retransmitInitialMs: Math.max(100, Math.floor(timeoutMs / 4)),
+    maxMessageSize: opts.maxMessageSize ?? 16384,
+    signal: opts.signal,
+  });
+  await client.handshake();
+  return client;
+}
+
+/**
  * The library's UDP handler parses whatever arrives and may throw on garbage; wrap it so nothing
  * escapes, and drop datagrams that do not come from the server we dialled (the socket is unconnected).
  */
@@ -348,7 +379,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * `backoff` up to maxHandshakeTimeoutMs; authentication failures (fatal alerts, bad server
  * Finished) are not retried.
  */
-export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientConnection> {
+export async function connectDtls(opts: DtlsConnectOptions): Promise<Connection> {
   if (
     !opts.psk ||
     typeof opts.psk.identity !== "string" ||
@@ -365,14 +396,18 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<DtlsClientC
   let timeoutMs = opts.handshakeTimeoutMs ?? 1000;
   if (!Number.isInteger(attempts) || attempts < 1) throw new TransportError("CONFIG", `attempts must be >= 1, got ${attempts}`);
   if (!(timeoutMs >= 100)) throw new TransportError("CONFIG", `handshakeTimeoutMs must be >= 100, got ${timeoutMs}`);
-  const lib = await loadDtlsClient();
+  const implementation = opts.implementation ?? "ours";
+  if (implementation !== "ours" && implementation !== "node-dtls-client") {
+    throw new TransportError("CONFIG", `unknown DTLS implementation ${JSON.stringify(implementation)}`);
+  }
+  const lib = implementation === "node-dtls-client" ? await loadDtlsClient() : undefined;
   const target = await resolveAddress(opts.host, opts.family);
   let last: TransportError | undefined;
   for (let i = 1; i <= attempts; i++) {
     if (opts.signal?.aborted) throw new TransportError("CLOSED", "DTLS connect aborted");
     const started = Date.now();
     try {
-      return await attempt(lib, opts, target, timeoutMs);
+      return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs(opts, target, timeoutMs);
     } catch (e) {
       last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;

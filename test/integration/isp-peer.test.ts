@@ -10,7 +10,8 @@ import { cuidFromPskIdentity } from "../../src/dots/ids";
 import { CallHomeListener } from "../../src/dots/isp-engine";
 import { IspRequestError, type ResyncEvent } from "../../src/dots/isp-session";
 import { buildConfigJson, DEFAULT_CONFIG_LIMITS, DEFAULT_CONFIG_SET } from "../../src/dots/session-config";
-import { connectDtls, type DtlsClientConnection } from "../../src/transport/dtls-client";
+import type { Connection } from "../../src/transport/connection";
+import { connectDtls } from "../../src/transport/dtls-client";
 import { delay, waitFor } from "./harness";
 
 const PSK = { identity: "peer-home", key: Buffer.from("peer-home-key-0123") };
@@ -30,7 +31,7 @@ interface Seen {
 
 /** A home made of parts: DTLS client + CoAP endpoint + handlers chosen per test. */
 class HandHome {
-  conn!: DtlsClientConnection;
+  conn!: Connection;
   ep!: CoapEndpoint;
   readonly seen: Seen[] = [];
   onMitigate: (req: IncomingRequest, n: number) => void = (req) =>

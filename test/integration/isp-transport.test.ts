@@ -112,6 +112,37 @@ describe("ISP listener at the (D)TLS layer", function () {
     assert.equal(await firstReply(port, clientHello(0xfeff), 500), null, "DTLS 1.0 hello gets no answer");
   });
 
+  for (const [implementation, suite] of [
+    [undefined, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
+    ["node-dtls-client", "TLS_PSK_WITH_AES_128_CCM_8"],
+  ] as const) {
+    it(`home <-> ISP over DTLS with ${implementation ?? "the default client"} negotiates ${suite} (both sides report it)`, async () => {
+      l = listener({ dtls: true, tls: false });
+      l.on("error", () => undefined);
+      await l.start();
+      const d = new CallHomeDialer({
+        hosts: ["127.0.0.1"],
+        port: l.port as number,
+        transport: "udp",
+        psk: { identity: "home-a", key: KEY },
+        homePrefixes: [PREFIX],
+        heartbeatInterval: 1,
+        reconnect: { minMs: 60_000, maxMs: 60_000 },
+        dtlsImplementation: implementation,
+      });
+      d.on("error", () => undefined);
+      dialers.push(d);
+      const up = waitFor<[SessionInfo]>(l, "session-up");
+      const connected = waitFor<[{ cipher: string; transport: string }]>(d, "connected");
+      await d.start();
+      const [home] = await connected;
+      const [isp] = await up;
+      assert.equal(home.transport, "dtls");
+      assert.equal(home.cipher, `DTLSv1.2 ${suite}`);
+      assert.equal(isp.cipher, `DTLSv1.2 ${suite}`);
+    });
+  }
+
   it("closes connections beyond maxSessions and says so, keeping the sessions it has (R57)", async () => {
     l = listener({ dtls: false, tls: true }, { maxSessions: 1, homes: ["home-a", "home-b"] });
     const errors: string[] = [];

@@ -1,5 +1,6 @@
-// Our DTLS client (node-dtls-client wrapped) against real DTLS servers: openssl s_server -dtls1_2
-// with PSK, and coap-server-openssl -k (CoAP GET /time over DTLS). All on loopback.
+// Our DTLS client (src/transport/dtls/client.ts, the dialer's default) against real DTLS servers:
+// openssl s_server -dtls1_2 with PSK and ECDHE_PSK, and coap-server-openssl -k (CoAP GET /time over
+// DTLS). All on loopback.
 import { strict as assert } from "node:assert";
 import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
 import { TransportError, type Connection } from "../../src/transport/connection";
@@ -45,6 +46,7 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
   for (const [cipher, name] of [
     ["PSK-AES128-CCM8", "TLS_PSK_WITH_AES_128_CCM_8"],
     ["PSK-AES128-GCM-SHA256", "TLS_PSK_WITH_AES_128_GCM_SHA256"],
+    ["ECDHE-PSK-CHACHA20-POLY1305", "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
   ] as const) {
     it(`-> openssl s_server -dtls1_2 -cipher ${cipher}: handshake, data both ways, close_notify`, async () => {
       const { port, peer } = await sServer(["-cipher", cipher]);
@@ -115,6 +117,8 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
       backoff: 1,
     });
     conns.push(conn);
+    // libcoap (OpenSSL) takes our first offer: forward secrecy with a PSK peer.
+    assert.equal(conn.cipher, "DTLSv1.2 TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256");
     const got = new Promise<Buffer>((r) => conn.once("message", r));
     conn.send(
       encodeUdp({

@@ -3,7 +3,7 @@
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import { DtlsServer, type DtlsServerConnection } from "../../src/transport/dtls";
-import { ScriptedDtlsClient } from "../../src/transport/dtls/scripted-client";
+import { ScriptedDtlsClient } from "../support/scripted-dtls-client";
 
 const ID = "dots-client-1";
 const PSK = Buffer.from("secretPSK-0123456789");

@@ -24,7 +24,9 @@ export const AlertDescription = {
   DecryptError: 51,
   ProtocolVersion: 70,
   InternalError: 80,
+  UserCanceled: 90,
   NoRenegotiation: 100,
+  UnsupportedExtension: 110,
   UnknownPskIdentity: 115,
 } as const;
 

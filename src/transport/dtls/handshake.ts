@@ -50,7 +50,8 @@ export function encodeHandshake(msgType: number, messageSeq: number, body: Buffe
   return out;
 }
 
-class Reader {
+/** Bounds-checked reader of handshake bodies; throws DtlsDecodeError when input runs short. */
+export class Reader {
   private off = 0;
   constructor(private readonly buf: Buffer) {}
   get remaining(): number {

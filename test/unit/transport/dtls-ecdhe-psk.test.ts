@@ -15,7 +15,7 @@ import {
 } from "../../../src/transport/dtls/handshake";
 import { aeadKeyBlock, ecdhePskPremasterSecret } from "../../../src/transport/dtls/prf";
 import { encodeRecord } from "../../../src/transport/dtls/record";
-import { DtlsAlertError, ScriptedDtlsClient } from "../../../src/transport/dtls/scripted-client";
+import { DtlsAlertError, ScriptedDtlsClient } from "../../support/scripted-dtls-client";
 
 const PSK = Buffer.from("secretPSK-0123456789");
 const ID = "dots-client-1";

@@ -18,7 +18,7 @@ import { CookieJar } from "../../../src/transport/dtls/cookie";
 import { AeadState } from "../../../src/transport/dtls/cipher";
 import { SecretSlab } from "../../../src/transport/dtls/secret-slab";
 import { CIPHER_SUITES } from "../../../src/transport/dtls/constants";
-import { DtlsAlertError, ScriptedDtlsClient } from "../../../src/transport/dtls/scripted-client";
+import { DtlsAlertError, ScriptedDtlsClient } from "../../support/scripted-dtls-client";
 
 const PSK = Buffer.from("secretPSK-0123456789");
 const ID = "dots-client-1";

@@ -1,14 +1,29 @@
 // A minimal DTLS 1.2 PSK / ECDHE_PSK client that drives the server step by step. It exists for tests and the
 // handshake benchmark (a light client for many sessions, and raw access to every datagram); the
-// production home-side client is node-dtls-client (src/transport/dtls-client.ts).
+// production client is src/transport/dtls/client.ts.
 import * as dgram from "node:dgram";
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { AlertDescription, AlertLevel, CIPHER_SUITES, ContentType, DTLS_1_2, HandshakeType, type DtlsCipherSuiteName } from "./constants";
-import { AeadState } from "./cipher";
-import { generateEphemeralKey } from "./ecdhe";
-import { encodeHandshake, parseHandshakeFragments } from "./handshake";
-import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
-import { encodeRecord, parseDatagram } from "./record";
+import {
+  AlertDescription,
+  AlertLevel,
+  CIPHER_SUITES,
+  ContentType,
+  DTLS_1_2,
+  HandshakeType,
+  type DtlsCipherSuiteName,
+} from "../../src/transport/dtls/constants";
+import { AeadState } from "../../src/transport/dtls/cipher";
+import { generateEphemeralKey } from "../../src/transport/dtls/ecdhe";
+import { encodeHandshake, parseHandshakeFragments } from "../../src/transport/dtls/handshake";
+import {
+  aeadKeyBlock,
+  ecdhePskPremasterSecret,
+  finishedVerifyData,
+  masterSecret,
+  pskPremasterSecret,
+  sha256,
+} from "../../src/transport/dtls/prf";
+import { encodeRecord, parseDatagram } from "../../src/transport/dtls/record";
 
 export interface ScriptedClientOptions {
   address: string;
