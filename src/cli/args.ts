@@ -206,7 +206,11 @@ dial options:
   --consent-timeout MS     manual consent: how long to wait for an answer (default 300000)
   --consent-on-timeout reject|approve   what an unanswered consent counts as (default reject)
   --nft-table NAME         nft table (family inet) for the blocks (default dots_call_home);
-                           one dialer per table, as the start-up clean-up owns all of it
+                           one dialer per table, as the start-up clean-up owns all of it,
+                           unless each dialer has its own --nft-owner
+  --nft-owner NAME         one name per upstream ISP when several dialers share one nft table
+                           (RFC 9066: one session per upstream domain); elements are tagged
+                           with it and the start-up clean-up removes only this owner's
 
   stdin commands (dial):
     {"cmd":"decide","mid":N,"cuid":"..."?,"outcome":"enforced"|"pending"|"legitimate"|"failed","detail":"..."?}
@@ -361,6 +365,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "consent-timeout": "duration",
   "consent-on-timeout": "string",
   "nft-table": "string",
+  "nft-owner": "string",
 };
 
 /** Every flag each command accepts (without "--"); the help test checks each is documented. */
@@ -370,7 +375,16 @@ export const FLAG_NAMES: { listen: readonly string[]; dial: readonly string[] } 
 };
 
 /** Home-side enforcement flags: named so `listen` refuses them with a pointer to `dial`. */
-const DIAL_ONLY_ENFORCEMENT = new Set(["nat", "enforce", "action", "consent", "consent-timeout", "consent-on-timeout", "nft-table"]);
+const DIAL_ONLY_ENFORCEMENT = new Set([
+  "nat",
+  "enforce",
+  "action",
+  "consent",
+  "consent-timeout",
+  "consent-on-timeout",
+  "nft-table",
+  "nft-owner",
+]);
 
 export interface ParsedFlags {
   values: Record<string, string | number | boolean | string[]>;
@@ -933,6 +947,7 @@ function enforcementFrom(
     ["consent-timeout", "consentTimeoutMs"],
     ["consent-on-timeout", "consentOnTimeout"],
     ["nft-table", "nftTable"],
+    ["nft-owner", "nftOwner"],
   ].filter(([flag, key]) => pick(flag, key) !== undefined);
   if (enforce === undefined) {
     if (given.length > 0) throw new CliUsageError(`--${given[0][0]} needs --enforce nftables|dry-run`);
@@ -968,6 +983,12 @@ function enforcementFrom(
     } catch (e) {
       throw new CliUsageError(`--nft-table: ${(e as Error).message}`);
     }
+  }
+  const owner = pick("nft-owner", "nftOwner");
+  if (owner !== undefined) {
+    const text = str(owner, "nft-owner");
+    if (!/^[A-Za-z0-9_.-]{1,48}$/.test(text)) throw new CliUsageError("--nft-owner: 1 to 48 of A-Z a-z 0-9 _ . -");
+    out.owner = text;
   }
   return out;
 }

@@ -14,6 +14,8 @@ import {
   blockElements,
   elementId,
   mitigationTag,
+  parseMitigationTag,
+  safeOwner,
   quarantineElements,
   DEFAULT_TABLE,
   MAX_NFT_TIMEOUT_SEC,
@@ -43,6 +45,11 @@ export interface HomeEnforcerOptions {
   maxMitigations?: number;
   /** Consent requests waiting at most (default 1024). */
   maxPendingConsent?: number;
+  /**
+   * Names the upstream ISP this enforcer serves when several dialers share one nft table (RFC 9066:
+   * one session per upstream domain). Elements are tagged with it and reconcile only touches its own.
+   */
+  owner?: string;
 }
 
 /** What the dialer hands over (MitigationEvent in src/dots/api.ts). */
@@ -205,6 +212,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   readonly lookup: NatLookup;
   readonly consent: ConsentGate;
   private readonly table: string;
+  private readonly owner: string | undefined;
   private readonly maxElements: number;
   private readonly maxMitigations: number;
   private readonly active = new Map<string, ActiveMitigation>();
@@ -222,6 +230,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     super();
     const runner = opts.runner ?? new CommandRunner();
     this.table = opts.table ?? DEFAULT_TABLE;
+    this.owner = opts.owner === undefined || opts.owner === "" ? undefined : safeOwner(opts.owner);
     this.action = opts.action;
     if (opts.action !== "block" && opts.action !== "quarantine")
       throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
@@ -318,7 +327,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
 
     const policy = this.consent.policy;
     const script = this.backend.render([
-      { add: elements.map((e) => ({ element: e, timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid) })) },
+      { add: elements.map((e) => ({ element: e, timeoutSec: lifetime, comment: mitigationTag(m.cuid, m.mid, this.owner) })) },
     ]);
     const pending: PendingMitigation = { input: m, lifetime, devices, elements };
     this.pendingMap.set(key, pending);
@@ -448,7 +457,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     return this.serial(async () => {
       await this.ensureSetup();
       const report: ReconcileReport = { kept: [], missing: [], removed: [], adopted: [] };
-      const believedByTag = new Map(believed.map((b) => [mitigationTag(b.cuid, b.mid), b]));
+      const believedByTag = new Map(believed.map((b) => [mitigationTag(b.cuid, b.mid, this.owner), b]));
       const table = await this.backend.list();
       // drop in-memory mitigations nobody believes in any more
       for (const [key, act] of [...this.active]) {
@@ -471,10 +480,13 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       const toDelete: TableElement[] = [];
       for (const [tag, els] of byTag) {
         const b = believedByTag.get(tag);
-        const parsed = /^dots:(.+)\/(\d+)$/.exec(tag);
+        const parsed = parseMitigationTag(tag);
+        // another dialer's elements (another upstream ISP sharing this table): not ours to judge
+        if (this.owner !== undefined && parsed?.owner !== this.owner) continue;
+        if (this.owner === undefined && parsed?.owner !== undefined) continue;
         if (b || (opts.adoptUnknown && parsed)) {
-          const cuid = b ? b.cuid : parsed![1];
-          const mid = b ? b.mid : Number(parsed![2]);
+          const cuid = b ? b.cuid : parsed!.cuid;
+          const mid = b ? b.mid : parsed!.mid;
           const key = keyOf(cuid, mid);
           if (!this.active.has(key)) {
             const expires = els.reduce<number | undefined>(
@@ -498,7 +510,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
         }
       }
       for (const b of believed) {
-        const has = (byTag.get(mitigationTag(b.cuid, b.mid)) ?? []).length > 0;
+        const has = (byTag.get(mitigationTag(b.cuid, b.mid, this.owner)) ?? []).length > 0;
         if (has) report.kept.push(b);
         else {
           report.missing.push(b);
@@ -525,7 +537,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     try {
       return await this.serial(async () => {
         await this.ensureSetup();
-        const tag = mitigationTag(m.cuid, m.mid);
+        const tag = mitigationTag(m.cuid, m.mid, this.owner);
         const elements = m.enforcement.elements;
         const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
         const act: ActiveMitigation = {
@@ -579,7 +591,7 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
     try {
       return await this.serial(async () => {
         await this.ensureSetup();
-        const tag = mitigationTag(m.cuid, m.mid);
+        const tag = mitigationTag(m.cuid, m.mid, this.owner);
         const script = await this.backend.add(this.addItems(key, elements, lifetime, tag));
         const act: ActiveMitigation = {
           cuid: m.cuid,

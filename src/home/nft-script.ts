@@ -139,12 +139,30 @@ export function quarantineElements(devices: EnforcedDevice[]): ElementRef[] {
   return [...out.values()];
 }
 
-/** Comment tag naming the mitigation that added an element (read back by reconcile). */
-export function mitigationTag(cuid: string, mid: number): string {
+/**
+ * Comment tag naming the mitigation that added an element (read back by reconcile). With an owner
+ * (one per upstream ISP when several dialers share a table, RFC 9066 section 3.1), the tag is
+ * `dots:<owner>:<cuid>/<mid>`, so one dialer's reconcile leaves the other ISPs' elements alone.
+ */
+export function mitigationTag(cuid: string, mid: number, owner?: string): string {
   const safe = String(cuid)
     .replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 64);
-  return `dots:${safe}/${mid}`;
+  return owner === undefined ? `dots:${safe}/${mid}` : `dots:${safeOwner(owner)}:${safe}/${mid}`;
+}
+
+/** An owner label as it appears in a tag (no ':' so the cuid part stays unambiguous). */
+export function safeOwner(owner: string): string {
+  return String(owner)
+    .replace(/[^A-Za-z0-9_.-]/g, "_")
+    .slice(0, 48);
+}
+
+/** Splits a tag into owner (undefined for untagged-owner tags), cuid and mid; undefined if not ours. */
+export function parseMitigationTag(tag: string): { owner?: string; cuid: string; mid: number } | undefined {
+  const m = /^dots:(?:([A-Za-z0-9_.-]+):)?([A-Za-z0-9_-]*)\/(\d+)$/.exec(tag);
+  if (!m) return undefined;
+  return { ...(m[1] !== undefined ? { owner: m[1] } : {}), cuid: m[2], mid: Number(m[3]) };
 }
 
 export interface AddOptions {

@@ -129,6 +129,8 @@ export interface EnforcementFlags {
   netns?: string;
   /** nft table name (default dots_call_home). */
   table?: string;
+  /** Upstream ISP name when several dialers share the table (elements tagged, reconcile scoped). */
+  owner?: string;
 }
 
 export class InvalidOptionError extends HomeError {
@@ -171,5 +173,5 @@ export async function createHomeEnforcerFromFlags(flags: EnforcementFlags): Prom
   const runner = flags.netns ? netnsRunner(flags.netns) : new CommandRunner();
   // one NAT source (one conntrack -E child) per router, shared by every enforcer in this process
   const nat = await sharedNatSource(spec, { runner, router: flags.netns ?? "host" });
-  return createHomeEnforcer({ nat, backend, action, consent, runner, table: flags.table });
+  return createHomeEnforcer({ nat, backend, action, consent, runner, table: flags.table, owner: flags.owner });
 }

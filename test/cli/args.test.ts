@@ -183,6 +183,7 @@ describe("cli/args", () => {
       "consent-timeout",
       "consent-on-timeout",
       "nft-table",
+      "nft-owner",
     ])
       assert.ok(all.has(flag), flag);
     for (const flag of all) {
@@ -298,6 +299,8 @@ describe("cli/args", () => {
       "approve",
       "--nft-table",
       "lab_dots",
+      "--nft-owner",
+      "isp-a",
     );
     assert.deepEqual(c.enforcement, {
       enforce: "dry-run",
@@ -307,6 +310,7 @@ describe("cli/args", () => {
       consentTimeoutMs: 1500,
       consentOnTimeout: "approve",
       table: "lab_dots",
+      owner: "isp-a",
     });
     for (const nat of ["auto", "conntrack", "conntrack-list", "proc", "proc:/x/nf_conntrack"])
       assert.equal(dial(...base, "--enforce", "nftables", `--nat=${nat}`).enforcement?.nat, nat);
@@ -359,6 +363,8 @@ describe("cli/args", () => {
       [["--enforce", "nftables", "--consent-timeout", "5000"], /--consent-timeout needs --consent manual/],
       [["--enforce", "nftables", "--consent", "auto", "--consent-on-timeout", "approve"], /--consent-on-timeout needs --consent manual/],
       [["--enforce", "nftables", "--nft-table", "x; flush ruleset"], /--nft-table: .*not a safe nft table name/],
+      [["--enforce", "nftables", "--nft-owner", "isp a:1"], /--nft-owner: 1 to 48/],
+      [["--nft-owner", "isp-a"], /--nft-owner needs --enforce/],
       [["--nat", "conntrack"], /--nat needs --enforce/],
       [["--action", "block"], /--action needs --enforce/],
       [["--consent", "manual"], /--consent needs --enforce/],
