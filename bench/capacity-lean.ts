@@ -10,8 +10,9 @@
 // process's file limit) whose CPU is reported apart; the listener is this process and measures its
 // own CPU per heartbeat and RSS per session beside its idle figures taken in the same run.
 //   node .build/<name>/bench/capacity-lean.js [--sessions 50000] [--hb 30] [--hold 300]
-//        [--concurrency 64] [--profile FILE.cpuprofile]
+//        [--concurrency 64] [--profile FILE.cpuprofile] [--heap-snapshot FILE.heapsnapshot]
 import { fork } from "node:child_process";
+import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { Session } from "node:inspector";
 import { randomBytes } from "node:crypto";
@@ -39,6 +40,8 @@ const HOMES_PER_CHILD = 17_000;
 // ------------------------------------------------------------------------------ child: lean homes
 
 interface ChildJob {
+  /** Local address of this child's homes: one per child, as each address has its own ephemeral port range (28,232 ports by default). */
+  address: string;
   from: number;
   to: number;
   port: number;
@@ -162,8 +165,17 @@ async function child(job: ChildJob): Promise<void> {
   const homes: Home[] = [];
   let next = job.from;
   const startOne = async (i: number): Promise<void> => {
-    const client = new ScriptedDtlsClient({ address: "127.0.0.1", port: job.port, identity: identity(i), psk: KEY, retransmitMs: 1000 });
-    await client.bind();
+    const socket = dgram.createSocket("udp4");
+    const bound = await new Promise<boolean>((resolve) => {
+      socket.once("error", () => resolve(false));
+      socket.bind(0, job.address, () => resolve(true));
+    });
+    if (!bound) {
+      stats.failed++;
+      socket.close();
+      return;
+    }
+    const client = new ScriptedDtlsClient({ address: "127.0.0.1", port: job.port, identity: identity(i), psk: KEY, retransmitMs: 1000, socket });
     try {
       await client.connect(60_000);
     } catch {
@@ -201,6 +213,24 @@ function gc(): void {
     g();
     g();
   }
+}
+
+/** CPU ms per thread name of this process (main thread, V8 GC workers, libuv pool) from /proc. */
+function threadCpu(): Map<string, { user: number; system: number }> {
+  const out = new Map<string, { user: number; system: number }>();
+  const tick = 10; // USER_HZ 100 on Linux: 10 ms per tick
+  try {
+    for (const tid of fs.readdirSync("/proc/self/task")) {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/[0-9]+$/, "");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const prev = out.get(name) ?? { user: 0, system: 0 };
+      out.set(name, { user: prev.user + Number(f[11]) * tick, system: prev.system + Number(f[12]) * tick });
+    }
+  } catch {
+    // not Linux: no breakdown
+  }
+  return out;
 }
 
 const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MB`;
@@ -280,7 +310,7 @@ async function parent(): Promise<void> {
   const per = Math.ceil(N / children);
   const kidStats: ChildStats[] = [];
   const kids = Array.from({ length: children }, (_, k) => {
-    const job: ChildJob = { from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, hb, concurrency };
+    const job: ChildJob = { address: `127.0.${k + 1}.1`, from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, hb, concurrency };
     const c = fork(__filename, ["--child", JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
     c.on("message", (m: ChildStats) => (kidStats[k] = m));
     return c;
@@ -306,6 +336,8 @@ async function parent(): Promise<void> {
   await sleep(hb * 1000);
   gc();
   const memSteady = process.memoryUsage();
+  const heapFile = arg("heap-snapshot", "");
+  if (heapFile) console.log(`  heap snapshot with ${live} sessions: ${require("node:v8").writeHeapSnapshot(heapFile)}`);
   const kidCpu0 = kidStats.map((s) => s.cpuMs);
   const kidHb0 = { sent: sum((s) => s.hbSent), answered: sum((s) => s.hbAnswered), received: sum((s) => s.hbReceived) };
   hbIn = 0;
@@ -317,6 +349,7 @@ async function parent(): Promise<void> {
     profiler.connect();
     await new Promise<void>((r) => profiler!.post("Profiler.enable", () => profiler!.post("Profiler.start", () => r())));
   }
+  const threads0 = threadCpu();
   const cpu0 = process.cpuUsage();
   const w0 = process.hrtime.bigint();
   let maxRss = 0;
@@ -327,6 +360,10 @@ async function parent(): Promise<void> {
   }
   const cpu = process.cpuUsage(cpu0);
   const wallS = Number(process.hrtime.bigint() - w0) / 1e9;
+  const threads = [...threadCpu()].map(([name, t]) => {
+    const b = threads0.get(name) ?? { user: 0, system: 0 };
+    return `${name} ${(t.user - b.user).toFixed(0)} user + ${(t.system - b.system).toFixed(0)} system ms`;
+  });
   if (profiler) {
     const p = profiler;
     const profile = await new Promise<Parameters<typeof topOfProfile>[0]>((r) =>
@@ -358,6 +395,7 @@ async function parent(): Promise<void> {
   console.log(
     `  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us per heartbeat (one received or sent, with its answer)`,
   );
+  if (threads.length) console.log(`  listener CPU by thread: ${threads.join("; ")}`);
   console.log(
     `  reference (same process, no sessions, before the homes came): ${idleMsPerS.toFixed(2)} ms CPU per second; with sessions ${(cpuMs / wallS).toFixed(1)} ms per second; engine errors: ${errors}${errorSamples.length ? ` (${errorSamples.join(" | ")})` : ""}`,
   );
