@@ -175,7 +175,14 @@ async function child(job: ChildJob): Promise<void> {
       socket.close();
       return;
     }
-    const client = new ScriptedDtlsClient({ address: "127.0.0.1", port: job.port, identity: identity(i), psk: KEY, retransmitMs: 1000, socket });
+    const client = new ScriptedDtlsClient({
+      address: "127.0.0.1",
+      port: job.port,
+      identity: identity(i),
+      psk: KEY,
+      retransmitMs: 1000,
+      socket,
+    });
     try {
       await client.connect(60_000);
     } catch {
@@ -310,7 +317,14 @@ async function parent(): Promise<void> {
   const per = Math.ceil(N / children);
   const kidStats: ChildStats[] = [];
   const kids = Array.from({ length: children }, (_, k) => {
-    const job: ChildJob = { address: `127.0.${k + 1}.1`, from: k * per, to: Math.min(N, (k + 1) * per), port: listener.port as number, hb, concurrency };
+    const job: ChildJob = {
+      address: `127.0.${k + 1}.1`,
+      from: k * per,
+      to: Math.min(N, (k + 1) * per),
+      port: listener.port as number,
+      hb,
+      concurrency,
+    };
     const c = fork(__filename, ["--child", JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
     c.on("message", (m: ChildStats) => (kidStats[k] = m));
     return c;
