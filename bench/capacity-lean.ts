@@ -15,6 +15,7 @@ import { fork } from "node:child_process";
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { Session } from "node:inspector";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { randomBytes } from "node:crypto";
 import type { SessionInfo } from "../src/dots/api";
 import { CallHomeListener } from "../src/dots/isp-engine";
@@ -240,6 +241,20 @@ function threadCpu(): Map<string, { user: number; system: number }> {
   return out;
 }
 
+/** Datagrams the kernel dropped at the listener's own UDP socket (full receive buffer), from /proc/net/udp. */
+function socketDrops(port: number): number {
+  try {
+    const hexPort = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+    for (const line of fs.readFileSync("/proc/net/udp", "utf8").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[1]?.endsWith(hexPort)) return Number(f[f.length - 1]);
+    }
+  } catch {
+    // not Linux
+  }
+  return NaN;
+}
+
 const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MB`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -357,12 +372,15 @@ async function parent(): Promise<void> {
   hbIn = 0;
   hbOut = 0;
   const downBefore = down;
+  const drops0 = socketDrops(listener.port as number);
   let profiler: Session | undefined;
   if (profileFile) {
     profiler = new Session();
     profiler.connect();
     await new Promise<void>((r) => profiler!.post("Profiler.enable", () => profiler!.post("Profiler.start", () => r())));
   }
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   const threads0 = threadCpu();
   const cpu0 = process.cpuUsage();
   const w0 = process.hrtime.bigint();
@@ -374,6 +392,8 @@ async function parent(): Promise<void> {
   }
   const cpu = process.cpuUsage(cpu0);
   const wallS = Number(process.hrtime.bigint() - w0) / 1e9;
+  loopDelay.disable();
+  const drops = socketDrops(listener.port as number) - drops0;
   const threads = [...threadCpu()].map(([name, t]) => {
     const b = threads0.get(name) ?? { user: 0, system: 0 };
     return `${name} ${(t.user - b.user).toFixed(0)} user + ${(t.system - b.system).toFixed(0)} system ms`;
@@ -410,6 +430,9 @@ async function parent(): Promise<void> {
     `  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us per heartbeat (one received or sent, with its answer)`,
   );
   if (threads.length) console.log(`  listener CPU by thread: ${threads.join("; ")}`);
+  console.log(
+    `  listener event loop delay: p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms; datagrams the kernel dropped at the listener socket (receive buffer full): ${drops} (${socketDrops(listener.port as number)} since start)`,
+  );
   console.log(
     `  reference (same process, no sessions, before the homes came): ${idleMsPerS.toFixed(2)} ms CPU per second; with sessions ${(cpuMs / wallS).toFixed(1)} ms per second; engine errors: ${errors}${errorSamples.length ? ` (${errorSamples.join(" | ")})` : ""}`,
   );
