@@ -35,13 +35,15 @@ const arg = (name: string, def: string): string => {
 const KEY = Buffer.from("capacity-bench-key-0123");
 const PREFIX = "203.0.113.0/24";
 const identity = (i: number): string => `cap-home-${i}`;
+/** Each home its own loopback address, as real homes have: per-address policies (drop-list) see one home each. */
+const homeAddress = (i: number): string => `127.${1 + Math.floor(i / 64000)}.${Math.floor((i % 64000) / 250)}.${1 + (i % 250)}`;
 /** One UDP socket per home; the process file limit here is 20,000. */
 const HOMES_PER_CHILD = 17_000;
 
 // ------------------------------------------------------------------------------ child: lean homes
 
 interface ChildJob {
-  /** Local address of this child's homes: one per child, as each address has its own ephemeral port range (28,232 ports by default). */
+  /** Local address of this child's homes, or "per-home" (each its own; one address has only 28,232 ephemeral ports). */
   address: string;
   from: number;
   to: number;
@@ -169,7 +171,7 @@ async function child(job: ChildJob): Promise<void> {
     const socket = dgram.createSocket("udp4");
     const bound = await new Promise<boolean>((resolve) => {
       socket.once("error", () => resolve(false));
-      socket.bind(0, job.address, () => resolve(true));
+      socket.bind(0, job.address === "per-home" ? homeAddress(i) : job.address, () => resolve(true));
     });
     if (!bound) {
       stats.failed++;
