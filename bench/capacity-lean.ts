@@ -335,7 +335,7 @@ async function parent(): Promise<void> {
   const kidStats: ChildStats[] = [];
   const kids = Array.from({ length: children }, (_, k) => {
     const job: ChildJob = {
-      address: `127.0.${k + 1}.1`,
+      address: "per-home",
       from: k * per,
       to: Math.min(N, (k + 1) * per),
       port: listener.port as number,
