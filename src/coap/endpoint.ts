@@ -283,8 +283,28 @@ function hexKey(token: Buffer): string {
   return token.toString("hex");
 }
 
+/** Above this many key bytes a NON request is remembered by a SHA-256 of them instead. */
+const SMALL_NON_KEY_BYTES = 96;
+
 /** Everything that makes two NON requests the same request, except the message ID. */
 function nonRequestKey(msg: CoapMessage): string {
+  // Small requests (heartbeats) keyed by their exact bytes: no hash per request. The encoding is
+  // the one hashed below, so both are unambiguous; the first character keeps the two kinds apart.
+  let size = 2 + msg.token.length + msg.payload.length;
+  for (const o of msg.options) size += 6 + o.value.length;
+  if (size <= SMALL_NON_KEY_BYTES) {
+    const b = Buffer.allocUnsafe(size);
+    b[0] = msg.code;
+    b[1] = msg.token.length;
+    let at = 2 + msg.token.copy(b, 2);
+    for (const o of msg.options) {
+      b.writeUInt16BE(o.number, at);
+      b.writeUInt32BE(o.value.length, at + 2);
+      at += 6 + o.value.copy(b, at + 6);
+    }
+    msg.payload.copy(b, at);
+    return `=${b.toString("latin1")}`;
+  }
   const h = createHash("sha256");
   h.update(Buffer.from([msg.code, msg.token.length]));
   h.update(msg.token);
@@ -340,7 +360,7 @@ export class CoapEndpoint extends EventEmitter {
   private readonly maxMessageSize: number;
   private readonly limits: EndpointLimits;
   private readonly handlerTimeoutMs: number;
-  private readonly knownCritical: Set<number>;
+  private readonly knownCritical: ReadonlySet<number>;
   private nonLifetimeMs: number;
   private exchangeLifetimeMs: number;
   private readonly fixedLifetimes: { non?: number; exchange?: number };
@@ -387,7 +407,10 @@ export class CoapEndpoint extends EventEmitter {
     this.maxMessageSize = options.maxMessageSize ?? 65536;
     this.limits = { ...ENDPOINT_LIMITS, ...options.limits };
     this.handlerTimeoutMs = options.handlerTimeoutMs ?? 30_000;
-    this.knownCritical = new Set([...KNOWN_CRITICAL, ...(options.extraCriticalOptions ?? [])]);
+    // Shared unless this endpoint knows more options: one Set less per session.
+    this.knownCritical = options.extraCriticalOptions?.length
+      ? new Set([...KNOWN_CRITICAL, ...options.extraCriticalOptions])
+      : KNOWN_CRITICAL;
     this.fixedLifetimes = { non: options.nonLifetimeMs, exchange: options.exchangeLifetimeMs };
     this.nonLifetimeMs = 0;
     this.exchangeLifetimeMs = 0;
@@ -1097,22 +1120,6 @@ export class CoapEndpoint extends EventEmitter {
 
     this.inProgress.set(key, ip);
     if (mid !== undefined) this.inProgressByMid.set(mid, ip);
-    if (confirmable && mid !== undefined) {
-      // Empty ACK before the client's ACK_TIMEOUT, then a separate CON response (RFC 7252 section 5.2.2).
-      ip.separateTimer = setTimeout(() => {
-        if (ip.responded || ip.ackSent) return;
-        ip.ackSent = true;
-        this.reply(mid, "ACK");
-      }, this.params.ackTimeoutMs / 2);
-    }
-    ip.handlerTimer = setTimeout(() => {
-      if (!ip.responded)
-        this.sendResponse(ip, msg, {
-          code: Code.InternalServerError,
-          payload: diagnostic(`request not answered within ${this.handlerTimeoutMs} ms`),
-          contentFormat: CONTENT_FORMAT_TEXT,
-        });
-    }, this.handlerTimeoutMs);
 
     const request: IncomingRequest = {
       method,
@@ -1149,9 +1156,32 @@ export class CoapEndpoint extends EventEmitter {
       this.handlerFailed(ip, msg, e);
       return;
     }
+    // Most requests (heartbeats) are answered synchronously: timers only for those still open.
+    if (!ip.responded) this.armRequestTimers(ip, msg);
     if (result && typeof (result as Promise<void>).then === "function") {
       (result as Promise<void>).then(undefined, (e: unknown) => this.handlerFailed(ip, msg, e));
     }
+  }
+
+  /** Separate-ACK and handler timeouts of a request the handler did not answer at once. */
+  private armRequestTimers(ip: InProgress, msg: CoapMessage): void {
+    const mid = ip.mid;
+    if (ip.confirmable && mid !== undefined && !ip.ackSent) {
+      // Empty ACK before the client's ACK_TIMEOUT, then a separate CON response (RFC 7252 section 5.2.2).
+      ip.separateTimer = setTimeout(() => {
+        if (ip.responded || ip.ackSent) return;
+        ip.ackSent = true;
+        this.reply(mid, "ACK");
+      }, this.params.ackTimeoutMs / 2);
+    }
+    ip.handlerTimer = setTimeout(() => {
+      if (!ip.responded)
+        this.sendResponse(ip, msg, {
+          code: Code.InternalServerError,
+          payload: diagnostic(`request not answered within ${this.handlerTimeoutMs} ms`),
+          contentFormat: CONTENT_FORMAT_TEXT,
+        });
+    }, this.handlerTimeoutMs);
   }
 
   private ignoreRequest(ip: InProgress): void {

@@ -29,6 +29,7 @@ import {
   type DropEndInfo,
 } from "./auth-events";
 import { DEFAULTS } from "./defaults";
+import type { TransmissionParameters } from "./session-config";
 import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { MidLedger, StateFileError } from "./isp-mid-ledger";
 import { validateMitigationRequest } from "./validation";
@@ -524,61 +525,88 @@ function toOutgoing(req: SessionRequest, datagram: boolean): OutgoingRequest {
 
 /** Maps the CoAP endpoint onto the narrow seam the session uses (CBOR in, CBOR out). */
 export function adaptEndpoint(ep: CoapEndpoint): SessionEndpoint {
-  const datagram = !ep.isTcp;
-  return {
-    request: async (req) => toSessionResponse(await ep.request(toOutgoing(req, datagram))),
-    observe(req, onNotification) {
-      let cancelled = false;
-      let cancelNow: (() => Promise<void>) | undefined;
-      const first = ep
-        .observe(toOutgoing(req, datagram), (res) => onNotification(toSessionResponse(res)))
-        .then((h) => {
-          cancelNow = h.cancel;
-          if (cancelled) void h.cancel();
-          return toSessionResponse(h.first);
-        });
-      return {
-        first,
-        cancel() {
-          cancelled = true;
-          if (cancelNow) void cancelNow().catch(() => undefined);
+  return new CoapSessionEndpoint(ep);
+}
+
+/** A class rather than an object of closures: its methods are shared by every session. */
+class CoapSessionEndpoint implements SessionEndpoint {
+  readonly datagram: boolean;
+
+  constructor(private readonly ep: CoapEndpoint) {
+    this.datagram = !ep.isTcp;
+  }
+
+  async request(req: SessionRequest): Promise<SessionResponse> {
+    return toSessionResponse(await this.ep.request(toOutgoing(req, this.datagram)));
+  }
+
+  observe(req: SessionRequest, onNotification: (res: SessionResponse) => void): { first: Promise<SessionResponse>; cancel(): void } {
+    let cancelled = false;
+    let cancelNow: (() => Promise<void>) | undefined;
+    const first = this.ep
+      .observe(toOutgoing(req, this.datagram), (res) => onNotification(toSessionResponse(res)))
+      .then((h) => {
+        cancelNow = h.cancel;
+        if (cancelled) void h.cancel();
+        return toSessionResponse(h.first);
+      });
+    return {
+      first,
+      cancel() {
+        cancelled = true;
+        if (cancelNow) void cancelNow().catch(() => undefined);
+      },
+    };
+  }
+
+  onRequest(handler: (req: SessionIncoming) => void): void {
+    this.ep.onRequest((req: IncomingRequest) => {
+      const incoming: SessionIncoming = {
+        method: req.method,
+        path: req.path,
+        respond(code, body) {
+          const c = codeFromString(code);
+          if (body === undefined) req.respond({ code: c });
+          else if (typeof body === "string") req.respond(diagnosticResponse(c, body));
+          else req.respond({ code: c, payload: Buffer.from(encodeDotsCbor(body)), contentFormat: DOTS_CONTENT_FORMAT });
         },
       };
-    },
-    onRequest(handler) {
-      ep.onRequest((req: IncomingRequest) => {
-        const incoming: SessionIncoming = {
-          method: req.method,
-          path: req.path,
-          respond(code, body) {
-            const c = codeFromString(code);
-            if (body === undefined) req.respond({ code: c });
-            else if (typeof body === "string") req.respond(diagnosticResponse(c, body));
-            else req.respond({ code: c, payload: Buffer.from(encodeDotsCbor(body)), contentFormat: DOTS_CONTENT_FORMAT });
-          },
-        };
-        if (req.payload.length > 0) {
-          if (req.contentFormat !== DOTS_CONTENT_FORMAT) {
-            req.respond(
-              diagnosticResponse(Code.UnsupportedContentFormat, `payload must be application/dots+cbor (${DOTS_CONTENT_FORMAT})`),
-            );
-            return;
-          }
-          try {
-            incoming.body = decodeDotsCbor(req.payload);
-          } catch (e) {
-            incoming.bodyError = (e as Error).message;
-          }
+      if (req.payload.length > 0) {
+        if (req.contentFormat !== DOTS_CONTENT_FORMAT) {
+          req.respond(diagnosticResponse(Code.UnsupportedContentFormat, `payload must be application/dots+cbor (${DOTS_CONTENT_FORMAT})`));
+          return;
         }
-        handler(incoming);
-      });
-    },
-    setTransmissionParameters: (p) => ep.setTransmissionParameters(p),
-    onActivity: (l) => void ep.on("activity", l),
-    onClose: (l) => void ep.once("close", (err?: Error) => l(err?.message ?? "closed")),
-    ping: () => ep.ping(),
-    datagram,
-    rttEstimateMs: () => ep.rttEstimateMs,
-    close: () => ep.close(),
-  };
+        try {
+          incoming.body = decodeDotsCbor(req.payload);
+        } catch (e) {
+          incoming.bodyError = (e as Error).message;
+        }
+      }
+      handler(incoming);
+    });
+  }
+
+  setTransmissionParameters(p: TransmissionParameters): void {
+    this.ep.setTransmissionParameters(p);
+  }
+
+  onActivity(l: () => void): void {
+    this.ep.on("activity", l);
+  }
+
+  onClose(l: (reason: string) => void): void {
+    this.ep.once("close", (err?: Error) => l(err?.message ?? "closed"));
+  }
+
+  ping(): Promise<number> {
+    return this.ep.ping();
+  }
+
+  rttEstimateMs(): number | undefined {
+    return this.ep.rttEstimateMs;
+  }
+
+  close(): void {
+    this.ep.close();
+  }
 }

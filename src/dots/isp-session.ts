@@ -70,6 +70,29 @@ export function mitigatePath(cuid: string, mid?: number): string[] {
   return p;
 }
 
+/** Configurations homes answered, by content: most homes answer the same one, so 50,000 sessions hold a few copies. */
+const sharedConfigs = new Map<string, DotsJson>();
+const MAX_SHARED_CONFIGS = 256;
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === "object" && v !== null && !Object.isFrozen(v)) {
+    for (const child of Object.values(v)) deepFreeze(child);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/** The one frozen copy of this configuration (SessionInfo.config is read-only to its users). */
+function sharedConfig(config: DotsJson): DotsJson {
+  const key = JSON.stringify(config);
+  const known = sharedConfigs.get(key);
+  if (known) return known;
+  const copy = deepFreeze(structuredClone(config));
+  if (sharedConfigs.size >= MAX_SHARED_CONFIGS) sharedConfigs.delete(sharedConfigs.keys().next().value as string);
+  sharedConfigs.set(key, copy);
+  return copy;
+}
+
 export function configPath(sid?: number): string[] {
   const p: string[] = [...WELL_KNOWN_DOTS, "config"];
   if (sid !== undefined) p.push(`sid=${sid}`);
@@ -670,7 +693,7 @@ export class IspSession extends EventEmitter {
         return fallback(`GET /config body unusable (${(e as Error).message})`);
       }
       this.applySets(sets);
-      this.info.config = res.body;
+      this.info.config = sharedConfig(res.body);
       this.emit("config", { sessionId: this.id, config: res.body });
       this.scheduleConfigRefresh(res.maxAge);
     } catch (e) {

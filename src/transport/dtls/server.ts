@@ -89,6 +89,11 @@ export interface DtlsServerOptions {
   maxRecordPlaintext?: number;
   /** Checked before any processing of a datagram: true = silently ignore (drop-list). */
   isDropped?(address: string): boolean;
+  /**
+   * Socket receive buffer in bytes (SO_RCVBUF; the kernel caps it at net.core.rmem_max). Default
+   * 4 MiB: tens of thousands of peers' heartbeats queue there through a GC pause instead of being dropped.
+   */
+  receiveBufferBytes?: number;
   /** First retransmission delay (RFC 6347 4.2.4: 1 s), doubled up to maxRetransmitMs (60 s). */
   initialRetransmitMs?: number;
   maxRetransmitMs?: number;
@@ -296,6 +301,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         sock.off("error", onListenError);
         sock.on("error", (err) => this.emit("error", err));
         sock.on("message", (msg, rinfo) => this.handleDatagram(msg, rinfo.address, rinfo.port));
+        try {
+          sock.setRecvBufferSize(this.options.receiveBufferBytes ?? 4 * 1024 * 1024);
+        } catch {
+          // not allowed here: the system default stays
+        }
         const a = sock.address();
         this.localAddress = normalizeAddress(a.address);
         this.localPort = a.port;
