@@ -338,8 +338,15 @@ describe("dots-call-home command (two processes over stdin/stdout)", function ()
       assert.match(String(note.conflictCause), /legitimate/);
       assert.ok(!home.lines.some((l) => l.event === "enforcement"), "a rejected mitigation applies nothing");
 
-      // 2: approved -> the script is applied (dry-run) -> status 2; withdrawal removes exactly it
-      isp.send({ cmd: "mitigate", id: "a", session: "home-1", request: scope(61001) });
+      // the home's 4.09 carried retry-timer: the ISP holds the very same scope back (R39)
+      isp.send({ cmd: "mitigate", id: "again", session: "home-1", request: scope(61001) });
+      const held = await isp.waitFor((l) => l.event === "error" && l.id === "again", 5000, "the resend held back");
+      assert.equal(held.code, "RETRY_TIMER");
+
+      // 2: a new request (another source-port range) approved -> the script is applied (dry-run)
+      // -> status 2; withdrawal removes exactly it
+      const wider = { ...scope(61001), "ietf-dots-call-home:source-port-range": [{ "lower-port": 61001, "upper-port": 61002 }] };
+      isp.send({ cmd: "mitigate", id: "a", session: "home-1", request: wider });
       const r2 = await isp.waitFor((l) => l.event === "response" && l.id === "a", 10000, "response to the second request");
       const mid2 = (r2.outcome as { mid: number }).mid;
       await home.waitFor((l) => l.event === "consent-request" && l.mid === mid2, 5000, "second consent-request");

@@ -589,7 +589,8 @@ export class DtlsClient extends EventEmitter implements Connection {
       } catch {
         this.closeSocket();
       }
-      this.emit("close");
+      // Asynchronously, as node's sockets do: the caller finishes its own close before 'close' runs.
+      setImmediate(() => this.emit("close"));
       return;
     }
     this.fail(new TransportError("CLOSED", "DTLS connection closed during the handshake"), AlertDescription.UserCanceled);
