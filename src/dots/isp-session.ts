@@ -491,6 +491,8 @@ export class IspSession extends EventEmitter {
   private readonly tuning: IspTuning;
   private sets: Record<ConfigSetName, ConfigSet> = { idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } };
   private heartbeat: HeartbeatScheduler;
+  /** When we last answered a heartbeat at once (one immediate answer per interval at most). */
+  private lastHeartbeatAnswerAt = -Infinity;
   private readonly observations = new Map<number, () => void>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly pending = new Set<(err: Error) => void>();
@@ -779,8 +781,14 @@ export class IspSession extends EventEmitter {
       req.respond("2.04");
       this.emit("heartbeat", { sessionId: this.id, direction: "in", peerHbStatus: parsed.peerHbStatus });
       // R47: MAY answer with our own heartbeat; do so when asked, or when the home says ours are not arriving.
+      // At most one immediate answer per heartbeat interval: a burst of queued stale heartbeats
+      // must not become a burst of ours (issue #12 finding 10).
       if (this.tuning.answerHeartbeatsImmediately || !parsed.peerHbStatus) {
-        void this.sendHeartbeat({ [HEARTBEAT_KEY]: { "peer-hb-status": true } });
+        const now = Date.now();
+        if (now - this.lastHeartbeatAnswerAt >= this.heartbeat.intervalMs) {
+          this.lastHeartbeatAnswerAt = now;
+          void this.sendHeartbeat({ [HEARTBEAT_KEY]: { "peer-hb-status": true } });
+        }
       }
     } catch (e) {
       this.emit("error", e as Error);

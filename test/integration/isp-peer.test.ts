@@ -548,6 +548,11 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     assert.equal(hbsAtHome(h), 0, "interval 30 s: nothing sent yet");
     await h.heartbeat(encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": false } }));
     assert.ok(await until(() => hbsAtHome(h) === 1), "answered the home's 'not arriving'");
+    // 15 stale heartbeats in a burst (queued behind a congested link): no burst of ours back
+    const stale = encodeDotsCbor({ "ietf-dots-signal-channel:heartbeat": { "peer-hb-status": false } });
+    for (let i = 0; i < 15; i++) await h.heartbeat(stale);
+    await delay(300);
+    assert.equal(hbsAtHome(h), 1, "at most one immediate answer per heartbeat interval");
     h.close();
     await l.stop();
     // answerHeartbeatsImmediately: every heartbeat from the home is answered with ours.
