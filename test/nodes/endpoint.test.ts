@@ -269,7 +269,7 @@ describe("endpoint config nodes: v1 flows and durable state", function () {
     // the node at version 2 referring to it.
     const lis = v1.find((n) => n.id === "lis")!;
     const dia = v1.find((n) => n.id === "dia")!;
-    const pick = (n: FlowNode, names: string[]): Record<string, unknown> =>
+    const pick = (n: FlowNode, names: readonly string[]): Record<string, unknown> =>
       Object.fromEntries(names.filter((k) => n[k] !== undefined).map((k) => [k, n[k]]));
     const migrated: FlowNode[] = [
       ...v1.map((n) =>

@@ -1,4 +1,6 @@
 // Flow fixtures shared by the node tests: the whole call-home loop in one runtime.
+import { HOME_SETTING_NAMES } from "../../nodes/lib/home-endpoint";
+import { ISP_SETTING_NAMES } from "../../nodes/lib/isp-endpoint";
 export const PSK_HEX = "6b2f0c1e9a5d4b3c8f7e6d5c4b3a2918";
 
 export const natTable = [
@@ -43,36 +45,11 @@ export function loopFlow(o: LoopOptions): unknown[] {
   ];
 }
 
-export const ISP_SETTINGS = [
-  "port",
-  "host",
-  "dtls",
-  "tls",
-  "psk",
-  "extraPsks",
-  "tlsConfig",
-  "homePrefixes",
-  "allowUnscoped",
-  "dropMaxFailures",
-  "dropWindow",
-  "dropBan",
-];
-export const HOME_SETTINGS = [
-  "hosts",
-  "discoverDomain",
-  "dnsServers",
-  "port",
-  "transport",
-  "psk",
-  "tlsConfig",
-  "homePrefixes",
-  "heartbeatInterval",
-  "decisionWait",
-  "allowIndefinite",
-  "terminatingPeriod",
-];
+/** The endpoint settings the v1 nodes carried inline: the runtime's own lists. */
+export const ISP_SETTINGS: readonly string[] = ISP_SETTING_NAMES;
+export const HOME_SETTINGS: readonly string[] = HOME_SETTING_NAMES;
 
-function pick(n: Record<string, unknown>, names: string[]): Record<string, unknown> {
+function pick(n: Record<string, unknown>, names: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const k of names) if (n[k] !== undefined) out[k] = n[k];
   return out;
