@@ -1,7 +1,9 @@
 // ECDHE_PSK in our DTLS server (RFC 5489 key exchange, RFC 7905 ChaCha20-Poly1305 records):
 // primitives with fixed vectors, and the server's behaviour towards a scripted client on loopback.
 import { strict as assert } from "node:assert";
+import { spawn } from "node:child_process";
 import { createCipheriv, createECDH, randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { DtlsServer, type DtlsServerOptions, type HandshakeFailure, type DtlsServerConnection } from "../../../src/transport/dtls";
 import { AeadState, openRecord, sealRecord } from "../../../src/transport/dtls/cipher";
 import { CIPHER_SUITES, keyBlockLength } from "../../../src/transport/dtls/constants";
@@ -159,6 +161,30 @@ describe("ECDHE_PSK primitives", () => {
     compressed.generateKeys();
     assert.equal(p.derive(compressed.getPublicKey(null, "compressed")), undefined); // only uncompressed was negotiated
     assert.throws(() => generateEphemeralKey(24), RangeError);
+  });
+
+  it("60,000 x25519 key pairs under heavy garbage collection complete (Node 20 deadlocked exporting a generated key)", async function () {
+    this.timeout(90_000);
+    // Node 20 held a key's mutex while allocating the exported JWK; a GC then finalised the finished
+    // key-generation job, which took the same mutex: the main thread froze. A tiny young generation
+    // makes that GC likely; a child process turns a freeze into a timeout instead of a stuck suite.
+    const script = `
+      const { generateEphemeralKey } = require(${JSON.stringify(require.resolve("../../../src/transport/dtls/ecdhe"))});
+      let peer = generateEphemeralKey(${X25519}), agreed = 0;
+      for (let i = 0; i < 60000; i++) {
+        const k = generateEphemeralKey(${X25519});
+        if (i % 16 === 0) { if (k.derive(peer.publicKey)?.length === 32) agreed++; peer = k; }
+      }
+      process.stdout.write(String(agreed));`;
+    const child = spawn(process.execPath, ["--max-semi-space-size=1", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.equal(signal, null, "the key generation froze (killed after 60 s)");
+    assert.equal(code, 0);
+    assert.equal(out, "3750");
   });
 });
 
