@@ -134,10 +134,18 @@ export class DropList {
   }
 
   private keyOf(address: string): string {
-    const a = address.startsWith("::ffff:") && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
-    if (this.ipv6PrefixLength >= 128 || !net.isIPv6(a)) return a;
-    return `${ipv6Prefix(a, this.ipv6PrefixLength)}/${this.ipv6PrefixLength}`;
+    return sourceGroup(address, this.ipv6PrefixLength);
   }
+}
+
+/**
+ * The group a source address counts in: an IPv4 address (v4-mapped IPv6 included) by itself, an
+ * IPv6 address by its first ipv6PrefixLength bits ("2001:db8:0:1:0:0:0:0/64").
+ */
+export function sourceGroup(address: string, ipv6PrefixLength: number): string {
+  const a = address.startsWith("::ffff:") && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+  if (ipv6PrefixLength >= 128 || !net.isIPv6(a)) return a;
+  return `${ipv6Prefix(a, ipv6PrefixLength)}/${ipv6PrefixLength}`;
 }
 
 /** The first `bits` bits of an IPv6 address as 8 hex groups (rest zeroed). */

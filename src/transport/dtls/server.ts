@@ -32,6 +32,7 @@ import {
 import { generateEphemeralKey, type EphemeralKey } from "./ecdhe";
 import { aeadOverhead, openRecord, sealRecord } from "./cipher";
 import { SecretSlab } from "./secret-slab";
+import { sourceGroup } from "../drop-list";
 import { CookieJar } from "./cookie";
 import {
   DtlsDecodeError,
@@ -79,8 +80,18 @@ export interface DtlsServerOptions {
   maxPeers?: number;
   /** Concurrent handshakes after a valid cookie; default 1000. */
   maxHandshaking?: number;
+  /**
+   * Concurrent handshakes from one source: an IPv4 address, or an IPv6 /64 (a home's whole
+   * delegated prefix); default 16. One address cannot take every handshake slot.
+   */
+  maxHandshakingPerSource?: number;
   /** Default 30000. */
   handshakeTimeoutMs?: number;
+  /**
+   * Under pressure (at least half of maxHandshaking in use) a handshake older than this fails as a
+   * timeout; default 5000 (a real client's four flights take well under a second, retransmissions a few).
+   */
+  pressureHandshakeTimeoutMs?: number;
   /** Established session without any authenticated record; default 600000. */
   idleTimeoutMs?: number;
   /** Default 60000. */
@@ -137,6 +148,8 @@ type PeerState = "awaiting-key-exchange" | "looking-up" | "awaiting-finished" | 
 /** What only a handshake in progress needs; dropped as a whole once the session is established. */
 interface HandshakeState {
   createdAt: number;
+  /** sourceGroup() of the peer's address: the per-source handshake count this one is in. */
+  source: string;
   serverRandom: Buffer;
   extendedMasterSecret: boolean;
   transcript: Buffer[];
@@ -201,6 +214,8 @@ const FINISHED_MESSAGE_LENGTH = 24;
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
 const MAX_CLIENT_HELLO = 2048;
+/** IPv6 sources share a handshake cap per /64: one subscriber's prefix (RFC 6177). */
+const SOURCE_IPV6_PREFIX_LENGTH = 64;
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
 const ON_DEMAND_RESEND_INTERVAL_MS = 100;
 
@@ -214,6 +229,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   /** "DTLSv1.2 <suite>" per suite id, built once and shared by every connection. */
   private readonly cipherLabels = new Map<number, string>();
   private handshaking = 0;
+  /** Handshakes in progress per source group (entries removed at zero). */
+  private readonly handshakingBySource = new Map<string, number>();
   private readonly cookies: CookieJar;
   private readonly secrets: SecretSlab;
   /** Offset of the encoded Finished in a slot (after the largest key block). */
@@ -223,7 +240,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly hint: Buffer | undefined;
   private readonly maxPeers: number;
   private readonly maxHandshaking: number;
+  private readonly maxHandshakingPerSource: number;
   private readonly handshakeTimeoutMs: number;
+  private readonly pressureHandshakeTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   readonly maxRecordPlaintext: number;
   private readonly maxDatagram: number;
@@ -267,7 +286,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.hint = options.pskHint !== undefined ? Buffer.from(options.pskHint, "utf8") : undefined;
     this.maxPeers = options.maxPeers ?? 10000;
     this.maxHandshaking = options.maxHandshaking ?? 1000;
+    this.maxHandshakingPerSource = options.maxHandshakingPerSource ?? 16;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30000;
+    this.pressureHandshakeTimeoutMs = Math.min(this.handshakeTimeoutMs, options.pressureHandshakeTimeoutMs ?? 5000);
     this.idleTimeoutMs = options.idleTimeoutMs ?? 600000;
     this.maxRecordPlaintext = options.maxRecordPlaintext ?? 16384;
     // Room for a few records' headers and AEAD overhead around one full plaintext record.
@@ -309,7 +330,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         const a = sock.address();
         this.localAddress = normalizeAddress(a.address);
         this.localPort = a.port;
-        const sweepEvery = Math.max(10, Math.min(1000, this.handshakeTimeoutMs / 4, this.idleTimeoutMs / 4));
+        const sweepEvery = Math.max(10, Math.min(1000, this.pressureHandshakeTimeoutMs / 4, this.idleTimeoutMs / 4));
         this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
         this.sweepTimer.unref();
         resolve({ address: this.localAddress, port: this.localPort });
@@ -506,7 +527,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // Return-routable new handshake from the same address and port: the client restarted.
       this.removePeer(peer, new Error("peer started a new handshake"));
     }
-    if (this.peers.size >= this.maxPeers || this.handshaking >= this.maxHandshaking) {
+    const source = sourceGroup(address, SOURCE_IPV6_PREFIX_LENGTH);
+    if (
+      this.peers.size >= this.maxPeers ||
+      this.handshaking >= this.maxHandshaking ||
+      (this.handshakingBySource.get(source) ?? 0) >= this.maxHandshakingPerSource
+    ) {
       this.stats.handshakesFailed++;
       this.emit("handshake-failed", { address, port, reason: "capacity" } satisfies HandshakeFailure);
       return;
@@ -530,6 +556,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     hello.random.copy(this.secrets.buffer(slot), this.secrets.offset(slot) + SECRETS_CLIENT_RANDOM);
     const handshake: HandshakeState = {
       createdAt: now,
+      source,
       serverRandom,
       extendedMasterSecret: hello.extendedMasterSecret,
       transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
@@ -568,6 +595,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     };
     this.peers.set(key, newPeer);
     this.handshaking++;
+    this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
 
     const messages = [
       encodeHandshake(
@@ -750,9 +778,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.writeEpoch = 1;
     // Free everything the established session no longer needs (transcript, master secret, flight 4, reassembler).
     this.disarmRetransmit(peer);
+    this.handshakeEnded(handshake);
     peer.handshake = undefined;
     peer.state = "established";
-    this.handshaking--;
     this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
     this.stats.handshakesCompleted++;
     const conn = new DtlsServerConnection(
@@ -954,7 +982,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.state = "closed";
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
-    if (wasHandshaking) this.handshaking--;
+    if (wasHandshaking) this.handshakeEnded(peer.handshake);
     peer.handshake?.ecdhSecret?.fill(0);
     peer.handshake?.master?.fill(0);
     peer.handshake = undefined;
@@ -965,9 +993,18 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.connection?.markClosed(error);
   }
 
+  private handshakeEnded(handshake: HandshakeState | undefined): void {
+    this.handshaking--;
+    if (!handshake) return;
+    const n = (this.handshakingBySource.get(handshake.source) ?? 1) - 1;
+    if (n > 0) this.handshakingBySource.set(handshake.source, n);
+    else this.handshakingBySource.delete(handshake.source);
+  }
+
   private sweep(): void {
     try {
       const now = Date.now();
+      const handshakeTimeoutMs = this.handshaking * 2 >= this.maxHandshaking ? this.pressureHandshakeTimeoutMs : this.handshakeTimeoutMs;
       // Deleting the current entry while iterating a Map is safe; no copy of a large map every tick.
       for (const peer of this.peers.values()) {
         if (peer.state === "established") {
@@ -975,7 +1012,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
             this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
             this.removePeer(peer, new Error("idle timeout"));
           }
-        } else if (peer.handshake && now - peer.handshake.createdAt >= this.handshakeTimeoutMs) {
+        } else if (peer.handshake && now - peer.handshake.createdAt >= handshakeTimeoutMs) {
           this.failHandshake(peer, "timeout");
         }
       }
