@@ -582,6 +582,13 @@ export class TlsServer extends EventEmitter {
       // node destroys a socket whose client certificate failed verification and then reports only
       // a hang-up; the verification error is left on the socket.
       const refusedCert = socket.authorizationError;
+      // A peer that leaves before sending a byte made no handshake attempt: a load balancer's TCP
+      // health check. Counting it would get the prober drop-listed. Silence until the timeout still counts.
+      const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+      if (!refusedCert && (raw ?? socket).bytesRead === 0 && (err as NodeJS.ErrnoException).code !== "ERR_TLS_HANDSHAKE_TIMEOUT") {
+        socket.destroy();
+        return;
+      }
       const error = refusedCert
         ? new TransportError("AUTH_FAILED", `client certificate refused: ${String(refusedCert)}`)
         : classifyTlsError(err, opts.psk !== undefined && !opts.certificate);

@@ -170,6 +170,43 @@ describe("transport/listener", function () {
     assert.equal(accepted[0].remoteAddress, "127.0.0.2");
   });
 
+  it("TCP health checks (connect, then close or reset before any byte) are not failed handshakes: the prober is never banned", async () => {
+    const { l, accepted, failures, drops } = make({ dropList: { maxFailures: 2, windowMs: 60_000, banMs: 60_000 } });
+    const { port } = await l.listen();
+    // What a load balancer's TCP check does, e.g. keepalived TCP_CHECK or HAProxy "check" without SSL.
+    for (let i = 0; i < 6; i++) {
+      const probe = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
+      await once(probe, "connect");
+      if (i % 2 === 0) probe.end();
+      else probe.resetAndDestroy();
+      await once(probe, "close");
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(failures, []);
+    assert.deepEqual(drops, []);
+    const good = await connectTls({ host: "127.0.0.1", port, certificate: home(), localAddress: "127.0.0.1" });
+    conns.push(good);
+    await until(() => accepted.length === 1);
+    // A client that does send bytes and then gives up is still counted.
+    const garbage = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
+    await once(garbage, "connect");
+    garbage.end(Buffer.from("GET / HTTP/1.0\r\n\r\n"));
+    await until(() => failures.length === 1);
+  });
+
+  it("a TCP peer that stays silent until the TLS handshake timeout is a failed handshake", async () => {
+    const { l, failures } = make({
+      tls: { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert }, pskLookup: lookup, handshakeTimeoutMs: 300 },
+    });
+    const { port } = await l.listen();
+    const silent = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
+    silent.on("error", () => undefined);
+    await once(silent, "connect");
+    await until(() => failures.length === 1);
+    assert.match(failures[0].reason, /timeout|TIMEOUT/);
+    silent.destroy();
+  });
+
   it("drops a DTLS source after repeated wrong PSKs; another address still gets in", async () => {
     const { l, accepted, failures, drops } = make({ dropList: { maxFailures: 2, windowMs: 60_000, banMs: 60_000 } });
     const { port } = await l.listen();
