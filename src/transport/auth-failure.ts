@@ -169,6 +169,8 @@ export interface ClientFailureFacts {
 export function diagnoseClientFailure(f: ClientFailureFacts): AuthDiagnosis | undefined {
   const d = f.detail;
   const id = f.identity !== undefined ? { identity: f.identity } : {};
+  // A DTLS 1.2 server names an unknown identity (115); its handshake_failure means no shared suite.
+  if (f.transport === "dtls" && /fatal alert: handshake_failure/.test(d)) return { problem: "NO_SHARED_CIPHER" };
   if (f.identity !== undefined) {
     if (/unknown_psk_identity|UNKNOWN_PSK_IDENTITY|alert number 115/i.test(d)) return { problem: "PSK_UNKNOWN_IDENTITY", ...id };
     // DTLS: our server and OpenSSL answer a wrong key with decrypt_error (or the library finds our
@@ -181,7 +183,8 @@ export function diagnoseClientFailure(f: ClientFailureFacts): AuthDiagnosis | un
       return { problem: "PSK_MISMATCH", ...id };
     if (f.transport === "tls" && /ILLEGAL_PARAMETER|alert number 47\b/i.test(d)) return { problem: "PSK_MISMATCH", ...id };
     // TLS 1.3 server without a key for the identity: it has nothing to fall back on.
-    if (/HANDSHAKE_FAILURE|handshake_failure|alert number 40\b/i.test(d)) return { problem: "PSK_UNKNOWN_IDENTITY", ...id };
+    if (f.transport === "tls" && /HANDSHAKE_FAILURE|handshake_failure|alert number 40\b/i.test(d))
+      return { problem: "PSK_UNKNOWN_IDENTITY", ...id };
   }
   if (/NO_APPLICATION_PROTOCOL|did not select ALPN/i.test(d)) return { problem: "ALPN_MISMATCH" };
   const cert = certProblem(d);

@@ -54,6 +54,11 @@ describe("transport/auth-failure: the libraries' words to one problem", () => {
     const cases: Array<[Parameters<typeof diagnoseClientFailure>[0], string | undefined]> = [
       [{ transport: "dtls", detail: "received fatal alert: decrypt_error", identity: "home-1" }, "PSK_MISMATCH"],
       [{ transport: "dtls", detail: "received fatal alert: unknown_psk_identity", identity: "home-1" }, "PSK_UNKNOWN_IDENTITY"],
+      // A DTLS 1.2 server's handshake_failure: no suite in common, not a credential problem.
+      [
+        { transport: "dtls", detail: "DTLS handshake failed: fatal alert: handshake_failure (40) from 127.0.0.1:5684", identity: "home-1" },
+        "NO_SHARED_CIPHER",
+      ],
       [
         {
           transport: "tls",
