@@ -521,9 +521,7 @@ export class DtlsClient extends EventEmitter implements Connection {
   private handshakeError(message: string): TransportError {
     const m = message.startsWith("DTLS") ? message : `DTLS handshake failed: ${message}`;
     const code =
-      /fatal alert: (unknown_psk_identity|decrypt_error|bad_record_mac|access_denied|illegal_parameter)|Finished did not verify/.test(
-        m,
-      )
+      /fatal alert: (unknown_psk_identity|decrypt_error|bad_record_mac|access_denied|illegal_parameter)|Finished did not verify/.test(m)
         ? "AUTH_FAILED"
         : "HANDSHAKE_FAILED";
     return new TransportError(code, m);
