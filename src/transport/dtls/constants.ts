@@ -7,6 +7,8 @@ export const HandshakeType = {
   ClientHello: 1,
   ServerHello: 2,
   HelloVerifyRequest: 3,
+  /** RFC 5077 3.3 */
+  NewSessionTicket: 4,
   ServerKeyExchange: 12,
   ServerHelloDone: 14,
   ClientKeyExchange: 16,
@@ -41,6 +43,8 @@ export const ExtensionType = {
   SupportedGroups: 0x000a,
   EcPointFormats: 0x000b,
   ExtendedMasterSecret: 0x0017,
+  /** RFC 5077 3.2: empty = "I support tickets"; otherwise the ticket to resume from. */
+  SessionTicket: 0x0023,
   RenegotiationInfo: 0xff01,
 } as const;
 
