@@ -2,6 +2,9 @@
 // coap-client-openssl and node-dtls-client 2.0.3.
 import { strict as assert } from "node:assert";
 import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../src/transport/dtls";
 import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
 import { hasCommand, requireOrSkip } from "../support/env";
@@ -202,6 +205,51 @@ describe("interop: our DTLS server with real peers", function () {
         ["bad-finished"],
       );
       assert.equal(server.sessionCount, 0);
+    });
+  }
+
+  for (const cipher of ["ECDHE-PSK-CHACHA20-POLY1305", "PSK-AES128-CCM8"]) {
+    it(`openssl s_client ${cipher}: a session ticket (RFC 5077) from the first connection resumes the second (-sess_out, -sess_in: Reused)`, async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-ticket-"));
+      const session = path.join(dir, "session.pem");
+      await server.close();
+      let currentKey = PSK;
+      server = new DtlsServer({ pskLookup: (identity) => (identity === IDENTITY ? currentKey : undefined) });
+      server.on("connection", (c: DtlsServerConnection) => {
+        connections.push(c);
+        onConnection(c);
+      });
+      port = (await server.listen(0, "127.0.0.1")).port;
+      try {
+        const first = sClient(cipher, PSK.toString("hex"), IDENTITY, ["-sess_out", session]);
+        first.child.stdin!.write("one\n");
+        await waitFor(() => first.out().includes("echo:one"), "echo on the first connection");
+        assert.match(first.out(), new RegExp(`New, TLSv1.2, Cipher is ${cipher}`));
+        assert.match(first.out(), /TLS session ticket lifetime hint: 3600 \(seconds\)/);
+        first.child.kill("SIGKILL");
+        await waitFor(() => fs.existsSync(session), "the saved session");
+
+        const second = sClient(cipher, PSK.toString("hex"), IDENTITY, ["-sess_in", session]);
+        second.child.stdin!.write("two\n");
+        await waitFor(() => second.out().includes("echo:two"), "echo on the resumed connection");
+        assert.match(second.out(), new RegExp(`Reused, TLSv1.2, Cipher is ${cipher}`));
+        assert.equal(server.stats.handshakesResumed, 1);
+        assert.equal(connections.length, 2);
+        assert.equal(connections[1].peer.pskIdentity, IDENTITY); // the identity comes back from the ticket
+        second.child.kill("SIGKILL");
+
+        // A ticket does not outlive the key it was issued under: after the identity's key changes
+        // the same server refuses it and runs a full handshake with the new key.
+        currentKey = Buffer.from("the-rotated-key-0123456789");
+        const third = sClient(cipher, currentKey.toString("hex"), IDENTITY, ["-sess_in", session]);
+        third.child.stdin!.write("three\n");
+        await waitFor(() => third.out().includes("echo:three"), "echo after the key change");
+        assert.match(third.out(), /New, TLSv1.2/);
+        assert.equal(server.stats.handshakesResumed, 1);
+        assert.equal(server.stats.handshakesCompleted, 3);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
   }
 

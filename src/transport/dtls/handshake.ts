@@ -91,6 +91,8 @@ export interface ClientHello {
   readonly supportedGroups: number[] | undefined;
   /** ec_point_formats (RFC 8422 5.1.2); undefined when the extension is absent. */
   readonly ecPointFormats: Buffer | undefined;
+  /** SessionTicket (RFC 5077 3.2): undefined = not offered, empty = supported, else the ticket to resume from. */
+  readonly sessionTicket: Buffer | undefined;
 }
 
 export function parseClientHello(body: Buffer): ClientHello {
@@ -111,6 +113,7 @@ export function parseClientHello(body: Buffer): ClientHello {
   let secureRenegotiation = cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
   let supportedGroups: number[] | undefined;
   let ecPointFormats: Buffer | undefined;
+  let sessionTicket: Buffer | undefined;
   if (r.remaining > 0) {
     const extLength = r.u16();
     const ext = new Reader(r.bytes(extLength));
@@ -137,6 +140,8 @@ export function parseClientHello(body: Buffer): ClientHello {
         const list = new Reader(data);
         ecPointFormats = list.bytes(list.u8());
         if (list.remaining !== 0 || ecPointFormats.length === 0) throw new DtlsDecodeError("bad ec_point_formats");
+      } else if (type === ExtensionType.SessionTicket) {
+        sessionTicket = data;
       }
     }
   }
@@ -154,6 +159,7 @@ export function parseClientHello(body: Buffer): ClientHello {
     secureRenegotiation,
     supportedGroups,
     ecPointFormats,
+    sessionTicket,
   };
 }
 
@@ -164,7 +170,9 @@ export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
 
 /**
  * `ecPointFormats`: answer the client's ec_point_formats with "uncompressed" (RFC 8422 5.2: sent
- * when an ECC suite was chosen and the client sent the extension).
+ * when an ECC suite was chosen and the client sent the extension). `sessionTicket`: we will send a
+ * NewSessionTicket (RFC 5077 3.2, empty extension). `sessionId`: the client's, echoed when we resume
+ * from its ticket (RFC 5077 3.4); empty otherwise (a full handshake keeps no session state here).
  */
 export function buildServerHello(
   random: Buffer,
@@ -172,18 +180,22 @@ export function buildServerHello(
   renegotiationInfo: boolean,
   extendedMasterSecret: boolean,
   ecPointFormats = false,
+  sessionTicket = false,
+  sessionId: Buffer = Buffer.alloc(0),
 ): Buffer {
   const ext: Buffer[] = [];
   if (renegotiationInfo) ext.push(Buffer.from([0xff, 0x01, 0x00, 0x01, 0x00]));
   if (extendedMasterSecret) ext.push(Buffer.from([0x00, 0x17, 0x00, 0x00]));
   if (ecPointFormats) ext.push(Buffer.from([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]));
+  if (sessionTicket) ext.push(Buffer.from([0x00, 0x23, 0x00, 0x00]));
   const extBytes = Buffer.concat(ext);
-  const head = Buffer.allocUnsafe(2 + 32 + 1 + 2 + 1);
+  const head = Buffer.allocUnsafe(2 + 32 + 1 + sessionId.length + 2 + 1);
   head.writeUInt16BE(0xfefd, 0);
   random.copy(head, 2);
-  head[34] = 0; // empty session_id: no resumption
-  head.writeUInt16BE(suiteId, 35);
-  head[37] = 0; // null compression
+  head[34] = sessionId.length;
+  sessionId.copy(head, 35);
+  head.writeUInt16BE(suiteId, 35 + sessionId.length);
+  head[37 + sessionId.length] = 0; // null compression
   if (extBytes.length === 0) return head; // node-dtls-client sends no extensions; answer with none
   const len = Buffer.allocUnsafe(2);
   len.writeUInt16BE(extBytes.length, 0);

@@ -54,6 +54,7 @@ import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret
 import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
+import { TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
 
 export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
 
@@ -108,6 +109,12 @@ export interface DtlsServerOptions {
   /** First retransmission delay (RFC 6347 4.2.4: 1 s), doubled up to maxRetransmitMs (60 s). */
   initialRetransmitMs?: number;
   maxRetransmitMs?: number;
+  /**
+   * RFC 5077 session tickets (RFC 9132 7.1: resumption without server-side state): how long a ticket
+   * resumes a session, in seconds; default 3600; 0 = no tickets. The identity's current PSK must still
+   * be the one the ticket was issued under (a changed or revoked key means a full handshake).
+   */
+  sessionTicketLifetimeSeconds?: number;
 }
 
 export type HandshakeFailureReason =
@@ -137,6 +144,8 @@ export interface DtlsServerStats {
   helloVerifyRequests: number;
   badRecords: number;
   handshakesCompleted: number;
+  /** Of handshakesCompleted: abbreviated handshakes resumed from a session ticket. */
+  handshakesResumed: number;
   handshakesFailed: number;
   /** Handshake messages that arrived in more than one fragment and were reassembled. */
   reassembledMessages: number;
@@ -167,6 +176,12 @@ interface HandshakeState {
   /** Records that arrived while an async PSK lookup was pending. */
   pending: DtlsRecord[] | undefined;
   pendingBytes: number;
+  /** Abbreviated handshake from a ticket: our flight (ServerHello, CCS, Finished) went first. */
+  resumed: boolean;
+  /** The client offered the SessionTicket extension and we send it a NewSessionTicket. */
+  issueTicket: boolean;
+  /** pskDigest() of the key found for the identity, sealed into the ticket. */
+  pskDigest: Buffer | undefined;
 }
 
 /**
@@ -203,6 +218,8 @@ interface Peer {
   lastOnDemandResendAt: number;
   connection: DtlsServerConnection | undefined;
   handshake: HandshakeState | undefined;
+  /** Our NewSessionTicket message (before CCS in the final flight) until the client proves it has that flight. */
+  finalTicket: Buffer | undefined;
 }
 
 // Slot layout: client random, key block (sized for the largest enabled suite), encoded Finished.
@@ -249,6 +266,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly initialRetransmitMs: number;
   private readonly maxRetransmitMs: number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly ticketKeys: TicketKeys | undefined;
   private localAddress = "";
   private localPort = 0;
   private closing = false;
@@ -259,6 +277,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     helloVerifyRequests: 0,
     badRecords: 0,
     handshakesCompleted: 0,
+    handshakesResumed: 0,
     handshakesFailed: 0,
     reassembledMessages: 0,
     internalErrors: 0,
@@ -296,6 +315,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.initialRetransmitMs = options.initialRetransmitMs ?? 1000;
     this.maxRetransmitMs = options.maxRetransmitMs ?? 60000;
     this.cookies = new CookieJar(options.cookieSecretRotationMs ?? 60000);
+    const ticketLifetime = options.sessionTicketLifetimeSeconds ?? 3600;
+    this.ticketKeys = ticketLifetime > 0 ? new TicketKeys({ lifetimeSeconds: ticketLifetime }) : undefined;
   }
 
   /** Established plus handshaking peers. */
@@ -432,6 +453,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         if (peer.state === "established" && peer.connection) {
           // Data at epoch 1 proves the client has our Finished: the final flight is no longer needed.
           peer.finishedDelivered = true;
+          peer.finalTicket = undefined;
           peer.connection.emit("message", plaintext);
         }
         return;
@@ -521,7 +543,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       const at = this.secrets.offset(peer.slot) + SECRETS_CLIENT_RANDOM;
       if (peer.slot >= 0 && this.secrets.buffer(peer.slot).compare(hello.random, 0, hello.random.length, at, at + 32) === 0) {
         // Retransmitted ClientHello of the handshake in progress: our flight 4 got lost.
-        if (peer.state === "awaiting-key-exchange") this.resendLastFlight(peer);
+        if (peer.state === "awaiting-key-exchange" || (peer.state === "awaiting-finished" && peer.handshake?.resumed))
+          this.resendLastFlight(peer);
         return;
       }
       // Return-routable new handshake from the same address and port: the client restarted.
@@ -537,6 +560,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.emit("handshake-failed", { address, port, reason: "capacity" } satisfies HandshakeFailure);
       return;
     }
+    const resumption = this.acceptTicket(hello, address, port);
+    if (resumption) return this.startResumed(record, f, hello, resumption, key, socketAddress, address, port, source);
     const ecdheGroup = this.chooseGroup(hello);
     const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id) && (s.keyExchange === "psk" || ecdheGroup !== undefined));
     const nullCompression = hello.compressionMethods.includes(0);
@@ -571,6 +596,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       retransmitDelay: this.initialRetransmitMs,
       pending: undefined,
       pendingBytes: 0,
+      resumed: false,
+      issueTicket: this.ticketKeys !== undefined && hello.sessionTicket !== undefined,
+      pskDigest: undefined,
     };
     const newPeer: Peer = {
       key,
@@ -592,6 +620,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       lastOnDemandResendAt: 0,
       connection: undefined,
       handshake,
+      finalTicket: undefined,
     };
     this.peers.set(key, newPeer);
     this.handshaking++;
@@ -607,6 +636,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           hello.secureRenegotiation,
           hello.extendedMasterSecret,
           ephemeral !== undefined && hello.ecPointFormats !== undefined,
+          handshake.issueTicket,
         ),
       ),
     ];
@@ -634,6 +664,128 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (hello.ecPointFormats && !hello.ecPointFormats.includes(POINT_FORMAT_UNCOMPRESSED)) return undefined;
     if (!hello.supportedGroups) return this.groups.includes(NamedGroup.secp256r1) ? NamedGroup.secp256r1 : this.groups[0];
     return this.groups.find((g) => hello.supportedGroups!.includes(g));
+  }
+
+  /**
+   * The session in the client's ticket, when it can be resumed: sealed by us and within its lifetime,
+   * its suite still enabled and offered, the same extended-master-secret choice (RFC 7627 5.3), and
+   * the identity's key unchanged. Anything else means a full handshake (RFC 5077 3.4).
+   */
+  private acceptTicket(hello: ClientHello, address: string, port: number): { state: TicketState; suite: CipherSuiteInfo } | undefined {
+    if (!this.ticketKeys || !hello.sessionTicket || hello.sessionTicket.length === 0 || hello.sessionId.length === 0) return undefined;
+    const state = this.ticketKeys.open(hello.sessionTicket);
+    if (!state) return undefined;
+    const suite = this.suites.find((s) => s.id === state.suiteId);
+    if (!suite || !hello.cipherSuites.includes(suite.id) || state.extendedMasterSecret !== hello.extendedMasterSecret) return forget(state);
+    let psk: Buffer | undefined | Promise<Buffer | undefined>;
+    try {
+      psk = this.options.pskLookup(state.identity, { address, port });
+    } catch {
+      return forget(state);
+    }
+    if (isThenable(psk)) {
+      // An asynchronous key store cannot answer within this datagram: resume only with a synchronous one.
+      Promise.resolve(psk).catch(() => undefined);
+      return forget(state);
+    }
+    if (!psk || psk.length === 0 || !timingSafeEqual(pskDigest(psk), state.pskDigest)) return forget(state);
+    return { state, suite };
+  }
+
+  /** Abbreviated handshake (RFC 5246 7.3, RFC 5077 3.1): ServerHello, ChangeCipherSpec, Finished. */
+  private startResumed(
+    record: DtlsRecord,
+    f: HandshakeFragment,
+    hello: ClientHello,
+    resumption: { state: TicketState; suite: CipherSuiteInfo },
+    key: string,
+    socketAddress: string,
+    address: string,
+    port: number,
+    source: string,
+  ): void {
+    const { state, suite } = resumption;
+    const now = Date.now();
+    const serverRandom = randomBytes(32);
+    serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
+    const slot = this.secrets.allocate();
+    const slab = this.secrets.buffer(slot);
+    const at = this.secrets.offset(slot);
+    hello.random.copy(slab, at + SECRETS_CLIENT_RANDOM);
+    const keyBlock = keyExpansion(state.master, hello.random, serverRandom, keyBlockLength(suite));
+    keyBlock.copy(slab, at + SECRETS_KEY_BLOCK);
+    keyBlock.fill(0);
+    const handshake: HandshakeState = {
+      createdAt: now,
+      source,
+      serverRandom,
+      extendedMasterSecret: state.extendedMasterSecret,
+      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
+      reassembler: new HandshakeReassembler(f.messageSeq + 1, REASSEMBLY_LIMITS),
+      serverMessageSeq: f.messageSeq,
+      master: state.master,
+      ephemeral: undefined,
+      ecdhSecret: undefined,
+      flight: [],
+      retransmitTimer: undefined,
+      retransmitDelay: this.initialRetransmitMs,
+      pending: undefined,
+      pendingBytes: 0,
+      resumed: true,
+      issueTicket: false, // the client keeps using its ticket until it expires
+      pskDigest: undefined,
+    };
+    const peer: Peer = {
+      key,
+      socketAddress,
+      address,
+      port,
+      state: "awaiting-finished",
+      lastRecordAt: now,
+      suite,
+      slot,
+      keysReady: true,
+      writeSeq0: record.sequence + 1,
+      writeSeq1: 0,
+      writeEpoch: 0,
+      replay: new ReplayWindow(),
+      identity: state.identity,
+      finishedDelivered: false,
+      lastOnDemandResendAt: 0,
+      connection: undefined,
+      handshake,
+      finalTicket: undefined,
+    };
+    this.peers.set(key, peer);
+    this.handshaking++;
+    this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
+    const serverHello = encodeHandshake(
+      HandshakeType.ServerHello,
+      handshake.serverMessageSeq++,
+      buildServerHello(
+        serverRandom,
+        suite.id,
+        hello.secureRenegotiation,
+        state.extendedMasterSecret,
+        suite.keyExchange === "ecdhe_psk" && hello.ecPointFormats !== undefined,
+        false,
+        hello.sessionId,
+      ),
+    );
+    handshake.transcript.push(serverHello);
+    const finished = encodeHandshake(
+      HandshakeType.Finished,
+      handshake.serverMessageSeq++,
+      finishedVerifyData(state.master, "server finished", sha256(handshake.transcript)),
+    );
+    finished.copy(slab, at + this.secretsFinished);
+    handshake.transcript.push(finished);
+    const hello0 = encodeRecord(ContentType.Handshake, DTLS_1_2, 0, peer.writeSeq0++, serverHello);
+    const flight = this.finalFlight(peer);
+    peer.writeEpoch = 1;
+    handshake.flight = [Buffer.concat([hello0, flight], hello0.length + flight.length)];
+    this.transmit(socketAddress, port, handshake.flight);
+    this.armRetransmit(peer);
   }
 
   private feedHandshake(peer: Peer, f: HandshakeFragment, protectedRecord: boolean): void {
@@ -738,6 +890,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return this.failHandshake(peer, "unknown-identity", AlertDescription.UnknownPskIdentity);
     }
     const handshake = peer.handshake!;
+    if (handshake.issueTicket) handshake.pskDigest = pskDigest(psk);
     const slab = this.secrets.buffer(peer.slot);
     const at = this.secrets.offset(peer.slot);
     const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
@@ -768,7 +921,30 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (msg.body.length !== expected.length || !timingSafeEqual(msg.body, expected)) {
       return this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
     }
+    if (handshake.resumed) {
+      // Abbreviated handshake: the client's Finished was the last flight; our Finished is in the slot.
+      handshake.master!.fill(0);
+      peer.finishedDelivered = true;
+      this.stats.handshakesResumed++;
+      return this.established(peer, handshake);
+    }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    if (handshake.issueTicket && handshake.pskDigest && this.ticketKeys) {
+      const ticket = this.ticketKeys.seal({
+        suiteId: peer.suite.id,
+        extendedMasterSecret: handshake.extendedMasterSecret,
+        identity: peer.identity ?? "",
+        master: handshake.master!,
+        issuedAt: Math.floor(Date.now() / 1000),
+        pskDigest: handshake.pskDigest,
+      });
+      peer.finalTicket = encodeHandshake(
+        HandshakeType.NewSessionTicket,
+        handshake.serverMessageSeq++,
+        buildNewSessionTicket(this.ticketKeys.lifetimeSeconds, ticket),
+      );
+      transcript.push(peer.finalTicket);
+    }
     const serverVerify = finishedVerifyData(handshake.master!, "server finished", sha256(transcript));
     encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(
       this.secrets.buffer(peer.slot),
@@ -776,12 +952,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     );
     handshake.master!.fill(0);
     peer.writeEpoch = 1;
-    // Free everything the established session no longer needs (transcript, master secret, flight 4, reassembler).
+    this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
+    this.established(peer, handshake);
+  }
+
+  private established(peer: Peer, handshake: HandshakeState): void {
+    // Free everything the established session no longer needs (transcript, master secret, flights, reassembler).
     this.disarmRetransmit(peer);
     this.handshakeEnded(handshake);
     peer.handshake = undefined;
     peer.state = "established";
-    this.transmit(peer.socketAddress, peer.port, [this.finalFlight(peer)]);
     this.stats.handshakesCompleted++;
     const conn = new DtlsServerConnection(
       this,
@@ -802,10 +982,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * fresh sequence numbers, so nothing but the 24-byte Finished message is stored.
    */
   private finalFlight(peer: Peer): Buffer {
+    // NewSessionTicket goes before ChangeCipherSpec, so in epoch 0 (RFC 5077 3.3).
+    const ticket = peer.finalTicket ? encodeRecord(ContentType.Handshake, DTLS_1_2, 0, peer.writeSeq0++, peer.finalTicket) : EMPTY;
     const ccs = encodeRecord(ContentType.ChangeCipherSpec, DTLS_1_2, 0, peer.writeSeq0++, CHANGE_CIPHER_SPEC_BODY);
     const at = this.secrets.offset(peer.slot) + this.secretsFinished;
     const finished = this.protect(peer, ContentType.Handshake, this.secrets.buffer(peer.slot).subarray(at, at + FINISHED_MESSAGE_LENGTH));
-    return Buffer.concat([ccs, finished], ccs.length + finished.length);
+    return Buffer.concat([ticket, ccs, finished], ticket.length + ccs.length + finished.length);
   }
 
   // ---- epoch 1 ----
@@ -948,7 +1130,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (!handshake) return;
     handshake.retransmitTimer = setTimeout(() => {
       handshake.retransmitTimer = undefined;
-      if (this.peers.get(peer.key) !== peer || peer.state !== "awaiting-key-exchange" || peer.handshake !== handshake) return;
+      const waiting = peer.state === "awaiting-key-exchange" || (handshake.resumed && peer.state === "awaiting-finished");
+      if (this.peers.get(peer.key) !== peer || !waiting || peer.handshake !== handshake) return;
       this.transmit(peer.socketAddress, peer.port, handshake.flight);
       handshake.retransmitDelay = Math.min(handshake.retransmitDelay * 2, this.maxRetransmitMs);
       this.armRetransmit(peer);
@@ -987,6 +1170,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.handshake?.master?.fill(0);
     peer.handshake = undefined;
     peer.finishedDelivered = true;
+    peer.finalTicket = undefined;
     peer.keysReady = false;
     if (peer.slot >= 0) this.secrets.release(peer.slot);
     peer.slot = -1;
@@ -1026,6 +1210,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 });
 const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
 const EMPTY = Buffer.alloc(0);
+
+/** Wipes a ticket's master secret that will not be used; for `return forget(state)`. */
+function forget(state: TicketState): undefined {
+  state.master.fill(0);
+  return undefined;
+}
 
 function isThenable(v: unknown): v is PromiseLike<Buffer | undefined> {
   return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";

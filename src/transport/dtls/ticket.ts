@@ -1,0 +1,145 @@
+// RFC 5077 session tickets for our DTLS server: the session state travels with the client, sealed
+// under a key only this server holds, so resumption keeps no per-session state here (RFC 9132 7.1).
+// Ticket layout (RFC 5077 4 recommends key_name, IV, encrypted state, MAC; ours uses an AEAD):
+//   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
+import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+export interface TicketState {
+  suiteId: number;
+  extendedMasterSecret: boolean;
+  identity: string;
+  /** The 48-byte master secret of the session. */
+  master: Buffer;
+  /** When the full handshake happened (seconds since the epoch): resumption does not extend it. */
+  issuedAt: number;
+  /** pskDigest() of the identity's key then: a changed or revoked key refuses the ticket. */
+  pskDigest: Buffer;
+}
+
+export interface TicketKeyOptions {
+  /** How long a ticket can be used (also the lifetime hint sent); default 3600 s. */
+  lifetimeSeconds?: number;
+  /** Clock (ms), for tests. */
+  now?: () => number;
+}
+
+const KEY_NAME_LENGTH = 16;
+const IV_LENGTH = 12;
+const TAG_LENGTH = 16;
+const MASTER_LENGTH = 48;
+const PSK_DIGEST_LENGTH = 16;
+const STATE_VERSION = 1;
+/** Identities are at most 2^16-1 bytes on the wire; a ticket carries at most this many. */
+const MAX_IDENTITY_BYTES = 1024;
+export const MAX_TICKET_LENGTH =
+  KEY_NAME_LENGTH + IV_LENGTH + 1 + 2 + 1 + 4 + 2 + MAX_IDENTITY_BYTES + PSK_DIGEST_LENGTH + MASTER_LENGTH + TAG_LENGTH;
+
+interface TicketKey {
+  name: Buffer;
+  key: Buffer;
+  createdAt: number;
+}
+
+/** A digest of a PSK that a ticket carries (sealed) to notice a changed key. */
+export function pskDigest(psk: Buffer): Buffer {
+  return createHash("sha256").update("dots dtls ticket psk").update(psk).digest().subarray(0, PSK_DIGEST_LENGTH);
+}
+
+/**
+ * The sealing keys: a new random key every lifetime, the previous one kept for opening, so a ticket
+ * opens for its whole lifetime and no key outlives two lifetimes (forward secrecy of old tickets).
+ */
+export class TicketKeys {
+  readonly lifetimeSeconds: number;
+  private readonly now: () => number;
+  private current: TicketKey;
+  private previous: TicketKey | undefined;
+
+  constructor(opts: TicketKeyOptions = {}) {
+    this.lifetimeSeconds = opts.lifetimeSeconds ?? 3600;
+    if (!Number.isInteger(this.lifetimeSeconds) || this.lifetimeSeconds < 1 || this.lifetimeSeconds > 7 * 86400) {
+      throw new RangeError(`ticket lifetime out of range: ${this.lifetimeSeconds}`); // RFC 5077 allows 7 days at most
+    }
+    this.now = opts.now ?? Date.now;
+    this.current = this.freshKey();
+  }
+
+  seal(state: TicketState): Buffer {
+    this.rotate();
+    const identity = Buffer.from(state.identity, "utf8");
+    if (identity.length > MAX_IDENTITY_BYTES || state.master.length !== MASTER_LENGTH || state.pskDigest.length !== PSK_DIGEST_LENGTH) {
+      throw new RangeError("ticket state out of range"); // a defect: callers pass what the handshake produced
+    }
+    const plain = Buffer.alloc(1 + 2 + 1 + 4 + 2 + identity.length + PSK_DIGEST_LENGTH + MASTER_LENGTH);
+    let at = plain.writeUInt8(STATE_VERSION, 0);
+    at = plain.writeUInt16BE(state.suiteId, at);
+    at = plain.writeUInt8(state.extendedMasterSecret ? 1 : 0, at);
+    at = plain.writeUInt32BE(state.issuedAt >>> 0, at);
+    at = plain.writeUInt16BE(identity.length, at);
+    at += identity.copy(plain, at);
+    at += state.pskDigest.copy(plain, at);
+    state.master.copy(plain, at);
+    const iv = randomBytes(IV_LENGTH);
+    const cipher = createCipheriv("aes-256-gcm", this.current.key, iv, { authTagLength: TAG_LENGTH });
+    cipher.setAAD(this.current.name);
+    const sealed = Buffer.concat([this.current.name, iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+    plain.fill(0);
+    return sealed;
+  }
+
+  /** The state in a ticket this server sealed and that is still within its lifetime; else undefined. */
+  open(ticket: Buffer): TicketState | undefined {
+    this.rotate();
+    if (ticket.length < KEY_NAME_LENGTH + IV_LENGTH + TAG_LENGTH + 10 || ticket.length > MAX_TICKET_LENGTH) return undefined;
+    const name = ticket.subarray(0, KEY_NAME_LENGTH);
+    const key = [this.current, this.previous].find((k) => k !== undefined && timingSafeEqual(k.name, name));
+    if (!key) return undefined;
+    let plain: Buffer;
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", key.key, ticket.subarray(KEY_NAME_LENGTH, KEY_NAME_LENGTH + IV_LENGTH), {
+        authTagLength: TAG_LENGTH,
+      });
+      decipher.setAAD(name);
+      decipher.setAuthTag(ticket.subarray(ticket.length - TAG_LENGTH));
+      plain = Buffer.concat([decipher.update(ticket.subarray(KEY_NAME_LENGTH + IV_LENGTH, ticket.length - TAG_LENGTH)), decipher.final()]);
+    } catch {
+      return undefined;
+    }
+    // Sealed by us, so well formed unless the layout changed: check it all the same.
+    if (plain.length < 10 || plain[0] !== STATE_VERSION) return undefined;
+    const identityLength = plain.readUInt16BE(8);
+    if (plain.length !== 10 + identityLength + PSK_DIGEST_LENGTH + MASTER_LENGTH) return undefined;
+    const issuedAt = plain.readUInt32BE(4);
+    const age = Math.floor(this.now() / 1000) - issuedAt;
+    if (age < 0 || age >= this.lifetimeSeconds) return undefined;
+    const at = 10 + identityLength;
+    return {
+      suiteId: plain.readUInt16BE(1),
+      extendedMasterSecret: plain[3] === 1,
+      identity: plain.subarray(10, at).toString("utf8"),
+      pskDigest: Buffer.from(plain.subarray(at, at + PSK_DIGEST_LENGTH)),
+      master: Buffer.from(plain.subarray(at + PSK_DIGEST_LENGTH)),
+      issuedAt,
+    };
+  }
+
+  private rotate(): void {
+    if (this.now() - this.current.createdAt < this.lifetimeSeconds * 1000) return;
+    this.previous?.key.fill(0);
+    this.previous = this.current;
+    this.current = this.freshKey();
+  }
+
+  private freshKey(): TicketKey {
+    return { name: randomBytes(KEY_NAME_LENGTH), key: randomBytes(32), createdAt: this.now() };
+  }
+}
+
+/** RFC 5077 3.3 NewSessionTicket body: ticket_lifetime_hint (seconds), ticket<0..2^16-1>. */
+export function buildNewSessionTicket(lifetimeHintSeconds: number, ticket: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(4 + 2 + ticket.length);
+  out.writeUInt32BE(lifetimeHintSeconds >>> 0, 0);
+  out.writeUInt16BE(ticket.length, 4);
+  ticket.copy(out, 6);
+  return out;
+}

@@ -1,0 +1,144 @@
+// RFC 5077 session tickets at our DTLS server: the sealing keys (what a ticket may carry, for how
+// long, under which key) and a server fed tickets it never issued. Resumption with real peers is in
+// test/interop/dtls-server.test.ts (openssl s_client -sess_out / -sess_in).
+import { strict as assert } from "node:assert";
+import * as dgram from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { DtlsServer, type HandshakeFailure } from "../../../src/transport/dtls";
+import { encodeHandshake } from "../../../src/transport/dtls/handshake";
+import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
+import { MAX_TICKET_LENGTH, TicketKeys, pskDigest, type TicketState } from "../../../src/transport/dtls/ticket";
+import { fuzzRuns, mutator } from "../../support/fuzz";
+
+const LIFETIME = 600;
+
+function state(issuedAtMs: number): TicketState {
+  return {
+    suiteId: 0xccac,
+    extendedMasterSecret: true,
+    identity: "home-1",
+    master: randomBytes(48),
+    issuedAt: Math.floor(issuedAtMs / 1000),
+    pskDigest: pskDigest(Buffer.from("a key of the home")),
+  };
+}
+
+describe("DTLS session tickets: the sealing keys", () => {
+  it("a sealed ticket opens to the same session; the master secret is not readable in it", () => {
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME });
+    const s = state(Date.now());
+    const ticket = keys.seal(s);
+    assert.ok(ticket.length <= MAX_TICKET_LENGTH);
+    assert.equal(ticket.indexOf(s.master), -1);
+    assert.equal(ticket.indexOf(Buffer.from("home-1")), -1);
+    assert.deepEqual(keys.open(ticket), s);
+    assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME }).open(ticket), undefined); // another server's key
+  });
+
+  it("every single-bit change anywhere in a ticket is refused", () => {
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME });
+    const ticket = keys.seal(state(Date.now()));
+    for (let i = 0; i < ticket.length * 8; i++) {
+      const bad = Buffer.from(ticket);
+      bad[i >> 3] ^= 1 << (i & 7);
+      assert.equal(keys.open(bad), undefined, `bit ${i}`);
+    }
+    assert.equal(keys.open(ticket.subarray(0, ticket.length - 1)), undefined);
+    assert.equal(keys.open(Buffer.concat([ticket, Buffer.from([0])])), undefined);
+  });
+
+  it("a ticket lasts its lifetime from the full handshake, across one key rotation, and not longer", () => {
+    let now = 1_000_000_000_000;
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME, now: () => now });
+    now += 0.9 * LIFETIME * 1000; // the key is 90% through its life when the session is set up
+    const s = state(now);
+    const ticket = keys.seal(s);
+    now += 0.2 * LIFETIME * 1000; // the key has rotated; the old one still opens
+    assert.deepEqual(keys.open(ticket), s);
+    now += 0.79 * LIFETIME * 1000;
+    assert.deepEqual(keys.open(ticket), s);
+    now += 0.02 * LIFETIME * 1000; // older than the lifetime
+    assert.equal(keys.open(ticket), undefined);
+    assert.throws(() => new TicketKeys({ lifetimeSeconds: 8 * 86400 }), RangeError);
+    assert.throws(() => new TicketKeys({ lifetimeSeconds: 0 }), RangeError);
+  });
+
+  it(`seeded mutation fuzz: ${fuzzRuns(100_000)} mutated and random tickets never open and never throw`, function () {
+    this.timeout(120_000);
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME });
+    const ticket = keys.seal(state(Date.now()));
+    const { int, mutate } = mutator(0x71c4e7);
+    for (let i = 0; i < fuzzRuns(100_000); i++) {
+      const input = i % 8 === 0 ? randomBytes(int(MAX_TICKET_LENGTH + 64)) : mutate(ticket);
+      if (input.equals(ticket)) continue;
+      assert.equal(keys.open(input), undefined, `case ${i}`);
+    }
+  });
+});
+
+describe("DtlsServer offered tickets it never issued", () => {
+  it("random and truncated tickets with a session id get a full handshake, never an internal error", async function () {
+    this.timeout(60_000);
+    const failures: HandshakeFailure[] = [];
+    const internal: unknown[] = [];
+    const server = new DtlsServer({ pskLookup: () => Buffer.from("0123456789abcdef") });
+    server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+    server.on("internal-error", (e: unknown) => internal.push(e));
+    const { port } = await server.listen(0, "127.0.0.1");
+    const socket = dgram.createSocket("udp4");
+    const serverHellos: Buffer[] = [];
+    let cookieWaiter: ((c: Buffer) => void) | undefined;
+    socket.on("message", (m) => {
+      for (const r of parseDatagram(m, 4096).records) {
+        if (r.type !== 22 || r.epoch !== 0) continue;
+        if (r.fragment[0] === 3) cookieWaiter?.(r.fragment.subarray(15, 15 + r.fragment[14]));
+        if (r.fragment[0] === 2) serverHellos.push(r.fragment.subarray(12));
+      }
+    });
+    await new Promise<void>((r) => socket.bind(0, "127.0.0.1", () => r()));
+    const hello = (random: Buffer, sessionId: Buffer, cookie: Buffer, ticket: Buffer): Buffer => {
+      const ext = Buffer.concat([Buffer.from([0x00, 0x23, ticket.length >> 8, ticket.length & 0xff]), ticket]);
+      const body = Buffer.concat([
+        Buffer.from([0xfe, 0xfd]),
+        random,
+        Buffer.from([sessionId.length]),
+        sessionId,
+        Buffer.from([cookie.length]),
+        cookie,
+        Buffer.from([0, 2, 0xc0, 0xa8]), // TLS_PSK_WITH_AES_128_CCM_8
+        Buffer.from([1, 0]),
+        Buffer.from([ext.length >> 8, ext.length & 0xff]),
+        ext,
+      ]);
+      return encodeRecord(22, 0xfefd, 0, cookie.length ? 1 : 0, encodeHandshake(1, cookie.length ? 1 : 0, body));
+    };
+    const { int } = mutator(0x5e5510);
+    const cases = 200;
+    try {
+      for (let i = 0; i < cases; i++) {
+        const random = randomBytes(32);
+        const sessionId = randomBytes(1 + int(32));
+        const ticket = randomBytes(int(400));
+        const cookie = await new Promise<Buffer>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`case ${i}: no HelloVerifyRequest`)), 2000);
+          cookieWaiter = (c) => {
+            clearTimeout(t);
+            resolve(c);
+          };
+          socket.send(hello(random, sessionId, Buffer.alloc(0), ticket), port, "127.0.0.1");
+        });
+        socket.send(hello(random, sessionId, cookie, ticket), port, "127.0.0.1");
+        const end = Date.now() + 2000;
+        while (serverHellos.length <= i && Date.now() < end) await new Promise((r) => setTimeout(r, 2));
+        assert.equal(serverHellos.length, i + 1, `case ${i}: no ServerHello`);
+        // A full handshake: an empty session id (ours are never echoed without a valid ticket) and a promise of a new ticket.
+        assert.equal(serverHellos[i][34], 0, `case ${i}: the session id was echoed`);
+      }
+    } finally {
+      socket.close();
+      await server.close();
+    }
+    assert.equal(server.stats.handshakesResumed, 0);
+    assert.deepEqual(internal, []);
+  });
+});
