@@ -5,7 +5,8 @@
 // ours and coap-server-openssl's (see session-memory.ts for how it is measured).
 // Usage: node .build/<out>/bench/handshake.js [handshakes=1000] [parallel=4] [idleSessions=1000] [idleMs=6000]
 import { spawn, type ChildProcess } from "node:child_process";
-import { DtlsServer } from "../src/transport/dtls";
+import { DtlsServer, type DtlsCipherSuiteName } from "../src/transport/dtls";
+import { dtlsClientConnect } from "../src/transport/dtls/client";
 import {
   DEFAULT_IDLE_MS,
   haveLibcoap,
@@ -70,6 +71,41 @@ async function clientHandshakes(port: number, n: number, parallel: number): Prom
   process.stdout.write(JSON.stringify({ ok, failed, seconds }) + "\n");
 }
 
+/** Child mode 2: the same with our DTLS client (the home's default) offering one suite. */
+async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName): Promise<void> {
+  const one = async (): Promise<boolean> => {
+    try {
+      const c = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port,
+        psk: { identity: IDENTITY, key: Buffer.from(KEY) },
+        suites: [suite],
+        handshakeTimeoutMs: 3000,
+      });
+      c.close();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 10; i++) await one();
+  let ok = 0;
+  let failed = 0;
+  let started = 0;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (started < n) {
+        started++;
+        if (await one()) ok++;
+        else failed++;
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  process.stdout.write(JSON.stringify({ ok, failed, seconds }) + "\n");
+}
+
 function runChild(args: string[]): { child: ChildProcess; line: Promise<Record<string, number>> } {
   const child = spawn(process.execPath, [__filename, ...args], { stdio: ["pipe", "pipe", "inherit"] });
   let buf = "";
@@ -94,6 +130,8 @@ function cpuMicrosOf(pid: number): number {
 async function main(): Promise<void> {
   const [mode, a, b, c] = process.argv.slice(2);
   if (mode === "--client-handshakes") return clientHandshakes(Number(a), Number(b), Number(c));
+  if (mode === "--our-client-handshakes")
+    return ourClientHandshakes(Number(a), Number(b), Number(c), process.argv[6] as DtlsCipherSuiteName);
   const handshakes = Number(mode ?? 1000);
   const parallel = Number(a ?? 4);
   const idle = Number(b ?? 1000);
@@ -141,6 +179,46 @@ async function main(): Promise<void> {
     }
   } else {
     console.log("  reference skipped: coap-server-openssl not installed (apt-get install libcoap3-bin)");
+  }
+
+  // Our client (the home's default) against both servers, per suite: ECDHE_PSK is what our home and
+  // ISP negotiate by default; PSK_CCM_8 is the RFC 9132 mandatory suite.
+  for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"] as DtlsCipherSuiteName[]) {
+    console.log(`\nDTLS 1.2 handshakes, client: ours (${suite}), ${handshakes} handshakes, ${parallel} in parallel`);
+    const srv = new DtlsServer({
+      pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined),
+      pskHint: "CoAP",
+      maxHandshaking: 5000,
+      maxHandshakingPerSource: 5000,
+      maxPeers: 20000,
+    });
+    srv.on("connection", () => undefined);
+    const p = (await srv.listen(0, "127.0.0.1")).port;
+    const c0 = process.cpuUsage();
+    const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite]).line;
+    const used = process.cpuUsage(c0);
+    await srv.close();
+    const rate = r.ok / r.seconds;
+    const cpuPer = (used.user + used.system) / (r.ok + 10);
+    console.log(
+      `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed})`,
+    );
+    if (!libcoap) continue;
+    const lib = await startLibcoap();
+    try {
+      const libCpu0 = cpuMicrosOf(lib.proc.pid!);
+      const ref = await runChild(["--our-client-handshakes", String(lib.securePort), String(handshakes), String(parallel), suite]).line;
+      const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
+      const refRate = ref.ok / ref.seconds;
+      console.log(
+        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})`,
+      );
+      console.log(
+        `  ratio ours / reference: ${(rate / refRate).toFixed(2)}x handshake rate (goal >= 1.0x); server CPU per handshake ${(cpuPer / refCpu).toFixed(2)}x (goal <= 1.5x)`,
+      );
+    } finally {
+      lib.proc.kill("SIGKILL");
+    }
   }
 
   // Memory: each server in a fresh process, clients in another (our DTLS and TLS clients).
