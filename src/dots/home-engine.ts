@@ -462,6 +462,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       key,
       found ?? (await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup)),
     );
+    // The name to check on a discovered ISP's certificate is the source domain, the one configured
+    // (RFC 6125 section 6.2.1): an SRV answer nobody validated could name any host. The SRV target
+    // only when the configuration says the answers are DNSSEC-validated.
+    if (found && discover && servername === undefined && !discover.dnssecValidated) servername = discover.domain.replace(/\.$/, "");
     const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
       // RFC 9132 section 4.3: 100 ms between attempts while under attack.
       attemptDelayMs: this.tuning.attemptDelayMs ?? (this.store.activeCount() > 0 ? 100 : 250),
