@@ -411,6 +411,24 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(s.conn.closed, false);
   });
 
+  it("redirect ttl 0 during an attack: the alternate serves until the last mitigation ends, then the provisioned client", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
+    const d = dial({ port: first.port, decisionWaitMs: 0, tuning: { terminatingPeriodMs: 300 } });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    assert.equal((await put(s.ep, 31)).code, Code.Created);
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"], 0)).code, Code.Created);
+    const s2 = await second.waitSession();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(first.sessions.length, 1, "the alternate stays while the attack lasts");
+    const del = await s2.ep.request({ method: "DELETE", path: mitigatePath(31), confirmable: false, repeatMs: 3000, timeoutMs: 5000 });
+    assert.equal(del.code, Code.Deleted);
+    const back = await first.waitSession(2);
+    assert.equal(back.conn.closed, false);
+  });
+
   it("redirect with certificates: alt-ch-client is the name checked on the alternate's certificate", async () => {
     const first = await isp("127.0.0.1").startTls({ pki });
     const second = await isp("127.0.0.2").startTls({ pki, port: first.port });
