@@ -172,6 +172,7 @@ export interface CallHomeDialerEvents {
   disconnected: [{ reason: string; retryInMs?: number; code?: string; hint?: string; detail?: string }];
   mitigation: [MitigationEvent];
   ended: [MitigationEnded];
+  /** ttl: the one in force, seconds (60 when the ISP sent none, RFC 7252 Max-Age; 4294967295: no end). */
   redirected: [{ altClient: string; records: string[]; ttl?: number }];
   error: [Error];
 }
