@@ -13,6 +13,8 @@ export interface HomeEndpointSettings {
   hosts: string;
   discoverDomain?: string;
   dnsServers?: string;
+  /** The DNS answers are DNSSEC-validated: the certificate may name the SRV target (RFC 6125). */
+  discoverDnssec?: boolean;
   port: string | number;
   transport: string;
   psk: string;
@@ -40,6 +42,7 @@ export const HOME_SETTING_NAMES: ReadonlyArray<keyof HomeEndpointSettings> = [
   "allowIndefinite",
   "terminatingPeriod",
   "maxLifetime",
+  "discoverDnssec",
 ];
 
 function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir: string | undefined): HomeEngineOptions {
@@ -69,6 +72,8 @@ function dialerOptions(RED: NodeAPI, c: HomeEndpointSettings, t: Words, stateDir
     tuning: { terminatingPeriodMs: int(c.terminatingPeriod ?? DEFAULTS.terminatingPeriodMs / 1000, "terminating period", 0, 3600) * 1000 },
   };
   if (domain) options.discover = dnsServers.length > 0 ? { domain, dnsServers } : { domain };
+  // RFC 6125: the ISP certificate names the domain, unless the user vouches for DNSSEC-validated answers.
+  if (domain && c.discoverDnssec === true) options.discover = { ...options.discover, domain, dnssecValidated: true };
   if (options.homePrefixes.length === 0) throw new Error(t("errors.no-prefixes"));
   if (c.psk) {
     const { home: _home, ...psk } = pskOf(RED, c.psk, t);

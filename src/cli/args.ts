@@ -159,11 +159,15 @@ dial options:
   --connect HOST           the same as a HOST argument (repeatable)
   --discover-domain DOMAIN find the ISP's Call Home DOTS client by DNS (RFC 8973): SRV records
                            _dots-call-home._udp.DOMAIN and _dots-call-home._tcp.DOMAIN name
-                           the hosts and ports (and the certificate name to check). HOST may
-                           then be left out; if given, it (with --port) is the fallback when
-                           discovery finds nothing. Prints a "discovered" event per lookup
+                           the hosts and ports; the ISP certificate must name DOMAIN (RFC 6125),
+                           not the SRV target. HOST may then be left out; if given, it (with
+                           --port) is the fallback when discovery finds nothing. Prints a
+                           "discovered" event per lookup
   --dns-server ADDR[:PORT] DNS server for --discover-domain (repeatable; IPv6 as [ADDR]:PORT;
                            default: the system's resolvers)
+  --discover-dnssec        the DNS answers for --discover-domain are DNSSEC-validated (a
+                           validating resolver you trust, on a path you trust): the certificate
+                           may then name the SRV target instead of DOMAIN
   --transport auto|udp|tcp happy eyeballs (auto, default), DTLS only, or TLS only
   --servername NAME        name the ISP certificate must carry (default: HOST)
   --heartbeat-interval S   heartbeat-interval offered in /config, seconds (default 30); the home
@@ -271,6 +275,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
                    "username":"isp","passwordFile":"mqtt.pw","ca":"ca.crt","hold":600}}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
            "discoverDomain":"isp.example","dnsServers":["192.0.2.53","[2001:db8::53]:5353"],
+           "discoverDnssec":false,
            "psk":{"identity":"home-1","key":"text:secret"},"cert":"home.crt","key":"home.key",
            "ca":"ca.crt","servername":"isp.example","homePrefixes":["203.0.113.0/24"],
            "heartbeatInterval":30,"decisionWaitMs":2000,"autoDecide":"enforced",
@@ -347,6 +352,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "heartbeat-interval": "seconds",
   connect: "list",
   "discover-domain": "string",
+  "discover-dnssec": "boolean",
   "dns-server": "list",
   transport: "string",
   servername: "string",
@@ -905,16 +911,19 @@ export function checkDnsServer(text: string): string {
   return text;
 }
 
-/** --discover-domain / --dns-server (or discoverDomain / dnsServers in --config). */
+/** --discover-domain / --dns-server / --discover-dnssec (or discoverDomain / dnsServers / discoverDnssec in --config). */
 function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown>): DialerOptions["discover"] {
   const domain = f["discover-domain"] ?? settings.discoverDomain;
   const flagServers = f["dns-server"] as string[] | undefined;
   let servers: unknown = flagServers ?? settings.dnsServers;
   if (servers !== undefined && (!Array.isArray(servers) || servers.some((s) => typeof s !== "string")))
     throw new CliUsageError(`"dnsServers" must be a list of addresses such as "192.0.2.53" or "[2001:db8::53]:5353"`);
+  const dnssec = f["discover-dnssec"] ?? settings.discoverDnssec;
+  if (dnssec !== undefined && typeof dnssec !== "boolean") throw new CliUsageError(`"discoverDnssec" must be true or false`);
   if (domain === undefined) {
     if (servers !== undefined && (servers as string[]).length > 0)
       throw new CliUsageError("--dns-server needs --discover-domain: it names the DNS server the SRV lookup asks");
+    if (dnssec === true) throw new CliUsageError("--discover-dnssec needs --discover-domain: it qualifies the SRV answers");
     return undefined;
   }
   const name = str(domain, "discover-domain");
@@ -923,6 +932,7 @@ function discoverFrom(f: ParsedFlags["values"], settings: Record<string, unknown
   const out: NonNullable<DialerOptions["discover"]> = { domain: name };
   servers = (servers as string[] | undefined)?.map(checkDnsServer);
   if (servers && (servers as string[]).length > 0) out.dnsServers = servers as string[];
+  if (dnssec === true) out.dnssecValidated = true;
   return out;
 }
 

@@ -103,9 +103,12 @@ export interface DialerOptions {
   /**
    * RFC 8973 discovery: look up SRV _dots-call-home._udp.<domain> and _dots-call-home._tcp.<domain>
    * (optionally on the given DNS servers, "address[:port]") and dial what they name; `hosts` and
-   * `port` are the fallback when discovery finds nothing.
+   * `port` are the fallback when discovery finds nothing. The ISP certificate must name `domain`
+   * (the source domain, RFC 6125 section 6.2.1), not the SRV target, unless `dnssecValidated`
+   * says the DNS answers are DNSSEC-validated (a validating resolver the home trusts, on a path it
+   * trusts): then the SRV target is the name checked. A `certificate.servername` overrides both.
    */
-  discover?: { domain: string; dnsServers?: string[] };
+  discover?: { domain: string; dnsServers?: string[]; dnssecValidated?: boolean };
   port: number; // default 4647
   transport: TransportChoice;
   psk?: PskCredential;
@@ -169,6 +172,7 @@ export interface CallHomeDialerEvents {
   disconnected: [{ reason: string; retryInMs?: number; code?: string; hint?: string; detail?: string }];
   mitigation: [MitigationEvent];
   ended: [MitigationEnded];
+  /** ttl: the one in force, seconds (60 when the ISP sent none, RFC 7252 Max-Age; 4294967295: no end). */
   redirected: [{ altClient: string; records: string[]; ttl?: number }];
   error: [Error];
 }

@@ -12,7 +12,10 @@ export interface Candidate {
   /** IP literal to connect to. */
   address: string;
   family: 4 | 6;
-  /** The configured name (FQDN or literal): SNI and the certificate name to check. */
+  /**
+   * The configured name (FQDN or literal), or the SRV target for a discovered candidate: SNI and
+   * the certificate name to check (a discovered one only with DNSSEC-validated answers).
+   */
   host: string;
   /** Port for this candidate (from an SRV record); absent: the configured port. */
   port?: number;
@@ -65,7 +68,8 @@ export function callHomeSrvName(transport: TransportKind, domain: string): strin
 /**
  * RFC 8973 discovery of the Call Home DOTS client: SRV records _dots-call-home._udp/_tcp.<domain>,
  * targets resolved to addresses, ordered as Happy Eyeballs wants (UDP before TCP, IPv6 before
- * IPv4) and by SRV priority within each. The SRV target name is the certificate name to check.
+ * IPv4) and by SRV priority within each. Each candidate's host is its SRV target; the dialer checks
+ * the ISP certificate against the discovery domain unless the answers are DNSSEC-validated.
  * Throws when nothing usable is found.
  */
 export async function discoverCandidates(domain: string, transports: TransportKind[], resolver: SrvResolver): Promise<Candidate[]> {

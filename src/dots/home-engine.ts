@@ -61,6 +61,8 @@ export interface HomeEngineTuning {
   maxMitigationsPerClient?: number;
   /** A redirect to a client followed within this window is refused (loop), ms. Default 300 000. */
   redirectLoopWindowMs?: number;
+  /** Milliseconds per redirect ttl second (tests compress time). Default 1000. */
+  redirectTtlMsPerSecond?: number;
   /** Periodic status notifications to observers, ms (0 off). Default 60 000. */
   statusPeriodMs?: number;
   /** Minimum spacing of notifications per observer, ms. Default: notificationSpacingMs (per transport and RTT). */
@@ -107,9 +109,18 @@ export interface HomeEngineOptions extends DialerOptions {
   tuning?: HomeEngineTuning;
 }
 
+/**
+ * ttl assumed when a redirect carries none: RFC 9066 section 5.2.2 leaves the ttl to RFC 9132
+ * section 4.6, which carries it in a Max-Age option, and RFC 7252 section 5.10.5 assumes 60 s
+ * for an absent Max-Age.
+ */
+export const DEFAULT_REDIRECT_TTL_S = 60;
+/** A ttl of 2^32-1 is an infinite TTL (RFC 9132 section 4.6). */
+export const INFINITE_REDIRECT_TTL_S = 0xffffffff;
+
 interface ActiveRedirect {
   target: RedirectTarget;
-  /** Epoch ms; Infinity without ttl. */
+  /** Epoch ms when the ttl ends; Infinity for ttl 2^32-1. */
   until: number;
 }
 
@@ -223,7 +234,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.resources.on("error", (e) => this.emit("error", e));
     this.resources.on("heartbeat", () => this.session?.heartbeat.peerHeartbeat());
     this.resources.on("redirect", (t) => this.followRedirect(t));
-    this.store.on("activity", (on) => this.config.setMitigating(on));
+    this.store.on("activity", (on) => {
+      this.config.setMitigating(on);
+      if (!on) this.redirectAfterAttack();
+    });
     // Changes nobody answers for (expiry, end of the terminating period, a late decision) are saved too.
     this.store.on("change", () => this.persistInBackground());
     this.store.on("removed", () => this.persistInBackground());
@@ -369,7 +383,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.pacer.attempted();
     const controller = new AbortController();
     this.connectAbort = controller;
-    let useRedirect = this.redirect !== undefined && this.redirect.until > Date.now();
+    let useRedirect = this.redirectInForce();
     if (!useRedirect) this.redirect = undefined;
     try {
       let won: { connection: Connection; candidate: Candidate } | undefined;
@@ -448,6 +462,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       key,
       found ?? (await resolveCandidates(hosts, transports, this.tuning.lookup ?? defaultLookup)),
     );
+    // The name to check on a discovered ISP's certificate is the source domain, the one configured
+    // (RFC 6125 section 6.2.1): an SRV answer nobody validated could name any host. The SRV target
+    // only when the configuration says the answers are DNSSEC-validated.
+    if (found && discover && servername === undefined && !discover.dnssecValidated) servername = discover.domain.replace(/\.$/, "");
     const won = await happyEyeballs(candidates, (c, s) => this.attempt(c, servername, s), {
       // RFC 9132 section 4.3: 100 ms between attempts while under attack.
       attemptDelayMs: this.tuning.attemptDelayMs ?? (this.store.activeCount() > 0 ? 100 : 250),
@@ -562,6 +580,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       cipher: connection.cipher,
     });
     if (redirected && this.redirect && this.redirect.until !== Infinity) this.armRedirectExpiry();
+    else if (!redirected && this.redirectTimer) {
+      clearTimeout(this.redirectTimer);
+      this.redirectTimer = undefined;
+    }
   }
 
   private async sendHeartbeat(endpoint: CoapEndpoint, body: DotsJson): Promise<boolean> {
@@ -695,6 +717,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     const last = this.followed.get(t.altClient.toLowerCase());
     if (last !== undefined && Date.now() - last < window)
       return `already redirected to ${t.altClient} within the last ${Math.round(window / 1000)} s (loop)`;
+    // ttl 0 limits the redirect to the attack in progress (RFC 9132 section 4.6, Max-Age 0).
+    if (t.ttl === 0 && this.store.activeCount() === 0) return "ttl 0 applies only to an attack in progress, and no mitigation is active";
     if (t.records.length > 0) return undefined;
     try {
       const addrs = await (this.tuning.lookup ?? defaultLookup)(t.altClient);
@@ -708,8 +732,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private followRedirect(t: RedirectTarget): void {
     this.followed.set(t.altClient.toLowerCase(), Date.now());
     if (this.followed.size > 32) this.followed.delete(this.followed.keys().next().value as string);
-    this.redirect = { target: t, until: t.ttl === undefined ? Infinity : Date.now() + t.ttl * 1000 };
-    this.emit("redirected", { altClient: t.altClient, records: [...t.records], ttl: t.ttl });
+    const ttl = t.ttl ?? DEFAULT_REDIRECT_TTL_S;
+    const until = ttl === INFINITE_REDIRECT_TTL_S ? Infinity : Date.now() + ttl * (this.tuning.redirectTtlMsPerSecond ?? 1000);
+    this.redirect = { target: t, until };
+    this.emit("redirected", { altClient: t.altClient, records: [...t.records], ttl });
     const s = this.session;
     if (!s) return;
     this.redirectPending = true;
@@ -717,22 +743,55 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     setTimeout(() => void this.closeSession(s, `redirected to ${t.altClient}`), 20).unref();
   }
 
+  /**
+   * The alternate client is used until its ttl ends; after that the provisioned one, at once,
+   * "except when a DDoS attack is active" (RFC 9132 section 4.6): then the alternate stays in use
+   * (reconnects included) until no mitigation is active.
+   */
+  private redirectInForce(): boolean {
+    const r = this.redirect;
+    if (!r) return false;
+    return r.until > Date.now() || this.store.activeCount() > 0;
+  }
+
   private armRedirectExpiry(): void {
     if (this.redirectTimer) clearTimeout(this.redirectTimer);
+    this.redirectTimer = undefined;
     const r = this.redirect;
-    if (!r) return;
-    const ms = Math.max(0, Math.min(r.until - Date.now(), 0x7fffffff));
-    this.redirectTimer = setTimeout(() => {
-      this.redirectTimer = undefined;
-      this.redirect = undefined;
-      const s = this.session;
-      // Back to the provisioned client, but not in the middle of a mitigation.
-      if (s && s.redirected && this.store.activeCount() === 0) {
-        this.redirectPending = true;
-        void this.closeSession(s, "redirect ttl expired; back to the provisioned ISP client");
-      }
-    }, ms);
+    if (!r || r.until === Infinity) return;
+    const left = r.until - Date.now();
+    // setTimeout holds at most 2^31-1 ms (24.8 days): a longer ttl is re-armed on the way.
+    this.redirectTimer = setTimeout(
+      () => {
+        this.redirectTimer = undefined;
+        if (this.redirect !== r) return;
+        if (r.until > Date.now()) return this.armRedirectExpiry();
+        this.fallBackFromRedirect("redirect ttl expired");
+      },
+      Math.max(0, Math.min(left, 0x7fffffff)),
+    );
     this.redirectTimer.unref();
+  }
+
+  /** The last mitigation ended: a redirect whose ttl ran out during the attack ends now. */
+  private redirectAfterAttack(): void {
+    const r = this.redirect;
+    if (!r || r.until > Date.now()) return;
+    this.fallBackFromRedirect("redirect ttl expired during the attack, which is now over");
+  }
+
+  /** Back to the provisioned client, unless an attack is active (then redirectAfterAttack does it). */
+  private fallBackFromRedirect(why: string): void {
+    if (this.store.activeCount() > 0) return;
+    this.redirect = undefined;
+    const s = this.session;
+    if (!s || !s.redirected || s.closing || !this.running) return;
+    this.redirectPending = true;
+    // The attack may end inside a request handler (a DELETE): let its answer leave first.
+    setTimeout(() => {
+      if (this.session === s && !s.closing) void this.closeSession(s, `${why}; back to the provisioned ISP client`);
+      else this.redirectPending = false;
+    }, 20).unref();
   }
 
   // ------------------------------------------------------------------------------ typing

@@ -192,7 +192,7 @@ describe("cli/args", () => {
     }
     for (const cmd of ["decide", "approve", "reject", "mitigations"])
       assert.ok(HELP.includes(`{"cmd":"${cmd}"`), `help shows the ${cmd} command`);
-    for (const flag of ["discover-domain", "dns-server"]) assert.ok(FLAG_NAMES.dial.includes(flag), flag);
+    for (const flag of ["discover-domain", "dns-server", "discover-dnssec"]) assert.ok(FLAG_NAMES.dial.includes(flag), flag);
     for (const ev of ["enforcer-ready", "lookup", "consent-request", "enforcement", "discovered"])
       assert.ok(HELP.includes(ev), `help lists the ${ev} event`);
   });
@@ -218,6 +218,13 @@ describe("cli/args", () => {
     const both = dial("fallback.isp.example", ...creds, "--discover-domain", "isp.example");
     assert.deepEqual([both.options.hosts, both.options.discover?.domain], [["fallback.isp.example"], "isp.example"]);
     assert.equal(dial(...base).options.discover, undefined);
+    // RFC 6125: the SRV target is the certificate name only when the answers are DNSSEC-validated.
+    const dnssec = dial(...creds, "--discover-domain", "isp.example", "--discover-dnssec");
+    assert.deepEqual(dnssec.options.discover, { domain: "isp.example", dnssecValidated: true });
+    assert.throws(
+      () => dial(...base, "--discover-dnssec"),
+      (e: unknown) => e instanceof CliUsageError && /--discover-dnssec needs --discover-domain/.test(e.message),
+    );
   });
 
   it("dial: discoverDomain and dnsServers in --config, flags winning", () => {
@@ -238,6 +245,21 @@ describe("cli/args", () => {
       assert.deepEqual(c.options.discover, { domain: "isp.example", dnsServers: ["127.0.0.1:53", "::1"] });
       const over = parseDialArgs(["--config", cfg, "--discover-domain", "other.example", "--dns-server", "127.0.0.2"]) as DialConfig;
       assert.deepEqual(over.options.discover, { domain: "other.example", dnsServers: ["127.0.0.2"] });
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          psk: { identity: "h", key: "text:sixteen-byte-key" },
+          homePrefixes: ["198.51.100.2/32"],
+          discoverDomain: "isp.example",
+          discoverDnssec: true,
+        }),
+      );
+      assert.deepEqual((parseDialArgs(["--config", cfg]) as DialConfig).options.discover, { domain: "isp.example", dnssecValidated: true });
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({ psk: { identity: "h", key: "text:k" }, discoverDomain: "isp.example", discoverDnssec: "yes" }),
+      );
+      assert.throws(() => parseDialArgs(["--config", cfg]), /"discoverDnssec" must be true or false/);
       fs.writeFileSync(
         cfg,
         JSON.stringify({

@@ -5,6 +5,11 @@ import { strict as assert } from "node:assert";
 import { freePort, helper, waitFor, collect, allNodes } from "./support";
 import { loopCredentials, loopFlow } from "./flows";
 import { startTestDns, type TestDnsServer } from "./dns-server";
+import { makeTestPki } from "../support/certs";
+import { requireFromNodeRed } from "../support/node-red";
+import { createTlsServer, type TlsServer } from "../../src/transport/tls";
+import { CoapEndpoint } from "../../src/coap/endpoint";
+import type { Connection } from "../../src/transport/connection";
 
 /** The loop flow with the dialer finding the ISP by discovery instead of a configured host. */
 function discoveryFlow(port: number, dialer: Record<string, unknown>): unknown[] {
@@ -69,6 +74,58 @@ describe("dialer node: RFC 8973 discovery from a domain", function () {
       caught.find((m) => /RFC 8973 discovery found no Call Home client for isp\.test/.test(m.error.message)),
     );
     assert.match(miss.error.message, /using the configured hosts/);
+  });
+
+  it("with a certificate, the ISP's must name the discovery domain; 'DNS answers are DNSSEC-validated' lets it name the SRV target", async () => {
+    const pki = await makeTestPki();
+    // The SRV answer for isp.example names wrong.example; the TLS listener there presents a
+    // certificate (trusted CA) naming only wrong.example.
+    const tls: TlsServer = createTlsServer({ certificate: { cert: pki.wrongName.cert, key: pki.wrongName.key, ca: pki.ca.cert } });
+    tls.on("handshake-failed", () => undefined);
+    tls.on("connection", (c: Connection) => new CoapEndpoint(c).on("protocol-error", () => undefined));
+    const { port } = await tls.listen(0, "127.0.0.1");
+    try {
+      dns = await startTestDns({
+        srv: { "_dots-call-home._tcp.isp.example": [{ priority: 0, weight: 0, port, target: "wrong.example" }] },
+        a: { "wrong.example": ["127.0.0.1"] },
+      });
+      const flow = (discoverDnssec: boolean | undefined) => [
+        { id: "t", type: "tab" },
+        { id: "tc", type: "tls-config", cert: pki.home1.certPath, key: pki.home1.keyPath, ca: pki.ca.certPath, verifyservercert: true },
+        {
+          id: "ep",
+          type: "dots-home-endpoint",
+          version: 1,
+          hosts: "",
+          port: 9,
+          transport: "tcp",
+          tlsConfig: "tc",
+          homePrefixes: "198.51.100.0/24",
+          discoverDomain: "isp.example",
+          dnsServers: dns!.server,
+          ...(discoverDnssec === undefined ? {} : { discoverDnssec }),
+        },
+        { id: "dia", type: "dots-call-home-dialer", z: "t", endpoint: "ep", version: 2, wires: [[], [], ["events"]] },
+        { id: "events", type: "helper", z: "t" },
+      ];
+      const tlsNode = requireFromNodeRed("@node-red/nodes/core/network/05-tls.js");
+      // Saved before the setting existed (none), then unticked: the certificate must name isp.example.
+      for (const setting of [undefined, false]) {
+        await helper.load([tlsNode, ...allNodes], flow(setting));
+        const events = collect("events");
+        const down = await waitFor("refused", () => events.find((m) => m.topic === "disconnected"));
+        assert.equal(down.payload.code, "CERT_NAME_MISMATCH", JSON.stringify(down.payload));
+        assert.match(down.payload.reason, /isp\.example/);
+        assert.ok(!events.some((m) => m.topic === "connected"));
+        await helper.unload();
+      }
+      await helper.load([tlsNode, ...allNodes], flow(true));
+      const events = collect("events");
+      const up = await waitFor("connected", () => events.find((m) => m.topic === "connected" || m.topic === "disconnected"));
+      assert.equal(up.topic, "connected", JSON.stringify(up.payload));
+    } finally {
+      await tls.close();
+    }
   });
 
   const base = {

@@ -16,6 +16,8 @@ import { callHomeSrvName, discoverCandidates, dnsResolver } from "../../../src/d
 import * as dgram from "node:dgram";
 import * as ipaddr from "ipaddr.js";
 import type { Connection } from "../../../src/transport/connection";
+import { createTlsServer, type TlsServer } from "../../../src/transport/tls";
+import { makeTestPki, type KeyPair } from "../../support/certs";
 
 const PSK = { identity: "home-c", key: Buffer.from("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "hex") };
 const MS = "ietf-dots-signal-channel:mitigation-scope";
@@ -296,12 +298,15 @@ describe("dots/home RFC 8973 discovery (R3), real resolver against a loopback DN
   this.timeout(30_000);
   let dns: Awaited<ReturnType<typeof startDns>> | undefined;
   let server: DtlsServer | undefined;
+  let tls: TlsServer | undefined;
   let dialer: CallHomeDialer | undefined;
   afterEach(async () => {
     await dialer?.stop();
     dialer = undefined;
     await server?.close();
     server = undefined;
+    await tls?.close();
+    tls = undefined;
     dns?.close();
     dns = undefined;
   });
@@ -370,6 +375,60 @@ describe("dots/home RFC 8973 discovery (R3), real resolver against a loopback DN
     while (conns.length === 0) await sleep(10);
     assert.equal(conns[0].peer.pskIdentity, PSK.identity);
     for (const c of conns) c.close();
+  });
+
+  // RFC 6125 section 6.2.1 (#12 finding 7): the source domain, not the SRV target, is the name
+  // checked. The SRV answer for isp.example points at wrong.example, which resolves to a TLS
+  // listener on loopback; the listener presents a certificate (trusted CA) naming either
+  // isp.example or only wrong.example.
+  async function discoverOverTls(serverCert: KeyPair, dnssecValidated?: boolean) {
+    const pki = await makeTestPki();
+    tls = createTlsServer({ certificate: { cert: serverCert.cert, key: serverCert.key, ca: pki.ca.cert } });
+    tls.on("handshake-failed", () => undefined);
+    tls.on("connection", (c: Connection) => new CoapEndpoint(c).on("protocol-error", () => undefined));
+    const { port } = await tls.listen(0, "127.0.0.1");
+    dns = await startDns({
+      srv: { "_dots-call-home._tcp.isp.example": [{ priority: 0, weight: 0, port, target: "wrong.example" }] },
+      a: { "wrong.example": ["127.0.0.1"] },
+    });
+    dialer = new CallHomeDialer({
+      hosts: [],
+      port: 9,
+      transport: "tcp",
+      certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert },
+      discover: { domain: "isp.example", dnsServers: [dns.server], ...(dnssecValidated === undefined ? {} : { dnssecValidated }) },
+      homePrefixes: ["203.0.113.0/24"],
+      reconnect: { minMs: 50, maxMs: 200 },
+      tuning: { attemptDelayMs: 50 },
+    });
+    dialer.on("error", () => undefined);
+    const outcome = new Promise<{ connected: boolean; reason?: string; code?: string }>((resolve) => {
+      dialer!.once("connected", () => resolve({ connected: true }));
+      dialer!.once("disconnected", (d) => resolve({ connected: false, reason: d.reason, code: d.code }));
+    });
+    await dialer.start();
+    return outcome;
+  }
+
+  it("discovery with certificates: the ISP certificate must name the discovery domain, not the SRV target", async () => {
+    const pki = await makeTestPki();
+    // Names isp.example (the configured domain), not wrong.example (the SRV target): accepted.
+    const ok = await discoverOverTls(pki.isp);
+    assert.equal(ok.connected, true, ok.reason);
+  });
+
+  it("discovery with certificates: a certificate naming only the unvalidated SRV target is refused", async () => {
+    const pki = await makeTestPki();
+    const refused = await discoverOverTls(pki.wrongName);
+    assert.equal(refused.connected, false);
+    assert.equal(refused.code, "CERT_NAME_MISMATCH", refused.reason);
+    assert.match(refused.reason ?? "", /isp\.example/);
+  });
+
+  it("discovery with certificates and dnssecValidated: the SRV target is the name checked", async () => {
+    const pki = await makeTestPki();
+    const ok = await discoverOverTls(pki.wrongName, true);
+    assert.equal(ok.connected, true, ok.reason);
   });
 
   it("without any usable record and without hosts, connecting fails with a clear reason and keeps retrying", async () => {

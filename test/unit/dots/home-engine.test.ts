@@ -354,6 +354,81 @@ describe("dots/home-engine (loopback)", function () {
     assert.equal(d.connection?.remoteAddress, "127.0.0.1");
   });
 
+  it("redirect without ttl: the alternate holds for the 60 s of an absent Max-Age (RFC 7252 5.10.5), then the provisioned client", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
+    // 60 protocol seconds pass in 1.2 s.
+    const d = dial({ port: first.port, tuning: { redirectTtlMsPerSecond: 20 } });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    const redirected = once(d, "redirected");
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"])).code, Code.Created);
+    const [red] = await redirected;
+    assert.equal(red.ttl, 60);
+    await second.waitSession();
+    const back = await first.waitSession(2);
+    assert.equal(back.conn.closed, false);
+    assert.equal(d.connection?.remoteAddress, "127.0.0.1");
+  });
+
+  it("redirect ttl ending during an attack: the alternate stays (reconnects too) until the last mitigation ends, then the provisioned client", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
+    const d = dial({ port: first.port, decisionWaitMs: 0, tuning: { terminatingPeriodMs: 300 } });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"], 1)).code, Code.Created);
+    const s2 = await second.waitSession();
+    assert.equal((await put(s2.ep, 21)).code, Code.Created);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(first.sessions.length, 1, "no fallback while the attack is active");
+    assert.equal(d.connection?.remoteAddress, "127.0.0.2");
+    // The alternate drops the session after the ttl: the home comes back to it, not to the provisioned client.
+    s2.conn.close();
+    const s3 = await second.waitSession(2);
+    assert.equal(first.sessions.length, 1);
+    // The attack ends (withdrawal, then the terminating period): now the home falls back.
+    const del = await s3.ep.request({ method: "DELETE", path: mitigatePath(21), confirmable: false, repeatMs: 3000, timeoutMs: 5000 });
+    assert.equal(del.code, Code.Deleted);
+    const back = await first.waitSession(2);
+    assert.equal(back.conn.closed, false);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(d.connection?.remoteAddress, "127.0.0.1");
+    assert.equal(second.sessions.length, 2);
+  });
+
+  it("redirect ttl 0 applies only to an attack in progress: refused with 4.00 when none is active", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const d = dial({ port: first.port });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    const r = await redirectTo(s.ep, "alt.example", ["127.0.0.2"], 0);
+    assert.equal(r.code, Code.BadRequest);
+    assert.match(r.payload.toString(), /ttl 0/);
+    assert.equal(s.conn.closed, false);
+  });
+
+  it("redirect ttl 0 during an attack: the alternate serves until the last mitigation ends, then the provisioned client", async () => {
+    const first = await isp("127.0.0.1").startTls({ psk: true });
+    const second = await isp("127.0.0.2").startTls({ psk: true, port: first.port });
+    const d = dial({ port: first.port, decisionWaitMs: 0, tuning: { terminatingPeriodMs: 300 } });
+    await d.start();
+    await once(d, "connected");
+    const s = await first.waitSession();
+    assert.equal((await put(s.ep, 31)).code, Code.Created);
+    assert.equal((await redirectTo(s.ep, "alt.example", ["127.0.0.2"], 0)).code, Code.Created);
+    const s2 = await second.waitSession();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(first.sessions.length, 1, "the alternate stays while the attack lasts");
+    const del = await s2.ep.request({ method: "DELETE", path: mitigatePath(31), confirmable: false, repeatMs: 3000, timeoutMs: 5000 });
+    assert.equal(del.code, Code.Deleted);
+    const back = await first.waitSession(2);
+    assert.equal(back.conn.closed, false);
+  });
+
   it("redirect with certificates: alt-ch-client is the name checked on the alternate's certificate", async () => {
     const first = await isp("127.0.0.1").startTls({ pki });
     const second = await isp("127.0.0.2").startTls({ pki, port: first.port });
