@@ -7,7 +7,9 @@ import {
   addElementsScript,
   checkTableName,
   deleteElementsScript,
+  migrateSetsScript,
   parseTableJson,
+  setsWithoutCounter,
   setupScript,
   DEFAULT_TABLE,
   type ElementRef,
@@ -64,6 +66,9 @@ function nftText(table: string, ops: ElementOp[]): string {
   return out;
 }
 
+/** 4096 mitigations x 4096 elements would not fit anyway; a table listing above this is refused. */
+const MAX_LIST_BYTES = 64 * 1024 * 1024;
+
 export class NftablesBackend implements FilterBackend {
   readonly kind = "nftables";
   readonly table: string;
@@ -75,7 +80,10 @@ export class NftablesBackend implements FilterBackend {
   }
 
   async setup(): Promise<string> {
-    const script = setupScript(this.table);
+    // sets from a version without per-element counters are recreated with them, elements kept
+    const json = await this.listJson();
+    const legacy = json === undefined ? [] : setsWithoutCounter(json);
+    const script = legacy.length > 0 ? migrateSetsScript(this.table, legacy, parseTableJson(json!)) : setupScript(this.table);
     await this.apply(script);
     return script;
   }
@@ -109,15 +117,23 @@ export class NftablesBackend implements FilterBackend {
   }
 
   async list(): Promise<TableElement[]> {
-    let stdout: string;
+    const json = await this.listJson();
+    return json === undefined ? [] : parseTableJson(json);
+  }
+
+  /** `nft -j list table` output (argv, no shell; output bounded by the runner); undefined when there is no table. */
+  private async listJson(): Promise<string | undefined> {
     try {
-      ({ stdout } = await this.runner.run(["nft", "-j", "list", "table", "inet", this.table], { timeoutMs: 15_000 }));
+      const { stdout } = await this.runner.run(["nft", "-j", "list", "table", "inet", this.table], {
+        timeoutMs: 15_000,
+        maxOutputBytes: MAX_LIST_BYTES,
+      });
+      return stdout;
     } catch (err) {
-      if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return [];
+      if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return undefined;
       if (err instanceof CommandFailedError) throw new NftError(err.stderr || err.message, `list table inet ${this.table}`);
       throw err;
     }
-    return parseTableJson(stdout);
   }
 
   isMissingElement(err: unknown): boolean {

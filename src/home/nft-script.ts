@@ -36,6 +36,10 @@ const RULES: Array<[SetName, string]> = [
   ["quarantinemac", "ether saddr @quarantinemac counter drop"],
 ];
 
+function chainDecl(table: string): string {
+  return `add chain inet ${table} forward { type filter hook forward priority filter - 10; policy accept; }`;
+}
+
 export function checkTableName(name: string): string {
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(name))
     throw new InvalidScopeError("table", `not a safe nft table name: ${JSON.stringify(name)}`);
@@ -51,9 +55,10 @@ export function setupScript(table = DEFAULT_TABLE): string {
   const lines = [`add table inet ${table}`];
   for (const name of SET_NAMES) {
     const s = SET_TYPES[name];
-    lines.push(`add set inet ${table} ${name} { type ${s.type}; flags ${s.interval ? "interval,timeout" : "timeout"}; }`);
+    // per-element counters: what a mitigation's own elements dropped (RFC 9132 bytes/pkts-dropped)
+    lines.push(`add set inet ${table} ${name} { type ${s.type}; flags ${s.interval ? "interval,timeout" : "timeout"}; counter; }`);
   }
-  lines.push(`add chain inet ${table} forward { type filter hook forward priority filter - 10; policy accept; }`);
+  lines.push(chainDecl(table));
   lines.push(`flush chain inet ${table} forward`);
   for (const [, rule] of RULES) lines.push(`add rule inet ${table} forward ${rule}`);
   return lines.join("\n") + "\n";
@@ -214,6 +219,9 @@ export interface TableElement extends ElementRef {
   /** Seconds until the kernel removes it; undefined = no timeout. */
   expiresSec?: number;
   timeoutSec?: number;
+  /** The element's own counter (sets made with `counter`): what it dropped since it was added. */
+  packets?: number;
+  bytes?: number;
 }
 
 const PROTO_NUMBERS: Record<string, number> = {
@@ -277,8 +285,55 @@ export function parseTableJson(json: string): TableElement[] {
       if (typeof meta.comment === "string") e.comment = meta.comment;
       if (typeof meta.expires === "number") e.expiresSec = meta.expires;
       if (typeof meta.timeout === "number") e.timeoutSec = meta.timeout;
+      const counter = meta.counter as { packets?: unknown; bytes?: unknown } | undefined;
+      if (counter && typeof counter.packets === "number" && typeof counter.bytes === "number") {
+        e.packets = counter.packets;
+        e.bytes = counter.bytes;
+      }
       out.push(e);
     }
   }
+  return out;
+}
+
+/**
+ * Our sets that exist without per-element counters (made by a version before them): `add set` with
+ * `counter` fails on those ("File exists"), so setup migrates them first.
+ */
+export function setsWithoutCounter(json: string): SetName[] {
+  const doc = JSON.parse(json) as { nftables?: Array<Record<string, unknown>> };
+  const out: SetName[] = [];
+  for (const item of doc.nftables ?? []) {
+    const set = item.set as { name?: string; stmt?: unknown[] } | undefined;
+    if (!set || !set.name || !(set.name in SET_TYPES)) continue;
+    const counted = (set.stmt ?? []).some((st) => typeof st === "object" && st !== null && "counter" in st);
+    if (!counted) out.push(set.name as SetName);
+  }
+  return out;
+}
+
+/**
+ * One transaction that recreates the given sets with counters and puts their elements back with
+ * the time they had left and their tags; the chain is flushed first (a rule referencing a set
+ * keeps it from being deleted) and rewritten by the setup script that follows.
+ */
+export function migrateSetsScript(table: string, sets: SetName[], elements: TableElement[]): string {
+  checkTableName(table);
+  if (sets.length === 0) return "";
+  const migrating = new Set(sets);
+  let out = `${chainDecl(table)}\nflush chain inet ${table} forward\n`;
+  for (const name of sets) out += `delete set inet ${table} ${name}\n`;
+  out += setupScript(table);
+  const keep = elements.filter((e) => migrating.has(e.set));
+  out += addElementsScript(
+    table,
+    keep.map((e) => ({
+      element: { set: e.set, key: e.key },
+      opts: {
+        timeoutSec: e.timeoutSec === undefined ? undefined : Math.max(1, e.expiresSec ?? e.timeoutSec),
+        comment: e.comment,
+      },
+    })),
+  );
   return out;
 }

@@ -30,7 +30,9 @@ describe("nft script generation", () => {
     assert.ok(!/\bdelete\b|\bflush ruleset\b/.test(s), "never deletes or flushes anything else");
     assert.ok(s.includes("flush chain inet dots_call_home forward\n"));
     assert.ok(
-      s.includes("add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; }"),
+      s.includes(
+        "add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; counter; }",
+      ),
     );
     assert.ok(s.includes("add rule inet dots_call_home forward ether saddr @quarantinemac counter drop"));
     assert.equal(s.match(/add rule/g)!.length, 7);
