@@ -258,9 +258,9 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
     this.backend =
       opts.backend === "nftables"
-        ? new NftablesBackend(runner, this.table)
+        ? new NftablesBackend(runner, this.table, this.owner)
         : opts.backend === "dry-run"
-          ? new DryRunBackend(this.table)
+          ? new DryRunBackend(this.table, undefined, this.owner)
           : opts.backend;
     this.table = this.backend.table;
     this.lookup = opts.nat instanceof NatLookup ? opts.nat : new NatLookup({ source: opts.nat, runner });

@@ -71,7 +71,9 @@ describe("two upstream ISPs share one nft table (netns, real nft)", function () 
     return e;
   }
   async function tags(): Promise<string[]> {
-    const els = (await new NftablesBackend(lab!.router, TABLE_NAME).list()) ?? [];
+    // each owner has its own sets: what the whole table holds is the union
+    const els = [];
+    for (const owner of [undefined, "isp-a", "isp-b"]) els.push(...(await new NftablesBackend(lab!.router, TABLE_NAME, owner).list()));
     return [...new Set(els.map((e) => e.comment ?? ""))].sort();
   }
   async function flush(): Promise<void> {
