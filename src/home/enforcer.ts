@@ -47,7 +47,8 @@ export interface HomeEnforcerOptions {
   maxPendingConsent?: number;
   /**
    * Names the upstream ISP this enforcer serves when several dialers share one nft table (RFC 9066:
-   * one session per upstream domain). Elements are tagged with it and reconcile only touches its own.
+   * one session per upstream domain). It gets its own sets and chain in the table (kernelSetName),
+   * its elements are tagged with it, and reconcile and withdrawal only touch its own.
    */
   owner?: string;
   /** Counter reads (nft -j list) happen at most this often, ms; callers in between get the cache. Default 1000. */
