@@ -181,6 +181,8 @@ dial options:
                            returned in the 2.01 (default 86400, at most 31536000)
   --terminating-period MS  after a withdrawal, keep mitigating this long with status 5 before the
                            mitigation ends (default 120000, RFC 9132 section 4.4.4; labs lower it)
+  --status-period MS       periodic status notifications to an observing ISP, with what each
+                           mitigation dropped (default 60000, 0 = only on change; RFC 9132 4.4.2.1)
   --state-dir DIR          where the home keeps its mitigations durably (one file per dialer,
                            written before each answer; created 0700). A restart serves them
                            again and keeps the devices blocked; "none": memory only (labs).
@@ -363,6 +365,7 @@ const DIAL_FLAGS: Record<string, FlagKind> = {
   "allow-indefinite-lifetime": "boolean",
   "max-lifetime": "seconds",
   "terminating-period": "duration",
+  "status-period": "duration",
   "state-dir": "string",
   enforce: "string",
   nat: "string",
@@ -804,6 +807,8 @@ export interface DialConfig {
   autoDecide?: DecisionOutcome;
   /** Active-but-terminating period after DELETE, ms (engine default 120000). */
   terminatingPeriodMs?: number;
+  /** Periodic status notifications, ms (engine default 60000; 0 off). */
+  statusPeriodMs?: number;
   /** Set by --enforce: the enforcer (NAT lookup + filter action) decides every mitigation. */
   enforcement?: EnforcementFlags;
 }
@@ -890,6 +895,8 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   const out: DialConfig = { options };
   const terminating = f["terminating-period"] ?? settings.terminatingPeriodMs;
   if (terminating !== undefined) out.terminatingPeriodMs = ms(terminating, "terminating-period", LIMITS.terminatingPeriodMs);
+  const statusPeriod = f["status-period"] ?? settings.statusPeriodMs;
+  if (statusPeriod !== undefined) out.statusPeriodMs = ms(statusPeriod, "status-period", LIMITS.statusPeriodMs);
   const auto = f["auto-decide"] ?? settings.autoDecide;
   if (auto !== undefined) {
     if (!OUTCOMES.includes(auto as DecisionOutcome)) throw new CliUsageError(`--auto-decide must be one of ${OUTCOMES.join(", ")}`);

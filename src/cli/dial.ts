@@ -42,11 +42,11 @@ function needMid(cmd: Cmd): number {
 }
 
 export function makeDialRunner(config: DialConfig, emit: EventWriter, deps: DialRunnerDeps = {}): DialRunner {
-  const dialer = new CallHomeDialer(
-    config.terminatingPeriodMs === undefined
-      ? config.options
-      : { ...config.options, tuning: { terminatingPeriodMs: config.terminatingPeriodMs } },
-  );
+  const tuning = {
+    ...(config.terminatingPeriodMs !== undefined ? { terminatingPeriodMs: config.terminatingPeriodMs } : {}),
+    ...(config.statusPeriodMs !== undefined ? { statusPeriodMs: config.statusPeriodMs } : {}),
+  };
+  const dialer = new CallHomeDialer(Object.keys(tuning).length === 0 ? config.options : { ...config.options, tuning });
   let enforcer: HomeEnforcer | undefined;
   let unwire: (() => void) | undefined;
   // RFC 8973: what the SRV lookup named, so an operator sees where the dialer goes and why

@@ -161,6 +161,23 @@ export interface Decision {
   enforcement?: DotsJson;
 }
 
+/** What a mitigation's filter dropped (RFC 9132 section 4.4.2); rates only once they are defined. */
+export interface DroppedTraffic {
+  bytes: number;
+  packets: number;
+  /** Average dropped bytes / packets per second since the first reading, once it spans five minutes. */
+  bps?: number;
+  pps?: number;
+}
+
+/** Where the home's status (GET, notifications) takes dropped-traffic numbers from: the enforcer. */
+export interface DropMetricsSource {
+  /** Latest numbers for one mitigation from the source's cache; undefined when it has none. */
+  dropped(cuid: string, mid: number): DroppedTraffic | undefined;
+  /** Reads the counters again; concurrent and too-frequent calls share one read. */
+  refresh(): Promise<void>;
+}
+
 export interface CallHomeDialerEvents {
   /** The state file was read at start: mitigations served again, lapsed ones dropped (DialerOptions.stateDir). */
   restored: [{ file: string; mitigations: number; expired: number; refused: number }];

@@ -37,6 +37,7 @@ export const LIMITS = Object.freeze({
   heartbeatIntervalS: [1, 65535],
   decisionWaitMs: [0, 3_600_000],
   terminatingPeriodMs: [0, 3_600_000],
+  statusPeriodMs: [0, 3_600_000],
   /** Up to 365 days: the nftables timeout the enforcer can express. */
   maxLifetimeS: [1, 31_536_000],
   reconnectMs: [0, 86_400_000],

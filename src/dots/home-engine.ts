@@ -12,7 +12,7 @@ import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
 import type { Connection, PeerIdentity, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
-import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson } from "./api";
+import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson, DropMetricsSource } from "./api";
 import {
   DEFAULT_RECONNECT,
   ReconnectPacer,
@@ -334,6 +334,11 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       this.store.clear();
     })();
     return this.stopped;
+  }
+
+  /** Where status reports (GET, notifications) take bytes-/pkts-dropped from, e.g. enforcer.metricsSource(). */
+  setMetricsSource(source: DropMetricsSource | undefined): void {
+    this.resources.setMetricsSource(source);
   }
 
   decide(decision: Decision): void {

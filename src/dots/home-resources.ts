@@ -6,7 +6,7 @@ import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { diagnosticResponse } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, CONTENT_FORMAT_TEXT, codeToString } from "../coap/message";
-import type { Decision, DotsJson, MitigationEnded, MitigationEvent } from "./api";
+import type { Decision, DotsJson, DropMetricsSource, MitigationEnded, MitigationEvent } from "./api";
 import { HEARTBEAT_KEY, parseHeartbeatJson } from "./heartbeat";
 import { Mitigation, MitigationStore, RemovalReason, sameScope } from "./mitigation-store";
 import { PrefixSyntaxError, parsePrefix } from "./prefixes";
@@ -14,6 +14,7 @@ import { SessionConfig } from "./session-config";
 import { type MitigationScope, validateMitigationRequest } from "./validation";
 import {
   CONFLICT_CAUSE_LABELS,
+  DROPPED,
   MITIGATION_SCOPE_KEY,
   MitigationStatus,
   REDIRECT,
@@ -120,7 +121,12 @@ export interface HomeResourcesOptions {
    * for it. A rejection becomes 5.03 with its message (state that cannot be kept is not acknowledged).
    */
   persist?: () => Promise<void>;
+  /** Counters of what each mitigation dropped (the enforcer); without it no *-dropped attributes. */
+  metrics?: DropMetricsSource;
 }
+
+/** A GET waits at most this long for fresh counters, then answers with the last ones read. */
+const METRICS_WAIT_MS = 500;
 
 export interface HomeResourcesEvents {
   mitigation: [MitigationEvent];
@@ -210,6 +216,7 @@ export class HomeResources extends EventEmitter {
   private readonly notifyMinIntervalMs: () => number;
   private periodicTimer: NodeJS.Timeout | undefined;
   private readonly persist?: () => Promise<void>;
+  private metrics: DropMetricsSource | undefined;
 
   constructor(opts: HomeResourcesOptions) {
     super();
@@ -228,6 +235,7 @@ export class HomeResources extends EventEmitter {
       opts.validate ?? ((json) => validateMitigationRequest(json, { side: "home", homePrefixes, allowIndefiniteLifetime: true }));
     this.canRedirect = opts.canRedirect;
     this.persist = opts.persist;
+    this.metrics = opts.metrics;
     for (const p of opts.homePrefixes) {
       try {
         parsePrefix(p, { allowHostBits: true }); // an interface address "192.168.1.1/24" names its prefix
@@ -239,6 +247,11 @@ export class HomeResources extends EventEmitter {
     this.store.on("change", (m) => this.notifyMitigation(m));
     this.store.on("removed", (m, reason) => this.onRemoved(m, reason));
     this.config.on("change", () => this.notifyConfig());
+  }
+
+  /** Where bytes-/pkts-dropped come from (the enforcer, which may start after the engine). */
+  setMetricsSource(source: DropMetricsSource | undefined): void {
+    this.metrics = source;
   }
 
   /** Handles one request; never throws (a peer's bad input becomes a 4.xx). */
@@ -486,7 +499,6 @@ export class HomeResources extends EventEmitter {
         mid === undefined ? `no mitigations for cuid ${cuid}` : `no mitigation with mid ${mid} for cuid ${cuid}`,
       );
     }
-    const body = { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.store.toScopeJson(m)) } };
     if (req.observe === 1) this.cancelObserver(req, cuid, mid);
     if (req.observe === 0 && req.acceptObserve && this.mitigateObservers.size < MAX_OBSERVERS) {
       const handle = req.acceptObserve();
@@ -500,7 +512,44 @@ export class HomeResources extends EventEmitter {
         }
       }
     }
-    this.safeRespond(req, this.cbor(Code.Content, body));
+    // the counters are read again (shared, at most once a second) so a GET sees what was just dropped
+    this.withFreshMetrics(() =>
+      this.safeRespond(req, this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.scopeJson(m)) } })),
+    );
+  }
+
+  /** Runs fn once the metrics source has read its counters, or after METRICS_WAIT_MS, whichever is first. */
+  private withFreshMetrics(fn: () => void): void {
+    if (!this.metrics) return fn();
+    let done = false;
+    const run = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        fn();
+      } catch (e) {
+        this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      }
+    };
+    const timer = setTimeout(run, METRICS_WAIT_MS);
+    this.metrics.refresh().then(run, (e: unknown) => {
+      this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      run();
+    });
+  }
+
+  /** A mitigation's status entry, with what its filter dropped when the metrics source knows it. */
+  private scopeJson(m: Mitigation): DotsJson {
+    const out = this.store.toScopeJson(m);
+    const d = m.active ? this.metrics?.dropped(m.cuid, m.mid) : undefined;
+    if (d) {
+      out[DROPPED.bytes] = String(d.bytes);
+      out[DROPPED.packets] = String(d.packets);
+      if (d.bps !== undefined) out[DROPPED.bps] = String(d.bps);
+      if (d.pps !== undefined) out[DROPPED.pps] = String(d.pps);
+    }
+    return out;
   }
 
   private cancelObserver(_req: ResourceRequest, cuid: string, mid?: number): void {
@@ -541,7 +590,7 @@ export class HomeResources extends EventEmitter {
     o.queued.clear();
     if (!o.handle.active) return this.dropObserver(o);
     try {
-      o.handle.notify(this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.store.toScopeJson(m)) } }));
+      o.handle.notify(this.cbor(Code.Content, { [MITIGATION_SCOPE_KEY]: { scope: list.map((m) => this.scopeJson(m)) } }));
       o.lastSent = Date.now();
     } catch (e) {
       this.emit("error", e as Error);
@@ -561,6 +610,11 @@ export class HomeResources extends EventEmitter {
 
   /** RFC 9132 section 4.4.2.1: status is also sent periodically, not only on change. */
   private periodicStatus(): void {
+    // fresh counters for the periodic report (RFC 9132 4.4.2.1 status carries the dropped traffic)
+    this.withFreshMetrics(() => this.queuePeriodic());
+  }
+
+  private queuePeriodic(): void {
     for (const o of [...this.mitigateObservers]) {
       if (!o.handle.active) {
         this.dropObserver(o);

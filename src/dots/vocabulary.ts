@@ -38,6 +38,14 @@ export const SCOPE_REQUEST_MEMBERS: ReadonlySet<string> = new Set(Object.values(
 /** Identifiers that live in the Uri-Path, never in a body (RFC 9132 section 4.4.1). */
 export const SCOPE_ID_MEMBERS: ReadonlySet<string> = new Set(["cuid", "cdid", "mid"]);
 
+/** Optional status attributes a server reports about what it dropped (RFC 9132 section 4.4.2, keys 25-28). */
+export const DROPPED = {
+  bytes: "bytes-dropped",
+  bps: "bps-dropped",
+  packets: "pkts-dropped",
+  pps: "pps-dropped",
+} as const;
+
 export const REDIRECT = {
   altClient: `${CALL_HOME_MODULE}alt-ch-client`,
   altClientRecord: `${CALL_HOME_MODULE}alt-ch-client-record`,

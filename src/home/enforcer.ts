@@ -3,7 +3,7 @@
 // timeouts equal to the lifetime, and remove exactly what a mitigation added when it ends.
 // Outcomes use the dialer's DecisionOutcome names (src/dots/api.ts).
 import { EventEmitter } from "node:events";
-import type { DecisionOutcome } from "../dots/api";
+import type { DecisionOutcome, DropMetricsSource, DroppedTraffic } from "../dots/api";
 import { ConsentGate, type ConsentPolicy } from "./consent";
 import { HomeError, TooManyElementsError, NftError, InvalidScopeError } from "./errors";
 import { canonicalAddress, canonicalMac } from "./address";
@@ -47,9 +47,14 @@ export interface HomeEnforcerOptions {
   maxPendingConsent?: number;
   /**
    * Names the upstream ISP this enforcer serves when several dialers share one nft table (RFC 9066:
-   * one session per upstream domain). Elements are tagged with it and reconcile only touches its own.
+   * one session per upstream domain). It gets its own sets and chain in the table (kernelSetName),
+   * its elements are tagged with it, and reconcile and withdrawal only touch its own.
    */
   owner?: string;
+  /** Counter reads (nft -j list) happen at most this often, ms; callers in between get the cache. Default 1000. */
+  counterMinAgeMs?: number;
+  /** Rates (bps/pps-dropped) need two readings at least this far apart, ms. Default 300 000 (RFC 9132: five minutes). */
+  rateMinSpanMs?: number;
 }
 
 /** What the dialer hands over (MitigationEvent in src/dots/api.ts). */
@@ -190,6 +195,17 @@ interface ActiveMitigation {
   /** Epoch ms; undefined = indefinite. */
   expiresAt?: number;
   timer?: NodeJS.Timeout;
+  /** First counter reading of this mitigation's elements: the base of its rates. */
+  base?: { at: number; bytes: number; packets: number };
+}
+
+/** One element's counter as last read, plus what earlier incarnations of it counted. */
+interface ElementCount {
+  packets: number;
+  bytes: number;
+  /** Counted before the kernel's counter restarted (the element was deleted and re-added). */
+  carriedPackets: number;
+  carriedBytes: number;
 }
 
 interface PendingMitigation {
@@ -225,6 +241,13 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
   private readonly inflight = new Map<string, Promise<HandleResult>>();
   private setupDone = false;
   private closed = false;
+  /** elementId -> its counter; only elements some mitigation holds. */
+  private readonly counts = new Map<string, ElementCount>();
+  private countsReadAt = 0;
+  private countsTriedAt = 0;
+  private countsReading: Promise<void> | undefined;
+  private readonly counterMinAgeMs: number;
+  private readonly rateMinSpanMs: number;
 
   constructor(opts: HomeEnforcerOptions) {
     super();
@@ -236,15 +259,100 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       throw new HomeError("INVALID_SCOPE", `action must be "block" or "quarantine"`);
     this.backend =
       opts.backend === "nftables"
-        ? new NftablesBackend(runner, this.table)
+        ? new NftablesBackend(runner, this.table, this.owner)
         : opts.backend === "dry-run"
-          ? new DryRunBackend(this.table)
+          ? new DryRunBackend(this.table, undefined, this.owner)
           : opts.backend;
     this.table = this.backend.table;
     this.lookup = opts.nat instanceof NatLookup ? opts.nat : new NatLookup({ source: opts.nat, runner });
     this.consent = new ConsentGate(opts.consent ?? { mode: "auto" }, opts.maxPendingConsent ?? 1024);
     this.maxElements = opts.maxElementsPerMitigation ?? 4096;
     this.maxMitigations = opts.maxMitigations ?? 4096;
+    this.counterMinAgeMs = opts.counterMinAgeMs ?? 1000;
+    this.rateMinSpanMs = opts.rateMinSpanMs ?? 300_000;
+  }
+
+  /**
+   * Dropped traffic of one mitigation, from its own set elements' counters (cache of the last
+   * refreshCounters). An element two mitigations share counts in full for each of them.
+   * Undefined when the backend has no counters (dry run) or nothing was read yet.
+   */
+  dropped(cuid: string, mid: number): DroppedTraffic | undefined {
+    const act = this.active.get(keyOf(cuid, mid));
+    if (!act) return undefined;
+    const total = this.sumCounts(act);
+    if (!total) return undefined;
+    const out: DroppedTraffic = { ...total };
+    const span = this.countsReadAt - (act.base?.at ?? this.countsReadAt);
+    if (act.base && span >= this.rateMinSpanMs) {
+      out.bps = Math.floor(((total.bytes - act.base.bytes) * 1000) / span);
+      out.pps = Math.floor(((total.packets - act.base.packets) * 1000) / span);
+    }
+    return out;
+  }
+
+  /**
+   * Reads every element's counter with one `nft -j list table`. Calls while a read runs share it,
+   * and a read younger than counterMinAgeMs is reused: a GET storm forks nft at most once a second.
+   */
+  refreshCounters(): Promise<void> {
+    if (this.countsReading) return this.countsReading;
+    // a failed read counts too: a broken nft is not forked again on every GET
+    if (this.closed || Date.now() - this.countsTriedAt < this.counterMinAgeMs) return Promise.resolve();
+    this.countsTriedAt = Date.now();
+    const read = (async () => {
+      const table = await this.backend.list();
+      const at = Date.now();
+      if (!table) return;
+      for (const t of table) {
+        if (t.packets === undefined || t.bytes === undefined) continue;
+        const id = elementId(t);
+        if (!this.holders.has(id)) continue;
+        const c = this.counts.get(id);
+        if (!c) {
+          this.counts.set(id, { packets: t.packets, bytes: t.bytes, carriedPackets: 0, carriedBytes: 0 });
+        } else {
+          if (t.packets < c.packets || t.bytes < c.bytes) {
+            // re-added (refresh on an old kernel, migration): keep what the earlier element counted
+            c.carriedPackets += c.packets;
+            c.carriedBytes += c.bytes;
+          }
+          c.packets = t.packets;
+          c.bytes = t.bytes;
+        }
+      }
+      this.countsReadAt = at;
+      for (const act of this.active.values()) {
+        if (act.base) continue;
+        const total = this.sumCounts(act);
+        if (total) act.base = { at, ...total };
+      }
+    })();
+    this.countsReading = read;
+    const done = () => {
+      if (this.countsReading === read) this.countsReading = undefined;
+    };
+    read.then(done, done);
+    return read;
+  }
+
+  /** The enforcer as the dialer's source of bytes-/pkts-dropped (RFC 9132 section 4.4.2). */
+  metricsSource(): DropMetricsSource {
+    return { dropped: (cuid, mid) => this.dropped(cuid, mid), refresh: () => this.refreshCounters() };
+  }
+
+  private sumCounts(act: ActiveMitigation): { bytes: number; packets: number } | undefined {
+    let bytes = 0;
+    let packets = 0;
+    let seen = false;
+    for (const e of act.elements) {
+      const c = this.counts.get(elementId(e));
+      if (!c) continue;
+      seen = true;
+      bytes += c.carriedBytes + c.bytes;
+      packets += c.carriedPackets + c.packets;
+    }
+    return seen ? { bytes, packets } : undefined;
   }
 
   /** Creates the table if absent (idempotent). Called on first use; call early to fail fast. */
@@ -604,6 +712,8 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
           expiresAt: lifetime === -1 ? undefined : Date.now() + lifetime * 1000,
         };
         this.track(act);
+        // new elements count from zero now; shared ones from what was last read of them
+        act.base = { at: Date.now(), ...(this.sumCounts(act) ?? { bytes: 0, packets: 0 }) };
         this.emit("enforcement", { change: "added", cuid: m.cuid, mid: m.mid, elements: elements.length, script });
         return this.result(m, "enforced", this.describe(act), devices, { script, lifetime, elements: act.elements });
       });
@@ -784,7 +894,10 @@ export class HomeEnforcer extends EventEmitter<HomeEnforcerEvents> {
       const h = this.holders.get(elementId(e));
       if (!h) continue;
       h.delete(key);
-      if (h.size === 0) this.holders.delete(elementId(e));
+      if (h.size === 0) {
+        this.holders.delete(elementId(e));
+        this.counts.delete(elementId(e));
+      }
     }
   }
 

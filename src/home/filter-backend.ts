@@ -4,10 +4,13 @@
 // An iptables/ipset backend is one more class implementing FilterBackend.
 import { CommandFailedError, NftError } from "./errors";
 import {
+  adoptOwnedScript,
   addElementsScript,
   checkTableName,
   deleteElementsScript,
+  migrateSetsScript,
   parseTableJson,
+  setsWithoutCounter,
   setupScript,
   DEFAULT_TABLE,
   type ElementRef,
@@ -48,7 +51,7 @@ export interface FilterBackend {
 }
 
 /** nft text for a change: the same for the real kernel and the dry run. */
-function nftText(table: string, ops: ElementOp[]): string {
+function nftText(table: string, ops: ElementOp[], owner?: string): string {
   let out = "";
   for (const op of ops) {
     if ("add" in op) {
@@ -56,26 +59,53 @@ function nftText(table: string, ops: ElementOp[]): string {
         out += addElementsScript(
           table,
           op.add.map((i) => ({ element: i.element, opts: { timeoutSec: i.timeoutSec, comment: i.comment } })),
+          owner,
         );
     } else if (op.delete.length > 0) {
-      out += deleteElementsScript(table, op.delete);
+      out += deleteElementsScript(table, op.delete, owner);
     }
   }
   return out;
 }
 
+/** 4096 mitigations x 4096 elements would not fit anyway; a table listing above this is refused. */
+const MAX_LIST_BYTES = 64 * 1024 * 1024;
+
 export class NftablesBackend implements FilterBackend {
   readonly kind = "nftables";
   readonly table: string;
+  /**
+   * @param owner the upstream ISP this dialer serves when several share the table: its own sets
+   *   and chain (kernelSetName); undefined = the owner-less sets.
+   */
   constructor(
     private readonly runner: CommandRunner = new CommandRunner(),
     table = DEFAULT_TABLE,
+    private readonly owner?: string,
   ) {
     this.table = checkTableName(table);
   }
 
   async setup(): Promise<string> {
-    const script = setupScript(this.table);
+    try {
+      return await this.setupOnce();
+    } catch (err) {
+      // an element being moved expired between the listing and the transaction: list again
+      if (this.owner !== undefined && this.isMissingElement(err)) return this.setupOnce();
+      throw err;
+    }
+  }
+
+  private async setupOnce(): Promise<string> {
+    // sets from a version without per-element counters are recreated with them, elements kept
+    const json = await this.listJson();
+    const legacy = json === undefined ? [] : setsWithoutCounter(json, this.owner);
+    let script =
+      legacy.length > 0
+        ? migrateSetsScript(this.table, legacy, parseTableJson(json!, this.owner), this.owner)
+        : setupScript(this.table, this.owner);
+    // an owner's elements a version before per-owner sets left in the shared sets move to its own
+    if (json !== undefined && this.owner !== undefined) script += adoptOwnedScript(this.table, parseTableJson(json), this.owner);
     await this.apply(script);
     return script;
   }
@@ -95,7 +125,7 @@ export class NftablesBackend implements FilterBackend {
   }
 
   render(ops: ElementOp[]): string {
-    return nftText(this.table, ops);
+    return nftText(this.table, ops, this.owner);
   }
 
   /** Applies an nft script as one transaction: all of it or nothing (NftError). */
@@ -109,15 +139,23 @@ export class NftablesBackend implements FilterBackend {
   }
 
   async list(): Promise<TableElement[]> {
-    let stdout: string;
+    const json = await this.listJson();
+    return json === undefined ? [] : parseTableJson(json, this.owner);
+  }
+
+  /** `nft -j list table` output (argv, no shell; output bounded by the runner); undefined when there is no table. */
+  private async listJson(): Promise<string | undefined> {
     try {
-      ({ stdout } = await this.runner.run(["nft", "-j", "list", "table", "inet", this.table], { timeoutMs: 15_000 }));
+      const { stdout } = await this.runner.run(["nft", "-j", "list", "table", "inet", this.table], {
+        timeoutMs: 15_000,
+        maxOutputBytes: MAX_LIST_BYTES,
+      });
+      return stdout;
     } catch (err) {
-      if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return [];
+      if (err instanceof CommandFailedError && /No such file or directory/.test(err.stderr)) return undefined;
       if (err instanceof CommandFailedError) throw new NftError(err.stderr || err.message, `list table inet ${this.table}`);
       throw err;
     }
-    return parseTableJson(stdout);
   }
 
   isMissingElement(err: unknown): boolean {
@@ -133,6 +171,7 @@ export class DryRunBackend implements FilterBackend {
   constructor(
     table = DEFAULT_TABLE,
     private readonly keep = 1000,
+    private readonly owner?: string,
   ) {
     this.table = checkTableName(table);
   }
@@ -143,7 +182,7 @@ export class DryRunBackend implements FilterBackend {
     return script;
   }
   async setup(): Promise<string> {
-    return this.record(setupScript(this.table));
+    return this.record(setupScript(this.table, this.owner));
   }
   async add(items: ElementAdd[]): Promise<string> {
     return this.change([{ add: items }]);
@@ -155,7 +194,7 @@ export class DryRunBackend implements FilterBackend {
     return this.record(this.render(ops));
   }
   render(ops: ElementOp[]): string {
-    return nftText(this.table, ops);
+    return nftText(this.table, ops, this.owner);
   }
   async list(): Promise<TableElement[] | undefined> {
     return undefined;

@@ -25,16 +25,36 @@ const SET_TYPES: Record<SetName, { type: string; interval: boolean }> = {
 
 export const SET_NAMES = Object.keys(SET_TYPES) as SetName[];
 
-// One rule per set; forward hook only: the router itself stays reachable for remediation.
+// One rule per set (the set's kernel name follows the @); forward hook only: the router itself
+// stays reachable for remediation.
 const RULES: Array<[SetName, string]> = [
-  ["block4", "ip saddr . meta l4proto . ip daddr . th dport @block4 counter drop"],
-  ["block6", "ip6 saddr . meta l4proto . ip6 daddr . th dport @block6 counter drop"],
-  ["blockmac4", "ether saddr . meta l4proto . ip daddr . th dport @blockmac4 counter drop"],
-  ["blockmac6", "ether saddr . meta l4proto . ip6 daddr . th dport @blockmac6 counter drop"],
-  ["quarantine4", "ip saddr @quarantine4 counter drop"],
-  ["quarantine6", "ip6 saddr @quarantine6 counter drop"],
-  ["quarantinemac", "ether saddr @quarantinemac counter drop"],
+  ["block4", "ip saddr . meta l4proto . ip daddr . th dport @"],
+  ["block6", "ip6 saddr . meta l4proto . ip6 daddr . th dport @"],
+  ["blockmac4", "ether saddr . meta l4proto . ip daddr . th dport @"],
+  ["blockmac6", "ether saddr . meta l4proto . ip6 daddr . th dport @"],
+  ["quarantine4", "ip saddr @"],
+  ["quarantine6", "ip6 saddr @"],
+  ["quarantinemac", "ether saddr @"],
 ];
+
+/**
+ * Kernel name of a set. Dialers of several upstream ISPs sharing one table (RFC 9066: one session
+ * per upstream domain) each get their own sets and chain (`block4_<owner>`, `forward_<owner>`):
+ * when both ISPs block the same device and target, each holds its own element, so one ISP's
+ * withdrawal, expiry or restart clean-up never removes what the other still needs. A packet both
+ * match is dropped (and counted) by whichever chain the kernel runs first.
+ */
+export function kernelSetName(set: SetName, owner?: string): string {
+  return owner === undefined ? set : `${set}_${safeOwner(owner)}`;
+}
+
+function chainName(owner?: string): string {
+  return owner === undefined ? "forward" : `forward_${safeOwner(owner)}`;
+}
+
+function chainDecl(table: string, owner?: string): string {
+  return `add chain inet ${table} ${chainName(owner)} { type filter hook forward priority filter - 10; policy accept; }`;
+}
 
 export function checkTableName(name: string): string {
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(name))
@@ -46,16 +66,20 @@ export function checkTableName(name: string): string {
  * Creates the table, sets and chain when absent and (re)writes the chain's rules, in one
  * transaction. Existing set elements survive: `add set` on an existing set is a no-op.
  */
-export function setupScript(table = DEFAULT_TABLE): string {
+export function setupScript(table = DEFAULT_TABLE, owner?: string): string {
   checkTableName(table);
   const lines = [`add table inet ${table}`];
   for (const name of SET_NAMES) {
     const s = SET_TYPES[name];
-    lines.push(`add set inet ${table} ${name} { type ${s.type}; flags ${s.interval ? "interval,timeout" : "timeout"}; }`);
+    // per-element counters: what a mitigation's own elements dropped (RFC 9132 bytes/pkts-dropped)
+    lines.push(
+      `add set inet ${table} ${kernelSetName(name, owner)} { type ${s.type}; flags ${s.interval ? "interval,timeout" : "timeout"}; counter; }`,
+    );
   }
-  lines.push(`add chain inet ${table} forward { type filter hook forward priority filter - 10; policy accept; }`);
-  lines.push(`flush chain inet ${table} forward`);
-  for (const [, rule] of RULES) lines.push(`add rule inet ${table} forward ${rule}`);
+  lines.push(chainDecl(table, owner));
+  lines.push(`flush chain inet ${table} ${chainName(owner)}`);
+  for (const [set, match] of RULES)
+    lines.push(`add rule inet ${table} ${chainName(owner)} ${match}${kernelSetName(set, owner)} counter drop`);
   return lines.join("\n") + "\n";
 }
 
@@ -185,7 +209,7 @@ function groupBySet(elements: ElementRef[]): Map<SetName, ElementRef[]> {
  * `add element` for each set. Adding an element that exists is not an error; on kernels >= 6.10 it
  * updates the element's timeout, which is how a refresh extends a block.
  */
-export function addElementsScript(table: string, items: Array<{ element: ElementRef; opts: AddOptions }>): string {
+export function addElementsScript(table: string, items: Array<{ element: ElementRef; opts: AddOptions }>, owner?: string): string {
   checkTableName(table);
   const bySet = new Map<SetName, string[]>();
   for (const { element, opts } of items) {
@@ -196,14 +220,20 @@ export function addElementsScript(table: string, items: Array<{ element: Element
     if (!l) bySet.set(element.set, (l = []));
     l.push(text);
   }
-  return [...bySet].map(([set, texts]) => `add element inet ${table} ${set} { ${texts.join(", ")} }\n`).join("");
+  return [...bySet].map(([set, texts]) => `add element inet ${table} ${kernelSetName(set, owner)} { ${texts.join(", ")} }\n`).join("");
 }
 
-export function deleteElementsScript(table: string, elements: ElementRef[]): string {
+export function deleteElementsScript(table: string, elements: ElementRef[], owner?: string): string {
   checkTableName(table);
   return [...groupBySet(elements)]
-    .map(([set, els]) => `delete element inet ${table} ${set} { ${els.map((e) => e.key).join(", ")} }\n`)
+    .map(([set, els]) => `delete element inet ${table} ${kernelSetName(set, owner)} { ${els.map((e) => e.key).join(", ")} }\n`)
     .join("");
+}
+
+/** Logical set of a kernel set name: ours (this owner's, or the owner-less ones), else undefined. */
+function logicalSet(kernelName: string, owner?: string): SetName | undefined {
+  for (const n of SET_NAMES) if (kernelSetName(n, owner) === kernelName) return n;
+  return undefined;
 }
 
 // ------------------------------------------------------------ reading the table back (nft -j)
@@ -214,6 +244,9 @@ export interface TableElement extends ElementRef {
   /** Seconds until the kernel removes it; undefined = no timeout. */
   expiresSec?: number;
   timeoutSec?: number;
+  /** The element's own counter (sets made with `counter`): what it dropped since it was added. */
+  packets?: number;
+  bytes?: number;
 }
 
 const PROTO_NUMBERS: Record<string, number> = {
@@ -254,14 +287,14 @@ function jsonComponent(v: unknown, index: number, setName: SetName): string {
   return JSON.stringify(v);
 }
 
-/** Reads the elements of our sets from `nft -j list table inet <table>` output. */
-export function parseTableJson(json: string): TableElement[] {
+/** Reads the elements of our sets (this owner's, see kernelSetName) from `nft -j list table inet <table>` output. */
+export function parseTableJson(json: string, owner?: string): TableElement[] {
   const doc = JSON.parse(json) as { nftables?: Array<Record<string, unknown>> };
   const out: TableElement[] = [];
   for (const item of doc.nftables ?? []) {
     const set = item.set as { name?: string; elem?: unknown[] } | undefined;
-    if (!set || !set.name || !(set.name in SET_TYPES)) continue;
-    const name = set.name as SetName;
+    const name = set?.name === undefined ? undefined : logicalSet(set.name, owner);
+    if (!set || !name) continue;
     for (const raw of set.elem ?? []) {
       let val: unknown = raw;
       let meta: Record<string, unknown> = {};
@@ -277,8 +310,67 @@ export function parseTableJson(json: string): TableElement[] {
       if (typeof meta.comment === "string") e.comment = meta.comment;
       if (typeof meta.expires === "number") e.expiresSec = meta.expires;
       if (typeof meta.timeout === "number") e.timeoutSec = meta.timeout;
+      const counter = meta.counter as { packets?: unknown; bytes?: unknown } | undefined;
+      if (counter && typeof counter.packets === "number" && typeof counter.bytes === "number") {
+        e.packets = counter.packets;
+        e.bytes = counter.bytes;
+      }
       out.push(e);
     }
   }
   return out;
+}
+
+/**
+ * Our sets that exist without per-element counters (made by a version before them): `add set` with
+ * `counter` fails on those ("File exists"), so setup migrates them first.
+ */
+export function setsWithoutCounter(json: string, owner?: string): SetName[] {
+  const doc = JSON.parse(json) as { nftables?: Array<Record<string, unknown>> };
+  const out: SetName[] = [];
+  for (const item of doc.nftables ?? []) {
+    const set = item.set as { name?: string; stmt?: unknown[] } | undefined;
+    const name = set?.name === undefined ? undefined : logicalSet(set.name, owner);
+    if (!set || !name) continue;
+    const counted = (set.stmt ?? []).some((st) => typeof st === "object" && st !== null && "counter" in st);
+    if (!counted) out.push(name);
+  }
+  return out;
+}
+
+/**
+ * One transaction that recreates the given sets with counters and puts their elements back with
+ * the time they had left and their tags; the chain is flushed first (a rule referencing a set
+ * keeps it from being deleted) and rewritten by the setup script that follows.
+ */
+export function migrateSetsScript(table: string, sets: SetName[], elements: TableElement[], owner?: string): string {
+  checkTableName(table);
+  if (sets.length === 0) return "";
+  const migrating = new Set(sets);
+  let out = `${chainDecl(table, owner)}\nflush chain inet ${table} ${chainName(owner)}\n`;
+  for (const name of sets) out += `delete set inet ${table} ${kernelSetName(name, owner)}\n`;
+  out += setupScript(table, owner);
+  out += addElementsScript(table, readdItems(elements.filter((e) => migrating.has(e.set))), owner);
+  return out;
+}
+
+/** Elements put back with the time they had left and their tags. */
+function readdItems(elements: TableElement[]): Array<{ element: ElementRef; opts: AddOptions }> {
+  return elements.map((e) => ({
+    element: { set: e.set, key: e.key },
+    opts: {
+      timeoutSec: e.timeoutSec === undefined ? undefined : Math.max(1, e.expiresSec ?? e.timeoutSec),
+      comment: e.comment,
+    },
+  }));
+}
+
+/**
+ * Moves an owner's elements out of the shared (owner-less) sets, where versions before per-owner
+ * sets kept them with an owner tag, into the owner's own sets (after its setup, same transaction).
+ */
+export function adoptOwnedScript(table: string, shared: TableElement[], owner: string): string {
+  const mine = shared.filter((e) => parseMitigationTag(e.comment ?? "")?.owner === safeOwner(owner));
+  if (mine.length === 0) return "";
+  return deleteElementsScript(table, mine) + addElementsScript(table, readdItems(mine), owner);
 }

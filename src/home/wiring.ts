@@ -1,6 +1,6 @@
 // Glue for the two users of the enforcer: the dialer (mitigation/ended events in, decide() out)
 // and the CLI flags (--nat, --enforce, --action, --consent).
-import type { Decision, MitigationEnded, MitigationEvent } from "../dots/api";
+import type { Decision, DropMetricsSource, MitigationEnded, MitigationEvent } from "../dots/api";
 import { HomeError } from "./errors";
 import { createHomeEnforcer, parseStoredEnforcement, type EnforcementAction, type HandleResult, type HomeEnforcer } from "./enforcer";
 import type { ConsentPolicy } from "./consent";
@@ -14,6 +14,8 @@ export interface DialerLike {
   off(event: "mitigation", listener: (m: MitigationEvent) => void): unknown;
   off(event: "ended", listener: (e: MitigationEnded) => void): unknown;
   decide(d: Decision): void;
+  /** Status reports take bytes-/pkts-dropped from here (CallHomeDialer.setMetricsSource). */
+  setMetricsSource?(source: DropMetricsSource | undefined): void;
 }
 
 export interface WireOptions {
@@ -53,7 +55,9 @@ export function wireDialer(dialer: DialerLike, enforcer: HomeEnforcer, opts: Wir
   dialer.on("mitigation", onMitigation);
   dialer.on("ended", onEnded);
   enforcer.on("decision", decide);
+  dialer.setMetricsSource?.(enforcer.metricsSource());
   return () => {
+    dialer.setMetricsSource?.(undefined);
     dialer.off("mitigation", onMitigation);
     dialer.off("ended", onEnded);
     enforcer.off("decision", decide);

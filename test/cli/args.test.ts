@@ -149,6 +149,14 @@ describe("cli/args", () => {
     assert.throws(() => dial(...base, "--max-lifetime", "0"), /max-lifetime/);
   });
 
+  it("dial: --status-period sets the periodic status notifications (with dropped traffic), 0 = only on change", () => {
+    const base = ["h", "--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(dial(...base).statusPeriodMs, undefined, "absent: the engine's default applies");
+    assert.equal(dial(...base, "--status-period", "1000").statusPeriodMs, 1000);
+    assert.equal(dial(...base, "--status-period", "0").statusPeriodMs, 0);
+    assert.throws(() => dial(...base, "--status-period", "3600001"), /status-period/);
+  });
+
   it("dial: refuses missing host, credentials, prefixes and unknown outcomes", () => {
     assert.throws(
       () => dial("--psk-identity", "a", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"),

@@ -71,7 +71,9 @@ describe("two upstream ISPs share one nft table (netns, real nft)", function () 
     return e;
   }
   async function tags(): Promise<string[]> {
-    const els = (await new NftablesBackend(lab!.router, TABLE_NAME).list()) ?? [];
+    // each owner has its own sets: what the whole table holds is the union
+    const els = [];
+    for (const owner of [undefined, "isp-a", "isp-b"]) els.push(...(await new NftablesBackend(lab!.router, TABLE_NAME, owner).list()));
     return [...new Set(els.map((e) => e.comment ?? ""))].sort();
   }
   async function flush(): Promise<void> {
@@ -111,6 +113,46 @@ describe("two upstream ISPs share one nft table (netns, real nft)", function () 
     const plain = enforcer(undefined);
     await plain.reconcile([]);
     assert.deepEqual(await tags(), ["dots:isp-a:cuidA/2"]);
+    await flush();
+  });
+  it("upgrade: sets made without counters get them and keep their elements; owner-tagged elements in the shared sets move to the owner's", async () => {
+    // the layout an earlier version left: shared sets without counters, one element per ISP
+    const legacy = [
+      `add table inet ${TABLE_NAME}`,
+      `add set inet ${TABLE_NAME} block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; }`,
+      `add chain inet ${TABLE_NAME} forward { type filter hook forward priority filter - 10; policy accept; }`,
+      `add rule inet ${TABLE_NAME} forward ip saddr . meta l4proto . ip daddr . th dport @block4 counter drop`,
+      `add element inet ${TABLE_NAME} block4 { 192.168.1.10 . 17 . 203.0.113.5 . 5555 timeout 300s comment "dots:isp-a:cuidA/3" }`,
+      `add element inet ${TABLE_NAME} block4 { 192.168.1.11 . 17 . 203.0.113.6 . 6666 timeout 300s comment "dots:isp-b:cuidB/4" }`,
+    ].join("\n");
+    await lab!.router.run(["nft", "-f", "-"], { input: legacy + "\n" });
+    const a = enforcer("isp-a");
+    await a.start();
+    const rep = await a.reconcile([{ cuid: "cuidA", mid: 3 }]);
+    assert.deepEqual(rep.kept, [{ cuid: "cuidA", mid: 3 }], "A's element moved to A's own sets and is kept");
+    assert.deepEqual(await tags(), ["dots:isp-a:cuidA/3", "dots:isp-b:cuidB/4"]);
+    const own = await new NftablesBackend(lab!.router, TABLE_NAME, "isp-a").list();
+    assert.deepEqual(
+      own.map((e) => [e.set, e.key, e.packets]),
+      [["block4", "192.168.1.10 . 17 . 203.0.113.5 . 5555", 0]],
+    );
+    assert.ok(own[0].expiresSec! > 250, "the time it had left");
+    // the shared sets are the owner-less dialer's to migrate: B's element is still there, untouched
+    const shared = await new NftablesBackend(lab!.router, TABLE_NAME).list();
+    assert.deepEqual(
+      shared.map((e) => [e.key, e.comment, e.packets]),
+      [["192.168.1.11 . 17 . 203.0.113.6 . 6666", "dots:isp-b:cuidB/4", undefined]],
+    );
+    // B's dialer starts: its element moves to B's sets, A's is left alone
+    const b = enforcer("isp-b");
+    await b.start();
+    assert.deepEqual((await b.reconcile([{ cuid: "cuidB", mid: 4 }])).kept, [{ cuid: "cuidB", mid: 4 }]);
+    assert.deepEqual(await new NftablesBackend(lab!.router, TABLE_NAME).list(), []);
+    assert.deepEqual(await tags(), ["dots:isp-a:cuidA/3", "dots:isp-b:cuidB/4"]);
+    // an owner-less dialer gives the shared sets their counters
+    await enforcer(undefined).start();
+    const { stdout } = await lab!.router.run(["nft", "-j", "list", "set", "inet", TABLE_NAME, "block4"]);
+    assert.match(stdout, /"stmt": \[\{"counter": null\}\]/);
     await flush();
   });
 });

@@ -117,6 +117,42 @@ describe("dots/home-resources", () => {
     });
   });
 
+  describe("dropped traffic in status (RFC 9132 4.4.2, issue 12 finding 12)", () => {
+    it("GET reads the metrics source first and carries bytes-/pkts-dropped (rates only when given); none without a source", async () => {
+      let refreshes = 0;
+      let counters = { bytes: 0, packets: 0 };
+      make({
+        metrics: {
+          dropped: (cuid, mid) => (cuid === "abc" && mid === 5 ? { ...counters } : undefined),
+          refresh: async () => {
+            refreshes++;
+            counters = { bytes: 2560, packets: 20 };
+          },
+        },
+      });
+      await send(h, { method: Code.PUT, path: `${P}/mid=5`, body: good() }).res;
+      const e = json(await send(h, { method: Code.GET, path: `${P}/mid=5` }).res)[MS].scope[0];
+      assert.equal(refreshes, 1);
+      assert.deepEqual([e["bytes-dropped"], e["pkts-dropped"], e["bps-dropped"], e["pps-dropped"]], ["2560", "20", undefined, undefined]);
+      h.setMetricsSource({ dropped: () => ({ bytes: 9, packets: 1, bps: 3, pps: 0 }), refresh: async () => undefined });
+      const r = json(await send(h, { method: Code.GET, path: `${P}/mid=5` }).res)[MS].scope[0];
+      assert.deepEqual([r["bytes-dropped"], r["pkts-dropped"], r["bps-dropped"], r["pps-dropped"]], ["9", "1", "3", "0"]);
+      h.setMetricsSource(undefined);
+      assert.equal(json(await send(h, { method: Code.GET, path: `${P}/mid=5` }).res)[MS].scope[0]["bytes-dropped"], undefined);
+    });
+
+    it("a source that never answers delays a GET by at most 500 ms, which then carries the last numbers", async () => {
+      make({ metrics: { dropped: () => ({ bytes: 128, packets: 1 }), refresh: () => new Promise<void>(() => undefined) } });
+      await send(h, { method: Code.PUT, path: `${P}/mid=6`, body: good() }).res;
+      const r = await Promise.race([
+        send(h, { method: Code.GET, path: `${P}/mid=6` }).res,
+        new Promise<undefined>((ok) => setTimeout(() => ok(undefined), 3000)),
+      ]);
+      assert.ok(r, "answered");
+      assert.equal(json(r)[MS].scope[0]["pkts-dropped"], "1");
+    });
+  });
+
   describe("PUT /mitigate", () => {
     it("2.01 with mid, granted lifetime and status 1 when no decision is waited for; emits 'mitigation'", async () => {
       const s = send(h, { method: Code.PUT, path: `${P}/mid=1`, body: good() });

@@ -341,4 +341,69 @@ describe("home enforcer (dry-run backend, static NAT table)", () => {
       assert.deepEqual([r.outcome, r.reason], ["failed", "invalid-scope"], JSON.stringify(bad));
     }
   });
+  it("reports each mitigation's dropped traffic from its own elements' counters; reads are shared and at most one per interval", async () => {
+    // Stand-in for the kernel's counters (real ones in test/e2e/dropped-metrics): counts its reads.
+    class CountingKernel extends DryRunBackend {
+      override readonly kind = "nftables";
+      reads = 0;
+      counters = new Map<string, { packets: number; bytes: number }>();
+      override async list(): Promise<TableElement[]> {
+        this.reads++;
+        await new Promise((r) => setTimeout(r, 20));
+        return [...this.counters].map(([id, c]) => {
+          const [set, ...key] = id.split(" ");
+          return { set: set as TableElement["set"], key: key.join(" "), ...c };
+        });
+      }
+    }
+    const k = new CountingKernel();
+    let now = 1_000_000;
+    const realNow = Date.now;
+    Date.now = () => now;
+    try {
+      const e = createHomeEnforcer({
+        nat: new NatLookup({ source: new StaticTableSource({ entries: TABLE }) }),
+        backend: k,
+        action: "block",
+        counterMinAgeMs: 1000,
+        rateMinSpanMs: 300_000,
+      });
+      enforcers.push(e);
+      assert.equal((await e.handle({ cuid: "c1", mid: 1, scope: scope(61001), lifetime: 3600 })).outcome, "enforced");
+      assert.equal((await e.handle({ cuid: "c1", mid: 2, scope: scope(61002), lifetime: 3600 })).outcome, "enforced");
+      assert.equal(e.dropped("c1", 1), undefined, "nothing read yet");
+      k.reads = 0;
+      k.counters.set("block4 192.168.1.10 . 17 . 203.0.113.5 . 5555", { packets: 20, bytes: 2560 });
+      k.counters.set("blockmac4 02:00:00:00:00:10 . 17 . 203.0.113.5 . 5555", { packets: 0, bytes: 0 });
+      k.counters.set("block4 192.168.1.11 . 17 . 203.0.113.5 . 5555", { packets: 3, bytes: 300 });
+      // a GET storm: 50 concurrent refreshes fork one read
+      await Promise.all(Array.from({ length: 50 }, () => e.refreshCounters()));
+      assert.equal(k.reads, 1);
+      assert.deepEqual(e.dropped("c1", 1), { packets: 20, bytes: 2560 });
+      assert.deepEqual(e.dropped("c1", 2), { packets: 3, bytes: 300 }, "mitigations that share nothing count apart");
+      // within the interval the cache answers
+      now += 500;
+      await e.refreshCounters();
+      assert.equal(k.reads, 1);
+      // five minutes later: rates are the average over the span between the two readings
+      now += 300_000;
+      k.counters.set("block4 192.168.1.10 . 17 . 203.0.113.5 . 5555", { packets: 20 + 3000, bytes: 2560 + 384_000 });
+      await e.refreshCounters();
+      assert.equal(k.reads, 2);
+      const d = e.dropped("c1", 1)!;
+      assert.deepEqual([d.packets, d.bytes], [3020, 386_560]);
+      // mid 1 was enforced at the first instant: its base is zero at that time
+      assert.equal(d.pps, Math.floor((3020 * 1000) / 300_500));
+      assert.equal(d.bps, Math.floor((386_560 * 1000) / 300_500));
+      // an element re-added by the kernel (counter restarts) keeps what it had counted
+      now += 2000;
+      k.counters.set("block4 192.168.1.10 . 17 . 203.0.113.5 . 5555", { packets: 5, bytes: 640 });
+      await e.refreshCounters();
+      assert.deepEqual([e.dropped("c1", 1)!.packets, e.dropped("c1", 1)!.bytes], [3025, 387_200]);
+      await e.end({ cuid: "c1", mid: 1 });
+      assert.equal(e.dropped("c1", 1), undefined, "an ended mitigation reports nothing");
+    } finally {
+      Date.now = realNow;
+    }
+  });
 });

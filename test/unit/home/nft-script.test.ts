@@ -11,6 +11,10 @@ import {
   quarantineElements,
   setupScript,
   checkTableName,
+  kernelSetName,
+  setsWithoutCounter,
+  migrateSetsScript,
+  adoptOwnedScript,
 } from "../../../src/home/nft-script";
 import { scopeToQuery } from "../../../src/home/scope";
 import { InvalidScopeError } from "../../../src/home/errors";
@@ -30,7 +34,9 @@ describe("nft script generation", () => {
     assert.ok(!/\bdelete\b|\bflush ruleset\b/.test(s), "never deletes or flushes anything else");
     assert.ok(s.includes("flush chain inet dots_call_home forward\n"));
     assert.ok(
-      s.includes("add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; }"),
+      s.includes(
+        "add set inet dots_call_home block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service; flags interval,timeout; counter; }",
+      ),
     );
     assert.ok(s.includes("add rule inet dots_call_home forward ether saddr @quarantinemac counter drop"));
     assert.equal(s.match(/add rule/g)!.length, 7);
@@ -139,5 +145,81 @@ describe("nft script generation", () => {
     const q4 = els.find((e) => e.set === "quarantine4")!;
     assert.equal(q4.timeoutSec, undefined, "indefinite");
     assert.equal(q4.comment, "dots:cuidB/8");
+  });
+  it("reads per-element counters; finds sets made without them; migrates them keeping elements, tags and time left", () => {
+    const json = JSON.stringify({
+      nftables: [
+        {
+          set: {
+            family: "inet",
+            name: "block4",
+            table: "t",
+            flags: ["interval", "timeout"],
+            stmt: [{ counter: null }],
+            elem: [
+              {
+                elem: {
+                  val: { concat: ["192.168.1.10", "udp", "203.0.113.5", 5555] },
+                  timeout: 600,
+                  expires: 500,
+                  comment: "dots:c/1",
+                  counter: { packets: 20, bytes: 2560 },
+                },
+              },
+            ],
+          },
+        },
+        {
+          set: {
+            family: "inet",
+            name: "quarantine4",
+            table: "t",
+            flags: ["timeout"],
+            elem: [{ elem: { val: "192.168.1.11", timeout: 60, expires: 0, comment: "dots:c/2" } }],
+          },
+        },
+        { set: { family: "inet", name: "block4_isp-a", table: "t", flags: ["interval", "timeout"], stmt: [{ counter: null }] } },
+      ],
+    });
+    const els = parseTableJson(json);
+    assert.deepEqual(
+      els.map((e) => [e.set, e.key, e.packets, e.bytes]),
+      [
+        ["block4", "192.168.1.10 . 17 . 203.0.113.5 . 5555", 20, 2560],
+        ["quarantine4", "192.168.1.11", undefined, undefined],
+      ],
+    );
+    assert.deepEqual(setsWithoutCounter(json), ["quarantine4"]);
+    assert.deepEqual(setsWithoutCounter(json, "isp-a"), [], "another owner's sets are not ours");
+    const m = migrateSetsScript("t", ["quarantine4"], els);
+    assert.match(m, /^add chain inet t forward .*\nflush chain inet t forward\ndelete set inet t quarantine4\n/);
+    assert.match(m, /add set inet t quarantine4 \{ type ipv4_addr; flags timeout; counter; \}/);
+    assert.match(m, /add element inet t quarantine4 \{ 192\.168\.1\.11 timeout 1s comment "dots:c\/2" \}\n$/);
+    assert.doesNotMatch(m, /delete set inet t block4/);
+  });
+
+  it("gives each owner its own sets and chain; moves an owner's tagged elements out of the shared sets", () => {
+    assert.equal(kernelSetName("block4"), "block4");
+    assert.equal(kernelSetName("block4", "isp-a"), "block4_isp-a");
+    assert.equal(kernelSetName("block4", 'x"; flush ruleset'), "block4_x___flush_ruleset");
+    const s = setupScript("t", "isp-a");
+    assert.match(s, /add chain inet t forward_isp-a \{ type filter hook forward/);
+    assert.match(s, /flush chain inet t forward_isp-a\n/);
+    assert.match(s, /add rule inet t forward_isp-a ip saddr \. meta l4proto \. ip daddr \. th dport @block4_isp-a counter drop/);
+    assert.doesNotMatch(s, /chain inet t forward /);
+    const e = { set: "block4" as const, key: "192.168.1.10 . 17 . 203.0.113.5 . 5555" };
+    assert.match(addElementsScript("t", [{ element: e, opts: {} }], "isp-b"), /^add element inet t block4_isp-b \{/);
+    assert.match(deleteElementsScript("t", [e], "isp-b"), /^delete element inet t block4_isp-b \{/);
+    const shared = [
+      { ...e, comment: "dots:isp-a:c/1", timeoutSec: 600, expiresSec: 300 },
+      { set: "block4" as const, key: "192.168.1.11 . 17 . 203.0.113.5 . 5555", comment: "dots:isp-b:c/1" },
+      { set: "block4" as const, key: "192.168.1.12 . 17 . 203.0.113.5 . 5555", comment: "dots:c/1" },
+    ];
+    assert.equal(
+      adoptOwnedScript("t", shared, "isp-a"),
+      "delete element inet t block4 { 192.168.1.10 . 17 . 203.0.113.5 . 5555 }\n" +
+        'add element inet t block4_isp-a { 192.168.1.10 . 17 . 203.0.113.5 . 5555 timeout 300s comment "dots:isp-a:c/1" }\n',
+    );
+    assert.equal(adoptOwnedScript("t", shared, "isp-c"), "");
   });
 });
