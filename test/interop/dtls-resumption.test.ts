@@ -1,0 +1,168 @@
+// RFC 5077 session tickets in our DTLS client (src/transport/dtls/client.ts) against openssl
+// s_server -dtls1_2 with PSK on loopback: a full handshake that gets a ticket, an abbreviated
+// handshake resuming it (no key exchange messages, data flows), and full-handshake fallback when
+// the server cannot use the ticket (corrupted, or a restarted server with new ticket keys).
+import { strict as assert } from "node:assert";
+import { once } from "node:events";
+import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../src/transport/dtls/client";
+import { HandshakeType, type DtlsCipherSuiteName } from "../../src/transport/dtls/constants";
+import type { DtlsResumption } from "../../src/transport/dtls/resumption";
+import { hasCommand, requireOrSkip } from "../support/env";
+import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers, type Peer } from "./transport-peers";
+
+const KEY_EXCHANGE = [HandshakeType.ServerKeyExchange, HandshakeType.ClientKeyExchange, HandshakeType.ServerHelloDone];
+
+describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_server", function () {
+  this.timeout(30000);
+  const conns: DtlsClient[] = [];
+
+  before(function () {
+    requireOrSkip(this, "openssl", hasCommand("openssl"));
+  });
+
+  afterEach(async () => {
+    for (const c of conns.splice(0)) c.close();
+    await new Promise((r) => setTimeout(r, 20));
+    await stopAllPeers();
+  });
+
+  async function sServer(cipher: string, accepts: number, port?: number): Promise<{ port: number; peer: Peer }> {
+    port ??= await freePort();
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      "-4",
+      "-accept",
+      String(port),
+      "-nocert",
+      "-psk",
+      PSK_HEX,
+      "-psk_identity",
+      "home-1",
+      "-cipher",
+      cipher,
+      "-naccept",
+      String(accepts),
+    ]);
+    await peer.waitFor(/ACCEPT/);
+    return { port, peer };
+  }
+
+  async function connect(port: number, suite: DtlsCipherSuiteName, resumeFrom?: DtlsResumption): Promise<DtlsClient> {
+    const opts: DtlsClientOptions = { address: "127.0.0.1", port, psk: { identity: "home-1", key: PSK_KEY }, suites: [suite], resumeFrom };
+    const c = await dtlsClientConnect(opts);
+    conns.push(c);
+    return c;
+  }
+
+  /** Our line reaches s_server's stdout, and its line reaches us. */
+  async function exchange(c: DtlsClient, peer: Peer, tag: string): Promise<void> {
+    c.send(Buffer.from(`from-node-${tag}\n`));
+    await peer.waitFor(new RegExp(`from-node-${tag}`));
+    const got = once(c, "message");
+    peer.write(`from-openssl-${tag}\n`);
+    assert.equal(((await got)[0] as Buffer).toString(), `from-openssl-${tag}\n`);
+  }
+
+  async function closeAndWait(c: DtlsClient, peer: Peer, n: number): Promise<void> {
+    c.close();
+    // s_server prints DONE when a connection ends and then accepts the next one.
+    await peer.waitFor(new RegExp(`(DONE[\\s\\S]*){${n}}`));
+  }
+
+  for (const [cipher, suite] of [
+    ["PSK-AES128-CCM8", "TLS_PSK_WITH_AES_128_CCM_8"],
+    ["ECDHE-PSK-CHACHA20-POLY1305", "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"],
+  ] as const) {
+    it(`-cipher ${cipher}: the first connection gets a ticket, the second resumes with an abbreviated handshake`, async () => {
+      const { port, peer } = await sServer(cipher, 3);
+      const first = await connect(port, suite);
+      assert.equal(first.resumed, false);
+      const r1 = first.resumption;
+      assert.ok(r1, "openssl issued no ticket");
+      assert.ok(r1.ticket.length > 0);
+      assert.equal(r1.suite, suite);
+      assert.equal(r1.extendedMasterSecret, true);
+      assert.equal(r1.pskIdentity, "home-1");
+      assert.ok(r1.lifetimeHintS > 0);
+      assert.ok(first.handshakeTypes.includes(HandshakeType.NewSessionTicket));
+      assert.ok(first.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
+      await exchange(first, peer, "full");
+      await closeAndWait(first, peer, 1);
+
+      const second = await connect(port, suite, r1);
+      assert.equal(second.resumed, true);
+      assert.equal(second.cipher, `DTLSv1.2 ${suite}`);
+      assert.equal(second.extendedMasterSecret, true);
+      for (const t of KEY_EXCHANGE) assert.ok(!second.handshakeTypes.includes(t), `message ${t} in ${second.handshakeTypes}`);
+      assert.deepEqual(
+        second.handshakeTypes.filter((t) => t !== HandshakeType.NewSessionTicket),
+        [HandshakeType.ClientHello, HandshakeType.ServerHello, HandshakeType.Finished, HandshakeType.Finished],
+      );
+      await exchange(second, peer, "resumed");
+      await peer.waitFor(/Reused session-id/); // openssl's own view: the session was resumed
+      // The resumed connection hands on a ticket for the next one (a fresh one, or the one used).
+      const r2 = second.resumption;
+      assert.ok(r2);
+      assert.ok(r2.masterSecret.equals(r1.masterSecret), "a resumed session keeps its master secret");
+      await closeAndWait(second, peer, 2);
+
+      const third = await connect(port, suite, r2);
+      assert.equal(third.resumed, true);
+      await exchange(third, peer, "again");
+    });
+  }
+
+  it("a ticket the server cannot decrypt (corrupted) falls back to a full handshake with a new ticket", async () => {
+    const { port, peer } = await sServer("PSK-AES128-CCM8", 2);
+    const first = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8");
+    const r1 = first.resumption!;
+    await closeAndWait(first, peer, 1);
+    const bad = Buffer.from(r1.ticket);
+    bad[bad.length - 1] ^= 0x01; // the ticket's MAC no longer verifies
+    const second = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8", { ...r1, ticket: bad });
+    assert.equal(second.resumed, false);
+    assert.ok(second.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
+    await exchange(second, peer, "fallback");
+    assert.ok(second.resumption && !second.resumption.ticket.equals(bad), "a new ticket replaces the refused one");
+  });
+
+  it("a restarted server (new ticket keys) gets a full handshake", async () => {
+    const a = await sServer("ECDHE-PSK-CHACHA20-POLY1305", 1);
+    const first = await connect(a.port, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256");
+    const r1 = first.resumption!;
+    first.close();
+    await a.peer.exited();
+    const b = await sServer("ECDHE-PSK-CHACHA20-POLY1305", 1, a.port);
+    const second = await connect(a.port, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", r1);
+    assert.equal(second.resumed, false);
+    assert.ok(second.handshakeTypes.includes(HandshakeType.ServerKeyExchange));
+    await exchange(second, b.peer, "restarted");
+  });
+
+  it("a server started with -no_ticket: no ticket kept, a later offer is a plain full handshake", async () => {
+    const port = await freePort();
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      "-4",
+      "-accept",
+      String(port),
+      "-nocert",
+      "-psk",
+      PSK_HEX,
+      "-psk_identity",
+      "home-1",
+      "-cipher",
+      "PSK-AES128-CCM8",
+      "-naccept",
+      "1",
+      "-no_ticket",
+    ]);
+    await peer.waitFor(/ACCEPT/);
+    const c = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8");
+    assert.equal(c.resumption, undefined);
+    assert.ok(!c.handshakeTypes.includes(HandshakeType.NewSessionTicket));
+    await exchange(c, peer, "noticket");
+  });
+});
