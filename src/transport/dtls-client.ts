@@ -18,6 +18,9 @@ import { explainDialFailure } from "./auth-failure";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
 import { DEFAULT_DTLS_CLIENT_SUITES, DtlsClient } from "./dtls/client";
 import type { DtlsCipherSuiteName } from "./dtls/constants";
+import type { DtlsResumption } from "./dtls/resumption";
+
+export type { DtlsResumption } from "./dtls/resumption";
 
 /** Which DTLS client runs the handshake: ours (default; ECDHE_PSK first) or node-dtls-client (plain PSK). */
 export type DtlsImplementation = "ours" | "node-dtls-client";
@@ -56,6 +59,13 @@ export interface DtlsConnectOptions {
   suites?: DtlsCipherSuiteName[];
   /** Largest message accepted by send() (default 16384, the DTLS record limit; keeping under the path MTU is the CoAP layer's job). */
   maxMessageSize?: number;
+  /**
+   * Our client only: a session ticket from an earlier connection (RFC 5077), offered for an
+   * abbreviated handshake; a server that refuses it gets a full handshake.
+   */
+  resumeFrom?: DtlsResumption;
+  /** Our client only: after a handshake, the ticket to resume with next time (undefined: keep none). */
+  onResumption?(resumption: DtlsResumption | undefined): void;
   /** Called after each failed attempt that will be retried. */
   onAttemptFailed?(attempt: number, error: TransportError): void;
   /** Abort the whole connect (rejects with TransportError CLOSED). */
@@ -331,8 +341,14 @@ async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; 
     retransmitInitialMs: Math.max(100, Math.floor(timeoutMs / 4)),
     maxMessageSize: opts.maxMessageSize ?? 16384,
     signal: opts.signal,
+    resumeFrom: opts.resumeFrom,
   });
   await client.handshake();
+  try {
+    opts.onResumption?.(client.resumption);
+  } catch {
+    // an observer's error does not undo a connection
+  }
   return client;
 }
 

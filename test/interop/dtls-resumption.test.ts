@@ -1,9 +1,11 @@
 // RFC 5077 session tickets in our DTLS client (src/transport/dtls/client.ts) against openssl
 // s_server -dtls1_2 with PSK on loopback: a full handshake that gets a ticket, an abbreviated
 // handshake resuming it (no key exchange messages, data flows), and full-handshake fallback when
-// the server cannot use the ticket (corrupted, or a restarted server with new ticket keys).
+// the server cannot use the ticket (corrupted, or a restarted server with new ticket keys); and the
+// home dialer's reconnect after a lost session resuming (RFC 9132 4.7).
 import { strict as assert } from "node:assert";
 import { once } from "node:events";
+import { CallHomeDialer } from "../../src/dots/home-engine";
 import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../src/transport/dtls/client";
 import { HandshakeType, type DtlsCipherSuiteName } from "../../src/transport/dtls/constants";
 import type { DtlsResumption } from "../../src/transport/dtls/resumption";
@@ -164,5 +166,66 @@ describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_
     assert.equal(c.resumption, undefined);
     assert.ok(!c.handshakeTypes.includes(HandshakeType.NewSessionTicket));
     await exchange(c, peer, "noticket");
+  });
+  function homeDialer(port: number): CallHomeDialer {
+    const d = new CallHomeDialer({
+      hosts: ["127.0.0.1"],
+      port,
+      transport: "udp",
+      psk: { identity: "home-1", key: PSK_KEY },
+      homePrefixes: ["203.0.113.0/24"],
+      heartbeatInterval: 1,
+      decisionWaitMs: 0,
+      reconnect: { minMs: 50, maxMs: 200 },
+      tuning: {
+        attemptDelayMs: 50,
+        dtlsHandshakeTimeoutMs: 500,
+        msPerSecond: 100,
+        idleConfig: { missingHbAllowed: 3 },
+        mitigatingConfig: { missingHbAllowed: 3 },
+      },
+    });
+    d.on("error", () => undefined);
+    return d;
+  }
+
+  it("the home's reconnect after its session was lost is a resumption (RFC 9132 4.7)", async () => {
+    const { port, peer } = await sServer("ECDHE-PSK-CHACHA20-POLY1305", 2);
+    const d = homeDialer(port);
+    try {
+      await d.start();
+      await once(d, "connected");
+      assert.equal((d.connection as DtlsClient).resumed, false);
+      // The "ISP" says something (a CoAP ping through s_server's stdin): a session that was heard
+      // keeps its ticket. Then it stays silent: the home's heartbeats go unanswered, it declares the
+      // session lost, closes, and redials the same s_server.
+      peer.write("\x40\x00\x12\x34");
+      const [ev] = await once(d, "disconnected");
+      assert.match(ev.reason, /session lost/);
+      await once(d, "connected");
+      const c = d.connection as DtlsClient;
+      assert.equal(c.resumed, true, "the redial resumed the lost session");
+      for (const t of KEY_EXCHANGE) assert.ok(!c.handshakeTypes.includes(t));
+      await peer.waitFor(/Reused session-id/);
+    } finally {
+      await d.stop();
+    }
+  });
+  it("a home session that ended before the ISP said anything drops its ticket: the redial is a full handshake", async () => {
+    const { port, peer } = await sServer("PSK-AES128-CCM8", 2);
+    const d = homeDialer(port);
+    try {
+      await d.start();
+      await once(d, "connected");
+      assert.ok((d.connection as DtlsClient).resumption, "openssl issued a ticket");
+      await once(d, "disconnected"); // never heard: perhaps a stale ticket, so it is not offered again
+      await once(d, "connected");
+      const c = d.connection as DtlsClient;
+      assert.equal(c.resumed, false);
+      assert.ok(c.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
+      assert.doesNotMatch(peer.output(), /Reused session-id/);
+    } finally {
+      await d.stop();
+    }
   });
 });
