@@ -331,7 +331,12 @@ function attempt(
  * One handshake attempt with our client on a fresh socket. Within the attempt our client repeats
  * its flight on a doubling timer (RFC 6347 4.2.4), starting at a quarter of the attempt's budget.
  */
-async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; family: 4 | 6 }, timeoutMs: number): Promise<DtlsClient> {
+async function attemptOurs(
+  opts: DtlsConnectOptions,
+  target: { address: string; family: 4 | 6 },
+  timeoutMs: number,
+  outcome: { ticketAccepted: boolean },
+): Promise<DtlsClient> {
   const client = new DtlsClient({
     address: target.address,
     port: opts.port,
@@ -343,7 +348,11 @@ async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; 
     signal: opts.signal,
     resumeFrom: opts.resumeFrom,
   });
-  await client.handshake();
+  try {
+    await client.handshake();
+  } finally {
+    outcome.ticketAccepted = client.ticketAccepted;
+  }
   try {
     opts.onResumption?.(client.resumption);
   } catch {
@@ -419,13 +428,32 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<Connection>
   const lib = implementation === "node-dtls-client" ? await loadDtlsClient() : undefined;
   const target = await resolveAddress(opts.host, opts.family);
   let last: TransportError | undefined;
+  let resumeFrom = lib ? undefined : opts.resumeFrom;
   for (let i = 1; i <= attempts; i++) {
     if (opts.signal?.aborted) throw new TransportError("CLOSED", "DTLS connect aborted");
     const started = Date.now();
+    const outcome = { ticketAccepted: false };
     try {
-      return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs(opts, target, timeoutMs);
+      return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs({ ...opts, resumeFrom }, target, timeoutMs, outcome);
     } catch (e) {
       last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
+      // A server that accepted our ticket, or answered and failed the handshake we offered it in, may
+      // hold other state than we do (undecryptable records are dropped silently, so that looks like
+      // a timeout): the next attempt is a full handshake, at once. Mere silence keeps the ticket (after
+      // a loss the server is the same one).
+      const answered = last.code !== "HANDSHAKE_TIMEOUT" && last.code !== "CONNECT_FAILED" && last.code !== "CLOSED";
+      if (resumeFrom && (outcome.ticketAccepted || answered)) {
+        resumeFrom = undefined;
+        try {
+          opts.onResumption?.(undefined);
+        } catch {
+          // observer errors do not change the outcome
+        }
+        if (!opts.signal?.aborted) {
+          i--;
+          continue;
+        }
+      }
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;
       if (i < attempts) {
         try {

@@ -4,8 +4,11 @@
 // the server cannot use the ticket (corrupted, or a restarted server with new ticket keys); and the
 // home dialer's reconnect after a lost session resuming (RFC 9132 4.7).
 import { strict as assert } from "node:assert";
+import * as dgram from "node:dgram";
 import { once } from "node:events";
 import { CallHomeDialer } from "../../src/dots/home-engine";
+import { TransportError } from "../../src/transport/connection";
+import { connectDtls } from "../../src/transport/dtls-client";
 import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../src/transport/dtls/client";
 import { HandshakeType, type DtlsCipherSuiteName } from "../../src/transport/dtls/constants";
 import type { DtlsResumption } from "../../src/transport/dtls/resumption";
@@ -127,6 +130,72 @@ describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_
     assert.ok(second.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
     await exchange(second, peer, "fallback");
     assert.ok(second.resumption && !second.resumption.ticket.equals(bad), "a new ticket replaces the refused one");
+  });
+
+  it("RFC 7627 5.3: a server resuming an EMS session without EMS (or the reverse) is refused", async () => {
+    const { port, peer } = await sServer("PSK-AES128-CCM8", 3);
+    const first = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8");
+    const r1 = first.resumption!;
+    assert.equal(r1.extendedMasterSecret, true);
+    await closeAndWait(first, peer, 1);
+    // The ticket says the session had no EMS; openssl resumes it with EMS: the states disagree.
+    await assert.rejects(
+      connect(port, "TLS_PSK_WITH_AES_128_CCM_8", { ...r1, extendedMasterSecret: false }),
+      (e: unknown) => e instanceof TransportError && e.code === "HANDSHAKE_FAILED" && /extended_master_secret/.test(e.message),
+    );
+  });
+
+  it("connectDtls: a resumption that fails (wrong master secret) is retried at once as a full handshake and the ticket dropped", async () => {
+    const a = await sServer("PSK-AES128-CCM8", 2);
+    const first = await connect(a.port, "TLS_PSK_WITH_AES_128_CCM_8");
+    const r1 = first.resumption!;
+    await closeAndWait(first, a.peer, 1);
+    // s_server serves one handshake at a time and keeps retransmitting to the failed attempt: a
+    // forwarder sends each new client socket (attempt) to the next server, recording what arrives.
+    const b = await sServer("PSK-AES128-CCM8", 1);
+    const targets = [a.port, b.port];
+    const front = dgram.createSocket("udp4");
+    const toServer: Array<{ target: number; data: Buffer }> = [];
+    const routes = new Map<number, { sock: dgram.Socket; target: number }>();
+    front.on("message", (m, rinfo) => {
+      let route = routes.get(rinfo.port);
+      if (!route) {
+        route = { sock: dgram.createSocket("udp4"), target: targets[Math.min(routes.size, targets.length - 1)] };
+        route.sock.on("message", (d) => front.send(d, rinfo.port, "127.0.0.1"));
+        routes.set(rinfo.port, route);
+      }
+      toServer.push({ target: route.target, data: m });
+      route.sock.send(m, route.target, "127.0.0.1");
+    });
+    await new Promise<void>((r) => front.bind(0, "127.0.0.1", r));
+    try {
+      const seen: Array<DtlsResumption | undefined> = [];
+      const conn = (await connectDtls({
+        host: "127.0.0.1",
+        port: front.address().port,
+        psk: { identity: "home-1", key: PSK_KEY },
+        suites: ["TLS_PSK_WITH_AES_128_CCM_8"],
+        attempts: 1,
+        handshakeTimeoutMs: 500,
+        resumeFrom: { ...r1, masterSecret: Buffer.alloc(48, 7) },
+        onResumption: (r) => seen.push(r),
+      })) as DtlsClient;
+      conns.push(conn);
+      assert.equal(conn.resumed, false);
+      assert.deepEqual(
+        seen.map((r) => r !== undefined),
+        [false, true],
+        "the failed ticket is dropped, then the full handshake's new ticket kept",
+      );
+      // Byte 59 of a first ClientHello datagram is its session_id length: 32 with the ticket, 0 after.
+      const helloTo = (port: number) => toServer.find((x) => x.target === port)!.data;
+      assert.equal(helloTo(a.port)[59], 32);
+      assert.equal(helloTo(b.port)[59], 0, "the retry offers no ticket");
+      await exchange(conn, b.peer, "retried");
+    } finally {
+      front.close();
+      for (const r of routes.values()) r.sock.close();
+    }
   });
 
   it("a restarted server (new ticket keys) gets a full handshake", async () => {

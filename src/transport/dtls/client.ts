@@ -124,6 +124,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   group: number | undefined;
   /** True once an abbreviated handshake (session resumed from `resumeFrom`) completed. */
   resumed = false;
+  /** The server echoed our session_id: it took the ticket (the handshake may still fail). */
+  ticketAccepted = false;
   /**
    * After the handshake: the ticket to resume this session with next time (a new one, or the one we
    * resumed with when the server issued none); undefined when the server issues no tickets.
@@ -587,6 +589,7 @@ export class DtlsClient extends EventEmitter implements Connection {
         this.handshakeError("server resumed a session with a different extended_master_secret state"),
         AlertDescription.HandshakeFailure,
       );
+    this.ticketAccepted = true;
     this.suite = suite;
     this.serverRandom = sh.random;
     this.extendedMasterSecret = from.extendedMasterSecret;
