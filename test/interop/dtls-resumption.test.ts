@@ -132,7 +132,7 @@ describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_
     assert.ok(second.resumption && !second.resumption.ticket.equals(bad), "a new ticket replaces the refused one");
   });
 
-  it("RFC 7627 5.3: a server resuming an EMS session without EMS (or the reverse) is refused", async () => {
+  it("RFC 7627 5.3: a resumed ServerHello whose extended_master_secret state differs from the session's is refused", async () => {
     const { port, peer } = await sServer("PSK-AES128-CCM8", 3);
     const first = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8");
     const r1 = first.resumption!;

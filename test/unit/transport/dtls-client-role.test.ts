@@ -10,9 +10,10 @@ import { explainDialFailure } from "../../../src/transport/auth-failure";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { DtlsServer, type DtlsServerOptions } from "../../../src/transport/dtls";
 import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../../src/transport/dtls/client";
-import { ContentType, type DtlsCipherSuiteName } from "../../../src/transport/dtls/constants";
+import { ContentType, HandshakeType, type DtlsCipherSuiteName } from "../../../src/transport/dtls/constants";
 import { encodeHandshake, parseHandshakeFragments } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
+import { parseNewSessionTicket, resumptionUnusable, type DtlsResumption } from "../../../src/transport/dtls/resumption";
 import { hasCommand, requireOrSkip } from "../../support/env";
 import { fuzzRuns, mutator } from "../../support/fuzz";
 import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers } from "../../interop/transport-peers";
@@ -359,6 +360,79 @@ describe("transport/dtls client role", function () {
     }
     assert.ok((outcomes.get("pending") ?? 0) > 0 && (outcomes.get("HANDSHAKE_FAILED") ?? 0) > 0, JSON.stringify([...outcomes]));
   });
+  it("offers a kept ticket with a fresh session_id; a server that does not take it gives a full handshake", async () => {
+    const { port } = await ourServer();
+    const hellos: Buffer[] = [];
+    const p = await proxy(port, undefined, (d) => {
+      if (d[0] === ContentType.Handshake && d[13] === HandshakeType.ClientHello) hellos.push(d);
+      return [d];
+    });
+    closers.push(() => p.close());
+    const unknown: DtlsResumption = {
+      ticket: Buffer.alloc(100, 1),
+      masterSecret: Buffer.alloc(48, 2),
+      suite: "TLS_PSK_WITH_AES_128_CCM_8",
+      extendedMasterSecret: true,
+      pskIdentity: ID,
+      receivedAt: Date.now(),
+      lifetimeHintS: 7200,
+    };
+    const c = await connect(p.port, { suites: ["TLS_PSK_WITH_AES_128_CCM_8"], resumeFrom: unknown });
+    assert.equal(c.resumed, false);
+    assert.equal(c.ticketAccepted, false);
+    assert.ok(c.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
+    assert.equal(await echo(c, "full"), "echo:full");
+    // Both ClientHellos (before and after the cookie) carry a 32-byte session_id and the ticket (RFC 5077 3.4).
+    assert.equal(hellos.length, 2);
+    for (const h of hellos) {
+      assert.equal(h[59], 32, "session_id length");
+      assert.ok(
+        h.includes(Buffer.concat([Buffer.from([0x00, 0x23, 0x00, 100]), unknown.ticket])),
+        "SessionTicket extension with the ticket",
+      );
+    }
+    assert.ok(hellos[0].subarray(60, 92).equals(hellos[1].subarray(60, 92)), "one session_id for the handshake");
+  });
+
+  it("without a ticket the ClientHello asks for one: an empty SessionTicket extension and no session_id", async () => {
+    const { port } = await ourServer();
+    const hellos: Buffer[] = [];
+    const p = await proxy(port, undefined, (d) => {
+      if (d[0] === ContentType.Handshake && d[13] === HandshakeType.ClientHello) hellos.push(d);
+      return [d];
+    });
+    closers.push(() => p.close());
+    await connect(p.port, { suites: ["TLS_PSK_WITH_AES_128_CCM_8"] });
+    assert.equal(hellos[0][59], 0);
+    assert.ok(hellos[0].includes(Buffer.from([0x00, 0x23, 0x00, 0x00])));
+  });
+
+  it("a kept ticket is offered only while usable: same identity, offered suite, within its lifetime", () => {
+    const now = 1_000_000_000;
+    const r: DtlsResumption = {
+      ticket: Buffer.alloc(10, 1),
+      masterSecret: Buffer.alloc(48, 2),
+      suite: "TLS_PSK_WITH_AES_128_CCM_8",
+      extendedMasterSecret: true,
+      pskIdentity: ID,
+      receivedAt: now,
+      lifetimeHintS: 3600,
+    };
+    const offered: DtlsCipherSuiteName[] = ["TLS_PSK_WITH_AES_128_CCM_8"];
+    assert.equal(resumptionUnusable(r, ID, offered, now + 3599_000), undefined);
+    assert.match(resumptionUnusable(r, ID, offered, now + 3600_000)!, /expired/);
+    assert.match(resumptionUnusable(r, ID, offered, now - 1)!, /expired/, "a clock that went back does not extend a ticket");
+    assert.match(resumptionUnusable({ ...r, lifetimeHintS: 0 }, ID, offered, now + 24 * 3600_000)!, /expired/, "no hint: 24 h");
+    assert.match(resumptionUnusable(r, "home-2", offered, now)!, /another PSK identity/);
+    assert.match(resumptionUnusable(r, ID, ["TLS_PSK_WITH_AES_128_GCM_SHA256"], now)!, /not offered/);
+    assert.match(resumptionUnusable({ ...r, ticket: Buffer.alloc(0) }, ID, offered, now)!, /empty/);
+    // NewSessionTicket: lifetime u32 then ticket<0..2^16-1>, nothing after.
+    const nst = Buffer.from([0, 0, 0x1c, 0x20, 0, 3, 9, 8, 7]);
+    assert.deepEqual(parseNewSessionTicket(nst), { lifetimeHintS: 7200, ticket: Buffer.from([9, 8, 7]) });
+    assert.throws(() => parseNewSessionTicket(nst.subarray(0, 8)), /truncated/);
+    assert.throws(() => parseNewSessionTicket(Buffer.concat([nst, Buffer.from([0])])), /trailing/);
+  });
+
   it("abbreviated handshake: when our last flight (ChangeCipherSpec, Finished) is lost, openssl's repeated flight gets it again", async function () {
     requireOrSkip(this, "openssl", hasCommand("openssl"));
     const sPort = await freePort();
