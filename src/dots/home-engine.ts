@@ -11,7 +11,7 @@ import { CoapEndpoint, type IncomingRequest } from "../coap/endpoint";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
 import type { Connection, PeerIdentity, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
-import { connectDtls, loadDtlsClient } from "../transport/dtls-client";
+import { connectDtls, loadDtlsClient, type DtlsResumption } from "../transport/dtls-client";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson, DropMetricsSource } from "./api";
 import {
   DEFAULT_RECONNECT,
@@ -152,6 +152,11 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private readonly connectFailures = new ConnectFailureTracker();
   private readonly transportCache: TransportCache;
   private readonly tickets = new Map<string, Buffer>();
+  /**
+   * The last DTLS session ticket per ISP address and port (RFC 5077), so a reconnect after loss is
+   * an abbreviated handshake (RFC 9132 4.7). Memory only: it holds the session's master secret.
+   */
+  private readonly dtlsResumptions = new Map<string, DtlsResumption>();
   private running = false;
   private session: Session | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -310,9 +315,29 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.persistState().catch(() => undefined);
   }
 
+  private keepDtlsResumption(key: string, r: DtlsResumption | undefined): void {
+    const old = this.dtlsResumptions.get(key);
+    if (old && old !== r && old.masterSecret !== r?.masterSecret) old.masterSecret.fill(0);
+    this.dtlsResumptions.delete(key);
+    if (!r) return;
+    this.dtlsResumptions.set(key, r);
+    if (this.dtlsResumptions.size > 16) {
+      const [oldestKey, oldest] = this.dtlsResumptions.entries().next().value as [string, DtlsResumption];
+      oldest.masterSecret.fill(0);
+      this.dtlsResumptions.delete(oldestKey);
+    }
+  }
+
+  /** Wipes the kept master secrets: the next DTLS dial is a full handshake. */
+  private forgetDtlsResumptions(): void {
+    for (const r of this.dtlsResumptions.values()) r.masterSecret.fill(0);
+    this.dtlsResumptions.clear();
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return this.stopped;
     this.running = false;
+    this.forgetDtlsResumptions();
     this.stopped = (async () => {
       if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
       if (this.redirectTimer) clearTimeout(this.redirectTimer);
@@ -485,6 +510,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     const port = c.port ?? this.opts.port;
     if (c.transport === "dtls") {
       if (!this.opts.psk) return Promise.reject(new Error("DTLS needs PSK credentials"));
+      const resumptionKey = `${c.address}|${port}`;
       return connectDtls({
         host: c.address,
         port,
@@ -494,6 +520,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         handshakeTimeoutMs: this.tuning.dtlsHandshakeTimeoutMs,
         attempts: this.tuning.dtlsAttempts ?? 4,
         implementation: this.opts.dtlsImplementation,
+        resumeFrom: this.dtlsResumptions.get(resumptionKey),
+        onResumption: (r) => this.keepDtlsResumption(resumptionKey, r),
       });
     }
     // The name to check on the ISP's certificate: the configured servername, else a host name.
@@ -636,7 +664,10 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     this.resources.dropConnectionState();
     // A connection that ended before the ISP said anything may have been refused on a stale
     // ticket; the next attempt does a full handshake.
-    if (!s.heard) this.tickets.clear();
+    if (!s.heard) {
+      this.tickets.clear();
+      this.forgetDtlsResumptions();
+    }
     const reason = s.closing ?? why;
     if (!this.running) {
       this.emit("disconnected", { reason });

@@ -18,6 +18,9 @@ import { explainDialFailure } from "./auth-failure";
 import { pskLocalIdentity, pskPeerIdentity } from "./identity";
 import { DEFAULT_DTLS_CLIENT_SUITES, DtlsClient } from "./dtls/client";
 import type { DtlsCipherSuiteName } from "./dtls/constants";
+import type { DtlsResumption } from "./dtls/resumption";
+
+export type { DtlsResumption } from "./dtls/resumption";
 
 /** Which DTLS client runs the handshake: ours (default; ECDHE_PSK first) or node-dtls-client (plain PSK). */
 export type DtlsImplementation = "ours" | "node-dtls-client";
@@ -56,6 +59,13 @@ export interface DtlsConnectOptions {
   suites?: DtlsCipherSuiteName[];
   /** Largest message accepted by send() (default 16384, the DTLS record limit; keeping under the path MTU is the CoAP layer's job). */
   maxMessageSize?: number;
+  /**
+   * Our client only: a session ticket from an earlier connection (RFC 5077), offered for an
+   * abbreviated handshake; a server that refuses it gets a full handshake.
+   */
+  resumeFrom?: DtlsResumption;
+  /** Our client only: after a handshake, the ticket to resume with next time (undefined: keep none). */
+  onResumption?(resumption: DtlsResumption | undefined): void;
   /** Called after each failed attempt that will be retried. */
   onAttemptFailed?(attempt: number, error: TransportError): void;
   /** Abort the whole connect (rejects with TransportError CLOSED). */
@@ -321,7 +331,12 @@ function attempt(
  * One handshake attempt with our client on a fresh socket. Within the attempt our client repeats
  * its flight on a doubling timer (RFC 6347 4.2.4), starting at a quarter of the attempt's budget.
  */
-async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; family: 4 | 6 }, timeoutMs: number): Promise<DtlsClient> {
+async function attemptOurs(
+  opts: DtlsConnectOptions,
+  target: { address: string; family: 4 | 6 },
+  timeoutMs: number,
+  outcome: { ticketAccepted: boolean },
+): Promise<DtlsClient> {
   const client = new DtlsClient({
     address: target.address,
     port: opts.port,
@@ -331,8 +346,18 @@ async function attemptOurs(opts: DtlsConnectOptions, target: { address: string; 
     retransmitInitialMs: Math.max(100, Math.floor(timeoutMs / 4)),
     maxMessageSize: opts.maxMessageSize ?? 16384,
     signal: opts.signal,
+    resumeFrom: opts.resumeFrom,
   });
-  await client.handshake();
+  try {
+    await client.handshake();
+  } finally {
+    outcome.ticketAccepted = client.ticketAccepted;
+  }
+  try {
+    opts.onResumption?.(client.resumption);
+  } catch {
+    // an observer's error does not undo a connection
+  }
   return client;
 }
 
@@ -403,13 +428,32 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<Connection>
   const lib = implementation === "node-dtls-client" ? await loadDtlsClient() : undefined;
   const target = await resolveAddress(opts.host, opts.family);
   let last: TransportError | undefined;
+  let resumeFrom = lib ? undefined : opts.resumeFrom;
   for (let i = 1; i <= attempts; i++) {
     if (opts.signal?.aborted) throw new TransportError("CLOSED", "DTLS connect aborted");
     const started = Date.now();
+    const outcome = { ticketAccepted: false };
     try {
-      return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs(opts, target, timeoutMs);
+      return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs({ ...opts, resumeFrom }, target, timeoutMs, outcome);
     } catch (e) {
       last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
+      // A server that accepted our ticket, or answered and failed the handshake we offered it in, may
+      // hold other state than we do (undecryptable records are dropped silently, so that looks like
+      // a timeout): the next attempt is a full handshake, at once. Mere silence keeps the ticket (after
+      // a loss the server is the same one).
+      const answered = last.code !== "HANDSHAKE_TIMEOUT" && last.code !== "CONNECT_FAILED" && last.code !== "CLOSED";
+      if (resumeFrom && (outcome.ticketAccepted || answered)) {
+        resumeFrom = undefined;
+        try {
+          opts.onResumption?.(undefined);
+        } catch {
+          // observer errors do not change the outcome
+        }
+        if (!opts.signal?.aborted) {
+          i--;
+          continue;
+        }
+      }
       if (last.code === "AUTH_FAILED" || last.code === "CONFIG" || opts.signal?.aborted) throw last;
       if (i < attempts) {
         try {

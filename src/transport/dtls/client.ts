@@ -30,6 +30,7 @@ import { DtlsDecodeError, HandshakeReassembler, Reader, encodeHandshake, parseHa
 import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
 import { encodeRecord, parseDatagram } from "./record";
 import { ReplayWindow } from "./replay";
+import { parseNewSessionTicket, resumptionUnusable, sessionTicketExtension, type DtlsResumption } from "./resumption";
 
 /** Client preference: ECDHE_PSK with ChaCha20-Poly1305 (forward secrecy), then plain PSK for old peers. */
 export const DEFAULT_DTLS_CLIENT_SUITES: readonly DtlsCipherSuiteName[] = [
@@ -81,6 +82,12 @@ export interface DtlsClientOptions {
   signal?: AbortSignal;
   /** Local address to bind (default any of the family). */
   localAddress?: string;
+  /**
+   * A previous session's ticket (`client.resumption` of an earlier connection): offered for an
+   * abbreviated handshake (RFC 5077 3.4). Ignored when expired, of another identity or of a suite not
+   * offered; a server that refuses it gets a full handshake.
+   */
+  resumeFrom?: DtlsResumption;
 }
 
 /** Bounds on what a server can make us hold. */
@@ -90,7 +97,8 @@ const MAX_SERVER_FLIGHT_MESSAGES = 8;
 const MAX_QUEUED_MESSAGES = 64;
 const MAX_COOKIE_EXCHANGES = 2;
 
-type State = "hello" | "flight4" | "finished" | "connected" | "closed";
+/** "resumed": the server accepted our ticket; waiting for its [NewSessionTicket], ChangeCipherSpec, Finished. */
+type State = "hello" | "flight4" | "finished" | "resumed" | "connected" | "closed";
 
 /** A record of our current flight; encoded with a fresh sequence number on each (re)transmission. */
 interface FlightRecord {
@@ -114,6 +122,17 @@ export class DtlsClient extends EventEmitter implements Connection {
   extendedMasterSecret = false;
   /** Server ECDH group (ECDHE_PSK), for status and tests. */
   group: number | undefined;
+  /** True once an abbreviated handshake (session resumed from `resumeFrom`) completed. */
+  resumed = false;
+  /** The server echoed our session_id: it took the ticket (the handshake may still fail). */
+  ticketAccepted = false;
+  /**
+   * After the handshake: the ticket to resume this session with next time (a new one, or the one we
+   * resumed with when the server issued none); undefined when the server issues no tickets.
+   */
+  resumption: DtlsResumption | undefined;
+  /** Handshake message types in transcript order once connected (tests: a resumption has no key exchange). */
+  handshakeTypes: number[] = [];
 
   /** Created by handshake(), so an instance that never dials holds no socket. */
   private socket: dgram.Socket | undefined;
@@ -139,6 +158,14 @@ export class DtlsClient extends EventEmitter implements Connection {
   private lastSent = 0;
   private readonly queue: Buffer[] = [];
   private settle: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  /** The ticket offered in this handshake, and the fresh session_id that signals it (RFC 5077 3.4). */
+  private offer: { from: DtlsResumption; sessionId: Buffer } | undefined;
+  /** The ServerHello carried SessionTicket: a NewSessionTicket precedes the server's ChangeCipherSpec (RFC 5077 3.3). */
+  private ticketPromised = false;
+  private newTicket: { ticket: Buffer; lifetimeHintS: number; receivedAt: number } | undefined;
+  /** Abbreviated handshake: our last flight, repeated when the server repeats its Finished (RFC 6347 4.2.4). */
+  private finalFlight: FlightRecord[] | undefined;
+  private lastFinalResend = 0;
   private readonly onAbort = (): void => this.fail(new TransportError("CLOSED", "DTLS connect aborted"), undefined);
   /** Statistics for tests and status. */
   readonly stats = { retransmissions: 0, dropped: 0, replayed: 0 };
@@ -152,6 +179,17 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.suites = (opts.suites ?? DEFAULT_DTLS_CLIENT_SUITES).map((n) => CIPHER_SUITES[n]).filter((s) => s !== undefined);
     if (this.suites.length === 0) throw new TransportError("CONFIG", "DTLS client: no cipher suite to offer");
     this.retransmitMs = opts.retransmitInitialMs ?? 1000;
+    const from = opts.resumeFrom;
+    if (
+      from &&
+      !resumptionUnusable(
+        from,
+        opts.psk.identity,
+        this.suites.map((s) => s.name),
+      )
+    ) {
+      this.offer = { from, sessionId: randomBytes(32) };
+    }
     this.on("newListener", (event: string | symbol) => {
       if (event === "message") setImmediate(() => this.flushQueue());
     });
@@ -220,11 +258,15 @@ export class DtlsClient extends EventEmitter implements Connection {
       ext.push(u16(ExtensionType.SupportedGroups), u16(2 + 2 * groups.length), u16(2 * groups.length), ...groups.map(u16));
       ext.push(u16(ExtensionType.EcPointFormats), u16(2), Buffer.from([1, POINT_FORMAT_UNCOMPRESSED]));
     }
+    // Always offered: empty asks for a ticket, else the ticket to resume with.
+    ext.push(sessionTicketExtension(this.offer?.from.ticket));
     const extBytes = Buffer.concat(ext);
+    const sessionId = this.offer?.sessionId ?? Buffer.alloc(0);
     const body = Buffer.concat([
       u16(DTLS_1_2),
       this.clientRandom,
-      Buffer.from([0]), // no session to resume
+      Buffer.from([sessionId.length]),
+      sessionId,
       Buffer.from([this.cookie.length]),
       this.cookie,
       u16(2 * suiteIds.length),
@@ -376,7 +418,16 @@ export class DtlsClient extends EventEmitter implements Connection {
   }
 
   private handleHandshakeRecord(epoch: number, plaintext: Buffer): void {
-    if (this.state === "connected") return; // a late copy of the server's Finished; renegotiation is not offered
+    if (this.state === "connected") {
+      // A late copy of the server's flight; renegotiation is not offered. After an abbreviated
+      // handshake we sent the last flight: an authenticated repeat of the server's means ours was lost.
+      if (epoch === 1 && this.finalFlight && Date.now() - this.lastFinalResend > this.retransmitMs / 4) {
+        this.lastFinalResend = Date.now();
+        this.stats.retransmissions++;
+        this.sendRecords(this.finalFlight);
+      }
+      return;
+    }
     for (const f of parseHandshakeFragments(plaintext)) {
       if (epoch === 0 && f.msgType === HandshakeType.Finished) throw new DtlsDecodeError("Finished in epoch 0");
       const fed = this.reassembler.feed(f);
@@ -394,6 +445,26 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   private handleMessage(m: CompleteMessage, epoch: number): void {
     if (this.state === "hello" && m.msgType === HandshakeType.HelloVerifyRequest) return this.onHelloVerifyRequest(m);
+    if (this.state === "hello" && epoch === 0 && m.msgType === HandshakeType.ServerHello && this.offer) {
+      if (parseServerHello(m.body).sessionId.equals(this.offer.sessionId)) return this.onResumedServerHello(m);
+      this.offer = undefined; // ticket refused: full handshake, the old ticket is dropped
+    }
+    if (this.state === "resumed") {
+      if (epoch === 0 && m.msgType === HandshakeType.NewSessionTicket && this.ticketPromised && !this.newTicket) {
+        return this.onNewSessionTicket(m);
+      }
+      if (epoch === 1 && m.msgType === HandshakeType.Finished && (!this.ticketPromised || this.newTicket)) return this.onServerFinished(m);
+      return this.unexpected(m);
+    }
+    if (
+      this.state === "finished" &&
+      epoch === 0 &&
+      m.msgType === HandshakeType.NewSessionTicket &&
+      this.ticketPromised &&
+      !this.newTicket
+    ) {
+      return this.onNewSessionTicket(m);
+    }
     if ((this.state === "hello" || this.state === "flight4") && epoch === 0) {
       if (this.state === "hello" && m.msgType !== HandshakeType.ServerHello) return this.unexpected(m);
       this.state = "flight4";
@@ -402,7 +473,9 @@ export class DtlsClient extends EventEmitter implements Connection {
       if (m.msgType === HandshakeType.ServerHelloDone) this.onServerHelloDone();
       return;
     }
-    if (this.state === "finished" && epoch === 1 && m.msgType === HandshakeType.Finished) return this.onServerFinished(m);
+    if (this.state === "finished" && epoch === 1 && m.msgType === HandshakeType.Finished && (!this.ticketPromised || this.newTicket)) {
+      return this.onServerFinished(m);
+    }
     this.unexpected(m);
   }
 
@@ -440,11 +513,9 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.suite = suite;
     this.serverRandom = sh.random;
     this.extendedMasterSecret = sh.extensions.has(ExtensionType.ExtendedMasterSecret);
-    for (const t of sh.extensions.keys()) {
-      if (![ExtensionType.ExtendedMasterSecret, ExtensionType.RenegotiationInfo, ExtensionType.EcPointFormats].includes(t as 0x17)) {
-        return this.fail(this.handshakeError(`server sent extension ${t} that was not offered`), AlertDescription.UnsupportedExtension);
-      }
-    }
+    const extensionError = unofferedExtension(sh);
+    if (extensionError) return this.fail(this.handshakeError(extensionError), AlertDescription.UnsupportedExtension);
+    this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
     const middle = msgs.slice(1, -1);
     const ske = middle.find((m) => m.msgType === HandshakeType.ServerKeyExchange);
     const other = middle.find((m) => m.msgType !== HandshakeType.ServerKeyExchange);
@@ -497,15 +568,81 @@ export class DtlsClient extends EventEmitter implements Connection {
     ]);
   }
 
+  /** The server echoed our session_id: it accepted the ticket (RFC 5077 3.4; RFC 5246 7.3 Figure 2). */
+  private onResumedServerHello(m: CompleteMessage): void {
+    const from = this.offer!.from;
+    const sh = parseServerHello(m.body);
+    const suite = this.suites.find((s) => s.id === sh.suite);
+    if (sh.version !== DTLS_1_2)
+      return this.fail(this.handshakeError(`server version 0x${sh.version.toString(16)}`), AlertDescription.ProtocolVersion);
+    if (!suite || suite.name !== from.suite)
+      return this.fail(
+        this.handshakeError(`server resumed with suite 0x${sh.suite.toString(16)}, not the session's ${from.suite}`),
+        AlertDescription.IllegalParameter,
+      );
+    if (sh.compression !== 0) return this.fail(this.handshakeError("server chose compression"), AlertDescription.IllegalParameter);
+    const extensionError = unofferedExtension(sh);
+    if (extensionError) return this.fail(this.handshakeError(extensionError), AlertDescription.UnsupportedExtension);
+    // RFC 7627 5.3: the resumed session must agree with the original on extended master secret.
+    if (sh.extensions.has(ExtensionType.ExtendedMasterSecret) !== from.extendedMasterSecret)
+      return this.fail(
+        this.handshakeError("server resumed a session with a different extended_master_secret state"),
+        AlertDescription.HandshakeFailure,
+      );
+    this.ticketAccepted = true;
+    this.suite = suite;
+    this.serverRandom = sh.random;
+    this.extendedMasterSecret = from.extendedMasterSecret;
+    this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
+    this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    const master = Buffer.alloc(48);
+    from.masterSecret.copy(master);
+    this.master = master;
+    const keys = aeadKeyBlock(master, this.clientRandom, sh.random, suite.keyLength, suite.fixedIvLength);
+    this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
+    this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
+    this.cipher = `DTLSv1.2 ${suite.name}`;
+    // The ClientHello timer keeps running: a repeat makes the server repeat a flight we lost part of.
+    this.state = "resumed";
+  }
+
+  private onNewSessionTicket(m: CompleteMessage): void {
+    const t = parseNewSessionTicket(m.body);
+    this.newTicket = { ...t, receivedAt: Date.now() };
+    this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+  }
+
   private onServerFinished(m: CompleteMessage): void {
     const expected = finishedVerifyData(this.master!, "server finished", sha256(this.transcript));
     if (m.body.length !== expected.length || !timingSafeEqual(m.body, expected)) {
       this.fail(
-        this.handshakeError(`server Finished did not verify (wrong PSK for identity ${JSON.stringify(this.opts.psk.identity)}?)`),
+        this.handshakeError(
+          this.state === "resumed"
+            ? "server Finished of the resumed session did not verify"
+            : `server Finished did not verify (wrong PSK for identity ${JSON.stringify(this.opts.psk.identity)}?)`,
+        ),
         AlertDescription.DecryptError,
       );
       return;
     }
+    if (this.state === "resumed") {
+      this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+      const finished = encodeHandshake(
+        HandshakeType.Finished,
+        this.clientMessageSeq++,
+        finishedVerifyData(this.master!, "client finished", sha256(this.transcript)),
+      );
+      this.transcript.push(finished);
+      this.finalFlight = [
+        { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
+        { type: ContentType.Handshake, epoch: 1, body: finished },
+      ];
+      this.lastFinalResend = Date.now();
+      this.sendRecords(this.finalFlight);
+      this.resumed = true;
+    }
+    this.resumption = this.sessionToKeep();
+    this.handshakeTypes = this.transcript.map((b) => b[0]);
     this.master?.fill(0);
     this.master = undefined;
     this.transcript = [];
@@ -516,6 +653,30 @@ export class DtlsClient extends EventEmitter implements Connection {
     const s = this.settle;
     this.settle = undefined;
     s?.resolve();
+  }
+
+  /** What `resumption` holds after the handshake (RFC 5077 3.3: an empty ticket withdraws the offer). */
+  private sessionToKeep(): DtlsResumption | undefined {
+    if (this.newTicket) {
+      if (this.newTicket.ticket.length === 0) return undefined;
+      const masterSecret = Buffer.alloc(48);
+      this.master!.copy(masterSecret);
+      return {
+        ticket: this.newTicket.ticket,
+        masterSecret,
+        suite: this.suite!.name,
+        extendedMasterSecret: this.extendedMasterSecret,
+        pskIdentity: this.opts.psk.identity,
+        receivedAt: this.newTicket.receivedAt,
+        lifetimeHintS: this.newTicket.lifetimeHintS,
+      };
+    }
+    // Resumed without a new ticket: the one we used stays valid (RFC 5077 3.4).
+    return this.state === "resumed" ? this.offer?.from : undefined;
+  }
+
+  private sendRecords(records: FlightRecord[]): void {
+    this.sendDatagram(Buffer.concat(records.map((r) => this.encodeRecordOut(r.type, r.epoch, r.body))));
   }
 
   private handshakeError(message: string): TransportError {
@@ -544,6 +705,7 @@ export class DtlsClient extends EventEmitter implements Connection {
   // ----------------------------------------------------------------------------- connection
 
   private deliver(data: Buffer): void {
+    this.finalFlight = undefined; // the server is past its Finished: ours arrived
     if (this.listenerCount("message") === 0) {
       if (this.queue.length < MAX_QUEUED_MESSAGES) this.queue.push(data);
       else this.stats.dropped++;
@@ -632,6 +794,20 @@ export async function dtlsClientConnect(opts: DtlsClientOptions): Promise<DtlsCl
 }
 
 // ----------------------------------------------------------------------------- parsers
+
+/** An error text when the ServerHello carries an extension we did not offer, or one with bad content. */
+function unofferedExtension(sh: ServerHello): string | undefined {
+  for (const [t, data] of sh.extensions) {
+    if (t === ExtensionType.SessionTicket) {
+      if (data.length !== 0) return "server sent a SessionTicket extension with data";
+      continue;
+    }
+    if (![ExtensionType.ExtendedMasterSecret, ExtensionType.RenegotiationInfo, ExtensionType.EcPointFormats].includes(t as 0x17)) {
+      return `server sent extension ${t} that was not offered`;
+    }
+  }
+  return undefined;
+}
 
 interface ServerHello {
   version: number;

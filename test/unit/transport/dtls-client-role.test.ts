@@ -1,7 +1,8 @@
 // Our DTLS 1.2 client role (src/transport/dtls/client.ts) against our server and hand-made peers on
 // loopback: every suite, loss, fragmented server flights, retransmission timing, wrong key and
 // unknown identity as the dialer's diagnosis names them, alerts, and a seeded mutation fuzz of
-// recorded server flights fed to the client's datagram handler.
+// recorded server flights fed to the client's datagram handler, including openssl's flights of an
+// abbreviated (RFC 5077 ticket) handshake.
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import { once } from "node:events";
@@ -9,10 +10,13 @@ import { explainDialFailure } from "../../../src/transport/auth-failure";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { DtlsServer, type DtlsServerOptions } from "../../../src/transport/dtls";
 import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../../src/transport/dtls/client";
-import { ContentType, type DtlsCipherSuiteName } from "../../../src/transport/dtls/constants";
+import { ContentType, HandshakeType, type DtlsCipherSuiteName } from "../../../src/transport/dtls/constants";
 import { encodeHandshake, parseHandshakeFragments } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
+import { parseNewSessionTicket, resumptionUnusable, type DtlsResumption } from "../../../src/transport/dtls/resumption";
+import { hasCommand, requireOrSkip } from "../../support/env";
 import { fuzzRuns, mutator } from "../../support/fuzz";
+import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers } from "../../interop/transport-peers";
 import { LossyRelay } from "../../support/lossy-relay";
 
 const ID = "home-1";
@@ -22,6 +26,7 @@ const KEY = Buffer.from("secretPSK-0123456789");
 async function proxy(
   target: number,
   down: (d: Buffer) => Buffer[] = (d) => [d],
+  up: (d: Buffer) => Buffer[] = (d) => [d],
 ): Promise<{ port: number; fromServer: Buffer[]; close(): void }> {
   const front = dgram.createSocket("udp4");
   const back = dgram.createSocket("udp4");
@@ -29,7 +34,7 @@ async function proxy(
   let client: dgram.RemoteInfo | undefined;
   front.on("message", (m, r) => {
     client = r;
-    back.send(m, target, "127.0.0.1");
+    for (const d of up(m)) back.send(d, target, "127.0.0.1");
   });
   back.on("message", (m) => {
     fromServer.push(m);
@@ -346,6 +351,215 @@ describe("transport/dtls client role", function () {
           inner.onDatagram(k === target ? mutate(f.datagrams[k]) : f.datagrams[k]);
           if (k === target && int(2) === 0) inner.onDatagram(mutate(f.datagrams[k]));
         }
+      } catch (e) {
+        assert.fail(`case ${i}: threw ${(e as Error).stack}`);
+      }
+      if (outcome === "other") assert.fail(`case ${i}: rejected with an internal error or a non-TransportError`);
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      c.close();
+    }
+    assert.ok((outcomes.get("pending") ?? 0) > 0 && (outcomes.get("HANDSHAKE_FAILED") ?? 0) > 0, JSON.stringify([...outcomes]));
+  });
+  it("offers a kept ticket with a fresh session_id; a server that does not take it gives a full handshake", async () => {
+    const { port } = await ourServer();
+    const hellos: Buffer[] = [];
+    const p = await proxy(port, undefined, (d) => {
+      if (d[0] === ContentType.Handshake && d[13] === HandshakeType.ClientHello) hellos.push(d);
+      return [d];
+    });
+    closers.push(() => p.close());
+    const unknown: DtlsResumption = {
+      ticket: Buffer.alloc(100, 1),
+      masterSecret: Buffer.alloc(48, 2),
+      suite: "TLS_PSK_WITH_AES_128_CCM_8",
+      extendedMasterSecret: true,
+      pskIdentity: ID,
+      receivedAt: Date.now(),
+      lifetimeHintS: 7200,
+    };
+    const c = await connect(p.port, { suites: ["TLS_PSK_WITH_AES_128_CCM_8"], resumeFrom: unknown });
+    assert.equal(c.resumed, false);
+    assert.equal(c.ticketAccepted, false);
+    assert.ok(c.handshakeTypes.includes(HandshakeType.ClientKeyExchange));
+    assert.equal(await echo(c, "full"), "echo:full");
+    // Both ClientHellos (before and after the cookie) carry a 32-byte session_id and the ticket (RFC 5077 3.4).
+    assert.equal(hellos.length, 2);
+    for (const h of hellos) {
+      assert.equal(h[59], 32, "session_id length");
+      assert.ok(
+        h.includes(Buffer.concat([Buffer.from([0x00, 0x23, 0x00, 100]), unknown.ticket])),
+        "SessionTicket extension with the ticket",
+      );
+    }
+    assert.ok(hellos[0].subarray(60, 92).equals(hellos[1].subarray(60, 92)), "one session_id for the handshake");
+  });
+
+  it("without a ticket the ClientHello asks for one: an empty SessionTicket extension and no session_id", async () => {
+    const { port } = await ourServer();
+    const hellos: Buffer[] = [];
+    const p = await proxy(port, undefined, (d) => {
+      if (d[0] === ContentType.Handshake && d[13] === HandshakeType.ClientHello) hellos.push(d);
+      return [d];
+    });
+    closers.push(() => p.close());
+    await connect(p.port, { suites: ["TLS_PSK_WITH_AES_128_CCM_8"] });
+    assert.equal(hellos[0][59], 0);
+    assert.ok(hellos[0].includes(Buffer.from([0x00, 0x23, 0x00, 0x00])));
+  });
+
+  it("a kept ticket is offered only while usable: same identity, offered suite, within its lifetime", () => {
+    const now = 1_000_000_000;
+    const r: DtlsResumption = {
+      ticket: Buffer.alloc(10, 1),
+      masterSecret: Buffer.alloc(48, 2),
+      suite: "TLS_PSK_WITH_AES_128_CCM_8",
+      extendedMasterSecret: true,
+      pskIdentity: ID,
+      receivedAt: now,
+      lifetimeHintS: 3600,
+    };
+    const offered: DtlsCipherSuiteName[] = ["TLS_PSK_WITH_AES_128_CCM_8"];
+    assert.equal(resumptionUnusable(r, ID, offered, now + 3599_000), undefined);
+    assert.match(resumptionUnusable(r, ID, offered, now + 3600_000)!, /expired/);
+    assert.match(resumptionUnusable(r, ID, offered, now - 1)!, /expired/, "a clock that went back does not extend a ticket");
+    assert.match(resumptionUnusable({ ...r, lifetimeHintS: 0 }, ID, offered, now + 24 * 3600_000)!, /expired/, "no hint: 24 h");
+    assert.match(resumptionUnusable(r, "home-2", offered, now)!, /another PSK identity/);
+    assert.match(resumptionUnusable(r, ID, ["TLS_PSK_WITH_AES_128_GCM_SHA256"], now)!, /not offered/);
+    assert.match(resumptionUnusable({ ...r, ticket: Buffer.alloc(0) }, ID, offered, now)!, /empty/);
+    // NewSessionTicket: lifetime u32 then ticket<0..2^16-1>, nothing after.
+    const nst = Buffer.from([0, 0, 0x1c, 0x20, 0, 3, 9, 8, 7]);
+    assert.deepEqual(parseNewSessionTicket(nst), { lifetimeHintS: 7200, ticket: Buffer.from([9, 8, 7]) });
+    assert.throws(() => parseNewSessionTicket(nst.subarray(0, 8)), /truncated/);
+    assert.throws(() => parseNewSessionTicket(Buffer.concat([nst, Buffer.from([0])])), /trailing/);
+  });
+
+  it("abbreviated handshake: when our last flight (ChangeCipherSpec, Finished) is lost, openssl's repeated flight gets it again", async function () {
+    requireOrSkip(this, "openssl", hasCommand("openssl"));
+    const sPort = await freePort();
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      "-4",
+      "-accept",
+      String(sPort),
+      "-nocert",
+      "-psk",
+      PSK_HEX,
+      "-psk_identity",
+      ID,
+      "-cipher",
+      "PSK-AES128-CCM8",
+      "-naccept",
+      "2",
+    ]);
+    closers.push(() => void stopAllPeers());
+    await peer.waitFor(/ACCEPT/);
+    const opts: DtlsClientOptions = {
+      address: "127.0.0.1",
+      port: sPort,
+      psk: { identity: ID, key: PSK_KEY },
+      suites: ["TLS_PSK_WITH_AES_128_CCM_8"],
+    };
+    const first = await dtlsClientConnect(opts);
+    first.close();
+    await peer.waitFor(/DONE/);
+    let dropped = 0;
+    // Drop our first datagram that starts with a ChangeCipherSpec record: the abbreviated handshake's last flight.
+    const p = await proxy(sPort, undefined, (d) => (d[0] === ContentType.ChangeCipherSpec && dropped++ === 0 ? [] : [d]));
+    closers.push(() => p.close());
+    const c = await connect(p.port, { ...opts, port: p.port, resumeFrom: first.resumption });
+    assert.equal(c.resumed, true);
+    for (let i = 0; i < 100 && c.stats.retransmissions === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(dropped, 2, "our final flight went out again");
+    c.send(Buffer.from("after-loss\n"));
+    await peer.waitFor(/after-loss/);
+    await peer.waitFor(/Reused session-id/);
+  });
+
+  it(`seeded mutation fuzz of resumed flights: ${fuzzRuns(20_000)} mutated openssl abbreviated-handshake flights never throw and never hit an internal error`, async function () {
+    this.timeout(300_000);
+    requireOrSkip(this, "openssl", hasCommand("openssl"));
+    // Our server issues no tickets yet: openssl s_server does. Record its flights of a resumed handshake.
+    const sPort = await freePort();
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      "-4",
+      "-accept",
+      String(sPort),
+      "-nocert",
+      "-psk",
+      PSK_HEX,
+      "-psk_identity",
+      ID,
+      "-cipher",
+      "PSK-AES128-CCM8",
+      "-naccept",
+      "2",
+    ]);
+    closers.push(() => void stopAllPeers());
+    await peer.waitFor(/ACCEPT/);
+    const opts: DtlsClientOptions = {
+      address: "127.0.0.1",
+      port: sPort,
+      psk: { identity: ID, key: PSK_KEY },
+      suites: ["TLS_PSK_WITH_AES_128_CCM_8"],
+    };
+    const first = await dtlsClientConnect(opts);
+    const ticket = first.resumption!;
+    first.close();
+    await peer.waitFor(/DONE/);
+    const p = await proxy(sPort);
+    closers.push(() => p.close());
+    const second = await dtlsClientConnect({ ...opts, port: p.port, resumeFrom: ticket });
+    assert.equal(second.resumed, true);
+    second.close();
+    const datagrams = p.fromServer.slice();
+    type Internals = {
+      onDatagram(m: Buffer): void;
+      sendClientHello(): void;
+      settle: { resolve(): void; reject(e: Error): void } | undefined;
+      clientRandom: Buffer;
+      offer: { sessionId: Buffer } | undefined;
+    };
+    const recorded = second as unknown as Internals;
+    // A fresh client with the recorded random and session_id sends the same ClientHello, so the
+    // recorded flights verify: unmutated, they complete the abbreviated handshake.
+    const fresh = (): { c: DtlsClient; inner: Internals } => {
+      const c = new DtlsClient({ ...opts, port: 9, resumeFrom: ticket });
+      const inner = c as unknown as Internals;
+      inner.clientRandom = recorded.clientRandom;
+      inner.offer!.sessionId = recorded.offer!.sessionId;
+      return { c, inner };
+    };
+    {
+      const { c, inner } = fresh();
+      let ok = false;
+      inner.settle = { resolve: () => (ok = true), reject: () => undefined };
+      inner.sendClientHello();
+      for (const d of datagrams) inner.onDatagram(d);
+      assert.ok(ok && c.resumed, "the unmutated recorded flight resumes");
+      c.close();
+    }
+    const { int, mutate } = mutator(0x7e5e);
+    const runs = fuzzRuns(20_000);
+    const outcomes = new Map<string, number>();
+    for (let i = 0; i < runs; i++) {
+      const { c, inner } = fresh();
+      let outcome = "pending";
+      inner.settle = {
+        resolve: () => (outcome = "connected"),
+        reject: (e) => (outcome = !(e instanceof TransportError) || /internal error/.test(e.message) ? "other" : e.code),
+      };
+      inner.sendClientHello();
+      const target = int(datagrams.length);
+      try {
+        for (let k = 0; k < datagrams.length && outcome === "pending"; k++) {
+          inner.onDatagram(k === target ? mutate(datagrams[k]) : datagrams[k]);
+          if (k === target && int(2) === 0) inner.onDatagram(mutate(datagrams[k]));
+        }
+        // A repeat of the server's flight after we connected (our last flight lost) must not break anything either.
+        if (outcome === "connected") inner.onDatagram(mutate(datagrams[datagrams.length - 1]));
       } catch (e) {
         assert.fail(`case ${i}: threw ${(e as Error).stack}`);
       }
