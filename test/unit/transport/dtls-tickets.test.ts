@@ -4,7 +4,8 @@
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
-import { DtlsServer, type HandshakeFailure } from "../../../src/transport/dtls";
+import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../../src/transport/dtls";
+import { dtlsClientConnect } from "../../../src/transport/dtls/client";
 import { encodeHandshake } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
 import { MAX_TICKET_LENGTH, TicketKeys, pskDigest, type TicketState } from "../../../src/transport/dtls/ticket";
@@ -141,4 +142,36 @@ describe("DtlsServer offered tickets it never issued", () => {
     assert.equal(server.stats.handshakesResumed, 0);
     assert.deepEqual(internal, []);
   });
+});
+
+describe("our DTLS client and our DTLS server: resumption end to end", () => {
+  for (const suite of ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "TLS_PSK_WITH_AES_128_CCM_8"] as const) {
+    it(`${suite}: the ticket from the first handshake resumes the second, both sides say so, data flows`, async () => {
+      const key = Buffer.from("our-own-pair-key-0123456789");
+      const server = new DtlsServer({ pskLookup: (id) => (id === "home-1" ? key : undefined) });
+      server.on("connection", (c: DtlsServerConnection) =>
+        c.on("message", (m: Buffer) => c.send(Buffer.concat([Buffer.from("echo:"), m]))),
+      );
+      const { port } = await server.listen(0, "127.0.0.1");
+      try {
+        const opts = { address: "127.0.0.1", port, psk: { identity: "home-1", key }, suites: [suite] };
+        const first = await dtlsClientConnect(opts);
+        const ticket = first.resumption;
+        assert.ok(ticket, "no ticket after the first handshake");
+        assert.equal(first.resumed, false);
+        first.close();
+        const second = await dtlsClientConnect({ ...opts, resumeFrom: ticket });
+        assert.equal(second.resumed, true);
+        const echoed = new Promise<string>((r) => second.once("message", (m: Buffer) => r(m.toString())));
+        second.send(Buffer.from("after resumption"));
+        assert.equal(await echoed, "echo:after resumption");
+        // The server counts the resumption once the client's Finished arrived (before the data).
+        assert.equal(server.stats.handshakesResumed, 1);
+        assert.equal(server.stats.handshakesCompleted, 2);
+        second.close();
+      } finally {
+        await server.close();
+      }
+    });
+  }
 });
