@@ -148,6 +148,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   private read: AeadState | undefined;
   private readonly replay = new ReplayWindow();
   private reassembler = new HandshakeReassembler(0, REASSEMBLY_LIMITS);
+  /** message_seq -> epoch of the record it arrived in, for messages the reassembler holds (at most maxAhead + 1). */
+  private readonly messageEpochs = new Map<number, number>();
   private transcript: Buffer[] = [];
   private serverFlight: CompleteMessage[] = [];
   private master: Buffer | undefined;
@@ -436,8 +438,13 @@ export class DtlsClient extends EventEmitter implements Connection {
         if (this.state === "finished" && Date.now() - this.lastSent > this.retransmitMs / 4) this.transmitFlight();
         continue;
       }
+      // A message keeps the epoch it came in: an epoch-1 Finished that arrived before the epoch-0
+      // NewSessionTicket ahead of it is taken while that ticket's record is being read.
+      if (fed === "accepted") this.messageEpochs.set(f.messageSeq, epoch);
       for (let m = this.reassembler.take(); m; m = this.reassembler.take()) {
-        this.handleMessage(m, epoch);
+        const messageEpoch = this.messageEpochs.get(m.messageSeq) ?? epoch;
+        this.messageEpochs.delete(m.messageSeq);
+        this.handleMessage(m, messageEpoch);
         if (this.done()) return;
       }
     }
@@ -493,6 +500,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.cookie = Buffer.from(b.subarray(3));
     // The server's next message follows the HelloVerifyRequest's sequence number.
     this.reassembler = new HandshakeReassembler(m.messageSeq + 1, REASSEMBLY_LIMITS);
+    this.messageEpochs.clear();
     this.sendClientHello();
   }
 
