@@ -3,6 +3,7 @@
 import type { Node, NodeAPI } from "node-red";
 import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
 import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT } from "../../src/dots/auth-events";
+import { LISTENER_IDENTITY_CONFLICT_EVENT } from "../../src/dots/home-names";
 import { DEFAULTS } from "../../src/dots/defaults";
 import { CallHomeListener } from "../../src/dots/isp-engine";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
@@ -92,6 +93,7 @@ export const ISP_KIND: HubKind<CallHomeListener> = {
     LISTENER_AUTH_FAILURE_EVENT,
     LISTENER_DROP_EVENT,
     LISTENER_DROP_END_EVENT,
+    LISTENER_IDENTITY_CONFLICT_EVENT,
     "cuid-changed",
     "error",
   ],

@@ -274,6 +274,7 @@ export class LiveView {
     });
     engine.on("auth-failure", (f) => this.error(who(), `${f.reason}: ${f.message}`));
     engine.on("drop", (d) => this.error(who(), `${d.remoteAddress} banned until ${d.until}: ${d.message}`));
+    engine.on("identity-conflict", (c) => this.error(who(), `identity conflict: ${c.message}`));
   }
 
   private watchHome(engine: CallHomeDialer, who: () => Owner): void {

@@ -145,6 +145,10 @@ listen options:
   drop: a source address is banned after --drop-after failures (remoteAddress, failures,
   windowSeconds, banSeconds, since and until as ISO 8601, lastReason, identity, home, message);
   its handshakes are ignored until then. drop-end: the ban is over (remoteAddress, since, until).
+  identity-conflict: a session was refused because its home name belongs to another credential
+  (a PSK identity, or certificates with that CN): home, refused {sessionId, credential, identity},
+  owner {credential, source configuration|state|session, since, sessionId, file}, repeats, message.
+  The first credential keeps the name (stored under --state-dir: delete its file to release it).
   resynced: after every session-up (restart, reconnect, failover or redirect to this process)
   the listener asks the home for every mitigation of its cuid (GET /mitigate) and prints
   {"event":"resynced","sessionId","home","mitigations":[{cuid,mid,status,lifetime,scope}],

@@ -43,6 +43,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("cuid-changed", (d: unknown) => emit("cuid-changed", d as Record<string, unknown>));
   listener.on("auth-failure", (d: unknown) => emit("auth-failure", d as Record<string, unknown>));
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
+  listener.on("identity-conflict", (d) => emit("identity-conflict", { ...d }));
   listener.on("resynced", (r) => emit("resynced", { ...r }));
   listener.on("error", (e: Error) => {
     const file = (e as { file?: unknown }).file;

@@ -260,6 +260,9 @@ export class MqttCarrier {
       if (typeof session.id === "string") this.homeOfSession.set(session.id, home);
       if (event === "session-up") this.sessionUp(home);
       else this.sessionDown(home);
+    } else if (event === "identity-conflict" && typeof fields.home === "string") {
+      // The refused session's name: readers of that home see who was turned away and why.
+      home = fields.home;
     } else if (typeof fields.sessionId === "string") {
       home = this.homeOfSession.get(fields.sessionId);
     } else if (event === "response" && fields.outcome && typeof (fields.outcome as Fields).sessionId === "string") {

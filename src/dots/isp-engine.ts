@@ -34,6 +34,13 @@ import { MidAllocator, cuidForSession, sessionIdForPeer } from "./ids";
 import { MidLedger, StateFileError } from "./isp-mid-ledger";
 import { validateMitigationRequest } from "./validation";
 import {
+  credentialOf,
+  describeCredential,
+  HomeNameRegistry,
+  LISTENER_IDENTITY_CONFLICT_EVENT,
+  type IdentityConflictEvent,
+} from "./home-names";
+import {
   DEFAULT_TUNING,
   HomeState,
   IspRequestError,
@@ -79,6 +86,8 @@ export interface IspExtraEvents {
   "auth-failure": [AuthFailureEvent];
   drop: [DropBanEvent];
   "drop-end": [DropEndInfo];
+  /** A session was refused: its home name belongs to another credential (a PSK identity or certificates). */
+  "identity-conflict": [IdentityConflictEvent];
   config: [{ sessionId: string; config: DotsJson }];
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
   /** After every session-up: what the home still holds for us (RFC 9132 GET /mitigate). */
@@ -104,6 +113,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   /** Durable mid marks per home (ListenerOptions.stateDir); undefined: memory only. */
   private ledger: MidLedger | undefined;
   private readonly pskByIdentity = new Map<string, { key: Buffer; home?: string }>();
+  /** Which credential owns which home name (durable with stateDir). */
+  private readonly names: HomeNameRegistry;
+  /** Last identity-conflict event per refused (session id, name), and the refusals since. */
+  private readonly conflictsReported = new Map<string, { at: number; repeats: number }>();
   /** Session ids and home names seen since start (bounded), to tell "down" from "unknown". */
   private readonly seen = new Set<string>();
   private stopped = false;
@@ -133,6 +146,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       if (this.pskByIdentity.has(p.identity)) throw new TypeError(`PSK identity "${p.identity}" configured twice`);
       this.pskByIdentity.set(p.identity, { key: Buffer.from(p.key), home: p.home });
     }
+    this.names = new HomeNameRegistry(options.psk ?? [], options.stateDir, (e: StateFileError) => this.emit("error", e));
   }
 
   /** The bound port (useful with port 0). */
@@ -146,6 +160,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (this.options.stateDir !== undefined && !this.ledger) {
       const ledger = new MidLedger(this.options.stateDir, (e: StateFileError) => this.emit("error", e));
       if (await ledger.open()) this.ledger = ledger;
+      this.names.open();
     }
     const t = this.makeTransport();
     t.on("connection", (conn: Connection) => this.accept(conn));
@@ -333,6 +348,11 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         return;
       }
       const id = sessionIdForPeer(conn.peer);
+      const home = this.homeName(conn);
+      if (!this.claimName(conn, id, home)) {
+        conn.close();
+        return;
+      }
       const old = this.live.get(id);
       if (old) old.close("replaced by a new connection from the same identity");
       if (this.live.size >= this.tuning.maxSessions) {
@@ -340,7 +360,6 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         conn.close();
         return;
       }
-      const home = this.homeName(conn);
       if (this.seen.size > 100_000) this.seen.clear();
       this.seen.add(id);
       this.seen.add(home);
@@ -415,6 +434,59 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         // already closed
       }
     }
+  }
+
+  /**
+   * One home name, one credential: false (with an identity-conflict event) when the name is owned
+   * by another credential, or is in use by a live session of another key (two certificates with
+   * one common name). The first session keeps the name; commands for it reach that session only.
+   */
+  private claimName(conn: Connection, id: string, home: string): boolean {
+    const credential = credentialOf(conn.peer);
+    const presented = conn.peer.method === "psk" ? (conn.peer.pskIdentity ?? "") : (conn.peer.subject ?? "");
+    let owner: IdentityConflictEvent["owner"] | undefined;
+    const claim = this.names.claim(home, credential);
+    if (!claim.ok) owner = claim.owner;
+    else {
+      for (const s of this.live.values()) {
+        if (s.id === id || s.info.home !== home || !s.isUp) continue;
+        owner = {
+          credential: s.info.peer.method === "psk" ? `psk:${s.info.peer.identity}` : "certificate",
+          source: "session",
+          since: new Date(s.info.since).toISOString(),
+          sessionId: s.id,
+          remoteAddress: s.info.remoteAddress,
+        };
+        break;
+      }
+    }
+    if (!owner) return true;
+    const key = `${id} ${home}`;
+    const now = Date.now();
+    const last = this.conflictsReported.get(key);
+    if (last && now - last.at < 60_000) {
+      last.repeats++;
+      return false;
+    }
+    if (this.conflictsReported.size > 10_000) this.conflictsReported.clear();
+    this.conflictsReported.set(key, { at: now, repeats: 0 });
+    const ownerText =
+      owner.source === "session"
+        ? `the live session ${owner.sessionId} from ${owner.remoteAddress} (${describeCredential(owner.credential)})`
+        : owner.source === "configuration"
+          ? `${describeCredential(owner.credential)} (configured)`
+          : `${describeCredential(owner.credential)} since ${owner.since ?? "an earlier run"} (${owner.file}; delete that file to release the name)`;
+    this.emit(LISTENER_IDENTITY_CONFLICT_EVENT, {
+      home,
+      transport: conn.transport,
+      remoteAddress: conn.remoteAddress,
+      remotePort: conn.remotePort,
+      refused: { sessionId: id, credential, identity: presented },
+      owner,
+      repeats: last?.repeats ?? 0,
+      message: `refused ${describeCredential(credential, conn.peer.subject)} from ${conn.remoteAddress}: home name ${JSON.stringify(home)} belongs to ${ownerText}`,
+    });
+    return false;
   }
 
   /** R24/R25 before sending: the shared validation with the home's prefixes. */
