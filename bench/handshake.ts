@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { DtlsServer, type DtlsCipherSuiteName } from "../src/transport/dtls";
 import { dtlsClientConnect } from "../src/transport/dtls/client";
+import type { DtlsResumption } from "../src/transport/dtls/resumption";
 import {
   DEFAULT_IDLE_MS,
   haveLibcoap,
@@ -72,7 +73,10 @@ async function clientHandshakes(port: number, n: number, parallel: number): Prom
 }
 
 /** Child mode 2: the same with our DTLS client (the home's default) offering one suite. */
-async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName): Promise<void> {
+async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName, resume: boolean): Promise<void> {
+  // With `resume`, every handshake after the first offers the first one's ticket (RFC 5077; a
+  // ticket may be offered again until it expires, as homes reconnecting after a listener restart do).
+  let ticket: DtlsResumption | undefined;
   const one = async (): Promise<boolean> => {
     try {
       const c = await dtlsClientConnect({
@@ -81,9 +85,12 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
         psk: { identity: IDENTITY, key: Buffer.from(KEY) },
         suites: [suite],
         handshakeTimeoutMs: 3000,
+        ...(resume && ticket ? { resumeFrom: ticket } : {}),
       });
+      if (resume && !ticket) ticket = c.resumption;
+      const ok = !resume || c.resumed || ticket === c.resumption;
       c.close();
-      return true;
+      return ok;
     } catch {
       return false;
     }
@@ -131,7 +138,7 @@ async function main(): Promise<void> {
   const [mode, a, b, c] = process.argv.slice(2);
   if (mode === "--client-handshakes") return clientHandshakes(Number(a), Number(b), Number(c));
   if (mode === "--our-client-handshakes")
-    return ourClientHandshakes(Number(a), Number(b), Number(c), process.argv[6] as DtlsCipherSuiteName);
+    return ourClientHandshakes(Number(a), Number(b), Number(c), process.argv[6] as DtlsCipherSuiteName, process.argv[7] === "resume");
   const handshakes = Number(mode ?? 1000);
   const parallel = Number(a ?? 4);
   const idle = Number(b ?? 1000);
@@ -219,6 +226,37 @@ async function main(): Promise<void> {
     } finally {
       lib.proc.kill("SIGKILL");
     }
+  }
+
+  // Reconnect storm: the same homes come back after a listener restart, with and without tickets.
+  {
+    const suite: DtlsCipherSuiteName = "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256";
+    console.log(
+      `\nReconnect storm, our client and server (${suite}), ${handshakes} handshakes, ${parallel} in parallel: full vs resumed (RFC 5077 tickets)`,
+    );
+    const rows: Array<{ rate: number; cpu: number }> = [];
+    for (const mode of ["full", "resume"]) {
+      const srv = new DtlsServer({
+        pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined),
+        maxHandshaking: 5000,
+        maxHandshakingPerSource: 5000,
+        maxPeers: 20000,
+      });
+      srv.on("connection", () => undefined);
+      const p = (await srv.listen(0, "127.0.0.1")).port;
+      const c0 = process.cpuUsage();
+      const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite, mode]).line;
+      const used = process.cpuUsage(c0);
+      const resumed = srv.stats.handshakesResumed;
+      await srv.close();
+      rows.push({ rate: r.ok / r.seconds, cpu: (used.user + used.system) / (r.ok + 10) });
+      console.log(
+        `  ${mode === "full" ? "full handshakes " : "resumed (ticket)"}  ${rows[rows.length - 1].rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${rows[rows.length - 1].cpu.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}, resumed at the server ${resumed})`,
+      );
+    }
+    console.log(
+      `  ratio resumed / full: ${(rows[1].rate / rows[0].rate).toFixed(2)}x rate (goal >= 3x), server CPU per handshake ${(rows[1].cpu / rows[0].cpu).toFixed(2)}x`,
+    );
   }
 
   // Memory: each server in a fresh process, clients in another (our DTLS and TLS clients).
