@@ -122,6 +122,9 @@ listen options:
                            a command's "hold":S overrides, 0 answers UNHELD at once)
   --mqtt-heartbeats        publish heartbeat events on MQTT too (stdout always has them)
 
+  --max-handshakes-per-source N
+                           DTLS handshakes in progress from one address (IPv6: one /64) at once
+                           (default 16); raise it when many homes share a CGN address
   --max-tcp-per-address N  TCP connections accepted from one source address (default 256;
                            raise it when many homes share one address behind CGN)
 
@@ -276,7 +279,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "homePrefixes":{"home-1":["203.0.113.0/24"]},"cuidIdentity":"...",
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
            "requestRepeatMs":3000,"requestTimeoutMs":60000,
-           "maxTcpPerAddress":256,"stateDir":"/var/lib/dots-call-home",
+           "maxTcpPerAddress":256,"maxHandshakesPerSource":16,"stateDir":"/var/lib/dots-call-home",
            "mqtt":{"url":"mqtt://broker:1883","prefix":"dots","clientId":"isp-a",
                    "username":"isp","passwordFile":"mqtt.pw","ca":"ca.crt","hold":600}}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
@@ -336,6 +339,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "drop-after": "number",
   "drop-window-ms": "duration",
   "drop-ban-ms": "duration",
+  "max-handshakes-per-source": "number",
   "request-repeat-ms": "duration",
   "request-timeout-ms": "duration",
   "state-dir": "string",
@@ -586,6 +590,8 @@ export interface ListenConfig {
   cuidIdentity?: string;
   requestRepeatMs?: number;
   requestTimeoutMs?: number;
+  /** DTLS handshakes in progress per source (--max-handshakes-per-source). */
+  maxHandshakesPerSource?: number;
   /** --mqtt: the command/event contract over an MQTT broker as well (docs/mqtt.md). */
   mqtt?: MqttSettings;
   maxTcpPerAddress?: number;
@@ -793,6 +799,8 @@ export function parseListenArgs(
   const out: ListenConfig = { options };
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");
+  const perSource = f["max-handshakes-per-source"] ?? settings.maxHandshakesPerSource;
+  if (perSource !== undefined) out.maxHandshakesPerSource = num(perSource, "max-handshakes-per-source", ...LIMITS.maxHandshakesPerSource);
   const repeat = f["request-repeat-ms"] ?? settings.requestRepeatMs;
   if (repeat !== undefined) out.requestRepeatMs = ms(repeat, "request-repeat-ms", LIMITS.requestRepeatMs);
   const timeout = f["request-timeout-ms"] ?? settings.requestTimeoutMs;

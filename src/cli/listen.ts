@@ -32,6 +32,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   if (config.requestTimeoutMs !== undefined) tuning.requestTimeoutMs = config.requestTimeoutMs;
   if (config.cuidIdentity !== undefined) tuning.cuidIdentity = config.cuidIdentity;
   if (config.maxTcpPerAddress !== undefined) tuning.maxTcpPerAddress = config.maxTcpPerAddress;
+  if (config.maxHandshakesPerSource !== undefined) tuning.maxDtlsHandshakesPerSource = config.maxHandshakesPerSource;
   const listener = new CallHomeListener(config.options, tuning);
 
   listener.on("listening", (info) => emit("listening", info));

@@ -44,6 +44,7 @@ export const LIMITS = Object.freeze({
   dropAfterFailures: [1, 1_000_000],
   dropWindowMs: [1, 86_400_000],
   dropBanMs: [1, 86_400_000],
+  maxHandshakesPerSource: [1, 100_000],
   requestRepeatMs: [1, 600_000],
   requestTimeoutMs: [1, 3_600_000],
   consentTimeoutMs: [1, 86_400_000],

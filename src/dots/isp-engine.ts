@@ -74,6 +74,8 @@ export interface IspEngineTuning extends IspTuning {
   maxTcpPerAddress?: number;
   /** DTLS peers held at once (transport default 10000). */
   maxDtlsPeers?: number;
+  /** DTLS handshakes in progress per source address or IPv6 /64 (transport default DEFAULT_MAX_HANDSHAKING_PER_SOURCE, 16). */
+  maxDtlsHandshakesPerSource?: number;
 }
 
 /** The base (non-call-home) DOTS signal channel port, RFC 9132. */
@@ -205,7 +207,13 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       port: o.port,
       host: o.host ?? "::",
       dtls: o.transports.dtls
-        ? { pskLookup: lookup, ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}) }
+        ? {
+            pskLookup: lookup,
+            ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}),
+            ...(this.tuning.maxDtlsHandshakesPerSource !== undefined
+              ? { maxHandshakingPerSource: this.tuning.maxDtlsHandshakesPerSource }
+              : {}),
+          }
         : undefined,
       tls: o.transports.tls
         ? {

@@ -492,6 +492,14 @@ describe("cli/args", () => {
     );
     assert.throws(() => listen(...psk, "--mqtt", "mqtt://b", "--mqtt-hold", "86401"), /mqtt-hold/);
   });
+  it("listen --max-handshakes-per-source sets the per-source DTLS handshake cap; bad values are usage errors", () => {
+    const base = ["--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(listen(...base).maxHandshakesPerSource, undefined, "transport default (16) unless asked");
+    assert.equal(listen(...base, "--max-handshakes-per-source", "500").maxHandshakesPerSource, 500);
+    assert.throws(() => listen(...base, "--max-handshakes-per-source", "0"), CliUsageError);
+    assert.throws(() => listen(...base, "--max-handshakes-per-source", "2.5"), CliUsageError);
+    assert.throws(() => listen(...base, "--max-handshakes-per-source", "100001"), CliUsageError);
+  });
   it("listen --max-tcp-per-address raises the per-source TCP cap (homes behind one CGN address); bad values are usage errors", () => {
     const base = ["--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
     assert.equal(listen(...base).maxTcpPerAddress, undefined, "engine default (256) unless asked");

@@ -231,6 +231,11 @@ const FINISHED_MESSAGE_LENGTH = 24;
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
 const MAX_CLIENT_HELLO = 2048;
+/**
+ * Handshakes in progress per source (IPv4 address, IPv6 /64). Homes behind one CGN address share
+ * it; a handshake holds its slot for about two round trips.
+ */
+export const DEFAULT_MAX_HANDSHAKING_PER_SOURCE = 16;
 /** IPv6 sources share a handshake cap per /64: one subscriber's prefix (RFC 6177). */
 const SOURCE_IPV6_PREFIX_LENGTH = 64;
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
@@ -305,7 +310,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.hint = options.pskHint !== undefined ? Buffer.from(options.pskHint, "utf8") : undefined;
     this.maxPeers = options.maxPeers ?? 10000;
     this.maxHandshaking = options.maxHandshaking ?? 1000;
-    this.maxHandshakingPerSource = options.maxHandshakingPerSource ?? 16;
+    this.maxHandshakingPerSource = options.maxHandshakingPerSource ?? DEFAULT_MAX_HANDSHAKING_PER_SOURCE;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30000;
     this.pressureHandshakeTimeoutMs = Math.min(this.handshakeTimeoutMs, options.pressureHandshakeTimeoutMs ?? 5000);
     this.idleTimeoutMs = options.idleTimeoutMs ?? 600000;

@@ -9,6 +9,7 @@ import { dtlsClientConnect, type DtlsClient } from "../../../src/transport/dtls/
 import { encodeHandshake } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
 import { sourceGroup } from "../../../src/transport/drop-list";
+import { CallHomeListener } from "../../../src/dots/isp-engine";
 
 const PSK = Buffer.from("flood-test-psk-0123456789");
 const ID = "home-1";
@@ -150,6 +151,30 @@ describe("DtlsServer under a half-open handshake flood", function () {
     client.send(Buffer.from("ping"));
     const echoed = await new Promise<string>((r) => client.once("message", (m: Buffer) => r(m.toString())));
     assert.equal(echoed, "echo:ping");
+  });
+
+  it("the ISP listener passes its per-source setting down (listen --max-handshakes-per-source)", async () => {
+    for (const [perSource, expected] of [
+      [undefined, 16],
+      [40, 40],
+    ] as const) {
+      const listener = new CallHomeListener(
+        { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ identity: ID, key: PSK, home: ID }] },
+        perSource === undefined ? {} : { maxDtlsHandshakesPerSource: perSource },
+      );
+      listener.on("error", () => undefined);
+      await listener.start();
+      const port = listener.port!;
+      try {
+        await launch(port, 60, ["127.0.0.2"]);
+        await waitFor(() => flood.filter((h) => h.flight4).length === expected, 10_000);
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(flood.filter((h) => h.flight4).length, expected);
+      } finally {
+        for (const h of flood.splice(0)) h.close();
+        await listener.stop();
+      }
+    }
   });
 
   it("sources are counted per IPv4 address and per IPv6 /64", () => {
