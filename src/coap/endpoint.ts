@@ -2,9 +2,10 @@
 // serve). Over DTLS it speaks RFC 7252 (types, message IDs, retransmission, dedup); over TLS it
 // speaks RFC 8323 (CSM, Ping/Pong, Release, Abort). Observe (RFC 7641) and Block2 (RFC 7959) on top.
 import { EventEmitter } from "node:events";
-import { createHash, randomBytes, randomInt } from "node:crypto";
+import { createHash, randomInt } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Connection } from "../transport/connection";
+import { pooledRandomBytes } from "../transport/random-pool";
 import {
   Code,
   CONTENT_FORMAT_TEXT,
@@ -489,7 +490,7 @@ export class CoapEndpoint extends EventEmitter {
 
   private newToken(): Buffer {
     for (;;) {
-      const t = randomBytes(8);
+      const t = pooledRandomBytes(8);
       if (!this.pending.has(hexKey(t))) return t;
     }
   }
@@ -814,7 +815,7 @@ export class CoapEndpoint extends EventEmitter {
       const start = performance.now();
       const done = () => resolve(performance.now() - start);
       if (this.isTcp) {
-        const token = randomBytes(4);
+        const token = pooledRandomBytes(4);
         const key = hexKey(token);
         const timer = setTimeout(() => {
           this.tcpPings.delete(key);

@@ -13,7 +13,8 @@
 //   key pair exists only from the ClientHello to the ClientKeyExchange.
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
+import { pooledRandomBytes } from "../random-pool";
 import {
   AlertDescription,
   AlertLevel,
@@ -579,7 +580,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return;
     }
     const now = Date.now();
-    const serverRandom = randomBytes(32);
+    const serverRandom = pooledRandomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
     const ephemeral = suite.keyExchange === "ecdhe_psk" ? generateEphemeralKey(ecdheGroup!) : undefined;
     const slot = this.secrets.allocate();
@@ -711,7 +712,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   ): void {
     const { state, suite } = resumption;
     const now = Date.now();
-    const serverRandom = randomBytes(32);
+    const serverRandom = pooledRandomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
     const slot = this.secrets.allocate();
     const slab = this.secrets.buffer(slot);

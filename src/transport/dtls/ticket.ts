@@ -3,6 +3,7 @@
 // Ticket layout (RFC 5077 4 recommends key_name, IV, encrypted state, MAC; ours uses an AEAD):
 //   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { pooledRandomBytes } from "../random-pool";
 
 export interface TicketState {
   suiteId: number;
@@ -79,7 +80,7 @@ export class TicketKeys {
     at += identity.copy(plain, at);
     at += state.pskDigest.copy(plain, at);
     state.master.copy(plain, at);
-    const iv = randomBytes(IV_LENGTH);
+    const iv = pooledRandomBytes(IV_LENGTH);
     const cipher = createCipheriv("aes-256-gcm", this.current.key, iv, { authTagLength: TAG_LENGTH });
     cipher.setAAD(this.current.name);
     const sealed = Buffer.concat([this.current.name, iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
