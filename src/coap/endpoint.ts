@@ -73,6 +73,13 @@ export interface EndpointOptions {
   extraCriticalOptions?: number[];
   /** Limits on state (defaults in ENDPOINT_LIMITS). */
   limits?: Partial<EndpointLimits>;
+  /**
+   * Keep each answer to a NON request (other than GET) for NON_LIFETIME and send it again to a
+   * repeat (RFC 9132 resends NON requests until answered), so a repeated PUT is not applied twice.
+   * Default true. An endpoint that serves only idempotent resources (the ISP side's /hb) turns it
+   * off: answering a repeat afresh gives the same answer and nothing is held per heartbeat.
+   */
+  replayNonAnswers?: boolean;
 }
 
 export interface EndpointLimits {
@@ -388,6 +395,7 @@ export class CoapEndpoint extends EventEmitter {
   private readonly blockCache = new Map<string, BlockCacheEntry>();
   /** UDP: answers to recent NON requests, by request identity, for repeats with fresh message IDs. */
   private readonly nonAnswers = new Map<string, { expires: number; response: CoapMessage }>();
+  private readonly replayNonAnswers: boolean;
   private readonly rate: { perMs: number; burst: number; tokens: number; last: number };
 
   // TCP
@@ -413,6 +421,7 @@ export class CoapEndpoint extends EventEmitter {
       ? new Set([...KNOWN_CRITICAL, ...options.extraCriticalOptions])
       : KNOWN_CRITICAL;
     this.fixedLifetimes = { non: options.nonLifetimeMs, exchange: options.exchangeLifetimeMs };
+    this.replayNonAnswers = options.replayNonAnswers ?? true;
     this.nonLifetimeMs = 0;
     this.exchangeLifetimeMs = 0;
     this.computeLifetimes();
@@ -1064,7 +1073,7 @@ export class CoapEndpoint extends EventEmitter {
       if (confirmable && mid !== undefined) this.reply(mid, "ACK");
       return;
     }
-    if (!this.isTcp && msg.type === "NON") {
+    if (!this.isTcp && msg.type === "NON" && this.replayNonAnswers) {
       // A repeat (RFC 9132 NON requests are resent until answered) of one we answered: same answer.
       ip.nonKey = nonRequestKey(msg);
       const answered = this.nonAnswers.get(ip.nonKey);

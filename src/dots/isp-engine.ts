@@ -405,7 +405,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         cipher: conn.cipher,
         since: Date.now(),
       };
-      const coap = new CoapEndpoint(conn, { transmission: undefined });
+      // The ISP side serves only /hb (idempotent): no NON answers kept for replay.
+      const coap = new CoapEndpoint(conn, { transmission: undefined, replayNonAnswers: false });
       coap.on("protocol-error", (e: Error) => this.emit("error", new Error(`${id}: CoAP protocol error: ${e.message}`)));
       const endpoint = adaptEndpoint(coap);
       const session = new IspSession(endpoint, {

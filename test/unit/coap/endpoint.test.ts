@@ -649,6 +649,30 @@ describe("CoAP endpoint: server-side rules", function () {
     assert.deepEqual([res.code, res.payload.toString(), calls, relay.stats.droppedDown], [Code.Created, "answer 1", 1, 1]);
   });
 
+  it("without replayNonAnswers (the ISP's /hb-only endpoint) a repeated NON request is answered afresh and nothing is kept", async () => {
+    let relay!: UdpRelay;
+    const { client, server } = await pair("udp", { replayNonAnswers: false }, {}, async (port) => {
+      relay = await startLossyUdpRelay(port, (dir, _d, i) => dir === "down" && i === 1);
+      cleanups.push(() => relay.close());
+      return relay.port;
+    });
+    let calls = 0;
+    server.onRequest((req) => {
+      calls++;
+      req.respond({ code: Code.Changed, payload: Buffer.from(`answer ${calls}`) });
+    });
+    const res = await client.request({
+      method: "PUT",
+      path: ["hb"],
+      payload: Buffer.from("p"),
+      confirmable: false,
+      repeatMs: 60,
+      timeoutMs: 3000,
+    });
+    assert.deepEqual([res.code, res.payload.toString(), calls, relay.stats.droppedDown], [Code.Changed, "answer 2", 2, 1]);
+    assert.equal((server as unknown as { nonAnswers: Map<string, unknown> }).nonAnswers.size, 0, "no answer held for replay");
+  });
+
   it("turns a throwing handler into 5.00 with a diagnostic and a handler-error event", async () => {
     for (const kind of ["udp", "tcp"] as const) {
       const { client, server } = await pair(kind);
