@@ -316,8 +316,9 @@ async function parent(): Promise<void> {
   listener.on("heartbeat", (h: { direction: string }) => (h.direction === "in" ? hbIn++ : hbOut++));
   await listener.start();
   gc();
-  const rss0 = process.memoryUsage().rss;
-  const heap0 = process.memoryUsage().heapUsed;
+  const mem0 = process.memoryUsage();
+  const rss0 = mem0.rss;
+  const heap0 = mem0.heapUsed;
   const idleCpu0 = process.cpuUsage();
   const idleW0 = process.hrtime.bigint();
   await sleep(5000);
@@ -367,6 +368,12 @@ async function parent(): Promise<void> {
   await sleep(hb * 1000);
   gc();
   const memSteady = process.memoryUsage();
+  const perSessionKb = (b: number, b0: number): string => ((b - b0) / Math.max(1, live) / 1024).toFixed(1);
+  // Where the RSS goes: V8's heap (used, and committed pages), memory held by Buffers and
+  // node:crypto objects outside it, and the rest (malloc arenas of OpenSSL and the runtime).
+  console.log(
+    `  per session at steady state: RSS ${perSessionKb(memSteady.rss, mem0.rss)} KB = V8 heap committed ${perSessionKb(memSteady.heapTotal, mem0.heapTotal)} KB (used ${perSessionKb(memSteady.heapUsed, mem0.heapUsed)}) + external ${perSessionKb(memSteady.external, mem0.external)} KB (Buffers ${perSessionKb(memSteady.arrayBuffers, mem0.arrayBuffers)}) + other ${perSessionKb(memSteady.rss - memSteady.heapTotal - memSteady.external, mem0.rss - mem0.heapTotal - mem0.external)} KB`,
+  );
   const heapFile = arg("heap-snapshot", "");
   if (heapFile) console.log(`  heap snapshot with ${live} sessions: ${require("node:v8").writeHeapSnapshot(heapFile)}`);
   const kidCpu0 = kidStats.map((s) => s.cpuMs);
