@@ -86,6 +86,10 @@ export function diagnoseServerFailure(f: ServerFailureFacts): AuthDiagnosis | un
     if (d === "bad-finished") return withId("PSK_MISMATCH", f.identity);
     if (d === "unknown-identity") return withId("PSK_UNKNOWN_IDENTITY", f.identity ?? f.unknownIdentity);
     if (d === "no-shared-cipher") return withId("NO_SHARED_CIPHER");
+    if (d === "certificate-required") return withId("CERT_MISSING");
+    if (d === "certificate-untrusted") return withId("CERT_UNTRUSTED");
+    if (d === "certificate-expired") return withId("CERT_EXPIRED");
+    if (d === "certificate-not-yet-valid") return withId("CERT_NOT_YET_VALID");
     return undefined;
   }
   if (f.unknownIdentity !== undefined && f.identity === undefined) return withId("PSK_UNKNOWN_IDENTITY", f.unknownIdentity);

@@ -16,21 +16,20 @@ export interface DtlsConnectionOwner {
 const PSK_SERVER_LOCAL: LocalIdentity = Object.freeze({ method: "psk", pskIdentity: undefined });
 
 export class DtlsServerConnection extends EventEmitter implements Connection {
-  readonly peer: PeerIdentity;
   private isClosed = false;
 
   constructor(
     private readonly owner: DtlsConnectionOwner,
     private readonly session: object,
-    pskIdentity: string,
+    readonly peer: PeerIdentity,
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly localAddress: string,
     readonly localPort: number,
     readonly cipher: string,
+    private readonly localIdentity: LocalIdentity = PSK_SERVER_LOCAL,
   ) {
     super();
-    this.peer = { method: "psk", pskIdentity };
   }
 
   get transport(): "dtls" {
@@ -38,7 +37,7 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
   }
 
   get local(): LocalIdentity {
-    return PSK_SERVER_LOCAL;
+    return this.localIdentity;
   }
 
   get closed(): boolean {

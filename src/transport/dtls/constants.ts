@@ -9,8 +9,11 @@ export const HandshakeType = {
   HelloVerifyRequest: 3,
   /** RFC 5077 3.3 */
   NewSessionTicket: 4,
+  Certificate: 11,
   ServerKeyExchange: 12,
+  CertificateRequest: 13,
   ServerHelloDone: 14,
+  CertificateVerify: 15,
   ClientKeyExchange: 16,
   Finished: 20,
 } as const;
@@ -21,7 +24,13 @@ export const AlertDescription = {
   CloseNotify: 0,
   UnexpectedMessage: 10,
   HandshakeFailure: 40,
+  BadCertificate: 42,
+  UnsupportedCertificate: 43,
+  CertificateExpired: 45,
+  CertificateUnknown: 46,
   IllegalParameter: 47,
+  UnknownCa: 48,
+  AccessDenied: 49,
   DecodeError: 50,
   DecryptError: 51,
   ProtocolVersion: 70,
@@ -41,6 +50,8 @@ export const HANDSHAKE_HEADER_LENGTH = 12;
 
 export const ExtensionType = {
   SupportedGroups: 0x000a,
+  /** RFC 5246 7.4.1.4.1 */
+  SignatureAlgorithms: 0x000d,
   EcPointFormats: 0x000b,
   ExtendedMasterSecret: 0x0017,
   /** RFC 5077 3.2: empty = "I support tickets"; otherwise the ticket to resume from. */
@@ -56,7 +67,17 @@ export const POINT_FORMAT_UNCOMPRESSED = 0;
 /** RFC 5746 signalling cipher suite value: the client supports secure renegotiation. */
 export const EMPTY_RENEGOTIATION_INFO_SCSV = 0x00ff;
 
+/**
+ * The one signature scheme of our certificate suites (RFC 5246 7.4.1.4.1 SignatureAndHashAlgorithm
+ * {sha256(4), ecdsa(3)}; RFC 8422 5.1.3), with P-256 keys; and RFC 8422 5.5's ClientCertificateType
+ * ecdsa_sign (64).
+ */
+export const SIGNATURE_ECDSA_SECP256R1_SHA256 = 0x0403;
+export const CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN = 64;
+
 export type DtlsCipherSuiteName =
+  | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
   | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"
   | "TLS_PSK_WITH_AES_128_CCM_8"
   | "TLS_PSK_WITH_AES_128_GCM_SHA256"
@@ -65,8 +86,11 @@ export type DtlsCipherSuiteName =
 export interface CipherSuiteInfo {
   readonly name: DtlsCipherSuiteName;
   readonly id: number;
-  /** RFC 4279 plain PSK, or RFC 5489 ECDHE_PSK (ephemeral ECDH mixed with the PSK: forward secrecy). */
-  readonly keyExchange: "psk" | "ecdhe_psk";
+  /**
+   * RFC 4279 plain PSK, RFC 5489 ECDHE_PSK (ephemeral ECDH mixed with the PSK: forward secrecy), or
+   * RFC 8422 ECDHE_ECDSA (ephemeral ECDH signed with the server's certificate key; mutual certificates).
+   */
+  readonly keyExchange: "psk" | "ecdhe_psk" | "ecdhe_ecdsa";
   /** node:crypto algorithm name. */
   readonly algorithm: "aes-128-ccm" | "aes-128-gcm" | "chacha20-poly1305";
   readonly tagLength: 8 | 16;
@@ -82,6 +106,26 @@ export interface CipherSuiteInfo {
  * RFC 6655). ChaCha20-Poly1305: key 32 bytes, IV 12 bytes, no explicit nonce (RFC 7905).
  */
 export const CIPHER_SUITES: Readonly<Record<DtlsCipherSuiteName, CipherSuiteInfo>> = {
+  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: {
+    name: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    id: 0xcca9,
+    keyExchange: "ecdhe_ecdsa",
+    algorithm: "chacha20-poly1305",
+    tagLength: 16,
+    keyLength: 32,
+    fixedIvLength: 12,
+    explicitNonceLength: 0,
+  },
+  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: {
+    name: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    id: 0xc02b,
+    keyExchange: "ecdhe_ecdsa",
+    algorithm: "aes-128-gcm",
+    tagLength: 16,
+    keyLength: 16,
+    fixedIvLength: 4,
+    explicitNonceLength: 8,
+  },
   TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: {
     name: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
     id: 0xccac,

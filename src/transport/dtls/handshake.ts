@@ -93,6 +93,8 @@ export interface ClientHello {
   readonly ecPointFormats: Buffer | undefined;
   /** SessionTicket (RFC 5077 3.2): undefined = not offered, empty = supported, else the ticket to resume from. */
   readonly sessionTicket: Buffer | undefined;
+  /** signature_algorithms (RFC 5246 7.4.1.4.1) as u16 {hash, signature} pairs; undefined when absent. */
+  readonly signatureAlgorithms: number[] | undefined;
 }
 
 export function parseClientHello(body: Buffer): ClientHello {
@@ -114,6 +116,7 @@ export function parseClientHello(body: Buffer): ClientHello {
   let supportedGroups: number[] | undefined;
   let ecPointFormats: Buffer | undefined;
   let sessionTicket: Buffer | undefined;
+  let signatureAlgorithms: number[] | undefined;
   if (r.remaining > 0) {
     const extLength = r.u16();
     const ext = new Reader(r.bytes(extLength));
@@ -142,6 +145,8 @@ export function parseClientHello(body: Buffer): ClientHello {
         if (list.remaining !== 0 || ecPointFormats.length === 0) throw new DtlsDecodeError("bad ec_point_formats");
       } else if (type === ExtensionType.SessionTicket) {
         sessionTicket = data;
+      } else if (type === ExtensionType.SignatureAlgorithms) {
+        signatureAlgorithms = parseU16List(data, "signature_algorithms");
       }
     }
   }
@@ -160,7 +165,18 @@ export function parseClientHello(body: Buffer): ClientHello {
     supportedGroups,
     ecPointFormats,
     sessionTicket,
+    signatureAlgorithms,
   };
+}
+
+/** A non-empty vector<2..2^16-2> of u16 values, the whole of `data`. */
+export function parseU16List(data: Buffer, what: string): number[] {
+  const list = new Reader(data);
+  const bytes = list.bytes(list.u16());
+  if (list.remaining !== 0 || bytes.length === 0 || bytes.length % 2 !== 0) throw new DtlsDecodeError(`bad ${what}`);
+  const out: number[] = [];
+  for (let i = 0; i < bytes.length; i += 2) out.push(bytes.readUInt16BE(i));
+  return out;
 }
 
 export function buildHelloVerifyRequest(cookie: Buffer): Buffer {
@@ -329,4 +345,24 @@ function addRange(ranges: Array<[number, number]>, start: number, end: number): 
   }
   ranges.length = 0;
   ranges.push(...merged);
+}
+
+/**
+ * Splits an encoded handshake message (unfragmented header + body) into fragments whose bodies are
+ * at most `maxBody` bytes (RFC 6347 4.2.3), so a flight with certificates fits the path MTU.
+ */
+export function fragmentHandshake(message: Buffer, maxBody: number): Buffer[] {
+  const body = message.subarray(HANDSHAKE_HEADER_LENGTH);
+  if (body.length <= maxBody) return [message];
+  const out: Buffer[] = [];
+  for (let offset = 0; offset < body.length; offset += maxBody) {
+    const piece = body.subarray(offset, Math.min(body.length, offset + maxBody));
+    const f = Buffer.allocUnsafe(HANDSHAKE_HEADER_LENGTH + piece.length);
+    message.copy(f, 0, 0, 6); // type, total length, message_seq
+    f.writeUIntBE(offset, 6, 3);
+    f.writeUIntBE(piece.length, 9, 3);
+    piece.copy(f, HANDSHAKE_HEADER_LENGTH);
+    out.push(f);
+  }
+  return out;
 }

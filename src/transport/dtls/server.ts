@@ -25,6 +25,7 @@ import {
   HandshakeType,
   NamedGroup,
   POINT_FORMAT_UNCOMPRESSED,
+  SIGNATURE_ECDSA_SECP256R1_SHA256,
   keyBlockLength,
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
@@ -43,6 +44,7 @@ import {
   buildPskServerKeyExchange,
   buildServerHello,
   encodeHandshake,
+  fragmentHandshake,
   parseClientHello,
   parseHandshakeFragments,
   parseEcdhePskClientKeyExchange,
@@ -55,6 +57,25 @@ import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret
 import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
+import type { X509Certificate } from "node:crypto";
+import type { LocalIdentity } from "../connection";
+import { certificateLocalIdentity, certificatePeerIdentity, formatSubject } from "../identity";
+import {
+  buildCertificateRequest,
+  buildSignedServerKeyExchange,
+  checkPeerChain,
+  encodeCertificateMessage,
+  encodeEcdheParams,
+  loadCertificateCredentials,
+  loadTrustAnchors,
+  parseCertificateMessage,
+  parseCertificateVerify,
+  parseEcdhClientKeyExchange,
+  signParts,
+  verifyParts,
+  type CertificateCredentials,
+  type PemInput,
+} from "./certificate";
 import { TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
 
 export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
@@ -65,11 +86,30 @@ export const DEFAULT_DTLS_CIPHER_SUITES: readonly DtlsCipherSuiteName[] = Object
   "TLS_PSK_WITH_AES_128_CCM_8",
   "TLS_PSK_WITH_AES_128_GCM_SHA256",
 ] as const);
+/** With a certificate configured: the ECDHE_ECDSA suites after ECDHE_PSK, before plain PSK. */
+const CERTIFICATE_SUITES: readonly DtlsCipherSuiteName[] = [
+  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+];
 export const DEFAULT_DTLS_GROUPS: readonly DtlsNamedGroupName[] = Object.freeze(["x25519", "secp256r1"] as const);
 
+/** Certificate authentication (ECDHE_ECDSA suites, RFC 8422): our chain and key, and the CAs homes' certificates must chain to. */
+export interface DtlsServerCertificateOptions {
+  /** PEM chain, leaf first; the key must be EC P-256. */
+  cert: PemInput;
+  key: PemInput;
+  passphrase?: string;
+  /** Trusted CA certificate(s) for client certificates. */
+  ca?: PemInput | PemInput[];
+  /** Ask for and require a client certificate (default true: mutual authentication, RFC 9132 7.1). */
+  requireClientCert?: boolean;
+}
+
 export interface DtlsServerOptions {
-  /** identity -> key; undefined = unknown identity (alert 115). May be async. */
-  pskLookup(identity: string, remote: { address: string; port: number }): Buffer | undefined | Promise<Buffer | undefined>;
+  /** identity -> key; undefined = unknown identity (alert 115). May be async. Without it, no PSK suite is offered. */
+  pskLookup?(identity: string, remote: { address: string; port: number }): Buffer | undefined | Promise<Buffer | undefined>;
+  /** Serve certificate clients too (ECDHE_ECDSA suites). */
+  certificate?: DtlsServerCertificateOptions;
   pskHint?: string;
   /**
    * Server preference order; the first one the client also offers wins. Default
@@ -128,7 +168,16 @@ export type HandshakeFailureReason =
   | "peer-alert"
   | "lookup-error"
   | "illegal-parameter"
-  | "capacity";
+  | "capacity"
+  /** We asked for a client certificate and got none. */
+  | "certificate-required"
+  | "certificate-untrusted"
+  | "certificate-expired"
+  | "certificate-not-yet-valid"
+  /** Malformed, unsupported key, not for clients, or a chain signature that does not verify. */
+  | "bad-certificate"
+  /** The CertificateVerify signature does not verify with the certificate's key. */
+  | "bad-certificate-verify";
 
 export interface HandshakeFailure {
   address: string;
@@ -136,6 +185,10 @@ export interface HandshakeFailure {
   reason: HandshakeFailureReason;
   /** The PSK identity the client presented, once its key exchange arrived. */
   identity?: string;
+  /** Subject of the client certificate, when one was presented. */
+  subject?: string;
+  /** Words for people about a refused certificate. */
+  detail?: string;
 }
 
 /** Counters for diagnostics and tests; none of them grows without peer state behind it. */
@@ -153,7 +206,7 @@ export interface DtlsServerStats {
   internalErrors: number;
 }
 
-type PeerState = "awaiting-key-exchange" | "looking-up" | "awaiting-finished" | "established" | "closed";
+type PeerState = "awaiting-key-exchange" | "looking-up" | "awaiting-certificate-verify" | "awaiting-finished" | "established" | "closed";
 
 /** What only a handshake in progress needs; dropped as a whole once the session is established. */
 interface HandshakeState {
@@ -183,6 +236,11 @@ interface HandshakeState {
   issueTicket: boolean;
   /** pskDigest() of the key found for the identity, sealed into the ticket. */
   pskDigest: Buffer | undefined;
+  /** ECDHE_ECDSA: we sent a CertificateRequest; the client's Certificate must come first. */
+  certificateRequested: boolean;
+  certificateReceived: boolean;
+  /** The client's verified leaf, until its CertificateVerify proves it holds the key. */
+  clientLeaf: X509Certificate | undefined;
 }
 
 /**
@@ -221,6 +279,8 @@ interface Peer {
   handshake: HandshakeState | undefined;
   /** Our NewSessionTicket message (before CCS in the final flight) until the client proves it has that flight. */
   finalTicket: Buffer | undefined;
+  /** DER leaf of the client's certificate (ECDHE_ECDSA sessions): the session's peer identity. */
+  certificate: Buffer | undefined;
 }
 
 // Slot layout: client random, key block (sized for the largest enabled suite), encoded Finished.
@@ -273,6 +333,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly maxRetransmitMs: number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly ticketKeys: TicketKeys | undefined;
+  private readonly credentials: CertificateCredentials | undefined;
+  private readonly trustAnchors: X509Certificate[];
+  private readonly requireClientCert: boolean;
+  private readonly certificateLocal: LocalIdentity | undefined;
   private localAddress = "";
   private localPort = 0;
   private closing = false;
@@ -291,10 +355,24 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   constructor(private readonly options: DtlsServerOptions) {
     super();
-    const names = options.cipherSuites ?? DEFAULT_DTLS_CIPHER_SUITES;
+    if (!options.pskLookup && !options.certificate) throw new TypeError("DtlsServer needs pskLookup and/or certificate");
+    const cert = options.certificate;
+    this.credentials = cert ? loadCertificateCredentials(cert) : undefined;
+    this.requireClientCert = cert?.requireClientCert ?? true;
+    this.trustAnchors = cert?.ca !== undefined ? loadTrustAnchors(cert.ca) : [];
+    if (cert && this.requireClientCert && this.trustAnchors.length === 0)
+      throw new TypeError("certificate.ca is needed to verify client certificates (mutual authentication)");
+    this.certificateLocal = cert ? certificateLocalIdentity(cert.cert) : undefined;
+    const names = options.cipherSuites ?? [
+      ...(options.pskLookup ? DEFAULT_DTLS_CIPHER_SUITES.slice(0, 1) : []),
+      ...(cert ? CERTIFICATE_SUITES : []),
+      ...(options.pskLookup ? DEFAULT_DTLS_CIPHER_SUITES.slice(1) : []),
+    ];
     this.suites = names.map((n) => {
       const s = Object.prototype.hasOwnProperty.call(CIPHER_SUITES, n) ? CIPHER_SUITES[n] : undefined;
       if (!s) throw new TypeError(`unsupported DTLS cipher suite ${String(n)}`);
+      if (s.keyExchange === "ecdhe_ecdsa" && !cert) throw new TypeError(`${s.name} needs a certificate`);
+      if (s.keyExchange !== "ecdhe_ecdsa" && !options.pskLookup) throw new TypeError(`${s.name} needs pskLookup`);
       return s;
     });
     if (this.suites.length === 0) throw new TypeError("at least one cipher suite is needed");
@@ -303,8 +381,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       if (id === undefined) throw new TypeError(`unsupported ECDHE group ${String(g)}`);
       return id;
     });
-    if (this.groups.length === 0 && this.suites.some((s) => s.keyExchange === "ecdhe_psk"))
-      throw new TypeError("ECDHE_PSK suites need at least one group");
+    if (this.groups.length === 0 && this.suites.some((s) => s.keyExchange !== "psk"))
+      throw new TypeError("ECDHE suites need at least one group");
     this.secretsFinished = SECRETS_KEY_BLOCK + Math.max(...this.suites.map(keyBlockLength));
     this.secrets = new SecretSlab(this.secretsFinished + FINISHED_MESSAGE_LENGTH);
     for (const suite of this.suites) this.cipherLabels.set(suite.id, `DTLSv1.2 ${suite.name}`);
@@ -504,7 +582,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         this.resendLastFlight(current);
         continue;
       }
-      if (current.state !== "awaiting-key-exchange" && current.state !== "awaiting-finished") continue;
+      if (
+        current.state !== "awaiting-key-exchange" &&
+        current.state !== "awaiting-certificate-verify" &&
+        current.state !== "awaiting-finished"
+      )
+        continue;
       this.feedHandshake(current, f, false);
     }
   }
@@ -569,7 +652,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const resumption = this.acceptTicket(hello, address, port);
     if (resumption) return this.startResumed(record, f, hello, resumption, key, socketAddress, address, port, source);
     const ecdheGroup = this.chooseGroup(hello);
-    const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id) && (s.keyExchange === "psk" || ecdheGroup !== undefined));
+    const suite = this.suites.find((s) => hello.cipherSuites.includes(s.id) && this.usable(s, hello, ecdheGroup));
     const nullCompression = hello.compressionMethods.includes(0);
     if (!suite || !nullCompression) {
       this.transmit(socketAddress, port, [
@@ -582,7 +665,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const now = Date.now();
     const serverRandom = pooledRandomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
-    const ephemeral = suite.keyExchange === "ecdhe_psk" ? generateEphemeralKey(ecdheGroup!) : undefined;
+    const ephemeral = suite.keyExchange !== "psk" ? generateEphemeralKey(ecdheGroup!) : undefined;
+    const withCertificate = suite.keyExchange === "ecdhe_ecdsa";
     const slot = this.secrets.allocate();
     hello.random.copy(this.secrets.buffer(slot), this.secrets.offset(slot) + SECRETS_CLIENT_RANDOM);
     const handshake: HandshakeState = {
@@ -603,8 +687,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       pending: undefined,
       pendingBytes: 0,
       resumed: false,
-      issueTicket: this.ticketKeys !== undefined && hello.sessionTicket !== undefined,
+      // Tickets carry a PSK session's identity; certificate sessions resume with a full handshake.
+      issueTicket: this.ticketKeys !== undefined && hello.sessionTicket !== undefined && !withCertificate,
       pskDigest: undefined,
+      certificateRequested: withCertificate && this.trustAnchors.length > 0,
+      certificateReceived: false,
+      clientLeaf: undefined,
     };
     const newPeer: Peer = {
       key,
@@ -627,6 +715,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       connection: undefined,
       handshake,
       finalTicket: undefined,
+      certificate: undefined,
     };
     this.peers.set(key, newPeer);
     this.handshaking++;
@@ -646,7 +735,18 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         ),
       ),
     ];
-    if (ephemeral) {
+    if (withCertificate && ephemeral) {
+      // RFC 8422 5.3-5.4: our chain, then the ephemeral point signed over both randoms.
+      const credentials = this.credentials!;
+      messages.push(encodeHandshake(HandshakeType.Certificate, handshake.serverMessageSeq++, encodeCertificateMessage(credentials.chain)));
+      const params = encodeEcdheParams(ephemeral.group, ephemeral.publicKey);
+      const signature = signParts(credentials.key, [hello.random, serverRandom, params]);
+      messages.push(
+        encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildSignedServerKeyExchange(params, signature)),
+      );
+      if (handshake.certificateRequested)
+        messages.push(encodeHandshake(HandshakeType.CertificateRequest, handshake.serverMessageSeq++, buildCertificateRequest()));
+    } else if (ephemeral) {
       // ECDHE_PSK always sends ServerKeyExchange; the hint in it may be empty.
       const ske = buildEcdhePskServerKeyExchange(this.hint ?? EMPTY, ephemeral.group, ephemeral.publicKey);
       messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, ske));
@@ -655,10 +755,47 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     messages.push(encodeHandshake(HandshakeType.ServerHelloDone, handshake.serverMessageSeq++, Buffer.alloc(0)));
     handshake.transcript.push(...messages);
-    const datagram = Buffer.concat(messages.map((m) => encodeRecord(ContentType.Handshake, DTLS_1_2, 0, newPeer.writeSeq0++, m)));
-    handshake.flight = [datagram];
+    handshake.flight = this.packFlight(newPeer, messages);
     this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
+  }
+
+  /** Whether this server can run `suite` with this client. */
+  private usable(suite: CipherSuiteInfo, hello: ClientHello, ecdheGroup: number | undefined): boolean {
+    if (suite.keyExchange === "psk") return true;
+    if (ecdheGroup === undefined) return false;
+    if (suite.keyExchange === "ecdhe_psk") return true;
+    // ECDHE_ECDSA: the client must take our signature scheme (no SHA-1 default: RFC 5246 7.4.1.4.1)
+    // and our certificate's curve (RFC 8422 5.1).
+    return (
+      this.credentials !== undefined &&
+      hello.signatureAlgorithms?.includes(SIGNATURE_ECDSA_SECP256R1_SHA256) === true &&
+      (hello.supportedGroups === undefined || hello.supportedGroups.includes(NamedGroup.secp256r1))
+    );
+  }
+
+  /**
+   * Epoch-0 flight as datagrams of at most FLIGHT_DATAGRAM_BYTES: messages longer than a fragment
+   * (certificate chains) are fragmented (RFC 6347 4.2.3), records packed into as few datagrams as fit.
+   */
+  private packFlight(peer: Peer, messages: Buffer[]): Buffer[] {
+    const datagrams: Buffer[] = [];
+    let current: Buffer[] = [];
+    let size = 0;
+    for (const message of messages) {
+      for (const fragment of fragmentHandshake(message, FLIGHT_FRAGMENT_BODY)) {
+        const record = encodeRecord(ContentType.Handshake, DTLS_1_2, 0, peer.writeSeq0++, fragment);
+        if (size > 0 && size + record.length > FLIGHT_DATAGRAM_BYTES) {
+          datagrams.push(Buffer.concat(current, size));
+          current = [];
+          size = 0;
+        }
+        current.push(record);
+        size += record.length;
+      }
+    }
+    if (size > 0) datagrams.push(Buffer.concat(current, size));
+    return datagrams;
   }
 
   /**
@@ -685,7 +822,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (!suite || !hello.cipherSuites.includes(suite.id) || state.extendedMasterSecret !== hello.extendedMasterSecret) return forget(state);
     let psk: Buffer | undefined | Promise<Buffer | undefined>;
     try {
-      psk = this.options.pskLookup(state.identity, { address, port });
+      psk = this.options.pskLookup?.(state.identity, { address, port });
     } catch {
       return forget(state);
     }
@@ -740,6 +877,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       resumed: true,
       issueTicket: false, // the client keeps using its ticket until it expires
       pskDigest: undefined,
+      certificateRequested: false,
+      certificateReceived: false,
+      clientLeaf: undefined,
     };
     const peer: Peer = {
       key,
@@ -761,6 +901,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       connection: undefined,
       handshake,
       finalTicket: undefined,
+      certificate: undefined,
     };
     this.peers.set(key, peer);
     this.handshaking++;
@@ -816,8 +957,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   private handleHandshakeMessage(peer: Peer, msg: CompleteMessage, protectedRecord: boolean): void {
     if (msg.fragments > 1) this.stats.reassembledMessages++;
-    if (peer.state === "awaiting-key-exchange" && msg.msgType === HandshakeType.ClientKeyExchange && !protectedRecord) {
-      this.handleClientKeyExchange(peer, msg);
+    const hs = peer.handshake!;
+    if (peer.state === "awaiting-key-exchange" && !protectedRecord) {
+      const certificateFirst = hs.certificateRequested && !hs.certificateReceived;
+      if (certificateFirst && msg.msgType === HandshakeType.Certificate) return this.handleClientCertificate(peer, msg);
+      if (!certificateFirst && msg.msgType === HandshakeType.ClientKeyExchange) return this.handleClientKeyExchange(peer, msg);
+    }
+    if (peer.state === "awaiting-certificate-verify" && msg.msgType === HandshakeType.CertificateVerify && !protectedRecord) {
+      this.handleCertificateVerify(peer, msg);
       return;
     }
     if (peer.state === "awaiting-finished" && msg.msgType === HandshakeType.Finished && protectedRecord) {
@@ -827,8 +974,56 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.failHandshake(peer, "unexpected-message", AlertDescription.UnexpectedMessage);
   }
 
+  /** ECDHE_ECDSA: the client's chain, checked against our CAs before anything else of it is used. */
+  private handleClientCertificate(peer: Peer, msg: CompleteMessage): void {
+    const handshake = peer.handshake!;
+    let chain: Buffer[];
+    try {
+      chain = parseCertificateMessage(msg.body);
+    } catch {
+      return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+    }
+    this.disarmRetransmit(peer); // flight 5 has started
+    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.certificateReceived = true;
+    if (chain.length === 0) {
+      // RFC 5246 7.4.6: without a certificate the server may go on or refuse with handshake_failure.
+      if (this.requireClientCert) return this.failHandshake(peer, "certificate-required", AlertDescription.HandshakeFailure);
+      return;
+    }
+    const check = checkPeerChain(chain, this.trustAnchors, { role: "client" });
+    if (!check.ok) {
+      const reason = check.reason === "certificate-name-mismatch" ? "bad-certificate" : check.reason;
+      return this.failHandshake(peer, reason, check.alert, { subject: check.subject, detail: check.detail });
+    }
+    handshake.clientLeaf = check.leaf;
+    peer.certificate = check.leafDer;
+  }
+
+  /** The client proves it holds its certificate's key: a signature over the handshake so far (RFC 5246 7.4.8). */
+  private handleCertificateVerify(peer: Peer, msg: CompleteMessage): void {
+    const handshake = peer.handshake!;
+    const leaf = handshake.clientLeaf!;
+    let verify: { scheme: number; signature: Buffer };
+    try {
+      verify = parseCertificateVerify(msg.body);
+    } catch {
+      return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+    }
+    if (!verifyParts(leaf, handshake.transcript, verify.scheme, verify.signature)) {
+      return this.failHandshake(peer, "bad-certificate-verify", AlertDescription.DecryptError, {
+        subject: formatSubject(leaf.subject),
+        detail: "CertificateVerify signature does not verify with the certificate's key",
+      });
+    }
+    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.clientLeaf = undefined;
+    peer.state = "awaiting-finished";
+  }
+
   private handleClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
     const handshake = peer.handshake!;
+    if (peer.suite.keyExchange === "ecdhe_ecdsa") return this.handleEcdhClientKeyExchange(peer, msg);
     let identityBytes: Buffer;
     let point: Buffer | undefined;
     try {
@@ -851,7 +1046,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.identity = identity;
     let result: Buffer | undefined | Promise<Buffer | undefined>;
     try {
-      result = this.options.pskLookup(identity, { address: peer.address, port: peer.port });
+      result = this.options.pskLookup?.(identity, { address: peer.address, port: peer.port });
     } catch {
       return this.failHandshake(peer, "lookup-error", AlertDescription.InternalError);
     }
@@ -866,6 +1061,27 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return;
     }
     this.completeKeyExchange(peer, result);
+  }
+
+  /** ECDHE_ECDSA ClientKeyExchange: the client's point; the premaster secret is the ECDH secret (RFC 8422 5.10). */
+  private handleEcdhClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
+    const handshake = peer.handshake!;
+    let point: Buffer;
+    try {
+      point = parseEcdhClientKeyExchange(msg.body);
+    } catch {
+      return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
+    }
+    const secret = handshake.ephemeral?.derive(point);
+    handshake.ephemeral = undefined;
+    if (!secret) return this.failHandshake(peer, "illegal-parameter", AlertDescription.IllegalParameter);
+    this.disarmRetransmit(peer);
+    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    // The extended master secret's session hash ends with the ClientKeyExchange (RFC 7627 3).
+    this.deriveKeys(peer, secret);
+    secret.fill(0);
+    // A client with a certificate must prove it next; one without (when allowed) goes to Finished.
+    peer.state = handshake.clientLeaf ? "awaiting-certificate-verify" : "awaiting-finished";
   }
 
   private resumeAfterLookup(peer: Peer, psk: Buffer | undefined, error: unknown): void {
@@ -897,10 +1113,6 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     const handshake = peer.handshake!;
     if (handshake.issueTicket) handshake.pskDigest = pskDigest(psk);
-    const slab = this.secrets.buffer(peer.slot);
-    const at = this.secrets.offset(peer.slot);
-    const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
-    const sessionHash = handshake.extendedMasterSecret ? sha256(handshake.transcript) : undefined;
     let premaster: Buffer;
     if (peer.suite.keyExchange === "ecdhe_psk") {
       if (!handshake.ecdhSecret) return this.failHandshake(peer, "unexpected-message", AlertDescription.InternalError); // a defect
@@ -910,14 +1122,24 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     } else {
       premaster = pskPremasterSecret(psk);
     }
-    handshake.master = masterSecret(premaster, clientRandom, handshake.serverRandom, sessionHash);
+    this.deriveKeys(peer, premaster);
     premaster.fill(0);
+    peer.state = "awaiting-finished";
+  }
+
+  /** Master secret and key block from the premaster secret; epoch-1 records can be read and written. */
+  private deriveKeys(peer: Peer, premaster: Buffer): void {
+    const handshake = peer.handshake!;
+    const slab = this.secrets.buffer(peer.slot);
+    const at = this.secrets.offset(peer.slot);
+    const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
+    const sessionHash = handshake.extendedMasterSecret ? sha256(handshake.transcript) : undefined;
+    handshake.master = masterSecret(premaster, clientRandom, handshake.serverRandom, sessionHash);
     const keyBlock = keyExpansion(handshake.master, clientRandom, handshake.serverRandom, keyBlockLength(peer.suite));
     keyBlock.copy(slab, at + SECRETS_KEY_BLOCK);
     keyBlock.fill(0);
     peer.keysReady = true;
     peer.replay = new ReplayWindow();
-    peer.state = "awaiting-finished";
   }
 
   private handleFinished(peer: Peer, msg: CompleteMessage): void {
@@ -972,13 +1194,15 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const conn = new DtlsServerConnection(
       this,
       peer,
-      peer.identity ?? "",
+      peer.certificate ? certificatePeerIdentity(peer.certificate) : { method: "psk", pskIdentity: peer.identity ?? "" },
       peer.address,
       peer.port,
       this.localAddress,
       this.localPort,
       this.cipherLabels.get(peer.suite.id) ?? `DTLSv1.2 ${peer.suite.name}`,
+      peer.certificate ? this.certificateLocal : undefined,
     );
+    peer.certificate = undefined; // the connection holds the identity now
     peer.connection = conn;
     this.emit("connection", conn);
   }
@@ -1016,7 +1240,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         }
         continue;
       }
-      if (peer.state !== "awaiting-finished") return;
+      // Finished may arrive before the CertificateVerify ahead of it: the reassembler keeps it in order.
+      if (peer.state !== "awaiting-finished" && peer.state !== "awaiting-certificate-verify") return;
       this.feedHandshake(peer, f, true);
       if (this.peers.get(peer.key) !== peer) return;
     }
@@ -1153,7 +1378,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   // ---- ending ----
 
-  private failHandshake(peer: Peer, reason: HandshakeFailureReason, alert?: number): void {
+  private failHandshake(peer: Peer, reason: HandshakeFailureReason, alert?: number, about?: { subject?: string; detail?: string }): void {
     if (alert !== undefined) this.sendAlert(peer, AlertLevel.Fatal, alert);
     this.removePeer(peer);
     this.stats.handshakesFailed++;
@@ -1162,6 +1387,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       port: peer.port,
       reason,
       ...(peer.identity !== undefined ? { identity: peer.identity } : {}),
+      ...(about?.subject !== undefined ? { subject: about.subject } : {}),
+      ...(about?.detail !== undefined ? { detail: about.detail } : {}),
     } satisfies HandshakeFailure);
   }
 
@@ -1213,7 +1440,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 }
 
-const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 4096, maxAhead: 4, maxBufferedBytes: 8192 });
+/** A client's flight 5 with a certificate chain is the largest message we reassemble. */
+const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 12288, maxAhead: 4, maxBufferedBytes: 16384 });
+/**
+ * Flight datagrams stay within an IPv6 minimum-MTU path (1280 - 40 - 8) with room for tunnels;
+ * handshake fragments are cut so a record fits in one.
+ */
+const FLIGHT_DATAGRAM_BYTES = 1200;
+const FLIGHT_FRAGMENT_BODY = FLIGHT_DATAGRAM_BYTES - 13 - 12;
 const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
 const EMPTY = Buffer.alloc(0);
 

@@ -1,0 +1,340 @@
+// Certificates over DTLS 1.2, both roles: the ECDHE_ECDSA messages (RFC 8422 5.4-5.8, RFC 5246
+// 7.4.2, 7.4.4, 7.4.8), ECDSA P-256 / SHA-256 signatures, and the checks a peer's chain gets
+// (issuer signatures up to a trusted CA, validity, CA flags, key type, extended key usage, and the
+// RFC 6125 name when the client checks the server).
+import { X509Certificate, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
+import { AlertDescription, CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN, SIGNATURE_ECDSA_SECP256R1_SHA256 } from "./constants";
+import { DtlsDecodeError, Reader, parseU16List } from "./handshake";
+
+/** Bounds on what a peer's Certificate message can make us parse and hold. */
+export const CERTIFICATE_LIMITS = Object.freeze({ maxCertificates: 8, maxCertificateBytes: 8192, maxChainBytes: 32768 });
+
+const ANY_EKU = "2.5.29.37.0";
+const SERVER_AUTH_EKU = "1.3.6.1.5.5.7.3.1";
+const CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2";
+/** ECCurveType named_curve (RFC 8422 5.4). */
+const NAMED_CURVE = 3;
+
+export type PemInput = string | Buffer;
+
+/** Our own certificate chain (DER, leaf first) and the P-256 key that signs for it. */
+export interface CertificateCredentials {
+  readonly chain: readonly Buffer[];
+  readonly key: KeyObject;
+  readonly leaf: X509Certificate;
+}
+
+/** Why a peer's certificate chain is refused: the alert to send and words for people. */
+export interface CertificateRefusal {
+  readonly alert: number;
+  /** Listener/dialer reason word: certificate-untrusted, certificate-expired, certificate-not-yet-valid, bad-certificate. */
+  readonly reason:
+    "certificate-untrusted" | "certificate-expired" | "certificate-not-yet-valid" | "bad-certificate" | "certificate-name-mismatch";
+  readonly detail: string;
+  /** Subject of the leaf, when it parsed. */
+  readonly subject?: string;
+}
+
+export type ChainCheck = { ok: true; leaf: X509Certificate; leafDer: Buffer } | ({ ok: false } & CertificateRefusal);
+
+/** Every PEM certificate block in `pem`, in order. */
+export function splitPemCertificates(pem: PemInput): X509Certificate[] {
+  const text = Buffer.isBuffer(pem) ? pem.toString("latin1") : pem;
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => new X509Certificate(b));
+}
+
+/**
+ * Our chain and key from PEM. Throws TypeError when they do not parse, the key is not an EC P-256
+ * key (the only one our ECDSA suites sign with), or the key does not belong to the first certificate.
+ */
+export function loadCertificateCredentials(opts: { cert: PemInput; key: PemInput; passphrase?: string }): CertificateCredentials {
+  let certs: X509Certificate[];
+  try {
+    certs = splitPemCertificates(opts.cert);
+  } catch (e) {
+    throw new TypeError(`certificate does not parse: ${(e as Error).message}`);
+  }
+  if (certs.length === 0) throw new TypeError("certificate: no PEM CERTIFICATE block found");
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: opts.key, ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}) });
+  } catch (e) {
+    throw new TypeError(`private key does not parse: ${(e as Error).message}`);
+  }
+  if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
+    throw new TypeError(`DTLS certificates need an EC P-256 key (ECDHE_ECDSA suites); this key is ${describeKey(key)}`);
+  }
+  if (!certs[0].checkPrivateKey(key)) throw new TypeError("the private key does not belong to the first certificate of the chain");
+  return { chain: certs.map((c) => c.raw), key, leaf: certs[0] };
+}
+
+/** Trust anchors from one or more PEM bundles. */
+export function loadTrustAnchors(ca: PemInput | readonly PemInput[]): X509Certificate[] {
+  const list = Array.isArray(ca) ? ca : [ca as PemInput];
+  const out: X509Certificate[] = [];
+  for (const pem of list) out.push(...splitPemCertificates(pem));
+  if (out.length === 0) throw new TypeError("ca: no PEM CERTIFICATE block found");
+  return out;
+}
+
+function describeKey(key: KeyObject): string {
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  return `${key.asymmetricKeyType ?? "unknown"}${curve ? ` ${curve}` : ""}`;
+}
+
+/**
+ * Checks a peer's chain (DER, leaf first, as sent). `role` is the peer's: a server certificate must
+ * allow serverAuth, a client certificate clientAuth (when the certificate lists extended key usages).
+ * `name`: the name the server must carry (RFC 6125 DNS-ID or IP address), for the client's check.
+ */
+export function checkPeerChain(
+  chainDer: readonly Buffer[],
+  anchors: readonly X509Certificate[],
+  opts: { role: "server" | "client"; name?: string; now?: number },
+): ChainCheck {
+  const now = opts.now ?? Date.now();
+  let chain: X509Certificate[];
+  try {
+    chain = chainDer.map((der) => new X509Certificate(der));
+  } catch (e) {
+    return refuse(AlertDescription.BadCertificate, "bad-certificate", `certificate does not parse: ${(e as Error).message}`);
+  }
+  const leaf = chain[0];
+  if (!leaf) return refuse(AlertDescription.BadCertificate, "bad-certificate", "empty certificate chain");
+  const subject = oneLine(leaf.subject);
+  const no = (alert: number, reason: CertificateRefusal["reason"], detail: string): ChainCheck => refuse(alert, reason, detail, subject);
+  const key = leaf.publicKey;
+  if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
+    return no(AlertDescription.UnsupportedCertificate, "bad-certificate", `certificate key is ${describeKey(key)}, not EC P-256`);
+  }
+  const eku = leaf.keyUsage; // Node names the extended key usage OIDs keyUsage
+  const wanted = opts.role === "server" ? SERVER_AUTH_EKU : CLIENT_AUTH_EKU;
+  if (Array.isArray(eku) && eku.length > 0 && !eku.includes(wanted) && !eku.includes(ANY_EKU)) {
+    return no(
+      AlertDescription.UnsupportedCertificate,
+      "bad-certificate",
+      `certificate is not for ${opts.role === "server" ? "servers" : "clients"} (extended key usage)`,
+    );
+  }
+  // Walk up: each certificate must be signed by the next one sent, or by a trust anchor.
+  for (let i = 0; i < chain.length; i++) {
+    const cert = chain[i];
+    const validity = checkValidity(cert, now);
+    if (validity)
+      return no(validity.alert, validity.reason, `${i === 0 ? "certificate" : `issuer ${oneLine(cert.subject)}`} ${validity.detail}`);
+    const anchor = anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey));
+    if (anchor) {
+      const anchorValidity = checkValidity(anchor, now);
+      if (anchorValidity)
+        return no(anchorValidity.alert, anchorValidity.reason, `trusted CA ${oneLine(anchor.subject)} ${anchorValidity.detail}`);
+      if (opts.name !== undefined && !nameMatches(leaf, opts.name)) {
+        // The chain is good but names someone else (certificate_unknown: nothing is wrong with it as such).
+        return no(AlertDescription.CertificateUnknown, "certificate-name-mismatch", `certificate does not name ${opts.name}`);
+      }
+      return { ok: true, leaf, leafDer: Buffer.from(chainDer[0]) };
+    }
+    const next = chain[i + 1];
+    if (!next || !cert.checkIssued(next)) {
+      return no(
+        AlertDescription.UnknownCa,
+        "certificate-untrusted",
+        `certificate is not signed by a CA we trust (issuer ${oneLine(cert.issuer)})`,
+      );
+    }
+    if (!next.ca) return no(AlertDescription.BadCertificate, "bad-certificate", `issuer ${oneLine(next.subject)} is not a CA`);
+    if (!cert.verify(next.publicKey))
+      return no(AlertDescription.BadCertificate, "bad-certificate", "a signature in the chain does not verify");
+  }
+  return no(AlertDescription.UnknownCa, "certificate-untrusted", "certificate chain does not end at a CA we trust");
+}
+
+function refuse(alert: number, reason: CertificateRefusal["reason"], detail: string, subject?: string): ChainCheck {
+  return { ok: false, alert, reason, detail, ...(subject !== undefined ? { subject } : {}) };
+}
+
+function checkValidity(cert: X509Certificate, now: number): Omit<CertificateRefusal, "subject"> | undefined {
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  if (!(now >= from))
+    return {
+      alert: AlertDescription.CertificateExpired,
+      reason: "certificate-not-yet-valid",
+      detail: `is not valid before ${cert.validFrom}`,
+    };
+  if (!(now <= to)) return { alert: AlertDescription.CertificateExpired, reason: "certificate-expired", detail: `expired ${cert.validTo}` };
+  return undefined;
+}
+
+function nameMatches(leaf: X509Certificate, name: string): boolean {
+  const bare = name.startsWith("[") && name.endsWith("]") ? name.slice(1, -1) : name;
+  if (/^[\d.]+$/.test(bare) || bare.includes(":")) return leaf.checkIP(bare) !== undefined;
+  return leaf.checkHost(bare) !== undefined;
+}
+
+/** "CN=home-1.example, O=Example" from X509Certificate's one-RDN-per-line form. */
+function oneLine(dn: string): string {
+  return dn
+    .split("\n")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .join(", ");
+}
+
+// ------------------------------------------------------------------------------- messages
+
+/** Certificate (RFC 5246 7.4.2): certificate_list<0..2^24-1> of ASN.1Cert<1..2^24-1>. */
+export function encodeCertificateMessage(chain: readonly Buffer[]): Buffer {
+  const total = chain.reduce((n, c) => n + 3 + c.length, 0);
+  const out = Buffer.allocUnsafe(3 + total);
+  out.writeUIntBE(total, 0, 3);
+  let at = 3;
+  for (const der of chain) {
+    out.writeUIntBE(der.length, at, 3);
+    at += 3;
+    at += der.copy(out, at);
+  }
+  return out;
+}
+
+/** The DER certificates of a Certificate message (possibly none), within CERTIFICATE_LIMITS. */
+export function parseCertificateMessage(body: Buffer): Buffer[] {
+  if (body.length < 3) throw new DtlsDecodeError("truncated certificate_list");
+  const total = body.readUIntBE(0, 3);
+  if (total !== body.length - 3) throw new DtlsDecodeError("certificate_list length does not match the message");
+  if (total > CERTIFICATE_LIMITS.maxChainBytes) throw new DtlsDecodeError("certificate chain too large");
+  const out: Buffer[] = [];
+  let at = 3;
+  while (at < body.length) {
+    if (body.length - at < 3) throw new DtlsDecodeError("truncated certificate length");
+    const n = body.readUIntBE(at, 3);
+    at += 3;
+    if (n === 0 || n > CERTIFICATE_LIMITS.maxCertificateBytes || at + n > body.length) throw new DtlsDecodeError("bad certificate length");
+    if (out.length === CERTIFICATE_LIMITS.maxCertificates) throw new DtlsDecodeError("too many certificates");
+    out.push(body.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+/**
+ * CertificateRequest (RFC 5246 7.4.4): certificate_types [ecdsa_sign], supported_signature_algorithms
+ * [ecdsa_secp256r1_sha256], and no CA names (the client has one certificate; naming our CAs gains nothing).
+ */
+export function buildCertificateRequest(): Buffer {
+  return Buffer.from([
+    1,
+    CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN,
+    0,
+    2,
+    SIGNATURE_ECDSA_SECP256R1_SHA256 >> 8,
+    SIGNATURE_ECDSA_SECP256R1_SHA256 & 0xff,
+    0,
+    0,
+  ]);
+}
+
+export function parseCertificateRequest(body: Buffer): { certificateTypes: number[]; signatureAlgorithms: number[] } {
+  const r = new Reader(body);
+  const types = r.bytes(r.u8());
+  if (types.length === 0) throw new DtlsDecodeError("no certificate_types");
+  const algsLength = r.u16();
+  const signatureAlgorithms = parseU16List(Buffer.concat([u16(algsLength), r.bytes(algsLength)]), "supported_signature_algorithms");
+  const names = r.bytes(r.u16());
+  // certificate_authorities: DistinguishedName<1..2^16-1> entries; only their framing is checked.
+  const dn = new Reader(names);
+  while (dn.remaining > 0) if (dn.bytes(dn.u16()).length === 0) throw new DtlsDecodeError("empty DistinguishedName");
+  if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after CertificateRequest");
+  return { certificateTypes: [...types], signatureAlgorithms };
+}
+
+/** ServerECDHParams (RFC 8422 5.4): named_curve, the group, and the ephemeral public point. */
+export function encodeEcdheParams(group: number, point: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(4 + point.length);
+  out[0] = NAMED_CURVE;
+  out.writeUInt16BE(group, 1);
+  out[3] = point.length;
+  point.copy(out, 4);
+  return out;
+}
+
+/** digitally-signed (RFC 5246 4.7): SignatureAndHashAlgorithm, then signature<0..2^16-1>. */
+export function encodeDigitallySigned(signature: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(4 + signature.length);
+  out.writeUInt16BE(SIGNATURE_ECDSA_SECP256R1_SHA256, 0);
+  out.writeUInt16BE(signature.length, 2);
+  signature.copy(out, 4);
+  return out;
+}
+
+export function parseDigitallySigned(r: Reader): { scheme: number; signature: Buffer } {
+  const scheme = r.u16();
+  const signature = r.bytes(r.u16());
+  if (signature.length === 0) throw new DtlsDecodeError("empty signature");
+  return { scheme, signature };
+}
+
+/** ECDHE_ECDSA ServerKeyExchange: params, then the signature over client_random + server_random + params. */
+export function buildSignedServerKeyExchange(params: Buffer, signature: Buffer): Buffer {
+  return Buffer.concat([params, encodeDigitallySigned(signature)]);
+}
+
+export function parseSignedServerKeyExchange(body: Buffer): {
+  group: number;
+  point: Buffer;
+  params: Buffer;
+  scheme: number;
+  signature: Buffer;
+} {
+  const r = new Reader(body);
+  if (r.u8() !== NAMED_CURVE) throw new DtlsDecodeError("ServerKeyExchange: only named curves");
+  const group = r.u16();
+  const point = r.bytes(r.u8());
+  if (point.length === 0) throw new DtlsDecodeError("empty ECDH public value");
+  const params = body.subarray(0, 4 + point.length);
+  const { scheme, signature } = parseDigitallySigned(r);
+  if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after ServerKeyExchange");
+  return { group, point, params, scheme, signature };
+}
+
+/** CertificateVerify body (RFC 5246 7.4.8). */
+export function parseCertificateVerify(body: Buffer): { scheme: number; signature: Buffer } {
+  const r = new Reader(body);
+  const out = parseDigitallySigned(r);
+  if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after CertificateVerify");
+  return out;
+}
+
+/** ClientECDiffieHellmanPublic (RFC 8422 5.7): ECPoint ecdh_Yc<1..2^8-1>. */
+export function parseEcdhClientKeyExchange(body: Buffer): Buffer {
+  const r = new Reader(body);
+  const point = r.bytes(r.u8());
+  if (point.length === 0) throw new DtlsDecodeError("empty ECDH public value");
+  if (r.remaining !== 0) throw new DtlsDecodeError("trailing bytes after ecdh_Yc");
+  return point;
+}
+
+export function encodeEcdhClientKeyExchange(point: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([point.length]), point]);
+}
+
+/** ECDSA with SHA-256 over `parts`, DER-encoded as TLS carries it. */
+export function signParts(key: KeyObject, parts: readonly Buffer[]): Buffer {
+  return sign("sha256", Buffer.concat(parts), { key, dsaEncoding: "der" });
+}
+
+/** True when `signature` (DER ECDSA, SHA-256) verifies over `parts` with the certificate's key. */
+export function verifyParts(cert: X509Certificate, parts: readonly Buffer[], scheme: number, signature: Buffer): boolean {
+  if (scheme !== SIGNATURE_ECDSA_SECP256R1_SHA256) return false;
+  try {
+    return verify("sha256", Buffer.concat(parts), { key: cert.publicKey, dsaEncoding: "der" }, signature);
+  } catch {
+    return false; // malformed DER signature
+  }
+}
+
+function u16(n: number): Buffer {
+  const b = Buffer.allocUnsafe(2);
+  b.writeUInt16BE(n, 0);
+  return b;
+}
