@@ -9,7 +9,22 @@ import { EventEmitter } from "node:events";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Connection, LocalIdentity, PeerIdentity } from "../connection";
 import { TransportError } from "../connection";
-import { pskLocalIdentity, pskPeerIdentity } from "../identity";
+import { certificateLocalIdentity, certificatePeerIdentity, pskLocalIdentity, pskPeerIdentity } from "../identity";
+import {
+  checkPeerChain,
+  encodeCertificateMessage,
+  encodeDigitallySigned,
+  encodeEcdhClientKeyExchange,
+  loadCertificateCredentials,
+  loadTrustAnchors,
+  parseCertificateMessage,
+  parseCertificateRequest,
+  parseSignedServerKeyExchange,
+  signParts,
+  verifyParts,
+  type CertificateCredentials,
+  type PemInput,
+} from "./certificate";
 import { AeadState } from "./cipher";
 import {
   AlertDescription,
@@ -22,11 +37,21 @@ import {
   HandshakeType,
   NamedGroup,
   POINT_FORMAT_UNCOMPRESSED,
+  SIGNATURE_ECDSA_SECP256R1_SHA256,
+  CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN,
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
 } from "./constants";
 import { generateEphemeralKey, isSupportedGroup } from "./ecdhe";
-import { DtlsDecodeError, HandshakeReassembler, Reader, encodeHandshake, parseHandshakeFragments, type CompleteMessage } from "./handshake";
+import {
+  DtlsDecodeError,
+  HandshakeReassembler,
+  Reader,
+  encodeHandshake,
+  fragmentHandshake,
+  parseHandshakeFragments,
+  type CompleteMessage,
+} from "./handshake";
 import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
 import { encodeRecord, parseDatagram } from "./record";
 import { ReplayWindow } from "./replay";
@@ -39,6 +64,21 @@ export const DEFAULT_DTLS_CLIENT_SUITES: readonly DtlsCipherSuiteName[] = [
   "TLS_PSK_WITH_AES_128_GCM_SHA256",
   "TLS_PSK_WITH_AES_128_CCM",
 ];
+/** With a certificate (and no PSK): ECDHE_ECDSA, ChaCha20-Poly1305 first. */
+export const DEFAULT_DTLS_CLIENT_CERTIFICATE_SUITES: readonly DtlsCipherSuiteName[] = [
+  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+];
+
+/** Our certificate, the CAs the ISP's must chain to, and the name it must carry (RFC 6125). */
+export interface DtlsClientCertificateOptions {
+  cert: PemInput;
+  key: PemInput;
+  passphrase?: string;
+  ca: PemInput | PemInput[];
+  /** DNS name or IP address the server certificate must name; default the dialled address. */
+  servername?: string;
+}
 
 /** Alert numbers to names, for error text the connect diagnosis matches (auth-failure.ts). */
 export const ALERT_NAMES: Readonly<Record<number, string>> = {
@@ -74,8 +114,10 @@ export interface DtlsClientOptions {
   /** IP address literal of the server. */
   address: string;
   port: number;
-  psk: { identity: string; key: Buffer };
-  /** Suites offered, in preference order (default DEFAULT_DTLS_CLIENT_SUITES). */
+  /** One of psk and certificate is needed. */
+  psk?: { identity: string; key: Buffer };
+  certificate?: DtlsClientCertificateOptions;
+  /** Suites offered, in preference order (default DEFAULT_DTLS_CLIENT_SUITES, or the certificate suites). */
   suites?: readonly DtlsCipherSuiteName[];
   /** Whole-handshake deadline (default 30 s). */
   handshakeTimeoutMs?: number;
@@ -102,6 +144,9 @@ const REASSEMBLY_LIMITS = { maxMessageLength: 65536, maxAhead: 8, maxBufferedByt
 const MAX_SERVER_FLIGHT_MESSAGES = 8;
 const MAX_QUEUED_MESSAGES = 64;
 const MAX_COOKIE_EXCHANGES = 2;
+/** As the server's: within an IPv6 minimum-MTU path; certificate messages are fragmented to fit. */
+const FLIGHT_DATAGRAM_BYTES = 1200;
+const FLIGHT_FRAGMENT_BODY = FLIGHT_DATAGRAM_BYTES - 13 - 12 - 64;
 
 /** "resumed": the server accepted our ticket; waiting for its [NewSessionTicket], ChangeCipherSpec, Finished. */
 type State = "hello" | "flight4" | "finished" | "resumed" | "connected" | "closed";
@@ -116,7 +161,8 @@ interface FlightRecord {
 /** A DTLS 1.2 client association; `handshake()` resolves once the server's Finished verified. */
 export class DtlsClient extends EventEmitter implements Connection {
   readonly transport = "dtls" as const;
-  readonly peer: PeerIdentity;
+  /** The PSK identity, or the server's certificate once it verified. */
+  peer: PeerIdentity;
   readonly local: LocalIdentity;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -174,6 +220,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   /** Abbreviated handshake: our last flight, repeated when the server repeats its Finished (RFC 6347 4.2.4). */
   private finalFlight: FlightRecord[] | undefined;
   private lastFinalResend = 0;
+  private readonly credentials: CertificateCredentials | undefined;
+  private readonly trustAnchors: ReturnType<typeof loadTrustAnchors>;
   private readonly onAbort = (): void => this.fail(new TransportError("CLOSED", "DTLS connect aborted"), undefined);
   /** Statistics for tests and status. */
   readonly stats = { retransmissions: 0, dropped: 0, replayed: 0 };
@@ -182,18 +230,32 @@ export class DtlsClient extends EventEmitter implements Connection {
     super();
     this.remoteAddress = opts.address;
     this.remotePort = opts.port;
-    this.peer = pskPeerIdentity(opts.psk.identity);
-    this.local = pskLocalIdentity(opts.psk.identity);
-    this.suites = (opts.suites ?? DEFAULT_DTLS_CLIENT_SUITES).map((n) => CIPHER_SUITES[n]).filter((s) => s !== undefined);
-    if (this.suites.length === 0) throw new TransportError("CONFIG", "DTLS client: no cipher suite to offer");
+    if (!opts.psk && !opts.certificate) throw new TransportError("CONFIG", "DTLS client: psk or certificate credentials are needed");
+    try {
+      this.credentials = opts.certificate ? loadCertificateCredentials(opts.certificate) : undefined;
+      this.trustAnchors = opts.certificate ? loadTrustAnchors(opts.certificate.ca) : [];
+    } catch (e) {
+      throw new TransportError("CONFIG", `DTLS client: ${(e as Error).message}`);
+    }
+    this.peer = opts.psk ? pskPeerIdentity(opts.psk.identity) : { method: "certificate" };
+    this.local = opts.psk ? pskLocalIdentity(opts.psk.identity) : certificateLocalIdentity(opts.certificate!.cert);
+    const names = opts.suites ?? [
+      ...(opts.psk ? DEFAULT_DTLS_CLIENT_SUITES : []),
+      ...(opts.certificate ? DEFAULT_DTLS_CLIENT_CERTIFICATE_SUITES : []),
+    ];
+    this.suites = names
+      .map((n) => CIPHER_SUITES[n])
+      .filter((s) => s !== undefined && (s.keyExchange === "ecdhe_ecdsa" ? opts.certificate !== undefined : opts.psk !== undefined));
+    if (this.suites.length === 0) throw new TransportError("CONFIG", "DTLS client: no cipher suite to offer with these credentials");
     this.retransmitMs = opts.retransmitInitialMs ?? 1000;
     const from = opts.resumeFrom;
     if (
       from &&
+      opts.psk &&
       !resumptionUnusable(
         from,
         opts.psk.identity,
-        this.suites.map((s) => s.name),
+        this.suites.filter((s) => s.keyExchange !== "ecdhe_ecdsa").map((s) => s.name),
       )
     ) {
       this.offer = { from, sessionId: randomBytes(32) };
@@ -261,10 +323,13 @@ export class DtlsClient extends EventEmitter implements Connection {
     const suiteIds = this.suites.map((s) => s.id);
     const ext: Buffer[] = [u16(ExtensionType.ExtendedMasterSecret), u16(0)];
     ext.push(u16(ExtensionType.RenegotiationInfo), u16(1), Buffer.from([0]));
-    if (this.suites.some((s) => s.keyExchange === "ecdhe_psk")) {
+    if (this.suites.some((s) => s.keyExchange !== "psk")) {
       const groups = [NamedGroup.x25519, NamedGroup.secp256r1];
       ext.push(u16(ExtensionType.SupportedGroups), u16(2 + 2 * groups.length), u16(2 * groups.length), ...groups.map(u16));
       ext.push(u16(ExtensionType.EcPointFormats), u16(2), Buffer.from([1, POINT_FORMAT_UNCOMPRESSED]));
+    }
+    if (this.suites.some((s) => s.keyExchange === "ecdhe_ecdsa")) {
+      ext.push(u16(ExtensionType.SignatureAlgorithms), u16(4), u16(2), u16(SIGNATURE_ECDSA_SECP256R1_SHA256));
     }
     // Always offered: empty asks for a ticket, else the ticket to resume with.
     ext.push(sessionTicketExtension(this.offer?.from.ticket));
@@ -297,8 +362,7 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   private transmitFlight(): void {
     if (this.state === "closed" || this.state === "connected") return;
-    const datagram = Buffer.concat(this.flight.map((r) => this.encodeRecordOut(r.type, r.epoch, r.body)));
-    this.sendDatagram(datagram);
+    this.sendRecords(this.flight);
     this.lastSent = Date.now();
     if (this.retransmitTimer) clearTimeout(this.retransmitTimer);
     this.retransmitTimer = setTimeout(() => {
@@ -531,6 +595,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     if (extensionError) return this.fail(this.handshakeError(extensionError), AlertDescription.UnsupportedExtension);
     this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
     const middle = msgs.slice(1, -1);
+    if (suite.keyExchange === "ecdhe_ecdsa") return this.onCertificateFlight(msgs, middle, suite, sh.random);
     const ske = middle.find((m) => m.msgType === HandshakeType.ServerKeyExchange);
     const other = middle.find((m) => m.msgType !== HandshakeType.ServerKeyExchange);
     if (other) return this.unexpected(other); // Certificate / CertificateRequest: not in the PSK profile
@@ -554,13 +619,14 @@ export class DtlsClient extends EventEmitter implements Connection {
     }
     for (const m of msgs) this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
 
-    const identity = Buffer.from(this.opts.psk.identity, "utf8");
+    const psk = this.opts.psk!;
+    const identity = Buffer.from(psk.identity, "utf8");
     const ckeParts = [u16(identity.length), identity];
     if (ecdh) ckeParts.push(Buffer.from([ecdh.point.length]), ecdh.point);
     this.clientMessageSeq = Math.max(this.clientMessageSeq, 2);
     const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.clientMessageSeq++, Buffer.concat(ckeParts));
     this.transcript.push(cke);
-    const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.secret, this.opts.psk.key) : pskPremasterSecret(this.opts.psk.key);
+    const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.secret, psk.key) : pskPremasterSecret(psk.key);
     const master = masterSecret(premaster, this.clientRandom, sh.random, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
     premaster.fill(0);
     this.master = master;
@@ -580,6 +646,98 @@ export class DtlsClient extends EventEmitter implements Connection {
       { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
       { type: ContentType.Handshake, epoch: 1, body: finished },
     ]);
+  }
+
+  /**
+   * ECDHE_ECDSA flight 4 (RFC 8422 5.2-5.6): the server's chain checked against our CAs and the name,
+   * its signed ECDH point verified; then our Certificate (when asked), ClientKeyExchange,
+   * CertificateVerify, ChangeCipherSpec and Finished.
+   */
+  private onCertificateFlight(msgs: CompleteMessage[], middle: CompleteMessage[], suite: CipherSuiteInfo, serverRandom: Buffer): void {
+    const [certMsg, skeMsg, ...rest] = middle;
+    const request = rest[0];
+    if (certMsg?.msgType !== HandshakeType.Certificate) return this.unexpected(certMsg ?? msgs[msgs.length - 1]);
+    if (skeMsg?.msgType !== HandshakeType.ServerKeyExchange) return this.unexpected(skeMsg ?? msgs[msgs.length - 1]);
+    if (rest.length > 1 || (request && request.msgType !== HandshakeType.CertificateRequest)) return this.unexpected(rest[rest.length - 1]);
+    const chain = parseCertificateMessage(certMsg.body);
+    if (chain.length === 0) return this.fail(this.authError("the ISP sent no certificate"), AlertDescription.HandshakeFailure);
+    const name = this.opts.certificate?.servername ?? this.remoteAddress;
+    const check = checkPeerChain(chain, this.trustAnchors, { role: "server", name });
+    if (!check.ok)
+      return this.fail(this.authError(`ISP certificate${check.subject ? ` (${check.subject})` : ""}: ${check.detail}`), check.alert);
+    const ske = parseSignedServerKeyExchange(skeMsg.body);
+    if (ske.group !== NamedGroup.x25519 && ske.group !== NamedGroup.secp256r1)
+      return this.fail(this.handshakeError(`server chose ECDH group ${ske.group} that was not offered`), AlertDescription.IllegalParameter);
+    if (!verifyParts(check.leaf, [this.clientRandom, serverRandom, ske.params], ske.scheme, ske.signature))
+      return this.fail(
+        this.authError("the ISP's ServerKeyExchange signature does not verify with its certificate"),
+        AlertDescription.DecryptError,
+      );
+    let sendCertificate = false;
+    if (request) {
+      const req = parseCertificateRequest(request.body);
+      // We can only answer with an ECDSA P-256 / SHA-256 signature; otherwise an empty Certificate.
+      sendCertificate =
+        this.credentials !== undefined &&
+        req.certificateTypes.includes(CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN) &&
+        req.signatureAlgorithms.includes(SIGNATURE_ECDSA_SECP256R1_SHA256);
+    }
+    const own = generateEphemeralKey(ske.group);
+    const secret = own.derive(ske.point);
+    if (!secret) return this.fail(this.handshakeError("server sent an invalid ECDH public value"), AlertDescription.IllegalParameter);
+    this.group = ske.group;
+    this.peer = certificatePeerIdentity(chain[0]);
+    for (const m of msgs) this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    this.clientMessageSeq = Math.max(this.clientMessageSeq, 2);
+    const out: Buffer[] = [];
+    if (request) {
+      const certificate = encodeHandshake(
+        HandshakeType.Certificate,
+        this.clientMessageSeq++,
+        encodeCertificateMessage(sendCertificate ? this.credentials!.chain : []),
+      );
+      out.push(certificate);
+      this.transcript.push(certificate);
+    }
+    const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.clientMessageSeq++, encodeEcdhClientKeyExchange(own.publicKey));
+    out.push(cke);
+    this.transcript.push(cke);
+    // The extended master secret's session hash ends with the ClientKeyExchange (RFC 7627 3).
+    const master = masterSecret(secret, this.clientRandom, serverRandom, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
+    secret.fill(0);
+    if (sendCertificate) {
+      const verify = encodeHandshake(
+        HandshakeType.CertificateVerify,
+        this.clientMessageSeq++,
+        encodeDigitallySigned(signParts(this.credentials!.key, this.transcript)),
+      );
+      out.push(verify);
+      this.transcript.push(verify);
+    }
+    this.master = master;
+    const keys = aeadKeyBlock(master, this.clientRandom, serverRandom, suite.keyLength, suite.fixedIvLength);
+    this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
+    this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
+    const finished = encodeHandshake(
+      HandshakeType.Finished,
+      this.clientMessageSeq++,
+      finishedVerifyData(master, "client finished", sha256(this.transcript)),
+    );
+    this.transcript.push(finished);
+    this.cipher = `DTLSv1.2 ${suite.name}`;
+    this.state = "finished";
+    this.startFlight([
+      ...out
+        .flatMap((m) => fragmentHandshake(m, FLIGHT_FRAGMENT_BODY))
+        .map((body) => ({ type: ContentType.Handshake, epoch: 0 as const, body })),
+      { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
+      { type: ContentType.Handshake, epoch: 1, body: finished },
+    ]);
+  }
+
+  /** A refusal of the ISP's credentials: not retried (a wrong CA or name does not heal by itself). */
+  private authError(message: string): TransportError {
+    return new TransportError("AUTH_FAILED", `DTLS handshake failed: ${message}`);
   }
 
   /** The server echoed our session_id: it accepted the ticket (RFC 5077 3.4; RFC 5246 7.3 Figure 2). */
@@ -633,7 +791,9 @@ export class DtlsClient extends EventEmitter implements Connection {
         this.handshakeError(
           this.state === "resumed"
             ? "server Finished of the resumed session did not verify"
-            : `server Finished did not verify (wrong PSK for identity ${JSON.stringify(this.opts.psk.identity)}?)`,
+            : this.opts.psk
+              ? `server Finished did not verify (wrong PSK for identity ${JSON.stringify(this.opts.psk.identity)}?)`
+              : "server Finished did not verify",
         ),
         AlertDescription.DecryptError,
       );
@@ -671,6 +831,8 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   /** What `resumption` holds after the handshake (RFC 5077 3.3: an empty ticket withdraws the offer). */
   private sessionToKeep(): DtlsResumption | undefined {
+    // A certificate session's ticket would need the server's identity kept beside it: not kept.
+    if (!this.opts.psk) return undefined;
     if (this.newTicket) {
       if (this.newTicket.ticket.length === 0) return undefined;
       const masterSecret = Buffer.alloc(48);
@@ -689,14 +851,29 @@ export class DtlsClient extends EventEmitter implements Connection {
     return this.state === "resumed" ? this.offer?.from : undefined;
   }
 
+  /** A flight's records, packed into datagrams of at most FLIGHT_DATAGRAM_BYTES (one, without certificates). */
   private sendRecords(records: FlightRecord[]): void {
-    this.sendDatagram(Buffer.concat(records.map((r) => this.encodeRecordOut(r.type, r.epoch, r.body))));
+    let current: Buffer[] = [];
+    let size = 0;
+    for (const r of records) {
+      const record = this.encodeRecordOut(r.type, r.epoch, r.body);
+      if (size > 0 && size + record.length > FLIGHT_DATAGRAM_BYTES) {
+        this.sendDatagram(Buffer.concat(current, size));
+        current = [];
+        size = 0;
+      }
+      current.push(record);
+      size += record.length;
+    }
+    if (size > 0) this.sendDatagram(Buffer.concat(current, size));
   }
 
   private handshakeError(message: string): TransportError {
     const m = message.startsWith("DTLS") ? message : `DTLS handshake failed: ${message}`;
     const code =
-      /fatal alert: (unknown_psk_identity|decrypt_error|bad_record_mac|access_denied|illegal_parameter)|Finished did not verify/.test(m)
+      /fatal alert: (unknown_psk_identity|decrypt_error|bad_record_mac|access_denied|illegal_parameter|unknown_ca|bad_certificate|unsupported_certificate|certificate_revoked|certificate_expired|certificate_unknown)|Finished did not verify/.test(
+        m,
+      )
         ? "AUTH_FAILED"
         : "HANDSHAKE_FAILED";
     return new TransportError(code, m);
