@@ -181,8 +181,8 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       throw new TypeError("CallHomeDialer: give psk or certificate credentials (mutual authentication is mandatory)");
     if (options.certificate && !options.psk && !options.certificate.ca)
       throw new TypeError("CallHomeDialer: certificate.ca is needed to verify the ISP's certificate");
-    if (options.transport === "udp" && !options.psk)
-      throw new TypeError("CallHomeDialer: DTLS needs PSK credentials (certificates are served over TLS)");
+    if (options.transport === "udp" && !options.psk && options.dtlsImplementation === "node-dtls-client")
+      throw new TypeError("CallHomeDialer: node-dtls-client speaks PSK only; certificates over DTLS need our DTLS client");
     this.opts = options;
     this.tuning = options.tuning ?? {};
     const reconnect: ReconnectPolicy = {
@@ -509,13 +509,25 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
   private attempt(c: Candidate, servername: string | undefined, signal: AbortSignal): Promise<Connection> {
     const port = c.port ?? this.opts.port;
     if (c.transport === "dtls") {
-      if (!this.opts.psk) return Promise.reject(new Error("DTLS needs PSK credentials"));
+      const cert = this.opts.psk ? undefined : this.opts.certificate;
+      if (!this.opts.psk && (!cert || this.opts.dtlsImplementation === "node-dtls-client"))
+        return Promise.reject(new Error("DTLS with certificates needs our DTLS client"));
       const resumptionKey = `${c.address}|${port}`;
       return connectDtls({
         host: c.address,
         port,
         family: c.family,
         psk: this.opts.psk,
+        // ECDHE_ECDSA (RFC 8422): the ISP's certificate must carry the configured servername, else the host name dialled.
+        certificate: cert
+          ? {
+              cert: cert.cert,
+              key: cert.key,
+              ca: cert.ca as NonNullable<typeof cert.ca>,
+              passphrase: cert.passphrase,
+              servername: servername ?? (isIP(c.host) === 0 ? c.host : undefined),
+            }
+          : undefined,
         signal,
         handshakeTimeoutMs: this.tuning.dtlsHandshakeTimeoutMs,
         attempts: this.tuning.dtlsAttempts ?? 4,

@@ -17,6 +17,7 @@ import { Code, codeFromString, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
 import type { Connection } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
+import { isDtlsCertificateKey } from "../transport/dtls/certificate";
 import {
   authFailureEvent,
   dropBanEvent,
@@ -193,22 +194,37 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     this.emit("listening", { port: bound.port, host: this.options.host ?? "::", transports });
   }
 
-  /** DTLS (PSK) and/or TLS (certificates and/or PSK) on one port, with the RFC 9066 drop-list. */
+  /** DTLS and/or TLS (certificates and/or PSK) on one port, with the RFC 9066 drop-list. */
   private makeTransport(): CallHomeTransportListener {
     const o = this.options;
     const hasPsk = this.pskByIdentity.size > 0;
     const lookup = (identity: string): Buffer | undefined => this.pskByIdentity.get(identity)?.key;
-    if (o.transports.dtls && !hasPsk) throw new TypeError("DTLS needs PSK entries (this build's DTLS server is PSK only)");
-    if (o.transports.tls && !hasPsk && !o.certificate) throw new TypeError("TLS needs a certificate or PSK entries");
     const cert = o.certificate;
-    if (o.transports.tls && cert && !cert.ca)
+    // DTLS certificates are ECDHE_ECDSA (RFC 8422): P-256 keys only; an RSA certificate still serves TLS.
+    const dtlsCert = o.transports.dtls && cert !== undefined && isDtlsCertificateKey(cert.key, cert.passphrase) ? cert : undefined;
+    if (o.transports.dtls && !hasPsk && !dtlsCert)
+      throw new TypeError(
+        cert
+          ? "DTLS needs PSK entries or an EC P-256 certificate (ECDHE_ECDSA); this certificate's key is not P-256"
+          : "DTLS needs PSK entries or a certificate",
+      );
+    if (o.transports.tls && !hasPsk && !o.certificate) throw new TypeError("TLS needs a certificate or PSK entries");
+    if (cert && !cert.ca)
       throw new TypeError("certificate.ca is required: homes must present certificates we can verify (mutual authentication)");
     return new CallHomeTransportListener({
       port: o.port,
       host: o.host ?? "::",
       dtls: o.transports.dtls
         ? {
-            pskLookup: lookup,
+            pskLookup: hasPsk ? lookup : undefined,
+            certificate: dtlsCert
+              ? {
+                  cert: dtlsCert.cert,
+                  key: dtlsCert.key,
+                  passphrase: dtlsCert.passphrase,
+                  ca: dtlsCert.ca as string | Buffer | Array<string | Buffer>,
+                }
+              : undefined,
             ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}),
             ...(this.tuning.maxDtlsHandshakesPerSource !== undefined
               ? { maxHandshakingPerSource: this.tuning.maxDtlsHandshakesPerSource }

@@ -19,6 +19,7 @@ import { pskLocalIdentity, pskPeerIdentity } from "./identity";
 import { DEFAULT_DTLS_CLIENT_SUITES, DtlsClient } from "./dtls/client";
 import type { DtlsCipherSuiteName } from "./dtls/constants";
 import type { DtlsResumption } from "./dtls/resumption";
+import type { DtlsClientCertificateOptions } from "./dtls/client";
 
 export type { DtlsResumption } from "./dtls/resumption";
 
@@ -42,7 +43,10 @@ export interface DtlsConnectOptions {
   host: string;
   port: number;
   family?: 4 | 6;
-  psk: { identity: string; key: Buffer };
+  /** PSK credentials; or, with our implementation, `certificate` (ECDHE_ECDSA). */
+  psk?: { identity: string; key: Buffer };
+  /** Our certificate, the CAs the ISP's must chain to, and the name it must carry (our implementation only). */
+  certificate?: DtlsClientCertificateOptions;
   /** Timeout of the first handshake attempt (default 1000 ms); later attempts back off. */
   handshakeTimeoutMs?: number;
   /** Handshake attempts before giving up (default 5). */
@@ -264,6 +268,7 @@ function attempt(
   target: { address: string; family: 4 | 6 },
   timeoutMs: number,
 ): Promise<DtlsClientConnection> {
+  const psk = opts.psk!; // connectDtls refuses certificates with this library
   return new Promise((resolve, reject) => {
     let socket: LibSocket;
     let settled = false;
@@ -295,7 +300,7 @@ function attempt(
         type: target.family === 6 ? "udp6" : "udp4",
         address: target.address,
         port: opts.port,
-        psk: { [opts.psk.identity]: opts.psk.key },
+        psk: { [psk.identity]: psk.key },
         // Our own timer decides; the library's must not fire first.
         timeout: timeoutMs + 1000,
         ciphers: [...(opts.ciphers ?? DTLS_CLIENT_CIPHERS)],
@@ -316,8 +321,8 @@ function attempt(
       socket.removeAllListeners("close");
       const conn = new DtlsClientConnection(
         socket,
-        pskPeerIdentity(opts.psk.identity),
-        pskLocalIdentity(opts.psk.identity),
+        pskPeerIdentity(psk.identity),
+        pskLocalIdentity(psk.identity),
         target.address,
         opts.port,
         opts.maxMessageSize ?? 16384,
@@ -341,7 +346,8 @@ async function attemptOurs(
     address: target.address,
     port: opts.port,
     psk: opts.psk,
-    suites: opts.suites ?? DEFAULT_DTLS_CLIENT_SUITES,
+    certificate: opts.certificate,
+    suites: opts.suites ?? (opts.psk ? DEFAULT_DTLS_CLIENT_SUITES : undefined),
     handshakeTimeoutMs: timeoutMs,
     retransmitInitialMs: Math.max(100, Math.floor(timeoutMs / 4)),
     maxMessageSize: opts.maxMessageSize ?? 16384,
@@ -406,14 +412,15 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  */
 export async function connectDtls(opts: DtlsConnectOptions): Promise<Connection> {
   if (
-    !opts.psk ||
-    typeof opts.psk.identity !== "string" ||
-    opts.psk.identity.length === 0 ||
-    !Buffer.isBuffer(opts.psk.key) ||
-    opts.psk.key.length === 0
+    opts.psk &&
+    (typeof opts.psk.identity !== "string" || opts.psk.identity.length === 0 || !Buffer.isBuffer(opts.psk.key) || opts.psk.key.length === 0)
   ) {
     throw new TransportError("CONFIG", "connectDtls: psk needs a non-empty identity and key Buffer");
   }
+  if (!opts.psk && !opts.certificate) throw new TransportError("CONFIG", "connectDtls: psk or certificate credentials are needed");
+  if (opts.psk && opts.certificate) throw new TransportError("CONFIG", "connectDtls: give psk or certificate, not both");
+  if (opts.certificate && opts.implementation === "node-dtls-client")
+    throw new TransportError("CONFIG", "node-dtls-client speaks PSK only: use our DTLS implementation for certificates");
   if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) throw new TransportError("CONFIG", `invalid port ${opts.port}`);
   const attempts = opts.attempts ?? 5;
   const backoff = opts.backoff ?? 2;
@@ -436,7 +443,7 @@ export async function connectDtls(opts: DtlsConnectOptions): Promise<Connection>
     try {
       return lib ? await attempt(lib, opts, target, timeoutMs) : await attemptOurs({ ...opts, resumeFrom }, target, timeoutMs, outcome);
     } catch (e) {
-      last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk.identity });
+      last = explainDialFailure(classify(e as Error), { transport: "dtls", identity: opts.psk?.identity });
       // A server that accepted our ticket, or answered and failed the handshake we offered it in, may
       // hold other state than we do (undecryptable records are dropped silently, so that looks like
       // a timeout): the next attempt is a full handshake, at once. Mere silence keeps the ticket (after

@@ -7,7 +7,7 @@ export * from "./tls";
 export * from "./dtls-client";
 export * from "./drop-list";
 export * from "./listener";
-export { DtlsServer, DtlsServerConnection, DEFAULT_DTLS_CIPHER_SUITES, DEFAULT_DTLS_GROUPS } from "./dtls";
+export { DtlsServer, DtlsServerConnection, DEFAULT_DTLS_CIPHER_SUITES, DEFAULT_DTLS_GROUPS, isDtlsCertificateKey } from "./dtls";
 export type {
   DtlsServerOptions,
   DtlsCipherSuiteName,

@@ -29,9 +29,9 @@ export interface CallHomeTransportListenerOptions {
   port?: number;
   /** Address to bind (default "::", IPv6 and IPv4). */
   host?: string;
-  /** Accept DTLS 1.2 PSK on UDP. The extra fields pass through to DtlsServer. */
+  /** Accept DTLS 1.2 on UDP: PSK (pskLookup) and/or certificates (ECDHE_ECDSA). The extra fields pass through to DtlsServer. */
   dtls?: {
-    pskLookup: DtlsServerOptions["pskLookup"];
+    pskLookup?: DtlsServerOptions["pskLookup"];
     pskHint?: string;
   } & Partial<Omit<DtlsServerOptions, "pskLookup" | "pskHint" | "isDropped">>;
   /** Accept TLS 1.2/1.3 on TCP with certificates and/or PSK. */

@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { generateKeyPairSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -64,8 +65,39 @@ describe("cli/args", () => {
     assert.deepEqual(c.options.transports, { dtls: false, tls: true });
     assert.equal(String(c.options.certificate?.cert), "CERT");
     assert.equal(c.options.port, 0);
-    assert.throws(() => listen("--dtls", "--cert", "/x/isp.crt", "--key", "/x/isp.key"), /--dtls needs at least one PSK/);
+    // A key that is not EC P-256 cannot sign ECDHE_ECDSA: DTLS needs a PSK then.
+    assert.throws(() => listen("--dtls", "--cert", "/x/isp.crt", "--key", "/x/isp.key"), /--dtls with certificates needs an EC P-256 key/);
+    assert.throws(() => listen("--dtls", "--port", "0"), /PSK credentials or a certificate|--dtls needs a PSK or a certificate/);
     assert.throws(() => listen("--cert", "/x/isp.crt"), /go together/);
+  });
+
+  it("listen: a P-256 certificate serves DTLS (ECDHE_ECDSA) and TLS by default; an RSA one TLS only; dial --transport udp takes it", () => {
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+    const withKey =
+      (key: string) =>
+      (f: string): Buffer =>
+        f === "/x/k.key" ? Buffer.from(key) : read(f);
+    const ecListen = parseListenArgs(["--cert", "/x/isp.crt", "--key", "/x/k.key", "--ca", "/x/ca.crt"], withKey(ec)) as ListenConfig;
+    assert.deepEqual(ecListen.options.transports, { dtls: true, tls: true });
+    const rsaListen = parseListenArgs(["--cert", "/x/isp.crt", "--key", "/x/k.key", "--ca", "/x/ca.crt"], withKey(rsa)) as ListenConfig;
+    assert.deepEqual(rsaListen.options.transports, { dtls: false, tls: true });
+    const dialArgs = [
+      "--host",
+      "192.0.2.1",
+      "--home-prefix",
+      "203.0.113.0/24",
+      "--transport",
+      "udp",
+      "--cert",
+      "/x/isp.crt",
+      "--key",
+      "/x/k.key",
+      "--ca",
+      "/x/ca.crt",
+    ];
+    assert.equal((parseDialArgs(dialArgs, withKey(ec)) as DialConfig).options.transport, "udp");
+    assert.throws(() => parseDialArgs(dialArgs, withKey(rsa)), /needs an EC P-256 key/);
   });
 
   it("listen: reads --psk-file, and merges a JSON --config with flags overriding it", () => {

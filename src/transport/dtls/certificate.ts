@@ -338,3 +338,13 @@ function u16(n: number): Buffer {
   b.writeUInt16BE(n, 0);
   return b;
 }
+
+/** Whether this key can sign for our ECDHE_ECDSA suites (EC P-256); false when it does not parse. */
+export function isDtlsCertificateKey(key: PemInput, passphrase?: string): boolean {
+  try {
+    const k = createPrivateKey({ key, ...(passphrase !== undefined ? { passphrase } : {}) });
+    return k.asymmetricKeyType === "ec" && k.asymmetricKeyDetails?.namedCurve === "prime256v1";
+  } catch {
+    return false;
+  }
+}
