@@ -1,0 +1,403 @@
+// ECDHE_ECDSA certificates over DTLS 1.2 (RFC 8422, RFC 9132 7.1 mutual authentication) in both of
+// our roles against real peers on loopback: openssl s_client / s_server -dtls1_2 with -cert/-key/
+// -CAfile/-Verify, libcoap's coap-client-openssl and coap-server-openssl with -c/-j/-C, and our
+// client against our server. Refusals: no client certificate, a CA we do not trust, an expired
+// certificate, a wrong name, and signatures broken in flight by a fault-injecting relay (a real
+// peer never signs wrongly on demand).
+import { strict as assert } from "node:assert";
+import * as dgram from "node:dgram";
+import { once } from "node:events";
+import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
+import type { TransportError } from "../../src/transport/connection";
+import { connectDtls } from "../../src/transport/dtls-client";
+import { dtlsClientConnect, type DtlsClient } from "../../src/transport/dtls/client";
+import { HandshakeType } from "../../src/transport/dtls/constants";
+import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../src/transport/dtls";
+import { makeTestPki, type KeyPair, type TestPki } from "../support/certs";
+import { hasCommand, requireOrSkip } from "../support/env";
+import { freePort, spawnPeer, stopAllPeers, type Peer } from "./transport-peers";
+
+const SUITES = [
+  ["ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+  ["ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"],
+] as const;
+
+/**
+ * Fault injector: a UDP relay that flips the last byte of one handshake message type (the end of its
+ * signature) in one direction, so a real peer's signature arrives broken.
+ */
+async function signatureBreakingRelay(
+  target: number,
+  direction: "up" | "down",
+  msgType: number,
+): Promise<{ port: number; flipped: () => number; close(): Promise<void> }> {
+  const front = dgram.createSocket("udp4");
+  const back = dgram.createSocket("udp4");
+  let client: { address: string; port: number } | undefined;
+  let flipped = 0;
+  const tamper = (d: Buffer): Buffer => {
+    const out = Buffer.from(d);
+    for (let o = 0; o + 13 <= out.length;) {
+      const length = out.readUInt16BE(o + 11);
+      if (out[o] === 22 && out.readUInt16BE(o + 3) === 0) {
+        for (let p = o + 13; p + 12 <= o + 13 + length;) {
+          const fragmentLength = out.readUIntBE(p + 9, 3);
+          const total = out.readUIntBE(p + 1, 3);
+          const offset = out.readUIntBE(p + 6, 3);
+          if (out[p] === msgType && offset + fragmentLength === total) {
+            out[p + 12 + fragmentLength - 1] ^= 0x01;
+            flipped++;
+          }
+          p += 12 + fragmentLength;
+        }
+      }
+      o += 13 + length;
+    }
+    return out;
+  };
+  front.on("message", (m, r) => {
+    client = { address: r.address, port: r.port };
+    back.send(direction === "up" ? tamper(m) : m, target, "127.0.0.1");
+  });
+  back.on("message", (m) => {
+    if (client) front.send(direction === "down" ? tamper(m) : m, client.port, client.address);
+  });
+  await new Promise<void>((r) => front.bind(0, "127.0.0.1", r));
+  await new Promise<void>((r) => back.bind(0, "127.0.0.1", r));
+  return {
+    port: front.address().port,
+    flipped: () => flipped,
+    close: async () => {
+      await new Promise<void>((r) => front.close(() => r()));
+      await new Promise<void>((r) => back.close(() => r()));
+    },
+  };
+}
+
+describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function () {
+  this.timeout(30000);
+  let pki: TestPki;
+  const servers: DtlsServer[] = [];
+  const clients: DtlsClient[] = [];
+  const relays: Array<{ close(): Promise<void> }> = [];
+
+  before(async function () {
+    requireOrSkip(this, "openssl", hasCommand("openssl"));
+    pki = await makeTestPki();
+  });
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    await new Promise((r) => setTimeout(r, 20));
+    for (const s of servers.splice(0)) await s.close();
+    for (const r of relays.splice(0)) await r.close();
+    await stopAllPeers();
+  });
+
+  async function ourServer(opts: { requireClientCert?: boolean } = {}) {
+    const failures: HandshakeFailure[] = [];
+    const connections: DtlsServerConnection[] = [];
+    const server = new DtlsServer({ certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert, ...opts } });
+    servers.push(server);
+    server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+    server.on("connection", (c: DtlsServerConnection) => {
+      connections.push(c);
+      c.on("message", (m: Buffer) => c.send(Buffer.concat([Buffer.from("echo "), m])));
+    });
+    const { port } = await server.listen(0, "127.0.0.1");
+    return { server, port, failures, connections };
+  }
+
+  function sClient(port: number, cipher: string, client: KeyPair | undefined): Peer {
+    return spawnPeer("openssl", [
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-cipher",
+      cipher,
+      "-CAfile",
+      pki.ca.certPath,
+      "-verify_return_error",
+      "-verify_hostname",
+      "localhost",
+      ...(client ? ["-cert", client.certPath, "-key", client.keyPath] : []),
+    ]);
+  }
+
+  async function waitUntil(cond: () => boolean, what: string): Promise<void> {
+    const end = Date.now() + 8000;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  for (const [cipher, suite] of SUITES) {
+    it(`openssl s_client (${cipher}, mutual) -> our server: the home is its certificate, data both ways`, async () => {
+      const { port, connections } = await ourServer();
+      const peer = sClient(port, cipher, pki.home1);
+      await peer.waitFor(/Verify return code: 0 \(ok\)/);
+      await waitUntil(() => connections.length === 1, "the connection");
+      const conn = connections[0];
+      assert.equal(conn.cipher, `DTLSv1.2 ${suite}`);
+      assert.equal(conn.peer.method, "certificate");
+      assert.equal(conn.peer.subject, "CN=home-1.example");
+      assert.ok(conn.peer.spki && conn.peer.spki.length > 60, "the SPKI the cuid is derived from");
+      assert.equal(conn.local.method, "certificate");
+      peer.write("ping-from-openssl\n");
+      await peer.waitFor(/echo ping-from-openssl/);
+    });
+
+    it(`our client (${suite}) -> openssl s_server -Verify 1: the ISP is its certificate, data both ways`, async () => {
+      const port = await freePort();
+      const peer = spawnPeer("openssl", [
+        "s_server",
+        "-dtls1_2",
+        "-4",
+        "-accept",
+        String(port),
+        "-cert",
+        pki.isp.certPath,
+        "-key",
+        pki.isp.keyPath,
+        "-CAfile",
+        pki.ca.certPath,
+        "-Verify",
+        "1",
+        "-verify_return_error",
+        "-cipher",
+        cipher,
+      ]);
+      await peer.waitFor(/ACCEPT/);
+      const c = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port,
+        certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+      });
+      clients.push(c);
+      assert.equal(c.cipher, `DTLSv1.2 ${suite}`);
+      assert.equal(c.peer.method, "certificate");
+      assert.equal(c.peer.subject, "CN=isp.example");
+      c.send(Buffer.from("from-node\n"));
+      await peer.waitFor(/from-node/);
+      const got = once(c, "message");
+      peer.write("from-openssl\n");
+      assert.equal(((await got)[0] as Buffer).toString(), "from-openssl\n");
+      // s_server verified our certificate (it prints the client's subject).
+      await peer.waitFor(/subject=.*home-1\.example/);
+    });
+  }
+
+  it("our client -> our server: ECDHE_ECDSA with ChaCha20-Poly1305 by default, both sides see the other's certificate", async () => {
+    const { port, connections } = await ourServer();
+    const c = await dtlsClientConnect({
+      address: "127.0.0.1",
+      port,
+      certificate: { cert: pki.home2.cert, key: pki.home2.key, ca: pki.ca.cert, servername: "isp.example" },
+    });
+    clients.push(c);
+    assert.equal(c.cipher, "DTLSv1.2 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256");
+    assert.equal(c.peer.subject, "CN=isp.example");
+    await waitUntil(() => connections.length === 1, "the connection");
+    assert.equal(connections[0].peer.subject, "CN=home-2.example");
+    const got = once(c, "message");
+    c.send(Buffer.from("hello"));
+    assert.equal(((await got)[0] as Buffer).toString(), "echo hello");
+  });
+
+  it("coap-client-openssl -c/-j/-C gets a CoAP answer from our server; our client gets one from coap-server-openssl -c/-j/-C", async function () {
+    requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl") && hasCommand("coap-server-openssl"));
+    const failures: HandshakeFailure[] = [];
+    const server = new DtlsServer({ certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } });
+    servers.push(server);
+    server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+    const subjects: string[] = [];
+    server.on("connection", (c: DtlsServerConnection) => {
+      subjects.push(c.peer.subject ?? "");
+      c.on("message", (m: Buffer) => {
+        const req = decodeUdp(m);
+        c.send(
+          encodeUdp({
+            type: "ACK",
+            code: 0x45,
+            messageId: req.messageId,
+            token: req.token,
+            options: [],
+            payload: Buffer.from("answer over ECDHE_ECDSA"),
+          }),
+        );
+      });
+    });
+    const { port } = await server.listen(0, "127.0.0.1");
+    const client = spawnPeer("coap-client-openssl", [
+      "-B",
+      "10",
+      "-m",
+      "get",
+      "-c",
+      pki.home1.certPath,
+      "-j",
+      pki.home1.keyPath,
+      "-C",
+      pki.ca.certPath,
+      `coaps://127.0.0.1:${port}/test`,
+    ]);
+    await client.waitFor(/answer over ECDHE_ECDSA/);
+    assert.deepEqual(subjects, ["CN=home-1.example"]);
+    assert.deepEqual(failures, []);
+
+    const base = await freePort(2);
+    spawnPeer("coap-server-openssl", [
+      "-A",
+      "127.0.0.1",
+      "-p",
+      String(base),
+      "-c",
+      pki.isp.certPath,
+      "-j",
+      pki.isp.keyPath,
+      "-C",
+      pki.ca.certPath,
+    ]);
+    const conn = await connectDtls({
+      host: "127.0.0.1",
+      port: base + 1,
+      certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+      handshakeTimeoutMs: 300,
+      attempts: 10,
+      backoff: 1,
+    });
+    try {
+      assert.match(conn.cipher, /ECDHE_ECDSA/);
+      const got = new Promise<Buffer>((r) => conn.once("message", r));
+      conn.send(
+        encodeUdp({
+          type: "CON",
+          code: 0x01,
+          messageId: 7,
+          token: Buffer.from("ab", "hex"),
+          options: [{ number: 11, value: Buffer.from("time") }],
+          payload: Buffer.alloc(0),
+        }),
+      );
+      const res = decodeUdp(await got);
+      assert.equal(res.code, 0x45);
+      assert.match(res.payload.toString(), /\d\d:\d\d:\d\d/);
+    } finally {
+      conn.close();
+    }
+  });
+
+  describe("refusals at our server", () => {
+    it("no client certificate: handshake_failure (40), reported as certificate-required", async () => {
+      const { port, failures, connections } = await ourServer();
+      const peer = sClient(port, SUITES[0][0], undefined);
+      await peer.waitFor(/alert handshake failure|alert number 40/);
+      await waitUntil(() => failures.length === 1, "the failure event");
+      assert.equal(failures[0].reason, "certificate-required");
+      assert.equal(connections.length, 0);
+    });
+
+    it("a certificate from a CA we do not trust: unknown_ca (48), certificate-untrusted with its subject", async () => {
+      const { port, failures, connections } = await ourServer();
+      const peer = sClient(port, SUITES[0][0], pki.rogueHome);
+      await peer.waitFor(/unknown ca|alert number 48/);
+      await waitUntil(() => failures.length === 1, "the failure event");
+      assert.equal(failures[0].reason, "certificate-untrusted");
+      assert.equal(failures[0].subject, "CN=home-1.example");
+      assert.match(failures[0].detail ?? "", /Rogue CA/);
+      assert.equal(connections.length, 0);
+    });
+
+    it("an expired client certificate: certificate_expired (45)", async () => {
+      const { port, failures } = await ourServer();
+      const peer = sClient(port, SUITES[1][0], pki.expired);
+      await peer.waitFor(/certificate expired|alert number 45/);
+      await waitUntil(() => failures.length === 1, "the failure event");
+      assert.equal(failures[0].reason, "certificate-expired");
+    });
+
+    it("a CertificateVerify whose signature was broken in flight: decrypt_error (51), no session", async () => {
+      const { port, failures, connections } = await ourServer();
+      const relay = await signatureBreakingRelay(port, "up", HandshakeType.CertificateVerify);
+      relays.push(relay);
+      const peer = sClient(relay.port, SUITES[0][0], pki.home1);
+      await peer.waitFor(/decrypt error|alert number 51/);
+      await waitUntil(() => failures.length === 1, "the failure event");
+      assert.equal(failures[0].reason, "bad-certificate-verify");
+      assert.equal(failures[0].subject, "CN=home-1.example");
+      assert.ok(relay.flipped() >= 1);
+      assert.equal(connections.length, 0);
+    });
+
+    it("without requireClientCert, a client without a certificate is served (server-authenticated only)", async () => {
+      const { port, connections } = await ourServer({ requireClientCert: false });
+      const peer = sClient(port, SUITES[0][0], undefined);
+      await peer.waitFor(/Verify return code: 0 \(ok\)/);
+      await waitUntil(() => connections.length === 1, "the connection");
+      peer.write("anon\n");
+      await peer.waitFor(/echo anon/);
+    });
+  });
+
+  describe("refusals at our client", () => {
+    async function sServerWith(pair: KeyPair): Promise<number> {
+      const port = await freePort();
+      const peer = spawnPeer("openssl", [
+        "s_server",
+        "-dtls1_2",
+        "-4",
+        "-accept",
+        String(port),
+        "-cert",
+        pair.certPath,
+        "-key",
+        pair.keyPath,
+        "-CAfile",
+        pki.ca.certPath,
+        "-Verify",
+        "1",
+      ]);
+      await peer.waitFor(/ACCEPT/);
+      return port;
+    }
+
+    async function refused(port: number, ca: string, servername = "isp.example"): Promise<TransportError> {
+      const err = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port,
+        handshakeTimeoutMs: 5000,
+        certificate: { cert: pki.home1.cert, key: pki.home1.key, ca, servername },
+      }).then(
+        () => assert.fail("the handshake should have been refused"),
+        (e: TransportError) => e,
+      );
+      assert.equal(err.code, "AUTH_FAILED", err.message);
+      return err;
+    }
+
+    it("an ISP certificate from a CA we do not trust", async () => {
+      const port = await sServerWith(pki.isp);
+      assert.match((await refused(port, pki.rogueCa.cert)).message, /not signed by a CA we trust/);
+    });
+
+    it("an expired ISP certificate", async () => {
+      const port = await sServerWith(pki.expired);
+      assert.match((await refused(port, pki.ca.cert)).message, /expired/);
+    });
+
+    it("an ISP certificate for another name", async () => {
+      const port = await sServerWith(pki.wrongName);
+      assert.match((await refused(port, pki.ca.cert, "localhost")).message, /does not name localhost/);
+    });
+
+    it("a ServerKeyExchange whose signature was broken in flight", async () => {
+      const port = await sServerWith(pki.isp);
+      const relay = await signatureBreakingRelay(port, "down", HandshakeType.ServerKeyExchange);
+      relays.push(relay);
+      assert.match((await refused(relay.port, pki.ca.cert)).message, /ServerKeyExchange signature does not verify/);
+      assert.ok(relay.flipped() >= 1);
+    });
+  });
+});
