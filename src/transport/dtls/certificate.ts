@@ -93,6 +93,19 @@ export function checkPeerChain(
   anchors: readonly X509Certificate[],
   opts: { role: "server" | "client"; name?: string; now?: number },
 ): ChainCheck {
+  try {
+    return checkChain(chainDer, anchors, opts);
+  } catch (e) {
+    // X509Certificate decodes its parts lazily: a key or extension that does not decode throws here.
+    return refuse(AlertDescription.BadCertificate, "bad-certificate", `certificate does not decode: ${(e as Error).message}`);
+  }
+}
+
+function checkChain(
+  chainDer: readonly Buffer[],
+  anchors: readonly X509Certificate[],
+  opts: { role: "server" | "client"; name?: string; now?: number },
+): ChainCheck {
   const now = opts.now ?? Date.now();
   let chain: X509Certificate[];
   try {
