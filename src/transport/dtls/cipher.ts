@@ -17,7 +17,7 @@ import {
   type DecipherChaCha20Poly1305,
 } from "node:crypto";
 import type { CipherSuiteInfo } from "./constants";
-import { aeadAdditionalData } from "./record";
+import { aeadAdditionalData, cidAdditionalData } from "./record";
 
 const NONCE_LENGTH = 12;
 
@@ -80,8 +80,12 @@ export function sealRecord(
   epoch: number,
   sequence: number,
   plaintext: Buffer,
+  cid?: Buffer,
 ): Buffer {
-  const ad = aeadAdditionalData(epoch, sequence, type, version, plaintext.length);
+  // With a Connection ID (RFC 9146 5) `plaintext` is the DTLSInnerPlaintext and `type` is unused.
+  const ad = cid
+    ? cidAdditionalData(version, epoch, sequence, cid, plaintext.length)
+    : aeadAdditionalData(epoch, sequence, type, version, plaintext.length);
   const nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
   const key = material.subarray(keyOffset, keyOffset + suite.keyLength);
   const explicit = suite.explicitNonceLength;
@@ -108,12 +112,15 @@ export function openRecord(
   epoch: number,
   sequence: number,
   fragment: Buffer,
+  cid?: Buffer,
 ): Buffer | undefined {
   const explicit = suite.explicitNonceLength;
   if (fragment.length < explicit + suite.tagLength) return undefined;
   const ciphertext = fragment.subarray(explicit, fragment.length - suite.tagLength);
   const tag = fragment.subarray(fragment.length - suite.tagLength);
-  const ad = aeadAdditionalData(epoch, sequence, type, version, ciphertext.length);
+  const ad = cid
+    ? cidAdditionalData(version, epoch, sequence, cid, ciphertext.length)
+    : aeadAdditionalData(epoch, sequence, type, version, ciphertext.length);
   let nonce: Buffer;
   if (explicit > 0) {
     nonce = Buffer.allocUnsafe(NONCE_LENGTH);
@@ -161,11 +168,11 @@ export class AeadState {
     return aeadOverhead(this.suite);
   }
 
-  encrypt(type: number, version: number, epoch: number, sequence: number, plaintext: Buffer): Buffer {
-    return sealRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, plaintext);
+  encrypt(type: number, version: number, epoch: number, sequence: number, plaintext: Buffer, cid?: Buffer): Buffer {
+    return sealRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, plaintext, cid);
   }
 
-  decrypt(type: number, version: number, epoch: number, sequence: number, fragment: Buffer): Buffer | undefined {
-    return openRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, fragment);
+  decrypt(type: number, version: number, epoch: number, sequence: number, fragment: Buffer, cid?: Buffer): Buffer | undefined {
+    return openRecord(this.suite, this.material, 0, this.keyLength, type, version, epoch, sequence, fragment, cid);
   }
 }

@@ -53,7 +53,7 @@ import {
   type CompleteMessage,
 } from "./handshake";
 import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
-import { encodeRecord, parseDatagram } from "./record";
+import { encodeCidRecord, encodeRecord, innerPlaintext, parseDatagram } from "./record";
 import { ReplayWindow } from "./replay";
 import { parseNewSessionTicket, resumptionUnusable, sessionTicketExtension, type DtlsResumption } from "./resumption";
 
@@ -221,6 +221,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   private finalFlight: FlightRecord[] | undefined;
   private lastFinalResend = 0;
   private readonly credentials: CertificateCredentials | undefined;
+  /** The server's Connection ID (RFC 9146), carried in every record we protect; undefined = plain records. */
+  private peerCid: Buffer | undefined;
   private readonly trustAnchors: ReturnType<typeof loadTrustAnchors>;
   private readonly onAbort = (): void => this.fail(new TransportError("CLOSED", "DTLS connect aborted"), undefined);
   /** Statistics for tests and status. */
@@ -333,6 +335,9 @@ export class DtlsClient extends EventEmitter implements Connection {
     }
     // Always offered: empty asks for a ticket, else the ticket to resume with.
     ext.push(sessionTicketExtension(this.offer?.from.ticket));
+    // RFC 9146: we send with the server's CID, so a NAT rebinding our port keeps the session; we ask
+    // for none (empty) ourselves: our socket is connected and never moves.
+    ext.push(u16(ExtensionType.ConnectionId), u16(1), Buffer.from([0]));
     const extBytes = Buffer.concat(ext);
     const sessionId = this.offer?.sessionId ?? Buffer.alloc(0);
     const body = Buffer.concat([
@@ -375,6 +380,8 @@ export class DtlsClient extends EventEmitter implements Connection {
   private encodeRecordOut(type: number, epoch: 0 | 1, body: Buffer): Buffer {
     const seq = this.writeSeq[epoch]++;
     if (epoch === 0) return encodeRecord(type, DTLS_1_2, 0, seq, body);
+    const cid = this.peerCid;
+    if (cid) return encodeCidRecord(DTLS_1_2, 1, seq, cid, this.write!.encrypt(type, DTLS_1_2, 1, seq, innerPlaintext(type, body), cid));
     return encodeRecord(type, DTLS_1_2, 1, seq, this.write!.encrypt(type, DTLS_1_2, 1, seq, body));
   }
 
@@ -593,6 +600,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.extendedMasterSecret = sh.extensions.has(ExtensionType.ExtendedMasterSecret);
     const extensionError = unofferedExtension(sh);
     if (extensionError) return this.fail(this.handshakeError(extensionError), AlertDescription.UnsupportedExtension);
+    this.peerCid = serverCid(sh);
     this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
     const middle = msgs.slice(1, -1);
     if (suite.keyExchange === "ecdhe_ecdsa") return this.onCertificateFlight(msgs, middle, suite, sh.random);
@@ -755,6 +763,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     if (sh.compression !== 0) return this.fail(this.handshakeError("server chose compression"), AlertDescription.IllegalParameter);
     const extensionError = unofferedExtension(sh);
     if (extensionError) return this.fail(this.handshakeError(extensionError), AlertDescription.UnsupportedExtension);
+    this.peerCid = serverCid(sh); // RFC 9146 3: negotiated afresh on resumption
     // RFC 7627 5.3: the resumed session must agree with the original on extended master secret.
     if (sh.extensions.has(ExtensionType.ExtendedMasterSecret) !== from.extendedMasterSecret)
       return this.fail(
@@ -993,11 +1002,22 @@ function unofferedExtension(sh: ServerHello): string | undefined {
       if (data.length !== 0) return "server sent a SessionTicket extension with data";
       continue;
     }
+    if (t === ExtensionType.ConnectionId) {
+      if (data.length < 1 || data.length !== 1 + data[0]) return "server sent a malformed connection_id extension";
+      continue;
+    }
     if (![ExtensionType.ExtendedMasterSecret, ExtensionType.RenegotiationInfo, ExtensionType.EcPointFormats].includes(t as 0x17)) {
       return `server sent extension ${t} that was not offered`;
     }
   }
   return undefined;
+}
+
+/** The CID the server wants in our records (RFC 9146 3), or undefined (none, or empty: plain records). */
+function serverCid(sh: ServerHello): Buffer | undefined {
+  const data = sh.extensions.get(ExtensionType.ConnectionId);
+  if (!data || data[0] === 0) return undefined;
+  return Buffer.from(data.subarray(1));
 }
 
 interface ServerHello {

@@ -22,8 +22,8 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
     private readonly owner: DtlsConnectionOwner,
     private readonly session: object,
     readonly peer: PeerIdentity,
-    readonly remoteAddress: string,
-    readonly remotePort: number,
+    public remoteAddress: string,
+    public remotePort: number,
     readonly localAddress: string,
     readonly localPort: number,
     readonly cipher: string,
@@ -56,6 +56,14 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
   close(): void {
     if (this.isClosed) return;
     this.owner.closeByApplication(this.session, this);
+  }
+
+  /** Called by the server when the peer moved (RFC 9146 Connection ID): 'moved' with the old and new endpoints. */
+  moved(address: string, port: number): void {
+    const from = { address: this.remoteAddress, port: this.remotePort };
+    this.remoteAddress = address;
+    this.remotePort = port;
+    this.emit("moved", { from, to: { address, port } });
   }
 
   /** Called by the server exactly once when the association ends. */

@@ -1,6 +1,13 @@
 // Wire constants for DTLS 1.2 (RFC 6347, RFC 5246) as used by the PSK server.
 
-export const ContentType = { ChangeCipherSpec: 20, Alert: 21, Handshake: 22, ApplicationData: 23 } as const;
+export const ContentType = {
+  ChangeCipherSpec: 20,
+  Alert: 21,
+  Handshake: 22,
+  ApplicationData: 23,
+  /** RFC 9146 4: a record carrying a Connection ID; its real type is inside the protected DTLSInnerPlaintext. */
+  Tls12Cid: 25,
+} as const;
 
 export const HandshakeType = {
   HelloRequest: 0,
@@ -56,6 +63,8 @@ export const ExtensionType = {
   ExtendedMasterSecret: 0x0017,
   /** RFC 5077 3.2: empty = "I support tickets"; otherwise the ticket to resume from. */
   SessionTicket: 0x0023,
+  /** RFC 9146 3: cid<0..2^8-1>, the CID the sender wants to receive (54; drafts used 53). */
+  ConnectionId: 0x0036,
   RenegotiationInfo: 0xff01,
 } as const;
 

@@ -95,6 +95,8 @@ export interface ClientHello {
   readonly sessionTicket: Buffer | undefined;
   /** signature_algorithms (RFC 5246 7.4.1.4.1) as u16 {hash, signature} pairs; undefined when absent. */
   readonly signatureAlgorithms: number[] | undefined;
+  /** connection_id (RFC 9146 3): the CID the client wants in our records (empty: none); undefined when not offered. */
+  readonly connectionId: Buffer | undefined;
 }
 
 export function parseClientHello(body: Buffer): ClientHello {
@@ -117,6 +119,7 @@ export function parseClientHello(body: Buffer): ClientHello {
   let ecPointFormats: Buffer | undefined;
   let sessionTicket: Buffer | undefined;
   let signatureAlgorithms: number[] | undefined;
+  let connectionId: Buffer | undefined;
   if (r.remaining > 0) {
     const extLength = r.u16();
     const ext = new Reader(r.bytes(extLength));
@@ -147,6 +150,10 @@ export function parseClientHello(body: Buffer): ClientHello {
         sessionTicket = data;
       } else if (type === ExtensionType.SignatureAlgorithms) {
         signatureAlgorithms = parseU16List(data, "signature_algorithms");
+      } else if (type === ExtensionType.ConnectionId) {
+        const list = new Reader(data);
+        connectionId = list.bytes(list.u8());
+        if (list.remaining !== 0) throw new DtlsDecodeError("bad connection_id");
       }
     }
   }
@@ -166,6 +173,7 @@ export function parseClientHello(body: Buffer): ClientHello {
     ecPointFormats,
     sessionTicket,
     signatureAlgorithms,
+    connectionId,
   };
 }
 
@@ -198,8 +206,18 @@ export function buildServerHello(
   ecPointFormats = false,
   sessionTicket = false,
   sessionId: Buffer = Buffer.alloc(0),
+  connectionId?: Buffer,
 ): Buffer {
   const ext: Buffer[] = [];
+  if (connectionId) {
+    // RFC 9146 3: the CID we want in the client's records.
+    const e = Buffer.allocUnsafe(5 + connectionId.length);
+    e.writeUInt16BE(0x0036, 0);
+    e.writeUInt16BE(1 + connectionId.length, 2);
+    e[4] = connectionId.length;
+    connectionId.copy(e, 5);
+    ext.push(e);
+  }
   if (renegotiationInfo) ext.push(Buffer.from([0xff, 0x01, 0x00, 0x01, 0x00]));
   if (extendedMasterSecret) ext.push(Buffer.from([0x00, 0x17, 0x00, 0x00]));
   if (ecPointFormats) ext.push(Buffer.from([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]));

@@ -10,6 +10,8 @@ export interface DtlsRecord {
   readonly sequence: number;
   /** Protected or plaintext fragment, a view into the datagram. */
   readonly fragment: Buffer;
+  /** RFC 9146 tls12_cid records: the Connection ID from the header. */
+  readonly cid?: Buffer;
 }
 
 export interface ParsedDatagram {
@@ -19,13 +21,18 @@ export interface ParsedDatagram {
 }
 
 const MAX_RECORDS_PER_DATAGRAM = 32;
+const CID_TYPE = 25;
 
 function isKnownType(t: number): boolean {
   return t >= 20 && t <= 23;
 }
 
-/** Splits a datagram into records; `maxFragment` bounds each record's fragment length. */
-export function parseDatagram(datagram: Buffer, maxFragment: number): ParsedDatagram {
+/**
+ * Splits a datagram into records; `maxFragment` bounds each record's fragment length. `cidLength`:
+ * the length of the Connection IDs we hand out (RFC 9146 gives no length on the wire); without it a
+ * tls12_cid record ends parsing like any unknown type.
+ */
+export function parseDatagram(datagram: Buffer, maxFragment: number, cidLength = 0): ParsedDatagram {
   const records: DtlsRecord[] = [];
   let off = 0;
   while (off < datagram.length) {
@@ -35,6 +42,25 @@ export function parseDatagram(datagram: Buffer, maxFragment: number): ParsedData
     const version = datagram.readUInt16BE(off + 1);
     const epoch = datagram.readUInt16BE(off + 3);
     const sequence = datagram.readUIntBE(off + 5, 6);
+    if (type === CID_TYPE && cidLength > 0) {
+      const header = RECORD_HEADER_LENGTH + cidLength;
+      if (datagram.length - off < header) return { records, malformed: "short-header" };
+      const cidLengthAt = off + 11 + cidLength;
+      const cidRecordLength = datagram.readUInt16BE(cidLengthAt);
+      if (version !== 0xfefd) return { records, malformed: "bad-version" };
+      if (cidRecordLength > maxFragment || off + header + cidRecordLength > datagram.length)
+        return { records, malformed: "length-overrun" };
+      records.push({
+        type,
+        version,
+        epoch,
+        sequence,
+        cid: datagram.subarray(off + 11, off + 11 + cidLength),
+        fragment: datagram.subarray(off + header, off + header + cidRecordLength),
+      });
+      off += header + cidRecordLength;
+      continue;
+    }
     const length = datagram.readUInt16BE(off + 11);
     if (!isKnownType(type)) return { records, malformed: "bad-type" };
     // Only DTLS 1.0 (first ClientHello of some clients) and 1.2 are valid here.
@@ -72,4 +98,51 @@ export function aeadAdditionalData(epoch: number, sequence: number, type: number
   ad.writeUInt16BE(version, 9);
   ad.writeUInt16BE(plaintextLength, 11);
   return ad;
+}
+
+/** RFC 9146 4: tls12_cid, version, epoch, sequence, the CID, then length and the protected DTLSInnerPlaintext. */
+export function encodeCidRecord(version: number, epoch: number, sequence: number, cid: Buffer, fragment: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + cid.length + fragment.length);
+  out[0] = CID_TYPE;
+  out.writeUInt16BE(version, 1);
+  out.writeUInt16BE(epoch, 3);
+  out.writeUIntBE(sequence, 5, 6);
+  cid.copy(out, 11);
+  out.writeUInt16BE(fragment.length, 11 + cid.length);
+  fragment.copy(out, RECORD_HEADER_LENGTH + cid.length);
+  return out;
+}
+
+/**
+ * RFC 9146 5 AEAD additional data: seq_num_placeholder (8 x 0xff), tls12_cid, cid_length, tls12_cid,
+ * version, epoch, sequence_number, cid, length_of_DTLSInnerPlaintext.
+ */
+export function cidAdditionalData(version: number, epoch: number, sequence: number, cid: Buffer, innerLength: number): Buffer {
+  const ad = Buffer.allocUnsafe(23 + cid.length);
+  ad.fill(0xff, 0, 8);
+  ad[8] = CID_TYPE;
+  ad[9] = cid.length;
+  ad[10] = CID_TYPE;
+  ad.writeUInt16BE(version, 11);
+  ad.writeUInt16BE(epoch, 13);
+  ad.writeUIntBE(sequence, 15, 6);
+  cid.copy(ad, 21);
+  ad.writeUInt16BE(innerLength, 21 + cid.length);
+  return ad;
+}
+
+/** DTLSInnerPlaintext (RFC 9146 4): content, the real type, no padding. */
+export function innerPlaintext(type: number, content: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(content.length + 1);
+  content.copy(out, 0);
+  out[content.length] = type;
+  return out;
+}
+
+/** Content and real type of a DTLSInnerPlaintext; undefined when it is all zeros (no type). */
+export function openInnerPlaintext(inner: Buffer): { type: number; content: Buffer } | undefined {
+  let end = inner.length - 1;
+  while (end >= 0 && inner[end] === 0) end--;
+  if (end < 0) return undefined;
+  return { type: inner[end], content: inner.subarray(0, end) };
 }

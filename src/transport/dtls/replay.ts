@@ -10,6 +10,11 @@ export class ReplayWindow {
   private low = 0;
   private high = 0;
 
+  /** True when `sequence` is above every one accepted so far (RFC 9146 6: only such a record may move a peer). */
+  isNewest(sequence: number): boolean {
+    return sequence > this.highest;
+  }
+
   /** True when the sequence number is new and not too old. */
   isFresh(sequence: number): boolean {
     if (sequence > this.highest) return true;

@@ -54,7 +54,7 @@ import {
   type HandshakeFragment,
 } from "./handshake";
 import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret, sha256 } from "./prf";
-import { encodeRecord, parseDatagram, type DtlsRecord } from "./record";
+import { encodeCidRecord, encodeRecord, innerPlaintext, openInnerPlaintext, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
 import type { X509Certificate } from "node:crypto";
@@ -203,6 +203,8 @@ export interface DtlsServerStats {
   handshakesFailed: number;
   /** Handshake messages that arrived in more than one fragment and were reassembled. */
   reassembledMessages: number;
+  /** Sessions that moved to a new address and port on an authenticated record with their CID (RFC 9146 6). */
+  peersMoved: number;
   internalErrors: number;
 }
 
@@ -281,6 +283,10 @@ interface Peer {
   finalTicket: Buffer | undefined;
   /** DER leaf of the client's certificate (ECDHE_ECDSA sessions): the session's peer identity. */
   certificate: Buffer | undefined;
+  /** RFC 9146: our CID, which the client puts in its records (the key of peersByCid); undefined = not negotiated. */
+  cid: Buffer | undefined;
+  /** The client's CID, which we put in our records; undefined = plain records. */
+  peerCid: Buffer | undefined;
 }
 
 // Slot layout: client random, key block (sized for the largest enabled suite), encoded Finished.
@@ -309,6 +315,8 @@ function normalizeAddress(address: string): string {
 export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private socket: dgram.Socket | undefined;
   private readonly peers = new Map<string, Peer>();
+  /** Peers that negotiated a Connection ID, by it (latin1 string of the bytes). */
+  private readonly peersByCid = new Map<string, Peer>();
   /** "DTLSv1.2 <suite>" per suite id, built once and shared by every connection. */
   private readonly cipherLabels = new Map<number, string>();
   private handshaking = 0;
@@ -350,6 +358,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     handshakesResumed: 0,
     handshakesFailed: 0,
     reassembledMessages: 0,
+    peersMoved: 0,
     internalErrors: 0,
   };
 
@@ -470,10 +479,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         this.stats.droppedDatagrams++;
         return;
       }
-      const parsed = parseDatagram(datagram, this.maxRecordPlaintext + 2048);
+      const parsed = parseDatagram(datagram, this.maxRecordPlaintext + 2048, CID_LENGTH);
       if (parsed.malformed) this.stats.badRecords++;
       const key = `${socketAddress}|${port}`;
       for (const record of parsed.records) {
+        if (record.cid) {
+          this.handleCidRecord(record, key, socketAddress, address, port);
+          continue;
+        }
         const peer = this.peers.get(key);
         const hs = peer?.handshake;
         if (hs?.pending) {
@@ -532,7 +545,62 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     peer.replay.mark(record.sequence);
     peer.lastRecordAt = Date.now();
-    switch (record.type) {
+    this.dispatchProtected(peer, record.type, plaintext);
+  }
+
+  /**
+   * A tls12_cid record (RFC 9146): found by our CID, whatever its address. Once it authenticates and is
+   * the newest record of the session, a new address and port become the peer's (a NAT rebinding).
+   */
+  private handleCidRecord(record: DtlsRecord, key: string, socketAddress: string, address: string, port: number): void {
+    const peer = this.peersByCid.get(record.cid!.toString("latin1"));
+    if (!peer || record.epoch !== 1 || !peer.keysReady || !peer.replay || peer.state === "closed") {
+      this.stats.badRecords++;
+      return;
+    }
+    if (!peer.replay.isFresh(record.sequence)) return;
+    const inner = this.open(peer, record);
+    const opened = inner && openInnerPlaintext(inner);
+    if (!opened || opened.content.length > this.maxRecordPlaintext) {
+      this.stats.badRecords++;
+      if (
+        peer.state === "awaiting-finished" &&
+        key === peer.key &&
+        inner === undefined &&
+        record.fragment.length === FINISHED_MESSAGE_LENGTH + 1 + aeadOverhead(peer.suite)
+      ) {
+        this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
+      }
+      return;
+    }
+    const newest = peer.replay.isNewest(record.sequence);
+    peer.replay.mark(record.sequence);
+    peer.lastRecordAt = Date.now();
+    if (key !== peer.key && newest) this.movePeer(peer, key, socketAddress, address, port);
+    this.dispatchProtected(peer, opened.type, opened.content);
+  }
+
+  /** The session continues at a new address and port: later records and retransmissions go there. */
+  private movePeer(peer: Peer, key: string, socketAddress: string, address: string, port: number): void {
+    const occupant = this.peers.get(key);
+    if (occupant && occupant !== peer) {
+      // Another association at that address and port: one that is only handshaking is stale (the
+      // rebinding NAT gave its port away); an established one stays, and this record moves nothing.
+      if (occupant.state === "established") return;
+      this.removePeer(occupant, new Error("address taken over by a session with a Connection ID"));
+    }
+    this.peers.delete(peer.key);
+    peer.key = key;
+    peer.socketAddress = socketAddress;
+    peer.address = address;
+    peer.port = port;
+    this.peers.set(key, peer);
+    this.stats.peersMoved++;
+    peer.connection?.moved(address, port);
+  }
+
+  private dispatchProtected(peer: Peer, type: number, plaintext: Buffer): void {
+    switch (type) {
       case ContentType.ApplicationData:
         if (peer.state === "established" && peer.connection) {
           // Data at epoch 1 proves the client has our Finished: the final flight is no longer needed.
@@ -716,8 +784,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       handshake,
       finalTicket: undefined,
       certificate: undefined,
+      ...this.negotiateCid(hello),
     };
     this.peers.set(key, newPeer);
+    if (newPeer.cid) this.peersByCid.set(newPeer.cid.toString("latin1"), newPeer);
     this.handshaking++;
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
 
@@ -732,6 +802,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           hello.extendedMasterSecret,
           ephemeral !== undefined && hello.ecPointFormats !== undefined,
           handshake.issueTicket,
+          undefined,
+          newPeer.cid,
         ),
       ),
     ];
@@ -758,6 +830,17 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     handshake.flight = this.packFlight(newPeer, messages);
     this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
+  }
+
+  /**
+   * RFC 9146: a client that offers connection_id gets a fresh random CID of ours (its records will
+   * carry it, so a new address can be recognised); we use the client's CID in our records if it gave one.
+   */
+  private negotiateCid(hello: ClientHello): { cid: Buffer | undefined; peerCid: Buffer | undefined } {
+    if (hello.connectionId === undefined) return { cid: undefined, peerCid: undefined };
+    let cid = pooledRandomBytes(CID_LENGTH);
+    while (this.peersByCid.has(cid.toString("latin1"))) cid = pooledRandomBytes(CID_LENGTH);
+    return { cid, peerCid: hello.connectionId.length > 0 ? Buffer.from(hello.connectionId) : undefined };
   }
 
   /** Whether this server can run `suite` with this client. */
@@ -902,8 +985,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       handshake,
       finalTicket: undefined,
       certificate: undefined,
+      ...this.negotiateCid(hello),
     };
     this.peers.set(key, peer);
+    if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
     this.handshaking++;
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
     const serverHello = encodeHandshake(
@@ -917,6 +1002,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         suite.keyExchange === "ecdhe_psk" && hello.ecPointFormats !== undefined,
         false,
         hello.sessionId,
+        peer.cid,
       ),
     );
     handshake.transcript.push(serverHello);
@@ -1282,9 +1368,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       DTLS_1_2,
       1,
       seq,
-      plaintext,
+      peer.peerCid ? innerPlaintext(type, plaintext) : plaintext,
+      peer.peerCid,
     );
-    return encodeRecord(type, DTLS_1_2, 1, seq, sealed);
+    return peer.peerCid ? encodeCidRecord(DTLS_1_2, 1, seq, peer.peerCid, sealed) : encodeRecord(type, DTLS_1_2, 1, seq, sealed);
   }
 
   private open(peer: Peer, record: DtlsRecord): Buffer | undefined {
@@ -1300,6 +1387,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       record.epoch,
       record.sequence,
       record.fragment,
+      record.cid,
     );
   }
 
@@ -1398,6 +1486,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.state = "closed";
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
+    if (peer.cid && this.peersByCid.get(peer.cid.toString("latin1")) === peer) this.peersByCid.delete(peer.cid.toString("latin1"));
     if (wasHandshaking) this.handshakeEnded(peer.handshake);
     peer.handshake?.ecdhSecret?.fill(0);
     peer.handshake?.master?.fill(0);
@@ -1448,6 +1537,8 @@ const REASSEMBLY_LIMITS = Object.freeze({ maxMessageLength: 12288, maxAhead: 4, 
  */
 const FLIGHT_DATAGRAM_BYTES = 1200;
 const FLIGHT_FRAGMENT_BODY = FLIGHT_DATAGRAM_BYTES - 13 - 12;
+/** Our Connection IDs (RFC 9146): random, 8 bytes, so a client cannot guess another session's. */
+const CID_LENGTH = 8;
 const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
 const EMPTY = Buffer.alloc(0);
 
