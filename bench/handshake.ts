@@ -5,6 +5,8 @@
 // ours and coap-server-openssl's (see session-memory.ts for how it is measured).
 // Usage: node .build/<out>/bench/handshake.js [handshakes=1000] [parallel=4] [idleSessions=1000] [idleMs=6000]
 import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import { makeTestPki } from "../test/support/certs";
 import { DtlsServer, type DtlsCipherSuiteName } from "../src/transport/dtls";
 import { dtlsClientConnect } from "../src/transport/dtls/client";
 import type { DtlsResumption } from "../src/transport/dtls/resumption";
@@ -79,10 +81,24 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
   let ticket: DtlsResumption | undefined;
   const one = async (): Promise<boolean> => {
     try {
+      // ECDHE_ECDSA: the home's certificate from the files the parent made (DOTS_BENCH_CERTS: cert, key, ca paths).
+      const files = process.env.DOTS_BENCH_CERTS
+        ? (JSON.parse(process.env.DOTS_BENCH_CERTS) as Record<"cert" | "key" | "ca", string>)
+        : undefined;
+      const credentials = files
+        ? {
+            certificate: {
+              cert: fs.readFileSync(files.cert),
+              key: fs.readFileSync(files.key),
+              ca: fs.readFileSync(files.ca),
+              servername: "isp.example",
+            },
+          }
+        : { psk: { identity: IDENTITY, key: Buffer.from(KEY) } };
       const c = await dtlsClientConnect({
         address: "127.0.0.1",
         port,
-        psk: { identity: IDENTITY, key: Buffer.from(KEY) },
+        ...credentials,
         suites: [suite],
         handshakeTimeoutMs: 3000,
         ...(resume && ticket ? { resumeFrom: ticket } : {}),
@@ -113,8 +129,8 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
   process.stdout.write(JSON.stringify({ ok, failed, seconds }) + "\n");
 }
 
-function runChild(args: string[]): { child: ChildProcess; line: Promise<Record<string, number>> } {
-  const child = spawn(process.execPath, [__filename, ...args], { stdio: ["pipe", "pipe", "inherit"] });
+function runChild(args: string[], env?: Record<string, string>): { child: ChildProcess; line: Promise<Record<string, number>> } {
+  const child = spawn(process.execPath, [__filename, ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
   let buf = "";
   const line = new Promise<Record<string, number>>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => {
@@ -225,6 +241,51 @@ async function main(): Promise<void> {
       );
     } finally {
       lib.proc.kill("SIGKILL");
+    }
+  }
+
+  // ECDHE_ECDSA (mutual certificates, P-256): our client against our server and coap-server-openssl -c/-j/-C.
+  {
+    const pki = await makeTestPki();
+    const env = { DOTS_BENCH_CERTS: JSON.stringify({ cert: pki.home1.certPath, key: pki.home1.keyPath, ca: pki.ca.certPath }) };
+    const suite: DtlsCipherSuiteName = "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256";
+    console.log(
+      `\nDTLS 1.2 handshakes with certificates, client: ours (${suite}, mutual), ${handshakes} handshakes, ${parallel} in parallel`,
+    );
+    const srv = new DtlsServer({
+      certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert },
+      maxHandshaking: 5000,
+      maxHandshakingPerSource: 5000,
+      maxPeers: 20000,
+    });
+    srv.on("connection", () => undefined);
+    const p = (await srv.listen(0, "127.0.0.1")).port;
+    const c0 = process.cpuUsage();
+    const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite], env).line;
+    const used = process.cpuUsage(c0);
+    await srv.close();
+    const rate = r.ok / r.seconds;
+    const cpuPer = (used.user + used.system) / (r.ok + 10);
+    console.log(
+      `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed})`,
+    );
+    if (libcoap) {
+      const lib = await startLibcoap(["-c", pki.isp.certPath, "-j", pki.isp.keyPath, "-C", pki.ca.certPath]);
+      try {
+        const libCpu0 = cpuMicrosOf(lib.proc.pid!);
+        const ref = await runChild(["--our-client-handshakes", String(lib.securePort), String(handshakes), String(parallel), suite], env)
+          .line;
+        const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
+        const refRate = ref.ok / ref.seconds;
+        console.log(
+          `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})`,
+        );
+        console.log(
+          `  ratio ours / reference: ${(rate / refRate).toFixed(2)}x handshake rate (goal >= 1.0x); server CPU per handshake ${(cpuPer / refCpu).toFixed(2)}x (goal <= 1.5x)`,
+        );
+      } finally {
+        lib.proc.kill("SIGKILL");
+      }
     }
   }
 

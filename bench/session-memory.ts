@@ -228,11 +228,12 @@ async function portFree(port: number): Promise<boolean> {
 }
 
 /** coap-server-openssl -k listens on p (UDP/TCP) and p+1 (DTLS/TLS): find a pair that is free now. */
-export async function startLibcoap(): Promise<{ proc: ChildProcess; securePort: number }> {
+/** `credentials`: coap-server-openssl's own flags (default the bench PSK; -c/-j/-C for certificates). */
+export async function startLibcoap(credentials: string[] = ["-k", PSK_KEY_TEXT]): Promise<{ proc: ChildProcess; securePort: number }> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const p = 20000 + 2 * Math.floor(Math.random() * 15000);
     if (!(await portFree(p)) || !(await portFree(p + 1))) continue;
-    const proc = spawn("coap-server-openssl", ["-k", PSK_KEY_TEXT, "-A", "127.0.0.1", "-p", String(p)], { stdio: "ignore" });
+    const proc = spawn("coap-server-openssl", [...credentials, "-A", "127.0.0.1", "-p", String(p)], { stdio: "ignore" });
     await sleep(300);
     if (proc.exitCode === null) return { proc, securePort: p + 1 };
   }
