@@ -289,16 +289,26 @@ async function main(): Promise<void> {
     }
   }
 
-  // Reconnect storm: the same homes come back after a listener restart, with and without tickets.
-  {
-    const suite: DtlsCipherSuiteName = "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256";
+  // Reconnect storm: the same homes come back after a listener restart, with and without tickets,
+  // for PSK homes (ECDHE_PSK) and certificate homes (ECDHE_ECDSA, where a full handshake signs and verifies).
+  const stormPki = await makeTestPki();
+  for (const suite of [
+    "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+  ] as DtlsCipherSuiteName[]) {
+    const certificates = suite.includes("ECDSA");
+    const env = certificates
+      ? { DOTS_BENCH_CERTS: JSON.stringify({ cert: stormPki.home1.certPath, key: stormPki.home1.keyPath, ca: stormPki.ca.certPath }) }
+      : undefined;
     console.log(
       `\nReconnect storm, our client and server (${suite}), ${handshakes} handshakes, ${parallel} in parallel: full vs resumed (RFC 5077 tickets)`,
     );
     const rows: Array<{ rate: number; cpu: number }> = [];
     for (const mode of ["full", "resume"]) {
       const srv = new DtlsServer({
-        pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined),
+        ...(certificates
+          ? { certificate: { cert: stormPki.isp.cert, key: stormPki.isp.key, ca: stormPki.ca.cert } }
+          : { pskLookup: (id: string) => (id === IDENTITY ? Buffer.from(KEY) : undefined) }),
         maxHandshaking: 5000,
         maxHandshakingPerSource: 5000,
         maxPeers: 20000,
@@ -306,7 +316,7 @@ async function main(): Promise<void> {
       srv.on("connection", () => undefined);
       const p = (await srv.listen(0, "127.0.0.1")).port;
       const c0 = process.cpuUsage();
-      const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite, mode]).line;
+      const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite, mode], env).line;
       const used = process.cpuUsage(c0);
       const resumed = srv.stats.handshakesResumed;
       await srv.close();

@@ -7,6 +7,7 @@
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
 import { once } from "node:events";
+import * as path from "node:path";
 import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
 import type { TransportError } from "../../src/transport/connection";
 import { connectDtls } from "../../src/transport/dtls-client";
@@ -204,6 +205,77 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
     const got = once(c, "message");
     c.send(Buffer.from("hello"));
     assert.equal(((await got)[0] as Buffer).toString(), "echo hello");
+  });
+
+  it("resumption of a certificate session (RFC 5077): openssl s_client -sess_out/-sess_in shows Reused; our client resumes too, both keep the certificate identities", async () => {
+    const { server, port, connections } = await ourServer();
+    const sess = path.join(pki.dir, `dtls-cert-${process.pid}.sess`);
+    const first = spawnPeer("openssl", [
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-cipher",
+      SUITES[0][0],
+      "-CAfile",
+      pki.ca.certPath,
+      "-cert",
+      pki.home1.certPath,
+      "-key",
+      pki.home1.keyPath,
+      "-sess_out",
+      sess,
+    ]);
+    await first.waitFor(/Verify return code: 0 \(ok\)/);
+    await waitUntil(() => connections.length === 1, "the first connection");
+    first.write("Q\n"); // s_client: close the connection
+    await stopAllPeers();
+    const second = spawnPeer("openssl", [
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-cipher",
+      SUITES[0][0],
+      "-CAfile",
+      pki.ca.certPath,
+      "-cert",
+      pki.home1.certPath,
+      "-key",
+      pki.home1.keyPath,
+      "-sess_in",
+      sess,
+    ]);
+    await second.waitFor(/Reused, TLSv1\.2/);
+    await waitUntil(() => connections.length === 2, "the resumed connection");
+    assert.equal(server.stats.handshakesResumed, 1);
+    assert.equal(connections[1].peer.subject, "CN=home-1.example", "the resumed session is still the home's certificate");
+    second.write("after resumption\n");
+    await second.waitFor(/echo after resumption/);
+
+    const opts = {
+      address: "127.0.0.1",
+      port,
+      certificate: { cert: pki.home2.cert, key: pki.home2.key, ca: pki.ca.cert, servername: "isp.example" },
+    };
+    const full = await dtlsClientConnect(opts);
+    clients.push(full);
+    assert.ok(full.resumption, "our client keeps the certificate session's ticket");
+    const resumed = await dtlsClientConnect({ ...opts, resumeFrom: full.resumption });
+    clients.push(resumed);
+    assert.equal(resumed.resumed, true);
+    assert.equal(resumed.peer.subject, "CN=isp.example");
+    await waitUntil(() => connections.length === 4, "our client's two connections");
+    assert.equal(connections[3].peer.subject, "CN=home-2.example");
+    assert.equal(server.stats.handshakesResumed, 2);
+    // A ticket made for one ISP name is not offered to another.
+    const other = await dtlsClientConnect({
+      ...opts,
+      certificate: { ...opts.certificate, servername: "localhost" },
+      resumeFrom: full.resumption,
+    });
+    clients.push(other);
+    assert.equal(other.resumed, false);
   });
 
   it("coap-client-openssl -c/-j/-C gets a CoAP answer from our server; our client gets one from coap-server-openssl -c/-j/-C", async function () {

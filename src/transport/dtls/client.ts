@@ -253,11 +253,10 @@ export class DtlsClient extends EventEmitter implements Connection {
     const from = opts.resumeFrom;
     if (
       from &&
-      opts.psk &&
       !resumptionUnusable(
         from,
-        opts.psk.identity,
-        this.suites.filter((s) => s.keyExchange !== "ecdhe_ecdsa").map((s) => s.name),
+        this.resumptionIdentity(),
+        this.suites.map((s) => s.name),
       )
     ) {
       this.offer = { from, sessionId: randomBytes(32) };
@@ -269,6 +268,13 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   get closed(): boolean {
     return this.state === "closed";
+  }
+
+  /** What a ticket must have been issued to: our PSK identity, or our certificate and the ISP name we check. */
+  private resumptionIdentity(): string {
+    if (this.opts.psk) return this.opts.psk.identity;
+    const spki = this.local.spki?.toString("base64") ?? "";
+    return `certificate ${spki} ${this.opts.certificate?.servername ?? this.remoteAddress}`;
   }
 
   /** Read through a call so TypeScript does not narrow `state` across handlers that change it. */
@@ -770,6 +776,8 @@ export class DtlsClient extends EventEmitter implements Connection {
         this.handshakeError("server resumed a session with a different extended_master_secret state"),
         AlertDescription.HandshakeFailure,
       );
+    // A certificate session resumes with the ISP it was made with: the one the ticket's master secret proves.
+    if (from.serverCertificate) this.peer = certificatePeerIdentity(from.serverCertificate);
     this.ticketAccepted = true;
     this.suite = suite;
     this.serverRandom = sh.random;
@@ -840,8 +848,6 @@ export class DtlsClient extends EventEmitter implements Connection {
 
   /** What `resumption` holds after the handshake (RFC 5077 3.3: an empty ticket withdraws the offer). */
   private sessionToKeep(): DtlsResumption | undefined {
-    // A certificate session's ticket would need the server's identity kept beside it: not kept.
-    if (!this.opts.psk) return undefined;
     if (this.newTicket) {
       if (this.newTicket.ticket.length === 0) return undefined;
       const masterSecret = Buffer.alloc(48);
@@ -851,7 +857,8 @@ export class DtlsClient extends EventEmitter implements Connection {
         masterSecret,
         suite: this.suite!.name,
         extendedMasterSecret: this.extendedMasterSecret,
-        pskIdentity: this.opts.psk.identity,
+        pskIdentity: this.resumptionIdentity(),
+        ...(this.peer.method === "certificate" && this.peer.certificate ? { serverCertificate: this.peer.certificate } : {}),
         receivedAt: this.newTicket.receivedAt,
         lifetimeHintS: this.newTicket.lifetimeHintS,
       };

@@ -14,8 +14,13 @@ export interface DtlsResumption {
   readonly suite: DtlsCipherSuiteName;
   /** The session used RFC 7627 extended master secret; a resumption must too (RFC 7627 5.3). */
   readonly extendedMasterSecret: boolean;
-  /** The PSK identity the session was authenticated with; only a client with the same identity resumes it. */
+  /**
+   * Who the session was authenticated as: the PSK identity, or for certificate sessions a key naming
+   * our certificate and the ISP name checked; only a client with the same one resumes it.
+   */
   readonly pskIdentity: string;
+  /** Certificate sessions: the ISP's verified leaf (DER), the peer of a resumed session. */
+  readonly serverCertificate?: Buffer;
   /** Date.now() when the ticket arrived. */
   readonly receivedAt: number;
   /** The server's ticket_lifetime_hint in seconds (0: unspecified). */

@@ -76,7 +76,7 @@ import {
   type CertificateCredentials,
   type PemInput,
 } from "./certificate";
-import { TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
+import { MAX_TICKET_CERTIFICATE_BYTES, TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
 
 export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
 
@@ -755,8 +755,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       pending: undefined,
       pendingBytes: 0,
       resumed: false,
-      // Tickets carry a PSK session's identity; certificate sessions resume with a full handshake.
-      issueTicket: this.ticketKeys !== undefined && hello.sessionTicket !== undefined && !withCertificate,
+      issueTicket: this.ticketKeys !== undefined && hello.sessionTicket !== undefined,
       pskDigest: undefined,
       certificateRequested: withCertificate && this.trustAnchors.length > 0,
       certificateReceived: false,
@@ -903,6 +902,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (!state) return undefined;
     const suite = this.suites.find((s) => s.id === state.suiteId);
     if (!suite || !hello.cipherSuites.includes(suite.id) || state.extendedMasterSecret !== hello.extendedMasterSecret) return forget(state);
+    if (state.certificate || suite.keyExchange === "ecdhe_ecdsa") {
+      // The client's leaf must still be valid and signed by a CA we trust now (an intermediate-issued
+      // one cannot be re-checked from the leaf alone: a full handshake then).
+      if (!state.certificate || suite.keyExchange !== "ecdhe_ecdsa") return forget(state);
+      if (!checkPeerChain([state.certificate], this.trustAnchors, { role: "client" }).ok) return forget(state);
+      return { state, suite };
+    }
     let psk: Buffer | undefined | Promise<Buffer | undefined>;
     try {
       psk = this.options.pskLookup?.(state.identity, { address, port });
@@ -978,7 +984,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       writeSeq1: 0,
       writeEpoch: 0,
       replay: new ReplayWindow(),
-      identity: state.identity,
+      identity: state.certificate ? undefined : state.identity,
       finishedDelivered: false,
       lastOnDemandResendAt: 0,
       connection: undefined,
@@ -987,6 +993,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       certificate: undefined,
       ...this.negotiateCid(hello),
     };
+    peer.certificate = state.certificate;
     this.peers.set(key, peer);
     if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
     this.handshaking++;
@@ -999,7 +1006,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         suite.id,
         hello.secureRenegotiation,
         state.extendedMasterSecret,
-        suite.keyExchange === "ecdhe_psk" && hello.ecPointFormats !== undefined,
+        suite.keyExchange !== "psk" && hello.ecPointFormats !== undefined,
         false,
         hello.sessionId,
         peer.cid,
@@ -1243,19 +1250,27 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return this.established(peer, handshake);
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    if (handshake.issueTicket && handshake.pskDigest && this.ticketKeys) {
-      const ticket = this.ticketKeys.seal({
-        suiteId: peer.suite.id,
-        extendedMasterSecret: handshake.extendedMasterSecret,
-        identity: peer.identity ?? "",
-        master: handshake.master!,
-        issuedAt: Math.floor(Date.now() / 1000),
-        pskDigest: handshake.pskDigest,
-      });
+    // A PSK session's ticket names its identity and key; a certificate session's carries the client's leaf.
+    const ticketCertificate = peer.certificate && peer.certificate.length <= MAX_TICKET_CERTIFICATE_BYTES ? peer.certificate : undefined;
+    if (handshake.issueTicket && this.ticketKeys) {
+      // Promised in the ServerHello: a ticket, or an empty one when this session has nothing to seal
+      // (a client without a certificate where none is required; RFC 5077 3.3).
+      const ticket =
+        handshake.pskDigest || ticketCertificate
+          ? this.ticketKeys.seal({
+              suiteId: peer.suite.id,
+              extendedMasterSecret: handshake.extendedMasterSecret,
+              identity: peer.identity ?? "",
+              master: handshake.master!,
+              issuedAt: Math.floor(Date.now() / 1000),
+              pskDigest: handshake.pskDigest ?? NO_PSK_DIGEST,
+              ...(ticketCertificate ? { certificate: ticketCertificate } : {}),
+            })
+          : EMPTY;
       peer.finalTicket = encodeHandshake(
         HandshakeType.NewSessionTicket,
         handshake.serverMessageSeq++,
-        buildNewSessionTicket(this.ticketKeys.lifetimeSeconds, ticket),
+        buildNewSessionTicket(ticket.length > 0 ? this.ticketKeys.lifetimeSeconds : 0, ticket),
       );
       transcript.push(peer.finalTicket);
     }
@@ -1540,6 +1555,8 @@ const FLIGHT_FRAGMENT_BODY = FLIGHT_DATAGRAM_BYTES - 13 - 12;
 /** Our Connection IDs (RFC 9146): random, 8 bytes, so a client cannot guess another session's. */
 const CID_LENGTH = 8;
 const CHANGE_CIPHER_SPEC_BODY = Buffer.from([1]);
+/** The digest field of a certificate session's ticket (no PSK behind it). */
+const NO_PSK_DIGEST = Buffer.alloc(16);
 const EMPTY = Buffer.alloc(0);
 
 /** Wipes a ticket's master secret that will not be used; for `return forget(state)`. */

@@ -15,6 +15,8 @@ export interface TicketState {
   issuedAt: number;
   /** pskDigest() of the identity's key then: a changed or revoked key refuses the ticket. */
   pskDigest: Buffer;
+  /** Certificate sessions: the client's leaf (DER), checked again on resumption; identity and pskDigest unused. */
+  certificate?: Buffer;
 }
 
 export interface TicketKeyOptions {
@@ -30,10 +32,26 @@ const TAG_LENGTH = 16;
 const MASTER_LENGTH = 48;
 const PSK_DIGEST_LENGTH = 16;
 const STATE_VERSION = 1;
+/** The state of a certificate session: version 1's fields, then certificate<1..MAX_CERTIFICATE_BYTES>. */
+const STATE_VERSION_CERTIFICATE = 2;
+/** A ticket carries a client leaf up to this size; a larger one gets no ticket. */
+export const MAX_TICKET_CERTIFICATE_BYTES = 4096;
 /** Identities are at most 2^16-1 bytes on the wire; a ticket carries at most this many. */
 const MAX_IDENTITY_BYTES = 1024;
 export const MAX_TICKET_LENGTH =
-  KEY_NAME_LENGTH + IV_LENGTH + 1 + 2 + 1 + 4 + 2 + MAX_IDENTITY_BYTES + PSK_DIGEST_LENGTH + MASTER_LENGTH + TAG_LENGTH;
+  KEY_NAME_LENGTH +
+  IV_LENGTH +
+  1 +
+  2 +
+  1 +
+  4 +
+  2 +
+  MAX_IDENTITY_BYTES +
+  PSK_DIGEST_LENGTH +
+  MASTER_LENGTH +
+  2 +
+  MAX_TICKET_CERTIFICATE_BYTES +
+  TAG_LENGTH;
 
 interface TicketKey {
   name: Buffer;
@@ -71,15 +89,22 @@ export class TicketKeys {
     if (identity.length > MAX_IDENTITY_BYTES || state.master.length !== MASTER_LENGTH || state.pskDigest.length !== PSK_DIGEST_LENGTH) {
       throw new RangeError("ticket state out of range"); // a defect: callers pass what the handshake produced
     }
-    const plain = Buffer.alloc(1 + 2 + 1 + 4 + 2 + identity.length + PSK_DIGEST_LENGTH + MASTER_LENGTH);
-    let at = plain.writeUInt8(STATE_VERSION, 0);
+    const cert = state.certificate;
+    if (cert && (cert.length === 0 || cert.length > MAX_TICKET_CERTIFICATE_BYTES)) throw new RangeError("ticket certificate out of range");
+    const certBytes = cert ? 2 + cert.length : 0;
+    const plain = Buffer.alloc(1 + 2 + 1 + 4 + 2 + identity.length + PSK_DIGEST_LENGTH + MASTER_LENGTH + certBytes);
+    let at = plain.writeUInt8(cert ? STATE_VERSION_CERTIFICATE : STATE_VERSION, 0);
     at = plain.writeUInt16BE(state.suiteId, at);
     at = plain.writeUInt8(state.extendedMasterSecret ? 1 : 0, at);
     at = plain.writeUInt32BE(state.issuedAt >>> 0, at);
     at = plain.writeUInt16BE(identity.length, at);
     at += identity.copy(plain, at);
     at += state.pskDigest.copy(plain, at);
-    state.master.copy(plain, at);
+    at += state.master.copy(plain, at);
+    if (cert) {
+      at = plain.writeUInt16BE(cert.length, at);
+      cert.copy(plain, at);
+    }
     const iv = pooledRandomBytes(IV_LENGTH);
     const cipher = createCipheriv("aes-256-gcm", this.current.key, iv, { authTagLength: TAG_LENGTH });
     cipher.setAAD(this.current.name);
@@ -107,9 +132,14 @@ export class TicketKeys {
       return undefined;
     }
     // Sealed by us, so well formed unless the layout changed: check it all the same.
-    if (plain.length < 10 || plain[0] !== STATE_VERSION) return undefined;
+    if (plain.length < 10 || (plain[0] !== STATE_VERSION && plain[0] !== STATE_VERSION_CERTIFICATE)) return undefined;
     const identityLength = plain.readUInt16BE(8);
-    if (plain.length !== 10 + identityLength + PSK_DIGEST_LENGTH + MASTER_LENGTH) return undefined;
+    const fixedEnd = 10 + identityLength + PSK_DIGEST_LENGTH + MASTER_LENGTH;
+    let certificate: Buffer | undefined;
+    if (plain[0] === STATE_VERSION_CERTIFICATE) {
+      if (plain.length < fixedEnd + 2 || plain.length !== fixedEnd + 2 + plain.readUInt16BE(fixedEnd)) return undefined;
+      certificate = Buffer.from(plain.subarray(fixedEnd + 2));
+    } else if (plain.length !== fixedEnd) return undefined;
     const issuedAt = plain.readUInt32BE(4);
     const age = Math.floor(this.now() / 1000) - issuedAt;
     if (age < 0 || age >= this.lifetimeSeconds) return undefined;
@@ -119,8 +149,9 @@ export class TicketKeys {
       extendedMasterSecret: plain[3] === 1,
       identity: plain.subarray(10, at).toString("utf8"),
       pskDigest: Buffer.from(plain.subarray(at, at + PSK_DIGEST_LENGTH)),
-      master: Buffer.from(plain.subarray(at + PSK_DIGEST_LENGTH)),
+      master: Buffer.from(plain.subarray(at + PSK_DIGEST_LENGTH, fixedEnd)),
       issuedAt,
+      ...(certificate ? { certificate } : {}),
     };
   }
 
