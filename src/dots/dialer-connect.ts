@@ -167,11 +167,11 @@ export async function resolveCandidates(
   return out;
 }
 
-/** Which transports a choice allows, given the credentials (DTLS here is PSK only). */
-export function transportsFor(choice: TransportChoice, havePsk: boolean): TransportKind[] {
+/** Which transports a choice allows: "auto" tries DTLS only with credentials it can use (a PSK, or a P-256 certificate). */
+export function transportsFor(choice: TransportChoice, dtlsCapable: boolean): TransportKind[] {
   if (choice === "udp") return ["dtls"];
   if (choice === "tcp") return ["tls"];
-  return havePsk ? ["dtls", "tls"] : ["tls"];
+  return dtlsCapable ? ["dtls", "tls"] : ["tls"];
 }
 
 export type AttemptFn = (candidate: Candidate, signal: AbortSignal) => Promise<Connection>;

@@ -12,6 +12,7 @@ import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber } from "../coap/message";
 import type { Connection, PeerIdentity, TransportKind } from "../transport/connection";
 import { connectTls } from "../transport/tls";
 import { connectDtls, loadDtlsClient, type DtlsResumption } from "../transport/dtls-client";
+import { isDtlsCertificateKey } from "../transport/dtls/certificate";
 import type { CallHomeDialerApi, CallHomeDialerEvents, Decision, DialerOptions, DotsJson, DropMetricsSource } from "./api";
 import {
   DEFAULT_RECONNECT,
@@ -472,7 +473,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     signal: AbortSignal,
     discover?: DialerOptions["discover"],
   ): Promise<{ connection: Connection; candidate: Candidate }> {
-    const transports = transportsFor(this.opts.transport, this.opts.psk !== undefined);
+    const transports = transportsFor(this.opts.transport, this.dtlsCapable());
     let key = `${hosts.join(",")}:${this.opts.port}`;
     let found: Candidate[] | undefined;
     if (discover?.domain) {
@@ -504,6 +505,13 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     });
     this.transportCache.remember(key, won.candidate.transport);
     return won;
+  }
+
+  /** DTLS is tried in "auto" with a PSK, or with a P-256 certificate (ECDHE_ECDSA) and our DTLS client. */
+  private dtlsCapable(): boolean {
+    if (this.opts.psk) return true;
+    const cert = this.opts.certificate;
+    return cert !== undefined && this.opts.dtlsImplementation !== "node-dtls-client" && isDtlsCertificateKey(cert.key, cert.passphrase);
   }
 
   private attempt(c: Candidate, servername: string | undefined, signal: AbortSignal): Promise<Connection> {

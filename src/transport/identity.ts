@@ -16,7 +16,11 @@ export function formatSubject(subject: string): string {
 
 /** Identity of a peer that authenticated with this leaf certificate (DER). */
 export function certificatePeerIdentity(der: Buffer): PeerIdentity {
-  const x509 = new X509Certificate(der);
+  return certificatePeerIdentityOf(new X509Certificate(der), der);
+}
+
+/** The same from an already parsed certificate (parsing costs about 0.1 ms). */
+export function certificatePeerIdentityOf(x509: X509Certificate, der: Buffer): PeerIdentity {
   return {
     method: "certificate",
     subject: formatSubject(x509.subject),

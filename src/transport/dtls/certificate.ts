@@ -2,7 +2,9 @@
 // 7.4.2, 7.4.4, 7.4.8), ECDSA P-256 / SHA-256 signatures, and the checks a peer's chain gets
 // (issuer signatures up to a trusted CA, validity, CA flags, key type, extended key usage, and the
 // RFC 6125 name when the client checks the server).
-import { X509Certificate, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
+import { X509Certificate, createHash, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
+import type { PeerIdentity } from "../connection";
+import { certificatePeerIdentityOf } from "../identity";
 import { AlertDescription, CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN, SIGNATURE_ECDSA_SECP256R1_SHA256 } from "./constants";
 import { DtlsDecodeError, Reader, parseU16List } from "./handshake";
 
@@ -337,7 +339,7 @@ export function signParts(key: KeyObject, parts: readonly Buffer[]): Buffer {
 }
 
 /** True when `signature` (DER ECDSA, SHA-256) verifies over `parts` with the certificate's key. */
-export function verifyParts(cert: X509Certificate, parts: readonly Buffer[], scheme: number, signature: Buffer): boolean {
+export function verifyParts(cert: { readonly publicKey: KeyObject }, parts: readonly Buffer[], scheme: number, signature: Buffer): boolean {
   if (scheme !== SIGNATURE_ECDSA_SECP256R1_SHA256) return false;
   try {
     return verify("sha256", Buffer.concat(parts), { key: cert.publicKey, dsaEncoding: "der" }, signature);
@@ -360,4 +362,60 @@ export function isDtlsCertificateKey(key: PemInput, passphrase?: string): boolea
   } catch {
     return false;
   }
+}
+
+interface VerifiedEntry {
+  /** The verdict holds until then: the leaf's notAfter, or the cache lifetime if sooner. */
+  until: number;
+  accepted: AcceptedCertificate;
+}
+
+/** A client certificate this server accepted: what the rest of the handshake and the session need. */
+export interface AcceptedCertificate {
+  readonly leafDer: Buffer;
+  /** Verifies the client's CertificateVerify. */
+  readonly publicKey: KeyObject;
+  /** "CN=..., O=..." */
+  readonly subject: string;
+  readonly identity: PeerIdentity;
+}
+
+/**
+ * Client chains this server accepted, by a digest of the chain: a home that reconnects or resumes
+ * (a reconnect storm after a restart) is not parsed and verified again. Only acceptances are kept,
+ * each until its leaf expires or `lifetimeMs` passes (so a CA file change applies within it); bounded.
+ */
+export class VerifiedCertificates {
+  private readonly entries = new Map<string, VerifiedEntry>();
+
+  constructor(
+    private readonly anchors: readonly X509Certificate[],
+    private readonly maxEntries = 4096,
+    private readonly lifetimeMs = 300_000,
+  ) {}
+
+  /** checkPeerChain for a client chain; an accepted one comes back with its key and identity. */
+  check(chainDer: readonly Buffer[], now = Date.now()): { ok: true; accepted: AcceptedCertificate } | ({ ok: false } & CertificateRefusal) {
+    const key = chainKey(chainDer);
+    const hit = this.entries.get(key);
+    if (hit && now < hit.until) return { ok: true, accepted: hit.accepted };
+    if (hit) this.entries.delete(key);
+    const result = checkPeerChain(chainDer, this.anchors, { role: "client", now });
+    if (!result.ok) return result;
+    const accepted: AcceptedCertificate = {
+      leafDer: result.leafDer,
+      publicKey: result.leaf.publicKey,
+      subject: oneLine(result.leaf.subject),
+      identity: certificatePeerIdentityOf(result.leaf, result.leafDer),
+    };
+    this.entries.set(key, { until: Math.min(Date.parse(result.leaf.validTo), now + this.lifetimeMs), accepted });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+    return { ok: true, accepted };
+  }
+}
+
+function chainKey(chainDer: readonly Buffer[]): string {
+  const h = createHash("sha256");
+  for (const der of chainDer) h.update(der);
+  return h.digest("base64");
 }

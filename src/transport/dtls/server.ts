@@ -59,11 +59,10 @@ import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
 import type { X509Certificate } from "node:crypto";
 import type { LocalIdentity } from "../connection";
-import { certificateLocalIdentity, certificatePeerIdentity, formatSubject } from "../identity";
+import { certificateLocalIdentity } from "../identity";
 import {
   buildCertificateRequest,
   buildSignedServerKeyExchange,
-  checkPeerChain,
   encodeCertificateMessage,
   encodeEcdheParams,
   loadCertificateCredentials,
@@ -73,6 +72,8 @@ import {
   parseEcdhClientKeyExchange,
   signParts,
   verifyParts,
+  VerifiedCertificates,
+  type AcceptedCertificate,
   type CertificateCredentials,
   type PemInput,
 } from "./certificate";
@@ -241,8 +242,8 @@ interface HandshakeState {
   /** ECDHE_ECDSA: we sent a CertificateRequest; the client's Certificate must come first. */
   certificateRequested: boolean;
   certificateReceived: boolean;
-  /** The client's verified leaf, until its CertificateVerify proves it holds the key. */
-  clientLeaf: X509Certificate | undefined;
+  /** The client's accepted certificate, until its CertificateVerify proves it holds the key. */
+  clientLeaf: AcceptedCertificate | undefined;
 }
 
 /**
@@ -281,8 +282,8 @@ interface Peer {
   handshake: HandshakeState | undefined;
   /** Our NewSessionTicket message (before CCS in the final flight) until the client proves it has that flight. */
   finalTicket: Buffer | undefined;
-  /** DER leaf of the client's certificate (ECDHE_ECDSA sessions): the session's peer identity. */
-  certificate: Buffer | undefined;
+  /** The client's certificate (ECDHE_ECDSA sessions): the session's peer identity. */
+  certificate: AcceptedCertificate | undefined;
   /** RFC 9146: our CID, which the client puts in its records (the key of peersByCid); undefined = not negotiated. */
   cid: Buffer | undefined;
   /** The client's CID, which we put in our records; undefined = plain records. */
@@ -343,6 +344,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly ticketKeys: TicketKeys | undefined;
   private readonly credentials: CertificateCredentials | undefined;
   private readonly trustAnchors: X509Certificate[];
+  private readonly verified: VerifiedCertificates;
   private readonly requireClientCert: boolean;
   private readonly certificateLocal: LocalIdentity | undefined;
   private localAddress = "";
@@ -372,6 +374,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (cert && this.requireClientCert && this.trustAnchors.length === 0)
       throw new TypeError("certificate.ca is needed to verify client certificates (mutual authentication)");
     this.certificateLocal = cert ? certificateLocalIdentity(cert.cert) : undefined;
+    this.verified = new VerifiedCertificates(this.trustAnchors);
     const names = options.cipherSuites ?? [
       ...(options.pskLookup ? DEFAULT_DTLS_CIPHER_SUITES.slice(0, 1) : []),
       ...(cert ? CERTIFICATE_SUITES : []),
@@ -896,7 +899,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * its suite still enabled and offered, the same extended-master-secret choice (RFC 7627 5.3), and
    * the identity's key unchanged. Anything else means a full handshake (RFC 5077 3.4).
    */
-  private acceptTicket(hello: ClientHello, address: string, port: number): { state: TicketState; suite: CipherSuiteInfo } | undefined {
+  private acceptTicket(
+    hello: ClientHello,
+    address: string,
+    port: number,
+  ): { state: TicketState; suite: CipherSuiteInfo; certificate?: AcceptedCertificate } | undefined {
     if (!this.ticketKeys || !hello.sessionTicket || hello.sessionTicket.length === 0 || hello.sessionId.length === 0) return undefined;
     const state = this.ticketKeys.open(hello.sessionTicket);
     if (!state) return undefined;
@@ -906,8 +913,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // The client's leaf must still be valid and signed by a CA we trust now (an intermediate-issued
       // one cannot be re-checked from the leaf alone: a full handshake then).
       if (!state.certificate || suite.keyExchange !== "ecdhe_ecdsa") return forget(state);
-      if (!checkPeerChain([state.certificate], this.trustAnchors, { role: "client" }).ok) return forget(state);
-      return { state, suite };
+      const check = this.verified.check([state.certificate]);
+      if (!check.ok) return forget(state);
+      return { state, suite, certificate: check.accepted };
     }
     let psk: Buffer | undefined | Promise<Buffer | undefined>;
     try {
@@ -929,7 +937,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     record: DtlsRecord,
     f: HandshakeFragment,
     hello: ClientHello,
-    resumption: { state: TicketState; suite: CipherSuiteInfo },
+    resumption: { state: TicketState; suite: CipherSuiteInfo; certificate?: AcceptedCertificate },
     key: string,
     socketAddress: string,
     address: string,
@@ -993,7 +1001,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       certificate: undefined,
       ...this.negotiateCid(hello),
     };
-    peer.certificate = state.certificate;
+    peer.certificate = resumption.certificate;
     this.peers.set(key, peer);
     if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
     this.handshaking++;
@@ -1084,13 +1092,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       if (this.requireClientCert) return this.failHandshake(peer, "certificate-required", AlertDescription.HandshakeFailure);
       return;
     }
-    const check = checkPeerChain(chain, this.trustAnchors, { role: "client" });
+    const check = this.verified.check(chain);
     if (!check.ok) {
       const reason = check.reason === "certificate-name-mismatch" ? "bad-certificate" : check.reason;
       return this.failHandshake(peer, reason, check.alert, { subject: check.subject, detail: check.detail });
     }
-    handshake.clientLeaf = check.leaf;
-    peer.certificate = check.leafDer;
+    handshake.clientLeaf = check.accepted;
+    peer.certificate = check.accepted;
   }
 
   /** The client proves it holds its certificate's key: a signature over the handshake so far (RFC 5246 7.4.8). */
@@ -1105,7 +1113,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     if (!verifyParts(leaf, handshake.transcript, verify.scheme, verify.signature)) {
       return this.failHandshake(peer, "bad-certificate-verify", AlertDescription.DecryptError, {
-        subject: formatSubject(leaf.subject),
+        subject: leaf.subject,
         detail: "CertificateVerify signature does not verify with the certificate's key",
       });
     }
@@ -1251,7 +1259,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     // A PSK session's ticket names its identity and key; a certificate session's carries the client's leaf.
-    const ticketCertificate = peer.certificate && peer.certificate.length <= MAX_TICKET_CERTIFICATE_BYTES ? peer.certificate : undefined;
+    const ticketCertificate =
+      peer.certificate && peer.certificate.leafDer.length <= MAX_TICKET_CERTIFICATE_BYTES ? peer.certificate.leafDer : undefined;
     if (handshake.issueTicket && this.ticketKeys) {
       // Promised in the ServerHello: a ticket, or an empty one when this session has nothing to seal
       // (a client without a certificate where none is required; RFC 5077 3.3).
@@ -1295,7 +1304,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const conn = new DtlsServerConnection(
       this,
       peer,
-      peer.certificate ? certificatePeerIdentity(peer.certificate) : { method: "psk", pskIdentity: peer.identity ?? "" },
+      peer.certificate ? peer.certificate.identity : { method: "psk", pskIdentity: peer.identity ?? "" },
       peer.address,
       peer.port,
       this.localAddress,
