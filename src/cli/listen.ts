@@ -46,6 +46,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   listener.on("drop", (d: unknown) => emit("drop", d as Record<string, unknown>));
   listener.on("identity-conflict", (d) => emit("identity-conflict", { ...d }));
   listener.on("resynced", (r) => emit("resynced", { ...r }));
+  listener.on("session-moved", (m) => emit("session-moved", { ...m }));
   listener.on("error", (e: Error) => {
     const file = (e as { file?: unknown }).file;
     emit("error", { code: (e as { code?: string }).code ?? "ENGINE", message: e.message, ...(typeof file === "string" ? { file } : {}) });

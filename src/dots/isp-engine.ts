@@ -15,7 +15,7 @@ import { decodeDotsCbor, DotsCborError, encodeDotsCbor, DOTS_CONTENT_FORMAT } fr
 import { CoapEndpoint, diagnosticResponse, type CoapResponse, type IncomingRequest, type OutgoingRequest } from "../coap/endpoint";
 import { Code, codeFromString, codeToString } from "../coap/message";
 import { ifMatchOption } from "../coap/options";
-import type { Connection } from "../transport/connection";
+import type { Connection, PeerMove } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
 import { isDtlsCertificateKey } from "../transport/dtls/certificate";
 import {
@@ -95,6 +95,8 @@ export interface IspExtraEvents {
   "cuid-changed": [{ sessionId: string; previous: string; cuid: string }];
   /** After every session-up: what the home still holds for us (RFC 9132 GET /mitigate). */
   resynced: [ResyncEvent];
+  /** A DTLS home's NAT gave it a new public address or port (RFC 9146 Connection ID); the session goes on. */
+  "session-moved": [{ session: string; home: string } & PeerMove];
 }
 
 type AllEvents = CallHomeListenerEvents & IspExtraEvents;
@@ -436,6 +438,12 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         tuning: this.tuning,
       });
       this.live.set(id, session);
+      // RFC 9146: the home's NAT gave it a new public address or port; the session goes on there.
+      conn.on("moved", (m: PeerMove) => {
+        session.info.remoteAddress = m.to.address;
+        session.info.remotePort = m.to.port;
+        this.emit("session-moved", { session: id, home, from: m.from, to: m.to });
+      });
       session.on("up", (i) => this.emit("session-up", { ...i }));
       session.on("down", (reason) => {
         if (this.live.get(id) === session) this.live.delete(id);

@@ -33,6 +33,13 @@ export interface ConnectionEvents {
   message: [data: Buffer];
   /** The connection is gone; emitted exactly once. `error` is set when it ended abnormally. */
   close: [error?: Error];
+  /** DTLS with a Connection ID (RFC 9146): the peer now sends from, and is answered at, another endpoint. */
+  moved: [move: PeerMove];
+}
+
+export interface PeerMove {
+  from: { address: string; port: number };
+  to: { address: string; port: number };
 }
 
 export interface Connection extends EventEmitter {

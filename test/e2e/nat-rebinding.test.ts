@@ -101,6 +101,9 @@ describe("NAT rebinding mid-session: the DTLS Connection ID keeps the home reach
     assert.ok(after[0] >= 40000 && after[0] <= 40099 && after[0] !== before[0], `new public port ${after[0]} (was ${before[0]})`);
     await sleep(500);
     assert.equal(sessionsUp(), 1, "the same session answered: no new handshake");
+    const moved = isp.lines.filter((l: CliLine) => l.event === "session-moved");
+    assert.ok(moved.length >= 1, "the ISP reported the move");
+    assert.deepEqual((moved[0].to as { port: number }).port, after[0], JSON.stringify(moved[0]));
     assert.equal(isp.lines.filter((l: CliLine) => l.event === "session-down").length, 0);
     assert.equal(home.lines.filter((l: CliLine) => l.event === "session-down" || l.event === "disconnected").length, 0);
   });

@@ -6,7 +6,7 @@
 // an alert and a TransportError, never a throw into the socket.
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Connection, LocalIdentity, PeerIdentity } from "../connection";
 import { TransportError } from "../connection";
 import { certificateLocalIdentity, certificatePeerIdentity, pskLocalIdentity, pskPeerIdentity } from "../identity";
@@ -224,6 +224,7 @@ export class DtlsClient extends EventEmitter implements Connection {
   /** The server's Connection ID (RFC 9146), carried in every record we protect; undefined = plain records. */
   private peerCid: Buffer | undefined;
   private readonly trustAnchors: ReturnType<typeof loadTrustAnchors>;
+  private readonly certificateLocal: LocalIdentity | undefined;
   private readonly onAbort = (): void => this.fail(new TransportError("CLOSED", "DTLS connect aborted"), undefined);
   /** Statistics for tests and status. */
   readonly stats = { retransmissions: 0, dropped: 0, replayed: 0 };
@@ -234,13 +235,15 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.remotePort = opts.port;
     if (!opts.psk && !opts.certificate) throw new TransportError("CONFIG", "DTLS client: psk or certificate credentials are needed");
     try {
-      this.credentials = opts.certificate ? loadCertificateCredentials(opts.certificate) : undefined;
-      this.trustAnchors = opts.certificate ? loadTrustAnchors(opts.certificate.ca) : [];
+      const parsed = opts.certificate ? parsedClientCertificate(opts.certificate) : undefined;
+      this.credentials = parsed?.credentials;
+      this.trustAnchors = parsed?.anchors ?? [];
+      this.certificateLocal = parsed?.local;
     } catch (e) {
       throw new TransportError("CONFIG", `DTLS client: ${(e as Error).message}`);
     }
     this.peer = opts.psk ? pskPeerIdentity(opts.psk.identity) : { method: "certificate" };
-    this.local = opts.psk ? pskLocalIdentity(opts.psk.identity) : certificateLocalIdentity(opts.certificate!.cert);
+    this.local = opts.psk ? pskLocalIdentity(opts.psk.identity) : this.certificateLocal!;
     const names = opts.suites ?? [
       ...(opts.psk ? DEFAULT_DTLS_CLIENT_SUITES : []),
       ...(opts.certificate ? DEFAULT_DTLS_CLIENT_CERTIFICATE_SUITES : []),
@@ -777,7 +780,7 @@ export class DtlsClient extends EventEmitter implements Connection {
         AlertDescription.HandshakeFailure,
       );
     // A certificate session resumes with the ISP it was made with: the one the ticket's master secret proves.
-    if (from.serverCertificate) this.peer = certificatePeerIdentity(from.serverCertificate);
+    if (from.serverIdentity) this.peer = from.serverIdentity;
     this.ticketAccepted = true;
     this.suite = suite;
     this.serverRandom = sh.random;
@@ -858,7 +861,7 @@ export class DtlsClient extends EventEmitter implements Connection {
         suite: this.suite!.name,
         extendedMasterSecret: this.extendedMasterSecret,
         pskIdentity: this.resumptionIdentity(),
-        ...(this.peer.method === "certificate" && this.peer.certificate ? { serverCertificate: this.peer.certificate } : {}),
+        ...(this.peer.method === "certificate" ? { serverIdentity: this.peer } : {}),
         receivedAt: this.newTicket.receivedAt,
         lifetimeHintS: this.newTicket.lifetimeHintS,
       };
@@ -991,6 +994,33 @@ export class DtlsClient extends EventEmitter implements Connection {
       // already closed
     }
   }
+}
+
+/**
+ * Parsed certificate credentials by their PEM text: a home reconnecting (or a bench dialling a
+ * thousand times) does not parse its key, chain and CAs again (about 1 ms each time). Bounded.
+ */
+const parsedCertificates = new Map<
+  string,
+  { credentials: CertificateCredentials; anchors: ReturnType<typeof loadTrustAnchors>; local: LocalIdentity }
+>();
+const MAX_PARSED_CERTIFICATES = 16;
+
+function parsedClientCertificate(c: DtlsClientCertificateOptions): {
+  credentials: CertificateCredentials;
+  anchors: ReturnType<typeof loadTrustAnchors>;
+  local: LocalIdentity;
+} {
+  const h = createHash("sha256");
+  for (const part of [c.cert, c.key, ...(Array.isArray(c.ca) ? c.ca : [c.ca]), c.passphrase ?? ""]) h.update(part).update("\0");
+  const key = h.digest("base64");
+  let hit = parsedCertificates.get(key);
+  if (!hit) {
+    hit = { credentials: loadCertificateCredentials(c), anchors: loadTrustAnchors(c.ca), local: certificateLocalIdentity(c.cert) };
+    parsedCertificates.set(key, hit);
+    if (parsedCertificates.size > MAX_PARSED_CERTIFICATES) parsedCertificates.delete(parsedCertificates.keys().next().value as string);
+  }
+  return hit;
 }
 
 /** Dials and completes one handshake; the socket is freed on failure. */

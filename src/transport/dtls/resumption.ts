@@ -1,6 +1,7 @@
 // Client side of RFC 5077 session tickets: what a client keeps to resume a session, the
 // NewSessionTicket parser and the SessionTicket extension it offers.
 // The value holds a master secret: keep it in memory only, never log or persist it.
+import type { PeerIdentity } from "../connection";
 import { ExtensionType, type DtlsCipherSuiteName } from "./constants";
 import { DtlsDecodeError, Reader } from "./handshake";
 
@@ -19,8 +20,8 @@ export interface DtlsResumption {
    * our certificate and the ISP name checked; only a client with the same one resumes it.
    */
   readonly pskIdentity: string;
-  /** Certificate sessions: the ISP's verified leaf (DER), the peer of a resumed session. */
-  readonly serverCertificate?: Buffer;
+  /** Certificate sessions: the ISP's verified certificate identity, the peer of a resumed session. */
+  readonly serverIdentity?: PeerIdentity;
   /** Date.now() when the ticket arrived. */
   readonly receivedAt: number;
   /** The server's ticket_lifetime_hint in seconds (0: unspecified). */
