@@ -139,7 +139,7 @@ listen options:
     {"cmd":"sessions"}
   Add "id":<anything> to a command to get it echoed in its response or error line.
   Events: listening, session-up (with the negotiated /config), session-down (with the reason),
-  session-moved (a DTLS home's NAT gave it a new public address or port: {session, home, from, to}),
+  session-moved (a DTLS home's NAT gave it a new public address or port: {sessionId, home, from, to}),
   heartbeat (direction in/out, peer-hb-status), status (every Observe notification), response,
   sessions, discarded (base 5.03 redirects, RFC 9066 section 5.2.2), cuid-changed (the home
   answered cuid-collision; the request went again under a fresh cuid), auth-failure, drop, drop-end,

@@ -96,7 +96,7 @@ export interface IspExtraEvents {
   /** After every session-up: what the home still holds for us (RFC 9132 GET /mitigate). */
   resynced: [ResyncEvent];
   /** A DTLS home's NAT gave it a new public address or port (RFC 9146 Connection ID); the session goes on. */
-  "session-moved": [{ session: string; home: string } & PeerMove];
+  "session-moved": [{ sessionId: string; home: string } & PeerMove];
 }
 
 type AllEvents = CallHomeListenerEvents & IspExtraEvents;
@@ -442,7 +442,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       conn.on("moved", (m: PeerMove) => {
         session.info.remoteAddress = m.to.address;
         session.info.remotePort = m.to.port;
-        this.emit("session-moved", { session: id, home, from: m.from, to: m.to });
+        this.emit("session-moved", { sessionId: id, home, from: m.from, to: m.to });
       });
       session.on("up", (i) => this.emit("session-up", { ...i }));
       session.on("down", (reason) => {
