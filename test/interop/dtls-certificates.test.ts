@@ -109,7 +109,7 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
     return { server, port, failures, connections };
   }
 
-  function sClient(port: number, cipher: string, client: KeyPair | undefined): Peer {
+  function sClient(port: number, cipher: string, client: KeyPair | undefined, extra: string[] = []): Peer {
     return spawnPeer("openssl", [
       "s_client",
       "-dtls1_2",
@@ -123,7 +123,31 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
       "-verify_hostname",
       "localhost",
       ...(client ? ["-cert", client.certPath, "-key", client.keyPath] : []),
+      ...extra,
     ]);
+  }
+
+  /** openssl s_server -dtls1_2 with `pair`, requiring a client certificate from our CA. */
+  async function sServer(pair: KeyPair, extra: string[] = []): Promise<{ port: number; peer: Peer }> {
+    const port = await freePort();
+    const peer = spawnPeer("openssl", [
+      "s_server",
+      "-dtls1_2",
+      "-4",
+      "-accept",
+      String(port),
+      "-cert",
+      pair.certPath,
+      "-key",
+      pair.keyPath,
+      "-CAfile",
+      pki.ca.certPath,
+      "-Verify",
+      "1",
+      ...extra,
+    ]);
+    await peer.waitFor(/ACCEPT/);
+    return { port, peer };
   }
 
   async function waitUntil(cond: () => boolean, what: string): Promise<void> {
@@ -151,26 +175,7 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
     });
 
     it(`our client (${suite}) -> openssl s_server -Verify 1: the ISP is its certificate, data both ways`, async () => {
-      const port = await freePort();
-      const peer = spawnPeer("openssl", [
-        "s_server",
-        "-dtls1_2",
-        "-4",
-        "-accept",
-        String(port),
-        "-cert",
-        pki.isp.certPath,
-        "-key",
-        pki.isp.keyPath,
-        "-CAfile",
-        pki.ca.certPath,
-        "-Verify",
-        "1",
-        "-verify_return_error",
-        "-cipher",
-        cipher,
-      ]);
-      await peer.waitFor(/ACCEPT/);
+      const { port, peer } = await sServer(pki.isp, ["-verify_return_error", "-cipher", cipher]);
       const c = await dtlsClientConnect({
         address: "127.0.0.1",
         port,
@@ -210,42 +215,12 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
   it("resumption of a certificate session (RFC 5077): openssl s_client -sess_out/-sess_in shows Reused; our client resumes too, both keep the certificate identities", async () => {
     const { server, port, connections } = await ourServer();
     const sess = path.join(pki.dir, `dtls-cert-${process.pid}.sess`);
-    const first = spawnPeer("openssl", [
-      "s_client",
-      "-dtls1_2",
-      "-connect",
-      `127.0.0.1:${port}`,
-      "-cipher",
-      SUITES[0][0],
-      "-CAfile",
-      pki.ca.certPath,
-      "-cert",
-      pki.home1.certPath,
-      "-key",
-      pki.home1.keyPath,
-      "-sess_out",
-      sess,
-    ]);
+    const first = sClient(port, SUITES[0][0], pki.home1, ["-sess_out", sess]);
     await first.waitFor(/Verify return code: 0 \(ok\)/);
     await waitUntil(() => connections.length === 1, "the first connection");
     first.write("Q\n"); // s_client: close the connection
     await stopAllPeers();
-    const second = spawnPeer("openssl", [
-      "s_client",
-      "-dtls1_2",
-      "-connect",
-      `127.0.0.1:${port}`,
-      "-cipher",
-      SUITES[0][0],
-      "-CAfile",
-      pki.ca.certPath,
-      "-cert",
-      pki.home1.certPath,
-      "-key",
-      pki.home1.keyPath,
-      "-sess_in",
-      sess,
-    ]);
+    const second = sClient(port, SUITES[0][0], pki.home1, ["-sess_in", sess]);
     await second.waitFor(/Reused, TLSv1\.2/);
     await waitUntil(() => connections.length === 2, "the resumed connection");
     assert.equal(server.stats.handshakesResumed, 1);
@@ -414,26 +389,7 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
   });
 
   describe("refusals at our client", () => {
-    async function sServerWith(pair: KeyPair): Promise<number> {
-      const port = await freePort();
-      const peer = spawnPeer("openssl", [
-        "s_server",
-        "-dtls1_2",
-        "-4",
-        "-accept",
-        String(port),
-        "-cert",
-        pair.certPath,
-        "-key",
-        pair.keyPath,
-        "-CAfile",
-        pki.ca.certPath,
-        "-Verify",
-        "1",
-      ]);
-      await peer.waitFor(/ACCEPT/);
-      return port;
-    }
+    const sServerWith = async (pair: KeyPair): Promise<number> => (await sServer(pair)).port;
 
     async function refused(port: number, ca: string, servername = "isp.example"): Promise<TransportError> {
       const err = await dtlsClientConnect({

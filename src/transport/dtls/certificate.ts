@@ -4,9 +4,9 @@
 // RFC 6125 name when the client checks the server).
 import { X509Certificate, createHash, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
 import type { PeerIdentity } from "../connection";
-import { certificatePeerIdentityOf } from "../identity";
+import { certificatePeerIdentityOf, formatSubject } from "../identity";
 import { AlertDescription, CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN, SIGNATURE_ECDSA_SECP256R1_SHA256 } from "./constants";
-import { DtlsDecodeError, Reader, parseU16List } from "./handshake";
+import { DtlsDecodeError, Reader, readU16Vector } from "./handshake";
 
 /** Bounds on what a peer's Certificate message can make us parse and hold. */
 export const CERTIFICATE_LIMITS = Object.freeze({ maxCertificates: 8, maxCertificateBytes: 8192, maxChainBytes: 32768 });
@@ -64,7 +64,7 @@ export function loadCertificateCredentials(opts: { cert: PemInput; key: PemInput
   } catch (e) {
     throw new TypeError(`private key does not parse: ${(e as Error).message}`);
   }
-  if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
+  if (!isP256(key)) {
     throw new TypeError(`DTLS certificates need an EC P-256 key (ECDHE_ECDSA suites); this key is ${describeKey(key)}`);
   }
   if (!certs[0].checkPrivateKey(key)) throw new TypeError("the private key does not belong to the first certificate of the chain");
@@ -78,6 +78,11 @@ export function loadTrustAnchors(ca: PemInput | readonly PemInput[]): X509Certif
   for (const pem of list) out.push(...splitPemCertificates(pem));
   if (out.length === 0) throw new TypeError("ca: no PEM CERTIFICATE block found");
   return out;
+}
+
+/** The one key our ECDHE_ECDSA suites sign and verify with. */
+function isP256(key: KeyObject): boolean {
+  return key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1";
 }
 
 function describeKey(key: KeyObject): string {
@@ -117,10 +122,10 @@ function checkChain(
   }
   const leaf = chain[0];
   if (!leaf) return refuse(AlertDescription.BadCertificate, "bad-certificate", "empty certificate chain");
-  const subject = oneLine(leaf.subject);
+  const subject = formatSubject(leaf.subject);
   const no = (alert: number, reason: CertificateRefusal["reason"], detail: string): ChainCheck => refuse(alert, reason, detail, subject);
   const key = leaf.publicKey;
-  if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
+  if (!isP256(key)) {
     return no(AlertDescription.UnsupportedCertificate, "bad-certificate", `certificate key is ${describeKey(key)}, not EC P-256`);
   }
   const eku = leaf.keyUsage; // Node names the extended key usage OIDs keyUsage
@@ -137,12 +142,12 @@ function checkChain(
     const cert = chain[i];
     const validity = checkValidity(cert, now);
     if (validity)
-      return no(validity.alert, validity.reason, `${i === 0 ? "certificate" : `issuer ${oneLine(cert.subject)}`} ${validity.detail}`);
+      return no(validity.alert, validity.reason, `${i === 0 ? "certificate" : `issuer ${formatSubject(cert.subject)}`} ${validity.detail}`);
     const anchor = anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey));
     if (anchor) {
       const anchorValidity = checkValidity(anchor, now);
       if (anchorValidity)
-        return no(anchorValidity.alert, anchorValidity.reason, `trusted CA ${oneLine(anchor.subject)} ${anchorValidity.detail}`);
+        return no(anchorValidity.alert, anchorValidity.reason, `trusted CA ${formatSubject(anchor.subject)} ${anchorValidity.detail}`);
       if (opts.name !== undefined && !nameMatches(leaf, opts.name)) {
         // The chain is good but names someone else (certificate_unknown: nothing is wrong with it as such).
         return no(AlertDescription.CertificateUnknown, "certificate-name-mismatch", `certificate does not name ${opts.name}`);
@@ -154,10 +159,10 @@ function checkChain(
       return no(
         AlertDescription.UnknownCa,
         "certificate-untrusted",
-        `certificate is not signed by a CA we trust (issuer ${oneLine(cert.issuer)})`,
+        `certificate is not signed by a CA we trust (issuer ${formatSubject(cert.issuer)})`,
       );
     }
-    if (!next.ca) return no(AlertDescription.BadCertificate, "bad-certificate", `issuer ${oneLine(next.subject)} is not a CA`);
+    if (!next.ca) return no(AlertDescription.BadCertificate, "bad-certificate", `issuer ${formatSubject(next.subject)} is not a CA`);
     if (!cert.verify(next.publicKey))
       return no(AlertDescription.BadCertificate, "bad-certificate", "a signature in the chain does not verify");
   }
@@ -185,15 +190,6 @@ function nameMatches(leaf: X509Certificate, name: string): boolean {
   const bare = name.startsWith("[") && name.endsWith("]") ? name.slice(1, -1) : name;
   if (/^[\d.]+$/.test(bare) || bare.includes(":")) return leaf.checkIP(bare) !== undefined;
   return leaf.checkHost(bare) !== undefined;
-}
-
-/** "CN=home-1.example, O=Example" from X509Certificate's one-RDN-per-line form. */
-function oneLine(dn: string): string {
-  return dn
-    .split("\n")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .join(", ");
 }
 
 // ------------------------------------------------------------------------------- messages
@@ -253,8 +249,7 @@ export function parseCertificateRequest(body: Buffer): { certificateTypes: numbe
   const r = new Reader(body);
   const types = r.bytes(r.u8());
   if (types.length === 0) throw new DtlsDecodeError("no certificate_types");
-  const algsLength = r.u16();
-  const signatureAlgorithms = parseU16List(Buffer.concat([u16(algsLength), r.bytes(algsLength)]), "supported_signature_algorithms");
+  const signatureAlgorithms = readU16Vector(r, "supported_signature_algorithms");
   const names = r.bytes(r.u16());
   // certificate_authorities: DistinguishedName<1..2^16-1> entries; only their framing is checked.
   const dn = new Reader(names);
@@ -348,17 +343,11 @@ export function verifyParts(cert: { readonly publicKey: KeyObject }, parts: read
   }
 }
 
-function u16(n: number): Buffer {
-  const b = Buffer.allocUnsafe(2);
-  b.writeUInt16BE(n, 0);
-  return b;
-}
-
 /** Whether this key can sign for our ECDHE_ECDSA suites (EC P-256); false when it does not parse. */
 export function isDtlsCertificateKey(key: PemInput, passphrase?: string): boolean {
   try {
     const k = createPrivateKey({ key, ...(passphrase !== undefined ? { passphrase } : {}) });
-    return k.asymmetricKeyType === "ec" && k.asymmetricKeyDetails?.namedCurve === "prime256v1";
+    return isP256(k);
   } catch {
     return false;
   }
@@ -405,7 +394,7 @@ export class VerifiedCertificates {
     const accepted: AcceptedCertificate = {
       leafDer: result.leafDer,
       publicKey: result.leaf.publicKey,
-      subject: oneLine(result.leaf.subject),
+      subject: formatSubject(result.leaf.subject),
       identity: certificatePeerIdentityOf(result.leaf, result.leafDer),
     };
     this.entries.set(key, { until: Math.min(Date.parse(result.leaf.validTo), now + this.lifetimeMs), accepted });

@@ -646,8 +646,16 @@ export class DtlsClient extends EventEmitter implements Connection {
     const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.secret, psk.key) : pskPremasterSecret(psk.key);
     const master = masterSecret(premaster, this.clientRandom, sh.random, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
     premaster.fill(0);
+    this.sendFinishedFlight(master, sh.random, suite, [{ type: ContentType.Handshake, epoch: 0, body: cke }]);
+  }
+
+  /**
+   * The end of every full handshake: record keys from the master secret, our Finished over the
+   * transcript, and flight 5 (`epoch0`, already in the transcript, then ChangeCipherSpec and Finished).
+   */
+  private sendFinishedFlight(master: Buffer, serverRandom: Buffer, suite: CipherSuiteInfo, epoch0: FlightRecord[]): void {
     this.master = master;
-    const keys = aeadKeyBlock(master, this.clientRandom, sh.random, suite.keyLength, suite.fixedIvLength);
+    const keys = aeadKeyBlock(master, this.clientRandom, serverRandom, suite.keyLength, suite.fixedIvLength);
     this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
     this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
     const finished = encodeHandshake(
@@ -659,7 +667,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.cipher = `DTLSv1.2 ${suite.name}`;
     this.state = "finished";
     this.startFlight([
-      { type: ContentType.Handshake, epoch: 0, body: cke },
+      ...epoch0,
       { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
       { type: ContentType.Handshake, epoch: 1, body: finished },
     ]);
@@ -731,25 +739,14 @@ export class DtlsClient extends EventEmitter implements Connection {
       out.push(verify);
       this.transcript.push(verify);
     }
-    this.master = master;
-    const keys = aeadKeyBlock(master, this.clientRandom, serverRandom, suite.keyLength, suite.fixedIvLength);
-    this.write = new AeadState(suite, keys.clientKey, keys.clientSalt);
-    this.read = new AeadState(suite, keys.serverKey, keys.serverSalt);
-    const finished = encodeHandshake(
-      HandshakeType.Finished,
-      this.clientMessageSeq++,
-      finishedVerifyData(master, "client finished", sha256(this.transcript)),
-    );
-    this.transcript.push(finished);
-    this.cipher = `DTLSv1.2 ${suite.name}`;
-    this.state = "finished";
-    this.startFlight([
-      ...out
+    this.sendFinishedFlight(
+      master,
+      serverRandom,
+      suite,
+      out
         .flatMap((m) => fragmentHandshake(m, FLIGHT_FRAGMENT_BODY))
         .map((body) => ({ type: ContentType.Handshake, epoch: 0 as const, body })),
-      { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
-      { type: ContentType.Handshake, epoch: 1, body: finished },
-    ]);
+    );
   }
 
   /** A refusal of the ISP's credentials: not retried (a wrong CA or name does not heal by itself). */

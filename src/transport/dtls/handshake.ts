@@ -140,8 +140,7 @@ export function parseClientHello(body: Buffer): ClientHello {
         const list = new Reader(data);
         const groups = list.bytes(list.u16());
         if (list.remaining !== 0 || groups.length % 2 !== 0) throw new DtlsDecodeError("bad supported_groups");
-        supportedGroups = [];
-        for (let i = 0; i < groups.length; i += 2) supportedGroups.push(groups.readUInt16BE(i));
+        supportedGroups = u16Values(groups);
       } else if (type === ExtensionType.EcPointFormats) {
         const list = new Reader(data);
         ecPointFormats = list.bytes(list.u8());
@@ -180,10 +179,22 @@ export function parseClientHello(body: Buffer): ClientHello {
 /** A non-empty vector<2..2^16-2> of u16 values, the whole of `data`. */
 export function parseU16List(data: Buffer, what: string): number[] {
   const list = new Reader(data);
-  const bytes = list.bytes(list.u16());
-  if (list.remaining !== 0 || bytes.length === 0 || bytes.length % 2 !== 0) throw new DtlsDecodeError(`bad ${what}`);
+  const out = readU16Vector(list, what);
+  if (list.remaining !== 0) throw new DtlsDecodeError(`bad ${what}`);
+  return out;
+}
+
+/** Reads a non-empty vector<2..2^16-2> of u16 values at the reader's position. */
+export function readU16Vector(r: Reader, what: string): number[] {
+  const bytes = r.bytes(r.u16());
+  if (bytes.length === 0 || bytes.length % 2 !== 0) throw new DtlsDecodeError(`bad ${what}`);
+  return u16Values(bytes);
+}
+
+/** Big-endian u16 values of an even-length byte run. */
+function u16Values(bytes: Buffer): number[] {
   const out: number[] = [];
-  for (let i = 0; i < bytes.length; i += 2) out.push(bytes.readUInt16BE(i));
+  for (let i = 0; i + 1 < bytes.length; i += 2) out.push(bytes.readUInt16BE(i));
   return out;
 }
 

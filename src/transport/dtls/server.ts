@@ -526,29 +526,54 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       // ChangeCipherSpec is implied by the epoch of the next record; epoch-0 application data is invalid.
       return;
     }
-    if (!peer || record.epoch !== 1 || !peer.keysReady || !peer.replay) {
+    if (!peer) {
       this.stats.badRecords++;
       return;
     }
-    if (!peer.replay.isFresh(record.sequence)) return;
+    const opened = this.openProtected(peer, record, true);
+    if (opened) this.dispatchProtected(peer, opened.type, opened.content);
+  }
+
+  /**
+   * Checks, opens and marks an epoch-1 record of `peer` (plain, or tls12_cid with its real type
+   * inside); undefined when it is not fresh or does not authenticate. `fromPeerAddress`: it came
+   * from the address and port the peer handshakes from.
+   */
+  private openProtected(
+    peer: Peer,
+    record: DtlsRecord,
+    fromPeerAddress: boolean,
+  ): { type: number; content: Buffer; newest: boolean } | undefined {
+    if (record.epoch !== 1 || !peer.keysReady || !peer.replay) {
+      this.stats.badRecords++;
+      return undefined;
+    }
+    if (!peer.replay.isFresh(record.sequence)) return undefined;
     const plaintext = this.open(peer, record);
-    if (plaintext === undefined || plaintext.length > this.maxRecordPlaintext) {
+    const opened =
+      plaintext === undefined ? undefined : record.cid ? openInnerPlaintext(plaintext) : { type: record.type, content: plaintext };
+    if (!opened || opened.content.length > this.maxRecordPlaintext) {
       this.stats.badRecords++;
       // A Finished-sized handshake record that does not authenticate while we wait for Finished
       // means the client derived other keys: a PSK mismatch. Fail now (decrypt_error) instead of
       // letting the client wait for a timeout; any other record is silently discarded (4.1.2.7).
+      // (A tls12_cid record hides its type; its DTLSInnerPlaintext adds the type byte.)
+      const finishedFragment = FINISHED_MESSAGE_LENGTH + (record.cid ? 1 : 0) + aeadOverhead(peer.suite);
       if (
+        plaintext === undefined &&
+        fromPeerAddress &&
         peer.state === "awaiting-finished" &&
-        record.type === ContentType.Handshake &&
-        record.fragment.length === FINISHED_MESSAGE_LENGTH + aeadOverhead(peer.suite)
+        (record.cid !== undefined || record.type === ContentType.Handshake) &&
+        record.fragment.length === finishedFragment
       ) {
         this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
       }
-      return;
+      return undefined;
     }
+    const newest = peer.replay.isNewest(record.sequence);
     peer.replay.mark(record.sequence);
     peer.lastRecordAt = Date.now();
-    this.dispatchProtected(peer, record.type, plaintext);
+    return { ...opened, newest };
   }
 
   /**
@@ -557,29 +582,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    */
   private handleCidRecord(record: DtlsRecord, key: string, socketAddress: string, address: string, port: number): void {
     const peer = this.peersByCid.get(record.cid!.toString("latin1"));
-    if (!peer || record.epoch !== 1 || !peer.keysReady || !peer.replay || peer.state === "closed") {
+    if (!peer || peer.state === "closed") {
       this.stats.badRecords++;
       return;
     }
-    if (!peer.replay.isFresh(record.sequence)) return;
-    const inner = this.open(peer, record);
-    const opened = inner && openInnerPlaintext(inner);
-    if (!opened || opened.content.length > this.maxRecordPlaintext) {
-      this.stats.badRecords++;
-      if (
-        peer.state === "awaiting-finished" &&
-        key === peer.key &&
-        inner === undefined &&
-        record.fragment.length === FINISHED_MESSAGE_LENGTH + 1 + aeadOverhead(peer.suite)
-      ) {
-        this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
-      }
-      return;
-    }
-    const newest = peer.replay.isNewest(record.sequence);
-    peer.replay.mark(record.sequence);
-    peer.lastRecordAt = Date.now();
-    if (key !== peer.key && newest) this.movePeer(peer, key, socketAddress, address, port);
+    const opened = this.openProtected(peer, record, key === peer.key);
+    if (!opened) return;
+    if (key !== peer.key && opened.newest) this.movePeer(peer, key, socketAddress, address, port);
     this.dispatchProtected(peer, opened.type, opened.content);
   }
 
