@@ -16,7 +16,7 @@ import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { Session } from "node:inspector";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import type { SessionInfo } from "../src/dots/api";
 import { CallHomeListener } from "../src/dots/isp-engine";
 import { ScriptedDtlsClient } from "../test/support/scripted-dtls-client";
@@ -39,6 +39,8 @@ const identity = (i: number): string => `cap-home-${i}`;
 const homeAddress = (i: number): string => `127.${1 + Math.floor(i / 64000)}.${Math.floor((i % 64000) / 250)}.${1 + (i % 250)}`;
 /** One UDP socket per home; the process file limit here is 20,000. */
 const HOMES_PER_CHILD = 17_000;
+/** Handshakes a home tries before it counts as failed. */
+const SETUP_ATTEMPTS = 4;
 
 // ------------------------------------------------------------------------------ child: lean homes
 
@@ -64,6 +66,10 @@ interface ChildStats {
   alerts: number;
   cpuMs: number;
   rss: number;
+  /** Handshakes tried again after one failed (each home tries SETUP_ATTEMPTS times at most). */
+  redials: number;
+  /** Why handshakes failed, with counts (redialled ones included). */
+  failureReasons: Record<string, number>;
 }
 
 interface Home {
@@ -85,6 +91,8 @@ async function child(job: ChildJob): Promise<void> {
     alerts: 0,
     cpuMs: 0,
     rss: 0,
+    redials: 0,
+    failureReasons: {},
   };
   const report = (): void => {
     const c = process.cpuUsage();
@@ -167,16 +175,16 @@ async function child(job: ChildJob): Promise<void> {
 
   const homes: Home[] = [];
   let next = job.from;
-  const startOne = async (i: number): Promise<void> => {
+  /** One DTLS handshake from a fresh socket; the client, or the reason it failed. */
+  const handshake = async (i: number): Promise<ScriptedDtlsClient | string> => {
     const socket = dgram.createSocket("udp4");
     const bound = await new Promise<boolean>((resolve) => {
       socket.once("error", () => resolve(false));
       socket.bind(0, job.address === "per-home" ? homeAddress(i) : job.address, () => resolve(true));
     });
     if (!bound) {
-      stats.failed++;
       socket.close();
-      return;
+      return "bind failed";
     }
     const client = new ScriptedDtlsClient({
       address: "127.0.0.1",
@@ -187,10 +195,27 @@ async function child(job: ChildJob): Promise<void> {
       socket,
     });
     try {
-      await client.connect(60_000);
-    } catch {
-      stats.failed++;
+      await client.connect(30_000);
+      return client;
+    } catch (e) {
       await client.close(false);
+      return (e as Error).message.slice(0, 80);
+    }
+  };
+  const startOne = async (i: number): Promise<void> => {
+    // Like the dialer, a home whose handshake failed dials again after a back-off.
+    let client: ScriptedDtlsClient | string = "";
+    for (let attempt = 0; attempt < SETUP_ATTEMPTS; attempt++) {
+      if (attempt > 0) {
+        stats.redials++;
+        await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt * (0.5 + Math.random())));
+      }
+      client = await handshake(i);
+      if (typeof client !== "string") break;
+      stats.failureReasons[client] = (stats.failureReasons[client] ?? 0) + 1;
+    }
+    if (typeof client === "string") {
+      stats.failed++;
       return;
     }
     const h: Home = { client, mid: Math.floor(Math.random() * 0xffff) };
@@ -324,6 +349,8 @@ async function parent(): Promise<void> {
   await sleep(5000);
   const idleCpu = process.cpuUsage(idleCpu0);
   const idleMsPerS = (idleCpu.user + idleCpu.system) / 1000 / (Number(process.hrtime.bigint() - idleW0) / 1e9);
+  // Both agents heartbeat: per interval the listener receives 2 datagrams per home and sends 2.
+  const floor = await nodeFloor((2 * N) / hb);
 
   console.log(
     `capacity-lean bench: ${N} DTLS-PSK homes (lean homes in ${children} processes), heartbeat-interval ${hb} s, hold ${holdS} s, node ${process.version}, load average ${require("node:os")
@@ -360,8 +387,10 @@ async function parent(): Promise<void> {
   while (up - down < sum((s) => s.connected) && Date.now() - t0 < 900_000) await sleep(200);
   const setupS = (Date.now() - t0) / 1000;
   const live = listener.sessions().length;
+  const reasons = new Map<string, number>();
+  for (const k of kidStats) for (const [r, n] of Object.entries(k?.failureReasons ?? {})) reasons.set(r, (reasons.get(r) ?? 0) + n);
   console.log(
-    `  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s), ${sum((s) => s.failed)} set-ups failed`,
+    `  sessions up: ${live} / ${N} after ${setupS.toFixed(1)} s (${(live / setupS).toFixed(0)} set-ups/s), ${sum((s) => s.redials)} handshakes redialled, ${sum((s) => s.failed)} homes failed after ${SETUP_ATTEMPTS} attempts${reasons.size ? ` (handshake failures: ${[...reasons].map(([r, n]) => `${n} x "${r}"`).join("; ")})` : ""}`,
   );
 
   // Steady state: one heartbeat interval so the set-up burst is over, then the measured hold.
@@ -388,6 +417,24 @@ async function parent(): Promise<void> {
     profiler.connect();
     await new Promise<void>((r) => profiler!.post("Profiler.enable", () => profiler!.post("Profiler.start", () => r())));
   }
+  // Where the hold allocates (garbage included): V8's sampling heap profiler.
+  const allocFile = arg("alloc-profile", "");
+  let allocSession: Session | undefined;
+  if (allocFile) {
+    allocSession = new Session();
+    allocSession.connect();
+    await new Promise<void>((r) =>
+      allocSession!.post(
+        "HeapProfiler.startSampling",
+        {
+          samplingInterval: 256,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: process.env.ALLOC_MINOR !== "0",
+        },
+        () => r(),
+      ),
+    );
+  }
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   const threads0 = threadCpu();
@@ -407,6 +454,15 @@ async function parent(): Promise<void> {
     const b = threads0.get(name) ?? { user: 0, system: 0 };
     return `${name} ${(t.user - b.user).toFixed(0)} user + ${(t.system - b.system).toFixed(0)} system ms`;
   });
+  if (allocSession) {
+    const a = allocSession;
+    const profile = await new Promise<unknown>((r) =>
+      a.post("HeapProfiler.stopSampling", (_e, res) => r((res as { profile: unknown }).profile)),
+    );
+    fs.writeFileSync(allocFile, JSON.stringify(profile));
+    console.log(`  allocation profile of the listener over the hold: ${allocFile}`);
+    a.disconnect();
+  }
   if (profiler) {
     const p = profiler;
     const profile = await new Promise<Parameters<typeof topOfProfile>[0]>((r) =>
@@ -449,6 +505,9 @@ async function parent(): Promise<void> {
     `  home processes (not counted above): ${kidStats.map((s, i) => `#${i} ${(((s.cpuMs - (kidCpu0[i] ?? 0)) / (wallS * 1000)) * 100).toFixed(0)}% CPU, ${mb(s.rss)} RSS, ${s.failed} failed, ${s.alerts} alerts`).join("; ")}`,
   );
   if (downReasons.size) console.log(`  session-down reasons: ${[...downReasons].map(([r, n]) => `${n} x "${r}"`).join("; ")}`);
+  console.log(
+    `  reference (same process, before the homes came, ${((2 * N) / hb).toFixed(0)} datagrams/s): a bare Node dgram echo costs ${floor.echoUs.toFixed(1)} us CPU per datagram in + out, and sealing + opening one heartbeat-sized AES-128-CCM_8 record with node:crypto ${floor.aeadUs.toFixed(1)} us: Node's floor per heartbeat event ${(floor.echoUs + floor.aeadUs).toFixed(1)} us; ours ${beats ? ((cpuMs * 1000) / beats / (floor.echoUs + floor.aeadUs)).toFixed(2) : "n/a"}x that`,
+  );
   const cpuPct = (cpuMs / (wallS * 1000)) * 100;
   const rssKb = (memEnd.rss - rss0) / Math.max(1, live) / 1024;
   const usPerHb = beats ? (cpuMs * 1000) / beats : Infinity;
@@ -459,8 +518,82 @@ async function parent(): Promise<void> {
   await listener.stop();
 }
 
+// ------------------------------------------------------------------- reference: Node's own floor
+
+/**
+ * Child of the floor reference: `sockets` UDP sockets (one loopback address each, like the homes)
+ * send heartbeat-sized datagrams to `port` at `rate` per second in all, and take the echoes.
+ */
+function floorChild(job: { port: number; rate: number; sockets: number; bytes: number }): void {
+  process.on("disconnect", () => process.exit(0));
+  const socks = Array.from({ length: job.sockets }, (_, i) => {
+    const s = dgram.createSocket("udp4");
+    s.on("message", () => undefined);
+    s.bind(0, homeAddress(i));
+    return s;
+  });
+  const payload = Buffer.alloc(job.bytes, 0x5a);
+  const perTick = Math.max(1, Math.round(job.rate / 100));
+  let next = 0;
+  setInterval(() => {
+    for (let k = 0; k < perTick; k++) socks[next++ % socks.length].send(payload, job.port, "127.0.0.1");
+  }, 10);
+}
+
+/**
+ * What Node itself costs per heartbeat event, measured in this process at the hold's datagram rate:
+ * a bare dgram echo (one datagram in, one out, no work) plus sealing and opening one record of a
+ * heartbeat's size with node:crypto (AES-128-CCM_8, the suite the homes negotiate).
+ */
+async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; aeadUs: number }> {
+  const echo = dgram.createSocket("udp4");
+  echo.on("message", (m, r) => echo.send(m, r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, "127.0.0.1", () => r()));
+  const port = (echo.address() as { port: number }).port;
+  const kid = fork(__filename, ["--floor", JSON.stringify({ port, rate: ratePerS, sockets: 2000, bytes: 64 })], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  let echoed = 0;
+  echo.on("message", () => echoed++);
+  await sleep(2000);
+  const n0 = echoed;
+  const c0 = process.cpuUsage();
+  await sleep(8000);
+  const c = process.cpuUsage(c0);
+  const n = echoed - n0;
+  kid.kill("SIGKILL");
+  echo.close();
+  const key = randomBytes(16);
+  const aad = randomBytes(13);
+  const plain = randomBytes(40);
+  const seal = (nonce: Buffer): Buffer => {
+    const ci = createCipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });
+    ci.setAAD(aad, { plaintextLength: plain.length });
+    const out = Buffer.concat([ci.update(plain), ci.final(), ci.getAuthTag()]);
+    return out;
+  };
+  const open = (nonce: Buffer, sealed: Buffer): Buffer => {
+    const de = createDecipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });
+    de.setAuthTag(sealed.subarray(sealed.length - 8));
+    de.setAAD(aad, { plaintextLength: sealed.length - 8 });
+    return de.update(sealed.subarray(0, sealed.length - 8));
+  };
+  const rounds = 20_000;
+  const nonce = randomBytes(12);
+  for (let i = 0; i < 2000; i++) open(nonce, seal(nonce));
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < rounds; i++) {
+    nonce.writeUInt32BE(i, 8);
+    open(nonce, seal(nonce));
+  }
+  const aeadUs = Number(process.hrtime.bigint() - t0) / 1000 / rounds;
+  return { echoUs: n > 0 ? (c.user + c.system) / n : Infinity, aeadUs };
+}
+
 if (args[0] === "--child") {
   void child(JSON.parse(args[1]) as ChildJob);
+} else if (args[0] === "--floor") {
+  floorChild(JSON.parse(args[1]) as { port: number; rate: number; sockets: number; bytes: number });
 } else {
   parent().then(
     () => process.exit(0),

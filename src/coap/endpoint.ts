@@ -6,6 +6,7 @@ import { createHash, randomInt } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Connection } from "../transport/connection";
 import { pooledRandomBytes } from "../transport/random-pool";
+import { SparseMap } from "../transport/sparse-map";
 import {
   Code,
   CONTENT_FORMAT_TEXT,
@@ -381,20 +382,20 @@ export class CoapEndpoint extends EventEmitter {
   private srttMs: number | undefined;
 
   // Client side
-  private readonly pending = new Map<string, PendingExchange>();
-  private readonly transmissions = new Map<number, Transmission>();
-  private readonly nonRequestMids = new Map<number, string>();
-  private readonly tcpPings = new Map<string, { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private readonly pending = new SparseMap<string, PendingExchange>();
+  private readonly transmissions = new SparseMap<number, Transmission>();
+  private readonly nonRequestMids = new SparseMap<number, string>();
+  private readonly tcpPings = new SparseMap<string, { resolve(): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
 
   // Server side
-  private readonly dedup = new Map<number, DedupEntry>();
-  private readonly inProgress = new Map<string, InProgress>();
-  private readonly inProgressByMid = new Map<number, InProgress>();
-  private readonly observers = new Map<string, ServerObserver>();
-  private readonly notificationMids = new Map<number, string>();
-  private readonly blockCache = new Map<string, BlockCacheEntry>();
+  private readonly dedup = new SparseMap<number, DedupEntry>();
+  private readonly inProgress = new SparseMap<string, InProgress>();
+  private readonly inProgressByMid = new SparseMap<number, InProgress>();
+  private readonly observers = new SparseMap<string, ServerObserver>();
+  private readonly notificationMids = new SparseMap<number, string>();
+  private readonly blockCache = new SparseMap<string, BlockCacheEntry>();
   /** UDP: answers to recent NON requests, by request identity, for repeats with fresh message IDs. */
-  private readonly nonAnswers = new Map<string, { expires: number; response: CoapMessage }>();
+  private readonly nonAnswers = new SparseMap<string, { expires: number; response: CoapMessage }>();
   private readonly replayNonAnswers: boolean;
   private readonly rate: { perMs: number; burst: number; tokens: number; last: number };
 
@@ -892,7 +893,12 @@ export class CoapEndpoint extends EventEmitter {
       if (msg.type === "CON") this.sendEmpty("RST", mid); // CoAP ping
       return;
     }
-    // Deduplication (RFC 7252 section 4.5): a duplicate CON gets the same ACK/RST again.
+    // Deduplication (RFC 7252 section 4.5): a duplicate CON gets the same ACK/RST again. A NON
+    // needs none when the transport drops duplicated datagrams (nothing kept per heartbeat).
+    if (msg.type === "NON" && this.connection.dropsDuplicates === true) {
+      this.dispatchUdp(msg, mid);
+      return;
+    }
     const now = Date.now();
     const seen = this.dedup.get(mid);
     if (seen && seen.expires > now) {
@@ -910,6 +916,11 @@ export class CoapEndpoint extends EventEmitter {
       return;
     }
     this.rememberMid(mid, msg.type === "CON" ? this.exchangeLifetimeMs : this.nonLifetimeMs, now);
+    this.dispatchUdp(msg, mid);
+  }
+
+  /** A request or response past deduplication. */
+  private dispatchUdp(msg: CoapMessage, mid: number): void {
     const cls = msg.code >> 5;
     if (cls === 0) this.handleRequest(msg);
     else if (cls >= 2 && cls <= 5) {

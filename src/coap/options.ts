@@ -77,8 +77,26 @@ export function getUriPath(options: readonly CoapOption[]): string[] {
   return getOptions(options, OptionNumber.UriPath).map((v) => v.toString("utf8"));
 }
 
+/**
+ * Uri-Path options of fixed segments (".well-known", "dots", "hb", ...), made once: every heartbeat
+ * names them. Segments with parameters (cuid=..., mid=...) differ per request and are not kept.
+ * Options are values: nothing writes to one after it is made.
+ */
+const fixedSegmentOptions = new Map<string, CoapOption>();
+const FIXED_SEGMENTS_KEPT = 64;
+
+function uriPathOption(segment: string): CoapOption {
+  if (segment.length > 32 || segment.includes("=")) return stringOption(OptionNumber.UriPath, segment);
+  let option = fixedSegmentOptions.get(segment);
+  if (option === undefined) {
+    option = stringOption(OptionNumber.UriPath, segment);
+    if (fixedSegmentOptions.size < FIXED_SEGMENTS_KEPT) fixedSegmentOptions.set(segment, option);
+  }
+  return option;
+}
+
 export function uriPathOptions(segments: readonly string[]): CoapOption[] {
-  return segments.map((s) => stringOption(OptionNumber.UriPath, s));
+  return segments.map(uriPathOption);
 }
 
 /** "/.well-known/dots/mitigate" -> [".well-known", "dots", "mitigate"]. */
@@ -100,9 +118,18 @@ export function getContentFormat(options: readonly CoapOption[]): number | undef
   return getUintOption(options, OptionNumber.ContentFormat, 2);
 }
 
+/** Content-Format options by format, made once (a handful of formats are ever used). */
+const contentFormatOptions = new Map<number, CoapOption>();
+
 export function contentFormatOption(format: number): CoapOption {
-  if (format < 0 || format > 0xffff) throw new CoapFormatError("BAD_OPTION_VALUE", `Content-Format ${format} outside 0..65535`);
-  return uintOption(OptionNumber.ContentFormat, format);
+  if (!Number.isInteger(format) || format < 0 || format > 0xffff)
+    throw new CoapFormatError("BAD_OPTION_VALUE", `Content-Format ${format} outside 0..65535`);
+  let option = contentFormatOptions.get(format);
+  if (option === undefined) {
+    option = uintOption(OptionNumber.ContentFormat, format);
+    if (contentFormatOptions.size < 16) contentFormatOptions.set(format, option);
+  }
+  return option;
 }
 
 export function getObserve(options: readonly CoapOption[]): number | undefined {

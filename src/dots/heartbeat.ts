@@ -2,6 +2,7 @@
 // send NON PUT /.well-known/dots/hb carrying peer-hb-status; a session counts as lost only after
 // missing-hb-allowed intervals with no traffic at all from the peer. Shared by both engines.
 import { EventEmitter } from "node:events";
+import { encodeDotsCbor } from "../cbor";
 import type { DotsJson } from "./api";
 
 export const HEARTBEAT_KEY = "ietf-dots-signal-channel:heartbeat";
@@ -9,6 +10,14 @@ export const HEARTBEAT_PATH = "/.well-known/dots/hb";
 
 export function buildHeartbeatJson(peerHbStatus: boolean): DotsJson {
   return { [HEARTBEAT_KEY]: { "peer-hb-status": peerHbStatus } };
+}
+
+/** The two heartbeat bodies in application/dots+cbor, encoded once (never written to). */
+const ENCODED_HEARTBEATS = [false, true].map((status) => Buffer.from(encodeDotsCbor(buildHeartbeatJson(status))));
+
+/** A PUT /hb body as CBOR bytes, shared by every session. */
+export function encodedHeartbeat(peerHbStatus: boolean): Buffer {
+  return ENCODED_HEARTBEATS[peerHbStatus ? 1 : 0];
 }
 
 export class HeartbeatParseError extends Error {
@@ -203,12 +212,21 @@ export class HeartbeatScheduler extends EventEmitter {
 
   private arm(): void {
     if (!this.running || this.intervalSeconds === 0) return;
-    this.timer = setTimeout(() => this.tick(), this.intervalMs);
+    this.timer = setTimeout(this.onTick, this.intervalMs);
     this.timer.unref();
   }
 
+  /** One Timeout per scheduler, re-armed by refresh(): nothing allocated per heartbeat. */
+  private readonly onTick = (): void => {
+    if (!this.running) {
+      this.timer = undefined;
+      return;
+    }
+    this.tick();
+    if (this.running && this.timer !== undefined && this.intervalSeconds !== 0) this.timer.refresh();
+  };
+
   private tick(): void {
-    this.timer = undefined;
     if (!this.running) return;
     const silentMs = this.now() - this.lastTraffic;
     if (this.detectLoss && this.consecutiveMissed >= this.missingHbAllowed && silentMs >= this.missingHbAllowed * this.intervalMs) {
@@ -239,7 +257,6 @@ export class HeartbeatScheduler extends EventEmitter {
         if (this.running) this.emit("missed", { consecutive: this.consecutiveMissed });
       },
     );
-    this.arm();
   }
 
   private armSilenceCheck(): void {

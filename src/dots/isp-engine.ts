@@ -2,15 +2,7 @@
 // as the (D)TLS server, keeps a registry of authenticated home sessions, and sends mitigation
 // requests, withdrawals, efficacy updates and redirects over the session a home opened to it.
 import { EventEmitter } from "node:events";
-import type {
-  CallHomeListenerApi,
-  CallHomeListenerEvents,
-  DotsJson,
-  ListenerOptions,
-  RequestOutcome,
-  SessionInfo,
-  StatusNotification,
-} from "./api";
+import type { CallHomeListenerApi, CallHomeListenerEvents, DotsJson, ListenerOptions, RequestOutcome, SessionInfo } from "./api";
 import { decodeDotsCbor, DotsCborError, encodeDotsCbor, DOTS_CONTENT_FORMAT } from "../cbor";
 import { CoapEndpoint, diagnosticResponse, type CoapResponse, type IncomingRequest, type OutgoingRequest } from "../coap/endpoint";
 import { Code, codeFromString, codeToString } from "../coap/message";
@@ -46,6 +38,7 @@ import {
   HomeState,
   IspRequestError,
   IspSession,
+  type IspSessionEvents,
   type IspTuning,
   type MidReservations,
   type RedirectTarget,
@@ -108,11 +101,27 @@ function commonName(subject: string | undefined): string | undefined {
   return m ? m[1].trim() : subject;
 }
 
+/** Session events the listener emits unchanged (the rest it handles itself). */
+/** Sessions an UNKNOWN_SESSION error names. */
+const KNOWN_SESSIONS_SHOWN = 10;
+
+const RELAYED_SESSION_EVENTS: ReadonlySet<keyof IspSessionEvents> = new Set([
+  "status",
+  "heartbeat",
+  "discarded",
+  "config",
+  "cuid-changed",
+  "resynced",
+  "error",
+] as const);
+
 export class CallHomeListener extends EventEmitter implements CallHomeListenerApi {
   private readonly options: ListenerOptions;
   private readonly tuning: IspEngineTuning;
   private transport: CallHomeTransportListener | undefined;
   private readonly live = new Map<string, IspSession>();
+  /** The live session of each home name (one per name: claimName refuses a second credential). */
+  private readonly liveByHome = new Map<string, IspSession>();
   private readonly homes = new Map<string, HomeState>();
   private readonly mids = new MidAllocator();
   /** Durable mid marks per home (ListenerOptions.stateDir); undefined: memory only. */
@@ -260,6 +269,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     this.sweepTimer = undefined;
     for (const s of [...this.live.values()]) s.close("listener stopped");
     this.live.clear();
+    this.liveByHome.clear();
     const t = this.transport;
     this.transport = undefined;
     if (t) await t.close();
@@ -313,10 +323,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   }
 
   private lookup(idOrHome: string): IspSession | undefined {
-    const byId = this.live.get(idOrHome);
-    if (byId) return byId;
-    for (const s of this.live.values()) if (s.info.home === idOrHome) return s;
-    return undefined;
+    return this.live.get(idOrHome) ?? this.liveByHome.get(idOrHome);
   }
 
   /** Live session or a clear SESSION_DOWN / UNKNOWN_SESSION error. */
@@ -325,13 +332,17 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (typeof idOrHome !== "string" || idOrHome.length === 0) throw new IspRequestError("UNKNOWN_SESSION", "no session named");
     const s = this.lookup(idOrHome);
     if (s && s.isUp && s.wasUp) return s;
-    const known =
-      this.seen.has(idOrHome) || [...this.pskByIdentity.values()].some((p) => p.home === idOrHome) || this.pskByIdentity.has(idOrHome);
-    if (s || known) throw new IspRequestError("SESSION_DOWN", `session "${idOrHome}" is not connected`);
-    throw new IspRequestError(
-      "UNKNOWN_SESSION",
-      `no session "${idOrHome}" (known: ${[...this.live.values()].map((x) => `${x.id} (${x.info.home})`).join(", ") || "none"})`,
-    );
+    if (s || this.seen.has(idOrHome) || this.pskByIdentity.has(idOrHome) || this.isConfiguredHome(idOrHome))
+      throw new IspRequestError("SESSION_DOWN", `session "${idOrHome}" is not connected`);
+    // Named, not listed in full: a listener may hold 50,000 sessions.
+    const shown = [...this.live.values()].slice(0, KNOWN_SESSIONS_SHOWN).map((x) => `${x.id} (${x.info.home})`);
+    const more = this.live.size > shown.length ? `, and ${this.live.size - shown.length} more` : "";
+    throw new IspRequestError("UNKNOWN_SESSION", `no session "${idOrHome}" (known: ${shown.join(", ") || "none"}${more})`);
+  }
+
+  private isConfiguredHome(home: string): boolean {
+    for (const p of this.pskByIdentity.values()) if (p.home === home) return true;
+    return false;
   }
 
   private async call<T>(idOrHome: string, fn: (s: IspSession) => Promise<T>): Promise<T> {
@@ -436,8 +447,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         homePrefixes: this.options.homePrefixes?.[home],
         validate: (request, prefixes) => this.validate(home, request, prefixes),
         tuning: this.tuning,
+        relay: { to: this, events: RELAYED_SESSION_EVENTS },
       });
       this.live.set(id, session);
+      this.liveByHome.set(home, session);
       // RFC 9146: the home's NAT gave it a new public address or port; the session goes on there.
       conn.on("moved", (m: PeerMove) => {
         session.info.remoteAddress = m.to.address;
@@ -447,17 +460,11 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
       session.on("up", (i) => this.emit("session-up", { ...i }));
       session.on("down", (reason) => {
         if (this.live.get(id) === session) this.live.delete(id);
+        if (this.liveByHome.get(home) === session) this.liveByHome.delete(home);
         const st = this.homes.get(id);
         if (st && st.mitigations.size === 0 && !this.live.has(id)) this.homes.delete(id);
         if (session.wasUp) this.emit("session-down", { ...session.info }, reason);
       });
-      session.on("status", (n: StatusNotification) => this.emit("status", n));
-      session.on("heartbeat", (h) => this.emit("heartbeat", h));
-      session.on("discarded", (d) => this.emit("discarded", d));
-      session.on("config", (c) => this.emit("config", c));
-      session.on("cuid-changed", (c) => this.emit("cuid-changed", c));
-      session.on("resynced", (r) => this.emit("resynced", r));
-      session.on("error", (e) => this.emit("error", e));
       session.start().catch((e: Error) => this.emit("error", e));
     } catch (e) {
       this.emit("error", e as Error);
@@ -481,8 +488,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     const claim = this.names.claim(home, credential);
     if (!claim.ok) owner = claim.owner;
     else {
-      for (const s of this.live.values()) {
-        if (s.id === id || s.info.home !== home || !s.isUp) continue;
+      const s = this.liveByHome.get(home);
+      if (s !== undefined && s.id !== id && s.isUp) {
         owner = {
           credential: s.info.peer.method === "psk" ? `psk:${s.info.peer.identity}` : "certificate",
           source: "session",
@@ -490,7 +497,6 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
           sessionId: s.id,
           remoteAddress: s.info.remoteAddress,
         };
-        break;
       }
     }
     if (!owner) return true;

@@ -9,6 +9,7 @@
 // restart and home: harmless (mids only need to increase).
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { SparseMap } from "../transport/sparse-map";
 import { MID_MAX } from "./ids";
 
 /** Mids reserved per durable write. */
@@ -41,15 +42,16 @@ export interface HomeMidState {
   /** The cuid we use towards this home after a cuid-collision replaced the derived one (R19). */
   cuid?: string;
   /** Highest mid reserved per cuid: the next mid handed out is above it. */
-  mids: Map<string, number>;
+  mids: Iterable<[string, number]> & { get(cuid: string): number | undefined; readonly size: number };
 }
 
 interface Entry extends HomeMidState {
   sessionId: string;
+  mids: SparseMap<string, number>;
   /** Reserved on disk (or being written), per cuid. */
-  planned: Map<string, number>;
+  planned: SparseMap<string, number>;
   /** Written successfully, per cuid. */
-  durable: Map<string, number>;
+  durable: SparseMap<string, number>;
   chain: Promise<void>;
   writing: number;
   failing: boolean;
@@ -170,9 +172,9 @@ export class MidLedger {
     const entry: Entry = {
       sessionId,
       home,
-      mids: new Map(),
-      planned: new Map(),
-      durable: new Map(),
+      mids: new SparseMap(),
+      planned: new SparseMap(),
+      durable: new SparseMap(),
       chain: Promise.resolve(),
       writing: 0,
       failing: false,

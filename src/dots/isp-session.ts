@@ -4,7 +4,8 @@
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import type { DotsJson, RequestOutcome, SessionInfo, StatusNotification } from "./api";
-import { HEARTBEAT_KEY, HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
+import { SparseMap, SparseSet } from "../transport/sparse-map";
+import { encodedHeartbeat, HEARTBEAT_KEY, HeartbeatScheduler, parseHeartbeatJson } from "./heartbeat";
 import { freshCuid, type MidAllocator } from "./ids";
 import {
   CONFLICT_CAUSE_LABELS,
@@ -262,9 +263,9 @@ export function scopeKey(request: DotsJson): string {
 
 /** Per-identity state that outlives a single connection (mitigations, mid counter is in MidAllocator). */
 export class HomeState {
-  readonly mitigations = new Map<number, MitigationRecord>();
+  readonly mitigations = new SparseMap<number, MitigationRecord>();
   /** Deactivated scopes (by scopeKey) and when they may be requested again (retry-timer, R39). */
-  readonly retryAfter = new Map<string, number>();
+  readonly retryAfter = new SparseMap<string, number>();
 
   /** Epoch ms until which this request must not be sent again, if it is held back. */
   heldUntil(request: DotsJson, now = Date.now()): number | undefined {
@@ -464,6 +465,11 @@ export interface IspSessionOptions {
   homePrefixes: string[] | undefined;
   validate: Validator;
   tuning: IspTuning;
+  /**
+   * These events are emitted as they are on `to` (the engine) as well: one reference per
+   * session instead of a forwarding listener per event and session.
+   */
+  relay?: { to: EventEmitter; events: ReadonlySet<keyof IspSessionEvents> };
 }
 
 export interface IspSessionEvents {
@@ -489,13 +495,14 @@ export class IspSession extends EventEmitter {
   private readonly homePrefixes: string[] | undefined;
   private readonly validate: Validator;
   private readonly tuning: IspTuning;
+  private readonly relay: IspSessionOptions["relay"];
   private sets: Record<ConfigSetName, ConfigSet> = { idle: { ...DEFAULT_CONFIG_SET }, mitigating: { ...DEFAULT_CONFIG_SET } };
   private heartbeat: HeartbeatScheduler;
   /** When we last answered a heartbeat at once (one immediate answer per interval at most). */
   private lastHeartbeatAnswerAt = -Infinity;
-  private readonly observations = new Map<number, () => void>();
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly pending = new Set<(err: Error) => void>();
+  private readonly observations = new SparseMap<number, () => void>();
+  private readonly timers = new SparseSet<NodeJS.Timeout>();
+  private readonly pending = new SparseSet<(err: Error) => void>();
   private closedReason: string | undefined;
   private upEmitted = false;
   /** Earliest time (epoch ms) the next new mitigation-family request may go out over DTLS. */
@@ -517,6 +524,7 @@ export class IspSession extends EventEmitter {
     this.homePrefixes = opts.homePrefixes;
     this.validate = opts.validate;
     this.tuning = opts.tuning;
+    this.relay = opts.relay;
     this.activeSetName = this.state.attackInProgress() ? "mitigating" : "idle";
     this.heartbeat = this.makeHeartbeat(this.activeSet());
     endpoint.onActivity(() => this.heartbeat.traffic());
@@ -746,7 +754,7 @@ export class IspSession extends EventEmitter {
         method: "PUT",
         path: heartbeatPath(),
         confirmable: false,
-        body,
+        body: encodedHeartbeat(peer),
         timeoutMs: Math.max(1000, this.heartbeat.intervalMs),
       });
       return res.code === "2.04";
@@ -1174,5 +1182,15 @@ export class IspSession extends EventEmitter {
 
   override on<E extends keyof IspSessionEvents>(event: E, listener: (...args: IspSessionEvents[E]) => void): this {
     return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  override emit<E extends keyof IspSessionEvents>(event: E, ...args: IspSessionEvents[E]): boolean {
+    const relay = this.relay;
+    if (relay !== undefined && relay.events.has(event)) {
+      relay.to.emit(event, ...args);
+      // An 'error' relayed is handled: without a listener of its own the session must not throw.
+      if (this.listenerCount(event) === 0) return true;
+    }
+    return super.emit(event, ...args);
   }
 }

@@ -54,6 +54,12 @@ export interface Connection extends EventEmitter {
   readonly cipher: string;
   /** True once close() was called or the peer went away. */
   readonly closed: boolean;
+  /**
+   * True when the transport itself discards duplicated datagrams (DTLS anti-replay, RFC 6347
+   * section 4.1.2.6): a repeated NON message can then only be a new message, and the CoAP layer
+   * keeps no message IDs for NON dedup.
+   */
+  readonly dropsDuplicates?: boolean;
   /** Send one CoAP message (already in this transport's framing). Returns false if the connection is closed. */
   send(data: Buffer): boolean;
   /** Close gracefully (close_notify); emits 'close' once. */

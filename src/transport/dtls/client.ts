@@ -161,6 +161,8 @@ interface FlightRecord {
 /** A DTLS 1.2 client association; `handshake()` resolves once the server's Finished verified. */
 export class DtlsClient extends EventEmitter implements Connection {
   readonly transport = "dtls" as const;
+  /** Replayed records are dropped (anti-replay window). */
+  readonly dropsDuplicates = true;
   /** The PSK identity, or the server's certificate once it verified. */
   peer: PeerIdentity;
   readonly local: LocalIdentity;

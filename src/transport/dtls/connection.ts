@@ -36,6 +36,11 @@ export class DtlsServerConnection extends EventEmitter implements Connection {
     return "dtls";
   }
 
+  /** The server drops replayed records (its per-peer ReplayWindow). */
+  get dropsDuplicates(): boolean {
+    return true;
+  }
+
   get local(): LocalIdentity {
     return this.localIdentity;
   }

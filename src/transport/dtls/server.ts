@@ -13,6 +13,8 @@
 //   key pair exists only from the ClientHello to the ClientKeyExchange.
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
+import { lookup as dnsLookup, type LookupOneOptions } from "node:dns";
+import { isIP } from "node:net";
 import { timingSafeEqual } from "node:crypto";
 import { pooledRandomBytes } from "../random-pool";
 import {
@@ -313,6 +315,21 @@ function normalizeAddress(address: string): string {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
+/**
+ * The socket's name lookup: peers are always address literals, answered at once. Node's default
+ * (dns.lookup) answers them one tick later, an extra callback and closure per datagram sent.
+ */
+function addressLiteralLookup(
+  address: string,
+  options: LookupOneOptions | number,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  const literal = isIP(address);
+  if (literal !== 0) callback(null, address, literal);
+  // Node 20 to 24 pass the family as a number here; the types say options.
+  else dnsLookup(address, typeof options === "number" ? { family: options } : options, callback);
+}
+
 export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private socket: dgram.Socket | undefined;
   private readonly peers = new Map<string, Peer>();
@@ -427,7 +444,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   listen(port: number, host?: string): Promise<{ address: string; port: number }> {
     if (this.socket) return Promise.reject(new Error("DtlsServer is already listening"));
     const dualStack = host === undefined || host === "::" || host.includes(":");
-    const sock = dgram.createSocket({ type: dualStack ? "udp6" : "udp4", ipv6Only: false });
+    const sock = dgram.createSocket({ type: dualStack ? "udp6" : "udp4", ipv6Only: false, lookup: addressLiteralLookup });
     this.socket = sock;
     return new Promise((resolve, reject) => {
       const onListenError = (err: Error): void => {
@@ -1440,7 +1457,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.removePeer(peer, new Error("sequence numbers exhausted"));
       return false;
     }
-    this.transmit(peer.socketAddress, peer.port, [this.protect(peer, ContentType.ApplicationData, data)]);
+    // No completion callback for data: Node would queue one tick per datagram for it. A datagram
+    // the kernel refuses is lost like any other; CoAP retransmits what matters.
+    this.socket?.send(this.protect(peer, ContentType.ApplicationData, data), peer.port, peer.socketAddress);
     return true;
   }
 
