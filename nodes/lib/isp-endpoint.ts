@@ -78,7 +78,7 @@ function where(info: { port: number; host: string; transports: string[] }): stri
 }
 
 function listening(engine: CallHomeListener, memo: Record<string, unknown>): EndpointStatus {
-  const n = engine.sessions().length;
+  const n = engine.sessionCount();
   return { fill: n > 0 ? "green" : "grey", shape: "dot", key: "listening", args: { where: String(memo.where ?? ""), count: n } };
 }
 

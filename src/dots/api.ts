@@ -86,6 +86,8 @@ export interface CallHomeListenerApi {
   start(): Promise<void>;
   stop(): Promise<void>;
   sessions(): SessionInfo[];
+  /** How many sessions sessions() would list, without copying them (status displays at 50,000 sessions). */
+  sessionCount(): number;
   /** Resolves a session by id or home name; undefined when not connected. */
   findSession(idOrHome: string): SessionInfo | undefined;
   mitigate(session: string, request: DotsJson, opts?: { mid?: number }): Promise<RequestOutcome>;

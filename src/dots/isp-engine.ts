@@ -101,10 +101,10 @@ function commonName(subject: string | undefined): string | undefined {
   return m ? m[1].trim() : subject;
 }
 
-/** Session events the listener emits unchanged (the rest it handles itself). */
 /** Sessions an UNKNOWN_SESSION error names. */
 const KNOWN_SESSIONS_SHOWN = 10;
 
+/** Session events the listener emits unchanged (the rest it handles itself). */
 const RELAYED_SESSION_EVENTS: ReadonlySet<keyof IspSessionEvents> = new Set([
   "status",
   "heartbeat",
@@ -122,6 +122,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
   private readonly live = new Map<string, IspSession>();
   /** The live session of each home name (one per name: claimName refuses a second credential). */
   private readonly liveByHome = new Map<string, IspSession>();
+  /** Sessions that came up and have not gone down (what sessions() lists). */
+  private upSessions = 0;
   private readonly homes = new Map<string, HomeState>();
   private readonly mids = new MidAllocator();
   /** Durable mid marks per home (ListenerOptions.stateDir); undefined: memory only. */
@@ -281,6 +283,10 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     return [...this.live.values()].filter((s) => s.wasUp).map((s) => ({ ...s.info }));
   }
 
+  sessionCount(): number {
+    return this.upSessions;
+  }
+
   /** What the listener holds of each home's mitigations (connected or not), for views; a copy. */
   homeMitigations(): Array<{
     sessionId: string;
@@ -335,7 +341,11 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     if (s || this.seen.has(idOrHome) || this.pskByIdentity.has(idOrHome) || this.isConfiguredHome(idOrHome))
       throw new IspRequestError("SESSION_DOWN", `session "${idOrHome}" is not connected`);
     // Named, not listed in full: a listener may hold 50,000 sessions.
-    const shown = [...this.live.values()].slice(0, KNOWN_SESSIONS_SHOWN).map((x) => `${x.id} (${x.info.home})`);
+    const shown: string[] = [];
+    for (const x of this.live.values()) {
+      if (shown.length === KNOWN_SESSIONS_SHOWN) break;
+      shown.push(`${x.id} (${x.info.home})`);
+    }
     const more = this.live.size > shown.length ? `, and ${this.live.size - shown.length} more` : "";
     throw new IspRequestError("UNKNOWN_SESSION", `no session "${idOrHome}" (known: ${shown.join(", ") || "none"}${more})`);
   }
@@ -457,8 +467,12 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         session.info.remotePort = m.to.port;
         this.emit("session-moved", { sessionId: id, home, from: m.from, to: m.to });
       });
-      session.on("up", (i) => this.emit("session-up", { ...i }));
+      session.on("up", (i) => {
+        this.upSessions++;
+        this.emit("session-up", { ...i });
+      });
       session.on("down", (reason) => {
+        if (session.wasUp) this.upSessions--;
         if (this.live.get(id) === session) this.live.delete(id);
         if (this.liveByHome.get(home) === session) this.liveByHome.delete(home);
         const st = this.homes.get(id);

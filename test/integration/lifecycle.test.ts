@@ -66,6 +66,7 @@ for (const v of VARIANTS) {
       assert.equal(cfg["ietf-dots-signal-channel:signal-config"]["idle-config"]["heartbeat-interval"]["current-value"], 1);
       assert.deepEqual(pair.listener.findSession("home-1.example") ?? pair.listener.findSession("home-1"), s);
       assert.equal(pair.listener.sessions().length, 1);
+      assert.equal(pair.listener.sessionCount(), 1, "the count status displays use agrees with the list");
     });
 
     it("exchanges heartbeats in both directions, answering the home's with 2.04 (R45)", async () => {
@@ -438,6 +439,7 @@ describe("call-home redirect and drop-list", function () {
         assert.equal(s.id, pair.session.id, "the same home identity arrives at the other client");
         await left;
         assert.equal(pair.listener.sessions().length, 0);
+        assert.equal(pair.listener.sessionCount(), 0, "a redirected session leaves the count");
       } finally {
         await pair.close();
         await other.stop();
