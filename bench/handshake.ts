@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import { makeTestPki } from "../test/support/certs";
-import { DtlsServer, type DtlsCipherSuiteName } from "../src/transport/dtls";
+import { DtlsServer, type DtlsCipherSuiteName, type DtlsServerOptions } from "../src/transport/dtls";
 import { dtlsClientConnect } from "../src/transport/dtls/client";
 import type { DtlsResumption } from "../src/transport/dtls/resumption";
 import {
@@ -213,6 +213,24 @@ async function main(): Promise<void> {
   const certEnv = { DOTS_BENCH_CERTS: JSON.stringify({ cert: pki.home1.certPath, key: pki.home1.keyPath, ca: pki.ca.certPath }) };
   const pskServer = { pskLookup: (id: string) => (id === IDENTITY ? Buffer.from(KEY) : undefined) };
   const certServer = { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } };
+  /** Our server with `serverOptions`, our client in a child: rate, server CPU per handshake (10 warm-ups included). */
+  const ourServerRun = async (
+    serverOptions: DtlsServerOptions,
+    suite: DtlsCipherSuiteName,
+    env?: Record<string, string>,
+    mode?: string,
+  ) => {
+    const srv = new DtlsServer({ ...serverOptions, ...BENCH_CAPS });
+    srv.on("connection", () => undefined);
+    const port = (await srv.listen(0, "127.0.0.1")).port;
+    const c0 = process.cpuUsage();
+    const args = ["--our-client-handshakes", String(port), String(handshakes), String(parallel), suite, ...(mode ? [mode] : [])];
+    const r = await runChild(args, env).line;
+    const used = process.cpuUsage(c0);
+    const resumed = srv.stats.handshakesResumed;
+    await srv.close();
+    return { r, rate: r.ok / r.seconds, cpuPer: (used.user + used.system) / (r.ok + 10), resumed };
+  };
   for (const suite of [
     "TLS_PSK_WITH_AES_128_CCM_8",
     "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
@@ -223,15 +241,7 @@ async function main(): Promise<void> {
     console.log(
       `\nDTLS 1.2 handshakes${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""}), ${handshakes} handshakes, ${parallel} in parallel`,
     );
-    const srv = new DtlsServer({ ...(certificates ? certServer : { ...pskServer, pskHint: "CoAP" }), ...BENCH_CAPS });
-    srv.on("connection", () => undefined);
-    const p = (await srv.listen(0, "127.0.0.1")).port;
-    const c0 = process.cpuUsage();
-    const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite], env).line;
-    const used = process.cpuUsage(c0);
-    await srv.close();
-    const rate = r.ok / r.seconds;
-    const cpuPer = (used.user + used.system) / (r.ok + 10);
+    const { r, rate, cpuPer } = await ourServerRun(certificates ? certServer : { ...pskServer, pskHint: "CoAP" }, suite, env);
     console.log(
       `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed})`,
     );
@@ -267,15 +277,8 @@ async function main(): Promise<void> {
     );
     const rows: Array<{ rate: number; cpu: number }> = [];
     for (const mode of ["full", "resume"]) {
-      const srv = new DtlsServer({ ...(certificates ? certServer : pskServer), ...BENCH_CAPS });
-      srv.on("connection", () => undefined);
-      const p = (await srv.listen(0, "127.0.0.1")).port;
-      const c0 = process.cpuUsage();
-      const r = await runChild(["--our-client-handshakes", String(p), String(handshakes), String(parallel), suite, mode], env).line;
-      const used = process.cpuUsage(c0);
-      const resumed = srv.stats.handshakesResumed;
-      await srv.close();
-      rows.push({ rate: r.ok / r.seconds, cpu: (used.user + used.system) / (r.ok + 10) });
+      const { r, rate, cpuPer, resumed } = await ourServerRun(certificates ? certServer : pskServer, suite, env, mode);
+      rows.push({ rate, cpu: cpuPer });
       console.log(
         `  ${mode === "full" ? "full handshakes " : "resumed (ticket)"}  ${rows[rows.length - 1].rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${rows[rows.length - 1].cpu.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}, resumed at the server ${resumed})`,
       );

@@ -3,22 +3,11 @@
 // the empty, single-entry and table states and back.
 import { strict as assert } from "node:assert";
 import { SparseMap, SparseSet } from "../../../src/transport/sparse-map";
-
-/** Small deterministic PRNG (mulberry32), so a failure repeats. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from "../../support/fuzz";
 
 describe("SparseMap and SparseSet (per-session maps with no table while empty or single)", () => {
   it("answer like Map over 20,000 random operations, iteration order included", () => {
-    const random = prng(9066);
+    const random = rng(9066);
     const sparse = new SparseMap<number, string>();
     const real = new Map<number, string>();
     let sawTable = 0;
@@ -78,7 +67,7 @@ describe("SparseMap and SparseSet (per-session maps with no table while empty or
   });
 
   it("SparseSet answers like Set over 10,000 random operations", () => {
-    const random = prng(7252);
+    const random = rng(7252);
     const sparse = new SparseSet<number>();
     const real = new Set<number>();
     for (let step = 0; step < 10_000; step++) {
