@@ -16,7 +16,7 @@ import { HandshakeType } from "../../src/transport/dtls/constants";
 import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../src/transport/dtls";
 import { makeTestPki, type KeyPair, type TestPki } from "../support/certs";
 import { hasCommand, requireOrSkip } from "../support/env";
-import { freePort, spawnPeer, stopAllPeers, type Peer } from "./transport-peers";
+import { freePort, openSslDtlsServer, spawnPeer, stopAllPeers, type Peer } from "./transport-peers";
 
 const SUITES = [
   ["ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
@@ -128,26 +128,8 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
   }
 
   /** openssl s_server -dtls1_2 with `pair`, requiring a client certificate from our CA. */
-  async function sServer(pair: KeyPair, extra: string[] = []): Promise<{ port: number; peer: Peer }> {
-    const port = await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      "-4",
-      "-accept",
-      String(port),
-      "-cert",
-      pair.certPath,
-      "-key",
-      pair.keyPath,
-      "-CAfile",
-      pki.ca.certPath,
-      "-Verify",
-      "1",
-      ...extra,
-    ]);
-    await peer.waitFor(/ACCEPT/);
-    return { port, peer };
+  function sServer(pair: KeyPair, extra: string[] = []): Promise<{ port: number; peer: Peer }> {
+    return openSslDtlsServer(["-cert", pair.certPath, "-key", pair.keyPath, "-CAfile", pki.ca.certPath, "-Verify", "1", ...extra]);
   }
 
   async function waitUntil(cond: () => boolean, what: string): Promise<void> {

@@ -6,7 +6,7 @@ import { decodeUdp, encodeUdp } from "../../src/coap/udp-codec";
 import { TransportError, type Connection } from "../../src/transport/connection";
 import { connectDtls } from "../../src/transport/dtls-client";
 import { hasCommand, requireOrSkip } from "../support/env";
-import { PSK_HEX, PSK_KEY, PSK_TEXT, freePort, spawnPeer, stopAllPeers } from "./transport-peers";
+import { PSK_KEY, PSK_TEXT, freePort, openSslDtlsServer, openSslPskServerArgs, spawnPeer, stopAllPeers } from "./transport-peers";
 
 describe("interop: our DTLS client with openssl and libcoap", function () {
   this.timeout(30000);
@@ -22,25 +22,8 @@ describe("interop: our DTLS client with openssl and libcoap", function () {
     await stopAllPeers();
   });
 
-  async function sServer(extra: string[], family: 4 | 6 = 4) {
-    const port = await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      `-${family}`,
-      "-accept",
-      String(port),
-      "-nocert",
-      "-psk",
-      PSK_HEX,
-      "-psk_identity",
-      "home-1",
-      "-naccept",
-      "1",
-      ...extra,
-    ]);
-    await peer.waitFor(/ACCEPT/);
-    return { port, peer };
+  function sServer(extra: string[], family: 4 | 6 = 4) {
+    return openSslDtlsServer([...openSslPskServerArgs("home-1"), "-naccept", "1", ...extra], { family });
   }
 
   for (const [cipher, name] of [

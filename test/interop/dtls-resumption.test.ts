@@ -13,7 +13,7 @@ import { DtlsClient, dtlsClientConnect, type DtlsClientOptions } from "../../src
 import { HandshakeType, type DtlsCipherSuiteName } from "../../src/transport/dtls/constants";
 import type { DtlsResumption } from "../../src/transport/dtls/resumption";
 import { hasCommand, requireOrSkip } from "../support/env";
-import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers, type Peer } from "./transport-peers";
+import { PSK_KEY, openSslDtlsServer, openSslPskServerArgs, stopAllPeers, type Peer } from "./transport-peers";
 
 const KEY_EXCHANGE = [HandshakeType.ServerKeyExchange, HandshakeType.ClientKeyExchange, HandshakeType.ServerHelloDone];
 
@@ -31,26 +31,8 @@ describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_
     await stopAllPeers();
   });
 
-  async function sServer(cipher: string, accepts: number, port?: number): Promise<{ port: number; peer: Peer }> {
-    port ??= await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      "-4",
-      "-accept",
-      String(port),
-      "-nocert",
-      "-psk",
-      PSK_HEX,
-      "-psk_identity",
-      "home-1",
-      "-cipher",
-      cipher,
-      "-naccept",
-      String(accepts),
-    ]);
-    await peer.waitFor(/ACCEPT/);
-    return { port, peer };
+  function sServer(cipher: string, accepts: number, port?: number, extra: string[] = []): Promise<{ port: number; peer: Peer }> {
+    return openSslDtlsServer([...openSslPskServerArgs("home-1"), "-cipher", cipher, "-naccept", String(accepts), ...extra], { port });
   }
 
   async function connect(port: number, suite: DtlsCipherSuiteName, resumeFrom?: DtlsResumption): Promise<DtlsClient> {
@@ -212,25 +194,7 @@ describe("interop: DTLS session tickets (RFC 5077) of our client with openssl s_
   });
 
   it("a server started with -no_ticket: no ticket kept, a later offer is a plain full handshake", async () => {
-    const port = await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      "-4",
-      "-accept",
-      String(port),
-      "-nocert",
-      "-psk",
-      PSK_HEX,
-      "-psk_identity",
-      "home-1",
-      "-cipher",
-      "PSK-AES128-CCM8",
-      "-naccept",
-      "1",
-      "-no_ticket",
-    ]);
-    await peer.waitFor(/ACCEPT/);
+    const { port, peer } = await sServer("PSK-AES128-CCM8", 1, undefined, ["-no_ticket"]);
     const c = await connect(port, "TLS_PSK_WITH_AES_128_CCM_8");
     assert.equal(c.resumption, undefined);
     assert.ok(!c.handshakeTypes.includes(HandshakeType.NewSessionTicket));

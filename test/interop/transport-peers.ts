@@ -64,6 +64,25 @@ export function spawnPeer(command: string, args: string[]): Peer {
   return peer;
 }
 
+/**
+ * `openssl s_server -dtls1_2` on a free port (or `port`), resolved once it accepts. `args` are the
+ * rest of its command line (credentials, -cipher, -naccept, ...).
+ */
+export async function openSslDtlsServer(
+  args: string[],
+  opts: { port?: number; family?: 4 | 6 } = {},
+): Promise<{ port: number; peer: Peer }> {
+  const port = opts.port ?? (await freePort());
+  const peer = spawnPeer("openssl", ["s_server", "-dtls1_2", `-${opts.family ?? 4}`, "-accept", String(port), ...args]);
+  await peer.waitFor(/ACCEPT/);
+  return { port, peer };
+}
+
+/** s_server arguments for a PSK-only server (no certificate) with our test key under `identity`. */
+export function openSslPskServerArgs(identity: string): string[] {
+  return ["-nocert", "-psk", PSK_HEX, "-psk_identity", identity];
+}
+
 export async function stopAllPeers(): Promise<void> {
   await Promise.all([...running].map((p) => p.stop()));
 }

@@ -16,7 +16,7 @@ import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record"
 import { parseNewSessionTicket, resumptionUnusable, type DtlsResumption } from "../../../src/transport/dtls/resumption";
 import { hasCommand, requireOrSkip } from "../../support/env";
 import { fuzzRuns, mutator } from "../../support/fuzz";
-import { PSK_HEX, PSK_KEY, freePort, spawnPeer, stopAllPeers } from "../../interop/transport-peers";
+import { PSK_KEY, openSslDtlsServer, openSslPskServerArgs, stopAllPeers } from "../../interop/transport-peers";
 import { LossyRelay } from "../../support/lossy-relay";
 
 const ID = "home-1";
@@ -435,25 +435,8 @@ describe("transport/dtls client role", function () {
 
   it("abbreviated handshake: when our last flight (ChangeCipherSpec, Finished) is lost, openssl's repeated flight gets it again", async function () {
     requireOrSkip(this, "openssl", hasCommand("openssl"));
-    const sPort = await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      "-4",
-      "-accept",
-      String(sPort),
-      "-nocert",
-      "-psk",
-      PSK_HEX,
-      "-psk_identity",
-      ID,
-      "-cipher",
-      "PSK-AES128-CCM8",
-      "-naccept",
-      "2",
-    ]);
     closers.push(() => void stopAllPeers());
-    await peer.waitFor(/ACCEPT/);
+    const { port: sPort, peer } = await openSslDtlsServer([...openSslPskServerArgs(ID), "-cipher", "PSK-AES128-CCM8", "-naccept", "2"]);
     const opts: DtlsClientOptions = {
       address: "127.0.0.1",
       port: sPort,
@@ -480,25 +463,8 @@ describe("transport/dtls client role", function () {
     this.timeout(300_000);
     requireOrSkip(this, "openssl", hasCommand("openssl"));
     // Our server issues no tickets yet: openssl s_server does. Record its flights of a resumed handshake.
-    const sPort = await freePort();
-    const peer = spawnPeer("openssl", [
-      "s_server",
-      "-dtls1_2",
-      "-4",
-      "-accept",
-      String(sPort),
-      "-nocert",
-      "-psk",
-      PSK_HEX,
-      "-psk_identity",
-      ID,
-      "-cipher",
-      "PSK-AES128-CCM8",
-      "-naccept",
-      "2",
-    ]);
     closers.push(() => void stopAllPeers());
-    await peer.waitFor(/ACCEPT/);
+    const { port: sPort, peer } = await openSslDtlsServer([...openSslPskServerArgs(ID), "-cipher", "PSK-AES128-CCM8", "-naccept", "2"]);
     const opts: DtlsClientOptions = {
       address: "127.0.0.1",
       port: sPort,
