@@ -546,15 +546,17 @@ function floorChild(job: { port: number; rate: number; sockets: number; bytes: n
  * heartbeat's size with node:crypto (AES-128-CCM_8, the suite the homes negotiate).
  */
 async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; aeadUs: number }> {
+  let echoed = 0;
   const echo = dgram.createSocket("udp4");
-  echo.on("message", (m, r) => echo.send(m, r.port, r.address));
+  echo.on("message", (m, r) => {
+    echoed++;
+    echo.send(m, r.port, r.address);
+  });
   await new Promise<void>((r) => echo.bind(0, "127.0.0.1", () => r()));
   const port = (echo.address() as { port: number }).port;
   const kid = fork(__filename, ["--floor", JSON.stringify({ port, rate: ratePerS, sockets: 2000, bytes: 64 })], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
-  let echoed = 0;
-  echo.on("message", () => echoed++);
   await sleep(2000);
   const n0 = echoed;
   const c0 = process.cpuUsage();
@@ -569,8 +571,7 @@ async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; aeadUs: nu
   const seal = (nonce: Buffer): Buffer => {
     const ci = createCipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });
     ci.setAAD(aad, { plaintextLength: plain.length });
-    const out = Buffer.concat([ci.update(plain), ci.final(), ci.getAuthTag()]);
-    return out;
+    return Buffer.concat([ci.update(plain), ci.final(), ci.getAuthTag()]);
   };
   const open = (nonce: Buffer, sealed: Buffer): Buffer => {
     const de = createDecipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });

@@ -280,7 +280,7 @@ async function main(): Promise<void> {
       const { r, rate, cpuPer, resumed } = await ourServerRun(certificates ? certServer : pskServer, suite, env, mode);
       rows.push({ rate, cpu: cpuPer });
       console.log(
-        `  ${mode === "full" ? "full handshakes " : "resumed (ticket)"}  ${rows[rows.length - 1].rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${rows[rows.length - 1].cpu.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}, resumed at the server ${resumed})`,
+        `  ${mode === "full" ? "full handshakes " : "resumed (ticket)"}  ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}, resumed at the server ${resumed})`,
       );
     }
     console.log(

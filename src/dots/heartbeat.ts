@@ -226,8 +226,8 @@ export class HeartbeatScheduler extends EventEmitter {
     if (this.running && this.timer !== undefined && this.intervalSeconds !== 0) this.timer.refresh();
   };
 
+  /** One heartbeat interval passed while running (onTick checks). */
   private tick(): void {
-    if (!this.running) return;
     const silentMs = this.now() - this.lastTraffic;
     if (this.detectLoss && this.consecutiveMissed >= this.missingHbAllowed && silentMs >= this.missingHbAllowed * this.intervalMs) {
       this.stop();
