@@ -72,8 +72,8 @@ Common options:
                            is read as hex and anything else as UTF-8 text; at least 128 bits
                            (16 bytes), as in the editor. Prefer --psk-file.
   --psk-file FILE          read the PSK key from FILE (same rules, surrounding whitespace ignored)
-  --cert FILE --key FILE   PEM certificate and private key (TLS, and DTLS when the key is EC P-256;
-                           listen: our server certificate)
+  --cert FILE --key FILE   PEM certificate and private key (TLS, and DTLS when the key is EC P-256
+                           or RSA >= 2048 bits; listen: our server certificate)
   --ca FILE                PEM CA bundle used to verify the peer's certificate
   --passphrase TEXT        passphrase of --key
   --home-prefix PREFIX     home domain prefix; repeatable. listen: NAME=PREFIX binds it to one
@@ -83,7 +83,7 @@ Common options:
   --version                the installed package version
 
 listen options:
-  --dtls                   accept DTLS over UDP (PSK, and certificates with an EC P-256 key)
+  --dtls                   accept DTLS over UDP (PSK, and certificates with EC P-256 or RSA keys)
   --tls                    accept TLS over TCP (certificates and/or PSK)
                            (neither flag: both, as far as the credentials allow)
   --home NAME              home name for the --psk-identity entry (default: the identity)
@@ -756,7 +756,7 @@ export function parseListenArgs(
   let tls = (f.tls ?? settings.tls) as boolean | undefined;
   if (f.dtls === true && f.tls === undefined) tls = false;
   if (f.tls === true && f.dtls === undefined) dtls = false;
-  // DTLS serves certificates with ECDHE_ECDSA, which signs with P-256 keys only.
+  // DTLS serves certificates with ECDHE_ECDSA (P-256 keys) and ECDHE_RSA (RSA >= 2048 bits).
   const dtlsCertificate = certificate !== undefined && isDtlsCertificateKey(certificate.key, certificate.passphrase);
   if (dtls === undefined && tls === undefined) {
     dtls = psk.length > 0 || dtlsCertificate;
@@ -768,7 +768,7 @@ export function parseListenArgs(
   if (dtls && psk.length === 0 && !dtlsCertificate)
     throw new CliUsageError(
       certificate
-        ? "--dtls with certificates needs an EC P-256 key (ECDHE_ECDSA); give a PSK or a P-256 certificate"
+        ? "--dtls with certificates needs an EC P-256 or RSA (>= 2048 bits) key; give a PSK or such a certificate"
         : "--dtls needs a PSK or a certificate (--cert/--key/--ca)",
     );
   if (tls && psk.length === 0 && !certificate) throw new CliUsageError("--tls needs a certificate (--cert/--key) or a PSK");
@@ -884,7 +884,7 @@ export function parseDialArgs(argv: readonly string[], read: FileReader = defaul
   if (!psk && !certificate)
     throw new CliUsageError("dial needs credentials: --psk-identity with --psk-key/--psk-file, or --cert/--key/--ca");
   if (transport === "udp" && !psk && certificate && !isDtlsCertificateKey(certificate.key, certificate.passphrase))
-    throw new CliUsageError("--transport udp (DTLS) with certificates needs an EC P-256 key (ECDHE_ECDSA)");
+    throw new CliUsageError("--transport udp (DTLS) with certificates needs an EC P-256 or RSA (>= 2048 bits) key");
 
   const prefixes = [...((settings.homePrefixes as unknown[] | undefined) ?? []), ...((f["home-prefix"] as string[] | undefined) ?? [])];
   if (prefixes.some((p) => typeof p !== "string")) throw new CliUsageError("home prefixes must be CIDR prefixes such as 203.0.113.0/24");

@@ -507,7 +507,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
     return won;
   }
 
-  /** DTLS is tried in "auto" with a PSK, or with a P-256 certificate (ECDHE_ECDSA) and our DTLS client. */
+  /** DTLS is tried in "auto" with a PSK, or with a P-256 or RSA certificate and our DTLS client. */
   private dtlsCapable(): boolean {
     if (this.opts.psk) return true;
     const cert = this.opts.certificate;
@@ -526,7 +526,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
         port,
         family: c.family,
         psk: this.opts.psk,
-        // ECDHE_ECDSA (RFC 8422): the ISP's certificate must carry the configured servername, else the host name dialled.
+        // Certificate suites (RFC 8422): the ISP's certificate must carry the configured servername, else the host name dialled.
         certificate: cert
           ? {
               cert: cert.cert,

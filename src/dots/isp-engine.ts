@@ -213,12 +213,12 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     const hasPsk = this.pskByIdentity.size > 0;
     const lookup = (identity: string): Buffer | undefined => this.pskByIdentity.get(identity)?.key;
     const cert = o.certificate;
-    // DTLS certificates are ECDHE_ECDSA (RFC 8422): P-256 keys only; an RSA certificate still serves TLS.
+    // DTLS certificates are ECDHE_ECDSA or ECDHE_RSA (RFC 8422): P-256 or RSA >= 2048 bits; another key still serves TLS.
     const dtlsCert = o.transports.dtls && cert !== undefined && isDtlsCertificateKey(cert.key, cert.passphrase) ? cert : undefined;
     if (o.transports.dtls && !hasPsk && !dtlsCert)
       throw new TypeError(
         cert
-          ? "DTLS needs PSK entries or an EC P-256 certificate (ECDHE_ECDSA); this certificate's key is not P-256"
+          ? "DTLS needs PSK entries or a certificate with an EC P-256 or RSA (>= 2048 bits) key; this certificate's key is neither"
           : "DTLS needs PSK entries or a certificate",
       );
     if (o.transports.tls && !hasPsk && !o.certificate) throw new TypeError("TLS needs a certificate or PSK entries");

@@ -65,15 +65,19 @@ describe("cli/args", () => {
     assert.deepEqual(c.options.transports, { dtls: false, tls: true });
     assert.equal(String(c.options.certificate?.cert), "CERT");
     assert.equal(c.options.port, 0);
-    // A key that is not EC P-256 cannot sign ECDHE_ECDSA: DTLS needs a PSK then.
-    assert.throws(() => listen("--dtls", "--cert", "/x/isp.crt", "--key", "/x/isp.key"), /--dtls with certificates needs an EC P-256 key/);
+    // A key that is neither EC P-256 nor RSA >= 2048 bits signs no DTLS suite of ours: DTLS needs a PSK then.
+    assert.throws(
+      () => listen("--dtls", "--cert", "/x/isp.crt", "--key", "/x/isp.key"),
+      /--dtls with certificates needs an EC P-256 or RSA \(>= 2048 bits\) key/,
+    );
     assert.throws(() => listen("--dtls", "--port", "0"), /PSK credentials or a certificate|--dtls needs a PSK or a certificate/);
     assert.throws(() => listen("--cert", "/x/isp.crt"), /go together/);
   });
 
-  it("listen: a P-256 certificate serves DTLS (ECDHE_ECDSA) and TLS by default; an RSA one TLS only; dial --transport udp takes it", () => {
+  it("listen: P-256 and RSA-2048 certificates serve DTLS and TLS by default; another key TLS only; dial --transport udp takes the first two", () => {
     const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
     const withKey =
       (key: string) =>
       (f: string): Buffer =>
@@ -81,7 +85,9 @@ describe("cli/args", () => {
     const ecListen = parseListenArgs(["--cert", "/x/isp.crt", "--key", "/x/k.key", "--ca", "/x/ca.crt"], withKey(ec)) as ListenConfig;
     assert.deepEqual(ecListen.options.transports, { dtls: true, tls: true });
     const rsaListen = parseListenArgs(["--cert", "/x/isp.crt", "--key", "/x/k.key", "--ca", "/x/ca.crt"], withKey(rsa)) as ListenConfig;
-    assert.deepEqual(rsaListen.options.transports, { dtls: false, tls: true });
+    assert.deepEqual(rsaListen.options.transports, { dtls: true, tls: true });
+    const p384Listen = parseListenArgs(["--cert", "/x/isp.crt", "--key", "/x/k.key", "--ca", "/x/ca.crt"], withKey(p384)) as ListenConfig;
+    assert.deepEqual(p384Listen.options.transports, { dtls: false, tls: true });
     const dialArgs = [
       "--host",
       "192.0.2.1",
@@ -97,7 +103,8 @@ describe("cli/args", () => {
       "/x/ca.crt",
     ];
     assert.equal((parseDialArgs(dialArgs, withKey(ec)) as DialConfig).options.transport, "udp");
-    assert.throws(() => parseDialArgs(dialArgs, withKey(rsa)), /needs an EC P-256 key/);
+    assert.equal((parseDialArgs(dialArgs, withKey(rsa)) as DialConfig).options.transport, "udp");
+    assert.throws(() => parseDialArgs(dialArgs, withKey(p384)), /needs an EC P-256 or RSA \(>= 2048 bits\) key/);
   });
 
   it("listen: reads --psk-file, and merges a JSON --config with flags overriding it", () => {

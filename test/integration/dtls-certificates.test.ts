@@ -1,5 +1,5 @@
 // Certificate homes over DTLS through the DOTS engines (issue #11): a listener with only a P-256
-// certificate (no PSK) serves DTLS; a home dialling udp, and one on automatic transport, get a
+// (or RSA) certificate (no PSK) serves DTLS; a home dialling udp, and one on automatic transport, get a
 // DTLS session that is their certificate (home name from its CN), and a mitigation round trip
 // works. A home whose certificate the ISP's CA did not sign is refused with the listener's diagnosis.
 import assert from "node:assert/strict";
@@ -16,7 +16,7 @@ const REQUEST: DotsJson = {
   [MS]: { scope: [{ "target-prefix": ["198.51.100.7/32"], "ietf-dots-call-home:source-prefix": ["203.0.113.9/32"], lifetime: 600 }] },
 };
 
-describe("call-home with certificates over DTLS (ECDHE_ECDSA), engines end to end", function () {
+describe("call-home with certificates over DTLS (ECDHE_ECDSA, ECDHE_RSA), engines end to end", function () {
   this.timeout(40000);
   const open: Array<{ stop(): Promise<void> }> = [];
 
@@ -81,6 +81,42 @@ describe("call-home with certificates over DTLS (ECDHE_ECDSA), engines end to en
     const [s2] = await up2;
     assert.equal(s2.transport, "dtls");
     assert.equal(s2.peer.identity, "CN=home-2.example");
+  });
+
+  it("a listener with an RSA-2048 certificate serves DTLS (ECDHE_RSA); an RSA home on automatic transport gets a DTLS session and a mitigation round trip", async () => {
+    const pki = await makeTestPki();
+    const listener = new CallHomeListener(
+      {
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: true, tls: false },
+        certificate: { cert: pki.ispRsa.cert, key: pki.ispRsa.key, ca: pki.ca.cert },
+        homePrefixes: { "home-rsa.example": [HOME_PREFIX] },
+      },
+      FAST_ISP,
+    );
+    listener.on("error", () => undefined);
+    await listener.start();
+    open.push(listener);
+    const home = new CallHomeDialer({
+      hosts: ["127.0.0.1"],
+      port: listener.port as number,
+      transport: "auto",
+      homePrefixes: [HOME_PREFIX],
+      heartbeatInterval: 1,
+      reconnect: { minMs: 100, maxMs: 500 },
+      certificate: { cert: pki.homeRsa.cert, key: pki.homeRsa.key, ca: pki.ca.cert, servername: "isp.example" },
+      tuning: { dtlsHandshakeTimeoutMs: 1000 },
+    });
+    home.on("error", () => undefined);
+    open.push(home);
+    const up = waitFor<[SessionInfo]>(listener, "session-up", (s: SessionInfo) => s.home === "home-rsa.example", 15000);
+    await home.start();
+    const [s] = await up;
+    assert.equal(s.transport, "dtls");
+    assert.equal(s.peer.identity, "CN=home-rsa.example");
+    assert.equal(s.cipher, "DTLSv1.2 TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256");
+    assert.equal((await listener.mitigate("home-rsa.example", REQUEST)).code, "2.01");
   });
 
   it("a home whose certificate our CA did not sign gets no session; the listener names the problem", async () => {

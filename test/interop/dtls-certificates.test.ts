@@ -1,4 +1,4 @@
-// ECDHE_ECDSA certificates over DTLS 1.2 (RFC 8422, RFC 9132 7.1 mutual authentication) in both of
+// ECDHE_ECDSA and ECDHE_RSA certificates over DTLS 1.2 (RFC 8422, RFC 9132 7.1 mutual authentication) in both of
 // our roles against real peers on loopback: openssl s_client / s_server -dtls1_2 with -cert/-key/
 // -CAfile/-Verify, libcoap's coap-client-openssl and coap-server-openssl with -c/-j/-C, and our
 // client against our server. Refusals: no client certificate, a CA we do not trust, an expired
@@ -75,7 +75,7 @@ async function signatureBreakingRelay(
   };
 }
 
-describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function () {
+describe("interop: certificates over DTLS (ECDHE_ECDSA, ECDHE_RSA), both roles", function () {
   this.timeout(30000);
   let pki: TestPki;
   const servers: DtlsServer[] = [];
@@ -95,10 +95,11 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
     await stopAllPeers();
   });
 
-  async function ourServer(opts: { requireClientCert?: boolean } = {}) {
+  async function ourServer(opts: { requireClientCert?: boolean; pair?: KeyPair } = {}) {
     const failures: HandshakeFailure[] = [];
     const connections: DtlsServerConnection[] = [];
-    const server = new DtlsServer({ certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert, ...opts } });
+    const { pair = pki.isp, ...rest } = opts;
+    const server = new DtlsServer({ certificate: { cert: pair.cert, key: pair.key, ca: pki.ca.cert, ...rest } });
     servers.push(server);
     server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
     server.on("connection", (c: DtlsServerConnection) => {
@@ -235,88 +236,91 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
     assert.equal(other.resumed, false);
   });
 
-  it("coap-client-openssl -c/-j/-C gets a CoAP answer from our server; our client gets one from coap-server-openssl -c/-j/-C", async function () {
-    requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl") && hasCommand("coap-server-openssl"));
-    const failures: HandshakeFailure[] = [];
-    const server = new DtlsServer({ certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } });
-    servers.push(server);
-    server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
-    const subjects: string[] = [];
-    server.on("connection", (c: DtlsServerConnection) => {
-      subjects.push(c.peer.subject ?? "");
-      c.on("message", (m: Buffer) => {
-        const req = decodeUdp(m);
-        c.send(
+  for (const keys of ["EC P-256", "RSA-2048"] as const) {
+    it(`${keys} keys: coap-client-openssl -c/-j/-C gets a CoAP answer from our server; our client gets one from coap-server-openssl -c/-j/-C`, async function () {
+      const [isp, home, suite] = keys === "EC P-256" ? [pki.isp, pki.home1, /ECDHE_ECDSA/] : [pki.ispRsa, pki.homeRsa, /ECDHE_RSA/];
+      requireOrSkip(this, "coap-client-openssl (libcoap3-bin)", hasCommand("coap-client-openssl") && hasCommand("coap-server-openssl"));
+      const failures: HandshakeFailure[] = [];
+      const server = new DtlsServer({ certificate: { cert: isp.cert, key: isp.key, ca: pki.ca.cert } });
+      servers.push(server);
+      server.on("handshake-failed", (f: HandshakeFailure) => failures.push(f));
+      const subjects: string[] = [];
+      server.on("connection", (c: DtlsServerConnection) => {
+        subjects.push(c.peer.subject ?? "");
+        c.on("message", (m: Buffer) => {
+          const req = decodeUdp(m);
+          c.send(
+            encodeUdp({
+              type: "ACK",
+              code: 0x45,
+              messageId: req.messageId,
+              token: req.token,
+              options: [],
+              payload: Buffer.from(`answer over ${c.cipher}`),
+            }),
+          );
+        });
+      });
+      const { port } = await server.listen(0, "127.0.0.1");
+      const client = spawnPeer("coap-client-openssl", [
+        "-B",
+        "10",
+        "-m",
+        "get",
+        "-c",
+        home.certPath,
+        "-j",
+        home.keyPath,
+        "-C",
+        pki.ca.certPath,
+        `coaps://127.0.0.1:${port}/test`,
+      ]);
+      await client.waitFor(new RegExp(`answer over DTLSv1\\.2 TLS_${suite.source}`));
+      assert.deepEqual(subjects, [`CN=${keys === "EC P-256" ? "home-1" : "home-rsa"}.example`]);
+      assert.deepEqual(failures, []);
+
+      const base = await freePort(2);
+      spawnPeer("coap-server-openssl", [
+        "-A",
+        "127.0.0.1",
+        "-p",
+        String(base),
+        "-c",
+        isp.certPath,
+        "-j",
+        isp.keyPath,
+        "-C",
+        pki.ca.certPath,
+      ]);
+      const conn = await connectDtls({
+        host: "127.0.0.1",
+        port: base + 1,
+        certificate: { cert: home.cert, key: home.key, ca: pki.ca.cert, servername: "isp.example" },
+        handshakeTimeoutMs: 300,
+        attempts: 10,
+        backoff: 1,
+      });
+      try {
+        assert.match(conn.cipher, suite);
+        const got = new Promise<Buffer>((r) => conn.once("message", r));
+        conn.send(
           encodeUdp({
-            type: "ACK",
-            code: 0x45,
-            messageId: req.messageId,
-            token: req.token,
-            options: [],
-            payload: Buffer.from("answer over ECDHE_ECDSA"),
+            type: "CON",
+            code: 0x01,
+            messageId: 7,
+            token: Buffer.from("ab", "hex"),
+            options: [{ number: 11, value: Buffer.from("time") }],
+            payload: Buffer.alloc(0),
           }),
         );
-      });
+        const res = decodeUdp(await got);
+        assert.equal(res.code, 0x45);
+        assert.match(res.payload.toString(), /\d\d:\d\d:\d\d/);
+      } finally {
+        conn.close();
+      }
     });
-    const { port } = await server.listen(0, "127.0.0.1");
-    const client = spawnPeer("coap-client-openssl", [
-      "-B",
-      "10",
-      "-m",
-      "get",
-      "-c",
-      pki.home1.certPath,
-      "-j",
-      pki.home1.keyPath,
-      "-C",
-      pki.ca.certPath,
-      `coaps://127.0.0.1:${port}/test`,
-    ]);
-    await client.waitFor(/answer over ECDHE_ECDSA/);
-    assert.deepEqual(subjects, ["CN=home-1.example"]);
-    assert.deepEqual(failures, []);
-
-    const base = await freePort(2);
-    spawnPeer("coap-server-openssl", [
-      "-A",
-      "127.0.0.1",
-      "-p",
-      String(base),
-      "-c",
-      pki.isp.certPath,
-      "-j",
-      pki.isp.keyPath,
-      "-C",
-      pki.ca.certPath,
-    ]);
-    const conn = await connectDtls({
-      host: "127.0.0.1",
-      port: base + 1,
-      certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
-      handshakeTimeoutMs: 300,
-      attempts: 10,
-      backoff: 1,
-    });
-    try {
-      assert.match(conn.cipher, /ECDHE_ECDSA/);
-      const got = new Promise<Buffer>((r) => conn.once("message", r));
-      conn.send(
-        encodeUdp({
-          type: "CON",
-          code: 0x01,
-          messageId: 7,
-          token: Buffer.from("ab", "hex"),
-          options: [{ number: 11, value: Buffer.from("time") }],
-          payload: Buffer.alloc(0),
-        }),
-      );
-      const res = decodeUdp(await got);
-      assert.equal(res.code, 0x45);
-      assert.match(res.payload.toString(), /\d\d:\d\d:\d\d/);
-    } finally {
-      conn.close();
-    }
-  });
+  }
 
   describe("refusals at our server", () => {
     it("no client certificate: handshake_failure (40), reported as certificate-required", async () => {
@@ -408,6 +412,162 @@ describe("interop: certificates over DTLS (ECDHE_ECDSA), both roles", function (
       relays.push(relay);
       assert.match((await refused(relay.port, pki.ca.cert)).message, /ServerKeyExchange signature does not verify/);
       assert.ok(relay.flipped() >= 1);
+    });
+  });
+
+  describe("RSA keys: ECDHE_RSA suites, RSA-PSS and PKCS#1 v1.5 signatures, RSA client certificates", () => {
+    const RSA_SUITES = [
+      ["ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+      ["ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"],
+    ] as const;
+    // What s_client prints for the scheme our server signed its ServerKeyExchange with.
+    const SIGALGS = [
+      ["rsa_pss_rsae_sha256", /Peer signature type: RSA-PSS/],
+      ["rsa_pkcs1_sha256", /Peer signature type: RSA\b(?!-PSS)/],
+    ] as const;
+
+    for (const [cipher, suite] of RSA_SUITES) {
+      for (const [sigalg, printed] of SIGALGS) {
+        it(`openssl s_client (${cipher}, -sigalgs ${sigalg}, mutual) -> our server with an RSA-2048 certificate`, async () => {
+          const { port, connections } = await ourServer({ pair: pki.ispRsa });
+          // ecdsa_secp256r1_sha256 too: s_client signs its CertificateVerify (EC key) within -sigalgs.
+          const peer = sClient(port, cipher, pki.home1, ["-sigalgs", `${sigalg}:ecdsa_secp256r1_sha256`]);
+          await peer.waitFor(/Verify return code: 0 \(ok\)/);
+          await peer.waitFor(printed);
+          await waitUntil(() => connections.length === 1, "the connection");
+          assert.equal(connections[0].cipher, `DTLSv1.2 ${suite}`);
+          assert.equal(connections[0].peer.subject, "CN=home-1.example");
+          peer.write("over ecdhe-rsa\n");
+          await peer.waitFor(/echo over ecdhe-rsa/);
+        });
+      }
+
+      it(`our client (${suite}) -> openssl s_server with an RSA-2048 certificate, -Verify 1`, async () => {
+        const { port, peer } = await sServer(pki.ispRsa, ["-verify_return_error", "-cipher", cipher]);
+        const c = await dtlsClientConnect({
+          address: "127.0.0.1",
+          port,
+          certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+        });
+        clients.push(c);
+        assert.equal(c.cipher, `DTLSv1.2 ${suite}`);
+        assert.equal(c.peer.subject, "CN=isp.example");
+        c.send(Buffer.from("rsa-from-node\n"));
+        await peer.waitFor(/rsa-from-node/);
+        await peer.waitFor(/subject=.*home-1\.example/);
+      });
+    }
+
+    it("our client verifies a PKCS#1 v1.5 ServerKeyExchange too (openssl s_server -sigalgs rsa_pkcs1_sha256)", async () => {
+      const { port, peer } = await sServer(pki.ispRsa, ["-verify_return_error", "-sigalgs", "rsa_pkcs1_sha256:ecdsa_secp256r1_sha256"]);
+      const c = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port,
+        certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+      });
+      clients.push(c);
+      assert.match(c.cipher, /ECDHE_RSA/);
+      c.send(Buffer.from("pkcs1\n"));
+      await peer.waitFor(/pkcs1/);
+    });
+
+    it("an RSA client certificate: openssl s_client -cert -> our server, and our client -> openssl s_server -Verify 1", async () => {
+      const { port, connections } = await ourServer();
+      const peer = sClient(port, SUITES[1][0], pki.homeRsa);
+      await peer.waitFor(/Verify return code: 0 \(ok\)/);
+      await waitUntil(() => connections.length === 1, "the connection");
+      assert.equal(connections[0].peer.subject, "CN=home-rsa.example");
+      assert.equal(connections[0].peer.method, "certificate");
+
+      const s = await sServer(pki.isp, ["-verify_return_error"]);
+      const c = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port: s.port,
+        certificate: { cert: pki.homeRsa.cert, key: pki.homeRsa.key, ca: pki.ca.cert, servername: "isp.example" },
+      });
+      clients.push(c);
+      c.send(Buffer.from("rsa-client\n"));
+      await s.peer.waitFor(/rsa-client/);
+      await s.peer.waitFor(/subject=.*home-rsa\.example/);
+    });
+
+    it("our client <-> our server with RSA keys on both sides: ECDHE_RSA with ChaCha20-Poly1305 by default; a ticket resumes it", async () => {
+      const { server, port, connections } = await ourServer({ pair: pki.ispRsa });
+      const opts = {
+        address: "127.0.0.1",
+        port,
+        certificate: { cert: pki.homeRsa.cert, key: pki.homeRsa.key, ca: pki.ca.cert, servername: "isp.example" },
+      };
+      const c = await dtlsClientConnect(opts);
+      clients.push(c);
+      assert.equal(c.cipher, "DTLSv1.2 TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256");
+      await waitUntil(() => connections.length === 1, "the connection");
+      assert.equal(connections[0].peer.subject, "CN=home-rsa.example");
+      const got = once(c, "message");
+      c.send(Buffer.from("both rsa"));
+      assert.equal(((await got)[0] as Buffer).toString(), "echo both rsa");
+      const resumed = await dtlsClientConnect({ ...opts, resumeFrom: c.resumption });
+      clients.push(resumed);
+      assert.equal(resumed.resumed, true);
+      await waitUntil(() => connections.length === 2, "the resumed connection");
+      assert.equal(connections[1].peer.subject, "CN=home-rsa.example");
+      assert.equal(server.stats.handshakesResumed, 1);
+    });
+
+    it("refusals: a broken RSA ServerKeyExchange signature at our client, a broken RSA CertificateVerify at our server (decrypt_error)", async () => {
+      const { port: ispPort } = await sServer(pki.ispRsa, ["-verify_return_error"]);
+      const down = await signatureBreakingRelay(ispPort, "down", HandshakeType.ServerKeyExchange);
+      relays.push(down);
+      const err = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port: down.port,
+        handshakeTimeoutMs: 5000,
+        certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+      }).then(
+        () => assert.fail("the handshake should have been refused"),
+        (e: TransportError) => e,
+      );
+      assert.equal(err.code, "AUTH_FAILED");
+      assert.match(err.message, /ServerKeyExchange signature does not verify/);
+      assert.ok(down.flipped() >= 1);
+
+      const { port, failures, connections } = await ourServer({ pair: pki.ispRsa });
+      const up = await signatureBreakingRelay(port, "up", HandshakeType.CertificateVerify);
+      relays.push(up);
+      const peer = sClient(up.port, RSA_SUITES[0][0], pki.homeRsa);
+      await peer.waitFor(/decrypt error|alert number 51/);
+      await waitUntil(() => failures.length === 1, "the failure event");
+      assert.equal(failures[0].reason, "bad-certificate-verify");
+      assert.equal(failures[0].subject, "CN=home-rsa.example");
+      assert.equal(connections.length, 0);
+    });
+
+    it("an ISP with an RSA-1024 key is refused by our client (unsupported_certificate), and our server will not load one", async () => {
+      // SECLEVEL 0: OpenSSL's own default refuses 1024-bit keys too.
+      const { port } = await sServer(pki.ispRsa1024, ["-cipher", "ALL:@SECLEVEL=0"]);
+      const err = await dtlsClientConnect({
+        address: "127.0.0.1",
+        port,
+        handshakeTimeoutMs: 5000,
+        certificate: { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" },
+      }).then(
+        () => assert.fail("the handshake should have been refused"),
+        (e: TransportError) => e,
+      );
+      assert.equal(err.code, "AUTH_FAILED");
+      assert.match(err.message, /rsa 1024 bits, not EC P-256 or RSA of 2048 bits or more/);
+      assert.throws(
+        () => new DtlsServer({ certificate: { cert: pki.ispRsa1024.cert, key: pki.ispRsa1024.key, ca: pki.ca.cert } }),
+        /EC P-256 key or an RSA key of 2048 bits or more; this key is rsa 1024 bits/,
+      );
+      assert.throws(
+        () =>
+          new DtlsServer({
+            certificate: { cert: pki.ispRsa.cert, key: pki.ispRsa.key, ca: pki.ca.cert },
+            cipherSuites: ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+          }),
+        /needs an EC P-256 certificate key; this certificate's key is RSA/,
+      );
     });
   });
 });

@@ -34,6 +34,11 @@ export interface TestPki {
   readonly expired: KeyPair;
   /** Signed by the trusted CA, valid, but names only wrong.example (no localhost, no IP). */
   readonly wrongName: KeyPair;
+  /** Like isp and home1, with RSA-2048 keys (ECDHE_RSA suites; RSA client certificates). */
+  readonly ispRsa: KeyPair;
+  readonly homeRsa: KeyPair;
+  /** Names like isp, signed by the trusted CA, with an RSA-1024 key: too small for us. */
+  readonly ispRsa1024: KeyPair;
   /** A valid key that matches no certificate. */
   readonly strayKey: { readonly key: string; readonly keyPath: string };
 }
@@ -85,8 +90,9 @@ async function generate(): Promise<TestPki> {
     return { cert: read(`${name}.crt`), key: read(`${name}.key`), certPath: p(`${name}.crt`), keyPath: p(`${name}.key`) };
   };
 
-  const makeLeaf = async (name: string, ca: string, cn: string, san: string, eku: string, days = 30): Promise<KeyPair> => {
-    await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`]);
+  const makeLeaf = async (name: string, ca: string, cn: string, san: string, eku: string, days = 30, rsaBits = 0): Promise<KeyPair> => {
+    if (rsaBits > 0) await openssl(dir, ["genpkey", "-algorithm", "RSA", "-pkeyopt", `rsa_keygen_bits:${rsaBits}`, "-out", `${name}.key`]);
+    else await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`]);
     await openssl(dir, ["req", "-new", "-key", `${name}.key`, "-subj", `/CN=${cn}`, "-out", `${name}.csr`]);
     fs.writeFileSync(
       p(`${name}.ext`),
@@ -117,7 +123,7 @@ async function generate(): Promise<TestPki> {
   const ispNames = "DNS:isp.example,DNS:localhost,IP:127.0.0.1,IP:::1";
   const ca = await makeCa("ca", "DOTS Test CA");
   const rogueCa = await makeCa("rogue-ca", "Rogue CA");
-  const [isp, home1, home2, rogueHome, expired, wrongName] = await Promise.all([
+  const [isp, home1, home2, rogueHome, expired, wrongName, ispRsa, homeRsa, ispRsa1024] = await Promise.all([
     makeLeaf("isp", "ca", "isp.example", ispNames, "serverAuth"),
     makeLeaf("home-1", "ca", "home-1.example", "DNS:home-1.example", "clientAuth"),
     makeLeaf("home-2", "ca", "home-2.example", "DNS:home-2.example", "clientAuth"),
@@ -125,6 +131,9 @@ async function generate(): Promise<TestPki> {
     // -days -1 puts notAfter one day before notBefore: expired from the start.
     makeLeaf("expired", "ca", "isp.example", ispNames, "serverAuth,clientAuth", -1),
     makeLeaf("wrong-name", "ca", "wrong.example", "DNS:wrong.example", "serverAuth,clientAuth"),
+    makeLeaf("isp-rsa", "ca", "isp.example", ispNames, "serverAuth", 30, 2048),
+    makeLeaf("home-rsa", "ca", "home-rsa.example", "DNS:home-rsa.example", "clientAuth", 30, 2048),
+    makeLeaf("isp-rsa-1024", "ca", "isp.example", ispNames, "serverAuth", 30, 1024),
   ]);
   await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "stray.key"]);
   return {
@@ -137,6 +146,9 @@ async function generate(): Promise<TestPki> {
     rogueHome,
     expired,
     wrongName,
+    ispRsa,
+    homeRsa,
+    ispRsa1024,
     strayKey: { key: read("stray.key"), keyPath: p("stray.key") },
   };
 }

@@ -1,11 +1,19 @@
-// Certificates over DTLS 1.2, both roles: the ECDHE_ECDSA messages (RFC 8422 5.4-5.8, RFC 5246
-// 7.4.2, 7.4.4, 7.4.8), ECDSA P-256 / SHA-256 signatures, and the checks a peer's chain gets
-// (issuer signatures up to a trusted CA, validity, CA flags, key type, extended key usage, and the
-// RFC 6125 name when the client checks the server).
-import { X509Certificate, createHash, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
+// Certificates over DTLS 1.2, both roles: the ECDHE_ECDSA / ECDHE_RSA messages (RFC 8422 5.4-5.8,
+// RFC 5246 7.4.2, 7.4.4, 7.4.8), signatures with EC P-256 keys (ECDSA, SHA-256) and RSA keys of
+// 2048 bits or more (RSA-PSS or PKCS#1 v1.5, SHA-256), and the checks a peer's chain gets (issuer
+// signatures up to a trusted CA, validity, CA flags, key type, extended key usage, and the RFC 6125
+// name when the client checks the server).
+import { X509Certificate, constants, createHash, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
 import type { PeerIdentity } from "../connection";
 import { certificatePeerIdentityOf, formatSubject } from "../identity";
-import { AlertDescription, CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN, SIGNATURE_ECDSA_SECP256R1_SHA256 } from "./constants";
+import {
+  AlertDescription,
+  CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN,
+  CLIENT_CERTIFICATE_TYPE_RSA_SIGN,
+  SIGNATURE_ECDSA_SECP256R1_SHA256,
+  SIGNATURE_RSA_PKCS1_SHA256,
+  SIGNATURE_RSA_PSS_RSAE_SHA256,
+} from "./constants";
 import { DtlsDecodeError, Reader, readU16Vector } from "./handshake";
 
 /** Bounds on what a peer's Certificate message can make us parse and hold. */
@@ -16,13 +24,29 @@ const SERVER_AUTH_EKU = "1.3.6.1.5.5.7.3.1";
 const CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2";
 /** ECCurveType named_curve (RFC 8422 5.4). */
 const NAMED_CURVE = 3;
+/** Smaller RSA keys are refused (NIST SP 800-57: 2048 bits for use after 2010). */
+export const MIN_RSA_KEY_BITS = 2048;
+
+/** The keys our certificate suites sign and verify with: EC P-256, or RSA of at least MIN_RSA_KEY_BITS. */
+export type CertificateKeyKind = "ec" | "rsa";
+
+/** Signature schemes per key kind, in our order of preference (RSA: PSS before PKCS#1 v1.5). */
+const SIGNATURE_SCHEMES: Readonly<Record<CertificateKeyKind, readonly number[]>> = {
+  ec: [SIGNATURE_ECDSA_SECP256R1_SHA256],
+  rsa: [SIGNATURE_RSA_PSS_RSAE_SHA256, SIGNATURE_RSA_PKCS1_SHA256],
+};
+/** Every scheme we can verify: our signature_algorithms, in ClientHello and CertificateRequest. */
+export const VERIFIABLE_SIGNATURE_SCHEMES: readonly number[] = [...SIGNATURE_SCHEMES.ec, ...SIGNATURE_SCHEMES.rsa];
+/** SHA-256 output: the RSA-PSS salt length TLS requires (RFC 8446 4.2.3). */
+const PSS_SALT_LENGTH = 32;
 
 export type PemInput = string | Buffer;
 
-/** Our own certificate chain (DER, leaf first) and the P-256 key that signs for it. */
+/** Our own certificate chain (DER, leaf first) and the key that signs for it. */
 export interface CertificateCredentials {
   readonly chain: readonly Buffer[];
   readonly key: KeyObject;
+  readonly kind: CertificateKeyKind;
   readonly leaf: X509Certificate;
 }
 
@@ -47,8 +71,8 @@ export function splitPemCertificates(pem: PemInput): X509Certificate[] {
 }
 
 /**
- * Our chain and key from PEM. Throws TypeError when they do not parse, the key is not an EC P-256
- * key (the only one our ECDSA suites sign with), or the key does not belong to the first certificate.
+ * Our chain and key from PEM. Throws TypeError when they do not parse, the key is neither EC P-256
+ * nor RSA of at least 2048 bits, or the key does not belong to the first certificate.
  */
 export function loadCertificateCredentials(opts: { cert: PemInput; key: PemInput; passphrase?: string }): CertificateCredentials {
   let certs: X509Certificate[];
@@ -64,11 +88,14 @@ export function loadCertificateCredentials(opts: { cert: PemInput; key: PemInput
   } catch (e) {
     throw new TypeError(`private key does not parse: ${(e as Error).message}`);
   }
-  if (!isP256(key)) {
-    throw new TypeError(`DTLS certificates need an EC P-256 key (ECDHE_ECDSA suites); this key is ${describeKey(key)}`);
+  const kind = certificateKeyKindOf(key);
+  if (kind === undefined) {
+    throw new TypeError(
+      `DTLS certificates need an EC P-256 key or an RSA key of ${MIN_RSA_KEY_BITS} bits or more; this key is ${describeKey(key)}`,
+    );
   }
   if (!certs[0].checkPrivateKey(key)) throw new TypeError("the private key does not belong to the first certificate of the chain");
-  return { chain: certs.map((c) => c.raw), key, leaf: certs[0] };
+  return { chain: certs.map((c) => c.raw), key, kind, leaf: certs[0] };
 }
 
 /** Trust anchors from one or more PEM bundles. */
@@ -80,14 +107,23 @@ export function loadTrustAnchors(ca: PemInput | readonly PemInput[]): X509Certif
   return out;
 }
 
-/** The one key our ECDHE_ECDSA suites sign and verify with. */
-function isP256(key: KeyObject): boolean {
-  return key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1";
+/** Which of our certificate suites' key kinds `key` is (public or private), if any. */
+export function certificateKeyKindOf(key: KeyObject): CertificateKeyKind | undefined {
+  if (key.asymmetricKeyType === "ec") return key.asymmetricKeyDetails?.namedCurve === "prime256v1" ? "ec" : undefined;
+  // An "rsa-pss" key (id-RSASSA-PSS) may only sign with rsa_pss_pss_* schemes: not offered, so refused.
+  if (key.asymmetricKeyType === "rsa") return (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_RSA_KEY_BITS ? "rsa" : undefined;
+  return undefined;
+}
+
+/** "EC P-256" or "RSA", for messages. */
+export function keyKindLabel(kind: CertificateKeyKind | undefined): string {
+  return kind === "ec" ? "EC P-256" : kind === "rsa" ? "RSA" : "of no kind we sign with";
 }
 
 function describeKey(key: KeyObject): string {
-  const curve = key.asymmetricKeyDetails?.namedCurve;
-  return `${key.asymmetricKeyType ?? "unknown"}${curve ? ` ${curve}` : ""}`;
+  const d = key.asymmetricKeyDetails;
+  const detail = d?.namedCurve ?? (d?.modulusLength !== undefined ? `${d.modulusLength} bits` : undefined);
+  return `${key.asymmetricKeyType ?? "unknown"}${detail ? ` ${detail}` : ""}`;
 }
 
 /**
@@ -125,8 +161,12 @@ function checkChain(
   const subject = formatSubject(leaf.subject);
   const no = (alert: number, reason: CertificateRefusal["reason"], detail: string): ChainCheck => refuse(alert, reason, detail, subject);
   const key = leaf.publicKey;
-  if (!isP256(key)) {
-    return no(AlertDescription.UnsupportedCertificate, "bad-certificate", `certificate key is ${describeKey(key)}, not EC P-256`);
+  if (certificateKeyKindOf(key) === undefined) {
+    return no(
+      AlertDescription.UnsupportedCertificate,
+      "bad-certificate",
+      `certificate key is ${describeKey(key)}, not EC P-256 or RSA of ${MIN_RSA_KEY_BITS} bits or more`,
+    );
   }
   const eku = leaf.keyUsage; // Node names the extended key usage OIDs keyUsage
   const wanted = opts.role === "server" ? SERVER_AUTH_EKU : CLIENT_AUTH_EKU;
@@ -229,20 +269,31 @@ export function parseCertificateMessage(body: Buffer): Buffer[] {
 }
 
 /**
- * CertificateRequest (RFC 5246 7.4.4): certificate_types [ecdsa_sign], supported_signature_algorithms
- * [ecdsa_secp256r1_sha256], and no CA names (the client has one certificate; naming our CAs gains nothing).
+ * CertificateRequest (RFC 5246 7.4.4): certificate_types [ecdsa_sign, rsa_sign], the signature schemes
+ * we verify, and no CA names (the client has one certificate; naming our CAs gains nothing).
  */
 export function buildCertificateRequest(): Buffer {
-  return Buffer.from([
-    1,
-    CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN,
-    0,
-    2,
-    SIGNATURE_ECDSA_SECP256R1_SHA256 >> 8,
-    SIGNATURE_ECDSA_SECP256R1_SHA256 & 0xff,
-    0,
-    0,
-  ]);
+  const schemes = VERIFIABLE_SIGNATURE_SCHEMES;
+  const out = Buffer.alloc(1 + 2 + 2 + 2 * schemes.length + 2);
+  out[0] = 2;
+  out[1] = CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN;
+  out[2] = CLIENT_CERTIFICATE_TYPE_RSA_SIGN;
+  out.writeUInt16BE(2 * schemes.length, 3);
+  schemes.forEach((s, i) => out.writeUInt16BE(s, 5 + 2 * i));
+  return out; // certificate_authorities: empty
+}
+
+/** The ClientCertificateType a client with a `kind` key answers to (RFC 5246 7.4.6). */
+export function clientCertificateType(kind: CertificateKeyKind): number {
+  return kind === "ec" ? CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN : CLIENT_CERTIFICATE_TYPE_RSA_SIGN;
+}
+
+/**
+ * The scheme a `kind` key signs with for a peer that accepts `offered` (its signature_algorithms), or
+ * undefined when it accepts none of ours. No list means SHA-1 only (RFC 5246 7.4.1.4.1): refused.
+ */
+export function pickSignatureScheme(kind: CertificateKeyKind, offered: readonly number[] | undefined): number | undefined {
+  return offered === undefined ? undefined : SIGNATURE_SCHEMES[kind].find((s) => offered.includes(s));
 }
 
 export function parseCertificateRequest(body: Buffer): { certificateTypes: number[]; signatureAlgorithms: number[] } {
@@ -269,9 +320,9 @@ export function encodeEcdheParams(group: number, point: Buffer): Buffer {
 }
 
 /** digitally-signed (RFC 5246 4.7): SignatureAndHashAlgorithm, then signature<0..2^16-1>. */
-export function encodeDigitallySigned(signature: Buffer): Buffer {
+export function encodeDigitallySigned(scheme: number, signature: Buffer): Buffer {
   const out = Buffer.allocUnsafe(4 + signature.length);
-  out.writeUInt16BE(SIGNATURE_ECDSA_SECP256R1_SHA256, 0);
+  out.writeUInt16BE(scheme, 0);
   out.writeUInt16BE(signature.length, 2);
   signature.copy(out, 4);
   return out;
@@ -284,9 +335,9 @@ export function parseDigitallySigned(r: Reader): { scheme: number; signature: Bu
   return { scheme, signature };
 }
 
-/** ECDHE_ECDSA ServerKeyExchange: params, then the signature over client_random + server_random + params. */
-export function buildSignedServerKeyExchange(params: Buffer, signature: Buffer): Buffer {
-  return Buffer.concat([params, encodeDigitallySigned(signature)]);
+/** ECDHE_ECDSA / ECDHE_RSA ServerKeyExchange: params, then the signature over client_random + server_random + params. */
+export function buildSignedServerKeyExchange(params: Buffer, scheme: number, signature: Buffer): Buffer {
+  return Buffer.concat([params, encodeDigitallySigned(scheme, signature)]);
 }
 
 export function parseSignedServerKeyExchange(body: Buffer): {
@@ -328,26 +379,37 @@ export function encodeEcdhClientKeyExchange(point: Buffer): Buffer {
   return Buffer.concat([Buffer.from([point.length]), point]);
 }
 
-/** ECDSA with SHA-256 over `parts`, DER-encoded as TLS carries it. */
-export function signParts(key: KeyObject, parts: readonly Buffer[]): Buffer {
-  return sign("sha256", Buffer.concat(parts), { key, dsaEncoding: "der" });
+/** node:crypto sign/verify options for `scheme` (one of SIGNATURE_SCHEMES) with `key`. */
+function schemeOptions(key: KeyObject, scheme: number): { key: KeyObject; dsaEncoding?: "der"; padding?: number; saltLength?: number } {
+  if (scheme === SIGNATURE_ECDSA_SECP256R1_SHA256) return { key, dsaEncoding: "der" };
+  if (scheme === SIGNATURE_RSA_PSS_RSAE_SHA256) return { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_LENGTH };
+  return { key, padding: constants.RSA_PKCS1_PADDING };
 }
 
-/** True when `signature` (DER ECDSA, SHA-256) verifies over `parts` with the certificate's key. */
+/** The signature over `parts` with SHA-256 and `scheme` (picked by pickSignatureScheme for the key), as TLS carries it. */
+export function signParts(key: KeyObject, scheme: number, parts: readonly Buffer[]): Buffer {
+  return sign("sha256", Buffer.concat(parts), schemeOptions(key, scheme));
+}
+
+/**
+ * True when `signature` verifies over `parts` with the certificate's key, and `scheme` is one of
+ * ours that fits the key's kind (an RSA key never verifies an ECDSA scheme or the reverse).
+ */
 export function verifyParts(cert: { readonly publicKey: KeyObject }, parts: readonly Buffer[], scheme: number, signature: Buffer): boolean {
-  if (scheme !== SIGNATURE_ECDSA_SECP256R1_SHA256) return false;
+  const kind = certificateKeyKindOf(cert.publicKey);
+  if (kind === undefined || !SIGNATURE_SCHEMES[kind].includes(scheme)) return false;
   try {
-    return verify("sha256", Buffer.concat(parts), { key: cert.publicKey, dsaEncoding: "der" }, signature);
+    return verify("sha256", Buffer.concat(parts), schemeOptions(cert.publicKey, scheme), signature);
   } catch {
-    return false; // malformed DER signature
+    return false; // malformed DER signature, wrong RSA signature length
   }
 }
 
-/** Whether this key can sign for our ECDHE_ECDSA suites (EC P-256); false when it does not parse. */
+/** Whether this key can sign for our certificate suites (EC P-256, RSA >= 2048 bits); false when it does not parse. */
 export function isDtlsCertificateKey(key: PemInput, passphrase?: string): boolean {
   try {
     const k = createPrivateKey({ key, ...(passphrase !== undefined ? { passphrase } : {}) });
-    return isP256(k);
+    return certificateKeyKindOf(k) !== undefined;
   } catch {
     return false;
   }

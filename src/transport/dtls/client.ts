@@ -11,15 +11,20 @@ import type { Connection, LocalIdentity, PeerIdentity } from "../connection";
 import { TransportError } from "../connection";
 import { certificateLocalIdentity, certificatePeerIdentity, pskLocalIdentity, pskPeerIdentity } from "../identity";
 import {
+  VERIFIABLE_SIGNATURE_SCHEMES,
+  certificateKeyKindOf,
   checkPeerChain,
+  clientCertificateType,
   encodeCertificateMessage,
   encodeDigitallySigned,
   encodeEcdhClientKeyExchange,
+  keyKindLabel,
   loadCertificateCredentials,
   loadTrustAnchors,
   parseCertificateMessage,
   parseCertificateRequest,
   parseSignedServerKeyExchange,
+  pickSignatureScheme,
   signParts,
   verifyParts,
   type CertificateCredentials,
@@ -37,8 +42,7 @@ import {
   HandshakeType,
   NamedGroup,
   POINT_FORMAT_UNCOMPRESSED,
-  SIGNATURE_ECDSA_SECP256R1_SHA256,
-  CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN,
+  certificateKeyKind,
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
 } from "./constants";
@@ -64,10 +68,15 @@ export const DEFAULT_DTLS_CLIENT_SUITES: readonly DtlsCipherSuiteName[] = [
   "TLS_PSK_WITH_AES_128_GCM_SHA256",
   "TLS_PSK_WITH_AES_128_CCM",
 ];
-/** With a certificate (and no PSK): ECDHE_ECDSA, ChaCha20-Poly1305 first. */
+/**
+ * With a certificate (and no PSK): ECDHE_ECDSA, then ECDHE_RSA for an ISP with an RSA key (our own
+ * key may be either), ChaCha20-Poly1305 first.
+ */
 export const DEFAULT_DTLS_CLIENT_CERTIFICATE_SUITES: readonly DtlsCipherSuiteName[] = [
   "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
   "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
 ];
 
 /** Our certificate, the CAs the ISP's must chain to, and the name it must carry (RFC 6125). */
@@ -252,7 +261,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     ];
     this.suites = names
       .map((n) => CIPHER_SUITES[n])
-      .filter((s) => s !== undefined && (s.keyExchange === "ecdhe_ecdsa" ? opts.certificate !== undefined : opts.psk !== undefined));
+      .filter((s) => s !== undefined && (certificateKeyKind(s) ? opts.certificate !== undefined : opts.psk !== undefined));
     if (this.suites.length === 0) throw new TransportError("CONFIG", "DTLS client: no cipher suite to offer with these credentials");
     this.retransmitMs = opts.retransmitInitialMs ?? 1000;
     const from = opts.resumeFrom;
@@ -341,8 +350,9 @@ export class DtlsClient extends EventEmitter implements Connection {
       ext.push(u16(ExtensionType.SupportedGroups), u16(2 + 2 * groups.length), u16(2 * groups.length), ...groups.map(u16));
       ext.push(u16(ExtensionType.EcPointFormats), u16(2), Buffer.from([1, POINT_FORMAT_UNCOMPRESSED]));
     }
-    if (this.suites.some((s) => s.keyExchange === "ecdhe_ecdsa")) {
-      ext.push(u16(ExtensionType.SignatureAlgorithms), u16(4), u16(2), u16(SIGNATURE_ECDSA_SECP256R1_SHA256));
+    if (this.suites.some((s) => certificateKeyKind(s) !== undefined)) {
+      const schemes = VERIFIABLE_SIGNATURE_SCHEMES;
+      ext.push(u16(ExtensionType.SignatureAlgorithms), u16(2 + 2 * schemes.length), u16(2 * schemes.length), ...schemes.map(u16));
     }
     // Always offered: empty asks for a ticket, else the ticket to resume with.
     ext.push(sessionTicketExtension(this.offer?.from.ticket));
@@ -614,7 +624,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.peerCid = serverCid(sh);
     this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
     const middle = msgs.slice(1, -1);
-    if (suite.keyExchange === "ecdhe_ecdsa") return this.onCertificateFlight(msgs, middle, suite, sh.random);
+    if (certificateKeyKind(suite) !== undefined) return this.onCertificateFlight(msgs, middle, suite, sh.random);
     const ske = middle.find((m) => m.msgType === HandshakeType.ServerKeyExchange);
     const other = middle.find((m) => m.msgType !== HandshakeType.ServerKeyExchange);
     if (other) return this.unexpected(other); // Certificate / CertificateRequest: not in the PSK profile
@@ -676,7 +686,7 @@ export class DtlsClient extends EventEmitter implements Connection {
   }
 
   /**
-   * ECDHE_ECDSA flight 4 (RFC 8422 5.2-5.6): the server's chain checked against our CAs and the name,
+   * ECDHE_ECDSA / ECDHE_RSA flight 4 (RFC 8422 5.2-5.6): the server's chain checked against our CAs and the name,
    * its signed ECDH point verified; then our Certificate (when asked), ClientKeyExchange,
    * CertificateVerify, ChangeCipherSpec and Finished.
    */
@@ -692,6 +702,13 @@ export class DtlsClient extends EventEmitter implements Connection {
     const check = checkPeerChain(chain, this.trustAnchors, { role: "server", name });
     if (!check.ok)
       return this.fail(this.authError(`ISP certificate${check.subject ? ` (${check.subject})` : ""}: ${check.detail}`), check.alert);
+    // RFC 5246 7.4.2: the key must be the kind the chosen suite signs with.
+    const serverKind = certificateKeyKindOf(check.leaf.publicKey);
+    if (serverKind !== certificateKeyKind(suite))
+      return this.fail(
+        this.authError(`the ISP chose ${suite.name} but its certificate key is ${keyKindLabel(serverKind)}`),
+        AlertDescription.UnsupportedCertificate,
+      );
     const ske = parseSignedServerKeyExchange(skeMsg.body);
     if (ske.group !== NamedGroup.x25519 && ske.group !== NamedGroup.secp256r1)
       return this.fail(this.handshakeError(`server chose ECDH group ${ske.group} that was not offered`), AlertDescription.IllegalParameter);
@@ -700,15 +717,15 @@ export class DtlsClient extends EventEmitter implements Connection {
         this.authError("the ISP's ServerKeyExchange signature does not verify with its certificate"),
         AlertDescription.DecryptError,
       );
-    let sendCertificate = false;
+    // Asked for a certificate: ours when the server takes its key type and one of its schemes; else an empty Certificate.
+    let verifyScheme: number | undefined;
     if (request) {
       const req = parseCertificateRequest(request.body);
-      // We can only answer with an ECDSA P-256 / SHA-256 signature; otherwise an empty Certificate.
-      sendCertificate =
-        this.credentials !== undefined &&
-        req.certificateTypes.includes(CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN) &&
-        req.signatureAlgorithms.includes(SIGNATURE_ECDSA_SECP256R1_SHA256);
+      const kind = this.credentials?.kind;
+      if (kind && req.certificateTypes.includes(clientCertificateType(kind)))
+        verifyScheme = pickSignatureScheme(kind, req.signatureAlgorithms);
     }
+    const sendCertificate = verifyScheme !== undefined;
     const own = generateEphemeralKey(ske.group);
     const secret = own.derive(ske.point);
     if (!secret) return this.fail(this.handshakeError("server sent an invalid ECDH public value"), AlertDescription.IllegalParameter);
@@ -732,11 +749,11 @@ export class DtlsClient extends EventEmitter implements Connection {
     // The extended master secret's session hash ends with the ClientKeyExchange (RFC 7627 3).
     const master = masterSecret(secret, this.clientRandom, serverRandom, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
     secret.fill(0);
-    if (sendCertificate) {
+    if (verifyScheme !== undefined) {
       const verify = encodeHandshake(
         HandshakeType.CertificateVerify,
         this.clientMessageSeq++,
-        encodeDigitallySigned(signParts(this.credentials!.key, this.transcript)),
+        encodeDigitallySigned(verifyScheme, signParts(this.credentials!.key, verifyScheme, this.transcript)),
       );
       out.push(verify);
       this.transcript.push(verify);

@@ -77,16 +77,22 @@ export const POINT_FORMAT_UNCOMPRESSED = 0;
 export const EMPTY_RENEGOTIATION_INFO_SCSV = 0x00ff;
 
 /**
- * The one signature scheme of our certificate suites (RFC 5246 7.4.1.4.1 SignatureAndHashAlgorithm
- * {sha256(4), ecdsa(3)}; RFC 8422 5.1.3), with P-256 keys; and RFC 8422 5.5's ClientCertificateType
- * ecdsa_sign (64).
+ * Signature schemes of our certificate suites (RFC 5246 7.4.1.4.1 SignatureAndHashAlgorithm; RFC 8446
+ * 4.2.3 for RSA-PSS with rsaEncryption keys, usable in TLS 1.2): ECDSA P-256 with SHA-256, and for RSA
+ * keys PSS (preferred) or PKCS#1 v1.5, both with SHA-256. No SHA-1.
  */
 export const SIGNATURE_ECDSA_SECP256R1_SHA256 = 0x0403;
+export const SIGNATURE_RSA_PSS_RSAE_SHA256 = 0x0804;
+export const SIGNATURE_RSA_PKCS1_SHA256 = 0x0401;
+/** ClientCertificateType (RFC 5246 7.4.4; RFC 8422 5.5): rsa_sign (1) and ecdsa_sign (64). */
+export const CLIENT_CERTIFICATE_TYPE_RSA_SIGN = 1;
 export const CLIENT_CERTIFICATE_TYPE_ECDSA_SIGN = 64;
 
 export type DtlsCipherSuiteName =
   | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
   | "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+  | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
   | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"
   | "TLS_PSK_WITH_AES_128_CCM_8"
   | "TLS_PSK_WITH_AES_128_GCM_SHA256"
@@ -97,9 +103,10 @@ export interface CipherSuiteInfo {
   readonly id: number;
   /**
    * RFC 4279 plain PSK, RFC 5489 ECDHE_PSK (ephemeral ECDH mixed with the PSK: forward secrecy), or
-   * RFC 8422 ECDHE_ECDSA (ephemeral ECDH signed with the server's certificate key; mutual certificates).
+   * RFC 8422 ECDHE_ECDSA / ECDHE_RSA (ephemeral ECDH signed with the server's certificate key, EC
+   * P-256 or RSA; mutual certificates).
    */
-  readonly keyExchange: "psk" | "ecdhe_psk" | "ecdhe_ecdsa";
+  readonly keyExchange: "psk" | "ecdhe_psk" | "ecdhe_ecdsa" | "ecdhe_rsa";
   /** node:crypto algorithm name. */
   readonly algorithm: "aes-128-ccm" | "aes-128-gcm" | "chacha20-poly1305";
   readonly tagLength: 8 | 16;
@@ -129,6 +136,26 @@ export const CIPHER_SUITES: Readonly<Record<DtlsCipherSuiteName, CipherSuiteInfo
     name: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
     id: 0xc02b,
     keyExchange: "ecdhe_ecdsa",
+    algorithm: "aes-128-gcm",
+    tagLength: 16,
+    keyLength: 16,
+    fixedIvLength: 4,
+    explicitNonceLength: 8,
+  },
+  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: {
+    name: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    id: 0xcca8,
+    keyExchange: "ecdhe_rsa",
+    algorithm: "chacha20-poly1305",
+    tagLength: 16,
+    keyLength: 32,
+    fixedIvLength: 12,
+    explicitNonceLength: 0,
+  },
+  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: {
+    name: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    id: 0xc02f,
+    keyExchange: "ecdhe_rsa",
     algorithm: "aes-128-gcm",
     tagLength: 16,
     keyLength: 16,
@@ -176,6 +203,11 @@ export const CIPHER_SUITES: Readonly<Record<DtlsCipherSuiteName, CipherSuiteInfo
     explicitNonceLength: 8,
   },
 };
+
+/** The kind of key that signs for a certificate suite, or undefined for the PSK suites. */
+export function certificateKeyKind(suite: CipherSuiteInfo): "ec" | "rsa" | undefined {
+  return suite.keyExchange === "ecdhe_ecdsa" ? "ec" : suite.keyExchange === "ecdhe_rsa" ? "rsa" : undefined;
+}
 
 /** RFC 5246 6.3 key block of an AEAD suite: two keys and two implicit IVs (no MAC keys). */
 export function keyBlockLength(suite: CipherSuiteInfo): number {

@@ -27,7 +27,7 @@ import {
   HandshakeType,
   NamedGroup,
   POINT_FORMAT_UNCOMPRESSED,
-  SIGNATURE_ECDSA_SECP256R1_SHA256,
+  certificateKeyKind,
   keyBlockLength,
   type CipherSuiteInfo,
   type DtlsCipherSuiteName,
@@ -71,12 +71,15 @@ import {
   loadTrustAnchors,
   parseCertificateMessage,
   parseCertificateVerify,
+  keyKindLabel,
   parseEcdhClientKeyExchange,
+  pickSignatureScheme,
   signParts,
   verifyParts,
   VerifiedCertificates,
   type AcceptedCertificate,
   type CertificateCredentials,
+  type CertificateKeyKind,
   type PemInput,
 } from "./certificate";
 import { MAX_TICKET_CERTIFICATE_BYTES, TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
@@ -89,16 +92,19 @@ export const DEFAULT_DTLS_CIPHER_SUITES: readonly DtlsCipherSuiteName[] = Object
   "TLS_PSK_WITH_AES_128_CCM_8",
   "TLS_PSK_WITH_AES_128_GCM_SHA256",
 ] as const);
-/** With a certificate configured: the ECDHE_ECDSA suites after ECDHE_PSK, before plain PSK. */
-const CERTIFICATE_SUITES: readonly DtlsCipherSuiteName[] = [
-  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-];
+/** With a certificate configured: the suites its key signs for, after ECDHE_PSK, before plain PSK. */
+const CERTIFICATE_SUITES: Readonly<Record<CertificateKeyKind, readonly DtlsCipherSuiteName[]>> = {
+  ec: ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+  rsa: ["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+};
 export const DEFAULT_DTLS_GROUPS: readonly DtlsNamedGroupName[] = Object.freeze(["x25519", "secp256r1"] as const);
 
-/** Certificate authentication (ECDHE_ECDSA suites, RFC 8422): our chain and key, and the CAs homes' certificates must chain to. */
+/**
+ * Certificate authentication (ECDHE_ECDSA or ECDHE_RSA suites, RFC 8422): our chain and key, and the
+ * CAs homes' certificates (EC P-256 or RSA) must chain to.
+ */
 export interface DtlsServerCertificateOptions {
-  /** PEM chain, leaf first; the key must be EC P-256. */
+  /** PEM chain, leaf first; the key must be EC P-256 (ECDHE_ECDSA suites) or RSA >= 2048 bits (ECDHE_RSA). */
   cert: PemInput;
   key: PemInput;
   passphrase?: string;
@@ -111,7 +117,7 @@ export interface DtlsServerCertificateOptions {
 export interface DtlsServerOptions {
   /** identity -> key; undefined = unknown identity (alert 115). May be async. Without it, no PSK suite is offered. */
   pskLookup?(identity: string, remote: { address: string; port: number }): Buffer | undefined | Promise<Buffer | undefined>;
-  /** Serve certificate clients too (ECDHE_ECDSA suites). */
+  /** Serve certificate clients too (ECDHE_ECDSA or ECDHE_RSA suites, after the key). */
   certificate?: DtlsServerCertificateOptions;
   pskHint?: string;
   /**
@@ -241,7 +247,7 @@ interface HandshakeState {
   issueTicket: boolean;
   /** pskDigest() of the key found for the identity, sealed into the ticket. */
   pskDigest: Buffer | undefined;
-  /** ECDHE_ECDSA: we sent a CertificateRequest; the client's Certificate must come first. */
+  /** Certificate suites: we sent a CertificateRequest; the client's Certificate must come first. */
   certificateRequested: boolean;
   certificateReceived: boolean;
   /** The client's accepted certificate, until its CertificateVerify proves it holds the key. */
@@ -284,7 +290,7 @@ interface Peer {
   handshake: HandshakeState | undefined;
   /** Our NewSessionTicket message (before CCS in the final flight) until the client proves it has that flight. */
   finalTicket: Buffer | undefined;
-  /** The client's certificate (ECDHE_ECDSA sessions): the session's peer identity. */
+  /** The client's certificate (certificate suites): the session's peer identity. */
   certificate: AcceptedCertificate | undefined;
   /** RFC 9146: our CID, which the client puts in its records (the key of peersByCid); undefined = not negotiated. */
   cid: Buffer | undefined;
@@ -394,14 +400,19 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.verified = new VerifiedCertificates(this.trustAnchors);
     const names = options.cipherSuites ?? [
       ...(options.pskLookup ? DEFAULT_DTLS_CIPHER_SUITES.slice(0, 1) : []),
-      ...(cert ? CERTIFICATE_SUITES : []),
+      ...(this.credentials ? CERTIFICATE_SUITES[this.credentials.kind] : []),
       ...(options.pskLookup ? DEFAULT_DTLS_CIPHER_SUITES.slice(1) : []),
     ];
     this.suites = names.map((n) => {
       const s = Object.prototype.hasOwnProperty.call(CIPHER_SUITES, n) ? CIPHER_SUITES[n] : undefined;
       if (!s) throw new TypeError(`unsupported DTLS cipher suite ${String(n)}`);
-      if (s.keyExchange === "ecdhe_ecdsa" && !cert) throw new TypeError(`${s.name} needs a certificate`);
-      if (s.keyExchange !== "ecdhe_ecdsa" && !options.pskLookup) throw new TypeError(`${s.name} needs pskLookup`);
+      const kind = certificateKeyKind(s);
+      if (kind && !this.credentials) throw new TypeError(`${s.name} needs a certificate`);
+      if (kind && this.credentials && kind !== this.credentials.kind)
+        throw new TypeError(
+          `${s.name} needs an ${keyKindLabel(kind)} certificate key; this certificate's key is ${keyKindLabel(this.credentials.kind)}`,
+        );
+      if (!kind && !options.pskLookup) throw new TypeError(`${s.name} needs pskLookup`);
       return s;
     });
     if (this.suites.length === 0) throw new TypeError("at least one cipher suite is needed");
@@ -763,7 +774,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const serverRandom = pooledRandomBytes(32);
     serverRandom.writeUInt32BE(Math.floor(now / 1000) >>> 0, 0);
     const ephemeral = suite.keyExchange !== "psk" ? generateEphemeralKey(ecdheGroup!) : undefined;
-    const withCertificate = suite.keyExchange === "ecdhe_ecdsa";
+    const withCertificate = certificateKeyKind(suite) !== undefined;
     const slot = this.secrets.allocate();
     hello.random.copy(this.secrets.buffer(slot), this.secrets.offset(slot) + SECRETS_CLIENT_RANDOM);
     const handshake: HandshakeState = {
@@ -840,9 +851,15 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       const credentials = this.credentials!;
       messages.push(encodeHandshake(HandshakeType.Certificate, handshake.serverMessageSeq++, encodeCertificateMessage(credentials.chain)));
       const params = encodeEcdheParams(ephemeral.group, ephemeral.publicKey);
-      const signature = signParts(credentials.key, [hello.random, serverRandom, params]);
+      // usable() made sure the client accepts one of our key's schemes.
+      const scheme = pickSignatureScheme(credentials.kind, hello.signatureAlgorithms)!;
+      const signature = signParts(credentials.key, scheme, [hello.random, serverRandom, params]);
       messages.push(
-        encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildSignedServerKeyExchange(params, signature)),
+        encodeHandshake(
+          HandshakeType.ServerKeyExchange,
+          handshake.serverMessageSeq++,
+          buildSignedServerKeyExchange(params, scheme, signature),
+        ),
       );
       if (handshake.certificateRequested)
         messages.push(encodeHandshake(HandshakeType.CertificateRequest, handshake.serverMessageSeq++, buildCertificateRequest()));
@@ -876,12 +893,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (suite.keyExchange === "psk") return true;
     if (ecdheGroup === undefined) return false;
     if (suite.keyExchange === "ecdhe_psk") return true;
-    // ECDHE_ECDSA: the client must take our signature scheme (no SHA-1 default: RFC 5246 7.4.1.4.1)
-    // and our certificate's curve (RFC 8422 5.1).
+    // ECDHE_ECDSA / ECDHE_RSA: the client must take a signature scheme of our key (no SHA-1 default:
+    // RFC 5246 7.4.1.4.1) and, for ECDSA, our certificate's curve (RFC 8422 5.1).
+    const kind = certificateKeyKind(suite);
     return (
       this.credentials !== undefined &&
-      hello.signatureAlgorithms?.includes(SIGNATURE_ECDSA_SECP256R1_SHA256) === true &&
-      (hello.supportedGroups === undefined || hello.supportedGroups.includes(NamedGroup.secp256r1))
+      this.credentials.kind === kind &&
+      pickSignatureScheme(kind, hello.signatureAlgorithms) !== undefined &&
+      (kind === "rsa" || hello.supportedGroups === undefined || hello.supportedGroups.includes(NamedGroup.secp256r1))
     );
   }
 
@@ -935,10 +954,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     if (!state) return undefined;
     const suite = this.suites.find((s) => s.id === state.suiteId);
     if (!suite || !hello.cipherSuites.includes(suite.id) || state.extendedMasterSecret !== hello.extendedMasterSecret) return forget(state);
-    if (state.certificate || suite.keyExchange === "ecdhe_ecdsa") {
+    if (state.certificate || certificateKeyKind(suite) !== undefined) {
       // The client's leaf must still be valid and signed by a CA we trust now (an intermediate-issued
       // one cannot be re-checked from the leaf alone: a full handshake then).
-      if (!state.certificate || suite.keyExchange !== "ecdhe_ecdsa") return forget(state);
+      if (!state.certificate || certificateKeyKind(suite) === undefined) return forget(state);
       const check = this.verified.check([state.certificate]);
       if (!check.ok) return forget(state);
       return { state, suite, certificate: check.accepted };
@@ -1101,7 +1120,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.failHandshake(peer, "unexpected-message", AlertDescription.UnexpectedMessage);
   }
 
-  /** ECDHE_ECDSA: the client's chain, checked against our CAs before anything else of it is used. */
+  /** Certificate suites: the client's chain, checked against our CAs before anything else of it is used. */
   private handleClientCertificate(peer: Peer, msg: CompleteMessage): void {
     const handshake = peer.handshake!;
     let chain: Buffer[];
@@ -1150,7 +1169,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
 
   private handleClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
     const handshake = peer.handshake!;
-    if (peer.suite.keyExchange === "ecdhe_ecdsa") return this.handleEcdhClientKeyExchange(peer, msg);
+    if (certificateKeyKind(peer.suite) !== undefined) return this.handleEcdhClientKeyExchange(peer, msg);
     let identityBytes: Buffer;
     let point: Buffer | undefined;
     try {
@@ -1190,7 +1209,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.completeKeyExchange(peer, result);
   }
 
-  /** ECDHE_ECDSA ClientKeyExchange: the client's point; the premaster secret is the ECDH secret (RFC 8422 5.10). */
+  /** ECDHE_ECDSA / ECDHE_RSA ClientKeyExchange: the client's point; the premaster secret is the ECDH secret (RFC 8422 5.10). */
   private handleEcdhClientKeyExchange(peer: Peer, msg: CompleteMessage): void {
     const handshake = peer.handshake!;
     let point: Buffer;
