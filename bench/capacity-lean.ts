@@ -257,7 +257,8 @@ function threadCpu(): Map<string, { user: number; system: number }> {
   try {
     for (const tid of fs.readdirSync("/proc/self/task")) {
       const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/[0-9]+$/, "");
+      // The main thread (JavaScript, I/O callbacks) apart from the rest (V8's GC helpers, libuv's pool), which share its name.
+      const name = Number(tid) === process.pid ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/[0-9]+$/, "");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       const prev = out.get(name) ?? { user: 0, system: 0 };
       out.set(name, { user: prev.user + Number(f[11]) * tick, system: prev.system + Number(f[12]) * tick });
@@ -495,6 +496,15 @@ async function parent(): Promise<void> {
     `  listener CPU: ${cpuMs.toFixed(0)} ms over ${wallS.toFixed(1)} s = ${((cpuMs / (wallS * 1000)) * 100).toFixed(1)}% of one core; ${beats ? ((cpuMs * 1000) / beats).toFixed(1) : "n/a"} us per heartbeat (one received or sent, with its answer)`,
   );
   if (threads.length) console.log(`  listener CPU by thread: ${threads.join("; ")}`);
+  const mainNow = threadCpu().get("main");
+  const main0 = threads0.get("main");
+  if (mainNow && main0 && beats > 0) {
+    const mainUs = ((mainNow.user + mainNow.system - main0.user - main0.system) * 1000) / beats;
+    const otherUs = (cpuMs * 1000) / beats - mainUs;
+    console.log(
+      `  heartbeat path on the main thread (record decrypt, CoAP, CBOR, response, encrypt, timers, the main thread's GC), above Node's bare datagram exchange: ${(mainUs - floor.echoMainUs).toFixed(1)} us per heartbeat event (main thread ${mainUs.toFixed(1)} us - the reference's main thread ${floor.echoMainUs.toFixed(1)} us, same process); other threads (V8's concurrent GC) ${otherUs.toFixed(1)} us`,
+    );
+  }
   console.log(
     `  listener event loop delay: p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms; datagrams the kernel dropped at the listener socket (receive buffer full): ${drops} (${socketDrops(listener.port as number)} since start)`,
   );
@@ -506,7 +516,7 @@ async function parent(): Promise<void> {
   );
   if (downReasons.size) console.log(`  session-down reasons: ${[...downReasons].map(([r, n]) => `${n} x "${r}"`).join("; ")}`);
   console.log(
-    `  reference (same process, before the homes came, ${((2 * N) / hb).toFixed(0)} datagrams/s): a bare Node dgram echo costs ${floor.echoUs.toFixed(1)} us CPU per datagram in + out, and sealing + opening one heartbeat-sized AES-128-CCM_8 record with node:crypto ${floor.aeadUs.toFixed(1)} us: Node's floor per heartbeat event ${(floor.echoUs + floor.aeadUs).toFixed(1)} us; ours ${beats ? ((cpuMs * 1000) / beats / (floor.echoUs + floor.aeadUs)).toFixed(2) : "n/a"}x that`,
+    `  reference (same process, before the homes came, ${((2 * N) / hb).toFixed(0)} datagrams/s, the hold's pattern: half home heartbeats in wheel-slot bursts, echoed; half ours from a 1 ms timer, answered): bare Node dgram costs ${floor.echoUs.toFixed(1)} us CPU per datagram in + out, and sealing + opening one heartbeat-sized AES-128-CCM_8 record with node:crypto ${floor.aeadUs.toFixed(1)} us: Node's floor per heartbeat event ${(floor.echoUs + floor.aeadUs).toFixed(1)} us; ours ${beats ? ((cpuMs * 1000) / beats / (floor.echoUs + floor.aeadUs)).toFixed(2) : "n/a"}x that`,
   );
   const cpuPct = (cpuMs / (wallS * 1000)) * 100;
   const rssKb = (memEnd.rss - rss0) / Math.max(1, live) / 1024;
@@ -520,49 +530,88 @@ async function parent(): Promise<void> {
 
 // ------------------------------------------------------------------- reference: Node's own floor
 
+/** First byte of the floor's datagrams: a home's heartbeat, the listener's, a home's answer to it. */
+const FLOOR_HOME_BEAT = 0;
+const FLOOR_LISTENER_BEAT = 1;
+const FLOOR_ANSWER = 2;
+/** The homes' heartbeat wheel turns every SLOT_MS; the listener's own heartbeats leave from its timers, spread out. */
+const FLOOR_SLOT_MS = 100;
+
 /**
- * Child of the floor reference: `sockets` UDP sockets (one loopback address each, like the homes)
- * send heartbeat-sized datagrams to `port` at `rate` per second in all, and take the echoes.
+ * Child of the floor reference: `sockets` UDP sockets (one loopback address each, like the homes).
+ * Like the homes, they send heartbeat-sized datagrams to `port` in bursts, one wheel slot at a time
+ * (`rate` per second in all), and answer each datagram the listener sends them at once.
  */
 function floorChild(job: { port: number; rate: number; sockets: number; bytes: number }): void {
   process.on("disconnect", () => process.exit(0));
+  const answer = Buffer.alloc(job.bytes, 0x5a);
+  answer[0] = FLOOR_ANSWER;
   const socks = Array.from({ length: job.sockets }, (_, i) => {
     const s = dgram.createSocket("udp4");
-    s.on("message", () => undefined);
+    s.on("message", (m, r) => {
+      if (m[0] === FLOOR_LISTENER_BEAT) s.send(answer, r.port, r.address);
+    });
     s.bind(0, homeAddress(i));
     return s;
   });
   const payload = Buffer.alloc(job.bytes, 0x5a);
-  const perTick = Math.max(1, Math.round(job.rate / 100));
+  payload[0] = FLOOR_HOME_BEAT;
+  const perSlot = (job.rate * FLOOR_SLOT_MS) / 1000;
+  let due = 0;
   let next = 0;
   setInterval(() => {
-    for (let k = 0; k < perTick; k++) socks[next++ % socks.length].send(payload, job.port, "127.0.0.1");
-  }, 10);
+    for (due += perSlot; due >= 1; due--) socks[next++ % socks.length].send(payload, job.port, "127.0.0.1");
+  }, FLOOR_SLOT_MS);
 }
 
 /**
- * What Node itself costs per heartbeat event, measured in this process at the hold's datagram rate:
- * a bare dgram echo (one datagram in, one out, no work) plus sealing and opening one record of a
- * heartbeat's size with node:crypto (AES-128-CCM_8, the suite the homes negotiate).
+ * What Node itself costs per heartbeat event, measured in this process at the hold's datagram rate
+ * and in the hold's pattern: half the events are home heartbeats arriving in wheel-slot bursts and
+ * echoed at once, half are our own sent from a 1 ms timer and answered by the home (each of those
+ * wakes the home's process: the dearer kind on loopback). No DTLS, CoAP or timers per session. Plus
+ * sealing and opening one record of a heartbeat's size with node:crypto (AES-128-CCM_8, the suite the homes negotiate).
  */
-async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; aeadUs: number }> {
-  let echoed = 0;
+async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; echoMainUs: number; aeadUs: number }> {
+  let events = 0;
+  const peers: Array<{ address: string; port: number }> = [];
+  const known = new Set<string>();
   const echo = dgram.createSocket("udp4");
   echo.on("message", (m, r) => {
-    echoed++;
+    events++;
+    if (m[0] !== FLOOR_HOME_BEAT) return;
     echo.send(m, r.port, r.address);
+    if (peers.length < 2000 && !known.has(`${r.address}:${r.port}`)) {
+      known.add(`${r.address}:${r.port}`);
+      peers.push({ address: r.address, port: r.port });
+    }
   });
   await new Promise<void>((r) => echo.bind(0, "127.0.0.1", () => r()));
   const port = (echo.address() as { port: number }).port;
-  const kid = fork(__filename, ["--floor", JSON.stringify({ port, rate: ratePerS, sockets: 2000, bytes: 64 })], {
+  const kid = fork(__filename, ["--floor", JSON.stringify({ port, rate: ratePerS / 2, sockets: 2000, bytes: 64 })], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   await sleep(2000);
-  const n0 = echoed;
+  const beat = Buffer.alloc(64, 0x5a);
+  beat[0] = FLOOR_LISTENER_BEAT;
+  let due = 0;
+  let next = 0;
+  const ours = setInterval(() => {
+    if (peers.length === 0) return;
+    for (due += ratePerS / 2 / 1000; due >= 1; due--) {
+      const p = peers[next++ % peers.length];
+      echo.send(beat, p.port, p.address);
+    }
+  }, 1);
+  await sleep(1000);
+  const n0 = events;
   const c0 = process.cpuUsage();
+  const main0 = threadCpu().get("main");
   await sleep(8000);
   const c = process.cpuUsage(c0);
-  const n = echoed - n0;
+  const main1 = threadCpu().get("main");
+  const n = events - n0;
+  const echoMainUs = main0 && main1 && n > 0 ? ((main1.user + main1.system - main0.user - main0.system) * 1000) / n : NaN;
+  clearInterval(ours);
   kid.kill("SIGKILL");
   echo.close();
   const key = randomBytes(16);
@@ -588,7 +637,7 @@ async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; aeadUs: nu
     open(nonce, seal(nonce));
   }
   const aeadUs = Number(process.hrtime.bigint() - t0) / 1000 / rounds;
-  return { echoUs: n > 0 ? (c.user + c.system) / n : Infinity, aeadUs };
+  return { echoUs: n > 0 ? (c.user + c.system) / n : Infinity, echoMainUs, aeadUs };
 }
 
 if (args[0] === "--child") {

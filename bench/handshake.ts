@@ -2,14 +2,21 @@
 // coap-server-openssl (OpenSSL 3) with the same client (node-dtls-client 2.0.3, in a child process
 // so it never competes with our server for the event loop), with the ratio; then memory per
 // established idle DTLS and TLS session: RSS delta of a fresh server process over 1,000 sessions,
-// ours and coap-server-openssl's (see session-memory.ts for how it is measured).
+// ours and coap-server-openssl's (see session-memory.ts for how it is measured). Between them, a
+// reconnect storm: every home, each with its own identity, back at once with full handshakes and
+// then with its own ticket (lib/reconnect-storm.ts).
 // Usage: node .build/<out>/bench/handshake.js [handshakes=1000] [parallel=4] [idleSessions=1000] [idleMs=6000]
+//   [--storm-only] [--storm-homes=1000] [--storm-clients=4] [--storm-parallel=4] [--storm-profile]
+// (--storm-parallel: handshakes in flight per client process; --storm-profile: the server's CPU
+// profile over one more resumed pass, after the measured ones.)
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import { makeTestPki } from "../test/support/certs";
+import { makeTestPki, type TestPki } from "../test/support/certs";
 import { DtlsServer, type DtlsCipherSuiteName, type DtlsServerOptions } from "../src/transport/dtls";
 import { dtlsClientConnect } from "../src/transport/dtls/client";
-import type { DtlsResumption } from "../src/transport/dtls/resumption";
+import { cpuMicrosOf } from "./lib/cpu";
+import { makeHomeCertificates, type HomeCertificate } from "./lib/home-certificates";
+import { runReconnectStorm } from "./lib/reconnect-storm";
 import {
   DEFAULT_IDLE_MS,
   haveLibcoap,
@@ -77,10 +84,7 @@ async function clientHandshakes(port: number, n: number, parallel: number): Prom
 }
 
 /** Child mode 2: the same with our DTLS client (the home's default) offering one suite. */
-async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName, resume: boolean): Promise<void> {
-  // With `resume`, every handshake after the first offers the first one's ticket (RFC 5077; a
-  // ticket may be offered again until it expires, as homes reconnecting after a listener restart do).
-  let ticket: DtlsResumption | undefined;
+async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName): Promise<void> {
   const one = async (): Promise<boolean> => {
     try {
       // ECDHE_ECDSA: the home's certificate from the files the parent made (DOTS_BENCH_CERTS: cert, key, ca paths).
@@ -103,12 +107,9 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
         ...credentials,
         suites: [suite],
         handshakeTimeoutMs: 3000,
-        ...(resume && ticket ? { resumeFrom: ticket } : {}),
       });
-      if (resume && !ticket) ticket = c.resumption;
-      const ok = !resume || c.resumed || ticket === c.resumption;
       c.close();
-      return ok;
+      return true;
     } catch {
       return false;
     }
@@ -145,18 +146,87 @@ function runChild(args: string[], env?: Record<string, string>): { child: ChildP
   return { child, line };
 }
 
-/** utime + stime of a process in microseconds (from /proc, clock ticks of 10 ms). */
-function cpuMicrosOf(pid: number): number {
-  const stat = require("node:fs").readFileSync(`/proc/${pid}/stat`, "utf8") as string;
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10000;
+interface StormFlags {
+  homes: number;
+  clients: number;
+  parallel: number;
+  profile: boolean;
+}
+
+/**
+ * Reconnect storm (issue #11): `homes` homes, each its own PSK identity and key or its own client
+ * certificate, come back at once to one server, first with full handshakes, then each with its own
+ * ticket; their clients in `clients` processes. Per pass: wall time and rate, server and client CPU
+ * per handshake, and what one core of server absorbs; then resumed / full for both rates.
+ */
+async function reconnectStorm(pki: TestPki, flags: StormFlags): Promise<void> {
+  let homeCertificates: HomeCertificate[] | undefined;
+  for (const suite of [
+    "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+  ] as DtlsCipherSuiteName[]) {
+    const certificates = suite.includes("ECDSA");
+    if (certificates && !homeCertificates) {
+      const made = makeHomeCertificates(pki, flags.homes);
+      homeCertificates = made.homes;
+      console.log(`\n(${flags.homes} home certificates made with node:crypto in ${(made.ms / 1000).toFixed(2)} s, before any timing)`);
+    }
+    console.log(
+      `\nReconnect storm, our client and server (${suite}): ${flags.homes} homes, each its own ${certificates ? "client certificate (P-256, mutual)" : "PSK identity and key"}, ` +
+        `in ${flags.clients} client processes x ${flags.parallel} in parallel; full handshakes, then each home resumes from its own ticket (RFC 5077) on the same server`,
+    );
+    const r = await runReconnectStorm({
+      suite,
+      homes: flags.homes,
+      clients: flags.clients,
+      parallel: flags.parallel,
+      pki,
+      ...(homeCertificates ? { homeCertificates } : {}),
+      serverOptions: BENCH_CAPS,
+      profile: flags.profile,
+    });
+    for (const [label, p] of [
+      ["full handshakes ", r.full],
+      ["resumed (ticket)", r.resumed],
+    ] as const) {
+      console.log(
+        `  ${label}  all back in ${p.wallSeconds.toFixed(2).padStart(6)} s ${(p.ok / p.wallSeconds).toFixed(1).padStart(8)} handshakes/s  server CPU ${p.serverUs.toFixed(0).padStart(5)} us/handshake = ${(1e6 / p.serverUs).toFixed(0).padStart(5)} handshakes/s on one core (busy ${((p.serverUs * p.ok) / (p.wallSeconds * 1e4)).toFixed(0).padStart(3)}% of it here)  client CPU ${p.clientUs.toFixed(0).padStart(5)} us/handshake  (ok ${p.ok}, failed ${p.failed}, resumed at the clients ${p.resumedAtClients}, at the server ${p.resumedAtServer})`,
+      );
+      for (const e of p.errors) console.log(`    failure: ${e}`);
+    }
+    const wallRatio = r.resumed.ok / r.resumed.wallSeconds / (r.full.ok / r.full.wallSeconds);
+    console.log(
+      `  ratio resumed / full: wall-clock rate ${wallRatio.toFixed(2)}x (goal >= 3x; paced by the clients too on this machine); ` +
+        `server-CPU-limited rate ${(r.full.serverUs / r.resumed.serverUs).toFixed(2)}x (goal >= 3x; what the listener's core absorbs)`,
+    );
+    if (r.profile) {
+      console.log(
+        `  server CPU profile over one more resumed pass (profiling adds its own cost; ${r.profile.busySamples} busy samples), top self time:`,
+      );
+      for (const line of r.profile.self) console.log(`    ${line}`);
+      console.log("  the same by the nearest function in src/ (native and node: work charged to its caller):");
+      for (const line of r.profile.ours) console.log(`    ${line}`);
+    }
+  }
 }
 
 async function main(): Promise<void> {
-  const [mode, a, b, c] = process.argv.slice(2);
+  const argv = process.argv.slice(2);
+  const flag = (name: string, fallback: number): number => {
+    const v = argv.find((x) => x.startsWith(`--${name}=`));
+    return v ? Number(v.slice(name.length + 3)) : fallback;
+  };
+  const [mode, a, b, c] = argv.filter((x) => !x.startsWith("--storm"));
   if (mode === "--client-handshakes") return clientHandshakes(Number(a), Number(b), Number(c));
   if (mode === "--our-client-handshakes")
-    return ourClientHandshakes(Number(a), Number(b), Number(c), process.argv[6] as DtlsCipherSuiteName, process.argv[7] === "resume");
+    return ourClientHandshakes(Number(a), Number(b), Number(c), process.argv[6] as DtlsCipherSuiteName);
+  const storm: StormFlags = {
+    homes: flag("storm-homes", 1000),
+    clients: flag("storm-clients", 4),
+    parallel: flag("storm-parallel", 4),
+    profile: argv.includes("--storm-profile"),
+  };
+  if (argv.includes("--storm-only")) return reconnectStorm(await makeTestPki(), storm);
   const handshakes = Number(mode ?? 1000);
   const parallel = Number(a ?? 4);
   const idle = Number(b ?? 1000);
@@ -213,40 +283,43 @@ async function main(): Promise<void> {
   const certEnv = { DOTS_BENCH_CERTS: JSON.stringify({ cert: pki.home1.certPath, key: pki.home1.keyPath, ca: pki.ca.certPath }) };
   const pskServer = { pskLookup: (id: string) => (id === IDENTITY ? Buffer.from(KEY) : undefined) };
   const certServer = { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } };
+  // ECDHE_RSA: the ISP's RSA-2048 certificate (the home's stays P-256).
+  const rsaServer = { certificate: { cert: pki.ispRsa.cert, key: pki.ispRsa.key, ca: pki.ca.cert } };
   /** Our server with `serverOptions`, our client in a child: rate, server CPU per handshake (10 warm-ups included). */
-  const ourServerRun = async (
-    serverOptions: DtlsServerOptions,
-    suite: DtlsCipherSuiteName,
-    env?: Record<string, string>,
-    mode?: string,
-  ) => {
+  const ourServerRun = async (serverOptions: DtlsServerOptions, suite: DtlsCipherSuiteName, env?: Record<string, string>) => {
     const srv = new DtlsServer({ ...serverOptions, ...BENCH_CAPS });
     srv.on("connection", () => undefined);
     const port = (await srv.listen(0, "127.0.0.1")).port;
     const c0 = process.cpuUsage();
-    const args = ["--our-client-handshakes", String(port), String(handshakes), String(parallel), suite, ...(mode ? [mode] : [])];
+    const args = ["--our-client-handshakes", String(port), String(handshakes), String(parallel), suite];
     const r = await runChild(args, env).line;
     const used = process.cpuUsage(c0);
-    const resumed = srv.stats.handshakesResumed;
     await srv.close();
-    return { r, rate: r.ok / r.seconds, cpuPer: (used.user + used.system) / (r.ok + 10), resumed };
+    return { r, rate: r.ok / r.seconds, cpuPer: (used.user + used.system) / (r.ok + 10) };
   };
   for (const suite of [
     "TLS_PSK_WITH_AES_128_CCM_8",
     "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
   ] as DtlsCipherSuiteName[]) {
-    const certificates = suite.includes("ECDSA");
+    const rsa = suite.includes("_RSA_");
+    const certificates = rsa || suite.includes("ECDSA");
+    const isp = rsa ? pki.ispRsa : pki.isp;
     const env = certificates ? certEnv : undefined;
     console.log(
       `\nDTLS 1.2 handshakes${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""}), ${handshakes} handshakes, ${parallel} in parallel`,
     );
-    const { r, rate, cpuPer } = await ourServerRun(certificates ? certServer : { ...pskServer, pskHint: "CoAP" }, suite, env);
+    const { r, rate, cpuPer } = await ourServerRun(
+      rsa ? rsaServer : certificates ? certServer : { ...pskServer, pskHint: "CoAP" },
+      suite,
+      env,
+    );
     console.log(
       `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed})`,
     );
     if (!libcoap) continue;
-    const lib = await startLibcoap(certificates ? ["-c", pki.isp.certPath, "-j", pki.isp.keyPath, "-C", pki.ca.certPath] : undefined);
+    const lib = await startLibcoap(certificates ? ["-c", isp.certPath, "-j", isp.keyPath, "-C", pki.ca.certPath] : undefined);
     try {
       const libCpu0 = cpuMicrosOf(lib.proc.pid!);
       const ref = await runChild(["--our-client-handshakes", String(lib.securePort), String(handshakes), String(parallel), suite], env)
@@ -264,29 +337,7 @@ async function main(): Promise<void> {
     }
   }
 
-  // Reconnect storm: the same homes come back after a listener restart, with and without tickets,
-  // for PSK homes (ECDHE_PSK) and certificate homes (ECDHE_ECDSA, where a full handshake signs and verifies).
-  for (const suite of [
-    "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-  ] as DtlsCipherSuiteName[]) {
-    const certificates = suite.includes("ECDSA");
-    const env = certificates ? certEnv : undefined;
-    console.log(
-      `\nReconnect storm, our client and server (${suite}), ${handshakes} handshakes, ${parallel} in parallel: full vs resumed (RFC 5077 tickets)`,
-    );
-    const rows: Array<{ rate: number; cpu: number }> = [];
-    for (const mode of ["full", "resume"]) {
-      const { r, rate, cpuPer, resumed } = await ourServerRun(certificates ? certServer : pskServer, suite, env, mode);
-      rows.push({ rate, cpu: cpuPer });
-      console.log(
-        `  ${mode === "full" ? "full handshakes " : "resumed (ticket)"}  ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}, resumed at the server ${resumed})`,
-      );
-    }
-    console.log(
-      `  ratio resumed / full: ${(rows[1].rate / rows[0].rate).toFixed(2)}x rate (goal >= 3x), server CPU per handshake ${(rows[1].cpu / rows[0].cpu).toFixed(2)}x`,
-    );
-  }
+  await reconnectStorm(pki, storm);
 
   // Memory: each server in a fresh process, clients in another (our DTLS and TLS clients).
   const scenarios: Scenario[] = ["dtls-psk", "tls-psk", "tls12-psk"];
