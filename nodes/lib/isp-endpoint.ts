@@ -4,7 +4,7 @@ import type { Node, NodeAPI } from "node-red";
 import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
 import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT } from "../../src/dots/auth-events";
 import { LISTENER_IDENTITY_CONFLICT_EVENT } from "../../src/dots/home-names";
-import { DEFAULTS } from "../../src/dots/defaults";
+import { DEFAULTS, LIMITS } from "../../src/dots/defaults";
 import { CallHomeListener } from "../../src/dots/isp-engine";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -23,6 +23,8 @@ export interface IspEndpointSettings {
   dropMaxFailures: string | number;
   dropWindow: string | number;
   dropBan: string | number;
+  /** Endpoint node only (v1 listeners never had it): DTLS handshakes in progress per source address or /64. */
+  handshakesPerSource?: string | number;
 }
 
 export const ISP_SETTING_NAMES: ReadonlyArray<keyof IspEndpointSettings> = [
@@ -126,7 +128,14 @@ export function ispHub(
     key,
     settings: () => {
       const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey));
-      const tuning = { allowUnscopedHomes: settings.allowUnscoped === true };
+      const tuning = {
+        allowUnscopedHomes: settings.allowUnscoped === true,
+        maxDtlsHandshakesPerSource: int(
+          settings.handshakesPerSource ?? DEFAULTS.maxHandshakesPerSource,
+          "DTLS handshakes per source",
+          ...LIMITS.maxHandshakesPerSource,
+        ),
+      };
       return { fingerprint: { options, tuning }, port: options.port, create: () => new CallHomeListener(options, tuning) };
     },
   });

@@ -126,7 +126,7 @@ listen options:
 
   --max-handshakes-per-source N
                            DTLS handshakes in progress from one address (IPv6: one /64) at once
-                           (default 16); raise it when many homes share a CGN address
+                           (default ${DEFAULTS.maxHandshakesPerSource}); raise it when many homes share a CGN address
   --max-tcp-per-address N  TCP connections accepted from one source address (default 256;
                            raise it when many homes share one address behind CGN)
 

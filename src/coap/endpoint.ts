@@ -1103,8 +1103,10 @@ export class CoapEndpoint extends EventEmitter {
     if (this.inProgress.size >= this.limits.concurrentRequests) {
       return quick(Code.ServiceUnavailable, "too many requests in progress", [maxAgeOption(1)]);
     }
-    const unknown = msg.options.filter((o) => isCritical(o.number) && !this.knownCritical.has(o.number)).map((o) => o.number);
-    if (unknown.length > 0) return quick(Code.BadOption, `unrecognized critical option(s): ${[...new Set(unknown)].join(", ")}`);
+    // No array unless there is something to report (every request passes here).
+    let unknown: Set<number> | undefined;
+    for (const o of msg.options) if (isCritical(o.number) && !this.knownCritical.has(o.number)) (unknown ??= new Set()).add(o.number);
+    if (unknown) return quick(Code.BadOption, `unrecognized critical option(s): ${[...unknown].join(", ")}`);
 
     let path: string[];
     let query: string[];

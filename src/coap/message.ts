@@ -56,10 +56,17 @@ export function code(cls: number, detail: number): number {
 }
 
 /** Parses the dotted form back into a code byte: "4.00" -> 0x80. Throws RangeError on anything else. */
+/** Parsed codes by their text: at most 256 valid ones, asked for on every response. */
+const CODES_BY_TEXT = new Map<string, number>();
+
 export function codeFromString(c: string): number {
+  const known = CODES_BY_TEXT.get(c);
+  if (known !== undefined) return known;
   const m = /^([0-7])\.(\d{2})$/.exec(c);
   if (!m || Number(m[2]) > 31) throw new RangeError(`bad CoAP code "${c}"`);
-  return code(Number(m[1]), Number(m[2]));
+  const value = code(Number(m[1]), Number(m[2]));
+  CODES_BY_TEXT.set(c, value);
+  return value;
 }
 
 /** Renders a code byte as "c.dd", e.g. 0x84 -> "4.04". */

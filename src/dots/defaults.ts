@@ -1,6 +1,7 @@
 // One set of defaults and limits for both faces: the `dots-call-home` command and the Node-RED
 // nodes read them from here, so a setting left out means the same thing everywhere. Durations are
 // in milliseconds unless the name says seconds (heartbeat-interval is seconds on the wire).
+import { DEFAULT_MAX_HANDSHAKING_PER_SOURCE } from "../transport/dtls/constants";
 
 /** Defaults of every tunable setting the CLI and the nodes expose. */
 export const DEFAULTS = Object.freeze({
@@ -28,6 +29,8 @@ export const DEFAULTS = Object.freeze({
   requestTimeoutMs: 60_000,
   /** Manual consent: how long a pending block waits for the owner's answer. */
   consentTimeoutMs: 300_000,
+  /** DTLS handshakes in progress per source address (IPv6: per /64); homes behind one CGN address share it. */
+  maxHandshakesPerSource: DEFAULT_MAX_HANDSHAKING_PER_SOURCE,
 });
 
 /** Inclusive bounds of the same settings (a value outside is refused with both bounds named). */

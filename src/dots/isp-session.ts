@@ -100,8 +100,11 @@ export function configPath(sid?: number): string[] {
   return p;
 }
 
+/** One shared array: a heartbeat goes out every interval on every session, and nothing changes it. */
+const HEARTBEAT_PATH: readonly string[] = Object.freeze([...WELL_KNOWN_DOTS, "hb"]);
+
 export function heartbeatPath(): string[] {
-  return [...WELL_KNOWN_DOTS, "hb"];
+  return HEARTBEAT_PATH as string[];
 }
 
 /** RFC 9066 section 5.2.2 example: /redirect/cuid=.../mid=... */

@@ -673,6 +673,10 @@ describe("cli/args: one set of rules and defaults with the nodes", () => {
     assert.match(HELP, new RegExp(`--reconnect-min MS .*\\(default ${DEFAULTS.reconnectMinMs},`));
     assert.match(HELP, new RegExp(`\\(default ${DEFAULTS.terminatingPeriodMs}, RFC 9132`));
     assert.match(HELP, new RegExp(`--heartbeat-interval S [^\\n]*\\(default ${DEFAULTS.heartbeatIntervalS}\\)`));
+    assert.match(
+      HELP,
+      new RegExp(`--max-handshakes-per-source N\\s+DTLS handshakes [^\\n]*\\n\\s+\\(default ${DEFAULTS.maxHandshakesPerSource}\\)`),
+    );
   });
 
   it("home prefixes follow the runtime's parser on both commands: bad address, length, host bits, no length", () => {

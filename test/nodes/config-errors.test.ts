@@ -73,6 +73,7 @@ describe("node configuration errors", function () {
     ["listener: no credentials", listener({ psk: "" }), mitigate, /not-running|credentials/],
     ["listener: PSK config with a bad key", listener({ psk: "bad" }), mitigate, /not-running|key/],
     ["listener: bad home prefixes", listener({ homePrefixes: "home-1: 300.0.0.0/8" }), mitigate, /not-running|prefix/],
+    ["listener: no DTLS handshake per source", listener({ handshakesPerSource: 0 }), mitigate, /not-running|handshakes per source/],
     ["dialer: no ISP address", dialer({ hosts: "" }), decision, /not-running|hosts/],
     ["dialer: bad transport", dialer({ transport: "sctp" }), decision, /not-running|transport/],
     ["dialer: no home prefixes", dialer({ homePrefixes: "" }), decision, /not-running|prefixes/],

@@ -24,10 +24,11 @@ describe("editor defaults equal DEFAULTS", () => {
     assert.equal(htmlDefault("dots-home-endpoint", "terminatingPeriod") * 1000, DEFAULTS.terminatingPeriodMs);
   });
 
-  it("ISP endpoint: port and drop-list failures, window (s), ban (s)", () => {
+  it("ISP endpoint: port, drop-list failures, window (s), ban (s), DTLS handshakes per source", () => {
     assert.equal(htmlDefault("dots-isp-endpoint", "port"), DEFAULTS.port);
     assert.equal(htmlDefault("dots-isp-endpoint", "dropMaxFailures"), DEFAULTS.dropAfterFailures);
     assert.equal(htmlDefault("dots-isp-endpoint", "dropWindow") * 1000, DEFAULTS.dropWindowMs);
     assert.equal(htmlDefault("dots-isp-endpoint", "dropBan") * 1000, DEFAULTS.dropBanMs);
+    assert.equal(htmlDefault("dots-isp-endpoint", "handshakesPerSource"), DEFAULTS.maxHandshakesPerSource);
   });
 });

@@ -20,6 +20,13 @@ import type { CipherSuiteInfo } from "./constants";
 import { aeadAdditionalData, cidAdditionalData } from "./record";
 
 const NONCE_LENGTH = 12;
+/**
+ * Nonce and additional data are written here for each record: node:crypto copies the IV when the
+ * cipher is made and OpenSSL takes the AAD in at setAAD, so neither outlives the call (and one
+ * thread runs this). Two Buffer objects less per record.
+ */
+const NONCE_SCRATCH = Buffer.alloc(NONCE_LENGTH);
+const AD_SCRATCH = Buffer.alloc(13);
 
 /** Bytes an encrypted record adds to its plaintext. */
 export function aeadOverhead(suite: CipherSuiteInfo): number {
@@ -28,7 +35,7 @@ export function aeadOverhead(suite: CipherSuiteInfo): number {
 
 /** The 12-byte per-record nonce (the AES explicit part is its last 8 bytes). */
 function recordNonce(suite: CipherSuiteInfo, material: Buffer, ivOffset: number, epoch: number, sequence: number): Buffer {
-  const nonce = Buffer.allocUnsafe(NONCE_LENGTH);
+  const nonce = NONCE_SCRATCH;
   if (suite.explicitNonceLength === 0) {
     // RFC 7905 section 2: padded 64-bit epoch + sequence XORed into the 12-byte IV.
     material.copy(nonce, 0, ivOffset, ivOffset + NONCE_LENGTH);
@@ -85,7 +92,7 @@ export function sealRecord(
   // With a Connection ID (RFC 9146 5) `plaintext` is the DTLSInnerPlaintext and `type` is unused.
   const ad = cid
     ? cidAdditionalData(version, epoch, sequence, cid, plaintext.length)
-    : aeadAdditionalData(epoch, sequence, type, version, plaintext.length);
+    : aeadAdditionalData(epoch, sequence, type, version, plaintext.length, AD_SCRATCH);
   const nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
   const key = material.subarray(keyOffset, keyOffset + suite.keyLength);
   const explicit = suite.explicitNonceLength;
@@ -120,10 +127,10 @@ export function openRecord(
   const tag = fragment.subarray(fragment.length - suite.tagLength);
   const ad = cid
     ? cidAdditionalData(version, epoch, sequence, cid, ciphertext.length)
-    : aeadAdditionalData(epoch, sequence, type, version, ciphertext.length);
+    : aeadAdditionalData(epoch, sequence, type, version, ciphertext.length, AD_SCRATCH);
   let nonce: Buffer;
   if (explicit > 0) {
-    nonce = Buffer.allocUnsafe(NONCE_LENGTH);
+    nonce = NONCE_SCRATCH;
     material.copy(nonce, 0, ivOffset, ivOffset + 4);
     fragment.copy(nonce, 4, 0, explicit);
   } else {

@@ -48,6 +48,12 @@ export const AlertDescription = {
   UnknownPskIdentity: 115,
 } as const;
 
+/**
+ * Handshakes in progress per source (IPv4 address, IPv6 /64). Homes behind one CGN address share
+ * it; a handshake holds its slot for about two round trips.
+ */
+export const DEFAULT_MAX_HANDSHAKING_PER_SOURCE = 16;
+
 /** Record-layer and hello version values; DTLS versions count downwards (1.0 = 0xfeff, 1.2 = 0xfefd). */
 export const DTLS_1_0 = 0xfeff;
 export const DTLS_1_2 = 0xfefd;

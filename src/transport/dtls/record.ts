@@ -89,9 +89,18 @@ export function encodeRecord(type: number, version: number, epoch: number, seque
   return out;
 }
 
-/** The additional data of an AEAD record: seq_num (epoch + sequence) + type + version + plaintext length. */
-export function aeadAdditionalData(epoch: number, sequence: number, type: number, version: number, plaintextLength: number): Buffer {
-  const ad = Buffer.allocUnsafe(13);
+/**
+ * The additional data of an AEAD record: seq_num (epoch + sequence) + type + version + plaintext
+ * length; written into `ad` (13 bytes) when given.
+ */
+export function aeadAdditionalData(
+  epoch: number,
+  sequence: number,
+  type: number,
+  version: number,
+  plaintextLength: number,
+  ad: Buffer = Buffer.allocUnsafe(13),
+): Buffer {
   ad.writeUInt16BE(epoch, 0);
   ad.writeUIntBE(sequence, 2, 6);
   ad[8] = type;

@@ -26,6 +26,7 @@ import {
   DTLS_1_2,
   HandshakeType,
   NamedGroup,
+  DEFAULT_MAX_HANDSHAKING_PER_SOURCE,
   POINT_FORMAT_UNCOMPRESSED,
   certificateKeyKind,
   keyBlockLength,
@@ -307,11 +308,6 @@ const FINISHED_MESSAGE_LENGTH = 24;
 const MAX_PENDING_RECORDS = 16;
 const MAX_PENDING_BYTES = 16384;
 const MAX_CLIENT_HELLO = 2048;
-/**
- * Handshakes in progress per source (IPv4 address, IPv6 /64). Homes behind one CGN address share
- * it; a handshake holds its slot for about two round trips.
- */
-export const DEFAULT_MAX_HANDSHAKING_PER_SOURCE = 16;
 /** IPv6 sources share a handshake cap per /64: one subscriber's prefix (RFC 6177). */
 const SOURCE_IPV6_PREFIX_LENGTH = 64;
 /** At most one flight re-sent per this interval in answer to repeated client flights (anti-amplification). */
