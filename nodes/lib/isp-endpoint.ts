@@ -130,8 +130,11 @@ export function ispHub(
       const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey));
       const tuning = {
         allowUnscopedHomes: settings.allowUnscoped === true,
+        // Absent (flows saved before the setting) or empty: the default.
         maxDtlsHandshakesPerSource: int(
-          settings.handshakesPerSource ?? DEFAULTS.maxHandshakesPerSource,
+          settings.handshakesPerSource === undefined || settings.handshakesPerSource === ""
+            ? DEFAULTS.maxHandshakesPerSource
+            : settings.handshakesPerSource,
           "DTLS handshakes per source",
           ...LIMITS.maxHandshakesPerSource,
         ),

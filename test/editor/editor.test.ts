@@ -427,6 +427,10 @@ describe("editor in a real browser (Chromium)", function () {
     await page.uncheck("#node-config-input-dtls");
     await page.locator("#node-config-input-tls").dispatchEvent("change");
     assert.equal(await isFlagged("#node-config-input-tls"), true, "no transport at all is flagged");
+    // Saved before the field existed, the endpoint opened valid; a value must be a whole number in range.
+    assert.equal(await isFlagged("#node-config-input-handshakesPerSource"), false, "an absent per-source cap means the default");
+    await enter("#node-config-input-handshakesPerSource", "0");
+    assert.equal(await isFlagged("#node-config-input-handshakesPerSource"), true, "no handshake per source is flagged");
     await closeConfig("cancel");
 
     await openConfig("dots-home-endpoint", "homeEp");
