@@ -173,7 +173,7 @@ async function reconnectStorm(pki: TestPki, flags: StormFlags): Promise<void> {
     }
     console.log(
       `\nReconnect storm, our client and server (${suite}): ${flags.homes} homes, each its own ${certificates ? "client certificate (P-256, mutual)" : "PSK identity and key"}, ` +
-        `in ${flags.clients} client processes x ${flags.parallel} in parallel; full handshakes, then each home resumes from its own ticket (RFC 5077) on the same server`,
+        `in ${flags.clients} client processes x ${flags.parallel} in parallel; full handshakes, then the listener restarts (a new server, same ticket secret) and each home resumes from its own ticket (RFC 5077)`,
     );
     const r = await runReconnectStorm({
       suite,

@@ -4,9 +4,10 @@
 // ticket (RFC 5077 abbreviated handshakes). The homes run in several client processes so that the
 // clients' CPU, which in a real storm is spread over N devices, does not set the pace: the figure
 // that carries is the server's CPU per handshake, measured in this process.
-// The same server instance serves both passes: its ticket keys are made per instance and cannot be
-// handed to a new one, so the storm models homes whose sessions were lost (RFC 9132 4.7), not a
-// restarted listener.
+// Between the passes the server is restarted: closed, and a new instance listens on the same port
+// with the same ticket secret (sessionTicketSecret), as a restarted listener process or another
+// member of the cluster would; only the secret carries over. (The new instance shares this process's
+// already-compiled code, which a real new process would compile again.)
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -176,14 +177,20 @@ export async function runReconnectStorm(o: StormOptions): Promise<StormResult> {
   const keys = new Map<string, Buffer>();
   for (const h of [...homes, ...warmUps]) if (h.key) keys.set(h.identity, Buffer.from(h.key, "hex"));
 
-  const server = new DtlsServer({
-    ...(certificates
-      ? { certificate: { cert: o.pki.isp.cert, key: o.pki.isp.key, ca: o.pki.ca.cert } }
-      : { pskLookup: (identity: string) => keys.get(identity) }),
-    ...o.serverOptions,
-  });
-  server.on("connection", () => undefined);
-  server.on("error", () => undefined);
+  const ticketSecret = randomBytes(48);
+  const makeServer = (): DtlsServer => {
+    const srv = new DtlsServer({
+      ...(certificates
+        ? { certificate: { cert: o.pki.isp.cert, key: o.pki.isp.key, ca: o.pki.ca.cert } }
+        : { pskLookup: (identity: string) => keys.get(identity) }),
+      sessionTicketSecret: ticketSecret,
+      ...o.serverOptions,
+    });
+    srv.on("connection", () => undefined);
+    srv.on("error", () => undefined);
+    return srv;
+  };
+  let server = makeServer();
   const kids: StormClient[] = [];
   try {
     const { port } = await server.listen(0, "127.0.0.1");
@@ -239,6 +246,10 @@ export async function runReconnectStorm(o: StormOptions): Promise<StormResult> {
 
     const full = await pass("full");
     await closeAll();
+    // The listener restarts: nothing of the first instance is left but the shared ticket secret.
+    await server.close();
+    server = makeServer();
+    await server.listen(port, "127.0.0.1");
     const resumed = await pass("resume");
     let profile: CpuProfileSummary | undefined;
     if (o.profile) {

@@ -5,7 +5,7 @@
 import type { NodeAPI, NodeDef } from "node-red";
 import { checkConfigVersion } from "../lib/common";
 import type { EndpointNode } from "../lib/endpoint";
-import { ispHub, type IspEndpointSettings } from "../lib/isp-endpoint";
+import { ispHub, type IspEndpointCredentials, type IspEndpointSettings } from "../lib/isp-endpoint";
 import type { CallHomeListener } from "../../src/dots/isp-engine";
 
 interface IspEndpointDef extends NodeDef, IspEndpointSettings {
@@ -14,17 +14,23 @@ interface IspEndpointDef extends NodeDef, IspEndpointSettings {
   version: number;
 }
 
-type IspEndpointNode = EndpointNode<CallHomeListener>;
+type IspEndpointNode = EndpointNode<CallHomeListener> & { credentials?: IspEndpointCredentials };
 
 export = function (RED: NodeAPI): void {
   function DotsIspEndpoint(this: IspEndpointNode, config: IspEndpointDef): void {
     RED.nodes.createNode(this, config);
     checkConfigVersion(RED, this, config.version);
     const t = (key: string, args?: Record<string, unknown>): string => RED._(`dots-isp-endpoint.${key}`, args as never);
-    this.hub = ispHub(RED, this, this.id, (config.stateId || "").trim() || this.id, config, t);
+    this.hub = ispHub(RED, this, this.id, (config.stateId || "").trim() || this.id, config, t, this.credentials ?? {});
     this.on("close", (removed: boolean, done: () => void) => {
       this.hub.close(removed).then(done, done);
     });
   }
-  RED.nodes.registerType("dots-isp-endpoint", DotsIspEndpoint as never);
+  RED.nodes.registerType(
+    "dots-isp-endpoint",
+    DotsIspEndpoint as never,
+    {
+      credentials: { ticketSecret: { type: "password" } },
+    } as never,
+  );
 };

@@ -6,6 +6,7 @@ import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVE
 import { LISTENER_IDENTITY_CONFLICT_EVENT } from "../../src/dots/home-names";
 import { DEFAULTS, LIMITS } from "../../src/dots/defaults";
 import { CallHomeListener } from "../../src/dots/isp-engine";
+import { MIN_TICKET_SECRET_LENGTH } from "../../src/transport/dtls/ticket";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
 
@@ -49,7 +50,19 @@ export function int(value: unknown, name: string, min: number, max: number): num
   return n;
 }
 
-function listenerOptions(RED: NodeAPI, c: IspEndpointSettings, t: Words, stateDir: string | undefined): ListenerOptions {
+/** The endpoint node's credentials (v1 listeners have none). */
+export interface IspEndpointCredentials {
+  /** DTLS session ticket secret, shared by the ISP's listener processes; empty: per-process keys. */
+  ticketSecret?: string;
+}
+
+function listenerOptions(
+  RED: NodeAPI,
+  c: IspEndpointSettings,
+  t: Words,
+  stateDir: string | undefined,
+  credentials: IspEndpointCredentials,
+): ListenerOptions {
   const options: ListenerOptions = {
     port: int(c.port === "" || c.port === undefined ? DEFAULTS.port : c.port, "port", 0, 65535),
     host: (c.host || "").trim() || "::",
@@ -72,6 +85,13 @@ function listenerOptions(RED: NodeAPI, c: IspEndpointSettings, t: Words, stateDi
   if (!options.psk && !options.certificate) throw new Error(t("errors.no-credentials"));
   if (!options.transports.dtls && !options.transports.tls) throw new Error(t("errors.no-transport"));
   if (stateDir) options.stateDir = stateDir;
+  const secret = credentials.ticketSecret ?? "";
+  if (secret !== "") {
+    const bytes = Buffer.from(secret, "utf8");
+    if (bytes.length < MIN_TICKET_SECRET_LENGTH)
+      throw new Error(t("errors.ticket-secret-short", { length: bytes.length, min: MIN_TICKET_SECRET_LENGTH }));
+    options.ticketSecret = bytes;
+  }
   return options;
 }
 
@@ -123,11 +143,12 @@ export function ispHub(
   stateKey: string,
   settings: IspEndpointSettings,
   t: Words,
+  credentials: IspEndpointCredentials = {},
 ): EndpointHub<CallHomeListener> {
   return new EndpointHub<CallHomeListener>(RED, owner, ISP_KIND, {
     key,
     settings: () => {
-      const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey));
+      const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey), credentials);
       const tuning = {
         allowUnscopedHomes: settings.allowUnscoped === true,
         // Absent (flows saved before the setting) or empty: the default.

@@ -11,6 +11,7 @@ import type { EnforcementFlags } from "../home/wiring";
 import { DEFAULTS, LIMITS, parseDuration, pskIdentityProblem, pskKeyProblem } from "../dots/defaults";
 import { parsePrefix } from "../dots/prefixes";
 import { isDtlsCertificateKey } from "../transport/dtls/certificate";
+import { MIN_TICKET_SECRET_LENGTH } from "../transport/dtls/ticket";
 
 export class CliUsageError extends Error {
   constructor(message: string) {
@@ -129,6 +130,12 @@ listen options:
                            (default ${DEFAULTS.maxHandshakesPerSource}); raise it when many homes share a CGN address
   --max-tcp-per-address N  TCP connections accepted from one source address (default 256;
                            raise it when many homes share one address behind CGN)
+  --ticket-secret-file FILE
+                           DTLS session ticket secret (at least ${MIN_TICKET_SECRET_LENGTH} bytes, e.g. from
+                           \`openssl rand -base64 48\`), the same file for every listener process of
+                           the ISP: homes resume their sessions after a restart or a move to another
+                           process instead of full handshakes. Keep it 0600 and rotate it like a key:
+                           whoever holds it can open captured tickets. Default: per-process keys
 
   stdin commands (listen):
     {"cmd":"mitigate","session":"<id or home>","request":{...JSON view or bare scope...},"mid":N?}
@@ -283,6 +290,7 @@ JSON config file (--config): keys as below; file paths are relative to the file.
            "dropList":{"maxFailures":5,"windowMs":60000,"banMs":300000},
            "requestRepeatMs":3000,"requestTimeoutMs":60000,
            "maxTcpPerAddress":256,"maxHandshakesPerSource":16,"stateDir":"/var/lib/dots-call-home",
+           "ticketSecretFile":"ticket.secret",
            "mqtt":{"url":"mqtt://broker:1883","prefix":"dots","clientId":"isp-a",
                    "username":"isp","passwordFile":"mqtt.pw","ca":"ca.crt","hold":600}}
   dial:   {"hosts":["isp.example"],"port":4647,"transport":"auto",
@@ -343,6 +351,7 @@ const LISTEN_FLAGS: Record<string, FlagKind> = {
   "drop-window-ms": "duration",
   "drop-ban-ms": "duration",
   "max-handshakes-per-source": "number",
+  "ticket-secret-file": "string",
   "request-repeat-ms": "duration",
   "request-timeout-ms": "duration",
   "state-dir": "string",
@@ -806,6 +815,20 @@ export function parseListenArgs(
   if (psk.length > 0) options.psk = psk;
   if (certificate) options.certificate = certificate;
   options.stateDir = stateDirFrom(f["state-dir"], settings.stateDir, fileBase);
+  const secretFile = f["ticket-secret-file"] ?? settings.ticketSecretFile;
+  if (secretFile !== undefined) {
+    const file =
+      f["ticket-secret-file"] !== undefined
+        ? str(secretFile, "ticket-secret-file")
+        : resolveFrom(fileBase, str(secretFile, "ticketSecretFile"));
+    // The file's bytes without trailing white space (a newline from an editor or echo).
+    const secret = Buffer.from(read(file).toString("latin1").trimEnd(), "latin1");
+    if (secret.length < MIN_TICKET_SECRET_LENGTH)
+      throw new CliUsageError(
+        `--ticket-secret-file ${file}: ${secret.length} bytes; a ticket secret needs at least ${MIN_TICKET_SECRET_LENGTH} (openssl rand -base64 48 > ${file})`,
+      );
+    options.ticketSecret = secret;
+  }
   const out: ListenConfig = { options };
   const cuidIdentity = f["cuid-identity"] ?? settings.cuidIdentity;
   if (cuidIdentity !== undefined) out.cuidIdentity = str(cuidIdentity, "cuid-identity");

@@ -37,6 +37,12 @@ export interface ListenerOptions {
   homePrefixes?: Record<string, string[]>;
   /** Directory for durable listener state (the last mid per home); absent: kept in memory only. */
   stateDir?: string;
+  /**
+   * DTLS session ticket secret, at least 32 bytes, the same in every listener process of one ISP:
+   * a home whose listener restarted, or that moved to another process, resumes its session (an
+   * abbreviated handshake) instead of a full one. Absent: each process has its own random ticket keys.
+   */
+  ticketSecret?: Buffer;
 }
 
 export interface SessionInfo {

@@ -10,6 +10,7 @@ import { ifMatchOption } from "../coap/options";
 import type { Connection, PeerMove } from "../transport/connection";
 import { CallHomeTransportListener, type AuthFailure, type DropEndEvent, type DropEvent } from "../transport/listener";
 import { isDtlsCertificateKey } from "../transport/dtls/certificate";
+import { MIN_TICKET_SECRET_LENGTH } from "../transport/dtls/ticket";
 import {
   authFailureEvent,
   dropBanEvent,
@@ -158,6 +159,8 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
         `port ${BASE_DOTS_SIGNAL_PORT} is the base DOTS signal channel's; Call Home needs a port of its own (RFC 9066 appendix B), e.g. 4647`,
       );
     }
+    if (options.ticketSecret !== undefined && options.ticketSecret.length < MIN_TICKET_SECRET_LENGTH)
+      throw new RangeError(`ticketSecret needs at least ${MIN_TICKET_SECRET_LENGTH} bytes, got ${options.ticketSecret.length}`);
     for (const p of options.psk ?? []) {
       if (this.pskByIdentity.has(p.identity)) throw new TypeError(`PSK identity "${p.identity}" configured twice`);
       this.pskByIdentity.set(p.identity, { key: Buffer.from(p.key), home: p.home });
@@ -238,6 +241,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
                   ca: dtlsCert.ca as string | Buffer | Array<string | Buffer>,
                 }
               : undefined,
+            ...(o.ticketSecret !== undefined ? { sessionTicketSecret: o.ticketSecret } : {}),
             ...(this.tuning.maxDtlsPeers !== undefined ? { maxPeers: this.tuning.maxDtlsPeers } : {}),
             ...(this.tuning.maxDtlsHandshakesPerSource !== undefined
               ? { maxHandshakingPerSource: this.tuning.maxDtlsHandshakesPerSource }

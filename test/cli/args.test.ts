@@ -22,6 +22,8 @@ const files: Record<string, string> = {
   "/x/isp.key": "KEY",
   "/x/ca.crt": "CA",
   "/x/psk.txt": "  hex:0a0b0c0d0e0f101112131415161718191a\n",
+  "/x/ticket.secret": "k6Vt0l3mR9X2b1uQ8sPzA4cW7yHn5eJd0fGiLoMkNq2rTs6U\n",
+  "/x/short.secret": "0123456789abcdef0123456789abcde\n",
 };
 const read = (f: string): Buffer => {
   if (!(f in files)) throw new CliUsageError(`cannot read ${f}`);
@@ -127,6 +129,24 @@ describe("cli/args", () => {
       assert.equal(c.requestRepeatMs, 50);
       const viaFlag = listen("--psk-identity", "h", "--psk-file", "/x/psk.txt");
       assert.deepEqual(viaFlag.options.psk?.[0].key, Buffer.from("0a0b0c0d0e0f101112131415161718191a", "hex"));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("listen: --ticket-secret-file (or ticketSecretFile in --config) gives the DTLS ticket secret, trailing newline dropped", () => {
+    const psk = ["--psk-identity", "a", "--psk-key", "text:sixteen-byte-key"];
+    assert.equal(listen(...psk).options.ticketSecret, undefined);
+    const c = listen(...psk, "--ticket-secret-file", "/x/ticket.secret");
+    assert.deepEqual(c.options.ticketSecret, Buffer.from("k6Vt0l3mR9X2b1uQ8sPzA4cW7yHn5eJd0fGiLoMkNq2rTs6U"));
+    assert.throws(() => listen(...psk, "--ticket-secret-file", "/x/short.secret"), /31 bytes; a ticket secret needs at least 32/);
+    assert.throws(() => listen(...psk, "--ticket-secret-file", "/x/none"), /cannot read \/x\/none/);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-"));
+    try {
+      fs.writeFileSync(path.join(dir, "t.secret"), "a".repeat(40), { mode: 0o600 });
+      const cfg = path.join(dir, "c.json");
+      fs.writeFileSync(cfg, JSON.stringify({ psk: [{ identity: "h1", key: "text:sixteen-byte-key" }], ticketSecretFile: "t.secret" }));
+      assert.deepEqual((parseListenArgs(["--config", cfg]) as ListenConfig).options.ticketSecret, Buffer.from("a".repeat(40)));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

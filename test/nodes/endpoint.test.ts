@@ -230,6 +230,40 @@ describe("endpoint config nodes: sessions across deploys", function () {
   });
 });
 
+describe("endpoint config nodes: the ISP endpoint's ticket secret", function () {
+  this.timeout(30000);
+  afterEach(async () => {
+    await helper.unload();
+  });
+
+  it("a ticket secret under 32 bytes: the listener shows why, Catch gets it, nothing listens", async () => {
+    const port = await freePort();
+    await helper.load(allNodes, loopFlow({ port }), { ...loopCredentials, ispEp: { ticketSecret: "too-short-a-secret" } });
+    const caught = collect("caught");
+    await waitFor(
+      "the listener's error at Catch",
+      () => caught.find((m) => m.error.source.id === "lis" && /ticket-secret-short/.test(m.error.message)),
+      3000,
+    );
+    assert.equal(lastStatus("lis")?.fill, "red");
+    assert.ok(!engines.keys().includes("ispEp"), "no listener runs");
+  });
+
+  it("a ticket secret of 32 bytes or more reaches the running listener; none means per-process keys", async () => {
+    const port = await freePort();
+    const secret = "0123456789abcdef0123456789abcdef-isp";
+    await helper.load(allNodes, loopFlow({ port }), { ...loopCredentials, ispEp: { ticketSecret: secret } });
+    await waitFor("the listener runs", () => engines.keys().includes("ispEp") || undefined);
+    const listenerOf = (): { options: { ticketSecret?: Buffer } } =>
+      (helper.getNode("ispEp") as unknown as { hub: { engine: { options: { ticketSecret?: Buffer } } } }).hub.engine;
+    assert.deepEqual(listenerOf().options.ticketSecret, Buffer.from(secret));
+    await helper.unload();
+    await helper.load(allNodes, loopFlow({ port }), loopCredentials);
+    await waitFor("the listener runs", () => engines.keys().includes("ispEp") || undefined);
+    assert.equal(listenerOf().options.ticketSecret, undefined);
+  });
+});
+
 describe("endpoint config nodes: v1 flows and durable state", function () {
   this.timeout(60000);
   let userDir = "";

@@ -166,6 +166,12 @@ export interface DtlsServerOptions {
    * be the one the ticket was issued under (a changed or revoked key means a full handshake).
    */
   sessionTicketLifetimeSeconds?: number;
+  /**
+   * Shared ticket secret (at least 32 bytes): ticket keys are derived from it per lifetime period,
+   * so a restarted server, or another one holding the same secret, resumes the sessions this one
+   * issued tickets for. Absent: random keys of this server only.
+   */
+  sessionTicketSecret?: Buffer;
 }
 
 export type HandshakeFailureReason =
@@ -436,7 +442,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.maxRetransmitMs = options.maxRetransmitMs ?? 60000;
     this.cookies = new CookieJar(options.cookieSecretRotationMs ?? 60000);
     const ticketLifetime = options.sessionTicketLifetimeSeconds ?? 3600;
-    this.ticketKeys = ticketLifetime > 0 ? new TicketKeys({ lifetimeSeconds: ticketLifetime }) : undefined;
+    this.ticketKeys =
+      ticketLifetime > 0 ? new TicketKeys({ lifetimeSeconds: ticketLifetime, secret: options.sessionTicketSecret }) : undefined;
   }
 
   /** Established plus handshaking peers. */

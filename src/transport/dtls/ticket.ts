@@ -1,8 +1,10 @@
 // RFC 5077 session tickets for our DTLS server: the session state travels with the client, sealed
 // under a key only this server holds, so resumption keeps no per-session state here (RFC 9132 7.1).
+// The keys are random per process, or derived per period from a shared ticket secret so that a
+// restarted listener, or another process of the same cluster, opens the tickets this one issued.
 // Ticket layout (RFC 5077 4 recommends key_name, IV, encrypted state, MAC; ours uses an AEAD):
 //   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
-import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 import { pooledRandomBytes } from "../random-pool";
 
 export interface TicketState {
@@ -22,9 +24,20 @@ export interface TicketState {
 export interface TicketKeyOptions {
   /** How long a ticket can be used (also the lifetime hint sent); default 3600 s. */
   lifetimeSeconds?: number;
+  /**
+   * Shared ticket secret (at least MIN_TICKET_SECRET_LENGTH bytes): each lifetime period's key is
+   * derived from it (HKDF-SHA256), so every process holding it seals and opens the same tickets.
+   * Absent: random keys of this process only.
+   */
+  secret?: Buffer;
   /** Clock (ms), for tests. */
   now?: () => number;
 }
+
+/** A shared ticket secret has at least this many bytes (as much as the AES-256 key it derives). */
+export const MIN_TICKET_SECRET_LENGTH = 32;
+/** HKDF salt of the derived keys: names what they are for, and versions the derivation. */
+const TICKET_KEY_SALT = "dots-call-home dtls ticket keys v1";
 
 const KEY_NAME_LENGTH = 16;
 const IV_LENGTH = 12;
@@ -57,6 +70,8 @@ interface TicketKey {
   name: Buffer;
   key: Buffer;
   createdAt: number;
+  /** Derived keys: the lifetime period they belong to (seconds since the epoch / lifetime). */
+  period?: number;
 }
 
 /** A digest of a PSK that a ticket carries (sealed) to notice a changed key. */
@@ -65,12 +80,15 @@ export function pskDigest(psk: Buffer): Buffer {
 }
 
 /**
- * The sealing keys: a new random key every lifetime, the previous one kept for opening, so a ticket
- * opens for its whole lifetime and no key outlives two lifetimes (forward secrecy of old tickets).
+ * The sealing keys: a new key every lifetime, the previous one kept for opening, so a ticket opens
+ * for its whole lifetime. Random keys outlive no more than two lifetimes (forward secrecy of old
+ * tickets); derived keys are as secret as the shared secret they come from, which is the price of
+ * resuming across restarts and processes (the same trade as a TLS server's static ticket key file).
  */
 export class TicketKeys {
   readonly lifetimeSeconds: number;
   private readonly now: () => number;
+  private readonly secret: Buffer | undefined;
   private current: TicketKey;
   private previous: TicketKey | undefined;
 
@@ -79,8 +97,14 @@ export class TicketKeys {
     if (!Number.isInteger(this.lifetimeSeconds) || this.lifetimeSeconds < 1 || this.lifetimeSeconds > 7 * 86400) {
       throw new RangeError(`ticket lifetime out of range: ${this.lifetimeSeconds}`); // RFC 5077 allows 7 days at most
     }
+    if (opts.secret !== undefined && opts.secret.length < MIN_TICKET_SECRET_LENGTH) {
+      throw new RangeError(`ticket secret too short: ${opts.secret.length} bytes, at least ${MIN_TICKET_SECRET_LENGTH}`);
+    }
+    this.secret = opts.secret === undefined ? undefined : Buffer.from(opts.secret);
     this.now = opts.now ?? Date.now;
     this.current = this.freshKey();
+    // Derived: the previous period's key opens tickets sealed just before this process started.
+    if (this.current.period !== undefined) this.previous = this.derivedKey(this.current.period - 1);
   }
 
   seal(state: TicketState): Buffer {
@@ -156,6 +180,15 @@ export class TicketKeys {
   }
 
   private rotate(): void {
+    if (this.current.period !== undefined) {
+      // Derived keys change at period boundaries, the same instant in every process.
+      const period = this.periodNow();
+      if (period === this.current.period) return;
+      this.previous?.key.fill(0);
+      this.previous = period === this.current.period + 1 ? this.current : this.derivedKey(period - 1);
+      this.current = this.derivedKey(period);
+      return;
+    }
     if (this.now() - this.current.createdAt < this.lifetimeSeconds * 1000) return;
     this.previous?.key.fill(0);
     this.previous = this.current;
@@ -163,7 +196,21 @@ export class TicketKeys {
   }
 
   private freshKey(): TicketKey {
+    if (this.secret) return this.derivedKey(this.periodNow());
     return { name: randomBytes(KEY_NAME_LENGTH), key: randomBytes(32), createdAt: this.now() };
+  }
+
+  private periodNow(): number {
+    return Math.floor(this.now() / 1000 / this.lifetimeSeconds);
+  }
+
+  /** Key and name of one period: HKDF-SHA256(secret, salt, "key"/"name" + lifetime + period). */
+  private derivedKey(period: number): TicketKey {
+    const info = (what: string): Buffer => Buffer.from(`${what} ${this.lifetimeSeconds} ${period}`, "latin1");
+    const secret = this.secret;
+    if (!secret) throw new Error("no ticket secret"); // a defect: only called with one
+    const derive = (what: string, length: number): Buffer => Buffer.from(hkdfSync("sha256", secret, TICKET_KEY_SALT, info(what), length));
+    return { name: derive("name", KEY_NAME_LENGTH), key: derive("key", 32), createdAt: this.now(), period };
   }
 }
 

@@ -64,6 +64,43 @@ describe("DTLS session tickets: the sealing keys", () => {
     assert.throws(() => new TicketKeys({ lifetimeSeconds: 0 }), RangeError);
   });
 
+  it("with a shared secret, another process's keys (or this one's after a restart) open the ticket; another secret does not", () => {
+    const period = LIFETIME * 1000;
+    let now = 1_700_000_000_000 - (1_700_000_000_000 % period) + period - 30_000; // 30 s before a key period ends
+    const secret = randomBytes(48);
+    const clock = { now: () => now };
+    const s = state(now);
+    const ticket = new TicketKeys({ lifetimeSeconds: LIFETIME, secret, ...clock }).seal(s);
+    assert.deepEqual(new TicketKeys({ lifetimeSeconds: LIFETIME, secret, ...clock }).open(ticket), s);
+    assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME, secret: randomBytes(48), ...clock }).open(ticket), undefined);
+    assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME, ...clock }).open(ticket), undefined); // random keys
+    // The same secret with another lifetime derives other keys.
+    assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME + 1, secret, ...clock }).open(ticket), undefined);
+    // A process started 60 s later, in the next period, still derives the previous period's key...
+    now += 60_000;
+    const restarted = new TicketKeys({ lifetimeSeconds: LIFETIME, secret, ...clock });
+    assert.deepEqual(restarted.open(ticket), s);
+    // ...and the ticket's own lifetime, from the full handshake, still rules.
+    now = s.issuedAt * 1000 + period;
+    assert.equal(restarted.open(ticket), undefined, "older than its lifetime");
+  });
+
+  it("shared-secret keys rotate at the same instant in every process, and a ticket opens across one rotation only", () => {
+    const secret = randomBytes(32);
+    const period = LIFETIME * 1000;
+    let now = 1_700_000_000_000 - (1_700_000_000_000 % period) + period - 5000; // 5 s before a boundary
+    const a = new TicketKeys({ lifetimeSeconds: LIFETIME, secret, now: () => now });
+    const b = new TicketKeys({ lifetimeSeconds: LIFETIME, secret, now: () => now });
+    const s = state(now);
+    const before = a.seal(s);
+    now += 10_000; // both are in the next period now
+    const after = b.seal(s);
+    assert.notDeepEqual(before.subarray(0, 16), after.subarray(0, 16), "a new key name after the boundary");
+    assert.deepEqual(a.open(after), s);
+    assert.deepEqual(b.open(before), s);
+    assert.throws(() => new TicketKeys({ secret: randomBytes(31) }), /at least 32/);
+  });
+
   it(`seeded mutation fuzz: ${fuzzRuns(100_000)} mutated and random tickets never open and never throw`, function () {
     this.timeout(120_000);
     const keys = new TicketKeys({ lifetimeSeconds: LIFETIME });
@@ -145,6 +182,53 @@ describe("DtlsServer offered tickets it never issued", () => {
 });
 
 describe("our DTLS client and our DTLS server: resumption end to end", () => {
+  it("a listener restarted with the same ticket secret resumes the home's session; one without it does a full handshake", async () => {
+    const key = Buffer.from("our-own-pair-key-0123456789");
+    const secret = randomBytes(48);
+    const serve = async (withSecret: boolean): Promise<{ server: DtlsServer; port: number }> => {
+      const server = new DtlsServer({
+        pskLookup: (id) => (id === "home-1" ? key : undefined),
+        ...(withSecret ? { sessionTicketSecret: secret } : {}),
+      });
+      // An echo: the answer shows the server has counted the handshake (at the client's Finished).
+      server.on("connection", (c: DtlsServerConnection) => c.on("message", (m: Buffer) => c.send(m)));
+      return { server, port: (await server.listen(0, "127.0.0.1")).port };
+    };
+    const first = await serve(true);
+    const opts = { address: "127.0.0.1", psk: { identity: "home-1", key } };
+    const echo = async (c: Awaited<ReturnType<typeof dtlsClientConnect>>): Promise<void> => {
+      const back = new Promise<Buffer>((r) => c.once("message", r));
+      c.send(Buffer.from("ping"));
+      assert.equal((await back).toString(), "ping");
+    };
+    const c1 = await dtlsClientConnect({ ...opts, port: first.port });
+    const ticket = c1.resumption;
+    assert.ok(ticket);
+    c1.close();
+    await first.server.close(); // the listener process ends; nothing of the session is left
+    const restarted = await serve(true);
+    try {
+      const c2 = await dtlsClientConnect({ ...opts, port: restarted.port, resumeFrom: ticket });
+      assert.equal(c2.resumed, true);
+      await echo(c2);
+      assert.equal(restarted.server.stats.handshakesResumed, 1);
+      c2.close();
+    } finally {
+      await restarted.server.close();
+    }
+    const other = await serve(false);
+    try {
+      const c3 = await dtlsClientConnect({ ...opts, port: other.port, resumeFrom: ticket });
+      assert.equal(c3.resumed, false, "random keys cannot open the ticket: a full handshake");
+      await echo(c3);
+      assert.equal(other.server.stats.handshakesResumed, 0);
+      assert.equal(other.server.stats.handshakesCompleted, 1);
+      c3.close();
+    } finally {
+      await other.server.close();
+    }
+  });
+
   for (const suite of ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "TLS_PSK_WITH_AES_128_CCM_8"] as const) {
     it(`${suite}: the ticket from the first handshake resumes the second, both sides say so, data flows`, async () => {
       const key = Buffer.from("our-own-pair-key-0123456789");
