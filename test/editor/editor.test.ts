@@ -431,6 +431,11 @@ describe("editor in a real browser (Chromium)", function () {
     assert.equal(await isFlagged("#node-config-input-handshakesPerSource"), false, "an absent per-source cap means the default");
     await enter("#node-config-input-handshakesPerSource", "0");
     assert.equal(await isFlagged("#node-config-input-handshakesPerSource"), true, "no handshake per source is flagged");
+    assert.equal(await isFlagged("#node-config-input-ticketSecret"), false, "no ticket secret: per-process keys");
+    await enter("#node-config-input-ticketSecret", "too short for a secret");
+    assert.equal(await isFlagged("#node-config-input-ticketSecret"), true, "a ticket secret under 32 bytes is flagged");
+    await enter("#node-config-input-ticketSecret", "a ticket secret of thirty-two bytes or more");
+    assert.equal(await isFlagged("#node-config-input-ticketSecret"), false, "a long enough ticket secret");
     await closeConfig("cancel");
 
     await openConfig("dots-home-endpoint", "homeEp");

@@ -3,7 +3,7 @@
 // 2048 bits or more (RSA-PSS or PKCS#1 v1.5, SHA-256), and the checks a peer's chain gets (issuer
 // signatures up to a trusted CA, validity, CA flags, key type, extended key usage, and the RFC 6125
 // name when the client checks the server).
-import { X509Certificate, constants, createHash, createPrivateKey, sign, verify, type KeyObject } from "node:crypto";
+import { X509Certificate, constants, createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import type { PeerIdentity } from "../connection";
 import { certificatePeerIdentityOf, formatSubject } from "../identity";
 import {
@@ -61,7 +61,17 @@ export interface CertificateRefusal {
   readonly subject?: string;
 }
 
-export type ChainCheck = { ok: true; leaf: X509Certificate; leafDer: Buffer } | ({ ok: false } & CertificateRefusal);
+export type ChainCheck =
+  | {
+      ok: true;
+      leaf: X509Certificate;
+      leafDer: Buffer;
+      /** The trust anchor the chain ends at. */
+      anchor: X509Certificate;
+      /** The earliest notAfter of the chain and its anchor (ms since the epoch): the verdict holds until then. */
+      validUntil: number;
+    }
+  | ({ ok: false } & CertificateRefusal);
 
 /** Every PEM certificate block in `pem`, in order. */
 export function splitPemCertificates(pem: PemInput): X509Certificate[] {
@@ -178,9 +188,11 @@ function checkChain(
     );
   }
   // Walk up: each certificate must be signed by the next one sent, or by a trust anchor.
+  let validUntil = Infinity;
   for (let i = 0; i < chain.length; i++) {
     const cert = chain[i];
     const validity = checkValidity(cert, now);
+    validUntil = Math.min(validUntil, Date.parse(cert.validTo));
     if (validity)
       return no(validity.alert, validity.reason, `${i === 0 ? "certificate" : `issuer ${formatSubject(cert.subject)}`} ${validity.detail}`);
     const anchor = anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey));
@@ -192,7 +204,7 @@ function checkChain(
         // The chain is good but names someone else (certificate_unknown: nothing is wrong with it as such).
         return no(AlertDescription.CertificateUnknown, "certificate-name-mismatch", `certificate does not name ${opts.name}`);
       }
-      return { ok: true, leaf, leafDer: Buffer.from(chainDer[0]) };
+      return { ok: true, leaf, leafDer: Buffer.from(chainDer[0]), anchor, validUntil: Math.min(validUntil, Date.parse(anchor.validTo)) };
     }
     const next = chain[i + 1];
     if (!next || !cert.checkIssued(next)) {
@@ -429,6 +441,29 @@ export interface AcceptedCertificate {
   /** "CN=..., O=..." */
   readonly subject: string;
   readonly identity: PeerIdentity;
+  /** SHA-256 of the trust anchor (DER) the chain ended at. */
+  readonly anchor: Buffer;
+  /** The earliest notAfter of the chain and its anchor, ms since the epoch. */
+  readonly validUntil: number;
+}
+
+/**
+ * What a session ticket carries of a certificate session (sealed and authenticated by our ticket
+ * key): enough to resume without parsing or verifying the chain again, and to refuse the
+ * resumption once the chain has expired or its trust anchor is no longer configured.
+ */
+export interface SealedCertificate {
+  leafDer: Buffer;
+  subject: string;
+  spki: Buffer;
+  anchor: Buffer;
+  /** Seconds since the epoch. */
+  validUntil: number;
+}
+
+/** The SHA-256 of a certificate's DER, as AcceptedCertificate.anchor holds it. */
+export function certificateDigest(cert: X509Certificate): Buffer {
+  return createHash("sha256").update(cert.raw).digest();
 }
 
 /**
@@ -438,12 +473,41 @@ export interface AcceptedCertificate {
  */
 export class VerifiedCertificates {
   private readonly entries = new Map<string, VerifiedEntry>();
+  /** Trust anchors by certificateDigest (hex), with their notAfter (ms). */
+  private readonly anchorsByDigest = new Map<string, number>();
 
   constructor(
     private readonly anchors: readonly X509Certificate[],
     private readonly maxEntries = 4096,
     private readonly lifetimeMs = 300_000,
-  ) {}
+  ) {
+    for (const a of anchors) this.anchorsByDigest.set(certificateDigest(a).toString("hex"), Date.parse(a.validTo));
+  }
+
+  /**
+   * A certificate session from one of our tickets: this server (or one sharing its ticket secret)
+   * checked the chain when it issued the ticket, so resuming needs only what may have changed since:
+   * the chain's expiry and whether its trust anchor is still one of ours. Nothing is parsed, so a
+   * storm of resumptions after a restart costs no chain checks.
+   */
+  resume(sealed: SealedCertificate, now = Date.now()): AcceptedCertificate | undefined {
+    const anchorUntil = this.anchorsByDigest.get(sealed.anchor.toString("hex"));
+    if (anchorUntil === undefined || !(now <= anchorUntil) || !(now <= sealed.validUntil * 1000)) return undefined;
+    const { leafDer, subject, spki, anchor } = sealed;
+    let publicKey: KeyObject | undefined;
+    return {
+      leafDer,
+      subject,
+      anchor,
+      validUntil: sealed.validUntil * 1000,
+      identity: { method: "certificate", subject, spki, certificate: leafDer },
+      // Only a full handshake's CertificateVerify needs the key object; a resumed session never does.
+      get publicKey(): KeyObject {
+        publicKey ??= createPublicKey({ key: spki, format: "der", type: "spki" });
+        return publicKey;
+      },
+    };
+  }
 
   /** checkPeerChain for a client chain; an accepted one comes back with its key and identity. */
   check(chainDer: readonly Buffer[], now = Date.now()): { ok: true; accepted: AcceptedCertificate } | ({ ok: false } & CertificateRefusal) {
@@ -458,8 +522,10 @@ export class VerifiedCertificates {
       publicKey: result.leaf.publicKey,
       subject: formatSubject(result.leaf.subject),
       identity: certificatePeerIdentityOf(result.leaf, result.leafDer),
+      anchor: certificateDigest(result.anchor),
+      validUntil: result.validUntil,
     };
-    this.entries.set(key, { until: Math.min(Date.parse(result.leaf.validTo), now + this.lifetimeMs), accepted });
+    this.entries.set(key, { until: Math.min(result.validUntil, now + this.lifetimeMs), accepted });
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
     return { ok: true, accepted };
   }

@@ -79,11 +79,12 @@ import {
   verifyParts,
   VerifiedCertificates,
   type AcceptedCertificate,
+  type SealedCertificate,
   type CertificateCredentials,
   type CertificateKeyKind,
   type PemInput,
 } from "./certificate";
-import { MAX_TICKET_CERTIFICATE_BYTES, TicketKeys, buildNewSessionTicket, pskDigest, type TicketState } from "./ticket";
+import { TicketKeys, buildNewSessionTicket, fitsTicket, pskDigest, type TicketState } from "./ticket";
 
 export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
 
@@ -958,12 +959,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const suite = this.suites.find((s) => s.id === state.suiteId);
     if (!suite || !hello.cipherSuites.includes(suite.id) || state.extendedMasterSecret !== hello.extendedMasterSecret) return forget(state);
     if (state.certificate || certificateKeyKind(suite) !== undefined) {
-      // The client's leaf must still be valid and signed by a CA we trust now (an intermediate-issued
-      // one cannot be re-checked from the leaf alone: a full handshake then).
+      // The chain must not have expired and its trust anchor must still be one of ours.
       if (!state.certificate || certificateKeyKind(suite) === undefined) return forget(state);
-      const check = this.verified.check([state.certificate]);
-      if (!check.ok) return forget(state);
-      return { state, suite, certificate: check.accepted };
+      const accepted = this.verified.resume(state.certificate);
+      if (!accepted) return forget(state);
+      return { state, suite, certificate: accepted };
     }
     let psk: Buffer | undefined | Promise<Buffer | undefined>;
     try {
@@ -1306,9 +1306,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return this.established(peer, handshake);
     }
     transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    // A PSK session's ticket names its identity and key; a certificate session's carries the client's leaf.
-    const ticketCertificate =
-      peer.certificate && peer.certificate.leafDer.length <= MAX_TICKET_CERTIFICATE_BYTES ? peer.certificate.leafDer : undefined;
+    // A PSK session's ticket names its identity and key; a certificate session's carries the client's
+    // leaf with what its chain check found (the anchor, the expiry), so resuming needs no check again.
+    const c = peer.certificate;
+    const sealedCertificate: SealedCertificate | undefined =
+      c && c.identity.spki
+        ? { leafDer: c.leafDer, subject: c.subject, spki: c.identity.spki, anchor: c.anchor, validUntil: Math.floor(c.validUntil / 1000) }
+        : undefined;
+    const ticketCertificate = sealedCertificate && fitsTicket(sealedCertificate) ? sealedCertificate : undefined;
     if (handshake.issueTicket && this.ticketKeys) {
       // Promised in the ServerHello: a ticket, or an empty one when this session has nothing to seal
       // (a client without a certificate where none is required; RFC 5077 3.3).

@@ -6,6 +6,7 @@
 //   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 import { pooledRandomBytes } from "../random-pool";
+import type { SealedCertificate } from "./certificate";
 
 export interface TicketState {
   suiteId: number;
@@ -17,8 +18,8 @@ export interface TicketState {
   issuedAt: number;
   /** pskDigest() of the identity's key then: a changed or revoked key refuses the ticket. */
   pskDigest: Buffer;
-  /** Certificate sessions: the client's leaf (DER), checked again on resumption; identity and pskDigest unused. */
-  certificate?: Buffer;
+  /** Certificate sessions: the client's leaf and what the chain check found; identity and pskDigest unused. */
+  certificate?: SealedCertificate;
 }
 
 export interface TicketKeyOptions {
@@ -45,10 +46,19 @@ const TAG_LENGTH = 16;
 const MASTER_LENGTH = 48;
 const PSK_DIGEST_LENGTH = 16;
 const STATE_VERSION = 1;
-/** The state of a certificate session: version 1's fields, then certificate<1..MAX_CERTIFICATE_BYTES>. */
-const STATE_VERSION_CERTIFICATE = 2;
+/**
+ * The state of a certificate session: version 1's fields, then certificate<1..MAX_TICKET_CERTIFICATE_BYTES>,
+ * subject<0..MAX_TICKET_SUBJECT_BYTES>, spki<1..MAX_TICKET_SPKI_BYTES>, anchor digest (32),
+ * valid-until seconds (uint48). (Version 2, the leaf alone, is no longer issued or accepted.)
+ */
+const STATE_VERSION_CERTIFICATE = 3;
 /** A ticket carries a client leaf up to this size; a larger one gets no ticket. */
 export const MAX_TICKET_CERTIFICATE_BYTES = 4096;
+/** Subject text and public key of the leaf: larger ones get no ticket (RSA-4096's SPKI is 550 bytes). */
+const MAX_TICKET_SUBJECT_BYTES = 1024;
+const MAX_TICKET_SPKI_BYTES = 1024;
+const ANCHOR_DIGEST_LENGTH = 32;
+const VALID_UNTIL_BYTES = 6;
 /** Identities are at most 2^16-1 bytes on the wire; a ticket carries at most this many. */
 const MAX_IDENTITY_BYTES = 1024;
 export const MAX_TICKET_LENGTH =
@@ -64,7 +74,28 @@ export const MAX_TICKET_LENGTH =
   MASTER_LENGTH +
   2 +
   MAX_TICKET_CERTIFICATE_BYTES +
+  2 +
+  MAX_TICKET_SUBJECT_BYTES +
+  2 +
+  MAX_TICKET_SPKI_BYTES +
+  ANCHOR_DIGEST_LENGTH +
+  VALID_UNTIL_BYTES +
   TAG_LENGTH;
+
+/** Whether a certificate session fits in a ticket (else the session gets none). */
+export function fitsTicket(c: SealedCertificate): boolean {
+  return (
+    c.leafDer.length > 0 &&
+    c.leafDer.length <= MAX_TICKET_CERTIFICATE_BYTES &&
+    Buffer.byteLength(c.subject, "utf8") <= MAX_TICKET_SUBJECT_BYTES &&
+    c.spki.length > 0 &&
+    c.spki.length <= MAX_TICKET_SPKI_BYTES &&
+    c.anchor.length === ANCHOR_DIGEST_LENGTH &&
+    Number.isInteger(c.validUntil) &&
+    c.validUntil >= 0 &&
+    c.validUntil < 2 ** 48
+  );
+}
 
 interface TicketKey {
   name: Buffer;
@@ -114,8 +145,10 @@ export class TicketKeys {
       throw new RangeError("ticket state out of range"); // a defect: callers pass what the handshake produced
     }
     const cert = state.certificate;
-    if (cert && (cert.length === 0 || cert.length > MAX_TICKET_CERTIFICATE_BYTES)) throw new RangeError("ticket certificate out of range");
-    const certBytes = cert ? 2 + cert.length : 0;
+    if (cert && !fitsTicket(cert)) throw new RangeError("ticket certificate out of range"); // a defect: callers check fitsTicket
+    const subject = cert ? Buffer.from(cert.subject, "utf8") : undefined;
+    const certBytes =
+      cert && subject ? 2 + cert.leafDer.length + 2 + subject.length + 2 + cert.spki.length + ANCHOR_DIGEST_LENGTH + VALID_UNTIL_BYTES : 0;
     const plain = Buffer.alloc(1 + 2 + 1 + 4 + 2 + identity.length + PSK_DIGEST_LENGTH + MASTER_LENGTH + certBytes);
     let at = plain.writeUInt8(cert ? STATE_VERSION_CERTIFICATE : STATE_VERSION, 0);
     at = plain.writeUInt16BE(state.suiteId, at);
@@ -125,9 +158,13 @@ export class TicketKeys {
     at += identity.copy(plain, at);
     at += state.pskDigest.copy(plain, at);
     at += state.master.copy(plain, at);
-    if (cert) {
-      at = plain.writeUInt16BE(cert.length, at);
-      cert.copy(plain, at);
+    if (cert && subject) {
+      for (const part of [cert.leafDer, subject, cert.spki]) {
+        at = plain.writeUInt16BE(part.length, at);
+        at += part.copy(plain, at);
+      }
+      at += cert.anchor.copy(plain, at);
+      plain.writeUIntBE(cert.validUntil, at, VALID_UNTIL_BYTES);
     }
     const iv = pooledRandomBytes(IV_LENGTH);
     const cipher = createCipheriv("aes-256-gcm", this.current.key, iv, { authTagLength: TAG_LENGTH });
@@ -159,10 +196,10 @@ export class TicketKeys {
     if (plain.length < 10 || (plain[0] !== STATE_VERSION && plain[0] !== STATE_VERSION_CERTIFICATE)) return undefined;
     const identityLength = plain.readUInt16BE(8);
     const fixedEnd = 10 + identityLength + PSK_DIGEST_LENGTH + MASTER_LENGTH;
-    let certificate: Buffer | undefined;
+    let certificate: SealedCertificate | undefined;
     if (plain[0] === STATE_VERSION_CERTIFICATE) {
-      if (plain.length < fixedEnd + 2 || plain.length !== fixedEnd + 2 + plain.readUInt16BE(fixedEnd)) return undefined;
-      certificate = Buffer.from(plain.subarray(fixedEnd + 2));
+      certificate = readSealedCertificate(plain, fixedEnd);
+      if (!certificate) return undefined;
     } else if (plain.length !== fixedEnd) return undefined;
     const issuedAt = plain.readUInt32BE(4);
     const age = Math.floor(this.now() / 1000) - issuedAt;
@@ -212,6 +249,27 @@ export class TicketKeys {
     const derive = (what: string, length: number): Buffer => Buffer.from(hkdfSync("sha256", secret, TICKET_KEY_SALT, info(what), length));
     return { name: derive("name", KEY_NAME_LENGTH), key: derive("key", 32), createdAt: this.now(), period };
   }
+}
+
+/** The certificate part of a version-3 state from `at` to its end; undefined when it does not fit exactly. */
+function readSealedCertificate(plain: Buffer, at: number): SealedCertificate | undefined {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < 3; i++) {
+    if (plain.length < at + 2) return undefined;
+    const n = plain.readUInt16BE(at);
+    if (plain.length < at + 2 + n) return undefined;
+    parts.push(Buffer.from(plain.subarray(at + 2, at + 2 + n)));
+    at += 2 + n;
+  }
+  if (plain.length !== at + ANCHOR_DIGEST_LENGTH + VALID_UNTIL_BYTES) return undefined;
+  const [leafDer, subject, spki] = parts;
+  return {
+    leafDer,
+    subject: subject.toString("utf8"),
+    spki,
+    anchor: Buffer.from(plain.subarray(at, at + ANCHOR_DIGEST_LENGTH)),
+    validUntil: plain.readUIntBE(at + ANCHOR_DIGEST_LENGTH, VALID_UNTIL_BYTES),
+  };
 }
 
 /** RFC 5077 3.3 NewSessionTicket body: ticket_lifetime_hint (seconds), ticket<0..2^16-1>. */

@@ -3,12 +3,14 @@
 // test/interop/dtls-server.test.ts (openssl s_client -sess_out / -sess_in).
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
-import { randomBytes } from "node:crypto";
+import { X509Certificate, randomBytes } from "node:crypto";
 import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../../src/transport/dtls";
 import { dtlsClientConnect } from "../../../src/transport/dtls/client";
 import { encodeHandshake } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
 import { MAX_TICKET_LENGTH, TicketKeys, pskDigest, type TicketState } from "../../../src/transport/dtls/ticket";
+import { VerifiedCertificates } from "../../../src/transport/dtls/certificate";
+import { makeTestPki, type TestPki } from "../../support/certs";
 import { fuzzRuns, mutator } from "../../support/fuzz";
 
 const LIFETIME = 600;
@@ -34,6 +36,29 @@ describe("DTLS session tickets: the sealing keys", () => {
     assert.equal(ticket.indexOf(Buffer.from("home-1")), -1);
     assert.deepEqual(keys.open(ticket), s);
     assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME }).open(ticket), undefined); // another server's key
+  });
+
+  it("a certificate session's ticket carries the leaf, subject, key, anchor and expiry, and opens to the same; malformed ones do not seal", () => {
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME });
+    const certificate = {
+      leafDer: randomBytes(700),
+      subject: "CN=home-1.example, O=Példa",
+      spki: randomBytes(91),
+      anchor: randomBytes(32),
+      validUntil: 253402300799, // 9999-12-31T23:59:59Z: past 2^32 seconds, so 48 bits
+    };
+    const s = { ...state(Date.now()), identity: "", certificate };
+    const ticket = keys.seal(s);
+    assert.equal(ticket.indexOf(certificate.leafDer), -1);
+    assert.deepEqual(keys.open(ticket), s);
+    assert.throws(() => keys.seal({ ...s, certificate: { ...certificate, anchor: randomBytes(31) } }), RangeError);
+    assert.throws(() => keys.seal({ ...s, certificate: { ...certificate, spki: Buffer.alloc(0) } }), RangeError);
+    assert.throws(() => keys.seal({ ...s, certificate: { ...certificate, validUntil: Number.NaN } }), RangeError);
+    for (let i = 0; i < ticket.length * 8; i += 7) {
+      const bad = Buffer.from(ticket);
+      bad[i >> 3] ^= 1 << (i & 7);
+      assert.equal(keys.open(bad), undefined, `bit ${i}`);
+    }
   });
 
   it("every single-bit change anywhere in a ticket is refused", () => {
@@ -178,6 +203,83 @@ describe("DtlsServer offered tickets it never issued", () => {
     }
     assert.equal(server.stats.handshakesResumed, 0);
     assert.deepEqual(internal, []);
+  });
+});
+
+describe("certificate homes: resumption after a listener restart, without checking the chain again", function () {
+  this.timeout(30_000);
+  let pki: TestPki;
+  before(async () => {
+    pki = await makeTestPki();
+  });
+
+  it("the restarted server resumes from what the ticket vouches for; one that no longer trusts the home's CA makes it a full handshake (refused)", async () => {
+    const secret = randomBytes(48);
+    const serve = async (ca: string | Buffer): Promise<{ server: DtlsServer; port: number; peers: string[] }> => {
+      const server = new DtlsServer({ certificate: { cert: pki.isp.cert, key: pki.isp.key, ca }, sessionTicketSecret: secret });
+      const peers: string[] = [];
+      server.on("connection", (c: DtlsServerConnection) => {
+        peers.push(c.peer.subject ?? "");
+        c.on("message", (m: Buffer) => c.send(m));
+      });
+      server.on("handshake-failed", () => undefined);
+      return { server, port: (await server.listen(0, "127.0.0.1")).port, peers };
+    };
+    const home = { cert: pki.home1.cert, key: pki.home1.key, ca: pki.ca.cert, servername: "isp.example" };
+    const first = await serve(pki.ca.cert);
+    const c1 = await dtlsClientConnect({ address: "127.0.0.1", port: first.port, certificate: home });
+    const ticket = c1.resumption;
+    assert.ok(ticket);
+    c1.close();
+    await first.server.close();
+
+    const restarted = await serve(pki.ca.cert);
+    try {
+      const c2 = await dtlsClientConnect({ address: "127.0.0.1", port: restarted.port, certificate: home, resumeFrom: ticket });
+      assert.equal(c2.resumed, true);
+      const back = new Promise<Buffer>((r) => c2.once("message", r));
+      c2.send(Buffer.from("ping"));
+      assert.equal((await back).toString(), "ping");
+      assert.equal(restarted.server.stats.handshakesResumed, 1);
+      assert.deepEqual(restarted.peers, ["CN=home-1.example"], "the resumed session is still the home's certificate");
+      c2.close();
+    } finally {
+      await restarted.server.close();
+    }
+
+    // Same ticket secret, but the home's CA is gone from the server's list: no resumption, and the
+    // full handshake that follows refuses the home (unknown_ca).
+    const distrusting = await serve(pki.rogueCa.cert);
+    try {
+      await assert.rejects(dtlsClientConnect({ address: "127.0.0.1", port: distrusting.port, certificate: home, resumeFrom: ticket }));
+      assert.equal(distrusting.server.stats.handshakesResumed, 0);
+      assert.deepEqual(distrusting.peers, []);
+    } finally {
+      await distrusting.server.close();
+    }
+  });
+
+  it("VerifiedCertificates.resume: refused once the chain's expiry has passed or its anchor has, or for an anchor not configured", () => {
+    const ca = new X509Certificate(pki.ca.cert);
+    const verified = new VerifiedCertificates([ca]);
+    const leaf = new X509Certificate(pki.home1.cert);
+    const checked = verified.check([leaf.raw]);
+    assert.ok(checked.ok);
+    const sealed = {
+      leafDer: leaf.raw,
+      subject: checked.accepted.subject,
+      spki: checked.accepted.identity.spki!,
+      anchor: checked.accepted.anchor,
+      validUntil: Math.floor(checked.accepted.validUntil / 1000),
+    };
+    const now = Date.now();
+    const resumed = verified.resume(sealed, now);
+    assert.ok(resumed);
+    assert.deepEqual(resumed.identity, checked.accepted.identity);
+    assert.equal(resumed.publicKey.asymmetricKeyType, "ec"); // made from the sealed SPKI when asked
+    assert.equal(verified.resume({ ...sealed, validUntil: Math.floor(now / 1000) - 1 }, now), undefined);
+    assert.equal(verified.resume(sealed, Date.parse(ca.validTo) + 1000), undefined);
+    assert.equal(verified.resume({ ...sealed, anchor: randomBytes(32) }, now), undefined);
   });
 });
 
