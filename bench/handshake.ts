@@ -14,6 +14,7 @@ import * as fs from "node:fs";
 import { makeTestPki, type TestPki } from "../test/support/certs";
 import { DtlsServer, type DtlsCipherSuiteName, type DtlsServerOptions } from "../src/transport/dtls";
 import { dtlsClientConnect } from "../src/transport/dtls/client";
+import type { DtlsResumption } from "../src/transport/dtls/resumption";
 import { cpuMicrosOf } from "./lib/cpu";
 import { makeHomeCertificates, type HomeCertificate } from "./lib/home-certificates";
 import { runReconnectStorm } from "./lib/reconnect-storm";
@@ -83,9 +84,15 @@ async function clientHandshakes(port: number, n: number, parallel: number): Prom
   process.stdout.write(JSON.stringify({ ok, failed, seconds }) + "\n");
 }
 
-/** Child mode 2: the same with our DTLS client (the home's default) offering one suite. */
+/**
+ * Child mode 2: the same with our DTLS client (the home's default) offering one suite. With
+ * DOTS_BENCH_RESUME=1 every handshake after a worker's first offers the latest ticket it holds
+ * (RFC 5077 abbreviated handshakes); the report counts those the server resumed.
+ */
 async function ourClientHandshakes(port: number, n: number, parallel: number, suite: DtlsCipherSuiteName): Promise<void> {
-  const one = async (): Promise<boolean> => {
+  const resume = process.env.DOTS_BENCH_RESUME === "1";
+  let resumedCount = 0;
+  const one = async (ticket?: { current?: DtlsResumption }): Promise<boolean> => {
     try {
       // ECDHE_ECDSA: the home's certificate from the files the parent made (DOTS_BENCH_CERTS: cert, key, ca paths).
       const files = process.env.DOTS_BENCH_CERTS
@@ -107,29 +114,39 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
         ...credentials,
         suites: [suite],
         handshakeTimeoutMs: 3000,
+        ...(ticket?.current ? { resumeFrom: ticket.current } : {}),
       });
+      if (ticket) {
+        if (c.resumed) resumedCount++;
+        // A server may send a new ticket with a resumption (OpenSSL does); ours lets the first one serve on.
+        ticket.current = c.resumption ?? ticket.current;
+      }
       c.close();
       return true;
     } catch {
       return false;
     }
   };
-  for (let i = 0; i < 10; i++) await one();
+  const warmTicket: { current?: DtlsResumption } | undefined = resume ? {} : undefined;
+  for (let i = 0; i < 10; i++) await one(warmTicket);
   let ok = 0;
   let failed = 0;
   let started = 0;
+  resumedCount = 0;
   const t0 = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: parallel }, async () => {
+      // Each worker starts from a ticket of its own (taken before the clock started).
+      const ticket = resume ? { current: warmTicket?.current } : undefined;
       while (started < n) {
         started++;
-        if (await one()) ok++;
+        if (await one(ticket)) ok++;
         else failed++;
       }
     }),
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  process.stdout.write(JSON.stringify({ ok, failed, seconds }) + "\n");
+  process.stdout.write(JSON.stringify({ ok, failed, seconds, resumed: resumedCount }) + "\n");
 }
 
 function runChild(args: string[], env?: Record<string, string>): { child: ChildProcess; line: Promise<Record<string, number>> } {
@@ -297,26 +314,29 @@ async function main(): Promise<void> {
     await srv.close();
     return { r, rate: r.ok / r.seconds, cpuPer: (used.user + used.system) / (r.ok + 10) };
   };
-  for (const suite of [
-    "TLS_PSK_WITH_AES_128_CCM_8",
-    "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-  ] as DtlsCipherSuiteName[]) {
+  for (const [suite, resumed] of [
+    ["TLS_PSK_WITH_AES_128_CCM_8", false],
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", false],
+    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", false],
+    ["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", false],
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", true],
+    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true],
+  ] as Array<[DtlsCipherSuiteName, boolean]>) {
     const rsa = suite.includes("_RSA_");
     const certificates = rsa || suite.includes("ECDSA");
     const isp = rsa ? pki.ispRsa : pki.isp;
-    const env = certificates ? certEnv : undefined;
+    const env = { ...(certificates ? certEnv : {}), ...(resumed ? { DOTS_BENCH_RESUME: "1" } : {}) };
     console.log(
-      `\nDTLS 1.2 handshakes${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""}), ${handshakes} handshakes, ${parallel} in parallel`,
+      `\nDTLS 1.2 ${resumed ? "resumed handshakes (each from the worker's latest RFC 5077 ticket)" : "handshakes"}${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""}), ${handshakes} handshakes, ${parallel} in parallel`,
     );
     const { r, rate, cpuPer } = await ourServerRun(
       rsa ? rsaServer : certificates ? certServer : { ...pskServer, pskHint: "CoAP" },
       suite,
       env,
     );
+    const resumedNote = (x: Record<string, number>): string => (resumed ? `, resumed ${x.resumed}` : "");
     console.log(
-      `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed})`,
+      `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}${resumedNote(r)})`,
     );
     if (!libcoap) continue;
     const lib = await startLibcoap(certificates ? ["-c", isp.certPath, "-j", isp.keyPath, "-C", pki.ca.certPath] : undefined);
@@ -327,7 +347,7 @@ async function main(): Promise<void> {
       const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
       const refRate = ref.ok / ref.seconds;
       console.log(
-        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})`,
+        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed}${resumedNote(ref)})`,
       );
       console.log(
         `  ratio ours / reference: ${(rate / refRate).toFixed(2)}x handshake rate (goal >= 1.0x); server CPU per handshake ${(cpuPer / refCpu).toFixed(2)}x (goal <= 1.5x)`,
