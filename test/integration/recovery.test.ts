@@ -63,52 +63,44 @@ describe("recovery: graceful listener stop", function () {
       assert.ok(backMs < 8000, `back after ${backMs} ms`);
     });
   }
-});
 
-describe("recovery: a restarted listener with the ISP's ticket secret resumes DTLS sessions", function () {
-  this.timeout(30_000);
-  let pki: TestPki;
-  const open: Array<{ stop(): Promise<void> }> = [];
-  before(async () => {
-    pki = await makeTestPki();
-  });
-  afterEach(async () => {
-    for (const o of open.splice(0).reverse()) await o.stop();
-  });
-  const dtls: Variant = { name: "dtls-psk", transport: "udp" };
-  const secret = randomBytes(48);
+  // The same set-up (the hooks above apply here too).
+  describe("a restarted listener with the ISP's ticket secret resumes DTLS sessions", () => {
+    const dtls: Variant = { name: "dtls-psk", transport: "udp" };
+    const secret = randomBytes(48);
 
-  for (const shared of [true, false]) {
-    it(`${shared ? "the same ticket secret: the home's redial is an abbreviated handshake" : "no ticket secret: the redial is a full handshake"}`, async () => {
-      const extra = shared ? { ticketSecret: secret } : {};
-      const first = new CallHomeListener(listenerOptions(dtls, pki, extra), FAST_ISP);
-      first.on("error", () => undefined);
-      await first.start();
-      const port = first.port as number;
-      const dialer = new CallHomeDialer({ ...dialerOptions(dtls, pki, port), tuning: { dtlsHandshakeTimeoutMs: 500 } });
-      dialer.on("error", () => undefined);
-      open.push(dialer);
-      const up1 = waitFor<[SessionInfo]>(first, "session-up");
-      await dialer.start();
-      await up1;
-      assert.equal((dialer.connection as DtlsClient).resumed, false);
-      await first.stop();
-      // Another listener object, as a restarted process or another member of the cluster would be.
-      const again = new CallHomeListener(listenerOptions(dtls, pki, { port, ...extra }), FAST_ISP);
-      again.on("error", () => undefined);
-      open.push(again);
-      const up2 = waitFor<[SessionInfo]>(again, "session-up", () => true, 9000);
-      await again.start();
-      const [s] = await up2;
-      assert.equal(s.home, PSK_IDENTITY);
-      const c = dialer.connection as DtlsClient;
-      assert.equal(c.resumed, shared);
-      assert.equal(c.handshakeTypes.includes(HandshakeType.ClientKeyExchange), !shared);
+    for (const shared of [true, false]) {
+      it(`${shared ? "the same ticket secret: the home's redial is an abbreviated handshake" : "no ticket secret: the redial is a full handshake"}`, async () => {
+        const extra = shared ? { ticketSecret: secret } : {};
+        const first = new CallHomeListener(listenerOptions(dtls, pki, extra), FAST_ISP);
+        first.on("error", () => undefined);
+        await first.start();
+        const port = first.port as number;
+        const dialer = new CallHomeDialer({ ...dialerOptions(dtls, pki, port), tuning: { dtlsHandshakeTimeoutMs: 500 } });
+        dialer.on("error", () => undefined);
+        open.push(dialer);
+        const up1 = waitFor<[SessionInfo]>(first, "session-up");
+        await dialer.start();
+        await up1;
+        assert.equal((dialer.connection as DtlsClient).resumed, false);
+        await first.stop();
+        // Another listener object, as a restarted process or another member of the cluster would be.
+        const again = new CallHomeListener(listenerOptions(dtls, pki, { port, ...extra }), FAST_ISP);
+        again.on("error", () => undefined);
+        open.push(again);
+        const up2 = waitFor<[SessionInfo]>(again, "session-up", () => true, 9000);
+        await again.start();
+        const [s] = await up2;
+        assert.equal(s.home, PSK_IDENTITY);
+        const c = dialer.connection as DtlsClient;
+        assert.equal(c.resumed, shared);
+        assert.equal(c.handshakeTypes.includes(HandshakeType.ClientKeyExchange), !shared);
+      });
+    }
+
+    it("a ticket secret shorter than 32 bytes is refused when the listener is made", () => {
+      assert.throws(() => new CallHomeListener(listenerOptions(dtls, pki, { ticketSecret: randomBytes(31) })), /at least 32 bytes, got 31/);
     });
-  }
-
-  it("a ticket secret shorter than 32 bytes is refused when the listener is made", () => {
-    assert.throws(() => new CallHomeListener(listenerOptions(dtls, pki, { ticketSecret: randomBytes(31) })), /at least 32 bytes, got 31/);
   });
 });
 
