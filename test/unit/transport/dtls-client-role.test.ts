@@ -452,8 +452,10 @@ describe("transport/dtls client role", function () {
     closers.push(() => p.close());
     const c = await connect(p.port, { ...opts, port: p.port, resumeFrom: first.resumption });
     assert.equal(c.resumed, true);
-    for (let i = 0; i < 100 && c.stats.retransmissions === 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(dropped, 2, "our final flight went out again");
+    // The resent flight reaches the proxy a moment after the client counts it: wait for what the proxy saw.
+    for (let i = 0; i < 100 && dropped < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(dropped >= 2, "our final flight went out again");
+    assert.ok(c.stats.retransmissions >= 1);
     c.send(Buffer.from("after-loss\n"));
     await peer.waitFor(/after-loss/);
     await peer.waitFor(/Reused session-id/);
