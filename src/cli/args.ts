@@ -500,6 +500,11 @@ const defaultReader: FileReader = (file) => {
   }
 };
 
+/** A file named by a flag (as given) or by a --config key (relative to the config file). */
+function flagOrConfigPath(f: ParsedFlags["values"], flag: string, value: unknown, key: string, base: string | undefined): string {
+  return f[flag] !== undefined ? str(value, flag) : resolveFrom(base, str(value, key));
+}
+
 function resolveFrom(base: string | undefined, p: string): string {
   if (!base || p.startsWith("/")) return p;
   return `${base}/${p}`;
@@ -683,7 +688,7 @@ function mqttFrom(
     throw new CliUsageError(`"mqtt.password" in --config: put the password in a file ("passwordFile") or ${MQTT_PASSWORD_ENV}`);
   if (pwFile !== undefined)
     out.password = Buffer.from(
-      read(f["mqtt-password-file"] !== undefined ? str(pwFile, "mqtt-password-file") : resolveFrom(base, str(pwFile, "mqtt.passwordFile")))
+      read(flagOrConfigPath(f, "mqtt-password-file", pwFile, "mqtt.passwordFile", base))
         .toString("utf8")
         .trim(),
       "utf8",
@@ -694,7 +699,7 @@ function mqttFrom(
   const fileArg = (flag: string, key: string): Buffer | undefined => {
     const v = pick(flag, key);
     if (v === undefined) return undefined;
-    return read(f[flag] !== undefined ? str(v, flag) : resolveFrom(base, str(v, `mqtt.${key}`)));
+    return read(flagOrConfigPath(f, flag, v, `mqtt.${key}`, base));
   };
   const ca = fileArg("mqtt-ca", "ca");
   const cert = fileArg("mqtt-cert", "cert");
@@ -817,10 +822,7 @@ export function parseListenArgs(
   options.stateDir = stateDirFrom(f["state-dir"], settings.stateDir, fileBase);
   const secretFile = f["ticket-secret-file"] ?? settings.ticketSecretFile;
   if (secretFile !== undefined) {
-    const file =
-      f["ticket-secret-file"] !== undefined
-        ? str(secretFile, "ticket-secret-file")
-        : resolveFrom(fileBase, str(secretFile, "ticketSecretFile"));
+    const file = flagOrConfigPath(f, "ticket-secret-file", secretFile, "ticketSecretFile", fileBase);
     // The file's bytes without trailing white space (a newline from an editor or echo).
     const secret = Buffer.from(read(file).toString("latin1").trimEnd(), "latin1");
     if (secret.length < MIN_TICKET_SECRET_LENGTH)

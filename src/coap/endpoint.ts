@@ -109,7 +109,7 @@ export const ENDPOINT_LIMITS: EndpointLimits = {
 
 export interface OutgoingRequest {
   method: "GET" | "PUT" | "DELETE" | "POST";
-  path: string[];
+  path: readonly string[];
   query?: string[];
   /** UDP only: CON (default) or NON. */
   confirmable?: boolean;

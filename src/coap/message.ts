@@ -55,10 +55,10 @@ export function code(cls: number, detail: number): number {
   return ((cls & 0x07) << 5) | (detail & 0x1f);
 }
 
-/** Parses the dotted form back into a code byte: "4.00" -> 0x80. Throws RangeError on anything else. */
 /** Parsed codes by their text: at most 256 valid ones, asked for on every response. */
 const CODES_BY_TEXT = new Map<string, number>();
 
+/** Parses the dotted form back into a code byte: "4.00" -> 0x80. Throws RangeError on anything else. */
 export function codeFromString(c: string): number {
   const known = CODES_BY_TEXT.get(c);
   if (known !== undefined) return known;

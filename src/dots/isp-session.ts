@@ -103,10 +103,6 @@ export function configPath(sid?: number): string[] {
 /** One shared array: a heartbeat goes out every interval on every session, and nothing changes it. */
 const HEARTBEAT_PATH: readonly string[] = Object.freeze([...WELL_KNOWN_DOTS, "hb"]);
 
-export function heartbeatPath(): string[] {
-  return HEARTBEAT_PATH as string[];
-}
-
 /** RFC 9066 section 5.2.2 example: /redirect/cuid=.../mid=... */
 export function redirectPath(cuid: string, mid: number): string[] {
   return [...WELL_KNOWN_DOTS, "redirect", `cuid=${cuid}`, `mid=${mid}`];
@@ -326,7 +322,7 @@ export function outcome(code: string, body: DotsJson | string | undefined, cuid:
 /** A request as the session asks for it; the engine's adapter maps it onto the CoAP endpoint. */
 export interface SessionRequest {
   method: "GET" | "PUT" | "DELETE";
-  path: string[];
+  path: readonly string[];
   confirmable: boolean;
   /** JSON view (the adapter encodes it as application/dots+cbor), or raw CBOR bytes sent as they are. */
   body?: DotsJson | Buffer;
@@ -755,7 +751,7 @@ export class IspSession extends EventEmitter {
     try {
       const res = await this.endpoint.request({
         method: "PUT",
-        path: heartbeatPath(),
+        path: HEARTBEAT_PATH,
         confirmable: false,
         body: encodedHeartbeat(peer),
         timeoutMs: Math.max(1000, this.heartbeat.intervalMs),

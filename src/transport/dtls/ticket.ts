@@ -53,7 +53,7 @@ const STATE_VERSION = 1;
  */
 const STATE_VERSION_CERTIFICATE = 3;
 /** A ticket carries a client leaf up to this size; a larger one gets no ticket. */
-export const MAX_TICKET_CERTIFICATE_BYTES = 4096;
+const MAX_TICKET_CERTIFICATE_BYTES = 4096;
 /** Subject text and public key of the leaf: larger ones get no ticket (RSA-4096's SPKI is 550 bytes). */
 const MAX_TICKET_SUBJECT_BYTES = 1024;
 const MAX_TICKET_SPKI_BYTES = 1024;
