@@ -10,16 +10,28 @@
 // process's file limit) whose CPU is reported apart; the listener is this process and measures its
 // own CPU per heartbeat and RSS per session beside its idle figures taken in the same run.
 //   node .build/<name>/bench/capacity-lean.js [--sessions 50000] [--hb 30] [--hold 300]
-//        [--concurrency 64] [--profile FILE.cpuprofile] [--heap-snapshot FILE.heapsnapshot]
+//        [--suite ecdhe-psk-chacha20|psk-ccm8] [--concurrency 64] [--profile FILE.cpuprofile]
+//        [--heap-snapshot FILE.heapsnapshot]
+// --suite: what the homes offer. Default ECDHE_PSK with ChaCha20-Poly1305, the suite our own home
+// and ISP negotiate; psk-ccm8 is RFC 9132's mandatory plain PSK suite (older homes).
 import { fork } from "node:child_process";
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { Session } from "node:inspector";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  randomBytes,
+  type CipherCCM,
+  type CipherChaCha20Poly1305,
+  type DecipherCCM,
+  type DecipherChaCha20Poly1305,
+} from "node:crypto";
 import type { SessionInfo } from "../src/dots/api";
 import { CallHomeListener } from "../src/dots/isp-engine";
 import { ScriptedDtlsClient } from "../test/support/scripted-dtls-client";
+import type { DtlsCipherSuiteName } from "../src/transport/dtls";
 import { decodeUdp, encodeUdp } from "../src/coap/udp-codec";
 import { Code, CONTENT_FORMAT_DOTS_CBOR, OptionNumber, type CoapMessage } from "../src/coap/message";
 import { contentFormatOption, getUriPath, uintOption, uriPathOptions } from "../src/coap/options";
@@ -39,6 +51,13 @@ const identity = (i: number): string => `cap-home-${i}`;
 const homeAddress = (i: number): string => `127.${1 + Math.floor(i / 64000)}.${Math.floor((i % 64000) / 250)}.${1 + (i % 250)}`;
 /** One UDP socket per home; the process file limit here is 20,000. */
 const HOMES_PER_CHILD = 17_000;
+/** --suite values: the suite the homes offer, and its record AEAD for the floor measurement. */
+const BENCH_SUITES = {
+  "ecdhe-psk-chacha20": { name: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", aead: "chacha20-poly1305", keyLength: 32, tagLength: 16 },
+  "psk-ccm8": { name: "TLS_PSK_WITH_AES_128_CCM_8", aead: "aes-128-ccm", keyLength: 16, tagLength: 8 },
+} as const satisfies Record<string, { name: DtlsCipherSuiteName; aead: string; keyLength: number; tagLength: number }>;
+type BenchSuite = keyof typeof BENCH_SUITES;
+
 /** Handshakes a home tries before it counts as failed. */
 const SETUP_ATTEMPTS = 4;
 
@@ -52,6 +71,7 @@ interface ChildJob {
   port: number;
   hb: number;
   concurrency: number;
+  suite: BenchSuite;
 }
 
 interface ChildStats {
@@ -191,6 +211,7 @@ async function child(job: ChildJob): Promise<void> {
       port: job.port,
       identity: identity(i),
       psk: KEY,
+      suites: [BENCH_SUITES[job.suite].name],
       retransmitMs: 1000,
       socket,
     });
@@ -313,6 +334,8 @@ async function parent(): Promise<void> {
   const holdS = Number(arg("hold", "300"));
   const concurrency = Number(arg("concurrency", "64"));
   const profileFile = arg("profile", "");
+  const suite = arg("suite", "ecdhe-psk-chacha20") as BenchSuite;
+  if (!(suite in BENCH_SUITES)) throw new Error(`--suite: one of ${Object.keys(BENCH_SUITES).join(", ")}`);
   const children = Math.max(1, Math.ceil(N / HOMES_PER_CHILD));
 
   const psk = Array.from({ length: N }, (_, i) => ({ identity: identity(i), key: KEY, home: identity(i) }));
@@ -351,10 +374,10 @@ async function parent(): Promise<void> {
   const idleCpu = process.cpuUsage(idleCpu0);
   const idleMsPerS = (idleCpu.user + idleCpu.system) / 1000 / (Number(process.hrtime.bigint() - idleW0) / 1e9);
   // Both agents heartbeat: per interval the listener receives 2 datagrams per home and sends 2.
-  const floor = await nodeFloor((2 * N) / hb);
+  const floor = await nodeFloor((2 * N) / hb, suite);
 
   console.log(
-    `capacity-lean bench: ${N} DTLS-PSK homes (lean homes in ${children} processes), heartbeat-interval ${hb} s, hold ${holdS} s, node ${process.version}, load average ${require("node:os")
+    `capacity-lean bench: ${N} DTLS-PSK homes (${BENCH_SUITES[suite].name}; lean homes in ${children} processes), heartbeat-interval ${hb} s, hold ${holdS} s, node ${process.version}, load average ${require("node:os")
       .loadavg()
       .map((l: number) => l.toFixed(1))
       .join(" ")}`,
@@ -370,6 +393,7 @@ async function parent(): Promise<void> {
       port: listener.port as number,
       hb,
       concurrency,
+      suite,
     };
     const c = fork(__filename, ["--child", JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
     c.on("message", (m: ChildStats) => (kidStats[k] = m));
@@ -516,7 +540,7 @@ async function parent(): Promise<void> {
   );
   if (downReasons.size) console.log(`  session-down reasons: ${[...downReasons].map(([r, n]) => `${n} x "${r}"`).join("; ")}`);
   console.log(
-    `  reference (same process, before the homes came, ${((2 * N) / hb).toFixed(0)} datagrams/s, the hold's pattern: half home heartbeats in wheel-slot bursts, echoed; half ours from a 1 ms timer, answered): bare Node dgram costs ${floor.echoUs.toFixed(1)} us CPU per datagram in + out, and sealing + opening one heartbeat-sized AES-128-CCM_8 record with node:crypto ${floor.aeadUs.toFixed(1)} us: Node's floor per heartbeat event ${(floor.echoUs + floor.aeadUs).toFixed(1)} us; ours ${beats ? ((cpuMs * 1000) / beats / (floor.echoUs + floor.aeadUs)).toFixed(2) : "n/a"}x that`,
+    `  reference (same process, before the homes came, ${((2 * N) / hb).toFixed(0)} datagrams/s, the hold's pattern: half home heartbeats in wheel-slot bursts, echoed; half ours from a 1 ms timer, answered): bare Node dgram costs ${floor.echoUs.toFixed(1)} us CPU per datagram in + out, and sealing + opening one heartbeat-sized ${BENCH_SUITES[suite].aead} record with node:crypto ${floor.aeadUs.toFixed(1)} us: Node's floor per heartbeat event ${(floor.echoUs + floor.aeadUs).toFixed(1)} us; ours ${beats ? ((cpuMs * 1000) / beats / (floor.echoUs + floor.aeadUs)).toFixed(2) : "n/a"}x that`,
   );
   const cpuPct = (cpuMs / (wallS * 1000)) * 100;
   const rssKb = (memEnd.rss - rss0) / Math.max(1, live) / 1024;
@@ -569,9 +593,9 @@ function floorChild(job: { port: number; rate: number; sockets: number; bytes: n
  * and in the hold's pattern: half the events are home heartbeats arriving in wheel-slot bursts and
  * echoed at once, half are our own sent from a 1 ms timer and answered by the home (each of those
  * wakes the home's process: the dearer kind on loopback). No DTLS, CoAP or timers per session. Plus
- * sealing and opening one record of a heartbeat's size with node:crypto (AES-128-CCM_8, the suite the homes negotiate).
+ * sealing and opening one record of a heartbeat's size with node:crypto, in the suite the homes negotiate.
  */
-async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; echoMainUs: number; aeadUs: number }> {
+async function nodeFloor(ratePerS: number, suite: BenchSuite): Promise<{ echoUs: number; echoMainUs: number; aeadUs: number }> {
   let events = 0;
   const peers: Array<{ address: string; port: number }> = [];
   const known = new Set<string>();
@@ -614,19 +638,27 @@ async function nodeFloor(ratePerS: number): Promise<{ echoUs: number; echoMainUs
   clearInterval(ours);
   kid.kill("SIGKILL");
   echo.close();
-  const key = randomBytes(16);
+  const { aead, keyLength, tagLength } = BENCH_SUITES[suite];
+  const key = randomBytes(keyLength);
   const aad = randomBytes(13);
   const plain = randomBytes(40);
   const seal = (nonce: Buffer): Buffer => {
-    const ci = createCipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });
+    // Two calls for node's per-algorithm overloads.
+    const ci: CipherCCM | CipherChaCha20Poly1305 =
+      aead === "aes-128-ccm"
+        ? createCipheriv(aead, key, nonce, { authTagLength: tagLength })
+        : createCipheriv(aead, key, nonce, { authTagLength: tagLength });
     ci.setAAD(aad, { plaintextLength: plain.length });
     return Buffer.concat([ci.update(plain), ci.final(), ci.getAuthTag()]);
   };
   const open = (nonce: Buffer, sealed: Buffer): Buffer => {
-    const de = createDecipheriv("aes-128-ccm", key, nonce, { authTagLength: 8 });
-    de.setAuthTag(sealed.subarray(sealed.length - 8));
-    de.setAAD(aad, { plaintextLength: sealed.length - 8 });
-    return de.update(sealed.subarray(0, sealed.length - 8));
+    const de: DecipherCCM | DecipherChaCha20Poly1305 =
+      aead === "aes-128-ccm"
+        ? createDecipheriv(aead, key, nonce, { authTagLength: tagLength })
+        : createDecipheriv(aead, key, nonce, { authTagLength: tagLength });
+    de.setAuthTag(sealed.subarray(sealed.length - tagLength));
+    de.setAAD(aad, { plaintextLength: sealed.length - tagLength });
+    return de.update(sealed.subarray(0, sealed.length - tagLength));
   };
   const rounds = 20_000;
   const nonce = randomBytes(12);

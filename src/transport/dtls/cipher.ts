@@ -4,7 +4,8 @@
 // which is unique per key. ChaCha20-Poly1305: nonce = 12-byte IV XOR the left-padded epoch + sequence,
 // nothing sent.
 // node:crypto has no reusable AEAD context, so each record gets its own short-lived cipher object
-// and a session keeps only key bytes. The functions take a buffer and offsets, so the server can
+// and a session keeps only key bytes; short ChaCha20-Poly1305 records (heartbeats, most signal
+// messages) go through chacha20-poly1305.ts instead, which does them in a fifth of the time. The functions take a buffer and offsets, so the server can
 // keep every session's keys in a shared slab without a Buffer object per session.
 import {
   createCipheriv,
@@ -16,6 +17,7 @@ import {
   type DecipherGCM,
   type DecipherChaCha20Poly1305,
 } from "node:crypto";
+import { CHACHA_IN_JS, chachaOpen, chachaSeal } from "./chacha20-poly1305";
 import type { CipherSuiteInfo } from "./constants";
 import { aeadAdditionalData, cidAdditionalData } from "./record";
 
@@ -27,6 +29,22 @@ const NONCE_LENGTH = 12;
  */
 const NONCE_SCRATCH = Buffer.alloc(NONCE_LENGTH);
 const AD_SCRATCH = Buffer.alloc(13);
+/**
+ * ChaCha20-Poly1305 records up to this many plaintext bytes are done in JavaScript: measured on
+ * Node 20 and 22, 1.2 us against 5 us at heartbeat size, 5.5 against 7-8 us at 512 bytes, and
+ * node:crypto ahead from about 700 bytes on.
+ */
+export const CHACHA_JS_MAX_BYTES = 512;
+
+function chachaInJs(suite: CipherSuiteInfo, length: number): boolean {
+  return (
+    CHACHA_IN_JS &&
+    suite.explicitNonceLength === 0 &&
+    suite.tagLength === 16 &&
+    suite.algorithm === "chacha20-poly1305" &&
+    length <= CHACHA_JS_MAX_BYTES
+  );
+}
 
 /** Bytes an encrypted record adds to its plaintext. */
 export function aeadOverhead(suite: CipherSuiteInfo): number {
@@ -94,6 +112,11 @@ export function sealRecord(
     ? cidAdditionalData(version, epoch, sequence, cid, plaintext.length)
     : aeadAdditionalData(epoch, sequence, type, version, plaintext.length, AD_SCRATCH);
   const nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
+  if (chachaInJs(suite, plaintext.length)) {
+    const sealed = Buffer.allocUnsafe(plaintext.length + suite.tagLength);
+    chachaSeal(material, keyOffset, nonce, ad, plaintext, sealed, 0);
+    return sealed;
+  }
   const key = material.subarray(keyOffset, keyOffset + suite.keyLength);
   const explicit = suite.explicitNonceLength;
   const out = Buffer.allocUnsafe(explicit + plaintext.length + suite.tagLength);
@@ -123,11 +146,19 @@ export function openRecord(
 ): Buffer | undefined {
   const explicit = suite.explicitNonceLength;
   if (fragment.length < explicit + suite.tagLength) return undefined;
-  const ciphertext = fragment.subarray(explicit, fragment.length - suite.tagLength);
-  const tag = fragment.subarray(fragment.length - suite.tagLength);
+  const ciphertextLength = fragment.length - explicit - suite.tagLength;
   const ad = cid
-    ? cidAdditionalData(version, epoch, sequence, cid, ciphertext.length)
-    : aeadAdditionalData(epoch, sequence, type, version, ciphertext.length, AD_SCRATCH);
+    ? cidAdditionalData(version, epoch, sequence, cid, ciphertextLength)
+    : aeadAdditionalData(epoch, sequence, type, version, ciphertextLength, AD_SCRATCH);
+  if (chachaInJs(suite, ciphertextLength)) {
+    // Its own memory, not a slice of the shared pool: the CoAP layer may keep parts of it (a token,
+    // a payload) for a session's lifetime, and a pool slice would keep 8 KB alive with it.
+    const plaintext = Buffer.allocUnsafeSlow(ciphertextLength);
+    const nonce = recordNonce(suite, material, ivOffset, epoch, sequence);
+    return chachaOpen(material, keyOffset, nonce, ad, fragment, 0, ciphertextLength, plaintext) ? plaintext : undefined;
+  }
+  const ciphertext = fragment.subarray(explicit, explicit + ciphertextLength);
+  const tag = fragment.subarray(explicit + ciphertextLength);
   let nonce: Buffer;
   if (explicit > 0) {
     nonce = NONCE_SCRATCH;
