@@ -5,8 +5,9 @@
 // nothing sent.
 // node:crypto has no reusable AEAD context, so each record gets its own short-lived cipher object
 // and a session keeps only key bytes; short ChaCha20-Poly1305 records (heartbeats, most signal
-// messages) go through chacha20-poly1305.ts instead, which does them in a fifth of the time. The functions take a buffer and offsets, so the server can
-// keep every session's keys in a shared slab without a Buffer object per session.
+// messages) go through chacha20-poly1305.ts instead, which does them in a fifth of the time.
+// The functions take a buffer and offsets, so the server can keep every session's keys in a shared
+// slab without a Buffer object per session.
 import {
   createCipheriv,
   createDecipheriv,
