@@ -16,12 +16,17 @@ const C3 = 0x6b206574;
 /** The keystream words below are read as bytes through a second view: only on little-endian hosts. */
 export const CHACHA_IN_JS = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
+/** The record's key (8 words) and nonce (3 words), loaded once per record by loadKeyAndNonce. */
 const KEY_WORDS = new Uint32Array(8);
+const NONCE_WORDS = new Uint32Array(3);
 const BLOCK_WORDS = new Uint32Array(16);
 const BLOCK = new Uint8Array(BLOCK_WORDS.buffer);
 /** One 16-byte Poly1305 block being assembled (AAD, a short tail, the lengths). */
 const PAD = new Uint8Array(16);
 const TAG = new Uint8Array(16);
+/** polyTag's h - p and its choice between h and that. */
+const TAG_G = new Int32Array(10);
+const TAG_L = new Int32Array(10);
 
 /** Poly1305 state: accumulator h and key r in ten 13-bit limbs, pad s in eight 16-bit words. */
 const H = new Float64Array(10);
@@ -30,9 +35,12 @@ const S = new Uint16Array(8);
 const LIMB = 8192; // 2^13
 const INV_LIMB = 1 / LIMB;
 
-/** One ChaCha20 block (RFC 8439 section 2.3) of KEY_WORDS, `counter` and the nonce words, into BLOCK_WORDS. */
-function chachaBlock(counter: number, n0: number, n1: number, n2: number): void {
+/** One ChaCha20 block (RFC 8439 section 2.3) of KEY_WORDS, `counter` and NONCE_WORDS, into BLOCK_WORDS. */
+function chachaBlock(counter: number): void {
   const k = KEY_WORDS;
+  const n0 = NONCE_WORDS[0];
+  const n1 = NONCE_WORDS[1];
+  const n2 = NONCE_WORDS[2];
   let x0 = C0,
     x1 = C1,
     x2 = C2,
@@ -362,15 +370,11 @@ function tagWord(i: number, w: number, carry: number): number {
   TAG[2 * i + 1] = (v >>> 8) & 0xff;
   return v >>> 16;
 }
-const TAG_G = new Int32Array(10);
-const TAG_L = new Int32Array(10);
 
-/** Loads the 32-byte key at `keyOffset` of `material` into KEY_WORDS. */
-function loadKey(material: Uint8Array, keyOffset: number): void {
-  for (let i = 0; i < 8; i++) {
-    const o = keyOffset + 4 * i;
-    KEY_WORDS[i] = material[o] | (material[o + 1] << 8) | (material[o + 2] << 16) | (material[o + 3] << 24);
-  }
+/** Loads the 32-byte key at `keyOffset` of `material` and the 12-byte nonce, as little-endian words. */
+function loadKeyAndNonce(material: Uint8Array, keyOffset: number, nonce: Uint8Array): void {
+  for (let i = 0; i < 8; i++) KEY_WORDS[i] = word(material, keyOffset + 4 * i);
+  for (let i = 0; i < 3; i++) NONCE_WORDS[i] = word(nonce, 4 * i);
 }
 
 function word(b: Uint8Array, o: number): number {
@@ -378,21 +382,18 @@ function word(b: Uint8Array, o: number): number {
 }
 
 /** XORs the keystream from block 1 on over `length` bytes of `src` at `so` into `dst` at `d`. */
-function xorKeystream(nonce: Uint8Array, src: Uint8Array, so: number, dst: Uint8Array, d: number, length: number): void {
-  const n0 = word(nonce, 0);
-  const n1 = word(nonce, 4);
-  const n2 = word(nonce, 8);
+function xorKeystream(src: Uint8Array, so: number, dst: Uint8Array, d: number, length: number): void {
   for (let done = 0, counter = 1; done < length; counter++) {
-    chachaBlock(counter, n0, n1, n2);
+    chachaBlock(counter);
     const n = Math.min(64, length - done);
     for (let j = 0; j < n; j++) dst[d + done + j] = src[so + done + j] ^ BLOCK[j];
     done += n;
   }
 }
 
-/** Poly1305 over AAD and ciphertext with the one-time key of (KEY_WORDS, nonce); the tag lands in TAG. */
-function authenticate(nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, co: number, length: number): void {
-  chachaBlock(0, word(nonce, 0), word(nonce, 4), word(nonce, 8));
+/** Poly1305 over AAD and ciphertext with the one-time key of block 0; the tag lands in TAG. */
+function authenticate(aad: Uint8Array, ciphertext: Uint8Array, co: number, length: number): void {
+  chachaBlock(0);
   polyInit();
   polyPadded(aad, 0, aad.length);
   polyPadded(ciphertext, co, length);
@@ -412,9 +413,9 @@ export function chachaSeal(
   out: Uint8Array,
   outOffset: number,
 ): void {
-  loadKey(material, keyOffset);
-  xorKeystream(nonce, plaintext, 0, out, outOffset, plaintext.length);
-  authenticate(nonce, aad, out, outOffset, plaintext.length);
+  loadKeyAndNonce(material, keyOffset, nonce);
+  xorKeystream(plaintext, 0, out, outOffset, plaintext.length);
+  authenticate(aad, out, outOffset, plaintext.length);
   for (let i = 0; i < 16; i++) out[outOffset + plaintext.length + i] = TAG[i];
 }
 
@@ -432,12 +433,12 @@ export function chachaOpen(
   length: number,
   out: Uint8Array,
 ): boolean {
-  loadKey(material, keyOffset);
-  authenticate(nonce, aad, fragment, offset, length);
+  loadKeyAndNonce(material, keyOffset, nonce);
+  authenticate(aad, fragment, offset, length);
   let diff = 0;
   for (let i = 0; i < 16; i++) diff |= TAG[i] ^ fragment[offset + length + i];
   if (diff !== 0) return false;
-  xorKeystream(nonce, fragment, offset, out, 0, length);
+  xorKeystream(fragment, offset, out, 0, length);
   return true;
 }
 
