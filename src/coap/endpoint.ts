@@ -557,7 +557,37 @@ export class CoapEndpoint extends EventEmitter {
   // Client side
 
   request(req: OutgoingRequest): Promise<CoapResponse> {
-    return this.exchange(req).then((res) => this.completeBlocks(req, res));
+    return new Promise((resolve, reject) =>
+      this.requestWithCallback(req, (err, res) => (err === undefined ? resolve(res as CoapResponse) : reject(err))),
+    );
+  }
+
+  /**
+   * request() answered through `done` instead of a promise: the heartbeat path sends one per
+   * session and interval, and a promise chain per heartbeat was a measurable part of its cost.
+   * `done` runs once, never inside this call.
+   */
+  requestWithCallback(req: OutgoingRequest, done: (err: Error | undefined, res?: CoapResponse) => void): void {
+    let inCall = true;
+    this.startExchange(
+      req,
+      (first) => {
+        let block: BlockValue | undefined;
+        try {
+          block = this.firstBlock2(first);
+        } catch (e) {
+          done(e as Error);
+          return;
+        }
+        if (!block?.more) done(undefined, first);
+        else this.completeBlocks(req, first).then((full) => done(undefined, full), done);
+      },
+      (err) => {
+        if (inCall) queueMicrotask(() => done(err));
+        else done(err);
+      },
+    );
+    inCall = false;
   }
 
   async observe(
@@ -618,69 +648,79 @@ export class CoapEndpoint extends EventEmitter {
     onToken?: (t: Buffer) => void,
     forcedToken?: Buffer,
   ): Promise<CoapResponse> {
-    return new Promise<CoapResponse>((resolve, reject) => {
-      if (this.closed) return reject(new CoapEndpointError("CLOSED", "CoAP endpoint closed"));
-      if (this.released) return reject(new CoapEndpointError("RELEASED", "peer released the connection; no new requests"));
-      if (this.pending.size >= this.limits.pendingRequests) {
-        return reject(new CoapEndpointError("LIMIT", `too many outstanding requests (${this.limits.pendingRequests})`));
-      }
-      const token = forcedToken ?? this.newToken();
-      let message: CoapMessage;
-      try {
-        message = this.buildRequestMessage(req, token);
-      } catch (e) {
-        return reject(e as Error);
-      }
-      if (this.isTcp) {
-        const size = encodeTcp(message).length;
-        if (size > this.peerMaxMessageSize) {
-          return reject(
-            new CoapEndpointError("TOO_LARGE", `request of ${size} bytes exceeds the peer's Max-Message-Size ${this.peerMaxMessageSize}`),
-          );
-        }
-      }
-      const key = hexKey(token);
-      const entry: PendingExchange = { key, token, message, resolve, reject, settled: false, nonMids: [], observation };
-      this.pending.set(key, entry);
-      onToken?.(token);
-      const timeoutMs = req.timeoutMs ?? maxTransmitWaitMs(this.params);
-      entry.timeout = setTimeout(() => {
-        this.failPending(
-          entry,
-          new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`),
+    return new Promise<CoapResponse>((resolve, reject) => this.startExchange(req, resolve, reject, observation, onToken, forcedToken));
+  }
+
+  /** Sends the request; `resolve` gets the first response, `reject` why there is none. */
+  private startExchange(
+    req: OutgoingRequest,
+    resolve: (res: CoapResponse) => void,
+    reject: (err: Error) => void,
+    observation?: ClientObservation,
+    onToken?: (t: Buffer) => void,
+    forcedToken?: Buffer,
+  ): void {
+    if (this.closed) return reject(new CoapEndpointError("CLOSED", "CoAP endpoint closed"));
+    if (this.released) return reject(new CoapEndpointError("RELEASED", "peer released the connection; no new requests"));
+    if (this.pending.size >= this.limits.pendingRequests) {
+      return reject(new CoapEndpointError("LIMIT", `too many outstanding requests (${this.limits.pendingRequests})`));
+    }
+    const token = forcedToken ?? this.newToken();
+    let message: CoapMessage;
+    try {
+      message = this.buildRequestMessage(req, token);
+    } catch (e) {
+      return reject(e as Error);
+    }
+    if (this.isTcp) {
+      const size = encodeTcp(message).length;
+      if (size > this.peerMaxMessageSize) {
+        return reject(
+          new CoapEndpointError("TOO_LARGE", `request of ${size} bytes exceeds the peer's Max-Message-Size ${this.peerMaxMessageSize}`),
         );
-      }, timeoutMs);
-      const confirmable = req.confirmable ?? true;
-      if (this.isTcp) {
-        this.sendMessage(message);
-      } else if (confirmable) {
-        entry.conMid = this.sendConfirmable(message, {
-          onAck: (ack) => {
-            if (ack.code !== Code.Empty) this.handleResponse(ack, "ACK");
-          },
-          onReset: () => this.failPending(entry, new CoapEndpointError("RESET", `peer reset ${req.method} /${req.path.join("/")}`)),
-          onGiveUp: () =>
-            this.failPending(
-              entry,
-              new CoapEndpointError(
-                "TIMEOUT",
-                `no acknowledgement for ${req.method} /${req.path.join("/")} after ${this.params.maxRetransmit} retransmissions`,
-              ),
-            ),
-        });
-      } else {
-        const sendNon = () => {
-          const mid = this.allocMid();
-          entry.nonMids.push(mid);
-          if (entry.nonMids.length > 8) this.nonRequestMids.delete(entry.nonMids.shift() as number);
-          this.nonRequestMids.set(mid, key);
-          this.sendMessage({ ...message, type: "NON", messageId: mid });
-        };
-        sendNon();
-        // Repeats reuse the token with a fresh message ID, so the peer's dedup does not swallow them.
-        if (req.repeatMs !== undefined && req.repeatMs > 0) entry.repeatTimer = setInterval(sendNon, req.repeatMs);
       }
-    });
+    }
+    const key = hexKey(token);
+    const entry: PendingExchange = { key, token, message, resolve, reject, settled: false, nonMids: [], observation };
+    this.pending.set(key, entry);
+    onToken?.(token);
+    const timeoutMs = req.timeoutMs ?? maxTransmitWaitMs(this.params);
+    entry.timeout = setTimeout(() => {
+      this.failPending(
+        entry,
+        new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`),
+      );
+    }, timeoutMs);
+    const confirmable = req.confirmable ?? true;
+    if (this.isTcp) {
+      this.sendMessage(message);
+    } else if (confirmable) {
+      entry.conMid = this.sendConfirmable(message, {
+        onAck: (ack) => {
+          if (ack.code !== Code.Empty) this.handleResponse(ack, "ACK");
+        },
+        onReset: () => this.failPending(entry, new CoapEndpointError("RESET", `peer reset ${req.method} /${req.path.join("/")}`)),
+        onGiveUp: () =>
+          this.failPending(
+            entry,
+            new CoapEndpointError(
+              "TIMEOUT",
+              `no acknowledgement for ${req.method} /${req.path.join("/")} after ${this.params.maxRetransmit} retransmissions`,
+            ),
+          ),
+      });
+    } else {
+      const sendNon = () => {
+        const mid = this.allocMid();
+        entry.nonMids.push(mid);
+        if (entry.nonMids.length > 8) this.nonRequestMids.delete(entry.nonMids.shift() as number);
+        this.nonRequestMids.set(mid, key);
+        this.sendMessage({ ...message, type: "NON", messageId: mid });
+      };
+      sendNon();
+      // Repeats reuse the token with a fresh message ID, so the peer's dedup does not swallow them.
+      if (req.repeatMs !== undefined && req.repeatMs > 0) entry.repeatTimer = setInterval(sendNon, req.repeatMs);
+    }
   }
 
   private finishPending(entry: PendingExchange): void {
@@ -774,14 +814,18 @@ export class CoapEndpoint extends EventEmitter {
     return true;
   }
 
-  /** Fetches the remaining Block2 blocks of `first` and returns the reassembled response. */
-  private async completeBlocks(req: OutgoingRequest, first: CoapResponse): Promise<CoapResponse> {
-    let block: BlockValue | undefined;
+  /** The Block2 option of a first response, if any; a malformed one is a BLOCK error. */
+  private firstBlock2(first: CoapResponse): BlockValue | undefined {
     try {
-      block = getBlock2(first.options);
+      return getBlock2(first.options);
     } catch (e) {
       throw new CoapEndpointError("BLOCK", `bad Block2 option: ${(e as Error).message}`);
     }
+  }
+
+  /** Fetches the remaining Block2 blocks of `first` and returns the reassembled response. */
+  private async completeBlocks(req: OutgoingRequest, first: CoapResponse): Promise<CoapResponse> {
+    let block = this.firstBlock2(first);
     if (!block || !block.more) return first;
     if (block.num !== 0) throw new CoapEndpointError("BLOCK", `first response carries block ${block.num}, expected 0`);
     const etag = getETag(first.options);

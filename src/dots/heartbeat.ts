@@ -50,10 +50,10 @@ export interface HeartbeatSchedulerOptions {
   intervalSeconds: number;
   missingHbAllowed: number;
   /**
-   * Sends one NON PUT /hb with this body. Resolves true when a 2.04 came back, false when it was
-   * not answered in time. Rejections count as unanswered.
+   * Sends one NON PUT /hb with this body, then calls `answered` once: true when a 2.04 came back,
+   * false when it was not answered in time or could not go out. A throw counts as unanswered.
    */
-  send: (body: DotsJson) => Promise<boolean>;
+  send: (body: DotsJson, answered: (ok: boolean) => void) => void;
   /** Declare the session lost after missing-hb-allowed silent intervals. Default true. */
   detectLoss?: boolean;
   /** Milliseconds per heartbeat-interval second; 1000 unless a lab compresses time. */
@@ -118,7 +118,7 @@ export interface HeartbeatSchedulerEvents {
 export class HeartbeatScheduler extends EventEmitter {
   private intervalSeconds: number;
   private missingHbAllowed: number;
-  private readonly sendFn: (body: DotsJson) => Promise<boolean>;
+  private readonly sendFn: (body: DotsJson, answered: (ok: boolean) => void) => void;
   private readonly detectLoss: boolean;
   private readonly msPerSecond: number;
   private readonly now: () => number;
@@ -236,28 +236,24 @@ export class HeartbeatScheduler extends EventEmitter {
     }
     const peerHbStatus = this.peerHbStatus;
     this.emit("sent", { peerHbStatus });
-    let answered: Promise<boolean>;
-    try {
-      answered = this.sendFn(buildHeartbeatJson(peerHbStatus));
-    } catch {
-      answered = Promise.resolve(false);
-    }
     // Counted as missed now and cleared by any traffic, so a slow answer never races the next tick.
     this.consecutiveMissed++;
     this.armSilenceCheck();
-    answered.then(
-      (ok) => {
-        if (!this.running) return;
-        if (ok) {
-          this.traffic();
-          this.emit("answered");
-        } else this.emit("missed", { consecutive: this.consecutiveMissed });
-      },
-      () => {
-        if (this.running) this.emit("missed", { consecutive: this.consecutiveMissed });
-      },
-    );
+    try {
+      this.sendFn(buildHeartbeatJson(peerHbStatus), this.onAnswered);
+    } catch {
+      this.onAnswered(false);
+    }
   }
+
+  /** The answer to a heartbeat: one function per scheduler, nothing allocated per heartbeat. */
+  private readonly onAnswered = (ok: boolean): void => {
+    if (!this.running) return;
+    if (ok) {
+      this.traffic();
+      this.emit("answered");
+    } else this.emit("missed", { consecutive: this.consecutiveMissed });
+  };
 
   private armSilenceCheck(): void {
     if (this.silentAfterMs <= 0 || this.silenceTimer) return;

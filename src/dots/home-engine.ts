@@ -605,7 +605,7 @@ export class CallHomeDialer extends EventEmitter implements CallHomeDialerApi {
       missingHbAllowed: Math.max(1, set.missingHbAllowed),
       msPerSecond: this.tuning.msPerSecond,
       silentAfterMs: this.tuning.probeWhenSilent === false ? 0 : silentAfterMs(set.ackTimeout, set.ackRandomFactor),
-      send: (body) => this.sendHeartbeat(endpoint, body),
+      send: (body, answered) => void this.sendHeartbeat(endpoint, body).then(answered, () => answered(false)),
     });
     const session: Session = { connection, endpoint, heartbeat, candidate, redirected, heard: false };
     this.session = session;

@@ -665,8 +665,34 @@ class CoapSessionEndpoint implements SessionEndpoint {
     this.datagram = !ep.isTcp;
   }
 
-  async request(req: SessionRequest): Promise<SessionResponse> {
-    return toSessionResponse(await this.ep.request(toOutgoing(req, this.datagram)));
+  request(req: SessionRequest): Promise<SessionResponse> {
+    return new Promise((resolve, reject) =>
+      this.requestWithCallback(req, (err, res) => (err === undefined ? resolve(res as SessionResponse) : reject(err))),
+    );
+  }
+
+  requestWithCallback(req: SessionRequest, done: (err: Error | undefined, res?: SessionResponse) => void): void {
+    let out: OutgoingRequest;
+    try {
+      out = toOutgoing(req, this.datagram);
+    } catch (e) {
+      queueMicrotask(() => done(e as Error));
+      return;
+    }
+    this.ep.requestWithCallback(out, (err, res) => {
+      if (err !== undefined || res === undefined) {
+        done(err ?? new Error("no response"));
+        return;
+      }
+      let mapped: SessionResponse;
+      try {
+        mapped = toSessionResponse(res);
+      } catch (e) {
+        done(e as Error);
+        return;
+      }
+      done(undefined, mapped);
+    });
   }
 
   observe(req: SessionRequest, onNotification: (res: SessionResponse) => void): { first: Promise<SessionResponse>; cancel(): void } {

@@ -102,6 +102,8 @@ export function configPath(sid?: number): string[] {
 
 /** One shared array: a heartbeat goes out every interval on every session, and nothing changes it. */
 const HEARTBEAT_PATH: readonly string[] = Object.freeze([...WELL_KNOWN_DOTS, "hb"]);
+/** For a heartbeat whose answer changes nothing (the immediate answer to the home's). */
+const IGNORE_ANSWER = (): void => undefined;
 
 /** RFC 9066 section 5.2.2 example: /redirect/cuid=.../mid=... */
 export function redirectPath(cuid: string, mid: number): string[] {
@@ -352,6 +354,8 @@ export interface SessionIncoming {
 
 export interface SessionEndpoint {
   request(req: SessionRequest): Promise<SessionResponse>;
+  /** request() answered through a callback (runs once, never inside the call): the heartbeat path. */
+  requestWithCallback(req: SessionRequest, done: (err: Error | undefined, res?: SessionResponse) => void): void;
   observe(req: SessionRequest, onNotification: (res: SessionResponse) => void): { first: Promise<SessionResponse>; cancel(): void };
   onRequest(handler: (req: SessionIncoming) => void): void;
   setTransmissionParameters(p: TransmissionParameters): void;
@@ -554,7 +558,7 @@ export class IspSession extends EventEmitter {
       intervalSeconds: set.heartbeatInterval,
       missingHbAllowed: Math.max(1, set.missingHbAllowed),
       msPerSecond: this.tuning.msPerSecond,
-      send: (body) => this.sendHeartbeat(body),
+      send: (body, answered) => this.sendHeartbeat(body, answered),
     });
     hb.on("lost", ({ silentMs }) => {
       // R48: after reporting an attack the ISP keeps using the session even if nothing arrives.
@@ -744,22 +748,24 @@ export class IspSession extends EventEmitter {
     this.heartbeat.reconfigure(set.heartbeatInterval, Math.max(1, set.missingHbAllowed));
   }
 
-  private async sendHeartbeat(body: DotsJson): Promise<boolean> {
-    if (!this.isUp) return false;
+  /** NON PUT /hb; `answered` learns whether a 2.04 came back in time (never inside this call). */
+  private sendHeartbeat(body: DotsJson, answered: (ok: boolean) => void): void {
+    if (!this.isUp) {
+      queueMicrotask(() => answered(false));
+      return;
+    }
     const peer = (body as Record<string, Record<string, unknown>>)[HEARTBEAT_KEY]?.["peer-hb-status"] === true;
     this.emit("heartbeat", { sessionId: this.id, direction: "out", peerHbStatus: peer });
-    try {
-      const res = await this.endpoint.request({
+    this.endpoint.requestWithCallback(
+      {
         method: "PUT",
         path: HEARTBEAT_PATH,
         confirmable: false,
         body: encodedHeartbeat(peer),
         timeoutMs: Math.max(1000, this.heartbeat.intervalMs),
-      });
-      return res.code === "2.04";
-    } catch {
-      return false;
-    }
+      },
+      (err, res) => answered(err === undefined && res?.code === "2.04"),
+    );
   }
 
   private handleIncoming(req: SessionIncoming): void {
@@ -794,7 +800,7 @@ export class IspSession extends EventEmitter {
         const now = Date.now();
         if (now - this.lastHeartbeatAnswerAt >= this.heartbeat.intervalMs) {
           this.lastHeartbeatAnswerAt = now;
-          void this.sendHeartbeat({ [HEARTBEAT_KEY]: { "peer-hb-status": true } });
+          this.sendHeartbeat({ [HEARTBEAT_KEY]: { "peer-hb-status": true } }, IGNORE_ANSWER);
         }
       }
     } catch (e) {

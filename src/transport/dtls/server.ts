@@ -85,6 +85,7 @@ import {
   type PemInput,
 } from "./certificate";
 import { TicketKeys, buildNewSessionTicket, fitsTicket, pskDigest, type TicketState } from "./ticket";
+import { PeerTable } from "./peer-table";
 
 export type { DtlsCipherSuiteName, DtlsNamedGroupName } from "./constants";
 
@@ -341,12 +342,17 @@ function addressLiteralLookup(
 
 export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private socket: dgram.Socket | undefined;
-  private readonly peers = new Map<string, Peer>();
+  private readonly peers = new PeerTable<Peer>();
   /** Peers that negotiated a Connection ID, by it (latin1 string of the bytes). */
   private readonly peersByCid = new Map<string, Peer>();
   /** "DTLSv1.2 <suite>" per suite id, built once and shared by every connection. */
   private readonly cipherLabels = new Map<number, string>();
   private handshaking = 0;
+  /** Peers with a handshake in progress: the sweep checks their timeouts without walking every session. */
+  private readonly handshakingPeers = new Set<Peer>();
+  /** When the sweep next walks the established sessions for idle ones. */
+  private nextIdleSweepAt = 0;
+  private idleSweepEveryMs = 0;
   /** Handshakes in progress per source group (entries removed at zero). */
   private readonly handshakingBySource = new Map<string, number>();
   private readonly cookies: CookieJar;
@@ -479,7 +485,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         const a = sock.address();
         this.localAddress = normalizeAddress(a.address);
         this.localPort = a.port;
-        const sweepEvery = Math.max(10, Math.min(1000, this.pressureHandshakeTimeoutMs / 4, this.idleTimeoutMs / 4));
+        // Handshake timeouts are checked often (only the handshakes in progress are walked); idle
+        // sessions rarely (all sessions are walked): at most 1/16 of the idle timeout late.
+        const sweepEvery = Math.max(10, Math.min(1000, this.pressureHandshakeTimeoutMs / 4, this.idleTimeoutMs / 16));
+        this.idleSweepEveryMs = Math.max(sweepEvery, Math.min(30_000, this.idleTimeoutMs / 16));
+        this.nextIdleSweepAt = Date.now() + this.idleSweepEveryMs;
         this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
         this.sweepTimer.unref();
         resolve({ address: this.localAddress, port: this.localPort });
@@ -516,13 +526,15 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       }
       const parsed = parseDatagram(datagram, this.maxRecordPlaintext + 2048, CID_LENGTH);
       if (parsed.malformed) this.stats.badRecords++;
-      const key = `${socketAddress}|${port}`;
+      // The key string is built only off the established path (handshakes, Connection IDs).
+      let key: string | undefined;
       for (const record of parsed.records) {
         if (record.cid) {
+          key ??= PeerTable.key(socketAddress, port);
           this.handleCidRecord(record, key, socketAddress, address, port);
           continue;
         }
-        const peer = this.peers.get(key);
+        const peer = this.peers.find(socketAddress, port);
         const hs = peer?.handshake;
         if (hs?.pending) {
           if (hs.pending.length < MAX_PENDING_RECORDS && hs.pendingBytes + record.fragment.length <= MAX_PENDING_BYTES) {
@@ -531,6 +543,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           }
           continue;
         }
+        if (peer !== undefined && record.epoch !== 0) {
+          const opened = this.openProtected(peer, record, true);
+          if (opened) this.dispatchProtected(peer, opened.type, opened.content);
+          continue;
+        }
+        key ??= PeerTable.key(socketAddress, port);
         this.handleRecord(record, peer, key, socketAddress, address, port);
       }
     } catch (err) {
@@ -832,6 +850,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.peers.set(key, newPeer);
     if (newPeer.cid) this.peersByCid.set(newPeer.cid.toString("latin1"), newPeer);
     this.handshaking++;
+    this.handshakingPeers.add(newPeer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
 
     const messages = [
@@ -1053,6 +1072,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.peers.set(key, peer);
     if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
     this.handshaking++;
+    this.handshakingPeers.add(peer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
     const serverHello = encodeHandshake(
       HandshakeType.ServerHello,
@@ -1350,7 +1370,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private established(peer: Peer, handshake: HandshakeState): void {
     // Free everything the established session no longer needs (transcript, master secret, flights, reassembler).
     this.disarmRetransmit(peer);
-    this.handshakeEnded(handshake);
+    this.handshakeEnded(peer, handshake);
     peer.handshake = undefined;
     peer.state = "established";
     this.stats.handshakesCompleted++;
@@ -1566,7 +1586,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
     if (peer.cid && this.peersByCid.get(peer.cid.toString("latin1")) === peer) this.peersByCid.delete(peer.cid.toString("latin1"));
-    if (wasHandshaking) this.handshakeEnded(peer.handshake);
+    if (wasHandshaking) this.handshakeEnded(peer, peer.handshake);
     peer.handshake?.ecdhSecret?.fill(0);
     peer.handshake?.master?.fill(0);
     peer.handshake = undefined;
@@ -1578,8 +1598,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.connection?.markClosed(error);
   }
 
-  private handshakeEnded(handshake: HandshakeState | undefined): void {
+  private handshakeEnded(peer: Peer, handshake: HandshakeState | undefined): void {
     this.handshaking--;
+    this.handshakingPeers.delete(peer);
     if (!handshake) return;
     const n = (this.handshakingBySource.get(handshake.source) ?? 1) - 1;
     if (n > 0) this.handshakingBySource.set(handshake.source, n);
@@ -1590,15 +1611,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     try {
       const now = Date.now();
       const handshakeTimeoutMs = this.handshaking * 2 >= this.maxHandshaking ? this.pressureHandshakeTimeoutMs : this.handshakeTimeoutMs;
-      // Deleting the current entry while iterating a Map is safe; no copy of a large map every tick.
+      // Deleting the current entry while iterating a Map or Set is safe; nothing is copied per tick.
+      for (const peer of this.handshakingPeers) {
+        if (peer.handshake && now - peer.handshake.createdAt >= handshakeTimeoutMs) this.failHandshake(peer, "timeout");
+      }
+      if (now < this.nextIdleSweepAt) return;
+      this.nextIdleSweepAt = now + this.idleSweepEveryMs;
       for (const peer of this.peers.values()) {
-        if (peer.state === "established") {
-          if (now - peer.lastRecordAt >= this.idleTimeoutMs) {
-            this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
-            this.removePeer(peer, new Error("idle timeout"));
-          }
-        } else if (peer.handshake && now - peer.handshake.createdAt >= handshakeTimeoutMs) {
-          this.failHandshake(peer, "timeout");
+        if (peer.state === "established" && now - peer.lastRecordAt >= this.idleTimeoutMs) {
+          this.sendAlert(peer, AlertLevel.Warning, AlertDescription.CloseNotify);
+          this.removePeer(peer, new Error("idle timeout"));
         }
       }
     } catch (err) {

@@ -231,6 +231,43 @@ for (const kind of ["udp", "tcp"] as const) {
       assert.match(silent.payload.toString(), /not answered/);
     });
 
+    it("requestWithCallback: the answer, a Block2 body, a timeout and a closed endpoint each reach the callback once, never inside the call", async () => {
+      const { client, server } = await pair(kind, {}, kind === "tcp" ? { maxMessageSize: 1200 } : {});
+      const body = Buffer.from(Array.from({ length: 4000 }, (_, i) => i % 253));
+      server.onRequest((req) => {
+        if (req.path[0] === "silent") return;
+        req.respond(req.path[0] === "big" ? { code: Code.Content, payload: body } : { code: Code.Changed });
+      });
+      if (kind === "tcp") while (server.peerMaxMessageSizeBytes !== 1200) await sleep(5);
+      const call = (path: string, timeoutMs = 5000) =>
+        new Promise<{ err: Error | undefined; res?: CoapResponse; calls: number; inCall: boolean }>((resolve) => {
+          let calls = 0;
+          let inCall = true;
+          const seen = { inCall: false };
+          client.requestWithCallback({ method: "PUT", path: [path], confirmable: false, timeoutMs }, (err, res) => {
+            calls++;
+            seen.inCall ||= inCall;
+            // Later calls would show up in `calls` before this settles.
+            setTimeout(() => resolve({ err, res, calls, inCall: seen.inCall }), 50);
+          });
+          inCall = false;
+        });
+      const hb = await call("hb");
+      assert.equal(hb.err, undefined);
+      assert.equal(hb.res?.code, Code.Changed);
+      assert.equal(hb.calls, 1);
+      assert.equal(hb.inCall, false);
+      const big = await call("big");
+      assert.ok(big.res?.payload.equals(body), "Block2 body reassembled");
+      const silent = await call("silent", 150);
+      assert.ok(silent.err instanceof CoapEndpointError && silent.err.code === "TIMEOUT", String(silent.err));
+      assert.equal(silent.calls, 1);
+      client.close();
+      const closed = await call("hb");
+      assert.ok(closed.err instanceof CoapEndpointError && closed.err.code === "CLOSED", String(closed.err));
+      assert.equal(closed.inCall, false);
+    });
+
     it("measures a ping round trip and rejects pending requests with CLOSED on close()", async () => {
       const { client, server } = await pair(kind);
       server.onRequest(() => undefined); // never answers

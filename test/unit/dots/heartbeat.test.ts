@@ -31,9 +31,9 @@ describe("dots/heartbeat", () => {
       intervalSeconds: 1,
       missingHbAllowed: 3,
       msPerSecond: 100,
-      send: async (b) => {
+      send: (b, answered) => {
         bodies.push(b);
-        return true;
+        setImmediate(() => answered(true));
       },
     });
     sched.start();
@@ -51,9 +51,9 @@ describe("dots/heartbeat", () => {
       intervalSeconds: 1,
       missingHbAllowed: 3,
       msPerSecond: 5,
-      send: async () => {
+      send: (_b, answered) => {
         sent++;
-        return false;
+        setImmediate(() => answered(false));
       },
     });
     sched.start();
@@ -70,10 +70,10 @@ describe("dots/heartbeat", () => {
       intervalSeconds: 1,
       missingHbAllowed: 2,
       msPerSecond: 5,
-      send: async () => {
+      send: (_b, answered) => {
         sent++;
         sched!.traffic();
-        return false;
+        answered(false);
       },
     });
     sched.on("lost", () => (lost = true));
@@ -110,9 +110,9 @@ describe("dots/heartbeat", () => {
       intervalSeconds: 0,
       missingHbAllowed: 3,
       msPerSecond: 5,
-      send: async () => {
+      send: (_b, answered) => {
         sent++;
-        return true;
+        setImmediate(() => answered(true));
       },
     });
     sched.start();
