@@ -231,6 +231,33 @@ async function main(): Promise<void> {
       await w;
     }
 
+    // The broker's share of the MQTT path: the detector's own message back through mosquitto
+    // (2 of the path's 4 broker hops), same run, same load.
+    const echoTopic = `bench/echo/${process.pid}`;
+    await client.subscribeAsync(echoTopic, { qos: 1 });
+    const echo: number[] = [];
+    for (let i = 0; i < N_REQ + 20; i++) {
+      const t0 = performance.now();
+      let on: ((topic: string) => void) | undefined;
+      const back = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("broker echo: no message back within 5 s")), 5000);
+        on = (topic: string) => {
+          if (topic !== echoTopic) return;
+          clearTimeout(timer);
+          resolve();
+        };
+        client.on("message", on);
+      });
+      client.publish(echoTopic, String(i), { qos: 1 });
+      try {
+        await back;
+      } finally {
+        if (on) client.off("message", on);
+      }
+      if (i >= 20) echo.push(performance.now() - t0);
+      await sleep(5);
+    }
+
     // ------------------------------------------------------------------ failover
     const victim = ids[0];
     const moved = heldBy(victim);
@@ -282,6 +309,9 @@ async function main(): Promise<void> {
     console.log(
       `    ratio MQTT/stdin  p50 ${(pct(times.mqtt, 50) / pct(times.stdin, 50)).toFixed(2)}x  p99 ${(pct(times.mqtt, 99) / pct(times.stdin, 99)).toFixed(2)}x  (goal <= 1.5x)`,
     );
+    console.log(
+      `    reference, the detector's own message back through the broker (2 of the MQTT path's 4 broker hops), same run: p50 ${fmt(pct(echo, 50))}  p99 ${fmt(pct(echo, 99))}; MQTT's extra over stdin at p50 ${fmt(pct(times.mqtt, 50) - pct(times.stdin, 50))}, its 4 broker hops about ${fmt(2 * pct(echo, 50))}`,
+    );
     const m3 = (m: [number, number, number]) => m.map(sec).join(" / ");
     console.log(`  failover: kill -9 of ${victim} holding ${moved.length} homes; back at the others 50/95/100%: ${m3(fo)}`);
     console.log(`    DTLS homes (liveness probe) ${m3(split("udp"))}; TLS homes (reset) ${m3(split("tcp"))}`);
@@ -293,6 +323,10 @@ async function main(): Promise<void> {
         if (x.time !== undefined && Date.parse(String(x.time)) >= killedAt && !["heartbeat", "status", "response"].includes(x.event))
           seen.set(x.event, (seen.get(x.event) ?? 0) + 1);
     console.log(`    survivors' events after the kill: ${[...seen].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    const errors = listeners
+      .slice(1)
+      .flatMap((l) => l.lines.filter((x) => x.event === "error" && x.time !== undefined && Date.parse(String(x.time)) >= killedAt));
+    for (const e of errors.slice(0, 5)) console.log(`      error: ${JSON.stringify(e).slice(0, 300)}`);
     const missing = moved.filter((h) => !backAt.has(h));
     if (missing.length) {
       const evs = fleets
