@@ -76,13 +76,8 @@ export class PeerTable<P extends TablePeer> {
     const mapped = socketAddress.startsWith(MAPPED_PREFIX);
     const bits = ipv4Bits(socketAddress, mapped ? MAPPED_PREFIX.length : 0);
     if (bits < 0) return this.byKey.get(PeerTable.key(socketAddress, port));
-    const tag = (port | (mapped ? MAPPED : 0)) + 1;
-    const mask = this.mask;
-    for (let i = this.slotOf(bits, tag); ; i = (i + 1) & mask) {
-      const t = this.ports[i];
-      if (t === 0) return undefined;
-      if (t === tag && this.addresses[i] === bits) return this.slots[i];
-    }
+    // An empty slot holds undefined.
+    return this.slots[this.probe(bits, (port | (mapped ? MAPPED : 0)) + 1)];
   }
 
   /** Adds or replaces the peer under `key`, which must be PeerTable.key(peer.socketAddress, peer.port). */
@@ -118,15 +113,21 @@ export class PeerTable<P extends TablePeer> {
     return h & this.mask;
   }
 
+  /** The slot holding this address and port tag, or the empty slot that ends its probe run. */
+  private probe(bits: number, tag: number): number {
+    const mask = this.mask;
+    let i = this.slotOf(bits, tag);
+    while (this.ports[i] !== 0 && !(this.ports[i] === tag && this.addresses[i] === bits)) i = (i + 1) & mask;
+    return i;
+  }
+
   private index(peer: P): void {
     const mapped = peer.socketAddress.startsWith(MAPPED_PREFIX);
     const bits = ipv4Bits(peer.socketAddress, mapped ? MAPPED_PREFIX.length : 0);
     if (bits < 0) return;
     if ((this.indexed + 1) * 2 > this.mask + 1) this.grow();
     const tag = (peer.port | (mapped ? MAPPED : 0)) + 1;
-    const mask = this.mask;
-    let i = this.slotOf(bits, tag);
-    while (this.ports[i] !== 0 && !(this.ports[i] === tag && this.addresses[i] === bits)) i = (i + 1) & mask;
+    const i = this.probe(bits, tag);
     if (this.ports[i] === 0) this.indexed++;
     this.addresses[i] = bits;
     this.ports[i] = tag;
@@ -137,14 +138,9 @@ export class PeerTable<P extends TablePeer> {
     const mapped = peer.socketAddress.startsWith(MAPPED_PREFIX);
     const bits = ipv4Bits(peer.socketAddress, mapped ? MAPPED_PREFIX.length : 0);
     if (bits < 0) return;
-    const tag = (peer.port | (mapped ? MAPPED : 0)) + 1;
+    const i = this.probe(bits, (peer.port | (mapped ? MAPPED : 0)) + 1);
+    if (this.ports[i] === 0 || this.slots[i] !== peer) return;
     const mask = this.mask;
-    let i = this.slotOf(bits, tag);
-    for (; ; i = (i + 1) & mask) {
-      if (this.ports[i] === 0) return;
-      if (this.ports[i] === tag && this.addresses[i] === bits) break;
-    }
-    if (this.slots[i] !== peer) return;
     // Backward-shift deletion (no tombstones): pull later entries of the probe run into the gap
     // unless their home slot lies cyclically after the gap.
     let gap = i;
@@ -173,8 +169,7 @@ export class PeerTable<P extends TablePeer> {
     this.slots = new Array<P | undefined>(capacity).fill(undefined);
     for (let k = 0; k < oldPorts.length; k++) {
       if (oldPorts[k] === 0) continue;
-      let i = this.slotOf(oldAddresses[k], oldPorts[k]);
-      while (this.ports[i] !== 0) i = (i + 1) & this.mask;
+      const i = this.probe(oldAddresses[k], oldPorts[k]);
       this.addresses[i] = oldAddresses[k];
       this.ports[i] = oldPorts[k];
       this.slots[i] = oldSlots[k];

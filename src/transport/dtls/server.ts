@@ -347,8 +347,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private readonly peersByCid = new Map<string, Peer>();
   /** "DTLSv1.2 <suite>" per suite id, built once and shared by every connection. */
   private readonly cipherLabels = new Map<number, string>();
-  private handshaking = 0;
-  /** Peers with a handshake in progress: the sweep checks their timeouts without walking every session. */
+  /** Peers with a handshake in progress (their count is the global cap's); the sweep checks their timeouts without walking every session. */
   private readonly handshakingPeers = new Set<Peer>();
   /** When the sweep next walks the established sessions for idle ones. */
   private nextIdleSweepAt = 0;
@@ -459,7 +458,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   get handshakingCount(): number {
-    return this.handshaking;
+    return this.handshakingPeers.size;
   }
 
   listen(port: number, host?: string): Promise<{ address: string; port: number }> {
@@ -526,12 +525,9 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       }
       const parsed = parseDatagram(datagram, this.maxRecordPlaintext + 2048, CID_LENGTH);
       if (parsed.malformed) this.stats.badRecords++;
-      // The key string is built only off the established path (handshakes, Connection IDs).
-      let key: string | undefined;
       for (const record of parsed.records) {
         if (record.cid) {
-          key ??= PeerTable.key(socketAddress, port);
-          this.handleCidRecord(record, key, socketAddress, address, port);
+          this.handleCidRecord(record, socketAddress, address, port);
           continue;
         }
         const peer = this.peers.find(socketAddress, port);
@@ -543,13 +539,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           }
           continue;
         }
-        if (peer !== undefined && record.epoch !== 0) {
-          const opened = this.openProtected(peer, record, true);
-          if (opened) this.dispatchProtected(peer, opened.type, opened.content);
-          continue;
-        }
-        key ??= PeerTable.key(socketAddress, port);
-        this.handleRecord(record, peer, key, socketAddress, address, port);
+        this.handleRecord(record, peer, socketAddress, address, port);
       }
     } catch (err) {
       // A defect, not peer input we failed to anticipate gracefully: count it, never throw.
@@ -558,17 +548,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
   }
 
-  private handleRecord(
-    record: DtlsRecord,
-    peer: Peer | undefined,
-    key: string,
-    socketAddress: string,
-    address: string,
-    port: number,
-  ): void {
+  private handleRecord(record: DtlsRecord, peer: Peer | undefined, socketAddress: string, address: string, port: number): void {
     if (record.epoch === 0) {
+      // The key string is built only here, off the established path.
       if (record.type === ContentType.Handshake) {
-        this.handlePlainHandshake(record, peer, key, socketAddress, address, port);
+        this.handlePlainHandshake(record, peer, PeerTable.key(socketAddress, port), socketAddress, address, port);
       } else if (record.type === ContentType.Alert && peer && peer.state !== "established") {
         // Plaintext alerts are only believed during the handshake.
         if (record.fragment.length === 2 && record.fragment[0] === AlertLevel.Fatal) this.failHandshake(peer, "peer-alert");
@@ -630,15 +614,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * A tls12_cid record (RFC 9146): found by our CID, whatever its address. Once it authenticates and is
    * the newest record of the session, a new address and port become the peer's (a NAT rebinding).
    */
-  private handleCidRecord(record: DtlsRecord, key: string, socketAddress: string, address: string, port: number): void {
+  private handleCidRecord(record: DtlsRecord, socketAddress: string, address: string, port: number): void {
     const peer = this.peersByCid.get(record.cid!.toString("latin1"));
     if (!peer || peer.state === "closed") {
       this.stats.badRecords++;
       return;
     }
-    const opened = this.openProtected(peer, record, key === peer.key);
+    const fromPeerAddress = socketAddress === peer.socketAddress && port === peer.port;
+    const opened = this.openProtected(peer, record, fromPeerAddress);
     if (!opened) return;
-    if (key !== peer.key && opened.newest) this.movePeer(peer, key, socketAddress, address, port);
+    if (!fromPeerAddress && opened.newest) this.movePeer(peer, PeerTable.key(socketAddress, port), socketAddress, address, port);
     this.dispatchProtected(peer, opened.type, opened.content);
   }
 
@@ -772,7 +757,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const source = sourceGroup(address, SOURCE_IPV6_PREFIX_LENGTH);
     if (
       this.peers.size >= this.maxPeers ||
-      this.handshaking >= this.maxHandshaking ||
+      this.handshakingPeers.size >= this.maxHandshaking ||
       (this.handshakingBySource.get(source) ?? 0) >= this.maxHandshakingPerSource
     ) {
       this.stats.handshakesFailed++;
@@ -849,7 +834,6 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     };
     this.peers.set(key, newPeer);
     if (newPeer.cid) this.peersByCid.set(newPeer.cid.toString("latin1"), newPeer);
-    this.handshaking++;
     this.handshakingPeers.add(newPeer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
 
@@ -1071,7 +1055,6 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.certificate = resumption.certificate;
     this.peers.set(key, peer);
     if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
-    this.handshaking++;
     this.handshakingPeers.add(peer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
     const serverHello = encodeHandshake(
@@ -1268,7 +1251,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           current.handshake.pending.push(record);
           continue;
         }
-        this.handleRecord(record, current, peer.key, peer.socketAddress, peer.address, peer.port);
+        this.handleRecord(record, current, peer.socketAddress, peer.address, peer.port);
       }
     } catch (err) {
       this.stats.internalErrors++;
@@ -1599,7 +1582,6 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   private handshakeEnded(peer: Peer, handshake: HandshakeState | undefined): void {
-    this.handshaking--;
     this.handshakingPeers.delete(peer);
     if (!handshake) return;
     const n = (this.handshakingBySource.get(handshake.source) ?? 1) - 1;
@@ -1610,7 +1592,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private sweep(): void {
     try {
       const now = Date.now();
-      const handshakeTimeoutMs = this.handshaking * 2 >= this.maxHandshaking ? this.pressureHandshakeTimeoutMs : this.handshakeTimeoutMs;
+      const handshakeTimeoutMs =
+        this.handshakingPeers.size * 2 >= this.maxHandshaking ? this.pressureHandshakeTimeoutMs : this.handshakeTimeoutMs;
       // Deleting the current entry while iterating a Map or Set is safe; nothing is copied per tick.
       for (const peer of this.handshakingPeers) {
         if (peer.handshake && now - peer.handshake.createdAt >= handshakeTimeoutMs) this.failHandshake(peer, "timeout");
