@@ -23,6 +23,8 @@ export interface ListenRunner {
   start(): Promise<void>;
   /** reply: where this command's response/error goes (default: the runner's event writer). */
   command(cmd: Cmd, reply?: EventWriter): void;
+  /** Closes a live session (its session-down event follows); false when there is none. */
+  closeSession(sessionId: string, reason: string): boolean;
   stop(): Promise<void>;
 }
 
@@ -70,6 +72,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   return {
     start: () => listener.start(),
     stop: () => listener.stop(),
+    closeSession: (sessionId, reason) => listener.closeSession(sessionId, reason),
     command(cmd, reply = emit) {
       const name = cmd.cmd;
       switch (name) {

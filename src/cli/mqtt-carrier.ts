@@ -64,6 +64,8 @@ export function decodeTopicLevel(level: string): string | undefined {
 interface Presence {
   clientId: string;
   instance: string;
+  /** When the holder's session of the home began (ms); undefined in records without it. */
+  since?: number;
 }
 interface Proc {
   online: boolean;
@@ -102,6 +104,10 @@ export class MqttCarrier {
   private offlineDropped = 0;
   /** Homes whose session is up here, with how many sessions (a replacement overlaps briefly). */
   private readonly mine = new Map<string, number>();
+  /** The newest session per home held here: its id and when it began (ms). */
+  private readonly newest = new Map<string, { sessionId: string; since: number }>();
+  /** Homes whose presence we published and have not yet seen come back from the broker. */
+  private readonly presenceInFlight = new Set<string>();
   private readonly homeOfSession = new Map<string, string>();
   /** Homes whose session ended while the broker was away (their presence was not cleared). */
   private readonly unreleased = new Set<string>();
@@ -228,11 +234,33 @@ export class MqttCarrier {
     const level = encodeTopicLevel(home);
     await c.subscribeAsync(this.t("cmd", level), { qos: 1, properties: { subscriptionIdentifier: SUB_HOME } });
     if (!this.mine.has(home) || !this.connected) return;
+    if (this.yieldIfNewerElsewhere(home)) return;
+    const since = this.newest.get(home)?.since ?? Date.now();
+    this.presenceInFlight.add(home);
     await c.publishAsync(
       this.t("presence", level),
-      JSON.stringify({ clientId: this.s.clientId, instance: this.instance, home, since: new Date().toISOString() }),
+      JSON.stringify({ clientId: this.s.clientId, instance: this.instance, home, since: new Date(since).toISOString() }),
       { qos: 1, retain: true },
     );
+  }
+
+  /**
+   * One home, one session across the fleet: when another live process holds a session of this
+   * home that began after ours, the home has moved on (it redialled, its NAT rebound, or it gave
+   * up on a handshake that completed only here) and ours is closed. True when it was.
+   */
+  private yieldIfNewerElsewhere(home: string): boolean {
+    const ours = this.newest.get(home);
+    const h = this.holder(home);
+    if (!ours || !h || h.instance === this.instance || h.since === undefined || h.since <= ours.since) return false;
+    this.deps.runner.closeSession(ours.sessionId, `the home has a newer session at ${h.clientId}`);
+    return true;
+  }
+
+  /** Whether clearing this home's presence could only remove our own record. */
+  private presenceIsOurs(home: string): boolean {
+    const p = this.presence.get(home);
+    return p === undefined || p.instance === this.instance || this.presenceInFlight.has(home);
   }
 
   private async releaseHome(home: string): Promise<void> {
@@ -244,7 +272,8 @@ export class MqttCarrier {
       return;
     }
     const level = encodeTopicLevel(home);
-    await c.publishAsync(this.t("presence", level), "", { qos: 1, retain: true });
+    // Another process's record (the home moved there) stays: clearing it would unroute the home.
+    if (this.presenceIsOurs(home)) await c.publishAsync(this.t("presence", level), "", { qos: 1, retain: true });
     if (this.mine.has(home)) return; // back meanwhile
     await c.unsubscribeAsync(this.t("cmd", level));
   }
@@ -258,7 +287,7 @@ export class MqttCarrier {
     if ((event === "session-up" || event === "session-down") && session && typeof session.home === "string") {
       home = session.home;
       if (typeof session.id === "string") this.homeOfSession.set(session.id, home);
-      if (event === "session-up") this.sessionUp(home);
+      if (event === "session-up") this.sessionUp(home, session.id, (session as { since?: unknown }).since);
       else this.sessionDown(home);
     } else if (event === "identity-conflict" && typeof fields.home === "string") {
       // The refused session's name: readers of that home see who was turned away and why.
@@ -301,9 +330,11 @@ export class MqttCarrier {
     }
   }
 
-  private sessionUp(home: string): void {
+  private sessionUp(home: string, sessionId: unknown, since: unknown): void {
     this.unreleased.delete(home);
     this.mine.set(home, (this.mine.get(home) ?? 0) + 1);
+    if (typeof sessionId === "string")
+      this.newest.set(home, { sessionId, since: typeof since === "number" && Number.isFinite(since) ? since : Date.now() });
     if (this.mine.get(home) === 1)
       this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
   }
@@ -315,6 +346,7 @@ export class MqttCarrier {
       return;
     }
     this.mine.delete(home);
+    this.newest.delete(home);
     this.releaseHome(home).catch((e: Error) => this.mqttError("PRESENCE", `releasing ${home}: ${e.message}`, { home }));
   }
 
@@ -357,13 +389,20 @@ export class MqttCarrier {
     if (rest.length !== 1) return;
     const home = decodeTopicLevel(rest[0]);
     if (home === undefined) return;
-    const p = parseJson(payload) as Partial<Presence> | undefined;
+    const p = parseJson(payload) as (Omit<Partial<Presence>, "since"> & { since?: unknown }) | undefined;
     if (!p || typeof p.clientId !== "string" || typeof p.instance !== "string") {
       if (payload.length > 0) this.badView("BAD_PRESENCE", this.t("presence", ...rest), payload);
       this.presence.delete(home);
+      this.presenceInFlight.delete(home);
+      // Cleared while we hold the home (a late clear by a process it left): say again that we do.
+      if (payload.length === 0 && this.mine.has(home) && this.connected)
+        this.takeHome(home).catch((e: Error) => this.mqttError("PRESENCE", `taking ${home}: ${e.message}`, { home }));
       return;
     }
-    this.presence.set(home, { clientId: p.clientId, instance: p.instance });
+    const since = typeof p.since === "string" ? Date.parse(p.since) : NaN;
+    this.presence.set(home, { clientId: p.clientId, instance: p.instance, ...(Number.isFinite(since) ? { since } : {}) });
+    if (p.instance === this.instance) this.presenceInFlight.delete(home);
+    else if (this.mine.has(home)) this.yieldIfNewerElsewhere(home);
     // A presence naming us for a home we do not hold: our earlier run left it (crash), or the
     // session ended while the broker was away (a persistent broker kept it). Nobody else clears it.
     // Not the echo of a presence we released ourselves: clearing again could erase the next holder's.
@@ -680,9 +719,12 @@ export class MqttCarrier {
     this.expiryTimers.clear();
     if (this.connected) {
       try {
-        for (const home of [...this.mine.keys()])
-          await c.publishAsync(this.t("presence", encodeTopicLevel(home)), "", { qos: 1, retain: true });
+        // Forgotten first: the echo of a clear must not read as someone else clearing a home we hold.
+        const homes = [...this.mine.keys()];
         this.mine.clear();
+        this.newest.clear();
+        for (const home of homes)
+          if (this.presenceIsOurs(home)) await c.publishAsync(this.t("presence", encodeTopicLevel(home)), "", { qos: 1, retain: true });
         await c.publishAsync(
           this.procTopic,
           JSON.stringify({ online: false, instance: this.instance, clientId: this.s.clientId, stoppedAt: new Date().toISOString() }),

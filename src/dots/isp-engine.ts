@@ -327,6 +327,14 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
     return s && s.wasUp ? { ...s.info } : undefined;
   }
 
+  /** Closes the live session with this id (up or still setting up); false when there is none. */
+  closeSession(id: string, reason: string): boolean {
+    const s = this.live.get(id);
+    if (!s) return false;
+    s.close(reason);
+    return true;
+  }
+
   /** The live session object (tests and tools send raw requests through it). */
   session(idOrHome: string): IspSession {
     return this.require(idOrHome);

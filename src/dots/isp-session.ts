@@ -508,6 +508,8 @@ export class IspSession extends EventEmitter {
   private readonly pending = new SparseSet<(err: Error) => void>();
   private closedReason: string | undefined;
   private upEmitted = false;
+  /** Any valid CoAP message from the home since the handshake. */
+  private heardFromHome = false;
   /** Earliest time (epoch ms) the next new mitigation-family request may go out over DTLS. */
   private nextRequestSlot = 0;
   /** The configuration set whose values are in force now. */
@@ -530,7 +532,10 @@ export class IspSession extends EventEmitter {
     this.relay = opts.relay;
     this.activeSetName = this.state.attackInProgress() ? "mitigating" : "idle";
     this.heartbeat = this.makeHeartbeat(this.activeSet());
-    endpoint.onActivity(() => this.heartbeat.traffic());
+    endpoint.onActivity(() => {
+      this.heardFromHome = true;
+      this.heartbeat.traffic();
+    });
     endpoint.onClose((reason) => this.down(reason));
     endpoint.onRequest((req) => this.handleIncoming(req));
   }
@@ -711,6 +716,12 @@ export class IspSession extends EventEmitter {
       this.scheduleConfigRefresh(res.maxAge);
     } catch (e) {
       if (!this.isUp) return;
+      // Not one message since the handshake: the home gave up on this session (a handshake that
+      // completed here after it timed out there, say) and may already hold another one.
+      if (initial && !this.heardFromHome) {
+        this.close(`the home sent nothing after the handshake (GET /config: ${(e as Error).message})`);
+        return;
+      }
       fallback(`GET /config failed (${(e as Error).message})`);
     }
   }

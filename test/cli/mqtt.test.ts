@@ -243,6 +243,35 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-b" && m.json?.online === false, 10000, "isp-b offline");
   });
 
+  it("one home, one session across the fleet: a home that vanished from one process and dialled another is closed at the first, whose release leaves the new presence alone", async () => {
+    const a = await listener("isp-a");
+    const b = await listener("isp-b");
+    const w = await watcher();
+    const d1 = dialer(HOMES[0], a.port);
+    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence of home-1 at isp-a");
+    // Gone without a word (power cut, or a handshake it gave up on): isp-a's session stays up.
+    await d1.stop("SIGKILL");
+    dialer(HOMES[0], b.port);
+    const moved = await w.waitFor(presenceOf("home-1", "isp-b"), 15000, "presence of home-1 at isp-b");
+    const down = await a.proc.waitFor(
+      (l) => l.event === "session-down" && (l.session as Record<string, unknown>)?.home === "home-1",
+      10000,
+      "isp-a closing its stale session",
+    );
+    assert.match(String(down.reason), /newer session at isp-b/);
+    await new Promise((r) => setTimeout(r, 500));
+    const after = w.msgs.slice(w.msgs.indexOf(moved) + 1).filter((m) => m.topic === "dots/presence/home-1");
+    assert.deepEqual(
+      after.map((m) => m.text),
+      [],
+      "nothing overwrote or cleared isp-b's presence",
+    );
+    await w.publish("dots/cmd/home-1", { cmd: "mitigate", id: "one-1", request: scope("192.0.2.11/32", HOMES[0]) });
+    const r = await w.waitFor(evt("home-1", "response", "one-1"), 15000, "answer one-1");
+    assert.equal((r.json?.outcome as Record<string, unknown>).code, "2.01");
+    assert.equal(r.json?.clientId, "isp-b");
+  });
+
   it("answers a command for a home nobody holds with held, runs it when the home comes back (at another process), and refuses hold 0 and unknown homes", async () => {
     const a = await listener("isp-a");
     await listener("isp-b");

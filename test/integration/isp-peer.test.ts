@@ -579,6 +579,48 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
     );
   });
 
+  it("closes a session the home never speaks on (its handshake finished only here), without session-up; a home that speaks gets the defaults", async () => {
+    listener = new CallHomeListener(
+      {
+        port: 0,
+        host: "127.0.0.1",
+        transports: { dtls: true, tls: false },
+        psk: [{ ...PSK, home: "peer" }],
+        homePrefixes: { peer: ["203.0.113.0/24"] },
+      },
+      { nonRepeatMs: 100, requestTimeoutMs: 4000, configTimeoutMs: 600 },
+    );
+    const errors: string[] = [];
+    const ups: SessionInfo[] = [];
+    listener.on("error", (e: Error) => errors.push(e.message));
+    listener.on("session-up", (s: SessionInfo) => ups.push(s));
+    await listener.start();
+    const l = listener;
+    // Nothing at all from the home after the handshake: dead, closed, never announced.
+    home = new HandHome(30, 15);
+    home.silent = true;
+    await home.connect(l.port as number);
+    const closed = new Promise<void>((resolve) => home?.conn.once("close", () => resolve()));
+    await closed;
+    assert.equal(ups.length, 0, "no session-up for a session the home never used");
+    assert.deepEqual(l.sessions(), []);
+    assert.ok(!errors.some((m) => /defaults/.test(m)), errors.join("; "));
+    home.close();
+    // Deaf to GET /config but sending its heartbeat: alive, so the session comes up on the defaults.
+    const h = new HandHome(30, 15);
+    home = h;
+    h.silent = true;
+    const up = waitFor<[SessionInfo]>(l, "session-up");
+    await h.connect(l.port as number);
+    assert.equal(await h.heartbeat(), Code.Changed);
+    const [s] = await up;
+    assert.deepEqual(l.session(s.id).negotiated.idle, { ...DEFAULT_CONFIG_SET });
+    assert.ok(
+      errors.some((m) => /GET \/config failed/.test(m) && /defaults/.test(m)),
+      errors.join("; "),
+    );
+  });
+
   it("switches to mitigating-config's heartbeat interval while an attack is active, and back (R46)", async () => {
     // idle 30 s (3 s compressed), mitigating 1 s (100 ms compressed).
     const [l, h, s] = await start(30, 15, { msPerSecond: 100 }, (x) => (x.mitigatingHeartbeatInterval = 1));

@@ -9,6 +9,8 @@ export class FleetView {
   readonly presence = new Map<string, string>();
   readonly procs = new Map<string, boolean>();
   readonly events: Array<{ home: string; json: Json; at: number }> = [];
+  /** First answer (response or error event) per home and command id: a lookup, not a scan. */
+  private readonly answers = new Map<string, Json>();
   private waiters: Array<() => boolean> = [];
   constructor(readonly client: MqttClient) {
     client.on("message", (topic, payload) => {
@@ -23,7 +25,13 @@ export class FleetView {
       else if (levels[1] === "presence") {
         if (json && typeof json.clientId === "string") this.presence.set(levels[2], json.clientId);
         else this.presence.delete(levels[2]);
-      } else if (levels[1] === "evt" && json) this.events.push({ home: levels[2], json, at: Date.now() });
+      } else if (levels[1] === "evt" && json) {
+        this.events.push({ home: levels[2], json, at: Date.now() });
+        if ((json.event === "response" || json.event === "error") && json.id !== undefined) {
+          const key = answerKey(levels[2], json.id);
+          if (!this.answers.has(key)) this.answers.set(key, json);
+        }
+      }
       this.waiters = this.waiters.filter((w) => !w());
     });
   }
@@ -46,6 +54,8 @@ export class FleetView {
   }
 
   answer(home: string, id: string): Json | undefined {
-    return this.events.find((e) => e.home === home && e.json.id === id && (e.json.event === "response" || e.json.event === "error"))?.json;
+    return this.answers.get(answerKey(home, id));
   }
 }
+
+const answerKey = (home: string, id: unknown): string => `${home}\u0000${JSON.stringify(id)}`;

@@ -304,18 +304,25 @@ export class DtlsClient extends EventEmitter implements Connection {
       this.opts.signal?.addEventListener("abort", this.onAbort, { once: true });
       const timeout = this.opts.handshakeTimeoutMs ?? 30_000;
       this.deadlineTimer = setTimeout(() => {
-        // OpenSSL drops a Finished it cannot verify without an alert: say where we were.
-        const where =
-          this.state === "finished"
+        // Timers run before pending I/O: after a busy spell the server's answer may already wait
+        // in the socket. Read it first (setImmediate runs after this turn's poll phase).
+        setImmediate(() => {
+          if (this.done()) return;
+          // OpenSSL drops a Finished it cannot verify without an alert: say where we were.
+          const finished = this.state === "finished";
+          const where = finished
             ? " waiting for the server's Finished (no answer to ours: a wrong PSK looks like this with some peers)"
             : "";
-        this.fail(
-          new TransportError(
-            "HANDSHAKE_TIMEOUT",
-            `DTLS handshake with ${this.remoteAddress}:${this.remotePort} timed out after ${timeout} ms${where}`,
-          ),
-          undefined,
-        );
+          // The server may hold this session as established (our Finished reached it): close it there.
+          if (finished && this.write) this.sendAlert(AlertLevel.Warning, AlertDescription.CloseNotify);
+          this.fail(
+            new TransportError(
+              "HANDSHAKE_TIMEOUT",
+              `DTLS handshake with ${this.remoteAddress}:${this.remotePort} timed out after ${timeout} ms${where}`,
+            ),
+            undefined,
+          );
+        });
       }, timeout);
       const bindAddress = this.opts.localAddress;
       const socket = dgram.createSocket(this.opts.address.includes(":") ? "udp6" : "udp4");

@@ -279,6 +279,48 @@ describe("transport/dtls client role", function () {
     assert.equal(await echo(c, "still"), "echo:still");
   });
 
+  it("a deadline that passes while the process is busy first reads the server's Finished already waiting: connected, not timed out", async () => {
+    const { port } = await ourServer();
+    const timeoutMs = 1500;
+    let started = 0;
+    let blocked = false;
+    const p = await proxy(port, (d) => {
+      if (!blocked && parseDatagram(d, 20000).records.some((r) => r.epoch === 1)) {
+        blocked = true;
+        // Once the server's Finished is on its way to the client, the process is busy past the
+        // deadline (a loaded home: many sessions, GC): the datagram waits in the client's socket.
+        queueMicrotask(() => {
+          const until = started + timeoutMs + 200;
+          while (Date.now() < until) {
+            // busy
+          }
+        });
+      }
+      return [d];
+    });
+    closers.push(() => p.close());
+    started = Date.now();
+    const c = await connect(p.port, { handshakeTimeoutMs: timeoutMs });
+    assert.ok(blocked, "the server's Finished passed the proxy");
+    assert.ok(Date.now() - started > timeoutMs, "the deadline had passed when the handshake completed");
+    assert.equal(await echo(c, "late but fine"), "echo:late but fine");
+  });
+
+  it("a client that gives up waiting for the server's Finished sends close_notify: the server's session for it closes at once", async () => {
+    const { server, port } = await ourServer();
+    const accepted = once(server, "connection");
+    // Every server datagram carrying epoch 1 (its Finished) is lost: the server is established, we are not.
+    const p = await proxy(port, (d) => (parseDatagram(d, 20000).records.some((r) => r.epoch === 1) ? [] : [d]));
+    closers.push(() => p.close());
+    await assert.rejects(connect(p.port, { handshakeTimeoutMs: 600, retransmitInitialMs: 200 }), (e: unknown) => {
+      return e instanceof TransportError && e.code === "HANDSHAKE_TIMEOUT" && /waiting for the server's Finished/.test(e.message);
+    });
+    const [srv] = (await accepted) as [Connection];
+    const closedAt = Date.now();
+    if (!srv.closed) await once(srv, "close");
+    assert.ok(Date.now() - closedAt < 1000, "closed by the alert, not by the idle timeout");
+  });
+
   it("the server's close_notify closes the connection without an error", async () => {
     const { server, port } = await ourServer();
     const accepted = once(server, "connection");
