@@ -1,7 +1,8 @@
 // Stateless HelloVerifyRequest cookies (RFC 6347 4.2.1): HMAC over the client's address, port and
 // ClientHello parameters with a rotating secret; the previous secret is still accepted so a cookie
 // issued just before a rotation stays valid.
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { HmacSha256 } from "./sha256";
 
 export const COOKIE_LENGTH = 32;
 
@@ -15,9 +16,10 @@ export interface CookieInput {
 }
 
 export class CookieJar {
-  private current = randomBytes(32);
-  private previous: Buffer | undefined;
+  private current = new HmacSha256(randomBytes(32));
+  private previous: HmacSha256 | undefined;
   private rotatedAt: number;
+  private readonly fixed = Buffer.alloc(5);
 
   constructor(
     private readonly rotationMs: number,
@@ -30,23 +32,28 @@ export class CookieJar {
     const t = this.now();
     if (t - this.rotatedAt < this.rotationMs) return;
     // After two periods without traffic the old secret is also stale.
+    this.previous?.wipe();
     this.previous = t - this.rotatedAt < 2 * this.rotationMs ? this.current : undefined;
-    this.current = randomBytes(32);
+    if (!this.previous) this.current.wipe();
+    this.current = new HmacSha256(randomBytes(32));
     this.rotatedAt = t;
   }
 
-  private compute(secret: Buffer, c: CookieInput): Buffer {
-    const h = createHmac("sha256", secret);
-    const fixed = Buffer.allocUnsafe(4);
+  private compute(secret: HmacSha256, c: CookieInput): Buffer {
+    const fixed = this.fixed;
     fixed.writeUInt16BE(c.port, 0);
     fixed.writeUInt16BE(c.clientVersion, 2);
-    h.update(c.address, "latin1")
-      .update(fixed)
+    fixed[4] = c.sessionId.length;
+    const h = secret.begin();
+    h.update(Buffer.from(c.address, "latin1"))
+      .update(fixed, 0, 4)
       .update(c.random)
-      .update(Buffer.from([c.sessionId.length]))
+      .update(fixed, 4, 5)
       .update(c.sessionId)
       .update(c.suitesRaw);
-    return h.digest();
+    const out = Buffer.allocUnsafe(32);
+    secret.end(out);
+    return out;
   }
 
   issue(c: CookieInput): Buffer {
@@ -63,8 +70,9 @@ export class CookieJar {
 
   /** For tests: force a rotation now. */
   rotate(): void {
+    this.previous?.wipe();
     this.previous = this.current;
-    this.current = randomBytes(32);
+    this.current = new HmacSha256(randomBytes(32));
     this.rotatedAt = this.now();
   }
 }

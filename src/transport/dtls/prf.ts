@@ -1,17 +1,36 @@
 // TLS 1.2 PRF with SHA-256 (RFC 5246 section 5) and the key schedule pieces the PSK and ECDHE_PSK suites need.
-import { createHash, createHmac } from "node:crypto";
+import { HmacSha256, Sha256 } from "./sha256";
+
+// Scratch for the PRF, shared: it never yields, and it is wiped before it returns.
+const PRF_HMAC = new HmacSha256(new Uint8Array(0));
+const PRF_A = new Uint8Array(32);
+const PRF_BLOCK = new Uint8Array(32);
+const TRANSCRIPT = new Sha256();
 
 /** P_SHA256(secret, label + seed) truncated to `length` bytes. */
 export function prfSha256(secret: Buffer, label: string, seed: Buffer, length: number): Buffer {
-  const labelSeed = Buffer.concat([Buffer.from(label, "latin1"), seed]);
+  const labelBytes = Buffer.from(label, "latin1");
+  const hmac = PRF_HMAC.rekey(secret);
   const out = Buffer.allocUnsafe(length);
-  let a = labelSeed;
-  let filled = 0;
-  while (filled < length) {
-    a = createHmac("sha256", secret).update(a).digest();
-    const block = createHmac("sha256", secret).update(a).update(labelSeed).digest();
-    filled += block.copy(out, filled, 0, Math.min(block.length, length - filled));
+  const a = PRF_A;
+  const block = PRF_BLOCK;
+  // A(1) = HMAC(secret, label + seed); A(i+1) = HMAC(secret, A(i)); block(i) = HMAC(secret, A(i) + label + seed)
+  hmac.begin().update(labelBytes).update(seed);
+  hmac.end(a);
+  for (let filled = 0; filled < length;) {
+    hmac.begin().update(a).update(labelBytes).update(seed);
+    hmac.end(block);
+    const n = Math.min(32, length - filled);
+    out.set(n === 32 ? block : block.subarray(0, n), filled);
+    filled += n;
+    if (filled < length) {
+      hmac.begin().update(a);
+      hmac.end(a);
+    }
   }
+  hmac.wipe();
+  a.fill(0);
+  block.fill(0);
   return out;
 }
 
@@ -36,7 +55,7 @@ export function ecdhePskPremasterSecret(sharedSecret: Buffer, psk: Buffer): Buff
 }
 
 export function sha256(parts: readonly Buffer[]): Buffer {
-  const h = createHash("sha256");
+  const h = TRANSCRIPT.reset();
   for (const p of parts) h.update(p);
   return h.digest();
 }
