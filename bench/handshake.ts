@@ -10,8 +10,9 @@
 // code over its first few thousand handshakes (measured: about 1,000 us per handshake over the first
 // 1,000, about 300 us from the fourth 1,000 on) while OpenSSL's is compiled already. The storm below
 // is the cold case (a restarted listener).
-// Usage: node .build/<out>/bench/handshake.js [handshakes=2000] [parallel=4] [idleSessions=1000] [idleMs=6000]
-//   [--warmup=3000] [--storm-only] [--storm-homes=1000] [--storm-clients=4] [--storm-parallel=4] [--storm-profile]
+// Then --rounds rounds (default 3) of [handshakes] on ours and on the reference, alternating.
+// Usage: node .build/<out>/bench/handshake.js [handshakes=1000] [parallel=4] [idleSessions=1000] [idleMs=6000]
+//   [--warmup=3000] [--rounds=3] [--storm-only] [--storm-homes=1000] [--storm-clients=4] [--storm-parallel=4] [--storm-profile]
 // (--storm-parallel: handshakes in flight per client process; --storm-profile: the server's CPU
 // profile over one more resumed pass, after the measured ones.)
 import { spawn, type ChildProcess } from "node:child_process";
@@ -154,6 +155,20 @@ async function ourClientHandshakes(port: number, n: number, parallel: number, su
   process.stdout.write(JSON.stringify({ ok, failed, seconds, resumed: resumedCount }) + "\n");
 }
 
+/** One pass of a client child: its report plus the server's CPU per handshake. */
+interface Pass {
+  ok: number;
+  failed: number;
+  seconds: number;
+  resumed?: number;
+  us: number;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
 function runChild(args: string[], env?: Record<string, string>): { child: ChildProcess; line: Promise<Record<string, number>> } {
   const child = spawn(process.execPath, [__filename, ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
   let buf = "";
@@ -250,88 +265,102 @@ async function main(): Promise<void> {
   };
   if (argv.includes("--storm-only")) return reconnectStorm(await makeTestPki(), storm);
   const warmup = flag("warmup", 3000);
-  const handshakes = Number(mode ?? 2000);
+  const rounds = flag("rounds", 3);
+  const handshakes = Number(mode ?? 1000);
   const parallel = Number(a ?? 4);
   const idle = Number(b ?? 1000);
   const idleMs = Number(c ?? DEFAULT_IDLE_MS);
   const libcoap = haveLibcoap();
-
   console.log(
-    `DTLS 1.2 PSK handshakes, client node-dtls-client 2.0.3 (${SUITE}), ${handshakes} handshakes, ${parallel} in parallel, after a warm-up pass of ${warmup} (each server)`,
-  );
-  const warmNote = (w: { us: number; ok: number }): string => `  [warm-up pass: ${w.us.toFixed(0)} us/handshake, ok ${w.ok}]`;
-  // Same flight shape for both servers: libcoap sends the PSK hint "CoAP".
-  const server = new DtlsServer({
-    pskLookup: (id) => (id === IDENTITY ? Buffer.from(KEY) : undefined),
-    pskHint: "CoAP",
-    maxHandshaking: 5000,
-    maxPeers: 20000,
-  });
-  server.on("connection", () => undefined);
-  const { port } = await server.listen(0, "127.0.0.1");
-  const warm0 = process.cpuUsage();
-  const oursWarm = await runChild(["--client-handshakes", String(port), String(warmup), String(parallel)]).line;
-  const warmUsed = process.cpuUsage(warm0);
-  const oursWarmup = { ok: oursWarm.ok, us: (warmUsed.user + warmUsed.system) / (oursWarm.ok + 10) };
-  const cpu0 = process.cpuUsage();
-  const ours = await runChild(["--client-handshakes", String(port), String(handshakes), String(parallel)]).line;
-  const cpu = process.cpuUsage(cpu0);
-  await server.close();
-  const oursRate = ours.ok / ours.seconds;
-  // The CPU figure includes the 10 warm-up handshakes, like the reference's.
-  const oursCpu = (cpu.user + cpu.system) / (ours.ok + 10);
-  console.log(
-    `  ours (DtlsServer, Node ${process.version})          ${oursRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${oursCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ours.ok}, failed ${ours.failed})${warmNote(oursWarmup)}`,
+    `Each row: our server and coap-server-openssl (libcoap/OpenSSL) side by side, the same client; a warm-up pass of ${warmup} handshakes on each (printed, not counted), ` +
+      `then ${rounds} rounds of ${handshakes} handshakes on ours and ${handshakes} on the reference, alternating (${parallel} in parallel); ` +
+      `medians over the rounds, and the median of the per-round ratios (this machine is noisy: a ratio within one round is the fairest figure). Node ${process.version}.`,
   );
 
-  if (libcoap) {
-    const lib = await startLibcoap();
+  /** One row: warm-up of both servers, then alternating rounds; prints medians and ratios. */
+  const row = async (
+    title: string,
+    ours: DtlsServerOptions,
+    refCredentials: string[] | undefined,
+    clientArgs: (port: number, n: number) => string[],
+    env?: Record<string, string>,
+  ): Promise<void> => {
+    console.log(`\n${title}`);
+    const srv = new DtlsServer({ ...ours, ...BENCH_CAPS });
+    srv.on("connection", () => undefined);
+    const port = (await srv.listen(0, "127.0.0.1")).port;
+    const lib = libcoap ? await startLibcoap(refCredentials) : undefined;
+    const passOurs = async (n: number): Promise<Pass> => {
+      const c0 = process.cpuUsage();
+      const r = await runChild(clientArgs(port, n), env).line;
+      const used = process.cpuUsage(c0);
+      return { ...r, us: (used.user + used.system) / (r.ok + 10) } as Pass;
+    };
+    const passRef = async (n: number): Promise<Pass> => {
+      const pid = lib!.proc.pid!;
+      const c0 = cpuMicrosOf(pid);
+      const r = await runChild(clientArgs(lib!.securePort, n), env).line;
+      return { ...r, us: (cpuMicrosOf(pid) - c0) / (r.ok + 10) } as Pass;
+    };
     try {
-      const libWarm0 = cpuMicrosOf(lib.proc.pid!);
-      const refWarm = await runChild(["--client-handshakes", String(lib.securePort), String(warmup), String(parallel)]).line;
-      const refWarmup = { ok: refWarm.ok, us: (cpuMicrosOf(lib.proc.pid!) - libWarm0) / (refWarm.ok + 10) };
-      const libCpu0 = cpuMicrosOf(lib.proc.pid!);
-      const ref = await runChild(["--client-handshakes", String(lib.securePort), String(handshakes), String(parallel)]).line;
-      const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
-      const refRate = ref.ok / ref.seconds;
+      const warmOurs = await passOurs(warmup);
+      const warmRef = lib ? await passRef(warmup) : undefined;
+      const o: Pass[] = [];
+      const f: Pass[] = [];
+      for (let i = 0; i < rounds; i++) {
+        o.push(await passOurs(handshakes));
+        if (lib) f.push(await passRef(handshakes));
+      }
+      const rate = (p: Pass): number => p.ok / p.seconds;
+      const resumedNote = (ps: Pass[]): string =>
+        ps.some((p) => p.resumed !== undefined) ? `, resumed ${ps.map((p) => p.resumed).join("/")}` : "";
+      const line = (label: string, ps: Pass[], warm: Pass): string =>
+        `  ${label} ${median(ps.map(rate)).toFixed(1).padStart(8)} handshakes/s  server CPU ${median(ps.map((p) => p.us))
+          .toFixed(0)
+          .padStart(5)} us/handshake ` +
+        `(rounds ${ps.map((p) => p.us.toFixed(0)).join(" / ")} us; ok ${ps.map((p) => p.ok).join("/")}, failed ${ps.reduce((x, p) => x + p.failed, 0)}${resumedNote(ps)})  ` +
+        `[warm-up pass: ${warm.us.toFixed(0)} us/handshake, ok ${warm.ok}]`;
+      console.log(line("ours (DtlsServer)                               ", o, warmOurs));
+      if (!lib || !warmRef) {
+        console.log("  reference skipped: coap-server-openssl not installed (apt-get install libcoap3-bin)");
+        return;
+      }
+      console.log(line("reference (coap-server-openssl, libcoap/OpenSSL)", f, warmRef));
+      if (f.every((p) => p.ok === 0)) {
+        console.log(
+          "  no ratio: the reference completed no handshake (coap-server-openssl answers a certificate resumption with internal_error)",
+        );
+        return;
+      }
+      const cpuRatios = o.map((p, i) => p.us / f[i].us);
+      const rateRatios = o.map((p, i) => rate(p) / rate(f[i]));
       console.log(
-        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed})${warmNote(refWarmup)}`,
-      );
-      console.log(
-        `  ratio ours / reference: ${(oursRate / refRate).toFixed(2)}x handshake rate (goal >= 1.0x); server CPU per handshake ${(oursCpu / refCpu).toFixed(2)}x (goal <= 1.5x)`,
+        `  ratio ours / reference, median of the rounds: ${median(rateRatios).toFixed(2)}x handshake rate (goal >= 1.0x; rounds ${rateRatios.map((x) => x.toFixed(2)).join(" / ")}); ` +
+          `server CPU per handshake ${median(cpuRatios).toFixed(2)}x (goal <= 1.5x; rounds ${cpuRatios.map((x) => x.toFixed(2)).join(" / ")})`,
       );
     } finally {
-      lib.proc.kill("SIGKILL");
+      lib?.proc.kill("SIGKILL");
+      await srv.close();
     }
-  } else {
-    console.log("  reference skipped: coap-server-openssl not installed (apt-get install libcoap3-bin)");
-  }
+  };
+
+  // node-dtls-client (plain PSK, CCM_8) as a third-party client; libcoap sends the PSK hint "CoAP", so ours does too.
+  const pskServer = { pskLookup: (id: string) => (id === IDENTITY ? Buffer.from(KEY) : undefined) };
+  await row(
+    `DTLS 1.2 PSK handshakes, client node-dtls-client 2.0.3 (${SUITE})`,
+    { ...pskServer, pskHint: "CoAP" },
+    undefined,
+    (port, n) => ["--client-handshakes", String(port), String(n), String(parallel)],
+  );
 
   // Our client (the home's default) against both servers, per suite: ECDHE_PSK is what our home and
   // ISP negotiate by default; PSK_CCM_8 is the RFC 9132 mandatory suite; ECDHE_ECDSA is for homes
   // with certificates (mutual, P-256; coap-server-openssl with -c/-j/-C).
   const pki = await makeTestPki();
   const certEnv = { DOTS_BENCH_CERTS: JSON.stringify({ cert: pki.home1.certPath, key: pki.home1.keyPath, ca: pki.ca.certPath }) };
-  const pskServer = { pskLookup: (id: string) => (id === IDENTITY ? Buffer.from(KEY) : undefined) };
   const certServer = { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } };
   // ECDHE_RSA: the ISP's RSA-2048 certificate (the home's stays P-256).
   const rsaServer = { certificate: { cert: pki.ispRsa.cert, key: pki.ispRsa.key, ca: pki.ca.cert } };
-  /** Our server with `serverOptions`, our client in a child: rate, server CPU per handshake (10 warm-ups included). */
-  const ourServerRun = async (serverOptions: DtlsServerOptions, suite: DtlsCipherSuiteName, env?: Record<string, string>) => {
-    const srv = new DtlsServer({ ...serverOptions, ...BENCH_CAPS });
-    srv.on("connection", () => undefined);
-    const port = (await srv.listen(0, "127.0.0.1")).port;
-    const w0 = process.cpuUsage();
-    const w = await runChild(["--our-client-handshakes", String(port), String(warmup), String(parallel), suite], env).line;
-    const wUsed = process.cpuUsage(w0);
-    const c0 = process.cpuUsage();
-    const args = ["--our-client-handshakes", String(port), String(handshakes), String(parallel), suite];
-    const r = await runChild(args, env).line;
-    const used = process.cpuUsage(c0);
-    await srv.close();
-    const warm = { ok: w.ok, us: (wUsed.user + wUsed.system) / (w.ok + 10) };
-    return { r, rate: r.ok / r.seconds, cpuPer: (used.user + used.system) / (r.ok + 10), warm };
-  };
   for (const [suite, resumed] of [
     ["TLS_PSK_WITH_AES_128_CCM_8", false],
     ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", false],
@@ -344,44 +373,13 @@ async function main(): Promise<void> {
     const certificates = rsa || suite.includes("ECDSA");
     const isp = rsa ? pki.ispRsa : pki.isp;
     const env = { ...(certificates ? certEnv : {}), ...(resumed ? { DOTS_BENCH_RESUME: "1" } : {}) };
-    console.log(
-      `\nDTLS 1.2 ${resumed ? "resumed handshakes (each from the worker's latest RFC 5077 ticket)" : "handshakes"}${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""}), ${handshakes} handshakes, ${parallel} in parallel`,
-    );
-    const { r, rate, cpuPer, warm } = await ourServerRun(
+    await row(
+      `DTLS 1.2 ${resumed ? "resumed handshakes (each from the worker's latest RFC 5077 ticket)" : "handshakes"}${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""})`,
       rsa ? rsaServer : certificates ? certServer : { ...pskServer, pskHint: "CoAP" },
-      suite,
+      certificates ? ["-c", isp.certPath, "-j", isp.keyPath, "-C", pki.ca.certPath] : undefined,
+      (port, n) => ["--our-client-handshakes", String(port), String(n), String(parallel), suite],
       env,
     );
-    const resumedNote = (x: Record<string, number>): string => (resumed ? `, resumed ${x.resumed}` : "");
-    console.log(
-      `  ours (DtlsServer)                                ${rate.toFixed(1).padStart(8)} handshakes/s  server CPU ${cpuPer.toFixed(0).padStart(5)} us/handshake  (ok ${r.ok}, failed ${r.failed}${resumedNote(r)})${warmNote(warm)}`,
-    );
-    if (!libcoap) continue;
-    const lib = await startLibcoap(certificates ? ["-c", isp.certPath, "-j", isp.keyPath, "-C", pki.ca.certPath] : undefined);
-    try {
-      const libWarm0 = cpuMicrosOf(lib.proc.pid!);
-      const refWarm = await runChild(["--our-client-handshakes", String(lib.securePort), String(warmup), String(parallel), suite], env)
-        .line;
-      const refWarmup = { ok: refWarm.ok, us: (cpuMicrosOf(lib.proc.pid!) - libWarm0) / (refWarm.ok + 10) };
-      const libCpu0 = cpuMicrosOf(lib.proc.pid!);
-      const ref = await runChild(["--our-client-handshakes", String(lib.securePort), String(handshakes), String(parallel), suite], env)
-        .line;
-      const refCpu = (cpuMicrosOf(lib.proc.pid!) - libCpu0) / (ref.ok + 10);
-      const refRate = ref.ok / ref.seconds;
-      console.log(
-        `  reference (coap-server-openssl, libcoap/OpenSSL) ${refRate.toFixed(1).padStart(8)} handshakes/s  server CPU ${refCpu.toFixed(0).padStart(5)} us/handshake  (ok ${ref.ok}, failed ${ref.failed}${resumedNote(ref)})${warmNote(refWarmup)}`,
-      );
-      if (ref.ok === 0)
-        console.log(
-          "  no ratio: the reference completed no handshake (coap-server-openssl answers a certificate resumption with internal_error)",
-        );
-      else
-        console.log(
-          `  ratio ours / reference: ${(rate / refRate).toFixed(2)}x handshake rate (goal >= 1.0x); server CPU per handshake ${(cpuPer / refCpu).toFixed(2)}x (goal <= 1.5x)`,
-        );
-    } finally {
-      lib.proc.kill("SIGKILL");
-    }
   }
 
   await reconnectStorm(pki, storm);

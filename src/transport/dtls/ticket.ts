@@ -4,7 +4,8 @@
 // restarted listener, or another process of the same cluster, opens the tickets this one issued.
 // Ticket layout (RFC 5077 4 recommends key_name, IV, encrypted state, MAC; ours uses an AEAD):
 //   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import { Sha256 } from "./sha256";
 import { pooledRandomBytes } from "../random-pool";
 import type { SealedCertificate } from "./certificate";
 
@@ -107,8 +108,9 @@ interface TicketKey {
 
 /** A digest of a PSK that a ticket carries (sealed) to notice a changed key. */
 export function pskDigest(psk: Buffer): Buffer {
-  return createHash("sha256").update("dots dtls ticket psk").update(psk).digest().subarray(0, PSK_DIGEST_LENGTH);
+  return new Sha256().update(PSK_DIGEST_LABEL).update(psk).digest().subarray(0, PSK_DIGEST_LENGTH);
 }
+const PSK_DIGEST_LABEL = Buffer.from("dots dtls ticket psk", "latin1");
 
 /**
  * The sealing keys: a new key every lifetime, the previous one kept for opening, so a ticket opens
