@@ -270,6 +270,10 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
     const r = await w.waitFor(evt("home-1", "response", "one-1"), 15000, "answer one-1");
     assert.equal((r.json?.outcome as Record<string, unknown>).code, "2.01");
     assert.equal(r.json?.clientId, "isp-b");
+    // A clear from elsewhere (a process the home left, racing the new holder): isp-b says again that it holds the home.
+    const before = w.msgs.length;
+    await w.client.publishAsync("dots/presence/home-1", "", { qos: 1, retain: true });
+    await w.waitFor((m) => w.msgs.indexOf(m) >= before && presenceOf("home-1", "isp-b")(m), 10000, "isp-b's presence again");
   });
 
   it("answers a command for a home nobody holds with held, runs it when the home comes back (at another process), and refuses hold 0 and unknown homes", async () => {
