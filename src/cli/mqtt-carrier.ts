@@ -283,11 +283,11 @@ export class MqttCarrier {
   /** Every event of the runner: printed by the caller already; here routed to MQTT. */
   event(event: string, fields: Fields): void {
     let home: string | undefined;
-    const session = fields.session as { id?: string; home?: string } | undefined;
+    const session = fields.session as { id?: string; home?: string; since?: unknown } | undefined;
     if ((event === "session-up" || event === "session-down") && session && typeof session.home === "string") {
       home = session.home;
       if (typeof session.id === "string") this.homeOfSession.set(session.id, home);
-      if (event === "session-up") this.sessionUp(home, session.id, (session as { since?: unknown }).since);
+      if (event === "session-up") this.sessionUp(home, session.id, session.since);
       else this.sessionDown(home);
     } else if (event === "identity-conflict" && typeof fields.home === "string") {
       // The refused session's name: readers of that home see who was turned away and why.

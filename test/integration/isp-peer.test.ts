@@ -151,13 +151,9 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   let listener: CallHomeListener | undefined;
   let home: HandHome | undefined;
 
-  async function start(
-    hb: number,
-    missing: number,
-    tuning: Record<string, unknown> = {},
-    prepare?: (h: HandHome) => void,
-  ): Promise<[CallHomeListener, HandHome, SessionInfo]> {
-    listener = new CallHomeListener(
+  /** The listener the hand-built home dials: one PSK home "peer", DTLS only, short request timers. */
+  function peerListener(tuning: Record<string, unknown>): CallHomeListener {
+    return new CallHomeListener(
       {
         port: 0,
         host: "127.0.0.1",
@@ -167,6 +163,15 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
       },
       { nonRepeatMs: 100, requestTimeoutMs: 4000, ...tuning },
     );
+  }
+
+  async function start(
+    hb: number,
+    missing: number,
+    tuning: Record<string, unknown> = {},
+    prepare?: (h: HandHome) => void,
+  ): Promise<[CallHomeListener, HandHome, SessionInfo]> {
+    listener = peerListener(tuning);
     listener.on("error", () => undefined);
     await listener.start();
     home = new HandHome(hb, missing);
@@ -288,16 +293,7 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
 
   it("refreshes /config before Max-Age runs out while idle, and not while an attack is active (R46)", async () => {
     // Max-Age 2 s compressed to 2 x 100 ms by msPerSecond.
-    listener = new CallHomeListener(
-      {
-        port: 0,
-        host: "127.0.0.1",
-        transports: { dtls: true, tls: false },
-        psk: [{ ...PSK, home: "peer" }],
-        homePrefixes: { peer: ["203.0.113.0/24"] },
-      },
-      { nonRepeatMs: 100, requestTimeoutMs: 4000, msPerSecond: 100 },
-    );
+    listener = peerListener({ msPerSecond: 100 });
     listener.on("error", () => undefined);
     await listener.start();
     home = new HandHome(30, 15);
@@ -580,16 +576,7 @@ describe("ISP engine against a hand-built home over DTLS-PSK", function () {
   });
 
   it("closes a session the home never speaks on (its handshake finished only here), without session-up; a home that speaks gets the defaults", async () => {
-    listener = new CallHomeListener(
-      {
-        port: 0,
-        host: "127.0.0.1",
-        transports: { dtls: true, tls: false },
-        psk: [{ ...PSK, home: "peer" }],
-        homePrefixes: { peer: ["203.0.113.0/24"] },
-      },
-      { nonRepeatMs: 100, requestTimeoutMs: 4000, configTimeoutMs: 600 },
-    );
+    listener = peerListener({ configTimeoutMs: 600 });
     const errors: string[] = [];
     const ups: SessionInfo[] = [];
     listener.on("error", (e: Error) => errors.push(e.message));
