@@ -227,7 +227,7 @@ async function reconnectStorm(pki: TestPki, flags: StormFlags): Promise<void> {
       ["resumed (ticket)", r.resumed],
     ] as const) {
       console.log(
-        `  ${label}  all back in ${p.wallSeconds.toFixed(2).padStart(6)} s ${(p.ok / p.wallSeconds).toFixed(1).padStart(8)} handshakes/s  server CPU ${p.serverUs.toFixed(0).padStart(5)} us/handshake = ${(1e6 / p.serverUs).toFixed(0).padStart(5)} handshakes/s on one core (busy ${((p.serverUs * p.ok) / (p.wallSeconds * 1e4)).toFixed(0).padStart(3)}% of it here)  client CPU ${p.clientUs.toFixed(0).padStart(5)} us/handshake  (ok ${p.ok}, failed ${p.failed}, resumed at the clients ${p.resumedAtClients}, at the server ${p.resumedAtServer})`,
+        `  ${label}  all back in ${p.wallSeconds.toFixed(2).padStart(6)} s ${(p.ok / p.wallSeconds).toFixed(1).padStart(8)} handshakes/s  server CPU ${p.serverUs.toFixed(0).padStart(5)} us/handshake = ${(1e6 / p.serverUs).toFixed(0).padStart(5)} handshakes/s on one core (busy ${((p.serverUs * p.ok) / (p.wallSeconds * 1e4)).toFixed(0).padStart(3)}% of it here)  client CPU ${p.clientUs.toFixed(0).padStart(5)} us/handshake  (ok ${p.ok}, failed ${p.failed}, resumed at the clients ${p.resumedAtClients}, at the server ${p.resumedAtServer}, ${p.resumedWithoutCookie} of them without the cookie round)`,
       );
       for (const e of p.errors) console.log(`    failure: ${e}`);
     }
@@ -361,21 +361,27 @@ async function main(): Promise<void> {
   const certServer = { certificate: { cert: pki.isp.cert, key: pki.isp.key, ca: pki.ca.cert } };
   // ECDHE_RSA: the ISP's RSA-2048 certificate (the home's stays P-256).
   const rsaServer = { certificate: { cert: pki.ispRsa.cert, key: pki.ispRsa.key, ca: pki.ca.cert } };
-  for (const [suite, resumed] of [
-    ["TLS_PSK_WITH_AES_128_CCM_8", false],
-    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", false],
-    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", false],
-    ["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", false],
-    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", true],
-    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true],
-  ] as Array<[DtlsCipherSuiteName, boolean]>) {
+  // Resumed rows: ours answers a ticket without the cookie round (resumeWithoutCookie, the default);
+  // one row also with the cookie round, as coap-server-openssl always does.
+  for (const [suite, resumed, cookieRound] of [
+    ["TLS_PSK_WITH_AES_128_CCM_8", false, true],
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", false, true],
+    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", false, true],
+    ["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", false, true],
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", true, false],
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", true, true],
+    ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true, false],
+  ] as Array<[DtlsCipherSuiteName, boolean, boolean]>) {
     const rsa = suite.includes("_RSA_");
     const certificates = rsa || suite.includes("ECDSA");
     const isp = rsa ? pki.ispRsa : pki.isp;
     const env = { ...(certificates ? certEnv : {}), ...(resumed ? { DOTS_BENCH_RESUME: "1" } : {}) };
     await row(
-      `DTLS 1.2 ${resumed ? "resumed handshakes (each from the worker's latest RFC 5077 ticket)" : "handshakes"}${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""})`,
-      rsa ? rsaServer : certificates ? certServer : { ...pskServer, pskHint: "CoAP" },
+      `DTLS 1.2 ${resumed ? `resumed handshakes (each from the worker's latest RFC 5077 ticket; ours ${cookieRound ? "with" : "without"} the cookie round)` : "handshakes"}${certificates ? " with certificates" : ""}, client: ours (${suite}${certificates ? ", mutual" : ""})`,
+      {
+        ...(rsa ? rsaServer : certificates ? certServer : { ...pskServer, pskHint: "CoAP" }),
+        ...(resumed && cookieRound ? { resumeWithoutCookie: false } : {}),
+      },
       certificates ? ["-c", isp.certPath, "-j", isp.keyPath, "-C", pki.ca.certPath] : undefined,
       (port, n) => ["--our-client-handshakes", String(port), String(n), String(parallel), suite],
       env,

@@ -43,6 +43,8 @@ export interface StormPass {
   /** Handshakes the clients saw resumed, and the server counted as resumed. */
   resumedAtClients: number;
   resumedAtServer: number;
+  /** Of resumedAtServer: answered without a cookie round (DtlsServerOptions.resumeWithoutCookie). */
+  resumedWithoutCookie: number;
   /** From the go to the last home connected. */
   wallSeconds: number;
   /** CPU per successful handshake in microseconds: this process (the server), all client processes. */
@@ -230,6 +232,7 @@ export async function runReconnectStorm(o: StormOptions): Promise<StormResult> {
         failed: reports.reduce((s, r) => s + r.failed, 0),
         resumedAtClients: reports.reduce((s, r) => s + r.resumed, 0),
         resumedAtServer: server.stats.handshakesResumed - before.handshakesResumed,
+        resumedWithoutCookie: server.stats.resumedWithoutCookie - before.resumedWithoutCookie,
         wallSeconds,
         serverUs: (cpu.user + cpu.system) / Math.max(1, ok),
         clientUs: clientCpu / Math.max(1, ok),

@@ -181,6 +181,41 @@ export function openRecord(
   }
 }
 
+const CHACHA_TAG_LENGTH = 16;
+
+/**
+ * ChaCha20-Poly1305 with a 32-byte key outside any record (session tickets): ciphertext + 16-byte
+ * tag. Short plaintexts in JavaScript, longer ones with node:crypto, as for records.
+ */
+export function chachaSealBytes(key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
+  if (CHACHA_IN_JS && plaintext.length <= CHACHA_JS_MAX_BYTES) {
+    const sealed = Buffer.allocUnsafe(plaintext.length + CHACHA_TAG_LENGTH);
+    chachaSeal(key, 0, nonce, aad, plaintext, sealed, 0);
+    return sealed;
+  }
+  const c = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: CHACHA_TAG_LENGTH });
+  c.setAAD(aad, { plaintextLength: plaintext.length });
+  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
+}
+
+/** Opens what chachaSealBytes made; undefined when it does not authenticate (never throws). */
+export function chachaOpenBytes(key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer | undefined {
+  const length = sealed.length - CHACHA_TAG_LENGTH;
+  if (length < 0) return undefined;
+  if (CHACHA_IN_JS && length <= CHACHA_JS_MAX_BYTES) {
+    const plaintext = Buffer.allocUnsafe(length);
+    return chachaOpen(key, 0, nonce, aad, sealed, 0, length, plaintext) ? plaintext : undefined;
+  }
+  try {
+    const d = createDecipheriv("chacha20-poly1305", key, nonce, { authTagLength: CHACHA_TAG_LENGTH });
+    d.setAuthTag(sealed.subarray(length));
+    d.setAAD(aad, { plaintextLength: length });
+    return Buffer.concat([d.update(sealed.subarray(0, length)), d.final()]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** One direction's key and implicit IV as an object (the scripted client and tests). */
 export class AeadState {
   private readonly material: Buffer;

@@ -3,8 +3,12 @@
 // The keys are random per process, or derived per period from a shared ticket secret so that a
 // restarted listener, or another process of the same cluster, opens the tickets this one issued.
 // Ticket layout (RFC 5077 4 recommends key_name, IV, encrypted state, MAC; ours uses an AEAD):
-//   key_name(16) | iv(12) | AES-256-GCM(state) | tag(16), with key_name as additional data.
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+//   key_name(16) | nonce(12) | ChaCha20-Poly1305(state) | tag(16), with key_name as additional data.
+// Tickets sealed before version 2 of the key derivation used AES-256-GCM (node:crypto, a cipher
+// object per ticket, several times the cost of ours in JavaScript at ticket size); their keys are
+// still derived, to open them, so a rolling upgrade of a cluster loses no resumption.
+import { createDecipheriv, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import { chachaOpenBytes, chachaSealBytes } from "./cipher";
 import { Sha256 } from "./sha256";
 import { pooledRandomBytes } from "../random-pool";
 import type { SealedCertificate } from "./certificate";
@@ -38,8 +42,10 @@ export interface TicketKeyOptions {
 
 /** A shared ticket secret has at least this many bytes (as much as the AES-256 key it derives). */
 export const MIN_TICKET_SECRET_LENGTH = 32;
-/** HKDF salt of the derived keys: names what they are for, and versions the derivation. */
-const TICKET_KEY_SALT = "dots-call-home dtls ticket keys v1";
+/** HKDF salt of the derived keys: names what they are for, and versions the derivation (v2: ChaCha20-Poly1305). */
+const TICKET_KEY_SALT = "dots-call-home dtls ticket keys v2";
+/** The derivation before: AES-256-GCM keys, kept to open the tickets sealed with them. */
+const LEGACY_TICKET_KEY_SALT = "dots-call-home dtls ticket keys v1";
 
 const KEY_NAME_LENGTH = 16;
 const IV_LENGTH = 12;
@@ -101,6 +107,8 @@ export function fitsTicket(c: SealedCertificate): boolean {
 interface TicketKey {
   name: Buffer;
   key: Buffer;
+  /** Every key seals with ChaCha20-Poly1305 but the legacy ones, which only open AES-256-GCM tickets. */
+  legacy: boolean;
   createdAt: number;
   /** Derived keys: the lifetime period they belong to (seconds since the epoch / lifetime). */
   period?: number;
@@ -124,6 +132,8 @@ export class TicketKeys {
   private readonly secret: Buffer | undefined;
   private current: TicketKey;
   private previous: TicketKey | undefined;
+  /** Derived keys only: the AES-256-GCM keys of the current and previous periods (open, never seal). */
+  private legacy: TicketKey[] = [];
 
   constructor(opts: TicketKeyOptions = {}) {
     this.lifetimeSeconds = opts.lifetimeSeconds ?? 3600;
@@ -137,7 +147,10 @@ export class TicketKeys {
     this.now = opts.now ?? Date.now;
     this.current = this.freshKey();
     // Derived: the previous period's key opens tickets sealed just before this process started.
-    if (this.current.period !== undefined) this.previous = this.derivedKey(this.current.period - 1);
+    if (this.current.period !== undefined) {
+      this.previous = this.derivedKey(this.current.period - 1);
+      this.legacy = this.legacyKeys(this.current.period);
+    }
   }
 
   seal(state: TicketState): Buffer {
@@ -168,10 +181,8 @@ export class TicketKeys {
       at += cert.anchor.copy(plain, at);
       plain.writeUIntBE(cert.validUntil, at, VALID_UNTIL_BYTES);
     }
-    const iv = pooledRandomBytes(IV_LENGTH);
-    const cipher = createCipheriv("aes-256-gcm", this.current.key, iv, { authTagLength: TAG_LENGTH });
-    cipher.setAAD(this.current.name);
-    const sealed = Buffer.concat([this.current.name, iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+    const nonce = pooledRandomBytes(IV_LENGTH);
+    const sealed = Buffer.concat([this.current.name, nonce, chachaSealBytes(this.current.key, nonce, this.current.name, plain)]);
     plain.fill(0);
     return sealed;
   }
@@ -181,19 +192,27 @@ export class TicketKeys {
     this.rotate();
     if (ticket.length < KEY_NAME_LENGTH + IV_LENGTH + TAG_LENGTH + 10 || ticket.length > MAX_TICKET_LENGTH) return undefined;
     const name = ticket.subarray(0, KEY_NAME_LENGTH);
-    const key = [this.current, this.previous].find((k) => k !== undefined && timingSafeEqual(k.name, name));
+    const key = this.keyNamed(name);
     if (!key) return undefined;
-    let plain: Buffer;
+    const nonce = ticket.subarray(KEY_NAME_LENGTH, KEY_NAME_LENGTH + IV_LENGTH);
+    const plain = key.legacy
+      ? openLegacy(key.key, nonce, name, ticket)
+      : chachaOpenBytes(key.key, nonce, name, ticket.subarray(KEY_NAME_LENGTH + IV_LENGTH));
+    if (!plain) return undefined;
     try {
-      const decipher = createDecipheriv("aes-256-gcm", key.key, ticket.subarray(KEY_NAME_LENGTH, KEY_NAME_LENGTH + IV_LENGTH), {
-        authTagLength: TAG_LENGTH,
-      });
-      decipher.setAAD(name);
-      decipher.setAuthTag(ticket.subarray(ticket.length - TAG_LENGTH));
-      plain = Buffer.concat([decipher.update(ticket.subarray(KEY_NAME_LENGTH + IV_LENGTH, ticket.length - TAG_LENGTH)), decipher.final()]);
-    } catch {
-      return undefined;
+      return this.readState(plain);
+    } finally {
+      plain.fill(0);
     }
+  }
+
+  private keyNamed(name: Buffer): TicketKey | undefined {
+    if (timingSafeEqual(this.current.name, name)) return this.current;
+    if (this.previous && timingSafeEqual(this.previous.name, name)) return this.previous;
+    return this.legacy.find((k) => timingSafeEqual(k.name, name));
+  }
+
+  private readState(plain: Buffer): TicketState | undefined {
     // Sealed by us, so well formed unless the layout changed: check it all the same.
     if (plain.length < 10 || (plain[0] !== STATE_VERSION && plain[0] !== STATE_VERSION_CERTIFICATE)) return undefined;
     const identityLength = plain.readUInt16BE(8);
@@ -226,6 +245,8 @@ export class TicketKeys {
       this.previous?.key.fill(0);
       this.previous = period === this.current.period + 1 ? this.current : this.derivedKey(period - 1);
       this.current = this.derivedKey(period);
+      for (const k of this.legacy) k.key.fill(0);
+      this.legacy = this.legacyKeys(period);
       return;
     }
     if (this.now() - this.current.createdAt < this.lifetimeSeconds * 1000) return;
@@ -236,7 +257,7 @@ export class TicketKeys {
 
   private freshKey(): TicketKey {
     if (this.secret) return this.derivedKey(this.periodNow());
-    return { name: randomBytes(KEY_NAME_LENGTH), key: randomBytes(32), createdAt: this.now() };
+    return { name: randomBytes(KEY_NAME_LENGTH), key: randomBytes(32), legacy: false, createdAt: this.now() };
   }
 
   private periodNow(): number {
@@ -244,12 +265,29 @@ export class TicketKeys {
   }
 
   /** Key and name of one period: HKDF-SHA256(secret, salt, "key"/"name" + lifetime + period). */
-  private derivedKey(period: number): TicketKey {
+  private derivedKey(period: number, legacy = false): TicketKey {
     const info = (what: string): Buffer => Buffer.from(`${what} ${this.lifetimeSeconds} ${period}`, "latin1");
     const secret = this.secret;
     if (!secret) throw new Error("no ticket secret"); // a defect: only called with one
-    const derive = (what: string, length: number): Buffer => Buffer.from(hkdfSync("sha256", secret, TICKET_KEY_SALT, info(what), length));
-    return { name: derive("name", KEY_NAME_LENGTH), key: derive("key", 32), createdAt: this.now(), period };
+    const salt = legacy ? LEGACY_TICKET_KEY_SALT : TICKET_KEY_SALT;
+    const derive = (what: string, length: number): Buffer => Buffer.from(hkdfSync("sha256", secret, salt, info(what), length));
+    return { name: derive("name", KEY_NAME_LENGTH), key: derive("key", 32), legacy, createdAt: this.now(), period };
+  }
+
+  private legacyKeys(period: number): TicketKey[] {
+    return [this.derivedKey(period, true), this.derivedKey(period - 1, true)];
+  }
+}
+
+/** A ticket sealed with AES-256-GCM under a v1 derived key: its state, or undefined. */
+function openLegacy(key: Buffer, iv: Buffer, name: Buffer, ticket: Buffer): Buffer | undefined {
+  try {
+    const decipher = createDecipheriv("aes-256-gcm", key, iv, { authTagLength: TAG_LENGTH });
+    decipher.setAAD(name);
+    decipher.setAuthTag(ticket.subarray(ticket.length - TAG_LENGTH));
+    return Buffer.concat([decipher.update(ticket.subarray(KEY_NAME_LENGTH + IV_LENGTH, ticket.length - TAG_LENGTH)), decipher.final()]);
+  } catch {
+    return undefined;
   }
 }
 

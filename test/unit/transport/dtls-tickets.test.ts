@@ -3,8 +3,8 @@
 // test/interop/dtls-server.test.ts (openssl s_client -sess_out / -sess_in).
 import { strict as assert } from "node:assert";
 import * as dgram from "node:dgram";
-import { X509Certificate, randomBytes } from "node:crypto";
-import { DtlsServer, type DtlsServerConnection, type HandshakeFailure } from "../../../src/transport/dtls";
+import { X509Certificate, createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
+import { DtlsServer, type DtlsServerConnection, type DtlsServerOptions, type HandshakeFailure } from "../../../src/transport/dtls";
 import { dtlsClientConnect } from "../../../src/transport/dtls/client";
 import { encodeHandshake } from "../../../src/transport/dtls/handshake";
 import { encodeRecord, parseDatagram } from "../../../src/transport/dtls/record";
@@ -12,6 +12,7 @@ import { MAX_TICKET_LENGTH, TicketKeys, pskDigest, type TicketState } from "../.
 import { VerifiedCertificates } from "../../../src/transport/dtls/certificate";
 import { makeTestPki, type TestPki } from "../../support/certs";
 import { fuzzRuns, mutator } from "../../support/fuzz";
+import { LossyRelay } from "../../support/lossy-relay";
 
 const LIFETIME = 600;
 
@@ -24,6 +25,31 @@ function state(issuedAtMs: number): TicketState {
     issuedAt: Math.floor(issuedAtMs / 1000),
     pskDigest: pskDigest(Buffer.from("a key of the home")),
   };
+}
+
+/** HKDF-SHA256 key or name of a period, as ticket.ts derives them (salt names the version). */
+function derived(secret: Buffer, version: 1 | 2, what: "key" | "name", period: number): Buffer {
+  const salt = `dots-call-home dtls ticket keys v${version}`;
+  return Buffer.from(hkdfSync("sha256", secret, salt, `${what} ${LIFETIME} ${period}`, what === "key" ? 32 : 16));
+}
+
+/** A PSK session's ticket as the release before ChaCha20-Poly1305 tickets sealed it: AES-256-GCM under v1 keys. */
+function legacyTicket(secret: Buffer, period: number, s: TicketState): Buffer {
+  const identity = Buffer.from(s.identity);
+  const plain = Buffer.alloc(10 + identity.length + 16 + 48);
+  plain[0] = 1;
+  plain.writeUInt16BE(s.suiteId, 1);
+  plain[3] = s.extendedMasterSecret ? 1 : 0;
+  plain.writeUInt32BE(s.issuedAt, 4);
+  plain.writeUInt16BE(identity.length, 8);
+  identity.copy(plain, 10);
+  s.pskDigest.copy(plain, 10 + identity.length);
+  s.master.copy(plain, 26 + identity.length);
+  const name = derived(secret, 1, "name", period);
+  const iv = randomBytes(12);
+  const c = createCipheriv("aes-256-gcm", derived(secret, 1, "key", period), iv, { authTagLength: 16 });
+  c.setAAD(name);
+  return Buffer.concat([name, iv, c.update(plain), c.final(), c.getAuthTag()]);
 }
 
 describe("DTLS session tickets: the sealing keys", () => {
@@ -108,6 +134,38 @@ describe("DTLS session tickets: the sealing keys", () => {
     // ...and the ticket's own lifetime, from the full handshake, still rules.
     now = s.issuedAt * 1000 + period;
     assert.equal(restarted.open(ticket), undefined, "older than its lifetime");
+  });
+
+  it("tickets are ChaCha20-Poly1305 under the v2 keys; those the previous release sealed (AES-256-GCM, v1 keys) still open, for their lifetime", () => {
+    const period = LIFETIME * 1000;
+    let now = 1_700_000_000_000 - (1_700_000_000_000 % period) + period - 30_000;
+    const secret = randomBytes(32);
+    const keys = new TicketKeys({ lifetimeSeconds: LIFETIME, secret, now: () => now });
+    const s = state(now);
+    const p = Math.floor(now / period);
+    // What we seal now, opened by node:crypto's ChaCha20-Poly1305 with the v2 key: the format, checked
+    // against a second implementation.
+    const ticket = keys.seal(s);
+    assert.deepEqual(ticket.subarray(0, 16), derived(secret, 2, "name", p));
+    const d = createDecipheriv("chacha20-poly1305", derived(secret, 2, "key", p), ticket.subarray(16, 28), { authTagLength: 16 });
+    d.setAAD(ticket.subarray(0, 16), { plaintextLength: ticket.length - 44 });
+    d.setAuthTag(ticket.subarray(ticket.length - 16));
+    const plain = Buffer.concat([d.update(ticket.subarray(28, ticket.length - 16)), d.final()]);
+    assert.equal(plain.indexOf(s.master), 26 + s.identity.length);
+    // A ticket from a process of the previous release, in this period and in the one before.
+    assert.deepEqual(keys.open(legacyTicket(secret, p, s)), s);
+    assert.deepEqual(keys.open(legacyTicket(secret, p - 1, s)), s);
+    assert.equal(keys.open(legacyTicket(randomBytes(32), p, s)), undefined, "another secret");
+    assert.equal(new TicketKeys({ lifetimeSeconds: LIFETIME, now: () => now }).open(legacyTicket(secret, p, s)), undefined, "random keys");
+    const flipped = legacyTicket(secret, p, s);
+    flipped[40] ^= 1;
+    assert.equal(keys.open(flipped), undefined, "a changed legacy ticket");
+    // Across the next rotation the legacy keys move on with the period, and the lifetime still rules.
+    now += 60_000;
+    assert.deepEqual(keys.open(legacyTicket(secret, p, s)), s);
+    assert.equal(keys.open(legacyTicket(secret, p - 1, s)), undefined, "two periods old");
+    now = s.issuedAt * 1000 + period;
+    assert.equal(keys.open(legacyTicket(secret, p + 1, s)), undefined, "older than its lifetime");
   });
 
   it("shared-secret keys rotate at the same instant in every process, and a ticket opens across one rotation only", () => {
@@ -360,4 +418,194 @@ describe("our DTLS client and our DTLS server: resumption end to end", () => {
       }
     });
   }
+});
+
+/** Polls `ok` every 5 ms, for 2 s at most. */
+async function waitFor(ok: () => boolean): Promise<void> {
+  const until = Date.now() + 2000;
+  while (!ok()) {
+    if (Date.now() > until) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** First byte of the handshake message in a datagram's first record (2 ServerHello, 3 HelloVerifyRequest). */
+function firstHandshakeType(datagram: Buffer): number | undefined {
+  return datagram.length > 13 && datagram[0] === 22 ? datagram[13] : undefined;
+}
+
+/**
+ * A UDP relay for one client that keeps the client's datagrams, so a test can replay its
+ * ClientHello from the relay's own upstream socket (the address and port the server knows) or
+ * from others; while `holdDown` is set, the server's answers are kept instead of forwarded.
+ */
+class RecordingRelay {
+  readonly fromClient: Buffer[] = [];
+  readonly heldDown: Buffer[] = [];
+  holdDown = false;
+  private readonly front = dgram.createSocket("udp4");
+  readonly upstream = dgram.createSocket("udp4");
+  private client: dgram.RemoteInfo | undefined;
+
+  constructor(private readonly serverPort: number) {}
+
+  async start(): Promise<number> {
+    this.front.on("message", (m, r) => {
+      this.client = r;
+      this.fromClient.push(m);
+      this.upstream.send(m, this.serverPort, "127.0.0.1");
+    });
+    this.upstream.on("message", (m) => {
+      if (this.holdDown) this.heldDown.push(m);
+      else if (this.client) this.front.send(m, this.client.port, this.client.address);
+    });
+    await new Promise<void>((r) => this.upstream.bind(0, "127.0.0.1", r));
+    await new Promise<void>((r) => this.front.bind(0, "127.0.0.1", r));
+    return this.front.address().port;
+  }
+
+  close(): void {
+    this.front.close();
+    this.upstream.close();
+  }
+}
+
+describe("resumption without a cookie round (RFC 6347 4.2.1: the server MAY skip it when a session is resumed)", () => {
+  const key = Buffer.from("our-own-pair-key-0123456789");
+  const psk = { identity: "home-1", key };
+  const echoServer = async (options: Partial<DtlsServerOptions>): Promise<{ server: DtlsServer; port: number }> => {
+    const server = new DtlsServer({ pskLookup: (id) => (id === "home-1" ? key : undefined), ...options });
+    server.on("connection", (c: DtlsServerConnection) => c.on("message", (m: Buffer) => c.send(m)));
+    return { server, port: (await server.listen(0, "127.0.0.1")).port };
+  };
+  const echo = async (c: Awaited<ReturnType<typeof dtlsClientConnect>>, text: string): Promise<void> => {
+    const back = new Promise<Buffer>((r) => c.once("message", r));
+    c.send(Buffer.from(text));
+    assert.equal((await back).toString(), text);
+  };
+
+  it("a home's ticket is answered at once, with no HelloVerifyRequest; with resumeWithoutCookie off, after the cookie round", async () => {
+    for (const resumeWithoutCookie of [true, false]) {
+      const { server, port } = await echoServer({ resumeWithoutCookie });
+      try {
+        const first = await dtlsClientConnect({ address: "127.0.0.1", port, psk });
+        const ticket = first.resumption;
+        assert.ok(ticket);
+        first.close();
+        assert.equal(server.stats.helloVerifyRequests, 1, "the full handshake had its cookie round");
+        const second = await dtlsClientConnect({ address: "127.0.0.1", port, psk, resumeFrom: ticket });
+        assert.equal(second.resumed, true);
+        await echo(second, "resumed");
+        assert.equal(server.stats.helloVerifyRequests, resumeWithoutCookie ? 1 : 2);
+        assert.equal(server.stats.handshakesResumed, 1);
+        assert.equal(server.stats.resumedWithoutCookie, resumeWithoutCookie ? 1 : 0);
+        second.close();
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
+  it("resumes over a 30% lossy path (5 seeds): our flight is sent again as new records, so the client answers each copy until its Finished gets through", async () => {
+    const { server, port } = await echoServer({ initialRetransmitMs: 100 });
+    const relays: LossyRelay[] = [];
+    try {
+      const first = await dtlsClientConnect({ address: "127.0.0.1", port, psk });
+      const ticket = first.resumption;
+      assert.ok(ticket);
+      first.close();
+      for (let seed = 1; seed <= 5; seed++) {
+        const relay = new LossyRelay({ target: { address: "127.0.0.1", port }, lossRate: 0.3, seed });
+        relays.push(relay);
+        const front = await relay.start();
+        const c = await dtlsClientConnect({ ...front, psk, resumeFrom: ticket, retransmitInitialMs: 50, handshakeTimeoutMs: 20000 });
+        assert.equal(c.resumed, true, `seed ${seed}`);
+        // Application data is not retransmitted by DTLS: retry the echo.
+        let answer = "";
+        for (let i = 0; i < 40 && !answer; i++) {
+          answer = await new Promise<string>((r) => {
+            const t = setTimeout(() => r(""), 200);
+            c.once("message", (m: Buffer) => {
+              clearTimeout(t);
+              r(m.toString());
+            });
+            c.send(Buffer.from(`s${seed}`));
+          });
+        }
+        assert.equal(answer, `s${seed}`);
+        c.close();
+      }
+      assert.equal(server.stats.handshakesResumed, 5);
+      assert.ok(server.stats.resumedWithoutCookie >= 1, "some of them without the cookie round");
+    } finally {
+      for (const r of relays) await r.close();
+      await server.close();
+    }
+  });
+
+  it("a replayed ClientHello with the ticket: answered at once only up to a quarter of the per-source cap, never sent after the short deadline, and never over the session at its address", async () => {
+    const { server, port } = await echoServer({ maxHandshakingPerSource: 8, initialRetransmitMs: 50, pressureHandshakeTimeoutMs: 300 });
+    const relay = new RecordingRelay(port);
+    const sockets: dgram.Socket[] = [];
+    try {
+      const first = await dtlsClientConnect({ address: "127.0.0.1", port, psk });
+      const ticket = first.resumption;
+      assert.ok(ticket);
+      first.close();
+      const home = await dtlsClientConnect({ address: "127.0.0.1", port: await relay.start(), psk, resumeFrom: ticket });
+      assert.equal(home.resumed, true);
+      await echo(home, "resumed through the relay"); // the server has the home's Finished
+      assert.equal(server.stats.resumedWithoutCookie, 1);
+      const hello = relay.fromClient[0];
+      assert.equal(firstHandshakeType(hello), 1, "the relay kept the home's ClientHello");
+
+      // The same ClientHello again from the address and port of the home's session: a cookie is
+      // asked for, and the session goes on.
+      relay.holdDown = true;
+      relay.upstream.send(hello, port, "127.0.0.1");
+      await waitFor(() => relay.heldDown.length > 0);
+      assert.equal(firstHandshakeType(relay.heldDown[0]), 3, "HelloVerifyRequest, not a new handshake");
+      relay.holdDown = false;
+      await echo(home, "still the same session");
+
+      // From four other ports of the same address: the first two (a quarter of 8) are answered with
+      // the abbreviated flight, the others with a HelloVerifyRequest.
+      const answers: Buffer[][] = [];
+      const arrivals: number[][] = [];
+      for (let i = 0; i < 4; i++) {
+        const s = dgram.createSocket("udp4");
+        sockets.push(s);
+        const got: Buffer[] = [];
+        const at: number[] = [];
+        answers.push(got);
+        arrivals.push(at);
+        s.on("message", (m) => {
+          got.push(m);
+          at.push(Date.now());
+        });
+        await new Promise<void>((r) => s.bind(0, "127.0.0.1", r));
+        s.send(hello, port, "127.0.0.1");
+        await waitFor(() => got.length > 0);
+      }
+      assert.deepEqual(
+        answers.map((a) => firstHandshakeType(a[0])),
+        [2, 2, 3, 3],
+      );
+      // To an unproven address the flight goes out at 0, 50 and 150 ms; not at 350 ms, past the
+      // short deadline (300 ms), which also ends the handshake (the default deadline is 30 s).
+      await new Promise((r) => setTimeout(r, 600));
+      for (const at of arrivals.slice(0, 2)) {
+        assert.ok(at.length >= 2, "the flight is retransmitted before the deadline");
+        assert.ok(at[at.length - 1] - at[0] < 330, `a flight came ${at[at.length - 1] - at[0]} ms after the first`);
+      }
+      assert.equal(answers[2].length, 1, "a HelloVerifyRequest is never repeated by the server");
+      assert.equal(server.stats.handshakesResumed, 1, "none of the replays completed");
+      assert.equal(server.stats.handshakesFailed, 2, "both unproven handshakes timed out");
+      home.close();
+    } finally {
+      for (const s of sockets) s.close();
+      relay.close();
+      await server.close();
+    }
+  });
 });
