@@ -346,4 +346,41 @@ describe("interop: our DTLS server with real peers", function () {
       }
     });
   }
+
+  it("node-dtls-client completes handshakes while our flight 4 is repeated before its flight 5 arrives (timer at 1 ms)", async () => {
+    // node-dtls-client takes handshake messages it has processed already, in records new to it, as
+    // the start of a new flight and stalls; our flight 4 repeats the records as first sent, which
+    // its replay window drops. 30 handshakes, each sees several repeats.
+    const eager = new DtlsServer({ pskLookup: (identity) => (identity === IDENTITY ? PSK : undefined), initialRetransmitMs: 1 });
+    eager.on("connection", () => undefined);
+    const eagerPort = (await eager.listen(0, "127.0.0.1")).port;
+    const errors: string[] = [];
+    try {
+      for (let i = 0; i < 30; i++) {
+        await new Promise<void>((resolve) => {
+          const sock = ndc().dtls.createSocket({
+            type: "udp4",
+            address: "127.0.0.1",
+            port: eagerPort,
+            psk: { [IDENTITY]: PSK },
+            timeout: 3000,
+          });
+          const done = (error?: string): void => {
+            if (error) errors.push(error);
+            try {
+              sock.close();
+            } catch {
+              /* closed by the library after an error */
+            }
+            resolve();
+          };
+          sock.on("connected", () => done());
+          sock.on("error", (e) => done(e.message));
+        });
+      }
+      assert.deepEqual(errors, []);
+    } finally {
+      await eager.close();
+    }
+  });
 });

@@ -254,11 +254,10 @@ interface HandshakeState {
   /** ECDHE_PSK: our ephemeral key pair until the ClientKeyExchange, then the ECDH secret until the PSK is known. */
   ephemeral: EphemeralKey | undefined;
   ecdhSecret: Buffer | undefined;
-  /**
-   * Our last flight's handshake messages (flight 4, or the ServerHello before an abbreviated
-   * handshake's CCS and Finished), sent again as new records with new sequence numbers.
-   */
-  flightMessages: Buffer[];
+  /** Flight 4 as first sent (datagrams); repeated byte for byte, see flight(). */
+  flight: Buffer[];
+  /** Abbreviated handshake: our ServerHello message, sent again in a new record before CCS and Finished. */
+  resumedHello: Buffer | undefined;
   retransmitTimer: NodeJS.Timeout | undefined;
   retransmitDelay: number;
   /** Records that arrived while an async PSK lookup was pending. */
@@ -826,7 +825,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       master: undefined,
       ephemeral,
       ecdhSecret: undefined,
-      flightMessages: [],
+      flight: [],
+      resumedHello: undefined,
       retransmitTimer: undefined,
       retransmitDelay: this.initialRetransmitMs,
       pending: undefined,
@@ -910,8 +910,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     messages.push(encodeHandshake(HandshakeType.ServerHelloDone, handshake.serverMessageSeq++, Buffer.alloc(0)));
     handshake.transcript.push(...messages);
-    handshake.flightMessages = messages;
-    this.transmit(socketAddress, port, this.packFlight(newPeer, messages));
+    handshake.flight = this.packFlight(newPeer, messages);
+    this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
   }
 
@@ -1068,7 +1068,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       master: state.master,
       ephemeral: undefined,
       ecdhSecret: undefined,
-      flightMessages: [],
+      flight: [],
+      resumedHello: undefined,
       retransmitTimer: undefined,
       retransmitDelay: this.initialRetransmitMs,
       pending: undefined,
@@ -1131,7 +1132,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     );
     finished.copy(slab, at + this.secretsFinished);
     handshake.transcript.push(finished);
-    handshake.flightMessages = [serverHello];
+    handshake.resumedHello = serverHello;
     this.transmit(socketAddress, port, this.flight(peer, handshake));
     peer.writeEpoch = 1;
     this.armRetransmit(peer);
@@ -1425,13 +1426,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   }
 
   /**
-   * Our current flight as datagrams of new records: every retransmission gets new sequence numbers
-   * (RFC 6347 4.1), or the peer's replay window drops it. That matters most after an abbreviated
-   * handshake, where the client's last flight has no timer and is sent again only when it sees ours.
+   * Our current flight, to send or send again. An abbreviated handshake's flight is built afresh in
+   * new records: the client's last flight has no timer and goes again only when our repeated
+   * Finished passes its replay window, so a repeat with the same sequence number would stall it.
+   * Flight 4 (plaintext, epoch 0) repeats the records as first sent, as a duplicated datagram would:
+   * the client's own timer covers its flight 5, and node-dtls-client takes handshake messages it
+   * has already processed, in new records, as a new flight and stalls.
    */
   private flight(peer: Peer, handshake: HandshakeState): Buffer[] {
-    if (!handshake.resumed) return this.packFlight(peer, handshake.flightMessages);
-    const hello = encodeRecord(ContentType.Handshake, DTLS_1_2, 0, peer.writeSeq0++, handshake.flightMessages[0]);
+    if (!handshake.resumedHello) return handshake.flight;
+    const hello = encodeRecord(ContentType.Handshake, DTLS_1_2, 0, peer.writeSeq0++, handshake.resumedHello);
     const rest = this.finalFlight(peer);
     return [Buffer.concat([hello, rest], hello.length + rest.length)];
   }
