@@ -35,6 +35,7 @@ export function makeListenRunner(config: ListenConfig, emit: EventWriter): Liste
   if (config.cuidIdentity !== undefined) tuning.cuidIdentity = config.cuidIdentity;
   if (config.maxTcpPerAddress !== undefined) tuning.maxTcpPerAddress = config.maxTcpPerAddress;
   if (config.maxHandshakesPerSource !== undefined) tuning.maxDtlsHandshakesPerSource = config.maxHandshakesPerSource;
+  if (config.dtlsCookieAlways === true) tuning.dtlsResumeWithoutCookie = false;
   const listener = new CallHomeListener(config.options, tuning);
 
   listener.on("listening", (info) => emit("listening", info));

@@ -71,6 +71,8 @@ export interface IspEngineTuning extends IspTuning {
   maxDtlsPeers?: number;
   /** DTLS handshakes in progress per source address or IPv6 /64 (transport default DEFAULT_MAX_HANDSHAKING_PER_SOURCE, 16). */
   maxDtlsHandshakesPerSource?: number;
+  /** A DTLS ticket answered without the cookie round (transport default true; `listen --dtls-cookie-always` sets false). */
+  dtlsResumeWithoutCookie?: boolean;
 }
 
 /** The base (non-call-home) DOTS signal channel port, RFC 9132. */
@@ -246,6 +248,7 @@ export class CallHomeListener extends EventEmitter implements CallHomeListenerAp
             ...(this.tuning.maxDtlsHandshakesPerSource !== undefined
               ? { maxHandshakingPerSource: this.tuning.maxDtlsHandshakesPerSource }
               : {}),
+            ...(this.tuning.dtlsResumeWithoutCookie !== undefined ? { resumeWithoutCookie: this.tuning.dtlsResumeWithoutCookie } : {}),
           }
         : undefined,
       tls: o.transports.tls

@@ -559,6 +559,27 @@ describe("cli/args", () => {
     assert.throws(() => listen(...base, "--max-handshakes-per-source", "2.5"), CliUsageError);
     assert.throws(() => listen(...base, "--max-handshakes-per-source", "100001"), CliUsageError);
   });
+  it('listen --dtls-cookie-always (or "dtlsCookieAlways": true in --config) asks a ticket for the cookie round too', () => {
+    const base = ["--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
+    assert.equal(listen(...base).dtlsCookieAlways, undefined, "transport default: a ticket is answered at once");
+    assert.equal(listen(...base, "--dtls-cookie-always").dtlsCookieAlways, true);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dots-cli-"));
+    try {
+      const cfg = path.join(dir, "c.json");
+      const withSetting = (value: unknown): ListenConfig => {
+        fs.writeFileSync(
+          cfg,
+          JSON.stringify({ psk: [{ identity: "h", key: "text:sixteen-byte-key", home: "h" }], dtlsCookieAlways: value }),
+        );
+        return parseListenArgs(["--config", cfg]) as ListenConfig;
+      };
+      assert.equal(withSetting(true).dtlsCookieAlways, true);
+      assert.equal(withSetting(false).dtlsCookieAlways, false);
+      assert.throws(() => withSetting("yes"), CliUsageError);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it("listen --max-tcp-per-address raises the per-source TCP cap (homes behind one CGN address); bad values are usage errors", () => {
     const base = ["--psk-identity", "h", "--psk-key", "text:sixteen-byte-key", "--home-prefix", "203.0.113.0/24"];
     assert.equal(listen(...base).maxTcpPerAddress, undefined, "engine default (256) unless asked");

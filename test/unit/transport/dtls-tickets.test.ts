@@ -13,6 +13,7 @@ import { VerifiedCertificates } from "../../../src/transport/dtls/certificate";
 import { makeTestPki, type TestPki } from "../../support/certs";
 import { fuzzRuns, mutator } from "../../support/fuzz";
 import { LossyRelay } from "../../support/lossy-relay";
+import { CallHomeListener } from "../../../src/dots/isp-engine";
 
 const LIFETIME = 600;
 
@@ -502,6 +503,33 @@ describe("resumption without a cookie round (RFC 6347 4.2.1: the server MAY skip
         second.close();
       } finally {
         await server.close();
+      }
+    }
+  });
+
+  it("the ISP listener passes its setting down: tuning dtlsResumeWithoutCookie false (listen --dtls-cookie-always) keeps the cookie round", async () => {
+    for (const cookieAlways of [false, true]) {
+      const listener = new CallHomeListener(
+        { port: 0, host: "127.0.0.1", transports: { dtls: true, tls: false }, psk: [{ identity: "home-1", key, home: "home-1" }] },
+        cookieAlways ? { dtlsResumeWithoutCookie: false } : {},
+      );
+      listener.on("error", () => undefined);
+      await listener.start();
+      const relay = new RecordingRelay(listener.port!);
+      try {
+        const first = await dtlsClientConnect({ address: "127.0.0.1", port: listener.port!, psk });
+        const ticket = first.resumption;
+        assert.ok(ticket);
+        first.close();
+        const second = await dtlsClientConnect({ address: "127.0.0.1", port: await relay.start(), psk, resumeFrom: ticket });
+        assert.equal(second.resumed, true);
+        // The home's datagrams: one ClientHello without a cookie, and a second one with it only when asked.
+        const hellos = relay.fromClient.filter((d) => firstHandshakeType(d) === 1);
+        assert.equal(hellos.length, cookieAlways ? 2 : 1, cookieAlways ? "cookie round" : "no cookie round");
+        second.close();
+      } finally {
+        relay.close();
+        await listener.stop();
       }
     }
   });
