@@ -5,7 +5,7 @@ import type { ListenerOptions, SessionInfo } from "../../src/dots/api";
 import { LISTENER_AUTH_FAILURE_EVENT, LISTENER_DROP_END_EVENT, LISTENER_DROP_EVENT } from "../../src/dots/auth-events";
 import { LISTENER_IDENTITY_CONFLICT_EVENT } from "../../src/dots/home-names";
 import { DEFAULTS, LIMITS } from "../../src/dots/defaults";
-import { CallHomeListener } from "../../src/dots/isp-engine";
+import { CallHomeListener, type IspEngineTuning } from "../../src/dots/isp-engine";
 import { MIN_TICKET_SECRET_LENGTH } from "../../src/transport/dtls/ticket";
 import { certificateFrom, parseHomePrefixes, type TlsConfigNode } from "./common";
 import { EndpointHub, pskOf, stateDirFor, type EndpointStatus, type HubKind, type Words } from "./endpoint";
@@ -26,6 +26,8 @@ export interface IspEndpointSettings {
   dropBan: string | number;
   /** Endpoint node only (v1 listeners never had it): DTLS handshakes in progress per source address or /64. */
   handshakesPerSource?: string | number;
+  /** Endpoint node only: a DTLS ticket gets the cookie round too (`listen --dtls-cookie-always`). */
+  cookieAlways?: boolean;
 }
 
 export const ISP_SETTING_NAMES: ReadonlyArray<keyof IspEndpointSettings> = [
@@ -132,6 +134,23 @@ export const ISP_KIND: HubKind<CallHomeListener> = {
   },
 };
 
+/** The listener's tuning from the node's settings; throws on a value out of range. */
+export function ispTuning(settings: IspEndpointSettings): Partial<IspEngineTuning> {
+  return {
+    allowUnscopedHomes: settings.allowUnscoped === true,
+    // Absent (flows saved before the setting) or empty: the default.
+    maxDtlsHandshakesPerSource: int(
+      settings.handshakesPerSource === undefined || settings.handshakesPerSource === ""
+        ? DEFAULTS.maxHandshakesPerSource
+        : settings.handshakesPerSource,
+      "DTLS handshakes per source",
+      ...LIMITS.maxHandshakesPerSource,
+    ),
+    // Absent (flows saved before the setting): a ticket is answered at once.
+    ...(settings.cookieAlways === true ? { dtlsResumeWithoutCookie: false } : {}),
+  };
+}
+
 /**
  * The hub of an ISP endpoint. `key` names the engine in the registry and the state directory:
  * the config node's id, or "node-<id>" for a v1 listener's inline settings.
@@ -149,17 +168,7 @@ export function ispHub(
     key,
     settings: () => {
       const options = listenerOptions(RED, settings, t, stateDirFor(RED, stateKey), credentials);
-      const tuning = {
-        allowUnscopedHomes: settings.allowUnscoped === true,
-        // Absent (flows saved before the setting) or empty: the default.
-        maxDtlsHandshakesPerSource: int(
-          settings.handshakesPerSource === undefined || settings.handshakesPerSource === ""
-            ? DEFAULTS.maxHandshakesPerSource
-            : settings.handshakesPerSource,
-          "DTLS handshakes per source",
-          ...LIMITS.maxHandshakesPerSource,
-        ),
-      };
+      const tuning = ispTuning(settings);
       return { fingerprint: { options, tuning }, port: options.port, create: () => new CallHomeListener(options, tuning) };
     },
   });

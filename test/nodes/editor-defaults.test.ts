@@ -7,6 +7,8 @@ import { outRoot, repoRoot } from "./support";
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { DEFAULTS } = require(path.join(outRoot, "src", "dots", "defaults.js")) as { DEFAULTS: Record<string, number> };
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { ispTuning } = require(path.join(outRoot, "nodes", "lib", "isp-endpoint.js")) as typeof import("../../nodes/lib/isp-endpoint");
 
 /** `name: { value: N` in a node's defaults block. */
 function htmlDefault(type: string, name: string): number {
@@ -30,5 +32,28 @@ describe("editor defaults equal DEFAULTS", () => {
     assert.equal(htmlDefault("dots-isp-endpoint", "dropWindow") * 1000, DEFAULTS.dropWindowMs);
     assert.equal(htmlDefault("dots-isp-endpoint", "dropBan") * 1000, DEFAULTS.dropBanMs);
     assert.equal(htmlDefault("dots-isp-endpoint", "handshakesPerSource"), DEFAULTS.maxHandshakesPerSource);
+  });
+
+  it("ISP endpoint: the cookie round for tickets is off unless checked, as in `listen` (flows saved before the setting too)", () => {
+    const html = fs.readFileSync(path.join(repoRoot(), "nodes", "dots-isp-endpoint", "dots-isp-endpoint.html"), "utf8");
+    assert.match(html, /\bcookieAlways: \{ value: false \}/);
+    const settings = {
+      port: 4647,
+      host: "::",
+      dtls: true,
+      tls: false,
+      psk: "p",
+      extraPsks: [],
+      tlsConfig: "",
+      homePrefixes: "",
+      allowUnscoped: false,
+      dropMaxFailures: 5,
+      dropWindow: 60,
+      dropBan: 300,
+    };
+    assert.equal(ispTuning(settings).dtlsResumeWithoutCookie, undefined, "absent: the transport default (answered at once)");
+    assert.equal(ispTuning({ ...settings, cookieAlways: false }).dtlsResumeWithoutCookie, undefined);
+    assert.equal(ispTuning({ ...settings, cookieAlways: true }).dtlsResumeWithoutCookie, false);
+    assert.equal(ispTuning(settings).maxDtlsHandshakesPerSource, DEFAULTS.maxHandshakesPerSource);
   });
 });
