@@ -40,7 +40,7 @@ export interface TicketKeyOptions {
   now?: () => number;
 }
 
-/** A shared ticket secret has at least this many bytes (as much as the AES-256 key it derives). */
+/** A shared ticket secret has at least this many bytes (as many as the 32-byte key it derives). */
 export const MIN_TICKET_SECRET_LENGTH = 32;
 /** HKDF salt of the derived keys: names what they are for, and versions the derivation (v2: ChaCha20-Poly1305). */
 const TICKET_KEY_SALT = "dots-call-home dtls ticket keys v2";
