@@ -9,6 +9,10 @@ import { outRoot, repoRoot } from "./support";
 const { DEFAULTS } = require(path.join(outRoot, "src", "dots", "defaults.js")) as { DEFAULTS: Record<string, number> };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { ispTuning } = require(path.join(outRoot, "nodes", "lib", "isp-endpoint.js")) as typeof import("../../nodes/lib/isp-endpoint");
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { MIN_TICKET_SECRET_LENGTH } = require(path.join(outRoot, "src", "transport", "dtls", "ticket.js")) as {
+  MIN_TICKET_SECRET_LENGTH: number;
+};
 
 /** `name: { value: N` in a node's defaults block. */
 function htmlDefault(type: string, name: string): number {
@@ -34,9 +38,13 @@ describe("editor defaults equal DEFAULTS", () => {
     assert.equal(htmlDefault("dots-isp-endpoint", "handshakesPerSource"), DEFAULTS.maxHandshakesPerSource);
   });
 
-  it("ISP endpoint: the cookie round for tickets is off unless checked, as in `listen` (flows saved before the setting too)", () => {
+  it("ISP endpoint: the cookie round for tickets is off unless checked, as in `listen` (flows saved before the setting too); the ticket secret minimum is the transport's", () => {
     const html = fs.readFileSync(path.join(repoRoot(), "nodes", "dots-isp-endpoint", "dots-isp-endpoint.html"), "utf8");
     assert.match(html, /\bcookieAlways: \{ value: false \}/);
+    // The ticket secret's minimum, which the editor checks before deploy, is the transport's.
+    const min = /var MIN_TICKET_SECRET_LENGTH = (\d+);/.exec(html);
+    assert.ok(min, "the editor names its ticket secret minimum");
+    assert.equal(Number(min[1]), MIN_TICKET_SECRET_LENGTH);
     const settings = {
       port: 4647,
       host: "::",
