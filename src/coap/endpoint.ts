@@ -527,8 +527,12 @@ export class CoapEndpoint extends EventEmitter {
       t.timer = setTimeout(() => {
         if (this.closed) return;
         if (t.retransmissions >= this.params.maxRetransmit) {
-          this.transmissions.delete(mid);
-          t.onGiveUp();
+          // As for the request deadline: an ACK or RST already waiting is read first.
+          setImmediate(() => {
+            if (this.closed || this.transmissions.get(mid) !== t) return;
+            this.transmissions.delete(mid);
+            t.onGiveUp();
+          });
           return;
         }
         t.retransmissions++;
@@ -686,10 +690,15 @@ export class CoapEndpoint extends EventEmitter {
     onToken?.(token);
     const timeoutMs = req.timeoutMs ?? maxTransmitWaitMs(this.params);
     entry.timeout = setTimeout(() => {
-      this.failPending(
-        entry,
-        new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`),
-      );
+      // After a busy spell Node runs due timers before the I/O that waited meanwhile: read what is
+      // already there (the answer, perhaps) before deciding that nothing came.
+      setImmediate(() => {
+        if (entry.settled) return;
+        this.failPending(
+          entry,
+          new CoapEndpointError("TIMEOUT", `no response to ${req.method} /${req.path.join("/")} within ${timeoutMs} ms`),
+        );
+      });
     }, timeoutMs);
     const confirmable = req.confirmable ?? true;
     if (this.isTcp) {

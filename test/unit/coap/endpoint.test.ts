@@ -572,6 +572,33 @@ describe("CoAP endpoint: client-side rules against a hand-driven UDP peer", func
     return { raw, client, reply };
   }
 
+  it("a deadline that passes while the process is busy first reads the answer already waiting: answered, not timed out", async () => {
+    for (const [name, confirmable, timeoutMs, maxRetransmit] of [
+      ["CON, request deadline", true, 100, 3],
+      ["NON, request deadline", false, 100, 3],
+      ["CON, retransmissions given up", true, 10_000, 0],
+    ] as const) {
+      const { raw, client, reply } = await clientAgainstRaw({ transmission: { ...FAST, maxRetransmit } });
+      const answer = client.request({ method: "GET", path: ["late"], timeoutMs, confirmable });
+      const req = await raw.next();
+      // The answer goes into the client's socket buffer; then the process is busy past the deadline,
+      // as in a long GC pause or a burst of other work.
+      reply({
+        type: confirmable ? "ACK" : "NON",
+        code: Code.Content,
+        messageId: confirmable ? req.messageId : 4242,
+        token: req.token,
+        options: [],
+        payload: Buffer.from("in time"),
+      });
+      const until = Date.now() + 300;
+      while (Date.now() < until) {
+        /* busy */
+      }
+      assert.equal((await answer).payload.toString(), "in time", name);
+    }
+  });
+
   it("drops a stale notification (RFC 7641 section 3.4) and resets a notification for an unknown token", async () => {
     const { raw, client, reply } = await clientAgainstRaw();
     const seen: string[] = [];
