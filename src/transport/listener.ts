@@ -205,8 +205,9 @@ export class CallHomeTransportListener extends EventEmitter {
       this.dtlsServer = dtlsServer;
       dtlsServer.on("connection", (conn: Connection) => this.adopt(conn));
       dtlsServer.on("handshake-failed", (f: DtlsHandshakeFailure) => {
-        // The server refusing work for lack of room is not the peer's fault.
-        if (f.reason !== "capacity")
+        // The server refusing work for lack of room is not the peer's fault; a handshake from an
+        // address that never proved it sent it (a replayed ticket) is no one's we could name.
+        if (f.reason !== "capacity" && !f.addressUnproven)
           this.onFailure(withDiagnosis({ address: f.address, port: f.port, transport: "dtls", reason: f.reason }, f));
       });
       dtlsServer.on("error", (err: Error) => this.reportError(err));

@@ -216,6 +216,12 @@ export interface HandshakeFailure {
   subject?: string;
   /** Words for people about a refused certificate. */
   detail?: string;
+  /**
+   * The handshake began without a cookie (a ticket resumption) and never proved that the address
+   * is the sender's: anyone who saw the ticket can replay it from any address. Not a failure of
+   * that address (a drop-list must not count it).
+   */
+  addressUnproven?: true;
 }
 
 /** Counters for diagnostics and tests; none of them grows without peer state behind it. */
@@ -1618,6 +1624,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   // ---- ending ----
 
   private failHandshake(peer: Peer, reason: HandshakeFailureReason, alert?: number, about?: { subject?: string; detail?: string }): void {
+    const addressUnproven = peer.handshake?.addressUnproven === true;
     if (alert !== undefined) this.sendAlert(peer, AlertLevel.Fatal, alert);
     this.removePeer(peer);
     this.stats.handshakesFailed++;
@@ -1628,6 +1635,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       ...(peer.identity !== undefined ? { identity: peer.identity } : {}),
       ...(about?.subject !== undefined ? { subject: about.subject } : {}),
       ...(about?.detail !== undefined ? { detail: about.detail } : {}),
+      ...(addressUnproven ? { addressUnproven: true as const } : {}),
     } satisfies HandshakeFailure);
   }
 

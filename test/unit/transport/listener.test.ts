@@ -6,6 +6,7 @@ import * as net from "node:net";
 import { once } from "node:events";
 import { TransportError, type Connection } from "../../../src/transport/connection";
 import { connectDtls } from "../../../src/transport/dtls-client";
+import { dtlsClientConnect } from "../../../src/transport/dtls/client";
 import { CallHomeTransportListener } from "../../../src/transport/listener";
 import * as tls from "node:tls";
 import { PSK_CIPHERS, connectTls } from "../../../src/transport/tls";
@@ -205,6 +206,50 @@ describe("transport/listener", function () {
     await until(() => failures.length === 1);
     assert.match(failures[0].reason, /timeout|TIMEOUT/);
     silent.destroy();
+  });
+
+  it("replayed ticket ClientHellos answered without a cookie and left to time out are no one's failures: the address is not banned", async () => {
+    const { l, accepted, failures, drops } = make({
+      dtls: { pskLookup: lookup, pressureHandshakeTimeoutMs: 200, maxHandshakingPerSource: 64 },
+      dropList: { maxFailures: 2, windowMs: 60_000, banMs: 60_000 },
+    });
+    const { port } = await l.listen();
+    const first = await dtlsClientConnect({ address: "127.0.0.1", port, psk: { identity: "home-1", key: KEY } });
+    const ticket = first.resumption;
+    assert.ok(ticket);
+    // The home's ClientHello with its ticket, as anyone on the path sees it: catch what our client
+    // sends through a one-way relay that never answers.
+    const catcher = dgram.createSocket("udp4");
+    sockets.push(catcher);
+    await new Promise<void>((r) => catcher.bind(0, "127.0.0.1", r));
+    const hello = new Promise<Buffer>((r) => catcher.once("message", r));
+    const pending = dtlsClientConnect({
+      address: "127.0.0.1",
+      port: catcher.address().port,
+      psk: { identity: "home-1", key: KEY },
+      resumeFrom: ticket,
+      handshakeTimeoutMs: 300,
+    });
+    const replayed = await hello;
+    await pending.catch(() => undefined);
+    // Six replays from six ports of one address: each gets our abbreviated flight, none can finish.
+    for (let i = 0; i < 6; i++) {
+      const s = dgram.createSocket("udp4");
+      sockets.push(s);
+      const answered = new Promise((r) => s.once("message", r));
+      s.send(replayed, port, "127.0.0.1");
+      await answered;
+    }
+    await new Promise((r) => setTimeout(r, 700)); // past the 200 ms deadline of every replay
+    assert.deepEqual(failures, [], "no auth-failure for an unproven address");
+    assert.deepEqual(drops, []);
+    assert.equal(l.dropList?.isDropped("127.0.0.1"), false);
+    // The home comes back from that address, resumes, and is let in.
+    const again = await dtlsClientConnect({ address: "127.0.0.1", port, psk: { identity: "home-1", key: KEY }, resumeFrom: ticket });
+    assert.equal(again.resumed, true);
+    first.close();
+    again.close();
+    await until(() => accepted.length === 2);
   });
 
   it("drops a DTLS source after repeated wrong PSKs; another address still gets in", async () => {
