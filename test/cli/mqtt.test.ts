@@ -189,6 +189,16 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   const presenceOf = (home: string, clientId?: string) => (m: Msg) =>
     m.topic === `dots/presence/${home}` && (clientId === undefined ? m.text === "" : m.json?.clientId === clientId);
 
+  /** Two listeners, a watcher (of `topics`), and home-1 dialled into isp-a and present there. */
+  async function homeAtIspA(topics?: string[]) {
+    const a = await listener("isp-a");
+    const b = await listener("isp-b");
+    const w = await watcher(topics);
+    const home = dialer(HOMES[0], a.port);
+    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence of home-1 at isp-a");
+    return { a, b, w, home };
+  }
+
   it("routes a mitigation to the process that holds the home: 2.01 with its id on P/evt/<home>; presence retained while held, cleared when the session goes", async () => {
     const a = await listener("isp-a");
     const b = await listener("isp-b");
@@ -244,11 +254,7 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
 
   it("one home, one session across the fleet: a home that vanished from one process and dialled another is closed at the first, whose release leaves the new presence alone", async () => {
-    const a = await listener("isp-a");
-    const b = await listener("isp-b");
-    const w = await watcher();
-    const d1 = dialer(HOMES[0], a.port);
-    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence of home-1 at isp-a");
+    const { a, b, w, home: d1 } = await homeAtIspA();
     // Gone without a word (power cut, or a handshake it gave up on): isp-a's session stays up.
     await d1.stop("SIGKILL");
     dialer(HOMES[0], b.port);
@@ -308,11 +314,7 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
 
   it("kill -9 of a listener: its last will marks the presence stale, a command meanwhile is held and answered by the process the home moves to", async () => {
-    const a = await listener("isp-a");
-    const b = await listener("isp-b");
-    const w = await watcher(["dots/evt/#", "dots/presence/#"]);
-    const d = dialer(HOMES[0], a.port);
-    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence at isp-a");
+    const { a, b, w, home: d } = await homeAtIspA(["dots/evt/#", "dots/presence/#"]);
     const instanceA = (await w.waitFor((m) => m.topic === "dots/presence/_proc/isp-a" && m.json?.online === true, 5000, "isp-a online"))
       .json?.instance;
 
@@ -338,11 +340,7 @@ describe("dots-call-home listen --mqtt (commands and events over a real mosquitt
   });
 
   it("commands published while a home moves between processes are each answered exactly once (held ones once it is back)", async () => {
-    const a = await listener("isp-a");
-    const b = await listener("isp-b");
-    const w = await watcher();
-    const d1 = dialer(HOMES[0], a.port);
-    await w.waitFor(presenceOf("home-1", "isp-a"), 15000, "presence at isp-a");
+    const { b, w, home: d1 } = await homeAtIspA();
     const ids: string[] = [];
     let moved = false;
     for (let i = 0; i < 40; i++) {
