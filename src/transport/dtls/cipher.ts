@@ -37,14 +37,13 @@ const AD_SCRATCH = Buffer.alloc(13);
  */
 export const CHACHA_JS_MAX_BYTES = 512;
 
+/** Whether ChaCha20-Poly1305 over `length` plaintext bytes is done in JavaScript (else node:crypto). */
+function chachaJsFor(length: number): boolean {
+  return CHACHA_IN_JS && length <= CHACHA_JS_MAX_BYTES;
+}
+
 function chachaInJs(suite: CipherSuiteInfo, length: number): boolean {
-  return (
-    CHACHA_IN_JS &&
-    suite.explicitNonceLength === 0 &&
-    suite.tagLength === 16 &&
-    suite.algorithm === "chacha20-poly1305" &&
-    length <= CHACHA_JS_MAX_BYTES
-  );
+  return suite.explicitNonceLength === 0 && suite.tagLength === 16 && suite.algorithm === "chacha20-poly1305" && chachaJsFor(length);
 }
 
 /** Bytes an encrypted record adds to its plaintext. */
@@ -188,7 +187,7 @@ const CHACHA_TAG_LENGTH = 16;
  * tag. Short plaintexts in JavaScript, longer ones with node:crypto, as for records.
  */
 export function chachaSealBytes(key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
-  if (CHACHA_IN_JS && plaintext.length <= CHACHA_JS_MAX_BYTES) {
+  if (chachaJsFor(plaintext.length)) {
     const sealed = Buffer.allocUnsafe(plaintext.length + CHACHA_TAG_LENGTH);
     chachaSeal(key, 0, nonce, aad, plaintext, sealed, 0);
     return sealed;
@@ -202,7 +201,7 @@ export function chachaSealBytes(key: Buffer, nonce: Buffer, aad: Buffer, plainte
 export function chachaOpenBytes(key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer | undefined {
   const length = sealed.length - CHACHA_TAG_LENGTH;
   if (length < 0) return undefined;
-  if (CHACHA_IN_JS && length <= CHACHA_JS_MAX_BYTES) {
+  if (chachaJsFor(length)) {
     const plaintext = Buffer.allocUnsafe(length);
     return chachaOpen(key, 0, nonce, aad, sealed, 0, length, plaintext) ? plaintext : undefined;
   }

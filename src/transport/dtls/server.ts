@@ -766,12 +766,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         this.resendLastFlight(peer);
         return;
       }
-      if (!peer && this.mayResumeWithoutCookie(address)) {
-        const resumption = this.acceptTicket(hello, address, port);
-        if (resumption) {
-          const source = sourceGroup(address, SOURCE_IPV6_PREFIX_LENGTH);
-          return this.startResumed(record, f, hello, resumption, key, socketAddress, address, port, source, true);
-        }
+      if (!peer && this.resumeWithoutCookie && this.ticketKeys && hello.sessionTicket) {
+        const source = sourceGroup(address, SOURCE_IPV6_PREFIX_LENGTH);
+        const resumption = this.mayResumeWithoutCookie(source) ? this.acceptTicket(hello, address, port) : undefined;
+        if (resumption) return this.startResumed(record, f, hello, resumption, key, socketAddress, address, port, source, true);
       }
       // HelloVerifyRequest echoes the ClientHello's record sequence number (4.2.1) and message_seq.
       const hvr = encodeHandshake(HandshakeType.HelloVerifyRequest, f.messageSeq, buildHelloVerifyRequest(this.cookies.issue(cookieInput)));
@@ -995,10 +993,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * for this source. A flood of replayed tickets from spoofed addresses fills that quarter at most;
    * from there on every handshake needs a cookie again, as all handshakes do without a ticket.
    */
-  private mayResumeWithoutCookie(address: string): boolean {
-    if (!this.resumeWithoutCookie || !this.ticketKeys || this.peers.size >= this.maxPeers) return false;
-    if (this.handshakingPeers.size * 4 >= this.maxHandshaking) return false;
-    const source = sourceGroup(address, SOURCE_IPV6_PREFIX_LENGTH);
+  private mayResumeWithoutCookie(source: string): boolean {
+    if (this.peers.size >= this.maxPeers || this.handshakingPeers.size * 4 >= this.maxHandshaking) return false;
     return (this.handshakingBySource.get(source) ?? 0) * 4 < this.maxHandshakingPerSource;
   }
 
