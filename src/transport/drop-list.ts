@@ -144,7 +144,8 @@ export class DropList {
  */
 export function sourceGroup(address: string, ipv6PrefixLength: number): string {
   const a = address.startsWith("::ffff:") && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
-  if (ipv6PrefixLength >= 128 || !net.isIPv6(a)) return a;
+  // Without a ':' it is no IPv6 address (and the long IPv6 pattern need not run for every IPv4 hello).
+  if (ipv6PrefixLength >= 128 || !a.includes(":") || !net.isIPv6(a)) return a;
   return `${ipv6Prefix(a, ipv6PrefixLength)}/${ipv6PrefixLength}`;
 }
 

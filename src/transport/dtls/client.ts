@@ -56,7 +56,8 @@ import {
   parseHandshakeFragments,
   type CompleteMessage,
 } from "./handshake";
-import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { aeadKeyBlock, ecdhePskPremasterSecret, finishedVerifyData, masterSecret, pskPremasterSecret } from "./prf";
+import { Transcript } from "./transcript";
 import { encodeCidRecord, encodeRecord, innerPlaintext, parseDatagram } from "./record";
 import { ReplayWindow } from "./replay";
 import { parseNewSessionTicket, resumptionUnusable, sessionTicketExtension, type DtlsResumption } from "./resumption";
@@ -213,7 +214,7 @@ export class DtlsClient extends EventEmitter implements Connection {
   private reassembler = new HandshakeReassembler(0, REASSEMBLY_LIMITS);
   /** message_seq -> epoch of the record it arrived in, for messages the reassembler holds (at most maxAhead + 1). */
   private readonly messageEpochs = new Map<number, number>();
-  private transcript: Buffer[] = [];
+  private transcript = new Transcript();
   private serverFlight: CompleteMessage[] = [];
   private master: Buffer | undefined;
   private flight: FlightRecord[] = [];
@@ -383,7 +384,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     ]);
     const hello = encodeHandshake(HandshakeType.ClientHello, this.clientMessageSeq++, body);
     // The transcript starts at the ClientHello the server answers with ServerHello (RFC 6347 4.2.6).
-    this.transcript = [hello];
+    this.transcript = new Transcript(hello);
     this.startFlight([{ type: ContentType.Handshake, epoch: 0, body: hello }]);
   }
 
@@ -653,7 +654,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     } else if (ske) {
       parsePskServerKeyExchange(ske.body); // identity hint: validated, not used (one identity per dialer)
     }
-    for (const m of msgs) this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    for (const m of msgs) this.transcript.add(encodeHandshake(m.msgType, m.messageSeq, m.body));
 
     const psk = this.opts.psk!;
     const identity = Buffer.from(psk.identity, "utf8");
@@ -661,9 +662,9 @@ export class DtlsClient extends EventEmitter implements Connection {
     if (ecdh) ckeParts.push(Buffer.from([ecdh.point.length]), ecdh.point);
     this.clientMessageSeq = Math.max(this.clientMessageSeq, 2);
     const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.clientMessageSeq++, Buffer.concat(ckeParts));
-    this.transcript.push(cke);
+    this.transcript.add(cke);
     const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.secret, psk.key) : pskPremasterSecret(psk.key);
-    const master = masterSecret(premaster, this.clientRandom, sh.random, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
+    const master = masterSecret(premaster, this.clientRandom, sh.random, this.extendedMasterSecret ? this.transcript.digest() : undefined);
     premaster.fill(0);
     this.sendFinishedFlight(master, sh.random, suite, [{ type: ContentType.Handshake, epoch: 0, body: cke }]);
   }
@@ -680,9 +681,9 @@ export class DtlsClient extends EventEmitter implements Connection {
     const finished = encodeHandshake(
       HandshakeType.Finished,
       this.clientMessageSeq++,
-      finishedVerifyData(master, "client finished", sha256(this.transcript)),
+      finishedVerifyData(master, "client finished", this.transcript.digest()),
     );
-    this.transcript.push(finished);
+    this.transcript.add(finished);
     this.cipher = `DTLSv1.2 ${suite.name}`;
     this.state = "finished";
     this.startFlight([
@@ -738,7 +739,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     if (!secret) return this.fail(this.handshakeError("server sent an invalid ECDH public value"), AlertDescription.IllegalParameter);
     this.group = ske.group;
     this.peer = certificatePeerIdentity(chain[0]);
-    for (const m of msgs) this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    for (const m of msgs) this.transcript.add(encodeHandshake(m.msgType, m.messageSeq, m.body));
     this.clientMessageSeq = Math.max(this.clientMessageSeq, 2);
     const out: Buffer[] = [];
     if (request) {
@@ -748,22 +749,22 @@ export class DtlsClient extends EventEmitter implements Connection {
         encodeCertificateMessage(sendCertificate ? this.credentials!.chain : []),
       );
       out.push(certificate);
-      this.transcript.push(certificate);
+      this.transcript.add(certificate);
     }
     const cke = encodeHandshake(HandshakeType.ClientKeyExchange, this.clientMessageSeq++, encodeEcdhClientKeyExchange(own.publicKey));
     out.push(cke);
-    this.transcript.push(cke);
+    this.transcript.add(cke);
     // The extended master secret's session hash ends with the ClientKeyExchange (RFC 7627 3).
-    const master = masterSecret(secret, this.clientRandom, serverRandom, this.extendedMasterSecret ? sha256(this.transcript) : undefined);
+    const master = masterSecret(secret, this.clientRandom, serverRandom, this.extendedMasterSecret ? this.transcript.digest() : undefined);
     secret.fill(0);
     if (verifyScheme !== undefined) {
       const verify = encodeHandshake(
         HandshakeType.CertificateVerify,
         this.clientMessageSeq++,
-        encodeDigitallySigned(verifyScheme, signParts(this.credentials!.key, verifyScheme, this.transcript)),
+        encodeDigitallySigned(verifyScheme, signParts(this.credentials!.key, verifyScheme, this.transcript.messages)),
       );
       out.push(verify);
-      this.transcript.push(verify);
+      this.transcript.add(verify);
     }
     this.sendFinishedFlight(
       master,
@@ -809,7 +810,7 @@ export class DtlsClient extends EventEmitter implements Connection {
     this.serverRandom = sh.random;
     this.extendedMasterSecret = from.extendedMasterSecret;
     this.ticketPromised = sh.extensions.has(ExtensionType.SessionTicket);
-    this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    this.transcript.add(encodeHandshake(m.msgType, m.messageSeq, m.body));
     const master = Buffer.alloc(48);
     from.masterSecret.copy(master);
     this.master = master;
@@ -824,11 +825,11 @@ export class DtlsClient extends EventEmitter implements Connection {
   private onNewSessionTicket(m: CompleteMessage): void {
     const t = parseNewSessionTicket(m.body);
     this.newTicket = { ...t, receivedAt: Date.now() };
-    this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+    this.transcript.add(encodeHandshake(m.msgType, m.messageSeq, m.body));
   }
 
   private onServerFinished(m: CompleteMessage): void {
-    const expected = finishedVerifyData(this.master!, "server finished", sha256(this.transcript));
+    const expected = finishedVerifyData(this.master!, "server finished", this.transcript.digest());
     if (m.body.length !== expected.length || !timingSafeEqual(m.body, expected)) {
       this.fail(
         this.handshakeError(
@@ -843,13 +844,13 @@ export class DtlsClient extends EventEmitter implements Connection {
       return;
     }
     if (this.state === "resumed") {
-      this.transcript.push(encodeHandshake(m.msgType, m.messageSeq, m.body));
+      this.transcript.add(encodeHandshake(m.msgType, m.messageSeq, m.body));
       const finished = encodeHandshake(
         HandshakeType.Finished,
         this.clientMessageSeq++,
-        finishedVerifyData(this.master!, "client finished", sha256(this.transcript)),
+        finishedVerifyData(this.master!, "client finished", this.transcript.digest()),
       );
-      this.transcript.push(finished);
+      this.transcript.add(finished);
       this.finalFlight = [
         { type: ContentType.ChangeCipherSpec, epoch: 0, body: Buffer.from([1]) },
         { type: ContentType.Handshake, epoch: 1, body: finished },
@@ -859,10 +860,10 @@ export class DtlsClient extends EventEmitter implements Connection {
       this.resumed = true;
     }
     this.resumption = this.sessionToKeep();
-    this.handshakeTypes = this.transcript.map((b) => b[0]);
+    this.handshakeTypes = this.transcript.messages.map((b) => b[0]);
     this.master?.fill(0);
     this.master = undefined;
-    this.transcript = [];
+    this.transcript = new Transcript();
     this.serverFlight = [];
     this.flight = [];
     this.state = "connected";

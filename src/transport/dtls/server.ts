@@ -14,7 +14,7 @@
 import * as dgram from "node:dgram";
 import { EventEmitter } from "node:events";
 import { lookup as dnsLookup, type LookupOneOptions } from "node:dns";
-import { isIP } from "node:net";
+import { isIPv4 } from "node:net";
 import { timingSafeEqual } from "node:crypto";
 import { pooledRandomBytes } from "../random-pool";
 import {
@@ -56,7 +56,7 @@ import {
   type CompleteMessage,
   type HandshakeFragment,
 } from "./handshake";
-import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret, sha256 } from "./prf";
+import { ecdhePskPremasterSecret, finishedVerifyData, keyExpansion, masterSecret, pskPremasterSecret } from "./prf";
 import { encodeCidRecord, encodeRecord, innerPlaintext, openInnerPlaintext, parseDatagram, type DtlsRecord } from "./record";
 import { ReplayWindow } from "./replay";
 import { DtlsServerConnection, type DtlsConnectionOwner } from "./connection";
@@ -84,6 +84,7 @@ import {
   type CertificateKeyKind,
   type PemInput,
 } from "./certificate";
+import { Transcript } from "./transcript";
 import { TicketKeys, buildNewSessionTicket, fitsTicket, pskDigest, type TicketState } from "./ticket";
 import { PeerTable } from "./peer-table";
 
@@ -252,7 +253,7 @@ interface HandshakeState {
   source: string;
   serverRandom: Buffer;
   extendedMasterSecret: boolean;
-  transcript: Buffer[];
+  transcript: Transcript;
   reassembler: HandshakeReassembler;
   /** Next handshake message_seq the server sends. */
   serverMessageSeq: number;
@@ -322,9 +323,12 @@ interface Peer {
   finalTicket: Buffer | undefined;
   /** The client's certificate (certificate suites): the session's peer identity. */
   certificate: AcceptedCertificate | undefined;
-  /** RFC 9146: our CID, which the client puts in its records (the key of peersByCid); undefined = not negotiated. */
-  cid: Buffer | undefined;
-  /** The client's CID, which we put in our records; undefined = plain records. */
+  /**
+   * RFC 9146: our CID, which the client puts in its records, as a latin1 string (the key of
+   * peersByCid, so the session holds no Buffer for it); undefined = not negotiated.
+   */
+  cid: string | undefined;
+  /** The client's CID, which we put in our records (its own memory); undefined = plain records. */
   peerCid: Buffer | undefined;
 }
 
@@ -355,7 +359,8 @@ function addressLiteralLookup(
   options: LookupOneOptions | number,
   callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
 ): void {
-  const literal = isIP(address);
+  // Addresses from the socket: a ':' cannot be in a host name, and the kernel refuses a bad literal.
+  const literal = address.includes(":") ? 6 : isIPv4(address) ? 4 : 0;
   if (literal !== 0) callback(null, address, literal);
   // Node 20 to 24 pass the family as a number here; the types say options.
   else dnsLookup(address, typeof options === "number" ? { family: options } : options, callback);
@@ -403,7 +408,6 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private localAddress = "";
   private localPort = 0;
   private closing = false;
-  private sendsInFlight = 0;
   readonly stats: DtlsServerStats = {
     datagrams: 0,
     droppedDatagrams: 0,
@@ -529,8 +533,8 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       this.removePeer(peer);
     }
     const sock = this.socket;
-    // Let the close_notify alerts leave before the socket goes (bounded wait).
-    for (let i = 0; i < 100 && this.sendsInFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
+    // Let the close_notify alerts the kernel did not take at once leave before the socket goes (bounded wait).
+    for (let i = 0; i < 100 && sock && sock.getSendQueueCount() > 0; i++) await new Promise((r) => setTimeout(r, 5));
     this.socket = undefined;
     if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
   }
@@ -608,9 +612,10 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     if (!peer.replay.isFresh(record.sequence)) return undefined;
     const plaintext = this.open(peer, record);
-    const opened =
-      plaintext === undefined ? undefined : record.cid ? openInnerPlaintext(plaintext) : { type: record.type, content: plaintext };
-    if (!opened || opened.content.length > this.maxRecordPlaintext) {
+    const inner = plaintext !== undefined && record.cid ? openInnerPlaintext(plaintext) : undefined;
+    const type = inner ? inner.type : record.type;
+    const content = record.cid ? inner?.content : plaintext;
+    if (!content || content.length > this.maxRecordPlaintext) {
       this.stats.badRecords++;
       // A Finished-sized handshake record that does not authenticate while we wait for Finished
       // means the client derived other keys: a PSK mismatch. Fail now (decrypt_error) instead of
@@ -631,7 +636,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const newest = peer.replay.isNewest(record.sequence);
     peer.replay.mark(record.sequence);
     peer.lastRecordAt = Date.now();
-    return { ...opened, newest };
+    return { type, content, newest };
   }
 
   /**
@@ -822,7 +827,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       source,
       serverRandom,
       extendedMasterSecret: hello.extendedMasterSecret,
-      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
+      transcript: new Transcript(encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)),
       reassembler: new HandshakeReassembler(f.messageSeq + 1, REASSEMBLY_LIMITS),
       // Stateless server: its message_seq continues from the ClientHello it answers (ServerHello = CH2's).
       serverMessageSeq: f.messageSeq,
@@ -843,6 +848,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       certificateReceived: false,
       clientLeaf: undefined,
     };
+    const cids = this.negotiateCid(hello);
     const newPeer: Peer = {
       key,
       socketAddress,
@@ -865,10 +871,11 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       handshake,
       finalTicket: undefined,
       certificate: undefined,
-      ...this.negotiateCid(hello),
+      cid: cids.cid,
+      peerCid: cids.peerCid,
     };
     this.peers.set(key, newPeer);
-    if (newPeer.cid) this.peersByCid.set(newPeer.cid.toString("latin1"), newPeer);
+    if (newPeer.cid !== undefined) this.peersByCid.set(newPeer.cid, newPeer);
     this.handshakingPeers.add(newPeer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
 
@@ -884,7 +891,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           ephemeral !== undefined && hello.ecPointFormats !== undefined,
           handshake.issueTicket,
           undefined,
-          newPeer.cid,
+          newPeer.cid !== undefined ? Buffer.from(newPeer.cid, "latin1") : undefined,
         ),
       ),
     ];
@@ -913,7 +920,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       messages.push(encodeHandshake(HandshakeType.ServerKeyExchange, handshake.serverMessageSeq++, buildPskServerKeyExchange(this.hint)));
     }
     messages.push(encodeHandshake(HandshakeType.ServerHelloDone, handshake.serverMessageSeq++, Buffer.alloc(0)));
-    handshake.transcript.push(...messages);
+    handshake.transcript.add(...messages);
     handshake.flight = this.packFlight(newPeer, messages);
     this.transmit(socketAddress, port, handshake.flight);
     this.armRetransmit(newPeer);
@@ -923,11 +930,15 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * RFC 9146: a client that offers connection_id gets a fresh random CID of ours (its records will
    * carry it, so a new address can be recognised); we use the client's CID in our records if it gave one.
    */
-  private negotiateCid(hello: ClientHello): { cid: Buffer | undefined; peerCid: Buffer | undefined } {
+  private negotiateCid(hello: ClientHello): { cid: string | undefined; peerCid: Buffer | undefined } {
     if (hello.connectionId === undefined) return { cid: undefined, peerCid: undefined };
-    let cid = pooledRandomBytes(CID_LENGTH);
-    while (this.peersByCid.has(cid.toString("latin1"))) cid = pooledRandomBytes(CID_LENGTH);
-    return { cid, peerCid: hello.connectionId.length > 0 ? Buffer.from(hello.connectionId) : undefined };
+    let cid = pooledRandomBytes(CID_LENGTH).toString("latin1");
+    while (this.peersByCid.has(cid)) cid = pooledRandomBytes(CID_LENGTH).toString("latin1");
+    if (hello.connectionId.length === 0) return { cid, peerCid: undefined };
+    // Unpooled: a slice of Node's shared 8 KB pool would keep the whole pool alive with the session.
+    const peerCid = Buffer.allocUnsafeSlow(hello.connectionId.length);
+    hello.connectionId.copy(peerCid);
+    return { cid, peerCid };
   }
 
   /** Whether this server can run `suite` with this client. */
@@ -1064,7 +1075,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       source,
       serverRandom,
       extendedMasterSecret: state.extendedMasterSecret,
-      transcript: [encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)],
+      transcript: new Transcript(encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body)),
       reassembler: new HandshakeReassembler(f.messageSeq + 1, REASSEMBLY_LIMITS),
       serverMessageSeq: f.messageSeq,
       master: state.master,
@@ -1084,6 +1095,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       certificateReceived: false,
       clientLeaf: undefined,
     };
+    const cids = this.negotiateCid(hello);
     const peer: Peer = {
       key,
       socketAddress,
@@ -1105,11 +1117,12 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       handshake,
       finalTicket: undefined,
       certificate: undefined,
-      ...this.negotiateCid(hello),
+      cid: cids.cid,
+      peerCid: cids.peerCid,
     };
     peer.certificate = resumption.certificate;
     this.peers.set(key, peer);
-    if (peer.cid) this.peersByCid.set(peer.cid.toString("latin1"), peer);
+    if (peer.cid !== undefined) this.peersByCid.set(peer.cid, peer);
     this.handshakingPeers.add(peer);
     this.handshakingBySource.set(source, (this.handshakingBySource.get(source) ?? 0) + 1);
     const serverHello = encodeHandshake(
@@ -1123,17 +1136,17 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         suite.keyExchange !== "psk" && hello.ecPointFormats !== undefined,
         false,
         hello.sessionId,
-        peer.cid,
+        peer.cid !== undefined ? Buffer.from(peer.cid, "latin1") : undefined,
       ),
     );
-    handshake.transcript.push(serverHello);
+    handshake.transcript.add(serverHello);
     const finished = encodeHandshake(
       HandshakeType.Finished,
       handshake.serverMessageSeq++,
-      finishedVerifyData(state.master, "server finished", sha256(handshake.transcript)),
+      finishedVerifyData(state.master, "server finished", handshake.transcript.digest()),
     );
     finished.copy(slab, at + this.secretsFinished);
-    handshake.transcript.push(finished);
+    handshake.transcript.add(finished);
     handshake.resumedHello = serverHello;
     this.transmit(socketAddress, port, this.flight(peer, handshake));
     peer.writeEpoch = 1;
@@ -1189,7 +1202,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
     }
     this.disarmRetransmit(peer); // flight 5 has started
-    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     handshake.certificateReceived = true;
     if (chain.length === 0) {
       // RFC 5246 7.4.6: without a certificate the server may go on or refuse with handshake_failure.
@@ -1215,13 +1228,13 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     } catch {
       return this.failHandshake(peer, "decode-error", AlertDescription.DecodeError);
     }
-    if (!verifyParts(leaf, handshake.transcript, verify.scheme, verify.signature)) {
+    if (!verifyParts(leaf, handshake.transcript.messages, verify.scheme, verify.signature)) {
       return this.failHandshake(peer, "bad-certificate-verify", AlertDescription.DecryptError, {
         subject: leaf.subject,
         detail: "CertificateVerify signature does not verify with the certificate's key",
       });
     }
-    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     handshake.clientLeaf = undefined;
     peer.state = "awaiting-finished";
   }
@@ -1246,7 +1259,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
     // Flight 5 has started: our flight 4 arrived, stop retransmitting it.
     this.disarmRetransmit(peer);
-    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const identity = identityBytes.toString("utf8");
     peer.identity = identity;
     let result: Buffer | undefined | Promise<Buffer | undefined>;
@@ -1281,7 +1294,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     handshake.ephemeral = undefined;
     if (!secret) return this.failHandshake(peer, "illegal-parameter", AlertDescription.IllegalParameter);
     this.disarmRetransmit(peer);
-    handshake.transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    handshake.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     // The extended master secret's session hash ends with the ClientKeyExchange (RFC 7627 3).
     this.deriveKeys(peer, secret);
     secret.fill(0);
@@ -1338,7 +1351,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     const slab = this.secrets.buffer(peer.slot);
     const at = this.secrets.offset(peer.slot);
     const clientRandom = slab.subarray(at + SECRETS_CLIENT_RANDOM, at + SECRETS_CLIENT_RANDOM + 32);
-    const sessionHash = handshake.extendedMasterSecret ? sha256(handshake.transcript) : undefined;
+    const sessionHash = handshake.extendedMasterSecret ? handshake.transcript.digest() : undefined;
     handshake.master = masterSecret(premaster, clientRandom, handshake.serverRandom, sessionHash);
     const keyBlock = keyExpansion(handshake.master, clientRandom, handshake.serverRandom, keyBlockLength(peer.suite));
     keyBlock.copy(slab, at + SECRETS_KEY_BLOCK);
@@ -1350,7 +1363,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private handleFinished(peer: Peer, msg: CompleteMessage): void {
     const handshake = peer.handshake!;
     const transcript = handshake.transcript;
-    const expected = finishedVerifyData(handshake.master!, "client finished", sha256(transcript));
+    const expected = finishedVerifyData(handshake.master!, "client finished", transcript.digest());
     if (msg.body.length !== expected.length || !timingSafeEqual(msg.body, expected)) {
       return this.failHandshake(peer, "bad-finished", AlertDescription.DecryptError);
     }
@@ -1362,7 +1375,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
       if (handshake.addressUnproven) this.stats.resumedWithoutCookie++;
       return this.established(peer, handshake);
     }
-    transcript.push(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     // A PSK session's ticket names its identity and key; a certificate session's carries the client's
     // leaf with what its chain check found (the anchor, the expiry), so resuming needs no check again.
     const c = peer.certificate;
@@ -1386,14 +1399,18 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
               ...(ticketCertificate ? { certificate: ticketCertificate } : {}),
             })
           : EMPTY;
-      peer.finalTicket = encodeHandshake(
+      const message = encodeHandshake(
         HandshakeType.NewSessionTicket,
         handshake.serverMessageSeq++,
         buildNewSessionTicket(ticket.length > 0 ? this.ticketKeys.lifetimeSeconds : 0, ticket),
       );
-      transcript.push(peer.finalTicket);
+      // Kept until the client sends data: in its own memory, as a slice of Node's shared 8 KB pool
+      // would keep the whole pool alive with an idle session.
+      peer.finalTicket = Buffer.allocUnsafeSlow(message.length);
+      message.copy(peer.finalTicket);
+      transcript.add(message);
     }
-    const serverVerify = finishedVerifyData(handshake.master!, "server finished", sha256(transcript));
+    const serverVerify = finishedVerifyData(handshake.master!, "server finished", transcript.digest());
     encodeHandshake(HandshakeType.Finished, handshake.serverMessageSeq++, serverVerify).copy(
       this.secrets.buffer(peer.slot),
       this.secrets.offset(peer.slot) + this.secretsFinished,
@@ -1572,17 +1589,14 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     }
   }
 
+  /**
+   * No completion callback, as for data: Node queues a tick per datagram for one. A datagram the
+   * kernel refuses (an unreachable peer) is lost like any other; the peer's timers cover it.
+   */
   private transmit(address: string, port: number, datagrams: Buffer[]): void {
     const sock = this.socket;
     if (!sock) return;
-    for (const d of datagrams) {
-      this.sendsInFlight++;
-      sock.send(d, port, address, (err) => {
-        this.sendsInFlight--;
-        // Send failures (e.g. unreachable peer) are not socket failures; the peer times out.
-        if (err) this.stats.droppedDatagrams++;
-      });
-    }
+    for (const d of datagrams) sock.send(d, port, address);
   }
 
   /** Answer to a repeated client flight; rate-limited because epoch-0 records are unauthenticated. */
@@ -1641,7 +1655,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
     peer.state = "closed";
     this.disarmRetransmit(peer);
     if (this.peers.get(peer.key) === peer) this.peers.delete(peer.key);
-    if (peer.cid && this.peersByCid.get(peer.cid.toString("latin1")) === peer) this.peersByCid.delete(peer.cid.toString("latin1"));
+    if (peer.cid !== undefined && this.peersByCid.get(peer.cid) === peer) this.peersByCid.delete(peer.cid);
     if (wasHandshaking) this.handshakeEnded(peer, peer.handshake);
     peer.handshake?.ecdhSecret?.fill(0);
     peer.handshake?.master?.fill(0);
