@@ -397,22 +397,24 @@ async function main(): Promise<void> {
   for (const scenario of scenarios) results.push(await measureIdleSessions(scenario, idle, idleMs));
   console.log(`\nMemory per established idle session, RSS delta of the server process over ${idle} sessions (goal: DTLS < 10 KB):`);
   printMemoryTable(results, idleMs);
-  const perSession = (s: Scenario): number | undefined => {
+  const perSession = (s: Scenario, marginal: boolean): number | undefined => {
     const r = results.find((x) => x.scenario === s);
-    return r && r.sessions > 0 ? r.idle.rss / r.sessions / 1024 : undefined;
+    if (!r) return undefined;
+    const [bytes, n] = marginal ? [r.marginal.rss, r.marginalSessions] : [r.idle.rss, r.sessions];
+    return n > 0 ? bytes / n / 1024 : undefined;
   };
-  const dtls = perSession("dtls-psk");
-  const libDtls = perSession("libcoap-dtls-psk");
-  const ourTls = perSession("tls-psk");
-  const libTls = perSession("libcoap-tls-psk");
-  if (dtls !== undefined)
-    console.log(
-      `  ours DTLS idle: ${dtls.toFixed(2)} KB/session (goal < 10 KB)${libDtls ? `, ${(dtls / libDtls).toFixed(2)}x coap-server-openssl's ${libDtls.toFixed(2)} KB` : ""}`,
-    );
-  if (ourTls !== undefined)
-    console.log(
-      `  ours TLS 1.3 idle: ${ourTls.toFixed(2)} KB/session${libTls ? `, ${(ourTls / libTls).toFixed(2)}x coap-server-openssl's ${libTls.toFixed(2)} KB` : ""}`,
-    );
+  for (const [label, ours, ref, goal] of [
+    ["DTLS", "dtls-psk", "libcoap-dtls-psk", " (goal < 10 KB)"],
+    ["TLS 1.3", "tls-psk", "libcoap-tls-psk", ""],
+  ] as const) {
+    const parts = [false, true].map((marginal) => {
+      const o = perSession(ours, marginal);
+      const l = perSession(ref, marginal);
+      if (o === undefined) return "-";
+      return `${o.toFixed(2)} KB/session${l ? ` (${(o / l).toFixed(2)}x coap-server-openssl's ${l.toFixed(2)} KB)` : ""}`;
+    });
+    console.log(`  ours ${label} idle${goal}: over the first ${idle}: ${parts[0]}; over ${idle} more: ${parts[1]}`);
+  }
 }
 
 main().catch((err: unknown) => {

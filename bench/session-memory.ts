@@ -32,7 +32,7 @@ export const DEFAULT_IDLE_MS = 6000;
 interface Snapshot {
   rss: number;
   heapUsed: number;
-  /** external + arrayBuffers (Buffer contents); NaN for a non-Node server. */
+  /** external (it includes arrayBuffers, the Buffer contents); NaN for a non-Node server. */
   external: number;
 }
 
@@ -42,6 +42,12 @@ export interface MemoryResult {
   failed: number;
   afterHandshakes: Snapshot;
   idle: Snapshot;
+  /**
+   * The same for `sessions` more on top (idle too): what one more session costs once the process has
+   * reached its steady state (the allocator's high-water mark from the first burst of handshakes).
+   */
+  marginal: Snapshot;
+  marginalSessions: number;
   setupSeconds: number;
 }
 
@@ -79,7 +85,7 @@ async function nodeSnapshot(idleMs: number): Promise<Snapshot> {
     await sleep(200);
   }
   const m = process.memoryUsage();
-  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external + m.arrayBuffers };
+  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external };
 }
 
 function rssOf(pid: number): number {
@@ -138,14 +144,22 @@ async function serverMain(scenario: Scenario, n: number, idleMs: number): Promis
   const setupSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const afterNow = await nodeSnapshot(0);
   const afterIdle = await nodeSnapshot(idleMs);
+  const sessions = established - base;
+  const steady = established;
+  send(client, { kind: "go", n });
+  const more = (await next(client, "opened")) as Extract<Msg, { kind: "opened" }>;
+  while (established - steady < more.n) await sleep(10);
+  const moreIdle = await nodeSnapshot(idleMs);
   send(process, {
     kind: "result",
     result: {
       scenario,
-      sessions: established - base,
+      sessions,
       failed: opened.failed,
       afterHandshakes: minus(afterNow, beforeNow),
       idle: minus(afterIdle, beforeIdle),
+      marginal: minus(moreIdle, afterIdle),
+      marginalSessions: established - steady,
       setupSeconds,
     },
   });
@@ -203,10 +217,12 @@ async function clientMain(scenario: Scenario, port: number): Promise<void> {
   };
   await many(WARMUP);
   send(process, { kind: "warm" });
-  const go = (await next(process, "go")) as Extract<Msg, { kind: "go" }>;
-  const { ok, failed } = await many(go.n);
-  send(process, { kind: "opened", n: ok, failed });
-  await new Promise(() => undefined); // hold until killed
+  // Each "go" opens that many more; all are held until the process is killed.
+  for (;;) {
+    const go = (await next(process, "go")) as Extract<Msg, { kind: "go" }>;
+    const { ok, failed } = await many(go.n);
+    send(process, { kind: "opened", n: ok, failed });
+  }
 }
 
 export function haveLibcoap(): boolean {
@@ -259,6 +275,10 @@ async function measureLibcoap(scenario: Scenario, n: number, idleMs: number): Pr
     const afterNow = rssOf(pid);
     await sleep(idleMs);
     const afterIdle = rssOf(pid);
+    send(client, { kind: "go", n });
+    const more = (await next(client, "opened")) as Extract<Msg, { kind: "opened" }>;
+    await sleep(idleMs);
+    const moreIdle = rssOf(pid);
     const rssOnly = (rss: number): Snapshot => ({ rss, heapUsed: NaN, external: NaN });
     return {
       scenario,
@@ -266,6 +286,8 @@ async function measureLibcoap(scenario: Scenario, n: number, idleMs: number): Pr
       failed: opened.failed,
       afterHandshakes: rssOnly(afterNow - beforeNow),
       idle: rssOnly(afterIdle - beforeIdle),
+      marginal: rssOnly(moreIdle - afterIdle),
+      marginalSessions: more.n,
       setupSeconds,
     };
   } finally {
@@ -293,19 +315,31 @@ const LABELS: Record<Scenario, string> = {
   "libcoap-tls-psk": "TLS PSK coap-server-openssl (ref)",
 };
 
-/** One line per result: KB per session, RSS right after the handshakes and once idle, heap, external. */
+/**
+ * One line per result: KB per session, RSS right after the handshakes, once idle, and for as many
+ * sessions again on top (idle: the steady-state cost of one more session); heap and external idle.
+ */
 export function printMemoryTable(results: MemoryResult[], idleMs: number): void {
   const kb = (bytes: number, count: number) => (Number.isNaN(bytes) || count === 0 ? "-" : (bytes / count / 1024).toFixed(2));
+  const columns = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(36) : c.padStart([8, 16, 15, 16, 13, 12, 8][i - 1]))).join(" ");
   console.log(
-    `${"server".padEnd(36)} ${"sessions".padStart(8)} ${"RSS KB/session".padStart(15)} ${"RSS KB/session".padStart(15)} ${"heap used KB".padStart(13)} ${"external KB".padStart(12)} ${"setup s".padStart(8)}`,
+    columns(["server", "sessions", "RSS KB/session", "RSS KB/session", "RSS KB/session", "heap used KB", "external KB", "setup s"]),
   );
-  console.log(
-    `${"".padEnd(36)} ${"".padStart(8)} ${"after handshakes".padStart(15)} ${`idle ${idleMs / 1000} s`.padStart(15)} ${"(idle)".padStart(13)} ${"(idle)".padStart(12)}`,
-  );
+  console.log(columns(["", "", "after handshakes", `idle ${idleMs / 1000} s`, "as many more", "(idle)", "(idle)", ""]));
   for (const r of results) {
     const n = r.sessions;
     console.log(
-      `${LABELS[r.scenario].padEnd(36)} ${String(r.sessions).padStart(8)} ${kb(r.afterHandshakes.rss, n).padStart(15)} ${kb(r.idle.rss, n).padStart(15)} ${kb(r.idle.heapUsed, n).padStart(13)} ${kb(r.idle.external, n).padStart(12)} ${r.setupSeconds.toFixed(2).padStart(8)}${r.failed ? `  (${r.failed} failed)` : ""}`,
+      columns([
+        LABELS[r.scenario],
+        String(n),
+        kb(r.afterHandshakes.rss, n),
+        kb(r.idle.rss, n),
+        kb(r.marginal.rss, r.marginalSessions),
+        kb(r.idle.heapUsed, n),
+        kb(r.idle.external, n),
+        r.setupSeconds.toFixed(2),
+      ]) + (r.failed ? `  (${r.failed} failed)` : ""),
     );
   }
 }
