@@ -366,6 +366,16 @@ function addressLiteralLookup(
   else dnsLookup(address, typeof options === "number" ? { family: options } : options, callback);
 }
 
+/**
+ * A copy in its own memory, for what a session keeps: a slice of Node's shared 8 KB buffer pool
+ * would keep the whole pool chunk alive with an idle session.
+ */
+function unpooledCopy(b: Buffer): Buffer {
+  const own = Buffer.allocUnsafeSlow(b.length);
+  b.copy(own);
+  return own;
+}
+
 export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
   private socket: dgram.Socket | undefined;
   private readonly peers = new PeerTable<Peer>();
@@ -891,7 +901,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
           ephemeral !== undefined && hello.ecPointFormats !== undefined,
           handshake.issueTicket,
           undefined,
-          newPeer.cid !== undefined ? Buffer.from(newPeer.cid, "latin1") : undefined,
+          cids.cidBytes,
         ),
       ),
     ];
@@ -930,15 +940,16 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
    * RFC 9146: a client that offers connection_id gets a fresh random CID of ours (its records will
    * carry it, so a new address can be recognised); we use the client's CID in our records if it gave one.
    */
-  private negotiateCid(hello: ClientHello): { cid: string | undefined; peerCid: Buffer | undefined } {
-    if (hello.connectionId === undefined) return { cid: undefined, peerCid: undefined };
-    let cid = pooledRandomBytes(CID_LENGTH).toString("latin1");
-    while (this.peersByCid.has(cid)) cid = pooledRandomBytes(CID_LENGTH).toString("latin1");
-    if (hello.connectionId.length === 0) return { cid, peerCid: undefined };
-    // Unpooled: a slice of Node's shared 8 KB pool would keep the whole pool alive with the session.
-    const peerCid = Buffer.allocUnsafeSlow(hello.connectionId.length);
-    hello.connectionId.copy(peerCid);
-    return { cid, peerCid };
+  private negotiateCid(hello: ClientHello): { cid: string | undefined; cidBytes: Buffer | undefined; peerCid: Buffer | undefined } {
+    if (hello.connectionId === undefined) return { cid: undefined, cidBytes: undefined, peerCid: undefined };
+    let cidBytes = pooledRandomBytes(CID_LENGTH);
+    while (this.peersByCid.has(cidBytes.toString("latin1"))) cidBytes = pooledRandomBytes(CID_LENGTH);
+    // cidBytes goes into the ServerHello only; the session keeps the string.
+    return {
+      cid: cidBytes.toString("latin1"),
+      cidBytes,
+      peerCid: hello.connectionId.length > 0 ? unpooledCopy(hello.connectionId) : undefined,
+    };
   }
 
   /** Whether this server can run `suite` with this client. */
@@ -1136,7 +1147,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         suite.keyExchange !== "psk" && hello.ecPointFormats !== undefined,
         false,
         hello.sessionId,
-        peer.cid !== undefined ? Buffer.from(peer.cid, "latin1") : undefined,
+        cids.cidBytes,
       ),
     );
     handshake.transcript.add(serverHello);
@@ -1404,10 +1415,7 @@ export class DtlsServer extends EventEmitter implements DtlsConnectionOwner {
         handshake.serverMessageSeq++,
         buildNewSessionTicket(ticket.length > 0 ? this.ticketKeys.lifetimeSeconds : 0, ticket),
       );
-      // Kept until the client sends data: in its own memory, as a slice of Node's shared 8 KB pool
-      // would keep the whole pool alive with an idle session.
-      peer.finalTicket = Buffer.allocUnsafeSlow(message.length);
-      message.copy(peer.finalTicket);
+      peer.finalTicket = unpooledCopy(message); // kept until the client sends data
       transcript.add(message);
     }
     const serverVerify = finishedVerifyData(handshake.master!, "server finished", transcript.digest());
