@@ -10,23 +10,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { threadCpuMicrosOf } from "./lib/cpu";
 import { haveLibcoap, startLibcoap, PSK_KEY_TEXT } from "./session-memory";
 
 const KEY = Buffer.from(PSK_KEY_TEXT);
 const HANDSHAKE_BENCH = path.join(__dirname, "handshake.js");
-
-/** CPU time of every thread of a process so far, in microseconds (threads that ended are not counted). */
-function cpuMicros(pid: number): number {
-  let ns = 0;
-  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // the thread ended between the listing and the read
-    }
-  }
-  return ns / 1000;
-}
 
 /** Child mode: a DtlsServer from the build in `dir`; prints its port. */
 function serve(dir: string): void {
@@ -58,7 +46,7 @@ interface Pass {
 }
 
 async function pass(port: number, pid: number, handshakes: number, suite: string): Promise<Pass> {
-  const c0 = cpuMicros(pid);
+  const c0 = threadCpuMicrosOf(pid);
   const child = spawn(process.execPath, [HANDSHAKE_BENCH, "--our-client-handshakes", String(port), String(handshakes), "4", suite], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -71,7 +59,7 @@ async function pass(port: number, pid: number, handshakes: number, suite: string
     child.once("exit", (code) => (out.includes("\n") ? undefined : reject(new Error(`client exited (${code})`))));
   });
   if (r.ok === 0) throw new Error(`no handshake completed on port ${port}`);
-  return { us: (cpuMicros(pid) - c0) / r.ok, rate: r.ok / r.seconds };
+  return { us: (threadCpuMicrosOf(pid) - c0) / r.ok, rate: r.ok / r.seconds };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

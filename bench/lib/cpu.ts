@@ -9,6 +9,22 @@ export function cpuMicrosOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10000;
 }
 
+/**
+ * CPU time of every thread of a process so far in microseconds, from schedstat (nanoseconds): fine
+ * enough for a few percent where cpuMicrosOf's 10 ms ticks are not. Threads that ended are not counted.
+ */
+export function threadCpuMicrosOf(pid: number): number {
+  let ns = 0;
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return ns / 1000;
+}
+
 interface CpuProfile {
   nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;
   samples: number[];
